@@ -1,0 +1,24 @@
+//! ordobridge: an HL7v2 / HPRIM Santé bridge between hospital EHRs and the Posos
+//! prescription-scan service.
+//!
+//! # Layout
+//!
+//! - [`config`]: one TOML file, `${VAR}` / `${VAR:-default}` expansion, validated at start with
+//!   errors that name the line and the key.
+//! - [`hl7`]: pure HL7v2 core: zero-copy parse, escapes, charsets (MSH-18), path access,
+//!   builder, batches, ACK builder. No I/O.
+//! - [`mllp`]: MLLP framing (a tokio-util codec) and the listener that serves a frame handler.
+//!   Knows nothing of HL7 semantics or storage.
+//! - [`store`]: SQLite (WAL, `synchronous=FULL`): the journal of inbound messages, written by
+//!   one writer thread with group commit.
+//! - [`engine`]: the wiring, read top to bottom: load config, open the store, bind, spawn,
+//!   wait; and the inbound channel that commits a message before it answers its ACK.
+//!
+//! The invariants users trust us for are in `DESIGN.md` terms: commit before ACK, nothing lost,
+//! a clear answer to bad input, bounded memory.
+
+pub mod config;
+pub mod engine;
+pub mod hl7;
+pub mod mllp;
+pub mod store;
