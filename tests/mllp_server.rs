@@ -356,6 +356,10 @@ async fn ok_shutdown_finishes_the_frame_in_flight() {
     closed(&mut busy).await;
     within(server.task).await.unwrap().unwrap();
     assert_eq!(server.stats.snapshot().connections_open, 0);
+    assert!(
+        TcpStream::connect(server.addr).await.is_err(),
+        "listener still open"
+    );
 }
 
 #[tokio::test]

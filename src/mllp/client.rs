@@ -1,7 +1,7 @@
 //! A small MLLP client: send one frame, wait for one answer. Used by the load tool and, later,
 //! by outbound delivery (which adds retries and backoff on top).
 //!
-//! After a timeout or an I/O failure the client is [`State::Broken`]: a late answer to the
+//! After a timeout or an I/O failure the client is broken: a late answer to the
 //! failed message could otherwise be taken for the answer to the next one. The caller connects
 //! again.
 

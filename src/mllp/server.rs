@@ -1,4 +1,4 @@
-//! The MLLP server: an accept loop ([`Listener`]) and one task per connection ([`Handler`])
+//! The MLLP server: an accept loop (`Listener`) and one task per connection (`Handler`)
 //! that reads items in order, hands each to the caller's [`FrameHandler`] and writes back its
 //! answers before reading the next.
 //!
@@ -175,8 +175,11 @@ pub async fn serve<H: FrameHandler>(
         tracker: TaskTracker::new(),
     };
     server.run().await;
-    server.tracker.close();
-    server.tracker.wait().await;
+    // Close the listening socket before draining, so new peers are refused rather than left
+    // in the backlog while the open connections finish.
+    let Listener { tracker, .. } = server;
+    tracker.close();
+    tracker.wait().await;
     info!(addr = ?local, "mllp listener stopped");
     Ok(())
 }
@@ -282,6 +285,9 @@ impl Drop for Slot {
 }
 
 /// One connection: read an item, let the frame handler answer it, write the answers, repeat.
+///
+/// At shutdown the item being handled is answered; a frame still being received is dropped
+/// unanswered (the sender resends what was not acknowledged).
 struct Handler<H> {
     peer: SocketAddr,
     conn: Connection,
