@@ -171,10 +171,10 @@ pub(super) fn commit_batch(
             counters.failed_batches.fetch_add(1, Ordering::Relaxed);
             // `Transaction` rolls back on drop; if even that failed, make sure the next
             // batch does not start inside a dead transaction.
-            if !connection.is_autocommit() {
-                if let Err(error) = connection.execute_batch("ROLLBACK") {
-                    tracing::error!(store = %path.display(), %error, "store rollback failed");
-                }
+            if !connection.is_autocommit()
+                && let Err(error) = connection.execute_batch("ROLLBACK")
+            {
+                tracing::error!(store = %path.display(), %error, "store rollback failed");
             }
             tracing::warn!(
                 store = %path.display(),
