@@ -460,17 +460,20 @@ async fn throughput() {
     let per_producer = 1_000;
 
     // 64 concurrent callers (connections) journaling one message at a time: group commit
-    // forms the batches.
+    // forms the batches. Control ids come from one counter, as from an EHR's sequence.
+    let sequence = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let start = Instant::now();
     let tasks: Vec<_> = (0..producers)
         .map(|p| {
             let store = store.clone();
+            let sequence = std::sync::Arc::clone(&sequence);
             tokio::spawn(async move {
                 for n in 0..per_producer {
+                    let id = sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let mut raw = ADT.to_vec();
                     raw.extend_from_slice(format!("NTE|{p}|{n}\r").as_bytes());
                     store
-                        .journal(record(&format!("{p}-{n}"), &raw))
+                        .journal(record(&format!("{id:012}"), &raw))
                         .await
                         .unwrap();
                 }
@@ -502,7 +505,7 @@ async fn throughput() {
             .map(|n| {
                 let mut raw = ADT.to_vec();
                 raw.extend_from_slice(format!("NTE|m{b}|{n}\r").as_bytes());
-                record(&format!("m{b}-{n}"), &raw)
+                record(&format!("m{b:06}-{n:02}"), &raw)
             })
             .collect();
         store.journal_many(records).await.unwrap();
