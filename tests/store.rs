@@ -400,21 +400,18 @@ async fn ok_backpressure_with_tiny_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ok_close_commits_what_was_queued() {
     let fixture = open();
-    let calls: Vec<_> = (0..50)
-        .map(|n| {
-            let store = fixture.store.clone();
-            tokio::spawn(async move {
-                store
-                    .journal(record(&n.to_string(), n.to_string().as_bytes()))
-                    .await
-            })
-        })
-        .collect();
-    // Let the tasks queue their requests, then close behind them.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    fixture.store.close().await;
-    for call in calls {
-        call.await.unwrap().unwrap();
+    let calls = (0..50).map(|n| {
+        let store = fixture.store.clone();
+        async move {
+            store
+                .journal(record(&n.to_string(), n.to_string().as_bytes()))
+                .await
+        }
+    });
+    // `join!` polls the calls first: all 50 are queued before the close request.
+    let (results, ()) = tokio::join!(join_all(calls), fixture.store.close());
+    for result in results {
+        result.unwrap();
     }
     assert_eq!(count(&fixture.path, "SELECT count(*) FROM journal"), 50);
     let err = fixture

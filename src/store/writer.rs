@@ -250,9 +250,6 @@ fn execute(
                 Request::Many {
                     records, outcomes, ..
                 } => {
-                    // A failed earlier attempt never leaves outcomes behind (the request is
-                    // answered right after), but start clean anyway.
-                    outcomes.clear();
                     for record in records.iter() {
                         outcomes.push(journal_one(&mut journal, record, tally)?);
                     }
