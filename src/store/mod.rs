@@ -1,1 +1,624 @@
-//! TODO
+//! The SQLite store: the journal of inbound messages, committed before anybody ACKs.
+//!
+//! # The invariant
+//!
+//! [`Store::journal`] resolves only after the transaction holding the record has committed on
+//! a connection in WAL mode with `synchronous=FULL` (the WAL is fsynced at every commit). When
+//! the commit fails, every caller of that batch gets a [`StoreError`], so the engine answers AE
+//! ("not stored"), never AA.
+//!
+//! # Layout
+//!
+//! - `schema`: opening connections (WAL, `synchronous=FULL`, `foreign_keys=ON`,
+//!   `busy_timeout`) and the versioned migrations recorded in `PRAGMA user_version`.
+//! - `writer`: the one writer thread that owns the write connection and does group commit:
+//!   it blocks for the first request, drains what is already queued (up to
+//!   [`StoreOptions::max_batch`] requests), runs them in one transaction, commits, then answers
+//!   each request.
+//! - `read`: a small pool of read-only connections for listings and lookups; WAL lets them
+//!   run beside the writer.
+//!
+//! # Duplicates
+//!
+//! An accepted message with the same channel, sender (MSH-3^MSH-4), control id (MSH-10) and
+//! content hash (SHA-256 of the raw bytes) as an accepted or processed row is not stored
+//! again: the row's `duplicate_count` is bumped and the caller gets
+//! [`JournalOutcome::Duplicate`] with the first row's id, so it can ACK again without
+//! processing twice. Rejected messages are journaled but never deduplicated, so a resend
+//! after a fix goes through.
+//!
+//! # Shutdown
+//!
+//! Dropping every [`Store`] handle, or [`Store::close`], lets the writer finish the queued
+//! requests, commit them and exit; `close` waits for that.
+
+mod read;
+mod schema;
+mod writer;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{mpsc, oneshot};
+
+use self::read::Readers;
+use self::writer::{Counters, Prepared, Request};
+
+/// Tuning of the writer queue; the defaults suit one daemon with a few dozen connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Requests that may wait for the writer before `journal` callers wait in turn
+    /// (backpressure instead of an unbounded heap). Values below 1 are taken as 1.
+    pub queue_capacity: usize,
+    /// Most requests committed in one transaction: bounds the latency a batch adds.
+    /// A `journal_many` call counts as one request. Values below 1 are taken as 1.
+    pub max_batch: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 1024,
+            max_batch: 512,
+        }
+    }
+}
+
+/// What the engine decided about an inbound message, stored with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordStatus {
+    /// Valid and going to be processed (and ACKed AA once committed).
+    Accepted,
+    /// Refused (AE/AR): journaled for the operator, never treated as a duplicate.
+    Rejected {
+        /// Why it was refused, as answered to the sender.
+        reason: String,
+    },
+}
+
+/// One inbound message as the engine hands it to the journal; the store computes the hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundRecord {
+    /// Configured channel name the message came in on.
+    pub channel: String,
+    /// When the message was received (stored as unix microseconds).
+    pub received_at: jiff::Timestamp,
+    /// Remote address (or file path) it came from.
+    pub peer: String,
+    /// MSH-3^MSH-4 as the engine gives it: part of the duplicate key.
+    pub sender: String,
+    /// MSH-9, for listings.
+    pub message_type: String,
+    /// MSH-10: part of the duplicate key.
+    pub control_id: String,
+    /// The message bytes exactly as received, before any charset decoding.
+    pub raw: bytes::Bytes,
+    /// Accepted or rejected (with the reason).
+    pub status: RecordStatus,
+}
+
+/// Status of a journal row, as stored in its `status` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryStatus {
+    /// Committed, not processed yet.
+    Accepted,
+    /// Refused by the engine; kept for the operator.
+    Rejected,
+    /// Handled by the engine (see [`Store::mark_processed`]).
+    Processed,
+}
+
+impl EntryStatus {
+    /// The text stored in the `status` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Rejected => "rejected",
+            Self::Processed => "processed",
+        }
+    }
+
+    /// Reads the `status` column; `None` for a value this build does not know.
+    pub fn from_bytes(text: &[u8]) -> Option<Self> {
+        match text {
+            b"accepted" => Some(Self::Accepted),
+            b"rejected" => Some(Self::Rejected),
+            b"processed" => Some(Self::Processed),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for EntryStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the journal did with a record; only returned once it is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalOutcome {
+    /// A new row was committed with this id.
+    Stored {
+        /// Row id in `journal`.
+        id: i64,
+    },
+    /// The same message was already journaled: ACK it again, do not process it twice.
+    Duplicate {
+        /// Id of the first row (its `duplicate_count` was bumped).
+        id: i64,
+        /// Status of that first row (`Accepted` or `Processed`).
+        status: EntryStatus,
+    },
+}
+
+impl JournalOutcome {
+    /// Row id holding the message, whether just stored or stored before.
+    pub fn id(self) -> i64 {
+        match self {
+            Self::Stored { id } | Self::Duplicate { id, .. } => id,
+        }
+    }
+}
+
+/// Which journal rows to list (CLI `journal list`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalFilter {
+    /// Only rows with this MSH-10.
+    pub control_id: Option<String>,
+    /// Only rows of this channel.
+    pub channel: Option<String>,
+    /// Most rows returned; 0 means no limit.
+    pub limit: usize,
+}
+
+impl Default for JournalFilter {
+    fn default() -> Self {
+        Self {
+            control_id: None,
+            channel: None,
+            limit: 100,
+        }
+    }
+}
+
+/// One journal row without its bytes: what a listing shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalSummary {
+    /// Row id.
+    pub id: i64,
+    /// When the first copy was received.
+    pub received_at: jiff::Timestamp,
+    /// Channel name.
+    pub channel: String,
+    /// MSH-9.
+    pub message_type: String,
+    /// MSH-10.
+    pub control_id: String,
+    /// `accepted`, `rejected` or `processed`.
+    pub status: String,
+    /// Why it was rejected.
+    pub reason: Option<String>,
+    /// Remote address or file path.
+    pub peer: String,
+    /// MSH-3^MSH-4.
+    pub sender: String,
+}
+
+/// One journal row with its bytes: what `journal show` and a replay need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    /// The listing fields.
+    pub summary: JournalSummary,
+    /// The message bytes exactly as received.
+    pub raw: Vec<u8>,
+    /// SHA-256 of `raw`.
+    pub content_hash: [u8; 32],
+    /// How many duplicates of it arrived after it.
+    pub duplicate_count: i64,
+    /// When the last copy (first or duplicate) arrived.
+    pub last_seen_at: jiff::Timestamp,
+}
+
+/// A snapshot of the writer's counters, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Transactions attempted (one per batch).
+    pub batches: u64,
+    /// Transactions committed.
+    pub commits: u64,
+    /// Transactions that failed and were rolled back.
+    pub failed_batches: u64,
+    /// Records committed (stored or duplicate).
+    pub messages: u64,
+    /// Records committed as duplicates of an earlier row.
+    pub duplicates: u64,
+    /// Requests in the last batch.
+    pub last_batch_size: u64,
+    /// Requests in the largest batch so far.
+    pub max_batch_size: u64,
+}
+
+/// Everything that can go wrong in the store; each message names the database file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The folder that should hold the database could not be created.
+    #[error("cannot create folder `{}` for store `{}`", folder.display(), path.display())]
+    CreateFolder {
+        /// The database file.
+        path: PathBuf,
+        /// The missing folder.
+        folder: PathBuf,
+        /// Why creation failed.
+        #[source]
+        source: io::Error,
+    },
+    /// SQLite could not open the file.
+    #[error("cannot open store `{}`", path.display())]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A connection setting (pragma) could not be applied.
+    #[error("store `{}`: cannot set `{setting}`", path.display())]
+    Configure {
+        /// The database file.
+        path: PathBuf,
+        /// The setting, e.g. `journal_mode=WAL`.
+        setting: &'static str,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// SQLite refused WAL mode, without which commits and readers would block each other.
+    #[error("store `{}`: journal_mode is `{mode}`, expected `wal`", path.display())]
+    NotWal {
+        /// The database file.
+        path: PathBuf,
+        /// The mode SQLite kept.
+        mode: String,
+    },
+    /// The file's schema version is not one this build knows (written by a newer ordobridge?).
+    #[error(
+        "store `{}` has schema version {found}, this build knows versions 0 to {supported}; \
+         was it written by a newer ordobridge?",
+        path.display()
+    )]
+    SchemaVersion {
+        /// The database file.
+        path: PathBuf,
+        /// `PRAGMA user_version` of the file.
+        found: i64,
+        /// Newest version this build can migrate to.
+        supported: i64,
+    },
+    /// A migration script failed; its transaction was rolled back.
+    #[error("store `{}`: migration to schema version {version} failed", path.display())]
+    Migration {
+        /// The database file.
+        path: PathBuf,
+        /// Version the failed script would have reached.
+        version: i64,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The writer thread could not be started.
+    #[error("store `{}`: cannot start the writer thread", path.display())]
+    Spawn {
+        /// The database file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// The batch holding this request was rolled back: nothing of it is stored.
+    #[error("store `{}`: batch of {requests} request(s) not committed", path.display())]
+    NotCommitted {
+        /// The database file.
+        path: PathBuf,
+        /// Requests in the failed batch (all got this error).
+        requests: usize,
+        /// What SQLite said (shared by every caller of the batch).
+        #[source]
+        source: Arc<rusqlite::Error>,
+    },
+    /// A read (listing, lookup) failed.
+    #[error("store `{}`: read failed", path.display())]
+    Read {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The blocking task running a read did not finish (runtime shutting down).
+    #[error("store `{}`: read task did not finish", path.display())]
+    ReadTask {
+        /// The database file.
+        path: PathBuf,
+        /// Why the task ended.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The writer has stopped (after `close`): nothing was stored.
+    #[error("store `{}` is closed", path.display())]
+    Closed {
+        /// The database file.
+        path: PathBuf,
+    },
+}
+
+/// A cheap, cloneable handle on one SQLite database: the journal and its writer thread.
+///
+/// Writes go through a bounded queue to the one writer thread; reads use their own
+/// read-only connections. Cloning shares both.
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// Queue to the writer; the writer exits once every sender is gone (or on `close`).
+    requests: mpsc::Sender<Request>,
+    /// What handles share: the path, the reader pool, the writer's counters.
+    shared: Arc<Shared>,
+}
+
+/// State shared by every clone of a [`Store`].
+#[derive(Debug)]
+struct Shared {
+    /// Database file, named in every error.
+    path: PathBuf,
+    /// Idle read-only connections.
+    readers: Readers,
+    /// Written by the writer thread, read by [`Store::stats`].
+    counters: Arc<Counters>,
+}
+
+impl Store {
+    /// Opens (creating the file and its folder if needed) and migrates the database, then
+    /// starts the writer thread.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        let connection = schema::open_writer(path)?;
+        let (requests, queue) = mpsc::channel(options.queue_capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        writer::spawn(
+            connection,
+            queue,
+            path.to_path_buf(),
+            options.max_batch.max(1),
+            Arc::clone(&counters),
+        )?;
+        Ok(Store {
+            requests,
+            shared: Arc::new(Shared {
+                path: path.to_path_buf(),
+                readers: Readers::new(path.to_path_buf()),
+                counters,
+            }),
+        })
+    }
+
+    /// The database file this handle writes to.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Journals a message; resolves only after the transaction holding it has committed.
+    ///
+    /// Waits while the writer queue is full. If the future is dropped after the request was
+    /// queued, the record is still committed, but nobody learns it: ACK only on `Ok`.
+    pub async fn journal(&self, record: InboundRecord) -> Result<JournalOutcome, StoreError> {
+        let record = Prepared::new(record);
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::One {
+            record,
+            outcome: None,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| self.closed())?
+    }
+
+    /// Several records from one frame or file, in the same transaction, answered together
+    /// (outcomes in the order of `records`).
+    pub async fn journal_many(
+        &self,
+        records: Vec<InboundRecord>,
+    ) -> Result<Vec<JournalOutcome>, StoreError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Hashing and the outcome vector are done here, on the caller's task, so the writer
+        // thread neither hashes nor allocates.
+        let outcomes = Vec::with_capacity(records.len());
+        let records = records.into_iter().map(Prepared::new).collect();
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Many {
+            records,
+            outcomes,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| self.closed())?
+    }
+
+    /// Marks accepted rows as processed, in the writer's next batch. Ids that are unknown,
+    /// rejected or already processed are left as they are.
+    pub async fn mark_processed(&self, ids: Vec<i64>) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::MarkProcessed { ids, reply }).await?;
+        answer.await.map_err(|_| self.closed())?
+    }
+
+    /// Lists journal rows, newest first (blocking: for the CLI or `spawn_blocking`).
+    pub fn list_journal(&self, filter: &JournalFilter) -> Result<Vec<JournalSummary>, StoreError> {
+        self.shared
+            .readers
+            .with(|connection| read::list(connection, filter))
+    }
+
+    /// One journal row with its raw bytes, or `None` if there is no such id (blocking).
+    pub fn journal_entry(&self, id: i64) -> Result<Option<JournalEntry>, StoreError> {
+        self.shared
+            .readers
+            .with(|connection| read::entry(connection, id))
+    }
+
+    /// [`Store::list_journal`] on the blocking pool, for async callers (HTTP, engine).
+    pub async fn list_journal_async(
+        &self,
+        filter: JournalFilter,
+    ) -> Result<Vec<JournalSummary>, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.list_journal(&filter))
+            .await
+            .map_err(|source| self.read_task(source))?
+    }
+
+    /// [`Store::journal_entry`] on the blocking pool, for async callers (HTTP, engine).
+    pub async fn journal_entry_async(&self, id: i64) -> Result<Option<JournalEntry>, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.journal_entry(id))
+            .await
+            .map_err(|source| self.read_task(source))?
+    }
+
+    /// A snapshot of the writer's counters (commits, batches, messages, batch sizes).
+    pub fn stats(&self) -> StoreStats {
+        let counters = &self.shared.counters;
+        StoreStats {
+            batches: counters.batches.load(Ordering::Relaxed),
+            commits: counters.commits.load(Ordering::Relaxed),
+            failed_batches: counters.failed_batches.load(Ordering::Relaxed),
+            messages: counters.messages.load(Ordering::Relaxed),
+            duplicates: counters.duplicates.load(Ordering::Relaxed),
+            last_batch_size: counters.last_batch_size.load(Ordering::Relaxed),
+            max_batch_size: counters.max_batch_size.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops the writer: requests already queued (from any clone) are committed and
+    /// answered, later ones get [`StoreError::Closed`]; returns once the write connection is
+    /// closed. Closing twice is harmless.
+    pub async fn close(&self) {
+        let (reply, answer) = oneshot::channel();
+        if self.requests.send(Request::Close { reply }).await.is_ok() {
+            // An error here means the writer is already gone, which is what we wait for.
+            let _ = answer.await;
+        }
+    }
+
+    /// Queues a request, waiting while the queue is full.
+    async fn send(&self, request: Request) -> Result<(), StoreError> {
+        self.requests.send(request).await.map_err(|_| self.closed())
+    }
+
+    fn closed(&self) -> StoreError {
+        StoreError::Closed {
+            path: self.shared.path.clone(),
+        }
+    }
+
+    fn read_task(&self, source: tokio::task::JoinError) -> StoreError {
+        StoreError::ReadTask {
+            path: self.shared.path.clone(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    pub(super) fn record(control_id: &str, raw: &'static [u8]) -> InboundRecord {
+        InboundRecord {
+            channel: "adt-in".to_owned(),
+            received_at: jiff::Timestamp::from_microsecond(1_700_000_000_000_000)
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+            peer: "10.0.0.7:51234".to_owned(),
+            sender: "DPI^CHU".to_owned(),
+            message_type: "ADT^A01".to_owned(),
+            control_id: control_id.to_owned(),
+            raw: bytes::Bytes::from_static(raw),
+            status: RecordStatus::Accepted,
+        }
+    }
+
+    #[rstest]
+    #[case::ok_accepted(EntryStatus::Accepted, "accepted")]
+    #[case::ok_rejected(EntryStatus::Rejected, "rejected")]
+    #[case::ok_processed(EntryStatus::Processed, "processed")]
+    fn ok_status_text_round_trips(#[case] status: EntryStatus, #[case] text: &str) {
+        assert_eq!(status.as_str(), text);
+        assert_eq!(status.to_string(), text);
+        assert_eq!(EntryStatus::from_bytes(text.as_bytes()), Some(status));
+    }
+
+    #[rstest]
+    #[case::err_empty(b"")]
+    #[case::err_duplicate(b"duplicate")]
+    #[case::err_case(b"Accepted")]
+    fn err_status_text_unknown(#[case] text: &[u8]) {
+        assert_eq!(EntryStatus::from_bytes(text), None);
+    }
+
+    #[test]
+    fn ok_outcome_id() {
+        assert_eq!(JournalOutcome::Stored { id: 4 }.id(), 4);
+        let duplicate = JournalOutcome::Duplicate {
+            id: 9,
+            status: EntryStatus::Processed,
+        };
+        assert_eq!(duplicate.id(), 9);
+    }
+
+    #[tokio::test]
+    async fn ok_closed_store_refuses_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let store = Store::open(&path, StoreOptions::default()).unwrap();
+        let other = store.clone();
+        let stored = store.journal(record("1", b"MSH|a")).await.unwrap();
+        assert_eq!(stored, JournalOutcome::Stored { id: 1 });
+        store.close().await;
+        store.close().await;
+        let err = other.journal(record("2", b"MSH|b")).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("store `{}` is closed", path.display())
+        );
+        // Reads still work after the writer stopped.
+        assert!(other.journal_entry(1).unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn ok_empty_requests_skip_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("j.sqlite"), StoreOptions::default()).unwrap();
+        assert_eq!(store.journal_many(Vec::new()).await.unwrap(), Vec::new());
+        store.mark_processed(Vec::new()).await.unwrap();
+        assert_eq!(store.stats().batches, 0);
+    }
+
+    #[tokio::test]
+    async fn ok_zero_options_are_clamped() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            queue_capacity: 0,
+            max_batch: 0,
+        };
+        let store = Store::open(&dir.path().join("j.sqlite"), options).unwrap();
+        let outcome = store.journal(record("1", b"MSH|a")).await.unwrap();
+        assert_eq!(outcome, JournalOutcome::Stored { id: 1 });
+        assert_eq!(store.stats().max_batch_size, 1);
+    }
+}

@@ -1,0 +1,297 @@
+//! Reads: listings and lookups on read-only connections, beside the writer (WAL).
+//!
+//! Connections are kept in a small idle pool so a CLI loop or the HTTP API does not reopen
+//! the file for every call; the pool lock is held only to take or return a connection, never
+//! while a query runs.
+
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+
+use rusqlite::types::Type;
+use rusqlite::{Connection, Row};
+
+use super::{JournalEntry, JournalFilter, JournalSummary, StoreError, schema};
+
+/// Idle read connections kept for reuse; more may be open while a burst of reads runs.
+const MAX_IDLE: usize = 4;
+
+/// The listing columns, in the order [`summary`] reads them; a macro so the statements below
+/// stay `&'static str` (no formatting per call).
+macro_rules! summary_columns {
+    () => {
+        "id, received_at, channel, message_type, control_id, status, reason, peer, sender"
+    };
+}
+
+/// A listing statement for one `WHERE` clause; `?1` is always the limit.
+macro_rules! list_sql {
+    ($clause:literal) => {
+        concat!(
+            "SELECT ",
+            summary_columns!(),
+            " FROM journal ",
+            $clause,
+            " ORDER BY received_at DESC, id DESC LIMIT ?1"
+        )
+    };
+}
+
+const LIST_ALL: &str = list_sql!("");
+const LIST_BY_CONTROL_ID: &str = list_sql!("WHERE control_id = ?2");
+const LIST_BY_CHANNEL: &str = list_sql!("WHERE channel = ?2");
+const LIST_BY_BOTH: &str = list_sql!("WHERE control_id = ?2 AND channel = ?3");
+const ENTRY: &str = concat!(
+    "SELECT ",
+    summary_columns!(),
+    ", raw, content_hash, duplicate_count, last_seen_at FROM journal WHERE id = ?1"
+);
+
+/// A pool of read-only connections on one database.
+#[derive(Debug)]
+pub(super) struct Readers {
+    path: PathBuf,
+    /// Locked only to push or pop a connection.
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    pub(super) fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `read` on an idle connection (or a new one) and returns the connection to the
+    /// pool afterwards.
+    pub(super) fn with<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        // A panic while the lock was held cannot leave the Vec inconsistent: keep using it.
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let connection = match idle {
+            Some(connection) => connection,
+            None => schema::open_reader(&self.path)?,
+        };
+        let result = read(&connection).map_err(|source| StoreError::Read {
+            path: self.path.clone(),
+            source,
+        });
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push(connection);
+        }
+        result
+    }
+}
+
+/// Journal rows matching `filter`, newest first (by reception time, then id).
+pub(super) fn list(
+    connection: &Connection,
+    filter: &JournalFilter,
+) -> rusqlite::Result<Vec<JournalSummary>> {
+    // LIMIT -1 is SQLite's "no limit".
+    let limit = match filter.limit {
+        0 => -1,
+        limit => i64::try_from(limit).unwrap_or(i64::MAX),
+    };
+    // One fixed statement per filter shape, so each can use its index.
+    match (&filter.control_id, &filter.channel) {
+        (None, None) => summaries(connection, LIST_ALL, rusqlite::params![limit]),
+        (Some(control_id), None) => summaries(
+            connection,
+            LIST_BY_CONTROL_ID,
+            rusqlite::params![limit, control_id],
+        ),
+        (None, Some(channel)) => summaries(
+            connection,
+            LIST_BY_CHANNEL,
+            rusqlite::params![limit, channel],
+        ),
+        (Some(control_id), Some(channel)) => summaries(
+            connection,
+            LIST_BY_BOTH,
+            rusqlite::params![limit, control_id, channel],
+        ),
+    }
+}
+
+fn summaries(
+    connection: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<JournalSummary>> {
+    let mut statement = connection.prepare_cached(sql)?;
+    let mut rows = statement.query(params)?;
+    let mut summaries = Vec::new();
+    while let Some(row) = rows.next()? {
+        summaries.push(summary(row)?);
+    }
+    Ok(summaries)
+}
+
+/// One journal row with its bytes, if the id exists.
+pub(super) fn entry(connection: &Connection, id: i64) -> rusqlite::Result<Option<JournalEntry>> {
+    let mut statement = connection.prepare_cached(ENTRY)?;
+    let mut rows = statement.query([id])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    Ok(Some(JournalEntry {
+        summary: summary(row)?,
+        raw: row.get(9)?,
+        content_hash: row.get(10)?,
+        duplicate_count: row.get(11)?,
+        last_seen_at: timestamp(row, 12)?,
+    }))
+}
+
+fn summary(row: &Row<'_>) -> rusqlite::Result<JournalSummary> {
+    Ok(JournalSummary {
+        id: row.get(0)?,
+        received_at: timestamp(row, 1)?,
+        channel: row.get(2)?,
+        message_type: row.get(3)?,
+        control_id: row.get(4)?,
+        status: row.get(5)?,
+        reason: row.get(6)?,
+        peer: row.get(7)?,
+        sender: row.get(8)?,
+    })
+}
+
+/// Reads a unix-microseconds column; a value outside jiff's range is a conversion error.
+fn timestamp(row: &Row<'_>, column: usize) -> rusqlite::Result<jiff::Timestamp> {
+    let micros: i64 = row.get(column)?;
+    jiff::Timestamp::from_microsecond(micros).map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(column, Type::Integer, error.into())
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::{Store, StoreOptions, tests::record};
+    use super::*;
+    use rstest::rstest;
+
+    fn filter(control_id: Option<&str>, channel: Option<&str>, limit: usize) -> JournalFilter {
+        JournalFilter {
+            control_id: control_id.map(str::to_owned),
+            channel: channel.map(str::to_owned),
+            limit,
+        }
+    }
+
+    #[rstest]
+    #[case::ok_all(filter(None, None, 0), &[4, 3, 2, 1])]
+    #[case::ok_limit(filter(None, None, 2), &[4, 3])]
+    #[case::ok_control_id(filter(Some("A"), None, 10), &[3, 1])]
+    #[case::ok_channel(filter(None, Some("lab-in"), 10), &[4, 2])]
+    #[case::ok_both(filter(Some("A"), Some("lab-in"), 10), &[])]
+    #[case::ok_both_match(filter(Some("B"), Some("lab-in"), 10), &[2])]
+    #[tokio::test]
+    async fn ok_list_filters(#[case] filter: JournalFilter, #[case] ids: &[i64]) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("j.sqlite"), StoreOptions::default()).unwrap();
+        for (n, (control_id, channel)) in [
+            ("A", "adt-in"),
+            ("B", "lab-in"),
+            ("A", "adt-in"),
+            ("C", "lab-in"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut record = record(control_id, b"MSH|x");
+            record.channel = channel.to_owned();
+            record.raw = bytes::Bytes::from(format!("MSH|{n}"));
+            record.received_at =
+                jiff::Timestamp::from_second(1_700_000_000 + i64::try_from(n).unwrap()).unwrap();
+            store.journal(record).await.unwrap();
+        }
+        let listed: Vec<i64> = store
+            .list_journal(&filter)
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(listed, ids);
+        let listed: Vec<i64> = store
+            .list_journal_async(filter)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(listed, ids);
+    }
+
+    #[tokio::test]
+    async fn ok_entry_round_trips_every_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("j.sqlite"), StoreOptions::default()).unwrap();
+        let sent = record("MSG00001", b"MSH|^~\\&|DPI|CHU\r\x0B\x1C");
+        let id = store.journal(sent.clone()).await.unwrap().id();
+        let entry = store.journal_entry_async(id).await.unwrap().unwrap();
+        assert_eq!(entry.summary.id, id);
+        assert_eq!(entry.summary.received_at, sent.received_at);
+        assert_eq!(entry.summary.channel, "adt-in");
+        assert_eq!(entry.summary.message_type, "ADT^A01");
+        assert_eq!(entry.summary.control_id, "MSG00001");
+        assert_eq!(entry.summary.status, "accepted");
+        assert_eq!(entry.summary.reason, None);
+        assert_eq!(entry.summary.peer, "10.0.0.7:51234");
+        assert_eq!(entry.summary.sender, "DPI^CHU");
+        assert_eq!(entry.raw, sent.raw.to_vec());
+        assert_eq!(
+            entry.content_hash,
+            <[u8; 32]>::from(sha2::Sha256::digest(&sent.raw))
+        );
+        assert_eq!(entry.duplicate_count, 0);
+        assert_eq!(entry.last_seen_at, sent.received_at);
+        assert_eq!(store.journal_entry(id + 1).unwrap(), None);
+    }
+
+    #[test]
+    fn err_timestamp_out_of_range_is_a_read_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let writer = schema::open_writer(&path).unwrap();
+        writer
+            .execute_batch(
+                "INSERT INTO journal (channel, received_at, peer, sender, message_type,
+                 control_id, content_hash, raw, status, last_seen_at)
+                 VALUES ('c', 9223372036854775807, 'p', 's', 'ADT^A01', '1', zeroblob(32),
+                 x'00', 'accepted', 0)",
+            )
+            .unwrap();
+        let readers = Readers::new(path.clone());
+        let err = readers.with(|c| entry(c, 1)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("store `{}`: read failed", path.display())
+        );
+    }
+
+    #[test]
+    fn ok_pool_reuses_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let _writer = schema::open_writer(&path).unwrap();
+        let readers = Readers::new(path);
+        for _ in 0..10 {
+            readers
+                .with(|c| list(c, &JournalFilter::default()))
+                .unwrap();
+        }
+        assert_eq!(readers.idle.lock().unwrap().len(), 1);
+    }
+
+    use sha2::Digest;
+}

@@ -1,0 +1,331 @@
+//! Opening connections with the settings the commit-before-ACK invariant needs, and the
+//! versioned migrations.
+//!
+//! Migrations are an ordered list of SQL scripts; `PRAGMA user_version` records how many have
+//! been applied. Each script runs in its own transaction together with the version bump, so a
+//! failed script leaves the database at the previous version. A file whose version is beyond
+//! the list (written by a newer build) is refused before anything is written to it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::StoreError;
+
+/// How long a connection waits on a lock held by another connection before it gives up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The schema, one script per version: index 0 takes an empty file to version 1.
+/// Append only: a released script is never edited.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: the journal of inbound messages.
+    "CREATE TABLE journal (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        peer TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        message_type TEXT NOT NULL,
+        control_id TEXT NOT NULL,
+        content_hash BLOB NOT NULL CHECK (length(content_hash) = 32),
+        raw BLOB NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('accepted', 'rejected', 'processed')),
+        reason TEXT,
+        duplicate_count INTEGER NOT NULL DEFAULT 0,
+        last_seen_at INTEGER NOT NULL
+    );
+    -- Duplicate detection: rejected rows never take part, so a fixed resend goes through.
+    CREATE UNIQUE INDEX journal_duplicate
+        ON journal (channel, sender, control_id, content_hash)
+        WHERE status <> 'rejected';
+    CREATE INDEX journal_control_id ON journal (control_id);
+    CREATE INDEX journal_received_at ON journal (received_at);",
+];
+
+/// Newest schema version this build knows.
+pub(super) fn supported_version() -> i64 {
+    i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
+}
+
+/// Opens the write connection: creates the parent folder and the file if missing, sets WAL,
+/// `synchronous=FULL`, `foreign_keys=ON` and the busy timeout, then migrates.
+pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    create_parent(path)?;
+    let mut connection = Connection::open(path).map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    configure_writer(&connection, path)?;
+    migrate(&mut connection, path)?;
+    Ok(connection)
+}
+
+/// Opens a read-only connection on an existing store (the writer created and migrated it).
+pub(super) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection =
+        Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let setting = |setting, source| StoreError::Configure {
+        path: path.to_path_buf(),
+        setting,
+        source,
+    };
+    connection
+        .busy_timeout(BUSY_TIMEOUT)
+        .map_err(|source| setting("busy_timeout", source))?;
+    connection
+        .pragma_update(None, "query_only", true)
+        .map_err(|source| setting("query_only=ON", source))?;
+    Ok(connection)
+}
+
+fn create_parent(path: &Path) -> Result<(), StoreError> {
+    let Some(folder) = path.parent() else {
+        return Ok(());
+    };
+    if folder.as_os_str().is_empty() || folder.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(folder).map_err(|source| StoreError::CreateFolder {
+        path: path.to_path_buf(),
+        folder: folder.to_path_buf(),
+        source,
+    })
+}
+
+fn configure_writer(connection: &Connection, path: &Path) -> Result<(), StoreError> {
+    let setting = |setting, source| StoreError::Configure {
+        path: path.to_path_buf(),
+        setting,
+        source,
+    };
+    connection
+        .busy_timeout(BUSY_TIMEOUT)
+        .map_err(|source| setting("busy_timeout", source))?;
+    let mode: String = connection
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(|source| setting("journal_mode=WAL", source))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::NotWal {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    // FULL: the WAL is fsynced at every commit, so a committed (and ACKed) message survives
+    // a power cut, not only a process crash.
+    connection
+        .pragma_update(None, "synchronous", "FULL")
+        .map_err(|source| setting("synchronous=FULL", source))?;
+    connection
+        .pragma_update(None, "foreign_keys", true)
+        .map_err(|source| setting("foreign_keys=ON", source))?;
+    Ok(())
+}
+
+fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let migration = |version, source| StoreError::Migration {
+        path: path.to_path_buf(),
+        version,
+        source,
+    };
+    let found: i64 = connection
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|source| migration(0, source))?;
+    let supported = supported_version();
+    if !(0..=supported).contains(&found) {
+        return Err(StoreError::SchemaVersion {
+            path: path.to_path_buf(),
+            found,
+            supported,
+        });
+    }
+    let pending = MIGRATIONS
+        .iter()
+        .zip(1_i64..)
+        .skip_while(|(_, version)| *version <= found);
+    for (script, version) in pending {
+        apply(connection, script, version).map_err(|source| migration(version, source))?;
+        tracing::info!(store = %path.display(), version, "store schema migrated");
+    }
+    Ok(())
+}
+
+/// One script and its version bump in one transaction (rolled back on drop if either fails).
+fn apply(connection: &mut Connection, script: &str, version: i64) -> rusqlite::Result<()> {
+    let transaction = connection.transaction()?;
+    transaction.execute_batch(script)?;
+    transaction.pragma_update(None, "user_version", version)?;
+    transaction.commit()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn user_version(connection: &Connection) -> i64 {
+        connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn ok_migrates_empty_file_and_sets_pragmas() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/folder/store.sqlite");
+        let connection = open_writer(&path).unwrap();
+        assert_eq!(user_version(&connection), supported_version());
+        let mode: String = connection
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let synchronous: i64 = connection
+            .pragma_query_value(None, "synchronous", |row| row.get(0))
+            .unwrap();
+        assert_eq!(synchronous, 2, "synchronous=FULL");
+        let foreign_keys: bool = connection
+            .pragma_query_value(None, "foreign_keys", |row| row.get(0))
+            .unwrap();
+        assert!(foreign_keys);
+        let indexes: Vec<String> = connection
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            indexes,
+            [
+                "journal_control_id",
+                "journal_duplicate",
+                "journal_received_at"
+            ]
+        );
+    }
+
+    #[test]
+    fn ok_reopen_does_not_reapply() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite");
+        let connection = open_writer(&path).unwrap();
+        connection
+            .execute_batch(
+                "INSERT INTO journal (channel, received_at, peer, sender, message_type,
+                 control_id, content_hash, raw, status, last_seen_at)
+                 VALUES ('c', 0, 'p', 's', 'ADT^A01', '1', zeroblob(32), x'00', 'accepted', 0)",
+            )
+            .unwrap();
+        drop(connection);
+        // Re-running script 1 would fail (`table journal already exists`) or lose the row.
+        let connection = open_writer(&path).unwrap();
+        let rows: i64 = connection
+            .query_row("SELECT count(*) FROM journal", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
+        assert_eq!(user_version(&connection), supported_version());
+    }
+
+    #[rstest]
+    #[case::err_newer(supported_version() + 1)]
+    #[case::err_negative(-1)]
+    fn err_unknown_schema_version_refused(#[case] version: i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", version)
+            .unwrap();
+        let err = open_writer(&path).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "store `{}` has schema version {version}, this build knows versions 0 to {}; \
+                 was it written by a newer ordobridge?",
+                path.display(),
+                supported_version()
+            )
+        );
+        // Nothing was applied.
+        let connection = Connection::open(&path).unwrap();
+        assert_eq!(user_version(&connection), version);
+    }
+
+    #[test]
+    fn err_failed_migration_rolls_back_and_names_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite");
+        // A table in the way makes script 1 fail half-way.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE journal_x (a); CREATE INDEX journal_control_id ON journal_x (a);",
+            )
+            .unwrap();
+        let err = open_writer(&path).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "store `{}`: migration to schema version 1 failed",
+                path.display()
+            )
+        );
+        let connection = Connection::open(&path).unwrap();
+        assert_eq!(user_version(&connection), 0);
+        let journal: i64 = connection
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'journal'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(journal, 0, "the half-applied script was rolled back");
+    }
+
+    #[test]
+    fn err_not_a_database_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite");
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        let err = open_writer(&path).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("store `{}`: cannot set `journal_mode=WAL`", path.display())
+        );
+    }
+
+    #[test]
+    fn err_folder_cannot_be_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain-file");
+        std::fs::write(&file, b"").unwrap();
+        let path = file.join("store.sqlite");
+        let err = open_writer(&path).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot create folder `{}` for store `{}`",
+                file.display(),
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn ok_reader_is_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite");
+        let _writer = open_writer(&path).unwrap();
+        let reader = open_reader(&path).unwrap();
+        let err = reader
+            .execute_batch("DELETE FROM journal")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("readonly"), "{err}");
+    }
+}

@@ -1,0 +1,456 @@
+//! The one writer thread: owns the write connection and commits requests in groups.
+//!
+//! The loop blocks for the first request, takes whatever else is already queued (up to
+//! `max_batch` requests), runs them all in one `BEGIN IMMEDIATE` … `COMMIT`, and only then
+//! answers each request. One fsync thus covers a whole batch: under load, batches grow and the
+//! cost per message falls; when idle, a lone message is committed at once.
+//!
+//! If anything in the transaction fails, it is rolled back and every request of the batch gets
+//! the error (nothing of it is stored, so nobody ACKs it); the thread goes on with the next
+//! batch. The thread stops when every sender is gone or a `Close` request arrived, after
+//! committing and answering what was queued.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, TransactionBehavior};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{EntryStatus, InboundRecord, JournalOutcome, RecordStatus, StoreError};
+
+/// Inserts a record, or, when an accepted or processed row has the same duplicate key, bumps
+/// that row instead. `duplicate_count` tells the two apart: 0 only on a fresh insert.
+const JOURNAL_SQL: &str = "INSERT INTO journal (channel, received_at, peer, sender, message_type,
+        control_id, content_hash, raw, status, reason, duplicate_count, last_seen_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?2)
+    ON CONFLICT (channel, sender, control_id, content_hash) WHERE status <> 'rejected'
+    DO UPDATE SET duplicate_count = duplicate_count + 1, last_seen_at = excluded.received_at
+    RETURNING id, duplicate_count, status";
+
+/// Only accepted rows become processed; rejected ones stay rejected.
+const MARK_PROCESSED_SQL: &str =
+    "UPDATE journal SET status = 'processed' WHERE id = ?1 AND status = 'accepted'";
+
+/// A record with what the writer needs precomputed on the caller's task.
+#[derive(Debug)]
+pub(super) struct Prepared {
+    record: InboundRecord,
+    /// SHA-256 of `record.raw`.
+    hash: [u8; 32],
+    /// `record.received_at` in unix microseconds.
+    received_at: i64,
+}
+
+impl Prepared {
+    /// Hashes the raw bytes: called on the caller's task to keep the writer lean.
+    pub(super) fn new(record: InboundRecord) -> Self {
+        let hash = Sha256::digest(&record.raw).into();
+        let received_at = record.received_at.as_microsecond();
+        Self {
+            record,
+            hash,
+            received_at,
+        }
+    }
+}
+
+/// Work for the writer thread, each with the channel its answer goes back on.
+#[derive(Debug)]
+pub(super) enum Request {
+    /// One record (`Store::journal`); `outcome` is filled in the transaction, sent after it.
+    One {
+        record: Prepared,
+        outcome: Option<JournalOutcome>,
+        reply: oneshot::Sender<Result<JournalOutcome, StoreError>>,
+    },
+    /// Records of one frame or file (`Store::journal_many`); `outcomes` is allocated by the
+    /// caller with room for all of them.
+    Many {
+        records: Vec<Prepared>,
+        outcomes: Vec<JournalOutcome>,
+        reply: oneshot::Sender<Result<Vec<JournalOutcome>, StoreError>>,
+    },
+    /// `Store::mark_processed`.
+    MarkProcessed {
+        ids: Vec<i64>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// `Store::close`: answered once the queue is drained and the connection closed.
+    Close { reply: oneshot::Sender<()> },
+}
+
+/// Counters the writer bumps and `Store::stats` reads; relaxed atomics, no lock.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) batches: AtomicU64,
+    pub(super) commits: AtomicU64,
+    pub(super) failed_batches: AtomicU64,
+    pub(super) messages: AtomicU64,
+    pub(super) duplicates: AtomicU64,
+    pub(super) last_batch_size: AtomicU64,
+    pub(super) max_batch_size: AtomicU64,
+}
+
+/// Starts the writer thread on an opened, migrated connection.
+pub(super) fn spawn(
+    connection: Connection,
+    queue: mpsc::Receiver<Request>,
+    path: PathBuf,
+    max_batch: usize,
+    counters: Arc<Counters>,
+) -> Result<(), StoreError> {
+    let thread_path = path.clone();
+    std::thread::Builder::new()
+        .name("store-writer".to_owned())
+        .spawn(move || run(connection, queue, thread_path, max_batch, &counters))
+        .map(drop)
+        .map_err(|source| StoreError::Spawn { path, source })
+}
+
+/// The writer loop (see the module docs).
+fn run(
+    mut connection: Connection,
+    mut queue: mpsc::Receiver<Request>,
+    path: PathBuf,
+    max_batch: usize,
+    counters: &Counters,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    let mut closers = Vec::new();
+    // Blocks for the first request, then takes what is already queued, up to `max_batch`;
+    // 0 once every sender is gone (or the queue was closed) and the queue is empty.
+    while queue.blocking_recv_many(&mut batch, max_batch) > 0 {
+        // A close request only stops new sends: what is queued still gets committed, and
+        // the closer is answered once the connection is closed.
+        for request in batch.extract_if(.., |request| matches!(request, Request::Close { .. })) {
+            if let Request::Close { reply } = request {
+                closers.push(reply);
+                queue.close();
+            }
+        }
+        if !batch.is_empty() {
+            commit_batch(&mut connection, &mut batch, &path, counters);
+        }
+    }
+    drop(connection);
+    tracing::debug!(store = %path.display(), "store writer stopped");
+    for closer in closers {
+        let _ = closer.send(());
+    }
+}
+
+/// Runs one batch in one transaction, then answers (and empties) it.
+pub(super) fn commit_batch(
+    connection: &mut Connection,
+    batch: &mut Vec<Request>,
+    path: &std::path::Path,
+    counters: &Counters,
+) {
+    let size = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+    counters.batches.fetch_add(1, Ordering::Relaxed);
+    counters.last_batch_size.store(size, Ordering::Relaxed);
+    counters.max_batch_size.fetch_max(size, Ordering::Relaxed);
+
+    let mut tally = Tally::default();
+    let result = execute(connection, batch, &mut tally);
+    let failure = match result {
+        Ok(()) => {
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            counters
+                .messages
+                .fetch_add(tally.messages, Ordering::Relaxed);
+            counters
+                .duplicates
+                .fetch_add(tally.duplicates, Ordering::Relaxed);
+            None
+        }
+        Err(source) => {
+            counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+            // `Transaction` rolls back on drop; if even that failed, make sure the next
+            // batch does not start inside a dead transaction.
+            if !connection.is_autocommit()
+                && let Err(error) = connection.execute_batch("ROLLBACK")
+            {
+                tracing::error!(store = %path.display(), %error, "store rollback failed");
+            }
+            tracing::warn!(
+                store = %path.display(),
+                requests = batch.len(),
+                error = %source,
+                "store batch not committed"
+            );
+            Some(Arc::new(source))
+        }
+    };
+    let requests = batch.len();
+    let error = |source: &Arc<rusqlite::Error>| StoreError::NotCommitted {
+        path: path.to_path_buf(),
+        requests,
+        source: Arc::clone(source),
+    };
+    // A failed send means the caller stopped waiting; what was committed stays committed.
+    for request in batch.drain(..) {
+        match request {
+            Request::One { outcome, reply, .. } => {
+                let answer = match (&failure, outcome) {
+                    (None, Some(outcome)) => Ok(outcome),
+                    (Some(source), _) => Err(error(source)),
+                    // `execute` fills every outcome or fails: not reachable, but answer safely.
+                    (None, None) => Err(error(&Arc::new(rusqlite::Error::QueryReturnedNoRows))),
+                };
+                let _ = reply.send(answer);
+            }
+            Request::Many {
+                outcomes, reply, ..
+            } => {
+                let _ = reply.send(match &failure {
+                    None => Ok(outcomes),
+                    Some(source) => Err(error(source)),
+                });
+            }
+            Request::MarkProcessed { reply, .. } => {
+                let _ = reply.send(match &failure {
+                    None => Ok(()),
+                    Some(source) => Err(error(source)),
+                });
+            }
+            Request::Close { .. } => {}
+        }
+    }
+}
+
+/// What a committed batch adds to the counters.
+#[derive(Debug, Default)]
+struct Tally {
+    messages: u64,
+    duplicates: u64,
+}
+
+/// The transaction of one batch; outcomes go into the requests.
+fn execute(
+    connection: &mut Connection,
+    batch: &mut [Request],
+    tally: &mut Tally,
+) -> rusqlite::Result<()> {
+    // IMMEDIATE: take the write lock at BEGIN, so a busy database fails (or waits) here,
+    // not half-way through the batch.
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut journal = transaction.prepare_cached(JOURNAL_SQL)?;
+        for request in batch.iter_mut() {
+            match request {
+                Request::One {
+                    record, outcome, ..
+                } => {
+                    *outcome = Some(journal_one(&mut journal, record, tally)?);
+                }
+                Request::Many {
+                    records, outcomes, ..
+                } => {
+                    for record in records.iter() {
+                        outcomes.push(journal_one(&mut journal, record, tally)?);
+                    }
+                }
+                Request::MarkProcessed { ids, .. } => {
+                    let mut mark = transaction.prepare_cached(MARK_PROCESSED_SQL)?;
+                    for id in ids.iter() {
+                        mark.execute([id])?;
+                    }
+                }
+                Request::Close { .. } => {}
+            }
+        }
+    }
+    transaction.commit()
+}
+
+fn journal_one(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    prepared: &Prepared,
+    tally: &mut Tally,
+) -> rusqlite::Result<JournalOutcome> {
+    let record = &prepared.record;
+    let (status, reason) = match &record.status {
+        RecordStatus::Accepted => (EntryStatus::Accepted, None),
+        RecordStatus::Rejected { reason } => (EntryStatus::Rejected, Some(reason.as_str())),
+    };
+    let outcome = statement.query_row(
+        rusqlite::params![
+            record.channel,
+            prepared.received_at,
+            record.peer,
+            record.sender,
+            record.message_type,
+            record.control_id,
+            &prepared.hash[..],
+            &record.raw[..],
+            status.as_str(),
+            reason,
+        ],
+        |row| {
+            let id: i64 = row.get(0)?;
+            let duplicate_count: i64 = row.get(1)?;
+            if duplicate_count == 0 {
+                return Ok(JournalOutcome::Stored { id });
+            }
+            let status = match row.get_ref(2)? {
+                ValueRef::Text(text) => EntryStatus::from_bytes(text),
+                _ => None,
+            };
+            // The CHECK constraint keeps `status` to known values; a file edited by hand
+            // could still hold something else.
+            let status = status.ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    2,
+                    rusqlite::types::Type::Text,
+                    "unknown journal status".into(),
+                )
+            })?;
+            Ok(JournalOutcome::Duplicate { id, status })
+        },
+    )?;
+    tally.messages += 1;
+    if matches!(outcome, JournalOutcome::Duplicate { .. }) {
+        tally.duplicates += 1;
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::schema;
+    use super::super::tests::record;
+    use super::*;
+
+    type OneReply = oneshot::Receiver<Result<JournalOutcome, StoreError>>;
+
+    fn one(record: InboundRecord) -> (Request, OneReply) {
+        let (reply, answer) = oneshot::channel();
+        let request = Request::One {
+            record: Prepared::new(record),
+            outcome: None,
+            reply,
+        };
+        (request, answer)
+    }
+
+    fn rows(connection: &Connection) -> i64 {
+        connection
+            .query_row("SELECT count(*) FROM journal", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn ok_batch_answers_every_request_after_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let mut connection = schema::open_writer(&path).unwrap();
+        let counters = Counters::default();
+        let (first, mut first_answer) = one(record("1", b"MSH|1"));
+        let (second, mut second_answer) = one(record("2", b"MSH|2"));
+        let (again, mut again_answer) = one(record("1", b"MSH|1"));
+        let mut batch = vec![first, second, again];
+        commit_batch(&mut connection, &mut batch, &path, &counters);
+        assert!(batch.is_empty());
+        assert_eq!(
+            first_answer.try_recv().unwrap().unwrap(),
+            JournalOutcome::Stored { id: 1 }
+        );
+        assert_eq!(
+            second_answer.try_recv().unwrap().unwrap(),
+            JournalOutcome::Stored { id: 2 }
+        );
+        // A duplicate inside the same batch is seen too.
+        assert_eq!(
+            again_answer.try_recv().unwrap().unwrap(),
+            JournalOutcome::Duplicate {
+                id: 1,
+                status: EntryStatus::Accepted
+            }
+        );
+        assert_eq!(rows(&connection), 2);
+        assert_eq!(counters.commits.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.messages.load(Ordering::Relaxed), 3);
+        assert_eq!(counters.duplicates.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.last_batch_size.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn err_one_failure_fails_the_whole_batch_then_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let mut connection = schema::open_writer(&path).unwrap();
+        connection
+            .execute_batch(
+                "CREATE TRIGGER refuse_bad BEFORE INSERT ON journal
+                 WHEN NEW.control_id = 'BAD'
+                 BEGIN SELECT RAISE(ABORT, 'refused by test'); END;",
+            )
+            .unwrap();
+        let counters = Counters::default();
+        let (good, mut good_answer) = one(record("1", b"MSH|1"));
+        let (bad, mut bad_answer) = one(record("BAD", b"MSH|bad"));
+        let (many_reply, mut many_answer) = oneshot::channel();
+        let many = Request::Many {
+            records: vec![Prepared::new(record("3", b"MSH|3"))],
+            outcomes: Vec::with_capacity(1),
+            reply: many_reply,
+        };
+        let (mark_reply, mut mark_answer) = oneshot::channel();
+        let mark = Request::MarkProcessed {
+            ids: vec![1],
+            reply: mark_reply,
+        };
+        let mut batch = vec![good, many, bad, mark];
+        commit_batch(&mut connection, &mut batch, &path, &counters);
+
+        let expected = format!(
+            "store `{}`: batch of 4 request(s) not committed",
+            path.display()
+        );
+        let good_err = good_answer.try_recv().unwrap().unwrap_err();
+        assert_eq!(good_err.to_string(), expected);
+        let source = std::error::Error::source(&good_err).unwrap().to_string();
+        assert!(source.contains("refused by test"), "{source}");
+        assert_eq!(
+            bad_answer.try_recv().unwrap().unwrap_err().to_string(),
+            expected
+        );
+        assert_eq!(
+            many_answer.try_recv().unwrap().unwrap_err().to_string(),
+            expected
+        );
+        assert_eq!(
+            mark_answer.try_recv().unwrap().unwrap_err().to_string(),
+            expected
+        );
+        assert_eq!(rows(&connection), 0, "the good record was rolled back too");
+        assert!(connection.is_autocommit());
+        assert_eq!(counters.failed_batches.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.messages.load(Ordering::Relaxed), 0);
+
+        let (good, mut good_answer) = one(record("1", b"MSH|1"));
+        let mut batch = vec![good];
+        commit_batch(&mut connection, &mut batch, &path, &counters);
+        assert_eq!(
+            good_answer.try_recv().unwrap().unwrap(),
+            JournalOutcome::Stored { id: 1 }
+        );
+        assert_eq!(counters.commits.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn ok_prepared_hash_is_sha256_of_raw() {
+        let prepared = Prepared::new(record("1", b"abc"));
+        let hex: String = prepared.hash.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(prepared.received_at, 1_700_000_000_000_000);
+    }
+}
