@@ -1,1 +1,94 @@
-//! TODO
+//! The pure HL7v2 core: zero-copy parsing, escapes, charsets (MSH-18), path access, building,
+//! batches and acknowledgments. No I/O, no logging, no panics on any input.
+//!
+//! # Layout
+//!
+//! - [`delim`]: the delimiter set read from MSH-1/MSH-2, with precise refusals.
+//! - [`message`]: [`Message`], a one-pass index of segment and field offsets over the raw bytes;
+//!   repetitions, components and subcomponents are found lazily when a [`Path`] asks for them.
+//! - [`path`]: the analysts' notation (`PID-3[2].1`, `OBX[2]-5`), parsed once, reused.
+//! - [`escape`]: `\F\ \S\ \T\ \R\ \E\ \P\ \Xhh\ \.br\` decoded on read, applied on write.
+//! - [`charset`]: MSH-18 values to encoders/decoders (`8859/1`, `8859/15`, `UNICODE UTF-8`).
+//! - [`build`]: [`MessageBuilder`], set values by path and serialize with CR segment ends.
+//! - [`batch`]: split FHS/BHS/BTS/FTS payloads (and bare MSH runs) into messages.
+//! - [`ack`]: original and enhanced mode ACK/NACK with an ERR segment, even for messages that
+//!   did not parse.
+//!
+//! Accepted from sloppy senders: LF or CRLF segment ends, blank lines, a missing final CR, a
+//! leading UTF-8 BOM, accents in "ASCII" messages, unknown or unterminated escapes (kept as
+//! written). Refused with an error naming what and where: anything not starting with `MSH`,
+//! duplicate/alphanumeric/non-ASCII delimiters, malformed segment ids, unknown MSH-18 values.
+
+pub mod ack;
+pub mod batch;
+pub mod build;
+pub mod charset;
+pub mod code;
+pub mod delim;
+pub mod escape;
+pub mod message;
+pub mod path;
+
+pub use charset::{Charset, CharsetError};
+pub use code::{ErrLocation, ErrorCode};
+pub use delim::Delimiters;
+pub use message::{Header, Message, ParseError, Segment};
+pub use path::{Path, PathError};
+
+/// Renders untrusted bytes readably for error messages: printable ASCII as is, valid UTF-8
+/// characters as is, everything else as `\xNN`, so a stray `\x0B` is visible in a log line.
+pub(crate) fn readable(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() {
+                push_escaped_char(&mut out, c);
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    out
+}
+
+fn push_escaped_char(out: &mut String, c: char) {
+    match c {
+        '\r' => out.push_str("\\r"),
+        '\n' => out.push_str("\\n"),
+        '\t' => out.push_str("\\t"),
+        c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02X}", c as u32)),
+        c => out.push_str(&format!("\\u{{{:X}}}", c as u32)),
+    }
+}
+
+/// Truncates untrusted bytes for an error message (at most `max` bytes shown, then `…`).
+pub(crate) fn readable_prefix(bytes: &[u8], max: usize) -> String {
+    match bytes.get(..max) {
+        Some(head) if bytes.len() > max => format!("{}…", readable(head)),
+        _ => readable(bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case::ok_ascii(b"PID", "PID")]
+    #[case::ok_control(b"\x0BMSH\r", "\\x0BMSH\\r")]
+    #[case::ok_utf8("é".as_bytes(), "é")]
+    #[case::ok_invalid(b"\xE9t\xE9", "\\xE9t\\xE9")]
+    fn ok_readable(#[case] input: &[u8], #[case] expected: &str) {
+        assert_eq!(readable(input), expected);
+    }
+
+    #[test]
+    fn ok_readable_prefix() {
+        assert_eq!(readable_prefix(b"ABCDEF", 3), "ABC…");
+        assert_eq!(readable_prefix(b"ABC", 3), "ABC");
+    }
+}
