@@ -95,6 +95,7 @@ impl fmt::Display for ErrLocation {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use rstest::rstest;

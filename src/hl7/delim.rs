@@ -261,6 +261,7 @@ fn char_at(bytes: &[u8], offset: usize) -> Option<char> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use rstest::rstest;

@@ -133,6 +133,7 @@ pub fn escape<'t>(text: &'t str, d: &Delimiters) -> Cow<'t, str> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use rstest::rstest;

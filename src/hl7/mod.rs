@@ -29,6 +29,7 @@ pub mod escape;
 pub mod message;
 pub mod path;
 
+pub use build::{BuildError, MessageBuilder};
 pub use charset::{Charset, CharsetError};
 pub use code::{ErrLocation, ErrorCode};
 pub use delim::Delimiters;
@@ -73,6 +74,7 @@ pub(crate) fn readable_prefix(bytes: &[u8], max: usize) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use rstest::rstest;
