@@ -146,10 +146,8 @@ pub fn split(raw: &[u8]) -> Result<Batch<'_>, BatchError> {
             return Err(unexpected("nothing may follow FTS"));
         }
         let is_boundary = matches!(id, b"FHS" | b"BHS" | b"BTS" | b"FTS" | b"MSH");
-        if is_boundary {
-            if let Some((start, end)) = current.take() {
-                push_message(&mut batch, &mut group_open, raw.get(start..end));
-            }
+        if is_boundary && let Some((start, end)) = current.take() {
+            push_message(&mut batch, &mut group_open, raw.get(start..end));
         }
         if matches!(id, b"FHS" | b"BHS" | b"MSH") && fs.is_none() {
             fs = seg.get(3).copied();
