@@ -115,6 +115,30 @@ impl Charset {
     }
 }
 
+impl Charset {
+    /// Encodes text, replacing characters the charset cannot represent with `?`; for ACKs and
+    /// other output that must never fail.
+    pub fn encode_lossy(self, text: &str) -> Cow<'_, [u8]> {
+        match self.encode(text) {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                let enc = self.encoding();
+                let mut out = Vec::with_capacity(text.len());
+                let mut buf = [0u8; 4];
+                for ch in text.chars() {
+                    let (bytes, _, bad) = enc.encode(ch.encode_utf8(&mut buf));
+                    if bad {
+                        out.push(b'?');
+                    } else {
+                        out.extend_from_slice(&bytes);
+                    }
+                }
+                Cow::Owned(out)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -147,6 +171,12 @@ mod tests {
         if cs != Charset::Ascii {
             assert_eq!(cs.encode(expected).unwrap().as_ref(), bytes);
         }
+    }
+
+    #[test]
+    fn ok_encode_lossy() {
+        assert_eq!(Charset::Latin1.encode_lossy("é中").as_ref(), b"\xE9?");
+        assert_eq!(Charset::Utf8.encode_lossy("é中").as_ref(), "é中".as_bytes());
     }
 
     #[test]

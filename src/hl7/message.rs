@@ -239,7 +239,7 @@ fn field_in<'r>(raw: &'r [u8], bounds: &[u32], start: usize, n: usize) -> Option
 }
 
 /// The `n`-th (1-based) piece of `slice` split on `delim`; `None` past the last piece.
-fn nth_piece(slice: &[u8], delim: u8, n: usize) -> Option<&[u8]> {
+pub(crate) fn nth_piece(slice: &[u8], delim: u8, n: usize) -> Option<&[u8]> {
     let mut start = 0;
     let mut k = 1;
     for p in memchr_iter(delim, slice) {

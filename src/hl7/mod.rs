@@ -29,6 +29,7 @@ pub mod escape;
 pub mod message;
 pub mod path;
 
+pub use ack::{AckError, AckOutcome, AckRequest, build_ack};
 pub use batch::{Batch, BatchError, BatchGroup, split};
 pub use build::{BuildError, MessageBuilder};
 pub use charset::{Charset, CharsetError};
