@@ -95,4 +95,112 @@ mod tests {
         assert_eq!(readable_prefix(b"ABCDEF", 3), "ABC…");
         assert_eq!(readable_prefix(b"ABC", 3), "ABC");
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn exercise(raw: &[u8]) {
+            let ids = ["MSH", "PID", "PV1", "OBX", "ZBE", "EVN"];
+            if let Ok(m) = Message::parse(raw) {
+                let _ = m.header();
+                for s in m.segments() {
+                    for n in 0..=s.field_count() + 1 {
+                        let _ = s.field(n);
+                    }
+                }
+                for id in ids {
+                    for occ in 1..=2 {
+                        for field in 1..=20 {
+                            for (rep, comp, sub) in [
+                                (None, None, None),
+                                (Some(2), Some(1), None),
+                                (None, Some(2), Some(2)),
+                            ] {
+                                if let Ok(p) = Path::new(id, occ, field, rep, comp, sub) {
+                                    let _ = m.get(&p);
+                                    let _ = m.text(&p);
+                                }
+                            }
+                        }
+                    }
+                }
+                let b = MessageBuilder::from_message(&m);
+                let _ = b.to_bytes();
+                let r = AckRequest::from_message(&m);
+                let _ = build_ack(&r, AckOutcome::Accepted, None, "1", "2");
+            }
+            let _ = split(raw);
+            let r = AckRequest::salvage(raw);
+            let err = AckError {
+                code: ErrorCode::DataType,
+                location: None,
+                message: String::from_utf8_lossy(raw).into_owned(),
+            };
+            let ack = build_ack(&r, AckOutcome::Error, Some(&err), "1", "2");
+            if let Some(ack) = ack {
+                prop_assert_parses(&ack);
+            }
+        }
+
+        fn prop_assert_parses(ack: &[u8]) {
+            // A NACK for any input must itself be a parseable message.
+            assert!(Message::parse(ack).is_ok(), "{}", readable(ack));
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn never_panics_on_bytes(raw in proptest::collection::vec(any::<u8>(), 0..512)) {
+                exercise(&raw);
+            }
+
+            #[test]
+            fn never_panics_after_valid_msh(
+                tail in proptest::collection::vec(
+                    prop_oneof![
+                        Just(b'|'), Just(b'^'), Just(b'~'), Just(b'\\'), Just(b'&'),
+                        Just(b'\r'), Just(b'\n'), Just(b'A'), Just(b'1'), any::<u8>()
+                    ],
+                    0..512,
+                )
+            ) {
+                let mut raw = b"MSH|^~\\&|".to_vec();
+                raw.extend_from_slice(&tail);
+                exercise(&raw);
+            }
+
+            #[test]
+            fn never_panics_on_segments(
+                segs in proptest::collection::vec(
+                    ("(PID|PV1|OBX|ZBE|BHS|BTS|FHS|FTS|MSH)", "[|^~\\\\&A-Z0-9 .]{0,40}"),
+                    0..12,
+                ),
+                sep in prop_oneof![Just("\r"), Just("\n"), Just("\r\n")],
+            ) {
+                let mut raw = String::from("MSH|^~\\&|A|B|||||ADT^A01|1|P|2.5");
+                for (id, body) in segs {
+                    raw.push_str(sep);
+                    raw.push_str(&id);
+                    raw.push_str(&body);
+                }
+                exercise(raw.as_bytes());
+            }
+
+            #[test]
+            fn never_panics_on_path_text(s in "\\PC{0,24}") {
+                let _ = s.parse::<Path>();
+            }
+
+            #[test]
+            fn escape_round_trips(s in "\\PC{0,64}") {
+                let d = Delimiters::default();
+                let escaped = escape::escape(&s, &d);
+                let back = escape::unescape(escaped.as_bytes(), &d);
+                let expected = s.replace("\r\n", "\n").replace('\r', "\n");
+                prop_assert_eq!(String::from_utf8_lossy(&back), expected);
+            }
+        }
+    }
 }
