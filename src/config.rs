@@ -1,1 +1,815 @@
-//! TODO
+//! The configuration: one TOML file, validated at start with errors that name the line and key.
+//!
+//! Loading goes in three steps, each reporting every problem it finds rather than the first:
+//!
+//! 1. parse the TOML into a spanned tree (syntax errors carry their line);
+//! 2. expand `${VAR}` and `${VAR:-default}` in every string value from the environment (`$$`
+//!    is a literal `$`), so a systemd `EnvironmentFile` or a test can set ports and folders;
+//! 3. deserialize into typed sections and validate values (addresses, durations, sizes,
+//!    charsets), resolving relative paths against the folder of the config file.
+//!
+//! Expansion happens on string values only, never on the raw text: a variable holding a quote
+//! cannot change the structure of the file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::hl7::Charset;
+
+/// A validated configuration, ready for the engine.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from, for messages.
+    pub source: PathBuf,
+    pub store: StoreConfig,
+    pub log: LogConfig,
+    /// Inbound channels by name, in name order.
+    pub inbound: BTreeMap<String, InboundChannel>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The SQLite database file (absolute).
+    pub path: PathBuf,
+    /// How many messages may wait for the writer before intake waits (backpressure).
+    pub queue_capacity: usize,
+    /// The most messages committed in one transaction.
+    pub max_batch: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `ordobridge=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// One inbound channel: where messages come from and how they are read.
+#[derive(Debug, Clone)]
+pub struct InboundChannel {
+    pub name: String,
+    /// Character set forced on every message of this channel; `None` follows MSH-18.
+    pub charset: Option<Charset>,
+    /// Log message bodies and identifiers of this channel (PHI) at debug level.
+    pub log_phi: bool,
+    pub kind: InboundKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum InboundKind {
+    Mllp(MllpListenerConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct MllpListenerConfig {
+    pub bind: SocketAddr,
+    pub max_connections: usize,
+    pub max_frame_bytes: usize,
+    /// A frame started but not finished within this time closes the connection.
+    pub read_timeout: Duration,
+    /// A connection silent for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+/// One problem in the configuration, located in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line and column, when the problem has a place in the file.
+    pub line: Option<(usize, usize)>,
+    /// Dotted key, e.g. `inbound.adt-in.bind`; empty for the whole file.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, column)) = self.line {
+            write!(f, ":{line}:{column}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": `{}`", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in a configuration file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads, expands and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: None,
+                key: String::new(),
+                message: format!("cannot read the configuration file: {e}"),
+            }])
+        })?;
+        Self::from_str_with_env(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses configuration text; `path` locates it (for messages and relative paths) and `env`
+    /// answers `${VAR}` look-ups, so tests need not touch the process environment.
+    pub fn from_str_with_env(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let mut report = Report {
+            file: path.to_path_buf(),
+            text,
+            errors: Vec::new(),
+        };
+        let mut root = match DeTable::parse(text) {
+            Ok(root) => root,
+            Err(e) => {
+                report.push(e.span(), "", e.message().trim().to_string());
+                return Err(ConfigErrors(report.errors));
+            }
+        };
+        expand_table(root.get_mut(), "", env, &mut report);
+        if !report.errors.is_empty() {
+            return Err(ConfigErrors(report.errors));
+        }
+        let raw = match RawConfig::deserialize(toml::de::Deserializer::from(root)) {
+            Ok(raw) => raw,
+            Err(e) => {
+                report.push(e.span(), "", e.message().trim().to_string());
+                return Err(ConfigErrors(report.errors));
+            }
+        };
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let config = raw.validate(path, &base, &mut report);
+        if report.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(report.errors))
+        }
+    }
+}
+
+/// Collects located errors while the configuration is checked.
+struct Report<'t> {
+    file: PathBuf,
+    text: &'t str,
+    errors: Vec<ConfigError>,
+}
+
+impl Report<'_> {
+    fn push(&mut self, span: Option<Range<usize>>, key: &str, message: String) {
+        let line = span.map(|s| line_column(self.text, s.start));
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            key: key.to_string(),
+            message,
+        });
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, column)
+}
+
+fn join_key(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn expand_table(
+    table: &mut DeTable<'_>,
+    prefix: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    report: &mut Report<'_>,
+) {
+    for (key, value) in table.iter_mut() {
+        let key = join_key(prefix, key.get_ref());
+        expand_value(value, &key, env, report);
+    }
+}
+
+fn expand_value(
+    value: &mut Spanned<DeValue<'_>>,
+    key: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    report: &mut Report<'_>,
+) {
+    let span = value.span();
+    match value.get_mut() {
+        DeValue::String(s) => {
+            if s.contains('$') {
+                match expand_env(s, env) {
+                    Ok(expanded) => *s = expanded.into(),
+                    Err(message) => report.push(Some(span), key, message),
+                }
+            }
+        }
+        DeValue::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand_value(item, &format!("{key}[{i}]"), env, report);
+            }
+        }
+        DeValue::Table(table) => expand_table(table, key, env, report),
+        DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_) | DeValue::Datetime(_) => {}
+    }
+}
+
+/// Expands `${VAR}`, `${VAR:-default}` and `$$` in one string value.
+fn expand_env(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(dollar) = rest.find('$') {
+        out.push_str(&rest[..dollar]);
+        let after = &rest[dollar + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let Some(close) = body.find('}') else {
+                return Err(format!(
+                    "unterminated `${{` in `{input}`: expected `}}` (write `$$` for a literal `$`)"
+                ));
+            };
+            let inner = &body[..close];
+            let (name, default) = match inner.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (inner, None),
+            };
+            let valid_name = !name.is_empty()
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if !valid_name {
+                return Err(format!(
+                    "invalid variable name `{name}` in `{input}`: use letters, digits and `_`"
+                ));
+            }
+            match (env(name).filter(|v| !v.is_empty()), default) {
+                (Some(value), _) => out.push_str(&value),
+                (None, Some(default)) => out.push_str(default),
+                (None, None) => {
+                    return Err(format!(
+                        "environment variable `{name}` is not set: set it, or write `${{{name}:-default}}`"
+                    ));
+                }
+            }
+            rest = &body[close + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw (deserialized, not yet validated) sections. Values that need checking keep their span.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    store: Option<RawStore>,
+    log: Option<RawLog>,
+    #[serde(default)]
+    inbound: BTreeMap<String, Spanned<RawInbound>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: Spanned<String>,
+    queue_capacity: Option<Spanned<i64>>,
+    max_batch: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+    format: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInbound {
+    protocol: Spanned<String>,
+    bind: Option<Spanned<String>>,
+    charset: Option<Spanned<String>>,
+    #[serde(default)]
+    log_phi: bool,
+    max_connections: Option<Spanned<i64>>,
+    max_frame_size: Option<Spanned<SizeValue>>,
+    read_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
+}
+
+/// A size written as a number of bytes or as text with a unit (`64KiB`, `1MiB`, `2MB`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(i64),
+    Text(String),
+}
+
+const DEFAULT_QUEUE_CAPACITY: usize = 4096;
+const DEFAULT_MAX_BATCH: usize = 512;
+const DEFAULT_MAX_CONNECTIONS: usize = 256;
+const DEFAULT_MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+impl RawConfig {
+    fn validate(self, file: &Path, base: &Path, report: &mut Report<'_>) -> Config {
+        let store = match self.store {
+            Some(store) => StoreConfig {
+                path: resolve_path(base, store.path.get_ref()),
+                queue_capacity: positive(store.queue_capacity, "store.queue_capacity", report)
+                    .unwrap_or(DEFAULT_QUEUE_CAPACITY),
+                max_batch: positive(store.max_batch, "store.max_batch", report)
+                    .unwrap_or(DEFAULT_MAX_BATCH),
+            },
+            None => {
+                report.push(
+                    None,
+                    "store",
+                    "missing section: add `[store]` with `path = \"var/ordobridge.db\"`"
+                        .to_string(),
+                );
+                StoreConfig {
+                    path: PathBuf::new(),
+                    queue_capacity: DEFAULT_QUEUE_CAPACITY,
+                    max_batch: DEFAULT_MAX_BATCH,
+                }
+            }
+        };
+        let log = match self.log {
+            Some(log) => LogConfig {
+                level: log.level.unwrap_or_else(|| "info".to_string()),
+                format: match log.format.as_ref().map(|f| f.get_ref().as_str()) {
+                    None | Some("text") => LogFormat::Text,
+                    Some("json") => LogFormat::Json,
+                    Some(other) => {
+                        let span = log.format.as_ref().map(Spanned::span);
+                        report.push(
+                            span,
+                            "log.format",
+                            format!("unknown log format `{other}`: expected `text` or `json`"),
+                        );
+                        LogFormat::Text
+                    }
+                },
+            },
+            None => LogConfig {
+                level: "info".to_string(),
+                format: LogFormat::Text,
+            },
+        };
+        let mut inbound = BTreeMap::new();
+        let mut binds: Vec<(SocketAddr, String)> = Vec::new();
+        for (name, raw) in self.inbound {
+            let prefix = format!("inbound.{name}");
+            if let Some(channel) = raw.into_inner().validate(&name, &prefix, report) {
+                let InboundKind::Mllp(mllp) = &channel.kind;
+                if let Some((_, other)) = binds
+                    .iter()
+                    .find(|(addr, _)| *addr == mllp.bind && addr.port() != 0)
+                {
+                    report.push(
+                        None,
+                        &format!("{prefix}.bind"),
+                        format!(
+                            "address {} is already used by channel `{other}`: give each listener its own port",
+                            mllp.bind
+                        ),
+                    );
+                }
+                binds.push((mllp.bind, name.clone()));
+                inbound.insert(name, channel);
+            }
+        }
+        Config {
+            source: file.to_path_buf(),
+            store,
+            log,
+            inbound,
+        }
+    }
+}
+
+impl RawInbound {
+    fn validate(self, name: &str, prefix: &str, report: &mut Report<'_>) -> Option<InboundChannel> {
+        let charset = self.charset.as_ref().and_then(|c| {
+            let value = c.get_ref().trim();
+            if value.is_empty() || value.eq_ignore_ascii_case("auto") {
+                return None;
+            }
+            match Charset::from_msh18(value) {
+                Some(charset) => Some(charset),
+                None => {
+                    report.push(
+                        Some(c.span()),
+                        &format!("{prefix}.charset"),
+                        format!(
+                            "unknown charset `{value}`: expected `auto` (follow MSH-18), `ascii`, `8859/1`, `8859/15` or `UNICODE UTF-8`"
+                        ),
+                    );
+                    None
+                }
+            }
+        });
+        match self.protocol.get_ref().as_str() {
+            "mllp" => {
+                let bind_key = format!("{prefix}.bind");
+                let bind = match &self.bind {
+                    Some(bind) => match bind.get_ref().parse::<SocketAddr>() {
+                        Ok(addr) => Some(addr),
+                        Err(_) => {
+                            report.push(
+                                Some(bind.span()),
+                                &bind_key,
+                                format!(
+                                    "invalid listen address `{}`: expected IP:PORT such as `127.0.0.1:2575` or `0.0.0.0:2575`",
+                                    bind.get_ref()
+                                ),
+                            );
+                            None
+                        }
+                    },
+                    None => {
+                        report.push(
+                            None,
+                            &bind_key,
+                            format!(
+                                "channel `{name}` has no `bind`: add `bind = \"127.0.0.1:2575\"`"
+                            ),
+                        );
+                        None
+                    }
+                };
+                let max_connections = positive(
+                    self.max_connections,
+                    &format!("{prefix}.max_connections"),
+                    report,
+                )
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+                let max_frame_bytes = self
+                    .max_frame_size
+                    .and_then(|size| size_value(size, &format!("{prefix}.max_frame_size"), report))
+                    .unwrap_or(DEFAULT_MAX_FRAME_BYTES);
+                let read_timeout = self
+                    .read_timeout
+                    .and_then(|t| duration_value(t, &format!("{prefix}.read_timeout"), report))
+                    .unwrap_or(DEFAULT_READ_TIMEOUT);
+                let idle_timeout = self
+                    .idle_timeout
+                    .and_then(|t| duration_value(t, &format!("{prefix}.idle_timeout"), report))
+                    .unwrap_or(DEFAULT_IDLE_TIMEOUT);
+                Some(InboundChannel {
+                    name: name.to_string(),
+                    charset,
+                    log_phi: self.log_phi,
+                    kind: InboundKind::Mllp(MllpListenerConfig {
+                        bind: bind?,
+                        max_connections,
+                        max_frame_bytes,
+                        read_timeout,
+                        idle_timeout,
+                    }),
+                })
+            }
+            other => {
+                report.push(
+                    Some(self.protocol.span()),
+                    &format!("{prefix}.protocol"),
+                    format!("unknown protocol `{other}`: expected `mllp`"),
+                );
+                None
+            }
+        }
+    }
+}
+
+fn resolve_path(base: &Path, value: &str) -> PathBuf {
+    let path = PathBuf::from(value);
+    if path.is_absolute() {
+        path
+    } else {
+        base.join(path)
+    }
+}
+
+fn positive(value: Option<Spanned<i64>>, key: &str, report: &mut Report<'_>) -> Option<usize> {
+    let value = value?;
+    match usize::try_from(*value.get_ref()) {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            report.push(
+                Some(value.span()),
+                key,
+                format!("expected a positive number, found {}", value.get_ref()),
+            );
+            None
+        }
+    }
+}
+
+fn duration_value(value: Spanned<String>, key: &str, report: &mut Report<'_>) -> Option<Duration> {
+    match parse_duration(value.get_ref()) {
+        Some(d) => Some(d),
+        None => {
+            report.push(
+                Some(value.span()),
+                key,
+                format!(
+                    "invalid duration `{}`: expected a number with a unit, such as `500ms`, `30s`, `15m` or `1h`",
+                    value.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn size_value(value: Spanned<SizeValue>, key: &str, report: &mut Report<'_>) -> Option<usize> {
+    let span = value.span();
+    let parsed = match value.into_inner() {
+        SizeValue::Bytes(n) => usize::try_from(n)
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or(n.to_string()),
+        SizeValue::Text(text) => parse_size(&text).ok_or(text),
+    };
+    match parsed {
+        Ok(n) => Some(n),
+        Err(shown) => {
+            report.push(
+                Some(span),
+                key,
+                format!(
+                    "invalid size `{shown}`: expected a positive number of bytes or a size such as `64KiB`, `4MiB`, `1MB`"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Parses `500ms`, `30s`, `15m`, `2h` (one number, one unit) or a friendly `1h 30m`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let mut total = Duration::ZERO;
+    for part in text.split_whitespace() {
+        let split = part.find(|c: char| !c.is_ascii_digit())?;
+        let (number, unit) = part.split_at(split);
+        let n: u64 = number.parse().ok()?;
+        let d = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" | "min" => Duration::from_secs(n.checked_mul(60)?),
+            "h" => Duration::from_secs(n.checked_mul(3600)?),
+            "d" => Duration::from_secs(n.checked_mul(86_400)?),
+            _ => return None,
+        };
+        total = total.checked_add(d)?;
+    }
+    Some(total)
+}
+
+/// Parses `4096`, `64KiB`, `4MiB`, `1MB`, `2kB`.
+pub fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: usize = number.parse().ok()?;
+    let factor: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(factor).filter(|n| *n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_str_with_env(text, Path::new("/etc/ordobridge/ob.toml"), &|name| {
+            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match load(text, &[]) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const MINIMAL: &str = r#"
+[store]
+path = "${DATA:-var}/ob.db"
+
+[inbound.adt-in]
+protocol = "mllp"
+bind = "127.0.0.1:${PORT:-2575}"
+"#;
+
+    #[test]
+    fn ok_defaults_and_relative_path() {
+        let config = load(MINIMAL, &[]).unwrap();
+        assert_eq!(
+            config.store.path,
+            PathBuf::from("/etc/ordobridge/var/ob.db")
+        );
+        let channel = &config.inbound["adt-in"];
+        let InboundKind::Mllp(mllp) = &channel.kind;
+        assert_eq!(mllp.bind, "127.0.0.1:2575".parse().unwrap());
+        assert_eq!(mllp.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
+        assert_eq!(channel.charset, None);
+    }
+
+    #[test]
+    fn ok_environment_wins_over_default() {
+        let config = load(MINIMAL, &[("DATA", "/srv/ob"), ("PORT", "0")]).unwrap();
+        assert_eq!(config.store.path, PathBuf::from("/srv/ob/ob.db"));
+        let InboundKind::Mllp(mllp) = &config.inbound["adt-in"].kind;
+        assert_eq!(mllp.bind.port(), 0);
+    }
+
+    #[rstest]
+    #[case::plain("a${X}b", "a1b")]
+    #[case::default_unused("${X:-9}", "1")]
+    #[case::default_used("${Y:-9}", "9")]
+    #[case::empty_default("${Y:-}", "")]
+    #[case::dollar_escape("$$HOME", "$HOME")]
+    #[case::lone_dollar("5$", "5$")]
+    fn ok_expand(#[case] input: &str, #[case] expected: &str) {
+        let env = |name: &str| (name == "X").then(|| "1".to_string());
+        assert_eq!(expand_env(input, &env).unwrap(), expected);
+    }
+
+    #[rstest]
+    #[case::unset(
+        "${NOPE}",
+        "environment variable `NOPE` is not set: set it, or write `${NOPE:-default}`"
+    )]
+    #[case::unterminated(
+        "${NOPE",
+        "unterminated `${` in `${NOPE`: expected `}` (write `$$` for a literal `$`)"
+    )]
+    #[case::bad_name(
+        "${1X}",
+        "invalid variable name `1X` in `${1X}`: use letters, digits and `_`"
+    )]
+    fn err_expand(#[case] input: &str, #[case] expected: &str) {
+        assert_eq!(expand_env(input, &|_| None).unwrap_err(), expected);
+    }
+
+    #[test]
+    fn err_every_problem_is_reported_with_line_and_key() {
+        let text = r#"[store]
+path = "ob.db"
+
+[inbound.a]
+protocol = "mllp"
+bind = "localhost"
+max_frame_size = "12 parsecs"
+read_timeout = "soon"
+charset = "EBCDIC"
+"#;
+        assert_eq!(
+            errors(text),
+            vec![
+                "/etc/ordobridge/ob.toml:9:11: `inbound.a.charset`: unknown charset `EBCDIC`: expected `auto` (follow MSH-18), `ascii`, `8859/1`, `8859/15` or `UNICODE UTF-8`",
+                "/etc/ordobridge/ob.toml:6:8: `inbound.a.bind`: invalid listen address `localhost`: expected IP:PORT such as `127.0.0.1:2575` or `0.0.0.0:2575`",
+                "/etc/ordobridge/ob.toml:7:18: `inbound.a.max_frame_size`: invalid size `12 parsecs`: expected a positive number of bytes or a size such as `64KiB`, `4MiB`, `1MB`",
+                "/etc/ordobridge/ob.toml:8:16: `inbound.a.read_timeout`: invalid duration `soon`: expected a number with a unit, such as `500ms`, `30s`, `15m` or `1h`",
+            ]
+        );
+    }
+
+    #[test]
+    fn err_unset_variable_names_line_and_key() {
+        let text = "[store]\npath = \"${ORDO_TEST_UNSET_DIR}/x.db\"\n";
+        assert_eq!(
+            errors(text),
+            vec![
+                "/etc/ordobridge/ob.toml:2:8: `store.path`: environment variable `ORDO_TEST_UNSET_DIR` is not set: set it, or write `${ORDO_TEST_UNSET_DIR:-default}`"
+            ]
+        );
+    }
+
+    #[test]
+    fn err_syntax_and_unknown_keys_have_lines() {
+        let syntax = errors("[store\npath = 1\n");
+        assert_eq!(syntax.len(), 1);
+        assert!(
+            syntax[0].starts_with("/etc/ordobridge/ob.toml:1:"),
+            "{syntax:?}"
+        );
+        let unknown = errors("[store]\npath = \"x\"\npaht = \"y\"\n");
+        assert_eq!(unknown.len(), 1);
+        assert!(
+            unknown[0].starts_with("/etc/ordobridge/ob.toml:3:1: "),
+            "{unknown:?}"
+        );
+        assert!(unknown[0].contains("unknown field `paht`"), "{unknown:?}");
+    }
+
+    #[test]
+    fn err_missing_store_and_duplicate_ports() {
+        let text = r#"
+[inbound.a]
+protocol = "mllp"
+bind = "127.0.0.1:2575"
+[inbound.b]
+protocol = "mllp"
+bind = "127.0.0.1:2575"
+"#;
+        assert_eq!(
+            errors(text),
+            vec![
+                "/etc/ordobridge/ob.toml: `store`: missing section: add `[store]` with `path = \"var/ordobridge.db\"`",
+                "/etc/ordobridge/ob.toml: `inbound.b.bind`: address 127.0.0.1:2575 is already used by channel `a`: give each listener its own port",
+            ]
+        );
+    }
+
+    #[rstest]
+    #[case("500ms", Duration::from_millis(500))]
+    #[case("30s", Duration::from_secs(30))]
+    #[case("15m", Duration::from_secs(900))]
+    #[case("1h 30m", Duration::from_secs(5400))]
+    fn ok_durations(#[case] text: &str, #[case] expected: Duration) {
+        assert_eq!(parse_duration(text), Some(expected));
+    }
+
+    #[rstest]
+    #[case("4096", Some(4096))]
+    #[case("64KiB", Some(65536))]
+    #[case("4MiB", Some(4 << 20))]
+    #[case("1MB", Some(1_000_000))]
+    #[case("0", None)]
+    #[case("MiB", None)]
+    fn sizes(#[case] text: &str, #[case] expected: Option<usize>) {
+        assert_eq!(parse_size(text), expected);
+    }
+}

@@ -11,6 +11,7 @@
 //!   Knows nothing of HL7 semantics or storage.
 //! - [`store`]: SQLite (WAL, `synchronous=FULL`): the journal of inbound messages, written by
 //!   one writer thread with group commit.
+//! - [`tools`]: the CLI tools: send files over MLLP, load test, synthetic corpus.
 //! - [`engine`]: the wiring, read top to bottom: load config, open the store, bind, spawn,
 //!   wait; and the inbound channel that commits a message before it answers its ACK.
 //!
@@ -22,3 +23,4 @@ pub mod engine;
 pub mod hl7;
 pub mod mllp;
 pub mod store;
+pub mod tools;

@@ -1,1 +1,281 @@
-fn main() {}
+//! The `ordobridge` command: run the daemon, check a configuration, read the journal, send
+//! files over MLLP, and drive a load test.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use ordobridge::config::{Config, LogFormat};
+use ordobridge::store::{JournalFilter, Store, StoreOptions};
+use ordobridge::{engine, tools};
+
+#[derive(Parser)]
+#[command(
+    name = "ordobridge",
+    version,
+    about = "HL7v2 / HPRIM bridge between EHRs and Posos"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print every problem with its line and key.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// List journaled inbound messages, newest first, or print one raw.
+    Journal {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only messages with this MSH-10.
+        #[arg(long)]
+        control_id: Option<String>,
+        /// Only messages of this channel.
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print the raw bytes of the message with this journal id (segments on lines).
+        #[arg(long)]
+        show: Option<i64>,
+    },
+    /// Send HL7 files over MLLP, one message after the other, and print each answer.
+    Send {
+        /// HOST:PORT of the MLLP listener.
+        #[arg(long)]
+        to: String,
+        /// Seconds to wait for each acknowledgment.
+        #[arg(long, default_value_t = 30)]
+        ack_timeout: u64,
+        /// Send the bytes as they are in the files (default: segment ends become CR).
+        #[arg(long)]
+        raw: bool,
+        /// Files holding one or several messages (LF, CRLF or CR segment ends).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Load test: send messages over N connections, each waiting for its ACK before the next.
+    Load {
+        /// HOST:PORT of the MLLP listener.
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        /// Seconds to wait for each acknowledgment.
+        #[arg(long, default_value_t = 30)]
+        ack_timeout: u64,
+        /// Template messages (files); default: a generated synthetic ADT corpus. Each sent
+        /// message gets a unique MSH-10.
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Check { config } => check(&config),
+        Command::Journal {
+            config,
+            control_id,
+            channel,
+            limit,
+            show,
+        } => journal(&config, control_id, channel, limit, show),
+        Command::Send {
+            to,
+            ack_timeout,
+            raw,
+            files,
+        } => runtime().and_then(|rt| {
+            rt.block_on(tools::send_files(
+                &to,
+                &files,
+                Duration::from_secs(ack_timeout),
+                raw,
+            ))
+        }),
+        Command::Load {
+            to,
+            connections,
+            messages,
+            ack_timeout,
+            files,
+        } => runtime().and_then(|rt| {
+            rt.block_on(tools::load(
+                &to,
+                &files,
+                connections,
+                messages,
+                Duration::from_secs(ack_timeout),
+            ))
+        }),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("ordobridge: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn load_config(path: &Path) -> Result<Config, String> {
+    Config::load(path).map_err(|errors| {
+        format!(
+            "{} problem(s) in the configuration:\n{errors}",
+            errors.0.len()
+        )
+    })
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run(config_path: &Path) -> Result<ExitCode, String> {
+    let config = load_config(config_path)?;
+    init_logging(&config);
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        let result = engine::run(config, Default::default(), shutdown, |channels| {
+            for channel in channels {
+                info!(channel = %channel.name, addr = %channel.local_addr, "listening");
+            }
+            info!(channels = channels.len(), "all listeners ready");
+            // Tell systemd (Type=notify) that we are ready; a no-op outside systemd.
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        })
+        .await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        match result {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => {
+                error!(error = %e, "ordobridge stopped on an error");
+                Err(e.to_string())
+            }
+        }
+    })
+}
+
+/// Cancels `shutdown` on SIGTERM (systemd stop) or Ctrl-C.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    info!("stop requested");
+    shutdown.cancel();
+}
+
+fn check(config_path: &Path) -> Result<ExitCode, String> {
+    let config = load_config(config_path)?;
+    println!(
+        "{}: ok ({} inbound channel(s), store {})",
+        config_path.display(),
+        config.inbound.len(),
+        config.store.path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn journal(
+    config_path: &Path,
+    control_id: Option<String>,
+    channel: Option<String>,
+    limit: usize,
+    show: Option<i64>,
+) -> Result<ExitCode, String> {
+    let config = load_config(config_path)?;
+    let store = Store::open(&config.store.path, StoreOptions::default()).map_err(|e| {
+        format!(
+            "cannot open the store `{}`: {e}",
+            config.store.path.display()
+        )
+    })?;
+    if let Some(id) = show {
+        let entry = store
+            .journal_entry(id)
+            .map_err(|e| format!("cannot read the journal: {e}"))?
+            .ok_or_else(|| format!("no journal entry with id {id}"))?;
+        print!("{}", tools::printable_message(&entry.raw));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let filter = JournalFilter {
+        control_id,
+        channel,
+        limit,
+    };
+    let rows = store
+        .list_journal(&filter)
+        .map_err(|e| format!("cannot read the journal: {e}"))?;
+    println!(
+        "{:>8}  {:<25}  {:<12}  {:<18}  {:<22}  STATUS",
+        "ID", "RECEIVED", "CHANNEL", "MSH-9", "MSH-10"
+    );
+    for row in rows {
+        let received = row
+            .received_at
+            .to_zoned(jiff::tz::TimeZone::system())
+            .strftime("%Y-%m-%d %H:%M:%S%.3f");
+        let status = match &row.reason {
+            Some(reason) => format!("{} ({reason})", row.status),
+            None => row.status.clone(),
+        };
+        println!(
+            "{:>8}  {:<25}  {:<12}  {:<18}  {:<22}  {}",
+            row.id, received, row.channel, row.message_type, row.control_id, status
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use ordobridge::mllp::{
     ClientSettings, FrameHandler, Inbound, MllpClient, MllpCodec, ServerSettings, ServerStats,
-    run_load, serve,
+    cycle, run_load, serve,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -172,9 +172,15 @@ async fn ok_load_tool_against_server() {
         Bytes::from_static(b"MSH|^~\\&|A\rMSA|AA|1"),
         Bytes::from_static(b"MSH|^~\\&|A\rMSA|AE|2"),
     ];
-    let report = within(run_load(server.addr, corpus, 4, 200, PATIENCE))
-        .await
-        .unwrap();
+    let report = within(run_load(
+        server.addr,
+        cycle(corpus).unwrap(),
+        4,
+        200,
+        PATIENCE,
+    ))
+    .await
+    .unwrap();
     assert_eq!(report.sent, 200);
     assert_eq!(report.acked_ok, 100);
     assert_eq!(report.errors, 0);

@@ -46,6 +46,8 @@ pub struct AckRequest {
     pub receiving_application: Vec<u8>,
     /// MSH-6.
     pub receiving_facility: Vec<u8>,
+    /// MSH-9 whole (`ADT^A01^ADT_A01`), for the journal and the logs.
+    pub message_type: Vec<u8>,
     /// MSH-9.2, the trigger event.
     pub trigger: Vec<u8>,
     /// MSH-10, echoed in MSA-2.
@@ -101,6 +103,7 @@ impl AckRequest {
             sending_facility: f(4),
             receiving_application: f(5),
             receiving_facility: f(6),
+            message_type: msh9.to_vec(),
             trigger,
             control_id: f(10),
             processing_id: f(11),
@@ -152,6 +155,7 @@ impl AckRequest {
             sending_facility: f(4),
             receiving_application: f(5),
             receiving_facility: f(6),
+            message_type: msh9.to_vec(),
             trigger,
             control_id: f(10),
             processing_id: f(11),

@@ -76,20 +76,36 @@ struct Tally {
     latencies_us: Vec<u32>,
 }
 
-/// Runs `total_messages` exchanges against `target` over `connections` connections, cycling
-/// through `corpus`; fails only if the arguments are unusable or a first connection fails.
-pub async fn run_load(
-    target: SocketAddr,
-    corpus: Vec<Bytes>,
-    connections: usize,
-    total_messages: usize,
-    ack_timeout: Duration,
-) -> Result<LoadReport, MllpError> {
+/// Gives the message to send for each index `0..total_messages` (e.g. a template with a unique
+/// MSH-10, so a receiver that de-duplicates stores every message).
+pub type MessageSource = Arc<dyn Fn(usize) -> Bytes + Send + Sync>;
+
+/// A source cycling through a fixed corpus, sent as given; refuses an empty corpus.
+pub fn cycle(corpus: Vec<Bytes>) -> Result<MessageSource, MllpError> {
     if corpus.is_empty() {
         return Err(MllpError::InvalidLoad {
             reason: "corpus is empty",
         });
     }
+    let corpus: Arc<[Bytes]> = corpus.into();
+    Ok(Arc::new(move |index| {
+        corpus
+            .get(index % corpus.len())
+            .cloned()
+            .unwrap_or_default()
+    }))
+}
+
+/// Runs `total_messages` exchanges against `target` over `connections` connections, taking
+/// each message from `source`; fails only if the arguments are unusable or a first connection
+/// fails.
+pub async fn run_load(
+    target: SocketAddr,
+    source: MessageSource,
+    connections: usize,
+    total_messages: usize,
+    ack_timeout: Duration,
+) -> Result<LoadReport, MllpError> {
     if connections == 0 {
         return Err(MllpError::InvalidLoad {
             reason: "connections must be at least 1",
@@ -99,14 +115,13 @@ pub async fn run_load(
     for _ in 0..connections {
         clients.push(MllpClient::connect(target, ClientSettings::default()).await?);
     }
-    let corpus: Arc<[Bytes]> = corpus.into();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = JoinSet::new();
     for client in clients {
         let job = Job {
             target,
-            corpus: Arc::clone(&corpus),
+            source: Arc::clone(&source),
             next: Arc::clone(&next),
             total: total_messages,
             ack_timeout,
@@ -171,7 +186,7 @@ fn is_positive_ack(answer: &[u8]) -> bool {
 /// connections do more.
 struct Job {
     target: SocketAddr,
-    corpus: Arc<[Bytes]>,
+    source: MessageSource,
     next: Arc<AtomicUsize>,
     total: usize,
     ack_timeout: Duration,
@@ -185,12 +200,10 @@ impl Job {
             if index >= self.total {
                 return tally;
             }
-            let Some(message) = self.corpus.get(index % self.corpus.len()) else {
-                return tally;
-            };
+            let message = (self.source)(index);
             tally.sent += 1;
             let started = Instant::now();
-            match client.send(message, self.ack_timeout).await {
+            match client.send(&message, self.ack_timeout).await {
                 Ok(answer) => {
                     let us = started.elapsed().as_micros();
                     tally
@@ -266,9 +279,12 @@ mod tests {
         #[case] text: &str,
     ) {
         let target = SocketAddr::from(([127, 0, 0, 1], 9));
-        let err = run_load(target, corpus, connections, 1, Duration::from_secs(1))
-            .await
-            .unwrap_err();
+        let err = match cycle(corpus) {
+            Ok(source) => run_load(target, source, connections, 1, Duration::from_secs(1))
+                .await
+                .unwrap_err(),
+            Err(err) => err,
+        };
         assert_eq!(err.to_string(), text);
     }
 }

@@ -19,5 +19,5 @@ pub mod server;
 pub use client::{ClientSettings, MllpClient};
 pub use codec::{Inbound, MllpCodec};
 pub use error::MllpError;
-pub use load::{LoadReport, run_load};
+pub use load::{LoadReport, MessageSource, cycle, run_load};
 pub use server::{FrameHandler, ServerSettings, ServerStats, ServerStatsSnapshot, serve};

@@ -1,0 +1,294 @@
+//! Analyst and operator tools behind the CLI: send files over MLLP, drive a load test, print
+//! a journaled message, and the synthetic ADT corpus used by the load tool and the benchmarks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::lookup_host;
+
+use crate::hl7::{Message, Path};
+use crate::mllp::client::{ClientSettings, MllpClient};
+use crate::mllp::load::run_load;
+
+async fn resolve(to: &str) -> Result<SocketAddr, String> {
+    lookup_host(to)
+        .await
+        .map_err(|e| format!("cannot resolve `{to}`: {e} (expected HOST:PORT)"))?
+        .next()
+        .ok_or_else(|| format!("`{to}` resolves to no address"))
+}
+
+fn read_messages(files: &[PathBuf], raw: bool) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let mut messages = Vec::new();
+    for file in files {
+        let bytes =
+            std::fs::read(file).map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
+        let batch =
+            crate::hl7::batch::split(&bytes).map_err(|e| format!("`{}`: {e}", file.display()))?;
+        for (i, message) in batch.messages().into_iter().enumerate() {
+            let payload = if raw {
+                message.to_vec()
+            } else {
+                normalize_segment_ends(message)
+            };
+            messages.push((format!("{}#{}", file.display(), i + 1), payload));
+        }
+    }
+    Ok(messages)
+}
+
+/// Turns LF and CRLF segment ends into CR, the HL7 standard, and drops trailing blank lines.
+pub fn normalize_segment_ends(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len());
+    let mut bytes = message.iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'\r' => {
+                if bytes.peek() == Some(&b'\n') {
+                    bytes.next();
+                }
+                out.push(b'\r');
+            }
+            b'\n' => out.push(b'\r'),
+            other => out.push(other),
+        }
+    }
+    while out.ends_with(b"\r\r") {
+        out.pop();
+    }
+    if !out.ends_with(b"\r") {
+        out.push(b'\r');
+    }
+    out
+}
+
+/// `ordobridge send`: sends each message of each file and prints one line per answer.
+pub async fn send_files(
+    to: &str,
+    files: &[PathBuf],
+    ack_timeout: Duration,
+    raw: bool,
+) -> Result<ExitCode, String> {
+    let addr = resolve(to).await?;
+    let messages = read_messages(files, raw)?;
+    let mut client = MllpClient::connect(addr, ClientSettings::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut failures = 0usize;
+    let msa_1: Path = "MSA-1".parse().map_err(|e| format!("{e}"))?;
+    let msa_3: Path = "MSA-3".parse().map_err(|e| format!("{e}"))?;
+    let err_8: Path = "ERR-8".parse().map_err(|e| format!("{e}"))?;
+    for (name, payload) in messages {
+        let answer = client
+            .send(&payload, ack_timeout)
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+        let (code, text) = match Message::parse(&answer) {
+            Ok(ack) => {
+                let code = ack.text(&msa_1).map(|c| c.into_owned()).unwrap_or_default();
+                let text = ack
+                    .text(&err_8)
+                    .or_else(|| ack.text(&msa_3))
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                (code, text)
+            }
+            Err(e) => ("??".to_string(), format!("unreadable answer: {e}")),
+        };
+        if code != "AA" && code != "CA" {
+            failures += 1;
+        }
+        println!("{name}: {code} {text}");
+    }
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// A message split around its MSH-10, so that each copy can get its own control id cheaply.
+struct Template {
+    before: Bytes,
+    after: Bytes,
+}
+
+impl Template {
+    fn new(message: &[u8]) -> Result<Template, String> {
+        let parsed = Message::parse(message).map_err(|e| e.to_string())?;
+        let path: Path = "MSH-10".parse().map_err(|e| format!("{e}"))?;
+        let control_id = parsed
+            .get(&path)
+            .ok_or("the template has no MSH-10 field")?;
+        let start = control_id.as_ptr() as usize - message.as_ptr() as usize;
+        let end = start + control_id.len();
+        Ok(Template {
+            before: Bytes::copy_from_slice(message.get(..start).unwrap_or_default()),
+            after: Bytes::copy_from_slice(message.get(end..).unwrap_or_default()),
+        })
+    }
+
+    fn with_control_id(&self, control_id: &str) -> Bytes {
+        let mut out = Vec::with_capacity(self.before.len() + control_id.len() + self.after.len());
+        out.extend_from_slice(&self.before);
+        out.extend_from_slice(control_id.as_bytes());
+        out.extend_from_slice(&self.after);
+        Bytes::from(out)
+    }
+}
+
+/// `ordobridge load`: sends `messages` messages over `connections` connections, each waiting
+/// for its ACK before the next, every message with a unique MSH-10, and prints the report.
+pub async fn load(
+    to: &str,
+    files: &[PathBuf],
+    connections: usize,
+    messages: usize,
+    ack_timeout: Duration,
+) -> Result<ExitCode, String> {
+    let addr = resolve(to).await?;
+    let corpus: Vec<Vec<u8>> = if files.is_empty() {
+        synthetic_adt(64)
+    } else {
+        read_messages(files, false)?
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect()
+    };
+    let templates = corpus
+        .iter()
+        .map(|m| Template::new(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    if templates.is_empty() {
+        return Err("the load corpus holds no message".to_string());
+    }
+    let templates = Arc::new(templates);
+    let run = jiff::Timestamp::now().as_second();
+    let make = move |n: usize| {
+        let template = &templates[n % templates.len()];
+        template.with_control_id(&format!("L{run}N{n}"))
+    };
+    let report = run_load(addr, Arc::new(make), connections, messages, ack_timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("{report}");
+    Ok(if report.errors == 0 && report.acked_ok == report.sent {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// A journaled message for a terminal: segments on their own lines, decoded in its charset.
+pub fn printable_message(raw: &[u8]) -> String {
+    let text = match Message::parse(raw) {
+        Ok(message) => message.decode(raw).into_owned(),
+        Err(_) => String::from_utf8_lossy(raw).into_owned(),
+    };
+    let mut out = text.replace("\r\n", "\n").replace('\r', "\n");
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+const FAMILY: [&str; 12] = [
+    "MARTIN", "BERNARD", "THOMAS", "PETIT", "ROBERT", "RICHARD", "DURAND", "DUBOIS", "MOREAU",
+    "LAURENT", "SIMON", "MICHEL",
+];
+const GIVEN: [&str; 12] = [
+    "JEANNE", "LUC", "CLAIRE", "PIERRE", "ANAIS", "HUGO", "LEA", "LOUIS", "CHLOE", "JULES", "EMMA",
+    "NOAH",
+];
+const UNITS: [&str; 6] = ["CARDIO", "PNEUMO", "NEURO", "GERIA", "CHIR", "URG"];
+const EVENTS: [(&str, &str); 6] = [
+    ("A01", "ADT_A01"),
+    ("A02", "ADT_A02"),
+    ("A03", "ADT_A03"),
+    ("A04", "ADT_A01"),
+    ("A08", "ADT_A01"),
+    ("A31", "ADT_A05"),
+];
+
+/// `count` synthetic PAM FR ADT messages (fictitious people, test INS OID), CR segment ends,
+/// about 1 KB each, varied enough that no two are alike. Deterministic.
+pub fn synthetic_adt(count: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let (event, structure) = EVENTS[i % EVENTS.len()];
+            let family = FAMILY[i % FAMILY.len()];
+            let given = GIVEN[(i / 3) % GIVEN.len()];
+            let unit = UNITS[i % UNITS.len()];
+            let ipp = 100_000 + i;
+            let nda = 900_000 + i;
+            let ins = 275_046_912_300_000u64 + i as u64;
+            let day = 1 + i % 28;
+            let sex = if i % 2 == 0 { "F" } else { "M" };
+            let auth = "CH_EXEMPLE&1.2.250.1.999.1&ISO";
+            let rpps = "ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO^L^^^RPPS";
+            format!(
+                "MSH|^~\\&|DPI_SYNTH|CH_EXEMPLE|ORDOBRIDGE|POSOS|202611{day:02}101500||ADT^{event}^{structure}|SYN{i:08}|P|2.5|||||FRA|UNICODE UTF-8|||2.11^IHE_FR\r\
+EVN||202611{day:02}101500||||202611{day:02}101500\r\
+PID|1||{ipp}^^^{auth}^PI~{ins}^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.10&ISO^INS||{family}^{given}^{given}^^^^L~{family}^{given}^^^^^D||19{:02}0{}1{}|{sex}|||{} RUE DES LILAS^^LYON^^69003^FRA^H||04720000{:02}|||||{nda}^^^{auth}^AN||||||||||||||VALI\r\
+PV1|1|I|{unit}^1{:02}^1^CH_EXEMPLE||||100034567{:02}^LEBLANC^PIERRE^^^DR^^^{rpps}|||MED|||||||||{nda}^^^{auth}^VN|||||||||||||||||||||||||202611{day:02}101500|\r\
+PV2|||^MOTIF D'HOSPITALISATION SYNTHETIQUE\r\
+ZBE|MVT{i:08}^CH_EXEMPLE|202611{day:02}101500||INSERT|N||^^^^^^UF^^^40{:02}\r\
+ROL|1|AD|ODRP^Prescripteur^IHE FR|100034567{:02}^LEBLANC^PIERRE^^^DR^^^{rpps}\r",
+                40 + i % 50,
+                1 + i % 9,
+                i % 10,
+                1 + i % 90,
+                i % 100,
+                i % 30,
+                i % 100,
+                i % 60,
+                i % 100,
+            )
+            .into_bytes()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_corpus_parses_and_has_the_fields_the_benchmarks_read() {
+        let pid_3_1: Path = "PID-3.1".parse().expect("path");
+        let pv1_19: Path = "PV1-19.1".parse().expect("path");
+        for (i, raw) in synthetic_adt(50).iter().enumerate() {
+            let message = Message::parse(raw).expect("synthetic message parses");
+            assert_eq!(
+                message.text(&pid_3_1).as_deref(),
+                Some(format!("{}", 100_000 + i).as_str())
+            );
+            assert_eq!(
+                message.text(&pv1_19).as_deref(),
+                Some(format!("{}", 900_000 + i).as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn template_replaces_only_the_control_id() {
+        let corpus = synthetic_adt(1);
+        let template = Template::new(&corpus[0]).expect("template");
+        let copy = template.with_control_id("X42");
+        let message = Message::parse(&copy).expect("parses");
+        assert_eq!(message.header().control_id, "X42");
+        assert_eq!(copy.len(), corpus[0].len() - "SYN00000000".len() + 3);
+    }
+
+    #[test]
+    fn segment_ends_are_normalized_to_cr() {
+        assert_eq!(
+            normalize_segment_ends(b"MSH|^~\\&|A\nPID|1\r\nPV1|1\n\n"),
+            b"MSH|^~\\&|A\rPID|1\rPV1|1\r"
+        );
+    }
+}

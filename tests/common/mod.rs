@@ -1,0 +1,220 @@
+//! Helpers for integration tests that start real processes: the daemon binary and Python peers.
+//!
+//! Every process started here is killed by its PID when its guard drops, even when the test
+//! fails; temp folders are removed by their `TempDir` guards.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The `ordobridge` binary cargo built for these tests.
+pub fn ordobridge_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ordobridge"))
+}
+
+/// The repository root (for `samples/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Writes a test configuration with one MLLP listener on `127.0.0.1:0` and JSON logs.
+pub fn write_config(dir: &Path, extra_inbound: &str) -> PathBuf {
+    let path = dir.join("ordobridge.toml");
+    let text = format!(
+        r#"[store]
+path = "data/ordobridge.db"
+
+[log]
+level = "info,ordobridge=debug"
+format = "json"
+
+[inbound.adt-in]
+protocol = "mllp"
+bind = "127.0.0.1:0"
+read_timeout = "5s"
+idle_timeout = "60s"
+{extra_inbound}
+"#
+    );
+    std::fs::write(&path, text).expect("write test config");
+    path
+}
+
+/// A running daemon process, killed (SIGKILL) when dropped.
+pub struct Daemon {
+    child: Child,
+    /// Where each channel listens, as the daemon logged it.
+    pub channels: Vec<(String, SocketAddr)>,
+    /// Every log line so far, for failure messages.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts `ordobridge run --config CONFIG` and waits until it logs that it listens.
+    pub fn start(config: &Path) -> Daemon {
+        let mut child = Command::new(ordobridge_bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the ordobridge binary");
+        let stdout = child.stdout.take().expect("daemon stdout");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        // Drain stdout for the whole life of the process, so it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut ready = Vec::new();
+            let mut announced = false;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if !announced {
+                    if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
+                        let fields = &json["fields"];
+                        if fields["message"] == "listening" {
+                            if let (Some(name), Some(addr)) =
+                                (fields["channel"].as_str(), fields["addr"].as_str())
+                            {
+                                if let Ok(addr) = addr.parse() {
+                                    ready.push((name.to_string(), addr));
+                                }
+                            }
+                        }
+                        if fields["message"] == "all listeners ready" {
+                            announced = true;
+                            let _ = tx.send(std::mem::take(&mut ready));
+                        }
+                    }
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let mut daemon = Daemon {
+            child,
+            channels: Vec::new(),
+            log,
+        };
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(channels) => daemon.channels = channels,
+            Err(_) => panic!(
+                "the daemon did not become ready within 60 s; its log:\n{}",
+                daemon.log_text()
+            ),
+        }
+        daemon
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The address of channel `name`.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.channels
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("channel `{name}` not announced: {:?}", self.channels))
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
+    }
+
+    /// SIGKILL, as a power cut would: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait for the daemon")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Python interpreter of a venv under the target folder holding the test peers
+/// (python-hl7, hl7apy). Created on first use; a failure to create it fails the test.
+pub fn python_peers() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("peers-venv");
+    let python = root.join("bin").join("python");
+    let ready = root.join(".ready");
+    if ready.exists() {
+        return python;
+    }
+    // Build in a private folder, then rename: test binaries running in parallel never see a
+    // half-built venv, and the loser of the race simply uses the winner's.
+    let staging = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("peers-venv-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    run_ok(Command::new("python3").args(["-m", "venv"]).arg(&staging));
+    run_ok(
+        Command::new(staging.join("bin").join("python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(["hl7==0.4.5", "hl7apy==1.3.5"]),
+    );
+    std::fs::write(staging.join(".ready"), b"ok").expect("mark venv ready");
+    if std::fs::rename(&staging, &root).is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    assert!(
+        ready.exists(),
+        "the Python peers venv {} could not be created",
+        root.display()
+    );
+    python
+}
+
+fn run_ok(command: &mut Command) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Runs `ordobridge ARGS` to completion and returns its stdout.
+pub fn ordobridge(args: &[&str]) -> String {
+    let output = Command::new(ordobridge_bin())
+        .args(args)
+        .output()
+        .expect("run ordobridge");
+    assert!(
+        output.status.success(),
+        "ordobridge {args:?} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

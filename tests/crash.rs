@@ -1,0 +1,115 @@
+//! Commit before ACK, under fire: many connections send while the daemon is killed with
+//! SIGKILL, several times over the same database. Every message that was answered AA must be
+//! in the journal afterwards.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Daemon, repo_root, write_config};
+use ordobridge::mllp::client::{ClientSettings, MllpClient};
+use ordobridge::store::{JournalFilter, Store, StoreOptions};
+
+const CONNECTIONS: usize = 24;
+const ROUNDS: usize = 4;
+/// ACKs to see in a round before pulling the plug.
+const ACKS_BEFORE_KILL: usize = 400;
+
+fn message(template: &str, control_id: &str) -> Vec<u8> {
+    // The sample's MSH-10 is SYN0002; each message gets its own.
+    template
+        .replace("|SYN0002|", &format!("|{control_id}|"))
+        .into_bytes()
+}
+
+#[test]
+fn kill_9_under_load_loses_no_acknowledged_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(dir.path(), "");
+    let template = std::fs::read_to_string(repo_root().join("samples/adt/02-a01-admit.hl7"))
+        .expect("sample")
+        .replace('\n', "\r");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+
+    for round in 0..ROUNDS {
+        let mut daemon = Daemon::start(&config);
+        let addr = daemon.addr("adt-in");
+        let count = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for connection in 0..CONNECTIONS {
+            let (template, acked, count, stop) =
+                (template.clone(), acked.clone(), count.clone(), stop.clone());
+            tasks.push(rt.spawn(async move {
+                let Ok(mut client) = MllpClient::connect(addr, ClientSettings::default()).await
+                else {
+                    return;
+                };
+                for n in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let control_id = format!("R{round}C{connection}N{n}");
+                    let payload = message(&template, &control_id);
+                    match client.send(&payload, Duration::from_secs(10)).await {
+                        Ok(answer) => {
+                            let answer = String::from_utf8_lossy(&answer);
+                            if answer.contains(&format!("MSA|AA|{control_id}")) {
+                                acked.lock().expect("lock").push(control_id);
+                                count.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        // The daemon died under us: what was not answered will be resent.
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count.load(Ordering::Relaxed) < ACKS_BEFORE_KILL {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: only {} ACKs in 60 s; daemon log:\n{}",
+                count.load(Ordering::Relaxed),
+                daemon.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        daemon.kill9();
+        stop.store(true, Ordering::Relaxed);
+        for task in tasks {
+            rt.block_on(task).expect("client task");
+        }
+    }
+
+    let store = Store::open(
+        &dir.path().join("data/ordobridge.db"),
+        StoreOptions::default(),
+    )
+    .expect("reopen the store after the crashes");
+    let journaled: HashSet<String> = store
+        .list_journal(&JournalFilter {
+            control_id: None,
+            channel: None,
+            limit: 0,
+        })
+        .expect("list journal")
+        .into_iter()
+        .filter(|row| row.status == "accepted")
+        .map(|row| row.control_id)
+        .collect();
+    let acked = acked.lock().expect("lock");
+    assert!(acked.len() >= ROUNDS * ACKS_BEFORE_KILL);
+    let lost: Vec<&String> = acked.iter().filter(|id| !journaled.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged messages are missing from the journal, e.g. {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(10)]
+    );
+}
