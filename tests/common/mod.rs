@@ -77,22 +77,20 @@ impl Daemon {
             let mut announced = false;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if !announced {
-                    if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
-                        let fields = &json["fields"];
-                        if fields["message"] == "listening" {
-                            if let (Some(name), Some(addr)) =
-                                (fields["channel"].as_str(), fields["addr"].as_str())
-                            {
-                                if let Ok(addr) = addr.parse() {
-                                    ready.push((name.to_string(), addr));
-                                }
-                            }
-                        }
-                        if fields["message"] == "all listeners ready" {
-                            announced = true;
-                            let _ = tx.send(std::mem::take(&mut ready));
-                        }
+                if !announced
+                    && let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                {
+                    let fields = &json["fields"];
+                    if fields["message"] == "listening"
+                        && let (Some(name), Some(addr)) =
+                            (fields["channel"].as_str(), fields["addr"].as_str())
+                        && let Ok(addr) = addr.parse()
+                    {
+                        ready.push((name.to_string(), addr));
+                    }
+                    if fields["message"] == "all listeners ready" {
+                        announced = true;
+                        let _ = tx.send(std::mem::take(&mut ready));
                     }
                 }
                 sink.lock().expect("log lock").push(line);
