@@ -69,7 +69,7 @@ ZFV|69002^CHU-LYON|{ts}|||||\r",
                 rng.next() % 100,
                 1 + rng.next() % 9,
                 rng.next() % 10,
-                if rng.next() % 2 == 0 { "M" } else { "F" },
+                if rng.next().is_multiple_of(2) { "M" } else { "F" },
                 100 + rng.next() % 400,
             );
             Sample { text, ipp, nda }

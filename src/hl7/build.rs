@@ -167,14 +167,14 @@ impl MessageBuilder {
             return Ok(self);
         };
         let generic = if seg.is_header() {
-            path.field() - 1
+            path.field().saturating_sub(1)
         } else {
             path.field()
         };
         if seg.fields.len() < generic {
             seg.fields.resize(generic, String::new());
         }
-        let Some(field) = seg.fields.get_mut(generic - 1) else {
+        let Some(field) = seg.fields.get_mut(generic.saturating_sub(1)) else {
             return Ok(self);
         };
         let rep = path.repetition().or(path.component().map(|_| 1));
@@ -251,7 +251,7 @@ fn with_piece(s: &str, delim: u8, n: usize, f: impl FnOnce(&str) -> String) -> S
     if parts.len() < n {
         parts.resize(n, String::new());
     }
-    if let Some(slot) = parts.get_mut(n - 1) {
+    if let Some(slot) = parts.get_mut(n.saturating_sub(1)) {
         *slot = f(slot);
     }
     let mut out = String::with_capacity(s.len() + 8);

@@ -174,13 +174,19 @@ impl Delimiters {
             }
         }
         if end < 4 {
+            let found = crate::hl7::readable(rest.get(..end).unwrap_or_default());
+            let reason = match rest.get(end) {
+                Some(&b) => format!(
+                    "expected 4 or 5 encoding characters, found {end} (`{found}`) before `{}` at byte {}",
+                    crate::hl7::readable(&[b]),
+                    base + 4 + end
+                ),
+                None => format!("expected 4 or 5 encoding characters, found {end} (`{found}`)"),
+            };
             return Err(ParseError::Delimiter {
                 field: msh2_name,
                 offset: base + 4,
-                reason: format!(
-                    "expected 4 or 5 encoding characters, found {end} (`{}`)",
-                    crate::hl7::readable(rest.get(..end).unwrap_or_default())
-                ),
+                reason,
             });
         }
         let [
@@ -313,7 +319,7 @@ mod tests {
     )]
     #[case::err_duplicate_field(
         "|^|\\&",
-        "MSH-2 at byte 4: expected 4 or 5 encoding characters, found 1 (`^`)"
+        "MSH-2 at byte 4: expected 4 or 5 encoding characters, found 1 (`^`) before `|` at byte 5"
     )]
     #[case::err_alnum("|^~A&", "MSH-2 at byte 6: `A` is a letter or digit, not a delimiter")]
     #[case::err_alnum_field("A^~\\&", "MSH-1 at byte 3: `A` is a letter or digit, not a delimiter")]
@@ -323,7 +329,7 @@ mod tests {
     )]
     #[case::err_cr(
         "|^~\r&",
-        "MSH-2 at byte 4: expected 4 or 5 encoding characters, found 2 (`^~`)"
+        "MSH-2 at byte 4: expected 4 or 5 encoding characters, found 2 (`^~`) before `\\r` at byte 6"
     )]
     #[case::err_cr_field(
         "\r^~\\&",

@@ -684,7 +684,7 @@ OBX|2|TX|CODE2||second a\\S\\b\r";
     )]
     #[case::err_too_short_msh2(
         "MSH|^~\r",
-        "MSH-2 at byte 4: expected 4 or 5 encoding characters, found 2 (`^~`)"
+        "MSH-2 at byte 4: expected 4 or 5 encoding characters, found 2 (`^~`) before `\\r` at byte 6"
     )]
     #[case::err_empty("", "empty message")]
     #[case::err_bom_only("\u{FEFF}", "empty message")]
