@@ -18,9 +18,14 @@
 //! The invariants users trust us for are in `DESIGN.md` terms: commit before ACK, nothing lost,
 //! a clear answer to bad input, bounded memory.
 
+pub mod census;
 pub mod config;
 pub mod engine;
+pub mod filedrop;
 pub mod hl7;
+pub mod hprim;
+pub mod http;
 pub mod mllp;
+pub mod posos;
 pub mod store;
 pub mod tools;
