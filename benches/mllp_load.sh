@@ -52,7 +52,7 @@ RUST_LOG=warn,ordobridge=info "$BIN" run --config "$WORK/ob.toml" > "$WORK/ob.lo
 OB_PORT=$(wait_port "$WORK/ob.log")
 "$PEERS/venv/bin/python" tests/peers/python_hl7_server.py 0 > "$WORK/py.log" 2>&1 & PIDS+=($!)
 PY_PORT=$(wait_port "$WORK/py.log")
-(cd "$PEERS/node" && exec node "$OLDPWD/tests/peers/medplum_server.js" 0) > "$WORK/node.log" 2>&1 & PIDS+=($!)
+NODE_PATH="$PWD/$PEERS/node/node_modules" node tests/peers/medplum_server.js 0 > "$WORK/node.log" 2>&1 & PIDS+=($!)
 NODE_PORT=$(wait_port "$WORK/node.log")
 IDLE_KB=$(awk '/VmRSS/ {print $2}' "/proc/$OB_PID/status")
 
