@@ -211,7 +211,18 @@ impl InboundMllp {
         let received_at = jiff::Timestamp::now();
         let slices: Vec<&[u8]> = match crate::hl7::batch::split(payload) {
             Ok(batch) => batch.messages(),
-            // An unsplittable payload is answered as one message; its parse error says why.
+            // A batch whose trailer count disagrees is refused whole: some messages are
+            // missing, and the sender must resend the batch.
+            Err(
+                error @ (crate::hl7::BatchError::CountMismatch { .. }
+                | crate::hl7::BatchError::BadCount { .. }),
+            ) => {
+                let reason = format!("channel `{}`: batch refused: {error}", self.channel);
+                let (record, pending) =
+                    self.refuse_frame(peer, payload.clone(), ErrorCode::SegmentSequence, reason);
+                return vec![(record, pending)];
+            }
+            // Otherwise the payload is answered as one message; its parse error says why.
             Err(_) => vec![payload.as_ref()],
         };
         let single = slices.len() == 1;
@@ -280,12 +291,13 @@ impl InboundMllp {
             .collect()
     }
 
-    /// A frame that could not be received whole (oversized, interrupted): journaled as
+    /// A frame refused whole (oversized, interrupted, inconsistent batch): journaled as
     /// rejected with what was kept, and answered AR/CR when its MSH can be read.
     fn refuse_frame(
         &self,
         peer: SocketAddr,
         head: Bytes,
+        code: ErrorCode,
         reason: String,
     ) -> (InboundRecord, Pending) {
         let request = AckRequest::salvage(&head);
@@ -303,7 +315,7 @@ impl InboundMllp {
             },
         };
         let refusal = AckError {
-            code: ErrorCode::ApplicationInternal,
+            code,
             location: None,
             message: reason,
         };
@@ -371,7 +383,8 @@ impl FrameHandler for InboundMllp {
                     self.channel,
                     head.len()
                 );
-                let (record, pending) = self.refuse_frame(peer, head, reason);
+                let (record, pending) =
+                    self.refuse_frame(peer, head, ErrorCode::ApplicationInternal, reason);
                 (vec![record], vec![pending])
             }
             Inbound::Interrupted { head } => {
@@ -379,7 +392,8 @@ impl FrameHandler for InboundMllp {
                     "channel `{}`: frame interrupted by a new start block (0x0B) before its end block (0x1C): the sender must resend the message whole",
                     self.channel
                 );
-                let (record, pending) = self.refuse_frame(peer, head, reason);
+                let (record, pending) =
+                    self.refuse_frame(peer, head, ErrorCode::ApplicationInternal, reason);
                 (vec![record], vec![pending])
             }
         };
