@@ -468,6 +468,36 @@ async fn ok_unreadable_folder_is_counted_and_retried() {
     run.stop().await;
 }
 
+#[tokio::test]
+async fn ok_file_not_archived_is_offered_again() {
+    let dirs = Dirs::new();
+    // A plain file where the archive folder should be: every archive attempt fails.
+    fs::write(dirs.archive(), b"in the way").unwrap();
+    let handler = Arc::new(Recorder::default());
+    let run = start(dirs.settings(witness()), Arc::clone(&handler));
+    dirs.write("again.hl7", b"MSH|");
+    dirs.write("again.OK", b"");
+    wait_until("offered twice", || handler.count() >= 2).await;
+    assert!(run.stats.snapshot().file_errors >= 1);
+    let last = run.stats.last_error().unwrap();
+    let expected = format!(
+        "cannot archive `{}` into `{}",
+        dirs.inbox().join("again.hl7").display(),
+        dirs.archive().display()
+    );
+    assert!(last.starts_with(&expected), "{last}");
+    assert!(dirs.inbox().join("again.hl7").exists());
+    // Once the archive is usable the committed file (offered again, deduped by the engine)
+    // is archived with its witness.
+    fs::remove_file(dirs.archive()).unwrap();
+    wait_until("archived", || {
+        dirs.archived("again.hl7") && dirs.archived("again.OK")
+    })
+    .await;
+    assert!(handler.names().iter().all(|n| n == "again.hl7"));
+    run.stop().await;
+}
+
 /// Blocks in the handler until released, to hold a file in flight.
 #[derive(Default)]
 struct Gate {

@@ -386,6 +386,7 @@ pub async fn run_inbox<H: FileHandler>(
         handler,
         stats,
         observed: HashMap::new(),
+        failing_scan: None,
     };
     loop {
         if shutdown.is_cancelled() {
@@ -411,6 +412,8 @@ struct Inbox<H> {
     /// Last (size, mtime) seen per file and since when, for [`Readiness::StableFor`]. Only
     /// delays files: losing it in a crash makes a file wait one more age, never skips it.
     observed: HashMap<OsString, Observation>,
+    /// The error of the failing scans, while they fail; logged once, not at every poll.
+    failing_scan: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -642,21 +645,20 @@ impl<H: FileHandler> Inbox<H> {
         let entries = match listed {
             Ok(Ok(entries)) => entries,
             Ok(Err(source)) => {
-                let error = InboxError::List { folder, source };
-                self.stats.record(&self.stats.scan_errors, &error);
-                warn!(channel = %self.channel, error = %error_chain(&error), "inbox scan failed, retrying at next poll");
+                self.scan_failed(InboxError::List { folder, source });
                 return;
             }
             Err(source) => {
-                let error = InboxError::Task {
+                self.scan_failed(InboxError::Task {
                     path: folder,
                     source,
-                };
-                self.stats.record(&self.stats.scan_errors, &error);
-                warn!(channel = %self.channel, error = %error_chain(&error), "inbox scan failed, retrying at next poll");
+                });
                 return;
             }
         };
+        if self.failing_scan.take().is_some() {
+            info!(channel = %self.channel, folder = %self.settings.folder.display(), "inbox folder readable again");
+        }
         let ready = select_ready(
             &self.rules,
             &self.settings.readiness,
@@ -800,6 +802,19 @@ impl<H: FileHandler> Inbox<H> {
                     "internal error: the file handler failed on `{name}`"
                 ))
             }
+        }
+    }
+
+    /// Counts every failed scan, but warns only when the failure starts or changes, so a mount
+    /// that is gone for hours does not flood the log at every poll.
+    fn scan_failed(&mut self, error: InboxError) {
+        self.stats.record(&self.stats.scan_errors, &error);
+        let text = error_chain(&error);
+        if self.failing_scan.as_deref() == Some(text.as_str()) {
+            debug!(channel = %self.channel, error = %text, "inbox scan still failing");
+        } else {
+            warn!(channel = %self.channel, error = %text, "inbox scan failed, retrying at each poll");
+            self.failing_scan = Some(text);
         }
     }
 
