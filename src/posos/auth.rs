@@ -114,7 +114,9 @@ pub enum AuthError {
         source: reqwest::Error,
     },
     /// The token endpoint did not answer in time.
-    #[error("the token endpoint `{uri}` did not answer in time; retry later or raise `request_timeout`")]
+    #[error(
+        "the token endpoint `{uri}` did not answer in time; retry later or raise `request_timeout`"
+    )]
     TokenTimeout {
         /// The token endpoint.
         uri: String,
@@ -488,12 +490,8 @@ struct TokenAnswer {
 /// Reads `{"id_token": …}`; the expiry comes from the token's own `exp` claim (decoded without
 /// verification: the token is ours to send, not to trust), else from `expires_in`.
 fn parse_token_answer(body: &[u8]) -> Result<TokenAnswer, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "the answer is not JSON ({e}): `{}`",
-            readable(body, 120)
-        )
-    })?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("the answer is not JSON ({e}): `{}`", readable(body, 120)))?;
     let Some(id_token) = value.get("id_token").and_then(Value::as_str) else {
         return Err("the answer has no `id_token` string".to_owned());
     };
@@ -633,7 +631,10 @@ mod tests {
         let jwt = key.sign_assertion("client-id.apps", 1_700_000_000).unwrap();
         let header = jsonwebtoken::decode_header(&jwt).unwrap();
         assert_eq!(header.alg, Algorithm::RS256);
-        assert_eq!(header.kid.as_deref(), Some("0000000000000000000000000000000000000000"));
+        assert_eq!(
+            header.kid.as_deref(),
+            Some("0000000000000000000000000000000000000000")
+        );
         let claims: Value = jsonwebtoken::dangerous::insecure_decode_claims(&jwt).unwrap();
         assert_eq!(
             claims,
@@ -687,16 +688,28 @@ mod tests {
     }
 
     #[rstest]
-    #[case::err_not_json(b"<html>", "the answer is not JSON (expected value at line 1 column 1): `<html>`")]
+    #[case::err_not_json(
+        b"<html>",
+        "the answer is not JSON (expected value at line 1 column 1): `<html>`"
+    )]
     #[case::err_no_token(b"{\"access_token\": \"x\"}", "the answer has no `id_token` string")]
-    #[case::err_bad_chars(b"{\"id_token\": \"a b\"}", "`id_token` is empty or holds characters a bearer token cannot")]
-    #[case::err_no_expiry(b"{\"id_token\": \"opaque\"}", "`id_token` has no readable `exp` claim and the answer no `expires_in`")]
+    #[case::err_bad_chars(
+        b"{\"id_token\": \"a b\"}",
+        "`id_token` is empty or holds characters a bearer token cannot"
+    )]
+    #[case::err_no_expiry(
+        b"{\"id_token\": \"opaque\"}",
+        "`id_token` has no readable `exp` claim and the answer no `expires_in`"
+    )]
     fn token_answer_errors(#[case] body: &[u8], #[case] expected: &str) {
         assert_eq!(parse_token_answer(body).unwrap_err(), expected);
     }
 
     #[rstest]
-    #[case::ok_oauth(b"{\"error\":\"invalid_grant\",\"error_description\":\"Invalid JWT Signature.\"}", "invalid_grant: Invalid JWT Signature.")]
+    #[case::ok_oauth(
+        b"{\"error\":\"invalid_grant\",\"error_description\":\"Invalid JWT Signature.\"}",
+        "invalid_grant: Invalid JWT Signature."
+    )]
     #[case::ok_text(b"nope\n", "`nope`")]
     #[case::ok_empty(b"", "empty answer")]
     fn token_error_details(#[case] body: &[u8], #[case] expected: &str) {

@@ -404,7 +404,9 @@ impl PososClient {
 
 /// The pause before attempt `attempts + 1`: `first`, doubled each time, capped.
 fn backoff(first: Duration, attempts: u32) -> Duration {
-    let factor = 1u32.checked_shl(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
+    let factor = 1u32
+        .checked_shl(attempts.saturating_sub(1))
+        .unwrap_or(u32::MAX);
     first.saturating_mul(factor).min(MAX_BACKOFF)
 }
 
@@ -482,10 +484,7 @@ fn bad_request_detail(body: &[u8]) -> (Option<String>, String) {
         Some(text) => readable(text.as_bytes(), 200),
         None => body_detail(body),
     };
-    (
-        parameter.map(|p| readable(p.as_bytes(), 60)),
-        detail,
-    )
+    (parameter.map(|p| readable(p.as_bytes(), 60)), detail)
 }
 
 /// A response body as a short readable detail.
@@ -503,9 +502,21 @@ mod tests {
     use rstest::rstest;
 
     #[rstest]
-    #[case::ok_simulator(br#"{"error":"bad_request","message":"`rpps` is missing","parameter":"rpps"}"#, Some("rpps"), "`rpps` is missing")]
-    #[case::ok_express(br#"{"errors":[{"msg":"Invalid value","param":"patientId","location":"body"}]}"#, Some("patientId"), "Invalid value")]
-    #[case::ok_nest(br#"{"statusCode":400,"message":["facilitySlug must be a string"],"error":"Bad Request"}"#, Some("facilitySlug"), "facilitySlug must be a string")]
+    #[case::ok_simulator(
+        br#"{"error":"bad_request","message":"`rpps` is missing","parameter":"rpps"}"#,
+        Some("rpps"),
+        "`rpps` is missing"
+    )]
+    #[case::ok_express(
+        br#"{"errors":[{"msg":"Invalid value","param":"patientId","location":"body"}]}"#,
+        Some("patientId"),
+        "Invalid value"
+    )]
+    #[case::ok_nest(
+        br#"{"statusCode":400,"message":["facilitySlug must be a string"],"error":"Bad Request"}"#,
+        Some("facilitySlug"),
+        "facilitySlug must be a string"
+    )]
     #[case::ok_unnamed(br#"{"message":"something is off"}"#, None, "something is off")]
     #[case::ok_text(b"Bad Request\n", None, "`Bad Request`")]
     #[case::ok_empty(b"", None, "empty answer")]
@@ -520,11 +531,26 @@ mod tests {
     }
 
     #[rstest]
-    #[case::ok_url(br#"{"token":"t","url":"https://scan-complete.preprod.posos.co?token=t"}"#, Ok("https://scan-complete.preprod.posos.co?token=t"))]
-    #[case::ok_location(br#"{"location":"https://partner-connect.preprod.posos.co/x"}"#, Ok("https://partner-connect.preprod.posos.co/x"))]
-    #[case::err_no_url(br#"{"token":"t"}"#, Err("the answer has no `url` string: `{\"token\":\"t\"}`"))]
-    #[case::err_scheme(br#"{"url":"javascript:alert(1)"}"#, Err("`url` is not an absolute http(s) URL: `javascript:alert(1)`"))]
-    #[case::err_not_json(b"<html>", Err("the answer is not JSON (expected value at line 1 column 1): `<html>`"))]
+    #[case::ok_url(
+        br#"{"token":"t","url":"https://scan-complete.preprod.posos.co?token=t"}"#,
+        Ok("https://scan-complete.preprod.posos.co?token=t")
+    )]
+    #[case::ok_location(
+        br#"{"location":"https://partner-connect.preprod.posos.co/x"}"#,
+        Ok("https://partner-connect.preprod.posos.co/x")
+    )]
+    #[case::err_no_url(
+        br#"{"token":"t"}"#,
+        Err("the answer has no `url` string: `{\"token\":\"t\"}`")
+    )]
+    #[case::err_scheme(
+        br#"{"url":"javascript:alert(1)"}"#,
+        Err("`url` is not an absolute http(s) URL: `javascript:alert(1)`")
+    )]
+    #[case::err_not_json(
+        b"<html>",
+        Err("the answer is not JSON (expected value at line 1 column 1): `<html>`")
+    )]
     fn launch_urls(#[case] body: &[u8], #[case] expected: Result<&str, &str>) {
         let got = launch_url(body);
         assert_eq!(

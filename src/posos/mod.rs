@@ -18,5 +18,7 @@ pub mod simulator;
 mod wire;
 
 pub use auth::{AuthError, IdentityTokens, ServiceAccountKey};
-pub use client::{GuideRequest, LaunchUrl, PososClient, PososError, PososSettings, ScanTokenRequest};
+pub use client::{
+    GuideRequest, LaunchUrl, PososClient, PososError, PososSettings, ScanTokenRequest,
+};
 pub use simulator::{SimulatorError, SimulatorSettings, SimulatorState, router};

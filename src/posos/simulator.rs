@@ -66,7 +66,9 @@ pub enum SimulatorError {
         source: jsonwebtoken::errors::Error,
     },
     /// `base_url` is not an absolute http(s) URL.
-    #[error("posos simulator: `base_url` `{url}` is not an absolute http(s) URL; give the URL the simulator is reached at")]
+    #[error(
+        "posos simulator: `base_url` `{url}` is not an absolute http(s) URL; give the URL the simulator is reached at"
+    )]
     BaseUrl {
         /// The configured value, made readable.
         url: String,
@@ -315,14 +317,12 @@ impl SimulatorState {
             &DecodingKey::from_secret(&self.inner.secret),
             &validation,
         )
-        .is_ok_and(|data| {
-            data.claims.generation == self.inner.generation.load(Ordering::Relaxed)
-        })
+        .is_ok_and(|data| data.claims.generation == self.inner.generation.load(Ordering::Relaxed))
     }
 
     fn record(&self, path: &str, body: &[u8], bearer_valid: bool, status: StatusCode) {
-        let body = serde_json::from_slice(body)
-            .unwrap_or_else(|_| Value::String(readable(body, 400)));
+        let body =
+            serde_json::from_slice(body).unwrap_or_else(|_| Value::String(readable(body, 400)));
         lock(&self.inner.requests).push(RecordedRequest {
             path: path.to_owned(),
             body,
@@ -398,7 +398,11 @@ async fn token(
     let form = match form {
         Ok(Form(form)) => form,
         Err(rejection) => {
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", rejection.body_text());
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                rejection.body_text(),
+            );
         }
     };
     if form.grant_type.as_deref() != Some(JWT_BEARER_GRANT) {
@@ -409,7 +413,11 @@ async fn token(
         );
     }
     let Some(assertion) = form.assertion.filter(|a| !a.is_empty()) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "`assertion` is missing");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "`assertion` is missing",
+        );
     };
     match verify_assertion(&state, &assertion) {
         Ok(subject) => match state.issue_token(&subject) {
@@ -439,19 +447,19 @@ fn verify_assertion(state: &SimulatorState, assertion: &str) -> Result<String, S
     let data =
         jsonwebtoken::decode::<AssertionClaims>(assertion, &state.inner.partner_key, &validation)
             .map_err(|e| match e.kind() {
-                ErrorKind::InvalidSignature => "Invalid JWT Signature.".to_owned(),
-                ErrorKind::ExpiredSignature => "the assertion has expired".to_owned(),
-                ErrorKind::InvalidAudience => format!("`aud` must be `{token_uri}`"),
-                ErrorKind::InvalidIssuer | ErrorKind::InvalidSubject => format!(
-                    "`iss` and `sub` must be the service account `{}`",
-                    settings.client_email.as_deref().unwrap_or_default()
-                ),
-                ErrorKind::InvalidAlgorithm => "the assertion must be signed RS256".to_owned(),
-                ErrorKind::MissingRequiredClaim(claim) => {
-                    format!("the assertion has no `{claim}` claim")
-                }
-                _ => format!("the assertion is not a valid JWT: {e}"),
-            })?;
+            ErrorKind::InvalidSignature => "Invalid JWT Signature.".to_owned(),
+            ErrorKind::ExpiredSignature => "the assertion has expired".to_owned(),
+            ErrorKind::InvalidAudience => format!("`aud` must be `{token_uri}`"),
+            ErrorKind::InvalidIssuer | ErrorKind::InvalidSubject => format!(
+                "`iss` and `sub` must be the service account `{}`",
+                settings.client_email.as_deref().unwrap_or_default()
+            ),
+            ErrorKind::InvalidAlgorithm => "the assertion must be signed RS256".to_owned(),
+            ErrorKind::MissingRequiredClaim(claim) => {
+                format!("the assertion has no `{claim}` claim")
+            }
+            _ => format!("the assertion is not a valid JWT: {e}"),
+        })?;
     let claims = data.claims;
     if claims.iss != claims.sub {
         return Err("`iss` and `sub` must both be the service account".to_owned());
@@ -502,7 +510,13 @@ struct BodySpec {
 }
 
 const SCAN_SPEC: BodySpec = BodySpec {
-    strings: &["first_name", "last_name", "rpps", "facilitySlug", "patientId"],
+    strings: &[
+        "first_name",
+        "last_name",
+        "rpps",
+        "facilitySlug",
+        "patientId",
+    ],
     lists: &[],
 };
 
@@ -529,7 +543,10 @@ fn check_body(body: &[u8], spec: &BodySpec) -> Result<serde_json::Map<String, Va
             }
             Some(Value::String(_)) => {}
             Some(_) => {
-                return Err(Refusal::bad(Some(field), format!("`{field}` must be a string")));
+                return Err(Refusal::bad(
+                    Some(field),
+                    format!("`{field}` must be a string"),
+                ));
             }
         }
     }
@@ -554,7 +571,10 @@ fn check_body(body: &[u8], spec: &BodySpec) -> Result<serde_json::Map<String, Va
     {
         return Err(Refusal::bad(
             None,
-            format!("`{}` is not an accepted field", readable(unknown.as_bytes(), 60)),
+            format!(
+                "`{}` is not an accepted field",
+                readable(unknown.as_bytes(), 60)
+            ),
         ));
     }
     Ok(map)
@@ -609,17 +629,27 @@ async fn scan_token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    context_call(&state, SCAN_TOKEN_PATH, &headers, &body, &SCAN_SPEC, |map| {
-        SessionKind::Scan {
+    context_call(
+        &state,
+        SCAN_TOKEN_PATH,
+        &headers,
+        &body,
+        &SCAN_SPEC,
+        |map| SessionKind::Scan {
             facility_slug: text(map, "facilitySlug"),
             patient_id: text(map, "patientId"),
-        }
-    })
+        },
+    )
 }
 
 async fn prepare(State(state): State<SimulatorState>, headers: HeaderMap, body: Bytes) -> Response {
-    context_call(&state, PREPARE_PATH, &headers, &body, &PREPARE_SPEC, |map| {
-        SessionKind::Guide {
+    context_call(
+        &state,
+        PREPARE_PATH,
+        &headers,
+        &body,
+        &PREPARE_SPEC,
+        |map| SessionKind::Guide {
             guide: text(map, "guide"),
             ucds: map
                 .get("ucds")
@@ -632,8 +662,8 @@ async fn prepare(State(state): State<SimulatorState>, headers: HeaderMap, body: 
                         .collect()
                 })
                 .unwrap_or_default(),
-        }
-    })
+        },
+    )
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -689,7 +719,10 @@ fn render_page(id: &str, session: &Session) -> String {
     };
     row(
         "User",
-        &format!("{} {} (RPPS {})", user.first_name, user.last_name, user.rpps),
+        &format!(
+            "{} {} (RPPS {})",
+            user.first_name, user.last_name, user.rpps
+        ),
     );
     let action = match &session.kind {
         SessionKind::Scan {
@@ -733,7 +766,11 @@ async fn scan_page(State(state): State<SimulatorState>, Path(id): Path<String>) 
 
 /// The import endpoint's answer.
 fn import_answer(status: StatusCode, message: String, prescription: Value) -> Response {
-    let outcome = if status.is_success() { "success" } else { "error" };
+    let outcome = if status.is_success() {
+        "success"
+    } else {
+        "error"
+    };
     let body = json!({ "status": outcome, "message": message, "prescription": prescription });
     (status, axum::Json(body)).into_response()
 }
@@ -778,9 +815,8 @@ async fn import(State(state): State<SimulatorState>, Path(id): Path<String>) -> 
     let (status, error) = match request.send().await {
         Ok(response) => {
             let status = response.status();
-            let error = (!status.is_success()).then(|| {
-                format!("the push endpoint answered HTTP {}", status.as_u16())
-            });
+            let error = (!status.is_success())
+                .then(|| format!("the push endpoint answered HTTP {}", status.as_u16()));
             (Some(status.as_u16()), error)
         }
         Err(e) => (None, Some(format!("cannot push to `{push_url}`: {e}"))),
@@ -914,11 +950,10 @@ mod tests {
         #[case] spec: &BodySpec,
         #[case] expected: Option<(Option<&str>, &str)>,
     ) {
-        let got = check_body(body, spec).err().map(|r| (r.parameter, r.message));
-        assert_eq!(
-            got.as_ref().map(|(p, m)| (*p, m.as_str())),
-            expected
-        );
+        let got = check_body(body, spec)
+            .err()
+            .map(|r| (r.parameter, r.message));
+        assert_eq!(got.as_ref().map(|(p, m)| (*p, m.as_str())), expected);
     }
 
     #[test]
@@ -965,10 +1000,23 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            ["Patient", "Practitioner", "Medication", "RequestGroup", "MedicationRequest", "MedicationRequest"]
+            [
+                "Patient",
+                "Practitioner",
+                "Medication",
+                "RequestGroup",
+                "MedicationRequest",
+                "MedicationRequest"
+            ]
         );
-        assert_eq!(bundle["entry"][0]["resource"]["identifier"][0]["value"], "IPP42");
-        assert_eq!(bundle["entry"][1]["resource"]["identifier"][0]["value"], "10001234567");
+        assert_eq!(
+            bundle["entry"][0]["resource"]["identifier"][0]["value"],
+            "IPP42"
+        );
+        assert_eq!(
+            bundle["entry"][1]["resource"]["identifier"][0]["value"],
+            "10001234567"
+        );
         assert_eq!(
             bundle["entry"][4]["resource"]["dosageInstruction"][0]["timing"]["repeat"]["frequency"],
             3
