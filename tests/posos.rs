@@ -410,6 +410,40 @@ async fn client_ok_retries_5xx() {
 }
 
 #[tokio::test]
+async fn client_ok_retries_when_the_token_endpoint_fails() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = Arc::clone(&calls);
+    let token_app = Router::new().route(
+        "/token",
+        post(move || {
+            let counter = Arc::clone(&counter);
+            async move {
+                if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                    (StatusCode::SERVICE_UNAVAILABLE, "busy").into_response()
+                } else {
+                    (
+                        StatusCode::OK,
+                        r#"{"id_token":"opaque-token","expires_in":3600}"#,
+                    )
+                        .into_response()
+                }
+            }
+        }),
+    );
+    let token_base = serve(token_app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = write_key(dir.path(), &format!("{token_base}/token"));
+    let (base, hits) = flaky_server(StatusCode::OK, 0, Duration::ZERO).await;
+    let url = client(&base, &key_file, 1)
+        .scan_token(&scan_request())
+        .await
+        .unwrap();
+    assert_eq!(url.as_str(), "https://scan.example.test/s/1");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn client_err_5xx_outlives_retries() {
     let sim = start_sim(Duration::from_secs(3600), None).await;
     let (base, hits) = flaky_server(StatusCode::BAD_GATEWAY, 5, Duration::ZERO).await;

@@ -145,6 +145,18 @@ pub enum AuthError {
     },
 }
 
+impl AuthError {
+    /// Whether trying again later may succeed (network trouble, timeout, 5xx from the token
+    /// endpoint), as opposed to a key or configuration problem.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::TokenUnreachable { .. } | Self::TokenTimeout { .. } => true,
+            Self::TokenRejected { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
 /// What is wrong with one key of the service-account file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyFieldProblem {

@@ -16,8 +16,10 @@
 //! (`parameter`/`param`/`field`/`path`, an `errors` list, or a field name in the message).
 //!
 //! Every call carries `Authorization: Bearer <identity token>`. Timeouts, connection errors
-//! and 5xx answers are retried `retries` times with exponential backoff; a 401/403 invalidates
-//! the token, and the call is retried once with a fresh one.
+//! and 5xx answers (from Posos or from the token endpoint) are retried `retries` times with
+//! exponential backoff; a 401/403 invalidates the token, and the call is retried once with a
+//! fresh one. A retried scan-token call after a timeout may leave an unused session at Posos;
+//! only the URL of the answer we read is used.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -294,7 +296,16 @@ impl PososClient {
         let mut refreshed = false;
         loop {
             attempts += 1;
-            let token = self.inner.tokens.token().await?;
+            let token = match self.inner.tokens.token().await {
+                Ok(token) => token,
+                Err(err) if err.is_transient() && attempts <= retries => {
+                    let pause = backoff(self.backoff, attempts);
+                    tracing::warn!(url, attempts, ?pause, error = %err, "no identity token, retrying");
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+                Err(err) => return Err(err.into()),
+            };
             match self.attempt(url, &token, body, attempts).await {
                 Attempt::Done(answer) => return Ok(answer),
                 Attempt::Fatal(err) => return Err(err),
@@ -307,7 +318,7 @@ impl PososClient {
                     }
                     // One retry with a fresh token; it does not use up the retry budget.
                     refreshed = true;
-                    attempts -= 1;
+                    attempts = attempts.saturating_sub(1);
                     self.inner.tokens.reject(&token);
                     tracing::info!(url, status, "posos refused the identity token, refreshing");
                 }
