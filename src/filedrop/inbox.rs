@@ -153,13 +153,25 @@ pub struct InboxFile {
 pub struct FileRejection {
     /// One or more lines; a final newline is added when written.
     pub reason: String,
+    /// The failure is on our side and temporary (the store cannot commit): leave the file
+    /// where it is and offer it again at the next poll, instead of moving it to `error/`.
+    pub retry: bool,
 }
 
 impl FileRejection {
-    /// A rejection with this reason.
+    /// A rejection with this reason: the file goes to `error/`.
     pub fn new(reason: impl Into<String>) -> Self {
         Self {
             reason: reason.into(),
+            retry: false,
+        }
+    }
+
+    /// A temporary failure: the file stays in the inbox and later files wait for it (order).
+    pub fn retry_later(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            retry: true,
         }
     }
 }
@@ -632,6 +644,8 @@ fn select_ready(
 enum Outcome {
     Committed,
     Refused(String),
+    /// Left in place for the next poll.
+    RetryLater(String),
 }
 
 impl<H: FileHandler> Inbox<H> {
@@ -687,12 +701,16 @@ impl<H: FileHandler> Inbox<H> {
                     witness = Some(w.clone());
                 }
             }
-            self.take(file.entry, witness).await;
+            if !self.take(file.entry, witness).await {
+                // The file stays; later files wait for it so the order is kept.
+                break;
+            }
         }
     }
 
     /// Reads, hands over and moves one file; every failure is logged and counted here.
-    async fn take(&self, entry: Entry, witness: Option<OsString>) {
+    /// Returns false when the handler asked to retry the file later.
+    async fn take(&self, entry: Entry, witness: Option<OsString>) -> bool {
         let name = lossy(&entry.name);
         let path = self.settings.folder.join(&entry.name);
         let max = self.settings.max_file_bytes;
@@ -713,20 +731,25 @@ impl<H: FileHandler> Inbox<H> {
                 )),
                 Ok(Err(source)) if source.kind() == io::ErrorKind::NotFound => {
                     debug!(channel = %self.channel, file = %name, "file vanished before it was read");
-                    return;
+                    return true;
                 }
                 Ok(Err(source)) => {
                     let error = InboxError::Read { file: path, source };
                     self.file_failed(&name, &error);
-                    return;
+                    return true;
                 }
                 Err(source) => {
                     let error = InboxError::Task { path, source };
                     self.file_failed(&name, &error);
-                    return;
+                    return true;
                 }
             }
         };
+        if let Outcome::RetryLater(reason) = &outcome {
+            bump(&self.stats.file_errors);
+            warn!(channel = %self.channel, file = %name, error = %reason, "file left in the inbox, retrying at next poll");
+            return false;
+        }
         let settings = Arc::clone(&self.settings);
         let file_name = entry.name.clone();
         let moved = match outcome {
@@ -755,6 +778,7 @@ impl<H: FileHandler> Inbox<H> {
                     Err(source) => Err(InboxError::Task { path, source }),
                 }
             }
+            Outcome::RetryLater(_) => return false,
             Outcome::Refused(reason) => {
                 let reject = move || {
                     reject(
@@ -779,6 +803,7 @@ impl<H: FileHandler> Inbox<H> {
         if let Err(error) = moved {
             self.file_failed(&name, &error);
         }
+        true
     }
 
     /// Hands the file to the handler in its own task, so a panicking handler refuses the file
@@ -795,6 +820,7 @@ impl<H: FileHandler> Inbox<H> {
         let handler = Arc::clone(&self.handler);
         match tokio::spawn(async move { handler.handle(file).await }).await {
             Ok(Ok(())) => Outcome::Committed,
+            Ok(Err(rejection)) if rejection.retry => Outcome::RetryLater(rejection.reason),
             Ok(Err(rejection)) => Outcome::Refused(rejection.reason),
             Err(join) => {
                 error!(channel = %self.channel, file = %name, error = %join, "file handler failed");
