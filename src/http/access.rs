@@ -248,8 +248,10 @@ fn mac_over(secret: &[u8], path: &str, canonical: &str) -> HmacSha256 {
 }
 
 /// Builds a signed launch link `PATH?CANONICAL&sig=…` valid until unix time `exp`, so EHR
-/// integrators (and tests) can produce links this daemon accepts. `sig` and `exp` in `params`
-/// are ignored.
+/// integrators (and tests) can produce links this daemon accepts. `path` is signed as it appears
+/// in the URL (percent-encoded, e.g. `/launch/guide/anti%20coag`); `params` are raw values (this
+/// function encodes them); `sig` and `exp` in `params` are ignored. A link can be opened again
+/// until `exp`: keep lifetimes short (minutes).
 pub fn sign_launch_url(secret: &[u8], path: &str, params: &[(&str, &str)], exp: i64) -> String {
     let exp = exp.to_string();
     let pairs = params

@@ -119,8 +119,10 @@ pub enum LaunchFailure {
     Other(String),
 }
 
-/// The query parameter names the EHR's launch links use.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The query parameter names the EHR's launch links use (deserializable for the config file;
+/// a missing name keeps its default).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ParameterNames {
     pub ipp: String,
     pub nda: String,
@@ -147,8 +149,10 @@ impl Default for ParameterNames {
     }
 }
 
-/// What to do when the census does not know the patient of a launch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What to do when the census does not know the patient of a launch (`"refuse"` or
+/// `"fallback"` in the config file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum UnknownPatient {
     /// Show the "unknown patient" page.
     #[default]
@@ -205,6 +209,11 @@ impl<C, P> Clone for LaunchState<C, P> {
 impl<C: LaunchContext, P: PososApi> LaunchState<C, P> {
     /// Bundles the census and Posos client (shared with the rest of the daemon) with settings.
     pub fn new(context: Arc<C>, posos: Arc<P>, settings: LaunchSettings) -> Self {
+        if settings.require_signature && settings.signing_secret.is_none() {
+            tracing::warn!(
+                "launch links must be signed but no signing secret is set: every launch will be refused"
+            );
+        }
         LaunchState {
             context,
             posos,
@@ -782,6 +791,31 @@ mod tests {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(body.contains("Praticien inconnu"), "{body}");
         assert!(posos.bodies.lock().unwrap().is_empty());
+    }
+
+    #[rstest]
+    #[case::ok_refuse("\"refuse\"", UnknownPatient::Refuse)]
+    #[case::ok_fallback("\"fallback\"", UnknownPatient::Fallback)]
+    fn ok_unknown_patient_setting(#[case] text: &str, #[case] expected: UnknownPatient) {
+        assert_eq!(
+            serde_json::from_str::<UnknownPatient>(text).unwrap(),
+            expected
+        );
+    }
+
+    #[test]
+    fn ok_parameter_names_partial() {
+        let names: ParameterNames =
+            serde_json::from_value(json!({"ipp": "IPP", "rpps": "idPs"})).unwrap();
+        assert_eq!(names.ipp, "IPP");
+        assert_eq!(names.rpps, "idPs");
+        assert_eq!(names.nda, "nda");
+    }
+
+    #[test]
+    fn err_parameter_names_unknown_key() {
+        let err = serde_json::from_value::<ParameterNames>(json!({"ipn": "x"})).unwrap_err();
+        assert!(err.to_string().starts_with("unknown field `ipn`"), "{err}");
     }
 
     #[tokio::test]
