@@ -1,1 +1,53 @@
-//! TODO: being written in parallel
+//! The HTTP side of ordobridge (axum): the launch endpoints an EHR button opens, and health.
+//!
+//! # Layout
+//!
+//! - [`launch`]: `GET /launch/scan` and `GET /launch/guide/{guide}`, the [`LaunchContext`] and
+//!   [`PososApi`] traits they depend on, and their settings.
+//! - [`access`]: who may launch: the source-network allow-list and HMAC-signed links
+//!   ([`sign_launch_url`] builds them for EHR integrators).
+//! - [`mapping`]: `mappings/scan-token.toml`, loaded and validated into a [`ScanTokenMapping`]
+//!   that builds the scan-token request as a pure function.
+//! - [`error`]: the one API error type, [`LaunchError`], rendered as an HTML page a clinician
+//!   understands (French, then English) with a correlation id that the logs carry too.
+//!
+//! Serve the router with `into_make_service_with_connect_info::<SocketAddr>()`: the allow-list
+//! needs the peer address, and a request without one is refused.
+
+pub mod access;
+pub mod error;
+pub mod launch;
+pub mod mapping;
+mod query;
+
+use axum::Json;
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use axum::routing::get;
+use serde_json::{Value, json};
+
+pub use access::{
+    AccessError, AllowList, Cidr, SigningSecret, sign_launch_url, verify_launch_signature,
+};
+pub use error::{CORRELATION_HEADER, ErrorPage, LaunchError};
+pub use launch::{
+    CorrelationId, LaunchContext, LaunchFailure, LaunchSettings, LaunchState, ParameterNames,
+    PatientContext, PatientKey, PososApi, PractitionerContext, UnknownPatient,
+};
+pub use mapping::{LaunchValues, MappingError, ScanTokenMapping, Source};
+
+/// The HTTP routes: `/launch/scan` and `/launch/guide/{guide}` behind the access guard, and
+/// `/health` open to all (it says nothing about patients).
+pub fn router<C: LaunchContext, P: PososApi>(state: LaunchState<C, P>) -> Router {
+    Router::new()
+        .route("/launch/scan", get(launch::scan::<C, P>))
+        .route("/launch/guide/{guide}", get(launch::guide::<C, P>))
+        .route_layer(from_fn_with_state(state.clone(), launch::guard::<C, P>))
+        .route("/health", get(health))
+        .with_state(state)
+}
+
+/// `GET /health`: `200 {"status":"ok"}` while the process serves HTTP.
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
