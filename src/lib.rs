@@ -20,11 +20,13 @@
 
 pub mod census;
 pub mod config;
+pub mod delivery;
 pub mod engine;
 pub mod filedrop;
 pub mod hl7;
 pub mod hprim;
 pub mod http;
+pub mod mapping;
 pub mod mllp;
 pub mod posos;
 pub mod store;

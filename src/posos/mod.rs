@@ -13,6 +13,7 @@
 //! [`PososSettings`] and builds one [`PososClient`] from it.
 
 pub mod auth;
+pub mod bundle;
 pub mod client;
 pub mod simulator;
 mod wire;

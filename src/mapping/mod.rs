@@ -1,0 +1,1 @@
+//! TODO: being written in parallel (declarative mapping files)

@@ -1,0 +1,1 @@
+//! TODO: being written in parallel (tolerant FHIR bundle reader)
