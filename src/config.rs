@@ -33,6 +33,53 @@ pub struct Config {
     pub log: LogConfig,
     /// Inbound channels by name, in name order.
     pub inbound: BTreeMap<String, InboundChannel>,
+    /// The HTTP server (launch, simulator, health); `None` when `[http]` is absent.
+    pub http: Option<HttpConfig>,
+    /// How EHR buttons launch Posos sessions; needs `[http]` and `[posos]`.
+    pub launch: Option<LaunchConfig>,
+    /// The Posos service, or the built-in simulator.
+    pub posos: Option<PososConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub bind: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct LaunchConfig {
+    /// The launch settings, with the scan-token mapping already loaded and checked.
+    pub settings: crate::http::LaunchSettings,
+    /// The mapping file, for messages.
+    pub mapping_file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct PososConfig {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub retries: u32,
+    pub oauth_client_id: String,
+    pub mode: PososMode,
+}
+
+#[derive(Debug, Clone)]
+pub enum PososMode {
+    /// The built-in simulator, served under `/simulator` on the HTTP server; the key file is
+    /// a test service account whose public key the simulator checks.
+    Simulator {
+        key_file: PathBuf,
+        public_key_file: PathBuf,
+        /// Where "Import to DPI" pushes the bundle (None: the button reports an error).
+        push_url: Option<String>,
+        push_token: Option<String>,
+    },
+    /// The real service: one environment (preprod, production) chosen by `environment`.
+    Remote {
+        environment: String,
+        base_url: String,
+        key_file: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +119,22 @@ pub struct InboundChannel {
 #[derive(Debug, Clone)]
 pub enum InboundKind {
     Mllp(MllpListenerConfig),
+    File(FileInboxConfig),
+}
+
+/// What a file-drop channel expects in its files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Hl7,
+    Hprim,
+    /// Decided per file from its first bytes (`MSH`, `FHS`, `BHS` → HL7; `H` → HPRIM).
+    Auto,
+}
+
+#[derive(Debug, Clone)]
+pub struct FileInboxConfig {
+    pub format: FileFormat,
+    pub inbox: crate::filedrop::InboxSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -314,6 +377,57 @@ struct RawConfig {
     log: Option<RawLog>,
     #[serde(default)]
     inbound: BTreeMap<String, Spanned<RawInbound>>,
+    http: Option<RawHttp>,
+    launch: Option<Spanned<RawLaunch>>,
+    posos: Option<Spanned<RawPosos>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    bind: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLaunch {
+    mapping: Spanned<String>,
+    parameters: Option<crate::http::ParameterNames>,
+    allow: Option<Spanned<Vec<String>>>,
+    signing_secret: Option<String>,
+    #[serde(default)]
+    require_signature: bool,
+    unknown_patient: Option<crate::http::UnknownPatient>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPosos {
+    mode: Spanned<String>,
+    oauth_client_id: Option<String>,
+    connect_timeout: Option<Spanned<String>>,
+    request_timeout: Option<Spanned<String>>,
+    retries: Option<u32>,
+    environment: Option<Spanned<String>>,
+    simulator: Option<RawSimulator>,
+    #[serde(default)]
+    environments: BTreeMap<String, RawEnvironment>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSimulator {
+    key_file: String,
+    public_key_file: String,
+    push_url: Option<String>,
+    push_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvironment {
+    base_url: String,
+    key_file: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -343,6 +457,18 @@ struct RawInbound {
     max_frame_size: Option<Spanned<SizeValue>>,
     read_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
+    // file channels
+    folder: Option<Spanned<String>>,
+    patterns: Option<Vec<String>>,
+    format: Option<Spanned<String>>,
+    poll_interval: Option<Spanned<String>>,
+    ready: Option<Spanned<String>>,
+    stable_for: Option<Spanned<String>>,
+    witness_suffixes: Option<Vec<String>>,
+    after_success: Option<Spanned<String>>,
+    archive_folder: Option<String>,
+    error_folder: Option<String>,
+    max_file_size: Option<Spanned<SizeValue>>,
 }
 
 /// A size written as a number of bytes or as text with a unit (`64KiB`, `1MiB`, `2MB`).
@@ -410,36 +536,213 @@ impl RawConfig {
         let mut binds: Vec<(SocketAddr, String)> = Vec::new();
         for (name, raw) in self.inbound {
             let prefix = format!("inbound.{name}");
-            if let Some(channel) = raw.into_inner().validate(&name, &prefix, report) {
-                let InboundKind::Mllp(mllp) = &channel.kind;
-                if let Some((_, other)) = binds
-                    .iter()
-                    .find(|(addr, _)| *addr == mllp.bind && addr.port() != 0)
-                {
-                    report.push(
-                        None,
-                        &format!("{prefix}.bind"),
-                        format!(
-                            "address {} is already used by channel `{other}`: give each listener its own port",
-                            mllp.bind
-                        ),
-                    );
+            if let Some(channel) = raw.into_inner().validate(&name, &prefix, base, report) {
+                if let InboundKind::Mllp(mllp) = &channel.kind {
+                    if let Some((_, other)) = binds
+                        .iter()
+                        .find(|(addr, _)| *addr == mllp.bind && addr.port() != 0)
+                    {
+                        report.push(
+                            None,
+                            &format!("{prefix}.bind"),
+                            format!(
+                                "address {} is already used by channel `{other}`: give each listener its own port",
+                                mllp.bind
+                            ),
+                        );
+                    }
+                    binds.push((mllp.bind, name.clone()));
                 }
-                binds.push((mllp.bind, name.clone()));
                 inbound.insert(name, channel);
             }
         }
+        let http = self.http.and_then(|http| {
+            match http.bind.get_ref().parse::<SocketAddr>() {
+                Ok(bind) => Some(HttpConfig { bind }),
+                Err(_) => {
+                    report.push(
+                        Some(http.bind.span()),
+                        "http.bind",
+                        format!(
+                            "invalid listen address `{}`: expected IP:PORT such as `127.0.0.1:8717`",
+                            http.bind.get_ref()
+                        ),
+                    );
+                    None
+                }
+            }
+        });
+        let posos = self
+            .posos
+            .and_then(|posos| validate_posos(posos, base, report));
+        let launch = self.launch.and_then(|launch| {
+            let span = launch.span();
+            if http.is_none() || posos.is_none() {
+                report.push(
+                    Some(span.clone()),
+                    "launch",
+                    "`[launch]` needs an `[http]` section (where browsers connect) and a `[posos]` section (where sessions are opened)".to_string(),
+                );
+            }
+            validate_launch(launch.into_inner(), base, report)
+        });
         Config {
             source: file.to_path_buf(),
             store,
             log,
             inbound,
+            http,
+            launch,
+            posos,
         }
     }
 }
 
+fn validate_launch(raw: RawLaunch, base: &Path, report: &mut Report<'_>) -> Option<LaunchConfig> {
+    let mapping_file = resolve_path(base, raw.mapping.get_ref());
+    let mapping = match crate::http::ScanTokenMapping::load(&mapping_file) {
+        Ok(mapping) => Some(mapping),
+        Err(e) => {
+            report.push(Some(raw.mapping.span()), "launch.mapping", e.to_string());
+            None
+        }
+    };
+    let allow_list = match &raw.allow {
+        Some(allow) => match crate::http::AllowList::parse(allow.get_ref()) {
+            Ok(list) => Some(list),
+            Err(e) => {
+                report.push(
+                    Some(allow.span()),
+                    "launch.allow",
+                    format!("{e}: write networks such as `127.0.0.0/8`, `10.1.0.0/16` or `::1/128`"),
+                );
+                None
+            }
+        },
+        None => Some(crate::http::AllowList::loopback()),
+    };
+    let signing_secret = raw
+        .signing_secret
+        .filter(|s| !s.is_empty())
+        .map(crate::http::SigningSecret::new);
+    if raw.require_signature && signing_secret.is_none() {
+        report.push(
+            None,
+            "launch.require_signature",
+            "signed links are required but `signing_secret` is empty: set `signing_secret = \"${ORDOBRIDGE_LAUNCH_SECRET}\"`".to_string(),
+        );
+    }
+    let mut settings = crate::http::LaunchSettings::new(mapping?);
+    if let Some(parameters) = raw.parameters {
+        settings.parameters = parameters;
+    }
+    settings.allow_list = allow_list?;
+    settings.signing_secret = signing_secret;
+    settings.require_signature = raw.require_signature;
+    settings.unknown_patient = raw.unknown_patient.unwrap_or_default();
+    Some(LaunchConfig {
+        settings,
+        mapping_file,
+    })
+}
+
+fn validate_posos(
+    raw: Spanned<RawPosos>,
+    base: &Path,
+    report: &mut Report<'_>,
+) -> Option<PososConfig> {
+    let raw = raw.into_inner();
+    let connect_timeout = raw
+        .connect_timeout
+        .and_then(|t| duration_value(t, "posos.connect_timeout", report))
+        .unwrap_or(Duration::from_secs(5));
+    let request_timeout = raw
+        .request_timeout
+        .and_then(|t| duration_value(t, "posos.request_timeout", report))
+        .unwrap_or(Duration::from_secs(15));
+    let oauth_client_id = raw.oauth_client_id.unwrap_or_default();
+    let mode = match raw.mode.get_ref().as_str() {
+        "simulator" => {
+            let Some(sim) = raw.simulator else {
+                report.push(
+                    Some(raw.mode.span()),
+                    "posos.simulator",
+                    "simulator mode needs `[posos.simulator]` with `key_file` and `public_key_file`".to_string(),
+                );
+                return None;
+            };
+            PososMode::Simulator {
+                key_file: resolve_path(base, &sim.key_file),
+                public_key_file: resolve_path(base, &sim.public_key_file),
+                push_url: sim.push_url.filter(|u| !u.is_empty()),
+                push_token: sim.push_token.filter(|t| !t.is_empty()),
+            }
+        }
+        "remote" => {
+            let Some(environment) = raw.environment else {
+                report.push(
+                    Some(raw.mode.span()),
+                    "posos.environment",
+                    "remote mode needs `environment = \"preprod\"` (or another `[posos.environments.NAME]`)".to_string(),
+                );
+                return None;
+            };
+            let Some(env) = raw.environments.get(environment.get_ref()) else {
+                let known: Vec<&str> = raw.environments.keys().map(String::as_str).collect();
+                report.push(
+                    Some(environment.span()),
+                    "posos.environment",
+                    format!(
+                        "no `[posos.environments.{}]` section (known: {})",
+                        environment.get_ref(),
+                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    ),
+                );
+                return None;
+            };
+            if oauth_client_id.is_empty() {
+                report.push(
+                    None,
+                    "posos.oauth_client_id",
+                    "remote mode needs the OAuth client id Posos gave you (`oauth_client_id`)".to_string(),
+                );
+            }
+            PososMode::Remote {
+                environment: environment.get_ref().clone(),
+                base_url: env.base_url.clone(),
+                key_file: resolve_path(base, &env.key_file),
+            }
+        }
+        other => {
+            report.push(
+                Some(raw.mode.span()),
+                "posos.mode",
+                format!("unknown mode `{other}`: expected `simulator` or `remote`"),
+            );
+            return None;
+        }
+    };
+    Some(PososConfig {
+        connect_timeout,
+        request_timeout,
+        retries: raw.retries.unwrap_or(2),
+        oauth_client_id: if oauth_client_id.is_empty() {
+            "ordobridge-simulator".to_string()
+        } else {
+            oauth_client_id
+        },
+        mode,
+    })
+}
+
 impl RawInbound {
-    fn validate(self, name: &str, prefix: &str, report: &mut Report<'_>) -> Option<InboundChannel> {
+    fn validate(
+        self,
+        name: &str,
+        prefix: &str,
+        base: &Path,
+        report: &mut Report<'_>,
+    ) -> Option<InboundChannel> {
         let charset = self.charset.as_ref().and_then(|c| {
             let value = c.get_ref().trim();
             if value.is_empty() || value.eq_ignore_ascii_case("auto") {
@@ -519,15 +822,140 @@ impl RawInbound {
                     }),
                 })
             }
+            "file" => {
+                let charset_channel = charset;
+                let inbox = self.file_inbox(name, prefix, base, report)?;
+                let format = match self.format.as_ref().map(|f| f.get_ref().as_str()) {
+                    None | Some("auto") => FileFormat::Auto,
+                    Some("hl7") => FileFormat::Hl7,
+                    Some("hprim") => FileFormat::Hprim,
+                    Some(other) => {
+                        report.push(
+                            self.format.as_ref().map(Spanned::span),
+                            &format!("{prefix}.format"),
+                            format!("unknown format `{other}`: expected `hl7`, `hprim` or `auto`"),
+                        );
+                        return None;
+                    }
+                };
+                Some(InboundChannel {
+                    name: name.to_string(),
+                    charset: charset_channel,
+                    log_phi: self.log_phi,
+                    kind: InboundKind::File(FileInboxConfig { format, inbox }),
+                })
+            }
             other => {
                 report.push(
                     Some(self.protocol.span()),
                     &format!("{prefix}.protocol"),
-                    format!("unknown protocol `{other}`: expected `mllp`"),
+                    format!("unknown protocol `{other}`: expected `mllp` or `file`"),
                 );
                 None
             }
         }
+    }
+
+    /// The inbox settings of a `protocol = "file"` channel.
+    fn file_inbox(
+        &self,
+        name: &str,
+        prefix: &str,
+        base: &Path,
+        report: &mut Report<'_>,
+    ) -> Option<crate::filedrop::InboxSettings> {
+        use crate::filedrop::{AfterSuccess, InboxSettings, Readiness};
+        let Some(folder) = &self.folder else {
+            report.push(
+                None,
+                &format!("{prefix}.folder"),
+                format!("file channel `{name}` has no `folder`: add `folder = \"/mnt/dpi/out\"`"),
+            );
+            return None;
+        };
+        let folder = resolve_path(base, folder.get_ref());
+        let poll_interval = self
+            .poll_interval
+            .clone()
+            .and_then(|t| duration_value(t, &format!("{prefix}.poll_interval"), report))
+            .unwrap_or(Duration::from_secs(1));
+        let readiness = match self.ready.as_ref().map(|r| r.get_ref().as_str()) {
+            None | Some("stable") => Readiness::StableFor(
+                self.stable_for
+                    .clone()
+                    .and_then(|t| duration_value(t, &format!("{prefix}.stable_for"), report))
+                    .unwrap_or(Duration::from_secs(2)),
+            ),
+            Some("witness") => Readiness::Witness {
+                suffixes: self
+                    .witness_suffixes
+                    .clone()
+                    .unwrap_or_else(|| vec![".OK".to_string(), ".ok".to_string()]),
+            },
+            Some(other) => {
+                report.push(
+                    self.ready.as_ref().map(Spanned::span),
+                    &format!("{prefix}.ready"),
+                    format!("unknown readiness `{other}`: expected `stable` (size and time unchanged for `stable_for`) or `witness` (a `.OK` file beside)"),
+                );
+                return None;
+            }
+        };
+        let after_success = match self.after_success.as_ref().map(|a| a.get_ref().as_str()) {
+            None | Some("archive") => AfterSuccess::Archive {
+                folder: self
+                    .archive_folder
+                    .as_deref()
+                    .map(|f| resolve_path(base, f))
+                    .unwrap_or_else(|| folder.join("archive")),
+            },
+            Some("delete") => AfterSuccess::Delete,
+            Some(other) => {
+                report.push(
+                    self.after_success.as_ref().map(Spanned::span),
+                    &format!("{prefix}.after_success"),
+                    format!("unknown value `{other}`: expected `archive` or `delete`"),
+                );
+                return None;
+            }
+        };
+        let max_file_bytes = self
+            .max_file_size
+            .as_ref()
+            .and_then(|size| {
+                let span = size.span();
+                let copy = match size.get_ref() {
+                    SizeValue::Bytes(n) => SizeValue::Bytes(*n),
+                    SizeValue::Text(t) => SizeValue::Text(t.clone()),
+                };
+                size_value(
+                    Spanned::new(span, copy),
+                    &format!("{prefix}.max_file_size"),
+                    report,
+                )
+            })
+            .unwrap_or(64 * 1024 * 1024);
+        let settings = InboxSettings {
+            patterns: self
+                .patterns
+                .clone()
+                .unwrap_or_else(|| vec!["*.hl7".to_string(), "*.hpr".to_string()]),
+            poll_interval,
+            readiness,
+            after_success,
+            error_folder: self
+                .error_folder
+                .as_deref()
+                .map(|f| resolve_path(base, f))
+                .unwrap_or_else(|| folder.join("error")),
+            max_file_bytes: max_file_bytes as u64,
+            folder,
+        };
+        if let Err(e) = settings.validate() {
+            report.push(None, prefix, e.to_string());
+            return None;
+        }
+        Some(settings)
     }
 }
 

@@ -239,6 +239,12 @@ impl PososClient {
     /// A client for the environment described by `settings`; reads and checks the key file.
     pub fn new(settings: PososSettings) -> Result<Self, PososError> {
         let key = ServiceAccountKey::from_file(&settings.key_file)?;
+        Self::with_key(settings, key)
+    }
+
+    /// A client with an already loaded key (the built-in simulator points the key's
+    /// `token_uri` at itself); `settings.key_file` is then only used in messages.
+    pub fn with_key(settings: PososSettings, key: ServiceAccountKey) -> Result<Self, PososError> {
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)

@@ -1,0 +1,251 @@
+//! The wiring: one place a reader can follow from top to bottom.
+//!
+//! [`run`] takes a validated [`Config`]: it opens the store, binds (or takes already-bound)
+//! listeners, spawns one MLLP server per MLLP channel and one poller per file channel, serves
+//! HTTP (health, launch, the Posos simulator), and waits for the shutdown signal. Then every
+//! loop finishes the message in flight and its answer, and the store closes after the last
+//! commit.
+//!
+//! - [`mllp_in`]: the frame handler of an MLLP channel (parse, commit, ACK);
+//! - [`file_in`]: the file handler of a file-drop channel (parse, commit, then archive);
+//! - [`web`]: the HTTP router: launch endpoints over the census and the Posos client, and
+//!   the built-in simulator.
+
+mod file_in;
+mod intake;
+mod mllp_in;
+mod web;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::config::{Config, InboundKind};
+use crate::filedrop::{InboxStats, run_inbox};
+use crate::mllp::server::{ServerSettings, ServerStats, serve};
+use crate::store::{Store, StoreError, StoreOptions};
+
+pub use file_in::FileInbound;
+pub use mllp_in::InboundMllp;
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot open the store `{path}`: {source}")]
+    Store {
+        path: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error(
+        "channel `{channel}`: cannot listen on {addr}: {source} (is another process using the port?)"
+    )]
+    Bind {
+        channel: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("channel `{channel}`: the listener stopped: {source}")]
+    Serve {
+        channel: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the HTTP side: {0}")]
+    Web(String),
+}
+
+/// Listeners bound before [`run`]: tests bind `127.0.0.1:0` and read the ports.
+#[derive(Debug, Default)]
+pub struct BoundListeners {
+    /// MLLP listeners by channel name.
+    pub mllp: BTreeMap<String, TcpListener>,
+    /// The HTTP listener, when `[http]` is configured.
+    pub http: Option<TcpListener>,
+}
+
+/// What is running, as seen from outside (tests, logs, future metrics).
+#[derive(Debug, Clone)]
+pub struct ChannelHandle {
+    pub name: String,
+    /// Where it listens; `None` for a file channel.
+    pub local_addr: Option<SocketAddr>,
+    pub kind: &'static str,
+}
+
+/// Binds every listener of the configuration that is not already in `bound`.
+pub async fn bind_listeners(
+    config: &Config,
+    mut bound: BoundListeners,
+) -> Result<BoundListeners, EngineError> {
+    for (name, channel) in &config.inbound {
+        let InboundKind::Mllp(mllp) = &channel.kind else {
+            continue;
+        };
+        if bound.mllp.contains_key(name) {
+            continue;
+        }
+        let listener = TcpListener::bind(mllp.bind)
+            .await
+            .map_err(|source| EngineError::Bind {
+                channel: name.clone(),
+                addr: mllp.bind,
+                source,
+            })?;
+        bound.mllp.insert(name.clone(), listener);
+    }
+    if let (Some(http), None) = (&config.http, &bound.http) {
+        let listener = TcpListener::bind(http.bind)
+            .await
+            .map_err(|source| EngineError::Bind {
+                channel: "http".to_string(),
+                addr: http.bind,
+                source,
+            })?;
+        bound.http = Some(listener);
+    }
+    Ok(bound)
+}
+
+/// Runs the daemon until `shutdown` is cancelled, then drains and returns.
+///
+/// `on_ready` is called once everything is accepting, with what runs where (the binary logs it
+/// and tells systemd; tests use it to learn the ports).
+pub async fn run(
+    config: Config,
+    listeners: BoundListeners,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(&[ChannelHandle]),
+) -> Result<(), EngineError> {
+    let store = Store::open(
+        &config.store.path,
+        StoreOptions {
+            queue_capacity: config.store.queue_capacity,
+            max_batch: config.store.max_batch,
+        },
+    )
+    .map_err(|source| EngineError::Store {
+        path: config.store.path.display().to_string(),
+        source,
+    })?;
+    info!(path = %config.store.path.display(), "store open");
+
+    let mut listeners = bind_listeners(&config, listeners).await?;
+    let tracker = TaskTracker::new();
+    let mut handles = Vec::new();
+    let mut servers = Vec::new();
+
+    for (name, channel) in &config.inbound {
+        let span = info_span!("channel", channel = %name);
+        match &channel.kind {
+            InboundKind::Mllp(mllp) => {
+                let Some(listener) = listeners.mllp.remove(name) else {
+                    continue;
+                };
+                let local_addr = listener.local_addr().map_err(|source| EngineError::Bind {
+                    channel: name.clone(),
+                    addr: mllp.bind,
+                    source,
+                })?;
+                let settings = ServerSettings {
+                    max_connections: mllp.max_connections,
+                    max_frame_bytes: mllp.max_frame_bytes,
+                    read_timeout: mllp.read_timeout,
+                    idle_timeout: mllp.idle_timeout,
+                };
+                let handler = Arc::new(InboundMllp::new(channel, store.clone()));
+                let stats = Arc::new(ServerStats::default());
+                let token = shutdown.child_token();
+                let channel_name = name.clone();
+                servers.push(tracker.spawn(
+                    async move {
+                        serve(listener, settings, handler, stats, token)
+                            .await
+                            .map_err(|source| EngineError::Serve {
+                                channel: channel_name,
+                                source,
+                            })
+                    }
+                    .instrument(span),
+                ));
+                handles.push(ChannelHandle {
+                    name: name.clone(),
+                    local_addr: Some(local_addr),
+                    kind: "mllp",
+                });
+            }
+            InboundKind::File(file) => {
+                let handler = Arc::new(FileInbound::new(channel, file.format, store.clone()));
+                let stats = Arc::new(InboxStats::default());
+                let token = shutdown.child_token();
+                let settings = file.inbox.clone();
+                let channel_name = name.clone();
+                tracker.spawn(
+                    async move {
+                        run_inbox(&channel_name, settings, handler, stats, token).await;
+                    }
+                    .instrument(span),
+                );
+                handles.push(ChannelHandle {
+                    name: name.clone(),
+                    local_addr: None,
+                    kind: "file",
+                });
+            }
+        }
+    }
+    for name in listeners.mllp.keys() {
+        warn!(channel = %name, "a listener was given for a channel that is not configured; ignored");
+    }
+
+    if let Some(listener) = listeners.http.take() {
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| EngineError::Web(format!("cannot read the HTTP address: {e}")))?;
+        let router = web::router(&config, local_addr, store.clone())?;
+        let token = shutdown.child_token();
+        tracker.spawn(
+            async move {
+                let service = router.into_make_service_with_connect_info::<SocketAddr>();
+                if let Err(e) = axum::serve(listener, service)
+                    .with_graceful_shutdown(token.cancelled_owned())
+                    .await
+                {
+                    error!(error = %e, "the HTTP server stopped");
+                }
+            }
+            .instrument(info_span!("http")),
+        );
+        handles.push(ChannelHandle {
+            name: "http".to_string(),
+            local_addr: Some(local_addr),
+            kind: "http",
+        });
+    }
+    tracker.close();
+    on_ready(&handles);
+
+    shutdown.cancelled().await;
+    info!("shutting down: finishing messages in flight");
+    let mut result = Ok(());
+    for server in servers {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                error!(error = %e, "listener failed");
+                result = Err(e);
+            }
+            Err(e) => error!(error = %e, "listener task panicked"),
+        }
+    }
+    tracker.wait().await;
+    store.close().await;
+    info!("stopped");
+    result
+}
