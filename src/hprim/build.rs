@@ -22,6 +22,9 @@ use crate::hprim::{HprimError, is_record_type};
 /// The HPRIM line-length limit, record end included.
 pub const MAX_LINE: usize = 220;
 
+/// The largest field number the builder accepts (a guard against runaway mapping values).
+const MAX_FIELD: usize = 999;
+
 /// How records end in the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LineEnd {
@@ -62,6 +65,7 @@ impl RecordBuilder {
     fn slot(&mut self, n: usize) -> Option<&mut String> {
         let reason = match n {
             0 => Some("field numbers are 1-based"),
+            n if n > MAX_FIELD => Some("field number too large (at most 999)"),
             1 => Some("field 1 is the record type, set by `record`"),
             2 if self.is_header() => Some("H.2 holds the delimiters, written by the builder"),
             _ => None,
@@ -490,6 +494,10 @@ L|1||1|8\r\n";
     #[case::err_field_one(
         |b: &mut HprimBuilder| { b.record("H"); b.record("P").set(1, "X"); b.record("L"); },
         "record 2 (`P`): field 1: field 1 is the record type, set by `record`"
+    )]
+    #[case::err_huge_field(
+        |b: &mut HprimBuilder| { b.record("H"); b.record("P").set(usize::MAX, "X"); b.record("L"); },
+        "record 2 (`P`): field 18446744073709551615: field number too large (at most 999)"
     )]
     #[case::err_h2(
         |b: &mut HprimBuilder| { b.record("H").set(2, "^~\\&"); b.record("L"); },

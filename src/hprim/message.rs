@@ -115,6 +115,16 @@ impl<'m> Record<'m> {
         nth_piece(self.content, self.delims.field(), n)
     }
 
+    /// The repetitions of field `n`, raw, in order (one item for a field without repetitions,
+    /// none for an absent field). H.2 is never split.
+    pub fn repetitions(&self, n: usize) -> Vec<&'m [u8]> {
+        match self.field(n) {
+            None => Vec::new(),
+            Some(f) if self.is_delimiter_field(n) => vec![f],
+            Some(f) => f.split(|&b| b == self.delims.repetition()).collect(),
+        }
+    }
+
     /// Component `c` of the first repetition of field `n`, raw; both 1-based.
     pub fn component(&self, n: usize, c: usize) -> Option<&'m [u8]> {
         self.value(n, None, Some(c), None)
@@ -685,6 +695,11 @@ L|1||1|8\r\n";
         let obr = m.record("OBR", 1).unwrap();
         assert_eq!(obr.line_count(), 2);
         assert_eq!(obr.field_count(), 26);
+        let tests: Vec<&[u8]> = obr.repetitions(5);
+        assert_eq!(tests, [&b"GLY~Glyc\xe9mie~L"[..], b"CREA~Cr\xe9atinine~L"]);
+        assert_eq!(obr.component_text(5, 2).as_deref(), Some("Glycémie"));
+        assert_eq!(m.header().unwrap().repetitions(2), [b"~^\\&"]);
+        assert!(obr.repetitions(40).is_empty());
     }
 
     #[rstest]
