@@ -174,7 +174,10 @@ fn run(config_path: &Path) -> Result<ExitCode, String> {
         tokio::spawn(stop_on_signal(shutdown.clone()));
         let result = engine::run(config, Default::default(), shutdown, |channels| {
             for channel in channels {
-                info!(channel = %channel.name, addr = %channel.local_addr, "listening");
+                match channel.local_addr {
+                    Some(addr) => info!(channel = %channel.name, kind = channel.kind, addr = %addr, "listening"),
+                    None => info!(channel = %channel.name, kind = channel.kind, "watching"),
+                }
             }
             info!(channels = channels.len(), "all listeners ready");
             // Tell systemd (Type=notify) that we are ready; a no-op outside systemd.

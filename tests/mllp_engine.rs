@@ -35,8 +35,8 @@ impl Running {
             .expect("valid config");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut listeners = BoundListeners::new();
-        listeners.insert("adt-in".to_string(), listener);
+        let mut listeners = BoundListeners::default();
+        listeners.mllp.insert("adt-in".to_string(), listener);
         let shutdown = CancellationToken::new();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(engine::run(

@@ -1,0 +1,238 @@
+//! The HTTP side: `/health`, the launch endpoints (over the census and the Posos client) and,
+//! in simulator mode, the built-in Posos simulator under `/simulator`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::config::{Config, PososConfig, PososMode};
+use crate::http::{
+    LaunchContext, LaunchFailure, LaunchState, PatientContext, PatientKey, PososApi,
+    PractitionerContext,
+};
+use crate::posos::{
+    GuideRequest, PososClient, PososError, PososSettings, ScanTokenRequest, ServiceAccountKey,
+    SimulatorSettings, SimulatorState,
+};
+use crate::store::Store;
+use crate::store::census::{PatientKey as CensusKey, PatientView};
+
+use super::EngineError;
+
+/// Where the simulator is mounted on the daemon's HTTP server.
+const SIMULATOR_PREFIX: &str = "/simulator";
+
+/// Builds the whole HTTP router for the daemon listening on `local_addr`.
+pub(super) fn router(
+    config: &Config,
+    local_addr: SocketAddr,
+    store: Store,
+) -> Result<Router, EngineError> {
+    let base_url = format!("http://{local_addr}");
+    let mut router = Router::new();
+    let mut simulator_key: Option<ServiceAccountKey> = None;
+    if let Some(posos) = &config.posos
+        && let PososMode::Simulator {
+            key_file,
+            public_key_file,
+            push_url,
+            push_token,
+        } = &posos.mode
+    {
+        let public_key_pem = std::fs::read_to_string(public_key_file).map_err(|e| {
+            EngineError::Web(format!(
+                "cannot read the simulator's public key `{}`: {e} (set `posos.simulator.public_key_file`)",
+                public_key_file.display()
+            ))
+        })?;
+        let settings = SimulatorSettings {
+            base_url: format!("{base_url}{SIMULATOR_PREFIX}"),
+            public_key_pem,
+            client_email: None,
+            oauth_client_id: posos.oauth_client_id.clone(),
+            token_lifetime: std::time::Duration::from_secs(3600),
+            push_url: push_url.clone(),
+            push_token: push_token.clone(),
+        };
+        let token_uri = settings.token_uri();
+        let state = SimulatorState::new(settings)
+            .map_err(|e| EngineError::Web(format!("cannot start the Posos simulator: {e}")))?;
+        router = router.nest(SIMULATOR_PREFIX, crate::posos::router(state));
+        simulator_key = Some(simulator_service_account(key_file, &token_uri)?);
+    }
+    match (&config.launch, &config.posos) {
+        (Some(launch), Some(posos)) => {
+            let client = posos_client(posos, &base_url, simulator_key)?;
+            let state = LaunchState::new(
+                Arc::new(CensusContext { store }),
+                Arc::new(PososBridge { client }),
+                launch.settings.clone(),
+            );
+            router = router.merge(crate::http::router(state));
+        }
+        _ => {
+            router = router.route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }));
+        }
+    }
+    Ok(router)
+}
+
+/// The simulator's test service account, with its `token_uri` pointed at the simulator.
+fn simulator_service_account(
+    key_file: &std::path::Path,
+    token_uri: &str,
+) -> Result<ServiceAccountKey, EngineError> {
+    let text = std::fs::read_to_string(key_file).map_err(|e| {
+        EngineError::Web(format!(
+            "cannot read the simulator's service-account key `{}`: {e} (set `posos.simulator.key_file`)",
+            key_file.display()
+        ))
+    })?;
+    let mut json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        EngineError::Web(format!(
+            "the simulator's service-account key `{}` is not JSON: {e}",
+            key_file.display()
+        ))
+    })?;
+    if let Some(object) = json.as_object_mut() {
+        object.insert("token_uri".to_string(), token_uri.into());
+    }
+    ServiceAccountKey::from_json(key_file, &json.to_string())
+        .map_err(|e| EngineError::Web(e.to_string()))
+}
+
+fn posos_client(
+    posos: &PososConfig,
+    local_base: &str,
+    simulator_key: Option<ServiceAccountKey>,
+) -> Result<PososClient, EngineError> {
+    let (base_url, key_file) = match &posos.mode {
+        PososMode::Simulator { key_file, .. } => {
+            (format!("{local_base}{SIMULATOR_PREFIX}"), key_file.clone())
+        }
+        PososMode::Remote {
+            base_url, key_file, ..
+        } => (base_url.clone(), key_file.clone()),
+    };
+    let settings = PososSettings {
+        base_url,
+        key_file,
+        oauth_client_id: posos.oauth_client_id.clone(),
+        connect_timeout: posos.connect_timeout,
+        request_timeout: posos.request_timeout,
+        retries: posos.retries,
+    };
+    let client = match simulator_key {
+        Some(key) => PososClient::with_key(settings, key),
+        None => PososClient::new(settings),
+    };
+    client.map_err(|e| EngineError::Web(e.to_string()))
+}
+
+/// The launch's view of the census.
+struct CensusContext {
+    store: Store,
+}
+
+impl LaunchContext for CensusContext {
+    async fn patient(&self, key: PatientKey) -> Result<Option<PatientContext>, String> {
+        let key = match key {
+            PatientKey::Ipp(v) => CensusKey::Ipp(v),
+            PatientKey::Nda(v) => CensusKey::Nda(v),
+            PatientKey::Ins(v) => CensusKey::Ins(v),
+        };
+        let view = self
+            .store
+            .census_patient_async(key)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(view.map(patient_context))
+    }
+
+    async fn practitioner(&self, rpps: &str) -> Result<Option<PractitionerContext>, String> {
+        let store = self.store.clone();
+        let rpps_owned = rpps.to_string();
+        let found = tokio::task::spawn_blocking(move || store.census_practitioner(&rpps_owned))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(found.map(|p| PractitionerContext {
+            rpps: p.rpps.unwrap_or_else(|| rpps.to_string()),
+            family: p.family,
+            given: p.given,
+        }))
+    }
+}
+
+/// The census view as the launch needs it: used name first (what the clinician sees in the
+/// EHR), else the legal name.
+fn patient_context(view: PatientView) -> PatientContext {
+    let name = view.used_name.or(view.legal_name).unwrap_or_default();
+    let current = view.current;
+    PatientContext {
+        ipp: view.ipp,
+        nda: current.as_ref().map(|e| e.nda.clone()),
+        ins: view.ins.map(|i| i.value),
+        family: name.family,
+        given: name.given,
+        birth_date: view.birth_date,
+        sex: view.sex,
+        unit: current.as_ref().and_then(|e| e.unit.clone()),
+        attending: current
+            .and_then(|e| e.attending)
+            .and_then(|p| {
+                p.rpps.map(|rpps| PractitionerContext {
+                    rpps,
+                    family: p.family,
+                    given: p.given,
+                })
+            }),
+    }
+}
+
+/// The launch's view of the Posos client.
+struct PososBridge {
+    client: PososClient,
+}
+
+impl PososApi for PososBridge {
+    async fn scan_token(&self, body: serde_json::Value) -> Result<String, LaunchFailure> {
+        let request: ScanTokenRequest = serde_json::from_value(body).map_err(|e| {
+            LaunchFailure::Other(format!("the scan-token mapping built an unusable request: {e}"))
+        })?;
+        self.client
+            .scan_token(&request)
+            .await
+            .map(|url| url.into_string())
+            .map_err(launch_failure)
+    }
+
+    async fn prepare_guide(&self, body: serde_json::Value) -> Result<String, LaunchFailure> {
+        let request: GuideRequest = serde_json::from_value(body).map_err(|e| {
+            LaunchFailure::Other(format!("the guide request is unusable: {e}"))
+        })?;
+        self.client
+            .prepare_guide(&request)
+            .await
+            .map(|url| url.into_string())
+            .map_err(launch_failure)
+    }
+}
+
+fn launch_failure(error: PososError) -> LaunchFailure {
+    let text = error.to_string();
+    match error {
+        PososError::Unreachable { .. } => LaunchFailure::Unreachable(text),
+        PososError::Timeout { .. } => LaunchFailure::Timeout(text),
+        PososError::BadRequest {
+            parameter, detail, ..
+        } => LaunchFailure::BadRequest { parameter, detail },
+        PososError::Unauthorized { .. } => LaunchFailure::Unauthorized(text),
+        PososError::Auth(_)
+        | PososError::Client(_)
+        | PososError::UnexpectedStatus { .. }
+        | PososError::BadResponse { .. } => LaunchFailure::Other(text),
+    }
+}
