@@ -52,6 +52,9 @@ pub struct CensusSettings {
 }
 
 /// What one ADT message asks the census to do.
+// Made once per message and moved (boxed) to the writer once: boxing variants would only add
+// allocations and noise at every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CensusUpdate {
     /// A28/A31 (and A08 without a visit): create or update a patient's identity.

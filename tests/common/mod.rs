@@ -77,9 +77,7 @@ impl Daemon {
             let mut announced = false;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if !announced
-                    && let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
-                {
+                if !announced && let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
                     let fields = &json["fields"];
                     if fields["message"] == "listening"
                         && let (Some(name), Some(addr)) =
