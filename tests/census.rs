@@ -838,3 +838,113 @@ async fn bench_apply_census() {
     let e = f.encounter("900000");
     assert_eq!(e.status, EncounterStatus::Discharged);
 }
+
+fn duplicate_movement() -> Vec<String> {
+    let mut m = scenario(&["A01"]);
+    m.push(step(2, "A02").replace("M2^CH_EXEMPLE", "M1^CH_EXEMPLE"));
+    m
+}
+
+fn cancel_mismatch() -> Vec<String> {
+    let mut m = scenario(&["A01", "A02"]);
+    let cancel = Adt {
+        trigger: "A12",
+        mvt: "M1",
+        action: "CANCEL",
+        original: "A02",
+        at: "20261120080000",
+        ..Adt::default()
+    };
+    m.push(cancel.raw());
+    m
+}
+
+fn already_cancelled() -> Vec<String> {
+    let mut m = scenario(&["A01", "A02"]);
+    let cancel = Adt {
+        trigger: "A12",
+        mvt: "M2",
+        action: "CANCEL",
+        original: "A02",
+        at: "20261120080000",
+        ..Adt::default()
+    };
+    m.push(cancel.raw());
+    m.push(cancel.raw().replace("20261120080000", "20261121080000"));
+    m
+}
+
+fn patient_mismatch() -> Vec<String> {
+    let mut m = scenario(&["A01"]);
+    m.push(
+        Adt {
+            trigger: "A02",
+            ipp: "200002",
+            mvt: "M2",
+            at: "20261112080000",
+            ..Adt::default()
+        }
+        .raw(),
+    );
+    m
+}
+
+fn self_merge() -> Vec<String> {
+    let mut m = scenario(&["A01"]);
+    m.push(
+        Adt {
+            trigger: "A40",
+            nda: "",
+            mrg: "200001",
+            ..Adt::default()
+        }
+        .raw(),
+    );
+    m
+}
+
+#[rstest]
+#[case::duplicate_movement(
+    duplicate_movement,
+    AnomalyKind::DuplicateMovement,
+    "movement M1 was already recorded (journal row 1): replaced by this A02"
+)]
+#[case::cancel_mismatch(
+    cancel_mismatch,
+    AnomalyKind::CancelMismatch,
+    "A12 cancels movement M1, which is an A01 and not an A02: cancelled as asked"
+)]
+#[case::already_cancelled(
+    already_cancelled,
+    AnomalyKind::AlreadyCancelled,
+    "A12 cancels movement M2, already cancelled (journal row 3): nothing to undo"
+)]
+#[case::patient_mismatch(
+    patient_mismatch,
+    AnomalyKind::PatientMismatch,
+    "A02 names IPP 200002 for NDA 800001, which belongs to IPP 200001: kept with IPP 200001"
+)]
+#[case::self_merge(
+    self_merge,
+    AnomalyKind::SelfMerge,
+    "A40 merges IPP 200001 into IPP 200001, the same patient: nothing to do"
+)]
+#[tokio::test]
+async fn ok_anomalies_are_kept_with_their_text(
+    #[case] messages: fn() -> Vec<String>,
+    #[case] kind: AnomalyKind,
+    #[case] text: &str,
+) {
+    let f = open();
+    let outcomes = f.feed_all(&messages()).await;
+    let last = outcomes.last().unwrap();
+    assert_eq!(last.status, ApplyStatus::Applied);
+    assert_eq!(kinds(last), [kind]);
+    assert_eq!(last.anomalies[0].text, text);
+    let p = f.patient(PatientKey::Nda("800001".into()));
+    assert!(
+        p.anomalies.iter().any(|a| a.text == text),
+        "{:?}",
+        p.anomalies
+    );
+}

@@ -743,6 +743,8 @@ impl Apply<'_> {
                         v.patient.ipp, v.nda
                     ),
                 );
+                // The movement applies to the owner's encounter: file the anomaly there.
+                self.patient_id = Some(e.patient_id);
             }
             _ => {}
         }
