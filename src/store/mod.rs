@@ -17,6 +17,8 @@
 //!   each request.
 //! - `read`: a small pool of read-only connections for listings and lookups; WAL lets them
 //!   run beside the writer.
+//! - `census`: the ADT census tables (schema version 2): [`Store::apply_census`] in the
+//!   writer's transaction, [`Store::census_patient`] on the read pool.
 //!
 //! # Duplicates
 //!
@@ -32,9 +34,15 @@
 //! Dropping every [`Store`] handle, or [`Store::close`], lets the writer finish the queued
 //! requests, commit them and exit; `close` waits for that.
 
+mod census;
 mod read;
 mod schema;
 mod writer;
+
+pub use self::census::{
+    Anomaly, AnomalyKind, AnomalyView, ApplyStatus, CensusOutcome, EncounterView, MovementView,
+    PatientKey, PatientView, render,
+};
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -45,6 +53,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::read::Readers;
 use self::writer::{Counters, Prepared, Request};
+use crate::census::{CensusUpdate, Practitioner};
 
 /// Tuning of the writer queue; the defaults suit one daemon with a few dozen connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -454,6 +463,52 @@ impl Store {
         let (reply, answer) = oneshot::channel();
         self.send(Request::MarkProcessed { ids, reply }).await?;
         answer.await.map_err(|_| self.closed())?
+    }
+
+    /// Applies a census update and marks journal row `journal_id` processed, in one
+    /// transaction of the writer; resolves after the commit. A row already processed is not
+    /// applied again ([`ApplyStatus::AlreadyProcessed`]), so a replay after a crash is safe.
+    pub async fn apply_census(
+        &self,
+        journal_id: i64,
+        update: CensusUpdate,
+    ) -> Result<CensusOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Census {
+            journal_id,
+            update: Box::new(update),
+            outcome: None,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| self.closed())?
+    }
+
+    /// The census view of a patient by IPP, NDA or INS; a merged IPP gives the survivor
+    /// (blocking: for the CLI or `spawn_blocking`).
+    pub fn census_patient(&self, key: &PatientKey) -> Result<Option<PatientView>, StoreError> {
+        self.shared
+            .readers
+            .with(|connection| census::patient_view(connection, key))
+    }
+
+    /// [`Store::census_patient`] on the blocking pool, for async callers (launch, HTTP).
+    pub async fn census_patient_async(
+        &self,
+        key: PatientKey,
+    ) -> Result<Option<PatientView>, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.census_patient(&key))
+            .await
+            .map_err(|source| self.read_task(source))?
+    }
+
+    /// A practitioner by RPPS as the ADT feed last named them (the launch takes user names
+    /// from it) (blocking).
+    pub fn census_practitioner(&self, rpps: &str) -> Result<Option<Practitioner>, StoreError> {
+        self.shared
+            .readers
+            .with(|connection| census::practitioner(connection, rpps))
     }
 
     /// Lists journal rows, newest first (blocking: for the CLI or `spawn_blocking`).

@@ -41,7 +41,89 @@ pub(super) const MIGRATIONS: &[&str] = &[
         WHERE status <> 'rejected';
     CREATE INDEX journal_control_id ON journal (control_id);
     CREATE INDEX journal_received_at ON journal (received_at);",
+    // 2: the ADT census (see `store::census`). Journal ids carry no foreign key: the census
+    // must outlive a pruned journal.
+    "CREATE TABLE census_patients (
+        id INTEGER PRIMARY KEY,
+        ipp TEXT NOT NULL UNIQUE,
+        merged_into INTEGER REFERENCES census_patients (id),
+        legal_family TEXT,
+        legal_given TEXT,
+        used_family TEXT,
+        used_given TEXT,
+        birth_date TEXT,
+        sex TEXT,
+        reliability TEXT,
+        -- Only for a validated identity (PID-32 = VALI).
+        ins TEXT,
+        ins_oid TEXT,
+        journal_id INTEGER NOT NULL
+    );
+    CREATE INDEX census_patients_ins ON census_patients (ins) WHERE ins IS NOT NULL;
+    CREATE INDEX census_patients_merged ON census_patients (merged_into)
+        WHERE merged_into IS NOT NULL;
+    CREATE TABLE census_identifiers (
+        patient_id INTEGER NOT NULL REFERENCES census_patients (id),
+        id_type TEXT NOT NULL,
+        authority TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (patient_id, id_type, authority, value)
+    ) WITHOUT ROWID;
+    CREATE TABLE census_practitioners (
+        rpps TEXT PRIMARY KEY,
+        family TEXT,
+        given TEXT,
+        prefix TEXT,
+        journal_id INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE census_encounters (
+        id INTEGER PRIMARY KEY,
+        nda TEXT NOT NULL UNIQUE,
+        patient_id INTEGER NOT NULL REFERENCES census_patients (id),
+        status TEXT NOT NULL,
+        class TEXT,
+        unit TEXT,
+        -- Practitioners as JSON objects (id, family, given, prefix, rpps).
+        attending TEXT,
+        admitting TEXT,
+        referring TEXT,
+        admit_at TEXT,
+        discharge_at TEXT,
+        last_movement_at TEXT,
+        journal_id INTEGER NOT NULL
+    );
+    CREATE INDEX census_encounters_patient ON census_encounters (patient_id);
+    CREATE TABLE census_movements (
+        seq INTEGER PRIMARY KEY,
+        movement_id TEXT NOT NULL UNIQUE,
+        encounter_id INTEGER NOT NULL REFERENCES census_encounters (id),
+        event TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('active', 'cancelled')),
+        movement_at TEXT NOT NULL,
+        class TEXT,
+        unit TEXT,
+        attending TEXT,
+        admitting TEXT,
+        referring TEXT,
+        admit_at TEXT,
+        discharge_at TEXT,
+        journal_id INTEGER NOT NULL,
+        updated_journal_id INTEGER,
+        cancel_journal_id INTEGER
+    );
+    CREATE INDEX census_movements_encounter ON census_movements (encounter_id, movement_at);
+    CREATE TABLE census_anomalies (
+        id INTEGER PRIMARY KEY,
+        journal_id INTEGER NOT NULL,
+        patient_id INTEGER,
+        kind TEXT NOT NULL,
+        text TEXT NOT NULL
+    );
+    CREATE INDEX census_anomalies_patient ON census_anomalies (patient_id);",
 ];
+
+/// Prepared statements kept per connection: the census alone uses about 30.
+const STATEMENT_CACHE: usize = 64;
 
 /// Newest schema version this build knows.
 pub(super) fn supported_version() -> i64 {
@@ -57,6 +139,7 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         source,
     })?;
     configure_writer(&connection, path)?;
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     migrate(&mut connection, path)?;
     Ok(connection)
 }
@@ -80,6 +163,7 @@ pub(super) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     connection
         .pragma_update(None, "query_only", true)
         .map_err(|source| setting("query_only=ON", source))?;
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(connection)
 }
 
@@ -193,7 +277,10 @@ mod tests {
             .unwrap();
         assert!(foreign_keys);
         let indexes: Vec<String> = connection
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name")
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'journal'
+                 ORDER BY name",
+            )
             .unwrap()
             .query_map([], |row| row.get(0))
             .unwrap()

@@ -19,7 +19,9 @@ use rusqlite::{Connection, TransactionBehavior};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
+use super::census::{self, CensusOutcome};
 use super::{EntryStatus, InboundRecord, JournalOutcome, RecordStatus, StoreError};
+use crate::census::CensusUpdate;
 
 /// Inserts a record, or, when an accepted or processed row has the same duplicate key, bumps
 /// that row instead. `duplicate_count` tells the two apart: 0 only on a fresh insert.
@@ -77,6 +79,14 @@ pub(super) enum Request {
     MarkProcessed {
         ids: Vec<i64>,
         reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// `Store::apply_census`: applied and the journal row marked processed in the batch's
+    /// transaction; `outcome` is filled there, sent after the commit.
+    Census {
+        journal_id: i64,
+        update: Box<CensusUpdate>,
+        outcome: Option<CensusOutcome>,
+        reply: oneshot::Sender<Result<CensusOutcome, StoreError>>,
     },
     /// `Store::close`: answered once the queue is drained and the connection closed.
     Close { reply: oneshot::Sender<()> },
@@ -217,6 +227,15 @@ pub(super) fn commit_batch(
                     Some(source) => Err(error(source)),
                 });
             }
+            Request::Census { outcome, reply, .. } => {
+                let answer = match (&failure, outcome) {
+                    (None, Some(outcome)) => Ok(outcome),
+                    (Some(source), _) => Err(error(source)),
+                    // `execute` fills every outcome or fails: not reachable, but answer safely.
+                    (None, None) => Err(error(&Arc::new(rusqlite::Error::QueryReturnedNoRows))),
+                };
+                let _ = reply.send(answer);
+            }
             Request::Close { .. } => {}
         }
     }
@@ -259,6 +278,14 @@ fn execute(
                     for id in ids.iter() {
                         mark.execute([id])?;
                     }
+                }
+                Request::Census {
+                    journal_id,
+                    update,
+                    outcome,
+                    ..
+                } => {
+                    *outcome = Some(census::apply(&transaction, *journal_id, update)?);
                 }
                 Request::Close { .. } => {}
             }
