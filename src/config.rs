@@ -39,6 +39,8 @@ pub struct Config {
     pub launch: Option<LaunchConfig>,
     /// The Posos service, or the built-in simulator.
     pub posos: Option<PososConfig>,
+    /// How ADT and HPRIM messages feed the census.
+    pub census: crate::census::CensusSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -378,8 +380,15 @@ struct RawConfig {
     #[serde(default)]
     inbound: BTreeMap<String, Spanned<RawInbound>>,
     http: Option<RawHttp>,
+    census: Option<RawCensus>,
     launch: Option<Spanned<RawLaunch>>,
     posos: Option<Spanned<RawPosos>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCensus {
+    ipp_authority: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -594,6 +603,12 @@ impl RawConfig {
             http,
             launch,
             posos,
+            census: crate::census::CensusSettings {
+                ipp_authority: self
+                    .census
+                    .and_then(|c| c.ipp_authority)
+                    .filter(|a| !a.is_empty()),
+            },
         }
     }
 }

@@ -8,7 +8,10 @@
 //! between the commit and the move, the same file comes back: its messages are duplicates in
 //! the journal (same sender, MSH-10 and content) and are not processed twice.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+use tokio::sync::Notify;
 use tracing::{debug, info};
 
 use crate::config::{FileFormat, InboundChannel};
@@ -24,15 +27,23 @@ pub struct FileInbound {
     charset: Option<Charset>,
     format: FileFormat,
     store: Store,
+    /// Poked after each commit, so the processor applies the new messages to the census.
+    processed: Arc<Notify>,
 }
 
 impl FileInbound {
-    pub fn new(channel: &InboundChannel, format: FileFormat, store: Store) -> Self {
+    pub fn new(
+        channel: &InboundChannel,
+        format: FileFormat,
+        store: Store,
+        processed: Arc<Notify>,
+    ) -> Self {
         FileInbound {
             channel: channel.name.clone(),
             charset: channel.charset,
             format,
             store,
+            processed,
         }
     }
 
@@ -102,6 +113,7 @@ impl FileHandler for FileInbound {
                 self.channel, file.name
             ))
         })?;
+        self.processed.notify_one();
         if !refusals.is_empty() {
             return Err(FileRejection::new(format!(
                 "channel `{}`: file `{}` refused; nothing from it was accepted. Fix these messages and drop the file again:\n{}",

@@ -29,7 +29,7 @@ pub(super) struct Parsed {
 
 impl Parsed {
     /// Moves the record out, for `Store::journal_many`.
-    pub fn take_record(&mut self) -> InboundRecord {
+    pub(super) fn take_record(&mut self) -> InboundRecord {
         InboundRecord {
             channel: std::mem::take(&mut self.record.channel),
             received_at: self.record.received_at,

@@ -4,10 +4,13 @@
 //! AE/CE ("not stored") so the sender resends.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tokio::sync::Notify;
+
 use bytes::Bytes;
-use tracing::{debug, error, info, trace, warn};
+use tracing::{debug, error, info, trace};
 
 use crate::config::InboundChannel;
 use crate::hl7::ack::{AckError, AckOutcome, build_ack};
@@ -24,19 +27,22 @@ pub struct InboundMllp {
     charset: Option<Charset>,
     log_phi: bool,
     store: Store,
+    /// Poked after each commit, so the processor applies the new messages to the census.
+    processed: Arc<Notify>,
     /// Makes every ACK control id unique (MSH-10 of the ACK), across restarts too: it starts
     /// from the start time in microseconds.
     ack_sequence: AtomicU64,
 }
 
 impl InboundMllp {
-    pub fn new(channel: &InboundChannel, store: Store) -> Self {
+    pub fn new(channel: &InboundChannel, store: Store, processed: Arc<Notify>) -> Self {
         let start = jiff::Timestamp::now().as_microsecond();
         InboundMllp {
             channel: channel.name.clone(),
             charset: channel.charset,
             log_phi: channel.log_phi,
             store,
+            processed,
             ack_sequence: AtomicU64::new(u64::try_from(start).unwrap_or(0)),
         }
     }
@@ -127,6 +133,7 @@ impl FrameHandler for InboundMllp {
         let timestamp = hl7_now();
         match &stored {
             Ok(outcomes) => {
+                self.processed.notify_one();
                 for outcome in outcomes {
                     if let JournalOutcome::Duplicate { id, .. } = outcome {
                         info!(peer = %peer, journal_id = id, "duplicate message acknowledged again, not processed twice");

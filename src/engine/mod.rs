@@ -14,6 +14,7 @@
 mod file_in;
 mod intake;
 mod mllp_in;
+mod processor;
 mod web;
 
 use std::collections::BTreeMap;
@@ -138,6 +139,17 @@ pub async fn run(
 
     let mut listeners = bind_listeners(&config, listeners).await?;
     let tracker = TaskTracker::new();
+    // Every intake pokes the processor after a commit; it applies ADT/HPRIM to the census.
+    let processed = Arc::new(tokio::sync::Notify::new());
+    tracker.spawn(
+        processor::run_processor(
+            store.clone(),
+            config.census.clone(),
+            processed.clone(),
+            shutdown.child_token(),
+        )
+        .instrument(info_span!("processor")),
+    );
     let mut handles = Vec::new();
     let mut servers = Vec::new();
 
@@ -159,7 +171,7 @@ pub async fn run(
                     read_timeout: mllp.read_timeout,
                     idle_timeout: mllp.idle_timeout,
                 };
-                let handler = Arc::new(InboundMllp::new(channel, store.clone()));
+                let handler = Arc::new(InboundMllp::new(channel, store.clone(), processed.clone()));
                 let stats = Arc::new(ServerStats::default());
                 let token = shutdown.child_token();
                 let channel_name = name.clone();
@@ -181,7 +193,12 @@ pub async fn run(
                 });
             }
             InboundKind::File(file) => {
-                let handler = Arc::new(FileInbound::new(channel, file.format, store.clone()));
+                let handler = Arc::new(FileInbound::new(
+                    channel,
+                    file.format,
+                    store.clone(),
+                    processed.clone(),
+                ));
                 let stats = Arc::new(InboxStats::default());
                 let token = shutdown.child_token();
                 let settings = file.inbox.clone();

@@ -17,7 +17,7 @@ use crate::posos::{
     SimulatorSettings, SimulatorState,
 };
 use crate::store::Store;
-use crate::store::census::{PatientKey as CensusKey, PatientView};
+use crate::store::{PatientKey as CensusKey, PatientView};
 
 use super::EngineError;
 

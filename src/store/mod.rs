@@ -231,6 +231,14 @@ pub struct JournalEntry {
     pub last_seen_at: jiff::Timestamp,
 }
 
+/// A journal row waiting to be processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unprocessed {
+    pub id: i64,
+    pub channel: String,
+    pub raw: Vec<u8>,
+}
+
 /// A snapshot of the writer's counters, for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -523,6 +531,24 @@ impl Store {
         self.shared
             .readers
             .with(|connection| read::entry(connection, id))
+    }
+
+    /// Accepted, not yet processed journal rows after `after_id`, oldest first (blocking
+    /// pool): what the census processor has left to do, also after a restart.
+    pub async fn accepted_after(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Unprocessed>, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            store
+                .shared
+                .readers
+                .with(|connection| read::accepted_after(connection, after_id, limit))
+        })
+        .await
+        .map_err(|source| self.read_task(source))?
     }
 
     /// [`Store::list_journal`] on the blocking pool, for async callers (HTTP, engine).

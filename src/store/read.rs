@@ -10,7 +10,7 @@ use std::sync::{Mutex, PoisonError};
 use rusqlite::types::Type;
 use rusqlite::{Connection, Row};
 
-use super::{JournalEntry, JournalFilter, JournalSummary, StoreError, schema};
+use super::{JournalEntry, JournalFilter, JournalSummary, StoreError, Unprocessed, schema};
 
 /// Idle read connections kept for reuse; more may be open while a burst of reads runs.
 const MAX_IDLE: usize = 4;
@@ -136,6 +136,27 @@ fn summaries(
 }
 
 /// One journal row with its bytes, if the id exists.
+/// Accepted (not yet processed) rows after `after_id`, oldest first, with their raw bytes: the
+/// work list of the processor that feeds the census.
+pub(super) fn accepted_after(
+    connection: &Connection,
+    after_id: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<Unprocessed>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT id, channel, raw FROM journal WHERE status = 'accepted' AND id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = statement.query_map(rusqlite::params![after_id, limit], |row| {
+        Ok(Unprocessed {
+            id: row.get(0)?,
+            channel: row.get(1)?,
+            raw: row.get(2)?,
+        })
+    })?;
+    rows.collect()
+}
+
 pub(super) fn entry(connection: &Connection, id: i64) -> rusqlite::Result<Option<JournalEntry>> {
     let mut statement = connection.prepare_cached(ENTRY)?;
     let mut rows = statement.query([id])?;
