@@ -136,6 +136,9 @@ pub enum FileFormat {
 #[derive(Debug, Clone)]
 pub struct FileInboxConfig {
     pub format: FileFormat,
+    /// Create the folder at start when missing (local folders; leave false on network mounts,
+    /// where a missing folder means the mount is down).
+    pub create_folder: bool,
     pub inbox: crate::filedrop::InboxSettings,
 }
 
@@ -478,6 +481,8 @@ struct RawInbound {
     archive_folder: Option<String>,
     error_folder: Option<String>,
     max_file_size: Option<Spanned<SizeValue>>,
+    #[serde(default)]
+    create_folder: bool,
 }
 
 /// A size written as a number of bytes or as text with a unit (`64KiB`, `1MiB`, `2MB`).
@@ -857,7 +862,11 @@ impl RawInbound {
                     name: name.to_string(),
                     charset: charset_channel,
                     log_phi: self.log_phi,
-                    kind: InboundKind::File(FileInboxConfig { format, inbox }),
+                    kind: InboundKind::File(FileInboxConfig {
+                        format,
+                        create_folder: self.create_folder,
+                        inbox,
+                    }),
                 })
             }
             other => {

@@ -52,6 +52,17 @@ enum Command {
         #[arg(long)]
         show: Option<i64>,
     },
+    /// Print what the census knows of a patient (identity, INS, encounters, movements).
+    Census {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, group = "key")]
+        ipp: Option<String>,
+        #[arg(long, group = "key")]
+        nda: Option<String>,
+        #[arg(long, group = "key")]
+        ins: Option<String>,
+    },
     /// Send HL7 files over MLLP, one message after the other, and print each answer.
     Send {
         /// HOST:PORT of the MLLP listener.
@@ -97,6 +108,12 @@ fn main() -> ExitCode {
             limit,
             show,
         } => journal(&config, control_id, channel, limit, show),
+        Command::Census {
+            config,
+            ipp,
+            nda,
+            ins,
+        } => census(&config, ipp, nda, ins),
         Command::Send {
             to,
             ack_timeout,
@@ -230,6 +247,34 @@ fn check(config_path: &Path) -> Result<ExitCode, String> {
         config.store.path.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn census(
+    config_path: &Path,
+    ipp: Option<String>,
+    nda: Option<String>,
+    ins: Option<String>,
+) -> Result<ExitCode, String> {
+    use ordobridge::store::PatientKey;
+    let key = match (ipp, nda, ins) {
+        (Some(ipp), _, _) => PatientKey::Ipp(ipp),
+        (_, Some(nda), _) => PatientKey::Nda(nda),
+        (_, _, Some(ins)) => PatientKey::Ins(ins),
+        _ => return Err("say which patient: --ipp X, --nda Y or --ins Z".to_string()),
+    };
+    let config = load_config(config_path)?;
+    let store = Store::open(&config.store.path, StoreOptions::default())
+        .map_err(|e| format!("cannot open the store `{}`: {e}", config.store.path.display()))?;
+    match store
+        .census_patient(&key)
+        .map_err(|e| format!("cannot read the census: {e}"))?
+    {
+        Some(view) => {
+            print!("{}", ordobridge::store::render(&view));
+            Ok(ExitCode::SUCCESS)
+        }
+        None => Err(format!("the census knows no patient with {key:?}")),
+    }
 }
 
 fn journal(

@@ -193,6 +193,11 @@ pub async fn run(
                 });
             }
             InboundKind::File(file) => {
+                if file.create_folder
+                    && let Err(e) = std::fs::create_dir_all(&file.inbox.folder)
+                {
+                    warn!(channel = %name, folder = %file.inbox.folder.display(), error = %e, "cannot create the inbox folder");
+                }
                 let handler = Arc::new(FileInbound::new(
                     channel,
                     file.format,
