@@ -634,7 +634,9 @@ fn validate_launch(raw: RawLaunch, base: &Path, report: &mut Report<'_>) -> Opti
                 report.push(
                     Some(allow.span()),
                     "launch.allow",
-                    format!("{e}: write networks such as `127.0.0.0/8`, `10.1.0.0/16` or `::1/128`"),
+                    format!(
+                        "{e}: write networks such as `127.0.0.0/8`, `10.1.0.0/16` or `::1/128`"
+                    ),
                 );
                 None
             }
@@ -715,7 +717,11 @@ fn validate_posos(
                     format!(
                         "no `[posos.environments.{}]` section (known: {})",
                         environment.get_ref(),
-                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 );
                 return None;
@@ -724,7 +730,8 @@ fn validate_posos(
                 report.push(
                     None,
                     "posos.oauth_client_id",
-                    "remote mode needs the OAuth client id Posos gave you (`oauth_client_id`)".to_string(),
+                    "remote mode needs the OAuth client id Posos gave you (`oauth_client_id`)"
+                        .to_string(),
                 );
             }
             PososMode::Remote {

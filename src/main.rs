@@ -263,8 +263,12 @@ fn census(
         _ => return Err("say which patient: --ipp X, --nda Y or --ins Z".to_string()),
     };
     let config = load_config(config_path)?;
-    let store = Store::open(&config.store.path, StoreOptions::default())
-        .map_err(|e| format!("cannot open the store `{}`: {e}", config.store.path.display()))?;
+    let store = Store::open(&config.store.path, StoreOptions::default()).map_err(|e| {
+        format!(
+            "cannot open the store `{}`: {e}",
+            config.store.path.display()
+        )
+    })?;
     match store
         .census_patient(&key)
         .map_err(|e| format!("cannot read the census: {e}"))?

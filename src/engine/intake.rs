@@ -114,12 +114,7 @@ pub(super) fn read_hl7(intake: &Intake<'_>, payload: &Bytes) -> Vec<Parsed> {
 
 /// A payload refused whole (oversized, interrupted, inconsistent batch): journaled as rejected
 /// with what was kept, and answered AR/CR when its MSH can be read.
-pub(super) fn refused(
-    intake: &Intake<'_>,
-    head: Bytes,
-    code: ErrorCode,
-    reason: String,
-) -> Parsed {
+pub(super) fn refused(intake: &Intake<'_>, head: Bytes, code: ErrorCode, reason: String) -> Parsed {
     let request = AckRequest::salvage(&head);
     warn!(peer = %intake.peer, control_id = lossy(&request.control_id), %reason, "payload refused");
     Parsed {

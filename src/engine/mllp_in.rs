@@ -112,14 +112,24 @@ impl FrameHandler for InboundMllp {
                     self.channel,
                     head.len()
                 );
-                vec![refused(&intake, head, ErrorCode::ApplicationInternal, reason)]
+                vec![refused(
+                    &intake,
+                    head,
+                    ErrorCode::ApplicationInternal,
+                    reason,
+                )]
             }
             Inbound::Interrupted { head } => {
                 let reason = format!(
                     "channel `{}`: frame interrupted by a new start block (0x0B) before its end block (0x1C): the sender must resend the message whole",
                     self.channel
                 );
-                vec![refused(&intake, head, ErrorCode::ApplicationInternal, reason)]
+                vec![refused(
+                    &intake,
+                    head,
+                    ErrorCode::ApplicationInternal,
+                    reason,
+                )]
             }
         };
         let records = parsed
@@ -164,4 +174,3 @@ impl FrameHandler for InboundMllp {
 pub(super) fn hl7_now() -> String {
     jiff::Zoned::now().strftime("%Y%m%d%H%M%S%z").to_string()
 }
-

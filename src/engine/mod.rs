@@ -175,17 +175,19 @@ pub async fn run(
                 let stats = Arc::new(ServerStats::default());
                 let token = shutdown.child_token();
                 let channel_name = name.clone();
-                servers.push(tracker.spawn(
-                    async move {
-                        serve(listener, settings, handler, stats, token)
-                            .await
-                            .map_err(|source| EngineError::Serve {
-                                channel: channel_name,
-                                source,
-                            })
-                    }
-                    .instrument(span),
-                ));
+                servers.push(
+                    tracker.spawn(
+                        async move {
+                            serve(listener, settings, handler, stats, token)
+                                .await
+                                .map_err(|source| EngineError::Serve {
+                                    channel: channel_name,
+                                    source,
+                                })
+                        }
+                        .instrument(span),
+                    ),
+                );
                 handles.push(ChannelHandle {
                     name: name.clone(),
                     local_addr: Some(local_addr),

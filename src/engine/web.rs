@@ -73,7 +73,10 @@ pub(super) fn router(
             router = router.merge(crate::http::router(state));
         }
         _ => {
-            router = router.route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }));
+            router = router.route(
+                "/health",
+                get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+            );
         }
     }
     Ok(router)
@@ -180,15 +183,13 @@ fn patient_context(view: PatientView) -> PatientContext {
         birth_date: view.birth_date,
         sex: view.sex,
         unit: current.as_ref().and_then(|e| e.unit.clone()),
-        attending: current
-            .and_then(|e| e.attending)
-            .and_then(|p| {
-                p.rpps.map(|rpps| PractitionerContext {
-                    rpps,
-                    family: p.family,
-                    given: p.given,
-                })
-            }),
+        attending: current.and_then(|e| e.attending).and_then(|p| {
+            p.rpps.map(|rpps| PractitionerContext {
+                rpps,
+                family: p.family,
+                given: p.given,
+            })
+        }),
     }
 }
 
@@ -200,7 +201,9 @@ struct PososBridge {
 impl PososApi for PososBridge {
     async fn scan_token(&self, body: serde_json::Value) -> Result<String, LaunchFailure> {
         let request: ScanTokenRequest = serde_json::from_value(body).map_err(|e| {
-            LaunchFailure::Other(format!("the scan-token mapping built an unusable request: {e}"))
+            LaunchFailure::Other(format!(
+                "the scan-token mapping built an unusable request: {e}"
+            ))
         })?;
         self.client
             .scan_token(&request)
@@ -210,9 +213,8 @@ impl PososApi for PososBridge {
     }
 
     async fn prepare_guide(&self, body: serde_json::Value) -> Result<String, LaunchFailure> {
-        let request: GuideRequest = serde_json::from_value(body).map_err(|e| {
-            LaunchFailure::Other(format!("the guide request is unusable: {e}"))
-        })?;
+        let request: GuideRequest = serde_json::from_value(body)
+            .map_err(|e| LaunchFailure::Other(format!("the guide request is unusable: {e}")))?;
         self.client
             .prepare_guide(&request)
             .await
