@@ -151,7 +151,7 @@ mod tests {
 
     #[test]
     fn hprim_p_record_feeds_the_census_identity() {
-        let raw = b"H|~^\\&|LAB001||LABO^Labo Synth|||ORU|||||P|H2.2~C|20261122\rP|1|100001|L77||DURAND^JEANNE||19750412|F\rL|1\r";
+        let raw = b"H|~^\\&|LAB001||LABO^Labo Synth|||ORU|||||P|H2.2~C|20261122\rP|1|100001|L77||DURAND~JEANNE||19750412|F\rL|1\r";
         match hprim_update(raw) {
             CensusUpdate::Identity(p) => {
                 assert_eq!(p.ipp, "100001");
