@@ -1139,7 +1139,9 @@ bind = "127.0.0.1:${PORT:-2575}"
             PathBuf::from("/etc/ordobridge/var/ob.db")
         );
         let channel = &config.inbound["adt-in"];
-        let InboundKind::Mllp(mllp) = &channel.kind;
+        let InboundKind::Mllp(mllp) = &channel.kind else {
+            panic!("expected an MLLP channel");
+        };
         assert_eq!(mllp.bind, "127.0.0.1:2575".parse().unwrap());
         assert_eq!(mllp.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
         assert_eq!(channel.charset, None);
@@ -1149,7 +1151,9 @@ bind = "127.0.0.1:${PORT:-2575}"
     fn ok_environment_wins_over_default() {
         let config = load(MINIMAL, &[("DATA", "/srv/ob"), ("PORT", "0")]).unwrap();
         assert_eq!(config.store.path, PathBuf::from("/srv/ob/ob.db"));
-        let InboundKind::Mllp(mllp) = &config.inbound["adt-in"].kind;
+        let InboundKind::Mllp(mllp) = &config.inbound["adt-in"].kind else {
+            panic!("expected an MLLP channel");
+        };
         assert_eq!(mllp.bind.port(), 0);
     }
 
@@ -1248,6 +1252,46 @@ bind = "127.0.0.1:2575"
             vec![
                 "/etc/ordobridge/ob.toml: `store`: missing section: add `[store]` with `path = \"var/ordobridge.db\"`",
                 "/etc/ordobridge/ob.toml: `inbound.b.bind`: address 127.0.0.1:2575 is already used by channel `a`: give each listener its own port",
+            ]
+        );
+    }
+
+    #[test]
+    fn ok_the_shipped_sample_configuration_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/ordobridge.toml");
+        let text = std::fs::read_to_string(&path).expect("sample config");
+        let config =
+            Config::from_str_with_env(&text, &path, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.inbound.len(), 3);
+        assert!(config.http.is_some() && config.launch.is_some() && config.posos.is_some());
+        let InboundKind::File(hprim) = &config.inbound["hprim-files"].kind else {
+            panic!("expected a file channel");
+        };
+        assert_eq!(hprim.format, FileFormat::Hprim);
+        assert!(matches!(
+            hprim.inbox.readiness,
+            crate::filedrop::Readiness::Witness { .. }
+        ));
+        assert_eq!(config.census.ipp_authority.as_deref(), Some("CH_EXEMPLE"));
+    }
+
+    #[test]
+    fn err_file_channel_and_posos_problems_are_located() {
+        let text = r#"[store]
+path = "ob.db"
+[inbound.f]
+protocol = "file"
+folder = "in"
+ready = "sometimes"
+[posos]
+mode = "remote"
+environment = "prod"
+"#;
+        assert_eq!(
+            errors(text),
+            vec![
+                "/etc/ordobridge/ob.toml:6:9: `inbound.f.ready`: unknown readiness `sometimes`: expected `stable` (size and time unchanged for `stable_for`) or `witness` (a `.OK` file beside)",
+                "/etc/ordobridge/ob.toml:9:15: `posos.environment`: no `[posos.environments.prod]` section (known: none)",
             ]
         );
     }
