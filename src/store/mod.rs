@@ -17,6 +17,8 @@
 //!   each request.
 //! - `read`: a small pool of read-only connections for listings and lookups; WAL lets them
 //!   run beside the writer.
+//! - `queue`: the durable outbound queue (enqueue, next pending per destination, delivered /
+//!   retry / dead, replay), written through the same writer thread.
 //!
 //! # Duplicates
 //!
@@ -32,6 +34,7 @@
 //! Dropping every [`Store`] handle, or [`Store::close`], lets the writer finish the queued
 //! requests, commit them and exit; `close` waits for that.
 
+mod queue;
 mod read;
 mod schema;
 mod writer;
@@ -43,6 +46,9 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use self::queue::{
+    DeadLetter, DestinationDepth, OutboundItem, OutboundMessage, OutboundStatus,
+};
 use self::read::Readers;
 use self::writer::{Counters, Prepared, Request};
 

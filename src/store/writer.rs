@@ -19,6 +19,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
+use super::queue::{self, Change, PreparedItem};
 use super::{EntryStatus, InboundRecord, JournalOutcome, RecordStatus, StoreError};
 
 /// Inserts a record, or, when an accepted or processed row has the same duplicate key, bumps
@@ -80,6 +81,19 @@ pub(super) enum Request {
     },
     /// `Store::close`: answered once the queue is drained and the connection closed.
     Close { reply: oneshot::Sender<()> },
+    /// `Store::enqueue`: `ids` is allocated by the caller with room for every item.
+    Enqueue {
+        items: Vec<PreparedItem>,
+        ids: Vec<i64>,
+        reply: oneshot::Sender<Result<Vec<i64>, StoreError>>,
+    },
+    /// An outbound status change (`mark_delivered`, `mark_retry`, `mark_dead`, `replay`);
+    /// `changed` (rows updated) is filled in the transaction, sent after it.
+    Outbound {
+        change: Change,
+        changed: usize,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
 }
 
 /// Counters the writer bumps and `Store::stats` reads; relaxed atomics, no lock.
@@ -218,6 +232,18 @@ pub(super) fn commit_batch(
                 });
             }
             Request::Close { .. } => {}
+            Request::Enqueue { ids, reply, .. } => {
+                let _ = reply.send(match &failure {
+                    None => Ok(ids),
+                    Some(source) => Err(error(source)),
+                });
+            }
+            Request::Outbound { changed, reply, .. } => {
+                let _ = reply.send(match &failure {
+                    None => Ok(changed),
+                    Some(source) => Err(error(source)),
+                });
+            }
         }
     }
 }
@@ -261,6 +287,14 @@ fn execute(
                     }
                 }
                 Request::Close { .. } => {}
+                Request::Enqueue { items, ids, .. } => {
+                    queue::insert(&transaction, items, ids)?;
+                }
+                Request::Outbound {
+                    change, changed, ..
+                } => {
+                    *changed = queue::apply(&transaction, change)?;
+                }
             }
         }
     }
