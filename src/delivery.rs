@@ -624,6 +624,14 @@ impl Worker {
             },
             Err(source) => {
                 let permanent = matches!(source, MllpError::ReservedByte { .. });
+                // The client reports the time that was left of the deadline; the operator
+                // knows the configured timeout.
+                let source = match source {
+                    MllpError::AckTimeout { .. } => MllpError::AckTimeout {
+                        timeout: self.settings.ack_timeout,
+                    },
+                    other => other,
+                };
                 let error = DeliveryError::Send {
                     control_id: message.control_id.clone(),
                     addr: self.settings.addr,
