@@ -213,6 +213,20 @@ pub enum DeliveryError {
         #[source]
         source: ParseError,
     },
+    /// A payload handed to [`outbound_item`] holds a byte MLLP reserves for framing, so it
+    /// could never be sent.
+    #[error(
+        "destination `{destination}`: payload holds reserved MLLP byte `{}` at byte offset {offset}",
+        readable(&[*byte])
+    )]
+    Unframeable {
+        /// The destination it was meant for.
+        destination: String,
+        /// `0x0B` or `0x1C`.
+        byte: u8,
+        /// Its offset in the payload.
+        offset: usize,
+    },
     /// A payload handed to [`outbound_item`] has an empty MSH-10, so its ACK cannot be matched.
     #[error("destination `{destination}`: payload has no control id (MSH-10)")]
     NoControlId {
@@ -311,12 +325,20 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// Builds a queue item from an HL7v2 payload, taking the control id from its MSH-10 (which
-/// the worker checks against MSA-2 and keeps across retries).
+/// the worker checks against MSA-2 and keeps across retries). Payloads that could never be
+/// framed or matched to an ACK are refused here, before they reach the queue.
 pub fn outbound_item(
     destination: &str,
     payload: Bytes,
     source: &str,
 ) -> Result<OutboundItem, DeliveryError> {
+    if let Some(offset) = memchr::memchr2(0x0B, 0x1C, &payload) {
+        return Err(DeliveryError::Unframeable {
+            destination: destination.to_owned(),
+            byte: payload.get(offset).copied().unwrap_or_default(),
+            offset,
+        });
+    }
     let control_id = Message::parse(&payload)
         .map_err(|source| DeliveryError::Payload {
             destination: destination.to_owned(),
@@ -989,9 +1011,69 @@ mod tests {
         "destination `ehr`: payload has no control id (MSH-10)"
     )]
     #[case::err_not_hl7(&b"H|~^\\&|"[..], "destination `ehr`: payload is not an HL7v2 message")]
+    #[case::err_reserved_byte(
+        &b"MSH|^~\\&|ORDO|POSOS|EHR|CHU|||ORM^O01|1|P|2.5\rNTE|1||\x1C\r"[..],
+        "destination `ehr`: payload holds reserved MLLP byte `\\x1C` at byte offset 53"
+    )]
     fn err_outbound_item(#[case] payload: &'static [u8], #[case] text: &str) {
         let err = outbound_item("ehr", Bytes::from_static(payload), "x").unwrap_err();
         assert_eq!(err.to_string(), text);
+    }
+
+    /// A payload enqueued without `outbound_item` that cannot be framed dies at once, and a
+    /// closed store stops the worker.
+    #[tokio::test]
+    async fn err_unframeable_payload_is_dead_lettered_at_once() {
+        use crate::store::{OutboundStatus, StoreOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.sqlite"), StoreOptions::default()).unwrap();
+        // A receiver that accepts and never answers: nothing must be sent to it anyway.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ids = store
+            .enqueue(vec![OutboundItem {
+                destination: "ehr".to_owned(),
+                control_id: "A1".to_owned(),
+                payload: Bytes::from_static(b"MSH|^~\\&|A|B|||||ORM^O01|A1|P|2.5\r\x0B"),
+                source: "test".to_owned(),
+            }])
+            .await
+            .unwrap();
+        let stats = Arc::new(DeliveryStats::default());
+        let worker = tokio::spawn(run_destination(
+            store.clone(),
+            DestinationSettings::new("ehr", addr),
+            Arc::new(Notify::new()),
+            Arc::clone(&stats),
+            CancellationToken::new(),
+        ));
+        let (_socket, _) = listener.accept().await.unwrap();
+        let first = *ids.first().unwrap();
+        let (message, status) = loop {
+            let (message, status) = store.outbound_message(first).unwrap().unwrap();
+            if status != OutboundStatus::Pending {
+                break (message, status);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!((status, message.attempts), (OutboundStatus::Dead, 1));
+        assert_eq!(
+            message.last_error.unwrap(),
+            format!(
+                "cannot deliver `A1` to {addr}: payload holds reserved MLLP byte `\\x0B` \
+                 at byte offset 34"
+            )
+        );
+        store.close().await;
+        tokio::time::timeout(Duration::from_secs(10), worker)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            stats.snapshot().store_errors,
+            1,
+            "stopped on the closed store"
+        );
     }
 
     #[test]
