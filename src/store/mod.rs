@@ -19,6 +19,8 @@
 //!   run beside the writer.
 //! - `census`: the ADT census tables (schema version 2): [`Store::apply_census`] in the
 //!   writer's transaction, [`Store::census_patient`] on the read pool.
+//! - `queue`: the durable outbound queue (enqueue, next pending per destination, delivered /
+//!   retry / dead, replay), written through the same writer thread.
 //!
 //! # Duplicates
 //!
@@ -35,6 +37,7 @@
 //! requests, commit them and exit; `close` waits for that.
 
 mod census;
+mod queue;
 mod read;
 mod schema;
 mod writer;
@@ -51,6 +54,9 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use self::queue::{
+    DeadLetter, DestinationDepth, OutboundItem, OutboundMessage, OutboundStatus,
+};
 use self::read::Readers;
 use self::writer::{Counters, Prepared, Request};
 use crate::census::{CensusUpdate, Practitioner};

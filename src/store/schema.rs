@@ -120,6 +120,26 @@ pub(super) const MIGRATIONS: &[&str] = &[
         text TEXT NOT NULL
     );
     CREATE INDEX census_anomalies_patient ON census_anomalies (patient_id);",
+    // 3: the outbound queue (see `queue`).
+    "CREATE TABLE outbound (
+        id INTEGER PRIMARY KEY,
+        destination TEXT NOT NULL,
+        enqueued_at INTEGER NOT NULL,
+        control_id TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        source TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        last_error TEXT,
+        delivered_at INTEGER,
+        ack BLOB,
+        dead_at INTEGER
+    );
+    -- The head of each destination (oldest pending by id), and the dead letters to list;
+    -- partial, so delivered rows (the bulk) cost nothing here.
+    CREATE INDEX outbound_pending ON outbound (destination, id) WHERE status = 'pending';
+    CREATE INDEX outbound_dead ON outbound (destination, id) WHERE status = 'dead';",
 ];
 
 /// Prepared statements kept per connection: the census alone uses about 30.
@@ -294,6 +314,31 @@ mod tests {
                 "journal_received_at"
             ]
         );
+    }
+
+    #[test]
+    fn ok_outbound_table_and_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let connection = open_writer(&dir.path().join("store.sqlite")).unwrap();
+        let indexes: Vec<String> = connection
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbound'
+                 ORDER BY name",
+            )
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(indexes, ["outbound_dead", "outbound_pending"]);
+        let err = connection
+            .execute_batch(
+                "INSERT INTO outbound (destination, enqueued_at, control_id, payload, source,
+                 status, next_attempt_at) VALUES ('ehr', 0, '1', x'00', '', 'lost', 0)",
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CHECK constraint failed"), "{err}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use super::census::{self, CensusOutcome};
+use super::queue::{self, Change, PreparedItem};
 use super::{EntryStatus, InboundRecord, JournalOutcome, RecordStatus, StoreError};
 use crate::census::CensusUpdate;
 
@@ -90,6 +91,19 @@ pub(super) enum Request {
     },
     /// `Store::close`: answered once the queue is drained and the connection closed.
     Close { reply: oneshot::Sender<()> },
+    /// `Store::enqueue`: `ids` is allocated by the caller with room for every item.
+    Enqueue {
+        items: Vec<PreparedItem>,
+        ids: Vec<i64>,
+        reply: oneshot::Sender<Result<Vec<i64>, StoreError>>,
+    },
+    /// An outbound status change (`mark_delivered`, `mark_retry`, `mark_dead`, `replay`);
+    /// `changed` (rows updated) is filled in the transaction, sent after it.
+    Outbound {
+        change: Change,
+        changed: usize,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
 }
 
 /// Counters the writer bumps and `Store::stats` reads; relaxed atomics, no lock.
@@ -237,6 +251,18 @@ pub(super) fn commit_batch(
                 let _ = reply.send(answer);
             }
             Request::Close { .. } => {}
+            Request::Enqueue { ids, reply, .. } => {
+                let _ = reply.send(match &failure {
+                    None => Ok(ids),
+                    Some(source) => Err(error(source)),
+                });
+            }
+            Request::Outbound { changed, reply, .. } => {
+                let _ = reply.send(match &failure {
+                    None => Ok(changed),
+                    Some(source) => Err(error(source)),
+                });
+            }
         }
     }
 }
@@ -288,6 +314,14 @@ fn execute(
                     *outcome = Some(census::apply(&transaction, *journal_id, update)?);
                 }
                 Request::Close { .. } => {}
+                Request::Enqueue { items, ids, .. } => {
+                    queue::insert(&transaction, items, ids)?;
+                }
+                Request::Outbound {
+                    change, changed, ..
+                } => {
+                    *changed = queue::apply(&transaction, change)?;
+                }
             }
         }
     }

@@ -1,0 +1,540 @@
+//! Outbound delivery against a real, independent MLLP receiver (python-hl7's asyncio server,
+//! `tests/peers/python_hl7_receiver.py`) over loopback, with the real SQLite queue.
+//!
+//! The receiver answers by MSH-10 prefix (AA, AR, AE, AE-then-AA, wrong MSA-2, silence) and
+//! logs every MSH-10 it receives, in order, so the tests can check order and retries.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ordobridge::delivery::{
+    DeliveryStats, DestinationSettings, RetryPolicy, outbound_item, render_dead_letters,
+    render_overview, run_destination,
+};
+use ordobridge::store::{OutboundMessage, OutboundStatus, Store, StoreOptions};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Longest wait for anything in these tests; they normally take well under a second each.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A python-hl7 receiver process, killed by its PID when dropped.
+struct Receiver {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Receiver {
+    /// Starts the receiver on `port` (0: any free port), logging MSH-10s to `log`.
+    fn start(log: &Path, port: u16) -> Receiver {
+        // Once per test binary: tests running in parallel would otherwise each build the
+        // venv on first use.
+        static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+        let python = PYTHON.get_or_init(common::python_peers);
+        let script = common::repo_root().join("tests/peers/python_hl7_receiver.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .arg(log)
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the python-hl7 receiver");
+        let stdout = child.stdout.take().expect("receiver stdout");
+        let mut receiver = Receiver {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            log: log.to_path_buf(),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(port) = line.strip_prefix("PORT ")
+                    && let Ok(port) = port.trim().parse::<u16>()
+                {
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(PATIENCE)
+            .expect("the receiver did not print its port");
+        receiver.addr.set_port(port);
+        receiver
+    }
+
+    /// Every MSH-10 received so far, in arrival order.
+    fn received(&self) -> Vec<String> {
+        received(&self.log)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn received(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The store, the workers and what the tests need to poke and observe them.
+struct Harness {
+    dir: tempfile::TempDir,
+    store: Store,
+    shutdown: CancellationToken,
+    workers: Vec<JoinHandle<()>>,
+    notify: HashMap<String, Arc<Notify>>,
+    stats: HashMap<String, Arc<DeliveryStats>>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("ordobridge.db"), StoreOptions::default())
+            .expect("open store");
+        Harness {
+            dir,
+            store,
+            shutdown: CancellationToken::new(),
+            workers: Vec::new(),
+            notify: HashMap::new(),
+            stats: HashMap::new(),
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("received.txt")
+    }
+
+    /// Starts the worker of a destination.
+    fn spawn(&mut self, settings: DestinationSettings) {
+        let notify = Arc::new(Notify::new());
+        let stats = Arc::new(DeliveryStats::default());
+        self.notify
+            .insert(settings.name.clone(), Arc::clone(&notify));
+        self.stats.insert(settings.name.clone(), Arc::clone(&stats));
+        self.workers.push(tokio::spawn(run_destination(
+            self.store.clone(),
+            settings,
+            notify,
+            stats,
+            self.shutdown.child_token(),
+        )));
+    }
+
+    /// Enqueues one ORM per control id for `destination` and wakes its worker.
+    async fn enqueue(&self, destination: &str, control_ids: &[&str]) -> Vec<i64> {
+        let items = control_ids
+            .iter()
+            .map(|id| {
+                let payload = format!(
+                    "MSH|^~\\&|ORDO|POSOS|EHR|CHU|20240101120000||ORM^O01^ORM_O01|{id}|P|2.5\r\
+                     PID|1||{id}^^^CHU^PI\r"
+                );
+                outbound_item(destination, Bytes::from(payload), "test").expect("valid payload")
+            })
+            .collect();
+        let ids = self.store.enqueue(items).await.expect("enqueue");
+        if let Some(notify) = self.notify.get(destination) {
+            notify.notify_one();
+        }
+        ids
+    }
+
+    fn row(&self, id: i64) -> (OutboundMessage, OutboundStatus) {
+        self.store
+            .outbound_message(id)
+            .expect("read outbound row")
+            .expect("row exists")
+    }
+
+    fn status(&self, id: i64) -> OutboundStatus {
+        self.row(id).1
+    }
+
+    fn stats(&self, destination: &str) -> ordobridge::delivery::DeliveryStatsSnapshot {
+        self.stats
+            .get(destination)
+            .expect("destination started")
+            .snapshot()
+    }
+
+    /// Waits until every id has left `pending`.
+    async fn settled(&self, ids: &[i64]) {
+        wait_for("every message to leave pending", || {
+            ids.iter()
+                .all(|id| self.status(*id) != OutboundStatus::Pending)
+                .then_some(())
+        })
+        .await;
+    }
+
+    /// Cancels the workers and waits for them to stop.
+    async fn stop(&mut self) {
+        self.shutdown.cancel();
+        for worker in self.workers.drain(..) {
+            tokio::time::timeout(PATIENCE, worker)
+                .await
+                .expect("worker stops after shutdown")
+                .expect("worker did not panic");
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Short timings so retries take milliseconds.
+fn settings(name: &str, addr: SocketAddr) -> DestinationSettings {
+    DestinationSettings {
+        ack_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_millis(500),
+        retry: RetryPolicy {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(100),
+            multiplier: 2.0,
+            max_attempts: 10,
+        },
+        poll_interval: Duration::from_millis(200),
+        ..DestinationSettings::new(name, addr)
+    }
+}
+
+/// Polls `probe` until it answers, or fails the test after [`PATIENCE`].
+async fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A loopback port with nobody listening (bound, then released).
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local addr").port()
+}
+
+fn strings(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_delivered_in_order_with_their_acks() {
+    let mut harness = Harness::new();
+    let receiver = Receiver::start(&harness.log_path(), 0);
+    harness.spawn(settings("ehr", receiver.addr));
+    let control_ids: Vec<String> = (1..=20).map(|n| format!("MSG-{n:04}")).collect();
+    let refs: Vec<&str> = control_ids.iter().map(String::as_str).collect();
+    // Two enqueues: the second arrives while the worker is busy with the first.
+    let mut ids = harness.enqueue("ehr", &refs[..10]).await;
+    ids.extend(harness.enqueue("ehr", &refs[10..]).await);
+    harness.settled(&ids).await;
+
+    assert_eq!(receiver.received(), control_ids);
+    for (id, control_id) in ids.iter().zip(&control_ids) {
+        let (row, status) = harness.row(*id);
+        assert_eq!(status, OutboundStatus::Delivered);
+        assert_eq!(row.attempts, 1);
+        assert_eq!(&row.control_id, control_id);
+    }
+    let stats = harness.stats("ehr");
+    assert_eq!((stats.sent, stats.delivered, stats.retried), (20, 20, 0));
+    assert_eq!(stats.connect_failures, 0);
+    assert!(harness.store.queue_overview().expect("overview").is_empty());
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_down_then_up_loses_nothing_and_keeps_order() {
+    let mut harness = Harness::new();
+    let log = harness.log_path();
+    let receiver = Receiver::start(&log, 0);
+    let addr = receiver.addr;
+    harness.spawn(settings("ehr", addr));
+    let first = harness.enqueue("ehr", &["UP-1", "UP-2", "UP-3"]).await;
+    harness.settled(&first).await;
+
+    // The receiver goes away; what is enqueued meanwhile waits, in order.
+    drop(receiver);
+    let second = harness
+        .enqueue("ehr", &["DOWN-1", "FLAKY-2", "DOWN-3", "DOWN-4"])
+        .await;
+    wait_for("two failed connection attempts", || {
+        (harness.stats("ehr").connect_failures >= 2).then_some(())
+    })
+    .await;
+    for id in &second {
+        assert_eq!(harness.status(*id), OutboundStatus::Pending);
+    }
+
+    // Back on the same port: everything goes, in order; the flaky one is retried with the
+    // same MSH-10 until it is accepted, and nothing overtakes it.
+    let receiver = Receiver::start(&log, addr.port());
+    harness.settled(&second).await;
+    assert_eq!(
+        receiver.received(),
+        strings(&[
+            "UP-1", "UP-2", "UP-3", "DOWN-1", "FLAKY-2", "FLAKY-2", "FLAKY-2", "DOWN-3", "DOWN-4"
+        ])
+    );
+    for id in first.iter().chain(&second) {
+        assert_eq!(harness.status(*id), OutboundStatus::Delivered);
+    }
+    let flaky = harness.row(second[1]).0;
+    assert_eq!(flaky.control_id, "FLAKY-2");
+    // Two AE answers, then AA; the send that hit the dead connection may add one more.
+    assert!((3..=4).contains(&flaky.attempts), "{}", flaky.attempts);
+    assert_eq!(
+        flaky.last_error.as_deref(),
+        Some("receiver answered AE to `FLAKY-2`: busy (2)")
+    );
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ar_makes_a_dead_letter_and_the_next_message_proceeds() {
+    let mut harness = Harness::new();
+    let receiver = Receiver::start(&harness.log_path(), 0);
+    harness.spawn(settings("ehr", receiver.addr));
+    let ids = harness.enqueue("ehr", &["MSG-1", "AR-2", "MSG-3"]).await;
+    harness.settled(&ids).await;
+
+    assert_eq!(receiver.received(), strings(&["MSG-1", "AR-2", "MSG-3"]));
+    assert_eq!(harness.status(ids[0]), OutboundStatus::Delivered);
+    assert_eq!(harness.status(ids[1]), OutboundStatus::Dead);
+    assert_eq!(harness.status(ids[2]), OutboundStatus::Delivered);
+
+    let dead = harness
+        .store
+        .dead_letters(Some("ehr"), 10)
+        .expect("dead letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, ids[1]);
+    assert_eq!(dead[0].attempts, 1);
+    assert_eq!(
+        dead[0].reason,
+        "receiver answered AR to `AR-2`: refused by test receiver"
+    );
+    let listing = render_dead_letters(&dead);
+    assert!(listing.contains("AR-2"), "{listing}");
+    assert!(listing.contains("refused by test receiver"), "{listing}");
+    let overview = render_overview(&harness.store.queue_overview().expect("overview"));
+    assert!(
+        overview.starts_with("DESTINATION  PENDING  DEAD"),
+        "{overview}"
+    );
+    assert!(
+        overview.contains("\nehr          0        1     -\n"),
+        "{overview}"
+    );
+    assert_eq!(harness.stats("ehr").dead, 1);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_msa2_is_retried_reported_then_given_up() {
+    let mut harness = Harness::new();
+    let receiver = Receiver::start(&harness.log_path(), 0);
+    let mut settings = settings("ehr", receiver.addr);
+    // Long enough a backoff for the test to see the row pending between attempts.
+    settings.retry = RetryPolicy {
+        initial: Duration::from_millis(300),
+        max: Duration::from_millis(300),
+        multiplier: 1.0,
+        max_attempts: 3,
+    };
+    harness.spawn(settings);
+    let ids = harness.enqueue("ehr", &["WRONG-1", "MSG-2"]).await;
+
+    let pending = wait_for("the first failed attempt", || {
+        let (row, status) = harness.row(ids[0]);
+        (status == OutboundStatus::Pending && row.attempts >= 1).then_some(row)
+    })
+    .await;
+    assert_eq!(
+        pending.last_error.as_deref(),
+        Some("ACK for `OTHER-WRONG-1` while waiting for `WRONG-1`")
+    );
+    harness.settled(&ids).await;
+
+    // Same MSH-10 each time, and MSG-2 only after WRONG-1 was given up.
+    assert_eq!(
+        receiver.received(),
+        strings(&["WRONG-1", "WRONG-1", "WRONG-1", "MSG-2"])
+    );
+    let dead = harness.store.dead_letters(None, 0).expect("dead letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 3);
+    assert_eq!(
+        dead[0].reason,
+        "gave up after 3 attempts: ACK for `OTHER-WRONG-1` while waiting for `WRONG-1`"
+    );
+    assert_eq!(harness.status(ids[1]), OutboundStatus::Delivered);
+    let stats = harness.stats("ehr");
+    assert_eq!((stats.wrong_acks, stats.retried, stats.dead), (3, 2, 1));
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_destination_does_not_block_another() {
+    let mut harness = Harness::new();
+    let receiver = Receiver::start(&harness.log_path(), 0);
+    let unlimited = |mut settings: DestinationSettings| {
+        settings.retry.max_attempts = 0;
+        settings.ack_timeout = Duration::from_millis(200);
+        settings
+    };
+    // `silent`: the receiver never answers its head; `down`: nobody listens.
+    harness.spawn(unlimited(settings("silent", receiver.addr)));
+    let down = SocketAddr::from(([127, 0, 0, 1], closed_port()));
+    harness.spawn(unlimited(settings("down", down)));
+    harness.spawn(settings("ok", receiver.addr));
+
+    let silent = harness.enqueue("silent", &["SILENT-1", "BLOCKED-2"]).await;
+    let unreachable = harness.enqueue("down", &["NOWHERE-1"]).await;
+    let control_ids: Vec<String> = (1..=10).map(|n| format!("OK-{n}")).collect();
+    let refs: Vec<&str> = control_ids.iter().map(String::as_str).collect();
+    let ok = harness.enqueue("ok", &refs).await;
+    harness.settled(&ok).await;
+
+    let got: Vec<String> = receiver
+        .received()
+        .into_iter()
+        .filter(|id| id.starts_with("OK-"))
+        .collect();
+    assert_eq!(got, control_ids);
+    wait_for("the silent head to be retried", || {
+        let (row, _) = harness.row(silent[0]);
+        (row.attempts >= 2).then_some(())
+    })
+    .await;
+    let (head, status) = harness.row(silent[0]);
+    assert_eq!(status, OutboundStatus::Pending);
+    assert_eq!(
+        head.last_error.as_deref(),
+        Some(
+            format!(
+                "cannot deliver `SILENT-1` to {}: no response frame within the ack timeout \
+                 of 200ms",
+                receiver.addr
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(harness.status(silent[1]), OutboundStatus::Pending);
+    assert!(!receiver.received().contains(&"BLOCKED-2".to_owned()));
+    // Connection failures are not attempts of the message: it stays pending, untouched.
+    let (nowhere, status) = harness.row(unreachable[0]);
+    assert_eq!((status, nowhere.attempts), (OutboundStatus::Pending, 0));
+    assert!(harness.stats("down").connect_failures >= 1);
+
+    let overview = harness.store.queue_overview().expect("overview");
+    let names: Vec<(&str, u64)> = overview
+        .iter()
+        .map(|d| (d.destination.as_str(), d.pending))
+        .collect();
+    assert_eq!(names, [("down", 1), ("silent", 2)]);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_sends_a_dead_letter_again_with_the_same_control_id() {
+    let mut harness = Harness::new();
+    let receiver = Receiver::start(&harness.log_path(), 0);
+    let mut settings = settings("ehr", receiver.addr);
+    settings.retry.max_attempts = 2;
+    harness.spawn(settings);
+    // FLAKY answers AE twice then AA: two attempts kill it, the replay gets it through.
+    let ids = harness.enqueue("ehr", &["FLAKY-1"]).await;
+    harness.settled(&ids).await;
+    assert_eq!(harness.status(ids[0]), OutboundStatus::Dead);
+    let dead = harness
+        .store
+        .dead_letters(Some("ehr"), 0)
+        .expect("dead letters");
+    assert_eq!(
+        dead[0].reason,
+        "gave up after 2 attempts: receiver answered AE to `FLAKY-1`: busy (2)"
+    );
+
+    assert_eq!(harness.store.replay(vec![ids[0]]).await.expect("replay"), 1);
+    // No notify: the poll interval finds it, as it would after `ordobridge replay`.
+    wait_for("the replayed message to be delivered", || {
+        (harness.status(ids[0]) == OutboundStatus::Delivered).then_some(())
+    })
+    .await;
+    assert_eq!(
+        receiver.received(),
+        strings(&["FLAKY-1", "FLAKY-1", "FLAKY-1"])
+    );
+    let (row, _) = harness.row(ids[0]);
+    assert_eq!(row.attempts, 1, "attempts restart at the replay");
+    assert!(
+        harness
+            .store
+            .dead_letters(None, 0)
+            .expect("dead")
+            .is_empty()
+    );
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_exchange_in_flight() {
+    let mut harness = Harness::new();
+    let receiver = Receiver::start(&harness.log_path(), 0);
+    let mut settings = settings("ehr", receiver.addr);
+    settings.ack_timeout = Duration::from_millis(700);
+    harness.spawn(settings);
+    let ids = harness.enqueue("ehr", &["SILENT-1", "MSG-2"]).await;
+    wait_for("the receiver to get the message", || {
+        receiver
+            .received()
+            .contains(&"SILENT-1".to_owned())
+            .then_some(())
+    })
+    .await;
+
+    let started = Instant::now();
+    harness.stop().await;
+    // The worker waited for the ACK timeout and recorded the attempt before it stopped.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let (row, status) = harness.row(ids[0]);
+    assert_eq!((status, row.attempts), (OutboundStatus::Pending, 1));
+    assert!(
+        row.last_error
+            .as_deref()
+            .is_some_and(|e| e.ends_with("no response frame within the ack timeout of 700ms")),
+        "{:?}",
+        row.last_error
+    );
+    assert_eq!(harness.status(ids[1]), OutboundStatus::Pending);
+    assert_eq!(receiver.received(), strings(&["SILENT-1"]));
+}
