@@ -46,7 +46,8 @@
 //! # How the model is filled
 //!
 //! - `id`: the RequestGroup `id`, else its first identifier value, else its entry `fullUrl`
-//!   without `urn:uuid:`, else the Bundle identifier value, else the Bundle `id`.
+//!   without `urn:uuid:`, else the Bundle identifier value, else the Bundle `id`, else the
+//!   first line's `id`.
 //! - `authored_at`: as written (FHIR dateTime, normally RFC 3339): the RequestGroup
 //!   `authoredOn`, else the first line's `authoredOn`, else the Bundle `timestamp`.
 //! - `patient`: the RequestGroup `subject`, else the first MedicationRequest `subject`, else
@@ -591,10 +592,10 @@ pub fn read_value(body: &Value) -> Result<Prescription, BundleError> {
         let drugs = root.get("drugs");
         return read::read_fhir(&root, false, drugs);
     }
-    if body.get("resourceType").is_none() {
-        if let Some(drugs) = root.get("drugs") {
-            return v1::read_body(&root, &drugs);
-        }
+    if body.get("resourceType").is_none()
+        && let Some(drugs) = root.get("drugs")
+    {
+        return v1::read_body(&root, &drugs);
     }
     Err(not_a_bundle(&root))
 }

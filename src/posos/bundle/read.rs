@@ -40,11 +40,11 @@ pub(super) fn read_fhir(
         }
     }
     for position in index.of_kind("MedicationRequest") {
-        if let Some(seen) = used.get_mut(position) {
-            if !*seen {
-                *seen = true;
-                order.push(position);
-            }
+        if let Some(seen) = used.get_mut(position)
+            && !*seen
+        {
+            *seen = true;
+            order.push(position);
         }
     }
     let mut lines = Vec::with_capacity(order.len());
@@ -54,20 +54,18 @@ pub(super) fn read_fhir(
         }
     }
     let has_requests = !order.is_empty();
-    if !has_requests {
-        if let Some(drugs) = &drugs {
-            lines = v1::drug_lines(drugs)?;
-        }
+    if !has_requests && let Some(drugs) = &drugs {
+        lines = v1::drug_lines(drugs)?;
     }
 
     let mut document_refs = 0;
     let mut document_found = None;
     for position in index.of_kind("DocumentReference") {
         document_refs += 1;
-        if document_found.is_none() {
-            if let Some(resource) = index.get(position) {
-                document_found = document(&resource.node())?;
-            }
+        if document_found.is_none()
+            && let Some(resource) = index.get(position)
+        {
+            document_found = document(&resource.node())?;
         }
     }
     if !has_requests && document_refs == 0 && lines.is_empty() {
@@ -119,6 +117,9 @@ pub(super) fn read_fhir(
     if id.is_none() {
         id = string(bundle.get("id"))?;
     }
+    if id.is_none() {
+        id = lines.iter().find_map(|l| l.id.clone());
+    }
     if authored_at.is_none() {
         authored_at = lines.iter().find_map(|l| l.authored_at.clone());
     }
@@ -152,15 +153,16 @@ fn collect_actions(
     }
     for action in actions.items() {
         action.object()?;
-        if let Some(reference) = action.get("resource") {
-            if let Some(position) = follow(index, from, &reference, &[], "resource")? {
-                let is_request = index.get(position).map(|r| r.kind) == Some("MedicationRequest");
-                if let Some(seen) = used.get_mut(position) {
-                    if is_request && !*seen {
-                        *seen = true;
-                        order.push(position);
-                    }
-                }
+        if let Some(reference) = action.get("resource")
+            && let Some(position) = follow(index, from, &reference, &[], "resource")?
+        {
+            let is_request = index.get(position).map(|r| r.kind) == Some("MedicationRequest");
+            if let Some(seen) = used.get_mut(position)
+                && is_request
+                && !*seen
+            {
+                *seen = true;
+                order.push(position);
             }
         }
         if let Some(nested) = action.get("action") {
@@ -227,10 +229,10 @@ fn find_patient(
     for from in candidates {
         if let Some(resource) = index.get(from) {
             let node = resource.node();
-            if let Some(subject) = node.get("subject") {
-                if let Some(found) = follow(index, from, &subject, &["Patient"], "Patient")? {
-                    return Ok(Some(found));
-                }
+            if let Some(subject) = node.get("subject")
+                && let Some(found) = follow(index, from, &subject, &["Patient"], "Patient")?
+            {
+                return Ok(Some(found));
             }
         }
     }
@@ -330,10 +332,10 @@ fn line(index: &Index<'_>, from: usize, node: &Node<'_, '_>) -> Result<Line, Bun
     dosages.sort_by_key(|d| (d.sequence.is_none(), d.sequence));
 
     let mut substitution_allowed = None;
-    if let Some(substitution) = node.get("substitution") {
-        if let Some(allowed) = substitution.get("allowedBoolean") {
-            substitution_allowed = Some(allowed.boolean()?);
-        }
+    if let Some(substitution) = node.get("substitution")
+        && let Some(allowed) = substitution.get("allowedBoolean")
+    {
+        substitution_allowed = Some(allowed.boolean()?);
     }
     let mut notes: Vec<String> = Vec::new();
     if let Some(note) = node.get("note") {
@@ -615,10 +617,11 @@ fn dose(node: &Node<'_, '_>) -> Result<Option<Dose>, BundleError> {
     Ok(None)
 }
 
+/// A Quantity's value, unit and unit code.
+type Quantity = (Option<serde_json::Number>, Option<String>, Option<String>);
+
 /// A Quantity as (value, unit, code); a bare number is a value without unit.
-fn quantity(
-    node: &Node<'_, '_>,
-) -> Result<(Option<serde_json::Number>, Option<String>, Option<String>), BundleError> {
+fn quantity(node: &Node<'_, '_>) -> Result<Quantity, BundleError> {
     if node.value.is_number() || node.value.is_string() {
         return Ok((Some(node.number()?), None, None));
     }
@@ -845,11 +848,11 @@ fn observation(node: &Node<'_, '_>) -> Result<Observation, BundleError> {
         unit_code: None,
         effective: string(node.get_any(&["effectiveDateTime", "effectiveInstant"]))?,
     };
-    if out.effective.is_none() {
-        if let Some(period) = node.get("effectivePeriod") {
-            period.object()?;
-            out.effective = string(period.get("start"))?;
-        }
+    if out.effective.is_none()
+        && let Some(period) = node.get("effectivePeriod")
+    {
+        period.object()?;
+        out.effective = string(period.get("start"))?;
     }
     if let Some(quantity_node) = node.get("valueQuantity") {
         let (value, unit, code) = quantity(&quantity_node)?;
@@ -938,7 +941,7 @@ fn base64(node: &Node<'_, '_>) -> Result<Option<String>, BundleError> {
         }
         count += 1;
     }
-    if count % 4 != 0 {
+    if !count.is_multiple_of(4) {
         return Err(BundleError::Invalid {
             path: node.path(),
             expected: "base64 data",
