@@ -66,7 +66,9 @@ impl<'v> Index<'v> {
         if !entries.value.is_array() {
             return Err(entries.invalid("an array"));
         }
-        for (position, entry) in entries.items().enumerate() {
+        for entry in entries.items() {
+            // The true array index (`items` skips `null` elements), for error paths.
+            let position = entry.position().unwrap_or(0);
             entry.object()?;
             let full_url = entry
                 .value
@@ -83,9 +85,9 @@ impl<'v> Index<'v> {
             };
             let container = index.add(resource.value, full_url, origin, None)?;
             if let Some(contained) = resource.get("contained") {
-                for (inner, value) in contained.items().enumerate() {
+                for value in contained.items() {
                     let origin = Origin {
-                        contained: Some(inner),
+                        contained: Some(value.position().unwrap_or(0)),
                         ..origin
                     };
                     index.add(value.value, None, origin, Some(container))?;
@@ -250,6 +252,7 @@ mod tests {
     #[case::err_no_type(json!({ "entry": [{ "resource": { "id": "x" } }] }), "entry[0].resource: `resourceType` is missing")]
     #[case::err_type_number(json!({ "entry": [{ "resource": { "resourceType": 1 } }] }), "entry[0].resource.resourceType: expected a resource type, found 1")]
     #[case::err_contained(json!({ "entry": [{ "resource": { "resourceType": "X", "contained": ["y"] } }] }), "entry[0].resource.contained[0]: expected an object, found \"y\"")]
+    #[case::err_after_nulls(json!({ "entry": [null, { "resource": null }, { "resource": { "resourceType": "X", "contained": [null, 2] } }] }), "entry[2].resource.contained[1]: expected an object, found 2")]
     fn build_errors(#[case] value: Value, #[case] expected: &str) {
         let root = Node::root(&value, Origin::default());
         let error = Index::build(&root, false).unwrap_err();

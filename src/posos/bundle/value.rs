@@ -159,6 +159,15 @@ impl<'v, 'l> Node<'v, 'l> {
             })
     }
 
+    /// The array index of an element that [`items`](Self::items) answered (`None` for a
+    /// single value read as a one-element array).
+    pub(super) fn position(&self) -> Option<usize> {
+        match self.loc.step {
+            Step::Index(index) => Some(index),
+            _ => None,
+        }
+    }
+
     /// An error saying what was expected here and what was found.
     pub(super) fn invalid(&self, expected: &'static str) -> BundleError {
         BundleError::Invalid {
