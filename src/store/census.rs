@@ -571,7 +571,13 @@ impl Apply<'_> {
                 let legal = p.legal_name.as_ref();
                 let used = p.used_name.as_ref();
                 let ins = p.ins.as_ref();
+                // ?1 is the row id for an update, the IPP for an insert; the rest is shared.
+                let key: &dyn rusqlite::ToSql = match &found {
+                    Some((id, _, _)) => id,
+                    None => &p.ipp,
+                };
                 let values = params![
+                    key,
                     legal.map(|n| &n.family),
                     legal.map(|n| &n.given),
                     used.map(|n| &n.family),
@@ -584,24 +590,15 @@ impl Apply<'_> {
                     self.journal_id,
                     hash,
                 ];
-                let first: &dyn rusqlite::ToSql = match &found {
-                    Some((id, _, _)) => id,
-                    None => &p.ipp,
-                };
-                let mut all: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(12);
-                all.push(first);
-                all.extend_from_slice(values);
                 let id = match found {
                     Some((id, _, _)) => {
-                        self.conn
-                            .prepare_cached(PATIENT_UPDATE)?
-                            .execute(all.as_slice())?;
+                        self.conn.prepare_cached(PATIENT_UPDATE)?.execute(values)?;
                         id
                     }
                     None => self
                         .conn
                         .prepare_cached(PATIENT_INSERT)?
-                        .query_row(all.as_slice(), |row| row.get(0))?,
+                        .query_row(values, |row| row.get(0))?,
                 };
                 let mut insert = self.conn.prepare_cached(IDENTIFIER_INSERT)?;
                 for identifier in &p.identifiers {
