@@ -210,17 +210,17 @@ pub struct AnomalyView {
 const JOURNAL_STATUS: &str = "SELECT status FROM journal WHERE id = ?1";
 const MARK_PROCESSED: &str =
     "UPDATE journal SET status = 'processed' WHERE id = ?1 AND status = 'accepted'";
-/// Creates or updates a patient, unless merged (no row returned then).
-const PATIENT_UPSERT: &str = "INSERT INTO census_patients (ipp, legal_family, legal_given,
-        used_family, used_given, birth_date, sex, reliability, ins, ins_oid, journal_id)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-    ON CONFLICT (ipp) DO UPDATE SET legal_family = excluded.legal_family,
-        legal_given = excluded.legal_given, used_family = excluded.used_family,
-        used_given = excluded.used_given, birth_date = excluded.birth_date, sex = excluded.sex,
-        reliability = excluded.reliability, ins = excluded.ins, ins_oid = excluded.ins_oid,
-        journal_id = excluded.journal_id
-    WHERE census_patients.merged_into IS NULL
-    RETURNING id";
+const PATIENT_INSERT: &str = "INSERT INTO census_patients (ipp, legal_family, legal_given,
+        used_family, used_given, birth_date, sex, reliability, ins, ins_oid, journal_id,
+        identity_hash)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id";
+const PATIENT_UPDATE: &str = "UPDATE census_patients SET legal_family = ?2, legal_given = ?3,
+        used_family = ?4, used_given = ?5, birth_date = ?6, sex = ?7, reliability = ?8,
+        ins = ?9, ins_oid = ?10, journal_id = ?11, identity_hash = ?12
+    WHERE id = ?1";
+/// The identity hash lets the common case (same identity again) skip every patient write.
+const PATIENT_LOOKUP: &str =
+    "SELECT id, merged_into, identity_hash FROM census_patients WHERE ipp = ?1";
 const PATIENT_BY_IPP: &str = "SELECT id, merged_into FROM census_patients WHERE ipp = ?1";
 const PATIENT_MERGED_INTO: &str = "SELECT merged_into FROM census_patients WHERE id = ?1";
 const PATIENT_IPP: &str = "SELECT ipp FROM census_patients WHERE id = ?1";
@@ -341,6 +341,46 @@ fn json(practitioner: Option<&Practitioner>) -> rusqlite::Result<Option<String>>
         .transpose()
 }
 
+/// FNV-1a over every identity field the census stores (fields separated by a byte that text
+/// cannot hold), as an `i64` column. Not a security hash: a collision only skips one update
+/// of an identity that differs from the stored one in a 1-in-2^64 way.
+fn identity_hash(p: &Patient) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |text: &str| {
+        for b in text.bytes().chain(std::iter::once(0xFF)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "\u{1}".to_owned());
+    feed(&p.ipp);
+    for id in &p.identifiers {
+        for part in [&id.value, &id.namespace, &id.oid, &id.id_type] {
+            feed(part);
+        }
+    }
+    for name in [&p.legal_name, &p.used_name] {
+        match name {
+            Some(n) => {
+                feed(&n.family);
+                feed(&n.given);
+            }
+            None => feed("\u{1}"),
+        }
+    }
+    match &p.ins {
+        Some(ins) => {
+            feed(&ins.value);
+            feed(&ins.oid);
+        }
+        None => feed("\u{1}"),
+    }
+    feed(&opt(&p.birth_date));
+    feed(&opt(&p.sex));
+    feed(&opt(&p.reliability));
+    i64::from_ne_bytes(h.to_ne_bytes())
+}
+
 /// Folds one movement onto an encounter's state (see the module docs).
 fn step(state: &mut State, f: &Facts) {
     match f.event {
@@ -416,10 +456,16 @@ pub(super) fn apply(
     journal_id: i64,
     update: &CensusUpdate,
 ) -> rusqlite::Result<CensusOutcome> {
-    let status: Option<String> = conn
-        .prepare_cached(JOURNAL_STATUS)?
-        .query_row([journal_id], |row| row.get(0))
-        .optional()?;
+    // Marked first (the transaction makes it atomic with the rest): one statement in the
+    // common case; only a row that was not `accepted` needs a second look.
+    let marked = conn.prepare_cached(MARK_PROCESSED)?.execute([journal_id])?;
+    let status: Option<String> = if marked == 1 {
+        Some("accepted".to_owned())
+    } else {
+        conn.prepare_cached(JOURNAL_STATUS)?
+            .query_row([journal_id], |row| row.get(0))
+            .optional()?
+    };
     let mut cx = Apply {
         conn,
         journal_id,
@@ -469,7 +515,6 @@ pub(super) fn apply(
             ])?;
         }
     }
-    conn.prepare_cached(MARK_PROCESSED)?.execute([journal_id])?;
     Ok(CensusOutcome {
         status,
         anomalies: cx.anomalies,
@@ -501,47 +546,15 @@ impl Apply<'_> {
 
     /// Creates or updates the patient; returns the surviving patient's id.
     fn patient(&mut self, p: &Patient) -> rusqlite::Result<i64> {
-        let legal = p.legal_name.as_ref();
-        let used = p.used_name.as_ref();
-        let ins = p.ins.as_ref();
-        let upserted: Option<i64> = self
+        let hash = identity_hash(p);
+        let found: Option<(i64, Option<i64>, Option<i64>)> = self
             .conn
-            .prepare_cached(PATIENT_UPSERT)?
-            .query_row(
-                params![
-                    p.ipp,
-                    legal.map(|n| &n.family),
-                    legal.map(|n| &n.given),
-                    used.map(|n| &n.family),
-                    used.map(|n| &n.given),
-                    p.birth_date,
-                    p.sex,
-                    p.reliability,
-                    ins.map(|i| &i.value),
-                    ins.map(|i| &i.oid),
-                    self.journal_id,
-                ],
-                |row| row.get(0),
-            )
+            .prepare_cached(PATIENT_LOOKUP)?
+            .query_row([&p.ipp], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
             .optional()?;
-        let id = match upserted {
-            Some(id) => {
-                let mut insert = self.conn.prepare_cached(IDENTIFIER_INSERT)?;
-                for identifier in &p.identifiers {
-                    let authority = if identifier.oid.is_empty() {
-                        &identifier.namespace
-                    } else {
-                        &identifier.oid
-                    };
-                    insert.execute(params![id, identifier.id_type, authority, identifier.value])?;
-                }
-                id
-            }
-            None => {
-                let merged: i64 = self
-                    .conn
-                    .prepare_cached(PATIENT_BY_IPP)?
-                    .query_row([&p.ipp], |row| row.get(0))?;
+        let id = match found {
+            Some((id, None, stored)) if stored == Some(hash) => id,
+            Some((merged, Some(_), _)) => {
                 let survivor = self.resolve(merged)?;
                 let survivor_ipp = self.ipp_of(survivor)?;
                 self.flag(
@@ -553,6 +566,50 @@ impl Apply<'_> {
                     ),
                 );
                 survivor
+            }
+            found => {
+                let legal = p.legal_name.as_ref();
+                let used = p.used_name.as_ref();
+                let ins = p.ins.as_ref();
+                // ?1 is the row id for an update, the IPP for an insert; the rest is shared.
+                let key: &dyn rusqlite::ToSql = match &found {
+                    Some((id, _, _)) => id,
+                    None => &p.ipp,
+                };
+                let values = params![
+                    key,
+                    legal.map(|n| &n.family),
+                    legal.map(|n| &n.given),
+                    used.map(|n| &n.family),
+                    used.map(|n| &n.given),
+                    p.birth_date,
+                    p.sex,
+                    p.reliability,
+                    ins.map(|i| &i.value),
+                    ins.map(|i| &i.oid),
+                    self.journal_id,
+                    hash,
+                ];
+                let id = match found {
+                    Some((id, _, _)) => {
+                        self.conn.prepare_cached(PATIENT_UPDATE)?.execute(values)?;
+                        id
+                    }
+                    None => self
+                        .conn
+                        .prepare_cached(PATIENT_INSERT)?
+                        .query_row(values, |row| row.get(0))?,
+                };
+                let mut insert = self.conn.prepare_cached(IDENTIFIER_INSERT)?;
+                for identifier in &p.identifiers {
+                    let authority = if identifier.oid.is_empty() {
+                        &identifier.namespace
+                    } else {
+                        &identifier.oid
+                    };
+                    insert.execute(params![id, identifier.id_type, authority, identifier.value])?;
+                }
+                id
             }
         };
         self.patient_id = Some(id);

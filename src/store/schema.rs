@@ -57,6 +57,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         -- Only for a validated identity (PID-32 = VALI).
         ins TEXT,
         ins_oid TEXT,
+        -- Hash of the identity fields: an unchanged identity is not rewritten.
+        identity_hash INTEGER,
         journal_id INTEGER NOT NULL
     );
     CREATE INDEX census_patients_ins ON census_patients (ins) WHERE ins IS NOT NULL;
