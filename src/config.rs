@@ -41,6 +41,17 @@ pub struct Config {
     pub posos: Option<PososConfig>,
     /// How ADT and HPRIM messages feed the census.
     pub census: crate::census::CensusSettings,
+    /// Outbound destinations by name: each has its own durable queue and worker.
+    pub outbound: BTreeMap<String, Destination>,
+}
+
+/// Where outbound messages go.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// An MLLP receiver (the EHR), ACK checked against MSH-10.
+    Mllp(crate::delivery::DestinationSettings),
+    /// A drop folder: `NAME.tmp`, fsync, rename, fsync the folder, then the witness.
+    File(crate::filedrop::OutboxSettings),
 }
 
 #[derive(Debug, Clone)]
@@ -386,6 +397,25 @@ struct RawConfig {
     census: Option<RawCensus>,
     launch: Option<Spanned<RawLaunch>>,
     posos: Option<Spanned<RawPosos>>,
+    #[serde(default)]
+    outbound: BTreeMap<String, RawOutbound>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutbound {
+    protocol: Spanned<String>,
+    // mllp
+    address: Option<Spanned<String>>,
+    ack_timeout: Option<Spanned<String>>,
+    connect_timeout: Option<Spanned<String>>,
+    retry_initial: Option<Spanned<String>>,
+    retry_max: Option<Spanned<String>>,
+    max_attempts: Option<u32>,
+    // file
+    folder: Option<String>,
+    name_template: Option<String>,
+    witness_suffix: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -608,12 +638,110 @@ impl RawConfig {
             http,
             launch,
             posos,
+            outbound: self
+                .outbound
+                .into_iter()
+                .filter_map(|(name, raw)| {
+                    let destination = validate_outbound(&name, raw, base, report)?;
+                    Some((name, destination))
+                })
+                .collect(),
             census: crate::census::CensusSettings {
                 ipp_authority: self
                     .census
                     .and_then(|c| c.ipp_authority)
                     .filter(|a| !a.is_empty()),
             },
+        }
+    }
+}
+
+fn validate_outbound(
+    name: &str,
+    raw: RawOutbound,
+    base: &Path,
+    report: &mut Report<'_>,
+) -> Option<Destination> {
+    let prefix = format!("outbound.{name}");
+    match raw.protocol.get_ref().as_str() {
+        "mllp" => {
+            let Some(address) = raw.address else {
+                report.push(
+                    None,
+                    &format!("{prefix}.address"),
+                    format!("MLLP destination `{name}` has no `address`: add `address = \"10.0.0.5:2576\"`"),
+                );
+                return None;
+            };
+            let addr = match address.get_ref().parse::<SocketAddr>() {
+                Ok(addr) => addr,
+                Err(_) => {
+                    report.push(
+                        Some(address.span()),
+                        &format!("{prefix}.address"),
+                        format!(
+                            "invalid address `{}`: expected IP:PORT of the EHR's MLLP listener",
+                            address.get_ref()
+                        ),
+                    );
+                    return None;
+                }
+            };
+            let mut settings = crate::delivery::DestinationSettings::new(name, addr);
+            let mut duration =
+                |value: Option<Spanned<String>>, key: &str, target: &mut Duration| {
+                    if let Some(d) =
+                        value.and_then(|v| duration_value(v, &format!("{prefix}.{key}"), report))
+                    {
+                        *target = d;
+                    }
+                };
+            duration(raw.ack_timeout, "ack_timeout", &mut settings.ack_timeout);
+            duration(
+                raw.connect_timeout,
+                "connect_timeout",
+                &mut settings.connect_timeout,
+            );
+            duration(
+                raw.retry_initial,
+                "retry_initial",
+                &mut settings.retry.initial,
+            );
+            duration(raw.retry_max, "retry_max", &mut settings.retry.max);
+            if let Some(max_attempts) = raw.max_attempts {
+                settings.retry.max_attempts = max_attempts;
+            }
+            Some(Destination::Mllp(settings))
+        }
+        "file" => {
+            let Some(folder) = raw.folder else {
+                report.push(
+                    None,
+                    &format!("{prefix}.folder"),
+                    format!("file destination `{name}` has no `folder`"),
+                );
+                return None;
+            };
+            let settings = crate::filedrop::OutboxSettings {
+                folder: resolve_path(base, &folder),
+                name_template: raw
+                    .name_template
+                    .unwrap_or_else(|| "{control_id}.hl7".to_string()),
+                witness_suffix: raw.witness_suffix.filter(|w| !w.is_empty()),
+            };
+            if let Err(e) = crate::filedrop::Outbox::new(settings.clone()) {
+                report.push(None, &format!("{prefix}.name_template"), e.to_string());
+                return None;
+            }
+            Some(Destination::File(settings))
+        }
+        other => {
+            report.push(
+                Some(raw.protocol.span()),
+                &format!("{prefix}.protocol"),
+                format!("unknown protocol `{other}`: expected `mllp` or `file`"),
+            );
+            None
         }
     }
 }

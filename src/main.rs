@@ -63,6 +63,25 @@ enum Command {
         #[arg(long, group = "key")]
         ins: Option<String>,
     },
+    /// Outbound queues: depth per destination, then the dead letters.
+    Queue {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this destination's dead letters.
+        #[arg(long)]
+        destination: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Put dead letters back in their queue (same MSH-10, attempts reset); the running daemon
+    /// picks them up at its next poll.
+    Replay {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Outbound ids, as `ordobridge queue` lists them.
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
     /// Send HL7 files over MLLP, one message after the other, and print each answer.
     Send {
         /// HOST:PORT of the MLLP listener.
@@ -114,6 +133,12 @@ fn main() -> ExitCode {
             nda,
             ins,
         } => census(&config, ipp, nda, ins),
+        Command::Queue {
+            config,
+            destination,
+            limit,
+        } => queue(&config, destination, limit),
+        Command::Replay { config, ids } => replay(&config, ids),
         Command::Send {
             to,
             ack_timeout,
@@ -247,6 +272,48 @@ fn check(config_path: &Path) -> Result<ExitCode, String> {
         config.store.path.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn open_store(config: &Config) -> Result<Store, String> {
+    Store::open(&config.store.path, StoreOptions::default()).map_err(|e| {
+        format!(
+            "cannot open the store `{}`: {e}",
+            config.store.path.display()
+        )
+    })
+}
+
+fn queue(
+    config_path: &Path,
+    destination: Option<String>,
+    limit: usize,
+) -> Result<ExitCode, String> {
+    let config = load_config(config_path)?;
+    let store = open_store(&config)?;
+    let depths = store
+        .queue_overview()
+        .map_err(|e| format!("cannot read the queues: {e}"))?;
+    print!("{}", ordobridge::delivery::render_overview(&depths));
+    let dead = store
+        .dead_letters(destination.as_deref(), limit)
+        .map_err(|e| format!("cannot read the dead letters: {e}"))?;
+    print!("{}", ordobridge::delivery::render_dead_letters(&dead));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replay(config_path: &Path, ids: Vec<i64>) -> Result<ExitCode, String> {
+    let config = load_config(config_path)?;
+    let store = open_store(&config)?;
+    let wanted = ids.len();
+    let replayed = runtime()?
+        .block_on(store.replay(ids))
+        .map_err(|e| format!("cannot replay: {e}"))?;
+    println!("{replayed} of {wanted} dead letter(s) back in their queue");
+    Ok(if replayed == wanted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 fn census(

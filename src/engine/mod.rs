@@ -14,6 +14,7 @@
 mod file_in;
 mod intake;
 mod mllp_in;
+mod outbox;
 mod processor;
 mod web;
 
@@ -26,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::config::{Config, InboundKind};
+use crate::config::{Config, Destination, InboundKind};
+use crate::delivery::{DeliveryStats, run_destination};
 use crate::filedrop::{InboxStats, run_inbox};
 use crate::mllp::server::{ServerSettings, ServerStats, serve};
 use crate::store::{Store, StoreError, StoreOptions};
@@ -60,6 +62,8 @@ pub enum EngineError {
     },
     #[error("cannot start the HTTP side: {0}")]
     Web(String),
+    #[error("destination `{name}`: {reason}")]
+    Destination { name: String, reason: String },
 }
 
 /// Listeners bound before [`run`]: tests bind `127.0.0.1:0` and read the ports.
@@ -223,6 +227,47 @@ pub async fn run(
                 });
             }
         }
+    }
+    // One worker per outbound destination, each on its own durable queue: a failing
+    // destination blocks only itself.
+    let mut wakers: BTreeMap<String, Arc<tokio::sync::Notify>> = BTreeMap::new();
+    for (name, destination) in &config.outbound {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        wakers.insert(name.clone(), notify.clone());
+        let token = shutdown.child_token();
+        let span = info_span!("destination", destination = %name);
+        match destination {
+            Destination::Mllp(settings) => {
+                let stats = Arc::new(DeliveryStats::default());
+                tracker.spawn(
+                    run_destination(store.clone(), settings.clone(), notify, stats, token)
+                        .instrument(span),
+                );
+            }
+            Destination::File(settings) => {
+                let outbox = crate::filedrop::Outbox::new(settings.clone()).map_err(|e| {
+                    EngineError::Destination {
+                        name: name.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                tracker.spawn(
+                    outbox::run_file_destination(
+                        store.clone(),
+                        name.clone(),
+                        Arc::new(outbox),
+                        notify,
+                        token,
+                    )
+                    .instrument(span),
+                );
+            }
+        }
+        handles.push(ChannelHandle {
+            name: name.clone(),
+            local_addr: None,
+            kind: "outbound",
+        });
     }
     for name in listeners.mllp.keys() {
         warn!(channel = %name, "a listener was given for a channel that is not configured; ignored");
