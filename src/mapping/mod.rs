@@ -457,6 +457,179 @@ fn location(place: String, scope: Option<&Scope<'_, '_>>) -> Location {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use rstest::rstest;
+    use serde_json::json;
+
+    const NESTED: &str = r#"
+[message]
+type = "OMP^O09^OMP_O09"
+version = "2.5"
+charset = "UNICODE UTF-8"
+
+[[segment]]
+id = "MSH"
+fields = { "MSH-10" = "message.control_id" }
+
+[[segment]]
+for_each = "prescription.lines"
+when = "line.status != 'cancelled'"
+
+  [[segment.segment]]
+  id = "RXO"
+  fields = { "RXO-1.1" = { value = "line.code", required = true }, "RXO-1.3" = "line.system | map('system')" }
+
+  [[segment.segment]]
+  for_each = "line.dosages"
+  as = "step"
+
+    [[segment.segment.segment]]
+    id = "NTE"
+    when = "step.text"
+    fields = { "NTE-1" = "line_index ~ '.' ~ step_index", "NTE-3" = "step.text" }
+
+[maps.system]
+"urn:oid:1.2.250.1.213.2.3.1" = "CIP"
+"#;
+
+    fn nested() -> Mapping {
+        Mapping::parse(NESTED, Path::new("omp.toml")).unwrap()
+    }
+
+    fn apply_text(mapping: &Mapping, context: &Value) -> Result<String, String> {
+        mapping
+            .apply(context)
+            .map(|bytes| String::from_utf8(bytes).unwrap())
+            .map_err(|e| e.to_string())
+    }
+
+    const CIP: &str = "urn:oid:1.2.250.1.213.2.3.1";
+
+    #[test]
+    fn ok_nested_groups_conditions_and_indexes() {
+        let context = json!({
+            "message": {"control_id": "C1"},
+            "prescription": {"lines": [
+                {"code": "A", "system": CIP, "dosages": [{"text": "a1"}, {"text": ""}, {"text": "a3"}]},
+                {"code": "X", "status": "cancelled", "dosages": [{"text": "x1"}]},
+                {"code": "B", "dosages": [{"text": "b1|b^2"}]},
+                {"code": "C"}
+            ]}
+        });
+        assert_eq!(
+            apply_text(&nested(), &context).unwrap(),
+            "MSH|^~\\&|||||||OMP^O09^OMP_O09|C1||2.5||||||UNICODE UTF-8\r\
+             RXO|A^^CIP\rNTE|1.1||a1\rNTE|1.3||a3\r\
+             RXO|B\rNTE|3.1||b1\\F\\b\\S\\2\r\
+             RXO|C\r"
+        );
+    }
+
+    #[test]
+    fn ok_missing_list_writes_no_group() {
+        let context = json!({"message": {"control_id": "C1"}, "prescription": {}});
+        assert_eq!(
+            apply_text(&nested(), &context).unwrap(),
+            "MSH|^~\\&|||||||OMP^O09^OMP_O09|C1||2.5||||||UNICODE UTF-8\r"
+        );
+    }
+
+    #[rstest]
+    #[case::err_required(
+        json!({"prescription": {"lines": [{"code": "A"}, {"code": " "}]}}),
+        "`RXO-1.1` in prescription.lines[2]: required value is missing: `line.code` is empty"
+    )]
+    #[case::err_unmapped(
+        json!({"prescription": {"lines": [{"code": "A", "system": "http://snomed.info/sct"}]}}),
+        "`RXO-1.3` in prescription.lines[1]: value `http://snomed.info/sct` is not in map `system`, which has no `default`"
+    )]
+    #[case::err_not_a_list(
+        json!({"prescription": {"lines": {"code": "A"}}}),
+        "`for_each` of group `prescription.lines`: `prescription.lines` gives an object, expected a list"
+    )]
+    #[case::err_nested_not_a_list(
+        json!({"prescription": {"lines": [{"code": "A", "dosages": "1 cp"}]}}),
+        "`for_each` of group `line.dosages` in prescription.lines[1]: `line.dosages` gives text, expected a list"
+    )]
+    #[case::err_not_text(
+        json!({"prescription": {"lines": [{"code": "A", "dosages": [{"text": ["a"]}]}]}}),
+        "`NTE-3` in prescription.lines[1], line.dosages[1]: `step.text` gives a list, expected text: use a field of it, or `join`, `first` or `count`"
+    )]
+    #[case::err_group_when(
+        json!({"prescription": {"lines": [{"code": "A", "status": {"x": 1}}]}}),
+        "`when` of group `prescription.lines` in prescription.lines[1]: `line.status != 'cancelled'` gives an object, expected text: use a field of it, or `join`, `first` or `count`"
+    )]
+    fn err_apply(#[case] context: Value, #[case] expected: &str) {
+        assert_eq!(apply_text(&nested(), &context).unwrap_err(), expected);
+    }
+
+    #[test]
+    fn err_charset_names_the_field() {
+        let text = NESTED.replace("UNICODE UTF-8", "8859/1");
+        let mapping = Mapping::parse(&text, Path::new("omp.toml")).unwrap();
+        let context = json!({"prescription": {"lines": [
+            {"code": "A", "dosages": [{"text": "ok"}, {"text": "≥ 2"}]}
+        ]}});
+        assert_eq!(
+            apply_text(&mapping, &context).unwrap_err(),
+            "`NTE-3` in prescription.lines[1], line.dosages[2]: character `≥` (U+2265) at char 0 cannot be encoded in 8859/1"
+        );
+    }
+
+    #[test]
+    fn err_not_a_date_hides_the_value() {
+        let text = NESTED.replace(
+            "\"NTE-3\" = \"step.text\"",
+            "\"NTE-3\" = \"step.text | date('%Y%m%d')\"",
+        );
+        let mapping = Mapping::parse(&text, Path::new("omp.toml")).unwrap();
+        let context = json!({"prescription": {"lines": [
+            {"code": "A", "dosages": [{"text": "Dupont 12/05"}]}
+        ]}});
+        assert_eq!(
+            apply_text(&mapping, &context).unwrap_err(),
+            "`NTE-3` in prescription.lines[1], line.dosages[1]: `step.text | date('%Y%m%d')` is not a date: expected an RFC 3339 timestamp, `YYYY-MM-DD` or HL7 `YYYYMMDD[HHMM[SS]]`"
+        );
+    }
+
+    /// Records what the evaluator hands to a writer, as an HPRIM writer would receive it.
+    #[derive(Default)]
+    struct Recorder(Vec<String>);
+
+    impl OutputWriter for Recorder {
+        type Error = std::fmt::Error;
+
+        fn start_segment(&mut self, id: &str) -> Result<(), Self::Error> {
+            self.0.push(id.to_string());
+            Ok(())
+        }
+
+        fn set(&mut self, target: &Target, text: &str) -> Result<(), Self::Error> {
+            if text == "refuse" {
+                return Err(std::fmt::Error);
+            }
+            self.0.push(format!("{}={text}", target.path()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn ok_write_to_any_writer() {
+        let context = json!({"message": {"control_id": "C1"}, "prescription": {"lines": [
+            {"code": "A", "dosages": [{"text": "a|1"}]}
+        ]}});
+        let mut recorder = Recorder::default();
+        nested().write_to(&context, &mut recorder).unwrap();
+        assert_eq!(
+            recorder.0,
+            ["MSH", "MSH-10=C1", "RXO", "RXO-1.1=A", "NTE", "NTE-1=1.1", "NTE-3=a|1"]
+        );
+        let context = json!({"prescription": {"lines": [{"code": "refuse"}]}});
+        let err = nested().write_to(&context, &mut Recorder::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`RXO-1.1` in prescription.lines[1]: an error occurred when formatting an argument"
+        );
+    }
 
     #[test]
     fn ok_mapping_is_send_and_sync() {
