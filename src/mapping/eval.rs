@@ -344,9 +344,7 @@ fn call<'a>(
             Ok(Val::Str(Cow::Owned(out)))
         }
         Func::First => match value {
-            Val::Json(Value::Array(items)) => {
-                Ok(items.first().map_or(Val::Missing, |v| Val::Json(v)))
-            }
+            Val::Json(Value::Array(items)) => Ok(items.first().map_or(Val::Missing, Val::Json)),
             Val::Spread(list, rest) => {
                 let mut first = Val::Missing;
                 each_leaf(list, rest, &mut |leaf| {
@@ -538,7 +536,10 @@ mod tests {
     #[case::ok_truncate_chars("census.family | truncate(4)", Some("Lefè"))]
     #[case::ok_truncate_short("census.ipp | truncate(199)", Some("IPP1"))]
     #[case::ok_truncate_owned("census.family | upper | truncate(3)", Some("LEF"))]
-    #[case::ok_replace("line.medication.display | replace(' ', '_')", Some("Prednisone_20_mg"))]
+    #[case::ok_replace(
+        "line.medication.display | replace(' ', '_')",
+        Some("Prednisone_20_mg")
+    )]
     #[case::ok_default_blank("census.nda | default(census.ipp)", Some("IPP1"))]
     #[case::ok_default_missing("census.nothing | default('inconnu')", Some("inconnu"))]
     #[case::ok_default_kept("census.ipp | default('x')", Some("IPP1"))]
@@ -548,10 +549,7 @@ mod tests {
     #[case::ok_map_default_on_missing("census.nothing | map('sex')", Some("U"))]
     #[case::ok_map_strict_missing("census.nothing | map('strict')", None)]
     #[case::ok_join_array("prescription.tags | join('/')", Some("x/y"))]
-    #[case::ok_join_spread(
-        "prescription.lines[].medication.code | join(', ')",
-        Some("A1, B2")
-    )]
+    #[case::ok_join_spread("prescription.lines[].medication.code | join(', ')", Some("A1, B2"))]
     #[case::ok_join_nested_spread(
         "prescription.lines[].dosages[].text | join(' / ')",
         Some("1 cp matin / 1 cp soir")
@@ -568,7 +566,10 @@ mod tests {
     #[case::ok_compare_number("line_index == 1", Some("true"))]
     #[case::ok_compare_missing_empty("census.nothing == ''", Some("true"))]
     #[case::ok_not_equal("census.sex != 'F'", Some("false"))]
-    #[case::ok_and_or("census.nda or census.ipp == 'IPP1' and not census.nothing", Some("true"))]
+    #[case::ok_and_or(
+        "census.nda or census.ipp == 'IPP1' and not census.nothing",
+        Some("true")
+    )]
     fn ok_eval(#[case] src: &str, #[case] expected: Option<&str>) {
         assert_eq!(run(src).unwrap().as_deref(), expected);
     }
@@ -659,7 +660,9 @@ mod tests {
     #[test]
     fn ok_datetime_of_context_and_empty() {
         assert_eq!(
-            run("message.now | datetime('%Y%m%d%H%M')").unwrap().as_deref(),
+            run("message.now | datetime('%Y%m%d%H%M')")
+                .unwrap()
+                .as_deref(),
             Some("202410270230")
         );
         assert_eq!(run("census.nda | datetime('%Y')").unwrap(), None);

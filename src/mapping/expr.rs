@@ -240,13 +240,19 @@ impl<'s, 'n> Parser<'s, 'n> {
             None => "the end".to_string(),
             Some(c) => {
                 let mut buf = [0u8; 4];
-                format!("`{}`", crate::hl7::readable(c.encode_utf8(&mut buf).as_bytes()))
+                format!(
+                    "`{}`",
+                    crate::hl7::readable(c.encode_utf8(&mut buf).as_bytes())
+                )
             }
         }
     }
 
     fn text_of(&self, node: &Node) -> &'s str {
-        self.src.get(node.start..node.end).unwrap_or(self.src).trim()
+        self.src
+            .get(node.start..node.end)
+            .unwrap_or(self.src)
+            .trim()
     }
 
     /// Refuses a list where one value is needed.
@@ -277,8 +283,8 @@ impl<'s, 'n> Parser<'s, 'n> {
     fn keyword(&mut self, kw: &str) -> bool {
         self.skip_ws();
         let rest = self.src.as_bytes().get(self.pos..).unwrap_or_default();
-        let matches = rest.starts_with(kw.as_bytes())
-            && !rest.get(kw.len()).copied().is_some_and(is_ident);
+        let matches =
+            rest.starts_with(kw.as_bytes()) && !rest.get(kw.len()).copied().is_some_and(is_ident);
         if matches {
             self.pos += kw.len();
         }
@@ -417,7 +423,10 @@ impl<'s, 'n> Parser<'s, 'n> {
             let Some(name) = self.ident() else {
                 return self.fail(
                     self.pos,
-                    format_args!("expected a function name after `|`, found {}", self.found(self.pos)),
+                    format_args!(
+                        "expected a function name after `|`, found {}",
+                        self.found(self.pos)
+                    ),
                     "",
                 );
             };
@@ -445,7 +454,9 @@ impl<'s, 'n> Parser<'s, 'n> {
                                 return self.fail(
                                     self.pos,
                                     format_args!("unexpected {}", self.found(self.pos)),
-                                    &format!("expected `,` or `)` to end the arguments of `{name}`"),
+                                    &format!(
+                                        "expected `,` or `)` to end the arguments of `{name}`"
+                                    ),
                                 );
                             }
                         }
@@ -502,21 +513,28 @@ impl<'s, 'n> Parser<'s, 'n> {
             ("upper" | "lower" | "trim" | "first" | "count", _) => {
                 return self.usage(name_pos, name, "no arguments");
             }
-            ("map", [Node { expr: Expr::Text(map), start, .. }]) => {
-                match self.names.maps.iter().position(|m| **m == **map) {
-                    Some(index) => Func::Map(index),
-                    None => {
-                        let known = if self.names.maps.is_empty() {
-                            "the file defines no `[maps.…]` tables".to_string()
-                        } else {
-                            let names: Vec<String> =
-                                self.names.maps.iter().map(|m| format!("`{m}`")).collect();
-                            format!("the file defines {}", names.join(", "))
-                        };
-                        return self.fail(*start, format_args!("unknown map `{map}`"), &known);
-                    }
+            (
+                "map",
+                [
+                    Node {
+                        expr: Expr::Text(map),
+                        start,
+                        ..
+                    },
+                ],
+            ) => match self.names.maps.iter().position(|m| **m == **map) {
+                Some(index) => Func::Map(index),
+                None => {
+                    let known = if self.names.maps.is_empty() {
+                        "the file defines no `[maps.…]` tables".to_string()
+                    } else {
+                        let names: Vec<String> =
+                            self.names.maps.iter().map(|m| format!("`{m}`")).collect();
+                        format!("the file defines {}", names.join(", "))
+                    };
+                    return self.fail(*start, format_args!("unknown map `{map}`"), &known);
                 }
-            }
+            },
             ("map", _) => {
                 return self.usage(
                     name_pos,
@@ -524,9 +542,14 @@ impl<'s, 'n> Parser<'s, 'n> {
                     "the name of a `[maps.…]` table in quotes, e.g. `map('sex')`",
                 );
             }
-            ("truncate", [Node { expr: Expr::Int(n), .. }]) if *n >= 1 => {
-                Func::Truncate(usize::try_from(*n).unwrap_or(usize::MAX))
-            }
+            (
+                "truncate",
+                [
+                    Node {
+                        expr: Expr::Int(n), ..
+                    },
+                ],
+            ) if *n >= 1 => Func::Truncate(usize::try_from(*n).unwrap_or(usize::MAX)),
             ("truncate", _) => {
                 return self.usage(
                     name_pos,
@@ -534,11 +557,28 @@ impl<'s, 'n> Parser<'s, 'n> {
                     "a number of characters (at least 1), e.g. `truncate(199)`",
                 );
             }
-            ("join", [Node { expr: Expr::Text(sep), .. }]) => Func::Join(sep.clone()),
+            (
+                "join",
+                [
+                    Node {
+                        expr: Expr::Text(sep),
+                        ..
+                    },
+                ],
+            ) => Func::Join(sep.clone()),
             ("join", _) => {
                 return self.usage(name_pos, name, "a separator in quotes, e.g. `join(', ')`");
             }
-            ("datetime", [Node { expr: Expr::Text(f), start, .. }]) => {
+            (
+                "datetime",
+                [
+                    Node {
+                        expr: Expr::Text(f),
+                        start,
+                        ..
+                    },
+                ],
+            ) => {
                 self.check_format(f, true, *start)?;
                 self.uses_time = true;
                 Func::DateTime(f.clone())
@@ -550,7 +590,16 @@ impl<'s, 'n> Parser<'s, 'n> {
                     "a format in quotes, e.g. `datetime('%Y%m%d%H%M%S')`",
                 );
             }
-            ("date", [Node { expr: Expr::Text(f), start, .. }]) => {
+            (
+                "date",
+                [
+                    Node {
+                        expr: Expr::Text(f),
+                        start,
+                        ..
+                    },
+                ],
+            ) => {
                 self.check_format(f, false, *start)?;
                 self.uses_time = true;
                 Func::Date(f.clone())
@@ -561,8 +610,14 @@ impl<'s, 'n> Parser<'s, 'n> {
             (
                 "replace",
                 [
-                    Node { expr: Expr::Text(from), .. },
-                    Node { expr: Expr::Text(to), .. },
+                    Node {
+                        expr: Expr::Text(from),
+                        ..
+                    },
+                    Node {
+                        expr: Expr::Text(to),
+                        ..
+                    },
                 ],
             ) if !from.is_empty() => Func::Replace(from.clone(), to.clone()),
             ("replace", _) => {
@@ -626,7 +681,11 @@ impl<'s, 'n> Parser<'s, 'n> {
                 } else {
                     format!("{e} (`date` has no time: use `datetime` for hours and offsets)")
                 };
-                self.fail(pos, format_args!("invalid `{name}` format `{format}`"), &hint)
+                self.fail(
+                    pos,
+                    format_args!("invalid `{name}` format `{format}`"),
+                    &hint,
+                )
             }
         }
     }
@@ -684,7 +743,11 @@ impl<'s, 'n> Parser<'s, 'n> {
                     &format!("close it with `{}`", char::from(quote)),
                 );
             };
-            out.push_str(self.src.get(self.pos..self.pos + offset).unwrap_or_default());
+            out.push_str(
+                self.src
+                    .get(self.pos..self.pos + offset)
+                    .unwrap_or_default(),
+            );
             self.pos += offset + 1;
             if self.peek() == Some(quote) {
                 out.push(char::from(quote));
@@ -746,7 +809,10 @@ impl<'s, 'n> Parser<'s, 'n> {
                         None => {
                             return self.fail(
                                 self.pos,
-                                format_args!("expected a name after `.`, found {}", self.found(self.pos)),
+                                format_args!(
+                                    "expected a name after `.`, found {}",
+                                    self.found(self.pos)
+                                ),
                                 "",
                             );
                         }
@@ -783,7 +849,11 @@ impl<'s, 'n> Parser<'s, 'n> {
                         }
                         Ok(n) => steps.push(Step::Index(n - 1)),
                         Err(_) => {
-                            return self.fail(open, format_args!("index `{digits}` is too large"), "");
+                            return self.fail(
+                                open,
+                                format_args!("index `{digits}` is too large"),
+                                "",
+                            );
                         }
                     }
                 }
@@ -969,7 +1039,10 @@ mod tests {
     }
 
     #[rstest]
-    #[case::err_empty("", "expected a value at character 1: a path such as `census.ipp`, a text in quotes or a number")]
+    #[case::err_empty(
+        "",
+        "expected a value at character 1: a path such as `census.ipp`, a text in quotes or a number"
+    )]
     #[case::err_unknown_root(
         "lin.medication",
         "unknown name `lin` at character 1: expected `prescription`, `census`, `message`, `line`, `line_index`, `dosage`, `dosage_index`"
@@ -990,18 +1063,27 @@ mod tests {
         "census.unit | truncate(0)",
         "wrong arguments for `truncate` at character 15: it takes a number of characters (at least 1), e.g. `truncate(199)`"
     )]
-    #[case::err_upper_args("census.unit | upper(2)", "wrong arguments for `upper` at character 15: it takes no arguments")]
+    #[case::err_upper_args(
+        "census.unit | upper(2)",
+        "wrong arguments for `upper` at character 15: it takes no arguments"
+    )]
     #[case::err_unterminated("'abc", "unterminated text at character 1: close it with `'`")]
     #[case::err_zero_index(
         "line.dosages[0].text",
         "index `[0]` at character 13: indexes are 1-based as in HL7 paths: `[1]` is the first item"
     )]
-    #[case::err_bad_index("line.dosages[x]", "expected `[n]` or `[]` at character 13: `[1]` is the first item, `[]` every item")]
+    #[case::err_bad_index(
+        "line.dosages[x]",
+        "expected `[n]` or `[]` at character 13: `[1]` is the first item, `[]` every item"
+    )]
     #[case::err_trailing(
         "census.ipp census.nda",
         "unexpected `c` at character 12: expected `|`, `~`, `==`, `!=`, `and`, `or` or the end"
     )]
-    #[case::err_single_equal("census.sex = 'F'", "unexpected `=` at character 12: compare with `==`")]
+    #[case::err_single_equal(
+        "census.sex = 'F'",
+        "unexpected `=` at character 12: compare with `==`"
+    )]
     #[case::err_list_alone(
         "prescription.lines[].id",
         "`prescription.lines[].id` is a list at character 1: follow it with `join(', ')`, `first` or `count`"
@@ -1014,9 +1096,15 @@ mod tests {
         "'x' ~ prescription.lines[].id",
         "`prescription.lines[].id` is a list at character 7: follow it with `join(', ')`, `first` or `count`"
     )]
-    #[case::err_index_has_fields("line_index.x", "`line_index` is a number at character 1: it has no `.name` or `[n]` after it")]
+    #[case::err_index_has_fields(
+        "line_index.x",
+        "`line_index` is a number at character 1: it has no `.name` or `[n]` after it"
+    )]
     #[case::err_dot_nothing("census.", "expected a name after `.`, found the end at character 8")]
-    #[case::err_pipe_nothing("census.ipp |", "expected a function name after `|`, found the end at character 13")]
+    #[case::err_pipe_nothing(
+        "census.ipp |",
+        "expected a function name after `|`, found the end at character 13"
+    )]
     #[case::err_unclosed_paren(
         "(census.ipp",
         "expected `)`, found the end at character 12: to close the `(` at character 1"
@@ -1025,10 +1113,22 @@ mod tests {
         "census.ipp | default('x'",
         "unexpected the end at character 25: expected `,` or `)` to end the arguments of `default`"
     )]
-    #[case::err_keyword_value("and", "expected a value, found `and` at character 1: `and`, `or` and `not` join conditions")]
-    #[case::err_control_char("census.ipp\u{b}", "unexpected `\\x0B` at character 11: expected `|`, `~`, `==`, `!=`, `and`, `or` or the end")]
-    #[case::err_number_too_large("99999999999999999999", "number `99999999999999999999` is too large at character 1")]
-    #[case::err_number_then_letters("12ab", "unexpected `a` at character 3: a number is digits only; put other text in quotes")]
+    #[case::err_keyword_value(
+        "and",
+        "expected a value, found `and` at character 1: `and`, `or` and `not` join conditions"
+    )]
+    #[case::err_control_char(
+        "census.ipp\u{b}",
+        "unexpected `\\x0B` at character 11: expected `|`, `~`, `==`, `!=`, `and`, `or` or the end"
+    )]
+    #[case::err_number_too_large(
+        "99999999999999999999",
+        "number `99999999999999999999` is too large at character 1"
+    )]
+    #[case::err_number_then_letters(
+        "12ab",
+        "unexpected `a` at character 3: a number is digits only; put other text in quotes"
+    )]
     #[case::err_datetime_format(
         "message.now | datetime('%J')",
         "invalid `datetime` format `%J` at character 24: strftime formatting failed: found unrecognized specifier directive `J`"
@@ -1061,13 +1161,22 @@ mod tests {
     #[case::ok_nested("line.dosages", Ok("line.dosages"))]
     #[case::err_expression(
         "prescription.lines | first",
-        Err("`prescription.lines | first` is not a path: `for_each` takes the path of a list, such as `prescription.lines`")
+        Err(
+            "`prescription.lines | first` is not a path: `for_each` takes the path of a list, such as `prescription.lines`"
+        )
     )]
     #[case::err_spread(
         "prescription.lines[].dosages",
-        Err("`prescription.lines[].dosages` has `[]`: `for_each` takes the path of the list itself, such as `prescription.lines`")
+        Err(
+            "`prescription.lines[].dosages` has `[]`: `for_each` takes the path of the list itself, such as `prescription.lines`"
+        )
     )]
-    #[case::err_index("line_index", Err("`line_index` is a number, not a list: `for_each` needs a path to a list such as `prescription.lines`"))]
+    #[case::err_index(
+        "line_index",
+        Err(
+            "`line_index` is a number, not a list: `for_each` needs a path to a list such as `prescription.lines`"
+        )
+    )]
     fn for_each_paths(#[case] src: &str, #[case] expected: Result<&str, &str>) {
         let vars = ["line".to_string()];
         let names = Names {

@@ -409,11 +409,8 @@ impl Compiler<'_, '_> {
         let entries = match value.get_ref() {
             DeValue::Array(entries) if !entries.is_empty() => entries,
             DeValue::Array(_) => {
-                self.report.push(
-                    Some(value.span()),
-                    key,
-                    "expected at least one segment",
-                );
+                self.report
+                    .push(Some(value.span()), key, "expected at least one segment");
                 return Vec::new();
             }
             other => {
@@ -450,10 +447,7 @@ impl Compiler<'_, '_> {
             self.report.push(
                 Some(entry.span()),
                 key,
-                format!(
-                    "expected a table, found {}",
-                    entry.get_ref().type_str()
-                ),
+                format!("expected a table, found {}", entry.get_ref().type_str()),
             );
             return None;
         };
@@ -754,7 +748,10 @@ impl Compiler<'_, '_> {
                     let item_key = format!("{key}.{}", name.get_ref());
                     match name.get_ref().as_ref() {
                         "value" => {
-                            value = self.report.string(item, &item_key).map(|s| (s, item.span()));
+                            value = self
+                                .report
+                                .string(item, &item_key)
+                                .map(|s| (s, item.span()));
                         }
                         "required" => match item.get_ref() {
                             DeValue::Boolean(b) => required = *b,
@@ -774,7 +771,9 @@ impl Compiler<'_, '_> {
                             self.report.push(
                                 Some(name.span()),
                                 &item_key,
-                                format!("unknown key `{other}`: a field has `value` and `required`"),
+                                format!(
+                                    "unknown key `{other}`: a field has `value` and `required`"
+                                ),
                             );
                             valid = false;
                         }
@@ -912,7 +911,9 @@ impl Compiler<'_, '_> {
         } else if CONTEXT_ROOTS.contains(&name) || KEYWORDS.contains(&name) {
             format!("item name `{name}` is reserved: choose another with `as`")
         } else if vars.iter().any(|v| v == name) {
-            format!("item name `{name}` is already used by an enclosing group: choose another with `as`")
+            format!(
+                "item name `{name}` is already used by an enclosing group: choose another with `as`"
+            )
         } else {
             return Some(name.to_string());
         };
@@ -982,13 +983,25 @@ mod tests {
     }
 
     #[rstest]
-    #[case::ok_plain_table("[[segment]]\nid = \"PID\"\n[segment.fields]\n\"PID-3.1\" = \"census.ipp\"\n")]
-    #[case::ok_required("[[segment]]\nid = \"PID\"\nfields = { \"PID-3.1\" = { value = \"census.ipp\", required = true } }\n")]
+    #[case::ok_plain_table(
+        "[[segment]]\nid = \"PID\"\n[segment.fields]\n\"PID-3.1\" = \"census.ipp\"\n"
+    )]
+    #[case::ok_required(
+        "[[segment]]\nid = \"PID\"\nfields = { \"PID-3.1\" = { value = \"census.ipp\", required = true } }\n"
+    )]
     #[case::ok_z_segment("[[segment]]\nid = \"ZXY\"\nfields = { \"ZXY-99\" = \"'x'\" }\n")]
-    #[case::ok_disjoint_components("[[segment]]\nid = \"PID\"\nfields = { \"PID-3.1\" = \"'a'\", \"PID-3.4\" = \"'b'\", \"PID-3[2].1\" = \"'c'\" }\n")]
-    #[case::ok_group_as("[[segment]]\nfor_each = \"prescription.lines\"\nas = \"rx\"\n[[segment.segment]]\nid = \"ORC\"\nfields = { \"ORC-2\" = \"rx.id ~ rx_index\" }\n")]
-    #[case::ok_maps("[[segment]]\nid = \"PID\"\nfields = { \"PID-8\" = \"census.sex | map('sex')\" }\n[maps.sex]\nF = \"F\"\ndefault = \"U\"\n")]
-    #[case::ok_timezone_and_format("[[segment]]\nid = \"EVN\"\nfields = { \"EVN-2\" = \"message.now | datetime('%Y%m%d%H%M')\" }\n")]
+    #[case::ok_disjoint_components(
+        "[[segment]]\nid = \"PID\"\nfields = { \"PID-3.1\" = \"'a'\", \"PID-3.4\" = \"'b'\", \"PID-3[2].1\" = \"'c'\" }\n"
+    )]
+    #[case::ok_group_as(
+        "[[segment]]\nfor_each = \"prescription.lines\"\nas = \"rx\"\n[[segment.segment]]\nid = \"ORC\"\nfields = { \"ORC-2\" = \"rx.id ~ rx_index\" }\n"
+    )]
+    #[case::ok_maps(
+        "[[segment]]\nid = \"PID\"\nfields = { \"PID-8\" = \"census.sex | map('sex')\" }\n[maps.sex]\nF = \"F\"\ndefault = \"U\"\n"
+    )]
+    #[case::ok_timezone_and_format(
+        "[[segment]]\nid = \"EVN\"\nfields = { \"EVN-2\" = \"message.now | datetime('%Y%m%d%H%M')\" }\n"
+    )]
     fn ok_load(#[case] tail: &str) {
         load(&format!("{HEAD}{tail}")).unwrap();
     }
@@ -1145,10 +1158,7 @@ mod tests {
         "[message]\ntype = \"ORM^O01\"\nversion = \"2.5\"\ncharset = \"8859/1\"\ntimezone = \"Europe/Pariss\"\n[[segment]]\nid = \"MSH\"\nfields = { \"MSH-10\" = \"message.control_id\" }\n",
         "PREFIX:mappings/orm.toml:5:12: `message.timezone`: unknown time zone `Europe/Pariss`: "
     )]
-    #[case::err_syntax(
-        "[message\n",
-        "PREFIX:mappings/orm.toml:1:"
-    )]
+    #[case::err_syntax("[message\n", "PREFIX:mappings/orm.toml:1:")]
     #[case::err_single_bracket_segment(
         "[message]\ntype = \"ORM^O01\"\nversion = \"2.5\"\ncharset = \"8859/1\"\n[segment]\nid = \"MSH\"\n",
         "mappings/orm.toml:5:1: `segment`: expected a list of segments (`[[segment]]`, with two brackets), found table\n\

@@ -91,7 +91,7 @@ use jiff::tz::TimeZone;
 use serde_json::Value;
 
 use crate::hl7::BuildError;
-use eval::{Env, Fail, Scope, ValueMap};
+use eval::{Env, Fail, Scope, Val as Eval, ValueMap};
 use expr::{Expr, PathExpr};
 use writer::{Header, Hl7Writer};
 
@@ -223,7 +223,9 @@ pub enum ApplyError {
         expr: String,
     },
     /// A list or an object where text is needed.
-    #[error("{at}: `{expr}` gives {found}, expected text: use a field of it, or `join`, `first` or `count`")]
+    #[error(
+        "{at}: `{expr}` gives {found}, expected text: use a field of it, or `join`, `first` or `count`"
+    )]
     NotText {
         /// Where.
         at: Location,
@@ -243,7 +245,9 @@ pub enum ApplyError {
         value: String,
     },
     /// `datetime` or `date` on text that is not a date (the text is not shown: it may be PHI).
-    #[error("{at}: `{expr}` is not a date: expected an RFC 3339 timestamp, `YYYY-MM-DD` or HL7 `YYYYMMDD[HHMM[SS]]`")]
+    #[error(
+        "{at}: `{expr}` is not a date: expected an RFC 3339 timestamp, `YYYY-MM-DD` or HL7 `YYYYMMDD[HHMM[SS]]`"
+    )]
     NotADate {
         /// Where.
         at: Location,
@@ -432,14 +436,16 @@ impl Mapping {
             Fail::NotADate => ApplyError::NotADate { at, expr },
             Fail::Unmapped { map, value } => ApplyError::Unmapped {
                 at,
-                map: self.maps.get(map).map(|m| m.name.clone()).unwrap_or_default(),
+                map: self
+                    .maps
+                    .get(map)
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default(),
                 value: crate::hl7::readable_prefix(value.as_bytes(), 64),
             },
         }
     }
 }
-
-use eval::Val as Eval;
 
 /// The location of `place` inside the groups of `scope`, outermost first.
 fn location(place: String, scope: Option<&Scope<'_, '_>>) -> Location {
@@ -621,10 +627,20 @@ when = "line.status != 'cancelled'"
         nested().write_to(&context, &mut recorder).unwrap();
         assert_eq!(
             recorder.0,
-            ["MSH", "MSH-10=C1", "RXO", "RXO-1.1=A", "NTE", "NTE-1=1.1", "NTE-3=a|1"]
+            [
+                "MSH",
+                "MSH-10=C1",
+                "RXO",
+                "RXO-1.1=A",
+                "NTE",
+                "NTE-1=1.1",
+                "NTE-3=a|1"
+            ]
         );
         let context = json!({"prescription": {"lines": [{"code": "refuse"}]}});
-        let err = nested().write_to(&context, &mut Recorder::default()).unwrap_err();
+        let err = nested()
+            .write_to(&context, &mut Recorder::default())
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "`RXO-1.1` in prescription.lines[1]: an error occurred when formatting an argument"
@@ -645,6 +661,9 @@ when = "line.status != 'cancelled'"
             place: "`NTE-3`".into(),
             groups: vec![("prescription.lines".into(), 2), ("line.dosages".into(), 3)],
         };
-        assert_eq!(at.to_string(), "`NTE-3` in prescription.lines[2], line.dosages[3]");
+        assert_eq!(
+            at.to_string(),
+            "`NTE-3` in prescription.lines[2], line.dosages[3]"
+        );
     }
 }
