@@ -1180,6 +1180,37 @@ mod tests {
         assert_eq!(got.lines().count(), 3, "{got}");
     }
 
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn never_panics_on_text(s in "\\PC{0,200}") {
+                let _ = load(&s);
+            }
+
+            #[test]
+            fn never_panics_on_mutated_mapping(
+                cut in 0usize..400,
+                insert in "[\\[\\]{}=\",.a-zA-Z0-9|'~ -]{0,12}",
+            ) {
+                let text = format!(
+                    "{HEAD}[[segment]]\nfor_each = \"prescription.lines\"\n[[segment.segment]]\nid = \"NTE\"\nwhen = \"line.text\"\nfields = {{ \"NTE-3\" = \"line.text | upper\" }}\n"
+                );
+                let at = text
+                    .char_indices()
+                    .map(|(i, _)| i)
+                    .nth(cut % text.chars().count())
+                    .unwrap_or(0);
+                let mutated = format!("{}{insert}{}", &text[..at], &text[at..]);
+                let _ = load(&mutated);
+            }
+        }
+    }
+
     #[test]
     fn err_load_missing_file() {
         let err = Mapping::load(Path::new("/nonexistent/orm.toml")).unwrap_err();

@@ -647,6 +647,55 @@ when = "line.status != 'cancelled'"
         );
     }
 
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                "[a-zA-Z0-9 |^~&\\\\é≥-]{0,8}".prop_map(Value::String),
+                Just(json!(CIP)),
+            ];
+            leaf.prop_recursive(4, 32, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    proptest::collection::btree_map(
+                        prop_oneof![
+                            Just("lines".to_string()),
+                            Just("code".to_string()),
+                            Just("system".to_string()),
+                            Just("status".to_string()),
+                            Just("dosages".to_string()),
+                            Just("text".to_string()),
+                        ],
+                        inner,
+                        0..4
+                    )
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn apply_never_panics(lines in json(), control in json()) {
+                let context = json!({
+                    "message": {"control_id": control},
+                    "prescription": {"lines": lines},
+                });
+                let _ = nested().apply(&context);
+                let latin1 = NESTED.replace("UNICODE UTF-8", "8859/1");
+                let mapping = Mapping::parse(&latin1, Path::new("omp.toml")).unwrap();
+                let _ = mapping.apply(&context);
+            }
+        }
+    }
+
     #[test]
     fn ok_mapping_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
