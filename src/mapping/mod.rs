@@ -1,1 +1,718 @@
-//! TODO: being written in parallel (declarative mapping files)
+//! Declarative mapping files: one TOML file per output message, written and read by interface
+//! analysts, compiled once at start into a [`Mapping`] and applied to every bundle as a pure
+//! function of an input context (a `serde_json::Value`).
+//!
+//! # The file
+//!
+//! ```toml
+//! [message]
+//! type = "ORM^O01^ORM_O01"      # written in MSH-9
+//! version = "2.5"               # MSH-12
+//! charset = "8859/1"            # output encoding, written in MSH-18 (8859/1, 8859/15, UNICODE UTF-8)
+//! timezone = "Europe/Paris"     # for `datetime` and `date` (this is the default)
+//!
+//! [[segment]]
+//! id = "MSH"
+//! fields = { "MSH-3" = "'ORDOBRIDGE'", "MSH-7" = "message.now | datetime('%Y%m%d%H%M%S')",
+//!            "MSH-10" = "message.control_id" }
+//!
+//! [[segment]]
+//! id = "PID"
+//! fields = { "PID-3.1" = "census.ipp", "PID-3.5" = "'PI'",
+//!            "PID-5.1" = { value = "census.family | upper", required = true },
+//!            "PID-8" = "census.sex | map('sex')" }
+//!
+//! [[segment]]                       # a group: its segments repeat for each prescription line
+//! for_each = "prescription.lines"   # binds `line` and `line_index` (1, 2, …)
+//!
+//!   [[segment.segment]]
+//!   id = "ORC"
+//!   fields = { "ORC-1" = "'NW'", "ORC-2" = "prescription.id ~ '-' ~ line_index" }
+//!
+//!   [[segment.segment]]             # a nested group, for each dosage step of the line
+//!   for_each = "line.dosages"       # binds `dosage` and `dosage_index`
+//!
+//!     [[segment.segment.segment]]
+//!     id = "NTE"
+//!     when = "dosage.text"          # written only when the condition holds
+//!     fields = { "NTE-1" = "dosage_index", "NTE-3" = "dosage.text" }
+//!
+//! [maps.sex]
+//! F = "F"
+//! M = "M"
+//! default = "U"                     # for other values and for empty ones
+//! ```
+//!
+//! - Segments and groups are one ordered list (`[[segment]]`, nested as `[[segment.segment]]`),
+//!   so the order in the file is the order in the message. An entry with `id` is a segment;
+//!   an entry with `for_each` is a group, repeated for each item of that list (`as = "name"`
+//!   names the item; by default the list's name without its final `s`). A group may have a
+//!   `when` too, checked for each item.
+//! - `fields` keys are HL7 paths in the segment (`PID-3[2].1`); values are expressions, or
+//!   `{ value = "…", required = true }` to refuse a message whose value is empty. Empty values
+//!   are not written. Escaping (`|^~\&`, line breaks) is done by the HL7 builder.
+//! - MSH-1, MSH-2 are the delimiters; MSH-9, MSH-12, MSH-18 come from `[message]`; MSH-10 must
+//!   be set (`message.control_id`: receivers use it to spot duplicates).
+//! - Maps translate codes; a value not in a map without `default` fails the message.
+//!
+//! # Expressions
+//!
+//! Paths into the context (`prescription.lines`, `census.ipp`, `message.now`, group items such
+//! as `line.medication.code`, `line.dosages[1].text` with 1-based indexes, `…lines[].id` for
+//! every item), texts in quotes, numbers, `~` to concatenate, `==`/`!=`, `and`/`or`/`not`,
+//! and pipes to functions: `default(x)`, `map('name')`, `upper`, `lower`, `trim`,
+//! `truncate(n)`, `join(', ')`, `datetime('%Y%m%d%H%M')`, `date('%Y%m%d')`,
+//! `replace('a', 'b')`, `first`, `count`. `datetime` and `date` read RFC 3339 timestamps, ISO
+//! dates and date-times and HL7 `YYYYMMDD[HHMM[SS]]`, and convert instants to the mapping's
+//! time zone (Europe/Paris) with its summer time.
+//!
+//! # Errors
+//!
+//! Loading reports every problem as `file:line:col: `key`: message`. Applying fails on the
+//! first problem, naming the field, the group items (`prescription.lines[2]`) and the
+//! expression; input values appear in messages only for unmapped codes (no patient data).
+//!
+//! # Layout
+//!
+//! - `load`: TOML (spanned) to a checked [`Mapping`]; segment field-count table.
+//! - `expr`: the expression language, parsed into a tree at load.
+//! - `eval`: evaluation over the context; values borrow from it.
+//! - `writer`: [`OutputWriter`] and the HL7 writer over [`crate::hl7::MessageBuilder`].
+
+mod eval;
+mod expr;
+mod load;
+mod writer;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use jiff::tz::TimeZone;
+use serde_json::Value;
+
+use crate::hl7::BuildError;
+use eval::{Env, Fail, Scope, Val as Eval, ValueMap};
+use expr::{Expr, PathExpr};
+use writer::{Header, Hl7Writer};
+
+pub use writer::{OutputWriter, Target};
+
+/// A compiled mapping file, immutable and shareable between threads; apply it to every
+/// bundle.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    message_type: String,
+    header: Header,
+    items: Vec<Item>,
+    maps: Vec<ValueMap>,
+    tz: TimeZone,
+}
+
+/// A segment or a group, in file order.
+#[derive(Debug, Clone)]
+enum Item {
+    Segment(SegmentRule),
+    Group(GroupRule),
+}
+
+#[derive(Debug, Clone)]
+struct SegmentRule {
+    id: String,
+    when: Option<Condition>,
+    fields: Vec<FieldRule>,
+}
+
+#[derive(Debug, Clone)]
+struct Condition {
+    expr: Expr,
+    source: Box<str>,
+}
+
+#[derive(Debug, Clone)]
+struct FieldRule {
+    target: Target,
+    expr: Expr,
+    /// The expression as written, for errors.
+    source: Box<str>,
+    required: bool,
+}
+
+#[derive(Debug, Clone)]
+struct GroupRule {
+    for_each: PathExpr,
+    /// Nesting depth, 0 for a top-level group.
+    depth: usize,
+    when: Option<Condition>,
+    items: Vec<Item>,
+}
+
+/// One problem in a mapping file, located in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappingError {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// 1-based line and column, when the problem has a place in the file.
+    pub line: Option<(usize, usize)>,
+    /// Dotted key, e.g. `segment[2].fields.PID-3.1`; empty for the whole file.
+    pub key: String,
+    /// What is wrong and, when it helps, what to write instead.
+    pub message: String,
+}
+
+impl fmt::Display for MappingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, column)) = self.line {
+            write!(f, ":{line}:{column}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": `{}`", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in a mapping file, one per line when displayed, so an analyst fixes
+/// them in one pass.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct MappingErrors(pub Vec<MappingError>);
+
+impl fmt::Display for MappingErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where applying a mapping failed: what was being written, inside which group items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The field (`` `RXO-1.2` ``), or the condition or list being read
+    /// (`` `when` of segment `NTE` ``, `` `for_each` of group `line.dosages` ``).
+    pub place: String,
+    /// Enclosing groups, outermost first: the list's path and the 1-based item.
+    pub groups: Vec<(String, usize)>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.place)?;
+        for (i, (list, index)) in self.groups.iter().enumerate() {
+            f.write_str(if i == 0 { " in " } else { ", " })?;
+            write!(f, "{list}[{index}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a mapping could not produce a message for one input.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// A field marked `required = true` has no value.
+    #[error("{at}: required value is missing: `{expr}` is empty")]
+    Required {
+        /// Where.
+        at: Location,
+        /// The field's expression.
+        expr: String,
+    },
+    /// A list or an object where text is needed.
+    #[error(
+        "{at}: `{expr}` gives {found}, expected text: use a field of it, or `join`, `first` or `count`"
+    )]
+    NotText {
+        /// Where.
+        at: Location,
+        /// The expression.
+        expr: String,
+        /// `a list` or `an object`.
+        found: &'static str,
+    },
+    /// A code that a map has no entry for, and the map has no `default`.
+    #[error("{at}: value `{value}` is not in map `{map}`, which has no `default`")]
+    Unmapped {
+        /// Where.
+        at: Location,
+        /// The map's name.
+        map: String,
+        /// The code, readable.
+        value: String,
+    },
+    /// `datetime` or `date` on text that is not a date (the text is not shown: it may be PHI).
+    #[error(
+        "{at}: `{expr}` is not a date: expected an RFC 3339 timestamp, `YYYY-MM-DD` or HL7 `YYYYMMDD[HHMM[SS]]`"
+    )]
+    NotADate {
+        /// Where.
+        at: Location,
+        /// The expression.
+        expr: String,
+    },
+    /// A group's `for_each` value is not a list.
+    #[error("{at}: `{expr}` gives {found}, expected a list")]
+    NotAList {
+        /// Where.
+        at: Location,
+        /// The `for_each` path.
+        expr: String,
+        /// What it gave.
+        found: &'static str,
+    },
+    /// The writer refused a segment or a value (e.g. a character the charset lacks).
+    #[error("{at}: {source}")]
+    Write {
+        /// Where.
+        at: Location,
+        /// The writer's reason.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The finished message could not be encoded.
+    #[error("cannot encode the message: {0}")]
+    Encode(#[source] BuildError),
+}
+
+impl Mapping {
+    /// Reads and checks the mapping file at `path`.
+    pub fn load(path: &Path) -> Result<Mapping, MappingErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            MappingErrors(vec![MappingError {
+                file: path.to_path_buf(),
+                line: None,
+                key: String::new(),
+                message: format!("cannot read the mapping file: {e}"),
+            }])
+        })?;
+        Mapping::parse(&text, path)
+    }
+
+    /// Checks mapping text; `file` names it in messages.
+    pub fn parse(text: &str, file: &Path) -> Result<Mapping, MappingErrors> {
+        load::parse(text, file)
+    }
+
+    /// The message type as written in `[message]`, e.g. `ORM^O01^ORM_O01`.
+    pub fn message_type(&self) -> &str {
+        &self.message_type
+    }
+
+    /// Builds the HL7 message for one input context, encoded in the mapping's charset.
+    pub fn apply(&self, context: &Value) -> Result<Vec<u8>, ApplyError> {
+        let mut writer = Hl7Writer::new(&self.header).map_err(ApplyError::Encode)?;
+        self.write_to(context, &mut writer)?;
+        writer.finish().map_err(ApplyError::Encode)
+    }
+
+    /// Evaluates the mapping for one input context into any writer (HL7 now, HPRIM later).
+    pub fn write_to<W: OutputWriter + ?Sized>(
+        &self,
+        context: &Value,
+        writer: &mut W,
+    ) -> Result<(), ApplyError> {
+        let env = Env {
+            context,
+            maps: &self.maps,
+            tz: &self.tz,
+        };
+        self.run(&self.items, &env, None, writer)
+    }
+
+    fn run<'a, W: OutputWriter + ?Sized>(
+        &'a self,
+        items: &'a [Item],
+        env: &Env<'a>,
+        scope: Option<&Scope<'_, 'a>>,
+        writer: &mut W,
+    ) -> Result<(), ApplyError> {
+        for item in items {
+            match item {
+                Item::Segment(segment) => self.segment(segment, env, scope, writer)?,
+                Item::Group(group) => {
+                    let list = eval::resolve(&group.for_each, env, scope);
+                    let items = match list {
+                        Eval::Missing | Eval::Json(Value::Null) => continue,
+                        Eval::Json(Value::Array(items)) => items,
+                        other => {
+                            let found = match other {
+                                Eval::Json(Value::Object(_)) => "an object",
+                                _ => "text",
+                            };
+                            return Err(ApplyError::NotAList {
+                                at: location(
+                                    format!("`for_each` of group `{}`", group.for_each.text),
+                                    scope,
+                                ),
+                                expr: group.for_each.text.to_string(),
+                                found,
+                            });
+                        }
+                    };
+                    for (i, item) in items.iter().enumerate() {
+                        let inner = Scope {
+                            item,
+                            index: i + 1,
+                            depth: group.depth,
+                            over: &group.for_each.text,
+                            parent: scope,
+                        };
+                        if let Some(when) = &group.when {
+                            let place = || format!("`when` of group `{}`", group.for_each.text);
+                            let value = eval::eval(&when.expr, env, Some(&inner))
+                                .map_err(|f| self.fail(f, place(), &when.source, Some(&inner)))?;
+                            if !eval::truthy(&value) {
+                                continue;
+                            }
+                        }
+                        self.run(&group.items, env, Some(&inner), writer)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn segment<'a, W: OutputWriter + ?Sized>(
+        &'a self,
+        segment: &'a SegmentRule,
+        env: &Env<'a>,
+        scope: Option<&Scope<'_, 'a>>,
+        writer: &mut W,
+    ) -> Result<(), ApplyError> {
+        if let Some(when) = &segment.when {
+            let place = || format!("`when` of segment `{}`", segment.id);
+            let value = eval::eval(&when.expr, env, scope)
+                .map_err(|f| self.fail(f, place(), &when.source, scope))?;
+            if !eval::truthy(&value) {
+                return Ok(());
+            }
+        }
+        writer
+            .start_segment(&segment.id)
+            .map_err(|e| ApplyError::Write {
+                at: location(format!("segment `{}`", segment.id), scope),
+                source: Box::new(e),
+            })?;
+        for field in &segment.fields {
+            let place = || format!("`{}`", field.target.path());
+            let value = eval::eval(&field.expr, env, scope)
+                .and_then(eval::non_blank)
+                .map_err(|f| self.fail(f, place(), &field.source, scope))?;
+            match value {
+                Some(text) => writer
+                    .set(&field.target, &text)
+                    .map_err(|e| ApplyError::Write {
+                        at: location(place(), scope),
+                        source: Box::new(e),
+                    })?,
+                None if field.required => {
+                    return Err(ApplyError::Required {
+                        at: location(place(), scope),
+                        expr: field.source.to_string(),
+                    });
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn fail(
+        &self,
+        fail: Fail,
+        place: String,
+        source: &str,
+        scope: Option<&Scope<'_, '_>>,
+    ) -> ApplyError {
+        let at = location(place, scope);
+        let expr = source.to_string();
+        match fail {
+            Fail::NotText(found) => ApplyError::NotText { at, expr, found },
+            Fail::NotADate => ApplyError::NotADate { at, expr },
+            Fail::Unmapped { map, value } => ApplyError::Unmapped {
+                at,
+                map: self
+                    .maps
+                    .get(map)
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default(),
+                value: crate::hl7::readable_prefix(value.as_bytes(), 64),
+            },
+        }
+    }
+}
+
+/// The location of `place` inside the groups of `scope`, outermost first.
+fn location(place: String, scope: Option<&Scope<'_, '_>>) -> Location {
+    let mut groups = Vec::new();
+    let mut current = scope;
+    while let Some(s) = current {
+        groups.push((s.over.to_string(), s.index));
+        current = s.parent;
+    }
+    groups.reverse();
+    Location { place, groups }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use serde_json::json;
+
+    const NESTED: &str = r#"
+[message]
+type = "OMP^O09^OMP_O09"
+version = "2.5"
+charset = "UNICODE UTF-8"
+
+[[segment]]
+id = "MSH"
+fields = { "MSH-10" = "message.control_id" }
+
+[[segment]]
+for_each = "prescription.lines"
+when = "line.status != 'cancelled'"
+
+  [[segment.segment]]
+  id = "RXO"
+  fields = { "RXO-1.1" = { value = "line.code", required = true }, "RXO-1.3" = "line.system | map('system')" }
+
+  [[segment.segment]]
+  for_each = "line.dosages"
+  as = "step"
+
+    [[segment.segment.segment]]
+    id = "NTE"
+    when = "step.text"
+    fields = { "NTE-1" = "line_index ~ '.' ~ step_index", "NTE-3" = "step.text" }
+
+[maps.system]
+"urn:oid:1.2.250.1.213.2.3.1" = "CIP"
+"#;
+
+    fn nested() -> Mapping {
+        Mapping::parse(NESTED, Path::new("omp.toml")).unwrap()
+    }
+
+    fn apply_text(mapping: &Mapping, context: &Value) -> Result<String, String> {
+        mapping
+            .apply(context)
+            .map(|bytes| String::from_utf8(bytes).unwrap())
+            .map_err(|e| e.to_string())
+    }
+
+    const CIP: &str = "urn:oid:1.2.250.1.213.2.3.1";
+
+    #[test]
+    fn ok_nested_groups_conditions_and_indexes() {
+        let context = json!({
+            "message": {"control_id": "C1"},
+            "prescription": {"lines": [
+                {"code": "A", "system": CIP, "dosages": [{"text": "a1"}, {"text": ""}, {"text": "a3"}]},
+                {"code": "X", "status": "cancelled", "dosages": [{"text": "x1"}]},
+                {"code": "B", "dosages": [{"text": "b1|b^2"}]},
+                {"code": "C"}
+            ]}
+        });
+        assert_eq!(
+            apply_text(&nested(), &context).unwrap(),
+            "MSH|^~\\&|||||||OMP^O09^OMP_O09|C1||2.5||||||UNICODE UTF-8\r\
+             RXO|A^^CIP\rNTE|1.1||a1\rNTE|1.3||a3\r\
+             RXO|B\rNTE|3.1||b1\\F\\b\\S\\2\r\
+             RXO|C\r"
+        );
+    }
+
+    #[test]
+    fn ok_missing_list_writes_no_group() {
+        let context = json!({"message": {"control_id": "C1"}, "prescription": {}});
+        assert_eq!(
+            apply_text(&nested(), &context).unwrap(),
+            "MSH|^~\\&|||||||OMP^O09^OMP_O09|C1||2.5||||||UNICODE UTF-8\r"
+        );
+    }
+
+    #[rstest]
+    #[case::err_required(
+        json!({"prescription": {"lines": [{"code": "A"}, {"code": " "}]}}),
+        "`RXO-1.1` in prescription.lines[2]: required value is missing: `line.code` is empty"
+    )]
+    #[case::err_unmapped(
+        json!({"prescription": {"lines": [{"code": "A", "system": "http://snomed.info/sct"}]}}),
+        "`RXO-1.3` in prescription.lines[1]: value `http://snomed.info/sct` is not in map `system`, which has no `default`"
+    )]
+    #[case::err_not_a_list(
+        json!({"prescription": {"lines": {"code": "A"}}}),
+        "`for_each` of group `prescription.lines`: `prescription.lines` gives an object, expected a list"
+    )]
+    #[case::err_nested_not_a_list(
+        json!({"prescription": {"lines": [{"code": "A", "dosages": "1 cp"}]}}),
+        "`for_each` of group `line.dosages` in prescription.lines[1]: `line.dosages` gives text, expected a list"
+    )]
+    #[case::err_not_text(
+        json!({"prescription": {"lines": [{"code": "A", "dosages": [{"text": ["a"]}]}]}}),
+        "`NTE-3` in prescription.lines[1], line.dosages[1]: `step.text` gives a list, expected text: use a field of it, or `join`, `first` or `count`"
+    )]
+    #[case::err_group_when(
+        json!({"prescription": {"lines": [{"code": "A", "status": {"x": 1}}]}}),
+        "`when` of group `prescription.lines` in prescription.lines[1]: `line.status != 'cancelled'` gives an object, expected text: use a field of it, or `join`, `first` or `count`"
+    )]
+    fn err_apply(#[case] context: Value, #[case] expected: &str) {
+        assert_eq!(apply_text(&nested(), &context).unwrap_err(), expected);
+    }
+
+    #[test]
+    fn err_charset_names_the_field() {
+        let text = NESTED.replace("UNICODE UTF-8", "8859/1");
+        let mapping = Mapping::parse(&text, Path::new("omp.toml")).unwrap();
+        let context = json!({"prescription": {"lines": [
+            {"code": "A", "dosages": [{"text": "ok"}, {"text": "≥ 2"}]}
+        ]}});
+        assert_eq!(
+            apply_text(&mapping, &context).unwrap_err(),
+            "`NTE-3` in prescription.lines[1], line.dosages[2]: character `≥` (U+2265) at char 0 cannot be encoded in 8859/1"
+        );
+    }
+
+    #[test]
+    fn err_not_a_date_hides_the_value() {
+        let text = NESTED.replace(
+            "\"NTE-3\" = \"step.text\"",
+            "\"NTE-3\" = \"step.text | date('%Y%m%d')\"",
+        );
+        let mapping = Mapping::parse(&text, Path::new("omp.toml")).unwrap();
+        let context = json!({"prescription": {"lines": [
+            {"code": "A", "dosages": [{"text": "Dupont 12/05"}]}
+        ]}});
+        assert_eq!(
+            apply_text(&mapping, &context).unwrap_err(),
+            "`NTE-3` in prescription.lines[1], line.dosages[1]: `step.text | date('%Y%m%d')` is not a date: expected an RFC 3339 timestamp, `YYYY-MM-DD` or HL7 `YYYYMMDD[HHMM[SS]]`"
+        );
+    }
+
+    /// Records what the evaluator hands to a writer, as an HPRIM writer would receive it.
+    #[derive(Default)]
+    struct Recorder(Vec<String>);
+
+    impl OutputWriter for Recorder {
+        type Error = std::fmt::Error;
+
+        fn start_segment(&mut self, id: &str) -> Result<(), Self::Error> {
+            self.0.push(id.to_string());
+            Ok(())
+        }
+
+        fn set(&mut self, target: &Target, text: &str) -> Result<(), Self::Error> {
+            if text == "refuse" {
+                return Err(std::fmt::Error);
+            }
+            self.0.push(format!("{}={text}", target.path()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn ok_write_to_any_writer() {
+        let context = json!({"message": {"control_id": "C1"}, "prescription": {"lines": [
+            {"code": "A", "dosages": [{"text": "a|1"}]}
+        ]}});
+        let mut recorder = Recorder::default();
+        nested().write_to(&context, &mut recorder).unwrap();
+        assert_eq!(
+            recorder.0,
+            [
+                "MSH",
+                "MSH-10=C1",
+                "RXO",
+                "RXO-1.1=A",
+                "NTE",
+                "NTE-1=1.1",
+                "NTE-3=a|1"
+            ]
+        );
+        let context = json!({"prescription": {"lines": [{"code": "refuse"}]}});
+        let err = nested()
+            .write_to(&context, &mut Recorder::default())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`RXO-1.1` in prescription.lines[1]: an error occurred when formatting an argument"
+        );
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                "[a-zA-Z0-9 |^~&\\\\é≥-]{0,8}".prop_map(Value::String),
+                Just(json!(CIP)),
+            ];
+            leaf.prop_recursive(4, 32, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    proptest::collection::btree_map(
+                        prop_oneof![
+                            Just("lines".to_string()),
+                            Just("code".to_string()),
+                            Just("system".to_string()),
+                            Just("status".to_string()),
+                            Just("dosages".to_string()),
+                            Just("text".to_string()),
+                        ],
+                        inner,
+                        0..4
+                    )
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn apply_never_panics(lines in json(), control in json()) {
+                let context = json!({
+                    "message": {"control_id": control},
+                    "prescription": {"lines": lines},
+                });
+                let _ = nested().apply(&context);
+                let latin1 = NESTED.replace("UNICODE UTF-8", "8859/1");
+                let mapping = Mapping::parse(&latin1, Path::new("omp.toml")).unwrap();
+                let _ = mapping.apply(&context);
+            }
+        }
+    }
+
+    #[test]
+    fn ok_mapping_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Mapping>();
+        check::<ApplyError>();
+        check::<MappingErrors>();
+    }
+
+    #[test]
+    fn ok_location_display() {
+        let at = Location {
+            place: "`NTE-3`".into(),
+            groups: vec![("prescription.lines".into(), 2), ("line.dosages".into(), 3)],
+        };
+        assert_eq!(
+            at.to_string(),
+            "`NTE-3` in prescription.lines[2], line.dosages[3]"
+        );
+    }
+}

@@ -1,0 +1,1223 @@
+//! Loading: the TOML text, kept with its spans, is checked and compiled into a [`Mapping`].
+//!
+//! Every problem is collected with its line, column and dotted key rather than stopping at
+//! the first; expressions are parsed here, once, with the names in scope where they are
+//! written. Checked at load: the sections and keys, segment ids (the segments of
+//! [`SEGMENT_FIELDS`] and Z segments), HL7 paths (segment, occurrence, field range, overlaps,
+//! the fields `[message]` owns), functions, map names, date formats, group paths and names,
+//! the time zone.
+
+use std::borrow::Cow;
+use std::ops::Range;
+use std::path::Path as FsPath;
+
+use jiff::tz::TimeZone;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::eval::ValueMap;
+use super::expr::{self, CONTEXT_ROOTS, KEYWORDS, Names, Step};
+use super::writer::{Header, Target};
+use super::{
+    Condition, FieldRule, GroupRule, Item, Mapping, MappingError, MappingErrors, SegmentRule,
+};
+use crate::hl7::{Charset, Path};
+
+/// The segments a mapping may write and their number of fields (HL7 v2.5; ZBE from IHE PAM
+/// France). Other Z segments are accepted without a limit.
+const SEGMENT_FIELDS: [(&str, usize); 15] = [
+    ("EVN", 7),
+    ("MSH", 21),
+    ("NTE", 4),
+    ("OBR", 49),
+    ("OBX", 25),
+    ("ORC", 31),
+    ("PID", 39),
+    ("PV1", 52),
+    ("RXE", 44),
+    ("RXO", 28),
+    ("RXR", 6),
+    ("TQ1", 14),
+    ("TQ2", 10),
+    ("TXA", 23),
+    ("ZBE", 9),
+];
+
+/// How deep groups may nest (lines × dosages is 2).
+const MAX_GROUP_DEPTH: usize = 8;
+
+const DEFAULT_TIMEZONE: &str = "Europe/Paris";
+
+type Entry<'t, 'i> = (&'t Spanned<Cow<'i, str>>, &'t Spanned<DeValue<'i>>);
+
+/// The entries of a table in file order (the map itself may be sorted by key).
+fn in_order<'t, 'i>(table: &'t DeTable<'i>) -> Vec<Entry<'t, 'i>> {
+    let mut entries: Vec<Entry<'t, 'i>> = table.iter().collect();
+    entries.sort_by_key(|(key, _)| key.span().start);
+    entries
+}
+
+/// Collects located problems while a mapping is checked.
+struct Report<'t> {
+    file: &'t FsPath,
+    text: &'t str,
+    errors: Vec<MappingError>,
+}
+
+impl Report<'_> {
+    fn push(&mut self, span: Option<Range<usize>>, key: &str, message: impl Into<String>) {
+        let line = span.map(|s| line_column(self.text, s.start));
+        self.errors.push(MappingError {
+            file: self.file.to_path_buf(),
+            line,
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// The text of a string value, or a problem saying what was found.
+    fn string<'v>(&mut self, value: &'v Spanned<DeValue<'_>>, key: &str) -> Option<&'v str> {
+        match value.get_ref() {
+            DeValue::String(s) => Some(s),
+            other => {
+                self.push(
+                    Some(value.span()),
+                    key,
+                    format!("expected a text in quotes, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, column)
+}
+
+/// Checks and compiles mapping text.
+pub(super) fn parse(text: &str, file: &FsPath) -> Result<Mapping, MappingErrors> {
+    let mut report = Report {
+        file,
+        text,
+        errors: Vec::new(),
+    };
+    let root = match DeTable::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            report.push(e.span(), "", e.message().trim().to_string());
+            return Err(MappingErrors(report.errors));
+        }
+    };
+    let (mut message, mut segments, mut maps) = (None, None, None);
+    for (key, value) in in_order(root.get_ref()) {
+        match key.get_ref().as_ref() {
+            "message" => message = Some(value),
+            "segment" => segments = Some(value),
+            "maps" => maps = Some(value),
+            other => report.push(
+                Some(key.span()),
+                other,
+                "unknown section: a mapping has `[message]`, `[[segment]]` and `[maps.…]`",
+            ),
+        }
+    }
+    let maps = maps.map(|v| read_maps(v, &mut report)).unwrap_or_default();
+    let section = read_message(message, &mut report);
+    let mut compiler = Compiler {
+        report: &mut report,
+        maps: maps.iter().map(|m| m.name.clone()).collect(),
+        uses_time: false,
+        msh10: false,
+    };
+    let mut vars = Vec::new();
+    let items = match segments {
+        Some(value) => compiler.items(value, "segment", &mut vars),
+        None => {
+            compiler.report.push(
+                None,
+                "segment",
+                "missing `[[segment]]`: list the segments of the message in order",
+            );
+            Vec::new()
+        }
+    };
+    let (uses_time, msh10) = (compiler.uses_time, compiler.msh10);
+    if segments.is_some() && !msh10 {
+        report.push(
+            segments.map(Spanned::span),
+            "segment",
+            "no `MSH-10`: start with an `MSH` segment that sets `\"MSH-10\" = \"message.control_id\"` (receivers use it to spot duplicates)",
+        );
+    }
+    let tz = match &section {
+        Some(section) => time_zone(section, uses_time, &mut report),
+        None => TimeZone::UTC,
+    };
+    match section {
+        Some(section) if report.errors.is_empty() => Ok(Mapping {
+            message_type: section.message_type,
+            header: section.header,
+            items,
+            maps,
+            tz,
+        }),
+        _ => Err(MappingErrors(report.errors)),
+    }
+}
+
+/// `[message]`, checked.
+struct MessageSection {
+    message_type: String,
+    header: Header,
+    timezone: Option<(String, Range<usize>)>,
+}
+
+fn read_message(
+    value: Option<&Spanned<DeValue<'_>>>,
+    report: &mut Report<'_>,
+) -> Option<MessageSection> {
+    let Some(value) = value else {
+        report.push(
+            None,
+            "message",
+            "missing `[message]`: it gives the message `type`, `version` and `charset`",
+        );
+        return None;
+    };
+    let DeValue::Table(table) = value.get_ref() else {
+        report.push(
+            Some(value.span()),
+            "message",
+            format!("expected a table, found {}", value.get_ref().type_str()),
+        );
+        return None;
+    };
+    let (mut message_type, mut version, mut charset, mut timezone) = (None, None, None, None);
+    let mut valid = true;
+    for (key, value) in in_order(table) {
+        let name = key.get_ref().as_ref();
+        let full = format!("message.{name}");
+        let span = Some(value.span());
+        match name {
+            "type" => match report.string(value, &full) {
+                Some(t) => {
+                    let parts: Vec<String> = t.split('^').map(str::to_string).collect();
+                    let ok = (2..=3).contains(&parts.len())
+                        && parts.iter().all(|p| {
+                            !p.is_empty()
+                                && p.bytes().all(|b| {
+                                    b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'
+                                })
+                        });
+                    if ok {
+                        message_type = Some((t.to_string(), parts));
+                    } else {
+                        report.push(
+                            span,
+                            &full,
+                            format!(
+                                "invalid message type `{}`: expected code^event^structure such as `ORM^O01^ORM_O01`",
+                                crate::hl7::readable(t.as_bytes())
+                            ),
+                        );
+                    }
+                }
+                None => valid = false,
+            },
+            "version" => match report.string(value, &full) {
+                Some(v) if !v.trim().is_empty() => {
+                    version = Some(v.split('^').map(str::to_string).collect::<Vec<_>>());
+                }
+                Some(_) => report.push(span, &full, "empty version: write `version = \"2.5\"`"),
+                None => valid = false,
+            },
+            "charset" => match report.string(value, &full) {
+                Some(c) => match Charset::from_msh18(c) {
+                    Some(cs) if !c.trim().is_empty() => charset = Some(cs),
+                    _ => report.push(
+                        span,
+                        &full,
+                        format!(
+                            "unknown charset `{}`: expected `8859/1`, `8859/15` or `UNICODE UTF-8`",
+                            crate::hl7::readable(c.as_bytes())
+                        ),
+                    ),
+                },
+                None => valid = false,
+            },
+            "timezone" => match report.string(value, &full) {
+                Some(tz) => timezone = Some((tz.to_string(), value.span())),
+                None => valid = false,
+            },
+            "format" => match report.string(value, &full) {
+                Some("hl7") => {}
+                Some("hprim") => report.push(
+                    span,
+                    &full,
+                    "`hprim` output is not supported yet: only `hl7`",
+                ),
+                Some(other) => report.push(
+                    span,
+                    &full,
+                    format!(
+                        "unknown format `{}`: expected `hl7`",
+                        crate::hl7::readable(other.as_bytes())
+                    ),
+                ),
+                None => valid = false,
+            },
+            other => report.push(
+                Some(key.span()),
+                &full,
+                format!(
+                    "unknown key `{other}`: `[message]` has `type`, `version`, `charset`, `timezone` and `format`"
+                ),
+            ),
+        }
+    }
+    for (missing, name, example) in [
+        (message_type.is_none(), "type", "type = \"ORM^O01^ORM_O01\""),
+        (version.is_none(), "version", "version = \"2.5\""),
+        (charset.is_none(), "charset", "charset = \"8859/1\""),
+    ] {
+        let present = table.iter().any(|(k, _)| k.get_ref() == name);
+        if missing && !present {
+            report.push(
+                Some(value.span()),
+                &format!("message.{name}"),
+                format!("missing `{name}`: write `{example}`"),
+            );
+        }
+    }
+    let ((text, parts), version, charset) = (message_type?, version?, charset?);
+    valid.then_some(MessageSection {
+        message_type: text,
+        header: Header {
+            message_type: parts,
+            version,
+            charset,
+        },
+        timezone,
+    })
+}
+
+fn time_zone(section: &MessageSection, uses_time: bool, report: &mut Report<'_>) -> TimeZone {
+    match &section.timezone {
+        Some((name, span)) => match TimeZone::get(name) {
+            Ok(tz) => tz,
+            Err(e) => {
+                report.push(
+                    Some(span.clone()),
+                    "message.timezone",
+                    format!(
+                        "unknown time zone `{}`: {e}",
+                        crate::hl7::readable(name.as_bytes())
+                    ),
+                );
+                TimeZone::UTC
+            }
+        },
+        None if uses_time => match TimeZone::get(DEFAULT_TIMEZONE) {
+            Ok(tz) => tz,
+            Err(e) => {
+                report.push(
+                    None,
+                    "message.timezone",
+                    format!(
+                        "time zone `{DEFAULT_TIMEZONE}` is needed by `datetime`/`date` but cannot be loaded (install tzdata): {e}"
+                    ),
+                );
+                TimeZone::UTC
+            }
+        },
+        None => TimeZone::UTC,
+    }
+}
+
+fn read_maps(value: &Spanned<DeValue<'_>>, report: &mut Report<'_>) -> Vec<ValueMap> {
+    let DeValue::Table(table) = value.get_ref() else {
+        report.push(
+            Some(value.span()),
+            "maps",
+            format!(
+                "expected tables such as `[maps.sex]`, found {}",
+                value.get_ref().type_str()
+            ),
+        );
+        return Vec::new();
+    };
+    let mut maps = Vec::new();
+    for (name, entries) in in_order(table) {
+        let key = format!("maps.{}", name.get_ref());
+        let DeValue::Table(entries) = entries.get_ref() else {
+            report.push(
+                Some(entries.span()),
+                &key,
+                format!(
+                    "expected a table of codes such as `F = \"F\"`, found {}",
+                    entries.get_ref().type_str()
+                ),
+            );
+            continue;
+        };
+        let mut map = ValueMap {
+            name: name.get_ref().to_string(),
+            entries: Vec::new(),
+            default: None,
+        };
+        for (code, mapped) in in_order(entries) {
+            let code_key = format!("{key}.{}", code.get_ref());
+            let Some(mapped) = report.string(mapped, &code_key) else {
+                continue;
+            };
+            if code.get_ref() == "default" {
+                map.default = Some(mapped.to_string());
+            } else {
+                map.entries
+                    .push((code.get_ref().to_string(), mapped.to_string()));
+            }
+        }
+        map.entries.sort();
+        maps.push(map);
+    }
+    maps
+}
+
+/// Compiles segments and groups, with the names in scope.
+struct Compiler<'r, 't> {
+    report: &'r mut Report<'t>,
+    maps: Vec<String>,
+    uses_time: bool,
+    /// The MSH segment sets MSH-10.
+    msh10: bool,
+}
+
+impl Compiler<'_, '_> {
+    /// A `[[segment]]` list (`key` is its dotted name).
+    fn items(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        key: &str,
+        vars: &mut Vec<String>,
+    ) -> Vec<Item> {
+        let entries = match value.get_ref() {
+            DeValue::Array(entries) if !entries.is_empty() => entries,
+            DeValue::Array(_) => {
+                self.report
+                    .push(Some(value.span()), key, "expected at least one segment");
+                return Vec::new();
+            }
+            other => {
+                self.report.push(
+                    Some(value.span()),
+                    key,
+                    format!(
+                        "expected a list of segments (`[[{key}]]`, with two brackets), found {}",
+                        other.type_str()
+                    ),
+                );
+                return Vec::new();
+            }
+        };
+        let mut items = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            let entry_key = format!("{key}[{}]", i + 1);
+            let first = vars.is_empty() && i == 0;
+            if let Some(item) = self.entry(entry, &entry_key, vars, first) {
+                items.push(item);
+            }
+        }
+        items
+    }
+
+    fn entry(
+        &mut self,
+        entry: &Spanned<DeValue<'_>>,
+        key: &str,
+        vars: &mut Vec<String>,
+        first: bool,
+    ) -> Option<Item> {
+        let DeValue::Table(table) = entry.get_ref() else {
+            self.report.push(
+                Some(entry.span()),
+                key,
+                format!("expected a table, found {}", entry.get_ref().type_str()),
+            );
+            return None;
+        };
+        let mut parts = EntryParts::default();
+        for (name, value) in in_order(table) {
+            let slot = match name.get_ref().as_ref() {
+                "id" => &mut parts.id,
+                "when" => &mut parts.when,
+                "fields" => &mut parts.fields,
+                "for_each" => &mut parts.for_each,
+                "as" => &mut parts.name,
+                "segment" => &mut parts.segment,
+                other => {
+                    self.report.push(
+                        Some(name.span()),
+                        &format!("{key}.{other}"),
+                        format!(
+                            "unknown key `{other}`: a segment has `id`, `when` and `fields`; a group has `for_each`, `as`, `when` and `segment`"
+                        ),
+                    );
+                    continue;
+                }
+            };
+            *slot = Some(value);
+        }
+        match (parts.id, parts.for_each) {
+            (Some(_), Some(for_each)) => {
+                self.report.push(
+                    Some(for_each.span()),
+                    &format!("{key}.for_each"),
+                    "an entry has `id` (a segment) or `for_each` (a group), not both",
+                );
+                None
+            }
+            (Some(id), None) => {
+                for (extra, name) in [(parts.name, "as"), (parts.segment, "segment")] {
+                    if let Some(extra) = extra {
+                        self.report.push(
+                            Some(extra.span()),
+                            &format!("{key}.{name}"),
+                            format!("`{name}` belongs to groups: add `for_each` or remove it"),
+                        );
+                    }
+                }
+                self.segment(id, parts.when, parts.fields, key, vars, first)
+                    .map(Item::Segment)
+            }
+            (None, Some(for_each)) => {
+                if let Some(fields) = parts.fields {
+                    self.report.push(
+                        Some(fields.span()),
+                        &format!("{key}.fields"),
+                        "`fields` belong to segments: put them in a `[[…segment]]` inside the group",
+                    );
+                }
+                self.group(for_each, parts.name, parts.when, parts.segment, key, vars)
+                    .map(Item::Group)
+            }
+            (None, None) => {
+                self.report.push(
+                    Some(entry.span()),
+                    key,
+                    "expected `id` (a segment such as `PID`) or `for_each` (a group repeated over a list)",
+                );
+                None
+            }
+        }
+    }
+
+    fn segment(
+        &mut self,
+        id: &Spanned<DeValue<'_>>,
+        when: Option<&Spanned<DeValue<'_>>>,
+        fields: Option<&Spanned<DeValue<'_>>>,
+        key: &str,
+        vars: &[String],
+        first: bool,
+    ) -> Option<SegmentRule> {
+        let id_key = format!("{key}.id");
+        let id_text = self.report.string(id, &id_key)?;
+        let well_formed = id_text.len() == 3
+            && id_text
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+        let known = SEGMENT_FIELDS.iter().find(|(s, _)| *s == id_text);
+        let mut valid = true;
+        if !well_formed {
+            self.report.push(
+                Some(id.span()),
+                &id_key,
+                format!(
+                    "invalid segment id `{}`: expected 3 uppercase letters or digits, such as `PID`",
+                    crate::hl7::readable(id_text.as_bytes())
+                ),
+            );
+            valid = false;
+        } else if known.is_none() && !id_text.starts_with('Z') {
+            let supported: Vec<&str> = SEGMENT_FIELDS.iter().map(|(s, _)| *s).collect();
+            self.report.push(
+                Some(id.span()),
+                &id_key,
+                format!(
+                    "unsupported segment `{id_text}`: expected one of {} or a Z segment",
+                    supported.join(", ")
+                ),
+            );
+            valid = false;
+        } else if id_text == "MSH" && !first {
+            self.report.push(
+                Some(id.span()),
+                &id_key,
+                "`MSH` must be the first segment, outside any group",
+            );
+            valid = false;
+        }
+        let when = when.and_then(|w| self.condition(w, &format!("{key}.when"), vars));
+        let max = known.map(|(_, n)| *n);
+        let fields = match fields {
+            None => Vec::new(),
+            Some(value) => self.fields(value, &format!("{key}.fields"), id_text, max, vars),
+        };
+        valid.then(|| SegmentRule {
+            id: id_text.to_string(),
+            when,
+            fields,
+        })
+    }
+
+    fn condition(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        key: &str,
+        vars: &[String],
+    ) -> Option<Condition> {
+        let source = self.report.string(value, key)?;
+        let names = Names {
+            vars,
+            maps: &self.maps,
+        };
+        match expr::parse(source, &names) {
+            Ok(parsed) => {
+                self.uses_time |= parsed.uses_time;
+                Some(Condition {
+                    expr: parsed.expr,
+                    source: source.into(),
+                })
+            }
+            Err(e) => {
+                self.report.push(Some(value.span()), key, e.0);
+                None
+            }
+        }
+    }
+
+    fn fields(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        key: &str,
+        segment: &str,
+        max: Option<usize>,
+        vars: &[String],
+    ) -> Vec<FieldRule> {
+        let DeValue::Table(table) = value.get_ref() else {
+            self.report.push(
+                Some(value.span()),
+                key,
+                format!(
+                    "expected a table of HL7 paths and expressions, such as `{{ \"PID-3.1\" = \"census.ipp\" }}`, found {}",
+                    value.get_ref().type_str()
+                ),
+            );
+            return Vec::new();
+        };
+        let mut rules: Vec<FieldRule> = Vec::new();
+        for (name, spec) in in_order(table) {
+            let name_text = name.get_ref().as_ref();
+            let field_key = format!("{key}.{name_text}");
+            let path = self.target(name, &field_key, segment, max, &rules);
+            let Some((source, required, span)) = self.field_spec(spec, &field_key) else {
+                continue;
+            };
+            let names = Names {
+                vars,
+                maps: &self.maps,
+            };
+            let parsed = match expr::parse(source, &names) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    self.report.push(Some(span), &field_key, e.0);
+                    continue;
+                }
+            };
+            self.uses_time |= parsed.uses_time;
+            if let Some(path) = path {
+                rules.push(FieldRule {
+                    target: Target::new(path),
+                    expr: parsed.expr,
+                    source: source.into(),
+                    required,
+                });
+            }
+        }
+        rules
+    }
+
+    /// The HL7 path of a `fields` key, checked against the segment.
+    fn target(
+        &mut self,
+        name: &Spanned<Cow<'_, str>>,
+        key: &str,
+        segment: &str,
+        max: Option<usize>,
+        earlier: &[FieldRule],
+    ) -> Option<Path> {
+        let text = name.get_ref().as_ref();
+        let span = Some(name.span());
+        let path: Path = match text.parse() {
+            Ok(path) => path,
+            Err(e) => {
+                self.report.push(span, key, e.to_string());
+                return None;
+            }
+        };
+        let problem = if path.segment_id() != segment {
+            Some(format!(
+                "`{text}` is in segment `{}`, but this is segment `{segment}`",
+                path.segment_id()
+            ))
+        } else if path.occurrence() != 1 {
+            Some(format!(
+                "`{text}` names a segment occurrence: the order of segments in the file decides it, remove `[{}]`",
+                path.occurrence()
+            ))
+        } else if let Some(max) = max.filter(|m| path.field() > *m) {
+            Some(format!(
+                "`{text}` is out of range: `{segment}` has {max} fields"
+            ))
+        } else if segment == "MSH" && path.field() <= 2 {
+            Some(format!(
+                "`{text}` is the delimiters (`|^~\\&`), written by ordobridge"
+            ))
+        } else if let Some(owner) = match (segment, path.field()) {
+            ("MSH", 9) => Some("type"),
+            ("MSH", 12) => Some("version"),
+            ("MSH", 18) => Some("charset"),
+            _ => None,
+        } {
+            Some(format!(
+                "`{text}` is written from `[message].{owner}`: remove it here"
+            ))
+        } else {
+            earlier
+                .iter()
+                .find(|rule| overlaps(rule.target.path(), &path))
+                .map(|rule| {
+                    format!(
+                        "`{text}` overlaps `{}` in the same segment: set each place once",
+                        rule.target.path()
+                    )
+                })
+        };
+        if segment == "MSH" && path.segment_id() == "MSH" && path.field() == 10 {
+            self.msh10 = true;
+        }
+        match problem {
+            Some(message) => {
+                self.report.push(span, key, message);
+                None
+            }
+            None => Some(path),
+        }
+    }
+
+    /// A field's value: an expression, or `{ value = "…", required = true }`.
+    fn field_spec<'v>(
+        &mut self,
+        spec: &'v Spanned<DeValue<'_>>,
+        key: &str,
+    ) -> Option<(&'v str, bool, Range<usize>)> {
+        match spec.get_ref() {
+            DeValue::String(source) => Some((source, false, spec.span())),
+            DeValue::Table(table) => {
+                let dotted = !table
+                    .iter()
+                    .any(|(k, _)| matches!(k.get_ref().as_ref(), "value" | "required"));
+                if dotted {
+                    self.report.push(
+                        Some(spec.span()),
+                        key,
+                        "HL7 paths that contain dots must be quoted, e.g. `\"PID-3.1\" = \"census.ipp\"`",
+                    );
+                    return None;
+                }
+                let mut value = None;
+                let mut required = false;
+                let mut valid = true;
+                for (name, item) in in_order(table) {
+                    let item_key = format!("{key}.{}", name.get_ref());
+                    match name.get_ref().as_ref() {
+                        "value" => {
+                            value = self
+                                .report
+                                .string(item, &item_key)
+                                .map(|s| (s, item.span()));
+                        }
+                        "required" => match item.get_ref() {
+                            DeValue::Boolean(b) => required = *b,
+                            other => {
+                                self.report.push(
+                                    Some(item.span()),
+                                    &item_key,
+                                    format!(
+                                        "expected `true` or `false`, found {}",
+                                        other.type_str()
+                                    ),
+                                );
+                                valid = false;
+                            }
+                        },
+                        other => {
+                            self.report.push(
+                                Some(name.span()),
+                                &item_key,
+                                format!(
+                                    "unknown key `{other}`: a field has `value` and `required`"
+                                ),
+                            );
+                            valid = false;
+                        }
+                    }
+                }
+                match value {
+                    Some((source, span)) if valid => Some((source, required, span)),
+                    Some(_) => None,
+                    None => {
+                        if !table.iter().any(|(k, _)| k.get_ref() == "value") {
+                            self.report.push(
+                                Some(spec.span()),
+                                key,
+                                "missing `value`: write `{ value = \"census.ipp\", required = true }`",
+                            );
+                        }
+                        None
+                    }
+                }
+            }
+            other => {
+                self.report.push(
+                    Some(spec.span()),
+                    key,
+                    format!(
+                        "expected an expression in quotes such as `\"census.ipp\"` (fixed text: `\"'PI'\"`), found {}",
+                        other.type_str()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn group(
+        &mut self,
+        for_each: &Spanned<DeValue<'_>>,
+        name: Option<&Spanned<DeValue<'_>>>,
+        when: Option<&Spanned<DeValue<'_>>>,
+        segments: Option<&Spanned<DeValue<'_>>>,
+        key: &str,
+        vars: &mut Vec<String>,
+    ) -> Option<GroupRule> {
+        let for_each_key = format!("{key}.for_each");
+        let source = self.report.string(for_each, &for_each_key)?;
+        let depth = vars.len();
+        if depth >= MAX_GROUP_DEPTH {
+            self.report.push(
+                Some(for_each.span()),
+                &for_each_key,
+                format!("groups nest at most {MAX_GROUP_DEPTH} deep"),
+            );
+            return None;
+        }
+        let names = Names {
+            vars,
+            maps: &self.maps,
+        };
+        let path = match expr::parse_path(source, &names) {
+            Ok(path) => path,
+            Err(e) => {
+                self.report.push(Some(for_each.span()), &for_each_key, e.0);
+                return None;
+            }
+        };
+        let var = match name {
+            Some(value) => {
+                let as_key = format!("{key}.as");
+                let text = self.report.string(value, &as_key)?;
+                self.check_name(text, Some(value.span()), &as_key, vars)?
+            }
+            None => {
+                let derived = match path.steps.last() {
+                    Some(Step::Key(k)) => k.strip_suffix('s').filter(|s| !s.is_empty()),
+                    _ => None,
+                };
+                match derived {
+                    Some(d) => self.check_name(d, Some(for_each.span()), &for_each_key, vars)?,
+                    None => {
+                        self.report.push(
+                            Some(for_each.span()),
+                            &for_each_key,
+                            format!(
+                                "cannot name the items of `{}`: add `as = \"item\"`",
+                                path.text
+                            ),
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        vars.push(var);
+        let when = when.and_then(|w| self.condition(w, &format!("{key}.when"), vars));
+        let items = match segments {
+            Some(value) => self.items(value, &format!("{key}.segment"), vars),
+            None => {
+                self.report.push(
+                    Some(for_each.span()),
+                    key,
+                    format!("a group needs its segments: add `[[{key}.segment]]` entries"),
+                );
+                Vec::new()
+            }
+        };
+        vars.pop();
+        Some(GroupRule {
+            for_each: path,
+            depth,
+            when,
+            items,
+        })
+    }
+
+    /// A group variable name: a new identifier that hides nothing.
+    fn check_name(
+        &mut self,
+        name: &str,
+        span: Option<Range<usize>>,
+        key: &str,
+        vars: &[String],
+    ) -> Option<String> {
+        let valid = name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let message = if !valid {
+            format!(
+                "invalid item name `{}`: use lowercase letters, digits and `_`",
+                crate::hl7::readable(name.as_bytes())
+            )
+        } else if CONTEXT_ROOTS.contains(&name) || KEYWORDS.contains(&name) {
+            format!("item name `{name}` is reserved: choose another with `as`")
+        } else if vars.iter().any(|v| v == name) {
+            format!(
+                "item name `{name}` is already used by an enclosing group: choose another with `as`"
+            )
+        } else {
+            return Some(name.to_string());
+        };
+        self.report.push(span, key, message);
+        None
+    }
+}
+
+/// The parts of a `[[segment]]` entry, before we know if it is a segment or a group.
+#[derive(Default)]
+struct EntryParts<'t, 'i> {
+    id: Option<&'t Spanned<DeValue<'i>>>,
+    when: Option<&'t Spanned<DeValue<'i>>>,
+    fields: Option<&'t Spanned<DeValue<'i>>>,
+    for_each: Option<&'t Spanned<DeValue<'i>>>,
+    name: Option<&'t Spanned<DeValue<'i>>>,
+    segment: Option<&'t Spanned<DeValue<'i>>>,
+}
+
+/// Whether two paths in one segment write (part of) the same place.
+fn overlaps(a: &Path, b: &Path) -> bool {
+    if a.field() != b.field() {
+        return false;
+    }
+    let rep = |p: &Path| p.repetition().or(p.component().map(|_| 1));
+    let same_or_whole = |x: Option<usize>, y: Option<usize>| match (x, y) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    };
+    let (ra, rb) = (rep(a), rep(b));
+    if ra.is_none() || rb.is_none() {
+        return true;
+    }
+    if ra != rb {
+        return false;
+    }
+    match (a.component(), b.component()) {
+        (Some(x), Some(y)) if x == y => same_or_whole(a.subcomponent(), b.subcomponent()),
+        (Some(_), Some(_)) => false,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::Mapping;
+    use rstest::rstest;
+    use std::path::Path;
+
+    const HEAD: &str = "[message]\n\
+        type = \"ORM^O01^ORM_O01\"\n\
+        version = \"2.5\"\n\
+        charset = \"8859/1\"\n\
+        [[segment]]\n\
+        id = \"MSH\"\n\
+        fields = { \"MSH-10\" = \"message.control_id\" }\n";
+
+    fn load(text: &str) -> Result<Mapping, String> {
+        Mapping::parse(text, Path::new("mappings/orm.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn ok_minimal() {
+        let m = load(HEAD).unwrap();
+        assert_eq!(m.message_type(), "ORM^O01^ORM_O01");
+    }
+
+    #[rstest]
+    #[case::ok_plain_table(
+        "[[segment]]\nid = \"PID\"\n[segment.fields]\n\"PID-3.1\" = \"census.ipp\"\n"
+    )]
+    #[case::ok_required(
+        "[[segment]]\nid = \"PID\"\nfields = { \"PID-3.1\" = { value = \"census.ipp\", required = true } }\n"
+    )]
+    #[case::ok_z_segment("[[segment]]\nid = \"ZXY\"\nfields = { \"ZXY-99\" = \"'x'\" }\n")]
+    #[case::ok_disjoint_components(
+        "[[segment]]\nid = \"PID\"\nfields = { \"PID-3.1\" = \"'a'\", \"PID-3.4\" = \"'b'\", \"PID-3[2].1\" = \"'c'\" }\n"
+    )]
+    #[case::ok_group_as(
+        "[[segment]]\nfor_each = \"prescription.lines\"\nas = \"rx\"\n[[segment.segment]]\nid = \"ORC\"\nfields = { \"ORC-2\" = \"rx.id ~ rx_index\" }\n"
+    )]
+    #[case::ok_maps(
+        "[[segment]]\nid = \"PID\"\nfields = { \"PID-8\" = \"census.sex | map('sex')\" }\n[maps.sex]\nF = \"F\"\ndefault = \"U\"\n"
+    )]
+    #[case::ok_timezone_and_format(
+        "[[segment]]\nid = \"EVN\"\nfields = { \"EVN-2\" = \"message.now | datetime('%Y%m%d%H%M')\" }\n"
+    )]
+    fn ok_load(#[case] tail: &str) {
+        load(&format!("{HEAD}{tail}")).unwrap();
+    }
+
+    // HEAD has 7 lines; the tail starts on line 8.
+    #[rstest]
+    #[case::err_unknown_function(
+        "[[segment]]\nid = \"PID\"\nfields = { \"PID-8\" = \"census.sex | mapp('sex')\" }\n",
+        "mappings/orm.toml:10:22: `segment[2].fields.PID-8`: unknown function `mapp` at character 14: expected one of `count`, `date`, `datetime`, `default`, `first`, `join`, `lower`, `map`, `replace`, `trim`, `truncate`, `upper`"
+    )]
+    #[case::err_unknown_map(
+        "[[segment]]\nid = \"PID\"\nfields = { \"PID-8\" = \"census.sex | map('sex')\" }\n",
+        "mappings/orm.toml:10:22: `segment[2].fields.PID-8`: unknown map `sex` at character 18: the file defines no `[maps.…]` tables"
+    )]
+    #[case::err_bad_path(
+        "[[segment]]\nid = \"PID\"\nfields = { \"PID-x\" = \"census.ipp\" }\n",
+        "mappings/orm.toml:10:12: `segment[2].fields.PID-x`: invalid path `PID-x`: expected a field number after `-`"
+    )]
+    #[case::err_wrong_segment(
+        "[[segment]]\nid = \"PV1\"\nfields = { \"PID-3\" = \"census.ipp\" }\n",
+        "mappings/orm.toml:10:12: `segment[2].fields.PID-3`: `PID-3` is in segment `PID`, but this is segment `PV1`"
+    )]
+    #[case::err_out_of_range(
+        "[[segment]]\nid = \"NTE\"\nfields = { \"NTE-5\" = \"'x'\" }\n",
+        "mappings/orm.toml:10:12: `segment[2].fields.NTE-5`: `NTE-5` is out of range: `NTE` has 4 fields"
+    )]
+    #[case::err_occurrence(
+        "[[segment]]\nid = \"NTE\"\nfields = { \"NTE[2]-3\" = \"'x'\" }\n",
+        "mappings/orm.toml:10:12: `segment[2].fields.NTE[2]-3`: `NTE[2]-3` names a segment occurrence: the order of segments in the file decides it, remove `[2]`"
+    )]
+    #[case::err_overlap(
+        "[[segment]]\nid = \"PID\"\nfields = { \"PID-3\" = \"'a'\", \"PID-3.1\" = \"'b'\" }\n",
+        "mappings/orm.toml:10:29: `segment[2].fields.PID-3.1`: `PID-3.1` overlaps `PID-3` in the same segment: set each place once"
+    )]
+    #[case::err_overlap_first_repetition(
+        "[[segment]]\nid = \"PID\"\nfields = { \"PID-3.1\" = \"'a'\", \"PID-3[1].1\" = \"'b'\" }\n",
+        "mappings/orm.toml:10:31: `segment[2].fields.PID-3[1].1`: `PID-3[1].1` overlaps `PID-3.1` in the same segment: set each place once"
+    )]
+    #[case::err_unsupported_segment(
+        "[[segment]]\nid = \"PV2\"\n",
+        "mappings/orm.toml:9:6: `segment[2].id`: unsupported segment `PV2`: expected one of EVN, MSH, NTE, OBR, OBX, ORC, PID, PV1, RXE, RXO, RXR, TQ1, TQ2, TXA, ZBE or a Z segment"
+    )]
+    #[case::err_lowercase_segment(
+        "[[segment]]\nid = \"pid\"\n",
+        "mappings/orm.toml:9:6: `segment[2].id`: invalid segment id `pid`: expected 3 uppercase letters or digits, such as `PID`"
+    )]
+    #[case::err_msh_again(
+        "[[segment]]\nid = \"MSH\"\n",
+        "mappings/orm.toml:9:6: `segment[2].id`: `MSH` must be the first segment, outside any group"
+    )]
+    #[case::err_for_each_not_a_path(
+        "[[segment]]\nfor_each = \"prescription.lines | first\"\n[[segment.segment]]\nid = \"ORC\"\n",
+        "mappings/orm.toml:9:12: `segment[2].for_each`: `prescription.lines | first` is not a path: `for_each` takes the path of a list, such as `prescription.lines`"
+    )]
+    #[case::err_for_each_unknown_root(
+        "[[segment]]\nfor_each = \"bundle.lines\"\n[[segment.segment]]\nid = \"ORC\"\n",
+        "mappings/orm.toml:9:12: `segment[2].for_each`: unknown name `bundle` at character 1: expected `prescription`, `census`, `message`"
+    )]
+    #[case::err_item_outside_group(
+        "[[segment]]\nid = \"ORC\"\nfields = { \"ORC-2\" = \"line.id\" }\n",
+        "mappings/orm.toml:10:22: `segment[2].fields.ORC-2`: unknown name `line` at character 1: expected `prescription`, `census`, `message`"
+    )]
+    #[case::err_group_without_segments(
+        "[[segment]]\nfor_each = \"prescription.lines\"\n",
+        "mappings/orm.toml:9:12: `segment[2]`: a group needs its segments: add `[[segment[2].segment]]` entries"
+    )]
+    #[case::err_cannot_name_items(
+        "[[segment]]\nfor_each = \"prescription.data\"\n[[segment.segment]]\nid = \"ORC\"\n",
+        "mappings/orm.toml:9:12: `segment[2].for_each`: cannot name the items of `prescription.data`: add `as = \"item\"`"
+    )]
+    #[case::err_shadowing(
+        "[[segment]]\nfor_each = \"prescription.lines\"\n[[segment.segment]]\nfor_each = \"line.lines\"\n[[segment.segment.segment]]\nid = \"NTE\"\n",
+        "mappings/orm.toml:11:12: `segment[2].segment[1].for_each`: item name `line` is already used by an enclosing group: choose another with `as`"
+    )]
+    #[case::err_id_and_for_each(
+        "[[segment]]\nid = \"ORC\"\nfor_each = \"prescription.lines\"\n",
+        "mappings/orm.toml:10:12: `segment[2].for_each`: an entry has `id` (a segment) or `for_each` (a group), not both"
+    )]
+    #[case::err_neither(
+        "[[segment]]\nwhen = \"census.ipp\"\n",
+        "mappings/orm.toml:8:1: `segment[2]`: expected `id` (a segment such as `PID`) or `for_each` (a group repeated over a list)"
+    )]
+    #[case::err_unknown_key(
+        "[[segment]]\nid = \"PID\"\nfeilds = {}\n",
+        "mappings/orm.toml:10:1: `segment[2].feilds`: unknown key `feilds`: a segment has `id`, `when` and `fields`; a group has `for_each`, `as`, `when` and `segment`"
+    )]
+    #[case::err_unquoted_dotted_path(
+        "[[segment]]\nid = \"PID\"\n[segment.fields]\nPID-3.1 = \"census.ipp\"\n",
+        "mappings/orm.toml:11:1: `segment[2].fields.PID-3`: HL7 paths that contain dots must be quoted, e.g. `\"PID-3.1\" = \"census.ipp\"`"
+    )]
+    #[case::err_required_not_bool(
+        "[[segment]]\nid = \"PID\"\nfields = { \"PID-3\" = { value = \"census.ipp\", required = \"yes\" } }\n",
+        "mappings/orm.toml:10:57: `segment[2].fields.PID-3.required`: expected `true` or `false`, found string"
+    )]
+    #[case::err_value_not_string(
+        "[[segment]]\nid = \"PID\"\nfields = { \"PID-3\" = 42 }\n",
+        "mappings/orm.toml:10:22: `segment[2].fields.PID-3`: expected an expression in quotes such as `\"census.ipp\"` (fixed text: `\"'PI'\"`), found integer"
+    )]
+    #[case::err_when(
+        "[[segment]]\nid = \"NTE\"\nwhen = \"census.sex = 'F'\"\n",
+        "mappings/orm.toml:10:8: `segment[2].when`: unexpected `=` at character 12: compare with `==`"
+    )]
+    #[case::err_map_value_not_text(
+        "[maps.sex]\nF = 2\n",
+        "mappings/orm.toml:9:5: `maps.sex.F`: expected a text in quotes, found integer"
+    )]
+    #[case::err_unknown_section(
+        "[mapping]\n",
+        "mappings/orm.toml:8:2: `mapping`: unknown section: a mapping has `[message]`, `[[segment]]` and `[maps.…]`"
+    )]
+    fn err_load(#[case] tail: &str, #[case] expected: &str) {
+        assert_eq!(load(&format!("{HEAD}{tail}")).unwrap_err(), expected);
+    }
+
+    #[rstest]
+    #[case::err_msh9(
+        "\"MSH-9\" = \"'ADT'\"",
+        "mappings/orm.toml:7:45: `segment[1].fields.MSH-9`: `MSH-9` is written from `[message].type`: remove it here"
+    )]
+    #[case::err_msh2(
+        "\"MSH-2\" = \"'x'\"",
+        "mappings/orm.toml:7:45: `segment[1].fields.MSH-2`: `MSH-2` is the delimiters (`|^~\\&`), written by ordobridge"
+    )]
+    #[case::err_msh18(
+        "\"MSH-18\" = \"'x'\"",
+        "mappings/orm.toml:7:45: `segment[1].fields.MSH-18`: `MSH-18` is written from `[message].charset`: remove it here"
+    )]
+    fn err_msh_fields(#[case] extra: &str, #[case] expected: &str) {
+        let text = HEAD.replace(
+            "\"MSH-10\" = \"message.control_id\" }",
+            &format!("\"MSH-10\" = \"message.control_id\", {extra} }}"),
+        );
+        assert_eq!(load(&text).unwrap_err(), expected);
+    }
+
+    #[rstest]
+    #[case::err_no_message(
+        "[[segment]]\nid = \"MSH\"\nfields = { \"MSH-10\" = \"message.control_id\" }\n",
+        "mappings/orm.toml: `message`: missing `[message]`: it gives the message `type`, `version` and `charset`"
+    )]
+    #[case::err_message_fields(
+        "[message]\ntype = \"ORM\"\ncharset = \"latin1\"\nformat = \"hprim\"\ncolour = 1\n[[segment]]\nid = \"MSH\"\nfields = { \"MSH-10\" = \"message.control_id\" }\n",
+        "mappings/orm.toml:2:8: `message.type`: invalid message type `ORM`: expected code^event^structure such as `ORM^O01^ORM_O01`\n\
+         mappings/orm.toml:3:11: `message.charset`: unknown charset `latin1`: expected `8859/1`, `8859/15` or `UNICODE UTF-8`\n\
+         mappings/orm.toml:4:10: `message.format`: `hprim` output is not supported yet: only `hl7`\n\
+         mappings/orm.toml:5:1: `message.colour`: unknown key `colour`: `[message]` has `type`, `version`, `charset`, `timezone` and `format`\n\
+         mappings/orm.toml:1:1: `message.version`: missing `version`: write `version = \"2.5\"`"
+    )]
+    #[case::err_no_msh10(
+        "[message]\ntype = \"ORM^O01\"\nversion = \"2.5\"\ncharset = \"8859/1\"\n[[segment]]\nid = \"PID\"\n",
+        "mappings/orm.toml:5:1: `segment`: no `MSH-10`: start with an `MSH` segment that sets `\"MSH-10\" = \"message.control_id\"` (receivers use it to spot duplicates)"
+    )]
+    #[case::err_timezone(
+        "[message]\ntype = \"ORM^O01\"\nversion = \"2.5\"\ncharset = \"8859/1\"\ntimezone = \"Europe/Pariss\"\n[[segment]]\nid = \"MSH\"\nfields = { \"MSH-10\" = \"message.control_id\" }\n",
+        "PREFIX:mappings/orm.toml:5:12: `message.timezone`: unknown time zone `Europe/Pariss`: "
+    )]
+    #[case::err_syntax("[message\n", "PREFIX:mappings/orm.toml:1:")]
+    #[case::err_single_bracket_segment(
+        "[message]\ntype = \"ORM^O01\"\nversion = \"2.5\"\ncharset = \"8859/1\"\n[segment]\nid = \"MSH\"\n",
+        "mappings/orm.toml:5:1: `segment`: expected a list of segments (`[[segment]]`, with two brackets), found table\n\
+         mappings/orm.toml:5:1: `segment`: no `MSH-10`: start with an `MSH` segment that sets `\"MSH-10\" = \"message.control_id\"` (receivers use it to spot duplicates)"
+    )]
+    fn err_load_whole(#[case] text: &str, #[case] expected: &str) {
+        let got = load(text).unwrap_err();
+        match expected.strip_prefix("PREFIX:") {
+            Some(prefix) => assert!(got.starts_with(prefix), "{got}"),
+            None => assert_eq!(got, expected),
+        }
+    }
+
+    #[test]
+    fn err_every_problem_is_reported() {
+        let tail = "[[segment]]\nid = \"PID\"\nfields = { \"PID-40\" = \"census.ipp\", \"PID-8\" = \"census.sex | map('x')\" }\n\
+                    [[segment]]\nid = \"PV2\"\n";
+        let got = load(&format!("{HEAD}{tail}")).unwrap_err();
+        assert_eq!(got.lines().count(), 3, "{got}");
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn never_panics_on_text(s in "\\PC{0,200}") {
+                let _ = load(&s);
+            }
+
+            #[test]
+            fn never_panics_on_mutated_mapping(
+                cut in 0usize..400,
+                insert in "[\\[\\]{}=\",.a-zA-Z0-9|'~ -]{0,12}",
+            ) {
+                let text = format!(
+                    "{HEAD}[[segment]]\nfor_each = \"prescription.lines\"\n[[segment.segment]]\nid = \"NTE\"\nwhen = \"line.text\"\nfields = {{ \"NTE-3\" = \"line.text | upper\" }}\n"
+                );
+                let at = text
+                    .char_indices()
+                    .map(|(i, _)| i)
+                    .nth(cut % text.chars().count())
+                    .unwrap_or(0);
+                let mutated = format!("{}{insert}{}", &text[..at], &text[at..]);
+                let _ = load(&mutated);
+            }
+        }
+    }
+
+    #[test]
+    fn err_load_missing_file() {
+        let err = Mapping::load(Path::new("/nonexistent/orm.toml")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/orm.toml: cannot read the mapping file: "),
+            "{err}"
+        );
+    }
+}
