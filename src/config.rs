@@ -43,6 +43,25 @@ pub struct Config {
     pub census: crate::census::CensusSettings,
     /// Outbound destinations by name: each has its own durable queue and worker.
     pub outbound: BTreeMap<String, Destination>,
+    /// The FHIR push endpoint (`POST /fhir`); needs `[http]`.
+    pub push: Option<PushConfig>,
+}
+
+/// Where pushed prescriptions go.
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// The bearer token Posos must send; `None` accepts any caller (tests only).
+    pub token: Option<String>,
+    /// Each pushed bundle is mapped by every route.
+    pub routes: Vec<PushRoute>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PushRoute {
+    /// The mapping file (absolute).
+    pub mapping: PathBuf,
+    /// An `[outbound.NAME]` destination.
+    pub destination: String,
 }
 
 /// Where outbound messages go.
@@ -399,6 +418,22 @@ struct RawConfig {
     posos: Option<Spanned<RawPosos>>,
     #[serde(default)]
     outbound: BTreeMap<String, RawOutbound>,
+    push: Option<RawPush>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPush {
+    token: Option<String>,
+    #[serde(default)]
+    route: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    mapping: Spanned<String>,
+    destination: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -616,6 +651,14 @@ impl RawConfig {
                 }
             }
         });
+        let outbound: BTreeMap<String, Destination> = self
+            .outbound
+            .into_iter()
+            .filter_map(|(name, raw)| {
+                let destination = validate_outbound(&name, raw, base, report)?;
+                Some((name, destination))
+            })
+            .collect();
         let posos = self
             .posos
             .and_then(|posos| validate_posos(posos, base, report));
@@ -638,14 +681,10 @@ impl RawConfig {
             http,
             launch,
             posos,
-            outbound: self
-                .outbound
-                .into_iter()
-                .filter_map(|(name, raw)| {
-                    let destination = validate_outbound(&name, raw, base, report)?;
-                    Some((name, destination))
-                })
-                .collect(),
+            push: self
+                .push
+                .map(|push| validate_push(push, &outbound, base, report)),
+            outbound,
             census: crate::census::CensusSettings {
                 ipp_authority: self
                     .census
@@ -653,6 +692,51 @@ impl RawConfig {
                     .filter(|a| !a.is_empty()),
             },
         }
+    }
+}
+
+fn validate_push(
+    raw: RawPush,
+    outbound: &BTreeMap<String, Destination>,
+    base: &Path,
+    report: &mut Report<'_>,
+) -> PushConfig {
+    let mut routes = Vec::new();
+    for (i, route) in raw.route.into_iter().enumerate() {
+        let key = format!("push.route[{i}]");
+        let mapping = resolve_path(base, route.mapping.get_ref());
+        // Loading checks everything (paths, functions, segments) with the file's own lines.
+        if let Err(e) = crate::mapping::Mapping::load(&mapping) {
+            report.push(
+                Some(route.mapping.span()),
+                &format!("{key}.mapping"),
+                e.to_string(),
+            );
+        }
+        if !outbound.contains_key(route.destination.get_ref()) {
+            let known: Vec<&str> = outbound.keys().map(String::as_str).collect();
+            report.push(
+                Some(route.destination.span()),
+                &format!("{key}.destination"),
+                format!(
+                    "no `[outbound.{}]` destination (known: {})",
+                    route.destination.get_ref(),
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
+        }
+        routes.push(PushRoute {
+            mapping,
+            destination: route.destination.into_inner(),
+        });
+    }
+    PushConfig {
+        token: raw.token.filter(|t| !t.is_empty()),
+        routes,
     }
 }
 

@@ -82,6 +82,22 @@ enum Command {
         #[arg(required = true)]
         ids: Vec<i64>,
     },
+    /// Try a mapping: read a Posos bundle, apply the mapping, print the message.
+    Transform {
+        #[arg(long)]
+        mapping: PathBuf,
+        #[arg(long)]
+        bundle: PathBuf,
+        /// A JSON object standing for the census (`{"ipp": …, "family": …, "nda": …}`);
+        /// default: the patient as the bundle describes it.
+        #[arg(long)]
+        census: Option<PathBuf>,
+        #[arg(long, default_value = "TRANSFORM-1")]
+        control_id: String,
+        /// The time written as "now" (RFC 3339); default: now.
+        #[arg(long)]
+        now: Option<String>,
+    },
     /// Send HL7 files over MLLP, one message after the other, and print each answer.
     Send {
         /// HOST:PORT of the MLLP listener.
@@ -139,6 +155,19 @@ fn main() -> ExitCode {
             limit,
         } => queue(&config, destination, limit),
         Command::Replay { config, ids } => replay(&config, ids),
+        Command::Transform {
+            mapping,
+            bundle,
+            census,
+            control_id,
+            now,
+        } => {
+            let now = now.unwrap_or_else(|| jiff::Timestamp::now().to_string());
+            tools::transform(&mapping, &bundle, census.as_deref(), &control_id, &now).map(|out| {
+                print!("{}", tools::printable_message(&out));
+                ExitCode::SUCCESS
+            })
+        }
         Command::Send {
             to,
             ack_timeout,

@@ -183,6 +183,51 @@ pub async fn load(
     })
 }
 
+/// `ordobridge transform`: reads a bundle, applies a mapping, and returns the message for a
+/// terminal (segments on lines). `census` is an optional JSON object standing for what the
+/// census would know; `control_id` and `now` are fixed so the output is reproducible.
+pub fn transform(
+    mapping_file: &std::path::Path,
+    bundle_file: &std::path::Path,
+    census: Option<&std::path::Path>,
+    control_id: &str,
+    now: &str,
+) -> Result<Vec<u8>, String> {
+    let mapping = crate::mapping::Mapping::load(mapping_file).map_err(|e| e.to_string())?;
+    let body = std::fs::read(bundle_file)
+        .map_err(|e| format!("cannot read `{}`: {e}", bundle_file.display()))?;
+    let prescription = crate::posos::bundle::read_bundle(&body)
+        .map_err(|e| format!("`{}`: {e}", bundle_file.display()))?;
+    let census = match census {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+            serde_json::from_str(&text)
+                .map_err(|e| format!("`{}` is not JSON: {e}", path.display()))?
+        }
+        None => serde_json::json!({
+            "known": false,
+            "ipp": prescription.patient.partner_id,
+            "family": prescription.patient.family,
+            "given": prescription.patient.given,
+            "birth_date": prescription.patient.birth_date.as_ref().map(|d| d.replace('-', "")),
+            "sex": prescription.patient.sex,
+        }),
+    };
+    let context = serde_json::json!({
+        "prescription": serde_json::to_value(&prescription).map_err(|e| e.to_string())?,
+        "census": census,
+        "message": {"control_id": control_id, "now": now},
+    });
+    mapping.apply(&context).map_err(|e| {
+        format!(
+            "`{}` on `{}`: {e}",
+            mapping_file.display(),
+            bundle_file.display()
+        )
+    })
+}
+
 /// A journaled message for a terminal: segments on their own lines, decoded in its charset.
 pub fn printable_message(raw: &[u8]) -> String {
     let text = match Message::parse(raw) {

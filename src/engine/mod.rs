@@ -16,6 +16,7 @@ mod intake;
 mod mllp_in;
 mod outbox;
 mod processor;
+mod push;
 mod web;
 
 use std::collections::BTreeMap;
@@ -277,7 +278,12 @@ pub async fn run(
         let local_addr = listener
             .local_addr()
             .map_err(|e| EngineError::Web(format!("cannot read the HTTP address: {e}")))?;
-        let router = web::router(&config, local_addr, store.clone())?;
+        let mut router = web::router(&config, local_addr, store.clone())?;
+        if let Some(push) = &config.push {
+            let state = push::PushState::new(push, store.clone(), wakers.clone())
+                .map_err(|e| EngineError::Web(format!("the push endpoint: {e}")))?;
+            router = router.merge(push::router(state));
+        }
         let token = shutdown.child_token();
         tracker.spawn(
             async move {
