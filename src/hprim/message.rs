@@ -1,7 +1,7 @@
 //! [`Message`]: a one-pass index of the records of one HPRIM Santé message over the raw bytes;
 //! [`parse_file`] for files holding several messages.
 //!
-//! The pass finds line ends (memchr on CR/LF), skips blank lines, reads the delimiters of each
+//! The pass finds line ends (8 bytes at a time), skips blank lines, reads the delimiters of each
 //! `H` record and the type of every record, and keeps each record as a byte range of the input.
 //! Fields, repetitions and components are split lazily when asked for: HPRIM lines are short
 //! (220 characters at most), so a lookup scans one line. A record continued by `A` records is
@@ -12,12 +12,11 @@
 
 use std::borrow::Cow;
 
-use memchr::{memchr, memchr_iter, memchr2};
+use memchr::{memchr, memchr_iter};
 
 use crate::hl7::charset::Charset;
 use crate::hl7::delim::Delimiters;
 use crate::hl7::escape::unescape;
-use crate::hl7::message::nth_piece;
 use crate::hl7::{readable, readable_prefix};
 use crate::hprim::path::HprimPath;
 use crate::hprim::{HprimError, is_record_type};
@@ -48,6 +47,98 @@ struct RecIdx {
     lines: u32,
     /// Length of the record type.
     kind_len: u8,
+    /// The record type packed in an integer, for fast lookups by type.
+    key: u32,
+}
+
+/// A record type packed in an integer (3 bytes and the length); 0 for longer types.
+fn kind_key(kind: &[u8]) -> u32 {
+    match *kind {
+        [a] => u32::from_le_bytes([a, 0, 0, 1]),
+        [a, b] => u32::from_le_bytes([a, b, 0, 2]),
+        [a, b, c] => u32::from_le_bytes([a, b, c, 3]),
+        _ => 0,
+    }
+}
+
+/// The `n`-th (1-based) piece of `slice` split on `delim`; `None` past the last piece.
+fn piece(slice: &[u8], delim: u8, n: usize) -> Option<&[u8]> {
+    let start = match n {
+        0 => return None,
+        1 => 0,
+        _ => nth_delim(slice, delim, n - 1)? + 1,
+    };
+    let rest = slice.get(start..)?;
+    let len = rest.iter().position(|&b| b == delim).unwrap_or(rest.len());
+    rest.get(..len)
+}
+
+/// `b` in every byte of a word.
+fn splat(b: u8) -> u64 {
+    u64::from_le_bytes([b; 8])
+}
+
+/// The high bit of each byte of the result is set exactly where that byte of `v` is zero (no
+/// carries between bytes, so no false positives).
+fn zero_bytes(v: u64) -> u64 {
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    !(((v & LOW7).wrapping_add(LOW7)) | v | LOW7)
+}
+
+/// The offset of the `k`-th (1-based) `delim` in `slice`, 8 bytes at a time: HPRIM values are
+/// short and separators dense, where restarting a SIMD search for each one costs more.
+fn nth_delim(slice: &[u8], delim: u8, k: usize) -> Option<usize> {
+    let pattern = splat(delim);
+    let mut remaining = k;
+    let mut base = 0;
+    let mut chunks = slice.chunks_exact(8);
+    for chunk in &mut chunks {
+        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
+            return None;
+        };
+        let mut hits = zero_bytes(u64::from_le_bytes(bytes) ^ pattern);
+        let count = hits.count_ones() as usize;
+        if count >= remaining {
+            for _ in 1..remaining {
+                hits &= hits - 1;
+            }
+            return Some(base + (hits.trailing_zeros() / 8) as usize);
+        }
+        remaining -= count;
+        base += 8;
+    }
+    for (i, &b) in chunks.remainder().iter().enumerate() {
+        if b == delim {
+            remaining -= 1;
+            if remaining == 0 {
+                return Some(base + i);
+            }
+        }
+    }
+    None
+}
+
+/// The offset of the first CR or LF in `bytes`, 8 bytes at a time (records are short).
+fn line_end(bytes: &[u8]) -> Option<usize> {
+    let (cr, lf) = (splat(b'\r'), splat(b'\n'));
+    let mut base = 0;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+            return None;
+        };
+        let w = u64::from_le_bytes(word);
+        let hits = zero_bytes(w ^ cr) | zero_bytes(w ^ lf);
+        if hits != 0 {
+            return Some(base + (hits.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .map(|i| base + i)
 }
 
 /// One parsed HPRIM message: the raw bytes plus an index of its records; nothing is copied
@@ -112,7 +203,7 @@ impl<'m> Record<'m> {
         if n == 0 {
             return None;
         }
-        nth_piece(self.content, self.delims.field(), n)
+        piece(self.content, self.delims.field(), n)
     }
 
     /// The repetitions of field `n`, raw, in order (one item for a field without repetitions,
@@ -147,14 +238,14 @@ impl<'m> Record<'m> {
         }
         let d = &self.delims;
         let mut value = match (repetition, component) {
-            (Some(r), _) => nth_piece(field, d.repetition(), r)?,
-            (None, Some(_)) => nth_piece(field, d.repetition(), 1)?,
+            (Some(r), _) => piece(field, d.repetition(), r)?,
+            (None, Some(_)) => piece(field, d.repetition(), 1)?,
             (None, None) => field,
         };
         if let Some(c) = component {
-            value = nth_piece(value, d.component(), c)?;
+            value = piece(value, d.component(), c)?;
             if let Some(s) = subcomponent {
-                value = nth_piece(value, d.subcomponent(), s)?;
+                value = piece(value, d.subcomponent(), s)?;
             }
         }
         Some(value)
@@ -186,6 +277,12 @@ impl<'m> Record<'m> {
 
     /// Unescapes and decodes a raw value of this record.
     pub fn decode(&self, raw: &'m [u8]) -> Cow<'m, str> {
+        if raw.is_ascii() && !raw.contains(&self.delims.escape()) {
+            // The common case: nothing to unescape, and ASCII is the same in every charset.
+            if let Ok(text) = std::str::from_utf8(raw) {
+                return Cow::Borrowed(text);
+            }
+        }
         match unescape(raw, &self.delims) {
             Cow::Borrowed(b) => self.charset.decode(b),
             Cow::Owned(v) => Cow::Owned(self.charset.decode(&v).into_owned()),
@@ -197,8 +294,9 @@ impl<'a> Message<'a> {
     /// Parses exactly one message (`H` … `L`); a second `H` is refused (use [`parse_file`]).
     /// `charset` wins when given; otherwise ISO-8859-1, or UTF-8 after a UTF-8 BOM.
     pub fn parse(raw: &'a [u8], charset: Option<Charset>) -> Result<Message<'a>, HprimError> {
-        let mut all = parse_all(raw, charset, true)?;
-        let mut msg = all.pop().ok_or(HprimError::Empty)?;
+        let mut one = None;
+        parse_all(raw, charset, true, |m| one = Some(m))?;
+        let mut msg = one.ok_or(HprimError::Empty)?;
         msg.start = 0;
         msg.end = raw.len();
         Ok(msg)
@@ -247,23 +345,30 @@ impl<'a> Message<'a> {
         self.recs.iter().map(|r| self.view(r))
     }
 
+    /// The records of type `kind`, in order (e.g. every `OBX`).
+    pub fn records_of(&self, kind: &str) -> impl Iterator<Item = Record<'_>> {
+        let key = kind_key(kind.as_bytes());
+        self.recs
+            .iter()
+            .filter(move |r| key != 0 && r.key == key)
+            .map(|r| self.view(r))
+    }
+
     /// The `occurrence`-th (1-based) record of type `kind`.
     pub fn record(&self, kind: &str, occurrence: usize) -> Option<Record<'_>> {
         self.find(kind.as_bytes(), occurrence)
     }
 
     fn find(&self, kind: &[u8], occurrence: usize) -> Option<Record<'_>> {
-        let mut seen = 0;
-        for r in &self.recs {
-            let rec = self.view(r);
-            if rec.content.get(..rec.kind_len) == Some(kind) {
-                seen += 1;
-                if seen == occurrence {
-                    return Some(rec);
-                }
-            }
+        let key = kind_key(kind);
+        if key == 0 || occurrence == 0 {
+            return None;
         }
-        None
+        self.recs
+            .iter()
+            .filter(|r| r.key == key)
+            .nth(occurrence - 1)
+            .map(|r| self.view(r))
     }
 
     /// The `H` record.
@@ -328,7 +433,9 @@ impl<'a> Message<'a> {
 /// given; otherwise ISO-8859-1, or UTF-8 after a UTF-8 BOM. Line numbers in errors and in
 /// [`Record::line`] count from the start of the file.
 pub fn parse_file(raw: &[u8], charset: Option<Charset>) -> Result<Vec<Message<'_>>, HprimError> {
-    parse_all(raw, charset, false)
+    let mut out = Vec::new();
+    parse_all(raw, charset, false, |m| out.push(m))?;
+    Ok(out)
 }
 
 /// A message being read.
@@ -439,8 +546,10 @@ impl Open {
         }
     }
 
-    fn push(&mut self, start: usize, end: usize, line: usize, kind_len: usize) {
+    fn push(&mut self, start: usize, end: usize, line: usize, kind: &[u8]) {
+        let kind_len = kind.len();
         self.recs.push(RecIdx {
+            key: kind_key(kind),
             start: start as u32,
             end: end as u32,
             joined: false,
@@ -531,12 +640,13 @@ impl Open {
     }
 }
 
-/// The single pass over lines; `single` refuses a second message.
-fn parse_all(
-    raw: &[u8],
+/// The single pass over lines, giving each message to `sink`; `single` refuses a second one.
+fn parse_all<'a>(
+    raw: &'a [u8],
     charset: Option<Charset>,
     single: bool,
-) -> Result<Vec<Message<'_>>, HprimError> {
+    mut sink: impl FnMut(Message<'a>),
+) -> Result<(), HprimError> {
     if u32::try_from(raw.len()).is_err() {
         return Err(HprimError::TooLarge { len: raw.len() });
     }
@@ -548,11 +658,10 @@ fn parse_all(
     });
     let mut pos = if has_bom { BOM.len() } else { 0 };
     let mut line_no = 0usize;
-    let mut out = Vec::new();
     let mut open: Option<Open> = None;
     while pos < raw.len() {
         let rest = raw.get(pos..).unwrap_or_default();
-        let (len, next) = match memchr2(b'\r', b'\n', rest) {
+        let (len, next) = match line_end(rest) {
             Some(i) => {
                 let crlf = rest.get(i) == Some(&b'\r') && rest.get(i + 1) == Some(&b'\n');
                 (i, pos + i + if crlf { 2 } else { 1 })
@@ -575,7 +684,7 @@ fn parse_all(
             }
             let delims = read_delimiters(line, line_no)?;
             let mut first = Open::new(0, line_no, delims);
-            first.push(line_start, line_start + len, line_no, 1);
+            first.push(line_start, line_start + len, line_no, b"H");
             open = Some(first);
             continue;
         };
@@ -592,9 +701,9 @@ fn parse_all(
             }
             let delims = read_delimiters(line, line_no)?;
             let mut next_msg = Open::new(line_start, line_no, delims);
-            next_msg.push(line_start, line_start + len, line_no, 1);
+            next_msg.push(line_start, line_start + len, line_no, b"H");
             if let Some(done) = open.replace(next_msg) {
-                out.push(done.finish(raw, line_start, charset)?);
+                sink(done.finish(raw, line_start, charset)?);
             }
             continue;
         }
@@ -627,13 +736,13 @@ fn parse_all(
             b"L" => o.end_record = Some(o.recs.len()),
             _ => {}
         }
-        o.push(line_start, line_start + len, line_no, kind.len());
+        o.push(line_start, line_start + len, line_no, kind);
     }
     match open {
         None => Err(HprimError::Empty),
         Some(o) => {
-            out.push(o.finish(raw, raw.len(), charset)?);
-            Ok(out)
+            sink(o.finish(raw, raw.len(), charset)?);
+            Ok(())
         }
     }
 }
@@ -700,6 +809,40 @@ L|1||1|8\r\n";
         assert_eq!(obr.component_text(5, 2).as_deref(), Some("Glycémie"));
         assert_eq!(m.header().unwrap().repetitions(2), [b"~^\\&"]);
         assert!(obr.repetitions(40).is_empty());
+        assert_eq!(m.records_of("OBX").count(), 3);
+        assert_eq!(m.records_of("OBX").nth(2).unwrap().line(), 8);
+        assert_eq!(m.records_of("OBXX").count(), 0);
+        assert!(m.record("OBX", 0).is_none());
+    }
+
+    #[rstest]
+    #[case::ok_first(b"a|b|c", 1, Some(&b"a"[..]))]
+    #[case::ok_middle(b"a|b|c", 2, Some(&b"b"[..]))]
+    #[case::ok_last(b"a|b|c", 3, Some(&b"c"[..]))]
+    #[case::ok_empty_piece(b"a||c", 2, Some(&b""[..]))]
+    #[case::ok_empty_slice(b"", 1, Some(&b""[..]))]
+    #[case::err_past_end(b"a|b", 3, None)]
+    #[case::err_zero(b"a|b", 0, None)]
+    fn ok_piece(#[case] slice: &[u8], #[case] n: usize, #[case] expected: Option<&[u8]>) {
+        assert_eq!(piece(slice, b'|', n), expected);
+    }
+
+    #[test]
+    fn ok_swar_helpers_match_scalar() {
+        let text: &[u8] =
+            b"OBX|1|NM|GLY~Glyc\xe9mie~L||5.4|mmol/l|3.9-5.8|N|||F|||202401151000|\r\nA|b\nx";
+        for n in 0..25 {
+            let scalar = text
+                .split(|&b| b == b'|')
+                .nth(n.max(1) - 1)
+                .filter(|_| n > 0);
+            assert_eq!(piece(text, b'|', n), scalar, "piece {n}");
+        }
+        for start in 0..text.len() {
+            let rest = &text[start..];
+            let scalar = rest.iter().position(|&b| b == b'\r' || b == b'\n');
+            assert_eq!(line_end(rest), scalar, "line end from {start}");
+        }
     }
 
     #[rstest]
