@@ -214,3 +214,200 @@ pub fn ordobridge(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// The exact `playwright-core` the browser tests drive Chromium with (no browser download:
+/// it runs Debian's `/usr/bin/chromium`).
+pub const PLAYWRIGHT_CORE_VERSION: &str = "1.64.1";
+
+/// Debian's Chromium, installed by `.ci/run`.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The npm folder (holding `package.json` and `node_modules/playwright-core`) the browser
+/// tests import playwright-core from. Installed with npm under the target folder on first use;
+/// a missing Chromium, node or npm, or a failed install, fails the test with a clear message.
+pub fn playwright_core() -> PathBuf {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "headless Chromium is missing: `{CHROMIUM}` does not exist; install the Debian package \
+         `chromium` (`apt-get install chromium`, as .ci/run does)"
+    );
+    for tool in ["node", "npm"] {
+        let found = Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            found,
+            "`{tool}` is missing or broken (`{tool} --version` failed); the browser tests need \
+             Node.js and npm on the PATH to install playwright-core"
+        );
+    }
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let root = tmp.join(format!("playwright-core-{PLAYWRIGHT_CORE_VERSION}"));
+    let ready = root.join(".ready");
+    if ready.exists() {
+        return root;
+    }
+    // Build in a private folder, then rename, as for the Python venv: test binaries running in
+    // parallel never see a half-installed package.
+    let staging = tmp.join(format!(
+        "playwright-core-{PLAYWRIGHT_CORE_VERSION}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).expect("create the playwright-core staging folder");
+    std::fs::write(
+        staging.join("package.json"),
+        b"{\"name\":\"ordobridge-browser-tests\",\"private\":true}\n",
+    )
+    .expect("write package.json");
+    run_ok(
+        Command::new("npm")
+            .current_dir(&staging)
+            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--ignore-scripts",
+                "--save-exact",
+                "--loglevel=error",
+            ])
+            .arg(format!("playwright-core@{PLAYWRIGHT_CORE_VERSION}")),
+    );
+    std::fs::write(staging.join(".ready"), b"ok").expect("mark playwright-core ready");
+    if std::fs::rename(&staging, &root).is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    assert!(
+        ready.exists(),
+        "playwright-core {PLAYWRIGHT_CORE_VERSION} could not be installed in {}",
+        root.display()
+    );
+    root
+}
+
+/// What a [`Script`] printed and how it ended.
+#[derive(Debug)]
+pub struct ScriptOutput {
+    /// The exit status; `None` when it was killed at the deadline.
+    pub status: Option<std::process::ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A helper process (a Node script driving Chromium, say) killed by its PID when dropped,
+/// with every process whose command line names `marker` (the browser it started, found by its
+/// private `--user-data-dir`), so that a failing test leaves nothing running.
+pub struct Script {
+    child: Child,
+    marker: Option<String>,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Script {
+    /// Starts `command` with piped stdout and stderr (drained by threads, so it never blocks).
+    pub fn spawn(command: &mut Command, marker: Option<String>) -> Script {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                use std::io::Read as _;
+                let mut text = String::new();
+                if let Some(mut pipe) = pipe {
+                    let mut bytes = Vec::new();
+                    let _ = pipe.read_to_end(&mut bytes);
+                    text = String::from_utf8_lossy(&bytes).into_owned();
+                }
+                let _ = tx.send(text);
+            });
+            rx
+        };
+        let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+        let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+        Script {
+            child,
+            marker,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `timeout` for the process to exit (killing it and its browser at the
+    /// deadline) and returns what it printed.
+    pub fn wait(mut self, timeout: Duration) -> ScriptOutput {
+        let deadline = std::time::Instant::now() + timeout;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => break None,
+            }
+        };
+        self.kill();
+        let grace = Duration::from_secs(5);
+        ScriptOutput {
+            status,
+            stdout: self.stdout.recv_timeout(grace).unwrap_or_default(),
+            stderr: self.stderr.recv_timeout(grace).unwrap_or_default(),
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(marker) = &self.marker {
+            kill_processes_naming(marker);
+        }
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// SIGKILLs, by PID, every process of ours whose command line contains `marker` (a unique temp
+/// path): the browser a killed script left behind.
+pub fn kill_processes_naming(marker: &str) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(marker) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! Issue 3 in a real browser: headless Chromium (Debian's `chromium`, driven by playwright-core
+//! from `tests/browser/launch.mjs`) opens the EHR's launch URL from an opener page, follows the
+//! 302 to the built-in Posos simulator's Scan & Go page, checks that it names the patient and
+//! the user, clicks "Import to DPI" and waits for `#success`. The simulator then pushes a FHIR
+//! Bundle to a receiver started here, and the page posts the outcome to its opener.
+//!
+//! Chromium and node are killed by PID when the test ends, pass or fail; the browser's profile
+//! is a fresh temp folder removed at the end.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::Html;
+use axum::routing::{get, post};
+use ordobridge::config::Config;
+use ordobridge::engine::{self, BoundListeners};
+use ordobridge::mllp::client::{ClientSettings, MllpClient};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+/// One playwright wait (navigation, click, URL hash, message).
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The whole Node script, Chromium's start and stop included.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
+const PUSH_TOKEN: &str = "browser-test-push-token";
+const IPP: &str = "100001";
+
+/// The EHR side: an opener page that opens the launch URL in a popup and records the
+/// `message` events it receives, and the FHIR push endpoint the simulator imports into.
+const OPENER_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>EHR (test opener)</title></head>
+<body><h1>EHR</h1><button id="launch" type="button">Posos Scan &amp; Go</button>
+<pre id="log"></pre>
+<script>
+window.received = [];
+const launch = new URLSearchParams(location.search).get('launch');
+document.getElementById('launch').addEventListener('click', () => {
+  window.open(launch, 'posos');
+});
+window.addEventListener('message', (event) => {
+  window.received.push({ origin: event.origin, data: event.data });
+  document.getElementById('log').textContent = JSON.stringify(window.received);
+});
+</script></body></html>
+"#;
+
+/// One push the receiver got.
+#[derive(Debug, Clone)]
+struct Push {
+    authorization: Option<String>,
+    content_type: Option<String>,
+    body: Value,
+}
+
+type Pushes = Arc<Mutex<Vec<Push>>>;
+
+async fn receive_push(State(pushes): State<Pushes>, headers: HeaderMap, body: Bytes) -> String {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let body = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    pushes.lock().expect("pushes lock").push(Push {
+        authorization: text(header::AUTHORIZATION),
+        content_type: text(header::CONTENT_TYPE),
+        body,
+    });
+    r#"{"resourceType":"Bundle","type":"transaction-response"}"#.to_owned()
+}
+
+fn receiver(pushes: Pushes) -> Router {
+    Router::new()
+        .route("/opener", get(|| async { Html(OPENER_PAGE) }))
+        .route("/fhir", post(receive_push))
+        .with_state(pushes)
+}
+
+fn config(dir: &Path, push_url: &str) -> Config {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = format!(
+        r#"
+[store]
+path = "data/ob.db"
+[inbound.adt-in]
+protocol = "mllp"
+bind = "127.0.0.1:0"
+[census]
+ipp_authority = "CH_EXEMPLE"
+[http]
+bind = "127.0.0.1:0"
+[launch]
+mapping = "{root}/mappings/scan-token.toml"
+[posos]
+mode = "simulator"
+oauth_client_id = "ordobridge-simulator"
+[posos.simulator]
+key_file = "{root}/samples/simulator/service-account.json"
+public_key_file = "{root}/samples/simulator/public-key.pem"
+push_url = "{push_url}"
+push_token = "{PUSH_TOKEN}"
+"#,
+        root = root.display()
+    );
+    Config::from_str_with_env(&text, &dir.join("ob.toml"), &|_| None).expect("valid config")
+}
+
+/// Minimal percent-encoding for a query value (the launch URL is plain ASCII).
+fn query_escape(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_launch_imports_to_dpi_and_pushes_the_bundle() {
+    // Fail early and clearly when Chromium, node or npm is missing.
+    let playwright = tokio::task::spawn_blocking(common::playwright_core)
+        .await
+        .expect("provision playwright-core");
+
+    let pushes: Pushes = Arc::default();
+    let push_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind receiver");
+    let receiver_addr = push_listener.local_addr().expect("addr");
+    let receiver_task =
+        tokio::spawn(axum::serve(push_listener, receiver(pushes.clone())).into_future());
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config(dir.path(), &format!("http://{receiver_addr}/fhir"));
+    let mllp = TcpListener::bind("127.0.0.1:0").await.expect("bind mllp");
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+    let (mllp_addr, http_addr) = (
+        mllp.local_addr().expect("addr"),
+        http.local_addr().expect("addr"),
+    );
+    let mut listeners = BoundListeners::default();
+    listeners.mllp.insert("adt-in".to_string(), mllp);
+    listeners.http = Some(http);
+    let shutdown = CancellationToken::new();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let engine = tokio::spawn(engine::run(
+        config,
+        listeners,
+        shutdown.clone(),
+        move |_| {
+            let _ = ready_tx.send(());
+        },
+    ));
+    tokio::time::timeout(PATIENCE, ready_rx)
+        .await
+        .expect("ready")
+        .expect("ready");
+
+    let adt =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/adt/02-a01-admit.hl7"))
+            .expect("sample");
+    let mut client = MllpClient::connect(mllp_addr, ClientSettings::default())
+        .await
+        .expect("connect");
+    let ack = client.send(&adt, PATIENCE).await.expect("ack");
+    assert!(String::from_utf8_lossy(&ack).contains("MSA|AA|SYN0002"));
+
+    // The census is fed just behind the ACK: wait until the launch knows the patient (this
+    // opens one simulator session of its own; the browser opens another).
+    let launch = format!(
+        "http://{http_addr}/launch/scan?ipp={IPP}&rpps=10003456789&first_name=Pierre&last_name=Leblanc"
+    );
+    let http_client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = http_client
+            .get(&launch)
+            .send()
+            .await
+            .expect("launch")
+            .status();
+        if status == 302 {
+            break;
+        }
+        assert!(
+            status == 404 && Instant::now() < deadline,
+            "the launch answered {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The browser part, off the runtime's workers (it blocks on the Node process).
+    let profile = tempfile::Builder::new()
+        .prefix("ob-chromium-profile-")
+        .tempdir()
+        .expect("profile dir");
+    let opener_url = format!(
+        "http://{receiver_addr}/opener?launch={}",
+        query_escape(&launch)
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/launch.mjs");
+    let profile_path = profile.path().to_path_buf();
+    let started = Instant::now();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut node = Command::new("node");
+        node.arg(&script)
+            .env("PLAYWRIGHT_CORE_DIR", &playwright)
+            .env("CHROMIUM", common::CHROMIUM)
+            .env("USER_DATA_DIR", &profile_path)
+            .env("OPENER_URL", &opener_url)
+            .env("STEP_TIMEOUT_MS", STEP_TIMEOUT.as_millis().to_string())
+            .env("TOTAL_TIMEOUT_MS", SCRIPT_TIMEOUT.as_millis().to_string());
+        let marker = profile_path.to_string_lossy().into_owned();
+        common::Script::spawn(&mut node, Some(marker)).wait(SCRIPT_TIMEOUT + Duration::from_secs(5))
+    })
+    .await
+    .expect("browser script");
+    let browser_time = started.elapsed();
+    assert!(
+        output.status.is_some_and(|s| s.success()),
+        "launch.mjs failed ({:?}) after {browser_time:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        output.stdout,
+        output.stderr
+    );
+    let summary: Value = serde_json::from_str(output.stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "launch.mjs printed no JSON summary ({e}):\n{}\nstderr:\n{}",
+            output.stdout, output.stderr
+        )
+    });
+    let context = format!("summary: {summary:#}\nstderr:\n{}", output.stderr);
+
+    // The popup went through the launch's 302 to the simulator page.
+    let simulator_page = format!("http://{http_addr}/simulator/scan/");
+    let responses = summary["responses"].as_array().expect("responses");
+    let status_of = |prefix: &str| {
+        responses
+            .iter()
+            .find(|r| r["url"].as_str().is_some_and(|u| u.starts_with(prefix)))
+            .and_then(|r| r["status"].as_u64())
+    };
+    assert_eq!(status_of(&launch), Some(302), "{context}");
+    assert_eq!(status_of(&simulator_page), Some(200), "{context}");
+    let page = &summary["page"];
+    assert!(
+        page["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with(&simulator_page)),
+        "{context}"
+    );
+    assert_eq!(page["title"], "Posos simulator: Scan & Go", "{context}");
+    assert_eq!(
+        page["patient"], IPP,
+        "the page names the patient: {context}"
+    );
+    assert_eq!(
+        page["user"], "Pierre Leblanc (RPPS 10003456789)",
+        "and the user: {context}"
+    );
+
+    // "Import to DPI" succeeded: hash, status text, and the message to the opener.
+    let final_url = summary["final_url"].as_str().expect("final_url");
+    assert!(
+        final_url.starts_with(&simulator_page) && final_url.ends_with("#success"),
+        "{context}"
+    );
+    assert_eq!(summary["result"], "prescription imported", "{context}");
+    let messages = summary["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 1, "one postMessage: {context}");
+    let message = &messages[0];
+    assert_eq!(
+        message["origin"],
+        format!("http://{http_addr}"),
+        "{context}"
+    );
+    assert_eq!(message["data"]["status"], "success", "{context}");
+    assert_eq!(
+        message["data"]["prescription"]["patientId"], IPP,
+        "{context}"
+    );
+    let bundle_id = message["data"]["prescription"]["bundleId"]
+        .as_str()
+        .expect("bundleId")
+        .to_owned();
+
+    // The receiver got the FHIR Bundle for that patient, with the bearer token.
+    let pushes = pushes.lock().expect("pushes lock").clone();
+    assert_eq!(pushes.len(), 1, "one push: {pushes:#?}");
+    let push = &pushes[0];
+    assert_eq!(
+        push.authorization.as_deref(),
+        Some(format!("Bearer {PUSH_TOKEN}").as_str())
+    );
+    assert_eq!(push.content_type.as_deref(), Some("application/fhir+json"));
+    let bundle = &push.body;
+    assert_eq!(bundle["resourceType"], "Bundle", "{bundle:#}");
+    assert_eq!(bundle["type"], "transaction", "{bundle:#}");
+    assert_eq!(bundle["id"], bundle_id.as_str(), "{bundle:#}");
+    let patient = bundle["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|r| r["resourceType"] == "Patient")
+        .expect("a Patient entry");
+    let partner_ids: Vec<&Value> = patient["identifier"]
+        .as_array()
+        .expect("identifiers")
+        .iter()
+        .filter(|i| i["system"] == "id://partner")
+        .map(|i| &i["value"])
+        .collect();
+    assert_eq!(partner_ids, [IPP], "{patient:#}");
+
+    // Nothing of the browser is left running; its profile goes with `profile`.
+    common::kill_processes_naming(&profile.path().to_string_lossy());
+    drop(profile);
+    eprintln!("browser part took {browser_time:?}");
+
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, engine)
+        .await
+        .expect("stops")
+        .expect("task")
+        .expect("ok");
+    receiver_task.abort();
+}
