@@ -44,7 +44,7 @@ pub enum EngineError {
     Store {
         path: String,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     #[error(
         "channel `{channel}`: cannot listen on {addr}: {source} (is another process using the port?)"
@@ -138,7 +138,7 @@ pub async fn run(
     )
     .map_err(|source| EngineError::Store {
         path: config.store.path.display().to_string(),
-        source,
+        source: Box::new(source),
     })?;
     info!(path = %config.store.path.display(), "store open");
 
