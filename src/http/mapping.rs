@@ -21,6 +21,7 @@
 //! start into a [`ScanTokenMapping`]; every problem is reported with its file, line and key.
 //! Applying the mapping ([`ScanTokenMapping::apply`]) is a pure function.
 
+use crate::config::line_column;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -531,15 +532,6 @@ impl Report<'_> {
     fn into_error(self) -> MappingError {
         MappingError::Invalid(MappingProblems(self.problems))
     }
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
-    (line, column)
 }
 
 #[cfg(test)]

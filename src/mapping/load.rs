@@ -7,6 +7,7 @@
 //! the fields `[message]` owns), functions, map names, date formats, group paths and names,
 //! the time zone.
 
+use crate::config::line_column;
 use std::borrow::Cow;
 use std::ops::Range;
 use std::path::Path as FsPath;
@@ -89,15 +90,6 @@ impl Report<'_> {
             }
         }
     }
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
-    (line, column)
 }
 
 /// Checks and compiles mapping text.
