@@ -982,3 +982,48 @@ fn writer_cpu_seconds() -> f64 {
     // USER_HZ is 100 on every Linux we ship for.
     ticks as f64 / 100.0
 }
+
+/// A census update that fails in SQL is rolled back alone (savepoint): the journal inserts of
+/// other callers batched in the same transaction still commit, and its row stays `accepted`
+/// for the processor to retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_census_update_does_not_fail_the_journal_inserts_it_is_batched_with() {
+    let fixture = open();
+    let sample = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/adt/02-a01-admit.hl7"),
+    )
+    .unwrap();
+    let id = fixture.store.journal(record(&sample)).await.unwrap().id();
+    let db = rusqlite::Connection::open(fixture.store.path()).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER fail_census BEFORE INSERT ON census_patients BEGIN SELECT RAISE(ABORT, 'census broken (test)'); END;",
+    )
+    .unwrap();
+    // Send the failing census update and many journal inserts at once: the writer batches them.
+    let census = fixture.store.apply_census(id, update(&sample));
+    let journals =
+        futures::future::join_all((0..20).map(|_| fixture.store.journal(record(&sample))));
+    let (census, journals) = tokio::join!(census, journals);
+    assert!(census.is_err(), "the census update must fail: {census:?}");
+    assert!(
+        journals.iter().all(Result::is_ok),
+        "journal inserts batched with it must commit: {journals:?}"
+    );
+    let rows = fixture
+        .store
+        .list_journal(&ordobridge::store::JournalFilter {
+            control_id: None,
+            channel: None,
+            limit: 0,
+        })
+        .unwrap();
+    assert_eq!(rows.len(), 21);
+    let first = rows.iter().find(|r| r.id == id).unwrap();
+    assert_eq!(first.status, "accepted", "left for the processor to retry");
+    db.execute_batch("DROP TRIGGER fail_census;").unwrap();
+    fixture
+        .store
+        .apply_census(id, update(&sample))
+        .await
+        .unwrap();
+}

@@ -86,7 +86,9 @@ pub(super) enum Request {
     Census {
         journal_id: i64,
         update: Box<CensusUpdate>,
-        outcome: Option<CensusOutcome>,
+        /// `Err` when this update alone failed: it was rolled back to its savepoint and the
+        /// rest of the batch (other callers' journal inserts) still commits.
+        outcome: Option<Result<CensusOutcome, Arc<rusqlite::Error>>>,
         reply: oneshot::Sender<Result<CensusOutcome, StoreError>>,
     },
     /// `Store::close`: answered once the queue is drained and the connection closed.
@@ -243,7 +245,12 @@ pub(super) fn commit_batch(
             }
             Request::Census { outcome, reply, .. } => {
                 let answer = match (&failure, outcome) {
-                    (None, Some(outcome)) => Ok(outcome),
+                    (None, Some(Ok(outcome))) => Ok(outcome),
+                    (None, Some(Err(source))) => Err(StoreError::NotCommitted {
+                        path: path.to_path_buf(),
+                        requests: 1,
+                        source,
+                    }),
                     (Some(source), _) => Err(error(source)),
                     // `execute` fills every outcome or fails: not reachable, but answer safely.
                     (None, None) => Err(error(&Arc::new(rusqlite::Error::QueryReturnedNoRows))),
@@ -311,7 +318,22 @@ fn execute(
                     outcome,
                     ..
                 } => {
-                    *outcome = Some(census::apply(&transaction, *journal_id, update)?);
+                    // A savepoint per census update: a bad update must not roll back the
+                    // journal inserts of other callers that share this transaction.
+                    transaction.execute_batch("SAVEPOINT census_update")?;
+                    match census::apply(&transaction, *journal_id, update) {
+                        Ok(applied) => {
+                            transaction.execute_batch("RELEASE census_update")?;
+                            *outcome = Some(Ok(applied));
+                        }
+                        Err(e) => {
+                            tracing::warn!(journal_id = *journal_id, error = %e, "census update rolled back alone");
+                            transaction.execute_batch(
+                                "ROLLBACK TO census_update; RELEASE census_update",
+                            )?;
+                            *outcome = Some(Err(Arc::new(e)));
+                        }
+                    }
                 }
                 Request::Close { .. } => {}
                 Request::Enqueue { items, ids, .. } => {
