@@ -199,12 +199,34 @@ destination = "ehr-orders"
         .expect("push");
     assert_eq!(unauthorized.status(), 401);
 
+    // The same bundle pushed twice (Posos did not see the first answer): queued once.
+    let bundle = std::fs::read(root.join("samples/posos/two-drugs-prednisone-taper.json"))
+        .expect("sample bundle");
+    for _ in 0..2 {
+        let again = web
+            .post(format!("http://{http_addr}/fhir/Bundle"))
+            .bearer_auth("s3cret")
+            .body(bundle.clone())
+            .send()
+            .await
+            .expect("push");
+        assert_eq!(again.status(), 200, "{:?}", again.text().await);
+    }
+
     shutdown.cancel();
     tokio::time::timeout(PATIENCE, engine)
         .await
         .expect("stops")
         .expect("task")
         .expect("ok");
+    let db = rusqlite::Connection::open(dir.path().join("data/ob.db")).expect("db");
+    let queued: i64 = db
+        .query_row("SELECT count(*) FROM outbound", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(
+        queued, 2,
+        "the import and the sample bundle, each queued once"
+    );
     let store = Store::open(&dir.path().join("data/ob.db"), StoreOptions::default()).expect("s");
     let pushes = store
         .list_journal(&JournalFilter {
@@ -214,5 +236,9 @@ destination = "ehr-orders"
         })
         .expect("journal");
     let statuses: Vec<&str> = pushes.iter().map(|r| r.status.as_str()).collect();
-    assert_eq!(statuses, vec!["rejected", "processed"], "{pushes:?}");
+    assert_eq!(
+        statuses,
+        vec!["processed", "rejected", "processed"],
+        "{pushes:?}"
+    );
 }

@@ -51,6 +51,12 @@ pub(super) async fn run_processor(
                 return;
             }
             let id = row.id;
+            // Pushed bundles are the push endpoint's to process (map, queue, then mark); the
+            // census must not mark them processed before they are queued.
+            if row.channel == super::push::PUSH_CHANNEL {
+                after = id;
+                continue;
+            }
             let update = update_for(&row, &settings);
             match store.apply_census(id, update).await {
                 Ok(outcome) => {

@@ -28,7 +28,10 @@ use tracing::{info, warn};
 use crate::config::PushConfig;
 use crate::mapping::Mapping;
 use crate::posos::bundle::{Prescription, read_bundle};
-use crate::store::{InboundRecord, OutboundItem, PatientKey, PatientView, RecordStatus, Store};
+use crate::store::{
+    EntryStatus, InboundRecord, JournalOutcome, OutboundItem, PatientKey, PatientView,
+    RecordStatus, Store,
+};
 
 /// The journal channel of pushed bundles.
 pub(super) const PUSH_CHANNEL: &str = "posos-push";
@@ -160,6 +163,18 @@ async fn push(
         status,
     };
     let journal_id = match inner.store.journal(record).await {
+        // The same bundle pushed again after it was mapped and queued (Posos did not see our
+        // answer): answer as the first time, do not queue it twice.
+        Ok(JournalOutcome::Duplicate {
+            id,
+            status: EntryStatus::Processed,
+        }) => {
+            info!(
+                journal_id = id,
+                "bundle pushed again; already queued, not queued twice"
+            );
+            return transaction_response(id);
+        }
         Ok(outcome) => outcome.id(),
         Err(e) => {
             warn!(error = %e, "push not stored");
@@ -211,6 +226,25 @@ async fn push(
             None,
         ),
     }
+}
+
+/// The FHIR transaction-response for an accepted bundle; `Location` names its journal row.
+fn transaction_response(journal_id: i64) -> Response {
+    let location = format!("Bundle/{journal_id}");
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/fhir+json".to_string()),
+            (header::LOCATION, location.clone()),
+        ],
+        json!({
+            "resourceType": "Bundle",
+            "type": "transaction-response",
+            "entry": [{"response": {"status": "201 Created", "location": location}}],
+        })
+        .to_string(),
+    )
+        .into_response()
 }
 
 enum Failure {
