@@ -13,7 +13,7 @@ use std::process::Command;
 use common::{python_peers, repo_root};
 
 /// Mappings whose output is HL7v2 (checked by the Python parsers too).
-const HL7_MAPPINGS: &[&str] = &["orm-o01"];
+const HL7_MAPPINGS: &[&str] = &["orm-o01", "omp-o09", "oru-r01-pdf"];
 const NOW: &str = "2026-01-05T10:05:00+01:00";
 
 fn samples() -> Vec<PathBuf> {
