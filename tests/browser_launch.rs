@@ -21,11 +21,10 @@ use axum::http::{HeaderMap, header};
 use axum::response::Html;
 use axum::routing::{get, post};
 use ordobridge::config::Config;
-use ordobridge::engine::{self, BoundListeners};
+use ordobridge::engine::BoundListeners;
 use ordobridge::mllp::client::{ClientSettings, MllpClient};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(20);
 /// One playwright wait (navigation, click, URL hash, message).
@@ -156,20 +155,7 @@ async fn browser_launch_imports_to_dpi_and_pushes_the_bundle() {
     let mut listeners = BoundListeners::default();
     listeners.mllp.insert("adt-in".to_string(), mllp);
     listeners.http = Some(http);
-    let shutdown = CancellationToken::new();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let engine = tokio::spawn(engine::run(
-        config,
-        listeners,
-        shutdown.clone(),
-        move |_| {
-            let _ = ready_tx.send(());
-        },
-    ));
-    tokio::time::timeout(PATIENCE, ready_rx)
-        .await
-        .expect("ready")
-        .expect("ready");
+    let engine = common::InProcess::start(config, listeners).await;
 
     let adt =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/adt/02-a01-admit.hl7"))
@@ -336,11 +322,6 @@ async fn browser_launch_imports_to_dpi_and_pushes_the_bundle() {
     drop(profile);
     eprintln!("browser part took {browser_time:?}");
 
-    shutdown.cancel();
-    tokio::time::timeout(PATIENCE, engine)
-        .await
-        .expect("stops")
-        .expect("task")
-        .expect("ok");
+    engine.stop().await;
     receiver_task.abort();
 }

@@ -2,20 +2,20 @@
 //! HL7 files in stable mode, HPRIM files with `.OK` witnesses feeding the census, bad files
 //! to `error/` with their reason.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ordobridge::config::Config;
-use ordobridge::engine::{self, BoundListeners};
+use ordobridge::engine::BoundListeners;
 use ordobridge::store::{JournalFilter, JournalSummary, PatientKey, Store, StoreOptions};
-use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
 struct Running {
     dir: tempfile::TempDir,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), engine::EngineError>>,
+    engine: common::InProcess,
 }
 
 impl Running {
@@ -47,25 +47,8 @@ poll_interval = "20ms"
 "#;
         let config = Config::from_str_with_env(text, &dir.path().join("ob.toml"), &|_| None)
             .expect("valid config");
-        let shutdown = CancellationToken::new();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(engine::run(
-            config,
-            BoundListeners::default(),
-            shutdown.clone(),
-            move |_| {
-                let _ = ready_tx.send(());
-            },
-        ));
-        tokio::time::timeout(PATIENCE, ready_rx)
-            .await
-            .expect("ready")
-            .expect("ready");
-        Running {
-            dir,
-            shutdown,
-            task,
-        }
+        let engine = common::InProcess::start(config, BoundListeners::default()).await;
+        Running { dir, engine }
     }
 
     fn path(&self, relative: &str) -> PathBuf {
@@ -87,12 +70,7 @@ poll_interval = "20ms"
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(PATIENCE, self.task)
-            .await
-            .expect("stops")
-            .expect("task")
-            .expect("ok");
+        self.engine.stop().await;
     }
 }
 

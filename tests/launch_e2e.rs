@@ -3,14 +3,15 @@
 //! Scan & Go page names the patient and the user: the daemon authenticated with a real signed
 //! assertion, got an identity token and sent the scan-token request the simulator accepted.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ordobridge::config::Config;
-use ordobridge::engine::{self, BoundListeners};
+use ordobridge::engine::BoundListeners;
 use ordobridge::mllp::client::{ClientSettings, MllpClient};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -54,20 +55,7 @@ async fn adt_then_launch_redirects_to_a_simulator_page_naming_the_patient() {
     let mut listeners = BoundListeners::default();
     listeners.mllp.insert("adt-in".to_string(), mllp);
     listeners.http = Some(http);
-    let shutdown = CancellationToken::new();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let engine = tokio::spawn(engine::run(
-        config,
-        listeners,
-        shutdown.clone(),
-        move |_| {
-            let _ = ready_tx.send(());
-        },
-    ));
-    tokio::time::timeout(PATIENCE, ready_rx)
-        .await
-        .expect("ready")
-        .expect("ready");
+    let engine = common::InProcess::start(config, listeners).await;
 
     let adt =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/adt/02-a01-admit.hl7"))
@@ -134,10 +122,5 @@ async fn adt_then_launch_redirects_to_a_simulator_page_naming_the_patient() {
     assert_eq!(unknown.status(), 404);
     assert!(unknown.headers().contains_key("x-correlation-id"));
 
-    shutdown.cancel();
-    tokio::time::timeout(PATIENCE, engine)
-        .await
-        .expect("stops")
-        .expect("task")
-        .expect("ok");
+    engine.stop().await;
 }

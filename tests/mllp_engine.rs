@@ -1,18 +1,19 @@
 //! The real engine in-process, on `127.0.0.1:0`, with a real SQLite file: what a sender sees
 //! on the wire for each kind of input, and what the journal holds when the answer arrives.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
 use ordobridge::config::Config;
-use ordobridge::engine::{self, BoundListeners};
+use ordobridge::engine::BoundListeners;
 use ordobridge::mllp::client::{ClientSettings, MllpClient};
 use ordobridge::store::{JournalFilter, Store, StoreOptions};
 use rstest::rstest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -20,8 +21,7 @@ const PATIENCE: Duration = Duration::from_secs(10);
 struct Running {
     addr: std::net::SocketAddr,
     db: PathBuf,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), engine::EngineError>>,
+    engine: common::InProcess,
     _dir: tempfile::TempDir,
 }
 
@@ -37,25 +37,11 @@ impl Running {
         let addr = listener.local_addr().expect("addr");
         let mut listeners = BoundListeners::default();
         listeners.mllp.insert("adt-in".to_string(), listener);
-        let shutdown = CancellationToken::new();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(engine::run(
-            config,
-            listeners,
-            shutdown.clone(),
-            move |_| {
-                let _ = ready_tx.send(());
-            },
-        ));
-        tokio::time::timeout(PATIENCE, ready_rx)
-            .await
-            .expect("engine ready in time")
-            .expect("engine ready");
+        let engine = common::InProcess::start(config, listeners).await;
         Running {
             addr,
             db: dir.path().join("data/ob.db"),
-            shutdown,
-            task,
+            engine,
             _dir: dir,
         }
     }
@@ -78,12 +64,7 @@ impl Running {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(PATIENCE, self.task)
-            .await
-            .expect("engine stops in time")
-            .expect("engine task")
-            .expect("engine result");
+        self.engine.stop().await;
     }
 }
 

@@ -4,20 +4,21 @@
 //! MLLP peer (the EHR) that answers AA. Also: a bad body gets a 400 OperationOutcome naming the
 //! JSON path and is journaled as rejected; a wrong token gets 401.
 
+mod common;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use ordobridge::config::Config;
-use ordobridge::engine::{self, BoundListeners};
+use ordobridge::engine::BoundListeners;
 use ordobridge::hl7::Message;
 use ordobridge::mllp::client::{ClientSettings, MllpClient};
 use ordobridge::mllp::{Inbound, MllpCodec};
 use ordobridge::store::{JournalFilter, Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
-use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -95,20 +96,7 @@ destination = "ehr-orders"
     let mut listeners = BoundListeners::default();
     listeners.mllp.insert("adt-in".to_string(), mllp);
     listeners.http = Some(http);
-    let shutdown = CancellationToken::new();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let engine = tokio::spawn(engine::run(
-        config,
-        listeners,
-        shutdown.clone(),
-        move |_| {
-            let _ = ready_tx.send(());
-        },
-    ));
-    tokio::time::timeout(PATIENCE, ready_rx)
-        .await
-        .expect("ready")
-        .expect("ready");
+    let engine = common::InProcess::start(config, listeners).await;
 
     // ADT in.
     let adt = std::fs::read(root.join("samples/adt/02-a01-admit.hl7")).expect("sample");
@@ -213,12 +201,7 @@ destination = "ehr-orders"
         assert_eq!(again.status(), 200, "{:?}", again.text().await);
     }
 
-    shutdown.cancel();
-    tokio::time::timeout(PATIENCE, engine)
-        .await
-        .expect("stops")
-        .expect("task")
-        .expect("ok");
+    engine.stop().await;
     let db = rusqlite::Connection::open(dir.path().join("data/ob.db")).expect("db");
     let queued: i64 = db
         .query_row("SELECT count(*) FROM outbound", [], |row| row.get(0))

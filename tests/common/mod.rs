@@ -411,3 +411,44 @@ pub fn kill_processes_naming(marker: &str) {
         }
     }
 }
+
+/// The real engine running in-process on listeners the test bound (port 0), so a test can
+/// talk to it over real sockets and stop it cleanly.
+pub struct InProcess {
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), ordobridge::engine::EngineError>>,
+}
+
+impl InProcess {
+    /// Starts `engine::run` and waits until everything is accepting.
+    pub async fn start(
+        config: ordobridge::config::Config,
+        listeners: ordobridge::engine::BoundListeners,
+    ) -> InProcess {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(ordobridge::engine::run(
+            config,
+            listeners,
+            shutdown.clone(),
+            move |_| {
+                let _ = ready_tx.send(());
+            },
+        ));
+        tokio::time::timeout(Duration::from_secs(20), ready_rx)
+            .await
+            .expect("engine ready in time")
+            .expect("engine ready");
+        InProcess { shutdown, task }
+    }
+
+    /// Cancels, lets the in-flight work finish, and checks the engine ended without error.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("engine stops in time")
+            .expect("engine task")
+            .expect("engine result");
+    }
+}
