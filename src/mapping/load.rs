@@ -20,9 +20,11 @@ use super::eval::ValueMap;
 use super::expr::{self, CONTEXT_ROOTS, KEYWORDS, Names, Step};
 use super::writer::{Header, Target};
 use super::{
-    Condition, FieldRule, GroupRule, Item, Mapping, MappingError, MappingErrors, SegmentRule,
+    Condition, FieldRule, GroupRule, Item, Mapping, MappingError, MappingErrors, OutputFormat,
+    SegmentRule,
 };
 use crate::hl7::{Charset, Path};
+use crate::hprim::HprimPath;
 
 /// The segments a mapping may write and their number of fields (HL7 v2.5; ZBE from IHE PAM
 /// France). Other Z segments are accepted without a limit.
@@ -42,6 +44,17 @@ const SEGMENT_FIELDS: [(&str, usize); 15] = [
     ("TQ2", 10),
     ("TXA", 23),
     ("ZBE", 9),
+];
+
+/// The HPRIM Santé records a mapping may write and their number of fields, the record type
+/// being field 1 (HPRIM Santé 2.x, after ASTM E1394). `A` continuations are the builder's.
+const HPRIM_RECORDS: [(&str, usize); 6] = [
+    ("H", 14),
+    ("P", 35),
+    ("OBR", 31),
+    ("OBX", 14),
+    ("C", 5),
+    ("L", 6),
 ];
 
 /// How deep groups may nest (lines × dosages is 2).
@@ -121,11 +134,13 @@ pub(super) fn parse(text: &str, file: &FsPath) -> Result<Mapping, MappingErrors>
     }
     let maps = maps.map(|v| read_maps(v, &mut report)).unwrap_or_default();
     let section = read_message(message, &mut report);
+    let format = section.as_ref().map(|s| s.format).unwrap_or_default();
     let mut compiler = Compiler {
         report: &mut report,
         maps: maps.iter().map(|m| m.name.clone()).collect(),
         uses_time: false,
         msh10: false,
+        format,
     };
     let mut vars = Vec::new();
     let items = match segments {
@@ -140,7 +155,22 @@ pub(super) fn parse(text: &str, file: &FsPath) -> Result<Mapping, MappingErrors>
         }
     };
     let (uses_time, msh10) = (compiler.uses_time, compiler.msh10);
-    if segments.is_some() && !msh10 {
+    if format == OutputFormat::Hprim {
+        if segments.is_some() && !matches!(items.first(), Some(Item::Segment(s)) if s.id == "H") {
+            report.push(
+                segments.map(Spanned::span),
+                "segment",
+                "no `H` record first: start the message with an `H` record (H.2, the delimiters, is written by ordobridge)",
+            );
+        }
+        if segments.is_some() && !matches!(items.last(), Some(Item::Segment(s)) if s.id == "L") {
+            report.push(
+                segments.map(Spanned::span),
+                "segment",
+                "no final `L` record: end the message with an `L` record, outside any group",
+            );
+        }
+    } else if segments.is_some() && !msh10 {
         report.push(
             segments.map(Spanned::span),
             "segment",
@@ -154,6 +184,7 @@ pub(super) fn parse(text: &str, file: &FsPath) -> Result<Mapping, MappingErrors>
     match section {
         Some(section) if report.errors.is_empty() => Ok(Mapping {
             message_type: section.message_type,
+            format: section.format,
             header: section.header,
             items,
             maps,
@@ -166,6 +197,7 @@ pub(super) fn parse(text: &str, file: &FsPath) -> Result<Mapping, MappingErrors>
 /// `[message]`, checked.
 struct MessageSection {
     message_type: String,
+    format: OutputFormat,
     header: Header,
     timezone: Option<(String, Range<usize>)>,
 }
@@ -192,11 +224,41 @@ fn read_message(
     };
     let (mut message_type, mut version, mut charset, mut timezone) = (None, None, None, None);
     let mut valid = true;
+    // The format decides how `type` and `version` are read: find it first.
+    let format = match table.get("format").map(Spanned::get_ref) {
+        Some(DeValue::String(f)) if f == "hprim" => OutputFormat::Hprim,
+        _ => OutputFormat::Hl7,
+    };
+    let hprim = format == OutputFormat::Hprim;
     for (key, value) in in_order(table) {
         let name = key.get_ref().as_ref();
         let full = format!("message.{name}");
         let span = Some(value.span());
         match name {
+            "type" if hprim => match report.string(value, &full) {
+                Some(t) => {
+                    let ok = (1..=10).contains(&t.len())
+                        && t.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+                    if ok {
+                        message_type = Some((t.to_string(), vec![t.to_string()]));
+                    } else {
+                        report.push(
+                            span,
+                            &full,
+                            format!(
+                                "invalid HPRIM message type `{}`: expected up to 10 uppercase letters or digits such as `ORU`",
+                                crate::hl7::readable(t.as_bytes())
+                            ),
+                        );
+                    }
+                }
+                None => valid = false,
+            },
+            "version" if hprim => report.push(
+                span,
+                &full,
+                "HPRIM carries its version in `H.13` (e.g. `\"H.13\" = \"'H2.2~C'\"`): remove `version`",
+            ),
             "type" => match report.string(value, &full) {
                 Some(t) => {
                     let parts: Vec<String> = t.split('^').map(str::to_string).collect();
@@ -248,17 +310,12 @@ fn read_message(
                 None => valid = false,
             },
             "format" => match report.string(value, &full) {
-                Some("hl7") => {}
-                Some("hprim") => report.push(
-                    span,
-                    &full,
-                    "`hprim` output is not supported yet: only `hl7`",
-                ),
+                Some("hl7" | "hprim") => {}
                 Some(other) => report.push(
                     span,
                     &full,
                     format!(
-                        "unknown format `{}`: expected `hl7`",
+                        "unknown format `{}`: expected `hl7` or `hprim`",
                         crate::hl7::readable(other.as_bytes())
                     ),
                 ),
@@ -273,8 +330,18 @@ fn read_message(
             ),
         }
     }
+    if hprim {
+        // HPRIM Santé is ISO-8859-1 unless the mapping says otherwise; H.13 holds the version.
+        charset = charset.or(Some(Charset::Latin1));
+        version = Some(Vec::new());
+    }
+    let type_example = if hprim {
+        "type = \"ORU\""
+    } else {
+        "type = \"ORM^O01^ORM_O01\""
+    };
     for (missing, name, example) in [
-        (message_type.is_none(), "type", "type = \"ORM^O01^ORM_O01\""),
+        (message_type.is_none(), "type", type_example),
         (version.is_none(), "version", "version = \"2.5\""),
         (charset.is_none(), "charset", "charset = \"8859/1\""),
     ] {
@@ -290,6 +357,7 @@ fn read_message(
     let ((text, parts), version, charset) = (message_type?, version?, charset?);
     valid.then_some(MessageSection {
         message_type: text,
+        format,
         header: Header {
             message_type: parts,
             version,
@@ -388,6 +456,8 @@ struct Compiler<'r, 't> {
     uses_time: bool,
     /// The MSH segment sets MSH-10.
     msh10: bool,
+    /// HL7 segments and paths, or HPRIM records and paths.
+    format: OutputFormat,
 }
 
 impl Compiler<'_, '_> {
@@ -518,6 +588,9 @@ impl Compiler<'_, '_> {
         vars: &[String],
         first: bool,
     ) -> Option<SegmentRule> {
+        if self.format == OutputFormat::Hprim {
+            return self.record(id, when, fields, key, vars, first);
+        }
         let id_key = format!("{key}.id");
         let id_text = self.report.string(id, &id_key)?;
         let well_formed = id_text.len() == 3
@@ -562,6 +635,49 @@ impl Compiler<'_, '_> {
             Some(value) => self.fields(value, &format!("{key}.fields"), id_text, max, vars),
         };
         valid.then(|| SegmentRule {
+            id: id_text.to_string(),
+            when,
+            fields,
+        })
+    }
+
+    /// An HPRIM record: a known type, `H` first, `L` outside groups.
+    fn record(
+        &mut self,
+        id: &Spanned<DeValue<'_>>,
+        when: Option<&Spanned<DeValue<'_>>>,
+        fields: Option<&Spanned<DeValue<'_>>>,
+        key: &str,
+        vars: &[String],
+        first: bool,
+    ) -> Option<SegmentRule> {
+        let id_key = format!("{key}.id");
+        let id_text = self.report.string(id, &id_key)?;
+        let known = HPRIM_RECORDS.iter().find(|(s, _)| *s == id_text);
+        let problem = if known.is_none() {
+            let supported: Vec<&str> = HPRIM_RECORDS.iter().map(|(s, _)| *s).collect();
+            Some(format!(
+                "unsupported HPRIM record `{}`: expected one of {}",
+                crate::hl7::readable(id_text.as_bytes()),
+                supported.join(", ")
+            ))
+        } else if id_text == "H" && !first {
+            Some("`H` must be the first record, outside any group".to_string())
+        } else if id_text == "L" && !vars.is_empty() {
+            Some("`L` ends the message: put it last, outside any group".to_string())
+        } else {
+            None
+        };
+        if let Some(problem) = &problem {
+            self.report.push(Some(id.span()), &id_key, problem.as_str());
+        }
+        let when = when.and_then(|w| self.condition(w, &format!("{key}.when"), vars));
+        let max = known.map(|(_, n)| *n);
+        let fields = match fields {
+            None => Vec::new(),
+            Some(value) => self.fields(value, &format!("{key}.fields"), id_text, max, vars),
+        };
+        problem.is_none().then(|| SegmentRule {
             id: id_text.to_string(),
             when,
             fields,
@@ -617,7 +733,10 @@ impl Compiler<'_, '_> {
         for (name, spec) in in_order(table) {
             let name_text = name.get_ref().as_ref();
             let field_key = format!("{key}.{name_text}");
-            let path = self.target(name, &field_key, segment, max, &rules);
+            let path = match self.format {
+                OutputFormat::Hl7 => self.target(name, &field_key, segment, max, &rules),
+                OutputFormat::Hprim => self.hprim_target(name, &field_key, segment, max, &rules),
+            };
             let Some((source, required, span)) = self.field_spec(spec, &field_key) else {
                 continue;
             };
@@ -635,7 +754,7 @@ impl Compiler<'_, '_> {
             self.uses_time |= parsed.uses_time;
             if let Some(path) = path {
                 rules.push(FieldRule {
-                    target: Target::new(path),
+                    target: path,
                     expr: parsed.expr,
                     source: source.into(),
                     required,
@@ -653,7 +772,7 @@ impl Compiler<'_, '_> {
         segment: &str,
         max: Option<usize>,
         earlier: &[FieldRule],
-    ) -> Option<Path> {
+    ) -> Option<Target> {
         let text = name.get_ref().as_ref();
         let span = Some(name.span());
         let path: Path = match text.parse() {
@@ -691,15 +810,7 @@ impl Compiler<'_, '_> {
                 "`{text}` is written from `[message].{owner}`: remove it here"
             ))
         } else {
-            earlier
-                .iter()
-                .find(|rule| overlaps(rule.target.path(), &path))
-                .map(|rule| {
-                    format!(
-                        "`{text}` overlaps `{}` in the same segment: set each place once",
-                        rule.target.path()
-                    )
-                })
+            overlap(text, &Target::new(path), earlier, "segment")
         };
         if segment == "MSH" && path.segment_id() == "MSH" && path.field() == 10 {
             self.msh10 = true;
@@ -709,7 +820,59 @@ impl Compiler<'_, '_> {
                 self.report.push(span, key, message);
                 None
             }
-            None => Some(path),
+            None => Some(Target::new(path)),
+        }
+    }
+
+    /// The HPRIM path of a `fields` key, checked against the record.
+    fn hprim_target(
+        &mut self,
+        name: &Spanned<Cow<'_, str>>,
+        key: &str,
+        record: &str,
+        max: Option<usize>,
+        earlier: &[FieldRule],
+    ) -> Option<Target> {
+        let text = name.get_ref().as_ref();
+        let span = Some(name.span());
+        let path: HprimPath = match text.parse() {
+            Ok(path) => path,
+            Err(e) => {
+                self.report.push(span, key, e.to_string());
+                return None;
+            }
+        };
+        let problem = if path.kind() != record {
+            Some(format!(
+                "`{text}` is in record `{}`, but this is record `{record}`",
+                path.kind()
+            ))
+        } else if path.occurrence() != 1 {
+            Some(format!(
+                "`{text}` names a record occurrence: the order of records in the file decides it, remove `[{}]`",
+                path.occurrence()
+            ))
+        } else if let Some(max) = max.filter(|m| path.field() > *m) {
+            Some(format!(
+                "`{text}` is out of range: `{record}` has {max} fields"
+            ))
+        } else if path.field() == 1 {
+            Some(format!(
+                "`{text}` is the record type, written by ordobridge"
+            ))
+        } else if record == "H" && path.field() == 2 {
+            Some(format!(
+                "`{text}` is the delimiters (`~^\\&`), written by ordobridge"
+            ))
+        } else {
+            overlap(text, &Target::hprim(path), earlier, "record")
+        };
+        match problem {
+            Some(message) => {
+                self.report.push(span, key, message);
+                None
+            }
+            None => Some(Target::hprim(path)),
         }
     }
 
@@ -926,11 +1089,25 @@ struct EntryParts<'t, 'i> {
 }
 
 /// Whether two paths in one segment write (part of) the same place.
-fn overlaps(a: &Path, b: &Path) -> bool {
+/// The problem when `target` (written `text`) overlaps a field set earlier in the same
+/// `unit` (segment or record).
+fn overlap(text: &str, target: &Target, earlier: &[FieldRule], unit: &str) -> Option<String> {
+    earlier
+        .iter()
+        .find(|rule| overlaps(&rule.target, target))
+        .map(|rule| {
+            format!(
+                "`{text}` overlaps `{}` in the same {unit}: set each place once",
+                rule.target
+            )
+        })
+}
+
+fn overlaps(a: &Target, b: &Target) -> bool {
     if a.field() != b.field() {
         return false;
     }
-    let rep = |p: &Path| p.repetition().or(p.component().map(|_| 1));
+    let rep = |p: &Target| p.repetition().or(p.component().map(|_| 1));
     let same_or_whole = |x: Option<usize>, y: Option<usize>| match (x, y) {
         (Some(x), Some(y)) => x == y,
         _ => true,
@@ -1135,10 +1312,10 @@ mod tests {
         "mappings/orm.toml: `message`: missing `[message]`: it gives the message `type`, `version` and `charset`"
     )]
     #[case::err_message_fields(
-        "[message]\ntype = \"ORM\"\ncharset = \"latin1\"\nformat = \"hprim\"\ncolour = 1\n[[segment]]\nid = \"MSH\"\nfields = { \"MSH-10\" = \"message.control_id\" }\n",
+        "[message]\ntype = \"ORM\"\ncharset = \"latin1\"\nformat = \"xml\"\ncolour = 1\n[[segment]]\nid = \"MSH\"\nfields = { \"MSH-10\" = \"message.control_id\" }\n",
         "mappings/orm.toml:2:8: `message.type`: invalid message type `ORM`: expected code^event^structure such as `ORM^O01^ORM_O01`\n\
          mappings/orm.toml:3:11: `message.charset`: unknown charset `latin1`: expected `8859/1`, `8859/15` or `UNICODE UTF-8`\n\
-         mappings/orm.toml:4:10: `message.format`: `hprim` output is not supported yet: only `hl7`\n\
+         mappings/orm.toml:4:10: `message.format`: unknown format `xml`: expected `hl7` or `hprim`\n\
          mappings/orm.toml:5:1: `message.colour`: unknown key `colour`: `[message]` has `type`, `version`, `charset`, `timezone` and `format`\n\
          mappings/orm.toml:1:1: `message.version`: missing `version`: write `version = \"2.5\"`"
     )]
