@@ -68,7 +68,10 @@ fn ok_oru_written_to_an_outbox_and_read_back() {
     assert_eq!(q("P.9").as_deref(), Some("F"));
     let p = patients(m);
     assert_eq!(p.len(), 1);
-    assert_eq!((p[0].ipp.as_str(), p[0].family.as_str()), ("IPP000042", "MARTIN"));
+    assert_eq!(
+        (p[0].ipp.as_str(), p[0].family.as_str()),
+        ("IPP000042", "MARTIN")
+    );
 
     assert_eq!(q("OBR.3").as_deref(), Some("rg-0001"));
     assert_eq!(q("OBR.5.2").as_deref(), Some("Prescription médicamenteuse"));

@@ -134,7 +134,7 @@ pub(super) fn parse(text: &str, file: &FsPath) -> Result<Mapping, MappingErrors>
     }
     let maps = maps.map(|v| read_maps(v, &mut report)).unwrap_or_default();
     let section = read_message(message, &mut report);
-    let format = section.as_ref().map(|s| s.format).unwrap_or_default();
+    let format = declared_format(message);
     let mut compiler = Compiler {
         report: &mut report,
         maps: maps.iter().map(|m| m.name.clone()).collect(),
@@ -225,10 +225,7 @@ fn read_message(
     let (mut message_type, mut version, mut charset, mut timezone) = (None, None, None, None);
     let mut valid = true;
     // The format decides how `type` and `version` are read: find it first.
-    let format = match table.get("format").map(Spanned::get_ref) {
-        Some(DeValue::String(f)) if f == "hprim" => OutputFormat::Hprim,
-        _ => OutputFormat::Hl7,
-    };
+    let format = declared_format(Some(value));
     let hprim = format == OutputFormat::Hprim;
     for (key, value) in in_order(table) {
         let name = key.get_ref().as_ref();
@@ -365,6 +362,19 @@ fn read_message(
         },
         timezone,
     })
+}
+
+/// The output format `[message]` asks for, read before anything else in the file because it
+/// decides how segments and paths are checked (HL7 when absent or invalid).
+fn declared_format(message: Option<&Spanned<DeValue<'_>>>) -> OutputFormat {
+    let format = match message.map(Spanned::get_ref) {
+        Some(DeValue::Table(table)) => table.get("format").map(Spanned::get_ref),
+        _ => None,
+    };
+    match format {
+        Some(DeValue::String(f)) if f == "hprim" => OutputFormat::Hprim,
+        _ => OutputFormat::Hl7,
+    }
 }
 
 fn time_zone(section: &MessageSection, uses_time: bool, report: &mut Report<'_>) -> TimeZone {
@@ -1283,6 +1293,89 @@ mod tests {
     )]
     fn err_load(#[case] tail: &str, #[case] expected: &str) {
         assert_eq!(load(&format!("{HEAD}{tail}")).unwrap_err(), expected);
+    }
+
+    const HPRIM_HEAD: &str = "[message]\n\
+        format = \"hprim\"\n\
+        type = \"ORU\"\n\
+        [[segment]]\n\
+        id = \"H\"\n\
+        fields = { \"H.3\" = \"message.control_id\" }\n";
+
+    const HPRIM_END: &str = "[[segment]]\nid = \"L\"\nfields = { \"L.4\" = \"'1'\" }\n";
+
+    #[rstest]
+    #[case::ok_records(
+        "[[segment]]\nid = \"P\"\nfields = { \"P.6.1\" = \"census.family\", \"P.6.2\" = \"census.given\", \"P-3\" = \"census.ipp\" }\n"
+    )]
+    #[case::ok_group("[[segment]]\nfor_each = \"prescription.lines\"\n[[segment.segment]]\nid = \"OBX\"\nfields = { \"OBX.2\" = \"line_index\", \"OBR.5[2].1\" = \"'x'\" }\n".replace("OBR.5[2].1", "OBX.4[2].1").leak())]
+    fn ok_load_hprim(#[case] middle: &str) {
+        let m = load(&format!("{HPRIM_HEAD}{middle}{HPRIM_END}")).unwrap();
+        assert_eq!(m.message_type(), "ORU");
+        assert_eq!(m.format(), super::super::OutputFormat::Hprim);
+    }
+
+    #[rstest]
+    #[case::err_unknown_record(
+        "[[segment]]\nid = \"PID\"\n",
+        "mappings/orm.toml:8:6: `segment[2].id`: unsupported HPRIM record `PID`: expected one of H, P, OBR, OBX, C, L"
+    )]
+    #[case::err_hl7_path(
+        "[[segment]]\nid = \"P\"\nfields = { \"PID-3\" = \"census.ipp\" }\n",
+        "mappings/orm.toml:9:12: `segment[2].fields.PID-3`: `PID-3` is in record `PID`, but this is record `P`"
+    )]
+    #[case::err_record_type_field(
+        "[[segment]]\nid = \"P\"\nfields = { \"P.1\" = \"'X'\" }\n",
+        "mappings/orm.toml:9:12: `segment[2].fields.P.1`: `P.1` is the record type, written by ordobridge"
+    )]
+    #[case::err_out_of_range(
+        "[[segment]]\nid = \"C\"\nfields = { \"C.6\" = \"'X'\" }\n",
+        "mappings/orm.toml:9:12: `segment[2].fields.C.6`: `C.6` is out of range: `C` has 5 fields"
+    )]
+    #[case::err_occurrence(
+        "[[segment]]\nid = \"P\"\nfields = { \"P[2].3\" = \"'X'\" }\n",
+        "mappings/orm.toml:9:12: `segment[2].fields.P[2].3`: `P[2].3` names a record occurrence: the order of records in the file decides it, remove `[2]`"
+    )]
+    #[case::err_overlap(
+        "[[segment]]\nid = \"P\"\nfields = { \"P.6\" = \"'X'\", \"P.6.1\" = \"'Y'\" }\n",
+        "mappings/orm.toml:9:27: `segment[2].fields.P.6.1`: `P.6.1` overlaps `P.6` in the same record: set each place once"
+    )]
+    #[case::err_second_h(
+        "[[segment]]\nid = \"H\"\n",
+        "mappings/orm.toml:8:6: `segment[2].id`: `H` must be the first record, outside any group"
+    )]
+    #[case::err_l_in_group(
+        "[[segment]]\nfor_each = \"prescription.lines\"\n[[segment.segment]]\nid = \"L\"\n",
+        "mappings/orm.toml:10:6: `segment[2].segment[1].id`: `L` ends the message: put it last, outside any group"
+    )]
+    fn err_load_hprim(#[case] middle: &str, #[case] expected: &str) {
+        assert_eq!(
+            load(&format!("{HPRIM_HEAD}{middle}{HPRIM_END}")).unwrap_err(),
+            expected
+        );
+    }
+
+    #[rstest]
+    #[case::err_h2(
+        "[message]\nformat = \"hprim\"\ntype = \"ORU\"\n[[segment]]\nid = \"H\"\nfields = { \"H.2\" = \"'^~'\" }\n[[segment]]\nid = \"L\"\n",
+        "mappings/orm.toml:6:12: `segment[1].fields.H.2`: `H.2` is the delimiters (`~^\\&`), written by ordobridge"
+    )]
+    #[case::err_no_h_no_l(
+        "[message]\nformat = \"hprim\"\ntype = \"ORU\"\n[[segment]]\nid = \"P\"\n",
+        "mappings/orm.toml:4:1: `segment`: no `H` record first: start the message with an `H` record (H.2, the delimiters, is written by ordobridge)\n\
+         mappings/orm.toml:4:1: `segment`: no final `L` record: end the message with an `L` record, outside any group"
+    )]
+    #[case::err_message(
+        "[message]\ntype = \"ORU^R01\"\nversion = \"2.5\"\nformat = \"hprim\"\n[[segment]]\nid = \"H\"\n[[segment]]\nid = \"L\"\n",
+        "mappings/orm.toml:2:8: `message.type`: invalid HPRIM message type `ORU^R01`: expected up to 10 uppercase letters or digits such as `ORU`\n\
+         mappings/orm.toml:3:11: `message.version`: HPRIM carries its version in `H.13` (e.g. `\"H.13\" = \"'H2.2~C'\"`): remove `version`"
+    )]
+    #[case::err_missing_type(
+        "[message]\nformat = \"hprim\"\n[[segment]]\nid = \"H\"\n[[segment]]\nid = \"L\"\n",
+        "mappings/orm.toml:1:1: `message.type`: missing `type`: write `type = \"ORU\"`"
+    )]
+    fn err_load_hprim_whole(#[case] text: &str, #[case] expected: &str) {
+        assert_eq!(load(text).unwrap_err(), expected);
     }
 
     #[rstest]

@@ -54,6 +54,14 @@
 //! - MSH-1, MSH-2 are the delimiters; MSH-9, MSH-12, MSH-18 come from `[message]`; MSH-10 must
 //!   be set (`message.control_id`: receivers use it to spot duplicates).
 //! - Maps translate codes; a value not in a map without `default` fails the message.
+//! - `format = "hprim"` in `[message]` writes HPRIM Santé instead (see
+//!   `mappings/hprim-oru.toml`): `type` is a label such as `ORU`, there is no `version` (write
+//!   it in `H.13`), `charset` defaults to `8859/1`. Entries are records (`H`, `P`, `OBR`,
+//!   `OBX`, `C`, `L`), `H` first and `L` last outside any group; keys are HPRIM paths where
+//!   the record type is field 1 (`P.6.1`, `OBX.6`), and `H.2` (the delimiters `~^\&`) is
+//!   written by ordobridge. The [`crate::hprim::HprimBuilder`] escapes values, splits long
+//!   records into `A` records and ends records with CR LF. `L.4` (the count of `P` records)
+//!   is not computed: readers check it, so set it.
 //!
 //! # Expressions
 //!
@@ -77,7 +85,8 @@
 //! - `load`: TOML (spanned) to a checked [`Mapping`]; segment field-count table.
 //! - `expr`: the expression language, parsed into a tree at load.
 //! - `eval`: evaluation over the context; values borrow from it.
-//! - `writer`: [`OutputWriter`] and the HL7 writer over [`crate::hl7::MessageBuilder`].
+//! - `writer`: [`OutputWriter`], the HL7 writer over [`crate::hl7::MessageBuilder`] and the
+//!   HPRIM writer over [`crate::hprim::HprimBuilder`].
 
 mod eval;
 mod expr;

@@ -332,7 +332,10 @@ impl OutputWriter for HprimWriter {
             target.subcomponent().unwrap_or(1),
         );
         if [r, c, s].iter().any(|&k| k == 0 || k > MAX_PART) {
-            return Err(self.refuse(target, "repetitions, components and subcomponents are numbered 1 to 100"));
+            return Err(self.refuse(
+                target,
+                "repetitions, components and subcomponents are numbered 1 to 100",
+            ));
         }
         let n = target.field();
         let index = match self.fields.iter().position(|(f, _)| *f == n) {
@@ -438,6 +441,63 @@ mod tests {
         assert_eq!(
             w.set(&target("NTE-3"), "dose 中").unwrap_err().to_string(),
             "character `中` (U+4E2D) at char 5 cannot be encoded in 8859/1"
+        );
+    }
+
+    fn hprim_target(path: &str) -> Target {
+        Target::hprim(path.parse().unwrap())
+    }
+
+    #[test]
+    fn ok_hprim_records_components_and_escaping() {
+        let mut w = HprimWriter::new(Charset::Latin1);
+        w.start_segment("H").unwrap();
+        w.set(&hprim_target("H.3"), "MSG1").unwrap();
+        w.start_segment("P").unwrap();
+        w.set(&hprim_target("P.6.2"), "Anaïs").unwrap();
+        w.set(&hprim_target("P.6.1"), "LÉGER").unwrap();
+        w.set(&hprim_target("P.3"), "a|b~c").unwrap();
+        w.set(&hprim_target("P.4[2].1.2"), "x").unwrap();
+        w.start_segment("L").unwrap();
+        let out = w.finish().unwrap();
+        assert_eq!(
+            out,
+            b"H|~^\\&|MSG1\r\nP||a\\F\\b\\S\\c|^&x||L\xc9GER~Ana\xefs\r\nL\r\n"
+        );
+        let m = crate::hprim::Message::parse(&out, None).unwrap();
+        assert_eq!(m.query("P.3").unwrap().as_deref(), Some("a|b~c"));
+        assert_eq!(m.query("P.6.2").unwrap().as_deref(), Some("Anaïs"));
+    }
+
+    #[rstest]
+    #[case::err_unencodable(
+        "P.6.1",
+        "Zhang 张",
+        "record 2 (`P`): field 6: character `张` (U+5F20) cannot be encoded in 8859/1"
+    )]
+    #[case::err_runaway_component(
+        "P.6.101",
+        "x",
+        "record 2 (`P`): field 6: `P.6.101`: repetitions, components and subcomponents are numbered 1 to 100"
+    )]
+    fn err_hprim_set(#[case] path: &str, #[case] text: &str, #[case] expected: &str) {
+        let mut w = HprimWriter::new(Charset::Latin1);
+        w.start_segment("H").unwrap();
+        w.start_segment("P").unwrap();
+        assert_eq!(
+            w.set(&hprim_target(path), text).unwrap_err().to_string(),
+            expected
+        );
+    }
+
+    #[test]
+    fn err_hprim_without_l() {
+        let mut w = HprimWriter::new(Charset::Latin1);
+        w.start_segment("H").unwrap();
+        w.start_segment("P").unwrap();
+        assert_eq!(
+            w.finish().unwrap_err().to_string(),
+            "record 2 (`P`): the message started at record 1 has no `L` record"
         );
     }
 }
