@@ -163,6 +163,18 @@ pub(super) fn parse(text: &str, file: &FsPath) -> Result<Mapping, MappingErrors>
                 "no `H` record first: start the message with an `H` record (H.2, the delimiters, is written by ordobridge)",
             );
         }
+        let early_l = items
+            .iter()
+            .rev()
+            .skip(1)
+            .any(|item| matches!(item, Item::Segment(s) if s.id == "L"));
+        if early_l {
+            report.push(
+                segments.map(Spanned::span),
+                "segment",
+                "an `L` record before the end: `L` ends the message, write it once, last",
+            );
+        }
         if segments.is_some() && !matches!(items.last(), Some(Item::Segment(s)) if s.id == "L") {
             report.push(
                 segments.map(Spanned::span),
@@ -1369,6 +1381,10 @@ mod tests {
         "[message]\ntype = \"ORU^R01\"\nversion = \"2.5\"\nformat = \"hprim\"\n[[segment]]\nid = \"H\"\n[[segment]]\nid = \"L\"\n",
         "mappings/orm.toml:2:8: `message.type`: invalid HPRIM message type `ORU^R01`: expected up to 10 uppercase letters or digits such as `ORU`\n\
          mappings/orm.toml:3:11: `message.version`: HPRIM carries its version in `H.13` (e.g. `\"H.13\" = \"'H2.2~C'\"`): remove `version`"
+    )]
+    #[case::err_l_twice(
+        "[message]\nformat = \"hprim\"\ntype = \"ORU\"\n[[segment]]\nid = \"H\"\n[[segment]]\nid = \"L\"\n[[segment]]\nid = \"L\"\n",
+        "mappings/orm.toml:4:1: `segment`: an `L` record before the end: `L` ends the message, write it once, last"
     )]
     #[case::err_missing_type(
         "[message]\nformat = \"hprim\"\n[[segment]]\nid = \"H\"\n[[segment]]\nid = \"L\"\n",
