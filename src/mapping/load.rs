@@ -20,9 +20,11 @@ use super::eval::ValueMap;
 use super::expr::{self, CONTEXT_ROOTS, KEYWORDS, Names, Step};
 use super::writer::{Header, Target};
 use super::{
-    Condition, FieldRule, GroupRule, Item, Mapping, MappingError, MappingErrors, SegmentRule,
+    Condition, FieldRule, GroupRule, Item, Mapping, MappingError, MappingErrors, OutputFormat,
+    SegmentRule,
 };
 use crate::hl7::{Charset, Path};
+use crate::hprim::HprimPath;
 
 /// The segments a mapping may write and their number of fields (HL7 v2.5; ZBE from IHE PAM
 /// France). Other Z segments are accepted without a limit.
@@ -42,6 +44,17 @@ const SEGMENT_FIELDS: [(&str, usize); 15] = [
     ("TQ2", 10),
     ("TXA", 23),
     ("ZBE", 9),
+];
+
+/// The HPRIM Santé records a mapping may write and their number of fields, the record type
+/// being field 1 (HPRIM Santé 2.x, after ASTM E1394). `A` continuations are the builder's.
+const HPRIM_RECORDS: [(&str, usize); 6] = [
+    ("H", 14),
+    ("P", 35),
+    ("OBR", 31),
+    ("OBX", 14),
+    ("C", 5),
+    ("L", 6),
 ];
 
 /// How deep groups may nest (lines × dosages is 2).
@@ -121,11 +134,13 @@ pub(super) fn parse(text: &str, file: &FsPath) -> Result<Mapping, MappingErrors>
     }
     let maps = maps.map(|v| read_maps(v, &mut report)).unwrap_or_default();
     let section = read_message(message, &mut report);
+    let format = declared_format(message);
     let mut compiler = Compiler {
         report: &mut report,
         maps: maps.iter().map(|m| m.name.clone()).collect(),
         uses_time: false,
         msh10: false,
+        format,
     };
     let mut vars = Vec::new();
     let items = match segments {
@@ -140,7 +155,34 @@ pub(super) fn parse(text: &str, file: &FsPath) -> Result<Mapping, MappingErrors>
         }
     };
     let (uses_time, msh10) = (compiler.uses_time, compiler.msh10);
-    if segments.is_some() && !msh10 {
+    if format == OutputFormat::Hprim {
+        if segments.is_some() && !matches!(items.first(), Some(Item::Segment(s)) if s.id == "H") {
+            report.push(
+                segments.map(Spanned::span),
+                "segment",
+                "no `H` record first: start the message with an `H` record (H.2, the delimiters, is written by ordobridge)",
+            );
+        }
+        let early_l = items
+            .iter()
+            .rev()
+            .skip(1)
+            .any(|item| matches!(item, Item::Segment(s) if s.id == "L"));
+        if early_l {
+            report.push(
+                segments.map(Spanned::span),
+                "segment",
+                "an `L` record before the end: `L` ends the message, write it once, last",
+            );
+        }
+        if segments.is_some() && !matches!(items.last(), Some(Item::Segment(s)) if s.id == "L") {
+            report.push(
+                segments.map(Spanned::span),
+                "segment",
+                "no final `L` record: end the message with an `L` record, outside any group",
+            );
+        }
+    } else if segments.is_some() && !msh10 {
         report.push(
             segments.map(Spanned::span),
             "segment",
@@ -154,6 +196,7 @@ pub(super) fn parse(text: &str, file: &FsPath) -> Result<Mapping, MappingErrors>
     match section {
         Some(section) if report.errors.is_empty() => Ok(Mapping {
             message_type: section.message_type,
+            format: section.format,
             header: section.header,
             items,
             maps,
@@ -166,6 +209,7 @@ pub(super) fn parse(text: &str, file: &FsPath) -> Result<Mapping, MappingErrors>
 /// `[message]`, checked.
 struct MessageSection {
     message_type: String,
+    format: OutputFormat,
     header: Header,
     timezone: Option<(String, Range<usize>)>,
 }
@@ -192,11 +236,38 @@ fn read_message(
     };
     let (mut message_type, mut version, mut charset, mut timezone) = (None, None, None, None);
     let mut valid = true;
+    // The format decides how `type` and `version` are read: find it first.
+    let format = declared_format(Some(value));
+    let hprim = format == OutputFormat::Hprim;
     for (key, value) in in_order(table) {
         let name = key.get_ref().as_ref();
         let full = format!("message.{name}");
         let span = Some(value.span());
         match name {
+            "type" if hprim => match report.string(value, &full) {
+                Some(t) => {
+                    let ok = (1..=10).contains(&t.len())
+                        && t.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+                    if ok {
+                        message_type = Some((t.to_string(), vec![t.to_string()]));
+                    } else {
+                        report.push(
+                            span,
+                            &full,
+                            format!(
+                                "invalid HPRIM message type `{}`: expected up to 10 uppercase letters or digits such as `ORU`",
+                                crate::hl7::readable(t.as_bytes())
+                            ),
+                        );
+                    }
+                }
+                None => valid = false,
+            },
+            "version" if hprim => report.push(
+                span,
+                &full,
+                "HPRIM carries its version in `H.13` (e.g. `\"H.13\" = \"'H2.2~C'\"`): remove `version`",
+            ),
             "type" => match report.string(value, &full) {
                 Some(t) => {
                     let parts: Vec<String> = t.split('^').map(str::to_string).collect();
@@ -248,17 +319,12 @@ fn read_message(
                 None => valid = false,
             },
             "format" => match report.string(value, &full) {
-                Some("hl7") => {}
-                Some("hprim") => report.push(
-                    span,
-                    &full,
-                    "`hprim` output is not supported yet: only `hl7`",
-                ),
+                Some("hl7" | "hprim") => {}
                 Some(other) => report.push(
                     span,
                     &full,
                     format!(
-                        "unknown format `{}`: expected `hl7`",
+                        "unknown format `{}`: expected `hl7` or `hprim`",
                         crate::hl7::readable(other.as_bytes())
                     ),
                 ),
@@ -273,8 +339,18 @@ fn read_message(
             ),
         }
     }
+    if hprim {
+        // HPRIM Santé is ISO-8859-1 unless the mapping says otherwise; H.13 holds the version.
+        charset = charset.or(Some(Charset::Latin1));
+        version = Some(Vec::new());
+    }
+    let type_example = if hprim {
+        "type = \"ORU\""
+    } else {
+        "type = \"ORM^O01^ORM_O01\""
+    };
     for (missing, name, example) in [
-        (message_type.is_none(), "type", "type = \"ORM^O01^ORM_O01\""),
+        (message_type.is_none(), "type", type_example),
         (version.is_none(), "version", "version = \"2.5\""),
         (charset.is_none(), "charset", "charset = \"8859/1\""),
     ] {
@@ -290,6 +366,7 @@ fn read_message(
     let ((text, parts), version, charset) = (message_type?, version?, charset?);
     valid.then_some(MessageSection {
         message_type: text,
+        format,
         header: Header {
             message_type: parts,
             version,
@@ -297,6 +374,19 @@ fn read_message(
         },
         timezone,
     })
+}
+
+/// The output format `[message]` asks for, read before anything else in the file because it
+/// decides how segments and paths are checked (HL7 when absent or invalid).
+fn declared_format(message: Option<&Spanned<DeValue<'_>>>) -> OutputFormat {
+    let format = match message.map(Spanned::get_ref) {
+        Some(DeValue::Table(table)) => table.get("format").map(Spanned::get_ref),
+        _ => None,
+    };
+    match format {
+        Some(DeValue::String(f)) if f == "hprim" => OutputFormat::Hprim,
+        _ => OutputFormat::Hl7,
+    }
 }
 
 fn time_zone(section: &MessageSection, uses_time: bool, report: &mut Report<'_>) -> TimeZone {
@@ -388,6 +478,8 @@ struct Compiler<'r, 't> {
     uses_time: bool,
     /// The MSH segment sets MSH-10.
     msh10: bool,
+    /// HL7 segments and paths, or HPRIM records and paths.
+    format: OutputFormat,
 }
 
 impl Compiler<'_, '_> {
@@ -518,6 +610,9 @@ impl Compiler<'_, '_> {
         vars: &[String],
         first: bool,
     ) -> Option<SegmentRule> {
+        if self.format == OutputFormat::Hprim {
+            return self.record(id, when, fields, key, vars, first);
+        }
         let id_key = format!("{key}.id");
         let id_text = self.report.string(id, &id_key)?;
         let well_formed = id_text.len() == 3
@@ -562,6 +657,49 @@ impl Compiler<'_, '_> {
             Some(value) => self.fields(value, &format!("{key}.fields"), id_text, max, vars),
         };
         valid.then(|| SegmentRule {
+            id: id_text.to_string(),
+            when,
+            fields,
+        })
+    }
+
+    /// An HPRIM record: a known type, `H` first, `L` outside groups.
+    fn record(
+        &mut self,
+        id: &Spanned<DeValue<'_>>,
+        when: Option<&Spanned<DeValue<'_>>>,
+        fields: Option<&Spanned<DeValue<'_>>>,
+        key: &str,
+        vars: &[String],
+        first: bool,
+    ) -> Option<SegmentRule> {
+        let id_key = format!("{key}.id");
+        let id_text = self.report.string(id, &id_key)?;
+        let known = HPRIM_RECORDS.iter().find(|(s, _)| *s == id_text);
+        let problem = if known.is_none() {
+            let supported: Vec<&str> = HPRIM_RECORDS.iter().map(|(s, _)| *s).collect();
+            Some(format!(
+                "unsupported HPRIM record `{}`: expected one of {}",
+                crate::hl7::readable(id_text.as_bytes()),
+                supported.join(", ")
+            ))
+        } else if id_text == "H" && !first {
+            Some("`H` must be the first record, outside any group".to_string())
+        } else if id_text == "L" && !vars.is_empty() {
+            Some("`L` ends the message: put it last, outside any group".to_string())
+        } else {
+            None
+        };
+        if let Some(problem) = &problem {
+            self.report.push(Some(id.span()), &id_key, problem.as_str());
+        }
+        let when = when.and_then(|w| self.condition(w, &format!("{key}.when"), vars));
+        let max = known.map(|(_, n)| *n);
+        let fields = match fields {
+            None => Vec::new(),
+            Some(value) => self.fields(value, &format!("{key}.fields"), id_text, max, vars),
+        };
+        problem.is_none().then(|| SegmentRule {
             id: id_text.to_string(),
             when,
             fields,
@@ -617,7 +755,10 @@ impl Compiler<'_, '_> {
         for (name, spec) in in_order(table) {
             let name_text = name.get_ref().as_ref();
             let field_key = format!("{key}.{name_text}");
-            let path = self.target(name, &field_key, segment, max, &rules);
+            let path = match self.format {
+                OutputFormat::Hl7 => self.target(name, &field_key, segment, max, &rules),
+                OutputFormat::Hprim => self.hprim_target(name, &field_key, segment, max, &rules),
+            };
             let Some((source, required, span)) = self.field_spec(spec, &field_key) else {
                 continue;
             };
@@ -635,7 +776,7 @@ impl Compiler<'_, '_> {
             self.uses_time |= parsed.uses_time;
             if let Some(path) = path {
                 rules.push(FieldRule {
-                    target: Target::new(path),
+                    target: path,
                     expr: parsed.expr,
                     source: source.into(),
                     required,
@@ -653,7 +794,7 @@ impl Compiler<'_, '_> {
         segment: &str,
         max: Option<usize>,
         earlier: &[FieldRule],
-    ) -> Option<Path> {
+    ) -> Option<Target> {
         let text = name.get_ref().as_ref();
         let span = Some(name.span());
         let path: Path = match text.parse() {
@@ -691,15 +832,7 @@ impl Compiler<'_, '_> {
                 "`{text}` is written from `[message].{owner}`: remove it here"
             ))
         } else {
-            earlier
-                .iter()
-                .find(|rule| overlaps(rule.target.path(), &path))
-                .map(|rule| {
-                    format!(
-                        "`{text}` overlaps `{}` in the same segment: set each place once",
-                        rule.target.path()
-                    )
-                })
+            overlap(text, &Target::new(path), earlier, "segment")
         };
         if segment == "MSH" && path.segment_id() == "MSH" && path.field() == 10 {
             self.msh10 = true;
@@ -709,7 +842,59 @@ impl Compiler<'_, '_> {
                 self.report.push(span, key, message);
                 None
             }
-            None => Some(path),
+            None => Some(Target::new(path)),
+        }
+    }
+
+    /// The HPRIM path of a `fields` key, checked against the record.
+    fn hprim_target(
+        &mut self,
+        name: &Spanned<Cow<'_, str>>,
+        key: &str,
+        record: &str,
+        max: Option<usize>,
+        earlier: &[FieldRule],
+    ) -> Option<Target> {
+        let text = name.get_ref().as_ref();
+        let span = Some(name.span());
+        let path: HprimPath = match text.parse() {
+            Ok(path) => path,
+            Err(e) => {
+                self.report.push(span, key, e.to_string());
+                return None;
+            }
+        };
+        let problem = if path.kind() != record {
+            Some(format!(
+                "`{text}` is in record `{}`, but this is record `{record}`",
+                path.kind()
+            ))
+        } else if path.occurrence() != 1 {
+            Some(format!(
+                "`{text}` names a record occurrence: the order of records in the file decides it, remove `[{}]`",
+                path.occurrence()
+            ))
+        } else if let Some(max) = max.filter(|m| path.field() > *m) {
+            Some(format!(
+                "`{text}` is out of range: `{record}` has {max} fields"
+            ))
+        } else if path.field() == 1 {
+            Some(format!(
+                "`{text}` is the record type, written by ordobridge"
+            ))
+        } else if record == "H" && path.field() == 2 {
+            Some(format!(
+                "`{text}` is the delimiters (`~^\\&`), written by ordobridge"
+            ))
+        } else {
+            overlap(text, &Target::hprim(path), earlier, "record")
+        };
+        match problem {
+            Some(message) => {
+                self.report.push(span, key, message);
+                None
+            }
+            None => Some(Target::hprim(path)),
         }
     }
 
@@ -926,11 +1111,25 @@ struct EntryParts<'t, 'i> {
 }
 
 /// Whether two paths in one segment write (part of) the same place.
-fn overlaps(a: &Path, b: &Path) -> bool {
+/// The problem when `target` (written `text`) overlaps a field set earlier in the same
+/// `unit` (segment or record).
+fn overlap(text: &str, target: &Target, earlier: &[FieldRule], unit: &str) -> Option<String> {
+    earlier
+        .iter()
+        .find(|rule| overlaps(&rule.target, target))
+        .map(|rule| {
+            format!(
+                "`{text}` overlaps `{}` in the same {unit}: set each place once",
+                rule.target
+            )
+        })
+}
+
+fn overlaps(a: &Target, b: &Target) -> bool {
     if a.field() != b.field() {
         return false;
     }
-    let rep = |p: &Path| p.repetition().or(p.component().map(|_| 1));
+    let rep = |p: &Target| p.repetition().or(p.component().map(|_| 1));
     let same_or_whole = |x: Option<usize>, y: Option<usize>| match (x, y) {
         (Some(x), Some(y)) => x == y,
         _ => true,
@@ -1108,6 +1307,93 @@ mod tests {
         assert_eq!(load(&format!("{HEAD}{tail}")).unwrap_err(), expected);
     }
 
+    const HPRIM_HEAD: &str = "[message]\n\
+        format = \"hprim\"\n\
+        type = \"ORU\"\n\
+        [[segment]]\n\
+        id = \"H\"\n\
+        fields = { \"H.3\" = \"message.control_id\" }\n";
+
+    const HPRIM_END: &str = "[[segment]]\nid = \"L\"\nfields = { \"L.4\" = \"'1'\" }\n";
+
+    #[rstest]
+    #[case::ok_records(
+        "[[segment]]\nid = \"P\"\nfields = { \"P.6.1\" = \"census.family\", \"P.6.2\" = \"census.given\", \"P-3\" = \"census.ipp\" }\n"
+    )]
+    #[case::ok_group("[[segment]]\nfor_each = \"prescription.lines\"\n[[segment.segment]]\nid = \"OBX\"\nfields = { \"OBX.2\" = \"line_index\", \"OBR.5[2].1\" = \"'x'\" }\n".replace("OBR.5[2].1", "OBX.4[2].1").leak())]
+    fn ok_load_hprim(#[case] middle: &str) {
+        let m = load(&format!("{HPRIM_HEAD}{middle}{HPRIM_END}")).unwrap();
+        assert_eq!(m.message_type(), "ORU");
+        assert_eq!(m.format(), super::super::OutputFormat::Hprim);
+    }
+
+    #[rstest]
+    #[case::err_unknown_record(
+        "[[segment]]\nid = \"PID\"\n",
+        "mappings/orm.toml:8:6: `segment[2].id`: unsupported HPRIM record `PID`: expected one of H, P, OBR, OBX, C, L"
+    )]
+    #[case::err_hl7_path(
+        "[[segment]]\nid = \"P\"\nfields = { \"PID-3\" = \"census.ipp\" }\n",
+        "mappings/orm.toml:9:12: `segment[2].fields.PID-3`: `PID-3` is in record `PID`, but this is record `P`"
+    )]
+    #[case::err_record_type_field(
+        "[[segment]]\nid = \"P\"\nfields = { \"P.1\" = \"'X'\" }\n",
+        "mappings/orm.toml:9:12: `segment[2].fields.P.1`: `P.1` is the record type, written by ordobridge"
+    )]
+    #[case::err_out_of_range(
+        "[[segment]]\nid = \"C\"\nfields = { \"C.6\" = \"'X'\" }\n",
+        "mappings/orm.toml:9:12: `segment[2].fields.C.6`: `C.6` is out of range: `C` has 5 fields"
+    )]
+    #[case::err_occurrence(
+        "[[segment]]\nid = \"P\"\nfields = { \"P[2].3\" = \"'X'\" }\n",
+        "mappings/orm.toml:9:12: `segment[2].fields.P[2].3`: `P[2].3` names a record occurrence: the order of records in the file decides it, remove `[2]`"
+    )]
+    #[case::err_overlap(
+        "[[segment]]\nid = \"P\"\nfields = { \"P.6\" = \"'X'\", \"P.6.1\" = \"'Y'\" }\n",
+        "mappings/orm.toml:9:27: `segment[2].fields.P.6.1`: `P.6.1` overlaps `P.6` in the same record: set each place once"
+    )]
+    #[case::err_second_h(
+        "[[segment]]\nid = \"H\"\n",
+        "mappings/orm.toml:8:6: `segment[2].id`: `H` must be the first record, outside any group"
+    )]
+    #[case::err_l_in_group(
+        "[[segment]]\nfor_each = \"prescription.lines\"\n[[segment.segment]]\nid = \"L\"\n",
+        "mappings/orm.toml:10:6: `segment[2].segment[1].id`: `L` ends the message: put it last, outside any group"
+    )]
+    fn err_load_hprim(#[case] middle: &str, #[case] expected: &str) {
+        assert_eq!(
+            load(&format!("{HPRIM_HEAD}{middle}{HPRIM_END}")).unwrap_err(),
+            expected
+        );
+    }
+
+    #[rstest]
+    #[case::err_h2(
+        "[message]\nformat = \"hprim\"\ntype = \"ORU\"\n[[segment]]\nid = \"H\"\nfields = { \"H.2\" = \"'^~'\" }\n[[segment]]\nid = \"L\"\n",
+        "mappings/orm.toml:6:12: `segment[1].fields.H.2`: `H.2` is the delimiters (`~^\\&`), written by ordobridge"
+    )]
+    #[case::err_no_h_no_l(
+        "[message]\nformat = \"hprim\"\ntype = \"ORU\"\n[[segment]]\nid = \"P\"\n",
+        "mappings/orm.toml:4:1: `segment`: no `H` record first: start the message with an `H` record (H.2, the delimiters, is written by ordobridge)\n\
+         mappings/orm.toml:4:1: `segment`: no final `L` record: end the message with an `L` record, outside any group"
+    )]
+    #[case::err_message(
+        "[message]\ntype = \"ORU^R01\"\nversion = \"2.5\"\nformat = \"hprim\"\n[[segment]]\nid = \"H\"\n[[segment]]\nid = \"L\"\n",
+        "mappings/orm.toml:2:8: `message.type`: invalid HPRIM message type `ORU^R01`: expected up to 10 uppercase letters or digits such as `ORU`\n\
+         mappings/orm.toml:3:11: `message.version`: HPRIM carries its version in `H.13` (e.g. `\"H.13\" = \"'H2.2~C'\"`): remove `version`"
+    )]
+    #[case::err_l_twice(
+        "[message]\nformat = \"hprim\"\ntype = \"ORU\"\n[[segment]]\nid = \"H\"\n[[segment]]\nid = \"L\"\n[[segment]]\nid = \"L\"\n",
+        "mappings/orm.toml:4:1: `segment`: an `L` record before the end: `L` ends the message, write it once, last"
+    )]
+    #[case::err_missing_type(
+        "[message]\nformat = \"hprim\"\n[[segment]]\nid = \"H\"\n[[segment]]\nid = \"L\"\n",
+        "mappings/orm.toml:1:1: `message.type`: missing `type`: write `type = \"ORU\"`"
+    )]
+    fn err_load_hprim_whole(#[case] text: &str, #[case] expected: &str) {
+        assert_eq!(load(text).unwrap_err(), expected);
+    }
+
     #[rstest]
     #[case::err_msh9(
         "\"MSH-9\" = \"'ADT'\"",
@@ -1135,10 +1421,10 @@ mod tests {
         "mappings/orm.toml: `message`: missing `[message]`: it gives the message `type`, `version` and `charset`"
     )]
     #[case::err_message_fields(
-        "[message]\ntype = \"ORM\"\ncharset = \"latin1\"\nformat = \"hprim\"\ncolour = 1\n[[segment]]\nid = \"MSH\"\nfields = { \"MSH-10\" = \"message.control_id\" }\n",
+        "[message]\ntype = \"ORM\"\ncharset = \"latin1\"\nformat = \"xml\"\ncolour = 1\n[[segment]]\nid = \"MSH\"\nfields = { \"MSH-10\" = \"message.control_id\" }\n",
         "mappings/orm.toml:2:8: `message.type`: invalid message type `ORM`: expected code^event^structure such as `ORM^O01^ORM_O01`\n\
          mappings/orm.toml:3:11: `message.charset`: unknown charset `latin1`: expected `8859/1`, `8859/15` or `UNICODE UTF-8`\n\
-         mappings/orm.toml:4:10: `message.format`: `hprim` output is not supported yet: only `hl7`\n\
+         mappings/orm.toml:4:10: `message.format`: unknown format `xml`: expected `hl7` or `hprim`\n\
          mappings/orm.toml:5:1: `message.colour`: unknown key `colour`: `[message]` has `type`, `version`, `charset`, `timezone` and `format`\n\
          mappings/orm.toml:1:1: `message.version`: missing `version`: write `version = \"2.5\"`"
     )]

@@ -54,6 +54,14 @@
 //! - MSH-1, MSH-2 are the delimiters; MSH-9, MSH-12, MSH-18 come from `[message]`; MSH-10 must
 //!   be set (`message.control_id`: receivers use it to spot duplicates).
 //! - Maps translate codes; a value not in a map without `default` fails the message.
+//! - `format = "hprim"` in `[message]` writes HPRIM Santé instead (see
+//!   `mappings/hprim-oru.toml`): `type` is a label such as `ORU`, there is no `version` (write
+//!   it in `H.13`), `charset` defaults to `8859/1`. Entries are records (`H`, `P`, `OBR`,
+//!   `OBX`, `C`, `L`), `H` first and `L` last outside any group; keys are HPRIM paths where
+//!   the record type is field 1 (`P.6.1`, `OBX.6`), and `H.2` (the delimiters `~^\&`) is
+//!   written by ordobridge. The [`crate::hprim::HprimBuilder`] escapes values, splits long
+//!   records into `A` records and ends records with CR LF. `L.4` (the count of `P` records)
+//!   is not computed: readers check it, so set it.
 //!
 //! # Expressions
 //!
@@ -77,7 +85,8 @@
 //! - `load`: TOML (spanned) to a checked [`Mapping`]; segment field-count table.
 //! - `expr`: the expression language, parsed into a tree at load.
 //! - `eval`: evaluation over the context; values borrow from it.
-//! - `writer`: [`OutputWriter`] and the HL7 writer over [`crate::hl7::MessageBuilder`].
+//! - `writer`: [`OutputWriter`], the HL7 writer over [`crate::hl7::MessageBuilder`] and the
+//!   HPRIM writer over [`crate::hprim::HprimBuilder`].
 
 mod eval;
 mod expr;
@@ -91,9 +100,10 @@ use jiff::tz::TimeZone;
 use serde_json::Value;
 
 use crate::hl7::BuildError;
+use crate::hprim::HprimError;
 use eval::{Env, Fail, Scope, Val as Eval, ValueMap};
 use expr::{Expr, PathExpr};
-use writer::{Header, Hl7Writer};
+use writer::{Header, Hl7Writer, HprimWriter};
 
 pub use writer::{OutputWriter, Target};
 
@@ -102,10 +112,21 @@ pub use writer::{OutputWriter, Target};
 #[derive(Debug, Clone)]
 pub struct Mapping {
     message_type: String,
+    format: OutputFormat,
     header: Header,
     items: Vec<Item>,
     maps: Vec<ValueMap>,
     tz: TimeZone,
+}
+
+/// What a mapping writes, from `[message] format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// HL7v2 (`format = "hl7"`, the default): segments, `PID-5.1` paths, MSH from `[message]`.
+    #[default]
+    Hl7,
+    /// HPRIM Santé (`format = "hprim"`): records, `P.6.1` paths, for `*.HPR` drop folders.
+    Hprim,
 }
 
 /// A segment or a group, in file order.
@@ -276,6 +297,9 @@ pub enum ApplyError {
     /// The finished message could not be encoded.
     #[error("cannot encode the message: {0}")]
     Encode(#[source] BuildError),
+    /// The finished HPRIM message could not be built (a misplaced record, a missing `L`).
+    #[error("cannot build the HPRIM message: {0}")]
+    EncodeHprim(#[source] HprimError),
 }
 
 impl Mapping {
@@ -302,14 +326,30 @@ impl Mapping {
         &self.message_type
     }
 
-    /// Builds the HL7 message for one input context, encoded in the mapping's charset.
-    pub fn apply(&self, context: &Value) -> Result<Vec<u8>, ApplyError> {
-        let mut writer = Hl7Writer::new(&self.header).map_err(ApplyError::Encode)?;
-        self.write_to(context, &mut writer)?;
-        writer.finish().map_err(ApplyError::Encode)
+    /// Whether the mapping writes HL7v2 or HPRIM Santé (drop folders name files after it).
+    pub fn format(&self) -> OutputFormat {
+        self.format
     }
 
-    /// Evaluates the mapping for one input context into any writer (HL7 now, HPRIM later).
+    /// Builds the message (HL7v2 or HPRIM Santé) for one input context, encoded in the
+    /// mapping's charset.
+    pub fn apply(&self, context: &Value) -> Result<Vec<u8>, ApplyError> {
+        match self.format {
+            OutputFormat::Hl7 => {
+                let mut writer = Hl7Writer::new(&self.header).map_err(ApplyError::Encode)?;
+                self.write_to(context, &mut writer)?;
+                writer.finish().map_err(ApplyError::Encode)
+            }
+            OutputFormat::Hprim => {
+                let mut writer = HprimWriter::new(self.header.charset);
+                self.write_to(context, &mut writer)?;
+                writer.finish().map_err(ApplyError::EncodeHprim)
+            }
+        }
+    }
+
+    /// Evaluates the mapping for one input context into any writer; its paths are in the
+    /// mapping's notation (HL7 or HPRIM).
     pub fn write_to<W: OutputWriter + ?Sized>(
         &self,
         context: &Value,
@@ -399,7 +439,7 @@ impl Mapping {
                 source: Box::new(e),
             })?;
         for field in &segment.fields {
-            let place = || format!("`{}`", field.target.path());
+            let place = || format!("`{}`", field.target);
             let value = eval::eval(&field.expr, env, scope)
                 .and_then(eval::non_blank)
                 .map_err(|f| self.fail(f, place(), &field.source, scope))?;
@@ -613,7 +653,7 @@ when = "line.status != 'cancelled'"
             if text == "refuse" {
                 return Err(std::fmt::Error);
             }
-            self.0.push(format!("{}={text}", target.path()));
+            self.0.push(format!("{target}={text}"));
             Ok(())
         }
     }

@@ -1,11 +1,19 @@
 //! Output writers: the evaluator hands segments and values to an [`OutputWriter`], so the
-//! same compiled mapping can later write HPRIM Santé as well as HL7v2.
+//! same compiled mapping writes HL7v2 or HPRIM Santé.
 //!
 //! The HL7 writer goes through [`MessageBuilder`]: values are escaped on write (`|^~\&` and
 //! line breaks), each value is checked against the output charset where it is set (so the
 //! error names the field), and the message is encoded in that charset at the end.
+//!
+//! The HPRIM writer goes through [`HprimBuilder`]: it gathers the components of each record's
+//! fields, escapes them, and hands each record to the builder, which writes the `H`
+//! delimiters, splits long records into `A` records and encodes in the mapping's charset.
 
+use std::fmt;
+
+use crate::hl7::escape::escape;
 use crate::hl7::{BuildError, Charset, MessageBuilder, Path};
+use crate::hprim::{HprimBuilder, HprimError, HprimPath};
 
 /// Receives what a mapping produces, in order: a segment, then the values of its fields.
 ///
@@ -22,42 +30,90 @@ pub trait OutputWriter {
     fn set(&mut self, target: &Target, text: &str) -> Result<(), Self::Error>;
 }
 
-/// Where a value goes in the current segment, as written in the mapping file (`RXO-1.2`).
+/// Where a value goes in the current segment or record, as written in the mapping file
+/// (`RXO-1.2` in HL7, `P.6.1` in HPRIM); displayed as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target {
     /// The parsed path, always on the first occurrence of its segment; a writer places it in
     /// the current segment.
-    path: Path,
+    path: TargetPath,
+}
+
+/// The two path notations a mapping may use, one per output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TargetPath {
+    Hl7(Path),
+    Hprim(HprimPath),
 }
 
 impl Target {
     pub(crate) fn new(path: Path) -> Target {
-        Target { path }
+        Target {
+            path: TargetPath::Hl7(path),
+        }
     }
 
-    /// The path as written in the mapping (occurrence 1), e.g. `RXO-1.2`.
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub(crate) fn hprim(path: HprimPath) -> Target {
+        Target {
+            path: TargetPath::Hprim(path),
+        }
     }
 
-    /// The field number, 1-based in HL7 numbering.
+    /// The HL7 path (occurrence 1), e.g. `RXO-1.2`, when the mapping writes HL7.
+    pub fn hl7_path(&self) -> Option<&Path> {
+        match &self.path {
+            TargetPath::Hl7(path) => Some(path),
+            TargetPath::Hprim(_) => None,
+        }
+    }
+
+    /// The HPRIM path (occurrence 1), e.g. `P.6.1`, when the mapping writes HPRIM.
+    pub fn hprim_path(&self) -> Option<&HprimPath> {
+        match &self.path {
+            TargetPath::Hprim(path) => Some(path),
+            TargetPath::Hl7(_) => None,
+        }
+    }
+
+    /// The field number, 1-based (in HPRIM numbering the record type is field 1).
     pub fn field(&self) -> usize {
-        self.path.field()
+        match &self.path {
+            TargetPath::Hl7(p) => p.field(),
+            TargetPath::Hprim(p) => p.field(),
+        }
     }
 
     /// The repetition, 1-based, when given.
     pub fn repetition(&self) -> Option<usize> {
-        self.path.repetition()
+        match &self.path {
+            TargetPath::Hl7(p) => p.repetition(),
+            TargetPath::Hprim(p) => p.repetition(),
+        }
     }
 
     /// The component, 1-based, when given.
     pub fn component(&self) -> Option<usize> {
-        self.path.component()
+        match &self.path {
+            TargetPath::Hl7(p) => p.component(),
+            TargetPath::Hprim(p) => p.component(),
+        }
     }
 
     /// The subcomponent, 1-based, when given.
     pub fn subcomponent(&self) -> Option<usize> {
-        self.path.subcomponent()
+        match &self.path {
+            TargetPath::Hl7(p) => p.subcomponent(),
+            TargetPath::Hprim(p) => p.subcomponent(),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            TargetPath::Hl7(p) => p.fmt(f),
+            TargetPath::Hprim(p) => p.fmt(f),
+        }
     }
 }
 
@@ -142,8 +198,11 @@ impl OutputWriter for Hl7Writer {
 
     fn set(&mut self, target: &Target, text: &str) -> Result<(), BuildError> {
         self.charset.encode(text)?;
-        if self.occurrence == 1 && target.path.segment_bytes() == self.current {
-            self.builder.set_path(&target.path, text)?;
+        if let Some(path) = target.hl7_path()
+            && self.occurrence == 1
+            && path.segment_bytes() == self.current
+        {
+            self.builder.set_path(path, text)?;
             return Ok(());
         }
         let id = std::str::from_utf8(&self.current).unwrap_or("???");
@@ -156,6 +215,157 @@ impl OutputWriter for Hl7Writer {
             target.subcomponent(),
         )?;
         self.builder.set_path(&path, text)?;
+        Ok(())
+    }
+}
+
+/// The largest repetition, component or subcomponent the HPRIM writer fills (a guard against
+/// runaway paths: the builder would otherwise pad thousands of empty parts).
+const MAX_PART: usize = 100;
+
+/// One field of the record being written: repetitions of components of subcomponents, not
+/// escaped yet.
+type Parts = Vec<Vec<Vec<String>>>;
+
+/// Writes HPRIM Santé through [`HprimBuilder`]; records are handed to the builder whole, when
+/// the next one starts or at the end.
+#[derive(Debug)]
+pub(crate) struct HprimWriter {
+    builder: HprimBuilder,
+    charset: Charset,
+    /// The record being written (empty before the first) and its position, 1-based.
+    kind: String,
+    record: usize,
+    /// Its fields, by HPRIM field number.
+    fields: Vec<(usize, Parts)>,
+}
+
+impl HprimWriter {
+    /// A writer with the reference delimiters `|~^\&`, CR LF record ends and `charset`.
+    pub(crate) fn new(charset: Charset) -> HprimWriter {
+        HprimWriter {
+            builder: HprimBuilder::new().charset(charset),
+            charset,
+            kind: String::new(),
+            record: 0,
+            fields: Vec::new(),
+        }
+    }
+
+    /// Hands the record being written to the builder.
+    fn flush(&mut self) {
+        if self.kind.is_empty() {
+            return;
+        }
+        let delims = *self.builder.delimiters();
+        let (rep, comp, sub) = (
+            char::from(delims.repetition()),
+            char::from(delims.component()),
+            char::from(delims.subcomponent()),
+        );
+        let record = self.builder.record(&self.kind);
+        for (n, parts) in self.fields.drain(..) {
+            let mut raw = String::new();
+            for (r, components) in parts.iter().enumerate() {
+                if r > 0 {
+                    raw.push(rep);
+                }
+                for (c, subs) in components.iter().enumerate() {
+                    if c > 0 {
+                        raw.push(comp);
+                    }
+                    for (s, text) in subs.iter().enumerate() {
+                        if s > 0 {
+                            raw.push(sub);
+                        }
+                        raw.push_str(&escape(text, &delims));
+                    }
+                }
+            }
+            record.set_raw(n, &raw);
+        }
+        self.kind.clear();
+    }
+
+    /// The message: every record escaped, encoded and split into `A` records where too long.
+    pub(crate) fn finish(mut self) -> Result<Vec<u8>, HprimError> {
+        self.flush();
+        self.builder.to_bytes()
+    }
+
+    fn refuse(&self, target: &Target, reason: &str) -> HprimError {
+        HprimError::Build {
+            record: self.record,
+            kind: self.kind.clone(),
+            field: target.field(),
+            reason: format!("`{target}`: {reason}"),
+        }
+    }
+}
+
+impl OutputWriter for HprimWriter {
+    type Error = HprimError;
+
+    fn start_segment(&mut self, id: &str) -> Result<(), HprimError> {
+        self.flush();
+        self.kind = id.to_string();
+        self.record += 1;
+        Ok(())
+    }
+
+    fn set(&mut self, target: &Target, text: &str) -> Result<(), HprimError> {
+        if self.kind.is_empty() {
+            return Err(self.refuse(target, "no record started"));
+        }
+        self.charset.encode(text).map_err(|e| match e {
+            crate::hl7::CharsetError::Unmappable { ch, charset, .. } => HprimError::Unmappable {
+                record: self.record,
+                kind: self.kind.clone(),
+                field: target.field(),
+                ch,
+                charset,
+            },
+        })?;
+        let (r, c, s) = (
+            target.repetition().unwrap_or(1),
+            target.component().unwrap_or(1),
+            target.subcomponent().unwrap_or(1),
+        );
+        if [r, c, s].iter().any(|&k| k == 0 || k > MAX_PART) {
+            return Err(self.refuse(
+                target,
+                "repetitions, components and subcomponents are numbered 1 to 100",
+            ));
+        }
+        let n = target.field();
+        let index = match self.fields.iter().position(|(f, _)| *f == n) {
+            Some(i) => i,
+            None => {
+                self.fields.push((n, Vec::new()));
+                self.fields.len() - 1
+            }
+        };
+        let Some((_, parts)) = self.fields.get_mut(index) else {
+            return Err(self.refuse(target, "field lost"));
+        };
+        if parts.len() < r {
+            parts.resize(r, Vec::new());
+        }
+        let Some(components) = parts.get_mut(r - 1) else {
+            return Err(self.refuse(target, "repetition lost"));
+        };
+        if components.len() < c {
+            components.resize(c, Vec::new());
+        }
+        let Some(subs) = components.get_mut(c - 1) else {
+            return Err(self.refuse(target, "component lost"));
+        };
+        if subs.len() < s {
+            subs.resize(s, String::new());
+        }
+        if let Some(slot) = subs.get_mut(s - 1) {
+            *slot = text.to_string();
+        }
         Ok(())
     }
 }
@@ -231,6 +441,63 @@ mod tests {
         assert_eq!(
             w.set(&target("NTE-3"), "dose 中").unwrap_err().to_string(),
             "character `中` (U+4E2D) at char 5 cannot be encoded in 8859/1"
+        );
+    }
+
+    fn hprim_target(path: &str) -> Target {
+        Target::hprim(path.parse().unwrap())
+    }
+
+    #[test]
+    fn ok_hprim_records_components_and_escaping() {
+        let mut w = HprimWriter::new(Charset::Latin1);
+        w.start_segment("H").unwrap();
+        w.set(&hprim_target("H.3"), "MSG1").unwrap();
+        w.start_segment("P").unwrap();
+        w.set(&hprim_target("P.6.2"), "Anaïs").unwrap();
+        w.set(&hprim_target("P.6.1"), "LÉGER").unwrap();
+        w.set(&hprim_target("P.3"), "a|b~c").unwrap();
+        w.set(&hprim_target("P.4[2].1.2"), "x").unwrap();
+        w.start_segment("L").unwrap();
+        let out = w.finish().unwrap();
+        assert_eq!(
+            out,
+            b"H|~^\\&|MSG1\r\nP||a\\F\\b\\S\\c|^&x||L\xc9GER~Ana\xefs\r\nL\r\n"
+        );
+        let m = crate::hprim::Message::parse(&out, None).unwrap();
+        assert_eq!(m.query("P.3").unwrap().as_deref(), Some("a|b~c"));
+        assert_eq!(m.query("P.6.2").unwrap().as_deref(), Some("Anaïs"));
+    }
+
+    #[rstest]
+    #[case::err_unencodable(
+        "P.6.1",
+        "Zhang 张",
+        "record 2 (`P`): field 6: character `张` (U+5F20) cannot be encoded in 8859/1"
+    )]
+    #[case::err_runaway_component(
+        "P.6.101",
+        "x",
+        "record 2 (`P`): field 6: `P.6.101`: repetitions, components and subcomponents are numbered 1 to 100"
+    )]
+    fn err_hprim_set(#[case] path: &str, #[case] text: &str, #[case] expected: &str) {
+        let mut w = HprimWriter::new(Charset::Latin1);
+        w.start_segment("H").unwrap();
+        w.start_segment("P").unwrap();
+        assert_eq!(
+            w.set(&hprim_target(path), text).unwrap_err().to_string(),
+            expected
+        );
+    }
+
+    #[test]
+    fn err_hprim_without_l() {
+        let mut w = HprimWriter::new(Charset::Latin1);
+        w.start_segment("H").unwrap();
+        w.start_segment("P").unwrap();
+        assert_eq!(
+            w.finish().unwrap_err().to_string(),
+            "record 2 (`P`): the message started at record 1 has no `L` record"
         );
     }
 }
