@@ -230,9 +230,12 @@ pub fn transform(
 
 /// A journaled message for a terminal: segments on their own lines, decoded in its charset.
 pub fn printable_message(raw: &[u8]) -> String {
-    let text = match Message::parse(raw) {
-        Ok(message) => message.decode(raw).into_owned(),
-        Err(_) => String::from_utf8_lossy(raw).into_owned(),
+    let text = if let Ok(message) = Message::parse(raw) {
+        message.decode(raw).into_owned()
+    } else if let Ok(message) = crate::hprim::Message::parse(raw, None) {
+        message.charset().decode(raw).into_owned()
+    } else {
+        String::from_utf8_lossy(raw).into_owned()
     };
     let mut out = text.replace("\r\n", "\n").replace('\r', "\n");
     if !out.ends_with('\n') {

@@ -6,10 +6,14 @@
 //! loop finishes the message in flight and its answer, and the store closes after the last
 //! commit.
 //!
-//! - [`mllp_in`]: the frame handler of an MLLP channel (parse, commit, ACK);
-//! - [`file_in`]: the file handler of a file-drop channel (parse, commit, then archive);
-//! - [`web`]: the HTTP router: launch endpoints over the census and the Posos client, and
-//!   the built-in simulator.
+//! - `intake`: reading a payload into journal records, the same for every channel kind;
+//! - `mllp_in`: the frame handler of an MLLP channel (parse, commit, ACK);
+//! - `file_in`: the file handler of a file-drop channel (parse, commit, then archive);
+//! - `processor`: applies accepted ADT/HPRIM to the census, behind the ACK;
+//! - `push`: the FHIR push endpoint (journal, map, enqueue);
+//! - `outbox`: the worker of a file destination;
+//! - `web`: the HTTP router: launch endpoints over the census and the Posos client, and the
+//!   built-in simulator.
 
 mod file_in;
 mod intake;
