@@ -98,18 +98,19 @@ impl Path {
     }
 }
 
-/// A byte cursor over the path text; every read is checked.
-struct Cursor<'s> {
-    bytes: &'s [u8],
-    pos: usize,
+/// A byte cursor over path text; every read is checked. Shared by the HL7 and HPRIM path
+/// parsers, which speak the same grammar.
+pub(crate) struct Cursor<'s> {
+    pub(crate) bytes: &'s [u8],
+    pub(crate) pos: usize,
 }
 
 impl Cursor<'_> {
-    fn peek(&self) -> Option<u8> {
+    pub(crate) fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
 
-    fn eat(&mut self, b: u8) -> bool {
+    pub(crate) fn eat(&mut self, b: u8) -> bool {
         if self.peek() == Some(b) {
             self.pos += 1;
             true
@@ -119,7 +120,7 @@ impl Cursor<'_> {
     }
 
     /// Reads a 1-based decimal number; `what` names it in errors.
-    fn number(&mut self, what: &str, after: &str) -> Result<usize, String> {
+    pub(crate) fn number(&mut self, what: &str, after: &str) -> Result<usize, String> {
         let start = self.pos;
         while self.peek().is_some_and(|b| b.is_ascii_digit()) {
             self.pos += 1;
@@ -137,7 +138,7 @@ impl Cursor<'_> {
     }
 
     /// Reads an optional `[n]`.
-    fn bracket(&mut self, what: &str) -> Result<Option<usize>, String> {
+    pub(crate) fn bracket(&mut self, what: &str) -> Result<Option<usize>, String> {
         if !self.eat(b'[') {
             return Ok(None);
         }

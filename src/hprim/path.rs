@@ -10,6 +10,7 @@
 //! first repetition otherwise). Not accepted: a bare record type, zero, signs, spaces, anything
 //! after the subcomponent.
 
+use crate::hl7::path::Cursor;
 use std::fmt;
 use std::str::FromStr;
 
@@ -55,57 +56,6 @@ impl HprimPath {
     /// The subcomponent, 1-based, when given.
     pub fn subcomponent(&self) -> Option<usize> {
         self.subcomponent
-    }
-}
-
-/// A byte cursor over the path text; every read is checked.
-struct Cursor<'s> {
-    bytes: &'s [u8],
-    pos: usize,
-}
-
-impl Cursor<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.pos).copied()
-    }
-
-    fn eat(&mut self, b: u8) -> bool {
-        if self.peek() == Some(b) {
-            self.pos += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Reads a 1-based decimal number; `what` names it in errors.
-    fn number(&mut self, what: &str, after: &str) -> Result<usize, String> {
-        let start = self.pos;
-        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
-            self.pos += 1;
-        }
-        let digits = self.bytes.get(start..self.pos).unwrap_or_default();
-        if digits.is_empty() {
-            return Err(format!("expected {what} after `{after}`"));
-        }
-        let text = std::str::from_utf8(digits).unwrap_or_default();
-        match text.parse::<usize>() {
-            Ok(0) => Err(format!("{what} must be at least 1 (numbers are 1-based)")),
-            Ok(n) if n <= 1_000_000 => Ok(n),
-            _ => Err(format!("{what} `{text}` is too large")),
-        }
-    }
-
-    /// Reads an optional `[n]`.
-    fn bracket(&mut self, what: &str) -> Result<Option<usize>, String> {
-        if !self.eat(b'[') {
-            return Ok(None);
-        }
-        let n = self.number(what, "[")?;
-        if !self.eat(b']') {
-            return Err(format!("expected `]` after the {what}"));
-        }
-        Ok(Some(n))
     }
 }
 
