@@ -202,3 +202,63 @@ async fn a_bad_file_goes_to_error_with_its_reason_and_nothing_from_it_is_accepte
     assert_eq!(rows[0].status, "rejected");
     engine.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_inbox_is_visible_in_status_and_metrics_and_the_daemon_runs_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = r#"
+[store]
+path = "data/ob.db"
+[http]
+bind = "127.0.0.1:0"
+[inbound.share]
+protocol = "file"
+folder = "mnt/share-that-is-not-mounted"
+poll_interval = "20ms"
+"#;
+    let config = Config::from_str_with_env(text, &dir.path().join("ob.toml"), &|_| None)
+        .expect("valid config");
+    let engine = common::InProcess::start(config, BoundListeners::default()).await;
+    let http = engine.addr("http");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + PATIENCE;
+    let status: serde_json::Value = loop {
+        let status: serde_json::Value = client
+            .get(format!("http://{http}/status"))
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("json");
+        if status["status"] == "attention" || Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status["status"], "attention", "{status}");
+    let last_error = status["channels"]["share"]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(last_error.contains("share-that-is-not-mounted"), "{status}");
+    let metrics = client
+        .get(format!("http://{http}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let scan_errors = metrics
+        .lines()
+        .find(|l| l.starts_with("ordobridge_inbox_scan_errors_total{channel=\"share\"}"))
+        .unwrap_or_else(|| panic!("no scan error metric:\n{metrics}"));
+    let count: u64 = scan_errors
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a count");
+    assert!(count >= 1, "{scan_errors}");
+    // The daemon runs on and stops cleanly (the inbox tests cover the share coming back).
+    engine.stop().await;
+}

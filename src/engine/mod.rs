@@ -21,6 +21,7 @@ mod mllp_in;
 mod outbox;
 mod processor;
 mod push;
+mod status;
 mod web;
 
 use std::collections::BTreeMap;
@@ -148,6 +149,10 @@ pub async fn run(
 
     let mut listeners = bind_listeners(&config, listeners).await?;
     let tracker = TaskTracker::new();
+    let mut observed = status::Observed {
+        store: Some(store.clone()),
+        ..status::Observed::default()
+    };
     // Every intake pokes the processor after a commit; it applies ADT/HPRIM to the census.
     let processed = Arc::new(tokio::sync::Notify::new());
     tracker.spawn(
@@ -182,6 +187,7 @@ pub async fn run(
                 };
                 let handler = Arc::new(InboundMllp::new(channel, store.clone(), processed.clone()));
                 let stats = Arc::new(ServerStats::default());
+                observed.listeners.push((name.clone(), stats.clone()));
                 let token = shutdown.child_token();
                 let channel_name = name.clone();
                 servers.push(
@@ -216,6 +222,7 @@ pub async fn run(
                     processed.clone(),
                 ));
                 let stats = Arc::new(InboxStats::default());
+                observed.inboxes.push((name.clone(), stats.clone()));
                 let token = shutdown.child_token();
                 let settings = file.inbox.clone();
                 let channel_name = name.clone();
@@ -244,6 +251,7 @@ pub async fn run(
         match destination {
             Destination::Mllp(settings) => {
                 let stats = Arc::new(DeliveryStats::default());
+                observed.destinations.push((name.clone(), stats.clone()));
                 tracker.spawn(
                     run_destination(store.clone(), settings.clone(), notify, stats, token)
                         .instrument(span),
@@ -282,7 +290,8 @@ pub async fn run(
         let local_addr = listener
             .local_addr()
             .map_err(|e| EngineError::Web(format!("cannot read the HTTP address: {e}")))?;
-        let mut router = web::router(&config, local_addr, store.clone())?;
+        let mut router =
+            web::router(&config, local_addr, store.clone())?.merge(status::router(observed));
         if let Some(push) = &config.push {
             let state = push::PushState::new(push, store.clone(), wakers.clone())
                 .map_err(|e| EngineError::Web(format!("the push endpoint: {e}")))?;

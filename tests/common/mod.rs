@@ -417,6 +417,8 @@ pub fn kill_processes_naming(marker: &str) {
 pub struct InProcess {
     shutdown: tokio_util::sync::CancellationToken,
     task: tokio::task::JoinHandle<Result<(), ordobridge::engine::EngineError>>,
+    /// What the engine announced when ready (names, kinds, addresses).
+    pub handles: Vec<ordobridge::engine::ChannelHandle>,
 }
 
 impl InProcess {
@@ -431,15 +433,28 @@ impl InProcess {
             config,
             listeners,
             shutdown.clone(),
-            move |_| {
-                let _ = ready_tx.send(());
+            move |handles| {
+                let _ = ready_tx.send(handles.to_vec());
             },
         ));
-        tokio::time::timeout(Duration::from_secs(20), ready_rx)
+        let handles = tokio::time::timeout(Duration::from_secs(20), ready_rx)
             .await
             .expect("engine ready in time")
             .expect("engine ready");
-        InProcess { shutdown, task }
+        InProcess {
+            shutdown,
+            task,
+            handles,
+        }
+    }
+
+    /// The address the engine announced for `name` (`http` for the HTTP server).
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.handles
+            .iter()
+            .find(|h| h.name == name)
+            .and_then(|h| h.local_addr)
+            .unwrap_or_else(|| panic!("no address announced for `{name}`: {:?}", self.handles))
     }
 
     /// Cancels, lets the in-flight work finish, and checks the engine ended without error.
