@@ -243,7 +243,7 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
                 "outbound messages waiting",
                 &depths
                     .iter()
-                    .map(|d| (label("destination", &d.destination), d.pending as u64))
+                    .map(|d| (label("destination", &d.destination), d.pending))
                     .collect::<Vec<_>>(),
             );
             family(
@@ -253,7 +253,7 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
                 "dead letters",
                 &depths
                     .iter()
-                    .map(|d| (label("destination", &d.destination), d.dead as u64))
+                    .map(|d| (label("destination", &d.destination), d.dead))
                     .collect::<Vec<_>>(),
             );
         }
