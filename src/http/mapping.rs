@@ -168,29 +168,9 @@ impl LaunchValues {
     }
 }
 
-/// One problem in a mapping file, located in the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MappingProblem {
-    pub file: PathBuf,
-    /// 1-based line and column, when the problem has a place in the file.
-    pub line: Option<(usize, usize)>,
-    /// Dotted key, e.g. `fields.patientId.from`; empty for the whole file.
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for MappingProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some((line, column)) = self.line {
-            write!(f, ":{line}:{column}")?;
-        }
-        if !self.key.is_empty() {
-            write!(f, ": `{}`", self.key)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
+/// One problem in a mapping file, located in the file: the same shape and text as a
+/// configuration problem (`file:line:col: `key`: message`).
+pub type MappingProblem = crate::config::ConfigError;
 
 /// Every problem found in one mapping file, one per line when displayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
