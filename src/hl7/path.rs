@@ -98,6 +98,9 @@ impl Path {
     }
 }
 
+/// Repetition, component and subcomponent after a field number, each when given.
+pub(crate) type FieldTail = (Option<usize>, Option<usize>, Option<usize>);
+
 /// A byte cursor over path text; every read is checked. Shared by the HL7 and HPRIM path
 /// parsers, which speak the same grammar.
 pub(crate) struct Cursor<'s> {
@@ -135,6 +138,28 @@ impl Cursor<'_> {
             Ok(n) if n <= 1_000_000 => Ok(n),
             _ => Err(format!("{what} `{text}` is too large")),
         }
+    }
+
+    /// Reads what may follow a field number, to the end of the text: an optional `[rep]`,
+    /// then `.component` and `.subcomponent`; anything left over is an error.
+    pub(crate) fn field_tail(&mut self) -> Result<FieldTail, String> {
+        let repetition = self.bracket("repetition number")?;
+        let mut component = None;
+        let mut subcomponent = None;
+        if self.eat(b'.') {
+            component = Some(self.number("a component number", ".")?);
+            if self.eat(b'.') {
+                subcomponent = Some(self.number("a subcomponent number", ".")?);
+            }
+        }
+        if let Some(rest) = self.bytes.get(self.pos..).filter(|r| !r.is_empty()) {
+            return Err(format!(
+                "unexpected `{}` at character {}",
+                crate::hl7::readable_prefix(rest, 8),
+                self.pos + 1
+            ));
+        }
+        Ok((repetition, component, subcomponent))
     }
 
     /// Reads an optional `[n]`.
@@ -182,22 +207,7 @@ fn parse(bytes: &[u8]) -> Result<Path, String> {
         _ => return Err("expected `-` or `.` and a field number after the segment id".into()),
     };
     let field = c.number("a field number", &sep.to_string())?;
-    let repetition = c.bracket("repetition number")?;
-    let mut component = None;
-    let mut subcomponent = None;
-    if c.eat(b'.') {
-        component = Some(c.number("a component number", ".")?);
-        if c.eat(b'.') {
-            subcomponent = Some(c.number("a subcomponent number", ".")?);
-        }
-    }
-    if let Some(rest) = bytes.get(c.pos..).filter(|r| !r.is_empty()) {
-        return Err(format!(
-            "unexpected `{}` at character {}",
-            crate::hl7::readable_prefix(rest, 8),
-            c.pos + 1
-        ));
-    }
+    let (repetition, component, subcomponent) = c.field_tail()?;
     Ok(Path {
         segment,
         occurrence,

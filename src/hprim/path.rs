@@ -14,7 +14,7 @@ use crate::hl7::path::Cursor;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::hl7::{readable, readable_prefix};
+use crate::hl7::readable;
 use crate::hprim::HprimError;
 
 /// A parsed location in an HPRIM message; cheap to copy, reusable across messages.
@@ -94,22 +94,7 @@ fn parse(bytes: &[u8]) -> Result<HprimPath, String> {
         _ => return Err("expected `.` or `-` and a field number after the record type".into()),
     };
     let field = c.number("a field number", &sep.to_string())?;
-    let repetition = c.bracket("repetition number")?;
-    let mut component = None;
-    let mut subcomponent = None;
-    if c.eat(b'.') {
-        component = Some(c.number("a component number", ".")?);
-        if c.eat(b'.') {
-            subcomponent = Some(c.number("a subcomponent number", ".")?);
-        }
-    }
-    if let Some(rest) = bytes.get(c.pos..).filter(|r| !r.is_empty()) {
-        return Err(format!(
-            "unexpected `{}` at character {}",
-            readable_prefix(rest, 8),
-            c.pos + 1
-        ));
-    }
+    let (repetition, component, subcomponent) = c.field_tail()?;
     Ok(HprimPath {
         kind,
         kind_len,
