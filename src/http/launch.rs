@@ -22,6 +22,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts, OriginalUri, Path, RawQuery, Request, State};
 use axum::http::request::Parts;
@@ -244,15 +246,70 @@ impl<S: Send + Sync> FromRequestParts<S> for CorrelationId {
     }
 }
 
+/// Time spent waiting for Posos during one launch, so that the time ordobridge itself adds
+/// (access check, census lookup, request build, redirect) can be told apart: the guard reports
+/// both in a `Server-Timing` header (visible in the browser's developer tools) and in the log.
+#[derive(Debug, Default)]
+pub struct PososClock {
+    micros: AtomicU64,
+}
+
+impl PososClock {
+    /// Runs a Posos call and adds its duration to the clock.
+    async fn time<T>(&self, call: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let result = call.await;
+        let spent = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.micros.fetch_add(spent, Ordering::Relaxed);
+        result
+    }
+
+    /// The time spent in Posos calls so far.
+    pub fn posos(&self) -> Duration {
+        Duration::from_micros(self.micros.load(Ordering::Relaxed))
+    }
+}
+
+/// The launch's [`PososClock`], put in the request by the guard (a fresh one when absent, so
+/// the handlers work without the guard in tests).
+#[derive(Debug, Clone, Default)]
+pub struct LaunchClock(pub Arc<PososClock>);
+
+impl<S: Send + Sync> FromRequestParts<S> for LaunchClock {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<LaunchClock>()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+/// `Server-Timing` value: `ordobridge;dur=…, posos;dur=…` in milliseconds.
+fn server_timing(total: Duration, posos: Duration) -> Option<HeaderValue> {
+    let own = total.saturating_sub(posos);
+    HeaderValue::from_str(&format!(
+        "ordobridge;dur={:.3};desc=\"added by ordobridge\", posos;dur={:.3}",
+        own.as_secs_f64() * 1000.0,
+        posos.as_secs_f64() * 1000.0
+    ))
+    .ok()
+}
+
 /// Middleware before every launch route: gives the request its correlation id and span, then
-/// applies the allow-list and the signature check.
+/// applies the allow-list and the signature check; times the launch (see [`PososClock`]).
 pub(crate) async fn guard<C: LaunchContext, P: PososApi>(
     State(state): State<LaunchState<C, P>>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let started = Instant::now();
     let id = Uuid::new_v4();
+    let clock = LaunchClock::default();
     request.extensions_mut().insert(CorrelationId(id));
+    request.extensions_mut().insert(clock.clone());
     let path = request
         .extensions()
         .get::<OriginalUri>()
@@ -276,7 +333,7 @@ pub(crate) async fn guard<C: LaunchContext, P: PososApi>(
             &pairs,
             now,
         );
-        match checked {
+        let mut response = match checked {
             Ok(()) => {
                 tracing::debug!(peer = ?peer, "launch admitted");
                 next.run(request).await
@@ -286,7 +343,19 @@ pub(crate) async fn guard<C: LaunchContext, P: PososApi>(
                 error: LaunchError::Forbidden(reason),
             }
             .into_response(),
+        };
+        let total = started.elapsed();
+        let posos = clock.0.posos();
+        tracing::info!(
+            status = response.status().as_u16(),
+            ordobridge_ms = total.saturating_sub(posos).as_secs_f64() * 1000.0,
+            posos_ms = posos.as_secs_f64() * 1000.0,
+            "launch answered"
+        );
+        if let Some(value) = server_timing(total, posos) {
+            response.headers_mut().insert("server-timing", value);
         }
+        response
     }
     .instrument(span)
     .await
@@ -296,27 +365,29 @@ pub(crate) async fn guard<C: LaunchContext, P: PososApi>(
 pub(crate) async fn scan<C: LaunchContext, P: PososApi>(
     State(state): State<LaunchState<C, P>>,
     id: CorrelationId,
+    LaunchClock(clock): LaunchClock,
     RawQuery(query): RawQuery,
 ) -> Response {
     let pairs = parse_query(query.as_deref().unwrap_or(""));
-    answer(id, launch_scan(&state, id, &pairs).await)
+    answer(id, launch_scan(&state, id, &clock, &pairs).await)
 }
 
 /// `GET /launch/guide/{guide}`.
 pub(crate) async fn guide<C: LaunchContext, P: PososApi>(
     State(state): State<LaunchState<C, P>>,
     id: CorrelationId,
+    LaunchClock(clock): LaunchClock,
     Path(guide): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
     let pairs = parse_query(query.as_deref().unwrap_or(""));
-    answer(id, launch_guide(&state, &guide, &pairs).await)
+    answer(id, launch_guide(&state, &guide, &clock, &pairs).await)
 }
 
 fn answer(id: CorrelationId, outcome: Result<String, LaunchError>) -> Response {
     match outcome.and_then(redirect_target) {
         Ok(url) => {
-            tracing::info!(correlation_id = %id.0, "launch redirected to posos");
+            tracing::debug!(correlation_id = %id.0, "launch redirected to posos");
             let mut response = StatusCode::FOUND.into_response();
             let headers = response.headers_mut();
             headers.insert(header::LOCATION, url);
@@ -351,6 +422,7 @@ fn redirect_target(url: String) -> Result<HeaderValue, LaunchError> {
 async fn launch_scan<C: LaunchContext, P: PososApi>(
     state: &LaunchState<C, P>,
     id: CorrelationId,
+    clock: &PososClock,
     pairs: &[(String, String)],
 ) -> Result<String, LaunchError> {
     let settings = state.settings();
@@ -410,12 +482,15 @@ async fn launch_scan<C: LaunchContext, P: PososApi>(
     };
     let body = settings.mapping.apply(&values)?;
     tracing::debug!("scan-token request built");
-    Ok(state.posos.scan_token(Value::Object(body)).await?)
+    Ok(clock
+        .time(state.posos.scan_token(Value::Object(body)))
+        .await?)
 }
 
 async fn launch_guide<C: LaunchContext, P: PososApi>(
     state: &LaunchState<C, P>,
     guide: &str,
+    clock: &PososClock,
     pairs: &[(String, String)],
 ) -> Result<String, LaunchError> {
     let names = &state.settings().parameters;
@@ -441,7 +516,7 @@ async fn launch_guide<C: LaunchContext, P: PososApi>(
         "guide": guide,
         "ucds": ucds,
     });
-    Ok(state.posos.prepare_guide(body).await?)
+    Ok(clock.time(state.posos.prepare_guide(body)).await?)
 }
 
 /// The launching user: names from the link, else the census by RPPS, else the attending doctor
@@ -513,12 +588,16 @@ mod tests {
     struct Posos {
         answer: Result<String, LaunchFailure>,
         bodies: Mutex<Vec<Value>>,
+        delay: Duration,
     }
 
     impl PososApi for Posos {
         async fn scan_token(&self, body: Value) -> Result<String, LaunchFailure> {
             if let Ok(mut bodies) = self.bodies.lock() {
                 bodies.push(body);
+            }
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
             }
             self.answer.clone()
         }
@@ -566,6 +645,7 @@ mod tests {
         let posos = Arc::new(Posos {
             answer,
             bodies: Mutex::new(Vec::new()),
+            delay: Duration::ZERO,
         });
         let mut settings = LaunchSettings::new(ScanTokenMapping::shipped().unwrap());
         tune(&mut settings);
@@ -594,6 +674,53 @@ mod tests {
     }
 
     const OK_URL: &str = "https://app.posos.test/scan/abc";
+
+    /// `Server-Timing: ordobridge;dur=A;desc="…", posos;dur=B` → (A, B) in ms.
+    fn timing(headers: &axum::http::HeaderMap) -> (f64, f64) {
+        let value = headers.get("server-timing").unwrap().to_str().unwrap();
+        let dur = |name: &str| -> f64 {
+            let part = value
+                .split(',')
+                .map(str::trim)
+                .find(|p| p.starts_with(&format!("{name};")))
+                .unwrap();
+            let dur = part
+                .split(';')
+                .find_map(|a| a.strip_prefix("dur="))
+                .unwrap();
+            dur.parse().unwrap()
+        };
+        (dur("ordobridge"), dur("posos"))
+    }
+
+    /// The time Posos takes is told apart from the time ordobridge adds, on redirects and on
+    /// error pages alike.
+    #[tokio::test]
+    async fn ok_server_timing_separates_posos_time() {
+        let posos = Arc::new(Posos {
+            answer: Ok(OK_URL.into()),
+            bodies: Mutex::new(Vec::new()),
+            delay: Duration::from_millis(30),
+        });
+        let settings = LaunchSettings::new(ScanTokenMapping::shipped().unwrap());
+        let state = LaunchState::new(Arc::new(census()), Arc::clone(&posos), settings);
+        let (status, headers, _) = get(
+            state.clone(),
+            "/launch/scan?ipp=IPP1&rpps=10000000001",
+            "127.0.0.1:5000",
+        )
+        .await;
+        assert_eq!(status, StatusCode::FOUND);
+        let (own, in_posos) = timing(&headers);
+        assert!(in_posos >= 30.0, "posos {in_posos} ms");
+        assert!(own >= 0.0);
+
+        let (status, headers, _) =
+            get(state, "/launch/scan?ipp=NOBODY&rpps=3", "127.0.0.1:5000").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (_, in_posos) = timing(&headers);
+        assert_eq!(in_posos, 0.0, "no Posos call for an unknown patient");
+    }
 
     #[rstest]
     #[case::ok_by_ipp_with_names("/launch/scan?ipp=IPP1&rpps=3&first_name=Jean&last_name=NOEL", json!({"first_name": "Jean", "last_name": "NOEL", "rpps": "3", "facilitySlug": "ch-exemple", "patientId": "IPP1"}))]
