@@ -229,6 +229,12 @@ fn configure_writer(connection: &Connection, path: &Path) -> Result<(), StoreErr
     connection
         .pragma_update(None, "foreign_keys", true)
         .map_err(|source| setting("foreign_keys=ON", source))?;
+    // The savepoint around each census update keeps its undo pages in a sub-journal: in
+    // memory, not in a temporary file written and read back by the kernel at every update
+    // (it holds the pages one batch changes: a few MiB at most).
+    connection
+        .pragma_update(None, "temp_store", "MEMORY")
+        .map_err(|source| setting("temp_store=MEMORY", source))?;
     Ok(())
 }
 

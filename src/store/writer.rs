@@ -120,6 +120,10 @@ pub(super) struct Counters {
     pub(super) max_batch_size: AtomicU64,
 }
 
+/// The savepoint around each census update, and its release (prepared once, cached).
+const SAVEPOINT_SQL: &str = "SAVEPOINT census_update";
+const RELEASE_SQL: &str = "RELEASE census_update";
+
 /// Starts the writer thread on an opened, migrated connection.
 pub(super) fn spawn(
     connection: Connection,
@@ -320,10 +324,10 @@ fn execute(
                 } => {
                     // A savepoint per census update: a bad update must not roll back the
                     // journal inserts of other callers that share this transaction.
-                    transaction.execute_batch("SAVEPOINT census_update")?;
+                    transaction.prepare_cached(SAVEPOINT_SQL)?.execute([])?;
                     match census::apply(&transaction, *journal_id, update) {
                         Ok(applied) => {
-                            transaction.execute_batch("RELEASE census_update")?;
+                            transaction.prepare_cached(RELEASE_SQL)?.execute([])?;
                             *outcome = Some(Ok(applied));
                         }
                         Err(e) => {
