@@ -592,3 +592,86 @@ fn census_context(view: Option<&PatientView>, prescription: &Prescription) -> Va
         }),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn auth(token: Option<&str>, basic: Option<&str>) -> Auth {
+        Auth {
+            token: token.map(str::to_string),
+            basic: basic.map(str::to_string),
+        }
+    }
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if !value.is_empty() {
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    /// `posos:pa:ss` and `posos:wrong`, base64.
+    const GOOD_BASIC: &str = "Basic cG9zb3M6cGE6c3M=";
+    const BAD_BASIC: &str = "Basic cG9zb3M6d3Jvbmc=";
+
+    #[rstest]
+    #[case::ok_open(None, None, "")]
+    #[case::ok_bearer(Some("t"), None, "Bearer t")]
+    #[case::ok_bearer_case_and_spaces(Some("t"), None, "  bearer   t ")]
+    #[case::ok_basic(None, Some("posos:pa:ss"), GOOD_BASIC)]
+    #[case::ok_basic_when_both(Some("t"), Some("posos:pa:ss"), GOOD_BASIC)]
+    #[case::ok_bearer_when_both(Some("t"), Some("posos:pa:ss"), "Bearer t")]
+    fn ok_allowed(#[case] token: Option<&str>, #[case] basic: Option<&str>, #[case] given: &str) {
+        assert!(auth(token, basic).allows(&headers(given)));
+    }
+
+    #[rstest]
+    #[case::err_missing(Some("t"), None, "")]
+    #[case::err_wrong_token(Some("t"), None, "Bearer u")]
+    #[case::err_token_prefix(Some("tt"), None, "Bearer t")]
+    #[case::err_basic_not_configured(Some("t"), None, GOOD_BASIC)]
+    #[case::err_bearer_not_configured(None, Some("posos:pa:ss"), "Bearer posos:pa:ss")]
+    #[case::err_wrong_password(Some("t"), Some("posos:pa:ss"), BAD_BASIC)]
+    #[case::err_not_base64(None, Some("posos:pa:ss"), "Basic ***")]
+    #[case::err_no_scheme(Some("t"), None, "t")]
+    #[case::err_other_scheme(Some("t"), None, "Digest t")]
+    fn err_refused(#[case] token: Option<&str>, #[case] basic: Option<&str>, #[case] given: &str) {
+        assert!(!auth(token, basic).allows(&headers(given)));
+    }
+
+    #[rstest]
+    #[case::err_bearer_only(
+        Some("t"),
+        None,
+        &["Bearer realm=\"ordobridge\""],
+        "missing or wrong credentials: configure Posos to send `Authorization: Bearer` with the token of `[push] token`"
+    )]
+    #[case::err_basic_only(
+        None,
+        Some("u:p"),
+        &["Basic realm=\"ordobridge\", charset=\"UTF-8\""],
+        "missing or wrong credentials: configure Posos to send `Authorization: Basic` with `[push] basic_user` and `basic_password`"
+    )]
+    fn err_challenges_name_the_configured_schemes(
+        #[case] token: Option<&str>,
+        #[case] basic: Option<&str>,
+        #[case] challenges: &[&str],
+        #[case] diagnostics: &str,
+    ) {
+        let auth = auth(token, basic);
+        assert_eq!(auth.challenges(), challenges);
+        assert_eq!(auth.diagnostics(), diagnostics);
+    }
+
+    #[test]
+    fn ok_same_is_plain_equality() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"ab"));
+        assert!(same(b"", b""));
+    }
+}
