@@ -88,6 +88,8 @@ destination = "ehr-orders"
 "#,
         root = root().display()
     );
+    // Written too, for the CLI (`ordobridge queue --config`).
+    std::fs::write(dir.join("ob.toml"), &text).expect("write config");
     Config::from_str_with_env(&text, &dir.join("ob.toml"), &|_| None)
         .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -325,6 +327,19 @@ async fn a_held_bundle_survives_a_restart_and_is_released_after_it() {
         ),
         1
     );
+    // The operator sees it; the IPP only when asked for.
+    let file = dir.path().join("ob.toml");
+    let file = file.to_str().expect("utf-8 path");
+    let listing = common::ordobridge(&["queue", "--config", file]);
+    assert!(
+        listing.contains(
+            "1 pushed bundle(s) held until their patient is known\nJOURNAL ID  HELD SINCE"
+        ),
+        "{listing}"
+    );
+    assert!(!listing.contains("IPP000042"), "{listing}");
+    let listing = common::ordobridge(&["queue", "--config", file, "--show-phi"]);
+    assert!(listing.contains("IPP000042"), "{listing}");
 
     let engine = start(config(dir.path(), peer, "hold_unknown_for = \"15m\"")).await;
     let http = engine.addr("http");
