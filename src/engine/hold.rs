@@ -29,6 +29,9 @@ use crate::store::{DeliverOutcome, HeldBundle, ReleaseReason, Store};
 const IDLE_POLL: Duration = Duration::from_secs(30);
 /// How long a bundle whose release failed waits before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Least time between two rounds woken by census updates: under an ADT burst the pokes
+/// collapse into a few rounds instead of one query per message.
+const MIN_ROUND_GAP: Duration = Duration::from_millis(50);
 
 /// Released bundles by reason, for `/status` and `/metrics` (relaxed atomics, no lock).
 #[derive(Debug, Default)]
@@ -119,7 +122,13 @@ pub(super) async fn run_releaser(
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = wake.notified() => {}
+            () = wake.notified() => {
+                // Pokes during the gap are kept by `Notify` (one permit) and coalesced.
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(MIN_ROUND_GAP) => {}
+                }
+            }
             () = tokio::time::sleep(sleep) => {}
         }
     }
