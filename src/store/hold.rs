@@ -448,6 +448,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn err_failed_enqueue_leaves_the_bundle_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, id) = open(&dir).await;
+        store.hold(id, "100001".into(), later(600)).await.unwrap();
+        rusqlite::Connection::open(store.path())
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER refuse_bad BEFORE INSERT ON outbound
+                 WHEN NEW.control_id = 'BAD'
+                 BEGIN SELECT RAISE(ABORT, 'refused by test'); END;",
+            )
+            .unwrap();
+        let err = store
+            .deliver_bundle(
+                id,
+                vec![item("OB1-1"), item("BAD")],
+                Some(ReleaseReason::PatientKnown),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "store `{}`: batch of 1 request(s) not committed",
+                store.path().display()
+            )
+        );
+        // Rolled back as one: still held, still accepted, nothing queued.
+        assert_eq!(store.held_bundles(0).unwrap().len(), 1);
+        assert_eq!(
+            store.journal_entry(id).unwrap().unwrap().summary.status,
+            EntryStatus::Accepted.as_str()
+        );
+        assert_eq!(count(&store, "SELECT count(*) FROM outbound"), 0);
+        // The next attempt goes through.
+        let outcome = store
+            .deliver_bundle(id, vec![item("OB1-1")], Some(ReleaseReason::PatientKnown))
+            .await
+            .unwrap();
+        assert!(matches!(outcome, DeliverOutcome::Queued { .. }));
+    }
+
+    #[tokio::test]
     async fn ok_holds_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let (store, id) = open(&dir).await;
