@@ -477,8 +477,7 @@ async fn hold(
     if let Err(failure) = inner.deliverer.messages(journal_id, prescription, None) {
         return failure_response(&failure);
     }
-    let release_at = jiff::Timestamp::now()
-        + jiff::SignedDuration::try_from(inner.hold_for).unwrap_or(jiff::SignedDuration::MAX);
+    let release_at = release_time(jiff::Timestamp::now(), inner.hold_for);
     match inner.store.hold(journal_id, partner_id, release_at).await {
         Ok(held) => {
             inner.hold_wake.notify_one();
@@ -495,6 +494,14 @@ async fn hold(
             store_failure(&e.to_string())
         }
     }
+}
+
+/// `now + hold`, saturating at the latest time jiff knows (a hold of centuries is "never").
+fn release_time(now: jiff::Timestamp, hold: Duration) -> jiff::Timestamp {
+    jiff::SignedDuration::try_from(hold)
+        .ok()
+        .and_then(|hold| now.checked_add(hold).ok())
+        .unwrap_or(jiff::Timestamp::MAX)
 }
 
 fn failure_response(failure: &Failure) -> Response {
@@ -665,6 +672,15 @@ mod tests {
         let auth = auth(token, basic);
         assert_eq!(auth.challenges(), challenges);
         assert_eq!(auth.diagnostics(), diagnostics);
+    }
+
+    #[rstest]
+    #[case::ok_minutes(Duration::from_secs(900), "2026-11-22T08:15:00Z")]
+    #[case::ok_zero(Duration::ZERO, "2026-11-22T08:00:00Z")]
+    #[case::ok_saturates(Duration::from_secs(u64::MAX), "9999-12-30T22:00:00.999999999Z")]
+    fn ok_release_time(#[case] hold: Duration, #[case] expected: &str) {
+        let now: jiff::Timestamp = "2026-11-22T08:00:00Z".parse().unwrap();
+        assert_eq!(release_time(now, hold).to_string(), expected);
     }
 
     #[test]
