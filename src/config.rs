@@ -50,11 +50,41 @@ pub struct Config {
 /// Where pushed prescriptions go.
 #[derive(Debug, Clone)]
 pub struct PushConfig {
-    /// The bearer token Posos must send; `None` accepts any caller (tests only).
+    /// The bearer token Posos may send; with neither it nor `basic`, any caller is accepted
+    /// (tests only).
     pub token: Option<String>,
+    /// HTTP basic credentials Posos may send instead of (or beside) the bearer token.
+    pub basic: Option<BasicAuth>,
+    /// How long a bundle for a patient the census does not know waits for its ADT before it
+    /// is mapped with what the bundle says; zero maps at once.
+    pub hold_unknown_for: Duration,
     /// Each pushed bundle is mapped by every route.
     pub routes: Vec<PushRoute>,
 }
+
+/// The user and password of HTTP basic authentication (`[push] basic_user`, `basic_password`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    /// The user name (no `:`, RFC 7617).
+    pub user: String,
+    /// The password.
+    pub password: String,
+}
+
+/// Never prints the password (configurations get logged and dumped).
+impl fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("user", &self.user)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// The default of `[push] hold_unknown_for`: the ADT A01/A04 normally precedes the
+/// prescription by far, so a quarter of an hour covers a late or re-sent ADT without
+/// delaying a prescription for long.
+pub const DEFAULT_HOLD_UNKNOWN_FOR: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Debug, Clone)]
 pub struct PushRoute {
@@ -426,6 +456,9 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawPush {
     token: Option<String>,
+    basic_user: Option<Spanned<String>>,
+    basic_password: Option<Spanned<String>>,
+    hold_unknown_for: Option<Spanned<String>>,
     #[serde(default)]
     route: Vec<RawRoute>,
 }
@@ -735,9 +768,61 @@ fn validate_push(
             destination: route.destination.into_inner(),
         });
     }
+    let hold_unknown_for = raw
+        .hold_unknown_for
+        .and_then(|v| duration_value(v, "push.hold_unknown_for", report))
+        .unwrap_or(DEFAULT_HOLD_UNKNOWN_FOR);
     PushConfig {
         token: raw.token.filter(|t| !t.is_empty()),
+        basic: basic_auth(raw.basic_user, raw.basic_password, report),
+        hold_unknown_for,
         routes,
+    }
+}
+
+/// `basic_user` and `basic_password`: both or neither (empty counts as unset).
+fn basic_auth(
+    user: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
+    report: &mut Report<'_>,
+) -> Option<BasicAuth> {
+    let user = user.filter(|u| !u.get_ref().is_empty());
+    let password = password.filter(|p| !p.get_ref().is_empty());
+    match (user, password) {
+        (None, None) => None,
+        (Some(user), None) => {
+            report.push(
+                Some(user.span()),
+                "push.basic_password",
+                "`basic_user` is set but `basic_password` is not: set both for basic authentication, or neither".to_string(),
+            );
+            None
+        }
+        (None, Some(password)) => {
+            report.push(
+                Some(password.span()),
+                "push.basic_user",
+                "`basic_password` is set but `basic_user` is not: set both for basic authentication, or neither".to_string(),
+            );
+            None
+        }
+        (Some(user), Some(password)) => {
+            if user.get_ref().contains(':') {
+                report.push(
+                    Some(user.span()),
+                    "push.basic_user",
+                    format!(
+                        "basic user `{}` contains `:`, which basic authentication cannot carry: choose a user name without it",
+                        user.get_ref()
+                    ),
+                );
+                return None;
+            }
+            Some(BasicAuth {
+                user: user.into_inner(),
+                password: password.into_inner(),
+            })
+        }
     }
 }
 
@@ -1420,6 +1505,59 @@ charset = "EBCDIC"
                 "/etc/ordobridge/ob.toml:8:16: `inbound.a.read_timeout`: invalid duration `soon`: expected a number with a unit, such as `500ms`, `30s`, `15m` or `1h`",
             ]
         );
+    }
+
+    #[rstest]
+    #[case::ok_default("", DEFAULT_HOLD_UNKNOWN_FOR)]
+    #[case::ok_seconds("hold_unknown_for = \"90s\"\n", Duration::from_secs(90))]
+    #[case::ok_minutes("hold_unknown_for = \"30m\"\n", Duration::from_secs(1800))]
+    #[case::ok_hours("hold_unknown_for = \"2h\"\n", Duration::from_secs(7200))]
+    #[case::ok_no_hold("hold_unknown_for = \"0s\"\n", Duration::ZERO)]
+    fn ok_push_hold(#[case] line: &str, #[case] expected: Duration) {
+        let text = format!("{MINIMAL}\n[push]\n{line}");
+        let push = load(&text, &[]).unwrap().push.unwrap();
+        assert_eq!(push.hold_unknown_for, expected);
+        assert_eq!(push.basic, None);
+    }
+
+    #[test]
+    fn ok_push_basic_and_bearer() {
+        let text = format!(
+            "{MINIMAL}\n[push]\ntoken = \"t\"\nbasic_user = \"posos\"\nbasic_password = \"${{PW}}\"\n"
+        );
+        let push = load(&text, &[("PW", "s3cret")]).unwrap().push.unwrap();
+        assert_eq!(push.token.as_deref(), Some("t"));
+        let basic = push.basic.unwrap();
+        assert_eq!(
+            (basic.user.as_str(), basic.password.as_str()),
+            ("posos", "s3cret")
+        );
+        assert_eq!(
+            format!("{basic:?}"),
+            r#"BasicAuth { user: "posos", password: "***" }"#
+        );
+    }
+
+    #[rstest]
+    #[case::err_duration(
+        "hold_unknown_for = \"soon\"",
+        "/etc/ordobridge/ob.toml:2:20: `push.hold_unknown_for`: invalid duration `soon`: expected a number with a unit, such as `500ms`, `30s`, `15m` or `1h`"
+    )]
+    #[case::err_user_alone(
+        "basic_user = \"posos\"",
+        "/etc/ordobridge/ob.toml:2:14: `push.basic_password`: `basic_user` is set but `basic_password` is not: set both for basic authentication, or neither"
+    )]
+    #[case::err_password_alone(
+        "basic_password = \"x\"",
+        "/etc/ordobridge/ob.toml:2:18: `push.basic_user`: `basic_password` is set but `basic_user` is not: set both for basic authentication, or neither"
+    )]
+    #[case::err_colon_in_user(
+        "basic_user = \"a:b\"\nbasic_password = \"x\"",
+        "/etc/ordobridge/ob.toml:2:14: `push.basic_user`: basic user `a:b` contains `:`, which basic authentication cannot carry: choose a user name without it"
+    )]
+    fn err_push_keys(#[case] lines: &str, #[case] expected: &str) {
+        let text = format!("[push]\n{lines}\n[store]\npath = \"ob.db\"\n");
+        assert_eq!(errors(&text), vec![expected]);
     }
 
     #[test]

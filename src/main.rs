@@ -63,7 +63,8 @@ enum Command {
         #[arg(long, group = "key")]
         ins: Option<String>,
     },
-    /// Outbound queues: depth per destination, then the dead letters.
+    /// Outbound queues: depth per destination, the dead letters, then the pushed bundles held
+    /// until their patient is known.
     Queue {
         #[arg(long, short)]
         config: PathBuf,
@@ -72,6 +73,9 @@ enum Command {
         destination: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Also print the IPP of each held bundle (an identifier: patient data).
+        #[arg(long)]
+        show_phi: bool,
     },
     /// Put dead letters back in their queue (same MSH-10, attempts reset); the running daemon
     /// picks them up at its next poll.
@@ -153,7 +157,8 @@ fn main() -> ExitCode {
             config,
             destination,
             limit,
-        } => queue(&config, destination, limit),
+            show_phi,
+        } => queue(&config, destination, limit, show_phi),
         Command::Replay { config, ids } => replay(&config, ids),
         Command::Transform {
             mapping,
@@ -316,6 +321,7 @@ fn queue(
     config_path: &Path,
     destination: Option<String>,
     limit: usize,
+    show_phi: bool,
 ) -> Result<ExitCode, String> {
     let config = load_config(config_path)?;
     let store = open_store(&config)?;
@@ -327,6 +333,10 @@ fn queue(
         .dead_letters(destination.as_deref(), limit)
         .map_err(|e| format!("cannot read the dead letters: {e}"))?;
     print!("{}", ordobridge::delivery::render_dead_letters(&dead));
+    let held = store
+        .held_bundles(limit)
+        .map_err(|e| format!("cannot read the held bundles: {e}"))?;
+    print!("{}", ordobridge::tools::render_held(&held, show_phi));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -244,6 +244,55 @@ pub fn printable_message(raw: &[u8]) -> String {
     out
 }
 
+/// Held pushed bundles as a table, for `ordobridge queue`: journal id (for `ordobridge
+/// journal --show`), held since, release at. The IPP is an identifier (PHI): shown only with
+/// `show_phi`.
+pub fn render_held(held: &[crate::store::HeldBundle], show_phi: bool) -> String {
+    if held.is_empty() {
+        return "no pushed bundle held\n".to_owned();
+    }
+    let mut header = vec!["JOURNAL ID", "HELD SINCE", "RELEASE AT"];
+    if show_phi {
+        header.push("IPP");
+    }
+    let rows: Vec<Vec<String>> = held
+        .iter()
+        .map(|hold| {
+            let mut row = vec![
+                hold.journal_id.to_string(),
+                format!("{:.0}", hold.held_at),
+                format!("{:.0}", hold.release_at),
+            ];
+            if show_phi {
+                // Escaped like any untrusted text printed to a terminal.
+                row.push(hold.partner_id.escape_debug().to_string());
+            }
+            row
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = format!(
+        "{} pushed bundle(s) held until their patient is known\n",
+        held.len()
+    );
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 const FAMILY: [&str; 12] = [
     "MARTIN", "BERNARD", "THOMAS", "PETIT", "ROBERT", "RICHARD", "DURAND", "DUBOIS", "MOREAU",
     "LAURENT", "SIMON", "MICHEL",
@@ -330,6 +379,33 @@ mod tests {
         let message = Message::parse(&copy).expect("parses");
         assert_eq!(message.header().control_id, "X42");
         assert_eq!(copy.len(), corpus[0].len() - "SYN00000000".len() + 3);
+    }
+
+    fn held() -> Vec<crate::store::HeldBundle> {
+        let at = |s: &str| s.parse::<jiff::Timestamp>().expect("time");
+        vec![crate::store::HeldBundle {
+            journal_id: 7,
+            partner_id: "IPP000042".to_owned(),
+            held_at: at("2026-11-22T08:15:00Z"),
+            release_at: at("2026-11-22T08:30:00Z"),
+        }]
+    }
+
+    #[test]
+    fn held_bundles_hide_the_ipp_unless_asked() {
+        assert_eq!(
+            render_held(&held(), false),
+            "1 pushed bundle(s) held until their patient is known\n\
+             JOURNAL ID  HELD SINCE            RELEASE AT\n\
+             7           2026-11-22T08:15:00Z  2026-11-22T08:30:00Z\n"
+        );
+        assert_eq!(
+            render_held(&held(), true),
+            "1 pushed bundle(s) held until their patient is known\n\
+             JOURNAL ID  HELD SINCE            RELEASE AT            IPP\n\
+             7           2026-11-22T08:15:00Z  2026-11-22T08:30:00Z  IPP000042\n"
+        );
+        assert_eq!(render_held(&[], true), "no pushed bundle held\n");
     }
 
     #[test]

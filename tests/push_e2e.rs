@@ -85,6 +85,8 @@ address = "{peer}"
 retry_initial = "20ms"
 [push]
 token = "s3cret"
+# The sample bundle's patient is not in the census: map it at once (holds: push_hold.rs).
+hold_unknown_for = "0s"
 [[push.route]]
 mapping = "{root}/mappings/orm-o01.toml"
 destination = "ehr-orders"

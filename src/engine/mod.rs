@@ -10,12 +10,14 @@
 //! - `mllp_in`: the frame handler of an MLLP channel (parse, commit, ACK);
 //! - `file_in`: the file handler of a file-drop channel (parse, commit, then archive);
 //! - `processor`: applies accepted ADT/HPRIM to the census, behind the ACK;
-//! - `push`: the FHIR push endpoint (journal, map, enqueue);
+//! - `push`: the FHIR push endpoint (journal, map, enqueue; or hold for an unknown patient);
+//! - `hold`: releases held bundles when the census learns their patient, or at the deadline;
 //! - `outbox`: the worker of a file destination;
 //! - `web`: the HTTP router: launch endpoints over the census and the Posos client, and the
 //!   built-in simulator.
 
 mod file_in;
+mod hold;
 mod intake;
 mod mllp_in;
 mod outbox;
@@ -155,11 +157,14 @@ pub async fn run(
     };
     // Every intake pokes the processor after a commit; it applies ADT/HPRIM to the census.
     let processed = Arc::new(tokio::sync::Notify::new());
+    // The processor pokes the releaser of held bundles after each census update.
+    let census_changed = Arc::new(tokio::sync::Notify::new());
     tracker.spawn(
         processor::run_processor(
             store.clone(),
             config.census.clone(),
             processed.clone(),
+            census_changed.clone(),
             shutdown.child_token(),
         )
         .instrument(info_span!("processor")),
@@ -282,6 +287,33 @@ pub async fn run(
             kind: "outbound",
         });
     }
+    // Pushed bundles: one deliverer (mappings) shared by the endpoint and the releaser. The
+    // releaser runs whatever the hold setting: bundles held by an earlier run still get out.
+    let mut push_state = None;
+    if let Some(push) = &config.push {
+        let deliverer = Arc::new(
+            push::Deliverer::new(push, store.clone(), wakers.clone())
+                .map_err(|e| EngineError::Web(format!("the push endpoint: {e}")))?,
+        );
+        let stats = Arc::new(hold::HoldStats::default());
+        observed.holds = Some(stats.clone());
+        tracker.spawn(
+            hold::run_releaser(
+                store.clone(),
+                deliverer.clone(),
+                stats,
+                census_changed.clone(),
+                shutdown.child_token(),
+            )
+            .instrument(info_span!("releaser")),
+        );
+        push_state = Some(push::PushState::new(
+            push,
+            store.clone(),
+            deliverer,
+            census_changed.clone(),
+        ));
+    }
     for name in listeners.mllp.keys() {
         warn!(channel = %name, "a listener was given for a channel that is not configured; ignored");
     }
@@ -292,9 +324,7 @@ pub async fn run(
             .map_err(|e| EngineError::Web(format!("cannot read the HTTP address: {e}")))?;
         let mut router =
             web::router(&config, local_addr, store.clone())?.merge(status::router(observed));
-        if let Some(push) = &config.push {
-            let state = push::PushState::new(push, store.clone(), wakers.clone())
-                .map_err(|e| EngineError::Web(format!("the push endpoint: {e}")))?;
+        if let Some(state) = push_state {
             router = router.merge(push::router(state));
         }
         let token = shutdown.child_token();

@@ -22,11 +22,13 @@ const BATCH: usize = 256;
 /// A safety net if a wake-up is missed.
 const IDLE_POLL: Duration = Duration::from_secs(2);
 
-/// Runs until `shutdown`; `wake` is poked after each journal commit.
+/// Runs until `shutdown`; `wake` is poked after each journal commit; `census_changed` is
+/// poked after each applied census update (the releaser of held bundles waits on it).
 pub(super) async fn run_processor(
     store: Store,
     settings: CensusSettings,
     wake: Arc<Notify>,
+    census_changed: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     let mut after = 0i64;
@@ -64,6 +66,7 @@ pub(super) async fn run_processor(
                         warn!(journal_id = id, channel = %row.channel, anomaly = ?anomaly.kind, "census anomaly kept and flagged: see `ordobridge census`");
                     }
                     debug!(journal_id = id, status = ?outcome.status, "census updated");
+                    census_changed.notify_one();
                     after = id;
                 }
                 Err(e) => {

@@ -10,17 +10,36 @@
 //! enqueued on their destinations' durable queues (committed) before the 200 answer. Each
 //! outbound message gets a control id (MSH-10) derived from the journal id, stable across
 //! retries.
+//!
+//! # Unknown patients
+//!
+//! When the census does not know the patient and `[push] hold_unknown_for` is not zero, the
+//! bundle is held (committed in `push_holds`) and answered 200 at once: it is safely stored,
+//! Posos must not push it again. The transaction-response entry then says
+//! `"status": "202 Accepted"` with an informational OperationOutcome naming the hold. The
+//! releaser (`engine::hold`) maps it when the ADT arrives, or at the end of the hold with what
+//! the bundle says. The bundle is first mapped once with what it says, so a bundle that cannot
+//! be mapped at all is refused (422) now rather than failing later behind a 200. A bundle
+//! without an `id://partner` identifier is never held (nothing could resolve it).
+//!
+//! # Authentication
+//!
+//! `[push] token` (bearer) and `basic_user`/`basic_password` (basic): a request passes when it
+//! satisfies one configured scheme (constant-time comparisons); otherwise 401 with one
+//! `WWW-Authenticate` challenge per configured scheme and an OperationOutcome.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tracing::{info, warn};
@@ -29,8 +48,8 @@ use crate::config::PushConfig;
 use crate::mapping::Mapping;
 use crate::posos::bundle::{Prescription, read_bundle};
 use crate::store::{
-    EntryStatus, InboundRecord, JournalOutcome, OutboundItem, PatientKey, PatientView,
-    RecordStatus, Store,
+    DeliverOutcome, EntryStatus, InboundRecord, JournalOutcome, OutboundItem, PatientKey,
+    PatientView, RecordStatus, ReleaseReason, Store,
 };
 
 /// The journal channel of pushed bundles.
@@ -42,24 +61,39 @@ struct Route {
     destination: String,
 }
 
-#[derive(Clone)]
-pub(super) struct PushState {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    token: Option<String>,
+/// Maps pushed bundles and settles them in the store: the one place that turns a bundle into
+/// queued messages, for the push endpoint and the releaser of held bundles alike.
+pub(super) struct Deliverer {
     routes: Vec<Route>,
     store: Store,
+    /// The destinations' workers, poked after an enqueue.
     wakers: BTreeMap<String, Arc<Notify>>,
 }
 
-impl PushState {
+/// Why a bundle could not be mapped and queued.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// A mapping refused the bundle: retrying the same bundle will not help.
+    Mapping(String),
+    /// The store could not read or commit: transient.
+    Store(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Mapping(text) | Self::Store(text) => f.write_str(text),
+        }
+    }
+}
+
+impl Deliverer {
+    /// Loads every route's mapping.
     pub(super) fn new(
         config: &PushConfig,
         store: Store,
         wakers: BTreeMap<String, Arc<Notify>>,
-    ) -> Result<PushState, String> {
+    ) -> Result<Deliverer, String> {
         let mut routes = Vec::new();
         for route in &config.routes {
             let mapping = Mapping::load(&route.mapping).map_err(|e| e.to_string())?;
@@ -68,14 +102,204 @@ impl PushState {
                 destination: route.destination.clone(),
             });
         }
-        Ok(PushState {
-            inner: Arc::new(Inner {
-                token: config.token.clone(),
-                routes,
-                store,
-                wakers,
-            }),
+        Ok(Deliverer {
+            routes,
+            store,
+            wakers,
         })
+    }
+
+    /// The census view of the bundle's patient (by its `id://partner` identifier), if any.
+    pub(super) async fn census(
+        &self,
+        prescription: &Prescription,
+    ) -> Result<Option<PatientView>, Failure> {
+        match &prescription.patient.partner_id {
+            Some(id) => self
+                .store
+                .census_patient_async(PatientKey::Ipp(id.clone()))
+                .await
+                .map_err(|e| Failure::Store(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// The messages of a bundle, one per route; `census` `None` maps with what the bundle
+    /// says of the patient (`census.known = false`).
+    pub(super) fn messages(
+        &self,
+        journal_id: i64,
+        prescription: &Prescription,
+        census: Option<&PatientView>,
+    ) -> Result<Vec<OutboundItem>, Failure> {
+        let prescription_json =
+            serde_json::to_value(prescription).map_err(|e| Failure::Mapping(e.to_string()))?;
+        let census_json = census_context(census, prescription);
+        let now = jiff::Zoned::now()
+            .strftime("%Y-%m-%dT%H:%M:%S%:z")
+            .to_string();
+        let mut items = Vec::new();
+        for (index, route) in self.routes.iter().enumerate() {
+            let control_id = format!("OB{journal_id}-{}", index + 1);
+            let context = json!({
+                "prescription": prescription_json,
+                "census": census_json,
+                "message": {"control_id": control_id, "now": now},
+            });
+            let bytes = route.mapping.apply(&context).map_err(|e| {
+                Failure::Mapping(format!(
+                    "mapping for destination `{}` failed: {e}",
+                    route.destination
+                ))
+            })?;
+            items.push(OutboundItem {
+                destination: route.destination.clone(),
+                control_id,
+                payload: bytes.into(),
+                source: format!("journal:{journal_id}"),
+            });
+        }
+        Ok(items)
+    }
+
+    /// Maps the bundle and settles it in ONE store transaction: messages enqueued, journal row
+    /// processed and, with `release`, its hold released; then wakes the destinations.
+    pub(super) async fn deliver(
+        &self,
+        journal_id: i64,
+        prescription: &Prescription,
+        census: Option<&PatientView>,
+        release: Option<ReleaseReason>,
+    ) -> Result<DeliverOutcome, Failure> {
+        let items = self.messages(journal_id, prescription, census)?;
+        let outcome = self
+            .store
+            .deliver_bundle(journal_id, items, release)
+            .await
+            .map_err(|e| Failure::Store(e.to_string()))?;
+        if matches!(outcome, DeliverOutcome::Queued { .. }) {
+            for route in &self.routes {
+                if let Some(waker) = self.wakers.get(&route.destination) {
+                    waker.notify_one();
+                }
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+/// Who may push: the configured schemes; a request passes if it satisfies one.
+struct Auth {
+    token: Option<String>,
+    /// `user:password`, as a basic `Authorization` header carries it once decoded.
+    basic: Option<String>,
+}
+
+impl Auth {
+    fn allows(&self, headers: &HeaderMap) -> bool {
+        if self.token.is_none() && self.basic.is_none() {
+            return true;
+        }
+        let Some(given) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        let (scheme, credentials) = given.trim().split_once(' ').unwrap_or((given, ""));
+        let credentials = credentials.trim();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            self.token
+                .as_deref()
+                .is_some_and(|token| same(credentials.as_bytes(), token.as_bytes()))
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            let Some(expected) = self.basic.as_deref() else {
+                return false;
+            };
+            base64::engine::general_purpose::STANDARD
+                .decode(credentials)
+                .is_ok_and(|decoded| same(&decoded, expected.as_bytes()))
+        } else {
+            false
+        }
+    }
+
+    /// One `WWW-Authenticate` challenge per configured scheme.
+    fn challenges(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.token.is_some() {
+            out.push("Bearer realm=\"ordobridge\"");
+        }
+        if self.basic.is_some() {
+            out.push("Basic realm=\"ordobridge\", charset=\"UTF-8\"");
+        }
+        out
+    }
+
+    /// What to tell a caller that was refused: the configured schemes and their keys.
+    fn diagnostics(&self) -> String {
+        let mut schemes = Vec::new();
+        if self.token.is_some() {
+            schemes.push("`Authorization: Bearer` with the token of `[push] token`");
+        }
+        if self.basic.is_some() {
+            schemes.push("`Authorization: Basic` with `[push] basic_user` and `basic_password`");
+        }
+        format!(
+            "missing or wrong credentials: configure Posos to send {}",
+            schemes.join(" or ")
+        )
+    }
+}
+
+/// Constant-time equality (the time depends on the lengths only).
+fn same(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+#[derive(Clone)]
+pub(super) struct PushState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    auth: Auth,
+    /// Zero: never hold, map at once with what the bundle says.
+    hold_for: Duration,
+    deliverer: Arc<Deliverer>,
+    store: Store,
+    /// Poked after a hold is committed, so the releaser looks again (the ADT may have been
+    /// applied between the census look-up and the hold).
+    hold_wake: Arc<Notify>,
+}
+
+impl PushState {
+    pub(super) fn new(
+        config: &PushConfig,
+        store: Store,
+        deliverer: Arc<Deliverer>,
+        hold_wake: Arc<Notify>,
+    ) -> PushState {
+        PushState {
+            inner: Arc::new(Inner {
+                auth: Auth {
+                    token: config.token.clone(),
+                    basic: config
+                        .basic
+                        .as_ref()
+                        .map(|b| format!("{}:{}", b.user, b.password)),
+                },
+                hold_for: config.hold_unknown_for,
+                deliverer,
+                store,
+                hold_wake,
+            }),
+        }
     }
 }
 
@@ -105,22 +329,13 @@ fn outcome(
         .into_response()
 }
 
-/// Constant-time comparison of the bearer token.
-fn authorized(headers: &HeaderMap, expected: Option<&str>) -> bool {
-    let Some(expected) = expected else {
-        return true;
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+fn store_failure(text: &str) -> Response {
+    outcome(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "transient",
+        &format!("not queued: {text}; push it again"),
+        None,
+    )
 }
 
 async fn push(
@@ -130,14 +345,21 @@ async fn push(
     body: Bytes,
 ) -> Response {
     let inner = &state.inner;
-    if !authorized(&headers, inner.token.as_deref()) {
-        warn!(peer = %peer, "push refused: missing or wrong bearer token");
-        return outcome(
+    if !inner.auth.allows(&headers) {
+        warn!(peer = %peer, "push refused: missing or wrong credentials");
+        let mut response = outcome(
             StatusCode::UNAUTHORIZED,
             "login",
-            "missing or wrong bearer token: configure Posos with the token of `[push] token`",
+            &inner.auth.diagnostics(),
             None,
         );
+        for challenge in inner.auth.challenges() {
+            response.headers_mut().append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        return response;
     }
     let read = read_bundle(&body);
     let (status, control_id) = match &read {
@@ -162,7 +384,7 @@ async fn push(
         raw: body.clone(),
         status,
     };
-    let journal_id = match inner.store.journal(record).await {
+    let journaled = match inner.store.journal(record).await {
         // The same bundle pushed again after it was mapped and queued (Posos did not see our
         // answer): answer as the first time, do not queue it twice.
         Ok(JournalOutcome::Duplicate {
@@ -175,7 +397,7 @@ async fn push(
             );
             return transaction_response(id);
         }
-        Ok(outcome) => outcome.id(),
+        Ok(journaled) => journaled,
         Err(e) => {
             warn!(error = %e, "push not stored");
             return outcome(
@@ -186,6 +408,7 @@ async fn push(
             );
         }
     };
+    let journal_id = journaled.id();
     let prescription = match read {
         Ok(prescription) => prescription,
         Err(e) => {
@@ -193,123 +416,149 @@ async fn push(
             return outcome(StatusCode::BAD_REQUEST, "invalid", &e.to_string(), e.path());
         }
     };
-    match deliver(inner, journal_id, &prescription).await {
-        Ok(count) => {
+    // Pushed again while held (the journal deduplicates by content hash): answer as the
+    // first time, do not hold it twice.
+    if matches!(journaled, JournalOutcome::Duplicate { .. }) {
+        match inner.store.held_bundle(journal_id).await {
+            Ok(Some(hold)) => {
+                info!(
+                    journal_id,
+                    "bundle pushed again; already held, not held twice"
+                );
+                return held_response(journal_id, hold.release_at);
+            }
+            Ok(None) => {}
+            Err(e) => return store_failure(&e.to_string()),
+        }
+    }
+    let census = match inner.deliverer.census(&prescription).await {
+        Ok(census) => census,
+        Err(failure) => return failure_response(&failure),
+    };
+    if census.is_none()
+        && !inner.hold_for.is_zero()
+        && let Some(partner_id) = prescription.patient.partner_id.clone()
+    {
+        return hold(inner, journal_id, &prescription, partner_id).await;
+    }
+    match inner
+        .deliverer
+        .deliver(journal_id, &prescription, census.as_ref(), None)
+        .await
+    {
+        Ok(DeliverOutcome::Queued { ids }) => {
             info!(
                 journal_id,
-                messages = count,
+                messages = ids.len(),
+                known = census.is_some(),
                 "prescription mapped and queued"
             );
-            let location = format!("Bundle/{journal_id}");
-            (
-                StatusCode::OK,
-                [
-                    (header::CONTENT_TYPE, "application/fhir+json".to_string()),
-                    (header::LOCATION, location.clone()),
-                ],
-                json!({
-                    "resourceType": "Bundle",
-                    "type": "transaction-response",
-                    "entry": [{"response": {"status": "201 Created", "location": location}}],
-                })
-                .to_string(),
-            )
-                .into_response()
+            transaction_response(journal_id)
         }
-        Err(Failure::Mapping(text)) => {
-            outcome(StatusCode::UNPROCESSABLE_ENTITY, "processing", &text, None)
+        Ok(DeliverOutcome::AlreadyDone) => {
+            info!(
+                journal_id,
+                "bundle pushed again; queued by the first push, not queued twice"
+            );
+            transaction_response(journal_id)
         }
-        Err(Failure::Store(text)) => outcome(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "transient",
-            &format!("not queued: {text}; push it again"),
-            None,
-        ),
+        Err(failure) => failure_response(&failure),
+    }
+}
+
+/// Holds a bundle whose patient the census does not know (see the module docs).
+async fn hold(
+    inner: &Inner,
+    journal_id: i64,
+    prescription: &Prescription,
+    partner_id: String,
+) -> Response {
+    // Refuse now what could never be mapped, rather than later behind a 200.
+    if let Err(failure) = inner.deliverer.messages(journal_id, prescription, None) {
+        return failure_response(&failure);
+    }
+    let release_at = release_time(jiff::Timestamp::now(), inner.hold_for);
+    match inner.store.hold(journal_id, partner_id, release_at).await {
+        Ok(held) => {
+            inner.hold_wake.notify_one();
+            info!(
+                journal_id,
+                newly = held,
+                release_at = %release_at,
+                "patient not in the census yet; bundle held until its ADT arrives"
+            );
+            held_response(journal_id, release_at)
+        }
+        Err(e) => {
+            warn!(journal_id, error = %e, "hold not stored");
+            store_failure(&e.to_string())
+        }
+    }
+}
+
+/// `now + hold`, saturating at the latest time jiff knows (a hold of centuries is "never").
+fn release_time(now: jiff::Timestamp, hold: Duration) -> jiff::Timestamp {
+    jiff::SignedDuration::try_from(hold)
+        .ok()
+        .and_then(|hold| now.checked_add(hold).ok())
+        .unwrap_or(jiff::Timestamp::MAX)
+}
+
+fn failure_response(failure: &Failure) -> Response {
+    match failure {
+        Failure::Mapping(text) => {
+            outcome(StatusCode::UNPROCESSABLE_ENTITY, "processing", text, None)
+        }
+        Failure::Store(text) => store_failure(text),
     }
 }
 
 /// The FHIR transaction-response for an accepted bundle; `Location` names its journal row.
 fn transaction_response(journal_id: i64) -> Response {
     let location = format!("Bundle/{journal_id}");
+    bundle_response(
+        &location,
+        json!({"status": "201 Created", "location": location}),
+    )
+}
+
+/// The answer for a held bundle: 200 (stored, do not push again), the entry `202 Accepted`
+/// with an informational outcome naming the hold (no patient data).
+fn held_response(journal_id: i64, release_at: jiff::Timestamp) -> Response {
+    let location = format!("Bundle/{journal_id}");
+    let diagnostics = format!(
+        "held: the patient is not in the census yet; the prescription is mapped when its ADT \
+         arrives, or at {release_at:.0} with what the bundle says"
+    );
+    bundle_response(
+        &location,
+        json!({
+            "status": "202 Accepted",
+            "location": location,
+            "outcome": {
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "information", "code": "informational",
+                           "diagnostics": diagnostics}],
+            },
+        }),
+    )
+}
+
+fn bundle_response(location: &str, entry_response: Value) -> Response {
     (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, "application/fhir+json".to_string()),
-            (header::LOCATION, location.clone()),
+            (header::LOCATION, location.to_string()),
         ],
         json!({
             "resourceType": "Bundle",
             "type": "transaction-response",
-            "entry": [{"response": {"status": "201 Created", "location": location}}],
+            "entry": [{"response": entry_response}],
         })
         .to_string(),
     )
         .into_response()
-}
-
-enum Failure {
-    Mapping(String),
-    Store(String),
-}
-
-/// Maps the prescription through every route and enqueues the messages (one commit).
-async fn deliver(
-    inner: &Inner,
-    journal_id: i64,
-    prescription: &Prescription,
-) -> Result<usize, Failure> {
-    let census = match &prescription.patient.partner_id {
-        Some(id) => inner
-            .store
-            .census_patient_async(PatientKey::Ipp(id.clone()))
-            .await
-            .map_err(|e| Failure::Store(e.to_string()))?,
-        None => None,
-    };
-    let prescription_json =
-        serde_json::to_value(prescription).map_err(|e| Failure::Mapping(e.to_string()))?;
-    let census_json = census_context(census.as_ref(), prescription);
-    let now = jiff::Zoned::now()
-        .strftime("%Y-%m-%dT%H:%M:%S%:z")
-        .to_string();
-    let mut items = Vec::new();
-    for (index, route) in inner.routes.iter().enumerate() {
-        let control_id = format!("OB{journal_id}-{}", index + 1);
-        let context = json!({
-            "prescription": prescription_json,
-            "census": census_json,
-            "message": {"control_id": control_id, "now": now},
-        });
-        let bytes = route.mapping.apply(&context).map_err(|e| {
-            Failure::Mapping(format!(
-                "mapping for destination `{}` failed: {e}",
-                route.destination
-            ))
-        })?;
-        items.push(OutboundItem {
-            destination: route.destination.clone(),
-            control_id,
-            payload: bytes.into(),
-            source: format!("journal:{journal_id}"),
-        });
-    }
-    let count = items.len();
-    inner
-        .store
-        .enqueue(items)
-        .await
-        .map_err(|e| Failure::Store(e.to_string()))?;
-    inner
-        .store
-        .mark_processed(vec![journal_id])
-        .await
-        .map_err(|e| Failure::Store(e.to_string()))?;
-    for route in &inner.routes {
-        if let Some(waker) = inner.wakers.get(&route.destination) {
-            waker.notify_one();
-        }
-    }
-    Ok(count)
 }
 
 /// What the mappings see under `census`: the census patient when known, else what the bundle
@@ -348,5 +597,97 @@ fn census_context(view: Option<&PatientView>, prescription: &Prescription) -> Va
             "birth_date": prescription.patient.birth_date.as_ref().map(|d| d.replace('-', "")),
             "sex": prescription.patient.sex,
         }),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn auth(token: Option<&str>, basic: Option<&str>) -> Auth {
+        Auth {
+            token: token.map(str::to_string),
+            basic: basic.map(str::to_string),
+        }
+    }
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if !value.is_empty() {
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    /// `posos:pa:ss` and `posos:wrong`, base64.
+    const GOOD_BASIC: &str = "Basic cG9zb3M6cGE6c3M=";
+    const BAD_BASIC: &str = "Basic cG9zb3M6d3Jvbmc=";
+
+    #[rstest]
+    #[case::ok_open(None, None, "")]
+    #[case::ok_bearer(Some("t"), None, "Bearer t")]
+    #[case::ok_bearer_case_and_spaces(Some("t"), None, "  bearer   t ")]
+    #[case::ok_basic(None, Some("posos:pa:ss"), GOOD_BASIC)]
+    #[case::ok_basic_when_both(Some("t"), Some("posos:pa:ss"), GOOD_BASIC)]
+    #[case::ok_bearer_when_both(Some("t"), Some("posos:pa:ss"), "Bearer t")]
+    fn ok_allowed(#[case] token: Option<&str>, #[case] basic: Option<&str>, #[case] given: &str) {
+        assert!(auth(token, basic).allows(&headers(given)));
+    }
+
+    #[rstest]
+    #[case::err_missing(Some("t"), None, "")]
+    #[case::err_wrong_token(Some("t"), None, "Bearer u")]
+    #[case::err_token_prefix(Some("tt"), None, "Bearer t")]
+    #[case::err_basic_not_configured(Some("t"), None, GOOD_BASIC)]
+    #[case::err_bearer_not_configured(None, Some("posos:pa:ss"), "Bearer posos:pa:ss")]
+    #[case::err_wrong_password(Some("t"), Some("posos:pa:ss"), BAD_BASIC)]
+    #[case::err_not_base64(None, Some("posos:pa:ss"), "Basic ***")]
+    #[case::err_no_scheme(Some("t"), None, "t")]
+    #[case::err_other_scheme(Some("t"), None, "Digest t")]
+    fn err_refused(#[case] token: Option<&str>, #[case] basic: Option<&str>, #[case] given: &str) {
+        assert!(!auth(token, basic).allows(&headers(given)));
+    }
+
+    #[rstest]
+    #[case::err_bearer_only(
+        Some("t"),
+        None,
+        &["Bearer realm=\"ordobridge\""],
+        "missing or wrong credentials: configure Posos to send `Authorization: Bearer` with the token of `[push] token`"
+    )]
+    #[case::err_basic_only(
+        None,
+        Some("u:p"),
+        &["Basic realm=\"ordobridge\", charset=\"UTF-8\""],
+        "missing or wrong credentials: configure Posos to send `Authorization: Basic` with `[push] basic_user` and `basic_password`"
+    )]
+    fn err_challenges_name_the_configured_schemes(
+        #[case] token: Option<&str>,
+        #[case] basic: Option<&str>,
+        #[case] challenges: &[&str],
+        #[case] diagnostics: &str,
+    ) {
+        let auth = auth(token, basic);
+        assert_eq!(auth.challenges(), challenges);
+        assert_eq!(auth.diagnostics(), diagnostics);
+    }
+
+    #[rstest]
+    #[case::ok_minutes(Duration::from_secs(900), "2026-11-22T08:15:00Z")]
+    #[case::ok_zero(Duration::ZERO, "2026-11-22T08:00:00Z")]
+    #[case::ok_saturates(Duration::from_secs(u64::MAX), "9999-12-30T22:00:00.999999999Z")]
+    fn ok_release_time(#[case] hold: Duration, #[case] expected: &str) {
+        let now: jiff::Timestamp = "2026-11-22T08:00:00Z".parse().unwrap();
+        assert_eq!(release_time(now, hold).to_string(), expected);
+    }
+
+    #[test]
+    fn ok_same_is_plain_equality() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"ab"));
+        assert!(same(b"", b""));
     }
 }

@@ -1,7 +1,8 @@
 //! What an operator or a monitoring system sees of a running daemon: `GET /status` (JSON, per
 //! channel and destination, with the last error of each inbox: an unreadable share, a full
 //! disk) and `GET /metrics` (Prometheus text exposition of the same counters, plus the store's
-//! and the queues' depths). Neither says anything about patients.
+//! and the queues' depths, and the pushed bundles held for an unknown patient: how many, the
+//! oldest hold's age, how many were released and why). Neither says anything about patients.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use super::hold::HoldStats;
 use crate::delivery::DeliveryStats;
 use crate::filedrop::InboxStats;
 use crate::mllp::server::ServerStats;
@@ -25,6 +27,8 @@ pub(super) struct Observed {
     pub inboxes: Vec<(String, Arc<InboxStats>)>,
     pub destinations: Vec<(String, Arc<DeliveryStats>)>,
     pub store: Option<Store>,
+    /// Released held bundles by reason; `None` without `[push]`.
+    pub holds: Option<Arc<HoldStats>>,
 }
 
 pub(super) fn router(observed: Observed) -> Router {
@@ -81,14 +85,35 @@ async fn status(State(observed): State<Arc<Observed>>) -> Response {
         },
         None => json!({}),
     };
-    let body = json!({
+    let mut body = json!({
         // "attention": some inbox reported an error (see its last_error); the daemon runs on.
         "status": if failing { "attention" } else { "ok" },
         "channels": channels,
         "destinations": destinations,
         "queues": queues,
     });
+    if let (Some(holds), Some(store)) = (&observed.holds, &observed.store) {
+        let released: serde_json::Map<_, _> = holds
+            .snapshot()
+            .iter()
+            .map(|(reason, n)| (reason.as_str().to_string(), json!(n)))
+            .collect();
+        body["push"] = match store.hold_overview_async().await {
+            Ok(overview) => json!({
+                "held": overview.held,
+                "oldest_held_seconds": overview.oldest_held_at.map(age_seconds),
+                "released": released,
+            }),
+            Err(e) => json!({"error": e.to_string(), "released": released}),
+        };
+    }
     (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// Whole seconds since `at` (0 for a time in the future: a clock step back).
+fn age_seconds(at: jiff::Timestamp) -> u64 {
+    let age = jiff::Timestamp::now().duration_since(at);
+    u64::try_from(age.as_secs()).unwrap_or(0)
 }
 
 /// One counter or gauge family in the Prometheus text format.
@@ -219,6 +244,38 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
             .map(|(l, s)| (l.clone(), s.dead))
             .collect::<Vec<_>>(),
     );
+    if let (Some(holds), Some(store)) = (&observed.holds, &observed.store) {
+        if let Ok(overview) = store.hold_overview_async().await {
+            family(
+                &mut out,
+                "ordobridge_push_held",
+                "gauge",
+                "pushed bundles held until their patient is known",
+                &[(String::new(), overview.held)],
+            );
+            family(
+                &mut out,
+                "ordobridge_push_oldest_held_seconds",
+                "gauge",
+                "age of the oldest held bundle (0 when none)",
+                &[(
+                    String::new(),
+                    overview.oldest_held_at.map_or(0, age_seconds),
+                )],
+            );
+        }
+        family(
+            &mut out,
+            "ordobridge_push_released_total",
+            "counter",
+            "held bundles released, by reason",
+            &holds
+                .snapshot()
+                .iter()
+                .map(|(reason, n)| (label("reason", reason.as_str()), *n))
+                .collect::<Vec<_>>(),
+        );
+    }
     if let Some(store) = &observed.store {
         let s = store.stats();
         family(

@@ -21,6 +21,8 @@
 //!   writer's transaction, [`Store::census_patient`] on the read pool.
 //! - `queue`: the durable outbound queue (enqueue, next pending per destination, delivered /
 //!   retry / dead, replay), written through the same writer thread.
+//! - `hold`: pushed bundles held until their patient is known (schema version 4), released
+//!   with their messages enqueued in one transaction ([`Store::deliver_bundle`]).
 //!
 //! # Duplicates
 //!
@@ -37,6 +39,7 @@
 //! requests, commit them and exit; `close` waits for that.
 
 mod census;
+mod hold;
 mod queue;
 mod read;
 mod schema;
@@ -54,6 +57,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use self::hold::{DeliverOutcome, HeldBundle, HoldOverview, ReleaseReason};
 pub use self::queue::{
     DeadLetter, DestinationDepth, OutboundItem, OutboundMessage, OutboundStatus,
 };

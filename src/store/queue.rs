@@ -230,12 +230,8 @@ impl Store {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let enqueued_at = now_micros();
         let ids = Vec::with_capacity(items.len());
-        let items = items
-            .into_iter()
-            .map(|item| PreparedItem { item, enqueued_at })
-            .collect();
+        let items = prepare(items);
         let (reply, answer) = oneshot::channel();
         self.send(Request::Enqueue { items, ids, reply }).await?;
         answer.await.map_err(|_| self.closed())?
@@ -371,8 +367,17 @@ impl Store {
     }
 }
 
-fn now_micros() -> i64 {
+pub(super) fn now_micros() -> i64 {
     jiff::Timestamp::now().as_microsecond()
+}
+
+/// Stamps items with one enqueue time, taken on the caller's task (see [`Store::enqueue`]).
+pub(super) fn prepare(items: Vec<OutboundItem>) -> Vec<PreparedItem> {
+    let enqueued_at = now_micros();
+    items
+        .into_iter()
+        .map(|item| PreparedItem { item, enqueued_at })
+        .collect()
 }
 
 /// Inserts `items` in the writer's transaction, pushing each new id onto `ids`.
@@ -537,11 +542,11 @@ fn count<T: TryFrom<i64>>(row: &Row<'_>, column: usize) -> rusqlite::Result<T> {
 }
 
 /// Reads a unix-microseconds column.
-fn timestamp(row: &Row<'_>, column: usize) -> rusqlite::Result<jiff::Timestamp> {
+pub(super) fn timestamp(row: &Row<'_>, column: usize) -> rusqlite::Result<jiff::Timestamp> {
     micros_to_timestamp(row.get(column)?, column)
 }
 
-fn micros_to_timestamp(micros: i64, column: usize) -> rusqlite::Result<jiff::Timestamp> {
+pub(super) fn micros_to_timestamp(micros: i64, column: usize) -> rusqlite::Result<jiff::Timestamp> {
     jiff::Timestamp::from_microsecond(micros).map_err(|error| {
         rusqlite::Error::FromSqlConversionFailure(column, Type::Integer, error.into())
     })

@@ -142,6 +142,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
     -- partial, so delivered rows (the bulk) cost nothing here.
     CREATE INDEX outbound_pending ON outbound (destination, id) WHERE status = 'pending';
     CREATE INDEX outbound_dead ON outbound (destination, id) WHERE status = 'dead';",
+    // 4: pushed bundles held until their patient is known (see `hold`). No foreign key to
+    // the journal, like the census: a pruned journal must not block the table.
+    "CREATE TABLE push_holds (
+        journal_id INTEGER PRIMARY KEY,
+        partner_id TEXT NOT NULL,
+        held_at INTEGER NOT NULL,
+        release_at INTEGER NOT NULL,
+        released_at INTEGER,
+        released_reason TEXT CHECK (released_reason IN ('patient known', 'hold expired')),
+        CHECK ((released_at IS NULL) = (released_reason IS NULL))
+    );
+    -- What is still held, by deadline; partial, so released rows (the bulk) cost nothing.
+    CREATE INDEX push_holds_waiting ON push_holds (release_at) WHERE released_at IS NULL;",
 ];
 
 /// Prepared statements kept per connection: the census alone uses about 30.
@@ -347,6 +360,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("CHECK constraint failed"), "{err}");
+    }
+
+    #[test]
+    fn ok_push_holds_table_and_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let connection = open_writer(&dir.path().join("store.sqlite")).unwrap();
+        let indexes: Vec<String> = connection
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'push_holds'
+                 AND sql IS NOT NULL ORDER BY name",
+            )
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(indexes, ["push_holds_waiting"]);
+        assert!(supported_version() >= 4);
     }
 
     #[test]

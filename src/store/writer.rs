@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use super::census::{self, CensusOutcome};
+use super::hold::{self, DeliverOutcome, Delivery, NewHold};
 use super::queue::{self, Change, PreparedItem};
 use super::{EntryStatus, InboundRecord, JournalOutcome, RecordStatus, StoreError};
 use crate::census::CensusUpdate;
@@ -98,6 +99,19 @@ pub(super) enum Request {
         items: Vec<PreparedItem>,
         ids: Vec<i64>,
         reply: oneshot::Sender<Result<Vec<i64>, StoreError>>,
+    },
+    /// `Store::hold`: `inserted` is filled in the transaction, sent after it.
+    Hold {
+        hold: NewHold,
+        inserted: bool,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// `Store::deliver_bundle`: enqueue, mark processed and release in one transaction;
+    /// `outcome` is filled there, sent after the commit.
+    Deliver {
+        delivery: Delivery,
+        outcome: Option<DeliverOutcome>,
+        reply: oneshot::Sender<Result<DeliverOutcome, StoreError>>,
     },
     /// An outbound status change (`mark_delivered`, `mark_retry`, `mark_dead`, `replay`);
     /// `changed` (rows updated) is filled in the transaction, sent after it.
@@ -274,6 +288,23 @@ pub(super) fn commit_batch(
                     Some(source) => Err(error(source)),
                 });
             }
+            Request::Hold {
+                inserted, reply, ..
+            } => {
+                let _ = reply.send(match &failure {
+                    None => Ok(inserted),
+                    Some(source) => Err(error(source)),
+                });
+            }
+            Request::Deliver { outcome, reply, .. } => {
+                let answer = match (&failure, outcome) {
+                    (None, Some(outcome)) => Ok(outcome),
+                    (Some(source), _) => Err(error(source)),
+                    // `execute` fills every outcome or fails: not reachable, but answer safely.
+                    (None, None) => Err(error(&Arc::new(rusqlite::Error::QueryReturnedNoRows))),
+                };
+                let _ = reply.send(answer);
+            }
         }
     }
 }
@@ -347,6 +378,14 @@ fn execute(
                     change, changed, ..
                 } => {
                     *changed = queue::apply(&transaction, change)?;
+                }
+                Request::Hold { hold, inserted, .. } => {
+                    *inserted = hold::insert(&transaction, hold)?;
+                }
+                Request::Deliver {
+                    delivery, outcome, ..
+                } => {
+                    *outcome = Some(hold::deliver(&transaction, delivery)?);
                 }
             }
         }

@@ -1,0 +1,433 @@
+//! Issue 4, unknown patients: a bundle pushed for an IPP the census does not know is held
+//! (answered 200, entry `202 Accepted`, visible in `/status` and `/metrics`, nothing queued),
+//! then released when the ADT arrives over MLLP (mapped with the census identity), or at the
+//! end of the hold with what the bundle says; a held bundle survives a restart. Also the
+//! push authentication: bearer and basic, 401 with the challenges.
+//!
+//! Everything runs over real loopback sockets with the in-process engine on a real SQLite
+//! file; the EHR is a small MLLP peer answering AA.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use ordobridge::config::Config;
+use ordobridge::engine::BoundListeners;
+use ordobridge::hl7::Message;
+use ordobridge::mllp::client::{ClientSettings, MllpClient};
+use ordobridge::mllp::{Inbound, MllpCodec};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_util::codec::Framed;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+const BUNDLE: &str = "samples/posos/two-drugs-prednisone-taper.json";
+
+type Received = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// A minimal EHR: answers AA to every message and keeps them.
+async fn ehr_peer() -> (SocketAddr, Received) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
+    let addr = listener.local_addr().expect("addr");
+    let received: Received = Arc::default();
+    let sink = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let mut framed = Framed::new(stream, MllpCodec::new(1 << 20));
+                while let Some(Ok(Inbound::Frame(payload))) = framed.next().await {
+                    let control_id = Message::parse(&payload)
+                        .map(|m| m.header().control_id)
+                        .unwrap_or_default();
+                    sink.lock().expect("lock").push(payload.to_vec());
+                    let ack = format!(
+                        "MSH|^~\\&|DPI|CH|OB|POSOS|20260105||ACK^O01^ACK|A{control_id}|P|2.5\rMSA|AA|{control_id}\r"
+                    );
+                    if framed.send(ack.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, received)
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The daemon's configuration: MLLP ADT in, HTTP, one MLLP destination, the push endpoint
+/// with the shipped ORM^O01 mapping and `push_extra` lines in `[push]`.
+fn config(dir: &Path, peer: SocketAddr, push_extra: &str) -> Config {
+    let text = format!(
+        r#"
+[store]
+path = "data/ob.db"
+[inbound.adt-in]
+protocol = "mllp"
+bind = "127.0.0.1:0"
+[census]
+ipp_authority = "CH_EXEMPLE"
+[http]
+bind = "127.0.0.1:0"
+[outbound.ehr-orders]
+protocol = "mllp"
+address = "{peer}"
+retry_initial = "20ms"
+[push]
+{push_extra}
+[[push.route]]
+mapping = "{root}/mappings/orm-o01.toml"
+destination = "ehr-orders"
+"#,
+        root = root().display()
+    );
+    // Written too, for the CLI (`ordobridge queue --config`).
+    std::fs::write(dir.join("ob.toml"), &text).expect("write config");
+    Config::from_str_with_env(&text, &dir.join("ob.toml"), &|_| None)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn start(config: Config) -> common::InProcess {
+    let mut listeners = BoundListeners::default();
+    listeners.mllp.insert(
+        "adt-in".to_string(),
+        TcpListener::bind("127.0.0.1:0").await.expect("bind mllp"),
+    );
+    listeners.http = Some(TcpListener::bind("127.0.0.1:0").await.expect("bind http"));
+    common::InProcess::start(config, listeners).await
+}
+
+/// An A01 for the bundle's patient (IPP000042) under another name than the bundle gives.
+fn adt_for_bundle_patient() -> Vec<u8> {
+    [
+        "MSH|^~\\&|DPI_SYNTH|CH_EXEMPLE|ORDOBRIDGE|POSOS|20261122081500||ADT^A01^ADT_A01|HOLD0001|P|2.5|||||FRA|UNICODE UTF-8|||2.11^IHE_FR",
+        "EVN||20261122081500||||20261122081500",
+        "PID|1||IPP000042^^^CH_EXEMPLE&1.2.250.1.999.1&ISO^PI||LEGRAND^CLAIRE^^^^^L||19500302|F|||||||||||900042^^^CH_EXEMPLE&1.2.250.1.999.1&ISO^AN",
+        "PV1|1|I|CARDIO^101^1^CH_EXEMPLE||||10003456789^LEBLANC^PIERRE^^^DR^^^ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO^L^^^RPPS|||MED|||||||||900042^^^CH_EXEMPLE&1.2.250.1.999.1&ISO^VN|||||||||||||||||||||||||20261122081500|",
+        "ZBE|MVT0042^CH_EXEMPLE|20261122081500||INSERT|N||^^^^^^UF^^^4010",
+        "",
+    ]
+    .join("\r")
+    .into_bytes()
+}
+
+async fn push(http: SocketAddr, auth: &str) -> reqwest::Response {
+    let bundle = std::fs::read(root().join(BUNDLE)).expect("sample bundle");
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{http}/fhir"))
+        .body(bundle);
+    if !auth.is_empty() {
+        request = request.header("authorization", auth);
+    }
+    request.send().await.expect("push")
+}
+
+async fn status(http: SocketAddr) -> Value {
+    reqwest::get(format!("http://{http}/status"))
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("status json")
+}
+
+async fn metrics(http: SocketAddr) -> String {
+    reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// Polls `check` until it gives a value, or fails after [`PATIENCE`] naming `what`.
+async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn first_delivered(received: &Received) -> Message<'static> {
+    let bytes = wait_for("a message at the EHR", || {
+        let first = received.lock().expect("lock").first().cloned();
+        async move { first }
+    })
+    .await;
+    Message::parse(Box::leak(bytes.into_boxed_slice())).expect("the ORM parses")
+}
+
+fn query(message: &Message<'_>, path: &str) -> Option<String> {
+    message.query(path).expect("path").map(|v| v.to_string())
+}
+
+fn count(db: &Path, sql: &str) -> i64 {
+    rusqlite::Connection::open(db)
+        .expect("db")
+        .query_row(sql, [], |row| row.get(0))
+        .expect("count")
+}
+
+/// Asserts the push was answered 200 with a held entry (`202 Accepted`).
+async fn assert_held_answer(response: reqwest::Response) {
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    let entry = &body["entry"][0]["response"];
+    assert_eq!(entry["status"], "202 Accepted", "{body}");
+    let diagnostics = entry["outcome"]["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        diagnostics.starts_with("held: the patient is not in the census yet"),
+        "{body}"
+    );
+    assert!(
+        !diagnostics.contains("IPP000042"),
+        "no PHI in the answer: {body}"
+    );
+}
+
+async fn send_adt(engine: &common::InProcess) {
+    let mut client = MllpClient::connect(engine.addr("adt-in"), ClientSettings::default())
+        .await
+        .expect("connect");
+    let ack = client
+        .send(&adt_for_bundle_patient(), PATIENCE)
+        .await
+        .expect("ack");
+    assert!(String::from_utf8_lossy(&ack).contains("MSA|AA|HOLD0001"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_until_the_adt_arrives_then_mapped_with_the_census_identity() {
+    let (peer, received) = ehr_peer().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("data/ob.db");
+    let engine = start(config(dir.path(), peer, "hold_unknown_for = \"15m\"")).await;
+    let http = engine.addr("http");
+
+    assert_held_answer(push(http, "").await).await;
+    let s = wait_for("the hold in /status", || async {
+        let s = status(http).await;
+        (s["push"]["held"] == 1).then_some(s)
+    })
+    .await;
+    assert!(s["push"]["oldest_held_seconds"].is_u64(), "{s}");
+    assert!(metrics(http).await.contains("\nordobridge_push_held 1\n"));
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM outbound"),
+        0,
+        "nothing queued"
+    );
+    // Pushed again while held: same answer, not held twice.
+    assert_held_answer(push(http, "").await).await;
+    assert_eq!(count(&db, "SELECT count(*) FROM push_holds"), 1);
+
+    send_adt(&engine).await;
+    let orm = first_delivered(&received).await;
+    assert_eq!(query(&orm, "PID-3.1").as_deref(), Some("IPP000042"));
+    assert_eq!(
+        query(&orm, "PID-5.1").as_deref(),
+        Some("LEGRAND"),
+        "name from the ADT"
+    );
+    assert_eq!(
+        query(&orm, "PV1-19").as_deref(),
+        Some("900042"),
+        "NDA from the ADT"
+    );
+    let s = status(http).await;
+    assert_eq!(s["push"]["held"], 0, "{s}");
+    assert_eq!(s["push"]["released"]["patient known"], 1, "{s}");
+    assert!(
+        metrics(http)
+            .await
+            .contains("ordobridge_push_released_total{reason=\"patient known\"} 1\n")
+    );
+    // Pushed again once released: already queued, not queued twice.
+    let again: Value = push(http, "").await.json().await.expect("json");
+    assert_eq!(again["entry"][0]["response"]["status"], "201 Created");
+    engine.stop().await;
+    assert_eq!(count(&db, "SELECT count(*) FROM outbound"), 1);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM push_holds WHERE released_reason = 'patient known'"
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM journal WHERE channel = 'posos-push' AND status = 'processed'"
+        ),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_expires_and_the_bundle_goes_with_what_it_says() {
+    let (peer, received) = ehr_peer().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = start(config(dir.path(), peer, "hold_unknown_for = \"1s\"")).await;
+    let http = engine.addr("http");
+
+    assert_held_answer(push(http, "").await).await;
+    let orm = first_delivered(&received).await;
+    assert_eq!(query(&orm, "PID-3.1").as_deref(), Some("IPP000042"));
+    assert_eq!(
+        query(&orm, "PID-5.1").as_deref(),
+        Some("MARTIN"),
+        "name from the bundle"
+    );
+    assert_eq!(
+        query(&orm, "PV1-19"),
+        None,
+        "no NDA: the census does not know the patient"
+    );
+    let s = status(http).await;
+    assert_eq!(s["push"]["held"], 0, "{s}");
+    assert_eq!(s["push"]["released"]["hold expired"], 1, "{s}");
+    engine.stop().await;
+    assert_eq!(
+        count(
+            &dir.path().join("data/ob.db"),
+            "SELECT count(*) FROM push_holds WHERE released_reason = 'hold expired'"
+        ),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_bundle_survives_a_restart_and_is_released_after_it() {
+    let (peer, received) = ehr_peer().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("data/ob.db");
+    let engine = start(config(dir.path(), peer, "hold_unknown_for = \"15m\"")).await;
+    assert_held_answer(push(engine.addr("http"), "").await).await;
+    engine.stop().await;
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM push_holds WHERE released_at IS NULL"
+        ),
+        1
+    );
+    // The operator sees it; the IPP only when asked for.
+    let file = dir.path().join("ob.toml");
+    let file = file.to_str().expect("utf-8 path");
+    let listing = common::ordobridge(&["queue", "--config", file]);
+    assert!(
+        listing.contains(
+            "1 pushed bundle(s) held until their patient is known\nJOURNAL ID  HELD SINCE"
+        ),
+        "{listing}"
+    );
+    assert!(!listing.contains("IPP000042"), "{listing}");
+    let listing = common::ordobridge(&["queue", "--config", file, "--show-phi"]);
+    assert!(listing.contains("IPP000042"), "{listing}");
+
+    let engine = start(config(dir.path(), peer, "hold_unknown_for = \"15m\"")).await;
+    let http = engine.addr("http");
+    assert_eq!(status(http).await["push"]["held"], 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM outbound"), 0);
+    send_adt(&engine).await;
+    let orm = first_delivered(&received).await;
+    assert_eq!(query(&orm, "PID-5.1").as_deref(), Some("LEGRAND"));
+    engine.stop().await;
+    assert_eq!(count(&db, "SELECT count(*) FROM outbound"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_hold_maps_at_once() {
+    let (peer, received) = ehr_peer().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = start(config(dir.path(), peer, "hold_unknown_for = \"0s\"")).await;
+    let answer: Value = push(engine.addr("http"), "")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["entry"][0]["response"]["status"], "201 Created");
+    let orm = first_delivered(&received).await;
+    assert_eq!(query(&orm, "PID-5.1").as_deref(), Some("MARTIN"));
+    assert_eq!(status(engine.addr("http")).await["push"]["held"], 0);
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_or_basic_passes_anything_else_is_401_with_the_challenges() {
+    let (peer, _received) = ehr_peer().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = start(config(
+        dir.path(),
+        peer,
+        "hold_unknown_for = \"0s\"\ntoken = \"t0ken\"\nbasic_user = \"posos\"\nbasic_password = \"pa:ss\"",
+    ))
+    .await;
+    let http = engine.addr("http");
+    use base64::Engine as _;
+    let basic = |credentials: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        )
+    };
+    let cases = [
+        ("ok_basic", basic("posos:pa:ss"), 200),
+        ("ok_bearer", "Bearer t0ken".to_string(), 200),
+        ("ok_scheme_case", "bearer t0ken".to_string(), 200),
+        ("err_wrong_password", basic("posos:wrong"), 401),
+        ("err_wrong_user", basic("other:pa:ss"), 401),
+        ("err_wrong_token", "Bearer t0ken2".to_string(), 401),
+        ("err_token_as_basic", basic("t0ken"), 401),
+        ("err_not_base64", "Basic %%%".to_string(), 401),
+        ("err_other_scheme", "Digest x".to_string(), 401),
+        ("err_none", String::new(), 401),
+    ];
+    for (name, auth, expected) in cases {
+        let response = push(http, &auth).await;
+        assert_eq!(response.status(), expected, "{name}");
+        if expected != 401 {
+            continue;
+        }
+        let challenges: Vec<String> = response
+            .headers()
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| v.to_str().expect("ascii").to_string())
+            .collect();
+        assert_eq!(
+            challenges,
+            [
+                "Bearer realm=\"ordobridge\"",
+                "Basic realm=\"ordobridge\", charset=\"UTF-8\""
+            ],
+            "{name}"
+        );
+        let outcome: Value = response.json().await.expect("json");
+        assert_eq!(outcome["resourceType"], "OperationOutcome", "{name}");
+        assert_eq!(
+            outcome["issue"][0]["diagnostics"],
+            "missing or wrong credentials: configure Posos to send `Authorization: Bearer` with \
+             the token of `[push] token` or `Authorization: Basic` with `[push] basic_user` and \
+             `basic_password`",
+            "{name}"
+        );
+    }
+    engine.stop().await;
+}
