@@ -775,77 +775,6 @@ async fn ok_missing_journal_row_is_flagged() {
     );
 }
 
-/// Rough throughput of `apply_census` (release): `cargo test --release --test census --
-/// --ignored --nocapture`. Patients get A01, A02, A02, A03 in order; updates are interpreted
-/// beforehand (the processor does that outside the writer).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: run in release"]
-async fn bench_apply_census() {
-    use futures::StreamExt;
-    let f = open();
-    let patients = 5_000;
-    let mut raws = Vec::with_capacity(patients * 4);
-    // Movement i of every patient before movement i + 1 of any: requests in flight together
-    // (up to 1024) never touch the same encounter, so their order among themselves is free.
-    for (i, trigger) in ["A01", "A02", "A02", "A03"].iter().enumerate() {
-        for p in 0..patients {
-            let ipp = format!("{}", 500_000 + p);
-            let nda = format!("{}", 900_000 + p);
-            let mvt = format!("B{p}-{i}");
-            let at = format!("202611{:02}080000", 10 + i);
-            let unit = format!("U{i}");
-            raws.push(
-                Adt {
-                    trigger,
-                    ipp: &ipp,
-                    nda: &nda,
-                    mvt: &mvt,
-                    at: &at,
-                    unit: &unit,
-                    ..Adt::default()
-                }
-                .raw(),
-            );
-        }
-    }
-    let mut work = Vec::with_capacity(raws.len());
-    for chunk in raws.chunks(500) {
-        let records = chunk.iter().map(|r| record(r.as_bytes())).collect();
-        let outcomes = f.store.journal_many(records).await.unwrap();
-        for (outcome, raw) in outcomes.iter().zip(chunk) {
-            work.push((outcome.id(), update(raw.as_bytes())));
-        }
-    }
-    let count = work.len();
-    let cpu_before = writer_cpu_seconds();
-    let started = std::time::Instant::now();
-    let store = f.store.clone();
-    let outcomes: Vec<_> = futures::stream::iter(work)
-        .map(|(id, u)| {
-            let store = store.clone();
-            async move { store.apply_census(id, u).await }
-        })
-        .buffered(1024)
-        .collect()
-        .await;
-    let elapsed = started.elapsed();
-    let cpu = writer_cpu_seconds() - cpu_before;
-    for outcome in outcomes {
-        let outcome = outcome.unwrap();
-        assert!(outcome.anomalies.is_empty(), "{outcome:?}");
-    }
-    let rate = count as f64 / elapsed.as_secs_f64();
-    let stats = f.store.stats();
-    println!(
-        "census: {count} ADT applied in {elapsed:?}: {rate:.0} ADT/s wall; writer thread CPU \
-         {cpu:.3} s: {:.0} ADT/s per writer CPU second (max batch {})",
-        count as f64 / cpu,
-        stats.max_batch_size
-    );
-    let e = f.encounter("900000");
-    assert_eq!(e.status, EncounterStatus::Discharged);
-}
-
 fn duplicate_movement() -> Vec<String> {
     let mut m = scenario(&["A01"]);
     m.push(step(2, "A02").replace("M2^CH_EXEMPLE", "M1^CH_EXEMPLE"));
@@ -954,33 +883,6 @@ async fn ok_anomalies_are_kept_with_their_text(
         "{:?}",
         p.anomalies
     );
-}
-
-/// CPU time (user + system) of the `store-writer` thread so far, from `/proc` (Linux), so the
-/// benchmark can be read on a machine shared with other builds; 0 elsewhere.
-fn writer_cpu_seconds() -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0.0;
-    };
-    let mut ticks = 0u64;
-    for task in tasks.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() != "store-writer" {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        for n in [11, 12] {
-            ticks += fields
-                .get(n)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    // USER_HZ is 100 on every Linux we ship for.
-    ticks as f64 / 100.0
 }
 
 /// A census update that fails in SQL is rolled back alone (savepoint): the journal inserts of

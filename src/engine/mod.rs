@@ -31,6 +31,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -124,6 +125,24 @@ pub async fn bind_listeners(
         bound.http = Some(listener);
     }
     Ok(bound)
+}
+
+/// The census processor alone, exactly as [`run`] starts it: applies accepted journal rows to
+/// the census until `shutdown`. For benchmarks and tools that fill a store and measure how
+/// fast the census catches up.
+pub async fn run_census_processor(
+    store: Store,
+    settings: crate::census::CensusSettings,
+    shutdown: CancellationToken,
+) {
+    processor::run_processor(
+        store,
+        settings,
+        Arc::new(Notify::new()),
+        Arc::new(Notify::new()),
+        shutdown,
+    )
+    .await;
 }
 
 /// Runs the daemon until `shutdown` is cancelled, then drains and returns.

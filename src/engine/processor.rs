@@ -7,6 +7,7 @@
 //! journal row). HL7 ADT messages go through [`crate::census::interpret`]; HPRIM Santé
 //! messages feed the census with the identity of their first `P` record.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,15 +16,33 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::census::{self, CensusSettings, CensusUpdate, Patient, PersonName};
-use crate::store::{Store, Unprocessed};
+use crate::store::{PendingCensus, Store, Unprocessed};
 
-/// How many rows one round reads.
+/// How many rows one read takes.
 const BATCH: usize = 256;
+/// How many census updates go to the writer together: enough to share a commit among many,
+/// few enough that journal inserts (ACKs) queued behind them wait little.
+const CHUNK: usize = 64;
+/// Chunks sent and not yet answered: while the writer applies one, the next is being parsed
+/// and interpreted, so the writer is never idle waiting for the processor.
+const WINDOW: usize = 2;
 /// A safety net if a wake-up is missed.
 const IDLE_POLL: Duration = Duration::from_secs(2);
 
+/// A chunk sent to the writer: its rows (for the logs) and the pending answers.
+struct InFlight {
+    rows: Vec<Unprocessed>,
+    pending: PendingCensus,
+}
+
 /// Runs until `shutdown`; `wake` is poked after each journal commit; `census_changed` is
-/// poked after each applied census update (the releaser of held bundles waits on it).
+/// poked after each chunk of applied census updates (the releaser of held bundles waits on
+/// it).
+///
+/// Rows are read in journal order and applied in that order. A row whose update fails stays
+/// `accepted`: once the chunks in flight are answered, reading starts again from it after a
+/// pause (rows after it that were applied meanwhile are `processed` and not read again; the
+/// census replays a late movement in time order when it finally lands).
 pub(super) async fn run_processor(
     store: Store,
     settings: CensusSettings,
@@ -31,56 +50,90 @@ pub(super) async fn run_processor(
     census_changed: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
+    // Highest journal id read so far; rows are read after it.
     let mut after = 0i64;
+    let mut ready: VecDeque<Unprocessed> = VecDeque::new();
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     loop {
-        let rows = match store.accepted_after(after, BATCH).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                warn!(error = %e, "cannot read the journal; the census will catch up later");
-                Vec::new()
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if ready.is_empty() && in_flight.len() < WINDOW {
+            match store.accepted_after(after, BATCH).await {
+                Ok(rows) => {
+                    if let Some(last) = rows.last() {
+                        after = last.id;
+                    }
+                    ready.extend(rows);
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot read the journal; the census will catch up later");
+                }
             }
-        };
-        if rows.is_empty() {
+        }
+        if !ready.is_empty() && in_flight.len() < WINDOW {
+            let take = ready.len().min(CHUNK);
+            // Pushed bundles are the push endpoint's to process (map, queue, then mark); the
+            // census must not mark them processed before they are queued.
+            let rows: Vec<Unprocessed> = ready
+                .drain(..take)
+                .filter(|row| row.channel != super::push::PUSH_CHANNEL)
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let work = rows
+                .iter()
+                .map(|row| (row.id, update_for(row, &settings)))
+                .collect();
+            let pending = store.submit_census(work).await;
+            in_flight.push_back(InFlight { rows, pending });
+            continue;
+        }
+        let Some(oldest) = in_flight.pop_front() else {
+            // Nothing read, nothing in flight: wait for new journal rows.
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = wake.notified() => {}
                 () = tokio::time::sleep(IDLE_POLL) => {}
             }
             continue;
+        };
+        let Some(failed) = settle(oldest, &census_changed).await else {
+            continue;
+        };
+        // Let the chunks already sent finish, then read again from the failed row.
+        for chunk in in_flight.drain(..) {
+            settle(chunk, &census_changed).await;
         }
-        for row in rows {
-            if shutdown.is_cancelled() {
-                return;
-            }
-            let id = row.id;
-            // Pushed bundles are the push endpoint's to process (map, queue, then mark); the
-            // census must not mark them processed before they are queued.
-            if row.channel == super::push::PUSH_CHANNEL {
-                after = id;
-                continue;
-            }
-            let update = update_for(&row, &settings);
-            match store.apply_census(id, update).await {
-                Ok(outcome) => {
-                    for anomaly in &outcome.anomalies {
-                        warn!(journal_id = id, channel = %row.channel, anomaly = ?anomaly.kind, "census anomaly kept and flagged: see `ordobridge census`");
-                    }
-                    debug!(journal_id = id, status = ?outcome.status, "census updated");
-                    census_changed.notify_one();
-                    after = id;
+        ready.clear();
+        after = failed - 1;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(IDLE_POLL) => {}
+        }
+    }
+}
+
+/// Waits for a chunk's answers and logs them; the first journal id that failed, if any.
+async fn settle(chunk: InFlight, census_changed: &Notify) -> Option<i64> {
+    let mut first_failed = None;
+    for (row, outcome) in chunk.rows.iter().zip(chunk.pending.outcomes().await) {
+        match outcome {
+            Ok(outcome) => {
+                for anomaly in &outcome.anomalies {
+                    warn!(journal_id = row.id, channel = %row.channel, anomaly = ?anomaly.kind, "census anomaly kept and flagged: see `ordobridge census`");
                 }
-                Err(e) => {
-                    // Not marked processed: retried at the next round, in order.
-                    warn!(journal_id = id, error = %e, "cannot apply the message to the census; will retry");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(IDLE_POLL) => {}
-                    }
-                    break;
-                }
+                debug!(journal_id = row.id, status = ?outcome.status, "census updated");
+            }
+            Err(e) => {
+                warn!(journal_id = row.id, error = %e, "cannot apply the message to the census; will retry");
+                first_failed.get_or_insert(row.id);
             }
         }
     }
+    census_changed.notify_one();
+    first_failed
 }
 
 /// What one journal row means for the census.
@@ -169,6 +222,88 @@ mod tests {
             }
             other => panic!("expected an identity, got {other:?}"),
         }
+    }
+
+    fn adt_record(raw: Vec<u8>) -> crate::store::InboundRecord {
+        crate::store::InboundRecord {
+            channel: "adt".to_owned(),
+            received_at: jiff::Timestamp::now(),
+            peer: "127.0.0.1:5000".to_owned(),
+            sender: "DPI_SYNTH".to_owned(),
+            message_type: "ADT".to_owned(),
+            control_id: String::new(),
+            raw: raw.into(),
+            status: crate::store::RecordStatus::Accepted,
+        }
+    }
+
+    async fn status(store: &Store, id: i64) -> String {
+        store
+            .journal_entry_async(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .summary
+            .status
+    }
+
+    /// Polls until `check` holds, for at most 20 s.
+    async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !check().await {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Many rows, in chunks in flight together; one of them fails in SQL: every other row is
+    /// applied, the failing one stays `accepted` and is applied once the cause is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ok_failed_row_is_retried_while_the_others_are_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let store = Store::open(&path, crate::store::StoreOptions::default()).unwrap();
+        let messages = crate::tools::synthetic_adt(300);
+        let records = messages.into_iter().map(adt_record).collect();
+        let ids: Vec<i64> = store
+            .journal_many(records)
+            .await
+            .unwrap()
+            .iter()
+            .map(|o| o.id())
+            .collect();
+        // synthetic_adt gives message i the IPP 100000 + i: refuse the 150th.
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON census_patients WHEN NEW.ipp = '100150'
+             BEGIN SELECT RAISE(ABORT, 'refused by test'); END;",
+        )
+        .unwrap();
+        let shutdown = CancellationToken::new();
+        let processor = tokio::spawn(run_processor(
+            store.clone(),
+            CensusSettings::default(),
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+            shutdown.clone(),
+        ));
+        let last = *ids.last().unwrap();
+        eventually("the last row processed", async || {
+            status(&store, last).await == "processed"
+        })
+        .await;
+        for (i, id) in ids.iter().enumerate() {
+            let expected = if i == 150 { "accepted" } else { "processed" };
+            assert_eq!(status(&store, *id).await, expected, "row {i}");
+        }
+        db.execute_batch("DROP TRIGGER refuse").unwrap();
+        eventually(
+            "the failed row applied after its cause is gone",
+            async || status(&store, ids[150]).await == "processed",
+        )
+        .await;
+        shutdown.cancel();
+        processor.await.unwrap();
     }
 
     #[test]

@@ -502,6 +502,30 @@ impl Store {
         answer.await.map_err(|_| self.closed())?
     }
 
+    /// Queues census updates for several journal rows to the writer, in the given order, and
+    /// returns without waiting: they share transactions (one fsync for many updates) instead
+    /// of paying a commit each, and the caller can prepare the next ones meanwhile. Each
+    /// update still succeeds or fails alone ([`PendingCensus::outcomes`], same order).
+    pub async fn submit_census(&self, updates: Vec<(i64, CensusUpdate)>) -> PendingCensus {
+        let mut answers = Vec::with_capacity(updates.len());
+        for (journal_id, update) in updates {
+            let (reply, answer) = oneshot::channel();
+            let sent = self
+                .send(Request::Census {
+                    journal_id,
+                    update: Box::new(update),
+                    outcome: None,
+                    reply,
+                })
+                .await;
+            answers.push(sent.map(|()| answer));
+        }
+        PendingCensus {
+            answers,
+            store: self.clone(),
+        }
+    }
+
     /// The census view of a patient by IPP, NDA or INS; a merged IPP gives the survivor
     /// (blocking: for the CLI or `spawn_blocking`).
     pub fn census_patient(&self, key: &PatientKey) -> Result<Option<PatientView>, StoreError> {
@@ -621,6 +645,30 @@ impl Store {
             path: self.shared.path.clone(),
             source,
         }
+    }
+}
+
+/// Census updates queued by [`Store::submit_census`], answered after their commits.
+#[must_use = "the outcomes say which updates failed"]
+pub struct PendingCensus {
+    answers: Vec<Result<oneshot::Receiver<Result<CensusOutcome, StoreError>>, StoreError>>,
+    store: Store,
+}
+
+impl PendingCensus {
+    /// Waits for every update's commit; one outcome per update, in submission order.
+    pub async fn outcomes(self) -> Vec<Result<CensusOutcome, StoreError>> {
+        let mut outcomes = Vec::with_capacity(self.answers.len());
+        for answer in self.answers {
+            outcomes.push(match answer {
+                Ok(answer) => answer
+                    .await
+                    .map_err(|_| self.store.closed())
+                    .and_then(|outcome| outcome),
+                Err(e) => Err(e),
+            });
+        }
+        outcomes
     }
 }
 
