@@ -162,8 +162,7 @@ pub(super) enum Change {
 
 const ENQUEUE_SQL: &str = "INSERT INTO outbound (destination, enqueued_at, control_id, payload,
         source, status, attempts, next_attempt_at)
-    VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?2)
-    RETURNING id";
+    VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?2)";
 
 const DELIVERED_SQL: &str = "UPDATE outbound
     SET status = 'delivered', attempts = attempts + 1, delivered_at = ?2, ack = ?3
@@ -389,17 +388,16 @@ pub(super) fn insert(
     let mut statement = transaction.prepare_cached(ENQUEUE_SQL)?;
     for prepared in items {
         let item = &prepared.item;
-        let id = statement.query_row(
-            rusqlite::params![
-                item.destination,
-                prepared.enqueued_at,
-                item.control_id,
-                &item.payload[..],
-                item.source,
-            ],
-            |row| row.get(0),
-        )?;
-        ids.push(id);
+        // No `RETURNING`: it costs a temporary table per insert; the new row's id is
+        // `last_insert_rowid`.
+        statement.execute(rusqlite::params![
+            item.destination,
+            prepared.enqueued_at,
+            item.control_id,
+            &item.payload[..],
+            item.source,
+        ])?;
+        ids.push(transaction.last_insert_rowid());
     }
     Ok(())
 }

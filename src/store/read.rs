@@ -287,9 +287,9 @@ mod tests {
         writer
             .execute_batch(
                 "INSERT INTO journal (channel, received_at, peer, sender, message_type,
-                 control_id, content_hash, raw, status, last_seen_at)
+                 control_id, content_hash, raw, status, last_seen_at, kept)
                  VALUES ('c', 9223372036854775807, 'p', 's', 'ADT^A01', '1', zeroblob(32),
-                 x'00', 'accepted', 0)",
+                 x'00', 'accepted', 0, 1)",
             )
             .unwrap();
         let readers = Readers::new(path.clone());

@@ -155,6 +155,60 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     -- What is still held, by deadline; partial, so released rows (the bulk) cost nothing.
     CREATE INDEX push_holds_waiting ON push_holds (release_at) WHERE released_at IS NULL;",
+    // 5: the journal and the outbound queue rebuilt for speed, same rows and columns. Their
+    // `status IN (…)` checks made SQLite build a temporary table at every insert and status
+    // change; the duplicate index depended on `status`, so marking a row processed rewrote its
+    // index entry. Now the checks compare with `=`, and the duplicate index filters on `kept`
+    // (`status <> 'rejected'`, fixed at insert: a row is never rejected later).
+    "CREATE TABLE journal_v5 (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        peer TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        message_type TEXT NOT NULL,
+        control_id TEXT NOT NULL,
+        content_hash BLOB NOT NULL CHECK (length(content_hash) = 32),
+        raw BLOB NOT NULL,
+        status TEXT NOT NULL
+            CHECK (status = 'accepted' OR status = 'rejected' OR status = 'processed'),
+        reason TEXT,
+        duplicate_count INTEGER NOT NULL DEFAULT 0,
+        last_seen_at INTEGER NOT NULL,
+        kept INTEGER NOT NULL CHECK (kept = (status <> 'rejected'))
+    );
+    INSERT INTO journal_v5 (id, channel, received_at, peer, sender, message_type, control_id,
+        content_hash, raw, status, reason, duplicate_count, last_seen_at, kept)
+        SELECT id, channel, received_at, peer, sender, message_type, control_id, content_hash,
+            raw, status, reason, duplicate_count, last_seen_at, status <> 'rejected'
+        FROM journal;
+    DROP TABLE journal;
+    ALTER TABLE journal_v5 RENAME TO journal;
+    CREATE UNIQUE INDEX journal_duplicate
+        ON journal (channel, sender, control_id, content_hash) WHERE kept;
+    CREATE INDEX journal_control_id ON journal (control_id);
+    CREATE INDEX journal_received_at ON journal (received_at);
+    CREATE TABLE outbound_v5 (
+        id INTEGER PRIMARY KEY,
+        destination TEXT NOT NULL,
+        enqueued_at INTEGER NOT NULL,
+        control_id TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        source TEXT NOT NULL,
+        status TEXT NOT NULL
+            CHECK (status = 'pending' OR status = 'delivered' OR status = 'dead'),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        last_error TEXT,
+        delivered_at INTEGER,
+        ack BLOB,
+        dead_at INTEGER
+    );
+    INSERT INTO outbound_v5 SELECT * FROM outbound;
+    DROP TABLE outbound;
+    ALTER TABLE outbound_v5 RENAME TO outbound;
+    CREATE INDEX outbound_pending ON outbound (destination, id) WHERE status = 'pending';
+    CREATE INDEX outbound_dead ON outbound (destination, id) WHERE status = 'dead';",
 ];
 
 /// Prepared statements kept per connection: the census alone uses about 30.
@@ -380,6 +434,74 @@ mod tests {
         assert!(supported_version() >= 4);
     }
 
+    /// A version-4 store keeps every journal and queue row through migration 5; `kept` is
+    /// derived from the status, and duplicate detection still ignores rejected rows.
+    #[test]
+    fn ok_migration_5_keeps_rows_and_duplicate_detection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite");
+        let mut old = Connection::open(&path).unwrap();
+        for (script, version) in MIGRATIONS.iter().zip(1_i64..).take(4) {
+            apply(&mut old, script, version).unwrap();
+        }
+        old.execute_batch(
+            "INSERT INTO journal (channel, received_at, peer, sender, message_type, control_id,
+                 content_hash, raw, status, reason, last_seen_at) VALUES
+             ('c', 1, 'p', 's', 'ADT^A01', '1', zeroblob(32), x'01', 'processed', NULL, 1),
+             ('c', 2, 'p', 's', 'ADT^A01', '2', zeroblob(32), x'02', 'rejected', 'bad', 2),
+             ('c', 3, 'p', 's', 'ADT^A01', '3', zeroblob(32), x'03', 'accepted', NULL, 3);
+             INSERT INTO outbound (destination, enqueued_at, control_id, payload, source, status,
+                 next_attempt_at) VALUES ('ehr', 0, 'OB1', x'00', 'journal:1', 'pending', 0);",
+        )
+        .unwrap();
+        drop(old);
+
+        let connection = open_writer(&path).unwrap();
+        assert_eq!(user_version(&connection), supported_version());
+        let kept: Vec<(String, String, i64)> = connection
+            .prepare("SELECT control_id, status, kept FROM journal ORDER BY id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            kept,
+            [
+                ("1".into(), "processed".into(), 1),
+                ("2".into(), "rejected".into(), 0),
+                ("3".into(), "accepted".into(), 1),
+            ]
+        );
+        let queued: i64 = connection
+            .query_row(
+                "SELECT count(*) FROM outbound WHERE status = 'pending'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(queued, 1);
+        let insert = "INSERT INTO journal (channel, received_at, peer, sender, message_type,
+                control_id, content_hash, raw, status, last_seen_at, kept)
+            VALUES ('c', 4, 'p', 's', 'ADT^A01', ?1, zeroblob(32), x'04', 'accepted', 4, 1)
+            ON CONFLICT DO NOTHING";
+        assert_eq!(connection.execute(insert, ["1"]).unwrap(), 0, "a duplicate");
+        assert_eq!(
+            connection.execute(insert, ["2"]).unwrap(),
+            1,
+            "a resend of a rejected message is new"
+        );
+        let err = connection
+            .execute_batch(
+                "INSERT INTO journal (channel, received_at, peer, sender, message_type,
+                 control_id, content_hash, raw, status, last_seen_at, kept)
+                 VALUES ('c', 5, 'p', 's', 'ADT^A01', '5', zeroblob(32), x'05', 'rejected', 5, 1)",
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CHECK constraint failed"), "{err}");
+    }
+
     #[test]
     fn ok_reopen_does_not_reapply() {
         let dir = tempfile::tempdir().unwrap();
@@ -388,8 +510,8 @@ mod tests {
         connection
             .execute_batch(
                 "INSERT INTO journal (channel, received_at, peer, sender, message_type,
-                 control_id, content_hash, raw, status, last_seen_at)
-                 VALUES ('c', 0, 'p', 's', 'ADT^A01', '1', zeroblob(32), x'00', 'accepted', 0)",
+                 control_id, content_hash, raw, status, last_seen_at, kept)
+                 VALUES ('c', 0, 'p', 's', 'ADT^A01', '1', zeroblob(32), x'00', 'accepted', 0, 1)",
             )
             .unwrap();
         drop(connection);

@@ -25,14 +25,19 @@ use super::queue::{self, Change, PreparedItem};
 use super::{EntryStatus, InboundRecord, JournalOutcome, RecordStatus, StoreError};
 use crate::census::CensusUpdate;
 
-/// Inserts a record, or, when an accepted or processed row has the same duplicate key, bumps
-/// that row instead. `duplicate_count` tells the two apart: 0 only on a fresh insert.
+/// Inserts a record unless an accepted or processed row has the same duplicate key (then
+/// nothing changes and [`DUPLICATE_SQL`] runs). No `RETURNING` and no upsert: both make SQLite
+/// build a temporary table at every insert; the id of a new row is `last_insert_rowid`.
 const JOURNAL_SQL: &str = "INSERT INTO journal (channel, received_at, peer, sender, message_type,
-        control_id, content_hash, raw, status, reason, duplicate_count, last_seen_at)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?2)
-    ON CONFLICT (channel, sender, control_id, content_hash) WHERE status <> 'rejected'
-    DO UPDATE SET duplicate_count = duplicate_count + 1, last_seen_at = excluded.received_at
-    RETURNING id, duplicate_count, status";
+        control_id, content_hash, raw, status, reason, duplicate_count, last_seen_at, kept)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?2, ?11)
+    ON CONFLICT DO NOTHING";
+
+/// A duplicate: the row it repeats is counted and its last sighting kept.
+const DUPLICATE_SQL: &str = "UPDATE journal
+    SET duplicate_count = duplicate_count + 1, last_seen_at = ?5
+    WHERE channel = ?1 AND sender = ?2 AND control_id = ?3 AND content_hash = ?4 AND kept
+    RETURNING id, status";
 
 /// Only accepted rows become processed; rejected ones stay rejected.
 const MARK_PROCESSED_SQL: &str =
@@ -388,19 +393,18 @@ fn execute(
     // not half-way through the batch.
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
-        let mut journal = transaction.prepare_cached(JOURNAL_SQL)?;
         for request in batch.iter_mut() {
             match request {
                 Request::One {
                     record, outcome, ..
                 } => {
-                    *outcome = Some(journal_one(&mut journal, record, tally)?);
+                    *outcome = Some(journal_one(&transaction, record, tally)?);
                 }
                 Request::Many {
                     records, outcomes, ..
                 } => {
                     for record in records.iter() {
-                        outcomes.push(journal_one(&mut journal, record, tally)?);
+                        outcomes.push(journal_one(&transaction, record, tally)?);
                     }
                 }
                 Request::MarkProcessed { ids, .. } => {
@@ -466,7 +470,7 @@ fn execute(
 }
 
 fn journal_one(
-    statement: &mut rusqlite::CachedStatement<'_>,
+    transaction: &rusqlite::Transaction<'_>,
     prepared: &Prepared,
     tally: &mut Tally,
 ) -> rusqlite::Result<JournalOutcome> {
@@ -475,8 +479,9 @@ fn journal_one(
         RecordStatus::Accepted => (EntryStatus::Accepted, None),
         RecordStatus::Rejected { reason } => (EntryStatus::Rejected, Some(reason.as_str())),
     };
-    let outcome = statement.query_row(
-        rusqlite::params![
+    let inserted = transaction
+        .prepare_cached(JOURNAL_SQL)?
+        .execute(rusqlite::params![
             record.channel,
             prepared.received_at,
             record.peer,
@@ -487,14 +492,26 @@ fn journal_one(
             &record.raw[..],
             status.as_str(),
             reason,
+            status != EntryStatus::Rejected,
+        ])?;
+    tally.messages += 1;
+    if inserted == 1 {
+        return Ok(JournalOutcome::Stored {
+            id: transaction.last_insert_rowid(),
+        });
+    }
+    tally.duplicates += 1;
+    transaction.prepare_cached(DUPLICATE_SQL)?.query_row(
+        rusqlite::params![
+            record.channel,
+            record.sender,
+            record.control_id,
+            &prepared.hash[..],
+            prepared.received_at,
         ],
         |row| {
             let id: i64 = row.get(0)?;
-            let duplicate_count: i64 = row.get(1)?;
-            if duplicate_count == 0 {
-                return Ok(JournalOutcome::Stored { id });
-            }
-            let status = match row.get_ref(2)? {
+            let status = match row.get_ref(1)? {
                 ValueRef::Text(text) => EntryStatus::from_bytes(text),
                 _ => None,
             };
@@ -502,19 +519,14 @@ fn journal_one(
             // could still hold something else.
             let status = status.ok_or_else(|| {
                 rusqlite::Error::FromSqlConversionFailure(
-                    2,
+                    1,
                     rusqlite::types::Type::Text,
                     "unknown journal status".into(),
                 )
             })?;
             Ok(JournalOutcome::Duplicate { id, status })
         },
-    )?;
-    tally.messages += 1;
-    if matches!(outcome, JournalOutcome::Duplicate { .. }) {
-        tally.duplicates += 1;
-    }
-    Ok(outcome)
+    )
 }
 
 #[cfg(test)]
