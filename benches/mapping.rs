@@ -55,6 +55,22 @@ fn context(prescription: &Prescription, control_id: &str) -> Value {
     })
 }
 
+/// The same context built by moving the prescription's JSON in instead of serializing it a
+/// second time (`json!` serializes its arguments by reference): what push could do.
+fn context_moved(prescription: &Prescription, control_id: &str) -> Value {
+    let mut context = serde_json::Map::new();
+    context.insert(
+        "prescription".into(),
+        serde_json::to_value(prescription).unwrap(),
+    );
+    context.insert("census".into(), census(prescription));
+    context.insert(
+        "message".into(),
+        json!({"control_id": control_id, "now": NOW}),
+    );
+    Value::Object(context)
+}
+
 fn bench(c: &mut Criterion) {
     let body = std::fs::read(root().join(SAMPLE)).unwrap();
     let prescription = read_bundle(&body).unwrap();
@@ -74,6 +90,9 @@ fn bench(c: &mut Criterion) {
     });
     stages.bench_function("context", |b| {
         b.iter(|| context(black_box(&prescription), "OB1-1"))
+    });
+    stages.bench_function("context_moved", |b| {
+        b.iter(|| context_moved(black_box(&prescription), "OB1-1"))
     });
     for (name, m) in &mappings {
         stages.bench_function(format!("apply/{name}"), |b| {
@@ -96,6 +115,14 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    let orm = &mappings[0].1;
+    total.bench_function("orm-o01_context_moved", |b| {
+        b.iter(|| {
+            let p = read_bundle(black_box(&body)).unwrap();
+            let ctx = context_moved(&p, "OB1-1");
+            orm.apply(&ctx).unwrap()
+        })
+    });
     total.finish();
 }
 
