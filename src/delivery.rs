@@ -2,8 +2,9 @@
 //!
 //! # What a worker does
 //!
-//! It takes the oldest pending message of its destination ([`Store::next_pending`]), sends it
-//! on a kept-alive MLLP connection, waits for the answer within the ACK timeout and reads MSA:
+//! It takes the oldest pending message of its destination (reading up to 32 ahead with
+//! [`Store::pending_after`]), sends it on a kept-alive MLLP connection, waits for the answer
+//! within the ACK timeout and reads MSA:
 //!
 //! | answer                                   | outcome                                        |
 //! |------------------------------------------|------------------------------------------------|
@@ -14,7 +15,10 @@
 //! | `AR`/`CR`, or the retry limit reached    | dead letter, the next message goes             |
 //!
 //! A retry sends the same bytes (same MSH-10), so the receiver can de-duplicate: delivery is
-//! at-least-once. Nothing of a destination is sent while an earlier message of it is pending,
+//! at-least-once. A delivery is recorded behind the next exchange (the next message goes on
+//! the wire while the commit runs, up to 64 waiting): a crash before the commit sends it
+//! again, which at-least-once allows. Anything but a delivery makes the worker read the
+//! queue again from its head. Nothing of a destination is sent while an earlier message of it is pending,
 //! and a failing destination never holds up another (each has its own task).
 //!
 //! When the receiver cannot be reached at all (connect refused or timed out), the message was
@@ -30,9 +34,10 @@
 //! # Shutdown
 //!
 //! On cancellation the worker finishes the exchange in flight (send, ACK or timeout, and
-//! its store update), then stops; a worker waiting (idle, connecting, in backoff) stops at
+//! its store update) and waits for the deliveries still being recorded, then stops; a worker waiting (idle, connecting, in backoff) stops at
 //! once.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
@@ -445,6 +450,9 @@ pub async fn run_destination(
         stats,
         shutdown,
         unreachable_streak: 0,
+        ahead: VecDeque::new(),
+        ahead_valid: false,
+        marks: Vec::new(),
     };
     tracing::info!(
         destination = %worker.settings.name,
@@ -457,6 +465,14 @@ pub async fn run_destination(
             Link::Stopped => break,
             next => next,
         };
+    }
+    // The rows already ACKed are recorded before the worker says it stopped.
+    if let Err(error) = worker.settle().await {
+        tracing::error!(
+            destination = %worker.settings.name,
+            error = %error_chain(&error),
+            "deliveries not recorded at shutdown; they will be sent again"
+        );
     }
     tracing::info!(destination = %worker.settings.name, "delivery stopped");
 }
@@ -504,7 +520,23 @@ struct Worker {
     shutdown: CancellationToken,
     /// Consecutive failures to connect: drives the backoff while the receiver is down.
     unreachable_streak: u32,
+    /// Pending rows read ahead, oldest first: the next ones to send while deliveries keep
+    /// succeeding.
+    ahead: VecDeque<OutboundMessage>,
+    /// Whether `ahead` may be used: only right after a successful delivery, so that a
+    /// failed, retried or dead-lettered head is read again before anything behind it.
+    ahead_valid: bool,
+    /// Delivered rows whose `mark_delivered` is still committing (oldest first): the next
+    /// message goes on the wire meanwhile. A crash before the commit only sends them again,
+    /// with the same MSH-10 (at-least-once).
+    marks: Vec<(i64, tokio::task::JoinHandle<Result<bool, StoreError>>)>,
 }
+
+/// How many pending rows a worker reads at once.
+const READ_AHEAD: usize = 32;
+
+/// How many delivered rows may wait for their commit before the worker waits for them.
+const MAX_UNRECORDED: usize = 64;
 
 impl Worker {
     async fn step(&mut self, link: Link) -> Link {
@@ -531,11 +563,35 @@ impl Worker {
         if self.shutdown.is_cancelled() {
             return Link::Stopped;
         }
-        let head = match self.store.next_pending_async(&self.settings.name).await {
-            Ok(head) => head,
-            Err(error) => return self.store_failed(&error, client),
-        };
-        let Some(message) = head else {
+        if !std::mem::take(&mut self.ahead_valid) {
+            self.ahead.clear();
+        }
+        if self.marks.len() >= MAX_UNRECORDED
+            && let Err(error) = self.settle().await
+        {
+            return self.store_failed(&error, client);
+        }
+        if self.ahead.is_empty() {
+            // Skip the rows sent whose delivery is still committing; from the head otherwise.
+            let after = self.marks.last().map_or(0, |(id, _)| *id);
+            match self
+                .store
+                .pending_after_async(&self.settings.name, after, READ_AHEAD)
+                .await
+            {
+                Ok(rows) => self.ahead.extend(rows),
+                Err(error) => return self.store_failed(&error, client),
+            }
+            if self.ahead.is_empty() && !self.marks.is_empty() {
+                // Nothing more to send: record what was delivered, then look from the head
+                // again (a replayed row may sit before the ones sent).
+                if let Err(error) = self.settle().await {
+                    return self.store_failed(&error, client);
+                }
+                return Link::Idle { client };
+            }
+        }
+        let Some(message) = self.ahead.pop_front() else {
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return Link::Stopped,
@@ -683,21 +739,52 @@ impl Worker {
         message: &OutboundMessage,
         ack: Bytes,
     ) -> Link {
-        let client = Some(client);
-        match self.store.mark_delivered(message.id, ack).await {
-            Ok(_) => {
-                DeliveryStats::bump(&self.stats.delivered);
-                tracing::debug!(
+        // Recorded behind the next exchange (see `marks`); the store's group commit
+        // gathers these marks into few transactions.
+        tracing::debug!(
+            destination = %self.settings.name,
+            id = message.id,
+            control_id = %message.control_id,
+            "delivered"
+        );
+        let store = self.store.clone();
+        let id = message.id;
+        self.marks.push((
+            id,
+            tokio::spawn(async move { store.mark_delivered(id, ack).await }),
+        ));
+        self.ahead_valid = true;
+        Link::Idle {
+            client: Some(client),
+        }
+    }
+
+    /// Waits until every delivered row is recorded. On a failure the rows not recorded
+    /// stay pending and are sent again (a duplicate the receiver can detect by MSH-10),
+    /// which is what at-least-once allows.
+    async fn settle(&mut self) -> Result<(), StoreError> {
+        let mut first_error = None;
+        for (id, mark) in self.marks.drain(..) {
+            match mark.await {
+                Ok(Ok(_)) => DeliveryStats::bump(&self.stats.delivered),
+                Ok(Err(error)) => {
+                    first_error.get_or_insert(error);
+                }
+                Err(join) => tracing::error!(
                     destination = %self.settings.name,
-                    id = message.id,
-                    control_id = %message.control_id,
-                    "delivered"
-                );
-                Link::Idle { client }
+                    id,
+                    error = %join,
+                    "recording a delivery failed; it will be sent again"
+                ),
             }
-            // Delivered but not recorded: it will be sent again (a duplicate the receiver
-            // can detect by MSH-10), which is what at-least-once allows.
-            Err(error) => self.store_failed(&error, client),
+        }
+        match first_error {
+            Some(error) => {
+                self.ahead.clear();
+                self.ahead_valid = false;
+                Err(error)
+            }
+            None => Ok(()),
         }
     }
 

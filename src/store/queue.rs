@@ -195,6 +195,12 @@ const NEXT_PENDING_SQL: &str = concat!(
     " FROM outbound WHERE destination = ?1 AND status = 'pending' ORDER BY id LIMIT 1"
 );
 
+const PENDING_AFTER_SQL: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM outbound WHERE destination = ?1 AND status = 'pending' AND id > ?2 ORDER BY id LIMIT ?3"
+);
+
 const MESSAGE_SQL: &str = concat!(
     "SELECT ",
     message_columns!(),
@@ -307,6 +313,35 @@ impl Store {
         let store = self.clone();
         let destination = destination.to_owned();
         tokio::task::spawn_blocking(move || store.next_pending(&destination))
+            .await
+            .map_err(|source| self.read_task(source))?
+    }
+
+    /// Up to `limit` pending rows of `destination` with an id above `after` (0: from the
+    /// head), oldest first (blocking): a delivery worker reads ahead, and skips the rows it
+    /// has sent whose delivery is still being committed.
+    pub fn pending_after(
+        &self,
+        destination: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboundMessage>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.shared
+            .readers
+            .with(|connection| pending_after(connection, destination, after, limit))
+    }
+
+    /// [`Store::pending_after`] on the blocking pool, for the delivery workers.
+    pub async fn pending_after_async(
+        &self,
+        destination: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboundMessage>, StoreError> {
+        let store = self.clone();
+        let destination = destination.to_owned();
+        tokio::task::spawn_blocking(move || store.pending_after(&destination, after, limit))
             .await
             .map_err(|source| self.read_task(source))?
     }
@@ -429,6 +464,21 @@ fn next_pending(
     let mut statement = connection.prepare_cached(NEXT_PENDING_SQL)?;
     let mut rows = statement.query([destination])?;
     rows.next()?.map(message).transpose()
+}
+
+fn pending_after(
+    connection: &Connection,
+    destination: &str,
+    after: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<OutboundMessage>> {
+    let mut statement = connection.prepare_cached(PENDING_AFTER_SQL)?;
+    let mut rows = statement.query(rusqlite::params![destination, after, limit])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(message(row)?);
+    }
+    Ok(out)
 }
 
 fn outbound_message(
