@@ -1162,6 +1162,96 @@ mod tests {
         assert_eq!((stats.sent, stats.dead, stats.store_errors), (1, 1, 0));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ok_a_retry_inside_a_read_ahead_batch_holds_back_what_follows() {
+        use crate::mllp::{Inbound, MllpCodec};
+        use crate::store::{OutboundStatus, StoreOptions};
+        use futures::{SinkExt, StreamExt};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.sqlite"), StoreOptions::default()).unwrap();
+        // A receiver answering AE to the first two copies of FLAKY-3, AA to everything else.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let mut framed =
+                        tokio_util::codec::Framed::new(stream, MllpCodec::new(1 << 20));
+                    while let Some(Ok(Inbound::Frame(payload))) = framed.next().await {
+                        let id = Message::parse(&payload)
+                            .map(|m| m.header().control_id.to_string())
+                            .unwrap_or_default();
+                        let copies = {
+                            let mut log = log.lock().unwrap();
+                            log.push(id.clone());
+                            log.iter().filter(|seen| **seen == id).count()
+                        };
+                        let code = if id == "FLAKY-3" && copies <= 2 {
+                            "AE"
+                        } else {
+                            "AA"
+                        };
+                        let ack = format!("MSH|^~\\&|R|R|||||ACK|A{id}|P|2.5\rMSA|{code}|{id}\r");
+                        if framed.send(ack.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        // One enqueue: the worker reads all five ahead.
+        let items = ["MSG-1", "MSG-2", "FLAKY-3", "MSG-4", "MSG-5"].map(|id| OutboundItem {
+            destination: "ehr".to_owned(),
+            control_id: id.to_owned(),
+            payload: Bytes::from(format!("MSH|^~\\&|A|B|||||ORM^O01|{id}|P|2.5\r")),
+            source: "test".to_owned(),
+        });
+        let ids = store.enqueue(items.to_vec()).await.unwrap();
+        let mut settings = DestinationSettings::new("ehr", addr);
+        settings.retry = RetryPolicy {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(20),
+            multiplier: 1.0,
+            max_attempts: 5,
+        };
+        let stats = Arc::new(DeliveryStats::default());
+        let shutdown = CancellationToken::new();
+        let worker = tokio::spawn(run_destination(
+            store.clone(),
+            settings,
+            Arc::new(Notify::new()),
+            Arc::clone(&stats),
+            shutdown.clone(),
+        ));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !ids
+            .iter()
+            .all(|id| store.outbound_message(*id).unwrap().unwrap().1 == OutboundStatus::Delivered)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not delivered in time"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), worker)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "MSG-1", "MSG-2", "FLAKY-3", "FLAKY-3", "FLAKY-3", "MSG-4", "MSG-5"
+            ]
+        );
+        let stats = stats.snapshot();
+        assert_eq!((stats.sent, stats.delivered, stats.retried), (7, 5, 2));
+    }
+
     #[test]
     fn ok_error_chain_joins_causes() {
         let error = DeliveryError::GaveUp {

@@ -364,6 +364,55 @@ mod tests {
         assert_eq!(m.query("NTE-3").unwrap().as_deref(), Some(value));
     }
 
+    #[rstest]
+    #[case::ok_pad_components("PID-5.3", "C", "PID|||||A^B\r", "PID|||||A^B^C\r")]
+    #[case::ok_replace_component("PID-5.1", "Z", "PID|||||A^B\r", "PID|||||Z^B\r")]
+    #[case::ok_second_repetition("PID-3[2].1", "Y", "PID|||X^^^H~W\r", "PID|||X^^^H~Y\r")]
+    #[case::ok_pad_repetitions("PID-3[3]", "Y", "PID|||X^^^H\r", "PID|||X^^^H~~Y\r")]
+    #[case::ok_subcomponent_inside(
+        "PID-3.4.2",
+        "1.2",
+        "PID|||X^^^H&OLD&ISO^PI\r",
+        "PID|||X^^^H&1.2&ISO^PI\r"
+    )]
+    #[case::ok_whole_field("PID-3", "N", "PID|||X^^^H~W\r", "PID|||N\r")]
+    #[case::ok_new_field("PID-8", "F", "PID|||X\r", "PID|||X|||||F\r")]
+    fn ok_set_edits_in_place(
+        #[case] path: &str,
+        #[case] value: &str,
+        #[case] before: &str,
+        #[case] after: &str,
+    ) {
+        let raw = format!("MSH|^~\\&|A\r{before}");
+        let mut b = MessageBuilder::from_message(&Message::parse(raw.as_bytes()).unwrap());
+        b.set(path, value).unwrap();
+        assert_eq!(b.to_string(), format!("MSH|^~\\&|A\r{after}"));
+    }
+
+    #[test]
+    fn ok_set_in_fills_the_given_segment() {
+        let mut b = MessageBuilder::default();
+        b.add_segment("NTE").unwrap();
+        b.add_segment("NTE").unwrap();
+        let path: Path = "NTE-3".parse().unwrap();
+        b.set_in(2, &path, "second|").unwrap();
+        b.set_in(0, &"MSH-10".parse().unwrap(), "C1").unwrap();
+        assert_eq!(
+            b.to_string(),
+            "MSH|^~\\&||||||||C1\rNTE\rNTE|||second\\F\\\r"
+        );
+    }
+
+    #[test]
+    fn err_set_in_refuses_the_delimiters() {
+        let mut b = MessageBuilder::default();
+        let path: Path = "MSH-2".parse().unwrap();
+        assert_eq!(
+            b.set_in(0, &path, "x").unwrap_err().to_string(),
+            "MSH-2 cannot be set: the delimiters are fixed when the builder is created"
+        );
+    }
+
     #[test]
     fn ok_round_trip_from_message() {
         let raw = "MSH|^~\\&|A|B|||||ADT^A01|1|P|2.5||||||UNICODE UTF-8\rPID|1||X^^^Y~Z||N\\S\\M^P\rZBE|1\r";

@@ -662,6 +662,42 @@ mod tests {
         assert_eq!(store.enqueue(Vec::new()).await.unwrap(), Vec::<i64>::new());
     }
 
+    #[rstest]
+    #[case::ok_from_the_head(0, 10, &[1, 3, 4])]
+    #[case::ok_after_a_sent_row(3, 10, &[4])]
+    #[case::ok_limited(0, 2, &[1, 3])]
+    #[case::ok_nothing_after_the_last(4, 10, &[])]
+    #[tokio::test]
+    async fn ok_pending_after_reads_ahead_in_order(
+        #[case] after: i64,
+        #[case] limit: usize,
+        #[case] expected: &[i64],
+    ) {
+        let (_dir, store) = open();
+        store
+            .enqueue(vec![
+                item("ehr", "A1"),
+                item("lab", "B1"),
+                item("ehr", "A2"),
+                item("ehr", "A3"),
+                item("ehr", "A4"),
+            ])
+            .await
+            .unwrap();
+        let ack = Bytes::from_static(b"MSH|^~\\&\rMSA|AA|A4");
+        assert!(store.mark_delivered(5, ack).await.unwrap());
+        let rows = store
+            .pending_after_async("ehr", after, limit)
+            .await
+            .unwrap();
+        let ids: Vec<i64> = rows.iter().map(|m| m.id).collect();
+        assert_eq!(
+            ids, expected,
+            "pending only, this destination, oldest first"
+        );
+        assert!(rows.iter().all(|m| m.control_id.starts_with('A')));
+    }
+
     #[tokio::test]
     async fn ok_retry_keeps_head_then_delivered_moves_on() {
         let (_dir, store) = open();
