@@ -764,19 +764,28 @@ impl Worker {
     /// which is what at-least-once allows.
     async fn settle(&mut self) -> Result<(), StoreError> {
         let mut first_error = None;
+        let mut lost = false;
         for (id, mark) in self.marks.drain(..) {
             match mark.await {
                 Ok(Ok(_)) => DeliveryStats::bump(&self.stats.delivered),
                 Ok(Err(error)) => {
                     first_error.get_or_insert(error);
                 }
-                Err(join) => tracing::error!(
-                    destination = %self.settings.name,
-                    id,
-                    error = %join,
-                    "recording a delivery failed; it will be sent again"
-                ),
+                Err(join) => {
+                    lost = true;
+                    tracing::error!(
+                        destination = %self.settings.name,
+                        id,
+                        error = %join,
+                        "recording a delivery failed; it will be sent again"
+                    );
+                }
             }
+        }
+        if lost {
+            // Read from the head again: the row not recorded goes before what was read ahead.
+            self.ahead.clear();
+            self.ahead_valid = false;
         }
         match first_error {
             Some(error) => {
