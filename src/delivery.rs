@@ -2,8 +2,9 @@
 //!
 //! # What a worker does
 //!
-//! It takes the oldest pending message of its destination ([`Store::next_pending`]), sends it
-//! on a kept-alive MLLP connection, waits for the answer within the ACK timeout and reads MSA:
+//! It takes the oldest pending message of its destination (reading up to 32 ahead with
+//! [`Store::pending_after`]), sends it on a kept-alive MLLP connection, waits for the answer
+//! within the ACK timeout and reads MSA:
 //!
 //! | answer                                   | outcome                                        |
 //! |------------------------------------------|------------------------------------------------|
@@ -14,7 +15,10 @@
 //! | `AR`/`CR`, or the retry limit reached    | dead letter, the next message goes             |
 //!
 //! A retry sends the same bytes (same MSH-10), so the receiver can de-duplicate: delivery is
-//! at-least-once. Nothing of a destination is sent while an earlier message of it is pending,
+//! at-least-once. A delivery is recorded behind the next exchange (the next message goes on
+//! the wire while the commit runs, up to 64 waiting): a crash before the commit sends it
+//! again, which at-least-once allows. Anything but a delivery makes the worker read the
+//! queue again from its head. Nothing of a destination is sent while an earlier message of it is pending,
 //! and a failing destination never holds up another (each has its own task).
 //!
 //! When the receiver cannot be reached at all (connect refused or timed out), the message was
@@ -30,9 +34,10 @@
 //! # Shutdown
 //!
 //! On cancellation the worker finishes the exchange in flight (send, ACK or timeout, and
-//! its store update), then stops; a worker waiting (idle, connecting, in backoff) stops at
+//! its store update) and waits for the deliveries still being recorded, then stops; a worker waiting (idle, connecting, in backoff) stops at
 //! once.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
@@ -445,6 +450,9 @@ pub async fn run_destination(
         stats,
         shutdown,
         unreachable_streak: 0,
+        ahead: VecDeque::new(),
+        ahead_valid: false,
+        marks: Vec::new(),
     };
     tracing::info!(
         destination = %worker.settings.name,
@@ -457,6 +465,14 @@ pub async fn run_destination(
             Link::Stopped => break,
             next => next,
         };
+    }
+    // The rows already ACKed are recorded before the worker says it stopped.
+    if let Err(error) = worker.settle().await {
+        tracing::error!(
+            destination = %worker.settings.name,
+            error = %error_chain(&error),
+            "deliveries not recorded at shutdown; they will be sent again"
+        );
     }
     tracing::info!(destination = %worker.settings.name, "delivery stopped");
 }
@@ -504,7 +520,23 @@ struct Worker {
     shutdown: CancellationToken,
     /// Consecutive failures to connect: drives the backoff while the receiver is down.
     unreachable_streak: u32,
+    /// Pending rows read ahead, oldest first: the next ones to send while deliveries keep
+    /// succeeding.
+    ahead: VecDeque<OutboundMessage>,
+    /// Whether `ahead` may be used: only right after a successful delivery, so that a
+    /// failed, retried or dead-lettered head is read again before anything behind it.
+    ahead_valid: bool,
+    /// Delivered rows whose `mark_delivered` is still committing (oldest first): the next
+    /// message goes on the wire meanwhile. A crash before the commit only sends them again,
+    /// with the same MSH-10 (at-least-once).
+    marks: Vec<(i64, tokio::task::JoinHandle<Result<bool, StoreError>>)>,
 }
+
+/// How many pending rows a worker reads at once.
+const READ_AHEAD: usize = 32;
+
+/// How many delivered rows may wait for their commit before the worker waits for them.
+const MAX_UNRECORDED: usize = 64;
 
 impl Worker {
     async fn step(&mut self, link: Link) -> Link {
@@ -531,11 +563,35 @@ impl Worker {
         if self.shutdown.is_cancelled() {
             return Link::Stopped;
         }
-        let head = match self.store.next_pending_async(&self.settings.name).await {
-            Ok(head) => head,
-            Err(error) => return self.store_failed(&error, client),
-        };
-        let Some(message) = head else {
+        if !std::mem::take(&mut self.ahead_valid) {
+            self.ahead.clear();
+        }
+        if self.marks.len() >= MAX_UNRECORDED
+            && let Err(error) = self.settle().await
+        {
+            return self.store_failed(&error, client);
+        }
+        if self.ahead.is_empty() {
+            // Skip the rows sent whose delivery is still committing; from the head otherwise.
+            let after = self.marks.last().map_or(0, |(id, _)| *id);
+            match self
+                .store
+                .pending_after_async(&self.settings.name, after, READ_AHEAD)
+                .await
+            {
+                Ok(rows) => self.ahead.extend(rows),
+                Err(error) => return self.store_failed(&error, client),
+            }
+            if self.ahead.is_empty() && !self.marks.is_empty() {
+                // Nothing more to send: record what was delivered, then look from the head
+                // again (a replayed row may sit before the ones sent).
+                if let Err(error) = self.settle().await {
+                    return self.store_failed(&error, client);
+                }
+                return Link::Idle { client };
+            }
+        }
+        let Some(message) = self.ahead.pop_front() else {
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return Link::Stopped,
@@ -683,21 +739,61 @@ impl Worker {
         message: &OutboundMessage,
         ack: Bytes,
     ) -> Link {
-        let client = Some(client);
-        match self.store.mark_delivered(message.id, ack).await {
-            Ok(_) => {
-                DeliveryStats::bump(&self.stats.delivered);
-                tracing::debug!(
-                    destination = %self.settings.name,
-                    id = message.id,
-                    control_id = %message.control_id,
-                    "delivered"
-                );
-                Link::Idle { client }
+        // Recorded behind the next exchange (see `marks`); the store's group commit
+        // gathers these marks into few transactions.
+        tracing::debug!(
+            destination = %self.settings.name,
+            id = message.id,
+            control_id = %message.control_id,
+            "delivered"
+        );
+        let store = self.store.clone();
+        let id = message.id;
+        self.marks.push((
+            id,
+            tokio::spawn(async move { store.mark_delivered(id, ack).await }),
+        ));
+        self.ahead_valid = true;
+        Link::Idle {
+            client: Some(client),
+        }
+    }
+
+    /// Waits until every delivered row is recorded. On a failure the rows not recorded
+    /// stay pending and are sent again (a duplicate the receiver can detect by MSH-10),
+    /// which is what at-least-once allows.
+    async fn settle(&mut self) -> Result<(), StoreError> {
+        let mut first_error = None;
+        let mut lost = false;
+        for (id, mark) in self.marks.drain(..) {
+            match mark.await {
+                Ok(Ok(_)) => DeliveryStats::bump(&self.stats.delivered),
+                Ok(Err(error)) => {
+                    first_error.get_or_insert(error);
+                }
+                Err(join) => {
+                    lost = true;
+                    tracing::error!(
+                        destination = %self.settings.name,
+                        id,
+                        error = %join,
+                        "recording a delivery failed; it will be sent again"
+                    );
+                }
             }
-            // Delivered but not recorded: it will be sent again (a duplicate the receiver
-            // can detect by MSH-10), which is what at-least-once allows.
-            Err(error) => self.store_failed(&error, client),
+        }
+        if lost {
+            // Read from the head again: the row not recorded goes before what was read ahead.
+            self.ahead.clear();
+            self.ahead_valid = false;
+        }
+        match first_error {
+            Some(error) => {
+                self.ahead.clear();
+                self.ahead_valid = false;
+                Err(error)
+            }
+            None => Ok(()),
         }
     }
 
@@ -1073,6 +1169,96 @@ mod tests {
             .unwrap();
         let stats = stats.snapshot();
         assert_eq!((stats.sent, stats.dead, stats.store_errors), (1, 1, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ok_a_retry_inside_a_read_ahead_batch_holds_back_what_follows() {
+        use crate::mllp::{Inbound, MllpCodec};
+        use crate::store::{OutboundStatus, StoreOptions};
+        use futures::{SinkExt, StreamExt};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.sqlite"), StoreOptions::default()).unwrap();
+        // A receiver answering AE to the first two copies of FLAKY-3, AA to everything else.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let mut framed =
+                        tokio_util::codec::Framed::new(stream, MllpCodec::new(1 << 20));
+                    while let Some(Ok(Inbound::Frame(payload))) = framed.next().await {
+                        let id = Message::parse(&payload)
+                            .map(|m| m.header().control_id.to_string())
+                            .unwrap_or_default();
+                        let copies = {
+                            let mut log = log.lock().unwrap();
+                            log.push(id.clone());
+                            log.iter().filter(|seen| **seen == id).count()
+                        };
+                        let code = if id == "FLAKY-3" && copies <= 2 {
+                            "AE"
+                        } else {
+                            "AA"
+                        };
+                        let ack = format!("MSH|^~\\&|R|R|||||ACK|A{id}|P|2.5\rMSA|{code}|{id}\r");
+                        if framed.send(ack.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        // One enqueue: the worker reads all five ahead.
+        let items = ["MSG-1", "MSG-2", "FLAKY-3", "MSG-4", "MSG-5"].map(|id| OutboundItem {
+            destination: "ehr".to_owned(),
+            control_id: id.to_owned(),
+            payload: Bytes::from(format!("MSH|^~\\&|A|B|||||ORM^O01|{id}|P|2.5\r")),
+            source: "test".to_owned(),
+        });
+        let ids = store.enqueue(items.to_vec()).await.unwrap();
+        let mut settings = DestinationSettings::new("ehr", addr);
+        settings.retry = RetryPolicy {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(20),
+            multiplier: 1.0,
+            max_attempts: 5,
+        };
+        let stats = Arc::new(DeliveryStats::default());
+        let shutdown = CancellationToken::new();
+        let worker = tokio::spawn(run_destination(
+            store.clone(),
+            settings,
+            Arc::new(Notify::new()),
+            Arc::clone(&stats),
+            shutdown.clone(),
+        ));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !ids
+            .iter()
+            .all(|id| store.outbound_message(*id).unwrap().unwrap().1 == OutboundStatus::Delivered)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not delivered in time"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), worker)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "MSG-1", "MSG-2", "FLAKY-3", "FLAKY-3", "FLAKY-3", "MSG-4", "MSG-5"
+            ]
+        );
+        let stats = stats.snapshot();
+        assert_eq!((stats.sent, stats.delivered, stats.retried), (7, 5, 2));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! delimiters and cannot be set. Missing segments, fields, repetitions and components are
 //! created (padded with empty ones) as needed.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
 use crate::hl7::charset::{Charset, CharsetError};
 use crate::hl7::delim::Delimiters;
@@ -143,17 +145,46 @@ impl MessageBuilder {
 
     /// Sets the text at a parsed path, escaping delimiters and line breaks.
     pub fn set_path(&mut self, path: &Path, value: &str) -> Result<&mut Self, BuildError> {
-        let escaped = escape(value, &self.delims).into_owned();
-        self.put(path, escaped)
+        let index = self.target_segment(path)?;
+        let escaped = escape(value, &self.delims);
+        self.put_in(index, path, &escaped);
+        Ok(self)
+    }
+
+    /// Sets the text at `path`'s field, repetition, component and subcomponent in the segment
+    /// at `index` (0-based, message order), whatever segment and occurrence the path names:
+    /// a mapping writer fills the segment it just added without looking it up again.
+    pub(crate) fn set_in(
+        &mut self,
+        index: usize,
+        path: &Path,
+        value: &str,
+    ) -> Result<(), BuildError> {
+        if self
+            .segments
+            .get(index)
+            .is_some_and(|s| s.is_header() && path.field() <= 2)
+        {
+            return Err(BuildError::Delimiters {
+                path: path.to_string(),
+            });
+        }
+        let escaped = escape(value, &self.delims);
+        self.put_in(index, path, &escaped);
+        Ok(())
     }
 
     /// Sets an already-encoded value (delimiters kept as structure, no escaping).
     pub fn set_raw(&mut self, path: &str, raw: &str) -> Result<&mut Self, BuildError> {
         let path: Path = path.parse()?;
-        self.put(&path, raw.to_string())
+        let index = self.target_segment(&path)?;
+        self.put_in(index, &path, raw);
+        Ok(self)
     }
 
-    fn put(&mut self, path: &Path, value: String) -> Result<&mut Self, BuildError> {
+    /// The index of the segment `path` names, created (with the ones before it) when missing;
+    /// refuses MSH-1/MSH-2.
+    fn target_segment(&mut self, path: &Path) -> Result<usize, BuildError> {
         let id = path.segment_bytes();
         let header = matches!(&id, b"MSH" | b"FHS" | b"BHS");
         if header && path.field() <= 2 {
@@ -161,10 +192,15 @@ impl MessageBuilder {
                 path: path.to_string(),
             });
         }
-        let index = self.segment_index_or_create(id, path.occurrence());
+        Ok(self.segment_index_or_create(id, path.occurrence()))
+    }
+
+    /// Writes the encoded `value` at the field, repetition, component and subcomponent of
+    /// `path` in segment `index`, in place, padding with empty pieces as needed.
+    fn put_in(&mut self, index: usize, path: &Path, value: &str) {
         let d = self.delims;
         let Some(seg) = self.segments.get_mut(index) else {
-            return Ok(self);
+            return;
         };
         let generic = if seg.is_header() {
             path.field().saturating_sub(1)
@@ -175,24 +211,21 @@ impl MessageBuilder {
             seg.fields.resize(generic, String::new());
         }
         let Some(field) = seg.fields.get_mut(generic.saturating_sub(1)) else {
-            return Ok(self);
+            return;
         };
-        let rep = path.repetition().or(path.component().map(|_| 1));
-        *field = match rep {
-            None => value,
-            Some(r) => with_piece(field, d.repetition(), r, |rep_text| {
-                match path.component() {
-                    None => value,
-                    Some(c) => with_piece(rep_text, d.component(), c, |comp| {
-                        match path.subcomponent() {
-                            None => value,
-                            Some(s) => with_piece(comp, d.subcomponent(), s, |_| value),
-                        }
-                    }),
-                }
-            }),
+        let Some(rep) = path.repetition().or(path.component().map(|_| 1)) else {
+            field.clear();
+            field.push_str(value);
+            return;
         };
-        Ok(self)
+        let mut range = piece(field, 0..field.len(), d.repetition(), rep);
+        if let Some(c) = path.component() {
+            range = piece(field, range, d.component(), c);
+            if let Some(s) = path.subcomponent() {
+                range = piece(field, range, d.subcomponent(), s);
+            }
+        }
+        field.replace_range(range, value);
     }
 
     fn segment_index_or_create(&mut self, id: [u8; 3], occurrence: usize) -> usize {
@@ -216,52 +249,72 @@ impl MessageBuilder {
 
     /// Serializes as UTF-8 text with CR segment ends.
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.to_string().into_bytes()
+        self.text().into_bytes()
     }
 
     /// Serializes and encodes in `charset` (set MSH-18 accordingly, e.g. `8859/1`).
     pub fn encode(&self, charset: Charset) -> Result<Vec<u8>, BuildError> {
-        let text = self.to_string();
-        Ok(charset.encode(&text)?.into_owned())
+        let text = self.text();
+        let converted = match charset.encode(&text)? {
+            Cow::Owned(bytes) => Some(bytes),
+            Cow::Borrowed(_) => None,
+        };
+        Ok(converted.unwrap_or_else(|| text.into_bytes()))
+    }
+
+    /// The message text, segments ended by CR, built in one allocation.
+    fn text(&self) -> String {
+        let len = self
+            .segments
+            .iter()
+            .map(|s| 4 + s.fields.iter().map(|f| f.len() + 1).sum::<usize>())
+            .sum();
+        let mut out = String::with_capacity(len);
+        let fs = char::from(self.delims.field());
+        for seg in &self.segments {
+            out.extend(seg.id.iter().copied().map(char::from));
+            for field in &seg.fields {
+                out.push(fs);
+                out.push_str(field);
+            }
+            out.push('\r');
+        }
+        out
     }
 }
 
 impl fmt::Display for MessageBuilder {
     /// The message text, segments ended by CR.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let fs = char::from(self.delims.field());
-        for seg in &self.segments {
-            for b in seg.id {
-                write!(f, "{}", char::from(b))?;
-            }
-            for field in &seg.fields {
-                write!(f, "{fs}{field}")?;
-            }
-            f.write_str("\r")?;
-        }
-        Ok(())
+        f.write_str(&self.text())
     }
 }
 
-/// Replaces the `n`-th (1-based) piece of `s` split on `delim` with `f(old piece)`, padding
-/// with empty pieces when `s` has fewer.
-fn with_piece(s: &str, delim: u8, n: usize, f: impl FnOnce(&str) -> String) -> String {
-    let delim = char::from(delim);
-    let mut parts: Vec<String> = s.split(delim).map(str::to_string).collect();
-    if parts.len() < n {
-        parts.resize(n, String::new());
-    }
-    if let Some(slot) = parts.get_mut(n.saturating_sub(1)) {
-        *slot = f(slot);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            out.push(delim);
+/// The byte range of the `n`-th (1-based) piece of `s[within]` split on the ASCII `delim`;
+/// when `s[within]` has fewer pieces, empty ones are appended at the end of `within` first.
+/// Ranges always fall on ASCII delimiters or the ends of `within`, so on char boundaries.
+fn piece(s: &mut String, within: Range<usize>, delim: u8, n: usize) -> Range<usize> {
+    let mut start = within.start;
+    let mut seen = 1;
+    while seen < n {
+        let rest = s.as_bytes().get(start..within.end).unwrap_or_default();
+        match memchr::memchr(delim, rest) {
+            Some(i) => {
+                start += i + 1;
+                seen += 1;
+            }
+            None => {
+                let pad = n - seen;
+                let padding: String = std::iter::repeat_n(char::from(delim), pad).collect();
+                s.insert_str(within.end, &padding);
+                let end = within.end + pad;
+                return end..end;
+            }
         }
-        out.push_str(p);
     }
-    out
+    let rest = s.as_bytes().get(start..within.end).unwrap_or_default();
+    let end = memchr::memchr(delim, rest).map_or(within.end, |i| start + i);
+    start..end
 }
 
 #[cfg(test)]
@@ -309,6 +362,55 @@ mod tests {
         let out = b.to_bytes();
         let m = Message::parse(&out).unwrap();
         assert_eq!(m.query("NTE-3").unwrap().as_deref(), Some(value));
+    }
+
+    #[rstest]
+    #[case::ok_pad_components("PID-5.3", "C", "PID|||||A^B\r", "PID|||||A^B^C\r")]
+    #[case::ok_replace_component("PID-5.1", "Z", "PID|||||A^B\r", "PID|||||Z^B\r")]
+    #[case::ok_second_repetition("PID-3[2].1", "Y", "PID|||X^^^H~W\r", "PID|||X^^^H~Y\r")]
+    #[case::ok_pad_repetitions("PID-3[3]", "Y", "PID|||X^^^H\r", "PID|||X^^^H~~Y\r")]
+    #[case::ok_subcomponent_inside(
+        "PID-3.4.2",
+        "1.2",
+        "PID|||X^^^H&OLD&ISO^PI\r",
+        "PID|||X^^^H&1.2&ISO^PI\r"
+    )]
+    #[case::ok_whole_field("PID-3", "N", "PID|||X^^^H~W\r", "PID|||N\r")]
+    #[case::ok_new_field("PID-8", "F", "PID|||X\r", "PID|||X|||||F\r")]
+    fn ok_set_edits_in_place(
+        #[case] path: &str,
+        #[case] value: &str,
+        #[case] before: &str,
+        #[case] after: &str,
+    ) {
+        let raw = format!("MSH|^~\\&|A\r{before}");
+        let mut b = MessageBuilder::from_message(&Message::parse(raw.as_bytes()).unwrap());
+        b.set(path, value).unwrap();
+        assert_eq!(b.to_string(), format!("MSH|^~\\&|A\r{after}"));
+    }
+
+    #[test]
+    fn ok_set_in_fills_the_given_segment() {
+        let mut b = MessageBuilder::default();
+        b.add_segment("NTE").unwrap();
+        b.add_segment("NTE").unwrap();
+        let path: Path = "NTE-3".parse().unwrap();
+        b.set_in(2, &path, "second|").unwrap();
+        b.set_in(0, &"MSH-10".parse().unwrap(), "C1").unwrap();
+        assert_eq!(
+            b.to_string(),
+            "MSH|^~\\&||||||||C1\rNTE\rNTE|||second\\F\\\r"
+        );
+    }
+
+    #[test]
+    fn err_set_in_refuses_the_delimiters() {
+        let mut b = MessageBuilder::default();
+        let path: Path = "MSH-2".parse().unwrap();
+        assert_eq!(
+            b.set_in(0, &path, "x").unwrap_err().to_string(),
+            "MSH-2 cannot be set: the delimiters are fixed when the builder is created"
+        );
     }
 
     #[test]

@@ -371,6 +371,7 @@ fn read_message(
             message_type: parts,
             version,
             charset,
+            start: std::sync::OnceLock::new(),
         },
         timezone,
     })

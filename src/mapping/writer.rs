@@ -10,6 +10,7 @@
 //! delimiters, splits long records into `A` records and encodes in the mapping's charset.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use crate::hl7::escape::escape;
 use crate::hl7::{BuildError, Charset, MessageBuilder, Path};
@@ -126,6 +127,31 @@ pub(crate) struct Header {
     pub(crate) version: Vec<String>,
     /// The output encoding, also written in MSH-18.
     pub(crate) charset: Charset,
+    /// The MSH every message starts from, built on first use and cloned for each message.
+    pub(crate) start: OnceLock<Result<MessageBuilder, BuildError>>,
+}
+
+impl Header {
+    /// The builder holding MSH-9, MSH-12 and MSH-18, built once per mapping.
+    fn start(&self) -> Result<&MessageBuilder, BuildError> {
+        self.start
+            .get_or_init(|| {
+                let mut builder = MessageBuilder::default();
+                for (field, parts) in [(9, &self.message_type), (12, &self.version)] {
+                    for (i, part) in parts.iter().enumerate() {
+                        let path = Path::new("MSH", 1, field, None, Some(i + 1), None)?;
+                        builder.set_path(&path, part)?;
+                    }
+                }
+                let msh18 = self.charset.msh18();
+                if !msh18.is_empty() {
+                    builder.set("MSH-18", msh18)?;
+                }
+                Ok(builder)
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
 }
 
 /// Writes HL7v2 through [`MessageBuilder`].
@@ -133,8 +159,10 @@ pub(crate) struct Header {
 pub(crate) struct Hl7Writer {
     builder: MessageBuilder,
     charset: Charset,
-    /// The segment being written and which occurrence of its id it is.
+    /// The segment being written, its index in the message and which occurrence of its id
+    /// it is.
     current: [u8; 3],
+    index: usize,
     occurrence: usize,
     /// How many segments of each id were started, to know the occurrence of the next one.
     counts: Vec<([u8; 3], usize)>,
@@ -143,21 +171,11 @@ pub(crate) struct Hl7Writer {
 impl Hl7Writer {
     /// A writer whose MSH already holds MSH-9, MSH-12 and MSH-18 from `header`.
     pub(crate) fn new(header: &Header) -> Result<Hl7Writer, BuildError> {
-        let mut builder = MessageBuilder::default();
-        for (field, parts) in [(9, &header.message_type), (12, &header.version)] {
-            for (i, part) in parts.iter().enumerate() {
-                let path = Path::new("MSH", 1, field, None, Some(i + 1), None)?;
-                builder.set_path(&path, part)?;
-            }
-        }
-        let msh18 = header.charset.msh18();
-        if !msh18.is_empty() {
-            builder.set("MSH-18", msh18)?;
-        }
         Ok(Hl7Writer {
-            builder,
+            builder: header.start()?.clone(),
             charset: header.charset,
             current: *b"MSH",
+            index: 0,
             occurrence: 1,
             counts: vec![(*b"MSH", 1)],
         })
@@ -176,10 +194,12 @@ impl OutputWriter for Hl7Writer {
         if id == "MSH" && self.builder.segment_count() == 1 {
             // The header exists from the start; the mapping's MSH fills it.
             self.current = *b"MSH";
+            self.index = 0;
             self.occurrence = 1;
             return Ok(());
         }
         self.builder.add_segment(id)?;
+        self.index = self.builder.segment_count() - 1;
         let bytes: [u8; 3] = id.as_bytes().try_into().unwrap_or(*b"???");
         let occurrence = match self.counts.iter_mut().find(|(seen, _)| *seen == bytes) {
             Some((_, n)) => {
@@ -197,13 +217,17 @@ impl OutputWriter for Hl7Writer {
     }
 
     fn set(&mut self, target: &Target, text: &str) -> Result<(), BuildError> {
-        self.charset.encode(text)?;
+        if !text.is_ascii() {
+            // ASCII is in every output charset; check the rest here, so the error names
+            // the field.
+            self.charset.encode(text)?;
+        }
         if let Some(path) = target.hl7_path()
-            && self.occurrence == 1
-            && path.segment_bytes() == self.current
+            && (self.occurrence == 1 || !matches!(&self.current, b"MSH" | b"FHS" | b"BHS"))
         {
-            self.builder.set_path(path, text)?;
-            return Ok(());
+            // Into the segment just started (or the MSH every message has), whatever
+            // segment the path names.
+            return self.builder.set_in(self.index, path, text);
         }
         let id = std::str::from_utf8(&self.current).unwrap_or("???");
         let path = Path::new(
@@ -381,6 +405,7 @@ mod tests {
             message_type: vec!["ORM".into(), "O01".into(), "ORM_O01".into()],
             version: vec!["2.5".into()],
             charset,
+            start: OnceLock::new(),
         }
     }
 

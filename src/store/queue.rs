@@ -194,6 +194,12 @@ const NEXT_PENDING_SQL: &str = concat!(
     " FROM outbound WHERE destination = ?1 AND status = 'pending' ORDER BY id LIMIT 1"
 );
 
+const PENDING_AFTER_SQL: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM outbound WHERE destination = ?1 AND status = 'pending' AND id > ?2 ORDER BY id LIMIT ?3"
+);
+
 const MESSAGE_SQL: &str = concat!(
     "SELECT ",
     message_columns!(),
@@ -302,6 +308,35 @@ impl Store {
         let store = self.clone();
         let destination = destination.to_owned();
         tokio::task::spawn_blocking(move || store.next_pending(&destination))
+            .await
+            .map_err(|source| self.read_task(source))?
+    }
+
+    /// Up to `limit` pending rows of `destination` with an id above `after` (0: from the
+    /// head), oldest first (blocking): a delivery worker reads ahead, and skips the rows it
+    /// has sent whose delivery is still being committed.
+    pub fn pending_after(
+        &self,
+        destination: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboundMessage>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.shared
+            .readers
+            .with(|connection| pending_after(connection, destination, after, limit))
+    }
+
+    /// [`Store::pending_after`] on the blocking pool, for the delivery workers.
+    pub async fn pending_after_async(
+        &self,
+        destination: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboundMessage>, StoreError> {
+        let store = self.clone();
+        let destination = destination.to_owned();
+        tokio::task::spawn_blocking(move || store.pending_after(&destination, after, limit))
             .await
             .map_err(|source| self.read_task(source))?
     }
@@ -432,6 +467,21 @@ fn next_pending(
     let mut statement = connection.prepare_cached(NEXT_PENDING_SQL)?;
     let mut rows = statement.query([destination])?;
     rows.next()?.map(message).transpose()
+}
+
+fn pending_after(
+    connection: &Connection,
+    destination: &str,
+    after: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<OutboundMessage>> {
+    let mut statement = connection.prepare_cached(PENDING_AFTER_SQL)?;
+    let mut rows = statement.query(rusqlite::params![destination, after, limit])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(message(row)?);
+    }
+    Ok(out)
 }
 
 fn outbound_message(
@@ -613,6 +663,42 @@ mod tests {
         assert_eq!(store.next_pending("lab").unwrap().unwrap().id, 2);
         assert_eq!(store.next_pending("none").unwrap(), None);
         assert_eq!(store.enqueue(Vec::new()).await.unwrap(), Vec::<i64>::new());
+    }
+
+    #[rstest]
+    #[case::ok_from_the_head(0, 10, &[1, 3, 4])]
+    #[case::ok_after_a_sent_row(3, 10, &[4])]
+    #[case::ok_limited(0, 2, &[1, 3])]
+    #[case::ok_nothing_after_the_last(4, 10, &[])]
+    #[tokio::test]
+    async fn ok_pending_after_reads_ahead_in_order(
+        #[case] after: i64,
+        #[case] limit: usize,
+        #[case] expected: &[i64],
+    ) {
+        let (_dir, store) = open();
+        store
+            .enqueue(vec![
+                item("ehr", "A1"),
+                item("lab", "B1"),
+                item("ehr", "A2"),
+                item("ehr", "A3"),
+                item("ehr", "A4"),
+            ])
+            .await
+            .unwrap();
+        let ack = Bytes::from_static(b"MSH|^~\\&\rMSA|AA|A4");
+        assert!(store.mark_delivered(5, ack).await.unwrap());
+        let rows = store
+            .pending_after_async("ehr", after, limit)
+            .await
+            .unwrap();
+        let ids: Vec<i64> = rows.iter().map(|m| m.id).collect();
+        assert_eq!(
+            ids, expected,
+            "pending only, this destination, oldest first"
+        );
+        assert!(rows.iter().all(|m| m.control_id.starts_with('A')));
     }
 
     #[tokio::test]

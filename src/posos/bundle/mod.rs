@@ -556,7 +556,13 @@ impl BundleError {
 /// normalized model the mappings address.
 pub fn read_bundle(json: &[u8]) -> Result<Prescription, BundleError> {
     let json = json.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(json);
-    let body: Value = serde_json::from_slice(json).map_err(|e| {
+    // Valid UTF-8 checked once for the whole body (not string by string); the byte parser
+    // keeps its own messages for a body that is not.
+    let parsed = match std::str::from_utf8(json) {
+        Ok(text) => serde_json::from_str::<Value>(text),
+        Err(_) => serde_json::from_slice::<Value>(json),
+    };
+    let body = parsed.map_err(|e| {
         let full = e.to_string();
         let suffix = format!(" at line {} column {}", e.line(), e.column());
         BundleError::NotJson {
