@@ -169,7 +169,13 @@ fn main() -> ExitCode {
         } => {
             let now = now.unwrap_or_else(|| jiff::Timestamp::now().to_string());
             tools::transform(&mapping, &bundle, census.as_deref(), &control_id, &now).map(|out| {
-                print!("{}", tools::printable_message(&out));
+                match out {
+                    Some(out) => print!("{}", tools::printable_message(&out)),
+                    None => eprintln!(
+                        "no message: the mapping's `[message] when` is false for this bundle \
+                         (the daemon sends nothing on this route for it)"
+                    ),
+                }
                 ExitCode::SUCCESS
             })
         }

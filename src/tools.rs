@@ -184,15 +184,16 @@ pub async fn load(
 }
 
 /// `ordobridge transform`: reads a bundle, applies a mapping, and returns the message for a
-/// terminal (segments on lines). `census` is an optional JSON object standing for what the
-/// census would know; `control_id` and `now` are fixed so the output is reproducible.
+/// terminal (segments on lines); `None` when the mapping's `[message] when` is false for this
+/// bundle (no message would be sent). `census` is an optional JSON object standing for what
+/// the census would know; `control_id` and `now` are fixed so the output is reproducible.
 pub fn transform(
     mapping_file: &std::path::Path,
     bundle_file: &std::path::Path,
     census: Option<&std::path::Path>,
     control_id: &str,
     now: &str,
-) -> Result<Vec<u8>, String> {
+) -> Result<Option<Vec<u8>>, String> {
     let mapping = crate::mapping::Mapping::load(mapping_file).map_err(|e| e.to_string())?;
     let body = std::fs::read(bundle_file)
         .map_err(|e| format!("cannot read `{}`: {e}", bundle_file.display()))?;
@@ -219,13 +220,17 @@ pub fn transform(
         "census": census,
         "message": {"control_id": control_id, "now": now},
     });
-    mapping.apply(&context).map_err(|e| {
+    let failed = |e: crate::mapping::ApplyError| {
         format!(
             "`{}` on `{}`: {e}",
             mapping_file.display(),
             bundle_file.display()
         )
-    })
+    };
+    if !mapping.applies(&context).map_err(failed)? {
+        return Ok(None);
+    }
+    mapping.apply(&context).map(Some).map_err(failed)
 }
 
 /// A journaled message for a terminal: segments on their own lines, decoded in its charset.

@@ -45,6 +45,18 @@ fn every_sample_bundle_gives_its_golden_message_and_python_parsers_accept_it() {
             let out = ordobridge::tools::transform(&mapping_file, &sample, None, &control_id, NOW)
                 .unwrap_or_else(|e| panic!("{e}"));
             let golden = repo_root().join(format!("tests/golden/{mapping}/{}.hl7", stem(&sample)));
+            // `[message] when` false: no message, so no golden file either.
+            let Some(out) = out else {
+                if update {
+                    let _ = std::fs::remove_file(&golden);
+                }
+                assert!(
+                    !golden.exists(),
+                    "{}: the mapping now writes no message for this bundle (run with UPDATE_GOLDEN=1)",
+                    golden.display()
+                );
+                continue;
+            };
             if update {
                 std::fs::create_dir_all(golden.parent().expect("folder")).expect("mkdir");
                 std::fs::write(&golden, &out).expect("write golden");

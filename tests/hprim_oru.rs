@@ -24,6 +24,7 @@ fn oru() -> Vec<u8> {
         "2026-01-05T09:00:00Z",
     )
     .unwrap()
+    .expect("the HPRIM mapping writes a message for this bundle")
 }
 
 #[test]

@@ -142,6 +142,8 @@ pub(super) fn parse(text: &str, file: &FsPath) -> Result<Mapping, MappingErrors>
         msh10: false,
         format,
     };
+    let when =
+        message_when(message).and_then(|value| compiler.condition(value, "message.when", &[]));
     let mut vars = Vec::new();
     let items = match segments {
         Some(value) => compiler.items(value, "segment", &mut vars),
@@ -198,12 +200,26 @@ pub(super) fn parse(text: &str, file: &FsPath) -> Result<Mapping, MappingErrors>
             message_type: section.message_type,
             format: section.format,
             header: section.header,
+            when,
             items,
             maps,
             tz,
         }),
         _ => Err(MappingErrors(report.errors)),
     }
+}
+
+/// `[message] when`, the condition for writing a message at all.
+fn message_when<'v, 'i>(
+    message: Option<&'v Spanned<DeValue<'i>>>,
+) -> Option<&'v Spanned<DeValue<'i>>> {
+    let DeValue::Table(table) = message?.get_ref() else {
+        return None;
+    };
+    table
+        .iter()
+        .find(|(key, _)| key.get_ref() == "when")
+        .map(|(_, value)| value)
 }
 
 /// `[message]`, checked.
@@ -330,11 +346,13 @@ fn read_message(
                 ),
                 None => valid = false,
             },
+            // Compiled with the segments' expressions (it may use the maps).
+            "when" => {}
             other => report.push(
                 Some(key.span()),
                 &full,
                 format!(
-                    "unknown key `{other}`: `[message]` has `type`, `version`, `charset`, `timezone` and `format`"
+                    "unknown key `{other}`: `[message]` has `type`, `version`, `charset`, `timezone`, `format` and `when`"
                 ),
             ),
         }
@@ -1426,7 +1444,7 @@ mod tests {
         "mappings/orm.toml:2:8: `message.type`: invalid message type `ORM`: expected code^event^structure such as `ORM^O01^ORM_O01`\n\
          mappings/orm.toml:3:11: `message.charset`: unknown charset `latin1`: expected `8859/1`, `8859/15` or `UNICODE UTF-8`\n\
          mappings/orm.toml:4:10: `message.format`: unknown format `xml`: expected `hl7` or `hprim`\n\
-         mappings/orm.toml:5:1: `message.colour`: unknown key `colour`: `[message]` has `type`, `version`, `charset`, `timezone` and `format`\n\
+         mappings/orm.toml:5:1: `message.colour`: unknown key `colour`: `[message]` has `type`, `version`, `charset`, `timezone`, `format` and `when`\n\
          mappings/orm.toml:1:1: `message.version`: missing `version`: write `version = \"2.5\"`"
     )]
     #[case::err_no_msh10(

@@ -114,6 +114,8 @@ pub struct Mapping {
     message_type: String,
     format: OutputFormat,
     header: Header,
+    /// `[message] when`: no message at all for a context where it is false.
+    when: Option<Condition>,
     items: Vec<Item>,
     maps: Vec<ValueMap>,
     tz: TimeZone,
@@ -331,8 +333,25 @@ impl Mapping {
         self.format
     }
 
+    /// Whether this mapping writes a message for `context` (`[message] when`; always when the
+    /// mapping has no such condition). A prescription without lines, for instance, makes no
+    /// order message: an `OMP^O09` without an order is not a valid message.
+    pub fn applies(&self, context: &Value) -> Result<bool, ApplyError> {
+        let Some(when) = &self.when else {
+            return Ok(true);
+        };
+        let env = Env {
+            context,
+            maps: &self.maps,
+            tz: &self.tz,
+        };
+        let value = eval::eval(&when.expr, &env, None)
+            .map_err(|f| self.fail(f, "`[message] when`".to_string(), &when.source, None))?;
+        Ok(eval::truthy(&value))
+    }
+
     /// Builds the message (HL7v2 or HPRIM Santé) for one input context, encoded in the
-    /// mapping's charset.
+    /// mapping's charset. It does not look at `[message] when`: ask [`Mapping::applies`] first.
     pub fn apply(&self, context: &Value) -> Result<Vec<u8>, ApplyError> {
         match self.format {
             OutputFormat::Hl7 => {
@@ -549,6 +568,37 @@ when = "line.status != 'cancelled'"
     }
 
     const CIP: &str = "urn:oid:1.2.250.1.213.2.3.1";
+
+    /// `[message] when`: a mapping may decline a context as a whole (an order message for a
+    /// bundle with no lines); an unknown name in it is a load error like anywhere else.
+    #[rstest]
+    #[case::ok_lines(json!({"prescription": {"lines": [{"code": "1"}]}}), true)]
+    #[case::ok_no_lines(json!({"prescription": {"lines": []}}), false)]
+    #[case::ok_missing(json!({"prescription": {}}), false)]
+    fn ok_message_when(#[case] context: Value, #[case] applies: bool) {
+        let text = NESTED.replace(
+            "charset = \"UNICODE UTF-8\"",
+            "charset = \"UNICODE UTF-8\"\nwhen = \"prescription.lines\"",
+        );
+        let mapping = Mapping::parse(&text, Path::new("omp.toml")).unwrap();
+        assert_eq!(mapping.applies(&context).unwrap(), applies);
+        assert!(nested().applies(&context).unwrap(), "no `when`: always");
+    }
+
+    #[test]
+    fn err_message_when_unknown_name() {
+        let text = NESTED.replace(
+            "charset = \"UNICODE UTF-8\"",
+            "charset = \"UNICODE UTF-8\"\nwhen = \"lines\"",
+        );
+        let err = Mapping::parse(&text, Path::new("omp.toml"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "omp.toml:6:8: `message.when`: unknown name `lines` at character 1: expected `prescription`, `census`, `message`"
+        );
+    }
 
     #[test]
     fn ok_nested_groups_conditions_and_indexes() {
