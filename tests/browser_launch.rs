@@ -20,13 +20,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::Html;
 use axum::routing::{get, post};
+use common::A01_SAMPLE;
 use ordobridge::config::Config;
-use ordobridge::engine::BoundListeners;
-use ordobridge::mllp::client::{ClientSettings, MllpClient};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-const PATIENCE: Duration = Duration::from_secs(20);
 /// One playwright wait (navigation, click, URL hash, message).
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The whole Node script, Chromium's start and stop included.
@@ -87,33 +85,14 @@ fn receiver(pushes: Pushes) -> Router {
         .with_state(pushes)
 }
 
+/// The daemon's configuration: MLLP ADT in, HTTP, the launch and the simulator pushing to
+/// `push_url` with [`PUSH_TOKEN`].
 fn config(dir: &Path, push_url: &str) -> Config {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = format!(
-        r#"
-[store]
-path = "data/ob.db"
-[inbound.adt-in]
-protocol = "mllp"
-bind = "127.0.0.1:0"
-[census]
-ipp_authority = "CH_EXEMPLE"
-[http]
-bind = "127.0.0.1:0"
-[launch]
-mapping = "{root}/mappings/scan-token.toml"
-[posos]
-mode = "simulator"
-oauth_client_id = "ordobridge-simulator"
-[posos.simulator]
-key_file = "{root}/samples/simulator/service-account.json"
-public_key_file = "{root}/samples/simulator/public-key.pem"
-push_url = "{push_url}"
-push_token = "{PUSH_TOKEN}"
-"#,
-        root = root.display()
-    );
-    Config::from_str_with_env(&text, &dir.join("ob.toml"), &|_| None).expect("valid config")
+    let simulator = format!("push_url = \"{push_url}\"\npush_token = \"{PUSH_TOKEN}\"");
+    common::config(
+        dir,
+        &(common::base_toml() + &common::simulator_toml(&simulator)),
+    )
 }
 
 /// Minimal percent-encoding for a query value (the launch URL is plain ASCII).
@@ -146,52 +125,17 @@ async fn browser_launch_imports_to_dpi_and_pushes_the_bundle() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let config = config(dir.path(), &format!("http://{receiver_addr}/fhir"));
-    let mllp = TcpListener::bind("127.0.0.1:0").await.expect("bind mllp");
-    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-    let (mllp_addr, http_addr) = (
-        mllp.local_addr().expect("addr"),
-        http.local_addr().expect("addr"),
-    );
-    let mut listeners = BoundListeners::default();
-    listeners.mllp.insert("adt-in".to_string(), mllp);
-    listeners.http = Some(http);
-    let engine = common::InProcess::start(config, listeners).await;
+    let engine = common::start_engine(config).await;
+    let http_addr = engine.addr("http");
 
-    let adt =
-        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/adt/02-a01-admit.hl7"))
-            .expect("sample");
-    let mut client = MllpClient::connect(mllp_addr, ClientSettings::default())
-        .await
-        .expect("connect");
-    let ack = client.send(&adt, PATIENCE).await.expect("ack");
-    assert!(String::from_utf8_lossy(&ack).contains("MSA|AA|SYN0002"));
+    let ack = common::send_adt(engine.addr("adt-in"), &common::sample(A01_SAMPLE)).await;
+    assert!(ack.contains("MSA|AA|SYN0002"));
 
     // The census is fed just behind the ACK: wait until the launch knows the patient (this
     // opens one simulator session of its own; the browser opens another).
-    let launch = format!(
-        "http://{http_addr}/launch/scan?ipp={IPP}&rpps=10003456789&first_name=Pierre&last_name=Leblanc"
-    );
-    let http_client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let status = http_client
-            .get(&launch)
-            .send()
-            .await
-            .expect("launch")
-            .status();
-        if status == 302 {
-            break;
-        }
-        assert!(
-            status == 404 && Instant::now() < deadline,
-            "the launch answered {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let query = format!("ipp={IPP}&rpps=10003456789&first_name=Pierre&last_name=Leblanc");
+    let launch = format!("http://{http_addr}/launch/scan?{query}");
+    common::launch_until_redirect(http_addr, &query).await;
 
     // The browser part, off the runtime's workers (it blocks on the Node process).
     let profile = tempfile::Builder::new()

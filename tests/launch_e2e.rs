@@ -5,94 +5,25 @@
 
 mod common;
 
-use std::path::Path;
-use std::time::{Duration, Instant};
-
-use ordobridge::config::Config;
-use ordobridge::engine::BoundListeners;
-use ordobridge::mllp::client::{ClientSettings, MllpClient};
-use tokio::net::TcpListener;
-
-const PATIENCE: Duration = Duration::from_secs(20);
-
-fn config(dir: &Path) -> Config {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = format!(
-        r#"
-[store]
-path = "data/ob.db"
-[inbound.adt-in]
-protocol = "mllp"
-bind = "127.0.0.1:0"
-[census]
-ipp_authority = "CH_EXEMPLE"
-[http]
-bind = "127.0.0.1:0"
-[launch]
-mapping = "{root}/mappings/scan-token.toml"
-[posos]
-mode = "simulator"
-oauth_client_id = "ordobridge-simulator"
-[posos.simulator]
-key_file = "{root}/samples/simulator/service-account.json"
-public_key_file = "{root}/samples/simulator/public-key.pem"
-"#,
-        root = root.display()
-    );
-    Config::from_str_with_env(&text, &dir.join("ob.toml"), &|_| None).expect("valid config")
-}
+use common::{A01_SAMPLE, LAUNCH_QUERY};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adt_then_launch_redirects_to_a_simulator_page_naming_the_patient() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = config(dir.path());
-    let mllp = TcpListener::bind("127.0.0.1:0").await.expect("bind mllp");
-    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-    let (mllp_addr, http_addr) = (
-        mllp.local_addr().expect("addr"),
-        http.local_addr().expect("addr"),
-    );
-    let mut listeners = BoundListeners::default();
-    listeners.mllp.insert("adt-in".to_string(), mllp);
-    listeners.http = Some(http);
-    let engine = common::InProcess::start(config, listeners).await;
+    let text = common::base_toml() + &common::simulator_toml("");
+    let engine = common::start_engine(common::config(dir.path(), &text)).await;
+    let http_addr = engine.addr("http");
 
-    let adt =
-        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/adt/02-a01-admit.hl7"))
-            .expect("sample");
-    let mut client = MllpClient::connect(mllp_addr, ClientSettings::default())
-        .await
-        .expect("connect");
-    let ack = client.send(&adt, PATIENCE).await.expect("ack");
-    assert!(String::from_utf8_lossy(&ack).contains("MSA|AA|SYN0002"));
+    let ack = common::send_adt(engine.addr("adt-in"), &common::sample(A01_SAMPLE)).await;
+    assert!(ack.contains("MSA|AA|SYN0002"));
 
-    let http_client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let launch = format!(
-        "http://{http_addr}/launch/scan?ipp=100001&rpps=10003456789&first_name=Pierre&last_name=Leblanc"
-    );
     // The census is fed just behind the ACK: poll until the patient is known.
-    let deadline = Instant::now() + PATIENCE;
-    let response = loop {
-        let response = http_client.get(&launch).send().await.expect("launch");
-        if response.status() != 404 || Instant::now() > deadline {
-            break response;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(response.status(), 302, "{:?}", response.text().await);
-    let location = response
-        .headers()
-        .get("location")
-        .and_then(|l| l.to_str().ok())
-        .expect("location")
-        .to_string();
+    let location = common::launch_until_redirect(http_addr, LAUNCH_QUERY).await;
     assert!(
         location.starts_with(&format!("http://{http_addr}/simulator/scan/")),
         "{location}"
     );
+    let http_client = common::no_redirect_client();
     let page = http_client
         .get(&location)
         .send()

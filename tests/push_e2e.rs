@@ -6,128 +6,30 @@
 
 mod common;
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use futures::{SinkExt, StreamExt};
-use ordobridge::config::Config;
-use ordobridge::engine::BoundListeners;
+use common::{A01_SAMPLE, LAUNCH_QUERY};
 use ordobridge::hl7::Message;
-use ordobridge::mllp::client::{ClientSettings, MllpClient};
-use ordobridge::mllp::{Inbound, MllpCodec};
 use ordobridge::store::{JournalFilter, Store, StoreOptions};
-use tokio::net::TcpListener;
-use tokio_util::codec::Framed;
-
-const PATIENCE: Duration = Duration::from_secs(20);
-
-/// A minimal EHR: answers AA to every message and keeps them.
-async fn ehr_peer() -> (std::net::SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
-    let addr = listener.local_addr().expect("addr");
-    let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-    let sink = received.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let sink = sink.clone();
-            tokio::spawn(async move {
-                let mut framed = Framed::new(stream, MllpCodec::new(1 << 20));
-                while let Some(Ok(Inbound::Frame(payload))) = framed.next().await {
-                    let control_id = Message::parse(&payload)
-                        .map(|m| m.header().control_id)
-                        .unwrap_or_default();
-                    sink.lock().expect("lock").push(payload.to_vec());
-                    let ack = format!(
-                        "MSH|^~\\&|DPI|CH|OB|POSOS|20260105||ACK^O01^ACK|A{control_id}|P|2.5\rMSA|AA|{control_id}\r"
-                    );
-                    if framed.send(ack.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, received)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adt_launch_import_push_and_the_orm_reaches_the_ehr() {
-    let (peer, received) = ehr_peer().await;
+    let (peer, received) = common::ehr_peer().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mllp = TcpListener::bind("127.0.0.1:0").await.expect("bind mllp");
-    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-    let (mllp_addr, http_addr) = (mllp.local_addr().expect("a"), http.local_addr().expect("a"));
-    let text = format!(
-        r#"
-[store]
-path = "data/ob.db"
-[inbound.adt-in]
-protocol = "mllp"
-bind = "127.0.0.1:0"
-[census]
-ipp_authority = "CH_EXEMPLE"
-[http]
-bind = "127.0.0.1:0"
-[launch]
-mapping = "{root}/mappings/scan-token.toml"
-[posos]
-mode = "simulator"
-[posos.simulator]
-key_file = "{root}/samples/simulator/service-account.json"
-public_key_file = "{root}/samples/simulator/public-key.pem"
-push_url = "http://{http_addr}/fhir"
-push_token = "s3cret"
-[outbound.ehr-orders]
-protocol = "mllp"
-address = "{peer}"
-retry_initial = "20ms"
-[push]
-token = "s3cret"
-# The sample bundle's patient is not in the census: map it at once (holds: push_hold.rs).
-hold_unknown_for = "0s"
-[[push.route]]
-mapping = "{root}/mappings/orm-o01.toml"
-destination = "ehr-orders"
-"#,
-        root = root.display()
-    );
-    let config = Config::from_str_with_env(&text, &dir.path().join("ob.toml"), &|_| None)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut listeners = BoundListeners::default();
-    listeners.mllp.insert("adt-in".to_string(), mllp);
-    listeners.http = Some(http);
-    let engine = common::InProcess::start(config, listeners).await;
+    let (listeners, mllp_addr, http_addr) = common::bind_listeners().await;
+    let simulator = format!("push_url = \"http://{http_addr}/fhir\"\npush_token = \"s3cret\"");
+    // The sample bundle's patient is not in the census: map it at once (holds: push_hold.rs).
+    let push = "token = \"s3cret\"\nhold_unknown_for = \"0s\"";
+    let text = common::base_toml()
+        + &common::simulator_toml(&simulator)
+        + &common::push_to_ehr_toml(peer, push);
+    let engine = common::InProcess::start(common::config(dir.path(), &text), listeners).await;
 
     // ADT in.
-    let adt = std::fs::read(root.join("samples/adt/02-a01-admit.hl7")).expect("sample");
-    let mut client = MllpClient::connect(mllp_addr, ClientSettings::default())
-        .await
-        .expect("c");
-    let ack = client.send(&adt, PATIENCE).await.expect("ack");
-    assert!(String::from_utf8_lossy(&ack).contains("MSA|AA|SYN0002"));
+    let ack = common::send_adt(mllp_addr, &common::sample(A01_SAMPLE)).await;
+    assert!(ack.contains("MSA|AA|SYN0002"));
 
     // Launch (once the census has it), then "Import to DPI" as the page's button does.
-    let web = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let launch = format!(
-        "http://{http_addr}/launch/scan?ipp=100001&rpps=10003456789&first_name=Pierre&last_name=Leblanc"
-    );
-    let deadline = Instant::now() + PATIENCE;
-    let location = loop {
-        let response = web.get(&launch).send().await.expect("launch");
-        if response.status() == 302 {
-            break response.headers()["location"]
-                .to_str()
-                .expect("location")
-                .to_string();
-        }
-        assert!(Instant::now() < deadline, "launch: {}", response.status());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let web = common::no_redirect_client();
+    let location = common::launch_until_redirect(http_addr, LAUNCH_QUERY).await;
     let import = web
         .post(format!("{location}/import"))
         .send()
@@ -140,14 +42,7 @@ destination = "ehr-orders"
     );
 
     // The ORM reaches the EHR, built from the census (names, NDA) and the bundle.
-    let deadline = Instant::now() + PATIENCE;
-    let orm = loop {
-        if let Some(first) = received.lock().expect("lock").first().cloned() {
-            break first;
-        }
-        assert!(Instant::now() < deadline, "no ORM delivered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let orm = common::first_received(&received).await;
     let orm = Message::parse(&orm).expect("the ORM parses");
     assert_eq!(orm.header().message_type, "ORM^O01^ORM_O01");
     assert_eq!(
@@ -190,8 +85,7 @@ destination = "ehr-orders"
     assert_eq!(unauthorized.status(), 401);
 
     // The same bundle pushed twice (Posos did not see the first answer): queued once.
-    let bundle = std::fs::read(root.join("samples/posos/two-drugs-prednisone-taper.json"))
-        .expect("sample bundle");
+    let bundle = common::sample("samples/posos/two-drugs-prednisone-taper.json");
     for _ in 0..2 {
         let again = web
             .post(format!("http://{http_addr}/fhir/Bundle"))

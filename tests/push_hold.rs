@@ -10,98 +10,21 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use futures::{SinkExt, StreamExt};
+use common::{Received, wait_for};
 use ordobridge::config::Config;
-use ordobridge::engine::BoundListeners;
 use ordobridge::hl7::Message;
-use ordobridge::mllp::client::{ClientSettings, MllpClient};
-use ordobridge::mllp::{Inbound, MllpCodec};
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio_util::codec::Framed;
 
-const PATIENCE: Duration = Duration::from_secs(20);
 const BUNDLE: &str = "samples/posos/two-drugs-prednisone-taper.json";
-
-type Received = Arc<Mutex<Vec<Vec<u8>>>>;
-
-/// A minimal EHR: answers AA to every message and keeps them.
-async fn ehr_peer() -> (SocketAddr, Received) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind peer");
-    let addr = listener.local_addr().expect("addr");
-    let received: Received = Arc::default();
-    let sink = received.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let sink = sink.clone();
-            tokio::spawn(async move {
-                let mut framed = Framed::new(stream, MllpCodec::new(1 << 20));
-                while let Some(Ok(Inbound::Frame(payload))) = framed.next().await {
-                    let control_id = Message::parse(&payload)
-                        .map(|m| m.header().control_id)
-                        .unwrap_or_default();
-                    sink.lock().expect("lock").push(payload.to_vec());
-                    let ack = format!(
-                        "MSH|^~\\&|DPI|CH|OB|POSOS|20260105||ACK^O01^ACK|A{control_id}|P|2.5\rMSA|AA|{control_id}\r"
-                    );
-                    if framed.send(ack.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, received)
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The daemon's configuration: MLLP ADT in, HTTP, one MLLP destination, the push endpoint
 /// with the shipped ORM^O01 mapping and `push_extra` lines in `[push]`.
 fn config(dir: &Path, peer: SocketAddr, push_extra: &str) -> Config {
-    let text = format!(
-        r#"
-[store]
-path = "data/ob.db"
-[inbound.adt-in]
-protocol = "mllp"
-bind = "127.0.0.1:0"
-[census]
-ipp_authority = "CH_EXEMPLE"
-[http]
-bind = "127.0.0.1:0"
-[outbound.ehr-orders]
-protocol = "mllp"
-address = "{peer}"
-retry_initial = "20ms"
-[push]
-{push_extra}
-[[push.route]]
-mapping = "{root}/mappings/orm-o01.toml"
-destination = "ehr-orders"
-"#,
-        root = root().display()
-    );
+    let text = common::base_toml() + &common::push_to_ehr_toml(peer, push_extra);
     // Written too, for the CLI (`ordobridge queue --config`).
-    std::fs::write(dir.join("ob.toml"), &text).expect("write config");
-    Config::from_str_with_env(&text, &dir.join("ob.toml"), &|_| None)
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-async fn start(config: Config) -> common::InProcess {
-    let mut listeners = BoundListeners::default();
-    listeners.mllp.insert(
-        "adt-in".to_string(),
-        TcpListener::bind("127.0.0.1:0").await.expect("bind mllp"),
-    );
-    listeners.http = Some(TcpListener::bind("127.0.0.1:0").await.expect("bind http"));
-    common::InProcess::start(config, listeners).await
+    common::config(dir, &text)
 }
 
 /// An A01 for the bundle's patient (IPP000042) under another name than the bundle gives.
@@ -119,7 +42,7 @@ fn adt_for_bundle_patient() -> Vec<u8> {
 }
 
 async fn push(http: SocketAddr, auth: &str) -> reqwest::Response {
-    let bundle = std::fs::read(root().join(BUNDLE)).expect("sample bundle");
+    let bundle = common::sample(BUNDLE);
     let mut request = reqwest::Client::new()
         .post(format!("http://{http}/fhir"))
         .body(bundle);
@@ -147,27 +70,8 @@ async fn metrics(http: SocketAddr) -> String {
         .expect("metrics text")
 }
 
-/// Polls `check` until it gives a value, or fails after [`PATIENCE`] naming `what`.
-async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn first_delivered(received: &Received) -> Message<'static> {
-    let bytes = wait_for("a message at the EHR", || {
-        let first = received.lock().expect("lock").first().cloned();
-        async move { first }
-    })
-    .await;
+    let bytes = common::first_received(received).await;
     Message::parse(Box::leak(bytes.into_boxed_slice())).expect("the ORM parses")
 }
 
@@ -201,23 +105,18 @@ async fn assert_held_answer(response: reqwest::Response) {
     );
 }
 
+/// Sends [`adt_for_bundle_patient`] to the engine's `adt-in` and checks the AA.
 async fn send_adt(engine: &common::InProcess) {
-    let mut client = MllpClient::connect(engine.addr("adt-in"), ClientSettings::default())
-        .await
-        .expect("connect");
-    let ack = client
-        .send(&adt_for_bundle_patient(), PATIENCE)
-        .await
-        .expect("ack");
-    assert!(String::from_utf8_lossy(&ack).contains("MSA|AA|HOLD0001"));
+    let ack = common::send_adt(engine.addr("adt-in"), &adt_for_bundle_patient()).await;
+    assert!(ack.contains("MSA|AA|HOLD0001"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_until_the_adt_arrives_then_mapped_with_the_census_identity() {
-    let (peer, received) = ehr_peer().await;
+    let (peer, received) = common::ehr_peer().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("data/ob.db");
-    let engine = start(config(dir.path(), peer, "hold_unknown_for = \"15m\"")).await;
+    let engine = common::start_engine(config(dir.path(), peer, "hold_unknown_for = \"15m\"")).await;
     let http = engine.addr("http");
 
     assert_held_answer(push(http, "").await).await;
@@ -281,9 +180,9 @@ async fn held_until_the_adt_arrives_then_mapped_with_the_census_identity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_expires_and_the_bundle_goes_with_what_it_says() {
-    let (peer, received) = ehr_peer().await;
+    let (peer, received) = common::ehr_peer().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let engine = start(config(dir.path(), peer, "hold_unknown_for = \"1s\"")).await;
+    let engine = common::start_engine(config(dir.path(), peer, "hold_unknown_for = \"1s\"")).await;
     let http = engine.addr("http");
 
     assert_held_answer(push(http, "").await).await;
@@ -314,10 +213,10 @@ async fn hold_expires_and_the_bundle_goes_with_what_it_says() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_bundle_survives_a_restart_and_is_released_after_it() {
-    let (peer, received) = ehr_peer().await;
+    let (peer, received) = common::ehr_peer().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("data/ob.db");
-    let engine = start(config(dir.path(), peer, "hold_unknown_for = \"15m\"")).await;
+    let engine = common::start_engine(config(dir.path(), peer, "hold_unknown_for = \"15m\"")).await;
     assert_held_answer(push(engine.addr("http"), "").await).await;
     engine.stop().await;
     assert_eq!(
@@ -341,7 +240,7 @@ async fn a_held_bundle_survives_a_restart_and_is_released_after_it() {
     let listing = common::ordobridge(&["queue", "--config", file, "--show-phi"]);
     assert!(listing.contains("IPP000042"), "{listing}");
 
-    let engine = start(config(dir.path(), peer, "hold_unknown_for = \"15m\"")).await;
+    let engine = common::start_engine(config(dir.path(), peer, "hold_unknown_for = \"15m\"")).await;
     let http = engine.addr("http");
     assert_eq!(status(http).await["push"]["held"], 1);
     assert_eq!(count(&db, "SELECT count(*) FROM outbound"), 0);
@@ -354,9 +253,9 @@ async fn a_held_bundle_survives_a_restart_and_is_released_after_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_hold_maps_at_once() {
-    let (peer, received) = ehr_peer().await;
+    let (peer, received) = common::ehr_peer().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let engine = start(config(dir.path(), peer, "hold_unknown_for = \"0s\"")).await;
+    let engine = common::start_engine(config(dir.path(), peer, "hold_unknown_for = \"0s\"")).await;
     let answer: Value = push(engine.addr("http"), "")
         .await
         .json()
@@ -371,9 +270,9 @@ async fn no_hold_maps_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_or_basic_passes_anything_else_is_401_with_the_challenges() {
-    let (peer, _received) = ehr_peer().await;
+    let (peer, _received) = common::ehr_peer().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let engine = start(config(
+    let engine = common::start_engine(config(
         dir.path(),
         peer,
         "hold_unknown_for = \"0s\"\ntoken = \"t0ken\"\nbasic_user = \"posos\"\nbasic_password = \"pa:ss\"",

@@ -467,3 +467,224 @@ impl InProcess {
             .expect("engine result");
     }
 }
+
+/// How long an end-to-end step may take before the test fails (an ACK, a census update, a
+/// delivery).
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The A01 sample whose patient (IPP 100001, Pierre Leblanc's patient) the launch tests open.
+pub const A01_SAMPLE: &str = "samples/adt/02-a01-admit.hl7";
+
+/// The launch query for the patient of [`A01_SAMPLE`] and the user Pierre Leblanc.
+pub const LAUNCH_QUERY: &str = "ipp=100001&rpps=10003456789&first_name=Pierre&last_name=Leblanc";
+
+/// Reads a file of the repository (`samples/…`), failing the test when it is missing.
+pub fn sample(path: &str) -> Vec<u8> {
+    let full = repo_root().join(path);
+    std::fs::read(&full).unwrap_or_else(|e| panic!("cannot read {}: {e}", full.display()))
+}
+
+/// The messages an [`ehr_peer`] received, in order.
+pub type Received = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// A minimal EHR on a loopback MLLP port: answers AA to every message and keeps them, so a
+/// test can check what the daemon delivered.
+pub async fn ehr_peer() -> (SocketAddr, Received) {
+    use futures::{SinkExt, StreamExt};
+    use ordobridge::hl7::Message;
+    use ordobridge::mllp::{Inbound, MllpCodec};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind peer");
+    let addr = listener.local_addr().expect("addr");
+    let received: Received = Arc::default();
+    let sink = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let mut framed = tokio_util::codec::Framed::new(stream, MllpCodec::new(1 << 20));
+                while let Some(Ok(Inbound::Frame(payload))) = framed.next().await {
+                    let control_id = Message::parse(&payload)
+                        .map(|m| m.header().control_id)
+                        .unwrap_or_default();
+                    sink.lock().expect("lock").push(payload.to_vec());
+                    let ack = format!(
+                        "MSH|^~\\&|DPI|CH|OB|POSOS|20260105||ACK^O01^ACK|A{control_id}|P|2.5\rMSA|AA|{control_id}\r"
+                    );
+                    if framed.send(ack.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, received)
+}
+
+/// Polls `check` until it gives a value, or fails after [`PATIENCE`] naming `what`: waits on
+/// the asserted state instead of sleeping.
+pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the [`ehr_peer`] received a message and returns the first one.
+pub async fn first_received(received: &Received) -> Vec<u8> {
+    wait_for("a message at the EHR", || {
+        let first = received.lock().expect("lock").first().cloned();
+        async move { first }
+    })
+    .await
+}
+
+/// The configuration every end-to-end test starts from: the store at `data/ob.db`, MLLP ADT
+/// in as `adt-in`, the census (`CH_EXEMPLE` IPPs) and the HTTP server, both on port 0.
+pub fn base_toml() -> String {
+    r#"
+[store]
+path = "data/ob.db"
+[inbound.adt-in]
+protocol = "mllp"
+bind = "127.0.0.1:0"
+[census]
+ipp_authority = "CH_EXEMPLE"
+[http]
+bind = "127.0.0.1:0"
+"#
+    .to_string()
+}
+
+/// `[launch]` with the shipped scan-token mapping and `[posos]` in simulator mode with the
+/// repository's sample keys; `simulator_extra` lines go into `[posos.simulator]` (the
+/// simulator's `push_url` and `push_token`, say).
+pub fn simulator_toml(simulator_extra: &str) -> String {
+    format!(
+        r#"[launch]
+mapping = "{root}/mappings/scan-token.toml"
+[posos]
+mode = "simulator"
+oauth_client_id = "ordobridge-simulator"
+[posos.simulator]
+key_file = "{root}/samples/simulator/service-account.json"
+public_key_file = "{root}/samples/simulator/public-key.pem"
+{simulator_extra}
+"#,
+        root = repo_root().display()
+    )
+}
+
+/// One MLLP destination `ehr-orders` toward `peer` (retrying after 20 ms) and the push
+/// endpoint routing bundles through the shipped ORM^O01 mapping to it; `push_extra` lines go
+/// into `[push]` (token, hold).
+pub fn push_to_ehr_toml(peer: SocketAddr, push_extra: &str) -> String {
+    format!(
+        r#"[outbound.ehr-orders]
+protocol = "mllp"
+address = "{peer}"
+retry_initial = "20ms"
+[push]
+{push_extra}
+[[push.route]]
+mapping = "{root}/mappings/orm-o01.toml"
+destination = "ehr-orders"
+"#,
+        root = repo_root().display()
+    )
+}
+
+/// Writes `text` as `DIR/ob.toml` (for the CLI's `--config`) and parses it as the daemon
+/// would, with no environment; an invalid text fails the test with the error and the text.
+pub fn config(dir: &Path, text: &str) -> ordobridge::config::Config {
+    let path = dir.join("ob.toml");
+    std::fs::write(&path, text).expect("write config");
+    ordobridge::config::Config::from_str_with_env(text, &path, &|_| None)
+        .unwrap_or_else(|e| panic!("invalid test config: {e}\n{text}"))
+}
+
+/// Binds `adt-in` and the HTTP server on loopback port 0, for a test whose configuration
+/// needs the HTTP address (the simulator pushing back to the daemon); returns the listeners
+/// and the MLLP and HTTP addresses.
+pub async fn bind_listeners() -> (ordobridge::engine::BoundListeners, SocketAddr, SocketAddr) {
+    let mllp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind mllp");
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind http");
+    let (mllp_addr, http_addr) = (
+        mllp.local_addr().expect("addr"),
+        http.local_addr().expect("addr"),
+    );
+    let mut listeners = ordobridge::engine::BoundListeners::default();
+    listeners.mllp.insert("adt-in".to_string(), mllp);
+    listeners.http = Some(http);
+    (listeners, mllp_addr, http_addr)
+}
+
+/// Starts the engine on freshly bound listeners ([`bind_listeners`]); the addresses are
+/// `engine.addr("adt-in")` and `engine.addr("http")`.
+pub async fn start_engine(config: ordobridge::config::Config) -> InProcess {
+    let (listeners, _, _) = bind_listeners().await;
+    InProcess::start(config, listeners).await
+}
+
+/// Sends `message` over MLLP to `addr` and returns the ACK as text.
+pub async fn send_adt(addr: SocketAddr, message: &[u8]) -> String {
+    use ordobridge::mllp::client::{ClientSettings, MllpClient};
+    let mut client = MllpClient::connect(addr, ClientSettings::default())
+        .await
+        .expect("connect");
+    let ack = client.send(message, PATIENCE).await.expect("ack");
+    String::from_utf8_lossy(&ack).into_owned()
+}
+
+/// An HTTP client that does not follow redirects, to see the launch's 302.
+pub fn no_redirect_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// `GET http://HTTP/launch/scan?QUERY` until it answers 302 and returns its `Location`: the
+/// census is fed just behind the ACK, so the launch answers 404 until the patient is known.
+/// Any other answer, or a 404 after [`PATIENCE`], fails the test.
+pub async fn launch_until_redirect(http: SocketAddr, query: &str) -> String {
+    let client = no_redirect_client();
+    let launch = format!("http://{http}/launch/scan?{query}");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let response = client.get(&launch).send().await.expect("launch");
+        let status = response.status();
+        if status == 404 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        assert_eq!(
+            status,
+            302,
+            "the launch answered {:?}",
+            response.text().await
+        );
+        return response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .expect("location")
+            .to_string();
+    }
+}
