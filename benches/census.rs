@@ -120,6 +120,7 @@ async fn run(patients: usize) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let shutdown = CancellationToken::new();
+    let commits_before = store.stats().commits;
     let writer_before = cpu_seconds(Some("store-writer"));
     let process_before = cpu_seconds(None);
     let started = Instant::now();
@@ -141,6 +142,7 @@ async fn run(patients: usize) -> Result<(), Box<dyn std::error::Error>> {
     let elapsed = started.elapsed();
     let writer = cpu_seconds(Some("store-writer")) - writer_before;
     let process = cpu_seconds(None) - process_before;
+    let commits = store.stats().commits - commits_before;
     shutdown.cancel();
     processor.await?;
 
@@ -159,7 +161,7 @@ async fn run(patients: usize) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "census processor: {count} ADT ({patients} patients × A01, A02, A02, A03) in {elapsed:.2?}: \
          {rate:.0} ADT/s wall; CPU: writer thread {writer:.2} s ({:.0} ADT per writer CPU second), \
-         whole process {process:.2} s",
+         whole process {process:.2} s; {commits} commits",
         count as f64 / writer
     );
     store.close().await;
