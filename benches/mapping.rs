@@ -1,7 +1,7 @@
 //! Mapping throughput: what the FHIR push endpoint does per bundle, by stage and in total, on
-//! the four-step prednisone taper sample: read the bundle, build the JSON context as
-//! `src/engine/push.rs` does (the prescription as JSON, the census of a known patient, the
-//! message's control id and time), and apply the shipped mappings.
+//! the four-step prednisone taper sample: read the bundle, build the JSON context with
+//! `mapping::PushContext` as `src/engine/push.rs` does (the prescription as JSON, the census of
+//! a known patient, the message's control id and time), and apply the shipped mappings.
 //!
 //! `cargo bench --bench mapping`; the `total/orm-o01` figure (one element = one bundle) is the
 //! one the README reports.
@@ -11,9 +11,14 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ordobridge::mapping::Mapping;
+use ordobridge::mapping::{Mapping, PushContext};
 use ordobridge::posos::bundle::{Prescription, read_bundle};
 use serde_json::{Value, json};
+
+/// mimalloc instead of the system allocator: as the daemon (`src/main.rs`): the push path allocates and frees many small
+/// `serde_json` values per bundle (see the README performance table).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SAMPLE: &str = "samples/posos/two-drugs-prednisone-taper.json";
 const NOW: &str = "2026-01-05T10:05:00+01:00";
@@ -44,8 +49,19 @@ fn census(prescription: &Prescription) -> Value {
     })
 }
 
-/// The context push builds for one route.
-fn context(prescription: &Prescription, control_id: &str) -> Value {
+/// The context push builds for one route: `PushContext`, the function push uses.
+fn context<'a>(
+    prescription: &Prescription,
+    control_id: &str,
+    slot: &'a mut Option<PushContext>,
+) -> &'a Value {
+    slot.insert(PushContext::new(prescription, census(prescription), NOW).unwrap())
+        .for_message(control_id)
+}
+
+/// The context as push built it before `PushContext`: `to_value` of the prescription, then
+/// `json!` serializing that `Value` a second time (it takes its arguments by reference).
+fn context_json_literal(prescription: &Prescription, control_id: &str) -> Value {
     let prescription_json = serde_json::to_value(prescription).unwrap();
     let census_json = census(prescription);
     json!({
@@ -55,26 +71,53 @@ fn context(prescription: &Prescription, control_id: &str) -> Value {
     })
 }
 
-/// The same context built by moving the prescription's JSON in instead of serializing it a
-/// second time (`json!` serializes its arguments by reference): what push could do.
-fn context_moved(prescription: &Prescription, control_id: &str) -> Value {
-    let mut context = serde_json::Map::new();
-    context.insert(
-        "prescription".into(),
-        serde_json::to_value(prescription).unwrap(),
-    );
-    context.insert("census".into(), census(prescription));
-    context.insert(
-        "message".into(),
-        json!({"control_id": control_id, "now": NOW}),
-    );
-    Value::Object(context)
+/// `MAPPING_ITERS=n [MAPPING_STAGE=read|context|context_json_literal|apply|total]`: runs one
+/// stage (default `total`) n times on `orm-o01` without criterion and exits, for
+/// `valgrind --tool=callgrind` (instructions per bundle = the difference between two counts
+/// divided by the difference of n).
+fn fixed_iterations(body: &[u8], orm: &Mapping) -> bool {
+    let Some(n) = std::env::var("MAPPING_ITERS")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+    else {
+        return false;
+    };
+    let stage = std::env::var("MAPPING_STAGE").unwrap_or_else(|_| "total".into());
+    let prescription = read_bundle(body).unwrap();
+    let mut slot = None;
+    let ctx = context(&prescription, "OB1-1", &mut slot).clone();
+    for _ in 0..n {
+        match stage.as_str() {
+            "read" => drop(black_box(read_bundle(black_box(body)).unwrap())),
+            "context" => {
+                let mut slot = None;
+                black_box(context(black_box(&prescription), "OB1-1", &mut slot));
+            }
+            "context_json_literal" => drop(black_box(context_json_literal(
+                black_box(&prescription),
+                "OB1-1",
+            ))),
+            "apply" => drop(black_box(orm.apply(black_box(&ctx)).unwrap())),
+            _ => {
+                let p = read_bundle(black_box(body)).unwrap();
+                let mut slot = None;
+                drop(black_box(
+                    orm.apply(context(&p, "OB1-1", &mut slot)).unwrap(),
+                ));
+            }
+        }
+    }
+    true
 }
 
 fn bench(c: &mut Criterion) {
     let body = std::fs::read(root().join(SAMPLE)).unwrap();
     let prescription = read_bundle(&body).unwrap();
-    let ctx = context(&prescription, "OB1-1");
+    let mut slot = None;
+    let ctx = context(&prescription, "OB1-1", &mut slot).clone();
+    if fixed_iterations(&body, &mapping("orm-o01")) {
+        return;
+    }
     let mappings: Vec<(&str, Mapping)> = ["orm-o01", "omp-o09", "oru-r01-pdf", "hprim-oru"]
         .into_iter()
         .map(|name| (name, mapping(name)))
@@ -89,10 +132,14 @@ fn bench(c: &mut Criterion) {
         b.iter(|| read_bundle(black_box(&body)).unwrap())
     });
     stages.bench_function("context", |b| {
-        b.iter(|| context(black_box(&prescription), "OB1-1"))
+        b.iter(|| {
+            let mut slot = None;
+            context(black_box(&prescription), "OB1-1", &mut slot);
+            slot
+        })
     });
-    stages.bench_function("context_moved", |b| {
-        b.iter(|| context_moved(black_box(&prescription), "OB1-1"))
+    stages.bench_function("context_json_literal", |b| {
+        b.iter(|| context_json_literal(black_box(&prescription), "OB1-1"))
     });
     for (name, m) in &mappings {
         stages.bench_function(format!("apply/{name}"), |b| {
@@ -110,16 +157,16 @@ fn bench(c: &mut Criterion) {
         total.bench_function(*name, |b| {
             b.iter(|| {
                 let p = read_bundle(black_box(&body)).unwrap();
-                let ctx = context(&p, "OB1-1");
-                m.apply(&ctx).unwrap()
+                let mut slot = None;
+                m.apply(context(&p, "OB1-1", &mut slot)).unwrap()
             })
         });
     }
     let orm = &mappings[0].1;
-    total.bench_function("orm-o01_context_moved", |b| {
+    total.bench_function("orm-o01_context_json_literal", |b| {
         b.iter(|| {
             let p = read_bundle(black_box(&body)).unwrap();
-            let ctx = context_moved(&p, "OB1-1");
+            let ctx = context_json_literal(&p, "OB1-1");
             orm.apply(&ctx).unwrap()
         })
     });

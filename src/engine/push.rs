@@ -45,7 +45,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::config::PushConfig;
-use crate::mapping::Mapping;
+use crate::mapping::{Mapping, PushContext};
 use crate::posos::bundle::{Prescription, read_bundle};
 use crate::store::{
     DeliverOutcome, EntryStatus, InboundRecord, JournalOutcome, OutboundItem, PatientKey,
@@ -132,21 +132,17 @@ impl Deliverer {
         prescription: &Prescription,
         census: Option<&PatientView>,
     ) -> Result<Vec<OutboundItem>, Failure> {
-        let prescription_json =
-            serde_json::to_value(prescription).map_err(|e| Failure::Mapping(e.to_string()))?;
-        let census_json = census_context(census, prescription);
         let now = jiff::Zoned::now()
             .strftime("%Y-%m-%dT%H:%M:%S%:z")
             .to_string();
-        let mut items = Vec::new();
+        let mut context =
+            PushContext::new(prescription, census_context(census, prescription), &now)
+                .map_err(|e| Failure::Mapping(e.to_string()))?;
+        let mut items = Vec::with_capacity(self.routes.len());
         for (index, route) in self.routes.iter().enumerate() {
             let control_id = format!("OB{journal_id}-{}", index + 1);
-            let context = json!({
-                "prescription": prescription_json,
-                "census": census_json,
-                "message": {"control_id": control_id, "now": now},
-            });
-            let bytes = route.mapping.apply(&context).map_err(|e| {
+            let context = context.for_message(&control_id);
+            let bytes = route.mapping.apply(context).map_err(|e| {
                 Failure::Mapping(format!(
                     "mapping for destination `{}` failed: {e}",
                     route.destination

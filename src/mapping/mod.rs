@@ -85,9 +85,11 @@
 //! - `load`: TOML (spanned) to a checked [`Mapping`]; segment field-count table.
 //! - `expr`: the expression language, parsed into a tree at load.
 //! - `eval`: evaluation over the context; values borrow from it.
+//! - `context`: [`PushContext`], the context the push endpoint builds once per bundle.
 //! - `writer`: [`OutputWriter`], the HL7 writer over [`crate::hl7::MessageBuilder`] and the
 //!   HPRIM writer over [`crate::hprim::HprimBuilder`].
 
+mod context;
 mod eval;
 mod expr;
 mod load;
@@ -105,6 +107,7 @@ use eval::{Env, Fail, Scope, Val as Eval, ValueMap};
 use expr::{Expr, PathExpr};
 use writer::{Header, Hl7Writer, HprimWriter};
 
+pub use context::PushContext;
 pub use writer::{OutputWriter, Target};
 
 /// A compiled mapping file, immutable and shareable between threads; apply it to every
