@@ -15,11 +15,6 @@ use ordobridge::mapping::{Mapping, PushContext};
 use ordobridge::posos::bundle::{Prescription, read_bundle};
 use serde_json::{Value, json};
 
-/// mimalloc instead of the system allocator: as the daemon (`src/main.rs`): the push path allocates and frees many small
-/// `serde_json` values per bundle (see the README performance table).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const SAMPLE: &str = "samples/posos/two-drugs-prednisone-taper.json";
 const NOW: &str = "2026-01-05T10:05:00+01:00";
 

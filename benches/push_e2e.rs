@@ -24,11 +24,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::codec::Framed;
 
-/// mimalloc instead of the system allocator: as the daemon (`src/main.rs`): the push path allocates and frees many small
-/// `serde_json` values per bundle (see the README performance table).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// What the peer has seen: distinct control ids, frames (resends included), and a bell rung
 /// on every new one.
 #[derive(Default)]

@@ -13,11 +13,6 @@ use ordobridge::config::{Config, LogFormat};
 use ordobridge::store::{JournalFilter, Store, StoreOptions};
 use ordobridge::{engine, tools};
 
-/// mimalloc instead of the system allocator: the push path allocates and frees many small
-/// `serde_json` values per bundle (see the README performance table).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "ordobridge",
