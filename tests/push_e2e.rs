@@ -2,7 +2,8 @@
 //! DPI" pushes the bundle to the daemon's FHIR endpoint, which journals it, maps it through
 //! the shipped ORM^O01 mapping with the census, and delivers it from the durable queue to an
 //! MLLP peer (the EHR) that answers AA. Also: a bad body gets a 400 OperationOutcome naming the
-//! JSON path and is journaled as rejected; a wrong token gets 401.
+//! JSON path and is journaled as rejected; a wrong token gets 401; a bundle with only a PDF
+//! is processed without sending an empty order.
 
 mod common;
 
@@ -97,6 +98,17 @@ async fn adt_launch_import_push_and_the_orm_reaches_the_ehr() {
         assert_eq!(again.status(), 200, "{:?}", again.text().await);
     }
 
+    // A bundle with only a PDF: accepted and processed, but the ORM mapping's `[message]
+    // when` ("prescription.lines") is false, so no empty order goes to the EHR.
+    let pdf_only = web
+        .post(format!("http://{http_addr}/fhir"))
+        .bearer_auth("s3cret")
+        .body(common::sample("samples/posos/with-pdf.json"))
+        .send()
+        .await
+        .expect("push");
+    assert_eq!(pdf_only.status(), 200, "{:?}", pdf_only.text().await);
+
     engine.stop().await;
     let db = rusqlite::Connection::open(dir.path().join("data/ob.db")).expect("db");
     let queued: i64 = db
@@ -104,7 +116,7 @@ async fn adt_launch_import_push_and_the_orm_reaches_the_ehr() {
         .expect("count");
     assert_eq!(
         queued, 2,
-        "the import and the sample bundle, each queued once"
+        "the import and the sample bundle, each queued once; nothing for the PDF alone"
     );
     let store = Store::open(&dir.path().join("data/ob.db"), StoreOptions::default()).expect("s");
     let pushes = store
@@ -117,7 +129,7 @@ async fn adt_launch_import_push_and_the_orm_reaches_the_ehr() {
     let statuses: Vec<&str> = pushes.iter().map(|r| r.status.as_str()).collect();
     assert_eq!(
         statuses,
-        vec!["processed", "rejected", "processed"],
+        vec!["processed", "processed", "rejected", "processed"],
         "{pushes:?}"
     );
 }

@@ -142,12 +142,23 @@ impl Deliverer {
         for (index, route) in self.routes.iter().enumerate() {
             let control_id = format!("OB{journal_id}-{}", index + 1);
             let context = context.for_message(&control_id);
-            let bytes = route.mapping.apply(context).map_err(|e| {
+            let failed = |e: crate::mapping::ApplyError| {
                 Failure::Mapping(format!(
                     "mapping for destination `{}` failed: {e}",
                     route.destination
                 ))
-            })?;
+            };
+            // `[message] when` false: this route sends nothing for this bundle (an order
+            // message for a bundle without lines, say); the others still do.
+            if !route.mapping.applies(context).map_err(failed)? {
+                info!(
+                    journal_id,
+                    destination = %route.destination,
+                    "no message for this destination: the mapping's `[message] when` is false"
+                );
+                continue;
+            }
+            let bytes = route.mapping.apply(context).map_err(failed)?;
             items.push(OutboundItem {
                 destination: route.destination.clone(),
                 control_id,
