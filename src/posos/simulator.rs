@@ -22,7 +22,7 @@
 //! The caller binds the listener (127.0.0.1) and nests [`router`] where it wants; `base_url`
 //! must be the URL the router is reached at, prefix included.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -190,9 +190,43 @@ struct Inner {
     token_requests: AtomicU64,
     /// Calls to the context endpoints. std mutexes: held only to push or copy, never across an
     /// await.
-    requests: Mutex<Vec<RecordedRequest>>,
-    sessions: Mutex<HashMap<String, Session>>,
-    pushes: Mutex<Vec<PushRecord>>,
+    /// The last [`KEPT`] of each: the simulator runs for days in a demo or test bed, so
+    /// what it remembers must not grow with every launch.
+    requests: Mutex<VecDeque<RecordedRequest>>,
+    sessions: Mutex<Sessions>,
+    pushes: Mutex<VecDeque<PushRecord>>,
+}
+
+/// How many requests, sessions and pushes the simulator remembers (the oldest go first).
+pub const KEPT: usize = 1_000;
+
+/// Open Scan & Go sessions by id, the oldest forgotten past [`KEPT`].
+#[derive(Default)]
+struct Sessions {
+    by_id: HashMap<String, Session>,
+    order: VecDeque<String>,
+}
+
+impl Sessions {
+    fn insert(&mut self, id: String, session: Session) {
+        if self.by_id.insert(id.clone(), session).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > KEPT {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_id.remove(&oldest);
+            }
+        }
+    }
+}
+
+/// Appends to a bounded log, forgetting the oldest entry past [`KEPT`].
+fn remember<T>(log: &Mutex<VecDeque<T>>, entry: T) {
+    let mut log = lock(log);
+    log.push_back(entry);
+    while log.len() > KEPT {
+        log.pop_front();
+    }
 }
 
 impl std::fmt::Debug for SimulatorState {
@@ -238,9 +272,9 @@ impl SimulatorState {
                 http,
                 generation: AtomicU64::new(0),
                 token_requests: AtomicU64::new(0),
-                requests: Mutex::new(Vec::new()),
-                sessions: Mutex::new(HashMap::new()),
-                pushes: Mutex::new(Vec::new()),
+                requests: Mutex::new(VecDeque::new()),
+                sessions: Mutex::new(Sessions::default()),
+                pushes: Mutex::new(VecDeque::new()),
             }),
         })
     }
@@ -255,19 +289,19 @@ impl SimulatorState {
         self.inner.token_requests.load(Ordering::Relaxed)
     }
 
-    /// Every call to the context endpoints so far, in order.
+    /// The calls to the context endpoints, in order (the last [`KEPT`]).
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.inner.requests).clone()
+        lock(&self.inner.requests).iter().cloned().collect()
     }
 
-    /// Every push made by the import endpoint so far, in order.
+    /// The pushes made by the import endpoint, in order (the last [`KEPT`]).
     pub fn pushes(&self) -> Vec<PushRecord> {
-        lock(&self.inner.pushes).clone()
+        lock(&self.inner.pushes).iter().cloned().collect()
     }
 
-    /// The session with this id.
+    /// The session with this id (one of the last [`KEPT`] opened).
     pub fn session(&self, id: &str) -> Option<Session> {
-        lock(&self.inner.sessions).get(id).cloned()
+        lock(&self.inner.sessions).by_id.get(id).cloned()
     }
 
     /// Makes every identity token issued so far invalid (as a revoked key would), so that the
@@ -323,12 +357,15 @@ impl SimulatorState {
     fn record(&self, path: &str, body: &[u8], bearer_valid: bool, status: StatusCode) {
         let body =
             serde_json::from_slice(body).unwrap_or_else(|_| Value::String(readable(body, 400)));
-        lock(&self.inner.requests).push(RecordedRequest {
-            path: path.to_owned(),
-            body,
-            bearer_valid,
-            status: status.as_u16(),
-        });
+        remember(
+            &self.inner.requests,
+            RecordedRequest {
+                path: path.to_owned(),
+                body,
+                bearer_valid,
+                status: status.as_u16(),
+            },
+        );
     }
 
     fn open_session(&self, session: Session) -> Value {
@@ -821,11 +858,14 @@ async fn import(State(state): State<SimulatorState>, Path(id): Path<String>) -> 
         }
         Err(e) => (None, Some(format!("cannot push to `{push_url}`: {e}"))),
     };
-    lock(&state.inner.pushes).push(PushRecord {
-        session: id,
-        status,
-        error: error.clone(),
-    });
+    remember(
+        &state.inner.pushes,
+        PushRecord {
+            session: id,
+            status,
+            error: error.clone(),
+        },
+    );
     match error {
         None => import_answer(
             StatusCode::OK,
@@ -934,6 +974,44 @@ pub fn prescription_bundle(session: &Session, now: &str) -> Value {
 mod tests {
     use super::*;
     use rstest::rstest;
+
+    /// The simulator forgets the oldest sessions, requests and pushes past [`KEPT`]: a demo
+    /// daemon launched all day keeps a bounded memory.
+    #[test]
+    fn ok_memory_is_bounded() {
+        let session = |n: usize| Session {
+            user: SessionUser {
+                first_name: "A".into(),
+                last_name: "B".into(),
+                rpps: n.to_string(),
+            },
+            kind: SessionKind::Guide {
+                guide: "home".into(),
+                ucds: Vec::new(),
+            },
+        };
+        let mut sessions = Sessions::default();
+        for n in 0..KEPT + 5 {
+            sessions.insert(format!("s{n}"), session(n));
+        }
+        assert_eq!(sessions.by_id.len(), KEPT);
+        assert_eq!(sessions.order.len(), KEPT);
+        assert!(
+            !sessions.by_id.contains_key("s4"),
+            "the oldest are forgotten"
+        );
+        assert!(sessions.by_id.contains_key("s5"));
+        assert!(sessions.by_id.contains_key(&format!("s{}", KEPT + 4)));
+
+        let log = Mutex::new(VecDeque::new());
+        for n in 0..KEPT + 3 {
+            remember(&log, n);
+        }
+        let log = lock(&log);
+        assert_eq!(log.len(), KEPT);
+        assert_eq!(log.front(), Some(&3));
+        assert_eq!(log.back(), Some(&(KEPT + 2)));
+    }
 
     #[rstest]
     #[case::ok_scan(br#"{"first_name":"A","last_name":"B","rpps":"1","facilitySlug":"f","patientId":"p"}"#, &SCAN_SPEC, None)]
