@@ -10,6 +10,7 @@
 //! batch. The thread stops when every sender is gone or a `Close` request arrived, after
 //! committing and answering what was queued.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -168,10 +169,31 @@ fn run(
     counters: &Counters,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
+    // Census updates left for a later transaction (see `share_with_census`), oldest first.
+    let mut deferred: VecDeque<Request> = VecDeque::new();
     let mut closers = Vec::new();
-    // Blocks for the first request, then takes what is already queued, up to `max_batch`;
-    // 0 once every sender is gone (or the queue was closed) and the queue is empty.
-    while queue.blocking_recv_many(&mut batch, max_batch) > 0 {
+    loop {
+        // Blocks for the first request when nothing waits, else takes only what is already
+        // queued; up to `max_batch` either way. 0 once every sender is gone (or the queue was
+        // closed) and the queue is empty.
+        let received = if deferred.is_empty() {
+            queue.blocking_recv_many(&mut batch, max_batch)
+        } else {
+            let mut taken = 0;
+            while taken < max_batch {
+                match queue.try_recv() {
+                    Ok(request) => {
+                        batch.push(request);
+                        taken += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            taken
+        };
+        if received == 0 && deferred.is_empty() {
+            break;
+        }
         // A close request only stops new sends: what is queued still gets committed, and
         // the closer is answered once the connection is closed.
         for request in batch.extract_if(.., |request| matches!(request, Request::Close { .. })) {
@@ -180,6 +202,7 @@ fn run(
                 queue.close();
             }
         }
+        share_with_census(&mut batch, &mut deferred, max_batch);
         if !batch.is_empty() {
             commit_batch(&mut connection, &mut batch, &path, counters);
         }
@@ -189,6 +212,26 @@ fn run(
     for closer in closers {
         let _ = closer.send(());
     }
+}
+
+/// Census updates one transaction takes while other requests (journal inserts that ACKs wait
+/// for, queue changes) share it: the census catching up after a burst must not make every
+/// ACK wait for hundreds of updates.
+const CENSUS_BESIDE_OTHERS: usize = 32;
+
+/// Decides how many census updates go into this transaction: all that fit (up to
+/// `max_batch`) when nothing else waits, so a census catching up pays one fsync per few
+/// hundred updates; [`CENSUS_BESIDE_OTHERS`] when the batch holds other requests. The rest
+/// wait in `deferred`, in order, for the next transaction.
+fn share_with_census(batch: &mut Vec<Request>, deferred: &mut VecDeque<Request>, max_batch: usize) {
+    deferred.extend(batch.extract_if(.., |request| matches!(request, Request::Census { .. })));
+    let room = if batch.is_empty() {
+        max_batch
+    } else {
+        CENSUS_BESIDE_OTHERS
+    };
+    let take = room.min(deferred.len());
+    batch.extend(deferred.drain(..take));
 }
 
 /// Runs one batch in one transaction, then answers (and empties) it.
@@ -716,6 +759,45 @@ mod tests {
         assert_eq!(counters.commits.load(Ordering::Relaxed), 1);
         assert_eq!(counters.failed_batches.load(Ordering::Relaxed), 0);
         assert_eq!(counters.messages.load(Ordering::Relaxed), 2, "counted once");
+    }
+
+    fn journal_ids(batch: &[Request]) -> Vec<i64> {
+        batch
+            .iter()
+            .filter_map(|r| match r {
+                Request::Census { journal_id, .. } => Some(*journal_id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// ACKs do not wait behind a census catching up: beside other requests a transaction takes
+    /// only a few census updates, in order; alone, as many as fit.
+    #[test]
+    fn ok_census_shares_transactions_with_acks() {
+        let mut deferred = VecDeque::new();
+        let (journal, _answer) = one(record("1", b"MSH|1"));
+        let mut batch = vec![journal];
+        let mut answers = Vec::new();
+        for id in 1..=100 {
+            let (request, answer) = identity(id, "IPP1");
+            batch.push(request);
+            answers.push(answer);
+        }
+        share_with_census(&mut batch, &mut deferred, 512);
+        assert_eq!(batch.len(), 1 + CENSUS_BESIDE_OTHERS);
+        assert_eq!(
+            journal_ids(&batch),
+            (1..=32).collect::<Vec<i64>>(),
+            "oldest first"
+        );
+        assert_eq!(deferred.len(), 100 - CENSUS_BESIDE_OTHERS);
+
+        // Nothing else waits: the rest goes at once, still in order.
+        let mut batch = Vec::new();
+        share_with_census(&mut batch, &mut deferred, 512);
+        assert_eq!(journal_ids(&batch), (33..=100).collect::<Vec<i64>>());
+        assert!(deferred.is_empty());
     }
 
     #[test]
