@@ -302,11 +302,6 @@ fn configure_writer(connection: &Connection, path: &Path) -> Result<(), StoreErr
     connection
         .pragma_update(None, "temp_store", "MEMORY")
         .map_err(|source| setting("temp_store=MEMORY", source))?;
-    // Checkpoint the WAL into the database every 4,000 pages (16 MiB) instead of SQLite's
-    // 1,000: a burst (a census catching up, a load test) pays a quarter of the checkpoints.
-    connection
-        .pragma_update(None, "wal_autocheckpoint", 4000)
-        .map_err(|source| setting("wal_autocheckpoint=4000", source))?;
     Ok(())
 }
 

@@ -218,15 +218,18 @@ fn run(
 /// for, queue changes) share it: the census catching up after a burst must not make every
 /// ACK wait for hundreds of updates.
 const CENSUS_BESIDE_OTHERS: usize = 32;
+/// Census updates one transaction takes when nothing else waits: enough to share an fsync
+/// among many, few enough (a few ms) that a journal insert arriving meanwhile waits little.
+const CENSUS_ALONE: usize = 128;
 
-/// Decides how many census updates go into this transaction: all that fit (up to
-/// `max_batch`) when nothing else waits, so a census catching up pays one fsync per few
-/// hundred updates; [`CENSUS_BESIDE_OTHERS`] when the batch holds other requests. The rest
-/// wait in `deferred`, in order, for the next transaction.
+/// Decides how many census updates go into this transaction: [`CENSUS_ALONE`] when nothing
+/// else waits, so a census catching up pays one fsync per hundred updates or so;
+/// [`CENSUS_BESIDE_OTHERS`] when the batch holds other requests. The rest wait in `deferred`,
+/// in order, for the next transaction.
 fn share_with_census(batch: &mut Vec<Request>, deferred: &mut VecDeque<Request>, max_batch: usize) {
     deferred.extend(batch.extract_if(.., |request| matches!(request, Request::Census { .. })));
     let room = if batch.is_empty() {
-        max_batch
+        CENSUS_ALONE.min(max_batch)
     } else {
         CENSUS_BESIDE_OTHERS
     };
@@ -793,11 +796,12 @@ mod tests {
         );
         assert_eq!(deferred.len(), 100 - CENSUS_BESIDE_OTHERS);
 
-        // Nothing else waits: the rest goes at once, still in order.
+        // Nothing else waits: a bigger share, still in order.
         let mut batch = Vec::new();
         share_with_census(&mut batch, &mut deferred, 512);
         assert_eq!(journal_ids(&batch), (33..=100).collect::<Vec<i64>>());
         assert!(deferred.is_empty());
+        assert!(CENSUS_ALONE >= 68 && CENSUS_ALONE > CENSUS_BESIDE_OTHERS);
     }
 
     #[test]
