@@ -635,18 +635,27 @@ mod tests {
         assert_eq!(counters.last_batch_size.load(Ordering::Relaxed), 3);
     }
 
-    #[test]
-    fn err_one_failure_fails_the_whole_batch_then_writer_goes_on() {
+    /// A writer connection on a fresh store whose inserts into `table` fail with "refused by
+    /// test" when `condition` holds (a trigger), to provoke one failing request in a batch.
+    fn writer_refusing(
+        table: &str,
+        condition: &str,
+    ) -> (tempfile::TempDir, std::path::PathBuf, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.sqlite");
-        let mut connection = schema::open_writer(&path).unwrap();
+        let connection = schema::open_writer(&path).unwrap();
         connection
-            .execute_batch(
-                "CREATE TRIGGER refuse_bad BEFORE INSERT ON journal
-                 WHEN NEW.control_id = 'BAD'
-                 BEGIN SELECT RAISE(ABORT, 'refused by test'); END;",
-            )
+            .execute_batch(&format!(
+                "CREATE TRIGGER refuse_bad BEFORE INSERT ON {table} WHEN {condition}
+                 BEGIN SELECT RAISE(ABORT, 'refused by test'); END;"
+            ))
             .unwrap();
+        (dir, path, connection)
+    }
+
+    #[test]
+    fn err_one_failure_fails_the_whole_batch_then_writer_goes_on() {
+        let (_dir, path, mut connection) = writer_refusing("journal", "NEW.control_id = 'BAD'");
         let counters = Counters::default();
         let (good, mut good_answer) = one(record("1", b"MSH|1"));
         let (bad, mut bad_answer) = one(record("BAD", b"MSH|bad"));
@@ -721,16 +730,7 @@ mod tests {
     /// the batch (journal inserts, other census updates) commits once, not twice.
     #[test]
     fn ok_failing_census_update_is_left_out_alone_after_a_second_run() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.sqlite");
-        let mut connection = schema::open_writer(&path).unwrap();
-        connection
-            .execute_batch(
-                "CREATE TRIGGER refuse_bad BEFORE INSERT ON census_patients
-                 WHEN NEW.ipp = 'BAD'
-                 BEGIN SELECT RAISE(ABORT, 'refused by test'); END;",
-            )
-            .unwrap();
+        let (_dir, path, mut connection) = writer_refusing("census_patients", "NEW.ipp = 'BAD'");
         let counters = Counters::default();
         let (first, mut first_answer) = one(record("1", b"MSH|1"));
         let (good, mut good_answer) = identity(1, "IPP1");
