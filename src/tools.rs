@@ -206,20 +206,12 @@ pub fn transform(
             serde_json::from_str(&text)
                 .map_err(|e| format!("`{}` is not JSON: {e}", path.display()))?
         }
-        None => serde_json::json!({
-            "known": false,
-            "ipp": prescription.patient.partner_id,
-            "family": prescription.patient.family,
-            "given": prescription.patient.given,
-            "birth_date": prescription.patient.birth_date.as_ref().map(|d| d.replace('-', "")),
-            "sex": prescription.patient.sex,
-        }),
+        None => crate::mapping::census_from_bundle(&prescription),
     };
-    let context = serde_json::json!({
-        "prescription": serde_json::to_value(&prescription).map_err(|e| e.to_string())?,
-        "census": census,
-        "message": {"control_id": control_id, "now": now},
-    });
+    // Built as the push endpoint builds it.
+    let mut context =
+        crate::mapping::PushContext::new(&prescription, census, now).map_err(|e| e.to_string())?;
+    let context = context.for_message(control_id);
     let failed = |e: crate::mapping::ApplyError| {
         format!(
             "`{}` on `{}`: {e}",
@@ -227,10 +219,10 @@ pub fn transform(
             bundle_file.display()
         )
     };
-    if !mapping.applies(&context).map_err(failed)? {
+    if !mapping.applies(context).map_err(failed)? {
         return Ok(None);
     }
-    mapping.apply(&context).map(Some).map_err(failed)
+    mapping.apply(context).map(Some).map_err(failed)
 }
 
 /// A journaled message for a terminal: segments on their own lines, decoded in its charset.

@@ -596,14 +596,7 @@ fn census_context(view: Option<&PatientView>, prescription: &Prescription) -> Va
                 })),
             })
         }
-        None => json!({
-            "known": false,
-            "ipp": prescription.patient.partner_id,
-            "family": prescription.patient.family,
-            "given": prescription.patient.given,
-            "birth_date": prescription.patient.birth_date.as_ref().map(|d| d.replace('-', "")),
-            "sex": prescription.patient.sex,
-        }),
+        None => crate::mapping::census_from_bundle(prescription),
     }
 }
 

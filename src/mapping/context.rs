@@ -52,6 +52,21 @@ impl PushContext {
     }
 }
 
+/// What the mappings see under `census` when the census does not know the patient: what the
+/// bundle says of them (`known = false`), so a message can still be built. The push endpoint
+/// (hold expired, or no hold) and `ordobridge transform` without `--census` both use it.
+pub fn census_from_bundle(prescription: &Prescription) -> Value {
+    let patient = &prescription.patient;
+    serde_json::json!({
+        "known": false,
+        "ipp": patient.partner_id,
+        "family": patient.family,
+        "given": patient.given,
+        "birth_date": patient.birth_date.as_ref().map(|d| d.replace('-', "")),
+        "sex": patient.sex,
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -107,7 +107,7 @@ use eval::{Env, Fail, Scope, Val as Eval, ValueMap};
 use expr::{Expr, PathExpr};
 use writer::{Header, Hl7Writer, HprimWriter};
 
-pub use context::PushContext;
+pub use context::{PushContext, census_from_bundle};
 pub use writer::{OutputWriter, Target};
 
 /// A compiled mapping file, immutable and shareable between threads; apply it to every
