@@ -374,13 +374,7 @@ fn census(
         (_, _, Some(ins)) => PatientKey::Ins(ins),
         _ => return Err("say which patient: --ipp X, --nda Y or --ins Z".to_string()),
     };
-    let config = load_config(config_path)?;
-    let store = Store::open(&config.store.path, StoreOptions::default()).map_err(|e| {
-        format!(
-            "cannot open the store `{}`: {e}",
-            config.store.path.display()
-        )
-    })?;
+    let store = open_store(&load_config(config_path)?)?;
     match store
         .census_patient(&key)
         .map_err(|e| format!("cannot read the census: {e}"))?
@@ -400,13 +394,7 @@ fn journal(
     limit: usize,
     show: Option<i64>,
 ) -> Result<ExitCode, String> {
-    let config = load_config(config_path)?;
-    let store = Store::open(&config.store.path, StoreOptions::default()).map_err(|e| {
-        format!(
-            "cannot open the store `{}`: {e}",
-            config.store.path.display()
-        )
-    })?;
+    let store = open_store(&load_config(config_path)?)?;
     if let Some(id) = show {
         let entry = store
             .journal_entry(id)
