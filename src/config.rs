@@ -50,9 +50,16 @@ pub struct Config {
 /// Where pushed prescriptions go.
 #[derive(Debug, Clone)]
 pub struct PushConfig {
-    /// The bearer token Posos may send; with neither it nor `basic`, any caller is accepted
-    /// (tests only).
+    /// The bearer token Posos may send. With neither it nor `basic`, any caller is accepted,
+    /// which `check` refuses unless `allow_unauthenticated` says so.
     pub token: Option<String>,
+    /// Where the bearer token is kept when `token` is not written in the configuration: read
+    /// at start, generated there (0600) at the first start when the file does not exist yet.
+    pub token_file: Option<PathBuf>,
+    /// The operator accepts unauthenticated pushes (a warning at every start).
+    pub allow_unauthenticated: bool,
+    /// The largest body `POST /fhir` reads; past it 413 (the first 4 KiB journaled).
+    pub max_body: usize,
     /// HTTP basic credentials Posos may send instead of (or beside) the bearer token.
     pub basic: Option<BasicAuth>,
     /// How long a bundle for a patient the census does not know waits for its ADT before it
@@ -86,6 +93,9 @@ impl fmt::Debug for BasicAuth {
 /// delaying a prescription for long.
 pub const DEFAULT_HOLD_UNKNOWN_FOR: Duration = Duration::from_secs(15 * 60);
 
+/// The default of `[push] max_body`: a bundle carrying a prescription PDF fits.
+pub const DEFAULT_PUSH_MAX_BODY: usize = 32 * 1024 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct PushRoute {
     /// The mapping file (absolute).
@@ -106,6 +116,9 @@ pub enum Destination {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub bind: SocketAddr,
+    /// Hardening of every route: who reaches the admin routes, which Host names are served,
+    /// timeouts and security headers.
+    pub guard: crate::http::HttpGuardSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -455,7 +468,11 @@ struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPush {
-    token: Option<String>,
+    token: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_unauthenticated: bool,
+    max_body: Option<Spanned<SizeValue>>,
     basic_user: Option<Spanned<String>>,
     basic_password: Option<Spanned<String>>,
     hold_unknown_for: Option<Spanned<String>>,
@@ -497,6 +514,11 @@ struct RawCensus {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     bind: Spanned<String>,
+    admin_allow: Option<Spanned<Vec<String>>>,
+    admin_token: Option<Spanned<String>>,
+    hosts: Option<Vec<String>>,
+    request_timeout: Option<Spanned<String>>,
+    frame_ancestors: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -505,9 +527,12 @@ struct RawLaunch {
     mapping: Spanned<String>,
     parameters: Option<crate::http::ParameterNames>,
     allow: Option<Spanned<Vec<String>>>,
-    signing_secret: Option<String>,
+    signing_secret: Option<Spanned<String>>,
     #[serde(default)]
     require_signature: bool,
+    #[serde(default)]
+    allow_unsigned_links: bool,
+    max_link_age: Option<Spanned<String>>,
     unknown_patient: Option<crate::http::UnknownPatient>,
 }
 
@@ -537,7 +562,7 @@ struct RawSimulator {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEnvironment {
-    base_url: String,
+    base_url: Spanned<String>,
     key_file: String,
 }
 
@@ -669,22 +694,7 @@ impl RawConfig {
                 inbound.insert(name, channel);
             }
         }
-        let http = self.http.and_then(|http| {
-            match http.bind.get_ref().parse::<SocketAddr>() {
-                Ok(bind) => Some(HttpConfig { bind }),
-                Err(_) => {
-                    report.push(
-                        Some(http.bind.span()),
-                        "http.bind",
-                        format!(
-                            "invalid listen address `{}`: expected IP:PORT such as `127.0.0.1:8717`",
-                            http.bind.get_ref()
-                        ),
-                    );
-                    None
-                }
-            }
-        });
+        let http = self.http.and_then(|http| validate_http(http, report));
         let outbound: BTreeMap<String, Destination> = self
             .outbound
             .into_iter()
@@ -695,7 +705,7 @@ impl RawConfig {
             .collect();
         let posos = self
             .posos
-            .and_then(|posos| validate_posos(posos, base, report));
+            .and_then(|posos| validate_posos(posos, http.as_ref(), base, report));
         let launch = self.launch.and_then(|launch| {
             let span = launch.span();
             if http.is_none() || posos.is_none() {
@@ -727,6 +737,118 @@ impl RawConfig {
             },
         }
     }
+}
+
+fn validate_http(raw: RawHttp, report: &mut Report<'_>) -> Option<HttpConfig> {
+    let mut guard = crate::http::HttpGuardSettings::default();
+    if let Some(allow) = &raw.admin_allow {
+        match crate::http::AllowList::parse(allow.get_ref()) {
+            Ok(list) => guard.admin_allow = list,
+            Err(e) => report.push(
+                Some(allow.span()),
+                "http.admin_allow",
+                format!("{e}: write networks such as `127.0.0.0/8` or `10.1.0.0/16`"),
+            ),
+        }
+    }
+    if let Some(token) = raw.admin_token.filter(|t| !t.get_ref().is_empty()) {
+        if let Err(problem) = secret_problem(token.get_ref()) {
+            report.push(
+                Some(token.span()),
+                "http.admin_token",
+                format!("the admin token {problem}"),
+            );
+        }
+        guard.admin_token = Some(token.into_inner());
+    }
+    for host in raw.hosts.unwrap_or_default() {
+        let name = host.trim().trim_end_matches('.').to_ascii_lowercase();
+        if name.is_empty() || name.contains([':', '/', ' ']) {
+            report.push(
+                None,
+                "http.hosts",
+                format!("`{host}` is not a host name: write names such as `ordobridge.chu.local`, without scheme or port"),
+            );
+        } else {
+            guard.hosts.push(name);
+        }
+    }
+    if let Some(timeout) = raw
+        .request_timeout
+        .and_then(|v| duration_value(v, "http.request_timeout", report))
+    {
+        guard.request_timeout = timeout;
+    }
+    guard.frame_ancestors = raw.frame_ancestors.unwrap_or_default();
+    for origin in &guard.frame_ancestors {
+        if origin.is_empty() || origin.contains([';', ',', ' ', '\'', '"']) {
+            report.push(
+                None,
+                "http.frame_ancestors",
+                format!(
+                    "`{origin}` is not an origin: write origins such as `https://dpi.chu.local`"
+                ),
+            );
+        }
+    }
+    match raw.bind.get_ref().parse::<SocketAddr>() {
+        Ok(bind) => Some(HttpConfig { bind, guard }),
+        Err(_) => {
+            report.push(
+                Some(raw.bind.span()),
+                "http.bind",
+                format!(
+                    "invalid listen address `{}`: expected IP:PORT such as `127.0.0.1:8717`",
+                    raw.bind.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Values that sample files and tutorials put where a secret goes: a configuration still
+/// holding one was never finished.
+const PLACEHOLDER_SECRETS: &[&str] = &[
+    "change-me",
+    "changeme",
+    "change_me",
+    "replace-me",
+    "replaceme",
+    "placeholder",
+    "example",
+    "secret",
+    "password",
+];
+
+/// The shortest token or shared secret accepted: 32 characters (of a random token, ≥ 190 bits).
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Why a token or shared secret is too weak to protect patient data, if it is.
+fn secret_problem(secret: &str) -> Result<(), String> {
+    let lower = secret.to_ascii_lowercase();
+    if let Some(placeholder) = PLACEHOLDER_SECRETS.iter().find(|p| lower.contains(*p)) {
+        return Err(format!(
+            "is a placeholder (it contains `{placeholder}`), not a secret: generate one with `openssl rand -base64 32` and set it"
+        ));
+    }
+    if secret.chars().count() < MIN_SECRET_LEN {
+        return Err(format!(
+            "is too short ({} characters; at least {MIN_SECRET_LEN}): generate one with `openssl rand -base64 32`",
+            secret.chars().count()
+        ));
+    }
+    if secret.chars().all(|c| Some(c) == secret.chars().next()) {
+        return Err("is a single repeated character, not a secret: generate one with `openssl rand -base64 32`".to_string());
+    }
+    Ok(())
+}
+
+/// Whether a secret file may be read by group or others (it should be `0600` or `0400`).
+fn readable_by_others(path: &Path) -> std::io::Result<Option<u32>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    Ok((mode & 0o077 != 0).then_some(mode))
 }
 
 fn validate_push(
@@ -772,11 +894,105 @@ fn validate_push(
         .hold_unknown_for
         .and_then(|v| duration_value(v, "push.hold_unknown_for", report))
         .unwrap_or(DEFAULT_HOLD_UNKNOWN_FOR);
+    let token = raw.token.filter(|t| !t.get_ref().is_empty());
+    if let Some(token) = &token
+        && let Err(problem) = secret_problem(token.get_ref())
+    {
+        report.push(
+            Some(token.span()),
+            "push.token",
+            format!("the push token {problem}"),
+        );
+    }
+    let token_file = raw
+        .token_file
+        .filter(|f| !f.get_ref().is_empty())
+        .map(|f| (resolve_path(base, f.get_ref()), f.span()));
+    if token.is_none()
+        && let Some((path, span)) = &token_file
+    {
+        check_token_file(path, span.clone(), report);
+    }
+    let basic = basic_auth(raw.basic_user, raw.basic_password, report);
+    if let Some(basic) = &basic
+        && let Err(problem) = secret_problem(&basic.password)
+        && problem.starts_with("is a placeholder")
+    {
+        report.push(
+            None,
+            "push.basic_password",
+            format!("the basic password {problem}"),
+        );
+    }
+    if token.is_none() && token_file.is_none() && basic.is_none() && !raw.allow_unauthenticated {
+        report.push(
+            None,
+            "push",
+            "the push endpoint accepts prescriptions from anybody: set `token_file = \"/var/lib/ordobridge/push-token\"` (generated at first start), `token`, or `basic_user` and `basic_password`; or, for a closed test network only, `allow_unauthenticated = true`".to_string(),
+        );
+    }
+    let max_body = raw
+        .max_body
+        .and_then(|v| size_value(v, "push.max_body", report))
+        .unwrap_or(DEFAULT_PUSH_MAX_BODY);
     PushConfig {
-        token: raw.token.filter(|t| !t.is_empty()),
-        basic: basic_auth(raw.basic_user, raw.basic_password, report),
+        token: token.map(Spanned::into_inner),
+        token_file: token_file.map(|(path, _)| path),
+        allow_unauthenticated: raw.allow_unauthenticated,
+        max_body,
+        basic,
         hold_unknown_for,
         routes,
+    }
+}
+
+/// An existing push token file must hold a strong token and be readable by its owner only; a
+/// missing one is generated at the first start.
+fn check_token_file(path: &Path, span: Range<usize>, report: &mut Report<'_>) {
+    let shown = path.display();
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => report.push(
+            Some(span),
+            "push.token_file",
+            format!("cannot read `{shown}`: {e}"),
+        ),
+        Ok(meta) if !meta.is_file() => report.push(
+            Some(span),
+            "push.token_file",
+            format!("`{shown}` is not a regular file (a symlink or a folder): point `token_file` at the file itself"),
+        ),
+        Ok(_) => {
+            match readable_by_others(path) {
+                Ok(Some(mode)) => report.push(
+                    Some(span.clone()),
+                    "push.token_file",
+                    format!("`{shown}` is readable by other users (mode {mode:03o}): run `chmod 600 {shown}`"),
+                ),
+                Ok(None) => {}
+                Err(e) => report.push(
+                    Some(span.clone()),
+                    "push.token_file",
+                    format!("cannot read `{shown}`: {e}"),
+                ),
+            }
+            match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    if let Err(problem) = secret_problem(text.trim()) {
+                        report.push(
+                            Some(span),
+                            "push.token_file",
+                            format!("the token in `{shown}` {problem}"),
+                        );
+                    }
+                }
+                Err(e) => report.push(
+                    Some(span),
+                    "push.token_file",
+                    format!("cannot read `{shown}`: {e}"),
+                ),
+            }
+        }
     }
 }
 
@@ -941,10 +1157,35 @@ fn validate_launch(raw: RawLaunch, base: &Path, report: &mut Report<'_>) -> Opti
         },
         None => Some(crate::http::AllowList::loopback()),
     };
-    let signing_secret = raw
-        .signing_secret
-        .filter(|s| !s.is_empty())
-        .map(crate::http::SigningSecret::new);
+    let signing_secret = raw.signing_secret.filter(|s| !s.get_ref().is_empty());
+    if let Some(secret) = &signing_secret
+        && let Err(problem) = secret_problem(secret.get_ref())
+    {
+        report.push(
+            Some(secret.span()),
+            "launch.signing_secret",
+            format!("the signing secret {problem}"),
+        );
+    }
+    let signing_secret =
+        signing_secret.map(|s| crate::http::SigningSecret::new(s.into_inner().into_bytes()));
+    if let Some(list) = &allow_list
+        && !raw.require_signature
+        && !raw.allow_unsigned_links
+        && let Some(network) = list.networks().iter().find(|n| !n.is_loopback())
+    {
+        report.push(
+            raw.allow.as_ref().map(Spanned::span),
+            "launch.allow",
+            format!(
+                "`{network}` reaches beyond this machine while unsigned links are accepted: anybody there could open any patient's Posos session by typing an IPP. Set `require_signature = true` with a `signing_secret` (the EHR signs its links), or, for an EHR that cannot sign, `allow_unsigned_links = true`"
+            ),
+        );
+    }
+    let max_link_age = raw
+        .max_link_age
+        .and_then(|v| duration_value(v, "launch.max_link_age", report))
+        .unwrap_or(crate::http::DEFAULT_MAX_LINK_AGE);
     if raw.require_signature && signing_secret.is_none() {
         report.push(
             None,
@@ -959,6 +1200,8 @@ fn validate_launch(raw: RawLaunch, base: &Path, report: &mut Report<'_>) -> Opti
     settings.allow_list = allow_list?;
     settings.signing_secret = signing_secret;
     settings.require_signature = raw.require_signature;
+    settings.allow_unsigned_links = raw.allow_unsigned_links;
+    settings.max_link_age = max_link_age;
     settings.unknown_patient = raw.unknown_patient.unwrap_or_default();
     Some(LaunchConfig {
         settings,
@@ -968,10 +1211,24 @@ fn validate_launch(raw: RawLaunch, base: &Path, report: &mut Report<'_>) -> Opti
 
 fn validate_posos(
     raw: Spanned<RawPosos>,
+    http: Option<&HttpConfig>,
     base: &Path,
     report: &mut Report<'_>,
 ) -> Option<PososConfig> {
     let raw = raw.into_inner();
+    if raw.mode.get_ref() == "simulator"
+        && let Some(http) = http
+        && !http.bind.ip().is_loopback()
+    {
+        report.push(
+            Some(raw.mode.span()),
+            "posos.mode",
+            format!(
+                "the built-in Posos simulator would be served on {}, beyond this machine: it hands out tokens and accepts imports without real credentials. Bind `[http] bind` to `127.0.0.1`, or use `mode = \"remote\"` in production",
+                http.bind
+            ),
+        );
+    }
     let connect_timeout = raw
         .connect_timeout
         .and_then(|t| duration_value(t, "posos.connect_timeout", report))
@@ -1032,10 +1289,42 @@ fn validate_posos(
                         .to_string(),
                 );
             }
+            let env_key = format!("posos.environments.{}", environment.get_ref());
+            if !env.base_url.get_ref().starts_with("https://") {
+                report.push(
+                    Some(env.base_url.span()),
+                    &format!("{env_key}.base_url"),
+                    format!(
+                        "`{}` is not an `https://` URL: patient identities and tokens would cross the network in clear; use the https URL Posos gave you",
+                        env.base_url.get_ref()
+                    ),
+                );
+            }
+            let key_file = resolve_path(base, &env.key_file);
+            match readable_by_others(&key_file) {
+                Ok(Some(mode)) => report.push(
+                    None,
+                    &format!("{env_key}.key_file"),
+                    format!(
+                        "the service-account key `{}` is readable by other users (mode {mode:03o}): run `chmod 600 {}`",
+                        key_file.display(),
+                        key_file.display()
+                    ),
+                ),
+                Ok(None) => {}
+                Err(e) => report.push(
+                    None,
+                    &format!("{env_key}.key_file"),
+                    format!(
+                        "cannot read the service-account key `{}`: {e} (put the JSON key Posos gave you there, mode 0600)",
+                        key_file.display()
+                    ),
+                ),
+            }
             PososMode::Remote {
                 environment: environment.get_ref().clone(),
-                base_url: env.base_url.clone(),
-                key_file: resolve_path(base, &env.key_file),
+                base_url: env.base_url.get_ref().clone(),
+                key_file,
             }
         }
         other => {
@@ -1420,6 +1709,145 @@ mod tests {
         }
     }
 
+    /// A push token strong enough for `check`.
+    const TOKEN: &str = "q0Zr7PpVh2m8yS5kT1wXc9LbN4dF6gJe";
+
+    const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+    /// `[http]` on `bind`, `[launch]` with `launch` lines, `[posos]` simulator.
+    fn launch_text(bind: &str, launch: &str) -> String {
+        format!(
+            "[store]\npath = \"ob.db\"\n[http]\nbind = \"{bind}\"\n[launch]\nmapping = \"{ROOT}/mappings/scan-token.toml\"\n{launch}\n[posos]\nmode = \"simulator\"\n[posos.simulator]\nkey_file = \"{ROOT}/samples/simulator/service-account.json\"\npublic_key_file = \"{ROOT}/samples/simulator/public-key.pem\"\n"
+        )
+    }
+
+    #[rstest]
+    #[case::err_push_open(
+        "[push]\nhold_unknown_for = \"0s\"",
+        "/etc/ordobridge/ob.toml: `push`: the push endpoint accepts prescriptions from anybody: set `token_file = \"/var/lib/ordobridge/push-token\"` (generated at first start), `token`, or `basic_user` and `basic_password`; or, for a closed test network only, `allow_unauthenticated = true`"
+    )]
+    #[case::err_push_token_short(
+        "[push]\ntoken = \"s3cret-t0ken\"",
+        "/etc/ordobridge/ob.toml:2:9: `push.token`: the push token is too short (12 characters; at least 32): generate one with `openssl rand -base64 32`"
+    )]
+    #[case::err_push_token_placeholder(
+        "[push]\ntoken = \"change-me-change-me-change-me-change-me\"",
+        "/etc/ordobridge/ob.toml:2:9: `push.token`: the push token is a placeholder (it contains `change-me`), not a secret: generate one with `openssl rand -base64 32` and set it"
+    )]
+    #[case::err_push_token_repeated(
+        "[push]\ntoken = \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"",
+        "/etc/ordobridge/ob.toml:2:9: `push.token`: the push token is a single repeated character, not a secret: generate one with `openssl rand -base64 32`"
+    )]
+    #[case::err_basic_placeholder(
+        "[push]\nbasic_user = \"posos\"\nbasic_password = \"changeme\"",
+        "/etc/ordobridge/ob.toml: `push.basic_password`: the basic password is a placeholder (it contains `changeme`), not a secret: generate one with `openssl rand -base64 32` and set it"
+    )]
+    #[case::err_admin_token_short(
+        "[http]\nbind = \"127.0.0.1:8717\"\nadmin_token = \"short\"",
+        "/etc/ordobridge/ob.toml:3:15: `http.admin_token`: the admin token is too short (5 characters; at least 32): generate one with `openssl rand -base64 32`"
+    )]
+    #[case::err_host_with_port(
+        "[http]\nbind = \"127.0.0.1:8717\"\nhosts = [\"ob.chu.local:8717\"]",
+        "/etc/ordobridge/ob.toml: `http.hosts`: `ob.chu.local:8717` is not a host name: write names such as `ordobridge.chu.local`, without scheme or port"
+    )]
+    fn err_fail_closed(#[case] section: &str, #[case] expected: &str) {
+        let text = format!("{section}\n[store]\npath = \"ob.db\"\n");
+        assert_eq!(errors(&text), vec![expected]);
+    }
+
+    #[rstest]
+    #[case::ok_token_file("token_file = \"/var/lib/ordobridge/push-token\"")]
+    #[case::ok_token(&format!("token = \"{TOKEN}\""))]
+    #[case::ok_basic("basic_user = \"posos\"\nbasic_password = \"correct horse battery\"")]
+    #[case::ok_open_by_choice("allow_unauthenticated = true")]
+    fn ok_push_authentication(#[case] lines: &str) {
+        let text = format!("[push]\n{lines}\n[store]\npath = \"ob.db\"\n");
+        assert_eq!(errors(&text), Vec::<String>::new());
+    }
+
+    #[rstest]
+    #[case::err_lan_unsigned(
+        "127.0.0.1:8717",
+        "allow = [\"127.0.0.0/8\", \"10.1.0.0/16\"]",
+        "/etc/ordobridge/ob.toml:7:9: `launch.allow`: `10.1.0.0/16` reaches beyond this machine while unsigned links are accepted: anybody there could open any patient's Posos session by typing an IPP. Set `require_signature = true` with a `signing_secret` (the EHR signs its links), or, for an EHR that cannot sign, `allow_unsigned_links = true`"
+    )]
+    #[case::err_short_secret(
+        "127.0.0.1:8717",
+        "signing_secret = \"0123456789\"",
+        "/etc/ordobridge/ob.toml:7:18: `launch.signing_secret`: the signing secret is too short (10 characters; at least 32): generate one with `openssl rand -base64 32`"
+    )]
+    #[case::err_simulator_beyond_loopback(
+        "0.0.0.0:8717",
+        "",
+        "/etc/ordobridge/ob.toml:9:8: `posos.mode`: the built-in Posos simulator would be served on 0.0.0.0:8717, beyond this machine: it hands out tokens and accepts imports without real credentials. Bind `[http] bind` to `127.0.0.1`, or use `mode = \"remote\"` in production"
+    )]
+    fn err_launch_fail_closed(#[case] bind: &str, #[case] launch: &str, #[case] expected: &str) {
+        assert_eq!(errors(&launch_text(bind, launch)), vec![expected]);
+    }
+
+    #[rstest]
+    #[case::ok_loopback_unsigned("")]
+    #[case::ok_lan_signed(&format!("allow = [\"10.1.0.0/16\"]\nrequire_signature = true\nsigning_secret = \"{TOKEN}\""))]
+    #[case::ok_lan_unsigned_by_choice("allow = [\"10.1.0.0/16\"]\nallow_unsigned_links = true")]
+    fn ok_launch_access(#[case] launch: &str) {
+        assert_eq!(
+            errors(&launch_text("127.0.0.1:8717", launch)),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn err_remote_posos_needs_https_and_a_private_key_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("dir");
+        let key = dir.path().join("posos.json");
+        std::fs::write(&key, "{}").expect("write");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let text = format!(
+            "[store]\npath = \"ob.db\"\n[posos]\nmode = \"remote\"\noauth_client_id = \"c\"\nenvironment = \"preprod\"\n[posos.environments.preprod]\nbase_url = \"http://posos.example.test\"\nkey_file = \"{}\"\n",
+            key.display()
+        );
+        assert_eq!(
+            errors(&text),
+            vec![
+                "/etc/ordobridge/ob.toml:8:12: `posos.environments.preprod.base_url`: `http://posos.example.test` is not an `https://` URL: patient identities and tokens would cross the network in clear; use the https URL Posos gave you".to_string(),
+                format!(
+                    "/etc/ordobridge/ob.toml: `posos.environments.preprod.key_file`: the service-account key `{0}` is readable by other users (mode 644): run `chmod 600 {0}`",
+                    key.display()
+                ),
+            ]
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let fixed = text.replace("http://", "https://");
+        assert_eq!(errors(&fixed), Vec::<String>::new());
+    }
+
+    #[test]
+    fn err_token_file_readable_by_others_or_weak() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("push-token");
+        std::fs::write(&file, "short\n").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let text = format!(
+            "[push]\ntoken_file = \"{}\"\n[store]\npath = \"ob.db\"\n",
+            file.display()
+        );
+        assert_eq!(
+            errors(&text),
+            vec![
+                format!(
+                    "/etc/ordobridge/ob.toml:2:14: `push.token_file`: `{0}` is readable by other users (mode 640): run `chmod 600 {0}`",
+                    file.display()
+                ),
+                format!(
+                    "/etc/ordobridge/ob.toml:2:14: `push.token_file`: the token in `{}` is too short (5 characters; at least 32): generate one with `openssl rand -base64 32`",
+                    file.display()
+                ),
+            ]
+        );
+    }
+
     const MINIMAL: &str = r#"
 [store]
 path = "${DATA:-var}/ob.db"
@@ -1514,7 +1942,7 @@ charset = "EBCDIC"
     #[case::ok_hours("hold_unknown_for = \"2h\"\n", Duration::from_secs(7200))]
     #[case::ok_no_hold("hold_unknown_for = \"0s\"\n", Duration::ZERO)]
     fn ok_push_hold(#[case] line: &str, #[case] expected: Duration) {
-        let text = format!("{MINIMAL}\n[push]\n{line}");
+        let text = format!("{MINIMAL}\n[push]\n{line}allow_unauthenticated = true\n");
         let push = load(&text, &[]).unwrap().push.unwrap();
         assert_eq!(push.hold_unknown_for, expected);
         assert_eq!(push.basic, None);
@@ -1523,10 +1951,10 @@ charset = "EBCDIC"
     #[test]
     fn ok_push_basic_and_bearer() {
         let text = format!(
-            "{MINIMAL}\n[push]\ntoken = \"t\"\nbasic_user = \"posos\"\nbasic_password = \"${{PW}}\"\n"
+            "{MINIMAL}\n[push]\ntoken = \"{TOKEN}\"\nbasic_user = \"posos\"\nbasic_password = \"${{PW}}\"\n"
         );
         let push = load(&text, &[("PW", "s3cret")]).unwrap().push.unwrap();
-        assert_eq!(push.token.as_deref(), Some("t"));
+        assert_eq!(push.token.as_deref(), Some(TOKEN));
         let basic = push.basic.unwrap();
         assert_eq!(
             (basic.user.as_str(), basic.password.as_str()),
@@ -1556,7 +1984,7 @@ charset = "EBCDIC"
         "/etc/ordobridge/ob.toml:2:14: `push.basic_user`: basic user `a:b` contains `:`, which basic authentication cannot carry: choose a user name without it"
     )]
     fn err_push_keys(#[case] lines: &str, #[case] expected: &str) {
-        let text = format!("[push]\n{lines}\n[store]\npath = \"ob.db\"\n");
+        let text = format!("[push]\n{lines}\ntoken = \"{TOKEN}\"\n[store]\npath = \"ob.db\"\n");
         assert_eq!(errors(&text), vec![expected]);
     }
 

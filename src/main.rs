@@ -248,8 +248,18 @@ fn init_logging(config: &Config) {
 }
 
 fn run(config_path: &Path) -> Result<ExitCode, String> {
-    let config = load_config(config_path)?;
+    let mut config = load_config(config_path)?;
     init_logging(&config);
+    // Printed once, here, never logged: the start that generates the push token shows it.
+    if let Some(generated) = engine::resolve_push_token(&mut config)? {
+        println!(
+            "ordobridge: generated the push endpoint's token in {} (mode 0600).\n\
+             Posos must send `Authorization: Bearer {}` to POST /fhir. It is printed only this once;\n\
+             read the file again when you need it.",
+            generated.path.display(),
+            generated.token
+        );
+    }
     let rt = runtime()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();

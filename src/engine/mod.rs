@@ -23,6 +23,7 @@ mod mllp_in;
 mod outbox;
 mod processor;
 mod push;
+pub mod push_token;
 mod status;
 mod web;
 
@@ -44,6 +45,7 @@ use crate::store::{Store, StoreError, StoreOptions};
 
 pub use file_in::FileInbound;
 pub use mllp_in::InboundMllp;
+pub use push_token::{GeneratedToken, resolve_push_token};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +93,39 @@ pub struct ChannelHandle {
     /// Where it listens; `None` for a file channel.
     pub local_addr: Option<SocketAddr>,
     pub kind: &'static str,
+}
+
+/// The settings an operator chose to leave open: said at every start, so they are never
+/// forgotten.
+fn warn_about_open_doors(config: &Config) {
+    if let Some(push) = &config.push
+        && push.allow_unauthenticated
+        && push.token.is_none()
+        && push.basic.is_none()
+    {
+        warn!(
+            "the push endpoint accepts prescriptions from anybody who can reach it (`allow_unauthenticated = true`): configure a token before going live"
+        );
+    }
+    if let Some(launch) = &config.launch
+        && launch.settings.allow_unsigned_links
+        && !launch.settings.require_signature
+    {
+        let open: Vec<String> = launch
+            .settings
+            .allow_list
+            .networks()
+            .iter()
+            .filter(|n| !n.is_loopback())
+            .map(ToString::to_string)
+            .collect();
+        if !open.is_empty() {
+            warn!(
+                networks = %open.join(", "),
+                "unsigned launch links are accepted from these networks (`allow_unsigned_links = true`): anybody there can open any patient's Posos session"
+            );
+        }
+    }
 }
 
 /// Binds every listener of the configuration that is not already in `bound`.
@@ -150,11 +185,18 @@ pub async fn run_census_processor(
 /// `on_ready` is called once everything is accepting, with what runs where (the binary logs it
 /// and tells systemd; tests use it to learn the ports).
 pub async fn run(
-    config: Config,
+    mut config: Config,
     listeners: BoundListeners,
     shutdown: CancellationToken,
     on_ready: impl FnOnce(&[ChannelHandle]),
 ) -> Result<(), EngineError> {
+    if let Some(generated) = resolve_push_token(&mut config).map_err(EngineError::Web)? {
+        warn!(
+            file = %generated.path.display(),
+            "generated the push endpoint's bearer token in this file (mode 0600): give its content to Posos"
+        );
+    }
+    warn_about_open_doors(&config);
     let store = Store::open(
         &config.store.path,
         StoreOptions {
@@ -341,11 +383,19 @@ pub async fn run(
         let local_addr = listener
             .local_addr()
             .map_err(|e| EngineError::Web(format!("cannot read the HTTP address: {e}")))?;
-        let mut router =
-            web::router(&config, local_addr, store.clone())?.merge(status::router(observed));
+        let guard = Arc::new(
+            config
+                .http
+                .as_ref()
+                .map(|http| http.guard.clone())
+                .unwrap_or_default(),
+        );
+        let mut router = web::router(&config, local_addr, store.clone())?
+            .merge(status::router(observed, guard.clone()));
         if let Some(state) = push_state {
             router = router.merge(push::router(state));
         }
+        let router = web::harden(router, guard);
         let token = shutdown.child_token();
         tracker.spawn(
             async move {

@@ -31,10 +31,16 @@ pub(super) struct Observed {
     pub holds: Option<Arc<HoldStats>>,
 }
 
-pub(super) fn router(observed: Observed) -> Router {
+/// `/status` and `/metrics`, readable from `[http] admin_allow` networks or with the admin
+/// token only (they name channels, peers and error texts).
+pub(super) fn router(observed: Observed, guard: Arc<crate::http::HttpGuardSettings>) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::http::guard::check_admin,
+        ))
         .with_state(Arc::new(observed))
 }
 
