@@ -838,7 +838,9 @@ fn secret_problem(secret: &str) -> Result<(), String> {
             secret.chars().count()
         ));
     }
-    if secret.chars().all(|c| Some(c) == secret.chars().next()) {
+    if let Some(first) = secret.chars().next()
+        && secret.chars().all(|c| c == first)
+    {
         return Err("is a single repeated character, not a secret: generate one with `openssl rand -base64 32`".to_string());
     }
     Ok(())

@@ -97,7 +97,7 @@ pub fn host_allowed(host: Option<&str>, names: &[String]) -> bool {
         return true;
     }
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    name == "localhost" || names.iter().any(|allowed| *allowed == name)
+    name == "localhost" || names.contains(&name)
 }
 
 /// Why an admin request was refused.
