@@ -165,6 +165,46 @@ pub struct StoreConfig {
     pub queue_capacity: usize,
     /// The most messages committed in one transaction.
     pub max_batch: usize,
+    /// What the background pruner deletes, and how often.
+    pub retention: RetentionConfig,
+}
+
+/// `[store] retention`, `rejected_retention`, `prune_interval`, `prune_batch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Journal rows (and finished outbound messages, released holds) older than this go;
+    /// `None`: kept forever.
+    pub retention: Option<Duration>,
+    /// Rejected journal rows older than this go (junk cannot fill the disk).
+    pub rejected_retention: Option<Duration>,
+    /// Time between two prunes.
+    pub interval: Duration,
+    /// Rows of each kind deleted per transaction.
+    pub batch: usize,
+}
+
+impl RetentionConfig {
+    /// 90 days of journal, 30 days of rejected frames, a prune every hour by 500 rows.
+    pub const DEFAULT: RetentionConfig = RetentionConfig {
+        retention: Some(Duration::from_secs(90 * 86_400)),
+        rejected_retention: Some(Duration::from_secs(30 * 86_400)),
+        interval: Duration::from_secs(3600),
+        batch: 500,
+    };
+
+    /// The cutoffs at `now`; `None` when nothing is ever pruned.
+    pub fn plan(&self, now: jiff::Timestamp) -> Option<crate::store::RetentionPlan> {
+        /// "Forever": no row is that old.
+        const FOREVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+        if self.retention.is_none() && self.rejected_retention.is_none() {
+            return None;
+        }
+        Some(crate::store::RetentionPlan::at(
+            now,
+            self.retention.unwrap_or(FOREVER),
+            self.rejected_retention.unwrap_or(FOREVER),
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -570,6 +610,10 @@ struct RawEnvironment {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     path: Spanned<String>,
+    retention: Option<Spanned<String>>,
+    rejected_retention: Option<Spanned<String>>,
+    prune_interval: Option<Spanned<String>>,
+    prune_batch: Option<Spanned<i64>>,
     queue_capacity: Option<Spanned<i64>>,
     max_batch: Option<Spanned<i64>>,
 }
@@ -628,6 +672,7 @@ impl RawConfig {
     fn validate(self, file: &Path, base: &Path, report: &mut Report<'_>) -> Config {
         let store = match self.store {
             Some(store) => StoreConfig {
+                retention: retention(&store, report),
                 path: resolve_path(base, store.path.get_ref()),
                 queue_capacity: positive(store.queue_capacity, "store.queue_capacity", report)
                     .unwrap_or(DEFAULT_QUEUE_CAPACITY),
@@ -645,6 +690,7 @@ impl RawConfig {
                     path: PathBuf::new(),
                     queue_capacity: DEFAULT_QUEUE_CAPACITY,
                     max_batch: DEFAULT_MAX_BATCH,
+                    retention: RetentionConfig::DEFAULT,
                 }
             }
         };
@@ -737,6 +783,47 @@ impl RawConfig {
             },
         }
     }
+}
+
+/// `[store]` retention keys: durations, or `"forever"` to keep rows without end.
+fn retention(store: &RawStore, report: &mut Report<'_>) -> RetentionConfig {
+    let mut config = RetentionConfig::DEFAULT;
+    let mut age = |value: &Option<Spanned<String>>, key: &str, target: &mut Option<Duration>| {
+        if let Some(value) = value {
+            if value.get_ref().trim() == "forever" {
+                *target = None;
+            } else if let Some(d) = duration_value(value.clone(), key, report) {
+                if d < Duration::from_secs(86_400) {
+                    report.push(
+                        Some(value.span()),
+                        key,
+                        format!(
+                            "`{}` would delete the journal of the current day: keep at least `1d` (or `forever`)",
+                            value.get_ref()
+                        ),
+                    );
+                }
+                *target = Some(d);
+            }
+        }
+    };
+    age(&store.retention, "store.retention", &mut config.retention);
+    age(
+        &store.rejected_retention,
+        "store.rejected_retention",
+        &mut config.rejected_retention,
+    );
+    if let Some(interval) = store
+        .prune_interval
+        .clone()
+        .and_then(|v| duration_value(v, "store.prune_interval", report))
+    {
+        config.interval = interval.max(Duration::from_secs(1));
+    }
+    if let Some(batch) = positive(store.prune_batch.clone(), "store.prune_batch", report) {
+        config.batch = batch;
+    }
+    config
 }
 
 fn validate_http(raw: RawHttp, report: &mut Report<'_>) -> Option<HttpConfig> {
@@ -1847,6 +1934,44 @@ mod tests {
                     file.display()
                 ),
             ]
+        );
+    }
+
+    #[rstest]
+    #[case::ok_defaults("", Some(90), Some(30))]
+    #[case::ok_days(
+        "retention = \"365d\"\nrejected_retention = \"7d\"",
+        Some(365),
+        Some(7)
+    )]
+    #[case::ok_forever("retention = \"forever\"", None, Some(30))]
+    fn ok_retention(
+        #[case] lines: &str,
+        #[case] days: Option<u64>,
+        #[case] rejected_days: Option<u64>,
+    ) {
+        let config = load(&format!("[store]\npath = \"ob.db\"\n{lines}\n"), &[]).unwrap();
+        let retention = config.store.retention;
+        assert_eq!(retention.retention.map(|d| d.as_secs() / 86_400), days);
+        assert_eq!(
+            retention.rejected_retention.map(|d| d.as_secs() / 86_400),
+            rejected_days
+        );
+    }
+
+    #[rstest]
+    #[case::err_under_a_day(
+        "retention = \"12h\"",
+        "/etc/ordobridge/ob.toml:3:13: `store.retention`: `12h` would delete the journal of the current day: keep at least `1d` (or `forever`)"
+    )]
+    #[case::err_not_a_duration(
+        "rejected_retention = \"a month\"",
+        "/etc/ordobridge/ob.toml:3:22: `store.rejected_retention`: invalid duration `a month`: expected a number with a unit, such as `500ms`, `30s`, `15m` or `1h`"
+    )]
+    fn err_retention(#[case] lines: &str, #[case] expected: &str) {
+        assert_eq!(
+            errors(&format!("[store]\npath = \"ob.db\"\n{lines}\n")),
+            vec![expected]
         );
     }
 

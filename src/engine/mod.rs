@@ -22,6 +22,7 @@ mod intake;
 mod mllp_in;
 mod outbox;
 mod processor;
+mod prune;
 mod push;
 pub mod push_token;
 mod status;
@@ -229,6 +230,17 @@ pub async fn run(
             shutdown.child_token(),
         )
         .instrument(info_span!("processor")),
+    );
+    let prune_stats = Arc::new(prune::PruneStats::default());
+    observed.prune = Some(prune_stats.clone());
+    tracker.spawn(
+        prune::run_pruner(
+            store.clone(),
+            config.store.retention.clone(),
+            prune_stats,
+            shutdown.child_token(),
+        )
+        .instrument(info_span!("pruner")),
     );
     let mut handles = Vec::new();
     let mut servers = Vec::new();

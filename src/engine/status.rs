@@ -15,6 +15,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::hold::HoldStats;
+use super::prune::PruneStats;
 use crate::delivery::DeliveryStats;
 use crate::filedrop::InboxStats;
 use crate::mllp::server::ServerStats;
@@ -29,6 +30,16 @@ pub(super) struct Observed {
     pub store: Option<Store>,
     /// Released held bundles by reason; `None` without `[push]`.
     pub holds: Option<Arc<HoldStats>>,
+    /// What the background pruner deleted.
+    pub prune: Option<Arc<PruneStats>>,
+}
+
+/// Bytes of the store file and of its write-ahead log (0 for a missing file).
+fn store_sizes(store: &Store) -> (u64, u64) {
+    let size = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |m| m.len());
+    let mut wal = store.path().as_os_str().to_owned();
+    wal.push("-wal");
+    (size(store.path()), size(std::path::Path::new(&wal)))
 }
 
 /// `/status` and `/metrics`, readable from `[http] admin_allow` networks or with the admin
@@ -320,6 +331,44 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
                     .collect::<Vec<_>>(),
             );
         }
+    }
+    if let Some(store) = &observed.store {
+        let (file, wal) = store_sizes(store);
+        family(
+            &mut out,
+            "ordobridge_store_file_bytes",
+            "gauge",
+            "size of the store file",
+            &[(String::new(), file)],
+        );
+        family(
+            &mut out,
+            "ordobridge_store_wal_bytes",
+            "gauge",
+            "size of the store's write-ahead log",
+            &[(String::new(), wal)],
+        );
+    }
+    if let Some(prune) = &observed.prune {
+        use std::sync::atomic::Ordering::Relaxed;
+        family(
+            &mut out,
+            "ordobridge_pruned_rows_total",
+            "counter",
+            "rows deleted past their retention, by kind",
+            &[
+                (label("kind", "journal"), prune.journal.load(Relaxed)),
+                (label("kind", "outbound"), prune.outbound.load(Relaxed)),
+                (label("kind", "holds"), prune.holds.load(Relaxed)),
+            ],
+        );
+        family(
+            &mut out,
+            "ordobridge_prune_failures_total",
+            "counter",
+            "prunes that failed (retried at the next interval)",
+            &[(String::new(), prune.failures.load(Relaxed))],
+        );
     }
     (
         StatusCode::OK,
