@@ -73,6 +73,28 @@ pub(super) fn read_hl7(intake: &Intake<'_>, payload: &Bytes) -> Vec<Parsed> {
                 payload.slice_ref(slice)
             };
             match Message::parse_with(slice, intake.charset) {
+                // MSH-10 is required: without it the ACK has nothing to echo in MSA-2 and a
+                // resent message cannot be told from a new one.
+                Ok(message) if message.header().control_id.trim().is_empty() => {
+                    let request = AckRequest::from_message(&message);
+                    let text = "MSH-10 (message control id) is empty: it is required, so that the ACK can name the message and a resent copy is recognized; give every message a unique MSH-10";
+                    let reason = format!("channel `{}`: {text}", intake.channel);
+                    warn!(peer = %intake.peer, "message refused: empty MSH-10");
+                    Parsed {
+                        record: rejected_record(intake, &request, raw, reason),
+                        refusal: Some(AckError {
+                            code: crate::hl7::ErrorCode::RequiredFieldMissing,
+                            location: Some(crate::hl7::ErrLocation {
+                                segment: "MSH".to_string(),
+                                sequence: 1,
+                                field: 10,
+                                component: 0,
+                            }),
+                            message: text.to_string(),
+                        }),
+                        request,
+                    }
+                }
                 Ok(message) => {
                     let header = message.header();
                     Parsed {
