@@ -43,6 +43,9 @@ pub struct Config {
     pub census: crate::census::CensusSettings,
     /// Outbound destinations by name: each has its own durable queue and worker.
     pub outbound: BTreeMap<String, Destination>,
+    /// `[outbound.NAME] alert_after` by destination: `/ready` fails and `/status` says
+    /// `attention` when the oldest pending message waits longer.
+    pub alert_after: BTreeMap<String, Duration>,
     /// The FHIR push endpoint (`POST /fhir`); needs `[http]`.
     pub push: Option<PushConfig>,
 }
@@ -92,6 +95,10 @@ impl fmt::Debug for BasicAuth {
 /// prescription by far, so a quarter of an hour covers a late or re-sent ADT without
 /// delaying a prescription for long.
 pub const DEFAULT_HOLD_UNKNOWN_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// The default of `[outbound.NAME] alert_after`: a message waiting longer than this for its
+/// destination makes `/ready` fail.
+pub const DEFAULT_ALERT_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// The default of `[push] max_body`: a bundle carrying a prescription PDF fits.
 pub const DEFAULT_PUSH_MAX_BODY: usize = 32 * 1024 * 1024;
@@ -531,6 +538,7 @@ struct RawRoute {
 #[serde(deny_unknown_fields)]
 struct RawOutbound {
     protocol: Spanned<String>,
+    alert_after: Option<Spanned<String>>,
     // mllp
     address: Option<Spanned<String>>,
     ack_timeout: Option<Spanned<String>>,
@@ -741,11 +749,20 @@ impl RawConfig {
             }
         }
         let http = self.http.and_then(|http| validate_http(http, report));
+        let mut alert_after = BTreeMap::new();
         let outbound: BTreeMap<String, Destination> = self
             .outbound
             .into_iter()
-            .filter_map(|(name, raw)| {
+            .filter_map(|(name, mut raw)| {
+                let alert = raw
+                    .alert_after
+                    .take()
+                    .and_then(|v| {
+                        duration_value(v, &format!("outbound.{name}.alert_after"), report)
+                    })
+                    .unwrap_or(DEFAULT_ALERT_AFTER);
                 let destination = validate_outbound(&name, raw, base, report)?;
+                alert_after.insert(name.clone(), alert);
                 Some((name, destination))
             })
             .collect();
@@ -775,6 +792,7 @@ impl RawConfig {
                 .push
                 .map(|push| validate_push(push, &outbound, base, report)),
             outbound,
+            alert_after,
             census: crate::census::CensusSettings {
                 ipp_authority: self
                     .census

@@ -231,6 +231,7 @@ pub async fn run(
         )
         .instrument(info_span!("processor")),
     );
+    observed.alert_after = config.alert_after.clone();
     let prune_stats = Arc::new(prune::PruneStats::default());
     observed.prune = Some(prune_stats.clone());
     tracker.spawn(
@@ -402,8 +403,10 @@ pub async fn run(
                 .map(|http| http.guard.clone())
                 .unwrap_or_default(),
         );
+        let observed = Arc::new(observed);
         let mut router = web::router(&config, local_addr, store.clone())?
-            .merge(status::router(observed, guard.clone()));
+            .merge(status::router(observed.clone(), guard.clone()))
+            .merge(status::ready_router(observed));
         if let Some(state) = push_state {
             router = router.merge(push::router(state));
         }

@@ -62,7 +62,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use self::hold::{DeliverOutcome, HeldBundle, HoldOverview, ReleaseReason};
 pub use self::prune::{Pruned, RetentionPlan};
 pub use self::queue::{
-    DeadLetter, DestinationDepth, OutboundItem, OutboundMessage, OutboundStatus,
+    DeadLetter, DestinationDepth, OutboundItem, OutboundMessage, OutboundStatus, QueueHead,
 };
 use self::read::Readers;
 use self::writer::{Counters, Prepared, Request};

@@ -490,14 +490,20 @@ pub type Received = Arc<Mutex<Vec<Vec<u8>>>>;
 /// A minimal EHR on a loopback MLLP port: answers AA to every message and keeps them, so a
 /// test can check what the daemon delivered.
 pub async fn ehr_peer() -> (SocketAddr, Received) {
-    use futures::{SinkExt, StreamExt};
-    use ordobridge::hl7::Message;
-    use ordobridge::mllp::{Inbound, MllpCodec};
-
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind peer");
     let addr = listener.local_addr().expect("addr");
+    (addr, ehr_peer_on(listener))
+}
+
+/// [`ehr_peer`] on a listener the test bound earlier (and left unanswered until now: a
+/// destination that was down comes back).
+pub fn ehr_peer_on(listener: tokio::net::TcpListener) -> Received {
+    use futures::{SinkExt, StreamExt};
+    use ordobridge::hl7::Message;
+    use ordobridge::mllp::{Inbound, MllpCodec};
+
     let received: Received = Arc::default();
     let sink = received.clone();
     tokio::spawn(async move {
@@ -520,7 +526,7 @@ pub async fn ehr_peer() -> (SocketAddr, Received) {
             });
         }
     });
-    (addr, received)
+    received
 }
 
 /// Polls `check` until it gives a value, or fails after [`PATIENCE`] naming `what`: waits on
