@@ -211,6 +211,10 @@ pub struct MllpListenerConfig {
     pub read_timeout: Duration,
     /// A connection silent for this long is closed.
     pub idle_timeout: Duration,
+    /// `allow`: source networks that may connect; `None` (key absent) lets any address in.
+    pub allow: Option<crate::http::AllowList>,
+    /// `max_connections_per_peer`: connections one address may hold at once.
+    pub max_connections_per_peer: usize,
 }
 
 /// One problem in the configuration, located in the file.
@@ -565,6 +569,8 @@ struct RawInbound {
     #[serde(default)]
     log_phi: bool,
     max_connections: Option<Spanned<i64>>,
+    max_connections_per_peer: Option<Spanned<i64>>,
+    allow: Option<Spanned<Vec<String>>>,
     max_frame_size: Option<Spanned<SizeValue>>,
     read_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
@@ -1134,6 +1140,28 @@ impl RawInbound {
                     .idle_timeout
                     .and_then(|t| duration_value(t, &format!("{prefix}.idle_timeout"), report))
                     .unwrap_or(DEFAULT_IDLE_TIMEOUT);
+                let max_connections_per_peer = positive(
+                    self.max_connections_per_peer,
+                    &format!("{prefix}.max_connections_per_peer"),
+                    report,
+                )
+                .unwrap_or(crate::mllp::server::DEFAULT_MAX_CONNECTIONS_PER_PEER);
+                let allow = match &self.allow {
+                    None => None,
+                    Some(allow) => match crate::http::AllowList::parse(allow.get_ref()) {
+                        Ok(list) => Some(list),
+                        Err(e) => {
+                            report.push(
+                                Some(allow.span()),
+                                &format!("{prefix}.allow"),
+                                format!(
+                                    "{e}: write the senders' networks such as `10.1.0.0/16`, `10.1.2.3` or `::1/128`"
+                                ),
+                            );
+                            None
+                        }
+                    },
+                };
                 Some(InboundChannel {
                     name: name.to_string(),
                     charset,
@@ -1144,6 +1172,8 @@ impl RawInbound {
                         max_frame_bytes,
                         read_timeout,
                         idle_timeout,
+                        allow,
+                        max_connections_per_peer,
                     }),
                 })
             }
@@ -1558,6 +1588,39 @@ charset = "EBCDIC"
     fn err_push_keys(#[case] lines: &str, #[case] expected: &str) {
         let text = format!("[push]\n{lines}\n[store]\npath = \"ob.db\"\n");
         assert_eq!(errors(&text), vec![expected]);
+    }
+
+    #[test]
+    fn ok_mllp_access_defaults_and_values() {
+        let config = load(MINIMAL, &[]).unwrap();
+        let InboundKind::Mllp(mllp) = &config.inbound["adt-in"].kind else {
+            panic!("expected an MLLP channel");
+        };
+        assert_eq!(mllp.allow, None, "any address by default");
+        assert_eq!(mllp.max_connections_per_peer, 32);
+        let text =
+            format!("{MINIMAL}allow = [\"10.1.0.0/16\", \"::1\"]\nmax_connections_per_peer = 4\n");
+        let config = load(&text, &[]).unwrap();
+        let InboundKind::Mllp(mllp) = &config.inbound["adt-in"].kind else {
+            panic!("expected an MLLP channel");
+        };
+        let allow = mllp.allow.as_ref().unwrap();
+        assert!(allow.allows("10.1.2.3".parse().unwrap()));
+        assert!(!allow.allows("127.0.0.1".parse().unwrap()));
+        assert_eq!(mllp.max_connections_per_peer, 4);
+    }
+
+    #[rstest]
+    #[case::bad_network(
+        "allow = [\"10.1.0.1/16\"]",
+        "/etc/ordobridge/ob.toml:8:9: `inbound.adt-in.allow`: invalid network `10.1.0.1/16`: host bits are set: did you mean `10.1.0.0/16`?: write the senders' networks such as `10.1.0.0/16`, `10.1.2.3` or `::1/128`"
+    )]
+    #[case::zero_per_peer(
+        "max_connections_per_peer = 0",
+        "/etc/ordobridge/ob.toml:8:28: `inbound.adt-in.max_connections_per_peer`: expected a positive number, found 0"
+    )]
+    fn err_mllp_access_keys(#[case] line: &str, #[case] expected: &str) {
+        assert_eq!(errors(&format!("{MINIMAL}{line}\n")), vec![expected]);
     }
 
     #[test]

@@ -208,6 +208,8 @@ pub async fn run(
                     max_frame_bytes: mllp.max_frame_bytes,
                     read_timeout: mllp.read_timeout,
                     idle_timeout: mllp.idle_timeout,
+                    allow: mllp.allow.clone(),
+                    max_connections_per_peer: mllp.max_connections_per_peer,
                 };
                 let handler = Arc::new(InboundMllp::new(channel, store.clone(), processed.clone()));
                 let stats = Arc::new(ServerStats::default());
