@@ -259,14 +259,10 @@ impl Auth {
     }
 }
 
-/// Constant-time equality (the time depends on the lengths only).
+/// Constant-time equality with `subtle` (the time depends on the lengths only).
 fn same(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    use subtle::ConstantTimeEq;
+    bool::from(given.ct_eq(expected))
 }
 
 #[derive(Clone)]
