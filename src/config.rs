@@ -5,6 +5,8 @@
 //! 1. parse the TOML into a spanned tree (syntax errors carry their line);
 //! 2. expand `${VAR}` and `${VAR:-default}` in every string value from the environment (`$$`
 //!    is a literal `$`), so a systemd `EnvironmentFile` or a test can set ports and folders;
+//!    and `${credential:NAME}` with the content of `$CREDENTIALS_DIRECTORY/NAME` (one final
+//!    line end removed), the secret systemd passes with `LoadCredential=NAME:PATH`;
 //! 3. deserialize into typed sections and validate values (addresses, durations, sizes,
 //!    charsets), resolving relative paths against the folder of the config file.
 //!
@@ -406,6 +408,11 @@ fn expand_env(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
                 ));
             };
             let inner = &body[..close];
+            if let Some(credential) = inner.strip_prefix("credential:") {
+                out.push_str(&read_credential(credential, env)?);
+                rest = &body[close + 1..];
+                continue;
+            }
             let (name, default) = match inner.split_once(":-") {
                 Some((name, default)) => (name, Some(default)),
                 None => (inner, None),
@@ -435,6 +442,40 @@ fn expand_env(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The content of the systemd credential `name` (`$CREDENTIALS_DIRECTORY/NAME`, set by
+/// `LoadCredential=NAME:PATH`), without its final line end. The value is never put in an error.
+fn read_credential(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let valid = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !valid {
+        return Err(format!(
+            "invalid credential name `{name}` in `${{credential:{name}}}`: use letters, digits, `_`, `-` and `.`"
+        ));
+    }
+    let Some(dir) = env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) else {
+        return Err(format!(
+            "`${{credential:{name}}}` needs the environment variable `CREDENTIALS_DIRECTORY`, which systemd sets for a unit with `LoadCredential={name}:/etc/ordobridge/credentials/{name}`: run under that unit, or set `CREDENTIALS_DIRECTORY` to the folder holding the file `{name}`"
+        ));
+    };
+    let path = Path::new(&dir).join(name);
+    let mut value = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "cannot read credential `{name}` at `{}`: {e}: check the unit's `LoadCredential={name}:…` line and that the file exists",
+            path.display()
+        )
+    })?;
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    Ok(value)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1588,6 +1629,52 @@ charset = "EBCDIC"
     fn err_push_keys(#[case] lines: &str, #[case] expected: &str) {
         let text = format!("[push]\n{lines}\n[store]\npath = \"ob.db\"\n");
         assert_eq!(errors(&text), vec![expected]);
+    }
+
+    #[test]
+    fn ok_credential_is_read_from_the_credentials_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("push-token"),
+            "s3cret-token-of-32-characters-xx\n",
+        )
+        .unwrap();
+        let creds = dir.path().to_string_lossy().into_owned();
+        let text = "[store]\npath = \"ob.db\"\n[push]\ntoken = \"${credential:push-token}\"\n";
+        let config = load(text, &[("CREDENTIALS_DIRECTORY", &creds)]).unwrap();
+        assert_eq!(
+            config.push.unwrap().token.as_deref(),
+            Some("s3cret-token-of-32-characters-xx")
+        );
+    }
+
+    #[rstest]
+    #[case::no_directory(
+        None,
+        "${credential:push-token}",
+        "/etc/ordobridge/ob.toml:4:9: `push.token`: `${credential:push-token}` needs the environment variable `CREDENTIALS_DIRECTORY`, which systemd sets for a unit with `LoadCredential=push-token:/etc/ordobridge/credentials/push-token`: run under that unit, or set `CREDENTIALS_DIRECTORY` to the folder holding the file `push-token`"
+    )]
+    #[case::missing_file(
+        Some("/nonexistent-creds"),
+        "${credential:push-token}",
+        "/etc/ordobridge/ob.toml:4:9: `push.token`: cannot read credential `push-token` at `/nonexistent-creds/push-token`: No such file or directory (os error 2): check the unit's `LoadCredential=push-token:…` line and that the file exists"
+    )]
+    #[case::bad_name(
+        Some("/creds"),
+        "${credential:../etc/shadow}",
+        "/etc/ordobridge/ob.toml:4:9: `push.token`: invalid credential name `../etc/shadow` in `${credential:../etc/shadow}`: use letters, digits, `_`, `-` and `.`"
+    )]
+    fn err_credential(#[case] dir: Option<&str>, #[case] value: &str, #[case] expected: &str) {
+        let text = format!("[store]\npath = \"ob.db\"\n[push]\ntoken = \"{value}\"\n");
+        let vars: Vec<(&str, &str)> = dir
+            .map(|d| ("CREDENTIALS_DIRECTORY", d))
+            .into_iter()
+            .collect();
+        let got = match load(&text, &vars) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        };
+        assert_eq!(got, vec![expected]);
     }
 
     #[test]
