@@ -138,6 +138,7 @@ pub async fn run_census_processor(
     processor::run_processor(
         store,
         settings,
+        Arc::default(),
         Arc::new(Notify::new()),
         Arc::new(Notify::new()),
         shutdown,
@@ -182,6 +183,14 @@ pub async fn run(
         processor::run_processor(
             store.clone(),
             config.census.clone(),
+            Arc::new(
+                config
+                    .inbound
+                    .iter()
+                    .filter(|(_, channel)| channel.log_phi)
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+            ),
             processed.clone(),
             census_changed.clone(),
             shutdown.child_token(),

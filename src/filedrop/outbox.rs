@@ -319,6 +319,18 @@ impl Outbox {
         &self.settings
     }
 
+    /// `text` (an error or a path) with the patient identifier that `{ipp}` put in the file
+    /// name replaced by `{ipp}`, for logs at info level and above; unchanged when the template
+    /// has no `{ipp}` or the identifier is empty.
+    pub fn redact(&self, text: &str, vars: &NameVars) -> String {
+        let ipp = sanitize(&vars.ipp);
+        let uses_ipp = self.template.contains(&Part::Var(Var::Ipp));
+        if !uses_ipp || ipp.is_empty() || ipp == "_" {
+            return text.to_owned();
+        }
+        text.replace(&ipp, "{ipp}")
+    }
+
     /// The file name the template gives for these variables, before collision suffixes.
     pub fn render(&self, vars: &NameVars) -> Result<String, OutboxError> {
         let mut name = String::new();
@@ -635,6 +647,19 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read_link(&tmp).unwrap(), store);
         assert_eq!(fs::read(&store).unwrap(), b"store bytes");
+    }
+
+    #[test]
+    fn ok_redact_hides_the_ipp_of_file_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = outbox(dir.path(), "ORU_{ipp}_{seq}.HPR", None);
+        let text = "cannot write `/out/ORU_123456_42.HPR.tmp`: disk full";
+        assert_eq!(
+            out.redact(text, &vars()),
+            "cannot write `/out/ORU_{ipp}_42.HPR.tmp`: disk full"
+        );
+        let without = outbox(dir.path(), "{control_id}.hl7", None);
+        assert_eq!(without.redact("a 123456 b", &vars()), "a 123456 b");
     }
 
     #[test]
