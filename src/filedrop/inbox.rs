@@ -29,8 +29,8 @@
 //! `Err` → `NAME.reason` is written and fsynced in the error folder, then the file (and its
 //! witness) moves beside it. The archive folder, its day folders and the error folder must be
 //! real folders: a symbolic link there is refused (the file stays and the error is reported),
-//! and the `.reason` is created with `O_EXCL | O_NOFOLLOW`, never through a planted link. A file bigger than `max_file_bytes` goes to the error folder
-//! without being read.
+//! and the `.reason` is created with `O_EXCL | O_NOFOLLOW`, never through a planted link. A
+//! file bigger than `max_file_bytes` goes to the error folder without being read.
 //!
 //! Failures to list, read or move are logged with the channel and file name (never the
 //! content), counted in [`InboxStats`] with the last error text, and retried at the next poll.
