@@ -5,6 +5,8 @@
 //! 1. parse the TOML into a spanned tree (syntax errors carry their line);
 //! 2. expand `${VAR}` and `${VAR:-default}` in every string value from the environment (`$$`
 //!    is a literal `$`), so a systemd `EnvironmentFile` or a test can set ports and folders;
+//!    and `${credential:NAME}` with the content of `$CREDENTIALS_DIRECTORY/NAME` (one final
+//!    line end removed), the secret systemd passes with `LoadCredential=NAME:PATH`;
 //! 3. deserialize into typed sections and validate values (addresses, durations, sizes,
 //!    charsets), resolving relative paths against the folder of the config file.
 //!
@@ -271,6 +273,10 @@ pub struct MllpListenerConfig {
     pub read_timeout: Duration,
     /// A connection silent for this long is closed.
     pub idle_timeout: Duration,
+    /// `allow`: source networks that may connect; `None` (key absent) lets any address in.
+    pub allow: Option<crate::http::AllowList>,
+    /// `max_connections_per_peer`: connections one address may hold at once.
+    pub max_connections_per_peer: usize,
 }
 
 /// One problem in the configuration, located in the file.
@@ -462,6 +468,11 @@ fn expand_env(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
                 ));
             };
             let inner = &body[..close];
+            if let Some(credential) = inner.strip_prefix("credential:") {
+                out.push_str(&read_credential(credential, env)?);
+                rest = &body[close + 1..];
+                continue;
+            }
             let (name, default) = match inner.split_once(":-") {
                 Some((name, default)) => (name, Some(default)),
                 None => (inner, None),
@@ -491,6 +502,40 @@ fn expand_env(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The content of the systemd credential `name` (`$CREDENTIALS_DIRECTORY/NAME`, set by
+/// `LoadCredential=NAME:PATH`), without its final line end. The value is never put in an error.
+fn read_credential(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let valid = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !valid {
+        return Err(format!(
+            "invalid credential name `{name}` in `${{credential:{name}}}`: use letters, digits, `_`, `-` and `.`"
+        ));
+    }
+    let Some(dir) = env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) else {
+        return Err(format!(
+            "`${{credential:{name}}}` needs the environment variable `CREDENTIALS_DIRECTORY`, which systemd sets for a unit with `LoadCredential={name}:/etc/ordobridge/credentials/{name}`: run under that unit, or set `CREDENTIALS_DIRECTORY` to the folder holding the file `{name}`"
+        ));
+    };
+    let path = Path::new(&dir).join(name);
+    let mut value = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "cannot read credential `{name}` at `{}`: {e}: check the unit's `LoadCredential={name}:…` line and that the file exists",
+            path.display()
+        )
+    })?;
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    Ok(value)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -642,6 +687,8 @@ struct RawInbound {
     #[serde(default)]
     log_phi: bool,
     max_connections: Option<Spanned<i64>>,
+    max_connections_per_peer: Option<Spanned<i64>>,
+    allow: Option<Spanned<Vec<String>>>,
     max_frame_size: Option<Spanned<SizeValue>>,
     read_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
@@ -1530,6 +1577,28 @@ impl RawInbound {
                     .idle_timeout
                     .and_then(|t| duration_value(t, &format!("{prefix}.idle_timeout"), report))
                     .unwrap_or(DEFAULT_IDLE_TIMEOUT);
+                let max_connections_per_peer = positive(
+                    self.max_connections_per_peer,
+                    &format!("{prefix}.max_connections_per_peer"),
+                    report,
+                )
+                .unwrap_or(crate::mllp::server::DEFAULT_MAX_CONNECTIONS_PER_PEER);
+                let allow = match &self.allow {
+                    None => None,
+                    Some(allow) => match crate::http::AllowList::parse(allow.get_ref()) {
+                        Ok(list) => Some(list),
+                        Err(e) => {
+                            report.push(
+                                Some(allow.span()),
+                                &format!("{prefix}.allow"),
+                                format!(
+                                    "{e}: write the senders' networks such as `10.1.0.0/16`, `10.1.2.3` or `::1/128`"
+                                ),
+                            );
+                            None
+                        }
+                    },
+                };
                 Some(InboundChannel {
                     name: name.to_string(),
                     charset,
@@ -1540,6 +1609,8 @@ impl RawInbound {
                         max_frame_bytes,
                         read_timeout,
                         idle_timeout,
+                        allow,
+                        max_connections_per_peer,
                     }),
                 })
             }
@@ -2131,6 +2202,85 @@ charset = "EBCDIC"
     fn err_push_keys(#[case] lines: &str, #[case] expected: &str) {
         let text = format!("[push]\n{lines}\ntoken = \"{TOKEN}\"\n[store]\npath = \"ob.db\"\n");
         assert_eq!(errors(&text), vec![expected]);
+    }
+
+    #[test]
+    fn ok_credential_is_read_from_the_credentials_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("push-token"),
+            "s3cret-token-of-32-characters-xx\n",
+        )
+        .unwrap();
+        let creds = dir.path().to_string_lossy().into_owned();
+        let text = "[store]\npath = \"ob.db\"\n[push]\ntoken = \"${credential:push-token}\"\n";
+        let config = load(text, &[("CREDENTIALS_DIRECTORY", &creds)]).unwrap();
+        assert_eq!(
+            config.push.unwrap().token.as_deref(),
+            Some("s3cret-token-of-32-characters-xx")
+        );
+    }
+
+    #[rstest]
+    #[case::no_directory(
+        None,
+        "${credential:push-token}",
+        "/etc/ordobridge/ob.toml:4:9: `push.token`: `${credential:push-token}` needs the environment variable `CREDENTIALS_DIRECTORY`, which systemd sets for a unit with `LoadCredential=push-token:/etc/ordobridge/credentials/push-token`: run under that unit, or set `CREDENTIALS_DIRECTORY` to the folder holding the file `push-token`"
+    )]
+    #[case::missing_file(
+        Some("/nonexistent-creds"),
+        "${credential:push-token}",
+        "/etc/ordobridge/ob.toml:4:9: `push.token`: cannot read credential `push-token` at `/nonexistent-creds/push-token`: No such file or directory (os error 2): check the unit's `LoadCredential=push-token:…` line and that the file exists"
+    )]
+    #[case::bad_name(
+        Some("/creds"),
+        "${credential:../etc/shadow}",
+        "/etc/ordobridge/ob.toml:4:9: `push.token`: invalid credential name `../etc/shadow` in `${credential:../etc/shadow}`: use letters, digits, `_`, `-` and `.`"
+    )]
+    fn err_credential(#[case] dir: Option<&str>, #[case] value: &str, #[case] expected: &str) {
+        let text = format!("[store]\npath = \"ob.db\"\n[push]\ntoken = \"{value}\"\n");
+        let vars: Vec<(&str, &str)> = dir
+            .map(|d| ("CREDENTIALS_DIRECTORY", d))
+            .into_iter()
+            .collect();
+        let got = match load(&text, &vars) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        };
+        assert_eq!(got, vec![expected]);
+    }
+
+    #[test]
+    fn ok_mllp_access_defaults_and_values() {
+        let config = load(MINIMAL, &[]).unwrap();
+        let InboundKind::Mllp(mllp) = &config.inbound["adt-in"].kind else {
+            panic!("expected an MLLP channel");
+        };
+        assert_eq!(mllp.allow, None, "any address by default");
+        assert_eq!(mllp.max_connections_per_peer, 32);
+        let text =
+            format!("{MINIMAL}allow = [\"10.1.0.0/16\", \"::1\"]\nmax_connections_per_peer = 4\n");
+        let config = load(&text, &[]).unwrap();
+        let InboundKind::Mllp(mllp) = &config.inbound["adt-in"].kind else {
+            panic!("expected an MLLP channel");
+        };
+        let allow = mllp.allow.as_ref().unwrap();
+        assert!(allow.allows("10.1.2.3".parse().unwrap()));
+        assert!(!allow.allows("127.0.0.1".parse().unwrap()));
+        assert_eq!(mllp.max_connections_per_peer, 4);
+    }
+
+    #[rstest]
+    #[case::bad_network(
+        "allow = [\"10.1.0.1/16\"]",
+        "/etc/ordobridge/ob.toml:8:9: `inbound.adt-in.allow`: invalid network `10.1.0.1/16`: host bits are set: did you mean `10.1.0.0/16`?: write the senders' networks such as `10.1.0.0/16`, `10.1.2.3` or `::1/128`"
+    )]
+    #[case::zero_per_peer(
+        "max_connections_per_peer = 0",
+        "/etc/ordobridge/ob.toml:8:28: `inbound.adt-in.max_connections_per_peer`: expected a positive number, found 0"
+    )]
+    fn err_mllp_access_keys(#[case] line: &str, #[case] expected: &str) {
+        assert_eq!(errors(&format!("{MINIMAL}{line}\n")), vec![expected]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! every channel kind so that a message is judged the same way whichever way it came.
 
 use bytes::Bytes;
-use tracing::warn;
+use tracing::{debug, trace, warn};
 
 use crate::hl7::ack::{AckError, AckRequest};
 use crate::hl7::{BatchError, Charset, ErrorCode, Message};
@@ -13,6 +13,8 @@ pub(super) struct Intake<'a> {
     pub channel: &'a str,
     /// The channel's charset override; `None` follows MSH-18.
     pub charset: Option<Charset>,
+    /// The channel's `log_phi`: values quoted by a refusal are logged at debug, else trace.
+    pub log_phi: bool,
     /// The peer address, or `file:NAME` for a dropped file.
     pub peer: &'a str,
 }
@@ -118,7 +120,12 @@ pub(super) fn read_hl7(intake: &Intake<'_>, payload: &Bytes) -> Vec<Parsed> {
                 Err(parse_error) => {
                     let request = AckRequest::salvage(slice);
                     let reason = format!("channel `{}`: {parse_error}", intake.channel);
-                    warn!(peer = %intake.peer, control_id = lossy(&request.control_id), error = %parse_error, "message refused");
+                    warn!(peer = %intake.peer, control_id = lossy(&request.control_id), error = %parse_error.without_values(), "message refused");
+                    if intake.log_phi {
+                        debug!(peer = %intake.peer, error = %parse_error, "message refused (with values)");
+                    } else {
+                        trace!(peer = %intake.peer, error = %parse_error, "message refused (with values)");
+                    }
                     Parsed {
                         record: rejected_record(intake, &request, raw, reason),
                         refusal: Some(AckError {

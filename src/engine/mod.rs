@@ -174,6 +174,7 @@ pub async fn run_census_processor(
     processor::run_processor(
         store,
         settings,
+        Arc::default(),
         Arc::new(Notify::new()),
         Arc::new(Notify::new()),
         shutdown,
@@ -225,6 +226,14 @@ pub async fn run(
         processor::run_processor(
             store.clone(),
             config.census.clone(),
+            Arc::new(
+                config
+                    .inbound
+                    .iter()
+                    .filter(|(_, channel)| channel.log_phi)
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+            ),
             processed.clone(),
             census_changed.clone(),
             shutdown.child_token(),
@@ -263,6 +272,8 @@ pub async fn run(
                     max_frame_bytes: mllp.max_frame_bytes,
                     read_timeout: mllp.read_timeout,
                     idle_timeout: mllp.idle_timeout,
+                    allow: mllp.allow.clone(),
+                    max_connections_per_peer: mllp.max_connections_per_peer,
                 };
                 let handler = Arc::new(InboundMllp::new(channel, store.clone(), processed.clone()));
                 let stats = Arc::new(ServerStats::default());

@@ -140,7 +140,7 @@ async fn status(State(observed): State<Arc<Observed>>) -> Response {
             name.clone(),
             json!({"kind": "mllp", "connections_open": s.connections_open, "frames": s.frames,
                    "oversized": s.oversized, "interrupted": s.interrupted, "timeouts": s.timeouts,
-                   "io_errors": s.io_errors}),
+                   "io_errors": s.io_errors, "refused_peers": s.refused_peers}),
         );
     }
     let mut failing = false;
@@ -294,6 +294,16 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
         &listeners
             .iter()
             .map(|(l, s)| (l.clone(), s.oversized + s.interrupted))
+            .collect::<Vec<_>>(),
+    );
+    family(
+        &mut out,
+        "ordobridge_mllp_refused_peers_total",
+        "counter",
+        "MLLP connections closed at accept: address not allowed or too many from one address",
+        &listeners
+            .iter()
+            .map(|(l, s)| (l.clone(), s.refused_peers))
             .collect::<Vec<_>>(),
     );
     let inboxes: Vec<_> = observed

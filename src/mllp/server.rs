@@ -5,12 +5,17 @@
 //! Bounded by design: a semaphore caps the connections (the next peer waits in the kernel
 //! backlog until a slot frees), a connection reads only when it has no complete item buffered,
 //! and the codec never buffers more than one maximum-size payload plus one read.
+//!
+//! Access: right after `accept`, before anything is read, a peer outside the allowed networks
+//! or already holding `max_connections_per_peer` connections is closed, counted in
+//! `refused_peers` and logged with its address only.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -25,6 +30,10 @@ use tracing::{debug, info, warn};
 
 use super::MllpError;
 use super::codec::{DEFAULT_MAX_FRAME_BYTES, Inbound, MllpCodec};
+use crate::http::AllowList;
+
+/// Connections one peer address may hold at once unless configured otherwise.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 32;
 
 /// How much room a connection reserves in its read buffer before each read.
 const READ_CHUNK: usize = 8 * 1024;
@@ -42,6 +51,12 @@ pub struct ServerSettings {
     pub read_timeout: Duration,
     /// How long a connection may stay silent between frames before it is closed.
     pub idle_timeout: Duration,
+    /// Source networks allowed to connect; `None` lets any address in (the listener binds
+    /// where the operator says, so this is the backwards-compatible default).
+    pub allow: Option<AllowList>,
+    /// Connections one peer address may hold at once; one more is closed right after
+    /// `accept`, so one sender cannot take every slot of `max_connections`.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for ServerSettings {
@@ -51,6 +66,8 @@ impl Default for ServerSettings {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
+            allow: None,
+            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
         }
     }
 }
@@ -66,6 +83,11 @@ impl ServerSettings {
         }
         if self.max_frame_bytes == 0 {
             return Err(invalid("mllp server: max_frame_bytes must be at least 1"));
+        }
+        if self.max_connections_per_peer == 0 {
+            return Err(invalid(
+                "mllp server: max_connections_per_peer must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -106,6 +128,9 @@ pub struct ServerStats {
     pub accept_errors: AtomicU64,
     /// Connections ended by a read or write error.
     pub io_errors: AtomicU64,
+    /// Connections closed right after `accept`, unread: the peer is outside the allowed
+    /// networks or already holds `max_connections_per_peer` connections.
+    pub refused_peers: AtomicU64,
 }
 
 /// A plain copy of [`ServerStats`] at one instant, for reports and tests; the fields mean what
@@ -124,6 +149,7 @@ pub struct ServerStatsSnapshot {
     pub limit_waits: u64,
     pub accept_errors: u64,
     pub io_errors: u64,
+    pub refused_peers: u64,
 }
 
 impl ServerStats {
@@ -143,6 +169,7 @@ impl ServerStats {
             limit_waits: get(&self.limit_waits),
             accept_errors: get(&self.accept_errors),
             io_errors: get(&self.io_errors),
+            refused_peers: get(&self.refused_peers),
         }
     }
 }
@@ -173,6 +200,7 @@ pub async fn serve<H: FrameHandler>(
         stats,
         shutdown,
         tracker: TaskTracker::new(),
+        per_peer: Arc::new(Mutex::new(HashMap::new())),
     };
     server.run().await;
     // Close the listening socket before draining, so new peers are refused rather than left
@@ -196,6 +224,16 @@ struct Listener<H> {
     limit: Arc<Semaphore>,
     /// Connection tasks, so `serve` can wait for them at shutdown.
     tracker: TaskTracker,
+    /// Open connections per peer address, for `max_connections_per_peer`; an address leaves
+    /// the map when its last connection ends.
+    per_peer: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// Why a peer is closed right after `accept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    NotAllowed,
+    TooManyConnections,
 }
 
 impl<H: FrameHandler> Listener<H> {
@@ -206,6 +244,24 @@ impl<H: FrameHandler> Listener<H> {
             };
             let Some((socket, peer)) = self.accept().await else {
                 return;
+            };
+            // Checked before anything is read or any handler is built: a refused peer is
+            // closed (the socket dropped) and its slot freed at once.
+            let peer_slot = match self.admit(peer.ip()) {
+                Ok(slot) => slot,
+                Err(refusal) => {
+                    bump(&self.stats.refused_peers);
+                    match refusal {
+                        Refusal::NotAllowed => {
+                            warn!(%peer, "mllp connection refused: address not in the channel's `allow` networks");
+                        }
+                        Refusal::TooManyConnections => {
+                            warn!(%peer, max_connections_per_peer = self.settings.max_connections_per_peer, "mllp connection refused: this address already holds `max_connections_per_peer` connections");
+                        }
+                    }
+                    drop(socket);
+                    continue;
+                }
             };
             if let Err(error) = socket.set_nodelay(true) {
                 debug!(%peer, %error, "cannot set TCP_NODELAY");
@@ -222,10 +278,32 @@ impl<H: FrameHandler> Listener<H> {
                 _slot: Slot {
                     _permit: permit,
                     stats: Arc::clone(&self.stats),
+                    _peer: peer_slot,
                 },
             };
             self.tracker.spawn(handler.run());
         }
+    }
+
+    /// Whether `ip` may open one more connection: in the allowed networks and under its
+    /// per-peer limit; on success its count is taken until the returned guard drops.
+    fn admit(&self, ip: IpAddr) -> Result<PeerSlot, Refusal> {
+        if let Some(allow) = &self.settings.allow
+            && !allow.allows(ip)
+        {
+            return Err(Refusal::NotAllowed);
+        }
+        // Held only to read and bump one count.
+        let mut counts = self.per_peer.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(ip.to_canonical()).or_default();
+        if *count >= self.settings.max_connections_per_peer {
+            return Err(Refusal::TooManyConnections);
+        }
+        *count += 1;
+        Ok(PeerSlot {
+            ip: ip.to_canonical(),
+            counts: Arc::clone(&self.per_peer),
+        })
     }
 
     /// Waits for a free connection slot; `None` on shutdown.
@@ -276,6 +354,26 @@ impl<H: FrameHandler> Listener<H> {
 struct Slot {
     _permit: OwnedSemaphorePermit,
     stats: Arc<ServerStats>,
+    _peer: PeerSlot,
+}
+
+/// One connection counted against its peer address; uncounted on drop.
+struct PeerSlot {
+    ip: IpAddr,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        // Held only to decrement one count.
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Drop for Slot {
