@@ -177,6 +177,7 @@ pub async fn run_census_processor(
         Arc::default(),
         Arc::new(Notify::new()),
         Arc::new(Notify::new()),
+        Arc::new(tokio::sync::watch::Sender::new(0)),
         shutdown,
     )
     .await;
@@ -222,6 +223,8 @@ pub async fn run(
     let processed = Arc::new(tokio::sync::Notify::new());
     // The processor pokes the releaser of held bundles after each census update.
     let census_changed = Arc::new(tokio::sync::Notify::new());
+    // Through which journal id the census is settled: launches read their own writes.
+    let census_progress = Arc::new(tokio::sync::watch::Sender::new(0i64));
     tracker.spawn(
         processor::run_processor(
             store.clone(),
@@ -236,6 +239,7 @@ pub async fn run(
             ),
             processed.clone(),
             census_changed.clone(),
+            census_progress.clone(),
             shutdown.child_token(),
         )
         .instrument(info_span!("processor")),
@@ -415,9 +419,14 @@ pub async fn run(
                 .unwrap_or_default(),
         );
         let observed = Arc::new(observed);
-        let mut router = web::router(&config, local_addr, store.clone())?
-            .merge(status::router(observed.clone(), guard.clone()))
-            .merge(status::ready_router(observed));
+        let mut router = web::router(
+            &config,
+            local_addr,
+            store.clone(),
+            census_progress.subscribe(),
+        )?
+        .merge(status::router(observed.clone(), guard.clone()))
+        .merge(status::ready_router(observed));
         if let Some(state) = push_state {
             router = router.merge(push::router(state));
         }
