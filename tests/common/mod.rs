@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub mod browser;
+pub mod peer;
 
 /// The `ordobridge` binary cargo built for these tests.
 pub fn ordobridge_bin() -> PathBuf {
