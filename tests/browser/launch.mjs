@@ -38,8 +38,12 @@ const QUIET_FLAGS = [
 // A system Chromium (Debian's `chromium`): headless, no sandbox (tests may run as root), no GPU.
 const SYSTEM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu'];
 
-// @sparticuz/chromium's headless shell starts with the package's own `args` (single process,
-// no zygote, SwiftShader): its README's recipe for playwright.
+// Of @sparticuz/chromium's `args`, those that would let pages do what a user's browser forbids:
+// the test must see the same-origin rules the EHR's browser applies.
+const PERMISSIVE_FLAGS = ['--disable-web-security', '--allow-running-insecure-content'];
+
+// @sparticuz/chromium's headless shell starts with the package's own `args` (headless shell,
+// single process, no zygote, SwiftShader), less the permissive ones, plus the quiet ones.
 const flags = async () => {
   const dir = process.env.SPARTICUZ_CHROMIUM_DIR;
   if (!dir) {
@@ -47,7 +51,8 @@ const flags = async () => {
   }
   const entry = createRequire(path.join(dir, 'package.json')).resolve('@sparticuz/chromium');
   const { default: sparticuz } = await import(pathToFileURL(entry).href);
-  return [...sparticuz.args, ...QUIET_FLAGS.filter((flag) => !sparticuz.args.includes(flag))];
+  const args = sparticuz.args.filter((flag) => !PERMISSIVE_FLAGS.includes(flag));
+  return [...args, ...QUIET_FLAGS.filter((flag) => !args.includes(flag))];
 };
 
 let context;
