@@ -319,6 +319,7 @@ mod tests {
             Arc::default(),
             Arc::new(Notify::new()),
             Arc::new(Notify::new()),
+            Arc::new(tokio::sync::watch::Sender::new(0)),
             shutdown.clone(),
         ));
         let last = *ids.last().unwrap();
