@@ -26,6 +26,7 @@ mod prune;
 mod push;
 pub mod push_token;
 mod status;
+mod unsettled;
 mod web;
 
 use std::collections::BTreeMap;
@@ -395,6 +396,15 @@ pub async fn run(
                 shutdown.child_token(),
             )
             .instrument(info_span!("releaser")),
+        );
+        tracker.spawn(
+            unsettled::run_sweeper(
+                store.clone(),
+                deliverer.clone(),
+                push.hold_unknown_for,
+                shutdown.child_token(),
+            )
+            .instrument(info_span!("unsettled pushes")),
         );
         push_state = Some(push::PushState::new(
             push,
