@@ -81,11 +81,16 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self {
-            queue_capacity: 1024,
-            max_batch: 512,
-        }
+        Self::DEFAULT
     }
+}
+
+impl StoreOptions {
+    /// The defaults, the same for the library and the configuration (`[store]`).
+    pub const DEFAULT: StoreOptions = StoreOptions {
+        queue_capacity: 4096,
+        max_batch: 512,
+    };
 }
 
 /// What the engine decided about an inbound message, stored with it.
