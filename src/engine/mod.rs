@@ -27,6 +27,7 @@ mod push;
 pub mod push_token;
 mod status;
 mod unsettled;
+mod watchdog;
 mod web;
 
 use std::collections::BTreeMap;
@@ -246,6 +247,12 @@ pub async fn run(
         .instrument(info_span!("processor")),
     );
     observed.alert_after = config.alert_after.clone();
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        tracker.spawn(
+            watchdog::run_watchdog(store.clone(), period, shutdown.child_token())
+                .instrument(info_span!("watchdog")),
+        );
+    }
     let prune_stats = Arc::new(prune::PruneStats::default());
     observed.prune = Some(prune_stats.clone());
     tracker.spawn(
