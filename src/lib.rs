@@ -11,6 +11,8 @@
 //!   Knows nothing of HL7 semantics or storage.
 //! - [`store`]: SQLite (WAL, `synchronous=FULL`): the journal of inbound messages, written by
 //!   one writer thread with group commit.
+//! - [`metrics`]: the latency histograms of `/metrics` (prometheus-client), observed where the
+//!   time is spent.
 //! - [`tools`]: the CLI tools: send files over MLLP, load test, synthetic corpus.
 //! - [`engine`]: the wiring, read top to bottom: load config, open the store, bind, spawn,
 //!   wait; and the inbound channel that commits a message before it answers its ACK.
@@ -27,6 +29,7 @@ pub mod hl7;
 pub mod hprim;
 pub mod http;
 pub mod mapping;
+pub mod metrics;
 pub mod mllp;
 pub mod posos;
 pub mod store;
