@@ -32,6 +32,8 @@ level = "warn,ordobridge::engine=info"
 [inbound.adt-in]
 protocol = "mllp"
 bind = "127.0.0.1:0"
+# the load tool opens 64 connections from one address
+max_connections_per_peer = 256
 TOML
 }
 
