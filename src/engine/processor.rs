@@ -181,31 +181,44 @@ fn update_for(
                 } else {
                     trace!(journal_id = row.id, channel = %row.channel, error = %e, "message not usable by the census (with values)");
                 }
-                CensusUpdate::Ignored {
-                    reason: format!("not usable by the census: {e}"),
+                CensusUpdate::Unusable {
+                    note: format!("not used by the census: {}", e.without_values()),
                 }
             }
         },
-        Err(e) => CensusUpdate::Ignored {
-            reason: format!("not readable: {e}"),
-        },
+        // The parse error may quote the message: the note only says where to look.
+        Err(e) => {
+            info!(journal_id = row.id, channel = %row.channel, "message not readable by the census: see `ordobridge journal --show`");
+            trace!(journal_id = row.id, channel = %row.channel, error = %e, "message not readable by the census (with values)");
+            CensusUpdate::Unusable {
+                note: NOT_READABLE.to_owned(),
+            }
+        }
     }
 }
+
+/// The note of a row the census could not parse (its bytes are in the journal).
+const NOT_READABLE: &str =
+    "not used by the census: not readable as HL7 v2 (see `ordobridge journal --show ID`)";
 
 /// The identity of the first `P` record of an HPRIM message.
 fn hprim_update(raw: &[u8]) -> CensusUpdate {
     let message = match crate::hprim::Message::parse(raw, None) {
         Ok(message) => message,
-        Err(e) => {
-            return CensusUpdate::Ignored {
-                reason: format!("HPRIM message not readable: {e}"),
+        Err(_) => {
+            return CensusUpdate::Unusable {
+                note: "not used by the census: not readable as HPRIM Santé (see `ordobridge \
+                       journal --show ID`)"
+                    .to_owned(),
             };
         }
     };
     let patients = crate::hprim::patients(&message);
     let Some(first) = patients.into_iter().find(|p| !p.ipp.is_empty()) else {
-        return CensusUpdate::Ignored {
-            reason: "HPRIM message without a P record carrying an IPP (P.3)".to_string(),
+        return CensusUpdate::Unusable {
+            note: "not used by the census: no P record carries an IPP (P.3); fix the sender's \
+                   P records"
+                .to_owned(),
         };
     };
     let name = PersonName {

@@ -10,7 +10,9 @@ use std::sync::{Mutex, PoisonError};
 use rusqlite::types::Type;
 use rusqlite::{Connection, Row};
 
-use super::{JournalEntry, JournalFilter, JournalSummary, StoreError, Unprocessed, schema};
+use super::{
+    EntryStatus, JournalEntry, JournalFilter, JournalSummary, StoreError, Unprocessed, schema,
+};
 
 /// Idle read connections kept for reuse; more may be open while a burst of reads runs.
 const MAX_IDLE: usize = 4;
@@ -19,32 +21,50 @@ const MAX_IDLE: usize = 4;
 /// stay `&'static str` (no formatting per call).
 macro_rules! summary_columns {
     () => {
-        "id, received_at, channel, message_type, control_id, status, reason, peer, sender"
+        "id, received_at, channel, message_type, control_id, status, reason, peer, sender, note"
     };
 }
 
-/// A listing statement for one `WHERE` clause; `?1` is always the limit.
-macro_rules! list_sql {
-    ($clause:literal) => {
-        concat!(
-            "SELECT ",
-            summary_columns!(),
-            " FROM journal ",
-            $clause,
-            " ORDER BY received_at DESC, id DESC LIMIT ?1"
-        )
-    };
-}
+/// How many columns [`summary`] reads; the columns after them are the caller's.
+const SUMMARY_COLUMNS: usize = 10;
 
-const LIST_ALL: &str = list_sql!("");
-const LIST_BY_CONTROL_ID: &str = list_sql!("WHERE control_id = ?2");
-const LIST_BY_CHANNEL: &str = list_sql!("WHERE channel = ?2");
-const LIST_BY_BOTH: &str = list_sql!("WHERE control_id = ?2 AND channel = ?3");
 const ENTRY: &str = concat!(
     "SELECT ",
     summary_columns!(),
     ", raw, content_hash, duplicate_count, last_seen_at FROM journal WHERE id = ?1"
 );
+
+/// Which journal rows `ordobridge journal` lists: every filter given must hold.
+///
+/// The filters are SQL conditions (reception-time ranges use the `journal_received_at` index,
+/// MSH-10 the `journal_control_id` one), except the IPP: SQL keeps the rows whose bytes hold
+/// it, then each candidate is parsed and kept only when a PID-3 repetition's first component
+/// is the IPP. The limit counts rows kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalSearch {
+    /// MSH-10, channel and the limit (0: no limit).
+    pub filter: JournalFilter,
+    /// Received at or after.
+    pub since: Option<jiff::Timestamp>,
+    /// Received before.
+    pub until: Option<jiff::Timestamp>,
+    /// MSH-9 equal to this, or starting with it and a `^` (`ADT` matches `ADT^A01^ADT_A01`).
+    pub message_type: Option<String>,
+    /// Only rows with this status.
+    pub status: Option<EntryStatus>,
+    /// Only HL7 rows whose PID-3 holds this identifier (patient data: the CLI asks for
+    /// `--show-phi`).
+    pub ipp: Option<String>,
+}
+
+impl From<JournalFilter> for JournalSearch {
+    fn from(filter: JournalFilter) -> Self {
+        Self {
+            filter,
+            ..Self::default()
+        }
+    }
+}
 
 /// A pool of read-only connections on one database.
 #[derive(Debug)]
@@ -95,44 +115,115 @@ pub(super) fn list(
     connection: &Connection,
     filter: &JournalFilter,
 ) -> rusqlite::Result<Vec<JournalSummary>> {
-    // LIMIT -1 is SQLite's "no limit".
-    let limit = match filter.limit {
-        0 => -1,
-        limit => i64::try_from(limit).unwrap_or(i64::MAX),
-    };
-    // One fixed statement per filter shape, so each can use its index.
-    match (&filter.control_id, &filter.channel) {
-        (None, None) => summaries(connection, LIST_ALL, rusqlite::params![limit]),
-        (Some(control_id), None) => summaries(
-            connection,
-            LIST_BY_CONTROL_ID,
-            rusqlite::params![limit, control_id],
-        ),
-        (None, Some(channel)) => summaries(
-            connection,
-            LIST_BY_CHANNEL,
-            rusqlite::params![limit, channel],
-        ),
-        (Some(control_id), Some(channel)) => summaries(
-            connection,
-            LIST_BY_BOTH,
-            rusqlite::params![limit, control_id, channel],
-        ),
-    }
+    search(connection, &JournalSearch::from(filter.clone()))
 }
 
-fn summaries(
+/// Journal rows matching `search`, newest first (by reception time, then id).
+pub(super) fn search(
     connection: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
+    search: &JournalSearch,
 ) -> rusqlite::Result<Vec<JournalSummary>> {
-    let mut statement = connection.prepare_cached(sql)?;
-    let mut rows = statement.query(params)?;
+    use rusqlite::types::Value;
+    let mut conditions: Vec<String> = Vec::new();
+    let mut values: Vec<Value> = Vec::new();
+    // Each condition names its own parameter number, so their order does not matter.
+    let bind = |values: &mut Vec<Value>, value: Value| {
+        values.push(value);
+        values.len()
+    };
+    if let Some(control_id) = &search.filter.control_id {
+        let n = bind(&mut values, Value::Text(control_id.clone()));
+        conditions.push(format!("control_id = ?{n}"));
+    }
+    if let Some(channel) = &search.filter.channel {
+        let n = bind(&mut values, Value::Text(channel.clone()));
+        conditions.push(format!("channel = ?{n}"));
+    }
+    if let Some(since) = search.since {
+        let n = bind(&mut values, Value::Integer(since.as_microsecond()));
+        conditions.push(format!("received_at >= ?{n}"));
+    }
+    if let Some(until) = search.until {
+        let n = bind(&mut values, Value::Integer(until.as_microsecond()));
+        conditions.push(format!("received_at < ?{n}"));
+    }
+    if let Some(prefix) = &search.message_type {
+        let whole = bind(&mut values, Value::Text(prefix.clone()));
+        let with_caret = format!("{prefix}^");
+        let length = i64::try_from(with_caret.chars().count()).unwrap_or(i64::MAX);
+        let start = bind(&mut values, Value::Text(with_caret));
+        let chars = bind(&mut values, Value::Integer(length));
+        conditions.push(format!(
+            "(message_type = ?{whole} OR substr(message_type, 1, ?{chars}) = ?{start})"
+        ));
+    }
+    if let Some(status) = search.status {
+        let n = bind(&mut values, Value::Text(status.as_str().to_owned()));
+        conditions.push(format!("status = ?{n}"));
+    }
+    if let Some(ipp) = &search.ipp {
+        // A cheap first cut on the bytes; the parse below decides.
+        let n = bind(&mut values, Value::Blob(ipp.as_bytes().to_vec()));
+        conditions.push(format!("instr(raw, ?{n}) > 0"));
+    }
+    let mut sql = concat!("SELECT ", summary_columns!()).to_owned();
+    if search.ipp.is_some() {
+        sql.push_str(", raw");
+    }
+    sql.push_str(" FROM journal");
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    sql.push_str(" ORDER BY received_at DESC, id DESC");
+    let limit = search.filter.limit;
+    // Without an IPP every row SQL returns is kept: SQL applies the limit.
+    if search.ipp.is_none() && limit > 0 {
+        let n = bind(&mut values, Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        sql.push_str(&format!(" LIMIT ?{n}"));
+    }
+    let mut statement = connection.prepare_cached(&sql)?;
+    let mut rows = statement.query(rusqlite::params_from_iter(values))?;
     let mut summaries = Vec::new();
     while let Some(row) = rows.next()? {
+        if limit > 0 && summaries.len() >= limit {
+            break;
+        }
+        if let Some(ipp) = &search.ipp {
+            let raw: Vec<u8> = row.get(SUMMARY_COLUMNS)?;
+            if !pid_3_holds(&raw, ipp) {
+                continue;
+            }
+        }
         summaries.push(summary(row)?);
     }
     Ok(summaries)
+}
+
+/// Whether an HL7 message has a PID segment with a PID-3 repetition whose first component
+/// (CX-1) is `ipp`. Anything that does not parse as HL7 v2 does not match.
+pub(crate) fn pid_3_holds(raw: &[u8], ipp: &str) -> bool {
+    let Ok(message) = crate::hl7::Message::parse(raw) else {
+        return false;
+    };
+    for occurrence in 1.. {
+        if message.segment("PID", occurrence).is_none() {
+            return false;
+        }
+        for repetition in 1.. {
+            let Ok(path) =
+                crate::hl7::Path::new("PID", occurrence, 3, Some(repetition), Some(1), None)
+            else {
+                return false;
+            };
+            match message.text(&path) {
+                Some(value) if value.trim() == ipp => return true,
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+    false
 }
 
 /// One journal row with its bytes, if the id exists.
@@ -165,10 +256,10 @@ pub(super) fn entry(connection: &Connection, id: i64) -> rusqlite::Result<Option
     };
     Ok(Some(JournalEntry {
         summary: summary(row)?,
-        raw: row.get(9)?,
-        content_hash: row.get(10)?,
-        duplicate_count: row.get(11)?,
-        last_seen_at: timestamp(row, 12)?,
+        raw: row.get(SUMMARY_COLUMNS)?,
+        content_hash: row.get(SUMMARY_COLUMNS + 1)?,
+        duplicate_count: row.get(SUMMARY_COLUMNS + 2)?,
+        last_seen_at: timestamp(row, SUMMARY_COLUMNS + 3)?,
     }))
 }
 
@@ -183,6 +274,7 @@ fn summary(row: &Row<'_>) -> rusqlite::Result<JournalSummary> {
         reason: row.get(6)?,
         peer: row.get(7)?,
         sender: row.get(8)?,
+        note: row.get(9)?,
     })
 }
 
