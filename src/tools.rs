@@ -102,7 +102,7 @@ pub async fn send_files(
         if code != "AA" && code != "CA" {
             failures += 1;
         }
-        println!("{name}: {code} {text}");
+        crate::cli::println_out(&format!("{name}: {code} {text}"))?;
     }
     Ok(if failures == 0 {
         ExitCode::SUCCESS
@@ -175,7 +175,7 @@ pub async fn load(
     let report = run_load(addr, Arc::new(make), connections, messages, ack_timeout)
         .await
         .map_err(|e| e.to_string())?;
-    println!("{report}");
+    crate::cli::println_out(&format!("{report}"))?;
     Ok(if report.errors == 0 && report.acked_ok == report.sent {
         ExitCode::SUCCESS
     } else {

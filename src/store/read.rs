@@ -179,7 +179,10 @@ pub(super) fn search(
     let limit = search.filter.limit;
     // Without an IPP every row SQL returns is kept: SQL applies the limit.
     if search.ipp.is_none() && limit > 0 {
-        let n = bind(&mut values, Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        let n = bind(
+            &mut values,
+            Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)),
+        );
         sql.push_str(&format!(" LIMIT ?{n}"));
     }
     let mut statement = connection.prepare_cached(&sql)?;
