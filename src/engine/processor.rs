@@ -354,6 +354,107 @@ mod tests {
         processor.await.unwrap();
     }
 
+    /// A message the census cannot use ends `processed` with a note saying why, and the note
+    /// holds no value of the message; a usable one and an ignored one get no note.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ok_unusable_message_is_noted_on_its_journal_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("p.db"), crate::store::StoreOptions::default())
+            .unwrap();
+        let messages: [&[u8]; 4] = [
+            b"MSH|^~\\&|DPI|CH|||20261122||ADT^A28|1|P|2.5\rPID|1||557788^^^OTHER^PI||DOE^JANE\r",
+            b"MSH|^~\\&|DPI|CH|||20261122||ADT^A01|2|P|2.5\rPID|1||100001^^^CH^PI\rPV1|1|I|||||||||||||||||V1|||||||||||||||||||||||||1975X412\r",
+            b"MSH|^~\\&|DPI|CH|||20261122||ADT^A28|3|P|2.5\rPID|1||100002^^^CH^PI||DOE^JOHN\r",
+            b"MSH|^~\\&|DPI|CH|||20261122||ORM^O01|4|P|2.5\rPID|1||100002^^^CH^PI\r",
+        ];
+        let records = messages
+            .iter()
+            .map(|m| adt_record(m.to_vec()))
+            .collect();
+        let ids: Vec<i64> = store
+            .journal_many(records)
+            .await
+            .unwrap()
+            .iter()
+            .map(|o| o.id())
+            .collect();
+        let shutdown = CancellationToken::new();
+        let processor = tokio::spawn(run_processor(
+            store.clone(),
+            CensusSettings {
+                ipp_authority: Some("CH".to_owned()),
+            },
+            Arc::default(),
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+            Arc::new(tokio::sync::watch::Sender::new(0)),
+            shutdown.clone(),
+        ));
+        for id in &ids {
+            eventually("every row processed", async || {
+                status(&store, *id).await == "processed"
+            })
+            .await;
+        }
+        shutdown.cancel();
+        processor.await.unwrap();
+        let mut notes = Vec::new();
+        for id in &ids {
+            let entry = store.journal_entry_async(*id).await.unwrap().unwrap();
+            notes.push(entry.summary.note);
+        }
+        assert_eq!(
+            notes,
+            [
+                Some(
+                    "not used by the census: PID-3: no `PI` identifier of authority `CH` (found \
+                     17 characters, not shown here: see the journal): check `ipp_authority` in \
+                     the census settings or the sender's PID-3"
+                        .to_owned()
+                ),
+                Some(
+                    "not used by the census: PV1-44: the value (not shown here: see the journal) \
+                     is not an HL7 date/time (expected YYYY[MM[DD[HH[MM[SS[.S]]]]]][+ZZZZ])"
+                        .to_owned()
+                ),
+                None,
+                None,
+            ]
+        );
+        for note in notes.iter().flatten() {
+            for value in ["557788", "1975X412", "DOE", "JANE"] {
+                assert!(!note.contains(value), "{note}");
+            }
+        }
+    }
+
+    #[rstest::rstest]
+    #[case::err_hprim_unreadable(
+        b"H|garbage",
+        "not used by the census: not readable as HPRIM Santé (see `ordobridge journal --show ID`)"
+    )]
+    #[case::err_hprim_no_ipp(
+        b"H|~^\\&|LAB001||LABO^Labo Synth|||ORU|||||P|H2.2~C|20261122\rP|1||L77||DURAND~JEANNE||19750412|F\rL|1\r",
+        "not used by the census: no P record carries an IPP (P.3); fix the sender's P records"
+    )]
+    #[case::err_hl7_unreadable(
+        b"MSX|not hl7",
+        "not used by the census: not readable as HL7 v2 (see `ordobridge journal --show ID`)"
+    )]
+    fn err_unusable_notes(#[case] raw: &[u8], #[case] note: &str) {
+        let row = Unprocessed {
+            id: 1,
+            channel: "in".to_owned(),
+            raw: raw.to_vec(),
+        };
+        assert_eq!(
+            update_for(&row, &CensusSettings::default(), &HashSet::new()),
+            CensusUpdate::Unusable {
+                note: note.to_owned()
+            }
+        );
+    }
+
     #[test]
     fn iso_dates() {
         assert_eq!(iso_date("19750412").as_deref(), Some("1975-04-12"));

@@ -292,7 +292,7 @@ fn timestamp(row: &Row<'_>, column: usize) -> rusqlite::Result<jiff::Timestamp> 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::{Store, StoreOptions, tests::record};
+    use super::super::{RecordStatus, Store, StoreOptions, tests::record};
     use super::*;
     use rstest::rstest;
 
@@ -348,6 +348,180 @@ mod tests {
         assert_eq!(listed, ids);
     }
 
+    /// Five rows, one per minute from 2023-11-14T22:13:20Z (ids 1 to 5).
+    async fn searchable() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("j.sqlite"), StoreOptions::default()).unwrap();
+        let rows: [(&str, &str, &str, RecordStatus); 5] = [
+            // PID-3 holds 4711 (second repetition).
+            (
+                "ADT^A01^ADT_A01",
+                "MSH|^~\\&|A|B|||20260101||ADT^A01^ADT_A01|1|P|2.5\rPID|1||999^^^X^NH~4711^^^CH^PI\r",
+                "one",
+                RecordStatus::Accepted,
+            ),
+            // 4711 only as a visit number: not a match for --ipp.
+            (
+                "ADT^A08",
+                "MSH|^~\\&|A|B|||20260101||ADT^A08|2|P|2.5\rPID|1||1234^^^CH^PI\rPV1|1|I|||||||||||||||||4711\r",
+                "two",
+                RecordStatus::Accepted,
+            ),
+            (
+                "ADTX^A01",
+                "MSH|^~\\&|A|B|||20260101||ADTX^A01|3|P|2.5\rPID|1||4711^^^CH^PI\r",
+                "three",
+                RecordStatus::Rejected {
+                    reason: "bad".to_owned(),
+                },
+            ),
+            (
+                "ORU^R01",
+                "MSH|^~\\&|A|B|||20260101||ORU^R01|4|P|2.5\rPID|1||4711^^^CH^PI\r",
+                "four",
+                RecordStatus::Accepted,
+            ),
+            // Not HL7 v2 at all, but holds the bytes.
+            ("ADT", "H|4711", "five", RecordStatus::Accepted),
+        ];
+        for (n, (message_type, raw, control_id, status)) in rows.into_iter().enumerate() {
+            let mut record = record(control_id, b"");
+            record.message_type = message_type.to_owned();
+            record.raw = bytes::Bytes::from(raw.to_owned());
+            record.status = status;
+            record.received_at =
+                jiff::Timestamp::from_second(1_700_000_000 + 60 * i64::try_from(n).unwrap())
+                    .unwrap();
+            store.journal(record).await.unwrap();
+        }
+        (dir, store)
+    }
+
+    fn at(text: &str) -> Option<jiff::Timestamp> {
+        Some(text.parse().unwrap())
+    }
+
+    #[rstest]
+    #[case::ok_everything(JournalSearch::default(), &[5, 4, 3, 2, 1])]
+    #[case::ok_since_inclusive(
+        JournalSearch { since: at("2023-11-14T22:15:20Z"), ..Default::default() },
+        &[5, 4, 3]
+    )]
+    #[case::ok_until_exclusive(
+        JournalSearch { until: at("2023-11-14T22:15:20Z"), ..Default::default() },
+        &[2, 1]
+    )]
+    #[case::ok_range(
+        JournalSearch {
+            since: at("2023-11-14T22:14:20Z"),
+            until: at("2023-11-14T22:16:20Z"),
+            ..Default::default()
+        },
+        &[3, 2]
+    )]
+    #[case::ok_type_family(
+        JournalSearch { message_type: Some("ADT".to_owned()), ..Default::default() },
+        &[5, 2, 1]
+    )]
+    #[case::ok_type_event(
+        JournalSearch { message_type: Some("ADT^A01".to_owned()), ..Default::default() },
+        &[1]
+    )]
+    #[case::ok_type_underscore_is_not_a_wildcard(
+        JournalSearch { message_type: Some("ADT^A01^ADT%".to_owned()), ..Default::default() },
+        &[]
+    )]
+    #[case::ok_status(
+        JournalSearch { status: Some(EntryStatus::Rejected), ..Default::default() },
+        &[3]
+    )]
+    #[case::ok_ipp_in_pid_3_only(
+        JournalSearch { ipp: Some("4711".to_owned()), ..Default::default() },
+        &[4, 3, 1]
+    )]
+    #[case::ok_ipp_limit_counts_kept_rows(
+        JournalSearch {
+            ipp: Some("4711".to_owned()),
+            filter: JournalFilter { limit: 2, ..Default::default() },
+            ..Default::default()
+        },
+        &[4, 3]
+    )]
+    #[case::ok_ipp_and_type(
+        JournalSearch {
+            ipp: Some("4711".to_owned()),
+            message_type: Some("ADT".to_owned()),
+            ..Default::default()
+        },
+        &[1]
+    )]
+    #[case::ok_ipp_other_repetition(
+        JournalSearch { ipp: Some("999".to_owned()), ..Default::default() },
+        &[1]
+    )]
+    #[case::ok_ipp_partial_value_is_no_match(
+        JournalSearch { ipp: Some("471".to_owned()), ..Default::default() },
+        &[]
+    )]
+    #[case::ok_limit_without_ipp(
+        JournalSearch {
+            status: Some(EntryStatus::Accepted),
+            filter: JournalFilter { limit: 3, ..Default::default() },
+            ..Default::default()
+        },
+        &[5, 4, 2]
+    )]
+    #[tokio::test]
+    async fn ok_search_filters(#[case] mut search: JournalSearch, #[case] ids: &[i64]) {
+        if search.filter == JournalFilter::default() {
+            search.filter.limit = 0;
+        }
+        let (_dir, store) = searchable().await;
+        let listed: Vec<i64> = store
+            .search_journal(&search)
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(listed, ids);
+    }
+
+    #[test]
+    fn ok_time_range_uses_the_received_at_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let _writer = schema::open_writer(&path).unwrap();
+        let reader = schema::open_reader(&path).unwrap();
+        let plan: Vec<String> = reader
+            .prepare(concat!(
+                "EXPLAIN QUERY PLAN SELECT ",
+                summary_columns!(),
+                " FROM journal WHERE received_at >= ?1 AND received_at < ?2",
+                " ORDER BY received_at DESC, id DESC LIMIT ?3"
+            ))
+            .unwrap()
+            .query_map(rusqlite::params![0, 1, 2], |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.contains("journal_received_at")),
+            "{plan:?}"
+        );
+    }
+
+    #[rstest]
+    #[case::ok_first_repetition(b"MSH|^~\\&|A\rPID|1||42^^^CH^PI\r", "42", true)]
+    #[case::ok_second_pid(b"MSH|^~\\&|A\rPID|1||1\rPID|2||42\r", "42", true)]
+    #[case::ok_escaped_value(b"MSH|^~\\&|A\rPID|1||4\\T\\2\r", "4&2", true)]
+    #[case::err_other_field(b"MSH|^~\\&|A\rPID|1|42|7\r", "42", false)]
+    #[case::err_other_component(b"MSH|^~\\&|A\rPID|1||7^42\r", "42", false)]
+    #[case::err_no_pid(b"MSH|^~\\&|A\rNK1|1||42\r", "42", false)]
+    #[case::err_not_hl7(b"H|42", "42", false)]
+    fn pid_3(#[case] raw: &[u8], #[case] ipp: &str, #[case] holds: bool) {
+        assert_eq!(pid_3_holds(raw, ipp), holds);
+    }
+
     #[tokio::test]
     async fn ok_entry_round_trips_every_field() {
         let dir = tempfile::tempdir().unwrap();
@@ -362,6 +536,7 @@ mod tests {
         assert_eq!(entry.summary.control_id, "MSG00001");
         assert_eq!(entry.summary.status, "accepted");
         assert_eq!(entry.summary.reason, None);
+        assert_eq!(entry.summary.note, None);
         assert_eq!(entry.summary.peer, "10.0.0.7:51234");
         assert_eq!(entry.summary.sender, "DPI^CHU");
         assert_eq!(entry.raw, sent.raw.to_vec());
