@@ -359,18 +359,18 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn ok_unusable_message_is_noted_on_its_journal_row() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("p.db"), crate::store::StoreOptions::default())
-            .unwrap();
+        let store = Store::open(
+            &dir.path().join("p.db"),
+            crate::store::StoreOptions::default(),
+        )
+        .unwrap();
         let messages: [&[u8]; 4] = [
             b"MSH|^~\\&|DPI|CH|||20261122||ADT^A28|1|P|2.5\rPID|1||557788^^^OTHER^PI||DOE^JANE\r",
             b"MSH|^~\\&|DPI|CH|||20261122||ADT^A01|2|P|2.5\rPID|1||100001^^^CH^PI\rPV1|1|I|||||||||||||||||V1|||||||||||||||||||||||||1975X412\r",
             b"MSH|^~\\&|DPI|CH|||20261122||ADT^A28|3|P|2.5\rPID|1||100002^^^CH^PI||DOE^JOHN\r",
             b"MSH|^~\\&|DPI|CH|||20261122||ORM^O01|4|P|2.5\rPID|1||100002^^^CH^PI\r",
         ];
-        let records = messages
-            .iter()
-            .map(|m| adt_record(m.to_vec()))
-            .collect();
+        let records = messages.iter().map(|m| adt_record(m.to_vec())).collect();
         let ids: Vec<i64> = store
             .journal_many(records)
             .await
