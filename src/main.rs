@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use ordobridge::cli::{json as cli_json, print_out, println_out};
+use ordobridge::cli::{escape_controls, json as cli_json, print_out, println_out};
 use ordobridge::config::{Config, LogFormat};
 use ordobridge::store::{EntryStatus, JournalFilter, JournalSearch, Store, StoreOptions};
 use ordobridge::{engine, tools};
@@ -642,9 +642,9 @@ fn journal(config_path: &Path, args: JournalArgs) -> Result<ExitCode, String> {
             eprintln!(
                 "journal #{} {} {} {}: {}",
                 row.id,
-                row.channel.escape_debug(),
-                row.message_type.escape_debug(),
-                row.control_id.escape_debug(),
+                escape_controls(&row.channel),
+                escape_controls(&row.message_type),
+                escape_controls(&row.control_id),
                 status_text(row)
             );
             print_out(&tools::printable_message(&entry.raw))?;
@@ -671,9 +671,9 @@ fn journal(config_path: &Path, args: JournalArgs) -> Result<ExitCode, String> {
             "{:>8}  {:<25}  {:<12}  {:<18}  {:<22}  {}\n",
             row.id,
             received,
-            row.channel.escape_debug().to_string(),
-            row.message_type.escape_debug().to_string(),
-            row.control_id.escape_debug().to_string(),
+            escape_controls(&row.channel),
+            escape_controls(&row.message_type),
+            escape_controls(&row.control_id),
             status_text(&row)
         ));
     }
@@ -684,7 +684,7 @@ fn journal(config_path: &Path, args: JournalArgs) -> Result<ExitCode, String> {
 /// `processed`, `rejected (why)`, `processed (not used by the census: why)`.
 fn status_text(row: &ordobridge::store::JournalSummary) -> String {
     match row.reason.as_ref().or(row.note.as_ref()) {
-        Some(why) => format!("{} ({})", row.status, why.escape_debug()),
+        Some(why) => format!("{} ({})", row.status, escape_controls(why)),
         None => row.status.clone(),
     }
 }

@@ -12,3 +12,28 @@ pub mod when;
 
 pub use out::{print_out, println_out};
 pub use when::{WhenError, parse_when};
+
+/// Untrusted text for a terminal: control characters escaped (`\u{1b}`, `\r`), everything
+/// else (quotes, accents) as it is.
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escape_controls_keeps_quotes_and_accents() {
+        assert_eq!(
+            super::escape_controls("l'hôpital \"x\"\u{1b}[31m\r\n"),
+            "l'hôpital \"x\"\\u{1b}[31m\\r\\n"
+        );
+    }
+}

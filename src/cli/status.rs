@@ -71,7 +71,7 @@ pub enum StatusError {
 /// ends in `/status` is used as given.
 pub fn status_url(url: &str) -> Result<reqwest::Url, StatusError> {
     let bad = |reason: String| StatusError::BadUrl {
-        url: url.escape_debug().to_string(),
+        url: super::escape_controls(url),
         reason,
     };
     let trimmed = url.trim().trim_end_matches('/');
@@ -185,7 +185,7 @@ pub fn exit_code(status: &Value) -> ExitCode {
 /// and head, then what needs attention. Untrusted text (error messages) is escaped.
 pub fn summary(url: &str, status: &Value) -> String {
     let text = |v: &Value| match v {
-        Value::String(s) => s.escape_debug().to_string(),
+        Value::String(s) => super::escape_controls(s),
         Value::Null => "-".to_owned(),
         other => other.to_string(),
     };
@@ -226,7 +226,7 @@ pub fn summary(url: &str, status: &Value) -> String {
         let _ = writeln!(
             out,
             "  {:<16} {:<5} {detail}",
-            name.escape_debug().to_string(),
+            super::escape_controls(name),
             kind
         );
     }
@@ -238,7 +238,7 @@ pub fn summary(url: &str, status: &Value) -> String {
         let queue = queues.get(name).unwrap_or(&Value::Null);
         let mut line = format!(
             "  {:<16} {} pending, {} dead, {} delivered",
-            name.escape_debug().to_string(),
+            super::escape_controls(name),
             count(queue, "pending"),
             count(queue, "dead"),
             count(d, "delivered")

@@ -45,7 +45,7 @@ pub fn parse_when(text: &str, now: Timestamp, tz: &TimeZone) -> Result<Timestamp
     if text.is_empty() {
         return Err(WhenError::Empty);
     }
-    let shown = || text.escape_debug().to_string();
+    let shown = || super::escape_controls(text);
     if let Some(age) = age(text)? {
         return now
             .checked_sub(age)
@@ -82,7 +82,7 @@ fn age(text: &str) -> Result<Option<SignedDuration>, WhenError> {
     if digits == 0 || unit.is_empty() || !unit.bytes().all(|b| b.is_ascii_alphabetic()) {
         return Ok(None);
     }
-    let shown = || text.escape_debug().to_string();
+    let shown = || super::escape_controls(text);
     let seconds_per: i64 = match unit {
         "s" => 1,
         "m" => 60,
@@ -92,7 +92,7 @@ fn age(text: &str) -> Result<Option<SignedDuration>, WhenError> {
         other => {
             return Err(WhenError::Unit {
                 text: shown(),
-                unit: other.escape_debug().to_string(),
+                unit: super::escape_controls(other),
             });
         }
     };
