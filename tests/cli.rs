@@ -494,3 +494,52 @@ async fn status_exit_codes_follow_the_daemon() {
         "{gone:?}"
     );
 }
+
+/// `send` exits 0 when every answer is AA, 2 as soon as one is not (here AE from a real MLLP
+/// peer), 1 when it cannot send at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_exit_codes() {
+    let file = common::repo_root().join(common::A01_SAMPLE);
+    let file = file.display().to_string();
+    let (accepting, _) = common::ehr_peer().await;
+    let out = run_async(vec![
+        "send".into(),
+        "--to".into(),
+        accepting.to_string(),
+        file.clone(),
+    ])
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains(": AA"), "{out:?}");
+
+    let (refusing, _) =
+        common::ehr_peer_answering(|id| format!("MSA|AE|{id}|unknown patient")).await;
+    let out = run_async(vec![
+        "send".into(),
+        "--to".into(),
+        refusing.to_string(),
+        file.clone(),
+    ])
+    .await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stdout.contains(": AE unknown patient"), "{out:?}");
+
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let out = run_async(vec!["send".into(), "--to".into(), closed.to_string(), file]).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.starts_with("ordobridge: "), "{out:?}");
+}
+
+#[rstest::rstest]
+#[case::ok_valid("[store]\npath = \"data/ob.db\"\n", 0)]
+#[case::err_unknown_key("[store]\npath = \"data/ob.db\"\nnot_a_key = 1\n", 1)]
+fn check_exit_codes(#[case] text: &str, #[case] code: i32) {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("ob.toml");
+    std::fs::write(&path, text).expect("write");
+    let out = run(&["check", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(out.code, Some(code), "{out:?}");
+}
