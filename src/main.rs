@@ -477,14 +477,25 @@ fn queue(
     let held = store
         .held_bundles(limit)
         .map_err(|e| format!("cannot read the held bundles: {e}"))?;
+    let before = jiff::Timestamp::now()
+        .checked_sub(ordobridge::cli::UNFINISHED_PUSH_AFTER)
+        .unwrap_or(jiff::Timestamp::MIN);
+    let unfinished = store
+        .unsettled_pushes(ordobridge::cli::PUSH_CHANNEL, before, limit)
+        .map_err(|e| format!("cannot read the unfinished pushes: {e}"))?;
     if json {
-        print_out(&cli_json::to_text(&cli_json::queue(
-            &depths, &dead, &held, show_phi,
-        )))?;
+        let view = cli_json::QueueView {
+            depths: &depths,
+            dead: &dead,
+            held: &held,
+            unfinished: &unfinished,
+        };
+        print_out(&cli_json::to_text(&cli_json::queue(view, show_phi)))?;
     } else {
         print_out(&ordobridge::delivery::render_overview(&depths))?;
         print_out(&ordobridge::delivery::render_dead_letters(&dead))?;
         print_out(&tools::render_held(&held, show_phi))?;
+        print_out(&tools::render_unfinished(&unfinished))?;
     }
     Ok(ExitCode::SUCCESS)
 }

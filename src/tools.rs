@@ -290,6 +290,24 @@ pub fn render_held(held: &[crate::store::HeldBundle], show_phi: bool) -> String 
     out
 }
 
+/// Pushed bundles that never finished, for `ordobridge queue`; nothing when there are none.
+pub fn render_unfinished(rows: &[crate::store::JournalSummary]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "{} pushed bundle(s) still `accepted` {} min after they arrived (not held, not \
+         queued): see `ordobridge journal --show ID`, then ask Posos to push again\n\
+         JOURNAL ID  RECEIVED\n",
+        rows.len(),
+        crate::cli::UNFINISHED_PUSH_AFTER.as_secs() / 60
+    );
+    for row in rows {
+        out.push_str(&format!("{:<10}  {:.0}\n", row.id, row.received_at));
+    }
+    out
+}
+
 const FAMILY: [&str; 12] = [
     "MARTIN", "BERNARD", "THOMAS", "PETIT", "ROBERT", "RICHARD", "DURAND", "DUBOIS", "MOREAU",
     "LAURENT", "SIMON", "MICHEL",

@@ -341,15 +341,59 @@ async fn census_unusable_message_is_noted_in_the_journal() {
 async fn queue_json_shape() {
     let dir = tempfile::tempdir().expect("dir");
     let config = filled_store(dir.path()).await;
-    let out = json_of(&run(&[
-        "queue",
-        "--config",
-        config.to_str().expect("utf-8"),
-        "--json",
-    ]));
+    let config = config.to_str().expect("utf-8");
+    let queue = |json: bool| {
+        let mut args = vec!["queue", "--config", config];
+        if json {
+            args.push("--json");
+        }
+        run(&args)
+    };
     assert_eq!(
-        out,
-        json!({"destinations": [], "dead_letters": [], "held_bundles": []})
+        json_of(&queue(true)),
+        json!({"destinations": [], "dead_letters": [], "held_bundles": [],
+               "unfinished_pushes": []})
+    );
+    assert!(!queue(false).stdout.contains("still `accepted`"));
+
+    // A pushed bundle journaled an hour ago and never settled (its request failed after
+    // journaling), and one just arrived (still in its request): only the first is listed.
+    let store =
+        Store::open(&dir.path().join("data/ob.db"), StoreOptions::default()).expect("store");
+    // Whole seconds: the store keeps microseconds.
+    let hour_ago =
+        jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() - 3600).expect("time");
+    for (at, control_id) in [
+        (hour_ago, "BUNDLE-OLD"),
+        (jiff::Timestamp::now(), "BUNDLE-NEW"),
+    ] {
+        let mut push = record(
+            "2026-11-20T10:00:00Z",
+            "Bundle",
+            "{}",
+            RecordStatus::Accepted,
+        );
+        push.channel = "posos-push".to_owned();
+        push.received_at = at;
+        push.control_id = control_id.to_owned();
+        push.raw = format!("{{\"id\": \"{control_id}\"}}").into_bytes().into();
+        store.journal(push).await.expect("journal");
+    }
+    store.close().await;
+    let listed = json_of(&queue(true));
+    assert_eq!(
+        listed["unfinished_pushes"],
+        json!([{"journal_id": 4, "received_at": hour_ago.to_string(),
+                "control_id": "BUNDLE-OLD", "peer": "127.0.0.1:40000"}])
+    );
+    let text = queue(false);
+    assert!(
+        text.stdout.contains(
+            "1 pushed bundle(s) still `accepted` 10 min after they arrived (not held, not \
+             queued): see `ordobridge journal --show ID`, then ask Posos to push again\n\
+             JOURNAL ID  RECEIVED\n4           "
+        ),
+        "{text:?}"
     );
 }
 

@@ -102,14 +102,36 @@ pub fn census(view: &PatientView) -> Value {
     })
 }
 
-/// `ordobridge queue --json`: depth per destination, dead letters, held bundles.
-pub fn queue(
-    depths: &[DestinationDepth],
-    dead: &[DeadLetter],
-    held: &[HeldBundle],
-    show_phi: bool,
-) -> Value {
+/// What `ordobridge queue` shows.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueView<'a> {
+    /// Depth per destination.
+    pub depths: &'a [DestinationDepth],
+    /// Dead letters.
+    pub dead: &'a [DeadLetter],
+    /// Pushed bundles held until their patient is known.
+    pub held: &'a [HeldBundle],
+    /// Pushed bundles still `accepted` long after they arrived (see
+    /// [`super::UNFINISHED_PUSH_AFTER`]).
+    pub unfinished: &'a [JournalSummary],
+}
+
+/// `ordobridge queue --json`: depth per destination, dead letters, held bundles, unfinished
+/// pushes.
+pub fn queue(view: QueueView<'_>, show_phi: bool) -> Value {
+    let QueueView {
+        depths,
+        dead,
+        held,
+        unfinished,
+    } = view;
     json!({
+        "unfinished_pushes": unfinished.iter().map(|row| json!({
+            "journal_id": row.id,
+            "received_at": row.received_at.to_string(),
+            "control_id": row.control_id,
+            "peer": row.peer,
+        })).collect::<Vec<_>>(),
         "destinations": depths.iter().map(|d| json!({
             "destination": d.destination,
             "pending": d.pending,
@@ -214,7 +236,13 @@ mod tests {
             dead: 1,
             oldest_pending_at: None,
         }];
-        let hidden = queue(&depth, &[], &held, false);
+        let view = QueueView {
+            depths: &depth,
+            dead: &[],
+            held: &held,
+            unfinished: &[row()],
+        };
+        let hidden = queue(view, false);
         assert_eq!(
             hidden,
             json!({
@@ -223,12 +251,11 @@ mod tests {
                 "dead_letters": [],
                 "held_bundles": [{"journal_id": 3, "held_at": "2026-11-22T08:15:00Z",
                                   "release_at": "2026-11-22T08:30:00Z"}],
+                "unfinished_pushes": [{"journal_id": 7, "received_at": "2026-11-22T08:15:00.5Z",
+                                       "control_id": "MSG1", "peer": "127.0.0.1:5000"}],
             })
         );
         assert!(!to_text(&hidden).contains("IPP42"));
-        assert_eq!(
-            queue(&depth, &[], &held, true)["held_bundles"][0]["ipp"],
-            "IPP42"
-        );
+        assert_eq!(queue(view, true)["held_bundles"][0]["ipp"], "IPP42");
     }
 }

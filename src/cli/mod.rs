@@ -11,6 +11,14 @@ pub mod status;
 pub mod when;
 
 pub use out::{print_out, println_out};
+
+/// The journal channel of pushed bundles (the push endpoint's `PUSH_CHANNEL`, private to the
+/// engine).
+pub const PUSH_CHANNEL: &str = "posos-push";
+
+/// A pushed bundle still `accepted` (and not held) this long after it arrived did not finish:
+/// `ordobridge queue` lists it for an operator. A push normally settles within its request.
+pub const UNFINISHED_PUSH_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
 pub use when::{WhenError, parse_when};
 
 /// Untrusted text for a terminal: control characters escaped (`\u{1b}`, `\r`), everything

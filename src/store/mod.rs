@@ -577,6 +577,19 @@ impl Store {
             .with(|connection| read::search(connection, search))
     }
 
+    /// Journal rows of the push endpoint's `channel` still `accepted`, received before
+    /// `before` and not held: pushes that never finished (blocking; `limit` 0: no limit).
+    pub fn unsettled_pushes(
+        &self,
+        channel: &str,
+        before: jiff::Timestamp,
+        limit: usize,
+    ) -> Result<Vec<JournalSummary>, StoreError> {
+        self.shared
+            .readers
+            .with(|connection| read::unsettled(connection, channel, before, limit))
+    }
+
     /// One journal row with its raw bytes, or `None` if there is no such id (blocking).
     pub fn journal_entry(&self, id: i64) -> Result<Option<JournalEntry>, StoreError> {
         self.shared

@@ -229,6 +229,40 @@ pub(crate) fn pid_3_holds(raw: &[u8], ipp: &str) -> bool {
     false
 }
 
+/// Rows of `channel` (the push endpoint's) still `accepted`, received before `before` and not
+/// held: pushes that did not finish (the request failed after journaling, or its client went
+/// away) and need an operator. Oldest first, at most `limit` (0: no limit).
+///
+/// `kept` (every row but the rejected ones) lets SQLite walk the duplicate index, whose first
+/// column is the channel, instead of the whole journal.
+pub(super) fn unsettled(
+    connection: &Connection,
+    channel: &str,
+    before: jiff::Timestamp,
+    limit: usize,
+) -> rusqlite::Result<Vec<JournalSummary>> {
+    let limit = match limit {
+        0 => -1,
+        limit => i64::try_from(limit).unwrap_or(i64::MAX),
+    };
+    let mut statement = connection.prepare_cached(UNSETTLED)?;
+    let mut rows = statement.query(rusqlite::params![channel, before.as_microsecond(), limit])?;
+    let mut summaries = Vec::new();
+    while let Some(row) = rows.next()? {
+        summaries.push(summary(row)?);
+    }
+    Ok(summaries)
+}
+
+const UNSETTLED: &str = concat!(
+    "SELECT ",
+    summary_columns!(),
+    " FROM journal WHERE channel = ?1 AND kept AND status = 'accepted' AND received_at < ?2",
+    " AND NOT EXISTS (SELECT 1 FROM push_holds h",
+    " WHERE h.journal_id = journal.id AND h.released_at IS NULL)",
+    " ORDER BY received_at, id LIMIT ?3"
+);
+
 /// One journal row with its bytes, if the id exists.
 /// Accepted (not yet processed) rows after `after_id`, oldest first, with their raw bytes: the
 /// work list of the processor that feeds the census.
@@ -508,6 +542,63 @@ mod tests {
             plan.iter().any(|step| step.contains("journal_received_at")),
             "{plan:?}"
         );
+    }
+
+    #[test]
+    fn ok_unsettled_pushes_walk_the_channel_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let _writer = schema::open_writer(&path).unwrap();
+        let reader = schema::open_reader(&path).unwrap();
+        let plan: Vec<String> = reader
+            .prepare(&format!("EXPLAIN QUERY PLAN {UNSETTLED}"))
+            .unwrap()
+            .query_map(rusqlite::params!["posos-push", 0, 1], |row| {
+                row.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX journal_duplicate")),
+            "{plan:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn ok_unsettled_pushes_are_accepted_old_and_not_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("j.sqlite"), StoreOptions::default()).unwrap();
+        let mut ids = Vec::new();
+        // accepted old, accepted old (then held), accepted recent, processed old, other channel
+        for (n, channel) in ["push", "push", "push", "push", "adt-in"]
+            .into_iter()
+            .enumerate()
+        {
+            let mut record = record(&format!("P{n}"), b"");
+            record.channel = channel.to_owned();
+            record.raw = bytes::Bytes::from(format!("{{\"n\": {n}}}"));
+            let second = if n == 2 { 1_700_000_900 } else { 1_700_000_000 };
+            record.received_at =
+                jiff::Timestamp::from_second(second + i64::try_from(n).unwrap()).unwrap();
+            ids.push(store.journal(record).await.unwrap().id());
+        }
+        store.mark_processed(vec![ids[3]]).await.unwrap();
+        let db = rusqlite::Connection::open(dir.path().join("j.sqlite")).unwrap();
+        db.execute(
+            "INSERT INTO push_holds (journal_id, partner_id, held_at, release_at) VALUES (?1, 'X', 0, 0)",
+            [ids[1]],
+        )
+        .unwrap();
+        let before = jiff::Timestamp::from_second(1_700_000_600).unwrap();
+        let listed: Vec<i64> = store
+            .unsettled_pushes("push", before, 0)
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(listed, [ids[0]]);
     }
 
     #[rstest]
