@@ -64,6 +64,7 @@ pub use self::prune::{Pruned, RetentionPlan};
 pub use self::queue::{
     DeadLetter, DestinationDepth, OutboundItem, OutboundMessage, OutboundStatus, QueueHead,
 };
+pub use self::read::JournalSearch;
 use self::read::Readers;
 use self::writer::{Counters, Prepared, Request};
 use crate::census::{CensusUpdate, Practitioner};
@@ -228,6 +229,8 @@ pub struct JournalSummary {
     pub status: String,
     /// Why it was rejected.
     pub reason: Option<String>,
+    /// Why a processed row was not used (the census could not use it); never patient data.
+    pub note: Option<String>,
     /// Remote address or file path.
     pub peer: String,
     /// MSH-3^MSH-4.
@@ -566,6 +569,30 @@ impl Store {
         self.shared
             .readers
             .with(|connection| read::list(connection, filter))
+    }
+
+    /// Lists journal rows matching every filter of `search`, newest first (blocking: for the
+    /// CLI or `spawn_blocking`).
+    pub fn search_journal(
+        &self,
+        search: &JournalSearch,
+    ) -> Result<Vec<JournalSummary>, StoreError> {
+        self.shared
+            .readers
+            .with(|connection| read::search(connection, search))
+    }
+
+    /// Journal rows of the push endpoint's `channel` still `accepted`, received before
+    /// `before` and not held: pushes that never finished (blocking; `limit` 0: no limit).
+    pub fn unsettled_pushes(
+        &self,
+        channel: &str,
+        before: jiff::Timestamp,
+        limit: usize,
+    ) -> Result<Vec<JournalSummary>, StoreError> {
+        self.shared
+            .readers
+            .with(|connection| read::unsettled(connection, channel, before, limit))
     }
 
     /// One journal row with its raw bytes, or `None` if there is no such id (blocking).
