@@ -481,7 +481,7 @@ fn queue(
         .checked_sub(ordobridge::cli::UNFINISHED_PUSH_AFTER)
         .unwrap_or(jiff::Timestamp::MIN);
     let unfinished = store
-        .unsettled_pushes(ordobridge::cli::PUSH_CHANNEL, before, limit)
+        .unfinished_pushes(ordobridge::cli::PUSH_CHANNEL, before, limit)
         .map_err(|e| format!("cannot read the unfinished pushes: {e}"))?;
     if json {
         let view = cli_json::QueueView {

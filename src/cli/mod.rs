@@ -12,9 +12,8 @@ pub mod when;
 
 pub use out::{print_out, println_out};
 
-/// The journal channel of pushed bundles (the push endpoint's `PUSH_CHANNEL`, private to the
-/// engine).
-pub const PUSH_CHANNEL: &str = "posos-push";
+/// The journal channel of pushed bundles.
+pub use crate::engine::PUSH_CHANNEL;
 
 /// A pushed bundle still `accepted` (and not held) this long after it arrived did not finish:
 /// `ordobridge queue` lists it for an operator. A push normally settles within its request.

@@ -584,7 +584,7 @@ impl Store {
 
     /// Journal rows of the push endpoint's `channel` still `accepted`, received before
     /// `before` and not held: pushes that never finished (blocking; `limit` 0: no limit).
-    pub fn unsettled_pushes(
+    pub fn unfinished_pushes(
         &self,
         channel: &str,
         before: jiff::Timestamp,
@@ -663,23 +663,41 @@ impl Store {
 
     /// Prunes everything `plan` lets go, `batch` rows of each kind per transaction (the writer
     /// serves journal inserts between them), then shrinks the file; returns the rows deleted
-    /// and the pages freed.
+    /// and the pages freed. [`Store::prune_gently`] leaves the writer to intake most of the
+    /// time.
     pub async fn prune(
         &self,
         plan: RetentionPlan,
         batch: usize,
     ) -> Result<(Pruned, u64), StoreError> {
+        self.prune_gently(plan, batch, 0).await
+    }
+
+    /// [`Store::prune`] that pauses `pause_ratio` times as long as each step took before the
+    /// next: the pruner of a running daemon takes at most 1/(1 + ratio) of the writer's time,
+    /// so intake keeps its pace while a large backlog of old rows goes.
+    pub async fn prune_gently(
+        &self,
+        plan: RetentionPlan,
+        batch: usize,
+        pause_ratio: u32,
+    ) -> Result<(Pruned, u64), StoreError> {
         /// Pages given back per transaction (4 MiB with 4 KiB pages).
         const VACUUM_PAGES: u32 = 1024;
         let mut total = Pruned::default();
         loop {
+            let started = std::time::Instant::now();
             let (pruned, _) = self.prune_step(Some(plan), batch.max(1), 0).await?;
             total.add(pruned);
             if pruned.total() == 0 {
                 break;
             }
             // Let the runtime serve other tasks (intake) between two transactions.
-            tokio::task::yield_now().await;
+            if pause_ratio == 0 {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(started.elapsed() * pause_ratio).await;
+            }
         }
         let mut freed = 0u64;
         if total.total() > 0 {
@@ -690,6 +708,15 @@ impl Store {
                     break;
                 }
                 tokio::task::yield_now().await;
+            }
+            // The file shrinks once the log holding the vacuum is copied back: try now; under
+            // load the writer's own checkpoints finish the job later.
+            let path = self.shared.path.clone();
+            let checkpointed = tokio::task::spawn_blocking(move || prune::checkpoint(&path))
+                .await
+                .map_err(|source| self.read_task(source))?;
+            if let Err(e) = checkpointed {
+                tracing::debug!(error = %e, "checkpoint after the prune did not run");
             }
         }
         Ok((total, freed))

@@ -593,7 +593,7 @@ mod tests {
         .unwrap();
         let before = jiff::Timestamp::from_second(1_700_000_600).unwrap();
         let listed: Vec<i64> = store
-            .unsettled_pushes("push", before, 0)
+            .unfinished_pushes("push", before, 0)
             .unwrap()
             .iter()
             .map(|s| s.id)
