@@ -72,7 +72,11 @@ async fn a_launch_right_after_the_adt_ack_finds_the_patient() {
         let ipp = format!("77{i:04}");
         let message = a01
             .replace("100001^^^CH_EXEMPLE", &format!("{ipp}^^^CH_EXEMPLE"))
-            .replace("SYN0002", &format!("RYW{i:04}"));
+            .replace("SYN0002", &format!("RYW{i:04}"))
+            // Each patient its own stay (NDA), INS and movement, as in life.
+            .replace("900001^^^CH_EXEMPLE", &format!("97{i:04}^^^CH_EXEMPLE"))
+            .replace("275046912345678", &format!("2750469123{i:05}"))
+            .replace("MVT0001^", &format!("MVT9{i:03}^"));
         assert!(message.contains(&ipp), "the sample's IPP was replaced");
         let ack = common::send_adt(engine.addr("adt-in"), message.as_bytes()).await;
         assert!(ack.contains("MSA|AA|"), "{ack}");

@@ -212,9 +212,10 @@ impl LaunchContext for CensusContext {
                     "the census did not catch up in time for this launch"
                 );
             }
-            return Ok(self.lookup(key).await?.map(patient_context));
         }
-        Ok(None)
+        // Look again even when the census was not behind: it may have caught up between the
+        // first look and the reading of its progress.
+        Ok(self.lookup(key).await?.map(patient_context))
     }
 
     async fn practitioner(&self, rpps: &str) -> Result<Option<PractitionerContext>, String> {
