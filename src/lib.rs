@@ -11,6 +11,8 @@
 //!   Knows nothing of HL7 semantics or storage.
 //! - [`store`]: SQLite (WAL, `synchronous=FULL`): the journal of inbound messages, written by
 //!   one writer thread with group commit.
+//! - [`tls`]: certificates and keys (PEM), rustls server and client configurations for every
+//!   listener and client, reloaded on SIGHUP; one crypto provider (aws-lc-rs).
 //! - [`tools`]: the CLI tools: send files over MLLP, load test, synthetic corpus.
 //! - [`engine`]: the wiring, read top to bottom: load config, open the store, bind, spawn,
 //!   wait; and the inbound channel that commits a message before it answers its ACK.
@@ -30,4 +32,5 @@ pub mod mapping;
 pub mod mllp;
 pub mod posos;
 pub mod store;
+pub mod tls;
 pub mod tools;
