@@ -60,6 +60,9 @@ pub struct PushConfig {
     pub hold_unknown_for: Duration,
     /// Each pushed bundle is mapped by every route.
     pub routes: Vec<PushRoute>,
+    /// Refuse `POST /fhir` from a client without a verified certificate (`[http.tls]
+    /// client_ca`).
+    pub require_client_cert: bool,
 }
 
 /// The user and password of HTTP basic authentication (`[push] basic_user`, `basic_password`).
@@ -106,6 +109,10 @@ pub enum Destination {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub bind: SocketAddr,
+    /// TLS on the HTTP listener (`[http.tls]`); the client certificate is optional there.
+    pub tls: Option<crate::tls::ServerTlsSettings>,
+    /// Header read timeout and connection limit of the accept loop.
+    pub serve: crate::http::ServeSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -211,6 +218,9 @@ pub struct MllpListenerConfig {
     pub read_timeout: Duration,
     /// A connection silent for this long is closed.
     pub idle_timeout: Duration,
+    /// TLS on this listener (`[inbound.NAME.tls]`); a client certificate is required when
+    /// `client_ca` is set.
+    pub tls: Option<crate::tls::ServerTlsSettings>,
 }
 
 /// One problem in the configuration, located in the file.
@@ -461,6 +471,7 @@ struct RawPush {
     hold_unknown_for: Option<Spanned<String>>,
     #[serde(default)]
     route: Vec<RawRoute>,
+    require_client_cert: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -481,6 +492,7 @@ struct RawOutbound {
     retry_initial: Option<Spanned<String>>,
     retry_max: Option<Spanned<String>>,
     max_attempts: Option<u32>,
+    tls: Option<Spanned<RawClientTls>>,
     // file
     folder: Option<String>,
     name_template: Option<String>,
@@ -497,6 +509,29 @@ struct RawCensus {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     bind: Spanned<String>,
+    header_read_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<i64>>,
+    tls: Option<Spanned<RawServerTls>>,
+}
+
+/// `[inbound.NAME.tls]` and `[http.tls]` (where `client_names` is refused).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerTls {
+    cert: String,
+    key: String,
+    client_ca: Option<String>,
+    client_names: Option<Vec<String>>,
+}
+
+/// `[outbound.NAME.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientTls {
+    ca: Option<String>,
+    server_name: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -568,6 +603,7 @@ struct RawInbound {
     max_frame_size: Option<Spanned<SizeValue>>,
     read_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
+    tls: Option<Spanned<RawServerTls>>,
     // file channels
     folder: Option<Spanned<String>>,
     patterns: Option<Vec<String>>,
@@ -669,22 +705,7 @@ impl RawConfig {
                 inbound.insert(name, channel);
             }
         }
-        let http = self.http.and_then(|http| {
-            match http.bind.get_ref().parse::<SocketAddr>() {
-                Ok(bind) => Some(HttpConfig { bind }),
-                Err(_) => {
-                    report.push(
-                        Some(http.bind.span()),
-                        "http.bind",
-                        format!(
-                            "invalid listen address `{}`: expected IP:PORT such as `127.0.0.1:8717`",
-                            http.bind.get_ref()
-                        ),
-                    );
-                    None
-                }
-            }
-        });
+        let http = self.http.and_then(|http| validate_http(http, base, report));
         let outbound: BTreeMap<String, Destination> = self
             .outbound
             .into_iter()
@@ -707,6 +728,9 @@ impl RawConfig {
             }
             validate_launch(launch.into_inner(), base, report)
         });
+        let push = self
+            .push
+            .map(|push| validate_push(push, &outbound, http.as_ref(), base, report));
         Config {
             source: file.to_path_buf(),
             store,
@@ -715,9 +739,7 @@ impl RawConfig {
             http,
             launch,
             posos,
-            push: self
-                .push
-                .map(|push| validate_push(push, &outbound, base, report)),
+            push,
             outbound,
             census: crate::census::CensusSettings {
                 ipp_authority: self
@@ -729,12 +751,151 @@ impl RawConfig {
     }
 }
 
+fn validate_http(http: RawHttp, base: &Path, report: &mut Report<'_>) -> Option<HttpConfig> {
+    let mut serve = crate::http::ServeSettings::default();
+    if let Some(timeout) = http
+        .header_read_timeout
+        .and_then(|t| duration_value(t, "http.header_read_timeout", report))
+    {
+        serve.header_read_timeout = timeout;
+    }
+    if let Some(max) = positive(http.max_connections, "http.max_connections", report) {
+        serve.max_connections = max;
+    }
+    let tls = http
+        .tls
+        .and_then(|tls| server_tls(tls, "http.tls", false, base, report));
+    match http.bind.get_ref().parse::<SocketAddr>() {
+        Ok(bind) => Some(HttpConfig { bind, tls, serve }),
+        Err(_) => {
+            report.push(
+                Some(http.bind.span()),
+                "http.bind",
+                format!(
+                    "invalid listen address `{}`: expected IP:PORT such as `127.0.0.1:8717`",
+                    http.bind.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `[inbound.NAME.tls]` (`mllp`: client certificate required with `client_ca`) or
+/// `[http.tls]` (optional there, and no `client_names`).
+fn server_tls(
+    raw: Spanned<RawServerTls>,
+    key: &str,
+    mllp: bool,
+    base: &Path,
+    report: &mut Report<'_>,
+) -> Option<crate::tls::ServerTlsSettings> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let client_names: Vec<String> = raw
+        .client_names
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| !n.trim().is_empty())
+        .collect();
+    if !client_names.is_empty() && !mllp {
+        report.push(
+            Some(span),
+            &format!("{key}.client_names"),
+            "`client_names` is for MLLP listeners: on HTTP, `client_ca` decides who may present a certificate".to_string(),
+        );
+        return None;
+    }
+    let client_ca = raw
+        .client_ca
+        .filter(|c| !c.is_empty())
+        .map(|c| resolve_path(base, &c));
+    if !client_names.is_empty() && client_ca.is_none() {
+        report.push(
+            Some(span),
+            &format!("{key}.client_names"),
+            "`client_names` needs `client_ca` (the CA that signs the client certificates): add `client_ca = \"site-ca.pem\"`".to_string(),
+        );
+        return None;
+    }
+    Some(crate::tls::ServerTlsSettings {
+        cert: resolve_path(base, &raw.cert),
+        key: resolve_path(base, &raw.key),
+        client_ca,
+        client_names,
+        client_cert_required: mllp,
+        alpn: if mllp {
+            Vec::new()
+        } else {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        },
+    })
+}
+
+/// `[outbound.NAME.tls]`: `server_name` defaults to the host of `address`.
+fn client_tls(
+    raw: Spanned<RawClientTls>,
+    key: &str,
+    address: SocketAddr,
+    base: &Path,
+    report: &mut Report<'_>,
+) -> Option<crate::tls::ClientTlsSettings> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let cert_and_key = match (
+        raw.cert.filter(|c| !c.is_empty()),
+        raw.key.filter(|k| !k.is_empty()),
+    ) {
+        (None, None) => None,
+        (Some(cert), Some(k)) => Some((resolve_path(base, &cert), resolve_path(base, &k))),
+        (Some(_), None) | (None, Some(_)) => {
+            report.push(
+                Some(span),
+                &format!("{key}.cert"),
+                "a client certificate needs both `cert` and `key` (or neither)".to_string(),
+            );
+            return None;
+        }
+    };
+    let settings = crate::tls::ClientTlsSettings {
+        ca: raw
+            .ca
+            .filter(|c| !c.is_empty())
+            .map(|c| resolve_path(base, &c)),
+        server_name: raw
+            .server_name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| address.ip().to_string()),
+        cert_and_key,
+    };
+    if let Err(e) = settings.server_name() {
+        report.push(Some(span), &format!("{key}.server_name"), e.to_string());
+        return None;
+    }
+    Some(settings)
+}
+
 fn validate_push(
     raw: RawPush,
     outbound: &BTreeMap<String, Destination>,
+    http: Option<&HttpConfig>,
     base: &Path,
     report: &mut Report<'_>,
 ) -> PushConfig {
+    let require_client_cert = raw
+        .require_client_cert
+        .as_ref()
+        .is_some_and(|r| *r.get_ref());
+    let has_client_ca = http
+        .and_then(|h| h.tls.as_ref())
+        .is_some_and(|t| t.client_ca.is_some());
+    if require_client_cert && !has_client_ca {
+        report.push(
+            raw.require_client_cert.as_ref().map(Spanned::span),
+            "push.require_client_cert",
+            "client certificates are required but `[http.tls]` has no `client_ca`: add `[http.tls]` with `cert`, `key` and `client_ca` (the CA that signs Posos' certificate)".to_string(),
+        );
+    }
     let mut routes = Vec::new();
     for (i, route) in raw.route.into_iter().enumerate() {
         let key = format!("push.route[{i}]");
@@ -777,6 +938,7 @@ fn validate_push(
         basic: basic_auth(raw.basic_user, raw.basic_password, report),
         hold_unknown_for,
         routes,
+        require_client_cert,
     }
 }
 
@@ -880,6 +1042,15 @@ fn validate_outbound(
             duration(raw.retry_max, "retry_max", &mut settings.retry.max);
             if let Some(max_attempts) = raw.max_attempts {
                 settings.retry.max_attempts = max_attempts;
+            }
+            if let Some(tls) = raw.tls {
+                settings.tls = Some(client_tls(
+                    tls,
+                    &format!("{prefix}.tls"),
+                    addr,
+                    base,
+                    report,
+                )?);
             }
             Some(Destination::Mllp(settings))
         }
@@ -1144,6 +1315,9 @@ impl RawInbound {
                         max_frame_bytes,
                         read_timeout,
                         idle_timeout,
+                        tls: self
+                            .tls
+                            .and_then(|t| server_tls(t, &format!("{prefix}.tls"), true, base, report)),
                     }),
                 })
             }

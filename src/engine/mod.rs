@@ -37,10 +37,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::{Config, Destination, InboundKind};
-use crate::delivery::{DeliveryStats, run_destination};
+use crate::delivery::{DeliveryStats, run_destination_with_tls};
 use crate::filedrop::{InboxStats, run_inbox};
-use crate::mllp::server::{ServerSettings, ServerStats, serve};
+use crate::mllp::server::{ServerSettings, ServerStats, serve_tls};
 use crate::store::{Store, StoreError, StoreOptions};
+use crate::tls::Reloader;
 
 pub use file_in::FileInbound;
 pub use mllp_in::InboundMllp;
@@ -69,6 +70,13 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{usage}: TLS: {source}")]
+    Tls {
+        /// `inbound/NAME`, `outbound/NAME` or `http`.
+        usage: String,
+        #[source]
+        source: crate::tls::TlsError,
+    },
     #[error("cannot start the HTTP side: {0}")]
     Web(String),
     #[error("destination `{name}`: {reason}")]
@@ -91,6 +99,52 @@ pub struct ChannelHandle {
     /// Where it listens; `None` for a file channel.
     pub local_addr: Option<SocketAddr>,
     pub kind: &'static str,
+}
+
+/// The TLS configurations of the listeners and destinations, loaded (files checked) and
+/// registered for reload.
+#[derive(Default)]
+struct TlsConfigs {
+    inbound: BTreeMap<String, crate::tls::ServerTls>,
+    outbound: BTreeMap<String, crate::tls::ClientTls>,
+    http: Option<crate::tls::ServerTls>,
+}
+
+impl TlsConfigs {
+    fn load(config: &Config, reloader: &Reloader) -> Result<Self, EngineError> {
+        let mut out = TlsConfigs::default();
+        let server = |settings: &crate::tls::ServerTlsSettings, usage: String| {
+            let holder = settings
+                .reloadable(&usage)
+                .map_err(|source| EngineError::Tls { usage, source })?;
+            reloader.register(holder.clone());
+            Ok::<_, EngineError>(holder)
+        };
+        for (name, channel) in &config.inbound {
+            if let InboundKind::Mllp(mllp) = &channel.kind
+                && let Some(settings) = &mllp.tls
+            {
+                let holder = server(settings, format!("inbound/{name}"))?;
+                out.inbound.insert(name.clone(), holder);
+            }
+        }
+        for (name, destination) in &config.outbound {
+            if let Destination::Mllp(mllp) = destination
+                && let Some(settings) = &mllp.tls
+            {
+                let usage = format!("outbound/{name}");
+                let client = settings
+                    .client(&usage)
+                    .map_err(|source| EngineError::Tls { usage, source })?;
+                reloader.register(client.config.clone());
+                out.outbound.insert(name.clone(), client);
+            }
+        }
+        if let Some(settings) = config.http.as_ref().and_then(|h| h.tls.as_ref()) {
+            out.http = Some(server(settings, "http".to_string())?);
+        }
+        Ok(out)
+    }
 }
 
 /// Binds every listener of the configuration that is not already in `bound`.
@@ -155,6 +209,21 @@ pub async fn run(
     shutdown: CancellationToken,
     on_ready: impl FnOnce(&[ChannelHandle]),
 ) -> Result<(), EngineError> {
+    run_with_reloader(config, listeners, shutdown, Reloader::default(), on_ready).await
+}
+
+/// [`run`], registering every TLS configuration (listeners, destinations, HTTP) with
+/// `reloader`: the binary calls [`Reloader::reload_all`] on SIGHUP, tests call it directly.
+pub async fn run_with_reloader(
+    config: Config,
+    listeners: BoundListeners,
+    shutdown: CancellationToken,
+    reloader: Reloader,
+    on_ready: impl FnOnce(&[ChannelHandle]),
+) -> Result<(), EngineError> {
+    crate::tls::install_crypto_provider();
+    // Certificates first: a bad file stops the start before anything is opened or bound.
+    let mut tls = TlsConfigs::load(&config, &reloader)?;
     let store = Store::open(
         &config.store.path,
         StoreOptions {
@@ -172,6 +241,7 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let mut observed = status::Observed {
         store: Some(store.clone()),
+        tls: reloader.clone(),
         ..status::Observed::default()
     };
     // Every intake pokes the processor after a commit; it applies ADT/HPRIM to the census.
@@ -209,6 +279,7 @@ pub async fn run(
                     read_timeout: mllp.read_timeout,
                     idle_timeout: mllp.idle_timeout,
                 };
+                let tls = tls.inbound.remove(name);
                 let handler = Arc::new(InboundMllp::new(channel, store.clone(), processed.clone()));
                 let stats = Arc::new(ServerStats::default());
                 observed.listeners.push((name.clone(), stats.clone()));
@@ -217,7 +288,7 @@ pub async fn run(
                 servers.push(
                     tracker.spawn(
                         async move {
-                            serve(listener, settings, handler, stats, token)
+                            serve_tls(listener, settings, tls, handler, stats, token)
                                 .await
                                 .map_err(|source| EngineError::Serve {
                                     channel: channel_name,
@@ -276,9 +347,17 @@ pub async fn run(
             Destination::Mllp(settings) => {
                 let stats = Arc::new(DeliveryStats::default());
                 observed.destinations.push((name.clone(), stats.clone()));
+                let tls = tls.outbound.remove(name);
                 tracker.spawn(
-                    run_destination(store.clone(), settings.clone(), notify, stats, token)
-                        .instrument(span),
+                    run_destination_with_tls(
+                        store.clone(),
+                        settings.clone(),
+                        tls,
+                        notify,
+                        stats,
+                        token,
+                    )
+                    .instrument(span),
                 );
             }
             Destination::File(settings) => {
@@ -347,17 +426,14 @@ pub async fn run(
             router = router.merge(push::router(state));
         }
         let token = shutdown.child_token();
+        let serve_settings = config
+            .http
+            .as_ref()
+            .map(|http| http.serve.clone())
+            .unwrap_or_default();
         tracker.spawn(
-            async move {
-                let service = router.into_make_service_with_connect_info::<SocketAddr>();
-                if let Err(e) = axum::serve(listener, service)
-                    .with_graceful_shutdown(token.cancelled_owned())
-                    .await
-                {
-                    error!(error = %e, "the HTTP server stopped");
-                }
-            }
-            .instrument(info_span!("http")),
+            crate::http::serve::serve(listener, router, serve_settings, tls.http.take(), token)
+                .instrument(info_span!("http")),
         );
         handles.push(ChannelHandle {
             name: "http".to_string(),

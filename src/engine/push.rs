@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::Extension;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -45,6 +46,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::config::PushConfig;
+use crate::tls::PeerCertificate;
 use crate::mapping::{Mapping, PushContext};
 use crate::posos::bundle::{Prescription, read_bundle};
 use crate::store::{
@@ -276,6 +278,8 @@ pub(super) struct PushState {
 
 struct Inner {
     auth: Auth,
+    /// Refuse callers whose TLS connection carries no verified client certificate.
+    require_client_cert: bool,
     /// Zero: never hold, map at once with what the bundle says.
     hold_for: Duration,
     deliverer: Arc<Deliverer>,
@@ -301,6 +305,7 @@ impl PushState {
                         .as_ref()
                         .map(|b| format!("{}:{}", b.user, b.password)),
                 },
+                require_client_cert: config.require_client_cert,
                 hold_for: config.hold_unknown_for,
                 deliverer,
                 store,
@@ -348,10 +353,20 @@ fn store_failure(text: &str) -> Response {
 async fn push(
     State(state): State<PushState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    certificate: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let inner = &state.inner;
+    if inner.require_client_cert && certificate.is_none() {
+        warn!(peer = %peer, "push refused: no verified TLS client certificate");
+        return outcome(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a TLS client certificate is required: connect over HTTPS presenting a certificate signed by the CA this endpoint trusts",
+            None,
+        );
+    }
     if !inner.auth.allows(&headers) {
         warn!(peer = %peer, "push refused: missing or wrong credentials");
         let mut response = outcome(

@@ -19,6 +19,8 @@ use super::codec::{DEFAULT_MAX_FRAME_BYTES, Inbound, MllpCodec};
 /// Limits of one client connection.
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
+    /// TLS towards the receiver; `None` speaks plain TCP.
+    pub tls: Option<crate::tls::ClientTls>,
     /// How long opening the TCP connection may take.
     pub connect_timeout: Duration,
     /// Answers longer than this are refused with [`MllpError::OversizedResponse`].
@@ -28,6 +30,7 @@ pub struct ClientSettings {
 impl Default for ClientSettings {
     fn default() -> Self {
         Self {
+            tls: None,
             connect_timeout: Duration::from_secs(10),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
         }
@@ -46,22 +49,41 @@ enum State {
 /// One MLLP connection to a receiver.
 #[derive(Debug)]
 pub struct MllpClient {
-    framed: Framed<TcpStream, MllpCodec>,
+    framed: Framed<crate::tls::BoxedStream, MllpCodec>,
     peer: SocketAddr,
     state: State,
 }
 
 impl MllpClient {
-    /// Opens a connection to `addr` within the connect timeout.
+    /// Opens a connection to `addr` (and runs the TLS handshake when the settings ask for
+    /// TLS), all within the connect timeout.
     pub async fn connect(addr: SocketAddr, settings: ClientSettings) -> Result<Self, MllpError> {
         let timeout = settings.connect_timeout;
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Err(_elapsed) => return Err(MllpError::ConnectTimeout { addr, timeout }),
-            Ok(Err(source)) => return Err(MllpError::Connect { addr, source }),
-            Ok(Ok(stream)) => stream,
+        let open = async {
+            let stream = TcpStream::connect(addr)
+                .await
+                .map_err(|source| MllpError::Connect { addr, source })?;
+            // Request/answer traffic: do not let Nagle hold a frame back.
+            stream.set_nodelay(true)?;
+            let stream: crate::tls::BoxedStream = match &settings.tls {
+                None => Box::new(stream),
+                Some(tls) => match tls.connect(stream).await {
+                    Ok(stream) => Box::new(stream),
+                    Err(error) => {
+                        return Err(MllpError::Tls {
+                            addr,
+                            server_name: tls.server_name.to_str().into_owned(),
+                            reason: crate::tls::handshake_reason(&error),
+                        });
+                    }
+                },
+            };
+            Ok(stream)
         };
-        // Request/answer traffic: do not let Nagle hold a frame back.
-        stream.set_nodelay(true)?;
+        let stream = match tokio::time::timeout(timeout, open).await {
+            Err(_elapsed) => return Err(MllpError::ConnectTimeout { addr, timeout }),
+            Ok(result) => result?,
+        };
         Ok(Self {
             framed: Framed::new(stream, MllpCodec::new(settings.max_frame_bytes)),
             peer: addr,

@@ -51,6 +51,16 @@ pub enum MllpError {
         #[source]
         source: io::Error,
     },
+    /// The TLS handshake with the receiver failed.
+    #[error("TLS handshake with {addr} (server name `{server_name}`) failed: {reason}")]
+    Tls {
+        /// The address we connected to.
+        addr: SocketAddr,
+        /// The name the receiver's certificate was checked against.
+        server_name: String,
+        /// What went wrong, in words (unknown CA, expired, name mismatch, …).
+        reason: String,
+    },
     /// The client could not open a connection within its connect timeout.
     #[error("cannot connect to {addr} within {timeout:?}")]
     ConnectTimeout {

@@ -20,4 +20,4 @@ pub use client::{ClientSettings, MllpClient};
 pub use codec::{Inbound, MllpCodec};
 pub use error::MllpError;
 pub use load::{LoadReport, MessageSource, cycle, run_load};
-pub use server::{FrameHandler, ServerSettings, ServerStats, ServerStatsSnapshot, serve};
+pub use server::{FrameHandler, ServerSettings, ServerStats, ServerStatsSnapshot, serve, serve_tls};
