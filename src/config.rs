@@ -1315,9 +1315,9 @@ impl RawInbound {
                         max_frame_bytes,
                         read_timeout,
                         idle_timeout,
-                        tls: self
-                            .tls
-                            .and_then(|t| server_tls(t, &format!("{prefix}.tls"), true, base, report)),
+                        tls: self.tls.and_then(|t| {
+                            server_tls(t, &format!("{prefix}.tls"), true, base, report)
+                        }),
                     }),
                 })
             }

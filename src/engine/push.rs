@@ -33,9 +33,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
-use axum::Extension;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -46,13 +46,13 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::config::PushConfig;
-use crate::tls::PeerCertificate;
 use crate::mapping::{Mapping, PushContext};
 use crate::posos::bundle::{Prescription, read_bundle};
 use crate::store::{
     DeliverOutcome, EntryStatus, InboundRecord, JournalOutcome, OutboundItem, PatientKey,
     PatientView, RecordStatus, ReleaseReason, Store,
 };
+use crate::tls::PeerCertificate;
 
 /// The journal channel of pushed bundles.
 pub(super) const PUSH_CHANNEL: &str = "posos-push";

@@ -38,8 +38,8 @@ pub use launch::{
     CorrelationId, LaunchContext, LaunchFailure, LaunchSettings, LaunchState, ParameterNames,
     PatientContext, PatientKey, PososApi, PractitionerContext, UnknownPatient,
 };
-pub use serve::ServeSettings;
 pub use mapping::{LaunchValues, MappingError, ScanTokenMapping, Source};
+pub use serve::ServeSettings;
 
 /// The HTTP routes: `/launch/scan` and `/launch/guide/{guide}` behind the access guard, and
 /// `/health` open to all (it says nothing about patients).

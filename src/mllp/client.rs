@@ -70,10 +70,14 @@ impl MllpClient {
                 Some(tls) => match tls.connect(stream).await {
                     Ok(stream) => Box::new(stream),
                     Err(error) => {
+                        let detail = format!(
+                            "server name `{}`: {}",
+                            tls.server_name.to_str(),
+                            crate::tls::handshake_reason(&error)
+                        );
                         return Err(MllpError::Tls {
                             addr,
-                            server_name: tls.server_name.to_str().into_owned(),
-                            reason: crate::tls::handshake_reason(&error),
+                            detail: detail.into(),
                         });
                     }
                 },

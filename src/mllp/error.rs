@@ -52,14 +52,13 @@ pub enum MllpError {
         source: io::Error,
     },
     /// The TLS handshake with the receiver failed.
-    #[error("TLS handshake with {addr} (server name `{server_name}`) failed: {reason}")]
+    #[error("TLS handshake with {addr} failed: {detail}")]
     Tls {
         /// The address we connected to.
         addr: SocketAddr,
-        /// The name the receiver's certificate was checked against.
-        server_name: String,
-        /// What went wrong, in words (unknown CA, expired, name mismatch, …).
-        reason: String,
+        /// The server name checked and what went wrong, in words (unknown CA, expired, name
+        /// mismatch, …); one string to keep the error small.
+        detail: Box<str>,
     },
     /// The client could not open a connection within its connect timeout.
     #[error("cannot connect to {addr} within {timeout:?}")]

@@ -24,8 +24,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, warn};
 
 use super::MllpError;
-use crate::tls::{BoxedStream, PeerCertificate, ServerTls};
 use super::codec::{DEFAULT_MAX_FRAME_BYTES, Inbound, MllpCodec};
+use crate::tls::{BoxedStream, PeerCertificate, ServerTls};
 
 /// How much room a connection reserves in its read buffer before each read.
 const READ_CHUNK: usize = 8 * 1024;
@@ -248,32 +248,36 @@ impl<H: FrameHandler> Listener<H> {
             let shutdown = self.shutdown.clone();
             let settings = self.settings.clone();
             let tls = self.tls.clone();
-            self.tracker.spawn(async move {
-                let stream: BoxedStream = match tls {
-                    None => Box::new(socket),
-                    Some(tls) => {
-                        let handshake = handshake(socket, peer, &tls, settings.read_timeout, &stats);
-                        let stream = tokio::select! {
-                            biased;
-                            () = shutdown.cancelled() => return,
-                            stream = handshake => stream,
-                        };
-                        match stream {
-                            Some(stream) => stream,
-                            None => return,
+            self.tracker.spawn(
+                async move {
+                    let stream: BoxedStream = match tls {
+                        None => Box::new(socket),
+                        Some(tls) => {
+                            let handshake =
+                                handshake(socket, peer, &tls, settings.read_timeout, &stats);
+                            let stream = tokio::select! {
+                                biased;
+                                () = shutdown.cancelled() => return,
+                                stream = handshake => stream,
+                            };
+                            match stream {
+                                Some(stream) => stream,
+                                None => return,
+                            }
                         }
-                    }
-                };
-                let handler = Handler {
-                    peer,
-                    conn: Connection::new(stream, &settings),
-                    handler,
-                    stats,
-                    shutdown,
-                    _slot: slot,
-                };
-                handler.run().await;
-            }.in_current_span());
+                    };
+                    let handler = Handler {
+                        peer,
+                        conn: Connection::new(stream, &settings),
+                        handler,
+                        stats,
+                        shutdown,
+                        _slot: slot,
+                    };
+                    handler.run().await;
+                }
+                .in_current_span(),
+            );
         }
     }
 

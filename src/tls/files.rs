@@ -194,6 +194,24 @@ pub struct FileCheck {
     pub result: Result<Option<CertificateInfo>, TlsError>,
 }
 
+impl std::fmt::Display for FileCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.result {
+            Ok(Some(info)) => write!(
+                f,
+                "tls {}: `{}` ({}) valid until {}: {} days left",
+                self.usage,
+                info.path.display(),
+                info.subject,
+                info.not_after_text(),
+                info.days_left(now_unix())
+            ),
+            Ok(None) => write!(f, "tls {}: ok (no own certificate)", self.usage),
+            Err(error) => write!(f, "tls {}: error: {error}", self.usage),
+        }
+    }
+}
+
 /// Checks the files of one TLS use: the certificate and key (readable, matching, not expired)
 /// and the CA bundle (readable, at least one certificate). `Ok(None)` when there is no own
 /// certificate (a client with only a CA).

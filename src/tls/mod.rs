@@ -96,7 +96,9 @@ pub enum TlsError {
     CaBundle { path: PathBuf, reason: String },
     #[error("no system root certificate could be loaded: set `ca` to the PEM bundle of the CA")]
     NoSystemRoots,
-    #[error("invalid TLS server name `{name}`: set `server_name` to the DNS name or IP address in the receiver's certificate")]
+    #[error(
+        "invalid TLS server name `{name}`: set `server_name` to the DNS name or IP address in the receiver's certificate"
+    )]
     ServerName { name: String },
     #[error("cannot build the TLS configuration: {reason}")]
     Config { reason: String },
@@ -216,12 +218,30 @@ mod tests {
     use rstest::rstest;
 
     #[rstest]
-    #[case::no_cert(rustls::Error::NoCertificatesPresented, "no client certificate: this port requires one signed by its `client_ca`")]
-    #[case::unknown_ca(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer), "unknown CA: the certificate is not signed by a trusted CA")]
-    #[case::expired(rustls::Error::InvalidCertificate(rustls::CertificateError::Expired), "expired: the certificate is past its validity")]
-    #[case::name(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName), "name mismatch: the certificate is not valid for the expected name")]
-    #[case::alert(rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate), "the peer refused our certificate (alert: bad certificate)")]
-    #[case::alert_ca(rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA), "the peer does not trust our certificate (alert: unknown CA)")]
+    #[case::no_cert(
+        rustls::Error::NoCertificatesPresented,
+        "no client certificate: this port requires one signed by its `client_ca`"
+    )]
+    #[case::unknown_ca(
+        rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        "unknown CA: the certificate is not signed by a trusted CA"
+    )]
+    #[case::expired(
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Expired),
+        "expired: the certificate is past its validity"
+    )]
+    #[case::name(
+        rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName),
+        "name mismatch: the certificate is not valid for the expected name"
+    )]
+    #[case::alert(
+        rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate),
+        "the peer refused our certificate (alert: bad certificate)"
+    )]
+    #[case::alert_ca(
+        rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA),
+        "the peer does not trust our certificate (alert: unknown CA)"
+    )]
     fn ok_reasons_in_words(#[case] error: rustls::Error, #[case] text: &str) {
         assert_eq!(rustls_reason(&error), text);
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, error);

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 
 use super::TlsError;
@@ -134,7 +134,9 @@ struct NameCheck {
 
 /// Why a client certificate with valid signatures is still refused.
 #[derive(Debug, thiserror::Error)]
-#[error("client name not allowed: the certificate is for {presented}, `client_names` allows {allowed}")]
+#[error(
+    "client name not allowed: the certificate is for {presented}, `client_names` allows {allowed}"
+)]
 struct NameNotAllowed {
     presented: String,
     allowed: String,
