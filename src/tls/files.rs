@@ -121,7 +121,9 @@ fn certificate_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Ve
         .collect();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
+            if let x509_parser::extensions::GeneralName::DNSName(dns) = name
+                && !names.iter().any(|n| n == dns)
+            {
                 names.push((*dns).to_string());
             }
         }
@@ -272,7 +274,7 @@ pub(crate) mod tests {
         let info = check_files(Some((&cert, &key)), Some(&cert), now)
             .unwrap()
             .unwrap();
-        assert_eq!(info.names, vec!["ehr.example", "ehr.example"]);
+        assert_eq!(info.names, vec!["ehr.example"]);
         assert_eq!(info.subject, "CN=ehr.example");
         assert_eq!(info.days_left(now), 30);
     }
