@@ -182,3 +182,80 @@ fn with_peer(
     });
     hyper_util::service::TowerToHyperService::new(service)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves a router answering the peer address on `/peer`; returns the address, the
+    /// shutdown token and the server task.
+    async fn start(
+        settings: ServeSettings,
+    ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+        let router = Router::new().route(
+            "/peer",
+            get(
+                |ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                 certificate: Option<axum::Extension<PeerCertificate>>| async move {
+                    format!("{peer} {}", certificate.is_some())
+                },
+            ),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let token = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, router, settings, None, token.clone()));
+        (addr, token, task)
+    }
+
+    /// Reads until the server closes; the bytes it sent.
+    async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        let read = stream.read_to_end(&mut out);
+        tokio::time::timeout(Duration::from_secs(20), read)
+            .await
+            .expect("closed by the server in time")
+            .ok();
+        out
+    }
+
+    #[tokio::test]
+    async fn ok_requests_carry_the_peer_address() {
+        let (addr, token, task) = start(ServeSettings::default()).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let local = stream.local_addr().unwrap();
+        stream
+            .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = String::from_utf8(read_to_close(&mut stream).await).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with(&format!("{local} false")), "{answer}");
+        token.cancel();
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("graceful shutdown in time")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn err_slow_headers_are_cut_at_the_header_read_timeout() {
+        let settings = ServeSettings {
+            header_read_timeout: Duration::from_millis(200),
+            ..ServeSettings::default()
+        };
+        let (addr, token, _task) = start(settings).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        // Half a request line, then nothing: the server must not wait for ever.
+        stream.write_all(b"GET /peer HTTP/1.1\r\nHo").await.unwrap();
+        let answer = String::from_utf8_lossy(&read_to_close(&mut stream).await).into_owned();
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{answer}"
+        );
+        token.cancel();
+    }
+}
