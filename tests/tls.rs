@@ -18,6 +18,9 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, 
 
 const DAY: i64 = 86_400;
 
+/// A certificate file and its key file.
+type CertAndKey = (PathBuf, PathBuf);
+
 /// A test certificate authority writing its files into a folder.
 struct Pki {
     dir: PathBuf,
@@ -225,7 +228,7 @@ async fn ok_mutual_tls_beside_a_plain_listener_and_err_each_refusal_named() {
     let wrong_name = site.ca.valid("intruder", &["intruder.example"]);
     let expired = site.ca.leaf("expired", &["dpi.example"], -30, -1);
     let foreign = site.foreign.valid("foreign", &["dpi.example"]);
-    let cases: [(&str, Option<&(PathBuf, PathBuf)>, &str); 4] = [
+    let cases: [(&str, Option<&CertAndKey>, &str); 4] = [
         (
             "no certificate",
             None,
