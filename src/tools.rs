@@ -177,7 +177,7 @@ pub async fn send_files(
         let answer = client
             .send(&payload, ack_timeout)
             .await
-            .map_err(|e| format!("{name}: {e}"))?;
+            .map_err(|e| format!("{name}: {}", crate::delivery::error_chain(&e)))?;
         let (code, text) = match Message::parse(&answer) {
             Ok(ack) => {
                 let code = ack.text(&msa_1).map(|c| c.into_owned()).unwrap_or_default();

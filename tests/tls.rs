@@ -397,6 +397,21 @@ async fn ok_python_ssl_and_openssl_s_client_and_ordobridge_send_over_mutual_tls(
         .output()
         .expect("run ordobridge send");
     assert!(output.status.success(), "send by IP: {output:?}");
+    // No client certificate: refused, and the sender is told why.
+    let output = Command::new(common::ordobridge_bin())
+        .args(["send", "--to", &addr.to_string(), "--tls-ca"])
+        .arg(&site.ca.ca)
+        .arg(&sample)
+        .output()
+        .expect("run ordobridge send");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "#1: TLS handshake with {addr} failed: the peer requires a client certificate (alert: certificate required): give one signed by a CA it trusts"
+        )),
+        "{stderr}"
+    );
     // A wrong server name: the error names the peer, the name and the reason.
     let output = Command::new(common::ordobridge_bin())
         .args([

@@ -120,7 +120,25 @@ impl MllpClient {
             Ok(_) | Err(MllpError::ReservedByte { .. }) => {}
             Err(_) => self.state = State::Broken,
         }
-        result
+        result.map_err(|error| self.tls_error(error))
+    }
+
+    /// With TLS 1.3 the server checks the client certificate after the client's handshake
+    /// is over: its refusal arrives as an alert on the first exchange. Says so in words.
+    fn tls_error(&self, error: MllpError) -> MllpError {
+        let MllpError::Io(io) = &error else {
+            return error;
+        };
+        let Some(tls) = io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        else {
+            return error;
+        };
+        MllpError::Tls {
+            addr: self.peer,
+            detail: crate::tls::rustls_reason(tls).into(),
+        }
     }
 
     async fn exchange(&mut self, payload: &[u8]) -> Result<Bytes, MllpError> {

@@ -559,6 +559,9 @@ impl Connection {
             match read.await {
                 Err(_elapsed) => return Err(timeout_error),
                 Ok(Ok(0)) => self.eof = true,
+                // A TLS peer that closes without `close_notify` (most MLLP senders): an end
+                // of stream like any other; mid-frame it is still reported as truncated.
+                Ok(Err(error)) if error.kind() == io::ErrorKind::UnexpectedEof => self.eof = true,
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => return Err(error.into()),
             }

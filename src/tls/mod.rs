@@ -166,7 +166,7 @@ pub fn rustls_reason(error: &rustls::Error) -> String {
                 "the peer says a certificate is expired (alert: certificate expired)".to_string()
             }
             Alert::CertificateRequired => {
-                "the peer requires a client certificate (alert: certificate required): set `cert` and `key`".to_string()
+                "the peer requires a client certificate (alert: certificate required): give one signed by a CA it trusts".to_string()
             }
             Alert::BadCertificate | Alert::AccessDenied => format!(
                 "the peer refused our certificate (alert: {})",
