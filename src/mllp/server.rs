@@ -239,46 +239,52 @@ impl<H: FrameHandler> Listener<H> {
             bump(&self.stats.connections_open);
             bump(&self.stats.connections_total);
             debug!(%peer, "mllp connection accepted");
-            let slot = Slot {
-                _permit: permit,
-                stats: Arc::clone(&self.stats),
-            };
-            let handler = Arc::clone(&self.handler);
-            let stats = Arc::clone(&self.stats);
-            let shutdown = self.shutdown.clone();
-            let settings = self.settings.clone();
-            let tls = self.tls.clone();
-            self.tracker.spawn(
-                async move {
-                    let stream: BoxedStream = match tls {
-                        None => Box::new(socket),
-                        Some(tls) => {
-                            let handshake =
-                                handshake(socket, peer, &tls, settings.read_timeout, &stats);
-                            let stream = tokio::select! {
-                                biased;
-                                () = shutdown.cancelled() => return,
-                                stream = handshake => stream,
-                            };
-                            match stream {
-                                Some(stream) => stream,
-                                None => return,
-                            }
-                        }
-                    };
-                    let handler = Handler {
-                        peer,
-                        conn: Connection::new(stream, &settings),
-                        handler,
-                        stats,
-                        shutdown,
-                        _slot: slot,
-                    };
-                    handler.run().await;
-                }
-                .in_current_span(),
-            );
+            self.spawn_connection(socket, peer, permit);
         }
+    }
+
+    /// Serves one accepted connection in its own task: the TLS handshake first when the
+    /// listener has TLS, then the frames.
+    fn spawn_connection(&self, socket: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+        let slot = Slot {
+            _permit: permit,
+            stats: Arc::clone(&self.stats),
+        };
+        let handler = Arc::clone(&self.handler);
+        let stats = Arc::clone(&self.stats);
+        let shutdown = self.shutdown.clone();
+        let settings = self.settings.clone();
+        let tls = self.tls.clone();
+        self.tracker.spawn(
+            async move {
+                let stream: BoxedStream = match tls {
+                    None => Box::new(socket),
+                    Some(tls) => {
+                        let handshake =
+                            handshake(socket, peer, &tls, settings.read_timeout, &stats);
+                        let stream = tokio::select! {
+                            biased;
+                            () = shutdown.cancelled() => return,
+                            stream = handshake => stream,
+                        };
+                        match stream {
+                            Some(stream) => stream,
+                            None => return,
+                        }
+                    }
+                };
+                let handler = Handler {
+                    peer,
+                    conn: Connection::new(stream, &settings),
+                    handler,
+                    stats,
+                    shutdown,
+                    _slot: slot,
+                };
+                handler.run().await;
+            }
+            .in_current_span(),
+        );
     }
 
     /// Waits for a free connection slot; `None` on shutdown.
