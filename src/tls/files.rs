@@ -196,18 +196,27 @@ pub struct FileCheck {
     pub result: Result<Option<CertificateInfo>, TlsError>,
 }
 
+/// Below this many days left, `check` says to renew.
+pub const RENEW_SOON_DAYS: i64 = 30;
+
 impl std::fmt::Display for FileCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.result {
-            Ok(Some(info)) => write!(
-                f,
-                "tls {}: `{}` ({}) valid until {}: {} days left",
-                self.usage,
-                info.path.display(),
-                info.subject,
-                info.not_after_text(),
-                info.days_left(now_unix())
-            ),
+            Ok(Some(info)) => {
+                let days = info.days_left(now_unix());
+                write!(
+                    f,
+                    "tls {}: `{}` ({}) valid until {}: {days} days left",
+                    self.usage,
+                    info.path.display(),
+                    info.subject,
+                    info.not_after_text(),
+                )?;
+                if days < RENEW_SOON_DAYS {
+                    write!(f, " (renew it soon, then reload with SIGHUP)")?;
+                }
+                Ok(())
+            }
             Ok(None) => write!(f, "tls {}: ok (no own certificate)", self.usage),
             Err(error) => write!(f, "tls {}: error: {error}", self.usage),
         }
@@ -337,6 +346,26 @@ pub(crate) mod tests {
                 empty.display()
             )
         );
+    }
+
+    #[test]
+    fn ok_check_line_says_to_renew_soon() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_unix();
+        let (cert, key) = self_signed(dir.path(), "soon", now - DAY, now + 10 * DAY + 60);
+        let check = FileCheck {
+            usage: "http".to_string(),
+            result: check_files(Some((&cert, &key)), None, now),
+        };
+        let line = check.to_string();
+        assert!(
+            line.ends_with(": 10 days left (renew it soon, then reload with SIGHUP)"),
+            "{line}"
+        );
+        assert!(line.starts_with(&format!(
+            "tls http: `{}` (CN=soon) valid until ",
+            cert.display()
+        )));
     }
 
     #[test]
