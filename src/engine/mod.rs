@@ -1,6 +1,8 @@
 //! The wiring: one place a reader can follow from top to bottom.
 //!
-//! [`run`] takes a validated [`Config`]: it opens the store, binds (or takes already-bound)
+//! [`run`] takes a validated [`Config`]: it loads the TLS certificates and keys (a bad file
+//! stops the start; each configuration is registered with the [`Reloader`] that SIGHUP
+//! drives), opens the store, binds (or takes already-bound)
 //! listeners, spawns one MLLP server per MLLP channel and one poller per file channel, serves
 //! HTTP (health, launch, the Posos simulator), and waits for the shutdown signal. Then every
 //! loop finishes the message in flight and its answer, and the store closes after the last
