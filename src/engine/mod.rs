@@ -2,11 +2,10 @@
 //!
 //! [`run`] takes a validated [`Config`]: it loads the TLS certificates and keys (a bad file
 //! stops the start; each configuration is registered with the [`Reloader`] that SIGHUP
-//! drives), opens the store, binds (or takes already-bound)
-//! listeners, spawns one MLLP server per MLLP channel and one poller per file channel, serves
-//! HTTP (health, launch, the Posos simulator), and waits for the shutdown signal. Then every
-//! loop finishes the message in flight and its answer, and the store closes after the last
-//! commit.
+//! drives), opens the store, binds (or takes already-bound) listeners, spawns one MLLP server
+//! per MLLP channel and one poller per file channel, serves HTTP (health, launch, the Posos
+//! simulator), and waits for the shutdown signal. Then every loop finishes the message in
+//! flight and its answer, and the store closes after the last commit.
 //!
 //! - `intake`: reading a payload into journal records, the same for every channel kind;
 //! - `mllp_in`: the frame handler of an MLLP channel (parse, commit, ACK);
