@@ -80,7 +80,7 @@ bind = "127.0.0.1:0"
 protocol = "mllp"
 address = "{peer}"
 [push]
-token = "s3cret"
+token = "s3cret-5b8e1d0c4a7f2e9b3d6c1a8f0e4b7d2c"
 # The sample's patient is not in the census: map at once, do not hold (the default holds).
 hold_unknown_for = "0s"
 [[push.route]]
@@ -132,7 +132,7 @@ destination = "ehr-orders"
                 let Some(body) = bodies.get(i) else { break };
                 let response = web
                     .post(&url)
-                    .bearer_auth("s3cret")
+                    .bearer_auth("s3cret-5b8e1d0c4a7f2e9b3d6c1a8f0e4b7d2c")
                     .header("content-type", "application/fhir+json")
                     .body(body.clone())
                     .send()

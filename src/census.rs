@@ -429,6 +429,26 @@ pub enum CensusError {
     NoMergedIpp,
 }
 
+impl CensusError {
+    /// The same sentence without the values found in the message (PID-3 identifiers, dates
+    /// such as a birth date): what goes to logs at info level. The full text (`Display`) is
+    /// kept in the journal and logged at debug for a channel with `log_phi`, else at trace.
+    pub fn without_values(&self) -> String {
+        match self {
+            CensusError::NoIpp { authority, found } => format!(
+                "PID-3: no `PI` identifier {authority} (found {} characters, not shown here: see \
+                 the journal): check `ipp_authority` in the census settings or the sender's PID-3",
+                found.chars().count()
+            ),
+            CensusError::BadTime { field, .. } => format!(
+                "{field}: the value (not shown here: see the journal) is not an HL7 date/time \
+                 (expected YYYY[MM[DD[HH[MM[SS[.S]]]]]][+ZZZZ])"
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// What a trigger asks for.
 enum Action {
     Identity,
@@ -1254,6 +1274,27 @@ mod tests {
     )]
     fn err_interpret(#[case] raw: &str, #[case] expected: &str) {
         assert_eq!(read(raw).unwrap_err().to_string(), expected);
+    }
+
+    #[rstest]
+    #[case::err_no_ipp(
+        &adt("A01", "123^^^OTHER^PI", "", "", ""),
+        "PID-3: no `PI` identifier of authority `CH` (found 14 characters, not shown here: see the journal): check `ipp_authority` in the census settings or the sender's PID-3"
+    )]
+    #[case::err_bad_birth(
+        &adt("A28", &ipp(), "", "", "").replace("19750412", "1975X412"),
+        "PID-7: the value (not shown here: see the journal) is not an HL7 date/time (expected YYYY[MM[DD[HH[MM[SS[.S]]]]]][+ZZZZ])"
+    )]
+    #[case::err_z99_trigger_kept(
+        &adt("Z99", &ipp(), "", &pv1("I", "C", "", "9", "", ""), "ZBE|M|20261122||UPDATE|N|A08"),
+        "ZBE-6: `A08` is not a movement trigger: a Z99 update needs the original trigger (A01, A02, A03, A04, A05, A06, A07, A21, A22, A54)"
+    )]
+    fn err_without_values_hides_identifiers_and_dates(#[case] raw: &str, #[case] expected: &str) {
+        let error = read(raw).unwrap_err();
+        assert_eq!(error.without_values(), expected);
+        for value in ["123", "1975X412"] {
+            assert!(!error.without_values().contains(value));
+        }
     }
 
     #[rstest]

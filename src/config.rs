@@ -5,6 +5,8 @@
 //! 1. parse the TOML into a spanned tree (syntax errors carry their line);
 //! 2. expand `${VAR}` and `${VAR:-default}` in every string value from the environment (`$$`
 //!    is a literal `$`), so a systemd `EnvironmentFile` or a test can set ports and folders;
+//!    and `${credential:NAME}` with the content of `$CREDENTIALS_DIRECTORY/NAME` (one final
+//!    line end removed), the secret systemd passes with `LoadCredential=NAME:PATH`;
 //! 3. deserialize into typed sections and validate values (addresses, durations, sizes,
 //!    charsets), resolving relative paths against the folder of the config file.
 //!
@@ -43,6 +45,9 @@ pub struct Config {
     pub census: crate::census::CensusSettings,
     /// Outbound destinations by name: each has its own durable queue and worker.
     pub outbound: BTreeMap<String, Destination>,
+    /// `[outbound.NAME] alert_after` by destination: `/ready` fails and `/status` says
+    /// `attention` when the oldest pending message waits longer.
+    pub alert_after: BTreeMap<String, Duration>,
     /// The FHIR push endpoint (`POST /fhir`); needs `[http]`.
     pub push: Option<PushConfig>,
 }
@@ -50,9 +55,16 @@ pub struct Config {
 /// Where pushed prescriptions go.
 #[derive(Debug, Clone)]
 pub struct PushConfig {
-    /// The bearer token Posos may send; with neither it nor `basic`, any caller is accepted
-    /// (tests only).
+    /// The bearer token Posos may send. With neither it nor `basic`, any caller is accepted,
+    /// which `check` refuses unless `allow_unauthenticated` says so.
     pub token: Option<String>,
+    /// Where the bearer token is kept when `token` is not written in the configuration: read
+    /// at start, generated there (0600) at the first start when the file does not exist yet.
+    pub token_file: Option<PathBuf>,
+    /// The operator accepts unauthenticated pushes (a warning at every start).
+    pub allow_unauthenticated: bool,
+    /// The largest body `POST /fhir` reads; past it 413 (the first 4 KiB journaled).
+    pub max_body: usize,
     /// HTTP basic credentials Posos may send instead of (or beside) the bearer token.
     pub basic: Option<BasicAuth>,
     /// How long a bundle for a patient the census does not know waits for its ADT before it
@@ -89,6 +101,13 @@ impl fmt::Debug for BasicAuth {
 /// delaying a prescription for long.
 pub const DEFAULT_HOLD_UNKNOWN_FOR: Duration = Duration::from_secs(15 * 60);
 
+/// The default of `[outbound.NAME] alert_after`: a message waiting longer than this for its
+/// destination makes `/ready` fail.
+pub const DEFAULT_ALERT_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// The default of `[push] max_body`: a bundle carrying a prescription PDF fits.
+pub const DEFAULT_PUSH_MAX_BODY: usize = 32 * 1024 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct PushRoute {
     /// The mapping file (absolute).
@@ -113,6 +132,9 @@ pub struct HttpConfig {
     pub tls: Option<crate::tls::ServerTlsSettings>,
     /// Header read timeout and connection limit of the accept loop.
     pub serve: crate::http::ServeSettings,
+    /// Hardening of every route: who reaches the admin routes, which Host names are served,
+    /// timeouts and security headers.
+    pub guard: crate::http::HttpGuardSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +181,46 @@ pub struct StoreConfig {
     pub queue_capacity: usize,
     /// The most messages committed in one transaction.
     pub max_batch: usize,
+    /// What the background pruner deletes, and how often.
+    pub retention: RetentionConfig,
+}
+
+/// `[store] retention`, `rejected_retention`, `prune_interval`, `prune_batch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Journal rows (and finished outbound messages, released holds) older than this go;
+    /// `None`: kept forever.
+    pub retention: Option<Duration>,
+    /// Rejected journal rows older than this go (junk cannot fill the disk).
+    pub rejected_retention: Option<Duration>,
+    /// Time between two prunes.
+    pub interval: Duration,
+    /// Rows of each kind deleted per transaction.
+    pub batch: usize,
+}
+
+impl RetentionConfig {
+    /// 90 days of journal, 30 days of rejected frames, a prune every hour by 500 rows.
+    pub const DEFAULT: RetentionConfig = RetentionConfig {
+        retention: Some(Duration::from_secs(90 * 86_400)),
+        rejected_retention: Some(Duration::from_secs(30 * 86_400)),
+        interval: Duration::from_secs(3600),
+        batch: 500,
+    };
+
+    /// The cutoffs at `now`; `None` when nothing is ever pruned.
+    pub fn plan(&self, now: jiff::Timestamp) -> Option<crate::store::RetentionPlan> {
+        /// "Forever": no row is that old.
+        const FOREVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+        if self.retention.is_none() && self.rejected_retention.is_none() {
+            return None;
+        }
+        Some(crate::store::RetentionPlan::at(
+            now,
+            self.retention.unwrap_or(FOREVER),
+            self.rejected_retention.unwrap_or(FOREVER),
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,6 +283,10 @@ pub struct MllpListenerConfig {
     /// TLS on this listener (`[inbound.NAME.tls]`); a client certificate is required when
     /// `client_ca` is set.
     pub tls: Option<crate::tls::ServerTlsSettings>,
+    /// `allow`: source networks that may connect; `None` (key absent) lets any address in.
+    pub allow: Option<crate::http::AllowList>,
+    /// `max_connections_per_peer`: connections one address may hold at once.
+    pub max_connections_per_peer: usize,
 }
 
 /// One problem in the configuration, located in the file.
@@ -412,6 +478,11 @@ fn expand_env(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
                 ));
             };
             let inner = &body[..close];
+            if let Some(credential) = inner.strip_prefix("credential:") {
+                out.push_str(&read_credential(credential, env)?);
+                rest = &body[close + 1..];
+                continue;
+            }
             let (name, default) = match inner.split_once(":-") {
                 Some((name, default)) => (name, Some(default)),
                 None => (inner, None),
@@ -443,6 +514,40 @@ fn expand_env(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
     Ok(out)
 }
 
+/// The content of the systemd credential `name` (`$CREDENTIALS_DIRECTORY/NAME`, set by
+/// `LoadCredential=NAME:PATH`), without its final line end. The value is never put in an error.
+fn read_credential(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let valid = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !valid {
+        return Err(format!(
+            "invalid credential name `{name}` in `${{credential:{name}}}`: use letters, digits, `_`, `-` and `.`"
+        ));
+    }
+    let Some(dir) = env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) else {
+        return Err(format!(
+            "`${{credential:{name}}}` needs the environment variable `CREDENTIALS_DIRECTORY`, which systemd sets for a unit with `LoadCredential={name}:/etc/ordobridge/credentials/{name}`: run under that unit, or set `CREDENTIALS_DIRECTORY` to the folder holding the file `{name}`"
+        ));
+    };
+    let path = Path::new(&dir).join(name);
+    let mut value = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "cannot read credential `{name}` at `{}`: {e}: check the unit's `LoadCredential={name}:…` line and that the file exists",
+            path.display()
+        )
+    })?;
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    Ok(value)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Raw (deserialized, not yet validated) sections. Values that need checking keep their span.
 
@@ -465,7 +570,11 @@ struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPush {
-    token: Option<String>,
+    token: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_unauthenticated: bool,
+    max_body: Option<Spanned<SizeValue>>,
     basic_user: Option<Spanned<String>>,
     basic_password: Option<Spanned<String>>,
     hold_unknown_for: Option<Spanned<String>>,
@@ -485,6 +594,7 @@ struct RawRoute {
 #[serde(deny_unknown_fields)]
 struct RawOutbound {
     protocol: Spanned<String>,
+    alert_after: Option<Spanned<String>>,
     // mllp
     address: Option<Spanned<String>>,
     ack_timeout: Option<Spanned<String>>,
@@ -509,6 +619,11 @@ struct RawCensus {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     bind: Spanned<String>,
+    admin_allow: Option<Spanned<Vec<String>>>,
+    admin_token: Option<Spanned<String>>,
+    hosts: Option<Vec<String>>,
+    request_timeout: Option<Spanned<String>>,
+    frame_ancestors: Option<Vec<String>>,
     header_read_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<i64>>,
     tls: Option<Spanned<RawServerTls>>,
@@ -540,9 +655,12 @@ struct RawLaunch {
     mapping: Spanned<String>,
     parameters: Option<crate::http::ParameterNames>,
     allow: Option<Spanned<Vec<String>>>,
-    signing_secret: Option<String>,
+    signing_secret: Option<Spanned<String>>,
     #[serde(default)]
     require_signature: bool,
+    #[serde(default)]
+    allow_unsigned_links: bool,
+    max_link_age: Option<Spanned<String>>,
     unknown_patient: Option<crate::http::UnknownPatient>,
 }
 
@@ -572,7 +690,7 @@ struct RawSimulator {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEnvironment {
-    base_url: String,
+    base_url: Spanned<String>,
     key_file: String,
 }
 
@@ -580,6 +698,10 @@ struct RawEnvironment {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     path: Spanned<String>,
+    retention: Option<Spanned<String>>,
+    rejected_retention: Option<Spanned<String>>,
+    prune_interval: Option<Spanned<String>>,
+    prune_batch: Option<Spanned<i64>>,
     queue_capacity: Option<Spanned<i64>>,
     max_batch: Option<Spanned<i64>>,
 }
@@ -600,6 +722,8 @@ struct RawInbound {
     #[serde(default)]
     log_phi: bool,
     max_connections: Option<Spanned<i64>>,
+    max_connections_per_peer: Option<Spanned<i64>>,
+    allow: Option<Spanned<Vec<String>>>,
     max_frame_size: Option<Spanned<SizeValue>>,
     read_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
@@ -639,6 +763,7 @@ impl RawConfig {
     fn validate(self, file: &Path, base: &Path, report: &mut Report<'_>) -> Config {
         let store = match self.store {
             Some(store) => StoreConfig {
+                retention: retention(&store, report),
                 path: resolve_path(base, store.path.get_ref()),
                 queue_capacity: positive(store.queue_capacity, "store.queue_capacity", report)
                     .unwrap_or(DEFAULT_QUEUE_CAPACITY),
@@ -656,6 +781,7 @@ impl RawConfig {
                     path: PathBuf::new(),
                     queue_capacity: DEFAULT_QUEUE_CAPACITY,
                     max_batch: DEFAULT_MAX_BATCH,
+                    retention: RetentionConfig::DEFAULT,
                 }
             }
         };
@@ -706,17 +832,26 @@ impl RawConfig {
             }
         }
         let http = self.http.and_then(|http| validate_http(http, base, report));
+        let mut alert_after = BTreeMap::new();
         let outbound: BTreeMap<String, Destination> = self
             .outbound
             .into_iter()
-            .filter_map(|(name, raw)| {
+            .filter_map(|(name, mut raw)| {
+                let alert = raw
+                    .alert_after
+                    .take()
+                    .and_then(|v| {
+                        duration_value(v, &format!("outbound.{name}.alert_after"), report)
+                    })
+                    .unwrap_or(DEFAULT_ALERT_AFTER);
                 let destination = validate_outbound(&name, raw, base, report)?;
+                alert_after.insert(name.clone(), alert);
                 Some((name, destination))
             })
             .collect();
         let posos = self
             .posos
-            .and_then(|posos| validate_posos(posos, base, report));
+            .and_then(|posos| validate_posos(posos, http.as_ref(), base, report));
         let launch = self.launch.and_then(|launch| {
             let span = launch.span();
             if http.is_none() || posos.is_none() {
@@ -741,6 +876,7 @@ impl RawConfig {
             posos,
             push,
             outbound,
+            alert_after,
             census: crate::census::CensusSettings {
                 ipp_authority: self
                     .census
@@ -751,29 +887,126 @@ impl RawConfig {
     }
 }
 
-fn validate_http(http: RawHttp, base: &Path, report: &mut Report<'_>) -> Option<HttpConfig> {
+/// `[store]` retention keys: durations, or `"forever"` to keep rows without end.
+fn retention(store: &RawStore, report: &mut Report<'_>) -> RetentionConfig {
+    let mut config = RetentionConfig::DEFAULT;
+    let mut age = |value: &Option<Spanned<String>>, key: &str, target: &mut Option<Duration>| {
+        if let Some(value) = value {
+            if value.get_ref().trim() == "forever" {
+                *target = None;
+            } else if let Some(d) = duration_value(value.clone(), key, report) {
+                if d < Duration::from_secs(86_400) {
+                    report.push(
+                        Some(value.span()),
+                        key,
+                        format!(
+                            "`{}` would delete the journal of the current day: keep at least `1d` (or `forever`)",
+                            value.get_ref()
+                        ),
+                    );
+                }
+                *target = Some(d);
+            }
+        }
+    };
+    age(&store.retention, "store.retention", &mut config.retention);
+    age(
+        &store.rejected_retention,
+        "store.rejected_retention",
+        &mut config.rejected_retention,
+    );
+    if let Some(interval) = store
+        .prune_interval
+        .clone()
+        .and_then(|v| duration_value(v, "store.prune_interval", report))
+    {
+        config.interval = interval.max(Duration::from_secs(1));
+    }
+    if let Some(batch) = positive(store.prune_batch.clone(), "store.prune_batch", report) {
+        config.batch = batch;
+    }
+    config
+}
+
+fn validate_http(raw: RawHttp, base: &Path, report: &mut Report<'_>) -> Option<HttpConfig> {
+    let mut guard = crate::http::HttpGuardSettings::default();
+    if let Some(allow) = &raw.admin_allow {
+        match crate::http::AllowList::parse(allow.get_ref()) {
+            Ok(list) => guard.admin_allow = list,
+            Err(e) => report.push(
+                Some(allow.span()),
+                "http.admin_allow",
+                format!("{e}: write networks such as `127.0.0.0/8` or `10.1.0.0/16`"),
+            ),
+        }
+    }
+    if let Some(token) = raw.admin_token.filter(|t| !t.get_ref().is_empty()) {
+        if let Err(problem) = secret_problem(token.get_ref()) {
+            report.push(
+                Some(token.span()),
+                "http.admin_token",
+                format!("the admin token {problem}"),
+            );
+        }
+        guard.admin_token = Some(token.into_inner());
+    }
+    for host in raw.hosts.unwrap_or_default() {
+        let name = host.trim().trim_end_matches('.').to_ascii_lowercase();
+        if name.is_empty() || name.contains([':', '/', ' ']) {
+            report.push(
+                None,
+                "http.hosts",
+                format!("`{host}` is not a host name: write names such as `ordobridge.chu.local`, without scheme or port"),
+            );
+        } else {
+            guard.hosts.push(name);
+        }
+    }
+    if let Some(timeout) = raw
+        .request_timeout
+        .and_then(|v| duration_value(v, "http.request_timeout", report))
+    {
+        guard.request_timeout = timeout;
+    }
+    guard.frame_ancestors = raw.frame_ancestors.unwrap_or_default();
+    for origin in &guard.frame_ancestors {
+        if origin.is_empty() || origin.contains([';', ',', ' ', '\'', '"']) {
+            report.push(
+                None,
+                "http.frame_ancestors",
+                format!(
+                    "`{origin}` is not an origin: write origins such as `https://dpi.chu.local`"
+                ),
+            );
+        }
+    }
     let mut serve = crate::http::ServeSettings::default();
-    if let Some(timeout) = http
+    if let Some(timeout) = raw
         .header_read_timeout
         .and_then(|t| duration_value(t, "http.header_read_timeout", report))
     {
         serve.header_read_timeout = timeout;
     }
-    if let Some(max) = positive(http.max_connections, "http.max_connections", report) {
+    if let Some(max) = positive(raw.max_connections, "http.max_connections", report) {
         serve.max_connections = max;
     }
-    let tls = http
+    let tls = raw
         .tls
         .and_then(|tls| server_tls(tls, "http.tls", false, base, report));
-    match http.bind.get_ref().parse::<SocketAddr>() {
-        Ok(bind) => Some(HttpConfig { bind, tls, serve }),
+    match raw.bind.get_ref().parse::<SocketAddr>() {
+        Ok(bind) => Some(HttpConfig {
+            bind,
+            guard,
+            tls,
+            serve,
+        }),
         Err(_) => {
             report.push(
-                Some(http.bind.span()),
+                Some(raw.bind.span()),
                 "http.bind",
                 format!(
                     "invalid listen address `{}`: expected IP:PORT such as `127.0.0.1:8717`",
-                    http.bind.get_ref()
+                    raw.bind.get_ref()
                 ),
             );
             None
@@ -875,6 +1108,52 @@ fn client_tls(
     Some(settings)
 }
 
+/// Values that sample files and tutorials put where a secret goes: a configuration still
+/// holding one was never finished.
+const PLACEHOLDER_SECRETS: &[&str] = &[
+    "change-me",
+    "changeme",
+    "change_me",
+    "replace-me",
+    "replaceme",
+    "placeholder",
+    "example",
+    "secret",
+    "password",
+];
+
+/// The shortest token or shared secret accepted: 32 characters (of a random token, ≥ 190 bits).
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Why a token or shared secret is too weak to protect patient data, if it is.
+fn secret_problem(secret: &str) -> Result<(), String> {
+    let lower = secret.to_ascii_lowercase();
+    if let Some(placeholder) = PLACEHOLDER_SECRETS.iter().find(|p| lower.contains(*p)) {
+        return Err(format!(
+            "is a placeholder (it contains `{placeholder}`), not a secret: generate one with `openssl rand -base64 32` and set it"
+        ));
+    }
+    if secret.chars().count() < MIN_SECRET_LEN {
+        return Err(format!(
+            "is too short ({} characters; at least {MIN_SECRET_LEN}): generate one with `openssl rand -base64 32`",
+            secret.chars().count()
+        ));
+    }
+    if let Some(first) = secret.chars().next()
+        && secret.chars().all(|c| c == first)
+    {
+        return Err("is a single repeated character, not a secret: generate one with `openssl rand -base64 32`".to_string());
+    }
+    Ok(())
+}
+
+/// Whether a secret file may be read by group or others (it should be `0600` or `0400`).
+fn readable_by_others(path: &Path) -> std::io::Result<Option<u32>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    Ok((mode & 0o077 != 0).then_some(mode))
+}
+
 fn validate_push(
     raw: RawPush,
     outbound: &BTreeMap<String, Destination>,
@@ -933,12 +1212,106 @@ fn validate_push(
         .hold_unknown_for
         .and_then(|v| duration_value(v, "push.hold_unknown_for", report))
         .unwrap_or(DEFAULT_HOLD_UNKNOWN_FOR);
+    let token = raw.token.filter(|t| !t.get_ref().is_empty());
+    if let Some(token) = &token
+        && let Err(problem) = secret_problem(token.get_ref())
+    {
+        report.push(
+            Some(token.span()),
+            "push.token",
+            format!("the push token {problem}"),
+        );
+    }
+    let token_file = raw
+        .token_file
+        .filter(|f| !f.get_ref().is_empty())
+        .map(|f| (resolve_path(base, f.get_ref()), f.span()));
+    if token.is_none()
+        && let Some((path, span)) = &token_file
+    {
+        check_token_file(path, span.clone(), report);
+    }
+    let basic = basic_auth(raw.basic_user, raw.basic_password, report);
+    if let Some(basic) = &basic
+        && let Err(problem) = secret_problem(&basic.password)
+        && problem.starts_with("is a placeholder")
+    {
+        report.push(
+            None,
+            "push.basic_password",
+            format!("the basic password {problem}"),
+        );
+    }
+    if token.is_none() && token_file.is_none() && basic.is_none() && !raw.allow_unauthenticated {
+        report.push(
+            None,
+            "push",
+            "the push endpoint accepts prescriptions from anybody: set `token_file = \"/var/lib/ordobridge/push-token\"` (generated at first start), `token`, or `basic_user` and `basic_password`; or, for a closed test network only, `allow_unauthenticated = true`".to_string(),
+        );
+    }
+    let max_body = raw
+        .max_body
+        .and_then(|v| size_value(v, "push.max_body", report))
+        .unwrap_or(DEFAULT_PUSH_MAX_BODY);
     PushConfig {
-        token: raw.token.filter(|t| !t.is_empty()),
-        basic: basic_auth(raw.basic_user, raw.basic_password, report),
+        token: token.map(Spanned::into_inner),
+        token_file: token_file.map(|(path, _)| path),
+        allow_unauthenticated: raw.allow_unauthenticated,
+        max_body,
+        basic,
         hold_unknown_for,
         routes,
         require_client_cert,
+    }
+}
+
+/// An existing push token file must hold a strong token and be readable by its owner only; a
+/// missing one is generated at the first start.
+fn check_token_file(path: &Path, span: Range<usize>, report: &mut Report<'_>) {
+    let shown = path.display();
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => report.push(
+            Some(span),
+            "push.token_file",
+            format!("cannot read `{shown}`: {e}"),
+        ),
+        Ok(meta) if !meta.is_file() => report.push(
+            Some(span),
+            "push.token_file",
+            format!("`{shown}` is not a regular file (a symlink or a folder): point `token_file` at the file itself"),
+        ),
+        Ok(_) => {
+            match readable_by_others(path) {
+                Ok(Some(mode)) => report.push(
+                    Some(span.clone()),
+                    "push.token_file",
+                    format!("`{shown}` is readable by other users (mode {mode:03o}): run `chmod 600 {shown}`"),
+                ),
+                Ok(None) => {}
+                Err(e) => report.push(
+                    Some(span.clone()),
+                    "push.token_file",
+                    format!("cannot read `{shown}`: {e}"),
+                ),
+            }
+            match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    if let Err(problem) = secret_problem(text.trim()) {
+                        report.push(
+                            Some(span),
+                            "push.token_file",
+                            format!("the token in `{shown}` {problem}"),
+                        );
+                    }
+                }
+                Err(e) => report.push(
+                    Some(span),
+                    "push.token_file",
+                    format!("cannot read `{shown}`: {e}"),
+                ),
+            }
+        }
     }
 }
 
@@ -1112,10 +1485,35 @@ fn validate_launch(raw: RawLaunch, base: &Path, report: &mut Report<'_>) -> Opti
         },
         None => Some(crate::http::AllowList::loopback()),
     };
-    let signing_secret = raw
-        .signing_secret
-        .filter(|s| !s.is_empty())
-        .map(crate::http::SigningSecret::new);
+    let signing_secret = raw.signing_secret.filter(|s| !s.get_ref().is_empty());
+    if let Some(secret) = &signing_secret
+        && let Err(problem) = secret_problem(secret.get_ref())
+    {
+        report.push(
+            Some(secret.span()),
+            "launch.signing_secret",
+            format!("the signing secret {problem}"),
+        );
+    }
+    let signing_secret =
+        signing_secret.map(|s| crate::http::SigningSecret::new(s.into_inner().into_bytes()));
+    if let Some(list) = &allow_list
+        && !raw.require_signature
+        && !raw.allow_unsigned_links
+        && let Some(network) = list.networks().iter().find(|n| !n.is_loopback())
+    {
+        report.push(
+            raw.allow.as_ref().map(Spanned::span),
+            "launch.allow",
+            format!(
+                "`{network}` reaches beyond this machine while unsigned links are accepted: anybody there could open any patient's Posos session by typing an IPP. Set `require_signature = true` with a `signing_secret` (the EHR signs its links), or, for an EHR that cannot sign, `allow_unsigned_links = true`"
+            ),
+        );
+    }
+    let max_link_age = raw
+        .max_link_age
+        .and_then(|v| duration_value(v, "launch.max_link_age", report))
+        .unwrap_or(crate::http::DEFAULT_MAX_LINK_AGE);
     if raw.require_signature && signing_secret.is_none() {
         report.push(
             None,
@@ -1130,6 +1528,8 @@ fn validate_launch(raw: RawLaunch, base: &Path, report: &mut Report<'_>) -> Opti
     settings.allow_list = allow_list?;
     settings.signing_secret = signing_secret;
     settings.require_signature = raw.require_signature;
+    settings.allow_unsigned_links = raw.allow_unsigned_links;
+    settings.max_link_age = max_link_age;
     settings.unknown_patient = raw.unknown_patient.unwrap_or_default();
     Some(LaunchConfig {
         settings,
@@ -1139,10 +1539,24 @@ fn validate_launch(raw: RawLaunch, base: &Path, report: &mut Report<'_>) -> Opti
 
 fn validate_posos(
     raw: Spanned<RawPosos>,
+    http: Option<&HttpConfig>,
     base: &Path,
     report: &mut Report<'_>,
 ) -> Option<PososConfig> {
     let raw = raw.into_inner();
+    if raw.mode.get_ref() == "simulator"
+        && let Some(http) = http
+        && !http.bind.ip().is_loopback()
+    {
+        report.push(
+            Some(raw.mode.span()),
+            "posos.mode",
+            format!(
+                "the built-in Posos simulator would be served on {}, beyond this machine: it hands out tokens and accepts imports without real credentials. Bind `[http] bind` to `127.0.0.1`, or use `mode = \"remote\"` in production",
+                http.bind
+            ),
+        );
+    }
     let connect_timeout = raw
         .connect_timeout
         .and_then(|t| duration_value(t, "posos.connect_timeout", report))
@@ -1203,10 +1617,42 @@ fn validate_posos(
                         .to_string(),
                 );
             }
+            let env_key = format!("posos.environments.{}", environment.get_ref());
+            if !env.base_url.get_ref().starts_with("https://") {
+                report.push(
+                    Some(env.base_url.span()),
+                    &format!("{env_key}.base_url"),
+                    format!(
+                        "`{}` is not an `https://` URL: patient identities and tokens would cross the network in clear; use the https URL Posos gave you",
+                        env.base_url.get_ref()
+                    ),
+                );
+            }
+            let key_file = resolve_path(base, &env.key_file);
+            match readable_by_others(&key_file) {
+                Ok(Some(mode)) => report.push(
+                    None,
+                    &format!("{env_key}.key_file"),
+                    format!(
+                        "the service-account key `{}` is readable by other users (mode {mode:03o}): run `chmod 600 {}`",
+                        key_file.display(),
+                        key_file.display()
+                    ),
+                ),
+                Ok(None) => {}
+                Err(e) => report.push(
+                    None,
+                    &format!("{env_key}.key_file"),
+                    format!(
+                        "cannot read the service-account key `{}`: {e} (put the JSON key Posos gave you there, mode 0600)",
+                        key_file.display()
+                    ),
+                ),
+            }
             PososMode::Remote {
                 environment: environment.get_ref().clone(),
-                base_url: env.base_url.clone(),
-                key_file: resolve_path(base, &env.key_file),
+                base_url: env.base_url.get_ref().clone(),
+                key_file,
             }
         }
         other => {
@@ -1305,6 +1751,28 @@ impl RawInbound {
                     .idle_timeout
                     .and_then(|t| duration_value(t, &format!("{prefix}.idle_timeout"), report))
                     .unwrap_or(DEFAULT_IDLE_TIMEOUT);
+                let max_connections_per_peer = positive(
+                    self.max_connections_per_peer,
+                    &format!("{prefix}.max_connections_per_peer"),
+                    report,
+                )
+                .unwrap_or(crate::mllp::server::DEFAULT_MAX_CONNECTIONS_PER_PEER);
+                let allow = match &self.allow {
+                    None => None,
+                    Some(allow) => match crate::http::AllowList::parse(allow.get_ref()) {
+                        Ok(list) => Some(list),
+                        Err(e) => {
+                            report.push(
+                                Some(allow.span()),
+                                &format!("{prefix}.allow"),
+                                format!(
+                                    "{e}: write the senders' networks such as `10.1.0.0/16`, `10.1.2.3` or `::1/128`"
+                                ),
+                            );
+                            None
+                        }
+                    },
+                };
                 Some(InboundChannel {
                     name: name.to_string(),
                     charset,
@@ -1318,6 +1786,8 @@ impl RawInbound {
                         tls: self.tls.and_then(|t| {
                             server_tls(t, &format!("{prefix}.tls"), true, base, report)
                         }),
+                        allow,
+                        max_connections_per_peer,
                     }),
                 })
             }
@@ -1594,6 +2064,183 @@ mod tests {
         }
     }
 
+    /// A push token strong enough for `check`.
+    const TOKEN: &str = "q0Zr7PpVh2m8yS5kT1wXc9LbN4dF6gJe";
+
+    const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+    /// `[http]` on `bind`, `[launch]` with `launch` lines, `[posos]` simulator.
+    fn launch_text(bind: &str, launch: &str) -> String {
+        format!(
+            "[store]\npath = \"ob.db\"\n[http]\nbind = \"{bind}\"\n[launch]\nmapping = \"{ROOT}/mappings/scan-token.toml\"\n{launch}\n[posos]\nmode = \"simulator\"\n[posos.simulator]\nkey_file = \"{ROOT}/samples/simulator/service-account.json\"\npublic_key_file = \"{ROOT}/samples/simulator/public-key.pem\"\n"
+        )
+    }
+
+    #[rstest]
+    #[case::err_push_open(
+        "[push]\nhold_unknown_for = \"0s\"",
+        "/etc/ordobridge/ob.toml: `push`: the push endpoint accepts prescriptions from anybody: set `token_file = \"/var/lib/ordobridge/push-token\"` (generated at first start), `token`, or `basic_user` and `basic_password`; or, for a closed test network only, `allow_unauthenticated = true`"
+    )]
+    #[case::err_push_token_short(
+        "[push]\ntoken = \"s3cret-t0ken\"",
+        "/etc/ordobridge/ob.toml:2:9: `push.token`: the push token is too short (12 characters; at least 32): generate one with `openssl rand -base64 32`"
+    )]
+    #[case::err_push_token_placeholder(
+        "[push]\ntoken = \"change-me-change-me-change-me-change-me\"",
+        "/etc/ordobridge/ob.toml:2:9: `push.token`: the push token is a placeholder (it contains `change-me`), not a secret: generate one with `openssl rand -base64 32` and set it"
+    )]
+    #[case::err_push_token_repeated(
+        "[push]\ntoken = \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"",
+        "/etc/ordobridge/ob.toml:2:9: `push.token`: the push token is a single repeated character, not a secret: generate one with `openssl rand -base64 32`"
+    )]
+    #[case::err_basic_placeholder(
+        "[push]\nbasic_user = \"posos\"\nbasic_password = \"changeme\"",
+        "/etc/ordobridge/ob.toml: `push.basic_password`: the basic password is a placeholder (it contains `changeme`), not a secret: generate one with `openssl rand -base64 32` and set it"
+    )]
+    #[case::err_admin_token_short(
+        "[http]\nbind = \"127.0.0.1:8717\"\nadmin_token = \"short\"",
+        "/etc/ordobridge/ob.toml:3:15: `http.admin_token`: the admin token is too short (5 characters; at least 32): generate one with `openssl rand -base64 32`"
+    )]
+    #[case::err_host_with_port(
+        "[http]\nbind = \"127.0.0.1:8717\"\nhosts = [\"ob.chu.local:8717\"]",
+        "/etc/ordobridge/ob.toml: `http.hosts`: `ob.chu.local:8717` is not a host name: write names such as `ordobridge.chu.local`, without scheme or port"
+    )]
+    fn err_fail_closed(#[case] section: &str, #[case] expected: &str) {
+        let text = format!("{section}\n[store]\npath = \"ob.db\"\n");
+        assert_eq!(errors(&text), vec![expected]);
+    }
+
+    #[rstest]
+    #[case::ok_token_file("token_file = \"/var/lib/ordobridge/push-token\"")]
+    #[case::ok_token(&format!("token = \"{TOKEN}\""))]
+    #[case::ok_basic("basic_user = \"posos\"\nbasic_password = \"correct horse battery\"")]
+    #[case::ok_open_by_choice("allow_unauthenticated = true")]
+    fn ok_push_authentication(#[case] lines: &str) {
+        let text = format!("[push]\n{lines}\n[store]\npath = \"ob.db\"\n");
+        assert_eq!(errors(&text), Vec::<String>::new());
+    }
+
+    #[rstest]
+    #[case::err_lan_unsigned(
+        "127.0.0.1:8717",
+        "allow = [\"127.0.0.0/8\", \"10.1.0.0/16\"]",
+        "/etc/ordobridge/ob.toml:7:9: `launch.allow`: `10.1.0.0/16` reaches beyond this machine while unsigned links are accepted: anybody there could open any patient's Posos session by typing an IPP. Set `require_signature = true` with a `signing_secret` (the EHR signs its links), or, for an EHR that cannot sign, `allow_unsigned_links = true`"
+    )]
+    #[case::err_short_secret(
+        "127.0.0.1:8717",
+        "signing_secret = \"0123456789\"",
+        "/etc/ordobridge/ob.toml:7:18: `launch.signing_secret`: the signing secret is too short (10 characters; at least 32): generate one with `openssl rand -base64 32`"
+    )]
+    #[case::err_simulator_beyond_loopback(
+        "0.0.0.0:8717",
+        "",
+        "/etc/ordobridge/ob.toml:9:8: `posos.mode`: the built-in Posos simulator would be served on 0.0.0.0:8717, beyond this machine: it hands out tokens and accepts imports without real credentials. Bind `[http] bind` to `127.0.0.1`, or use `mode = \"remote\"` in production"
+    )]
+    fn err_launch_fail_closed(#[case] bind: &str, #[case] launch: &str, #[case] expected: &str) {
+        assert_eq!(errors(&launch_text(bind, launch)), vec![expected]);
+    }
+
+    #[rstest]
+    #[case::ok_loopback_unsigned("")]
+    #[case::ok_lan_signed(&format!("allow = [\"10.1.0.0/16\"]\nrequire_signature = true\nsigning_secret = \"{TOKEN}\""))]
+    #[case::ok_lan_unsigned_by_choice("allow = [\"10.1.0.0/16\"]\nallow_unsigned_links = true")]
+    fn ok_launch_access(#[case] launch: &str) {
+        assert_eq!(
+            errors(&launch_text("127.0.0.1:8717", launch)),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn err_remote_posos_needs_https_and_a_private_key_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("dir");
+        let key = dir.path().join("posos.json");
+        std::fs::write(&key, "{}").expect("write");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let text = format!(
+            "[store]\npath = \"ob.db\"\n[posos]\nmode = \"remote\"\noauth_client_id = \"c\"\nenvironment = \"preprod\"\n[posos.environments.preprod]\nbase_url = \"http://posos.example.test\"\nkey_file = \"{}\"\n",
+            key.display()
+        );
+        assert_eq!(
+            errors(&text),
+            vec![
+                "/etc/ordobridge/ob.toml:8:12: `posos.environments.preprod.base_url`: `http://posos.example.test` is not an `https://` URL: patient identities and tokens would cross the network in clear; use the https URL Posos gave you".to_string(),
+                format!(
+                    "/etc/ordobridge/ob.toml: `posos.environments.preprod.key_file`: the service-account key `{0}` is readable by other users (mode 644): run `chmod 600 {0}`",
+                    key.display()
+                ),
+            ]
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let fixed = text.replace("http://", "https://");
+        assert_eq!(errors(&fixed), Vec::<String>::new());
+    }
+
+    #[test]
+    fn err_token_file_readable_by_others_or_weak() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("push-token");
+        std::fs::write(&file, "short\n").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let text = format!(
+            "[push]\ntoken_file = \"{}\"\n[store]\npath = \"ob.db\"\n",
+            file.display()
+        );
+        assert_eq!(
+            errors(&text),
+            vec![
+                format!(
+                    "/etc/ordobridge/ob.toml:2:14: `push.token_file`: `{0}` is readable by other users (mode 640): run `chmod 600 {0}`",
+                    file.display()
+                ),
+                format!(
+                    "/etc/ordobridge/ob.toml:2:14: `push.token_file`: the token in `{}` is too short (5 characters; at least 32): generate one with `openssl rand -base64 32`",
+                    file.display()
+                ),
+            ]
+        );
+    }
+
+    #[rstest]
+    #[case::ok_defaults("", Some(90), Some(30))]
+    #[case::ok_days(
+        "retention = \"365d\"\nrejected_retention = \"7d\"",
+        Some(365),
+        Some(7)
+    )]
+    #[case::ok_forever("retention = \"forever\"", None, Some(30))]
+    fn ok_retention(
+        #[case] lines: &str,
+        #[case] days: Option<u64>,
+        #[case] rejected_days: Option<u64>,
+    ) {
+        let config = load(&format!("[store]\npath = \"ob.db\"\n{lines}\n"), &[]).unwrap();
+        let retention = config.store.retention;
+        assert_eq!(retention.retention.map(|d| d.as_secs() / 86_400), days);
+        assert_eq!(
+            retention.rejected_retention.map(|d| d.as_secs() / 86_400),
+            rejected_days
+        );
+    }
+
+    #[rstest]
+    #[case::err_under_a_day(
+        "retention = \"12h\"",
+        "/etc/ordobridge/ob.toml:3:13: `store.retention`: `12h` would delete the journal of the current day: keep at least `1d` (or `forever`)"
+    )]
+    #[case::err_not_a_duration(
+        "rejected_retention = \"a month\"",
+        "/etc/ordobridge/ob.toml:3:22: `store.rejected_retention`: invalid duration `a month`: expected a number with a unit, such as `500ms`, `30s`, `15m` or `1h`"
+    )]
+    fn err_retention(#[case] lines: &str, #[case] expected: &str) {
+        assert_eq!(
+            errors(&format!("[store]\npath = \"ob.db\"\n{lines}\n")),
+            vec![expected]
+        );
+    }
+
     const MINIMAL: &str = r#"
 [store]
 path = "${DATA:-var}/ob.db"
@@ -1743,7 +2390,7 @@ charset = "EBCDIC"
     #[case::ok_hours("hold_unknown_for = \"2h\"\n", Duration::from_secs(7200))]
     #[case::ok_no_hold("hold_unknown_for = \"0s\"\n", Duration::ZERO)]
     fn ok_push_hold(#[case] line: &str, #[case] expected: Duration) {
-        let text = format!("{MINIMAL}\n[push]\n{line}");
+        let text = format!("{MINIMAL}\n[push]\n{line}allow_unauthenticated = true\n");
         let push = load(&text, &[]).unwrap().push.unwrap();
         assert_eq!(push.hold_unknown_for, expected);
         assert_eq!(push.basic, None);
@@ -1752,10 +2399,10 @@ charset = "EBCDIC"
     #[test]
     fn ok_push_basic_and_bearer() {
         let text = format!(
-            "{MINIMAL}\n[push]\ntoken = \"t\"\nbasic_user = \"posos\"\nbasic_password = \"${{PW}}\"\n"
+            "{MINIMAL}\n[push]\ntoken = \"{TOKEN}\"\nbasic_user = \"posos\"\nbasic_password = \"${{PW}}\"\n"
         );
         let push = load(&text, &[("PW", "s3cret")]).unwrap().push.unwrap();
-        assert_eq!(push.token.as_deref(), Some("t"));
+        assert_eq!(push.token.as_deref(), Some(TOKEN));
         let basic = push.basic.unwrap();
         assert_eq!(
             (basic.user.as_str(), basic.password.as_str()),
@@ -1785,8 +2432,87 @@ charset = "EBCDIC"
         "/etc/ordobridge/ob.toml:2:14: `push.basic_user`: basic user `a:b` contains `:`, which basic authentication cannot carry: choose a user name without it"
     )]
     fn err_push_keys(#[case] lines: &str, #[case] expected: &str) {
-        let text = format!("[push]\n{lines}\n[store]\npath = \"ob.db\"\n");
+        let text = format!("[push]\n{lines}\ntoken = \"{TOKEN}\"\n[store]\npath = \"ob.db\"\n");
         assert_eq!(errors(&text), vec![expected]);
+    }
+
+    #[test]
+    fn ok_credential_is_read_from_the_credentials_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("push-token"),
+            "s3cret-token-of-32-characters-xx\n",
+        )
+        .unwrap();
+        let creds = dir.path().to_string_lossy().into_owned();
+        let text = "[store]\npath = \"ob.db\"\n[push]\ntoken = \"${credential:push-token}\"\n";
+        let config = load(text, &[("CREDENTIALS_DIRECTORY", &creds)]).unwrap();
+        assert_eq!(
+            config.push.unwrap().token.as_deref(),
+            Some("s3cret-token-of-32-characters-xx")
+        );
+    }
+
+    #[rstest]
+    #[case::no_directory(
+        None,
+        "${credential:push-token}",
+        "/etc/ordobridge/ob.toml:4:9: `push.token`: `${credential:push-token}` needs the environment variable `CREDENTIALS_DIRECTORY`, which systemd sets for a unit with `LoadCredential=push-token:/etc/ordobridge/credentials/push-token`: run under that unit, or set `CREDENTIALS_DIRECTORY` to the folder holding the file `push-token`"
+    )]
+    #[case::missing_file(
+        Some("/nonexistent-creds"),
+        "${credential:push-token}",
+        "/etc/ordobridge/ob.toml:4:9: `push.token`: cannot read credential `push-token` at `/nonexistent-creds/push-token`: No such file or directory (os error 2): check the unit's `LoadCredential=push-token:…` line and that the file exists"
+    )]
+    #[case::bad_name(
+        Some("/creds"),
+        "${credential:../etc/shadow}",
+        "/etc/ordobridge/ob.toml:4:9: `push.token`: invalid credential name `../etc/shadow` in `${credential:../etc/shadow}`: use letters, digits, `_`, `-` and `.`"
+    )]
+    fn err_credential(#[case] dir: Option<&str>, #[case] value: &str, #[case] expected: &str) {
+        let text = format!("[store]\npath = \"ob.db\"\n[push]\ntoken = \"{value}\"\n");
+        let vars: Vec<(&str, &str)> = dir
+            .map(|d| ("CREDENTIALS_DIRECTORY", d))
+            .into_iter()
+            .collect();
+        let got = match load(&text, &vars) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        };
+        assert_eq!(got, vec![expected]);
+    }
+
+    #[test]
+    fn ok_mllp_access_defaults_and_values() {
+        let config = load(MINIMAL, &[]).unwrap();
+        let InboundKind::Mllp(mllp) = &config.inbound["adt-in"].kind else {
+            panic!("expected an MLLP channel");
+        };
+        assert_eq!(mllp.allow, None, "any address by default");
+        assert_eq!(mllp.max_connections_per_peer, 32);
+        let text =
+            format!("{MINIMAL}allow = [\"10.1.0.0/16\", \"::1\"]\nmax_connections_per_peer = 4\n");
+        let config = load(&text, &[]).unwrap();
+        let InboundKind::Mllp(mllp) = &config.inbound["adt-in"].kind else {
+            panic!("expected an MLLP channel");
+        };
+        let allow = mllp.allow.as_ref().unwrap();
+        assert!(allow.allows("10.1.2.3".parse().unwrap()));
+        assert!(!allow.allows("127.0.0.1".parse().unwrap()));
+        assert_eq!(mllp.max_connections_per_peer, 4);
+    }
+
+    #[rstest]
+    #[case::bad_network(
+        "allow = [\"10.1.0.1/16\"]",
+        "/etc/ordobridge/ob.toml:8:9: `inbound.adt-in.allow`: invalid network `10.1.0.1/16`: host bits are set: did you mean `10.1.0.0/16`?: write the senders' networks such as `10.1.0.0/16`, `10.1.2.3` or `::1/128`"
+    )]
+    #[case::zero_per_peer(
+        "max_connections_per_peer = 0",
+        "/etc/ordobridge/ob.toml:8:28: `inbound.adt-in.max_connections_per_peer`: expected a positive number, found 0"
+    )]
+    fn err_mllp_access_keys(#[case] line: &str, #[case] expected: &str) {
+        assert_eq!(errors(&format!("{MINIMAL}{line}\n")), vec![expected]);
     }
 
     #[test]

@@ -321,6 +321,25 @@ fn text_suffix(text: &str) -> String {
     }
 }
 
+/// [`error_chain`] for logs at info level and above: the receiver's free text of a NACK
+/// (MSA-3, ERR-8, ERR-3 may name the patient) is left out; the full chain is the dead-letter
+/// or retry reason in the queue (`ordobridge queue`) and is logged at trace.
+pub fn log_chain(error: &DeliveryError) -> String {
+    match error {
+        DeliveryError::Nack {
+            code,
+            control_id,
+            text,
+        } if !text.is_empty() => format!(
+            "receiver answered {code} to `{control_id}` (its text is in the queue: `ordobridge queue`)"
+        ),
+        DeliveryError::GaveUp { attempts, last } => {
+            format!("gave up after {attempts} attempts: {}", log_chain(last))
+        }
+        other => error_chain(other),
+    }
+}
+
 /// An error and its causes joined with `": "`, as stored in `last_error` and logged.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -855,9 +874,10 @@ impl Worker {
             control_id = %message.control_id,
             attempt = attempts,
             retry_in = ?delay,
-            error = %text,
+            error = %log_chain(&error),
             "delivery failed; will retry"
         );
+        tracing::trace!(destination = %self.settings.name, id = message.id, error = %text, "delivery failure in full");
         match self.store.mark_retry(message.id, &text, next).await {
             Ok(_) => {
                 DeliveryStats::bump(&self.stats.retried);
@@ -881,9 +901,10 @@ impl Worker {
             destination = %self.settings.name,
             id = message.id,
             control_id = %message.control_id,
-            reason = %reason,
+            reason = %log_chain(error),
             "message dead-lettered; the next one proceeds"
         );
+        tracing::trace!(destination = %self.settings.name, id = message.id, reason = %reason, "dead letter reason in full");
         match self.store.mark_dead(message.id, &reason).await {
             Ok(_) => {
                 DeliveryStats::bump(&self.stats.dead);
@@ -1307,6 +1328,31 @@ mod tests {
             "gave up after 3 attempts: cannot deliver `A1` to 127.0.0.1:2575: \
              no response frame within the ack timeout of 50ms"
         );
+    }
+
+    #[rstest]
+    #[case::nack_text_left_out(
+        DeliveryError::Nack { code: "AE".into(), control_id: "A1".into(), text: "patient DUPONT 123456 inconnu".into() },
+        "receiver answered AE to `A1` (its text is in the queue: `ordobridge queue`)",
+        "receiver answered AE to `A1`: patient DUPONT 123456 inconnu"
+    )]
+    #[case::gave_up_nack(
+        DeliveryError::GaveUp { attempts: 2, last: Box::new(DeliveryError::Nack { code: "AR".into(), control_id: "A1".into(), text: "DUPONT".into() }) },
+        "gave up after 2 attempts: receiver answered AR to `A1` (its text is in the queue: `ordobridge queue`)",
+        "gave up after 2 attempts: receiver answered AR to `A1`: DUPONT"
+    )]
+    #[case::nack_without_text(
+        DeliveryError::Nack { code: "AE".into(), control_id: "A1".into(), text: String::new() },
+        "receiver answered AE to `A1`",
+        "receiver answered AE to `A1`"
+    )]
+    fn ok_log_chain_leaves_the_receiver_text_out(
+        #[case] error: DeliveryError,
+        #[case] logged: &str,
+        #[case] stored: &str,
+    ) {
+        assert_eq!(log_chain(&error), logged);
+        assert_eq!(error_chain(&error), stored);
     }
 
     #[test]

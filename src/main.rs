@@ -86,6 +86,21 @@ enum Command {
         #[arg(required = true)]
         ids: Vec<i64>,
     },
+    /// Delete what the retention settings let go now (the daemon also does it every
+    /// `[store] prune_interval`); `--dry-run` only counts.
+    Prune {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// A consistent copy of the store while the daemon runs (SQLite online backup), checked
+    /// with `PRAGMA integrity_check`; DEST must not exist.
+    Backup {
+        #[arg(long, short)]
+        config: PathBuf,
+        dest: PathBuf,
+    },
     /// Try a mapping: read a Posos bundle, apply the mapping, print the message.
     Transform {
         #[arg(long)]
@@ -196,6 +211,8 @@ fn main() -> ExitCode {
             show_phi,
         } => queue(&config, destination, limit, show_phi),
         Command::Replay { config, ids } => replay(&config, ids),
+        Command::Prune { config, dry_run } => prune(&config, dry_run),
+        Command::Backup { config, dest } => backup(&config, &dest),
         Command::Transform {
             mapping,
             bundle,
@@ -288,8 +305,18 @@ fn init_logging(config: &Config) {
 }
 
 fn run(config_path: &Path) -> Result<ExitCode, String> {
-    let config = load_config(config_path)?;
+    let mut config = load_config(config_path)?;
     init_logging(&config);
+    // Printed once, here, never logged: the start that generates the push token shows it.
+    if let Some(generated) = engine::resolve_push_token(&mut config)? {
+        println!(
+            "ordobridge: generated the push endpoint's token in {} (mode 0600).\n\
+             Posos must send `Authorization: Bearer {}` to POST /fhir. It is printed only this once;\n\
+             read the file again when you need it.",
+            generated.path.display(),
+            generated.token
+        );
+    }
     let rt = runtime()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
@@ -437,6 +464,57 @@ fn replay(config_path: &Path, ids: Vec<i64>) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(2)
     })
+}
+
+fn prune(config_path: &Path, dry_run: bool) -> Result<ExitCode, String> {
+    let config = load_config(config_path)?;
+    let retention = &config.store.retention;
+    let Some(plan) = retention.plan(jiff::Timestamp::now()) else {
+        println!("nothing to prune: `[store] retention` and `rejected_retention` are `forever`");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let store = open_store(&config)?;
+    let shown = |d: Option<Duration>| {
+        d.map_or("forever".to_string(), |d| {
+            format!("{}d", d.as_secs() / 86_400)
+        })
+    };
+    println!(
+        "retention: journal {}, rejected {}",
+        shown(retention.retention),
+        shown(retention.rejected_retention)
+    );
+    if dry_run {
+        let would = store
+            .prunable(&plan)
+            .map_err(|e| format!("cannot count what would be pruned: {e}"))?;
+        println!(
+            "would delete: {} journal row(s), {} outbound message(s), {} released hold(s)",
+            would.journal, would.outbound, would.holds
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (pruned, freed) = runtime()?
+        .block_on(store.prune(plan, retention.batch))
+        .map_err(|e| format!("cannot prune: {e}"))?;
+    println!(
+        "deleted: {} journal row(s), {} outbound message(s), {} released hold(s); {freed} page(s) given back to the file system",
+        pruned.journal, pruned.outbound, pruned.holds
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn backup(config_path: &Path, dest: &Path) -> Result<ExitCode, String> {
+    let config = load_config(config_path)?;
+    let report =
+        ordobridge::store::backup::backup(&config.store.path, dest).map_err(|e| e.to_string())?;
+    println!(
+        "{}: {} pages, {} journal row(s), integrity check ok",
+        dest.display(),
+        report.pages,
+        report.journal_rows
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn census(

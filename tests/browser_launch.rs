@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The whole Node script, Chromium's start and stop included.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
-const PUSH_TOKEN: &str = "browser-test-push-token";
+const PUSH_TOKEN: &str = "browser-test-push-token-0f8e2d6c4b1a9";
 const IPP: &str = "100001";
 
 /// The EHR side: an opener page that opens the launch URL in a popup and records the

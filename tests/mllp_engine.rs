@@ -117,6 +117,11 @@ async fn aa_only_after_the_message_is_in_the_journal() {
     "segment 2"
 )]
 #[case::not_hl7(b"hello".as_slice(), "MSA|AR|", "")]
+#[case::empty_msh_10(
+    b"MSH|^~\\&|DPI|CH|OB|POSOS|2026||ADT^A01|  |P|2.5\rPID|1\r".as_slice(),
+    "MSA|AR|",
+    "ERR||MSH^1^10|101^Required field missing^HL70357|E||||MSH-10 (message control id) is empty"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_message_gets_ar_with_err_and_the_connection_stays_open(
     #[case] message: &[u8],

@@ -88,6 +88,7 @@ fn settings() -> ServerSettings {
         max_frame_bytes: 64 * 1024,
         read_timeout: Duration::from_secs(30),
         idle_timeout: Duration::from_secs(30),
+        ..ServerSettings::default()
     }
 }
 
@@ -386,5 +387,104 @@ async fn err_invalid_settings_are_refused() {
     assert_eq!(
         err.to_string(),
         "mllp server: max_connections must be at least 1"
+    );
+}
+
+#[tokio::test]
+async fn err_peer_outside_the_allow_list_is_closed_unread() {
+    let server = start(
+        ServerSettings {
+            allow: Some(ordobridge::http::AllowList::parse(&["10.0.0.0/8", "::1/128"]).unwrap()),
+            ..settings()
+        },
+        Arc::new(Echo),
+    )
+    .await;
+    let mut conn = raw(server.addr).await;
+    // Whatever it sends is never answered: the server closes the connection.
+    let _ = conn.get_mut().write_all(b"\x0Bhello\x1C\x0D").await;
+    closed(&mut conn).await;
+    let deadline = Instant::now() + PATIENCE;
+    while server.stats.snapshot().refused_peers < 1 {
+        assert!(Instant::now() < deadline, "refusal not counted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stats = server.stats.snapshot();
+    assert_eq!(stats.refused_peers, 1);
+    assert_eq!(stats.frames, 0, "nothing was read");
+    assert_eq!(stats.connections_total, 0);
+
+    // A list holding 127.0.0.0/8 lets the same peer in.
+    let server = start(
+        ServerSettings {
+            allow: Some(ordobridge::http::AllowList::parse(&["127.0.0.0/8"]).unwrap()),
+            ..settings()
+        },
+        Arc::new(Echo),
+    )
+    .await;
+    let mut conn = raw(server.addr).await;
+    write(&mut conn, b"\x0Bhello\x1C\x0D").await;
+    assert_eq!(answer(&mut conn).await, "ACK:hello");
+    assert_eq!(server.stats.snapshot().refused_peers, 0);
+}
+
+#[tokio::test]
+async fn err_connection_past_the_per_peer_cap_is_closed_while_the_first_work() {
+    let server = start(
+        ServerSettings {
+            max_connections_per_peer: 2,
+            ..settings()
+        },
+        Arc::new(Echo),
+    )
+    .await;
+    let mut first = raw(server.addr).await;
+    let mut second = raw(server.addr).await;
+    write(&mut first, b"\x0Bone\x1C\x0D").await;
+    assert_eq!(answer(&mut first).await, "ACK:one");
+    write(&mut second, b"\x0Bsecond\x1C\x0D").await;
+    assert_eq!(answer(&mut second).await, "ACK:second");
+
+    let mut third = raw(server.addr).await;
+    closed(&mut third).await;
+    assert_eq!(server.stats.snapshot().refused_peers, 1);
+    // The first two still work.
+    write(&mut first, b"\x0Bagain\x1C\x0D").await;
+    assert_eq!(answer(&mut first).await, "ACK:again");
+    write(&mut second, b"\x0Bsecond-again\x1C\x0D").await;
+    assert_eq!(answer(&mut second).await, "ACK:second-again");
+
+    // Once one closes, the peer may connect again.
+    drop(first);
+    let deadline = Instant::now() + PATIENCE;
+    while server.stats.snapshot().connections_open > 1 {
+        assert!(Instant::now() < deadline, "first connection not released");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut fourth = raw(server.addr).await;
+    write(&mut fourth, b"\x0Bfour\x1C\x0D").await;
+    assert_eq!(answer(&mut fourth).await, "ACK:four");
+    assert_eq!(server.stats.snapshot().refused_peers, 1);
+}
+
+#[tokio::test]
+async fn err_zero_connections_per_peer_is_refused() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = serve(
+        listener,
+        ServerSettings {
+            max_connections_per_peer: 0,
+            ..settings()
+        },
+        Arc::new(Echo),
+        Arc::new(ServerStats::default()),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "mllp server: max_connections_per_peer must be at least 1"
     );
 }

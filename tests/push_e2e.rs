@@ -16,9 +16,11 @@ async fn adt_launch_import_push_and_the_orm_reaches_the_ehr() {
     let (peer, received) = common::ehr_peer().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let (listeners, mllp_addr, http_addr) = common::bind_listeners().await;
-    let simulator = format!("push_url = \"http://{http_addr}/fhir\"\npush_token = \"s3cret\"");
+    let simulator = format!(
+        "push_url = \"http://{http_addr}/fhir\"\npush_token = \"s3cret-5b8e1d0c4a7f2e9b3d6c1a8f0e4b7d2c\""
+    );
     // The sample bundle's patient is not in the census: map it at once (holds: push_hold.rs).
-    let push = "token = \"s3cret\"\nhold_unknown_for = \"0s\"";
+    let push = "token = \"s3cret-5b8e1d0c4a7f2e9b3d6c1a8f0e4b7d2c\"\nhold_unknown_for = \"0s\"";
     let text = common::base_toml()
         + &common::simulator_toml(&simulator)
         + &common::push_to_ehr_toml(peer, push);
@@ -63,7 +65,7 @@ async fn adt_launch_import_push_and_the_orm_reaches_the_ehr() {
     // A bad body: 400, OperationOutcome with the JSON path; journaled as rejected.
     let bad = web
         .post(format!("http://{http_addr}/fhir"))
-        .bearer_auth("s3cret")
+        .bearer_auth("s3cret-5b8e1d0c4a7f2e9b3d6c1a8f0e4b7d2c")
         .body(r#"{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"MedicationRequest","dosageInstruction":[{"timing":{"repeat":{"frequency":"deux"}}}]}}]}"#)
         .send()
         .await
@@ -90,7 +92,7 @@ async fn adt_launch_import_push_and_the_orm_reaches_the_ehr() {
     for _ in 0..2 {
         let again = web
             .post(format!("http://{http_addr}/fhir/Bundle"))
-            .bearer_auth("s3cret")
+            .bearer_auth("s3cret-5b8e1d0c4a7f2e9b3d6c1a8f0e4b7d2c")
             .body(bundle.clone())
             .send()
             .await
@@ -102,7 +104,7 @@ async fn adt_launch_import_push_and_the_orm_reaches_the_ehr() {
     // when` ("prescription.lines") is false, so no empty order goes to the EHR.
     let pdf_only = web
         .post(format!("http://{http_addr}/fhir"))
-        .bearer_auth("s3cret")
+        .bearer_auth("s3cret-5b8e1d0c4a7f2e9b3d6c1a8f0e4b7d2c")
         .body(common::sample("samples/posos/with-pdf.json"))
         .send()
         .await

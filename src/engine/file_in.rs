@@ -25,6 +25,8 @@ use super::intake::{Intake, Parsed, read_hl7};
 pub struct FileInbound {
     channel: String,
     charset: Option<Charset>,
+    /// Log refused messages' values at debug (else trace).
+    log_phi: bool,
     format: FileFormat,
     store: Store,
     /// Poked after each commit, so the processor applies the new messages to the census.
@@ -41,6 +43,7 @@ impl FileInbound {
         FileInbound {
             channel: channel.name.clone(),
             charset: channel.charset,
+            log_phi: channel.log_phi,
             format,
             store,
             processed,
@@ -52,6 +55,7 @@ impl FileInbound {
         let intake = Intake {
             channel: &self.channel,
             charset: self.charset,
+            log_phi: self.log_phi,
             peer,
         };
         match self.format {

@@ -2,7 +2,7 @@
 //! every channel kind so that a message is judged the same way whichever way it came.
 
 use bytes::Bytes;
-use tracing::warn;
+use tracing::{debug, trace, warn};
 
 use crate::hl7::ack::{AckError, AckRequest};
 use crate::hl7::{BatchError, Charset, ErrorCode, Message};
@@ -13,6 +13,8 @@ pub(super) struct Intake<'a> {
     pub channel: &'a str,
     /// The channel's charset override; `None` follows MSH-18.
     pub charset: Option<Charset>,
+    /// The channel's `log_phi`: values quoted by a refusal are logged at debug, else trace.
+    pub log_phi: bool,
     /// The peer address, or `file:NAME` for a dropped file.
     pub peer: &'a str,
 }
@@ -73,6 +75,28 @@ pub(super) fn read_hl7(intake: &Intake<'_>, payload: &Bytes) -> Vec<Parsed> {
                 payload.slice_ref(slice)
             };
             match Message::parse_with(slice, intake.charset) {
+                // MSH-10 is required: without it the ACK has nothing to echo in MSA-2 and a
+                // resent message cannot be told from a new one.
+                Ok(message) if message.header().control_id.trim().is_empty() => {
+                    let request = AckRequest::from_message(&message);
+                    let text = "MSH-10 (message control id) is empty: it is required, so that the ACK can name the message and a resent copy is recognized; give every message a unique MSH-10";
+                    let reason = format!("channel `{}`: {text}", intake.channel);
+                    warn!(peer = %intake.peer, "message refused: empty MSH-10");
+                    Parsed {
+                        record: rejected_record(intake, &request, raw, reason),
+                        refusal: Some(AckError {
+                            code: crate::hl7::ErrorCode::RequiredFieldMissing,
+                            location: Some(crate::hl7::ErrLocation {
+                                segment: "MSH".to_string(),
+                                sequence: 1,
+                                field: 10,
+                                component: 0,
+                            }),
+                            message: text.to_string(),
+                        }),
+                        request,
+                    }
+                }
                 Ok(message) => {
                     let header = message.header();
                     Parsed {
@@ -96,7 +120,12 @@ pub(super) fn read_hl7(intake: &Intake<'_>, payload: &Bytes) -> Vec<Parsed> {
                 Err(parse_error) => {
                     let request = AckRequest::salvage(slice);
                     let reason = format!("channel `{}`: {parse_error}", intake.channel);
-                    warn!(peer = %intake.peer, control_id = lossy(&request.control_id), error = %parse_error, "message refused");
+                    warn!(peer = %intake.peer, control_id = lossy(&request.control_id), error = %parse_error.without_values(), "message refused");
+                    if intake.log_phi {
+                        debug!(peer = %intake.peer, error = %parse_error, "message refused (with values)");
+                    } else {
+                        trace!(peer = %intake.peer, error = %parse_error, "message refused (with values)");
+                    }
                     Parsed {
                         record: rejected_record(intake, &request, raw, reason),
                         refusal: Some(AckError {

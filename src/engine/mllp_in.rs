@@ -51,6 +51,7 @@ impl InboundMllp {
         Intake {
             channel: &self.channel,
             charset: self.charset,
+            log_phi: self.log_phi,
             peer,
         }
     }

@@ -23,7 +23,9 @@ mod intake;
 mod mllp_in;
 mod outbox;
 mod processor;
+mod prune;
 mod push;
+pub mod push_token;
 mod status;
 mod web;
 
@@ -46,6 +48,7 @@ use crate::tls::Reloader;
 
 pub use file_in::FileInbound;
 pub use mllp_in::InboundMllp;
+pub use push_token::{GeneratedToken, resolve_push_token};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +151,39 @@ impl TlsConfigs {
     }
 }
 
+/// The settings an operator chose to leave open: said at every start, so they are never
+/// forgotten.
+fn warn_about_open_doors(config: &Config) {
+    if let Some(push) = &config.push
+        && push.allow_unauthenticated
+        && push.token.is_none()
+        && push.basic.is_none()
+    {
+        warn!(
+            "the push endpoint accepts prescriptions from anybody who can reach it (`allow_unauthenticated = true`): configure a token before going live"
+        );
+    }
+    if let Some(launch) = &config.launch
+        && launch.settings.allow_unsigned_links
+        && !launch.settings.require_signature
+    {
+        let open: Vec<String> = launch
+            .settings
+            .allow_list
+            .networks()
+            .iter()
+            .filter(|n| !n.is_loopback())
+            .map(ToString::to_string)
+            .collect();
+        if !open.is_empty() {
+            warn!(
+                networks = %open.join(", "),
+                "unsigned launch links are accepted from these networks (`allow_unsigned_links = true`): anybody there can open any patient's Posos session"
+            );
+        }
+    }
+}
+
 /// Binds every listener of the configuration that is not already in `bound`.
 pub async fn bind_listeners(
     config: &Config,
@@ -193,6 +229,7 @@ pub async fn run_census_processor(
     processor::run_processor(
         store,
         settings,
+        Arc::default(),
         Arc::new(Notify::new()),
         Arc::new(Notify::new()),
         shutdown,
@@ -216,12 +253,19 @@ pub async fn run(
 /// [`run`], registering every TLS configuration (listeners, destinations, HTTP) with
 /// `reloader`: the binary calls [`Reloader::reload_all`] on SIGHUP, tests call it directly.
 pub async fn run_with_reloader(
-    config: Config,
+    mut config: Config,
     listeners: BoundListeners,
     shutdown: CancellationToken,
     reloader: Reloader,
     on_ready: impl FnOnce(&[ChannelHandle]),
 ) -> Result<(), EngineError> {
+    if let Some(generated) = resolve_push_token(&mut config).map_err(EngineError::Web)? {
+        warn!(
+            file = %generated.path.display(),
+            "generated the push endpoint's bearer token in this file (mode 0600): give its content to Posos"
+        );
+    }
+    warn_about_open_doors(&config);
     crate::tls::install_crypto_provider();
     // Certificates first: a bad file stops the start before anything is opened or bound.
     let mut tls = TlsConfigs::load(&config, &reloader)?;
@@ -253,11 +297,31 @@ pub async fn run_with_reloader(
         processor::run_processor(
             store.clone(),
             config.census.clone(),
+            Arc::new(
+                config
+                    .inbound
+                    .iter()
+                    .filter(|(_, channel)| channel.log_phi)
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+            ),
             processed.clone(),
             census_changed.clone(),
             shutdown.child_token(),
         )
         .instrument(info_span!("processor")),
+    );
+    observed.alert_after = config.alert_after.clone();
+    let prune_stats = Arc::new(prune::PruneStats::default());
+    observed.prune = Some(prune_stats.clone());
+    tracker.spawn(
+        prune::run_pruner(
+            store.clone(),
+            config.store.retention.clone(),
+            prune_stats,
+            shutdown.child_token(),
+        )
+        .instrument(info_span!("pruner")),
     );
     let mut handles = Vec::new();
     let mut servers = Vec::new();
@@ -279,6 +343,8 @@ pub async fn run_with_reloader(
                     max_frame_bytes: mllp.max_frame_bytes,
                     read_timeout: mllp.read_timeout,
                     idle_timeout: mllp.idle_timeout,
+                    allow: mllp.allow.clone(),
+                    max_connections_per_peer: mllp.max_connections_per_peer,
                 };
                 let tls = tls.inbound.remove(name);
                 let handler = Arc::new(InboundMllp::new(channel, store.clone(), processed.clone()));
@@ -421,11 +487,21 @@ pub async fn run_with_reloader(
         let local_addr = listener
             .local_addr()
             .map_err(|e| EngineError::Web(format!("cannot read the HTTP address: {e}")))?;
-        let mut router =
-            web::router(&config, local_addr, store.clone())?.merge(status::router(observed));
+        let guard = Arc::new(
+            config
+                .http
+                .as_ref()
+                .map(|http| http.guard.clone())
+                .unwrap_or_default(),
+        );
+        let observed = Arc::new(observed);
+        let mut router = web::router(&config, local_addr, store.clone())?
+            .merge(status::router(observed.clone(), guard.clone()))
+            .merge(status::ready_router(observed));
         if let Some(state) = push_state {
             router = router.merge(push::router(state));
         }
+        let router = web::harden(router, guard);
         let token = shutdown.child_token();
         let serve_settings = config
             .http

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn};
 
 use crate::delivery::RetryPolicy;
 use crate::filedrop::{NameVars, Outbox};
@@ -61,10 +61,12 @@ pub(super) async fn run_file_destination(
         );
         let payload = message.payload.clone();
         let writer = Arc::clone(&outbox);
+        let name_vars = vars.clone();
         let written = tokio::task::spawn_blocking(move || writer.write(&vars, &payload)).await;
         let result = match written {
             Ok(Ok(path)) => {
-                debug!(destination = %name, id = message.id, file = %path.display(), "file written");
+                // `{ipp}` in the file name is a patient identifier: kept out of debug.
+                debug!(destination = %name, id = message.id, file = %outbox.redact(&path.display().to_string(), &name_vars), "file written");
                 store
                     .mark_delivered(message.id, Bytes::from(path.display().to_string()))
                     .await
@@ -72,14 +74,13 @@ pub(super) async fn run_file_destination(
             }
             Ok(Err(e)) => {
                 let delay = retry.base_delay(message.attempts.saturating_add(1));
-                warn!(destination = %name, id = message.id, error = %e, retry_in = ?delay, "cannot write the file; will retry");
+                let text = crate::delivery::error_chain(&e);
+                warn!(destination = %name, id = message.id, error = %outbox.redact(&text, &name_vars), retry_in = ?delay, "cannot write the file; will retry");
+                trace!(destination = %name, id = message.id, error = %text, "file write failure in full");
                 let at = jiff::Timestamp::now()
                     .checked_add(jiff::SignedDuration::try_from(delay).unwrap_or_default())
                     .unwrap_or_else(|_| jiff::Timestamp::now());
-                store
-                    .mark_retry(message.id, &e.to_string(), at)
-                    .await
-                    .map(|_| ())
+                store.mark_retry(message.id, &text, at).await.map(|_| ())
             }
             Err(e) => {
                 warn!(destination = %name, id = message.id, error = %e, "file writer task failed; will retry");

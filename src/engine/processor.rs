@@ -7,13 +7,13 @@
 //! journal row). HL7 ADT messages go through [`crate::census::interpret`]; HPRIM Santé
 //! messages feed the census with the identity of their first `P` record.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use crate::census::{self, CensusSettings, CensusUpdate, Patient, PersonName};
 use crate::store::{PendingCensus, Store, Unprocessed};
@@ -44,9 +44,14 @@ struct InFlight {
 /// `accepted`: once the chunks in flight are answered, reading starts again from it after a
 /// pause (rows after it that were applied meanwhile are `processed` and not read again; the
 /// census replays a late movement in time order when it finally lands).
+///
+/// `phi_channels` are the inbound channels with `log_phi`: a census error quoting message
+/// values (PID-3, a birth date) is logged in full at debug for them, at trace for the others;
+/// the info line never holds the values.
 pub(super) async fn run_processor(
     store: Store,
     settings: CensusSettings,
+    phi_channels: Arc<HashSet<String>>,
     wake: Arc<Notify>,
     census_changed: Arc<Notify>,
     shutdown: CancellationToken,
@@ -85,7 +90,7 @@ pub(super) async fn run_processor(
             }
             let work = rows
                 .iter()
-                .map(|row| (row.id, update_for(row, &settings)))
+                .map(|row| (row.id, update_for(row, &settings, &phi_channels)))
                 .collect();
             let pending = store.submit_census(work).await;
             in_flight.push_back(InFlight { rows, pending });
@@ -138,7 +143,11 @@ async fn settle(chunk: InFlight, census_changed: &Notify) -> Option<i64> {
 }
 
 /// What one journal row means for the census.
-fn update_for(row: &Unprocessed, settings: &CensusSettings) -> CensusUpdate {
+fn update_for(
+    row: &Unprocessed,
+    settings: &CensusSettings,
+    phi_channels: &HashSet<String>,
+) -> CensusUpdate {
     let raw = row.raw.as_slice();
     let start = raw.trim_ascii_start();
     if start.first() == Some(&b'H') && !start.starts_with(b"HL7") {
@@ -148,7 +157,12 @@ fn update_for(row: &Unprocessed, settings: &CensusSettings) -> CensusUpdate {
         Ok(message) => match census::interpret(&message, settings) {
             Ok(update) => update,
             Err(e) => {
-                info!(journal_id = row.id, channel = %row.channel, error = %e, "message not usable by the census");
+                info!(journal_id = row.id, channel = %row.channel, error = %e.without_values(), "message not usable by the census");
+                if phi_channels.contains(&row.channel) {
+                    debug!(journal_id = row.id, channel = %row.channel, error = %e, "message not usable by the census (with values)");
+                } else {
+                    trace!(journal_id = row.id, channel = %row.channel, error = %e, "message not usable by the census (with values)");
+                }
                 CensusUpdate::Ignored {
                     reason: format!("not usable by the census: {e}"),
                 }
@@ -284,6 +298,7 @@ mod tests {
         let processor = tokio::spawn(run_processor(
             store.clone(),
             CensusSettings::default(),
+            Arc::default(),
             Arc::new(Notify::new()),
             Arc::new(Notify::new()),
             shutdown.clone(),

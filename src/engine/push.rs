@@ -33,7 +33,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
@@ -245,30 +244,26 @@ impl Auth {
         out
     }
 
-    /// What to tell a caller that was refused: the configured schemes and their keys.
+    /// What to tell a caller that was refused: the accepted schemes, never a configuration key
+    /// (the caller may be anybody on the network).
     fn diagnostics(&self) -> String {
         let mut schemes = Vec::new();
         if self.token.is_some() {
-            schemes.push("`Authorization: Bearer` with the token of `[push] token`");
+            schemes.push("`Authorization: Bearer` with the push token");
         }
         if self.basic.is_some() {
-            schemes.push("`Authorization: Basic` with `[push] basic_user` and `basic_password`");
+            schemes.push("`Authorization: Basic` with the push user and password");
         }
         format!(
-            "missing or wrong credentials: configure Posos to send {}",
+            "missing or wrong credentials: send {}",
             schemes.join(" or ")
         )
     }
 }
 
-/// Constant-time equality (the time depends on the lengths only).
+/// Constant-time equality (`subtle`: the time depends on the lengths only).
 fn same(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    bool::from(subtle::ConstantTimeEq::ct_eq(given, expected))
 }
 
 #[derive(Clone)]
@@ -280,6 +275,8 @@ struct Inner {
     auth: Auth,
     /// Refuse callers whose TLS connection carries no verified client certificate.
     require_client_cert: bool,
+    /// `[push] max_body`: the most bytes of a body read.
+    max_body: usize,
     /// Zero: never hold, map at once with what the bundle says.
     hold_for: Duration,
     deliverer: Arc<Deliverer>,
@@ -306,6 +303,7 @@ impl PushState {
                         .map(|b| format!("{}:{}", b.user, b.password)),
                 },
                 require_client_cert: config.require_client_cert,
+                max_body: config.max_body,
                 hold_for: config.hold_unknown_for,
                 deliverer,
                 store,
@@ -319,6 +317,8 @@ pub(super) fn router(state: PushState) -> Router {
     Router::new()
         .route("/fhir", post(push))
         .route("/fhir/Bundle", post(push))
+        // `[push] max_body` is enforced by `read_limited`, which journals the refusal.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -341,6 +341,86 @@ fn outcome(
         .into_response()
 }
 
+/// How much of an oversized body is kept in the journal, for whoever investigates.
+const OVERSIZE_KEPT: usize = 4096;
+
+/// Why a push body was not read whole.
+#[derive(Debug)]
+enum BodyError {
+    /// Past the limit: reading stopped there; the first [`OVERSIZE_KEPT`] bytes.
+    TooLarge { head: Bytes },
+    /// The connection failed or the body was malformed on the wire.
+    Broken(axum::Error),
+}
+
+/// Reads a body of at most `limit` bytes, frame by frame: a larger one is never buffered
+/// (a `Content-Length` over the limit is refused before reading past the first frame).
+async fn read_limited(body: axum::body::Body, limit: usize) -> Result<Bytes, BodyError> {
+    use http_body_util::BodyExt as _;
+    let declared = http_body::Body::size_hint(&body).exact();
+    let mut body = body;
+    let mut collected = bytes::BytesMut::new();
+    let too_large = |collected: &bytes::BytesMut| BodyError::TooLarge {
+        head: Bytes::copy_from_slice(&collected[..collected.len().min(OVERSIZE_KEPT)]),
+    };
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Broken)?;
+        if let Ok(data) = frame.into_data() {
+            if collected.len() + data.len() > limit {
+                let room = OVERSIZE_KEPT.saturating_sub(collected.len());
+                collected.extend_from_slice(&data[..data.len().min(room)]);
+                return Err(too_large(&collected));
+            }
+            collected.extend_from_slice(&data);
+        }
+        if declared.is_some_and(|n| n > limit as u64) && collected.len() >= OVERSIZE_KEPT {
+            return Err(too_large(&collected));
+        }
+    }
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(&collected));
+    }
+    Ok(collected.freeze())
+}
+
+/// 413 for a body over `[push] max_body`, after journaling the refusal with its first 4 KiB.
+async fn refuse_oversize(state: &PushState, peer: SocketAddr, head: Bytes) -> Response {
+    let limit = state.inner.max_body;
+    let reason = format!(
+        "channel `{PUSH_CHANNEL}`: the body is larger than the {limit} bytes allowed (`max_body`); only its first {} bytes are kept",
+        head.len()
+    );
+    let record = InboundRecord {
+        channel: PUSH_CHANNEL.to_string(),
+        received_at: jiff::Timestamp::now(),
+        peer: peer.to_string(),
+        sender: "posos".to_string(),
+        message_type: "FHIR Bundle".to_string(),
+        control_id: String::new(),
+        raw: head,
+        status: RecordStatus::Rejected { reason },
+    };
+    match state.inner.store.journal(record).await {
+        Ok(journaled) => warn!(
+            peer = %peer,
+            journal_id = journaled.id(),
+            limit,
+            "push refused: body too large"
+        ),
+        Err(e) => {
+            warn!(peer = %peer, error = %e, limit, "push refused: body too large (refusal not journaled)")
+        }
+    }
+    outcome(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too-costly",
+        &format!(
+            "the bundle is larger than the {limit} bytes this endpoint accepts: send a smaller bundle (the limit is set by the ordobridge operator)"
+        ),
+        None,
+    )
+}
+
 fn store_failure(text: &str) -> Response {
     outcome(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -353,12 +433,10 @@ fn store_failure(text: &str) -> Response {
 async fn push(
     State(state): State<PushState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    certificate: Option<Extension<PeerCertificate>>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Response {
     let inner = &state.inner;
-    if inner.require_client_cert && certificate.is_none() {
+    if inner.require_client_cert && request.extensions().get::<PeerCertificate>().is_none() {
         warn!(peer = %peer, "push refused: no verified TLS client certificate");
         return outcome(
             StatusCode::FORBIDDEN,
@@ -367,7 +445,9 @@ async fn push(
             None,
         );
     }
-    if !inner.auth.allows(&headers) {
+    let (parts, body) = request.into_parts();
+    // Credentials first: a caller without them gets 401 before one byte of its body is read.
+    if !inner.auth.allows(&parts.headers) {
         warn!(peer = %peer, "push refused: missing or wrong credentials");
         let mut response = outcome(
             StatusCode::UNAUTHORIZED,
@@ -383,6 +463,21 @@ async fn push(
         }
         return response;
     }
+    let body = match read_limited(body, inner.max_body).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge { head }) => {
+            return refuse_oversize(&state, peer, head).await;
+        }
+        Err(BodyError::Broken(e)) => {
+            warn!(peer = %peer, error = %e, "push body could not be read");
+            return outcome(
+                StatusCode::BAD_REQUEST,
+                "incomplete",
+                "the request body could not be read to its end; push it again",
+                None,
+            );
+        }
+    };
     let read = read_bundle(&body);
     let (status, control_id) = match &read {
         Ok(prescription) => (
@@ -670,13 +765,13 @@ mod tests {
         Some("t"),
         None,
         &["Bearer realm=\"ordobridge\""],
-        "missing or wrong credentials: configure Posos to send `Authorization: Bearer` with the token of `[push] token`"
+        "missing or wrong credentials: send `Authorization: Bearer` with the push token"
     )]
     #[case::err_basic_only(
         None,
         Some("u:p"),
         &["Basic realm=\"ordobridge\", charset=\"UTF-8\""],
-        "missing or wrong credentials: configure Posos to send `Authorization: Basic` with `[push] basic_user` and `basic_password`"
+        "missing or wrong credentials: send `Authorization: Basic` with the push user and password"
     )]
     fn err_challenges_name_the_configured_schemes(
         #[case] token: Option<&str>,

@@ -15,6 +15,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::hold::HoldStats;
+use super::prune::PruneStats;
 use crate::delivery::DeliveryStats;
 use crate::filedrop::InboxStats;
 use crate::mllp::server::ServerStats;
@@ -31,13 +32,106 @@ pub(super) struct Observed {
     pub holds: Option<Arc<HoldStats>>,
     /// The TLS configurations in force: their certificates' expiry.
     pub tls: crate::tls::Reloader,
+    /// What the background pruner deleted.
+    pub prune: Option<Arc<PruneStats>>,
+    /// `[outbound.NAME] alert_after` by destination.
+    pub alert_after: std::collections::BTreeMap<String, std::time::Duration>,
 }
 
-pub(super) fn router(observed: Observed) -> Router {
+/// Failed attempts of a destination's head message from which `/status` says `attention`.
+const ATTENTION_ATTEMPTS: u32 = 3;
+
+/// How long `/ready` waits for the store to commit an empty transaction.
+const READY_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Destinations whose oldest pending message waited longer than their `alert_after` (default
+/// [`crate::config::DEFAULT_ALERT_AFTER`]): one sentence each, naming the destination only.
+fn late_destinations(
+    heads: &[crate::store::QueueHead],
+    alert_after: &std::collections::BTreeMap<String, std::time::Duration>,
+    now: jiff::Timestamp,
+) -> Vec<String> {
+    heads
+        .iter()
+        .filter_map(|head| {
+            let limit = alert_after
+                .get(&head.destination)
+                .copied()
+                .unwrap_or(crate::config::DEFAULT_ALERT_AFTER);
+            let waited = now.duration_since(head.enqueued_at).as_secs().max(0);
+            (u64::try_from(waited).unwrap_or(0) > limit.as_secs()).then(|| {
+                format!(
+                    "destination `{}`: its oldest message has waited {waited} s (alert_after {} s)",
+                    head.destination,
+                    limit.as_secs()
+                )
+            })
+        })
+        .collect()
+}
+
+/// `GET /ready`: 200 when the store commits and no destination is late (see
+/// [`late_destinations`]); 503 with the problems otherwise. For load balancers and
+/// monitoring: it names channels and destinations only, never a peer or an error text.
+pub(super) fn ready_router(observed: Arc<Observed>) -> Router {
+    Router::new()
+        .route("/ready", get(ready))
+        .with_state(observed)
+}
+
+async fn ready(State(observed): State<Arc<Observed>>) -> Response {
+    let mut problems = Vec::new();
+    if let Some(store) = &observed.store {
+        match tokio::time::timeout(READY_STORE_TIMEOUT, store.prune_step(None, 0, 0)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => problems.push("store: a transaction could not commit".to_string()),
+            Err(_) => problems.push(format!(
+                "store: no commit within {} s",
+                READY_STORE_TIMEOUT.as_secs()
+            )),
+        }
+        match store.queue_heads_async().await {
+            Ok(heads) => problems.extend(late_destinations(
+                &heads,
+                &observed.alert_after,
+                jiff::Timestamp::now(),
+            )),
+            Err(_) => problems.push("store: the queues cannot be read".to_string()),
+        }
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, axum::Json(json!({"status": "ready"}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "not ready", "problems": problems})),
+        )
+            .into_response()
+    }
+}
+
+/// Bytes of the store file and of its write-ahead log (0 for a missing file).
+fn store_sizes(store: &Store) -> (u64, u64) {
+    let size = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |m| m.len());
+    let mut wal = store.path().as_os_str().to_owned();
+    wal.push("-wal");
+    (size(store.path()), size(std::path::Path::new(&wal)))
+}
+
+/// `/status` and `/metrics`, readable from `[http] admin_allow` networks or with the admin
+/// token only (they name channels, peers and error texts).
+pub(super) fn router(
+    observed: Arc<Observed>,
+    guard: Arc<crate::http::HttpGuardSettings>,
+) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .with_state(Arc::new(observed))
+        .route_layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::http::guard::check_admin,
+        ))
+        .with_state(observed)
 }
 
 async fn status(State(observed): State<Arc<Observed>>) -> Response {
@@ -48,7 +142,8 @@ async fn status(State(observed): State<Arc<Observed>>) -> Response {
             name.clone(),
             json!({"kind": "mllp", "connections_open": s.connections_open, "frames": s.frames,
                    "oversized": s.oversized, "interrupted": s.interrupted, "timeouts": s.timeouts,
-                   "io_errors": s.io_errors, "tls_plain_refused": s.tls_plain_refused,
+                   "io_errors": s.io_errors, "refused_peers": s.refused_peers,
+                   "tls_plain_refused": s.tls_plain_refused,
                    "tls_handshake_failures": s.tls_handshake_failures}),
         );
     }
@@ -72,6 +167,31 @@ async fn status(State(observed): State<Arc<Observed>>) -> Response {
                    "connect_failures": s.connect_failures, "wrong_acks": s.wrong_acks}),
         );
     }
+    let mut attention: Vec<String> = Vec::new();
+    if let Some(store) = &observed.store
+        && let Ok(heads) = store.queue_heads_async().await
+    {
+        attention.extend(late_destinations(
+            &heads,
+            &observed.alert_after,
+            jiff::Timestamp::now(),
+        ));
+        for head in &heads {
+            if head.attempts >= ATTENTION_ATTEMPTS {
+                attention.push(format!(
+                    "destination `{}`: the message at the head of the queue failed {} time(s): {}",
+                    head.destination, head.attempts, head.last_error
+                ));
+            }
+            if let Some(entry) = destinations.get_mut(&head.destination) {
+                entry["head"] = json!({
+                    "attempts": head.attempts,
+                    "last_error": head.last_error,
+                    "waiting_seconds": age_seconds(head.enqueued_at),
+                });
+            }
+        }
+    }
     let queues: Value = match &observed.store {
         Some(store) => match store.queue_overview_async().await {
             Ok(depths) => depths
@@ -88,6 +208,7 @@ async fn status(State(observed): State<Arc<Observed>>) -> Response {
         },
         None => json!({}),
     };
+    let failing = failing || !attention.is_empty();
     let now = crate::tls::files::now_unix();
     let certificates: serde_json::Map<_, _> = observed
         .tls
@@ -102,8 +223,10 @@ async fn status(State(observed): State<Arc<Observed>>) -> Response {
         })
         .collect();
     let mut body = json!({
-        // "attention": some inbox reported an error (see its last_error); the daemon runs on.
+        // "attention": an inbox reported an error (see its last_error), or a destination keeps
+        // failing or is late (see `attention`); the daemon runs on.
         "status": if failing { "attention" } else { "ok" },
+        "attention": attention,
         "channels": channels,
         "destinations": destinations,
         "queues": queues,
@@ -191,6 +314,16 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
         &listeners
             .iter()
             .map(|(l, s)| (l.clone(), s.oversized + s.interrupted))
+            .collect::<Vec<_>>(),
+    );
+    family(
+        &mut out,
+        "ordobridge_mllp_refused_peers_total",
+        "counter",
+        "MLLP connections closed at accept: address not allowed or too many from one address",
+        &listeners
+            .iter()
+            .map(|(l, s)| (l.clone(), s.refused_peers))
             .collect::<Vec<_>>(),
     );
     let inboxes: Vec<_> = observed
@@ -361,6 +494,44 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
                     .collect::<Vec<_>>(),
             );
         }
+    }
+    if let Some(store) = &observed.store {
+        let (file, wal) = store_sizes(store);
+        family(
+            &mut out,
+            "ordobridge_store_file_bytes",
+            "gauge",
+            "size of the store file",
+            &[(String::new(), file)],
+        );
+        family(
+            &mut out,
+            "ordobridge_store_wal_bytes",
+            "gauge",
+            "size of the store's write-ahead log",
+            &[(String::new(), wal)],
+        );
+    }
+    if let Some(prune) = &observed.prune {
+        use std::sync::atomic::Ordering::Relaxed;
+        family(
+            &mut out,
+            "ordobridge_pruned_rows_total",
+            "counter",
+            "rows deleted past their retention, by kind",
+            &[
+                (label("kind", "journal"), prune.journal.load(Relaxed)),
+                (label("kind", "outbound"), prune.outbound.load(Relaxed)),
+                (label("kind", "holds"), prune.holds.load(Relaxed)),
+            ],
+        );
+        family(
+            &mut out,
+            "ordobridge_prune_failures_total",
+            "counter",
+            "prunes that failed (retried at the next interval)",
+            &[(String::new(), prune.failures.load(Relaxed))],
+        );
     }
     (
         StatusCode::OK,

@@ -54,7 +54,10 @@ pub(super) fn router(
             oauth_client_id: posos.oauth_client_id.clone(),
             token_lifetime: std::time::Duration::from_secs(3600),
             push_url: push_url.clone(),
-            push_token: push_token.clone(),
+            // Pushing to this daemon's own endpoint: its token, unless another is configured.
+            push_token: push_token
+                .clone()
+                .or_else(|| config.push.as_ref().and_then(|p| p.token.clone())),
         };
         let token_uri = settings.token_uri();
         let state = SimulatorState::new(settings)
@@ -80,6 +83,25 @@ pub(super) fn router(
         }
     }
     Ok(router)
+}
+
+/// Wraps the whole router in what every route shares (see [`crate::http::guard`]): the Host
+/// check, the request timeout (408) and the security headers.
+pub(super) fn harden(router: Router, guard: Arc<crate::http::HttpGuardSettings>) -> Router {
+    use axum::middleware::from_fn_with_state;
+    router
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            guard.request_timeout,
+        ))
+        .layer(from_fn_with_state(
+            guard.clone(),
+            crate::http::guard::check_host,
+        ))
+        .layer(from_fn_with_state(
+            guard,
+            crate::http::guard::security_headers,
+        ))
 }
 
 /// The simulator's test service account, with its `token_uri` pointed at the simulator.

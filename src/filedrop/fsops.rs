@@ -1,12 +1,24 @@
-//! File-system steps shared by the inbox and the outbox: durable moves that never overwrite.
+//! File-system steps shared by the inbox and the outbox: durable moves that never overwrite,
+//! and opening or creating files without ever following a symbolic link.
 //!
 //! Only ordobridge is expected to write into the archive, error and outbox folders it owns;
 //! "never overwrite" is a check before the rename, not an atomic no-replace rename (that needs
 //! `renameat2`, which SMB and NFS mounts do not all offer).
+//!
+//! # Symbolic links
+//!
+//! Anybody who can write into a shared folder can plant a link there, to the store file or to
+//! anything the daemon may write. So every file ordobridge creates is created with
+//! `O_CREAT | O_EXCL | O_NOFOLLOW` ([`create_new`]: a link or file already at the name makes
+//! the creation fail, nothing is truncated), every file it reads is opened with `O_NOFOLLOW`
+//! and checked to be a regular file on the opened descriptor ([`open_regular`]), and every
+//! folder it moves files into must be a real folder, not a link ([`real_dir`]). A rename onto
+//! a name where a link appeared in the meantime replaces the link itself, never its target.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File};
-use std::io;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use tracing::debug;
@@ -85,10 +97,13 @@ fn copy_then_remove(src: &Path, dst: &Path) -> io::Result<()> {
     part_name.push(dst.file_name().unwrap_or(OsStr::new("file")));
     part_name.push(".part");
     let part = dir.join(part_name);
-    let copied = fs::copy(src, &part)
-        .and_then(|_| File::open(&part))
-        .and_then(|file| file.sync_all())
-        .and_then(|()| fs::rename(&part, dst));
+    // A `.part` left by a crash (or anything planted there) is removed, never written through:
+    // unlinking a link removes the link, not its target.
+    match fs::remove_file(&part) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+        _ => {}
+    }
+    let copied = copy_no_follow(src, &part).and_then(|()| fs::rename(&part, dst));
     if let Err(error) = copied {
         let _ = fs::remove_file(&part);
         return Err(error);
@@ -97,12 +112,105 @@ fn copy_then_remove(src: &Path, dst: &Path) -> io::Result<()> {
     fs::remove_file(src)
 }
 
-/// Writes `bytes` to `path` (created or truncated) and fsyncs it.
-pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    let mut file = File::create(path)?;
+/// Copies `src` to the new name `to`: a link is copied as a link (same target, never read
+/// through), a regular file byte for byte and fsynced.
+fn copy_no_follow(src: &Path, to: &Path) -> io::Result<()> {
+    if fs::symlink_metadata(src)?.file_type().is_symlink() {
+        return std::os::unix::fs::symlink(fs::read_link(src)?, to);
+    }
+    let mut from = open_regular(src)?;
+    let mut file = create_new(to)?;
+    io::copy(&mut from, &mut file)?;
+    file.sync_all()
+}
+
+/// Opens a file for reading without following a link (`O_NOFOLLOW`; `O_NONBLOCK` so that a
+/// FIFO swapped in cannot hang the open) and checks, on the opened descriptor, that it is a
+/// regular file: what is read is what was checked, whatever happens to the name meanwhile.
+pub(crate) fn open_regular(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|error| link_refused(path, error))?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("`{}` is not a regular file", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
+/// Creates a new file for writing, refusing any existing name (`O_EXCL`), a link included
+/// (`O_NOFOLLOW`): nothing is ever truncated or written through a planted link.
+pub(crate) fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|error| {
+            if error.kind() == io::ErrorKind::AlreadyExists {
+                io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "`{}` appeared while ordobridge was about to create it (another writer, or a planted file or link); it was left alone: find out who writes into this folder",
+                        path.display()
+                    ),
+                )
+            } else {
+                error
+            }
+        })
+}
+
+/// Writes `bytes` to the new file `path` (see [`create_new`]) and fsyncs it.
+pub(crate) fn write_new_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = create_new(path)?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+/// Makes sure `dir` is a real folder, creating it (and its parents) when missing: a
+/// symbolic link there (to a folder or not) is refused, so files are never moved through it.
+pub(crate) fn real_dir(dir: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(dir) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => fs::create_dir_all(dir)?,
+        Err(error) => return Err(error),
+        Ok(_) => {}
+    }
+    check_not_link(dir)
+}
+
+/// Refuses a folder that is a symbolic link or not a folder at all; a missing one passes (the
+/// write that follows says it is missing).
+pub(crate) fn check_not_link(dir: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(io::Error::other(format!(
+            "`{}` is a symbolic link; ordobridge never writes through a link in a shared folder: replace it with a real folder, or configure the real path",
+            dir.display()
+        ))),
+        Ok(meta) if !meta.is_dir() => Err(io::Error::other(format!(
+            "`{}` is not a folder",
+            dir.display()
+        ))),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// `ELOOP` from an `O_NOFOLLOW` open means the name is a link: say so and what to do.
+fn link_refused(path: &Path, error: io::Error) -> io::Error {
+    if error.raw_os_error() == Some(libc::ELOOP) {
+        io::Error::other(format!(
+            "`{}` is a symbolic link; ordobridge never reads through a link in a shared folder",
+            path.display()
+        ))
+    } else {
+        error
+    }
 }
 
 #[cfg(test)]
@@ -161,6 +269,126 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![OsString::from("in.hl7")]);
+    }
+
+    #[test]
+    fn ok_copy_then_remove_moves_a_link_as_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("secret.db");
+        fs::write(&target, b"store").unwrap();
+        let src = dir.path().join("in.hl7");
+        std::os::unix::fs::symlink(&target, &src).unwrap();
+        fs::create_dir(dir.path().join("out")).unwrap();
+        let dst = dir.path().join("out").join("in.hl7");
+        copy_then_remove(&src, &dst).unwrap();
+        assert_eq!(fs::read_link(&dst).unwrap(), target);
+        assert!(fs::symlink_metadata(&src).is_err());
+        assert_eq!(fs::read(&target).unwrap(), b"store");
+    }
+
+    #[test]
+    fn ok_copy_then_remove_replaces_a_planted_part_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("secret.db");
+        fs::write(&target, b"store").unwrap();
+        let src = dir.path().join("in.hl7");
+        fs::write(&src, b"MSH|").unwrap();
+        fs::create_dir(dir.path().join("out")).unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("out").join(".in.hl7.part")).unwrap();
+        let dst = dir.path().join("out").join("in.hl7");
+        copy_then_remove(&src, &dst).unwrap();
+        assert_eq!(fs::read(&dst).unwrap(), b"MSH|");
+        assert_eq!(fs::read(&target).unwrap(), b"store");
+    }
+
+    #[test]
+    fn err_create_new_refuses_a_link_and_leaves_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("secret.db");
+        fs::write(&target, b"store").unwrap();
+        let link = dir.path().join("a.tmp");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = write_new_synced(&link, b"overwritten").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "`{}` appeared while ordobridge was about to create it (another writer, or a planted file or link); it was left alone: find out who writes into this folder",
+                link.display()
+            )
+        );
+        assert_eq!(fs::read(&target).unwrap(), b"store");
+        // A dangling link too: O_EXCL never creates the target.
+        let dangling = dir.path().join("b.tmp");
+        std::os::unix::fs::symlink(dir.path().join("created"), &dangling).unwrap();
+        assert!(write_new_synced(&dangling, b"x").is_err());
+        assert!(!dir.path().join("created").exists());
+    }
+
+    #[test]
+    fn ok_open_regular_reads_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.hl7");
+        fs::write(&path, b"MSH|").unwrap();
+        let mut text = String::new();
+        io::Read::read_to_string(&mut open_regular(&path).unwrap(), &mut text).unwrap();
+        assert_eq!(text, "MSH|");
+    }
+
+    #[rstest]
+    #[case::link_to_file(true)]
+    #[case::link_to_folder(false)]
+    fn err_open_regular_refuses_a_link(#[case] to_file: bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        if to_file {
+            fs::write(&target, b"store").unwrap();
+        } else {
+            fs::create_dir(&target).unwrap();
+        }
+        let link = dir.path().join("a.hl7");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(
+            open_regular(&link).unwrap_err().to_string(),
+            format!(
+                "`{}` is a symbolic link; ordobridge never reads through a link in a shared folder",
+                link.display()
+            )
+        );
+    }
+
+    #[test]
+    fn err_open_regular_refuses_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            open_regular(dir.path()).unwrap_err().to_string(),
+            format!("`{}` is not a regular file", dir.path().display())
+        );
+    }
+
+    #[test]
+    fn ok_real_dir_creates_a_missing_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = dir.path().join("archive").join("2026-12-01");
+        real_dir(&day).unwrap();
+        assert!(day.is_dir());
+        real_dir(&day).unwrap();
+    }
+
+    #[test]
+    fn err_real_dir_refuses_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        let day = dir.path().join("2026-12-01");
+        std::os::unix::fs::symlink(&elsewhere, &day).unwrap();
+        assert_eq!(
+            real_dir(&day).unwrap_err().to_string(),
+            format!(
+                "`{}` is a symbolic link; ordobridge never writes through a link in a shared folder: replace it with a real folder, or configure the real path",
+                day.display()
+            )
+        );
     }
 
     #[test]

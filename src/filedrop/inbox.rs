@@ -6,6 +6,11 @@
 //! - Regular files whose name matches one of the glob patterns (`*` any run, `?` one
 //!   character), compared case-insensitively. Dot files, `*.tmp` and `*.part` are ignored, and
 //!   so are folders (the archive and error folders may live inside the inbox).
+//! - Never a symbolic link: a link (to a file or a folder) whose name matches the patterns, or
+//!   is a witness name, is not read nor followed; the link itself is moved to the error folder
+//!   with a `.reason` saying so (see [`crate::filedrop`] on why, and `fsops` on how files are
+//!   opened: `O_NOFOLLOW`, then the opened descriptor checked to be a regular file). A link
+//!   never counts as a witness.
 //! - Ready only, per [`Readiness`]:
 //!   - [`Readiness::Witness`]: a witness file exists beside the data file, its name being the
 //!     data file's name with a configured suffix either **replacing** its extension
@@ -22,8 +27,10 @@
 //! The handler commits the content. `Ok` → the file (and its witness) moves to
 //! `archive/YYYY-MM-DD/` (local date, never overwriting: `NAME.1`, `NAME.2`, …) or is deleted;
 //! `Err` → `NAME.reason` is written and fsynced in the error folder, then the file (and its
-//! witness) moves beside it. A file bigger than `max_file_bytes` goes to the error folder
-//! without being read.
+//! witness) moves beside it. The archive folder, its day folders and the error folder must be
+//! real folders: a symbolic link there is refused (the file stays and the error is reported),
+//! and the `.reason` is created with `O_EXCL | O_NOFOLLOW`, never through a planted link. A
+//! file bigger than `max_file_bytes` goes to the error folder without being read.
 //!
 //! Failures to list, read or move are logged with the channel and file name (never the
 //! content), counted in [`InboxStats`] with the last error text, and retried at the next poll.
@@ -32,7 +39,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File};
+use std::fs;
 use std::future::Future;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -435,12 +442,14 @@ struct Observation {
     since: Instant,
 }
 
-/// A regular file seen in a scan.
+/// A regular file or a symbolic link seen in a scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     name: OsString,
     size: u64,
     modified: SystemTime,
+    /// A symbolic link (its own size and mtime): never read, moved to the error folder.
+    link: bool,
 }
 
 /// A file found ready in a scan, with its witness if any.
@@ -456,6 +465,9 @@ struct Rules {
     patterns: Vec<Vec<char>>,
     /// Lowercased witness suffixes; empty in stability mode.
     witness_suffixes: Vec<String>,
+    /// Names of the archive and error folders when they live in the inbox: left alone even
+    /// when they are links (the move into them reports that).
+    own_folders: Vec<OsString>,
 }
 
 impl Rules {
@@ -464,6 +476,16 @@ impl Rules {
             Readiness::Witness { suffixes } => suffixes.iter().map(|s| s.to_lowercase()).collect(),
             Readiness::StableFor(_) => Vec::new(),
         };
+        let archive = match &settings.after_success {
+            AfterSuccess::Archive { folder } => Some(folder.as_path()),
+            AfterSuccess::Delete => None,
+        };
+        let own_folders = [Some(settings.error_folder.as_path()), archive]
+            .into_iter()
+            .flatten()
+            .filter(|folder| folder.parent() == Some(settings.folder.as_path()))
+            .filter_map(|folder| folder.file_name().map(OsStr::to_os_string))
+            .collect();
         Self {
             patterns: settings
                 .patterns
@@ -471,6 +493,7 @@ impl Rules {
                 .map(|p| p.to_lowercase().chars().collect())
                 .collect(),
             witness_suffixes,
+            own_folders,
         }
     }
 
@@ -544,21 +567,23 @@ fn lossy(name: &OsStr) -> String {
     name.to_string_lossy().into_owned()
 }
 
-/// Lists the regular files of `folder` (following links), skipping entries that vanish or
+/// Lists the regular files and the symbolic links of `folder`, never following a link
+/// (`DirEntry::file_type` and `DirEntry::metadata` do not), skipping entries that vanish or
 /// cannot be inspected.
 fn scan(folder: &Path) -> io::Result<Vec<Entry>> {
     let mut entries = Vec::new();
     for item in fs::read_dir(folder)? {
         let Ok(item) = item else { continue };
         let name = item.file_name();
-        let meta = match fs::metadata(item.path()) {
+        let meta = match item.metadata() {
             Ok(meta) => meta,
             Err(error) => {
                 debug!(file = %lossy(&name), %error, "cannot inspect inbox entry, skipped");
                 continue;
             }
         };
-        if !meta.is_file() {
+        let link = meta.file_type().is_symlink();
+        if !meta.is_file() && !link {
             continue;
         }
         let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
@@ -566,9 +591,37 @@ fn scan(folder: &Path) -> io::Result<Vec<Entry>> {
             name,
             size: meta.len(),
             modified,
+            link,
         });
     }
     Ok(entries)
+}
+
+/// Splits the symbolic links off a scan: returns the links to move to the error folder (those
+/// whose name is a data or witness name, except the inbox's own archive and error folders)
+/// and leaves the regular files in `entries`.
+fn take_links(rules: &Rules, entries: &mut Vec<Entry>) -> Vec<OsString> {
+    let mut links = Vec::new();
+    entries.retain(|entry| {
+        if !entry.link {
+            return true;
+        }
+        let lower = lossy(&entry.name).to_lowercase();
+        let own = rules.own_folders.contains(&entry.name);
+        if !own && (rules.is_data(&lower) || rules.is_witness(&lower)) {
+            links.push(entry.name.clone());
+        }
+        false
+    });
+    links.sort();
+    links
+}
+
+/// The `.reason` of a symbolic link moved to the error folder.
+fn link_reason(name: &str) -> String {
+    format!(
+        "`{name}` is a symbolic link: ordobridge never reads or follows a link in a shared folder, so the link itself was moved here unread (its target is untouched); have the sender write the file itself into the folder"
+    )
 }
 
 /// Picks the ready data files of a scan, in mtime then name order, and updates the stability
@@ -656,7 +709,7 @@ impl<H: FileHandler> Inbox<H> {
             let folder = folder.clone();
             tokio::task::spawn_blocking(move || scan(&folder)).await
         };
-        let entries = match listed {
+        let mut entries = match listed {
             Ok(Ok(entries)) => entries,
             Ok(Err(source)) => {
                 self.scan_failed(InboxError::List { folder, source });
@@ -672,6 +725,12 @@ impl<H: FileHandler> Inbox<H> {
         };
         if self.failing_scan.take().is_some() {
             info!(channel = %self.channel, folder = %self.settings.folder.display(), "inbox folder readable again");
+        }
+        for link in take_links(&self.rules, &mut entries) {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            self.refuse_link(link).await;
         }
         let ready = select_ready(
             &self.rules,
@@ -806,6 +865,32 @@ impl<H: FileHandler> Inbox<H> {
         true
     }
 
+    /// Moves a symbolic link (the link itself) to the error folder with its reason.
+    async fn refuse_link(&self, link: OsString) {
+        let name = lossy(&link);
+        let settings = Arc::clone(&self.settings);
+        let reason = link_reason(&name);
+        let path = settings.folder.join(&link);
+        let moved = tokio::task::spawn_blocking(move || {
+            reject(
+                &settings.folder,
+                &settings.error_folder,
+                &link,
+                None,
+                &reason,
+            )
+        })
+        .await;
+        match moved {
+            Ok(Ok(())) => {
+                bump(&self.stats.files_rejected);
+                warn!(channel = %self.channel, file = %name, "symbolic link in the inbox not followed, moved to the error folder with its reason");
+            }
+            Ok(Err(error)) => self.file_failed(&name, &error),
+            Err(source) => self.file_failed(&name, &InboxError::Task { path, source }),
+        }
+    }
+
     /// Hands the file to the handler in its own task, so a panicking handler refuses the file
     /// instead of killing the inbox.
     async fn offer(&self, path: &Path, name: &str, bytes: Bytes, modified: SystemTime) -> Outcome {
@@ -850,9 +935,10 @@ impl<H: FileHandler> Inbox<H> {
     }
 }
 
-/// Reads a whole file, refusing (`None`) one that turns out bigger than `max`.
+/// Reads a whole file, refusing (`None`) one that turns out bigger than `max`; never through
+/// a symbolic link, and only a regular file (checked on the opened descriptor).
 fn read_limited(path: &Path, max: u64) -> io::Result<Option<Bytes>> {
-    let file = File::open(path)?;
+    let file = fsops::open_regular(path)?;
     let len = file.metadata()?.len();
     if len > max {
         return Ok(None);
@@ -884,7 +970,8 @@ fn archive(
         to: day.clone(),
         source,
     };
-    fs::create_dir_all(&day).map_err(|e| fail(&src, e))?;
+    fsops::real_dir(archive_root).map_err(|e| fail(&src, e))?;
+    fsops::real_dir(&day).map_err(|e| fail(&src, e))?;
     let dst = fsops::free_appended(&day, name).map_err(|e| fail(&src, e))?;
     fsops::move_file(&src, &dst).map_err(|e| fail(&src, e))?;
     if let Some(witness) = witness {
@@ -931,16 +1018,13 @@ fn reject(
         to: error_folder.to_path_buf(),
         source,
     };
-    fs::create_dir_all(error_folder).map_err(|e| fail(&src, e))?;
-    let dst = fsops::free_appended(error_folder, name).map_err(|e| fail(&src, e))?;
-    let mut reason_name = dst.file_name().unwrap_or(name).to_os_string();
-    reason_name.push(".reason");
+    fsops::real_dir(error_folder).map_err(|e| fail(&src, e))?;
+    let (dst, reason_path) = free_with_reason(error_folder, name).map_err(|e| fail(&src, e))?;
     let mut text = reason.to_owned();
     if !text.ends_with('\n') {
         text.push('\n');
     }
-    fsops::write_synced(&error_folder.join(reason_name), text.as_bytes())
-        .map_err(|e| fail(&src, e))?;
+    fsops::write_new_synced(&reason_path, text.as_bytes()).map_err(|e| fail(&src, e))?;
     fsops::move_file(&src, &dst).map_err(|e| fail(&src, e))?;
     if let Some(witness) = witness {
         let src = inbox.join(witness);
@@ -951,6 +1035,23 @@ fn reject(
         }
     }
     Ok(())
+}
+
+/// The first name `NAME`, `NAME.1`, … in `dir` that is free together with its `.reason`.
+fn free_with_reason(dir: &Path, name: &OsStr) -> io::Result<(PathBuf, PathBuf)> {
+    for n in 0..fsops::MAX_NAME_TRIES {
+        let candidate = fsops::appended(name, n);
+        let mut reason = candidate.clone();
+        reason.push(".reason");
+        let (dst, reason) = (dir.join(candidate), dir.join(reason));
+        if fsops::is_free(&dst)? && fsops::is_free(&reason)? {
+            return Ok((dst, reason));
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("no free name after {} tries", fsops::MAX_NAME_TRIES),
+    ))
 }
 
 #[cfg(test)]
@@ -1037,6 +1138,7 @@ mod tests {
             name: name.into(),
             size,
             modified: now - Duration::from_secs(secs_ago),
+            link: false,
         }
     }
 
@@ -1224,6 +1326,133 @@ mod tests {
         assert!(errors.join("r.OK").exists());
         assert!(!inbox.join("r.HPR").exists());
         assert!(!inbox.join("r.OK").exists());
+    }
+
+    #[test]
+    fn ok_take_links_keeps_files_and_picks_data_and_witness_links() {
+        let rules = Rules::new(&InboxSettings {
+            folder: PathBuf::from("/in"),
+            ..settings(witness())
+        });
+        let now = SystemTime::now();
+        let link = |name: &str| Entry {
+            link: true,
+            ..entry(name, 0, 1, now)
+        };
+        let mut entries = vec![
+            entry("a.hl7", 1, 5, now),
+            link("b.hl7"),
+            link("B.OK"),
+            link("notes.txt"),
+            link("error"),
+            link("archive"),
+        ];
+        let links = take_links(&rules, &mut entries);
+        assert_eq!(links, vec![OsString::from("B.OK"), OsString::from("b.hl7")]);
+        assert_eq!(entries, vec![entry("a.hl7", 1, 5, now)]);
+    }
+
+    #[test]
+    fn ok_scan_reports_links_without_following_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("big"), vec![b'x'; 100]).unwrap();
+        fs::write(dir.path().join("a.hl7"), b"MSH|").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("big"), dir.path().join("b.hl7")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("c.hl7")).unwrap();
+        fs::create_dir(dir.path().join("d.hl7")).unwrap();
+        let mut got: Vec<_> = scan(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|e| (lossy(&e.name), e.link, e.size == 100))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("a.hl7".to_owned(), false, false),
+                ("b.hl7".to_owned(), true, false),
+                ("c.hl7".to_owned(), true, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn err_read_limited_refuses_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("secret.db"), b"store").unwrap();
+        let link = dir.path().join("a.hl7");
+        std::os::unix::fs::symlink(dir.path().join("secret.db"), &link).unwrap();
+        assert_eq!(
+            read_limited(&link, 1024).unwrap_err().to_string(),
+            format!(
+                "`{}` is a symbolic link; ordobridge never reads through a link in a shared folder",
+                link.display()
+            )
+        );
+    }
+
+    #[test]
+    fn ok_reject_moves_a_link_and_skips_a_planted_reason_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = dir.path();
+        let errors = inbox.join("error");
+        fs::create_dir(&errors).unwrap();
+        fs::write(inbox.join("secret.db"), b"store").unwrap();
+        std::os::unix::fs::symlink(inbox.join("secret.db"), inbox.join("a.hl7")).unwrap();
+        // A link planted at the reason name of the first free name.
+        std::os::unix::fs::symlink(inbox.join("secret.db"), errors.join("a.hl7.reason")).unwrap();
+        reject(
+            inbox,
+            &errors,
+            OsStr::new("a.hl7"),
+            None,
+            &link_reason("a.hl7"),
+        )
+        .unwrap();
+        assert_eq!(fs::read(inbox.join("secret.db")).unwrap(), b"store");
+        assert_eq!(
+            fs::read_link(errors.join("a.hl7.1")).unwrap(),
+            inbox.join("secret.db")
+        );
+        assert_eq!(
+            fs::read_to_string(errors.join("a.hl7.1.reason")).unwrap(),
+            "`a.hl7` is a symbolic link: ordobridge never reads or follows a link in a shared folder, so the link itself was moved here unread (its target is untouched); have the sender write the file itself into the folder\n"
+        );
+    }
+
+    #[rstest]
+    #[case::error_folder_is_link(true)]
+    #[case::archive_day_is_link(false)]
+    fn err_moves_refuse_a_linked_folder(#[case] error_folder: bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = dir.path().join("in");
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&inbox).unwrap();
+        fs::create_dir(&elsewhere).unwrap();
+        fs::write(inbox.join("a.hl7"), b"MSH|").unwrap();
+        let (result, linked) = if error_folder {
+            let errors = inbox.join("error");
+            std::os::unix::fs::symlink(&elsewhere, &errors).unwrap();
+            let result = reject(&inbox, &errors, OsStr::new("a.hl7"), None, "bad");
+            (result, errors)
+        } else {
+            let root = inbox.join("archive");
+            fs::create_dir(&root).unwrap();
+            let day = root.join(today());
+            std::os::unix::fs::symlink(&elsewhere, &day).unwrap();
+            (archive(&inbox, &root, OsStr::new("a.hl7"), None), day)
+        };
+        let text = error_chain(&result.unwrap_err());
+        assert!(
+            text.ends_with(&format!(
+                "`{}` is a symbolic link; ordobridge never writes through a link in a shared folder: replace it with a real folder, or configure the real path",
+                linked.display()
+            )),
+            "{text}"
+        );
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+        assert!(inbox.join("a.hl7").exists());
     }
 
     #[test]

@@ -13,6 +13,13 @@
 //! - [`outbox`]: write a file so that a reader polling the folder never sees it partial:
 //!   `NAME.tmp`, fsync, rename to `NAME`, fsync the folder, then the optional witness file.
 //!
+//! Symbolic links: anybody who can write into a share can plant a link there, pointing at the
+//! store file or at anything the daemon may read or write. So ordobridge never follows one in
+//! a shared folder: an inbox moves a link (the link itself) to `error/` unread, files are read
+//! with `O_NOFOLLOW` and checked on the opened descriptor, every file it creates is created new
+//! with `O_EXCL | O_NOFOLLOW` (temporary names included), and the folders it moves files into
+//! (archive, day folders, error, outbox) must not be links. See `fsops`.
+//!
 //! Crash safety: nothing in memory decides whether a file was processed. A file stays in the
 //! inbox until the handler has committed it and it has been moved; after a crash between the
 //! commit and the move, the same file is offered again and the handler (which must be

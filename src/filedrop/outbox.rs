@@ -18,9 +18,15 @@
 //!
 //! Writes through one [`Outbox`] are serialized by a lock so that two writers never pick the
 //! same name; the folder is assumed to be written by one ordobridge only.
+//!
+//! Symbolic links: the outbox folder must be a real folder (a link there is refused), a name is
+//! free only when the data file, its `.tmp` and its witness are all free (a link counts as
+//! taken), and the `.tmp` and the witness are created with `O_EXCL | O_NOFOLLOW`, so a link
+//! planted at any of these names never makes ordobridge write or truncate another file; the
+//! final rename replaces, at worst, a link planted in the meantime, never its target.
 
 use std::fmt::Write as _;
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -133,6 +139,15 @@ pub enum OutboxError {
         folder: PathBuf,
         /// How many names were tried.
         tries: u32,
+    },
+    /// The outbox folder is a symbolic link: ordobridge does not write through links.
+    #[error(
+        "outbox folder `{}` is a symbolic link; ordobridge never writes through a link in a shared folder: set `folder` to the real path",
+        folder.display()
+    )]
+    FolderIsLink {
+        /// The configured folder.
+        folder: PathBuf,
     },
     /// A file-system step failed.
     #[error("cannot {op} `{}`", path.display())]
@@ -304,6 +319,18 @@ impl Outbox {
         &self.settings
     }
 
+    /// `text` (an error or a path) with the patient identifier that `{ipp}` put in the file
+    /// name replaced by `{ipp}`, for logs at info level and above; unchanged when the template
+    /// has no `{ipp}` or the identifier is empty.
+    pub fn redact(&self, text: &str, vars: &NameVars) -> String {
+        let ipp = sanitize(&vars.ipp);
+        let uses_ipp = self.template.contains(&Part::Var(Var::Ipp));
+        if !uses_ipp || ipp.is_empty() || ipp == "_" {
+            return text.to_owned();
+        }
+        text.replace(&ipp, "{ipp}")
+    }
+
     /// The file name the template gives for these variables, before collision suffixes.
     pub fn render(&self, vars: &NameVars) -> Result<String, OutboxError> {
         let mut name = String::new();
@@ -346,12 +373,13 @@ impl Outbox {
         let folder = &self.settings.folder;
         // Held for the whole write so that a name found free stays ours until the rename.
         let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-        let (path, witness) = self.free_name(&base)?;
-        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-        tmp_name.push(".tmp");
-        let tmp = folder.join(tmp_name);
-        if let Err(source) = fsops::write_synced(&tmp, bytes) {
-            let _ = fs::remove_file(&tmp);
+        if fs::symlink_metadata(folder).is_ok_and(|meta| meta.file_type().is_symlink()) {
+            return Err(OutboxError::FolderIsLink {
+                folder: folder.clone(),
+            });
+        }
+        let (path, tmp, witness) = self.free_name(&base)?;
+        if let Err(source) = write_tmp(&tmp, bytes) {
             return Err(OutboxError::Io {
                 op: "write",
                 path: tmp,
@@ -378,12 +406,14 @@ impl Outbox {
         Ok(path)
     }
 
-    /// The first suffixed name whose data file and witness are both free.
-    fn free_name(&self, base: &str) -> Result<(PathBuf, Option<PathBuf>), OutboxError> {
+    /// The first suffixed name whose data file, temporary file and witness are all free:
+    /// (data, tmp, witness) paths.
+    fn free_name(&self, base: &str) -> Result<(PathBuf, PathBuf, Option<PathBuf>), OutboxError> {
         let folder = &self.settings.folder;
         for n in 0..fsops::MAX_NAME_TRIES {
             let name = before_extension(base, n);
             let path = folder.join(&name);
+            let tmp = folder.join(format!("{name}.tmp"));
             let witness = self
                 .settings
                 .witness_suffix
@@ -396,8 +426,11 @@ impl Outbox {
                     source,
                 })
             };
-            if free(&path)? && witness.as_deref().map(free).transpose()?.unwrap_or(true) {
-                return Ok((path, witness));
+            if free(&path)?
+                && free(&tmp)?
+                && witness.as_deref().map(free).transpose()?.unwrap_or(true)
+            {
+                return Ok((path, tmp, witness));
             }
         }
         Err(OutboxError::NoFreeName {
@@ -408,10 +441,21 @@ impl Outbox {
     }
 }
 
-/// Creates an empty witness file (refusing to replace one) and fsyncs it.
+/// Writes the new temporary file; on failure removes what this call created (only when it
+/// created something: a name taken by someone else is left alone).
+fn write_tmp(tmp: &Path, bytes: &[u8]) -> io::Result<()> {
+    let written = fsops::write_new_synced(tmp, bytes);
+    if let Err(error) = &written
+        && error.kind() != io::ErrorKind::AlreadyExists
+    {
+        let _ = fs::remove_file(tmp);
+    }
+    written
+}
+
+/// Creates an empty witness file (refusing to replace one or to follow a link) and fsyncs it.
 fn create_witness(path: &Path) -> io::Result<()> {
-    let file: File = OpenOptions::new().write(true).create_new(true).open(path)?;
-    file.sync_all()
+    fsops::create_new(path)?.sync_all()
 }
 
 #[cfg(test)]
@@ -552,6 +596,70 @@ mod tests {
             .unwrap()
             .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp"));
         assert!(!tmp_left);
+    }
+
+    #[rstest]
+    #[case::at_tmp("MSG0001.HPR.tmp", "MSG0001-1.HPR")]
+    #[case::at_final("MSG0001.HPR", "MSG0001-1.HPR")]
+    #[case::at_witness("MSG0001.OK", "MSG0001-1.HPR")]
+    fn ok_write_skips_a_planted_link(#[case] planted: &str, #[case] written: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let store = outside.path().join("ordobridge.db");
+        fs::write(&store, b"store bytes").unwrap();
+        std::os::unix::fs::symlink(&store, dir.path().join(planted)).unwrap();
+        let out = outbox(dir.path(), "{control_id}.HPR", Some(".OK"));
+        let path = out.write(&vars(), b"H|").unwrap();
+        assert_eq!(path, dir.path().join(written));
+        assert_eq!(fs::read(&path).unwrap(), b"H|");
+        assert_eq!(fs::read(&store).unwrap(), b"store bytes");
+        assert_eq!(fs::read_link(dir.path().join(planted)).unwrap(), store);
+    }
+
+    #[test]
+    fn err_write_into_a_linked_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let link = dir.path().join("out");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = outbox(&link, "{seq}.hl7", None)
+            .write(&vars(), b"x")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "outbox folder `{}` is a symbolic link; ordobridge never writes through a link in a shared folder: set `folder` to the real path",
+                link.display()
+            )
+        );
+        assert_eq!(fs::read_dir(&real).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn err_write_tmp_taken_between_check_and_create_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("ordobridge.db");
+        fs::write(&store, b"store bytes").unwrap();
+        let tmp = dir.path().join("x.tmp");
+        std::os::unix::fs::symlink(&store, &tmp).unwrap();
+        let err = write_tmp(&tmp, b"x").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read_link(&tmp).unwrap(), store);
+        assert_eq!(fs::read(&store).unwrap(), b"store bytes");
+    }
+
+    #[test]
+    fn ok_redact_hides_the_ipp_of_file_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = outbox(dir.path(), "ORU_{ipp}_{seq}.HPR", None);
+        let text = "cannot write `/out/ORU_123456_42.HPR.tmp`: disk full";
+        assert_eq!(
+            out.redact(text, &vars()),
+            "cannot write `/out/ORU_{ipp}_42.HPR.tmp`: disk full"
+        );
+        let without = outbox(dir.path(), "{control_id}.hl7", None);
+        assert_eq!(without.redact("a 123456 b", &vars()), "a 123456 b");
     }
 
     #[test]

@@ -81,6 +81,15 @@ pub enum ParseError {
 }
 
 impl ParseError {
+    /// The same sentence without the bytes quoted from the message (the start of a message
+    /// that is not MSH may be a PID segment): what goes to logs at info level and above.
+    pub fn without_values(&self) -> String {
+        match self {
+            ParseError::NotMsh { .. } => "message does not start with `MSH`".to_string(),
+            other => other.to_string(),
+        }
+    }
+
     /// Where the error is, for ERR-2/ERR-1.
     pub fn location(&self) -> Option<ErrLocation> {
         let at = |segment: &str, field: usize| ErrLocation {
@@ -710,6 +719,17 @@ OBX|2|TX|CODE2||second a\\S\\b\r";
             Message::parse(raw.as_bytes()).unwrap_err().to_string(),
             expected
         );
+    }
+
+    #[rstest]
+    #[case::err_not_msh("PID|1||123456^^^CH^PI\r", "message does not start with `MSH`")]
+    #[case::err_charset_kept(
+        "MSH|^~\\&||||||||||||||||XYZ\r",
+        "unsupported charset `XYZ` in MSH-18"
+    )]
+    fn err_without_values(#[case] raw: &str, #[case] expected: &str) {
+        let error = Message::parse(raw.as_bytes()).unwrap_err();
+        assert_eq!(error.without_values(), expected);
     }
 
     #[test]

@@ -51,6 +51,15 @@ pub enum AccessError {
     /// `exp` is in the past.
     #[error("the link expired at unix time {exp} (now {now})")]
     Expired { exp: i64, now: i64 },
+    /// `exp` is further in the future than `[launch] max_link_age` allows: a link meant to
+    /// live for days is a standing key to the patient's session.
+    #[error(
+        "the link's expiry {exp} is {ahead} s ahead, more than the {max} s allowed (`max_link_age`)"
+    )]
+    ExpiryTooFar { exp: i64, ahead: i64, max: i64 },
+    /// The signed link was already opened once.
+    #[error("the link was already used: signed links open one launch; ask the EHR for a new one")]
+    AlreadyUsed,
     /// `sig` does not decode, appears twice, or does not match the link.
     #[error("the signature does not match the link")]
     BadSignature,
@@ -85,6 +94,15 @@ impl Cidr {
             });
         }
         Ok(Cidr { network, prefix })
+    }
+
+    /// Whether every address of this network is a loopback address (`127.0.0.0/8` or
+    /// narrower, `::1/128`): such a network reaches only this machine.
+    pub fn is_loopback(&self) -> bool {
+        match self.network {
+            IpAddr::V4(v4) => v4.is_loopback() && self.prefix >= 8,
+            IpAddr::V6(v6) => v6.is_loopback() && self.prefix == 128,
+        }
     }
 
     /// Whether `addr` is in this network; an IPv4-mapped IPv6 address counts as IPv4.
@@ -250,8 +268,8 @@ fn mac_over(secret: &[u8], path: &str, canonical: &str) -> HmacSha256 {
 /// Builds a signed launch link `PATH?CANONICAL&sig=…` valid until unix time `exp`, so EHR
 /// integrators (and tests) can produce links this daemon accepts. `path` is signed as it appears
 /// in the URL (percent-encoded, e.g. `/launch/guide/anti%20coag`); `params` are raw values (this
-/// function encodes them); `sig` and `exp` in `params` are ignored. A link can be opened again
-/// until `exp`: keep lifetimes short (minutes).
+/// function encodes them); `sig` and `exp` in `params` are ignored. The daemon opens a link once
+/// and refuses an `exp` further ahead than `[launch] max_link_age` (default 5 minutes).
 pub fn sign_launch_url(secret: &[u8], path: &str, params: &[(&str, &str)], exp: i64) -> String {
     let exp = exp.to_string();
     let pairs = params
@@ -308,16 +326,66 @@ pub fn verify_launch_signature(
     Ok(())
 }
 
-/// The whole access decision for one launch request, as a pure function of its inputs.
+/// The signatures of the signed links already opened, each kept until its `exp`: a link opens
+/// one launch. Memory is bounded: every entry expires within `max_link_age`, expired entries
+/// are dropped as new ones come, and past [`UsedLinks::CAPACITY`] live entries new links are
+/// refused rather than remembered (an EHR opening more than that in five minutes is an attack).
+#[derive(Debug, Default)]
+pub struct UsedLinks {
+    /// SHA-256 of the `sig` value → the link's `exp`.
+    seen: std::sync::Mutex<std::collections::HashMap<[u8; 32], i64>>,
+}
+
+impl UsedLinks {
+    /// The most links remembered at once.
+    pub const CAPACITY: usize = 100_000;
+
+    /// Records `sig` as used until `exp`; `false` if it was already used (or memory is full).
+    pub fn first_use(&self, sig: &str, exp: i64, now: i64) -> bool {
+        let key: [u8; 32] = Sha256::digest(sig.as_bytes()).into();
+        // The lock is held for a hash lookup and, now and then, a sweep of expired entries;
+        // launches are human clicks, so contention is negligible.
+        let Ok(mut seen) = self.seen.lock() else {
+            return false;
+        };
+        if seen.len() >= Self::CAPACITY / 2 {
+            seen.retain(|_, until| *until >= now);
+        }
+        if seen.len() >= Self::CAPACITY || seen.contains_key(&key) {
+            return false;
+        }
+        seen.insert(key, exp);
+        true
+    }
+}
+
+/// What decides whether a launch request is admitted, besides the request itself.
+pub(crate) struct AccessPolicy<'a> {
+    pub allow_list: &'a AllowList,
+    pub secret: Option<&'a SigningSecret>,
+    pub require_signature: bool,
+    /// The furthest `exp` of a signed link may be in the future, in seconds.
+    pub max_link_age: i64,
+    /// Signed links already opened; `None` lets a link be opened until it expires.
+    pub used: Option<&'a UsedLinks>,
+}
+
+/// The whole access decision for one launch request, as a function of its inputs (and of the
+/// links already used).
 pub(crate) fn check_access(
-    allow_list: &AllowList,
-    secret: Option<&SigningSecret>,
-    require_signature: bool,
+    policy: &AccessPolicy<'_>,
     peer: Option<SocketAddr>,
     path: &str,
     pairs: &[(String, String)],
     now: i64,
 ) -> Result<(), AccessError> {
+    let AccessPolicy {
+        allow_list,
+        secret,
+        require_signature,
+        max_link_age,
+        used,
+    } = *policy;
     let peer = peer.ok_or(AccessError::NoPeerAddress)?;
     if !allow_list.allows(peer.ip()) {
         return Err(AccessError::NetworkNotAllowed {
@@ -332,7 +400,28 @@ pub(crate) fn check_access(
         return Err(AccessError::SignatureRequired);
     }
     let secret = secret.ok_or(AccessError::NoSecret)?;
-    verify_launch_signature(secret.bytes(), path, pairs, now)
+    verify_launch_signature(secret.bytes(), path, pairs, now)?;
+    // Both are present and single: the signature check above made sure.
+    let value = |name: &str| {
+        pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let exp: i64 = value("exp").and_then(|e| e.parse().ok()).unwrap_or(0);
+    if exp - now > max_link_age {
+        return Err(AccessError::ExpiryTooFar {
+            exp,
+            ahead: exp - now,
+            max: max_link_age,
+        });
+    }
+    if let Some(used) = used
+        && !used.first_use(value("sig").unwrap_or(""), exp, now)
+    {
+        return Err(AccessError::AlreadyUsed);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -539,9 +628,13 @@ mod tests {
             parse_query("rpps=2")
         };
         let got = check_access(
-            &AllowList::default(),
-            Some(&secret),
-            require,
+            &AccessPolicy {
+                allow_list: &AllowList::default(),
+                secret: Some(&secret),
+                require_signature: require,
+                max_link_age: 300,
+                used: None,
+            },
             peer,
             "/launch/scan",
             &pairs,
@@ -551,12 +644,100 @@ mod tests {
     }
 
     #[test]
+    fn err_signed_link_opens_once() {
+        let secret = SigningSecret::new(SECRET);
+        let used = UsedLinks::default();
+        let policy = AccessPolicy {
+            allow_list: &AllowList::default(),
+            secret: Some(&secret),
+            require_signature: true,
+            max_link_age: 300,
+            used: Some(&used),
+        };
+        let pairs = signed_pairs("/launch/scan", &[("rpps", "2")], NOW + 60);
+        let check = || check_access(&policy, peer("127.0.0.1"), "/launch/scan", &pairs, NOW);
+        assert_eq!(check(), Ok(()));
+        let again = check().unwrap_err();
+        assert_eq!(again, AccessError::AlreadyUsed);
+        assert_eq!(
+            again.to_string(),
+            "the link was already used: signed links open one launch; ask the EHR for a new one"
+        );
+        let other = signed_pairs("/launch/scan", &[("rpps", "3")], NOW + 60);
+        assert_eq!(
+            check_access(&policy, peer("127.0.0.1"), "/launch/scan", &other, NOW),
+            Ok(()),
+            "another link is not affected"
+        );
+    }
+
+    #[rstest]
+    #[case::ok_at_the_limit(300, Ok(()))]
+    #[case::err_beyond(301, Err(AccessError::ExpiryTooFar { exp: NOW + 301, ahead: 301, max: 300 }))]
+    fn link_age(#[case] ahead: i64, #[case] expected: Result<(), AccessError>) {
+        let secret = SigningSecret::new(SECRET);
+        let pairs = signed_pairs("/launch/scan", &[("rpps", "2")], NOW + ahead);
+        let policy = AccessPolicy {
+            allow_list: &AllowList::default(),
+            secret: Some(&secret),
+            require_signature: true,
+            max_link_age: 300,
+            used: None,
+        };
+        let got = check_access(&policy, peer("127.0.0.1"), "/launch/scan", &pairs, NOW);
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn err_expiry_too_far_text() {
+        let err = AccessError::ExpiryTooFar {
+            exp: NOW + 86_400,
+            ahead: 86_400,
+            max: 300,
+        };
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the link's expiry {} is 86400 s ahead, more than the 300 s allowed (`max_link_age`)",
+                NOW + 86_400
+            )
+        );
+    }
+
+    #[test]
+    fn ok_used_links_forget_expired_entries() {
+        let used = UsedLinks::default();
+        for i in 0..(UsedLinks::CAPACITY / 2) {
+            assert!(used.first_use(&format!("sig{i}"), NOW - 1, NOW - 2));
+        }
+        // Past half the capacity, expired entries are swept before a new one is kept.
+        assert!(used.first_use("fresh", NOW + 60, NOW));
+        assert_eq!(used.seen.lock().expect("lock").len(), 1);
+    }
+
+    #[rstest]
+    #[case::loopback_v4("127.0.0.0/8", true)]
+    #[case::loopback_host("127.0.0.1", true)]
+    #[case::loopback_v6("::1/128", true)]
+    #[case::wider_than_loopback("0.0.0.0/0", false)]
+    #[case::lan("10.0.0.0/8", false)]
+    #[case::v6_any("::/0", false)]
+    fn cidr_is_loopback(#[case] network: &str, #[case] expected: bool) {
+        let cidr: Cidr = network.parse().unwrap();
+        assert_eq!(cidr.is_loopback(), expected);
+    }
+
+    #[test]
     fn err_signed_without_secret_fails_closed() {
         let pairs = signed_pairs("/launch/scan", &[("rpps", "2")], NOW + 60);
         let got = check_access(
-            &AllowList::default(),
-            None,
-            false,
+            &AccessPolicy {
+                allow_list: &AllowList::default(),
+                secret: None,
+                require_signature: false,
+                max_link_age: 300,
+                used: None,
+            },
             peer("127.0.0.1"),
             "/launch/scan",
             &pairs,

@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::access::{AllowList, SigningSecret, check_access};
+use super::access::{AccessPolicy, AllowList, SigningSecret, UsedLinks, check_access};
 use super::error::{CORRELATION_HEADER, ErrorPage, LaunchError};
 use super::mapping::{LaunchValues, ScanTokenMapping};
 use super::query::{first, parse_query};
@@ -173,9 +173,18 @@ pub struct LaunchSettings {
     pub signing_secret: Option<SigningSecret>,
     /// Refuse unsigned links (on top of the allow-list).
     pub require_signature: bool,
+    /// The operator accepts unsigned links from networks beyond this machine (an EHR that
+    /// cannot sign): only warned about at start.
+    pub allow_unsigned_links: bool,
+    /// How far in the future a signed link's `exp` may be.
+    pub max_link_age: std::time::Duration,
     pub unknown_patient: UnknownPatient,
     pub mapping: ScanTokenMapping,
 }
+
+/// The default of `[launch] max_link_age`: an EHR signs a link when the clinician clicks, so
+/// minutes are plenty, and a link that leaks (browser history, a proxy log) soon dies.
+pub const DEFAULT_MAX_LINK_AGE: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 impl LaunchSettings {
     /// Defaults (loopback only, unsigned links allowed, unknown patients refused) around a mapping.
@@ -185,6 +194,8 @@ impl LaunchSettings {
             allow_list: AllowList::default(),
             signing_secret: None,
             require_signature: false,
+            allow_unsigned_links: false,
+            max_link_age: DEFAULT_MAX_LINK_AGE,
             unknown_patient: UnknownPatient::Refuse,
             mapping,
         }
@@ -196,6 +207,8 @@ pub struct LaunchState<C, P> {
     context: Arc<C>,
     posos: Arc<P>,
     settings: Arc<LaunchSettings>,
+    /// Signed links already opened (each opens one launch).
+    used_links: Arc<UsedLinks>,
 }
 
 impl<C, P> Clone for LaunchState<C, P> {
@@ -204,6 +217,7 @@ impl<C, P> Clone for LaunchState<C, P> {
             context: Arc::clone(&self.context),
             posos: Arc::clone(&self.posos),
             settings: Arc::clone(&self.settings),
+            used_links: Arc::clone(&self.used_links),
         }
     }
 }
@@ -220,6 +234,7 @@ impl<C: LaunchContext, P: PososApi> LaunchState<C, P> {
             context,
             posos,
             settings: Arc::new(settings),
+            used_links: Arc::new(UsedLinks::default()),
         }
     }
 
@@ -324,15 +339,14 @@ pub(crate) async fn guard<C: LaunchContext, P: PososApi>(
         let pairs = parse_query(request.uri().query().unwrap_or(""));
         let settings = state.settings();
         let now = jiff::Timestamp::now().as_second();
-        let checked = check_access(
-            &settings.allow_list,
-            settings.signing_secret.as_ref(),
-            settings.require_signature,
-            peer,
-            &path,
-            &pairs,
-            now,
-        );
+        let policy = AccessPolicy {
+            allow_list: &settings.allow_list,
+            secret: settings.signing_secret.as_ref(),
+            require_signature: settings.require_signature,
+            max_link_age: i64::try_from(settings.max_link_age.as_secs()).unwrap_or(i64::MAX),
+            used: Some(&state.used_links),
+        };
+        let checked = check_access(&policy, peer, &path, &pairs, now);
         let mut response = match checked {
             Ok(()) => {
                 tracing::debug!(peer = ?peer, "launch admitted");

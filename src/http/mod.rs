@@ -8,6 +8,8 @@
 //!   ([`sign_launch_url`] builds them for EHR integrators).
 //! - [`mapping`]: `mappings/scan-token.toml`, loaded and validated into a [`ScanTokenMapping`]
 //!   that builds the scan-token request as a pure function.
+//! - [`guard`]: what every route shares: served `Host` names, the admin routes' access,
+//!   the request timeout and the security headers.
 //! - [`error`]: the one API error type, [`LaunchError`], rendered as an HTML page a clinician
 //!   understands (French, then English) with a correlation id that the logs carry too.
 //!
@@ -19,6 +21,7 @@
 
 pub mod access;
 pub mod error;
+pub mod guard;
 pub mod launch;
 pub mod mapping;
 mod query;
@@ -31,12 +34,14 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 pub use access::{
-    AccessError, AllowList, Cidr, SigningSecret, sign_launch_url, verify_launch_signature,
+    AccessError, AllowList, Cidr, SigningSecret, UsedLinks, sign_launch_url,
+    verify_launch_signature,
 };
 pub use error::{CORRELATION_HEADER, ErrorPage, LaunchError};
+pub use guard::HttpGuardSettings;
 pub use launch::{
-    CorrelationId, LaunchContext, LaunchFailure, LaunchSettings, LaunchState, ParameterNames,
-    PatientContext, PatientKey, PososApi, PractitionerContext, UnknownPatient,
+    CorrelationId, DEFAULT_MAX_LINK_AGE, LaunchContext, LaunchFailure, LaunchSettings, LaunchState,
+    ParameterNames, PatientContext, PatientKey, PososApi, PractitionerContext, UnknownPatient,
 };
 pub use mapping::{LaunchValues, MappingError, ScanTokenMapping, Source};
 pub use serve::ServeSettings;

@@ -5,12 +5,17 @@
 //! Bounded by design: a semaphore caps the connections (the next peer waits in the kernel
 //! backlog until a slot frees), a connection reads only when it has no complete item buffered,
 //! and the codec never buffers more than one maximum-size payload plus one read.
+//!
+//! Access: right after `accept`, before anything is read, a peer outside the allowed networks
+//! or already holding `max_connections_per_peer` connections is closed, counted in
+//! `refused_peers` and logged with its address only.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -25,7 +30,11 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::MllpError;
 use super::codec::{DEFAULT_MAX_FRAME_BYTES, Inbound, MllpCodec};
+use crate::http::AllowList;
 use crate::tls::{BoxedStream, PeerCertificate, ServerTls};
+
+/// Connections one peer address may hold at once unless configured otherwise.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 32;
 
 /// How much room a connection reserves in its read buffer before each read.
 const READ_CHUNK: usize = 8 * 1024;
@@ -43,6 +52,12 @@ pub struct ServerSettings {
     pub read_timeout: Duration,
     /// How long a connection may stay silent between frames before it is closed.
     pub idle_timeout: Duration,
+    /// Source networks allowed to connect; `None` lets any address in (the listener binds
+    /// where the operator says, so this is the backwards-compatible default).
+    pub allow: Option<AllowList>,
+    /// Connections one peer address may hold at once; one more is closed right after
+    /// `accept`, so one sender cannot take every slot of `max_connections`.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for ServerSettings {
@@ -52,6 +67,8 @@ impl Default for ServerSettings {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
+            allow: None,
+            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
         }
     }
 }
@@ -67,6 +84,11 @@ impl ServerSettings {
         }
         if self.max_frame_bytes == 0 {
             return Err(invalid("mllp server: max_frame_bytes must be at least 1"));
+        }
+        if self.max_connections_per_peer == 0 {
+            return Err(invalid(
+                "mllp server: max_connections_per_peer must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -112,6 +134,9 @@ pub struct ServerStats {
     pub tls_plain_refused: AtomicU64,
     /// TLS listener: failed or timed-out handshakes (unknown CA, no client certificate, …).
     pub tls_handshake_failures: AtomicU64,
+    /// Connections closed right after `accept`, unread: the peer is outside the allowed
+    /// networks or already holds `max_connections_per_peer` connections.
+    pub refused_peers: AtomicU64,
 }
 
 /// A plain copy of [`ServerStats`] at one instant, for reports and tests; the fields mean what
@@ -132,6 +157,7 @@ pub struct ServerStatsSnapshot {
     pub io_errors: u64,
     pub tls_plain_refused: u64,
     pub tls_handshake_failures: u64,
+    pub refused_peers: u64,
 }
 
 impl ServerStats {
@@ -153,6 +179,7 @@ impl ServerStats {
             io_errors: get(&self.io_errors),
             tls_plain_refused: get(&self.tls_plain_refused),
             tls_handshake_failures: get(&self.tls_handshake_failures),
+            refused_peers: get(&self.refused_peers),
         }
     }
 }
@@ -197,6 +224,7 @@ pub async fn serve_tls<H: FrameHandler>(
         stats,
         shutdown,
         tracker: TaskTracker::new(),
+        per_peer: Arc::new(Mutex::new(HashMap::new())),
     };
     server.run().await;
     // Close the listening socket before draining, so new peers are refused rather than left
@@ -222,6 +250,16 @@ struct Listener<H> {
     limit: Arc<Semaphore>,
     /// Connection tasks, so `serve` can wait for them at shutdown.
     tracker: TaskTracker,
+    /// Open connections per peer address, for `max_connections_per_peer`; an address leaves
+    /// the map when its last connection ends.
+    per_peer: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// Why a peer is closed right after `accept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    NotAllowed,
+    TooManyConnections,
 }
 
 impl<H: FrameHandler> Listener<H> {
@@ -233,22 +271,47 @@ impl<H: FrameHandler> Listener<H> {
             let Some((socket, peer)) = self.accept().await else {
                 return;
             };
+            // Checked before anything is read or any handler is built: a refused peer is
+            // closed (the socket dropped) and its slot freed at once.
+            let peer_slot = match self.admit(peer.ip()) {
+                Ok(slot) => slot,
+                Err(refusal) => {
+                    bump(&self.stats.refused_peers);
+                    match refusal {
+                        Refusal::NotAllowed => {
+                            warn!(%peer, "mllp connection refused: address not in the channel's `allow` networks");
+                        }
+                        Refusal::TooManyConnections => {
+                            warn!(%peer, max_connections_per_peer = self.settings.max_connections_per_peer, "mllp connection refused: this address already holds `max_connections_per_peer` connections");
+                        }
+                    }
+                    drop(socket);
+                    continue;
+                }
+            };
             if let Err(error) = socket.set_nodelay(true) {
                 debug!(%peer, %error, "cannot set TCP_NODELAY");
             }
             bump(&self.stats.connections_open);
             bump(&self.stats.connections_total);
             debug!(%peer, "mllp connection accepted");
-            self.spawn_connection(socket, peer, permit);
+            self.spawn_connection(socket, peer, permit, peer_slot);
         }
     }
 
     /// Serves one accepted connection in its own task: the TLS handshake first when the
     /// listener has TLS, then the frames.
-    fn spawn_connection(&self, socket: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+    fn spawn_connection(
+        &self,
+        socket: TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+        peer_slot: PeerSlot,
+    ) {
         let slot = Slot {
             _permit: permit,
             stats: Arc::clone(&self.stats),
+            _peer: peer_slot,
         };
         let handler = Arc::clone(&self.handler);
         let stats = Arc::clone(&self.stats);
@@ -285,6 +348,27 @@ impl<H: FrameHandler> Listener<H> {
             }
             .in_current_span(),
         );
+    }
+
+    /// Whether `ip` may open one more connection: in the allowed networks and under its
+    /// per-peer limit; on success its count is taken until the returned guard drops.
+    fn admit(&self, ip: IpAddr) -> Result<PeerSlot, Refusal> {
+        if let Some(allow) = &self.settings.allow
+            && !allow.allows(ip)
+        {
+            return Err(Refusal::NotAllowed);
+        }
+        // Held only to read and bump one count.
+        let mut counts = self.per_peer.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(ip.to_canonical()).or_default();
+        if *count >= self.settings.max_connections_per_peer {
+            return Err(Refusal::TooManyConnections);
+        }
+        *count += 1;
+        Ok(PeerSlot {
+            ip: ip.to_canonical(),
+            counts: Arc::clone(&self.per_peer),
+        })
     }
 
     /// Waits for a free connection slot; `None` on shutdown.
@@ -380,6 +464,26 @@ async fn handshake(
 struct Slot {
     _permit: OwnedSemaphorePermit,
     stats: Arc<ServerStats>,
+    _peer: PeerSlot,
+}
+
+/// One connection counted against its peer address; uncounted on drop.
+struct PeerSlot {
+    ip: IpAddr,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        // Held only to decrement one count.
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Drop for Slot {

@@ -743,6 +743,17 @@ button?.addEventListener('click', async () => {
 });
 "#;
 
+/// The Scan & Go page's `Content-Security-Policy`: its one inline script (by hash), its own
+/// styles, `fetch` to its own origin, nothing else.
+fn page_policy() -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(PAGE_SCRIPT));
+    format!(
+        "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
+    )
+}
+
 fn render_page(id: &str, session: &Session) -> String {
     let user = &session.user;
     let mut rows = String::new();
@@ -789,7 +800,11 @@ fn render_page(id: &str, session: &Session) -> String {
 
 async fn scan_page(State(state): State<SimulatorState>, Path(id): Path<String>) -> Response {
     match state.session(&id) {
-        Some(session) => Html(render_page(&id, &session)).into_response(),
+        Some(session) => (
+            [(axum::http::header::CONTENT_SECURITY_POLICY, page_policy())],
+            Html(render_page(&id, &session)),
+        )
+            .into_response(),
         None => (
             StatusCode::NOT_FOUND,
             Html(format!(

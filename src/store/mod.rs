@@ -38,8 +38,10 @@
 //! Dropping every [`Store`] handle, or [`Store::close`], lets the writer finish the queued
 //! requests, commit them and exit; `close` waits for that.
 
+pub mod backup;
 mod census;
 mod hold;
+mod prune;
 mod queue;
 mod read;
 mod schema;
@@ -58,8 +60,9 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::hold::{DeliverOutcome, HeldBundle, HoldOverview, ReleaseReason};
+pub use self::prune::{Pruned, RetentionPlan};
 pub use self::queue::{
-    DeadLetter, DestinationDepth, OutboundItem, OutboundMessage, OutboundStatus,
+    DeadLetter, DestinationDepth, OutboundItem, OutboundMessage, OutboundStatus, QueueHead,
 };
 use self::read::Readers;
 use self::writer::{Counters, Prepared, Request};
@@ -602,6 +605,69 @@ impl Store {
         tokio::task::spawn_blocking(move || store.journal_entry(id))
             .await
             .map_err(|source| self.read_task(source))?
+    }
+
+    /// One step of a prune on the writer: at most `limit` rows of each kind that `plan` lets go
+    /// (none with `None`), then up to `vacuum_pages` free pages given back to the file system.
+    /// Returns the rows deleted and the pages freed, after the commit.
+    pub async fn prune_step(
+        &self,
+        plan: Option<RetentionPlan>,
+        limit: usize,
+        vacuum_pages: u32,
+    ) -> Result<(Pruned, u32), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Prune {
+            plan,
+            limit,
+            vacuum_pages,
+            pruned: Pruned::default(),
+            freed: 0,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| self.closed())?
+    }
+
+    /// Prunes everything `plan` lets go, `batch` rows of each kind per transaction (the writer
+    /// serves journal inserts between them), then shrinks the file; returns the rows deleted
+    /// and the pages freed.
+    pub async fn prune(
+        &self,
+        plan: RetentionPlan,
+        batch: usize,
+    ) -> Result<(Pruned, u64), StoreError> {
+        /// Pages given back per transaction (4 MiB with 4 KiB pages).
+        const VACUUM_PAGES: u32 = 1024;
+        let mut total = Pruned::default();
+        loop {
+            let (pruned, _) = self.prune_step(Some(plan), batch.max(1), 0).await?;
+            total.add(pruned);
+            if pruned.total() == 0 {
+                break;
+            }
+            // Let the runtime serve other tasks (intake) between two transactions.
+            tokio::task::yield_now().await;
+        }
+        let mut freed = 0u64;
+        if total.total() > 0 {
+            loop {
+                let (_, pages) = self.prune_step(None, 0, VACUUM_PAGES).await?;
+                freed += u64::from(pages);
+                if pages == 0 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok((total, freed))
+    }
+
+    /// What [`Store::prune`] would delete, without deleting (blocking).
+    pub fn prunable(&self, plan: &RetentionPlan) -> Result<Pruned, StoreError> {
+        self.shared
+            .readers
+            .with(|connection| prune::count(connection, plan))
     }
 
     /// A snapshot of the writer's counters (commits, batches, messages, batch sizes).

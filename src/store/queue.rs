@@ -118,6 +118,20 @@ pub struct DestinationDepth {
     pub oldest_pending_at: Option<jiff::Timestamp>,
 }
 
+/// The head of a destination's queue (its oldest pending message): what the worker is trying
+/// to deliver now, and how that goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueHead {
+    /// Destination name.
+    pub destination: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Why the last attempt failed (empty before the first failure).
+    pub last_error: String,
+    /// When it was enqueued.
+    pub enqueued_at: jiff::Timestamp,
+}
+
 /// One dead letter without its bytes: what `ordobridge replay` lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -356,6 +370,14 @@ impl Store {
         self.shared.readers.with(overview)
     }
 
+    /// The head of every destination that has pending messages (blocking pool).
+    pub async fn queue_heads_async(&self) -> Result<Vec<QueueHead>, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.shared.readers.with(queue_heads))
+            .await
+            .map_err(|source| self.read_task(source))?
+    }
+
     /// [`Store::queue_overview`] on the blocking pool, for async callers (HTTP, metrics).
     pub async fn queue_overview_async(&self) -> Result<Vec<DestinationDepth>, StoreError> {
         let store = self.clone();
@@ -535,6 +557,27 @@ fn overview(connection: &Connection) -> rusqlite::Result<Vec<DestinationDepth>> 
         });
     }
     Ok(depths)
+}
+
+/// The oldest pending row of each destination, through the `outbound_pending` index.
+const HEADS_SQL: &str =
+    "SELECT o.destination, o.attempts, coalesce(o.last_error, ''), o.enqueued_at
+    FROM (SELECT min(id) AS id FROM outbound WHERE status = 'pending' GROUP BY destination) h
+    JOIN outbound o ON o.id = h.id ORDER BY o.destination";
+
+fn queue_heads(connection: &Connection) -> rusqlite::Result<Vec<QueueHead>> {
+    let mut statement = connection.prepare_cached(HEADS_SQL)?;
+    let mut rows = statement.query([])?;
+    let mut heads = Vec::new();
+    while let Some(row) = rows.next()? {
+        heads.push(QueueHead {
+            destination: row.get(0)?,
+            attempts: row.get(1)?,
+            last_error: row.get(2)?,
+            enqueued_at: micros_to_timestamp(row.get(3)?, 3)?,
+        });
+    }
+    Ok(heads)
 }
 
 fn dead_letters(

@@ -230,7 +230,30 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     configure_writer(&connection, path)?;
     connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     migrate(&mut connection, path)?;
+    incremental_auto_vacuum(&connection, path)?;
     Ok(connection)
+}
+
+/// Puts the store in `auto_vacuum = INCREMENTAL`, so that pages freed by the pruner can be
+/// given back to the file system (`PRAGMA incremental_vacuum`). A store created before this
+/// setting is rewritten once by `VACUUM` (as long as copying the file; take a backup first).
+fn incremental_auto_vacuum(connection: &Connection, path: &Path) -> Result<(), StoreError> {
+    /// `PRAGMA auto_vacuum` value of INCREMENTAL.
+    const INCREMENTAL: i64 = 2;
+    let setting = |setting, source| StoreError::Configure {
+        path: path.to_path_buf(),
+        setting,
+        source,
+    };
+    let mode: i64 = connection
+        .query_row("PRAGMA auto_vacuum", [], |row| row.get(0))
+        .map_err(|source| setting("auto_vacuum", source))?;
+    if mode != INCREMENTAL {
+        connection
+            .execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")
+            .map_err(|source| setting("auto_vacuum=INCREMENTAL (VACUUM)", source))?;
+    }
+    Ok(())
 }
 
 /// Opens a read-only connection on an existing store (the writer created and migrated it).

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::census::{self, CensusOutcome};
 use super::hold::{self, DeliverOutcome, Delivery, NewHold};
+use super::prune::{self, Pruned, RetentionPlan};
 use super::queue::{self, Change, PreparedItem};
 use super::{EntryStatus, InboundRecord, JournalOutcome, RecordStatus, StoreError};
 use crate::census::CensusUpdate;
@@ -118,6 +119,17 @@ pub(super) enum Request {
         delivery: Delivery,
         outcome: Option<DeliverOutcome>,
         reply: oneshot::Sender<Result<DeliverOutcome, StoreError>>,
+    },
+    /// `Store::prune_step`: at most `limit` rows of each kind deleted by `plan`, then up to
+    /// `vacuum_pages` free pages given back; `pruned` and `freed` are filled in the
+    /// transaction, sent after it.
+    Prune {
+        plan: Option<RetentionPlan>,
+        limit: usize,
+        vacuum_pages: u32,
+        pruned: Pruned,
+        freed: u32,
+        reply: oneshot::Sender<Result<(Pruned, u32), StoreError>>,
     },
     /// An outbound status change (`mark_delivered`, `mark_retry`, `mark_dead`, `replay`);
     /// `changed` (rows updated) is filled in the transaction, sent after it.
@@ -376,6 +388,17 @@ pub(super) fn commit_batch(
                 };
                 let _ = reply.send(answer);
             }
+            Request::Prune {
+                pruned,
+                freed,
+                reply,
+                ..
+            } => {
+                let _ = reply.send(match &failure {
+                    None => Ok((pruned, freed)),
+                    Some(source) => Err(error(source)),
+                });
+            }
         }
     }
 }
@@ -423,6 +446,10 @@ fn reset(batch: &mut [Request]) {
             Request::Hold { inserted, .. } => *inserted = false,
             Request::Deliver { outcome, .. } => *outcome = None,
             Request::Outbound { changed, .. } => *changed = 0,
+            Request::Prune { pruned, freed, .. } => {
+                *pruned = Pruned::default();
+                *freed = 0;
+            }
             Request::MarkProcessed { .. } | Request::Close { .. } => {}
         }
     }
@@ -508,6 +535,21 @@ fn execute(
                     delivery, outcome, ..
                 } => {
                     *outcome = Some(hold::deliver(&transaction, delivery)?);
+                }
+                Request::Prune {
+                    plan,
+                    limit,
+                    vacuum_pages,
+                    pruned,
+                    freed,
+                    ..
+                } => {
+                    if let Some(plan) = plan {
+                        *pruned = prune::prune(&transaction, plan, *limit)?;
+                    }
+                    if *vacuum_pages > 0 {
+                        *freed = prune::incremental_vacuum(&transaction, *vacuum_pages)?;
+                    }
                 }
             }
         }

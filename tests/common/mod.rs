@@ -490,19 +490,43 @@ pub type Received = Arc<Mutex<Vec<Vec<u8>>>>;
 /// A minimal EHR on a loopback MLLP port: answers AA to every message and keeps them, so a
 /// test can check what the daemon delivered.
 pub async fn ehr_peer() -> (SocketAddr, Received) {
-    use futures::{SinkExt, StreamExt};
-    use ordobridge::hl7::Message;
-    use ordobridge::mllp::{Inbound, MllpCodec};
+    ehr_peer_answering(|control_id| format!("MSA|AA|{control_id}")).await
+}
 
+/// An [`ehr_peer`] whose answer to each message is an ACK with the MSA segment (and any
+/// segment after it) that `msa` gives for the message's control id, e.g.
+/// `MSA|AE|{id}|some text`.
+pub async fn ehr_peer_answering(
+    msa: impl Fn(&str) -> String + Send + Sync + 'static,
+) -> (SocketAddr, Received) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind peer");
     let addr = listener.local_addr().expect("addr");
+    (addr, peer_on(listener, msa))
+}
+
+/// [`ehr_peer`] on a listener the test bound earlier (and left unanswered until now: a
+/// destination that was down comes back).
+pub fn ehr_peer_on(listener: tokio::net::TcpListener) -> Received {
+    peer_on(listener, |control_id| format!("MSA|AA|{control_id}"))
+}
+
+fn peer_on(
+    listener: tokio::net::TcpListener,
+    msa: impl Fn(&str) -> String + Send + Sync + 'static,
+) -> Received {
+    use futures::{SinkExt, StreamExt};
+    use ordobridge::hl7::Message;
+    use ordobridge::mllp::{Inbound, MllpCodec};
+
     let received: Received = Arc::default();
     let sink = received.clone();
+    let msa = Arc::new(msa);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let sink = sink.clone();
+            let msa = msa.clone();
             tokio::spawn(async move {
                 let mut framed = tokio_util::codec::Framed::new(stream, MllpCodec::new(1 << 20));
                 while let Some(Ok(Inbound::Frame(payload))) = framed.next().await {
@@ -511,7 +535,8 @@ pub async fn ehr_peer() -> (SocketAddr, Received) {
                         .unwrap_or_default();
                     sink.lock().expect("lock").push(payload.to_vec());
                     let ack = format!(
-                        "MSH|^~\\&|DPI|CH|OB|POSOS|20260105||ACK^O01^ACK|A{control_id}|P|2.5\rMSA|AA|{control_id}\r"
+                        "MSH|^~\\&|DPI|CH|OB|POSOS|20260105||ACK^O01^ACK|A{control_id}|P|2.5\r{}\r",
+                        msa(&control_id)
                     );
                     if framed.send(ack.as_bytes()).await.is_err() {
                         return;
@@ -520,7 +545,7 @@ pub async fn ehr_peer() -> (SocketAddr, Received) {
             });
         }
     });
-    (addr, received)
+    received
 }
 
 /// Polls `check` until it gives a value, or fails after [`PATIENCE`] naming `what`: waits on
