@@ -2272,7 +2272,7 @@ bind = "127.0.0.1:${PORT:-2575}"
             "{MINIMAL}[inbound.adt-in.tls]\ncert = \"tls/ob.crt\"\nkey = \"/k/ob.key\"\nclient_ca = \"ca.pem\"\nclient_names = [\"dpi.example\"]\n\
              [outbound.ehr]\nprotocol = \"mllp\"\naddress = \"10.0.0.5:2576\"\n[outbound.ehr.tls]\nca = \"ca.pem\"\n\
              [http]\nbind = \"127.0.0.1:8717\"\nheader_read_timeout = \"3s\"\n[http.tls]\ncert = \"h.crt\"\nkey = \"h.key\"\nclient_ca = \"ca.pem\"\n\
-             [push]\nrequire_client_cert = true\n"
+             [push]\nrequire_client_cert = true\nallow_unauthenticated = true\n"
         );
         let config = load(&text, &[]).unwrap();
         let InboundKind::Mllp(mllp) = &config.inbound["adt-in"].kind else {
@@ -2314,7 +2314,7 @@ bind = "127.0.0.1:${PORT:-2575}"
         "/etc/ordobridge/ob.toml:11:1: `outbound.e.tls.server_name`: invalid TLS server name `not a name!`: set `server_name` to the DNS name or IP address in the receiver's certificate"
     )]
     #[case::client_cert_without_ca(
-        "[http]\nbind = \"127.0.0.1:1\"\n[push]\nrequire_client_cert = true\n",
+        "[http]\nbind = \"127.0.0.1:1\"\n[push]\nrequire_client_cert = true\nallow_unauthenticated = true\n",
         "/etc/ordobridge/ob.toml:11:23: `push.require_client_cert`: client certificates are required but `[http.tls]` has no `client_ca`: add `[http.tls]` with `cert`, `key` and `client_ca` (the CA that signs Posos' certificate)"
     )]
     fn err_tls_keys(#[case] extra: &str, #[case] expected: &str) {
