@@ -752,12 +752,13 @@ enum SizeValue {
     Text(String),
 }
 
-const DEFAULT_QUEUE_CAPACITY: usize = 4096;
-const DEFAULT_MAX_BATCH: usize = 512;
-const DEFAULT_MAX_CONNECTIONS: usize = 256;
-const DEFAULT_MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
-const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
-const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+// The configuration's defaults are the library's: one place each.
+const DEFAULT_QUEUE_CAPACITY: usize = crate::store::StoreOptions::DEFAULT.queue_capacity;
+const DEFAULT_MAX_BATCH: usize = crate::store::StoreOptions::DEFAULT.max_batch;
+const DEFAULT_MAX_CONNECTIONS: usize = crate::mllp::server::ServerSettings::DEFAULT.max_connections;
+const DEFAULT_MAX_FRAME_BYTES: usize = crate::mllp::server::ServerSettings::DEFAULT.max_frame_bytes;
+const DEFAULT_READ_TIMEOUT: Duration = crate::mllp::server::ServerSettings::DEFAULT.read_timeout;
+const DEFAULT_IDLE_TIMEOUT: Duration = crate::mllp::server::ServerSettings::DEFAULT.idle_timeout;
 
 impl RawConfig {
     fn validate(self, file: &Path, base: &Path, report: &mut Report<'_>) -> Config {
@@ -2264,6 +2265,27 @@ bind = "127.0.0.1:${PORT:-2575}"
         assert_eq!(mllp.bind, "127.0.0.1:2575".parse().unwrap());
         assert_eq!(mllp.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
         assert_eq!(channel.charset, None);
+        // The configuration's defaults are the library's.
+        let library = crate::mllp::server::ServerSettings::default();
+        assert_eq!(
+            (
+                mllp.max_connections,
+                mllp.max_frame_bytes,
+                mllp.read_timeout,
+                mllp.idle_timeout
+            ),
+            (
+                library.max_connections,
+                library.max_frame_bytes,
+                library.read_timeout,
+                library.idle_timeout
+            )
+        );
+        let store = crate::store::StoreOptions::default();
+        assert_eq!(
+            (config.store.queue_capacity, config.store.max_batch),
+            (store.queue_capacity, store.max_batch)
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Issue 3 in a real browser: headless Chromium (Debian's `chromium`, driven by playwright-core
-//! from `tests/browser/launch.mjs`) opens the EHR's launch URL from an opener page, follows the
+//! Issue 3 in a real browser: headless Chromium (the system's, or `@sparticuz/chromium` installed
+//! by the test: see `common::browser`), driven by playwright-core from
+//! `tests/browser/launch.mjs`, opens the EHR's launch URL from an opener page, follows the
 //! 302 to the built-in Posos simulator's Scan & Go page, checks that it names the patient and
 //! the user, clicks "Import to DPI" and waits for `#success`. The simulator then pushes a FHIR
 //! Bundle to a receiver started here, and the page posts the outcome to its opener.
@@ -110,10 +111,12 @@ fn query_escape(value: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_launch_imports_to_dpi_and_pushes_the_bundle() {
-    // Fail early and clearly when Chromium, node or npm is missing.
-    let playwright = tokio::task::spawn_blocking(common::playwright_core)
+    // Find or install playwright-core and Chromium first: a missing node or npm, or a failed
+    // install, fails here saying which.
+    let browser = tokio::task::spawn_blocking(common::browser::browser)
         .await
-        .expect("provision playwright-core");
+        .expect("provision the browser");
+    eprintln!("browser: {browser:?}");
 
     let pushes: Pushes = Arc::default();
     let push_listener = TcpListener::bind("127.0.0.1:0")
@@ -151,10 +154,9 @@ async fn browser_launch_imports_to_dpi_and_pushes_the_bundle() {
     let started = Instant::now();
     let output = tokio::task::spawn_blocking(move || {
         let mut node = Command::new("node");
-        node.arg(&script)
-            .env("PLAYWRIGHT_CORE_DIR", &playwright)
-            .env("CHROMIUM", common::CHROMIUM)
-            .env("USER_DATA_DIR", &profile_path)
+        node.arg(&script);
+        browser.set_env(&mut node);
+        node.env("USER_DATA_DIR", &profile_path)
             .env("OPENER_URL", &opener_url)
             .env("STEP_TIMEOUT_MS", STEP_TIMEOUT.as_millis().to_string())
             .env("TOTAL_TIMEOUT_MS", SCRIPT_TIMEOUT.as_millis().to_string());

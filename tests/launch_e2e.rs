@@ -55,3 +55,40 @@ async fn adt_then_launch_redirects_to_a_simulator_page_naming_the_patient() {
 
     engine.stop().await;
 }
+
+/// Issue 10, read your own writes: the EHR sends the ADT, gets its ACK, and the clinician
+/// clicks at once. The census applies the ADT a moment behind the ACK; the launch waits for it
+/// (bounded) instead of answering "unknown patient". Each of 20 patients is launched exactly
+/// once, right after its ACK, with no retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_right_after_the_adt_ack_finds_the_patient() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = common::base_toml() + &common::simulator_toml("");
+    let engine = common::start_engine(common::config(dir.path(), &text)).await;
+    let http_addr = engine.addr("http");
+    let client = common::no_redirect_client();
+    let a01 = String::from_utf8(common::sample(A01_SAMPLE)).expect("utf-8");
+    for i in 0..20 {
+        let ipp = format!("77{i:04}");
+        let message = a01
+            .replace("100001^^^CH_EXEMPLE", &format!("{ipp}^^^CH_EXEMPLE"))
+            .replace("SYN0002", &format!("RYW{i:04}"));
+        assert!(message.contains(&ipp), "the sample's IPP was replaced");
+        let ack = common::send_adt(engine.addr("adt-in"), message.as_bytes()).await;
+        assert!(ack.contains("MSA|AA|"), "{ack}");
+        let launch = client
+            .get(format!(
+                "http://{http_addr}/launch/scan?ipp={ipp}&rpps=10003456789&first_name=Pierre&last_name=Leblanc"
+            ))
+            .send()
+            .await
+            .expect("launch");
+        assert_eq!(
+            launch.status(),
+            302,
+            "patient {ipp}, launched once right after its ACK: {:?}",
+            launch.text().await
+        );
+    }
+    engine.stop().await;
+}

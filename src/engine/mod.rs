@@ -27,6 +27,8 @@ mod prune;
 mod push;
 pub mod push_token;
 mod status;
+mod unsettled;
+mod watchdog;
 mod web;
 
 use std::collections::BTreeMap;
@@ -232,6 +234,7 @@ pub async fn run_census_processor(
         Arc::default(),
         Arc::new(Notify::new()),
         Arc::new(Notify::new()),
+        Arc::new(tokio::sync::watch::Sender::new(0)),
         shutdown,
     )
     .await;
@@ -293,6 +296,8 @@ pub async fn run_with_reloader(
     let processed = Arc::new(tokio::sync::Notify::new());
     // The processor pokes the releaser of held bundles after each census update.
     let census_changed = Arc::new(tokio::sync::Notify::new());
+    // Through which journal id the census is settled: launches read their own writes.
+    let census_progress = Arc::new(tokio::sync::watch::Sender::new(0i64));
     tracker.spawn(
         processor::run_processor(
             store.clone(),
@@ -307,11 +312,18 @@ pub async fn run_with_reloader(
             ),
             processed.clone(),
             census_changed.clone(),
+            census_progress.clone(),
             shutdown.child_token(),
         )
         .instrument(info_span!("processor")),
     );
     observed.alert_after = config.alert_after.clone();
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        tracker.spawn(
+            watchdog::run_watchdog(store.clone(), period, shutdown.child_token())
+                .instrument(info_span!("watchdog")),
+        );
+    }
     let prune_stats = Arc::new(prune::PruneStats::default());
     observed.prune = Some(prune_stats.clone());
     tracker.spawn(
@@ -472,6 +484,15 @@ pub async fn run_with_reloader(
             )
             .instrument(info_span!("releaser")),
         );
+        tracker.spawn(
+            unsettled::run_sweeper(
+                store.clone(),
+                deliverer.clone(),
+                push.hold_unknown_for,
+                shutdown.child_token(),
+            )
+            .instrument(info_span!("unsettled pushes")),
+        );
         push_state = Some(push::PushState::new(
             push,
             store.clone(),
@@ -495,9 +516,14 @@ pub async fn run_with_reloader(
                 .unwrap_or_default(),
         );
         let observed = Arc::new(observed);
-        let mut router = web::router(&config, local_addr, store.clone())?
-            .merge(status::router(observed.clone(), guard.clone()))
-            .merge(status::ready_router(observed));
+        let mut router = web::router(
+            &config,
+            local_addr,
+            store.clone(),
+            census_progress.subscribe(),
+        )?
+        .merge(status::router(observed.clone(), guard.clone()))
+        .merge(status::ready_router(observed));
         if let Some(state) = push_state {
             router = router.merge(push::router(state));
         }

@@ -48,12 +48,17 @@ struct InFlight {
 /// `phi_channels` are the inbound channels with `log_phi`: a census error quoting message
 /// values (PID-3, a birth date) is logged in full at debug for them, at trace for the others;
 /// the info line never holds the values.
+///
+/// `progress` says through which journal id everything is settled (applied, or failed and
+/// retried later): a launch for a patient it cannot find waits until the census has caught up
+/// with what was journaled before it asked (read your own writes).
 pub(super) async fn run_processor(
     store: Store,
     settings: CensusSettings,
     phi_channels: Arc<HashSet<String>>,
     wake: Arc<Notify>,
     census_changed: Arc<Notify>,
+    progress: Arc<tokio::sync::watch::Sender<i64>>,
     shutdown: CancellationToken,
 ) {
     // Highest journal id read so far; rows are read after it.
@@ -97,7 +102,13 @@ pub(super) async fn run_processor(
             continue;
         }
         let Some(oldest) = in_flight.pop_front() else {
-            // Nothing read, nothing in flight: wait for new journal rows.
+            // Nothing read, nothing in flight: everything up to `after` is settled. Wait for
+            // new journal rows.
+            progress.send_if_modified(|through| {
+                let moved = *through < after;
+                *through = (*through).max(after);
+                moved
+            });
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = wake.notified() => {}
@@ -105,7 +116,14 @@ pub(super) async fn run_processor(
             }
             continue;
         };
+        let last = oldest.rows.last().map_or(0, |row| row.id);
         let Some(failed) = settle(oldest, &census_changed).await else {
+            // Chunks are settled oldest first: everything through `last` is done.
+            progress.send_if_modified(|through| {
+                let moved = *through < last;
+                *through = (*through).max(last);
+                moved
+            });
             continue;
         };
         // Let the chunks already sent finish, then read again from the failed row.
@@ -301,6 +319,7 @@ mod tests {
             Arc::default(),
             Arc::new(Notify::new()),
             Arc::new(Notify::new()),
+            Arc::new(tokio::sync::watch::Sender::new(0)),
             shutdown.clone(),
         ));
         let last = *ids.last().unwrap();

@@ -579,8 +579,28 @@ async fn push(
             );
             transaction_response(journal_id)
         }
-        Err(failure) => failure_response(&failure),
+        Err(failure) => settle_refusal(inner, journal_id, &failure).await,
     }
+}
+
+/// The answer for a bundle that could not be mapped and queued. A mapping refusal is final:
+/// the journal row becomes `rejected` with the reason, so that no row stays `accepted` behind
+/// an error answer. A store failure leaves the row `accepted`: Posos pushes again (answered
+/// as a duplicate and mapped then), and otherwise the sweeper of unsettled pushes maps it.
+async fn settle_refusal(inner: &Inner, journal_id: i64, failure: &Failure) -> Response {
+    if let Failure::Mapping(text) = failure {
+        let reason = format!("channel `{PUSH_CHANNEL}`: no route could map the bundle: {text}");
+        match inner.store.reject_accepted(journal_id, reason).await {
+            Ok(_) => info!(
+                journal_id,
+                "bundle refused by its mapping; journal row rejected"
+            ),
+            Err(e) => {
+                warn!(journal_id, error = %e, "bundle refused by its mapping; the rejection was not stored")
+            }
+        }
+    }
+    failure_response(failure)
 }
 
 /// Holds a bundle whose patient the census does not know (see the module docs).
@@ -592,7 +612,7 @@ async fn hold(
 ) -> Response {
     // Refuse now what could never be mapped, rather than later behind a 200.
     if let Err(failure) = inner.deliverer.messages(journal_id, prescription, None) {
-        return failure_response(&failure);
+        return settle_refusal(inner, journal_id, &failure).await;
     }
     let release_at = release_time(jiff::Timestamp::now(), inner.hold_for);
     match inner.store.hold(journal_id, partner_id, release_at).await {
@@ -614,7 +634,7 @@ async fn hold(
 }
 
 /// `now + hold`, saturating at the latest time jiff knows (a hold of centuries is "never").
-fn release_time(now: jiff::Timestamp, hold: Duration) -> jiff::Timestamp {
+pub(super) fn release_time(now: jiff::Timestamp, hold: Duration) -> jiff::Timestamp {
     jiff::SignedDuration::try_from(hold)
         .ok()
         .and_then(|hold| now.checked_add(hold).ok())

@@ -25,10 +25,15 @@ use super::EngineError;
 const SIMULATOR_PREFIX: &str = "/simulator";
 
 /// Builds the whole HTTP router for the daemon listening on `local_addr`.
+/// How long a launch for a patient the census does not know waits for the census to apply
+/// what was journaled before the launch (an ADT acknowledged a moment ago).
+const READ_YOUR_WRITES: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub(super) fn router(
     config: &Config,
     local_addr: SocketAddr,
     store: Store,
+    census_progress: tokio::sync::watch::Receiver<i64>,
 ) -> Result<Router, EngineError> {
     let base_url = format!("http://{local_addr}");
     let mut router = Router::new();
@@ -69,7 +74,10 @@ pub(super) fn router(
         (Some(launch), Some(posos)) => {
             let client = posos_client(posos, &base_url, simulator_key)?;
             let state = LaunchState::new(
-                Arc::new(CensusContext { store }),
+                Arc::new(CensusContext {
+                    store,
+                    census_progress,
+                }),
                 Arc::new(PososBridge { client }),
                 launch.settings.clone(),
             );
@@ -159,6 +167,17 @@ fn posos_client(
 /// The launch's view of the census.
 struct CensusContext {
     store: Store,
+    /// Through which journal id the census processor has settled everything.
+    census_progress: tokio::sync::watch::Receiver<i64>,
+}
+
+impl CensusContext {
+    async fn lookup(&self, key: CensusKey) -> Result<Option<PatientView>, String> {
+        self.store
+            .census_patient_async(key)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl LaunchContext for CensusContext {
@@ -168,12 +187,34 @@ impl LaunchContext for CensusContext {
             PatientKey::Nda(v) => CensusKey::Nda(v),
             PatientKey::Ins(v) => CensusKey::Ins(v),
         };
-        let view = self
+        if let Some(view) = self.lookup(key.clone()).await? {
+            return Ok(Some(patient_context(view)));
+        }
+        // Not known yet: maybe its ADT was acknowledged a moment ago and the census applies
+        // it right behind the ACK. Wait (bounded) until everything journaled before this
+        // launch is settled, then look again.
+        let journaled = self
             .store
-            .census_patient_async(key)
+            .last_journal_id_async()
             .await
             .map_err(|e| e.to_string())?;
-        Ok(view.map(patient_context))
+        let mut progress = self.census_progress.clone();
+        let behind = *progress.borrow() < journaled;
+        if behind {
+            // `wait_for` gives a read guard: keep only whether it came, not the guard.
+            let caught_up =
+                tokio::time::timeout(READ_YOUR_WRITES, progress.wait_for(|t| *t >= journaled))
+                    .await
+                    .is_ok_and(|changed| changed.is_ok());
+            if !caught_up {
+                tracing::debug!(
+                    journaled,
+                    "the census did not catch up in time for this launch"
+                );
+            }
+            return Ok(self.lookup(key).await?.map(patient_context));
+        }
+        Ok(None)
     }
 
     async fn practitioner(&self, rpps: &str) -> Result<Option<PractitionerContext>, String> {

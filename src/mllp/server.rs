@@ -62,18 +62,21 @@ pub struct ServerSettings {
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self {
-            max_connections: 64,
-            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-            read_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(600),
-            allow: None,
-            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
-        }
+        Self::DEFAULT
     }
 }
 
 impl ServerSettings {
+    /// The defaults, the same for the library and the configuration (`[inbound.NAME]`).
+    pub const DEFAULT: ServerSettings = ServerSettings {
+        max_connections: 256,
+        max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        read_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(15 * 60),
+        allow: None,
+        max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    };
+
     fn validate(&self) -> io::Result<()> {
         let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_owned());
         if self.max_connections == 0 {

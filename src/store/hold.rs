@@ -134,7 +134,81 @@ const NEXT_RELEASE_SQL: &str = "SELECT min(release_at) FROM push_holds WHERE rel
 const OVERVIEW_SQL: &str =
     "SELECT count(*), min(held_at) FROM push_holds WHERE released_at IS NULL";
 
+/// A pushed bundle journaled `accepted` that is neither held nor processed: its push was
+/// answered with an error, or its client went away, before it was mapped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsettledPush {
+    pub journal_id: i64,
+    pub received_at: jiff::Timestamp,
+    pub raw: Vec<u8>,
+}
+
+/// `accepted` rows of `channel` after `id`, not held, oldest first (rowid order from `?1`:
+/// the scan starts where the previous sweep stopped).
+const UNSETTLED_SQL: &str = "SELECT j.id, j.received_at, j.raw FROM journal j
+    WHERE j.id > ?1 AND j.status = 'accepted' AND j.channel = ?2
+      AND NOT EXISTS (SELECT 1 FROM push_holds h WHERE h.journal_id = j.id AND h.released_at IS NULL)
+    ORDER BY j.id LIMIT ?3";
+
+/// A still-accepted row becomes rejected with its reason (`kept` follows the status, so a
+/// later push of the same bundle is journaled anew rather than taken for a duplicate).
+pub(super) const REJECT_SQL: &str = "UPDATE journal SET status = 'rejected', kept = 0, reason = ?2
+    WHERE id = ?1 AND status = 'accepted'";
+
 impl Store {
+    /// Pushed bundles left `accepted` without a hold, after journal id `after` (see
+    /// [`UnsettledPush`]); at most `limit`, oldest first. Also returns the highest journal id
+    /// when the query ran: with no row returned, nothing up to it is unsettled.
+    pub async fn unsettled_pushes(
+        &self,
+        channel: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<(Vec<UnsettledPush>, i64), StoreError> {
+        let store = self.clone();
+        let channel = channel.to_string();
+        tokio::task::spawn_blocking(move || {
+            store.shared.readers.with(|connection| {
+                let last: i64 = connection.query_row(
+                    "SELECT coalesce(max(id), 0) FROM journal",
+                    [],
+                    |row| row.get(0),
+                )?;
+                let mut statement = connection.prepare_cached(UNSETTLED_SQL)?;
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                let rows =
+                    statement.query_map(rusqlite::params![after, channel, limit], |row| {
+                        Ok(UnsettledPush {
+                            journal_id: row.get(0)?,
+                            received_at: micros_to_timestamp(row.get(1)?, 1)?,
+                            raw: row.get(2)?,
+                        })
+                    })?;
+                Ok((rows.collect::<rusqlite::Result<Vec<_>>>()?, last))
+            })
+        })
+        .await
+        .map_err(|source| self.read_task(source))?
+    }
+
+    /// Marks an `accepted` journal row rejected with `reason` (a pushed bundle that no mapping
+    /// can take); `false` if the row was no longer `accepted`. Resolves after the commit.
+    pub async fn reject_accepted(
+        &self,
+        journal_id: i64,
+        reason: String,
+    ) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Reject {
+            journal_id,
+            reason,
+            changed: false,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| self.closed())?
+    }
+
     /// Holds journal row `journal_id` (a pushed bundle) until `release_at` or until its
     /// patient is known; resolves after the commit. `false` when it was not held now: already
     /// held, or its journal row is no longer `accepted` (delivered meanwhile).

@@ -59,7 +59,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use self::hold::{DeliverOutcome, HeldBundle, HoldOverview, ReleaseReason};
+pub use self::hold::{DeliverOutcome, HeldBundle, HoldOverview, ReleaseReason, UnsettledPush};
 pub use self::prune::{Pruned, RetentionPlan};
 pub use self::queue::{
     DeadLetter, DestinationDepth, OutboundItem, OutboundMessage, OutboundStatus, QueueHead,
@@ -81,11 +81,16 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self {
-            queue_capacity: 1024,
-            max_batch: 512,
-        }
+        Self::DEFAULT
     }
+}
+
+impl StoreOptions {
+    /// The defaults, the same for the library and the configuration (`[store]`).
+    pub const DEFAULT: StoreOptions = StoreOptions {
+        queue_capacity: 4096,
+        max_batch: 512,
+    };
 }
 
 /// What the engine decided about an inbound message, stored with it.
@@ -661,6 +666,20 @@ impl Store {
             }
         }
         Ok((total, freed))
+    }
+
+    /// The highest journal id committed (0 for an empty journal), on the blocking pool.
+    pub async fn last_journal_id_async(&self) -> Result<i64, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            store.shared.readers.with(|connection| {
+                connection.query_row("SELECT coalesce(max(id), 0) FROM journal", [], |row| {
+                    row.get(0)
+                })
+            })
+        })
+        .await
+        .map_err(|source| self.read_task(source))?
     }
 
     /// What [`Store::prune`] would delete, without deleting (blocking).

@@ -120,6 +120,13 @@ pub(super) enum Request {
         outcome: Option<DeliverOutcome>,
         reply: oneshot::Sender<Result<DeliverOutcome, StoreError>>,
     },
+    /// `Store::reject_accepted`: `changed` is filled in the transaction, sent after it.
+    Reject {
+        journal_id: i64,
+        reason: String,
+        changed: bool,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
     /// `Store::prune_step`: at most `limit` rows of each kind deleted by `plan`, then up to
     /// `vacuum_pages` free pages given back; `pruned` and `freed` are filled in the
     /// transaction, sent after it.
@@ -388,6 +395,12 @@ pub(super) fn commit_batch(
                 };
                 let _ = reply.send(answer);
             }
+            Request::Reject { changed, reply, .. } => {
+                let _ = reply.send(match &failure {
+                    None => Ok(changed),
+                    Some(source) => Err(error(source)),
+                });
+            }
             Request::Prune {
                 pruned,
                 freed,
@@ -450,6 +463,7 @@ fn reset(batch: &mut [Request]) {
                 *pruned = Pruned::default();
                 *freed = 0;
             }
+            Request::Reject { changed, .. } => *changed = false,
             Request::MarkProcessed { .. } | Request::Close { .. } => {}
         }
     }
@@ -535,6 +549,17 @@ fn execute(
                     delivery, outcome, ..
                 } => {
                     *outcome = Some(hold::deliver(&transaction, delivery)?);
+                }
+                Request::Reject {
+                    journal_id,
+                    reason,
+                    changed,
+                    ..
+                } => {
+                    *changed = transaction
+                        .prepare_cached(hold::REJECT_SQL)?
+                        .execute(rusqlite::params![*journal_id, reason.as_str()])?
+                        > 0;
                 }
                 Request::Prune {
                     plan,

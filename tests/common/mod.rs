@@ -13,6 +13,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod browser;
+pub mod peer;
+
 /// The `ordobridge` binary cargo built for these tests.
 pub fn ordobridge_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ordobridge"))
@@ -213,80 +216,6 @@ pub fn ordobridge(args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// The exact `playwright-core` the browser tests drive Chromium with (no browser download:
-/// it runs Debian's `/usr/bin/chromium`).
-pub const PLAYWRIGHT_CORE_VERSION: &str = "1.64.1";
-
-/// Debian's Chromium, installed by `.ci/run`.
-pub const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// The npm folder (holding `package.json` and `node_modules/playwright-core`) the browser
-/// tests import playwright-core from. Installed with npm under the target folder on first use;
-/// a missing Chromium, node or npm, or a failed install, fails the test with a clear message.
-pub fn playwright_core() -> PathBuf {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "headless Chromium is missing: `{CHROMIUM}` does not exist; install the Debian package \
-         `chromium` (`apt-get install chromium`, as .ci/run does)"
-    );
-    for tool in ["node", "npm"] {
-        let found = Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "`{tool}` is missing or broken (`{tool} --version` failed); the browser tests need \
-             Node.js and npm on the PATH to install playwright-core"
-        );
-    }
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let root = tmp.join(format!("playwright-core-{PLAYWRIGHT_CORE_VERSION}"));
-    let ready = root.join(".ready");
-    if ready.exists() {
-        return root;
-    }
-    // Build in a private folder, then rename, as for the Python venv: test binaries running in
-    // parallel never see a half-installed package.
-    let staging = tmp.join(format!(
-        "playwright-core-{PLAYWRIGHT_CORE_VERSION}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).expect("create the playwright-core staging folder");
-    std::fs::write(
-        staging.join("package.json"),
-        b"{\"name\":\"ordobridge-browser-tests\",\"private\":true}\n",
-    )
-    .expect("write package.json");
-    run_ok(
-        Command::new("npm")
-            .current_dir(&staging)
-            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-            .args([
-                "install",
-                "--no-audit",
-                "--no-fund",
-                "--ignore-scripts",
-                "--save-exact",
-                "--loglevel=error",
-            ])
-            .arg(format!("playwright-core@{PLAYWRIGHT_CORE_VERSION}")),
-    );
-    std::fs::write(staging.join(".ready"), b"ok").expect("mark playwright-core ready");
-    if std::fs::rename(&staging, &root).is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    assert!(
-        ready.exists(),
-        "playwright-core {PLAYWRIGHT_CORE_VERSION} could not be installed in {}",
-        root.display()
-    );
-    root
 }
 
 /// What a [`Script`] printed and how it ended.
