@@ -795,6 +795,7 @@ impl Worker {
             control_id = %message.control_id,
             "delivered"
         );
+        crate::metrics::observe_delivery(&self.settings.name, waited(message.enqueued_at));
         let store = self.store.clone();
         let id = message.id;
         self.marks.push((
@@ -1030,6 +1031,12 @@ fn push_line<'c>(out: &mut String, widths: &[usize], cells: impl Iterator<Item =
     }
     out.push_str(text.trim_end());
     out.push('\n');
+}
+
+/// Time since `enqueued_at` (zero for a time in the future: a clock step back).
+pub(crate) fn waited(enqueued_at: jiff::Timestamp) -> std::time::Duration {
+    std::time::Duration::try_from(jiff::Timestamp::now().duration_since(enqueued_at))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

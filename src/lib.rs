@@ -11,6 +11,8 @@
 //!   Knows nothing of HL7 semantics or storage.
 //! - [`store`]: SQLite (WAL, `synchronous=FULL`): the journal of inbound messages, written by
 //!   one writer thread with group commit.
+//! - [`metrics`]: the latency histograms of `/metrics` (prometheus-client), observed where the
+//!   time is spent.
 //! - [`tls`]: certificates and keys (PEM), rustls server and client configurations for every
 //!   listener and client, reloaded on SIGHUP; one crypto provider (aws-lc-rs).
 //! - [`tools`]: the CLI tools: send files over MLLP, load test, synthetic corpus.
@@ -29,6 +31,7 @@ pub mod hl7;
 pub mod hprim;
 pub mod http;
 pub mod mapping;
+pub mod metrics;
 pub mod mllp;
 pub mod posos;
 pub mod store;

@@ -96,6 +96,7 @@ impl InboundMllp {
 
 impl FrameHandler for InboundMllp {
     async fn handle(&self, peer: SocketAddr, item: Inbound) -> Vec<Bytes> {
+        let started = std::time::Instant::now();
         let peer_text = peer.to_string();
         let intake = self.intake(&peer_text);
         let mut parsed: Vec<Parsed> = match item {
@@ -156,7 +157,7 @@ impl FrameHandler for InboundMllp {
             }
         }
         let store_error = stored.as_ref().err().map(ToString::to_string);
-        parsed
+        let acks = parsed
             .iter()
             .enumerate()
             .filter_map(|(i, p)| {
@@ -167,7 +168,9 @@ impl FrameHandler for InboundMllp {
                 };
                 self.acknowledge(p, not_stored, &timestamp)
             })
-            .collect()
+            .collect();
+        crate::metrics::observe_ack(&self.channel, started.elapsed());
+        acks
     }
 }
 

@@ -67,6 +67,10 @@ pub(super) async fn run_file_destination(
             Ok(Ok(path)) => {
                 // `{ipp}` in the file name is a patient identifier: kept out of debug.
                 debug!(destination = %name, id = message.id, file = %outbox.redact(&path.display().to_string(), &name_vars), "file written");
+                crate::metrics::observe_delivery(
+                    &name,
+                    crate::delivery::waited(message.enqueued_at),
+                );
                 store
                     .mark_delivered(message.id, Bytes::from(path.display().to_string()))
                     .await

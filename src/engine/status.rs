@@ -4,7 +4,12 @@
 //! and the queues' depths, and the pushed bundles held for an unknown patient: how many, the
 //! oldest hold's age, how many were released and why). Neither says anything about patients.
 
-use std::fmt::Write as _;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
 use axum::Router;
@@ -258,29 +263,80 @@ fn age_seconds(at: jiff::Timestamp) -> u64 {
     u64::try_from(age.as_secs()).unwrap_or(0)
 }
 
-/// One counter or gauge family in the Prometheus text format.
-fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (label, value) in samples {
-        if label.is_empty() {
-            let _ = writeln!(out, "{name} {value}");
-        } else {
-            let _ = writeln!(out, "{name}{{{label}}} {value}");
+/// The label set of one sample.
+type Labels = Vec<(String, String)>;
+
+/// The counters and gauges the engine keeps (atomics and store queries), read at scrape time
+/// and encoded by prometheus-client beside the latency histograms of [`crate::metrics`].
+#[derive(Debug, Default)]
+struct Collected {
+    families: Vec<CollectedFamily>,
+}
+
+#[derive(Debug)]
+struct CollectedFamily {
+    /// Without the `_total` of counters (the encoder adds it).
+    name: String,
+    help: String,
+    counter: bool,
+    samples: Vec<(Labels, u64)>,
+}
+
+impl Collector for Collected {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for family in &self.families {
+            let kind = if family.counter {
+                MetricType::Counter
+            } else {
+                MetricType::Gauge
+            };
+            let mut metric = encoder.encode_descriptor(&family.name, &family.help, None, kind)?;
+            // One sample without labels: `name value`, not `name{} value`.
+            if let [(labels, value)] = family.samples.as_slice()
+                && labels.is_empty()
+            {
+                if family.counter {
+                    ConstCounter::new(*value).encode(metric)?;
+                } else {
+                    ConstGauge::new(*value).encode(metric)?;
+                }
+                continue;
+            }
+            for (labels, value) in &family.samples {
+                let sample = metric.encode_family(labels)?;
+                if family.counter {
+                    ConstCounter::new(*value).encode(sample)?;
+                } else {
+                    ConstGauge::new(*value).encode(sample)?;
+                }
+            }
         }
+        Ok(())
     }
 }
 
-fn label(key: &str, value: &str) -> String {
-    let escaped = value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n");
-    format!("{key}=\"{escaped}\"")
+/// One counter (`kind = "counter"`, name ending in `_total`) or gauge family.
+fn family(out: &mut Collected, name: &str, kind: &str, help: &str, samples: &[(Labels, u64)]) {
+    let counter = kind == "counter";
+    let name = if counter {
+        name.strip_suffix("_total").unwrap_or(name)
+    } else {
+        name
+    };
+    out.families.push(CollectedFamily {
+        name: name.to_string(),
+        help: help.to_string(),
+        counter,
+        samples: samples.to_vec(),
+    });
+}
+
+fn label(key: &str, value: &str) -> Labels {
+    vec![(key.to_string(), value.to_string())]
 }
 
 async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
-    let mut out = String::new();
+    let mut out = Collected::default();
     let listeners: Vec<_> = observed
         .listeners
         .iter()
@@ -403,7 +459,7 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
                 "ordobridge_push_held",
                 "gauge",
                 "pushed bundles held until their patient is known",
-                &[(String::new(), overview.held)],
+                &[(Labels::new(), overview.held)],
             );
             family(
                 &mut out,
@@ -411,7 +467,7 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
                 "gauge",
                 "age of the oldest held bundle (0 when none)",
                 &[(
-                    String::new(),
+                    Labels::new(),
                     overview.oldest_held_at.map_or(0, age_seconds),
                 )],
             );
@@ -463,14 +519,14 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
             "ordobridge_store_commits_total",
             "counter",
             "store transactions committed",
-            &[(String::new(), s.commits)],
+            &[(Labels::new(), s.commits)],
         );
         family(
             &mut out,
             "ordobridge_store_failed_batches_total",
             "counter",
             "store transactions rolled back",
-            &[(String::new(), s.failed_batches)],
+            &[(Labels::new(), s.failed_batches)],
         );
         if let Ok(depths) = store.queue_overview_async().await {
             family(
@@ -502,14 +558,14 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
             "ordobridge_store_file_bytes",
             "gauge",
             "size of the store file",
-            &[(String::new(), file)],
+            &[(Labels::new(), file)],
         );
         family(
             &mut out,
             "ordobridge_store_wal_bytes",
             "gauge",
             "size of the store's write-ahead log",
-            &[(String::new(), wal)],
+            &[(Labels::new(), wal)],
         );
     }
     if let Some(prune) = &observed.prune {
@@ -530,13 +586,27 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
             "ordobridge_prune_failures_total",
             "counter",
             "prunes that failed (retried at the next interval)",
-            &[(String::new(), prune.failures.load(Relaxed))],
+            &[(Labels::new(), prune.failures.load(Relaxed))],
         );
+    }
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(out));
+    crate::metrics::register(&mut registry);
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the metrics: {e}\n"),
+        )
+            .into_response();
     }
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        out,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
     )
         .into_response()
 }

@@ -359,6 +359,7 @@ pub(crate) async fn guard<C: LaunchContext, P: PososApi>(
             .into_response(),
         };
         let total = started.elapsed();
+        crate::metrics::observe_launch(total);
         let posos = clock.0.posos();
         tracing::info!(
             status = response.status().as_u16(),

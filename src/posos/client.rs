@@ -291,7 +291,11 @@ impl PososClient {
 
     async fn launch<T: Serialize>(&self, path: &str, body: &T) -> Result<LaunchUrl, PososError> {
         let url = format!("{}{path}", self.inner.base);
-        let answer = self.post(&url, body).await?;
+        let started = std::time::Instant::now();
+        let answer = self.post(&url, body).await;
+        let endpoint = path.rsplit('/').next().unwrap_or(path);
+        crate::metrics::observe_posos(endpoint, answer.is_ok(), started.elapsed());
+        let answer = answer?;
         launch_url(&answer).map_err(|reason| PososError::BadResponse { url, reason })
     }
 

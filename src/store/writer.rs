@@ -263,6 +263,7 @@ pub(super) fn commit_batch(
     path: &std::path::Path,
     counters: &Counters,
 ) {
+    let started = std::time::Instant::now();
     let size = u64::try_from(batch.len()).unwrap_or(u64::MAX);
     counters.batches.fetch_add(1, Ordering::Relaxed);
     counters.last_batch_size.store(size, Ordering::Relaxed);
@@ -290,6 +291,7 @@ pub(super) fn commit_batch(
         // Not produced with savepoints: a census failure is kept in the request's outcome.
         Failed::CensusUpdate => rusqlite::Error::QueryReturnedNoRows,
     });
+    crate::metrics::observe_commit(started.elapsed());
     let failure = match result {
         Ok(()) => {
             counters.commits.fetch_add(1, Ordering::Relaxed);

@@ -151,10 +151,15 @@ impl Drop for Daemon {
     }
 }
 
+/// What the peers venv holds, pinned: python-hl7 and hl7apy (HL7 peers), prometheus_client
+/// (its OpenMetrics parser checks `/metrics`).
+const PEER_PACKAGES: [&str; 3] = ["hl7==0.4.5", "hl7apy==1.3.5", "prometheus_client==0.26.0"];
+
 /// The Python interpreter of a venv under the target folder holding the test peers
-/// (python-hl7, hl7apy). Created on first use; a failure to create it fails the test.
+/// ([`PEER_PACKAGES`]). Created on first use; a failure to create it fails the test.
 pub fn python_peers() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("peers-venv");
+    // The folder name changes with the package list, so an older venv is never reused.
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("peers-venv-2");
     let python = root.join("bin").join("python");
     let ready = root.join(".ready");
     if ready.exists() {
@@ -175,7 +180,7 @@ pub fn python_peers() -> PathBuf {
                 "--quiet",
                 "--disable-pip-version-check",
             ])
-            .args(["hl7==0.4.5", "hl7apy==1.3.5"]),
+            .args(PEER_PACKAGES),
     );
     std::fs::write(staging.join(".ready"), b"ok").expect("mark venv ready");
     if std::fs::rename(&staging, &root).is_err() {

@@ -1,0 +1,96 @@
+//! Issue 10, metrics: `/metrics` is valid OpenMetrics as a real parser reads it (the Python
+//! `prometheus_client` OpenMetrics parser, in the tests' venv), and carries the latency
+//! histograms (ACK per channel, store commit, delivery per destination, launch) beside the
+//! counters and gauges, after real traffic: ADT over MLLP, a launch, a push delivered to an EHR.
+
+mod common;
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+const TOKEN: &str = "m3trics-T0ken-1f2e3d4c5b6a79880a1b2c3d";
+const BUNDLE: &str = "samples/posos/two-drugs-prednisone-taper.json";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_openmetrics_and_carry_the_latency_histograms() {
+    let (peer, received) = common::ehr_peer().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let text = common::base_toml()
+        + &common::simulator_toml("")
+        + &common::push_to_ehr_toml(
+            peer,
+            &format!("token = \"{TOKEN}\"\nhold_unknown_for = \"0s\""),
+        );
+    let engine = common::start_engine(common::config(dir.path(), &text)).await;
+    let http = engine.addr("http");
+    let ack = common::send_adt(engine.addr("adt-in"), &common::sample(common::A01_SAMPLE)).await;
+    assert!(ack.contains("MSA|AA|"), "{ack}");
+    common::launch_until_redirect(http, common::LAUNCH_QUERY).await;
+    let pushed = reqwest::Client::new()
+        .post(format!("http://{http}/fhir"))
+        .bearer_auth(TOKEN)
+        .body(common::sample(BUNDLE))
+        .send()
+        .await
+        .expect("push");
+    assert_eq!(pushed.status(), 200);
+    common::first_received(&received).await;
+
+    // Delivery is recorded as the EHR answers: wait until the histogram has it.
+    let exposition = common::wait_for("the delivery histogram", || async move {
+        let body = reqwest::get(format!("http://{http}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        body.contains("ordobridge_delivery_latency_seconds_count{destination=\"ehr-orders\"} 1")
+            .then_some(body)
+    })
+    .await;
+    engine.stop().await;
+
+    let mut parser = Command::new(common::python_peers())
+        .arg(common::repo_root().join("tests/peers/check_metrics.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the parser");
+    parser
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write");
+    let output = parser.wait_with_output().expect("parser");
+    let families = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the OpenMetrics parser refused /metrics: {}\n{exposition}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "ordobridge_ack_latency_seconds histogram",
+        "ordobridge_store_commit_seconds histogram",
+        "ordobridge_delivery_latency_seconds histogram",
+        "ordobridge_launch_seconds histogram",
+        "ordobridge_posos_request_seconds histogram",
+        "ordobridge_mllp_frames counter",
+        "ordobridge_queue_pending gauge",
+        "ordobridge_store_file_bytes gauge",
+    ] {
+        assert!(
+            families.lines().any(|l| l.starts_with(expected)),
+            "`{expected}` in:\n{families}"
+        );
+    }
+    assert!(
+        exposition.contains("ordobridge_ack_latency_seconds_count{channel=\"adt-in\"}"),
+        "{exposition}"
+    );
+    assert!(
+        exposition.ends_with("# EOF\n"),
+        "OpenMetrics ends with # EOF"
+    );
+}
