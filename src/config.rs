@@ -287,7 +287,14 @@ pub struct MllpListenerConfig {
     pub allow: Option<crate::http::AllowList>,
     /// `max_connections_per_peer`: connections one address may hold at once.
     pub max_connections_per_peer: usize,
+    /// `rejected_max_per_hour`: rejected frames journaled per hour; past it they are answered
+    /// and counted, not journaled (junk cannot fill the disk).
+    pub rejected_max_per_hour: usize,
 }
+
+/// The default of `[inbound.NAME] rejected_max_per_hour`: one a second on average, far above
+/// what a working sender produces, far below what a flood of junk would write.
+pub const DEFAULT_REJECTED_MAX_PER_HOUR: usize = 3600;
 
 /// One problem in the configuration, located in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -723,6 +730,7 @@ struct RawInbound {
     log_phi: bool,
     max_connections: Option<Spanned<i64>>,
     max_connections_per_peer: Option<Spanned<i64>>,
+    rejected_max_per_hour: Option<Spanned<i64>>,
     allow: Option<Spanned<Vec<String>>>,
     max_frame_size: Option<Spanned<SizeValue>>,
     read_timeout: Option<Spanned<String>>,
@@ -1758,6 +1766,12 @@ impl RawInbound {
                     report,
                 )
                 .unwrap_or(crate::mllp::server::DEFAULT_MAX_CONNECTIONS_PER_PEER);
+                let rejected_max_per_hour = positive(
+                    self.rejected_max_per_hour,
+                    &format!("{prefix}.rejected_max_per_hour"),
+                    report,
+                )
+                .unwrap_or(DEFAULT_REJECTED_MAX_PER_HOUR);
                 let allow = match &self.allow {
                     None => None,
                     Some(allow) => match crate::http::AllowList::parse(allow.get_ref()) {
@@ -1789,6 +1803,7 @@ impl RawInbound {
                         }),
                         allow,
                         max_connections_per_peer,
+                        rejected_max_per_hour,
                     }),
                 })
             }

@@ -346,3 +346,42 @@ async fn latin1_message_is_journaled_byte_for_byte() {
     assert_eq!(entry.raw, raw);
     engine.stop().await;
 }
+
+/// Issue 10: a sender spewing junk cannot fill the disk. Past `rejected_max_per_hour`, the
+/// first rejected frame keeps its first 4 KiB and the next ones are answered AR and counted,
+/// not journaled; accepted messages are never limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_frames_past_the_hourly_budget_are_answered_not_journaled() {
+    let engine = Running::start("rejected_max_per_hour = 2").await;
+    let mut client = engine.client().await;
+    let junk = "this is not HL7 ".repeat(600);
+    for _ in 0..5 {
+        let answer = text(
+            &client
+                .send(junk.as_bytes(), PATIENCE)
+                .await
+                .expect("answer"),
+        );
+        assert!(answer.contains("MSA|AR|"), "{answer}");
+    }
+    let ok = text(
+        &client
+            .send(&adt("AFTER-JUNK", ""), PATIENCE)
+            .await
+            .expect("answer"),
+    );
+    assert!(ok.contains("MSA|AA|AFTER-JUNK"), "{ok}");
+    let rows = engine.journal();
+    let rejected: Vec<_> = rows.iter().filter(|r| r.status == "rejected").collect();
+    assert_eq!(rejected.len(), 3, "two whole, one head: {rows:?}");
+    assert!(
+        rejected.iter().any(|r| r
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("`rejected_max_per_hour` reached")),
+        "{rejected:?}"
+    );
+    assert_eq!(rows.iter().filter(|r| r.status != "rejected").count(), 1);
+    engine.stop().await;
+}

@@ -32,6 +32,67 @@ pub struct InboundMllp {
     /// Makes every ACK control id unique (MSH-10 of the ACK), across restarts too: it starts
     /// from the start time in microseconds.
     ack_sequence: AtomicU64,
+    /// How many rejected frames are journaled per hour (`rejected_max_per_hour`).
+    rejected_budget: RejectedBudget,
+}
+
+/// How much of the first rejected frame past the hourly budget is journaled.
+const REJECTED_HEAD: usize = 4096;
+
+/// Rejected frames journaled per clock hour: past the limit, the first one keeps its first
+/// 4 KiB, the next ones are answered (AR) and counted but not journaled, so a sender spewing
+/// junk cannot fill the disk. Accepted messages are never limited.
+#[derive(Debug)]
+pub(super) struct RejectedBudget {
+    limit: u64,
+    /// (the hour, as unix seconds / 3600; rejected frames seen in it). The lock is held for an
+    /// increment.
+    window: std::sync::Mutex<(i64, u64)>,
+    /// Rejected frames answered but not journaled since start.
+    pub(super) not_journaled: Arc<AtomicU64>,
+}
+
+/// What to do with one rejected frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RejectedAdmission {
+    /// Journal it whole.
+    Journal,
+    /// The first one past the limit: journal its first 4 KiB and say why.
+    JournalHead,
+    /// Answer and count, do not journal.
+    Count,
+}
+
+impl RejectedBudget {
+    pub(super) fn new(limit: usize) -> RejectedBudget {
+        RejectedBudget {
+            limit: u64::try_from(limit).unwrap_or(u64::MAX),
+            window: std::sync::Mutex::new((0, 0)),
+            not_journaled: Arc::default(),
+        }
+    }
+
+    /// The admission of one more rejected frame at `now_seconds` (unix time).
+    pub(super) fn admit(&self, now_seconds: i64) -> RejectedAdmission {
+        let hour = now_seconds.div_euclid(3600);
+        let Ok(mut window) = self.window.lock() else {
+            return RejectedAdmission::Journal;
+        };
+        if window.0 != hour {
+            *window = (hour, 0);
+        }
+        window.1 += 1;
+        let seen = window.1;
+        drop(window);
+        if seen <= self.limit {
+            RejectedAdmission::Journal
+        } else if seen == self.limit + 1 {
+            RejectedAdmission::JournalHead
+        } else {
+            self.not_journaled.fetch_add(1, Ordering::Relaxed);
+            RejectedAdmission::Count
+        }
+    }
 }
 
 impl InboundMllp {
@@ -44,7 +105,17 @@ impl InboundMllp {
             store,
             processed,
             ack_sequence: AtomicU64::new(u64::try_from(start).unwrap_or(0)),
+            rejected_budget: RejectedBudget::new(match &channel.kind {
+                crate::config::InboundKind::Mllp(mllp) => mllp.rejected_max_per_hour,
+                crate::config::InboundKind::File(_) => usize::MAX,
+            }),
         }
+    }
+
+    /// Rejected frames answered but not journaled (over `rejected_max_per_hour`), for
+    /// `/status` and `/metrics`.
+    pub fn rejected_not_journaled(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.rejected_budget.not_journaled)
     }
 
     fn intake<'a>(&'a self, peer: &'a str) -> Intake<'a> {
@@ -134,14 +205,44 @@ impl FrameHandler for InboundMllp {
                 )]
             }
         };
-        let records = parsed
-            .iter_mut()
-            .map(|p| {
-                debug!(peer = %peer, message_type = %p.record.message_type, control_id = %p.record.control_id, "journaling");
-                p.take_record()
-            })
-            .collect();
-        let stored = self.store.journal_many(records).await;
+        // Which parsed message went to the journal, at which place among the records: a
+        // rejected frame past `rejected_max_per_hour` is answered but not journaled.
+        let now_seconds = jiff::Timestamp::now().as_second();
+        let mut places: Vec<Option<usize>> = Vec::with_capacity(parsed.len());
+        let mut records = Vec::with_capacity(parsed.len());
+        for p in parsed.iter_mut() {
+            if p.refusal.is_some() {
+                match self.rejected_budget.admit(now_seconds) {
+                    RejectedAdmission::Journal => {}
+                    RejectedAdmission::JournalHead => {
+                        let mut record = p.take_record();
+                        record.raw = record.raw.slice(..record.raw.len().min(REJECTED_HEAD));
+                        if let crate::store::RecordStatus::Rejected { reason } = &mut record.status
+                        {
+                            reason.push_str(&format!(
+                                " (`rejected_max_per_hour` reached: only the first {REJECTED_HEAD} bytes kept; further rejected frames this hour are answered and counted, not journaled)"
+                            ));
+                        }
+                        tracing::warn!(peer = %peer, "rejected frames past rejected_max_per_hour: no longer journaled this hour");
+                        places.push(Some(records.len()));
+                        records.push(record);
+                        continue;
+                    }
+                    RejectedAdmission::Count => {
+                        places.push(None);
+                        continue;
+                    }
+                }
+            }
+            debug!(peer = %peer, message_type = %p.record.message_type, control_id = %p.record.control_id, "journaling");
+            places.push(Some(records.len()));
+            records.push(p.take_record());
+        }
+        let stored = if records.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.store.journal_many(records).await
+        };
         let timestamp = hl7_now();
         match &stored {
             Ok(outcomes) => {
@@ -161,8 +262,11 @@ impl FrameHandler for InboundMllp {
             .iter()
             .enumerate()
             .filter_map(|(i, p)| {
+                let place = places.get(i).copied().flatten();
                 let not_stored = match &stored {
-                    Ok(outcomes) if outcomes.get(i).is_some() => None,
+                    // Not journaled on purpose (over the hourly budget): refused anyway.
+                    _ if place.is_none() && p.refusal.is_some() => None,
+                    Ok(outcomes) if place.and_then(|at| outcomes.get(at)).is_some() => None,
                     Ok(_) => Some("the journal returned no outcome for it"),
                     Err(_) => store_error.as_deref(),
                 };
@@ -177,4 +281,33 @@ impl FrameHandler for InboundMllp {
 /// Now as an HL7 DTM with seconds and offset (`20261122101500+0100`), in the host's zone.
 pub(super) fn hl7_now() -> String {
     jiff::Zoned::now().strftime("%Y%m%d%H%M%S%z").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 10:00:00 on some day, in unix seconds.
+    const TEN: i64 = 1_796_104_800;
+
+    #[test]
+    fn ok_rejected_frames_within_the_hourly_budget_are_journaled() {
+        let budget = RejectedBudget::new(2);
+        assert_eq!(budget.admit(TEN), RejectedAdmission::Journal);
+        assert_eq!(budget.admit(TEN + 1), RejectedAdmission::Journal);
+        assert_eq!(budget.not_journaled.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn err_past_the_budget_one_head_then_counted_until_the_next_hour() {
+        let budget = RejectedBudget::new(2);
+        budget.admit(TEN);
+        budget.admit(TEN);
+        assert_eq!(budget.admit(TEN + 5), RejectedAdmission::JournalHead);
+        assert_eq!(budget.admit(TEN + 6), RejectedAdmission::Count);
+        assert_eq!(budget.admit(TEN + 3599), RejectedAdmission::Count);
+        assert_eq!(budget.not_journaled.load(Ordering::Relaxed), 2);
+        // A new hour, a new budget.
+        assert_eq!(budget.admit(TEN + 3600), RejectedAdmission::Journal);
+    }
 }

@@ -360,6 +360,9 @@ pub async fn run_with_reloader(
                 };
                 let tls = tls.inbound.remove(name);
                 let handler = Arc::new(InboundMllp::new(channel, store.clone(), processed.clone()));
+                observed
+                    .rejected_not_journaled
+                    .push((name.clone(), handler.rejected_not_journaled()));
                 let stats = Arc::new(ServerStats::default());
                 observed.listeners.push((name.clone(), stats.clone()));
                 let token = shutdown.child_token();

@@ -39,6 +39,8 @@ pub(super) struct Observed {
     pub tls: crate::tls::Reloader,
     /// What the background pruner deleted.
     pub prune: Option<Arc<PruneStats>>,
+    /// Rejected frames answered but not journaled (over `rejected_max_per_hour`), by channel.
+    pub rejected_not_journaled: Vec<(String, Arc<std::sync::atomic::AtomicU64>)>,
     /// `[outbound.NAME] alert_after` by destination.
     pub alert_after: std::collections::BTreeMap<String, std::time::Duration>,
 }
@@ -551,6 +553,22 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
             );
         }
     }
+    family(
+        &mut out,
+        "ordobridge_rejected_not_journaled_total",
+        "counter",
+        "rejected frames answered but not journaled (past rejected_max_per_hour)",
+        &observed
+            .rejected_not_journaled
+            .iter()
+            .map(|(n, c)| {
+                (
+                    label("channel", n),
+                    c.load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
     if let Some(store) = &observed.store {
         let (file, wal) = store_sizes(store);
         family(
