@@ -48,6 +48,8 @@ level = "warn,ordobridge::engine=info"
 [inbound.adt-in]
 protocol = "mllp"
 bind = "127.0.0.1:0"
+# the load tool opens 64 connections from one address
+max_connections_per_peer = 256
 TOML
 RUST_LOG=warn,ordobridge=info "$BIN" run --config "$WORK/ob.toml" > "$WORK/ob.log" 2>&1 & PIDS+=($!); OB_PID=$!
 OB_PORT=$(wait_port "$WORK/ob.log")

@@ -15,6 +15,8 @@
 //! - A40: merge, MRG-1 names the IPP that disappears ([`CensusUpdate::Merge`]).
 //! - A08 (legacy senders): identity and visit update; identity only without a visit number.
 //! - Anything else (other triggers, other message types): [`CensusUpdate::Ignored`].
+//! - A message it cannot use (see [`CensusError`]): the processor makes it a
+//!   [`CensusUpdate::Unusable`], noted on its journal row.
 //!
 //! # Fields
 //!
@@ -69,6 +71,14 @@ pub enum CensusUpdate {
     Ignored {
         /// Why, for the log line.
         reason: String,
+    },
+    /// A message the census should have used but could not (no IPP of the configured
+    /// authority, a bad date, an unreadable message): nothing is applied and the journal row
+    /// is marked processed with `note`.
+    Unusable {
+        /// Why, as stored on the journal row: never a patient value (it is shown by
+        /// `ordobridge journal` without `--show-phi`).
+        note: String,
     },
 }
 

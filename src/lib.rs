@@ -23,6 +23,7 @@
 //! a clear answer to bad input, bounded memory.
 
 pub mod census;
+pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod engine;

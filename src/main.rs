@@ -9,8 +9,9 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use ordobridge::cli::{escape_controls, json as cli_json, print_out, println_out};
 use ordobridge::config::{Config, LogFormat};
-use ordobridge::store::{JournalFilter, Store, StoreOptions};
+use ordobridge::store::{EntryStatus, JournalFilter, JournalSearch, Store, StoreOptions};
 use ordobridge::{engine, tools};
 
 #[derive(Parser)]
@@ -46,11 +47,34 @@ enum Command {
         /// Only messages of this channel.
         #[arg(long)]
         channel: Option<String>,
+        /// Only messages received at or after: RFC 3339 (`2026-11-22T08:15:00+01:00`), a
+        /// date (`2026-11-22`, local midnight) or an age (`30m`, `2h`, `3d`, `1w`).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only messages received before (same forms as --since).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Only messages whose MSH-9 is this or starts with it and `^` (`ADT`, `ADT^A01`).
+        #[arg(long = "type", value_name = "MSH-9")]
+        message_type: Option<String>,
+        /// Only messages with this status.
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        /// Only HL7 messages whose PID-3 holds this IPP (patient data: needs --show-phi).
+        #[arg(long, requires = "show_phi")]
+        ipp: Option<String>,
+        /// Allow patient identifiers in the arguments and output (--ipp).
+        #[arg(long)]
+        show_phi: bool,
+        /// Most messages listed (0: no limit).
         #[arg(long, default_value_t = 50)]
         limit: usize,
         /// Print the raw bytes of the message with this journal id (segments on lines).
         #[arg(long)]
         show: Option<i64>,
+        /// One JSON document on stdout instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Print what the census knows of a patient (identity, INS, encounters, movements).
     Census {
@@ -62,6 +86,25 @@ enum Command {
         nda: Option<String>,
         #[arg(long, group = "key")]
         ins: Option<String>,
+        /// One JSON document on stdout instead of the text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read a running daemon's `/status` and summarize it; exit 0 when `ok`, 1 when
+    /// `attention`, 2 when it cannot be read.
+    Status {
+        /// The daemon's HTTP address (`[http] bind`).
+        #[arg(long, default_value = "http://127.0.0.1:8717")]
+        url: String,
+        /// `[http] admin_token`, needed unless this machine is in `[http] admin_allow`.
+        #[arg(long, conflicts_with = "token_file")]
+        token: Option<String>,
+        /// A file holding `[http] admin_token` (keeps it out of the process list).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print the daemon's JSON as it is.
+        #[arg(long)]
+        json: bool,
     },
     /// Outbound queues: depth per destination, the dead letters, then the pushed bundles held
     /// until their patient is known.
@@ -76,6 +119,9 @@ enum Command {
         /// Also print the IPP of each held bundle (an identifier: patient data).
         #[arg(long)]
         show_phi: bool,
+        /// One JSON document on stdout instead of the tables.
+        #[arg(long)]
+        json: bool,
     },
     /// Put dead letters back in their queue (same MSH-10, attempts reset); the running daemon
     /// picks them up at its next poll.
@@ -186,6 +232,38 @@ impl From<TlsArgs> for tools::TlsOptions {
     }
 }
 
+/// `journal --status`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StatusArg {
+    Accepted,
+    Processed,
+    Rejected,
+}
+
+impl From<StatusArg> for EntryStatus {
+    fn from(status: StatusArg) -> Self {
+        match status {
+            StatusArg::Accepted => EntryStatus::Accepted,
+            StatusArg::Processed => EntryStatus::Processed,
+            StatusArg::Rejected => EntryStatus::Rejected,
+        }
+    }
+}
+
+/// What `ordobridge journal` was asked.
+struct JournalArgs {
+    control_id: Option<String>,
+    channel: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    message_type: Option<String>,
+    status: Option<StatusArg>,
+    ipp: Option<String>,
+    limit: usize,
+    show: Option<i64>,
+    json: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -195,21 +273,50 @@ fn main() -> ExitCode {
             config,
             control_id,
             channel,
+            since,
+            until,
+            message_type,
+            status,
+            ipp,
+            show_phi: _,
             limit,
             show,
-        } => journal(&config, control_id, channel, limit, show),
+            json,
+        } => journal(
+            &config,
+            JournalArgs {
+                control_id,
+                channel,
+                since,
+                until,
+                message_type,
+                status,
+                ipp,
+                limit,
+                show,
+                json,
+            },
+        ),
         Command::Census {
             config,
             ipp,
             nda,
             ins,
-        } => census(&config, ipp, nda, ins),
+            json,
+        } => census(&config, ipp, nda, ins, json),
+        Command::Status {
+            url,
+            token,
+            token_file,
+            json,
+        } => return status(&url, token, token_file.as_deref(), json),
         Command::Queue {
             config,
             destination,
             limit,
             show_phi,
-        } => queue(&config, destination, limit, show_phi),
+            json,
+        } => queue(&config, destination, limit, show_phi, json),
         Command::Replay { config, ids } => replay(&config, ids),
         Command::Prune { config, dry_run } => prune(&config, dry_run),
         Command::Backup { config, dest } => backup(&config, &dest),
@@ -221,16 +328,18 @@ fn main() -> ExitCode {
             now,
         } => {
             let now = now.unwrap_or_else(|| jiff::Timestamp::now().to_string());
-            tools::transform(&mapping, &bundle, census.as_deref(), &control_id, &now).map(|out| {
-                match out {
-                    Some(out) => print!("{}", tools::printable_message(&out)),
-                    None => eprintln!(
-                        "no message: the mapping's `[message] when` is false for this bundle \
-                         (the daemon sends nothing on this route for it)"
-                    ),
-                }
-                ExitCode::SUCCESS
-            })
+            tools::transform(&mapping, &bundle, census.as_deref(), &control_id, &now).and_then(
+                |out| {
+                    match out {
+                        Some(out) => print_out(&tools::printable_message(&out))?,
+                        None => eprintln!(
+                            "no message: the mapping's `[message] when` is false for this bundle \
+                             (the daemon sends nothing on this route for it)"
+                        ),
+                    }
+                    Ok(ExitCode::SUCCESS)
+                },
+            )
         }
         Command::Send {
             to,
@@ -400,16 +509,16 @@ async fn reload_tls_on_sighup(reloader: ordobridge::tls::Reloader) {
 
 fn check(config_path: &Path) -> Result<ExitCode, String> {
     let config = load_config(config_path)?;
-    println!(
+    println_out(&format!(
         "{}: ok ({} inbound channel(s), store {})",
         config_path.display(),
         config.inbound.len(),
         config.store.path.display()
-    );
+    ))?;
     let checks = tools::check_tls(&config);
     let mut failed = 0;
     for check in &checks {
-        println!("{check}");
+        println_out(&check.to_string())?;
         failed += usize::from(check.result.is_err());
     }
     if failed > 0 {
@@ -433,21 +542,39 @@ fn queue(
     destination: Option<String>,
     limit: usize,
     show_phi: bool,
+    json: bool,
 ) -> Result<ExitCode, String> {
     let config = load_config(config_path)?;
     let store = open_store(&config)?;
     let depths = store
         .queue_overview()
         .map_err(|e| format!("cannot read the queues: {e}"))?;
-    print!("{}", ordobridge::delivery::render_overview(&depths));
     let dead = store
         .dead_letters(destination.as_deref(), limit)
         .map_err(|e| format!("cannot read the dead letters: {e}"))?;
-    print!("{}", ordobridge::delivery::render_dead_letters(&dead));
     let held = store
         .held_bundles(limit)
         .map_err(|e| format!("cannot read the held bundles: {e}"))?;
-    print!("{}", ordobridge::tools::render_held(&held, show_phi));
+    let before = jiff::Timestamp::now()
+        .checked_sub(ordobridge::cli::UNFINISHED_PUSH_AFTER)
+        .unwrap_or(jiff::Timestamp::MIN);
+    let unfinished = store
+        .unfinished_pushes(ordobridge::cli::PUSH_CHANNEL, before, limit)
+        .map_err(|e| format!("cannot read the unfinished pushes: {e}"))?;
+    if json {
+        let view = cli_json::QueueView {
+            depths: &depths,
+            dead: &dead,
+            held: &held,
+            unfinished: &unfinished,
+        };
+        print_out(&cli_json::to_text(&cli_json::queue(view, show_phi)))?;
+    } else {
+        print_out(&ordobridge::delivery::render_overview(&depths))?;
+        print_out(&ordobridge::delivery::render_dead_letters(&dead))?;
+        print_out(&tools::render_held(&held, show_phi))?;
+        print_out(&tools::render_unfinished(&unfinished))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -458,7 +585,9 @@ fn replay(config_path: &Path, ids: Vec<i64>) -> Result<ExitCode, String> {
     let replayed = runtime()?
         .block_on(store.replay(ids))
         .map_err(|e| format!("cannot replay: {e}"))?;
-    println!("{replayed} of {wanted} dead letter(s) back in their queue");
+    println_out(&format!(
+        "{replayed} of {wanted} dead letter(s) back in their queue"
+    ))?;
     Ok(if replayed == wanted {
         ExitCode::SUCCESS
     } else {
@@ -470,7 +599,9 @@ fn prune(config_path: &Path, dry_run: bool) -> Result<ExitCode, String> {
     let config = load_config(config_path)?;
     let retention = &config.store.retention;
     let Some(plan) = retention.plan(jiff::Timestamp::now()) else {
-        println!("nothing to prune: `[store] retention` and `rejected_retention` are `forever`");
+        println_out(
+            "nothing to prune: `[store] retention` and `rejected_retention` are `forever`",
+        )?;
         return Ok(ExitCode::SUCCESS);
     };
     let store = open_store(&config)?;
@@ -479,28 +610,28 @@ fn prune(config_path: &Path, dry_run: bool) -> Result<ExitCode, String> {
             format!("{}d", d.as_secs() / 86_400)
         })
     };
-    println!(
+    println_out(&format!(
         "retention: journal {}, rejected {}",
         shown(retention.retention),
         shown(retention.rejected_retention)
-    );
+    ))?;
     if dry_run {
         let would = store
             .prunable(&plan)
             .map_err(|e| format!("cannot count what would be pruned: {e}"))?;
-        println!(
+        println_out(&format!(
             "would delete: {} journal row(s), {} outbound message(s), {} released hold(s)",
             would.journal, would.outbound, would.holds
-        );
+        ))?;
         return Ok(ExitCode::SUCCESS);
     }
     let (pruned, freed) = runtime()?
         .block_on(store.prune(plan, retention.batch))
         .map_err(|e| format!("cannot prune: {e}"))?;
-    println!(
+    println_out(&format!(
         "deleted: {} journal row(s), {} outbound message(s), {} released hold(s); {freed} page(s) given back to the file system",
         pruned.journal, pruned.outbound, pruned.holds
-    );
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -508,12 +639,12 @@ fn backup(config_path: &Path, dest: &Path) -> Result<ExitCode, String> {
     let config = load_config(config_path)?;
     let report =
         ordobridge::store::backup::backup(&config.store.path, dest).map_err(|e| e.to_string())?;
-    println!(
+    println_out(&format!(
         "{}: {} pages, {} journal row(s), integrity check ok",
         dest.display(),
         report.pages,
         report.journal_rows
-    );
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -522,6 +653,7 @@ fn census(
     ipp: Option<String>,
     nda: Option<String>,
     ins: Option<String>,
+    json: bool,
 ) -> Result<ExitCode, String> {
     use ordobridge::store::PatientKey;
     let key = match (ipp, nda, ins) {
@@ -535,40 +667,88 @@ fn census(
         .census_patient(&key)
         .map_err(|e| format!("cannot read the census: {e}"))?
     {
-        Some(view) => {
-            print!("{}", ordobridge::store::render(&view));
+        Some(view) if json => {
+            print_out(&cli_json::to_text(&cli_json::census(&view)))?;
             Ok(ExitCode::SUCCESS)
         }
-        None => Err(format!("the census knows no patient with {key:?}")),
+        Some(view) => {
+            print_out(&ordobridge::store::render(&view))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        None => Err(format!(
+            "the census knows no patient with {key:?}; check the identifier, or \
+             `ordobridge journal` for the messages about it"
+        )),
     }
 }
 
-fn journal(
-    config_path: &Path,
-    control_id: Option<String>,
-    channel: Option<String>,
-    limit: usize,
-    show: Option<i64>,
-) -> Result<ExitCode, String> {
+/// `ordobridge status`: its own exit codes (0 ok, 1 attention, 2 not readable).
+fn status(url: &str, token: Option<String>, token_file: Option<&Path>, json: bool) -> ExitCode {
+    use ordobridge::cli::status as daemon;
+    let read = || -> Result<(reqwest::Url, serde_json::Value), String> {
+        let url = daemon::status_url(url).map_err(|e| e.to_string())?;
+        let token = daemon::read_token(token, token_file).map_err(|e| e.to_string())?;
+        let value = runtime()?
+            .block_on(daemon::fetch(&url, token.as_deref()))
+            .map_err(|e| e.to_string())?;
+        Ok((url, value))
+    };
+    let (url, value) = match read() {
+        Ok(read) => read,
+        Err(message) => {
+            eprintln!("ordobridge: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let text = if json {
+        cli_json::to_text(&value)
+    } else {
+        daemon::summary(url.as_str(), &value)
+    };
+    if let Err(message) = print_out(&text) {
+        eprintln!("ordobridge: {message}");
+        return ExitCode::from(2);
+    }
+    daemon::exit_code(&value)
+}
+
+fn journal(config_path: &Path, args: JournalArgs) -> Result<ExitCode, String> {
+    let search = journal_search(&args)?;
     let store = open_store(&load_config(config_path)?)?;
-    if let Some(id) = show {
+    if let Some(id) = args.show {
         let entry = store
             .journal_entry(id)
             .map_err(|e| format!("cannot read the journal: {e}"))?
-            .ok_or_else(|| format!("no journal entry with id {id}"))?;
-        print!("{}", tools::printable_message(&entry.raw));
+            .ok_or_else(|| {
+                format!("no journal entry with id {id}; `ordobridge journal` lists the ids")
+            })?;
+        if args.json {
+            print_out(&cli_json::to_text(&cli_json::journal_entry(&entry)))?;
+        } else {
+            // The message alone on stdout (it can be piped to `ordobridge send`); what
+            // became of it on stderr.
+            let row = &entry.summary;
+            eprintln!(
+                "journal #{} {} {} {}: {}",
+                row.id,
+                escape_controls(&row.channel),
+                escape_controls(&row.message_type),
+                escape_controls(&row.control_id),
+                status_text(row)
+            );
+            print_out(&tools::printable_message(&entry.raw))?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    let filter = JournalFilter {
-        control_id,
-        channel,
-        limit,
-    };
     let rows = store
-        .list_journal(&filter)
+        .search_journal(&search)
         .map_err(|e| format!("cannot read the journal: {e}"))?;
-    println!(
-        "{:>8}  {:<25}  {:<12}  {:<18}  {:<22}  STATUS",
+    if args.json {
+        print_out(&cli_json::to_text(&cli_json::journal_list(&rows)))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = format!(
+        "{:>8}  {:<25}  {:<12}  {:<18}  {:<22}  STATUS\n",
         "ID", "RECEIVED", "CHANNEL", "MSH-9", "MSH-10"
     );
     for row in rows {
@@ -576,14 +756,68 @@ fn journal(
             .received_at
             .to_zoned(jiff::tz::TimeZone::system())
             .strftime("%Y-%m-%d %H:%M:%S%.3f");
-        let status = match &row.reason {
-            Some(reason) => format!("{} ({reason})", row.status),
-            None => row.status.clone(),
-        };
-        println!(
-            "{:>8}  {:<25}  {:<12}  {:<18}  {:<22}  {}",
-            row.id, received, row.channel, row.message_type, row.control_id, status
-        );
+        out.push_str(&format!(
+            "{:>8}  {:<25}  {:<12}  {:<18}  {:<22}  {}\n",
+            row.id,
+            received,
+            escape_controls(&row.channel),
+            escape_controls(&row.message_type),
+            escape_controls(&row.control_id),
+            status_text(&row)
+        ));
     }
+    print_out(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `processed`, `rejected (why)`, `processed (not used by the census: why)`.
+fn status_text(row: &ordobridge::store::JournalSummary) -> String {
+    match row.reason.as_ref().or(row.note.as_ref()) {
+        Some(why) => format!("{} ({})", row.status, escape_controls(why)),
+        None => row.status.clone(),
+    }
+}
+
+/// The store query for `journal`'s filters; the times are read against now and the system
+/// time zone.
+fn journal_search(args: &JournalArgs) -> Result<JournalSearch, String> {
+    let now = jiff::Timestamp::now();
+    let tz = jiff::tz::TimeZone::system();
+    let when = |flag: &str, text: &Option<String>| {
+        text.as_deref()
+            .map(|t| ordobridge::cli::parse_when(t, now, &tz))
+            .transpose()
+            .map_err(|e| format!("--{flag}: {e}"))
+    };
+    let since = when("since", &args.since)?;
+    let until = when("until", &args.until)?;
+    if let (Some(since), Some(until)) = (since, until)
+        && since >= until
+    {
+        return Err(format!(
+            "--since ({since:.0}) is not before --until ({until:.0}): nothing can match; swap them?"
+        ));
+    }
+    let message_type = match args.message_type.as_deref().map(str::trim) {
+        Some("") => {
+            return Err("--type: empty: expected an MSH-9 such as `ADT` or `ADT^A01`".to_owned());
+        }
+        other => other.map(str::to_owned),
+    };
+    let ipp = match args.ipp.as_deref().map(str::trim) {
+        Some("") => return Err("--ipp: empty: expected the patient's IPP (PID-3.1)".to_owned()),
+        other => other.map(str::to_owned),
+    };
+    Ok(JournalSearch {
+        filter: JournalFilter {
+            control_id: args.control_id.clone(),
+            channel: args.channel.clone(),
+            limit: args.limit,
+        },
+        since,
+        until,
+        message_type,
+        status: args.status.map(EntryStatus::from),
+        ipp,
+    })
 }

@@ -193,7 +193,7 @@ pub async fn send_files(
         if code != "AA" && code != "CA" {
             failures += 1;
         }
-        println!("{name}: {code} {text}");
+        crate::cli::println_out(&format!("{name}: {code} {text}"))?;
     }
     Ok(if failures == 0 {
         ExitCode::SUCCESS
@@ -275,7 +275,7 @@ pub async fn load(
     )
     .await
     .map_err(|e| e.to_string())?;
-    println!("{report}");
+    crate::cli::println_out(&format!("{report}"))?;
     Ok(if report.errors == 0 && report.acked_ok == report.sent {
         ExitCode::SUCCESS
     } else {
@@ -386,6 +386,24 @@ pub fn render_held(held: &[crate::store::HeldBundle], show_phi: bool) -> String 
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
+    }
+    out
+}
+
+/// Pushed bundles that never finished, for `ordobridge queue`; nothing when there are none.
+pub fn render_unfinished(rows: &[crate::store::JournalSummary]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "{} pushed bundle(s) still `accepted` {} min after they arrived (not held, not \
+         queued): see `ordobridge journal --show ID`, then ask Posos to push again\n\
+         JOURNAL ID  RECEIVED\n",
+        rows.len(),
+        crate::cli::UNFINISHED_PUSH_AFTER.as_secs() / 60
+    );
+    for row in rows {
+        out.push_str(&format!("{:<10}  {:.0}\n", row.id, row.received_at));
     }
     out
 }

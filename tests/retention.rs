@@ -160,6 +160,12 @@ async fn the_file_shrinks_after_a_prune() {
         after * 4 < before,
         "the file holds {after} pages after the prune, {before} before"
     );
+    // And the file itself shrank on disk (the checkpoint after the prune truncates it).
+    let bytes = std::fs::metadata(&path).expect("size").len();
+    assert!(
+        bytes < 2 * 1024 * 1024,
+        "the file is still {bytes} bytes after pruning 2,000 × 4 KiB rows"
+    );
     store.close().await;
 }
 

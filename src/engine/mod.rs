@@ -50,6 +50,7 @@ use crate::tls::Reloader;
 
 pub use file_in::FileInbound;
 pub use mllp_in::InboundMllp;
+pub use push::PUSH_CHANNEL;
 pub use push_token::{GeneratedToken, resolve_push_token};
 
 /// Why the daemon could not start or stopped with an error.

@@ -181,31 +181,44 @@ fn update_for(
                 } else {
                     trace!(journal_id = row.id, channel = %row.channel, error = %e, "message not usable by the census (with values)");
                 }
-                CensusUpdate::Ignored {
-                    reason: format!("not usable by the census: {e}"),
+                CensusUpdate::Unusable {
+                    note: format!("not used by the census: {}", e.without_values()),
                 }
             }
         },
-        Err(e) => CensusUpdate::Ignored {
-            reason: format!("not readable: {e}"),
-        },
+        // The parse error may quote the message: the note only says where to look.
+        Err(e) => {
+            info!(journal_id = row.id, channel = %row.channel, "message not readable by the census: see `ordobridge journal --show`");
+            trace!(journal_id = row.id, channel = %row.channel, error = %e, "message not readable by the census (with values)");
+            CensusUpdate::Unusable {
+                note: NOT_READABLE.to_owned(),
+            }
+        }
     }
 }
+
+/// The note of a row the census could not parse (its bytes are in the journal).
+const NOT_READABLE: &str =
+    "not used by the census: not readable as HL7 v2 (see `ordobridge journal --show ID`)";
 
 /// The identity of the first `P` record of an HPRIM message.
 fn hprim_update(raw: &[u8]) -> CensusUpdate {
     let message = match crate::hprim::Message::parse(raw, None) {
         Ok(message) => message,
-        Err(e) => {
-            return CensusUpdate::Ignored {
-                reason: format!("HPRIM message not readable: {e}"),
+        Err(_) => {
+            return CensusUpdate::Unusable {
+                note: "not used by the census: not readable as HPRIM Santé (see `ordobridge \
+                       journal --show ID`)"
+                    .to_owned(),
             };
         }
     };
     let patients = crate::hprim::patients(&message);
     let Some(first) = patients.into_iter().find(|p| !p.ipp.is_empty()) else {
-        return CensusUpdate::Ignored {
-            reason: "HPRIM message without a P record carrying an IPP (P.3)".to_string(),
+        return CensusUpdate::Unusable {
+            note: "not used by the census: no P record carries an IPP (P.3); fix the sender's \
+                   P records"
+                .to_owned(),
         };
     };
     let name = PersonName {
@@ -339,6 +352,107 @@ mod tests {
         .await;
         shutdown.cancel();
         processor.await.unwrap();
+    }
+
+    /// A message the census cannot use ends `processed` with a note saying why, and the note
+    /// holds no value of the message; a usable one and an ignored one get no note.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ok_unusable_message_is_noted_on_its_journal_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &dir.path().join("p.db"),
+            crate::store::StoreOptions::default(),
+        )
+        .unwrap();
+        let messages: [&[u8]; 4] = [
+            b"MSH|^~\\&|DPI|CH|||20261122||ADT^A28|1|P|2.5\rPID|1||557788^^^OTHER^PI||DOE^JANE\r",
+            b"MSH|^~\\&|DPI|CH|||20261122||ADT^A01|2|P|2.5\rPID|1||100001^^^CH^PI\rPV1|1|I|||||||||||||||||V1|||||||||||||||||||||||||1975X412\r",
+            b"MSH|^~\\&|DPI|CH|||20261122||ADT^A28|3|P|2.5\rPID|1||100002^^^CH^PI||DOE^JOHN\r",
+            b"MSH|^~\\&|DPI|CH|||20261122||ORM^O01|4|P|2.5\rPID|1||100002^^^CH^PI\r",
+        ];
+        let records = messages.iter().map(|m| adt_record(m.to_vec())).collect();
+        let ids: Vec<i64> = store
+            .journal_many(records)
+            .await
+            .unwrap()
+            .iter()
+            .map(|o| o.id())
+            .collect();
+        let shutdown = CancellationToken::new();
+        let processor = tokio::spawn(run_processor(
+            store.clone(),
+            CensusSettings {
+                ipp_authority: Some("CH".to_owned()),
+            },
+            Arc::default(),
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+            Arc::new(tokio::sync::watch::Sender::new(0)),
+            shutdown.clone(),
+        ));
+        for id in &ids {
+            eventually("every row processed", async || {
+                status(&store, *id).await == "processed"
+            })
+            .await;
+        }
+        shutdown.cancel();
+        processor.await.unwrap();
+        let mut notes = Vec::new();
+        for id in &ids {
+            let entry = store.journal_entry_async(*id).await.unwrap().unwrap();
+            notes.push(entry.summary.note);
+        }
+        assert_eq!(
+            notes,
+            [
+                Some(
+                    "not used by the census: PID-3: no `PI` identifier of authority `CH` (found \
+                     17 characters, not shown here: see the journal): check `ipp_authority` in \
+                     the census settings or the sender's PID-3"
+                        .to_owned()
+                ),
+                Some(
+                    "not used by the census: PV1-44: the value (not shown here: see the journal) \
+                     is not an HL7 date/time (expected YYYY[MM[DD[HH[MM[SS[.S]]]]]][+ZZZZ])"
+                        .to_owned()
+                ),
+                None,
+                None,
+            ]
+        );
+        for note in notes.iter().flatten() {
+            for value in ["557788", "1975X412", "DOE", "JANE"] {
+                assert!(!note.contains(value), "{note}");
+            }
+        }
+    }
+
+    #[rstest::rstest]
+    #[case::err_hprim_unreadable(
+        b"H|garbage",
+        "not used by the census: not readable as HPRIM Santé (see `ordobridge journal --show ID`)"
+    )]
+    #[case::err_hprim_no_ipp(
+        b"H|~^\\&|LAB001||LABO^Labo Synth|||ORU|||||P|H2.2~C|20261122\rP|1||L77||DURAND~JEANNE||19750412|F\rL|1\r",
+        "not used by the census: no P record carries an IPP (P.3); fix the sender's P records"
+    )]
+    #[case::err_hl7_unreadable(
+        b"MSX|not hl7",
+        "not used by the census: not readable as HL7 v2 (see `ordobridge journal --show ID`)"
+    )]
+    fn err_unusable_notes(#[case] raw: &[u8], #[case] note: &str) {
+        let row = Unprocessed {
+            id: 1,
+            channel: "in".to_owned(),
+            raw: raw.to_vec(),
+        };
+        assert_eq!(
+            update_for(&row, &CensusSettings::default(), &HashSet::new()),
+            CensusUpdate::Unusable {
+                note: note.to_owned()
+            }
+        );
     }
 
     #[test]

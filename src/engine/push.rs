@@ -54,7 +54,7 @@ use crate::store::{
 use crate::tls::PeerCertificate;
 
 /// The journal channel of pushed bundles.
-pub(super) const PUSH_CHANNEL: &str = "posos-push";
+pub const PUSH_CHANNEL: &str = "posos-push";
 
 /// One compiled route: a mapping and the destination of its messages.
 struct Route {

@@ -41,7 +41,8 @@ pub struct CensusOutcome {
 pub enum ApplyStatus {
     /// Applied (possibly with anomalies); the journal row is now processed.
     Applied,
-    /// [`CensusUpdate::Ignored`]: nothing to apply; the journal row is now processed.
+    /// [`CensusUpdate::Ignored`] or [`CensusUpdate::Unusable`]: nothing to apply; the journal
+    /// row is now processed (with the note of an unusable one).
     Ignored,
     /// The journal row was already processed: nothing changed (a replay after a crash).
     AlreadyProcessed,
@@ -208,8 +209,9 @@ pub struct AnomalyView {
 // Writing
 
 const JOURNAL_STATUS: &str = "SELECT status FROM journal WHERE id = ?1";
+/// `?2` is the note of a message the census could not use (NULL otherwise).
 const MARK_PROCESSED: &str =
-    "UPDATE journal SET status = 'processed' WHERE id = ?1 AND status = 'accepted'";
+    "UPDATE journal SET status = 'processed', note = ?2 WHERE id = ?1 AND status = 'accepted'";
 const PATIENT_INSERT: &str = "INSERT INTO census_patients (ipp, legal_family, legal_given,
         used_family, used_given, birth_date, sex, reliability, ins, ins_oid, journal_id,
         identity_hash)
@@ -458,7 +460,13 @@ pub(super) fn apply(
 ) -> rusqlite::Result<CensusOutcome> {
     // Marked first (the transaction makes it atomic with the rest): one statement in the
     // common case; only a row that was not `accepted` needs a second look.
-    let marked = conn.prepare_cached(MARK_PROCESSED)?.execute([journal_id])?;
+    let note = match update {
+        CensusUpdate::Unusable { note } => Some(note.as_str()),
+        _ => None,
+    };
+    let marked = conn
+        .prepare_cached(MARK_PROCESSED)?
+        .execute(params![journal_id, note])?;
     let status: Option<String> = if marked == 1 {
         Some("accepted".to_owned())
     } else {
@@ -502,7 +510,7 @@ pub(super) fn apply(
             cx.merge(merge)?;
             ApplyStatus::Applied
         }
-        CensusUpdate::Ignored { .. } => ApplyStatus::Ignored,
+        CensusUpdate::Ignored { .. } | CensusUpdate::Unusable { .. } => ApplyStatus::Ignored,
     };
     if !cx.anomalies.is_empty() {
         let mut insert = conn.prepare_cached(ANOMALY_INSERT)?;

@@ -64,6 +64,7 @@ pub use self::prune::{Pruned, RetentionPlan};
 pub use self::queue::{
     DeadLetter, DestinationDepth, OutboundItem, OutboundMessage, OutboundStatus, QueueHead,
 };
+pub use self::read::JournalSearch;
 use self::read::Readers;
 use self::writer::{Counters, Prepared, Request};
 use crate::census::{CensusUpdate, Practitioner};
@@ -228,6 +229,8 @@ pub struct JournalSummary {
     pub status: String,
     /// Why it was rejected.
     pub reason: Option<String>,
+    /// Why a processed row was not used (the census could not use it); never patient data.
+    pub note: Option<String>,
     /// Remote address or file path.
     pub peer: String,
     /// MSH-3^MSH-4.
@@ -568,6 +571,30 @@ impl Store {
             .with(|connection| read::list(connection, filter))
     }
 
+    /// Lists journal rows matching every filter of `search`, newest first (blocking: for the
+    /// CLI or `spawn_blocking`).
+    pub fn search_journal(
+        &self,
+        search: &JournalSearch,
+    ) -> Result<Vec<JournalSummary>, StoreError> {
+        self.shared
+            .readers
+            .with(|connection| read::search(connection, search))
+    }
+
+    /// Journal rows of the push endpoint's `channel` still `accepted`, received before
+    /// `before` and not held: pushes that never finished (blocking; `limit` 0: no limit).
+    pub fn unfinished_pushes(
+        &self,
+        channel: &str,
+        before: jiff::Timestamp,
+        limit: usize,
+    ) -> Result<Vec<JournalSummary>, StoreError> {
+        self.shared
+            .readers
+            .with(|connection| read::unsettled(connection, channel, before, limit))
+    }
+
     /// One journal row with its raw bytes, or `None` if there is no such id (blocking).
     pub fn journal_entry(&self, id: i64) -> Result<Option<JournalEntry>, StoreError> {
         self.shared
@@ -636,23 +663,41 @@ impl Store {
 
     /// Prunes everything `plan` lets go, `batch` rows of each kind per transaction (the writer
     /// serves journal inserts between them), then shrinks the file; returns the rows deleted
-    /// and the pages freed.
+    /// and the pages freed. [`Store::prune_gently`] leaves the writer to intake most of the
+    /// time.
     pub async fn prune(
         &self,
         plan: RetentionPlan,
         batch: usize,
     ) -> Result<(Pruned, u64), StoreError> {
+        self.prune_gently(plan, batch, 0).await
+    }
+
+    /// [`Store::prune`] that pauses `pause_ratio` times as long as each step took before the
+    /// next: the pruner of a running daemon takes at most 1/(1 + ratio) of the writer's time,
+    /// so intake keeps its pace while a large backlog of old rows goes.
+    pub async fn prune_gently(
+        &self,
+        plan: RetentionPlan,
+        batch: usize,
+        pause_ratio: u32,
+    ) -> Result<(Pruned, u64), StoreError> {
         /// Pages given back per transaction (4 MiB with 4 KiB pages).
         const VACUUM_PAGES: u32 = 1024;
         let mut total = Pruned::default();
         loop {
+            let started = std::time::Instant::now();
             let (pruned, _) = self.prune_step(Some(plan), batch.max(1), 0).await?;
             total.add(pruned);
             if pruned.total() == 0 {
                 break;
             }
             // Let the runtime serve other tasks (intake) between two transactions.
-            tokio::task::yield_now().await;
+            if pause_ratio == 0 {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(started.elapsed() * pause_ratio).await;
+            }
         }
         let mut freed = 0u64;
         if total.total() > 0 {
@@ -663,6 +708,15 @@ impl Store {
                     break;
                 }
                 tokio::task::yield_now().await;
+            }
+            // The file shrinks once the log holding the vacuum is copied back: try now; under
+            // load the writer's own checkpoints finish the job later.
+            let path = self.shared.path.clone();
+            let checkpointed = tokio::task::spawn_blocking(move || prune::checkpoint(&path))
+                .await
+                .map_err(|source| self.read_task(source))?;
+            if let Err(e) = checkpointed {
+                tracing::debug!(error = %e, "checkpoint after the prune did not run");
             }
         }
         Ok((total, freed))

@@ -142,6 +142,20 @@ pub(super) fn count(connection: &Connection, plan: &RetentionPlan) -> rusqlite::
     })
 }
 
+/// A passive checkpoint from a connection of its own (the writer's transactions cannot run
+/// one): it copies the write-ahead log into the database file without blocking the writer, and
+/// when it catches up with the whole log, SQLite truncates the file to its new size, so the
+/// pages the vacuum gave back leave the disk. Returns whether the whole log was copied.
+pub(super) fn checkpoint(path: &std::path::Path) -> rusqlite::Result<bool> {
+    let connection = Connection::open(path)?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    let (busy, log, copied): (i64, i64, i64) =
+        connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+    Ok(busy == 0 && log == copied)
+}
+
 /// Gives up to `pages` free pages back to the file system (needs `auto_vacuum = INCREMENTAL`);
 /// returns the pages freed.
 pub(super) fn incremental_vacuum(connection: &Connection, pages: u32) -> rusqlite::Result<u32> {

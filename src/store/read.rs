@@ -10,7 +10,9 @@ use std::sync::{Mutex, PoisonError};
 use rusqlite::types::Type;
 use rusqlite::{Connection, Row};
 
-use super::{JournalEntry, JournalFilter, JournalSummary, StoreError, Unprocessed, schema};
+use super::{
+    EntryStatus, JournalEntry, JournalFilter, JournalSummary, StoreError, Unprocessed, schema,
+};
 
 /// Idle read connections kept for reuse; more may be open while a burst of reads runs.
 const MAX_IDLE: usize = 4;
@@ -19,32 +21,50 @@ const MAX_IDLE: usize = 4;
 /// stay `&'static str` (no formatting per call).
 macro_rules! summary_columns {
     () => {
-        "id, received_at, channel, message_type, control_id, status, reason, peer, sender"
+        "id, received_at, channel, message_type, control_id, status, reason, peer, sender, note"
     };
 }
 
-/// A listing statement for one `WHERE` clause; `?1` is always the limit.
-macro_rules! list_sql {
-    ($clause:literal) => {
-        concat!(
-            "SELECT ",
-            summary_columns!(),
-            " FROM journal ",
-            $clause,
-            " ORDER BY received_at DESC, id DESC LIMIT ?1"
-        )
-    };
-}
+/// How many columns [`summary`] reads; the columns after them are the caller's.
+const SUMMARY_COLUMNS: usize = 10;
 
-const LIST_ALL: &str = list_sql!("");
-const LIST_BY_CONTROL_ID: &str = list_sql!("WHERE control_id = ?2");
-const LIST_BY_CHANNEL: &str = list_sql!("WHERE channel = ?2");
-const LIST_BY_BOTH: &str = list_sql!("WHERE control_id = ?2 AND channel = ?3");
 const ENTRY: &str = concat!(
     "SELECT ",
     summary_columns!(),
     ", raw, content_hash, duplicate_count, last_seen_at FROM journal WHERE id = ?1"
 );
+
+/// Which journal rows `ordobridge journal` lists: every filter given must hold.
+///
+/// The filters are SQL conditions (reception-time ranges use the `journal_received_at` index,
+/// MSH-10 the `journal_control_id` one), except the IPP: SQL keeps the rows whose bytes hold
+/// it, then each candidate is parsed and kept only when a PID-3 repetition's first component
+/// is the IPP. The limit counts rows kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalSearch {
+    /// MSH-10, channel and the limit (0: no limit).
+    pub filter: JournalFilter,
+    /// Received at or after.
+    pub since: Option<jiff::Timestamp>,
+    /// Received before.
+    pub until: Option<jiff::Timestamp>,
+    /// MSH-9 equal to this, or starting with it and a `^` (`ADT` matches `ADT^A01^ADT_A01`).
+    pub message_type: Option<String>,
+    /// Only rows with this status.
+    pub status: Option<EntryStatus>,
+    /// Only HL7 rows whose PID-3 holds this identifier (patient data: the CLI asks for
+    /// `--show-phi`).
+    pub ipp: Option<String>,
+}
+
+impl From<JournalFilter> for JournalSearch {
+    fn from(filter: JournalFilter) -> Self {
+        Self {
+            filter,
+            ..Self::default()
+        }
+    }
+}
 
 /// A pool of read-only connections on one database.
 #[derive(Debug)]
@@ -95,45 +115,153 @@ pub(super) fn list(
     connection: &Connection,
     filter: &JournalFilter,
 ) -> rusqlite::Result<Vec<JournalSummary>> {
-    // LIMIT -1 is SQLite's "no limit".
-    let limit = match filter.limit {
+    search(connection, &JournalSearch::from(filter.clone()))
+}
+
+/// Journal rows matching `search`, newest first (by reception time, then id).
+pub(super) fn search(
+    connection: &Connection,
+    search: &JournalSearch,
+) -> rusqlite::Result<Vec<JournalSummary>> {
+    use rusqlite::types::Value;
+    let mut conditions: Vec<String> = Vec::new();
+    let mut values: Vec<Value> = Vec::new();
+    // Each condition names its own parameter number, so their order does not matter.
+    let bind = |values: &mut Vec<Value>, value: Value| {
+        values.push(value);
+        values.len()
+    };
+    if let Some(control_id) = &search.filter.control_id {
+        let n = bind(&mut values, Value::Text(control_id.clone()));
+        conditions.push(format!("control_id = ?{n}"));
+    }
+    if let Some(channel) = &search.filter.channel {
+        let n = bind(&mut values, Value::Text(channel.clone()));
+        conditions.push(format!("channel = ?{n}"));
+    }
+    if let Some(since) = search.since {
+        let n = bind(&mut values, Value::Integer(since.as_microsecond()));
+        conditions.push(format!("received_at >= ?{n}"));
+    }
+    if let Some(until) = search.until {
+        let n = bind(&mut values, Value::Integer(until.as_microsecond()));
+        conditions.push(format!("received_at < ?{n}"));
+    }
+    if let Some(prefix) = &search.message_type {
+        let whole = bind(&mut values, Value::Text(prefix.clone()));
+        let with_caret = format!("{prefix}^");
+        let length = i64::try_from(with_caret.chars().count()).unwrap_or(i64::MAX);
+        let start = bind(&mut values, Value::Text(with_caret));
+        let chars = bind(&mut values, Value::Integer(length));
+        conditions.push(format!(
+            "(message_type = ?{whole} OR substr(message_type, 1, ?{chars}) = ?{start})"
+        ));
+    }
+    if let Some(status) = search.status {
+        let n = bind(&mut values, Value::Text(status.as_str().to_owned()));
+        conditions.push(format!("status = ?{n}"));
+    }
+    if let Some(ipp) = &search.ipp {
+        // A cheap first cut on the bytes; the parse below decides.
+        let n = bind(&mut values, Value::Blob(ipp.as_bytes().to_vec()));
+        conditions.push(format!("instr(raw, ?{n}) > 0"));
+    }
+    let mut sql = concat!("SELECT ", summary_columns!()).to_owned();
+    if search.ipp.is_some() {
+        sql.push_str(", raw");
+    }
+    sql.push_str(" FROM journal");
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    sql.push_str(" ORDER BY received_at DESC, id DESC");
+    let limit = search.filter.limit;
+    // Without an IPP every row SQL returns is kept: SQL applies the limit.
+    if search.ipp.is_none() && limit > 0 {
+        let n = bind(
+            &mut values,
+            Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)),
+        );
+        sql.push_str(&format!(" LIMIT ?{n}"));
+    }
+    let mut statement = connection.prepare_cached(&sql)?;
+    let mut rows = statement.query(rusqlite::params_from_iter(values))?;
+    let mut summaries = Vec::new();
+    while let Some(row) = rows.next()? {
+        if limit > 0 && summaries.len() >= limit {
+            break;
+        }
+        if let Some(ipp) = &search.ipp {
+            let raw: Vec<u8> = row.get(SUMMARY_COLUMNS)?;
+            if !pid_3_holds(&raw, ipp) {
+                continue;
+            }
+        }
+        summaries.push(summary(row)?);
+    }
+    Ok(summaries)
+}
+
+/// Whether an HL7 message has a PID segment with a PID-3 repetition whose first component
+/// (CX-1) is `ipp`. Anything that does not parse as HL7 v2 does not match.
+pub(crate) fn pid_3_holds(raw: &[u8], ipp: &str) -> bool {
+    let Ok(message) = crate::hl7::Message::parse(raw) else {
+        return false;
+    };
+    for occurrence in 1.. {
+        if message.segment("PID", occurrence).is_none() {
+            return false;
+        }
+        for repetition in 1.. {
+            let Ok(path) =
+                crate::hl7::Path::new("PID", occurrence, 3, Some(repetition), Some(1), None)
+            else {
+                return false;
+            };
+            match message.text(&path) {
+                Some(value) if value.trim() == ipp => return true,
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+    false
+}
+
+/// Rows of `channel` (the push endpoint's) still `accepted`, received before `before` and not
+/// held: pushes that did not finish (the request failed after journaling, or its client went
+/// away) and need an operator. Oldest first, at most `limit` (0: no limit).
+///
+/// `kept` (every row but the rejected ones) lets SQLite walk the duplicate index, whose first
+/// column is the channel, instead of the whole journal.
+pub(super) fn unsettled(
+    connection: &Connection,
+    channel: &str,
+    before: jiff::Timestamp,
+    limit: usize,
+) -> rusqlite::Result<Vec<JournalSummary>> {
+    let limit = match limit {
         0 => -1,
         limit => i64::try_from(limit).unwrap_or(i64::MAX),
     };
-    // One fixed statement per filter shape, so each can use its index.
-    match (&filter.control_id, &filter.channel) {
-        (None, None) => summaries(connection, LIST_ALL, rusqlite::params![limit]),
-        (Some(control_id), None) => summaries(
-            connection,
-            LIST_BY_CONTROL_ID,
-            rusqlite::params![limit, control_id],
-        ),
-        (None, Some(channel)) => summaries(
-            connection,
-            LIST_BY_CHANNEL,
-            rusqlite::params![limit, channel],
-        ),
-        (Some(control_id), Some(channel)) => summaries(
-            connection,
-            LIST_BY_BOTH,
-            rusqlite::params![limit, control_id, channel],
-        ),
-    }
-}
-
-fn summaries(
-    connection: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> rusqlite::Result<Vec<JournalSummary>> {
-    let mut statement = connection.prepare_cached(sql)?;
-    let mut rows = statement.query(params)?;
+    let mut statement = connection.prepare_cached(UNSETTLED)?;
+    let mut rows = statement.query(rusqlite::params![channel, before.as_microsecond(), limit])?;
     let mut summaries = Vec::new();
     while let Some(row) = rows.next()? {
         summaries.push(summary(row)?);
     }
     Ok(summaries)
 }
+
+const UNSETTLED: &str = concat!(
+    "SELECT ",
+    summary_columns!(),
+    " FROM journal WHERE channel = ?1 AND kept AND status = 'accepted' AND received_at < ?2",
+    " AND NOT EXISTS (SELECT 1 FROM push_holds h",
+    " WHERE h.journal_id = journal.id AND h.released_at IS NULL)",
+    " ORDER BY received_at, id LIMIT ?3"
+);
 
 /// One journal row with its bytes, if the id exists.
 /// Accepted (not yet processed) rows after `after_id`, oldest first, with their raw bytes: the
@@ -165,10 +293,10 @@ pub(super) fn entry(connection: &Connection, id: i64) -> rusqlite::Result<Option
     };
     Ok(Some(JournalEntry {
         summary: summary(row)?,
-        raw: row.get(9)?,
-        content_hash: row.get(10)?,
-        duplicate_count: row.get(11)?,
-        last_seen_at: timestamp(row, 12)?,
+        raw: row.get(SUMMARY_COLUMNS)?,
+        content_hash: row.get(SUMMARY_COLUMNS + 1)?,
+        duplicate_count: row.get(SUMMARY_COLUMNS + 2)?,
+        last_seen_at: timestamp(row, SUMMARY_COLUMNS + 3)?,
     }))
 }
 
@@ -183,6 +311,7 @@ fn summary(row: &Row<'_>) -> rusqlite::Result<JournalSummary> {
         reason: row.get(6)?,
         peer: row.get(7)?,
         sender: row.get(8)?,
+        note: row.get(9)?,
     })
 }
 
@@ -197,7 +326,7 @@ fn timestamp(row: &Row<'_>, column: usize) -> rusqlite::Result<jiff::Timestamp> 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::{Store, StoreOptions, tests::record};
+    use super::super::{RecordStatus, Store, StoreOptions, tests::record};
     use super::*;
     use rstest::rstest;
 
@@ -253,6 +382,237 @@ mod tests {
         assert_eq!(listed, ids);
     }
 
+    /// Five rows, one per minute from 2023-11-14T22:13:20Z (ids 1 to 5).
+    async fn searchable() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("j.sqlite"), StoreOptions::default()).unwrap();
+        let rows: [(&str, &str, &str, RecordStatus); 5] = [
+            // PID-3 holds 4711 (second repetition).
+            (
+                "ADT^A01^ADT_A01",
+                "MSH|^~\\&|A|B|||20260101||ADT^A01^ADT_A01|1|P|2.5\rPID|1||999^^^X^NH~4711^^^CH^PI\r",
+                "one",
+                RecordStatus::Accepted,
+            ),
+            // 4711 only as a visit number: not a match for --ipp.
+            (
+                "ADT^A08",
+                "MSH|^~\\&|A|B|||20260101||ADT^A08|2|P|2.5\rPID|1||1234^^^CH^PI\rPV1|1|I|||||||||||||||||4711\r",
+                "two",
+                RecordStatus::Accepted,
+            ),
+            (
+                "ADTX^A01",
+                "MSH|^~\\&|A|B|||20260101||ADTX^A01|3|P|2.5\rPID|1||4711^^^CH^PI\r",
+                "three",
+                RecordStatus::Rejected {
+                    reason: "bad".to_owned(),
+                },
+            ),
+            (
+                "ORU^R01",
+                "MSH|^~\\&|A|B|||20260101||ORU^R01|4|P|2.5\rPID|1||4711^^^CH^PI\r",
+                "four",
+                RecordStatus::Accepted,
+            ),
+            // Not HL7 v2 at all, but holds the bytes.
+            ("ADT", "H|4711", "five", RecordStatus::Accepted),
+        ];
+        for (n, (message_type, raw, control_id, status)) in rows.into_iter().enumerate() {
+            let mut record = record(control_id, b"");
+            record.message_type = message_type.to_owned();
+            record.raw = bytes::Bytes::from(raw.to_owned());
+            record.status = status;
+            record.received_at =
+                jiff::Timestamp::from_second(1_700_000_000 + 60 * i64::try_from(n).unwrap())
+                    .unwrap();
+            store.journal(record).await.unwrap();
+        }
+        (dir, store)
+    }
+
+    fn at(text: &str) -> Option<jiff::Timestamp> {
+        Some(text.parse().unwrap())
+    }
+
+    #[rstest]
+    #[case::ok_everything(JournalSearch::default(), &[5, 4, 3, 2, 1])]
+    #[case::ok_since_inclusive(
+        JournalSearch { since: at("2023-11-14T22:15:20Z"), ..Default::default() },
+        &[5, 4, 3]
+    )]
+    #[case::ok_until_exclusive(
+        JournalSearch { until: at("2023-11-14T22:15:20Z"), ..Default::default() },
+        &[2, 1]
+    )]
+    #[case::ok_range(
+        JournalSearch {
+            since: at("2023-11-14T22:14:20Z"),
+            until: at("2023-11-14T22:16:20Z"),
+            ..Default::default()
+        },
+        &[3, 2]
+    )]
+    #[case::ok_type_family(
+        JournalSearch { message_type: Some("ADT".to_owned()), ..Default::default() },
+        &[5, 2, 1]
+    )]
+    #[case::ok_type_event(
+        JournalSearch { message_type: Some("ADT^A01".to_owned()), ..Default::default() },
+        &[1]
+    )]
+    #[case::ok_type_underscore_is_not_a_wildcard(
+        JournalSearch { message_type: Some("ADT^A01^ADT%".to_owned()), ..Default::default() },
+        &[]
+    )]
+    #[case::ok_status(
+        JournalSearch { status: Some(EntryStatus::Rejected), ..Default::default() },
+        &[3]
+    )]
+    #[case::ok_ipp_in_pid_3_only(
+        JournalSearch { ipp: Some("4711".to_owned()), ..Default::default() },
+        &[4, 3, 1]
+    )]
+    #[case::ok_ipp_limit_counts_kept_rows(
+        JournalSearch {
+            ipp: Some("4711".to_owned()),
+            filter: JournalFilter { limit: 2, ..Default::default() },
+            ..Default::default()
+        },
+        &[4, 3]
+    )]
+    #[case::ok_ipp_and_type(
+        JournalSearch {
+            ipp: Some("4711".to_owned()),
+            message_type: Some("ADT".to_owned()),
+            ..Default::default()
+        },
+        &[1]
+    )]
+    #[case::ok_ipp_other_repetition(
+        JournalSearch { ipp: Some("999".to_owned()), ..Default::default() },
+        &[1]
+    )]
+    #[case::ok_ipp_partial_value_is_no_match(
+        JournalSearch { ipp: Some("471".to_owned()), ..Default::default() },
+        &[]
+    )]
+    #[case::ok_limit_without_ipp(
+        JournalSearch {
+            status: Some(EntryStatus::Accepted),
+            filter: JournalFilter { limit: 3, ..Default::default() },
+            ..Default::default()
+        },
+        &[5, 4, 2]
+    )]
+    #[tokio::test]
+    async fn ok_search_filters(#[case] mut search: JournalSearch, #[case] ids: &[i64]) {
+        if search.filter == JournalFilter::default() {
+            search.filter.limit = 0;
+        }
+        let (_dir, store) = searchable().await;
+        let listed: Vec<i64> = store
+            .search_journal(&search)
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(listed, ids);
+    }
+
+    #[test]
+    fn ok_time_range_uses_the_received_at_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let _writer = schema::open_writer(&path).unwrap();
+        let reader = schema::open_reader(&path).unwrap();
+        let plan: Vec<String> = reader
+            .prepare(concat!(
+                "EXPLAIN QUERY PLAN SELECT ",
+                summary_columns!(),
+                " FROM journal WHERE received_at >= ?1 AND received_at < ?2",
+                " ORDER BY received_at DESC, id DESC LIMIT ?3"
+            ))
+            .unwrap()
+            .query_map(rusqlite::params![0, 1, 2], |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.contains("journal_received_at")),
+            "{plan:?}"
+        );
+    }
+
+    #[test]
+    fn ok_unsettled_pushes_walk_the_channel_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let _writer = schema::open_writer(&path).unwrap();
+        let reader = schema::open_reader(&path).unwrap();
+        let plan: Vec<String> = reader
+            .prepare(&format!("EXPLAIN QUERY PLAN {UNSETTLED}"))
+            .unwrap()
+            .query_map(rusqlite::params!["posos-push", 0, 1], |row| {
+                row.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX journal_duplicate")),
+            "{plan:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn ok_unsettled_pushes_are_accepted_old_and_not_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("j.sqlite"), StoreOptions::default()).unwrap();
+        let mut ids = Vec::new();
+        // accepted old, accepted old (then held), accepted recent, processed old, other channel
+        for (n, channel) in ["push", "push", "push", "push", "adt-in"]
+            .into_iter()
+            .enumerate()
+        {
+            let mut record = record(&format!("P{n}"), b"");
+            record.channel = channel.to_owned();
+            record.raw = bytes::Bytes::from(format!("{{\"n\": {n}}}"));
+            let second = if n == 2 { 1_700_000_900 } else { 1_700_000_000 };
+            record.received_at =
+                jiff::Timestamp::from_second(second + i64::try_from(n).unwrap()).unwrap();
+            ids.push(store.journal(record).await.unwrap().id());
+        }
+        store.mark_processed(vec![ids[3]]).await.unwrap();
+        let db = rusqlite::Connection::open(dir.path().join("j.sqlite")).unwrap();
+        db.execute(
+            "INSERT INTO push_holds (journal_id, partner_id, held_at, release_at) VALUES (?1, 'X', 0, 0)",
+            [ids[1]],
+        )
+        .unwrap();
+        let before = jiff::Timestamp::from_second(1_700_000_600).unwrap();
+        let listed: Vec<i64> = store
+            .unfinished_pushes("push", before, 0)
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(listed, [ids[0]]);
+    }
+
+    #[rstest]
+    #[case::ok_first_repetition(b"MSH|^~\\&|A\rPID|1||42^^^CH^PI\r", "42", true)]
+    #[case::ok_second_pid(b"MSH|^~\\&|A\rPID|1||1\rPID|2||42\r", "42", true)]
+    #[case::ok_escaped_value(b"MSH|^~\\&|A\rPID|1||4\\T\\2\r", "4&2", true)]
+    #[case::err_other_field(b"MSH|^~\\&|A\rPID|1|42|7\r", "42", false)]
+    #[case::err_other_component(b"MSH|^~\\&|A\rPID|1||7^42\r", "42", false)]
+    #[case::err_no_pid(b"MSH|^~\\&|A\rNK1|1||42\r", "42", false)]
+    #[case::err_not_hl7(b"H|42", "42", false)]
+    fn pid_3(#[case] raw: &[u8], #[case] ipp: &str, #[case] holds: bool) {
+        assert_eq!(pid_3_holds(raw, ipp), holds);
+    }
+
     #[tokio::test]
     async fn ok_entry_round_trips_every_field() {
         let dir = tempfile::tempdir().unwrap();
@@ -267,6 +627,7 @@ mod tests {
         assert_eq!(entry.summary.control_id, "MSG00001");
         assert_eq!(entry.summary.status, "accepted");
         assert_eq!(entry.summary.reason, None);
+        assert_eq!(entry.summary.note, None);
         assert_eq!(entry.summary.peer, "10.0.0.7:51234");
         assert_eq!(entry.summary.sender, "DPI^CHU");
         assert_eq!(entry.raw, sent.raw.to_vec());

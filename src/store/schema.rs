@@ -209,6 +209,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE outbound_v5 RENAME TO outbound;
     CREATE INDEX outbound_pending ON outbound (destination, id) WHERE status = 'pending';
     CREATE INDEX outbound_dead ON outbound (destination, id) WHERE status = 'dead';",
+    // 6: a note on a journal row the census could not use (no IPP of the configured authority,
+    // a bad date, …): the row is `processed` and says why, with no patient value in it.
+    "ALTER TABLE journal ADD COLUMN note TEXT;",
 ];
 
 /// Prepared statements kept per connection: the census alone uses about 30.

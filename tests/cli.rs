@@ -1,0 +1,589 @@
+//! Issue 10, operator CLI for scripts: the `ordobridge` binary run as a script would run it,
+//! on a store filled through the Store API or by the in-process engine over real sockets.
+//! `journal` filters and `--json`, the census-unusable note, `census --json`, `queue --json`,
+//! `status` and its exit codes against a real daemon, and a quiet exit on a closed stdout.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use ordobridge::store::{InboundRecord, RecordStatus, Store, StoreOptions};
+use serde_json::{Value, json};
+
+/// What a run of the binary gave.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `ordobridge ARGS` in the UTC time zone (dates in `--since` are local midnights).
+fn run(args: &[&str]) -> Run {
+    let output = Command::new(common::ordobridge_bin())
+        .args(args)
+        .env("TZ", "UTC")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run ordobridge");
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs the binary on the blocking pool (for tests that also drive the engine).
+async fn run_async(args: Vec<String>) -> Run {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args)
+    })
+    .await
+    .expect("cli task")
+}
+
+fn json_of(run: &Run) -> Value {
+    assert_eq!(run.code, Some(0), "{run:?}");
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {run:?}"))
+}
+
+fn ids(document: &Value) -> Vec<i64> {
+    document["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| row["id"].as_i64().expect("id"))
+        .collect()
+}
+
+fn record(at: &str, message_type: &str, raw: &str, status: RecordStatus) -> InboundRecord {
+    InboundRecord {
+        channel: "adt-in".to_owned(),
+        received_at: at.parse().expect("time"),
+        peer: "127.0.0.1:40000".to_owned(),
+        sender: "DPI^CH".to_owned(),
+        message_type: message_type.to_owned(),
+        control_id: format!("C-{at}"),
+        raw: raw.as_bytes().to_vec().into(),
+        status,
+    }
+}
+
+/// Three rows on three days: an accepted ADT^A01 for IPP 4711, a processed ORU^R01 for the
+/// same IPP, a rejected ADT^A08 mentioning 4711 only as a visit number.
+async fn filled_store(dir: &Path) -> std::path::PathBuf {
+    let config = common::config(dir, &common::base_toml());
+    let store = Store::open(&config.store.path, StoreOptions::default()).expect("store");
+    let rows = vec![
+        record(
+            "2026-11-20T10:00:00Z",
+            "ADT^A01^ADT_A01",
+            "MSH|^~\\&|DPI|CH|||20261120||ADT^A01^ADT_A01|1|P|2.5\rPID|1||4711^^^CH_EXEMPLE^PI\r",
+            RecordStatus::Accepted,
+        ),
+        record(
+            "2026-11-21T10:00:00Z",
+            "ORU^R01",
+            "MSH|^~\\&|LAB|CH|||20261121||ORU^R01|2|P|2.5\rPID|1||4711^^^CH_EXEMPLE^PI\r",
+            RecordStatus::Accepted,
+        ),
+        record(
+            "2026-11-22T10:00:00Z",
+            "ADT^A08",
+            "MSH|^~\\&|DPI|CH|||20261122||ADT^A08|3|P|2.5\rPID|1||5555^^^CH_EXEMPLE^PI\rPV1|1|I|||||||||||||||||4711\r",
+            RecordStatus::Rejected {
+                reason: "MSH-12: version 2.9 not supported".to_owned(),
+            },
+        ),
+    ];
+    let ids: Vec<i64> = store
+        .journal_many(rows)
+        .await
+        .expect("journal")
+        .iter()
+        .map(|o| o.id())
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+    store.mark_processed(vec![2]).await.expect("processed");
+    store.close().await;
+    dir.join("ob.toml")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_json_has_a_stable_shape_and_filters_apply() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = filled_store(dir.path()).await;
+    let config = config.to_str().expect("utf-8 path");
+    let journal = |extra: &[&str]| {
+        let mut args = vec!["journal", "--config", config, "--json"];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+
+    let all = json_of(&journal(&[]));
+    assert_eq!(all["count"], 3);
+    assert_eq!(ids(&all), [3, 2, 1]);
+    assert_eq!(
+        all["rows"][0],
+        json!({
+            "id": 3,
+            "received_at": "2026-11-22T10:00:00Z",
+            "channel": "adt-in",
+            "message_type": "ADT^A08",
+            "control_id": "C-2026-11-22T10:00:00Z",
+            "status": "rejected",
+            "reason": "MSH-12: version 2.9 not supported",
+            "note": null,
+            "peer": "127.0.0.1:40000",
+            "sender": "DPI^CH",
+        })
+    );
+    // No patient identifier in the listing.
+    assert!(!journal(&[]).stdout.contains("4711"));
+
+    let cases: [(&[&str], &[i64]); 10] = [
+        (&["--since", "2026-11-21T00:00:00Z"], &[3, 2]),
+        (&["--since", "2026-11-21T11:00:00+01:00"], &[3, 2]),
+        (&["--until", "2026-11-21"], &[1]),
+        (&["--since", "2026-11-21", "--until", "2026-11-22"], &[2]),
+        (&["--since", "2h"], &[]),
+        (&["--type", "ADT"], &[3, 1]),
+        (&["--type", "ADT^A01", "--status", "accepted"], &[1]),
+        (&["--status", "processed"], &[2]),
+        (&["--ipp", "4711", "--show-phi"], &[2, 1]),
+        (&["--ipp", "4711", "--show-phi", "--limit", "1"], &[2]),
+    ];
+    for (filters, expected) in cases {
+        assert_eq!(ids(&json_of(&journal(filters))), expected, "{filters:?}");
+    }
+
+    // The text listing applies the same filters.
+    let text = run(&["journal", "--config", config, "--type", "ORU"]);
+    assert_eq!(text.code, Some(0), "{text:?}");
+    assert_eq!(text.stdout.lines().count(), 2, "{}", text.stdout);
+    assert!(text.stdout.contains("ORU^R01"), "{}", text.stdout);
+    assert!(!text.stdout.contains("\u{1b}["), "no ANSI");
+
+    let show = json_of(&journal(&["--show", "1"]));
+    assert_eq!(show["id"], 1);
+    assert_eq!(show["duplicate_count"], 0);
+    assert_eq!(
+        show["message"],
+        "MSH|^~\\&|DPI|CH|||20261120||ADT^A01^ADT_A01|1|P|2.5\nPID|1||4711^^^CH_EXEMPLE^PI\n"
+    );
+}
+
+#[rstest::rstest]
+#[case::err_ipp_without_show_phi(
+    &["--ipp", "4711"],
+    2,
+    "error: the following required arguments were not provided:\n  --show-phi"
+)]
+#[case::err_since_words(
+    &["--since", "yesterday"],
+    1,
+    "ordobridge: --since: `yesterday` is not a time: expected an RFC 3339 time \
+     (`2026-11-22T08:15:00+01:00`), a date (`2026-11-22`) or an age (`30m`, `2h`, `3d`, `1w`)\n"
+)]
+#[case::err_until_unit(
+    &["--until", "3mo"],
+    1,
+    "ordobridge: --until: `3mo`: unknown unit `mo` (expected s, m, h, d or w)\n"
+)]
+#[case::err_range_backwards(
+    &["--since", "2026-11-22", "--until", "2026-11-21"],
+    1,
+    "ordobridge: --since (2026-11-22T00:00:00Z) is not before --until (2026-11-21T00:00:00Z): \
+     nothing can match; swap them?\n"
+)]
+#[case::err_status_unknown(
+    &["--status", "held"],
+    2,
+    "error: invalid value 'held' for '--status <STATUS>'\n  [possible values: accepted, processed, rejected]"
+)]
+#[case::err_show_unknown_id(
+    &["--show", "99"],
+    1,
+    "ordobridge: no journal entry with id 99; `ordobridge journal` lists the ids\n"
+)]
+fn err_journal_arguments(#[case] extra: &[&str], #[case] code: i32, #[case] stderr: &str) {
+    let dir = tempfile::tempdir().expect("dir");
+    common::config(dir.path(), &common::base_toml());
+    let config = dir.path().join("ob.toml");
+    let mut args = vec!["journal", "--config", config.to_str().expect("utf-8")];
+    args.extend_from_slice(extra);
+    let out = run(&args);
+    assert_eq!(out.code, Some(code), "{out:?}");
+    assert!(out.stderr.starts_with(stderr), "{out:?}");
+    assert_eq!(out.stdout, "");
+}
+
+/// The census cannot use an A28 whose PID-3 has no IPP of `CH_EXEMPLE`: the row ends
+/// `processed` with a note saying why (no patient value in it), shown by `journal`, `--show`
+/// and `--json`. The A01 sample is used and `census --json` describes its patient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn census_unusable_message_is_noted_in_the_journal() {
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = common::start_engine(common::config(dir.path(), &common::base_toml())).await;
+    let config = dir.path().join("ob.toml").display().to_string();
+    let unusable = "MSH|^~\\&|DPI|CH|||20261122||ADT^A28^ADT_A05|U1|P|2.5\r\
+                    EVN||20261122\rPID|1||998877^^^OTHER_CH^PI||SECRET^NAME||19750412|F\r";
+    let ack = common::send_adt(engine.addr("adt-in"), unusable.as_bytes()).await;
+    assert!(ack.contains("|AA|"), "{ack}");
+    let ack = common::send_adt(engine.addr("adt-in"), &common::sample(common::A01_SAMPLE)).await;
+    assert!(ack.contains("|AA|"), "{ack}");
+
+    let args = vec![
+        "journal".to_owned(),
+        "--config".to_owned(),
+        config.clone(),
+        "--json".to_owned(),
+    ];
+    let listed = common::wait_for("both rows processed", || {
+        let args = args.clone();
+        async move {
+            let listed = json_of(&run_async(args).await);
+            let rows = listed["rows"].as_array()?;
+            (rows.len() == 2 && rows.iter().all(|r| r["status"] == "processed")).then_some(listed)
+        }
+    })
+    .await;
+    let note = "not used by the census: PID-3: no `PI` identifier of authority `CH_EXEMPLE` \
+                (found 20 characters, not shown here: see the journal): check `ipp_authority` \
+                in the census settings or the sender's PID-3";
+    assert_eq!(listed["rows"][1]["control_id"], "U1");
+    assert_eq!(listed["rows"][1]["note"], note);
+    assert_eq!(listed["rows"][0]["note"], Value::Null);
+    let id = listed["rows"][1]["id"].as_i64().expect("id").to_string();
+
+    let text = run_async(vec!["journal".into(), "--config".into(), config.clone()]).await;
+    assert_eq!(text.code, Some(0), "{text:?}");
+    assert!(
+        text.stdout.contains(&format!("processed ({note})")),
+        "{}",
+        text.stdout
+    );
+    for value in ["998877", "SECRET", "19750412"] {
+        assert!(!text.stdout.contains(value), "{}", text.stdout);
+    }
+
+    let show = run_async(vec![
+        "journal".into(),
+        "--config".into(),
+        config.clone(),
+        "--show".into(),
+        id.clone(),
+    ])
+    .await;
+    assert_eq!(show.code, Some(0), "{show:?}");
+    assert_eq!(
+        show.stderr,
+        format!("journal #{id} adt-in ADT^A28^ADT_A05 U1: processed ({note})\n")
+    );
+    assert!(show.stdout.starts_with("MSH|"), "{show:?}");
+    let show = json_of(
+        &run_async(vec![
+            "journal".into(),
+            "--config".into(),
+            config.clone(),
+            "--show".into(),
+            id,
+            "--json".into(),
+        ])
+        .await,
+    );
+    assert_eq!(show["note"], note);
+
+    let census = json_of(
+        &run_async(vec![
+            "census".into(),
+            "--config".into(),
+            config.clone(),
+            "--ipp".into(),
+            "100001".into(),
+            "--json".into(),
+        ])
+        .await,
+    );
+    assert_eq!(census["ipp"], "100001");
+    let keys: Vec<&str> = census
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "anomalies",
+            "birth_date",
+            "current_encounter",
+            "encounters",
+            "ins",
+            "ipp",
+            "legal_name",
+            "merged_ipps",
+            "movements",
+            "reliability",
+            "resolved_from",
+            "sex",
+            "used_name",
+        ]
+    );
+    assert_eq!(census["movements"][0]["event"], "A01");
+    assert!(census["current_encounter"]["nda"].is_string(), "{census}");
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_json_shape() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = filled_store(dir.path()).await;
+    let config = config.to_str().expect("utf-8");
+    let queue = |json: bool| {
+        let mut args = vec!["queue", "--config", config];
+        if json {
+            args.push("--json");
+        }
+        run(&args)
+    };
+    assert_eq!(
+        json_of(&queue(true)),
+        json!({"destinations": [], "dead_letters": [], "held_bundles": [],
+               "unfinished_pushes": []})
+    );
+    assert!(!queue(false).stdout.contains("still `accepted`"));
+
+    // A pushed bundle journaled an hour ago and never settled (its request failed after
+    // journaling), and one just arrived (still in its request): only the first is listed.
+    let store =
+        Store::open(&dir.path().join("data/ob.db"), StoreOptions::default()).expect("store");
+    // Whole seconds: the store keeps microseconds.
+    let hour_ago =
+        jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() - 3600).expect("time");
+    for (at, control_id) in [
+        (hour_ago, "BUNDLE-OLD"),
+        (jiff::Timestamp::now(), "BUNDLE-NEW"),
+    ] {
+        let mut push = record(
+            "2026-11-20T10:00:00Z",
+            "Bundle",
+            "{}",
+            RecordStatus::Accepted,
+        );
+        push.channel = "posos-push".to_owned();
+        push.received_at = at;
+        push.control_id = control_id.to_owned();
+        push.raw = format!("{{\"id\": \"{control_id}\"}}").into_bytes().into();
+        store.journal(push).await.expect("journal");
+    }
+    store.close().await;
+    let listed = json_of(&queue(true));
+    assert_eq!(
+        listed["unfinished_pushes"],
+        json!([{"journal_id": 4, "received_at": hour_ago.to_string(),
+                "control_id": "BUNDLE-OLD", "peer": "127.0.0.1:40000"}])
+    );
+    let text = queue(false);
+    assert!(
+        text.stdout.contains(
+            "1 pushed bundle(s) still `accepted` 10 min after they arrived (not held, not \
+             queued): see `ordobridge journal --show ID`, then ask Posos to push again\n\
+             JOURNAL ID  RECEIVED\n4           "
+        ),
+        "{text:?}"
+    );
+}
+
+/// `ordobridge queue | head -1` and friends: the reader is gone before anything is written;
+/// the command ends quietly with 0, no panic, no backtrace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_stdout_ends_quietly() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = filled_store(dir.path()).await;
+    let config = config.to_str().expect("utf-8");
+    let commands: [&[&str]; 5] = [
+        &["queue", "--config", config],
+        &["queue", "--config", config, "--json"],
+        &["journal", "--config", config],
+        &["journal", "--config", config, "--show", "1"],
+        &["check", "--config", config],
+    ];
+    for args in commands {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let output = Command::new(common::ordobridge_bin())
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run ordobridge");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+const TOKEN: &str = "cl1Adm1nT0ken-9c8b7a6f5e4d3c2b1a0f9e8d";
+const PUSH_TOKEN: &str = "cl1PushT0ken-9c8b7a6f5e4d3c2b1a0f9e8d";
+
+/// `ordobridge status` against the in-process daemon: 0 while `ok`; a wrong token is refused
+/// (2); 1 once a destination keeps failing (an EHR that never answers); 2 once the daemon is
+/// gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_exit_codes_follow_the_daemon() {
+    // The EHR's port is bound but nobody answers: every delivery attempt times out.
+    let ehr = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let ehr_addr = ehr.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("dir");
+    let text = common::base_toml()
+        .replace("[http]\n", &format!("[http]\nadmin_token = \"{TOKEN}\"\n"))
+        + &common::push_to_ehr_toml(
+            ehr_addr,
+            &format!("token = \"{PUSH_TOKEN}\"\nhold_unknown_for = \"0s\""),
+        )
+        .replace(
+            "retry_initial = \"20ms\"",
+            "retry_initial = \"20ms\"\nretry_max = \"100ms\"\nack_timeout = \"200ms\"",
+        );
+    let engine = common::start_engine(common::config(dir.path(), &text)).await;
+    let http = engine.addr("http");
+    let url = format!("http://{http}");
+    let token_file = dir.path().join("admin.token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
+    let token_file = token_file.display().to_string();
+    let status = |extra: &[&str]| {
+        let mut args = vec!["status".to_owned(), "--url".to_owned(), url.clone()];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        run_async(args)
+    };
+
+    let ok = status(&[]).await;
+    assert_eq!(ok.code, Some(0), "{ok:?}");
+    assert!(
+        ok.stdout.starts_with(&format!("{url}/status: ok\n")),
+        "{}",
+        ok.stdout
+    );
+    assert!(ok.stdout.contains("  adt-in "), "{}", ok.stdout);
+    assert!(ok.stdout.ends_with("attention: none\n"), "{}", ok.stdout);
+    let raw = json_of(&status(&["--json", "--token-file", &token_file]).await);
+    assert_eq!(raw["status"], "ok");
+    assert!(raw["destinations"]["ehr-orders"].is_object(), "{raw}");
+
+    let refused = status(&["--token", "wrong-token"]).await;
+    assert_eq!(refused.code, Some(2), "{refused:?}");
+    assert_eq!(
+        refused.stderr,
+        format!(
+            "ordobridge: {url}/status refused to show its status (HTTP 403: wrong admin token); \
+             run this on the daemon's machine (loopback) or pass `[http] admin_token` with \
+             --token or --token-file\n"
+        )
+    );
+
+    let pushed = reqwest::Client::new()
+        .post(format!("{url}/fhir"))
+        .bearer_auth(PUSH_TOKEN)
+        .body(common::sample(
+            "samples/posos/two-drugs-prednisone-taper.json",
+        ))
+        .send()
+        .await
+        .expect("push");
+    assert_eq!(pushed.status(), 200);
+    let attention = common::wait_for("`status` to exit 1", || async {
+        let out = status(&["--token-file", &token_file]).await;
+        (out.code == Some(1)).then_some(out)
+    })
+    .await;
+    assert!(
+        attention
+            .stdout
+            .starts_with(&format!("{url}/status: attention\n")),
+        "{}",
+        attention.stdout
+    );
+    assert!(
+        attention.stdout.contains("\nattention (")
+            && attention.stdout.contains("destination `ehr-orders`"),
+        "{}",
+        attention.stdout
+    );
+    assert!(
+        attention
+            .stdout
+            .contains("  ehr-orders       1 pending, 0 dead"),
+        "{}",
+        attention.stdout
+    );
+
+    engine.stop().await;
+    drop(ehr);
+    let gone = status(&[]).await;
+    assert_eq!(gone.code, Some(2), "{gone:?}");
+    assert!(
+        gone.stderr.starts_with(&format!(
+            "ordobridge: cannot reach the daemon at {url}/status: "
+        )),
+        "{gone:?}"
+    );
+    assert!(
+        gone.stderr
+            .ends_with("; is it running, and is `--url` its `[http] bind` address?\n"),
+        "{gone:?}"
+    );
+}
+
+/// `send` exits 0 when every answer is AA, 2 as soon as one is not (here AE from a real MLLP
+/// peer), 1 when it cannot send at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_exit_codes() {
+    let file = common::repo_root().join(common::A01_SAMPLE);
+    let file = file.display().to_string();
+    let (accepting, _) = common::ehr_peer().await;
+    let out = run_async(vec![
+        "send".into(),
+        "--to".into(),
+        accepting.to_string(),
+        file.clone(),
+    ])
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains(": AA"), "{out:?}");
+
+    let (refusing, _) =
+        common::ehr_peer_answering(|id| format!("MSA|AE|{id}|unknown patient")).await;
+    let out = run_async(vec![
+        "send".into(),
+        "--to".into(),
+        refusing.to_string(),
+        file.clone(),
+    ])
+    .await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stdout.contains(": AE unknown patient"), "{out:?}");
+
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let out = run_async(vec!["send".into(), "--to".into(), closed.to_string(), file]).await;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.starts_with("ordobridge: "), "{out:?}");
+}
+
+#[rstest::rstest]
+#[case::ok_valid("[store]\npath = \"data/ob.db\"\n", 0)]
+#[case::err_unknown_key("[store]\npath = \"data/ob.db\"\nnot_a_key = 1\n", 1)]
+fn check_exit_codes(#[case] text: &str, #[case] code: i32) {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("ob.toml");
+    std::fs::write(&path, text).expect("write");
+    let out = run(&["check", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(out.code, Some(code), "{out:?}");
+}
