@@ -72,6 +72,9 @@ pub struct PushConfig {
     pub hold_unknown_for: Duration,
     /// Each pushed bundle is mapped by every route.
     pub routes: Vec<PushRoute>,
+    /// Refuse `POST /fhir` from a client without a verified certificate (`[http.tls]
+    /// client_ca`).
+    pub require_client_cert: bool,
 }
 
 /// The user and password of HTTP basic authentication (`[push] basic_user`, `basic_password`).
@@ -125,6 +128,10 @@ pub enum Destination {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub bind: SocketAddr,
+    /// TLS on the HTTP listener (`[http.tls]`); the client certificate is optional there.
+    pub tls: Option<crate::tls::ServerTlsSettings>,
+    /// Header read timeout and connection limit of the accept loop.
+    pub serve: crate::http::ServeSettings,
     /// Hardening of every route: who reaches the admin routes, which Host names are served,
     /// timeouts and security headers.
     pub guard: crate::http::HttpGuardSettings,
@@ -273,6 +280,9 @@ pub struct MllpListenerConfig {
     pub read_timeout: Duration,
     /// A connection silent for this long is closed.
     pub idle_timeout: Duration,
+    /// TLS on this listener (`[inbound.NAME.tls]`); a client certificate is required when
+    /// `client_ca` is set.
+    pub tls: Option<crate::tls::ServerTlsSettings>,
     /// `allow`: source networks that may connect; `None` (key absent) lets any address in.
     pub allow: Option<crate::http::AllowList>,
     /// `max_connections_per_peer`: connections one address may hold at once.
@@ -577,6 +587,7 @@ struct RawPush {
     hold_unknown_for: Option<Spanned<String>>,
     #[serde(default)]
     route: Vec<RawRoute>,
+    require_client_cert: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -598,6 +609,7 @@ struct RawOutbound {
     retry_initial: Option<Spanned<String>>,
     retry_max: Option<Spanned<String>>,
     max_attempts: Option<u32>,
+    tls: Option<Spanned<RawClientTls>>,
     // file
     folder: Option<String>,
     name_template: Option<String>,
@@ -619,6 +631,29 @@ struct RawHttp {
     hosts: Option<Vec<String>>,
     request_timeout: Option<Spanned<String>>,
     frame_ancestors: Option<Vec<String>>,
+    header_read_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<i64>>,
+    tls: Option<Spanned<RawServerTls>>,
+}
+
+/// `[inbound.NAME.tls]` and `[http.tls]` (where `client_names` is refused).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerTls {
+    cert: String,
+    key: String,
+    client_ca: Option<String>,
+    client_names: Option<Vec<String>>,
+}
+
+/// `[outbound.NAME.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientTls {
+    ca: Option<String>,
+    server_name: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -700,6 +735,7 @@ struct RawInbound {
     max_frame_size: Option<Spanned<SizeValue>>,
     read_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
+    tls: Option<Spanned<RawServerTls>>,
     // file channels
     folder: Option<Spanned<String>>,
     patterns: Option<Vec<String>>,
@@ -804,7 +840,7 @@ impl RawConfig {
                 inbound.insert(name, channel);
             }
         }
-        let http = self.http.and_then(|http| validate_http(http, report));
+        let http = self.http.and_then(|http| validate_http(http, base, report));
         let mut alert_after = BTreeMap::new();
         let outbound: BTreeMap<String, Destination> = self
             .outbound
@@ -836,6 +872,9 @@ impl RawConfig {
             }
             validate_launch(launch.into_inner(), base, report)
         });
+        let push = self
+            .push
+            .map(|push| validate_push(push, &outbound, http.as_ref(), base, report));
         Config {
             source: file.to_path_buf(),
             store,
@@ -844,9 +883,7 @@ impl RawConfig {
             http,
             launch,
             posos,
-            push: self
-                .push
-                .map(|push| validate_push(push, &outbound, base, report)),
+            push,
             outbound,
             alert_after,
             census: crate::census::CensusSettings {
@@ -900,7 +937,7 @@ fn retention(store: &RawStore, report: &mut Report<'_>) -> RetentionConfig {
     config
 }
 
-fn validate_http(raw: RawHttp, report: &mut Report<'_>) -> Option<HttpConfig> {
+fn validate_http(raw: RawHttp, base: &Path, report: &mut Report<'_>) -> Option<HttpConfig> {
     let mut guard = crate::http::HttpGuardSettings::default();
     if let Some(allow) = &raw.admin_allow {
         match crate::http::AllowList::parse(allow.get_ref()) {
@@ -952,8 +989,26 @@ fn validate_http(raw: RawHttp, report: &mut Report<'_>) -> Option<HttpConfig> {
             );
         }
     }
+    let mut serve = crate::http::ServeSettings::default();
+    if let Some(timeout) = raw
+        .header_read_timeout
+        .and_then(|t| duration_value(t, "http.header_read_timeout", report))
+    {
+        serve.header_read_timeout = timeout;
+    }
+    if let Some(max) = positive(raw.max_connections, "http.max_connections", report) {
+        serve.max_connections = max;
+    }
+    let tls = raw
+        .tls
+        .and_then(|tls| server_tls(tls, "http.tls", false, base, report));
     match raw.bind.get_ref().parse::<SocketAddr>() {
-        Ok(bind) => Some(HttpConfig { bind, guard }),
+        Ok(bind) => Some(HttpConfig {
+            bind,
+            guard,
+            tls,
+            serve,
+        }),
         Err(_) => {
             report.push(
                 Some(raw.bind.span()),
@@ -966,6 +1021,100 @@ fn validate_http(raw: RawHttp, report: &mut Report<'_>) -> Option<HttpConfig> {
             None
         }
     }
+}
+
+/// `[inbound.NAME.tls]` (`mllp`: client certificate required with `client_ca`) or
+/// `[http.tls]` (optional there, and no `client_names`).
+fn server_tls(
+    raw: Spanned<RawServerTls>,
+    key: &str,
+    mllp: bool,
+    base: &Path,
+    report: &mut Report<'_>,
+) -> Option<crate::tls::ServerTlsSettings> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let client_names: Vec<String> = raw
+        .client_names
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| !n.trim().is_empty())
+        .collect();
+    if !client_names.is_empty() && !mllp {
+        report.push(
+            Some(span),
+            &format!("{key}.client_names"),
+            "`client_names` is for MLLP listeners: on HTTP, `client_ca` decides who may present a certificate".to_string(),
+        );
+        return None;
+    }
+    let client_ca = raw
+        .client_ca
+        .filter(|c| !c.is_empty())
+        .map(|c| resolve_path(base, &c));
+    if !client_names.is_empty() && client_ca.is_none() {
+        report.push(
+            Some(span),
+            &format!("{key}.client_names"),
+            "`client_names` needs `client_ca` (the CA that signs the client certificates): add `client_ca = \"site-ca.pem\"`".to_string(),
+        );
+        return None;
+    }
+    Some(crate::tls::ServerTlsSettings {
+        cert: resolve_path(base, &raw.cert),
+        key: resolve_path(base, &raw.key),
+        client_ca,
+        client_names,
+        client_cert_required: mllp,
+        alpn: if mllp {
+            Vec::new()
+        } else {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        },
+    })
+}
+
+/// `[outbound.NAME.tls]`: `server_name` defaults to the host of `address`.
+fn client_tls(
+    raw: Spanned<RawClientTls>,
+    key: &str,
+    address: SocketAddr,
+    base: &Path,
+    report: &mut Report<'_>,
+) -> Option<crate::tls::ClientTlsSettings> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let cert_and_key = match (
+        raw.cert.filter(|c| !c.is_empty()),
+        raw.key.filter(|k| !k.is_empty()),
+    ) {
+        (None, None) => None,
+        (Some(cert), Some(k)) => Some((resolve_path(base, &cert), resolve_path(base, &k))),
+        (Some(_), None) | (None, Some(_)) => {
+            report.push(
+                Some(span),
+                &format!("{key}.cert"),
+                "a client certificate needs both `cert` and `key` (or neither)".to_string(),
+            );
+            return None;
+        }
+    };
+    let settings = crate::tls::ClientTlsSettings {
+        ca: raw
+            .ca
+            .filter(|c| !c.is_empty())
+            .map(|c| resolve_path(base, &c)),
+        server_name: raw
+            .server_name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| address.ip().to_string()),
+        cert_and_key,
+    };
+    if let Err(e) = settings.server_name() {
+        report.push(Some(span), &format!("{key}.server_name"), e.to_string());
+        return None;
+    }
+    Some(settings)
 }
 
 /// Values that sample files and tutorials put where a secret goes: a configuration still
@@ -1017,9 +1166,24 @@ fn readable_by_others(path: &Path) -> std::io::Result<Option<u32>> {
 fn validate_push(
     raw: RawPush,
     outbound: &BTreeMap<String, Destination>,
+    http: Option<&HttpConfig>,
     base: &Path,
     report: &mut Report<'_>,
 ) -> PushConfig {
+    let require_client_cert = raw
+        .require_client_cert
+        .as_ref()
+        .is_some_and(|r| *r.get_ref());
+    let has_client_ca = http
+        .and_then(|h| h.tls.as_ref())
+        .is_some_and(|t| t.client_ca.is_some());
+    if require_client_cert && !has_client_ca {
+        report.push(
+            raw.require_client_cert.as_ref().map(Spanned::span),
+            "push.require_client_cert",
+            "client certificates are required but `[http.tls]` has no `client_ca`: add `[http.tls]` with `cert`, `key` and `client_ca` (the CA that signs Posos' certificate)".to_string(),
+        );
+    }
     let mut routes = Vec::new();
     for (i, route) in raw.route.into_iter().enumerate() {
         let key = format!("push.route[{i}]");
@@ -1106,6 +1270,7 @@ fn validate_push(
         basic,
         hold_unknown_for,
         routes,
+        require_client_cert,
     }
 }
 
@@ -1259,6 +1424,15 @@ fn validate_outbound(
             duration(raw.retry_max, "retry_max", &mut settings.retry.max);
             if let Some(max_attempts) = raw.max_attempts {
                 settings.retry.max_attempts = max_attempts;
+            }
+            if let Some(tls) = raw.tls {
+                settings.tls = Some(client_tls(
+                    tls,
+                    &format!("{prefix}.tls"),
+                    addr,
+                    base,
+                    report,
+                )?);
             }
             Some(Destination::Mllp(settings))
         }
@@ -1624,6 +1798,9 @@ impl RawInbound {
                         max_frame_bytes,
                         read_timeout,
                         idle_timeout,
+                        tls: self.tls.and_then(|t| {
+                            server_tls(t, &format!("{prefix}.tls"), true, base, report)
+                        }),
                         allow,
                         max_connections_per_peer,
                         rejected_max_per_hour,
@@ -2124,6 +2301,61 @@ bind = "127.0.0.1:${PORT:-2575}"
             (config.store.queue_capacity, config.store.max_batch),
             (store.queue_capacity, store.max_batch)
         );
+    }
+
+    #[test]
+    fn ok_tls_keys_resolve_paths_and_default_the_server_name() {
+        let text = format!(
+            "{MINIMAL}[inbound.adt-in.tls]\ncert = \"tls/ob.crt\"\nkey = \"/k/ob.key\"\nclient_ca = \"ca.pem\"\nclient_names = [\"dpi.example\"]\n\
+             [outbound.ehr]\nprotocol = \"mllp\"\naddress = \"10.0.0.5:2576\"\n[outbound.ehr.tls]\nca = \"ca.pem\"\n\
+             [http]\nbind = \"127.0.0.1:8717\"\nheader_read_timeout = \"3s\"\n[http.tls]\ncert = \"h.crt\"\nkey = \"h.key\"\nclient_ca = \"ca.pem\"\n\
+             [push]\nrequire_client_cert = true\nallow_unauthenticated = true\n"
+        );
+        let config = load(&text, &[]).unwrap();
+        let InboundKind::Mllp(mllp) = &config.inbound["adt-in"].kind else {
+            panic!("expected an MLLP channel");
+        };
+        let tls = mllp.tls.as_ref().unwrap();
+        assert_eq!(tls.cert, PathBuf::from("/etc/ordobridge/tls/ob.crt"));
+        assert_eq!(tls.key, PathBuf::from("/k/ob.key"));
+        assert!(tls.client_cert_required);
+        assert_eq!(tls.client_names, vec!["dpi.example"]);
+        let Destination::Mllp(ehr) = &config.outbound["ehr"] else {
+            panic!("expected an MLLP destination");
+        };
+        let client = ehr.tls.as_ref().unwrap();
+        assert_eq!(client.server_name, "10.0.0.5");
+        assert_eq!(client.cert_and_key, None);
+        let http = config.http.as_ref().unwrap();
+        assert!(!http.tls.as_ref().unwrap().client_cert_required);
+        assert_eq!(http.serve.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(http.serve.max_connections, 512);
+        assert!(config.push.unwrap().require_client_cert);
+    }
+
+    #[rstest]
+    #[case::names_without_ca(
+        "[inbound.adt-in.tls]\ncert = \"c\"\nkey = \"k\"\nclient_names = [\"a\"]\n",
+        "/etc/ordobridge/ob.toml:8:1: `inbound.adt-in.tls.client_names`: `client_names` needs `client_ca` (the CA that signs the client certificates): add `client_ca = \"site-ca.pem\"`"
+    )]
+    #[case::names_on_http(
+        "[http]\nbind = \"127.0.0.1:1\"\n[http.tls]\ncert = \"c\"\nkey = \"k\"\nclient_ca = \"ca\"\nclient_names = [\"a\"]\n",
+        "/etc/ordobridge/ob.toml:10:1: `http.tls.client_names`: `client_names` is for MLLP listeners: on HTTP, `client_ca` decides who may present a certificate"
+    )]
+    #[case::cert_without_key(
+        "[outbound.e]\nprotocol = \"mllp\"\naddress = \"10.0.0.5:1\"\n[outbound.e.tls]\ncert = \"c\"\n",
+        "/etc/ordobridge/ob.toml:11:1: `outbound.e.tls.cert`: a client certificate needs both `cert` and `key` (or neither)"
+    )]
+    #[case::bad_server_name(
+        "[outbound.e]\nprotocol = \"mllp\"\naddress = \"10.0.0.5:1\"\n[outbound.e.tls]\nserver_name = \"not a name!\"\n",
+        "/etc/ordobridge/ob.toml:11:1: `outbound.e.tls.server_name`: invalid TLS server name `not a name!`: set `server_name` to the DNS name or IP address in the receiver's certificate"
+    )]
+    #[case::client_cert_without_ca(
+        "[http]\nbind = \"127.0.0.1:1\"\n[push]\nrequire_client_cert = true\nallow_unauthenticated = true\n",
+        "/etc/ordobridge/ob.toml:11:23: `push.require_client_cert`: client certificates are required but `[http.tls]` has no `client_ca`: add `[http.tls]` with `cert`, `key` and `client_ca` (the CA that signs Posos' certificate)"
+    )]
+    fn err_tls_keys(#[case] extra: &str, #[case] expected: &str) {
+        assert_eq!(errors(&format!("{MINIMAL}{extra}")), vec![expected]);
     }
 
     #[test]

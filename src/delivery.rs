@@ -135,6 +135,8 @@ pub struct DestinationSettings {
     pub poll_interval: Duration,
     /// Answers longer than this are refused (and the message retried).
     pub max_frame_bytes: usize,
+    /// TLS towards the receiver (`[outbound.NAME.tls]`); `None` speaks plain TCP.
+    pub tls: Option<crate::tls::ClientTlsSettings>,
 }
 
 impl DestinationSettings {
@@ -150,6 +152,7 @@ impl DestinationSettings {
             retry: RetryPolicy::default(),
             poll_interval: Duration::from_secs(5),
             max_frame_bytes: client.max_frame_bytes,
+            tls: None,
         }
     }
 }
@@ -462,8 +465,31 @@ pub async fn run_destination(
     stats: Arc<DeliveryStats>,
     shutdown: CancellationToken,
 ) {
+    let tls = match &settings.tls {
+        None => None,
+        Some(tls) => match tls.client(&format!("outbound/{}", settings.name)) {
+            Ok(client) => Some(client),
+            Err(error) => {
+                tracing::error!(destination = %settings.name, %error, "TLS settings unusable; the destination is not served");
+                return;
+            }
+        },
+    };
+    run_destination_with_tls(store, settings, tls, notify, stats, shutdown).await;
+}
+
+/// [`run_destination`] with a TLS client built (and registered for reload) by the caller.
+pub async fn run_destination_with_tls(
+    store: Store,
+    settings: DestinationSettings,
+    tls: Option<crate::tls::ClientTls>,
+    notify: Arc<Notify>,
+    stats: Arc<DeliveryStats>,
+    shutdown: CancellationToken,
+) {
     let mut worker = Worker {
         store,
+        tls,
         settings,
         notify,
         stats,
@@ -534,6 +560,8 @@ enum Link {
 struct Worker {
     store: Store,
     settings: DestinationSettings,
+    /// The TLS client of `settings.tls`, reloadable.
+    tls: Option<crate::tls::ClientTls>,
     notify: Arc<Notify>,
     stats: Arc<DeliveryStats>,
     shutdown: CancellationToken,
@@ -637,6 +665,7 @@ impl Worker {
 
     async fn connect(&mut self, message: OutboundMessage) -> Link {
         let settings = ClientSettings {
+            tls: self.tls.clone(),
             connect_timeout: self.settings.connect_timeout,
             max_frame_bytes: self.settings.max_frame_bytes,
         };

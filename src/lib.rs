@@ -13,6 +13,8 @@
 //!   one writer thread with group commit.
 //! - [`metrics`]: the latency histograms of `/metrics` (prometheus-client), observed where the
 //!   time is spent.
+//! - [`tls`]: certificates and keys (PEM), rustls server and client configurations for every
+//!   listener and client, reloaded on SIGHUP; one crypto provider (aws-lc-rs).
 //! - [`tools`]: the CLI tools: send files over MLLP, load test, synthetic corpus.
 //! - [`engine`]: the wiring, read top to bottom: load config, open the store, bind, spawn,
 //!   wait; and the inbound channel that commits a message before it answers its ACK.
@@ -34,4 +36,5 @@ pub mod metrics;
 pub mod mllp;
 pub mod posos;
 pub mod store;
+pub mod tls;
 pub mod tools;

@@ -174,6 +174,8 @@ enum Command {
         /// Send the bytes as they are in the files (default: segment ends become CR).
         #[arg(long)]
         raw: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
         /// Files holding one or several messages (LF, CRLF or CR segment ends).
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -190,10 +192,44 @@ enum Command {
         /// Seconds to wait for each acknowledgment.
         #[arg(long, default_value_t = 30)]
         ack_timeout: u64,
+        #[command(flatten)]
+        tls: TlsArgs,
         /// Template messages (files); default: a generated synthetic ADT corpus. Each sent
         /// message gets a unique MSH-10.
         files: Vec<PathBuf>,
     },
+}
+
+/// TLS towards the listener; any of these options turns TLS on.
+#[derive(clap::Args)]
+struct TlsArgs {
+    /// Speak TLS, trusting the system roots (unless `--tls-ca`).
+    #[arg(long)]
+    tls: bool,
+    /// PEM bundle of the CA that signed the listener's certificate.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM chain) for mutual TLS; needs `--tls-key`.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// The name the listener's certificate must carry (default: the host of `--to`).
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
+}
+
+impl From<TlsArgs> for tools::TlsOptions {
+    fn from(args: TlsArgs) -> Self {
+        tools::TlsOptions {
+            enabled: args.tls,
+            ca: args.tls_ca,
+            cert: args.tls_cert,
+            key: args.tls_key,
+            server_name: args.tls_server_name,
+        }
+    }
 }
 
 /// `journal --status`.
@@ -309,6 +345,7 @@ fn main() -> ExitCode {
             to,
             ack_timeout,
             raw,
+            tls,
             files,
         } => runtime().and_then(|rt| {
             rt.block_on(tools::send_files(
@@ -316,6 +353,7 @@ fn main() -> ExitCode {
                 &files,
                 Duration::from_secs(ack_timeout),
                 raw,
+                &tls.into(),
             ))
         }),
         Command::Load {
@@ -323,6 +361,7 @@ fn main() -> ExitCode {
             connections,
             messages,
             ack_timeout,
+            tls,
             files,
         } => runtime().and_then(|rt| {
             rt.block_on(tools::load(
@@ -331,6 +370,7 @@ fn main() -> ExitCode {
                 connections,
                 messages,
                 Duration::from_secs(ack_timeout),
+                &tls.into(),
             ))
         }),
     };
@@ -390,7 +430,9 @@ fn run(config_path: &Path) -> Result<ExitCode, String> {
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        let result = engine::run(config, Default::default(), shutdown, |channels| {
+        let reloader = ordobridge::tls::Reloader::default();
+        tokio::spawn(reload_tls_on_sighup(reloader.clone()));
+        let result = engine::run_with_reloader(config, Default::default(), shutdown, reloader, |channels| {
             for channel in channels {
                 match channel.local_addr {
                     Some(addr) => info!(channel = %channel.name, kind = channel.kind, addr = %addr, "listening"),
@@ -439,6 +481,32 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
+/// Re-reads every TLS certificate and key on SIGHUP (established connections keep theirs; a
+/// bad file keeps the old ones and is logged). Only certificates: other settings need a
+/// restart.
+async fn reload_tls_on_sighup(reloader: ordobridge::tls::Reloader) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(hup) => hup,
+            Err(e) => {
+                error!(error = %e, "cannot listen for SIGHUP: certificates will not be reloaded");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            info!("SIGHUP: reloading TLS certificates");
+            let failed = reloader.reload_all();
+            info!(failed, "TLS reload done");
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = reloader;
+    }
+}
+
 fn check(config_path: &Path) -> Result<ExitCode, String> {
     let config = load_config(config_path)?;
     println_out(&format!(
@@ -447,6 +515,16 @@ fn check(config_path: &Path) -> Result<ExitCode, String> {
         config.inbound.len(),
         config.store.path.display()
     ))?;
+    let checks = tools::check_tls(&config);
+    let mut failed = 0;
+    for check in &checks {
+        println_out(&check.to_string())?;
+        failed += usize::from(check.result.is_err());
+    }
+    if failed > 0 {
+        eprintln!("ordobridge: {failed} TLS problem(s): fix the files above, then check again");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

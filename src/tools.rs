@@ -12,7 +12,7 @@ use tokio::net::lookup_host;
 
 use crate::hl7::{Message, Path};
 use crate::mllp::client::{ClientSettings, MllpClient};
-use crate::mllp::load::run_load;
+use crate::mllp::load::run_load_with;
 
 async fn resolve(to: &str) -> Result<SocketAddr, String> {
     lookup_host(to)
@@ -66,18 +66,109 @@ pub fn normalize_segment_ends(message: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `ordobridge check`: the files of every TLS use of the configuration (listeners,
+/// destinations, HTTP), checked: readable, key matching the certificate, not expired.
+pub fn check_tls(config: &crate::config::Config) -> Vec<crate::tls::FileCheck> {
+    use crate::config::{Destination, InboundKind};
+    use crate::tls::{FileCheck, check_files};
+    let now = crate::tls::files::now_unix();
+    let server = |usage: String, tls: &crate::tls::ServerTlsSettings| FileCheck {
+        usage,
+        result: check_files(Some((&tls.cert, &tls.key)), tls.client_ca.as_deref(), now),
+    };
+    let mut checks = Vec::new();
+    for (name, channel) in &config.inbound {
+        if let InboundKind::Mllp(mllp) = &channel.kind
+            && let Some(tls) = &mllp.tls
+        {
+            checks.push(server(format!("inbound/{name}"), tls));
+        }
+    }
+    for (name, destination) in &config.outbound {
+        if let Destination::Mllp(mllp) = destination
+            && let Some(tls) = &mllp.tls
+        {
+            checks.push(FileCheck {
+                usage: format!("outbound/{name}"),
+                result: check_files(
+                    tls.cert_and_key
+                        .as_ref()
+                        .map(|(c, k)| (c.as_path(), k.as_path())),
+                    tls.ca.as_deref(),
+                    now,
+                ),
+            });
+        }
+    }
+    if let Some(tls) = config.http.as_ref().and_then(|h| h.tls.as_ref()) {
+        checks.push(server("http".to_string(), tls));
+    }
+    checks
+}
+
+/// TLS options of `send` and `load` (`--tls`, `--tls-ca`, `--tls-cert`, `--tls-key`,
+/// `--tls-server-name`).
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Speak TLS even without any other option (system roots, server name from `--to`).
+    pub enabled: bool,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub server_name: Option<String>,
+}
+
+impl TlsOptions {
+    /// The client settings these options ask for; TLS when any option is given.
+    pub fn client_settings(&self, to: &str) -> Result<ClientSettings, String> {
+        let wanted = self.enabled
+            || self.ca.is_some()
+            || self.cert.is_some()
+            || self.key.is_some()
+            || self.server_name.is_some();
+        if !wanted {
+            return Ok(ClientSettings::default());
+        }
+        let cert_and_key = match (&self.cert, &self.key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            _ => {
+                return Err(
+                    "--tls-cert and --tls-key go together: give both for a client certificate"
+                        .to_string(),
+                );
+            }
+        };
+        let host = to.rsplit_once(':').map_or(to, |(host, _)| host);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let settings = crate::tls::ClientTlsSettings {
+            ca: self.ca.clone(),
+            server_name: self.server_name.clone().unwrap_or_else(|| host.to_string()),
+            cert_and_key,
+        };
+        crate::tls::install_crypto_provider();
+        let tls = settings.client("send").map_err(|e| e.to_string())?;
+        Ok(ClientSettings {
+            tls: Some(tls),
+            ..ClientSettings::default()
+        })
+    }
+}
+
 /// `ordobridge send`: sends each message of each file and prints one line per answer.
 pub async fn send_files(
     to: &str,
     files: &[PathBuf],
     ack_timeout: Duration,
     raw: bool,
+    tls: &TlsOptions,
 ) -> Result<ExitCode, String> {
     let addr = resolve(to).await?;
     let messages = read_messages(files, raw)?;
-    let mut client = MllpClient::connect(addr, ClientSettings::default())
+    let settings = tls.client_settings(to)?;
+    let mut client = MllpClient::connect(addr, settings)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::delivery::error_chain(&e))?;
     let mut failures = 0usize;
     let msa_1: Path = "MSA-1".parse().map_err(|e| format!("{e}"))?;
     let msa_3: Path = "MSA-3".parse().map_err(|e| format!("{e}"))?;
@@ -86,7 +177,7 @@ pub async fn send_files(
         let answer = client
             .send(&payload, ack_timeout)
             .await
-            .map_err(|e| format!("{name}: {e}"))?;
+            .map_err(|e| format!("{name}: {}", crate::delivery::error_chain(&e)))?;
         let (code, text) = match Message::parse(&answer) {
             Ok(ack) => {
                 let code = ack.text(&msa_1).map(|c| c.into_owned()).unwrap_or_default();
@@ -149,8 +240,10 @@ pub async fn load(
     connections: usize,
     messages: usize,
     ack_timeout: Duration,
+    tls: &TlsOptions,
 ) -> Result<ExitCode, String> {
     let addr = resolve(to).await?;
+    let settings = tls.client_settings(to)?;
     let corpus: Vec<Vec<u8>> = if files.is_empty() {
         synthetic_adt(64)
     } else {
@@ -172,9 +265,16 @@ pub async fn load(
         let template = &templates[n % templates.len()];
         template.with_control_id(&format!("L{run}N{n}"))
     };
-    let report = run_load(addr, Arc::new(make), connections, messages, ack_timeout)
-        .await
-        .map_err(|e| e.to_string())?;
+    let report = run_load_with(
+        addr,
+        settings,
+        Arc::new(make),
+        connections,
+        messages,
+        ack_timeout,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     crate::cli::println_out(&format!("{report}"))?;
     Ok(if report.errors == 0 && report.acked_ok == report.sent {
         ExitCode::SUCCESS

@@ -1,10 +1,11 @@
 //! The wiring: one place a reader can follow from top to bottom.
 //!
-//! [`run`] takes a validated [`Config`]: it opens the store, binds (or takes already-bound)
-//! listeners, spawns one MLLP server per MLLP channel and one poller per file channel, serves
-//! HTTP (health, launch, the Posos simulator), and waits for the shutdown signal. Then every
-//! loop finishes the message in flight and its answer, and the store closes after the last
-//! commit.
+//! [`run`] takes a validated [`Config`]: it loads the TLS certificates and keys (a bad file
+//! stops the start; each configuration is registered with the [`Reloader`] that SIGHUP
+//! drives), opens the store, binds (or takes already-bound) listeners, spawns one MLLP server
+//! per MLLP channel and one poller per file channel, serves HTTP (health, launch, the Posos
+//! simulator), and waits for the shutdown signal. Then every loop finishes the message in
+//! flight and its answer, and the store closes after the last commit.
 //!
 //! - `intake`: reading a payload into journal records, the same for every channel kind;
 //! - `mllp_in`: the frame handler of an MLLP channel (parse, commit, ACK);
@@ -41,10 +42,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::{Config, Destination, InboundKind};
-use crate::delivery::{DeliveryStats, run_destination};
+use crate::delivery::{DeliveryStats, run_destination_with_tls};
 use crate::filedrop::{InboxStats, run_inbox};
-use crate::mllp::server::{ServerSettings, ServerStats, serve};
+use crate::mllp::server::{ServerSettings, ServerStats, serve_tls};
 use crate::store::{Store, StoreError, StoreOptions};
+use crate::tls::Reloader;
 
 pub use file_in::FileInbound;
 pub use mllp_in::InboundMllp;
@@ -75,6 +77,13 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{usage}: TLS: {source}")]
+    Tls {
+        /// `inbound/NAME`, `outbound/NAME` or `http`.
+        usage: String,
+        #[source]
+        source: crate::tls::TlsError,
+    },
     #[error("cannot start the HTTP side: {0}")]
     Web(String),
     #[error("destination `{name}`: {reason}")]
@@ -97,6 +106,52 @@ pub struct ChannelHandle {
     /// Where it listens; `None` for a file channel.
     pub local_addr: Option<SocketAddr>,
     pub kind: &'static str,
+}
+
+/// The TLS configurations of the listeners and destinations, loaded (files checked) and
+/// registered for reload.
+#[derive(Default)]
+struct TlsConfigs {
+    inbound: BTreeMap<String, crate::tls::ServerTls>,
+    outbound: BTreeMap<String, crate::tls::ClientTls>,
+    http: Option<crate::tls::ServerTls>,
+}
+
+impl TlsConfigs {
+    fn load(config: &Config, reloader: &Reloader) -> Result<Self, EngineError> {
+        let mut out = TlsConfigs::default();
+        let server = |settings: &crate::tls::ServerTlsSettings, usage: String| {
+            let holder = settings
+                .reloadable(&usage)
+                .map_err(|source| EngineError::Tls { usage, source })?;
+            reloader.register(holder.clone());
+            Ok::<_, EngineError>(holder)
+        };
+        for (name, channel) in &config.inbound {
+            if let InboundKind::Mllp(mllp) = &channel.kind
+                && let Some(settings) = &mllp.tls
+            {
+                let holder = server(settings, format!("inbound/{name}"))?;
+                out.inbound.insert(name.clone(), holder);
+            }
+        }
+        for (name, destination) in &config.outbound {
+            if let Destination::Mllp(mllp) = destination
+                && let Some(settings) = &mllp.tls
+            {
+                let usage = format!("outbound/{name}");
+                let client = settings
+                    .client(&usage)
+                    .map_err(|source| EngineError::Tls { usage, source })?;
+                reloader.register(client.config.clone());
+                out.outbound.insert(name.clone(), client);
+            }
+        }
+        if let Some(settings) = config.http.as_ref().and_then(|h| h.tls.as_ref()) {
+            out.http = Some(server(settings, "http".to_string())?);
+        }
+        Ok(out)
+    }
 }
 
 /// The settings an operator chose to leave open: said at every start, so they are never
@@ -191,9 +246,21 @@ pub async fn run_census_processor(
 /// `on_ready` is called once everything is accepting, with what runs where (the binary logs it
 /// and tells systemd; tests use it to learn the ports).
 pub async fn run(
+    config: Config,
+    listeners: BoundListeners,
+    shutdown: CancellationToken,
+    on_ready: impl FnOnce(&[ChannelHandle]),
+) -> Result<(), EngineError> {
+    run_with_reloader(config, listeners, shutdown, Reloader::default(), on_ready).await
+}
+
+/// [`run`], registering every TLS configuration (listeners, destinations, HTTP) with
+/// `reloader`: the binary calls [`Reloader::reload_all`] on SIGHUP, tests call it directly.
+pub async fn run_with_reloader(
     mut config: Config,
     listeners: BoundListeners,
     shutdown: CancellationToken,
+    reloader: Reloader,
     on_ready: impl FnOnce(&[ChannelHandle]),
 ) -> Result<(), EngineError> {
     if let Some(generated) = resolve_push_token(&mut config).map_err(EngineError::Web)? {
@@ -203,6 +270,9 @@ pub async fn run(
         );
     }
     warn_about_open_doors(&config);
+    crate::tls::install_crypto_provider();
+    // Certificates first: a bad file stops the start before anything is opened or bound.
+    let mut tls = TlsConfigs::load(&config, &reloader)?;
     let store = Store::open(
         &config.store.path,
         StoreOptions {
@@ -220,6 +290,7 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let mut observed = status::Observed {
         store: Some(store.clone()),
+        tls: reloader.clone(),
         ..status::Observed::default()
     };
     // Every intake pokes the processor after a commit; it applies ADT/HPRIM to the census.
@@ -288,6 +359,7 @@ pub async fn run(
                     allow: mllp.allow.clone(),
                     max_connections_per_peer: mllp.max_connections_per_peer,
                 };
+                let tls = tls.inbound.remove(name);
                 let handler = Arc::new(InboundMllp::new(channel, store.clone(), processed.clone()));
                 observed
                     .rejected_not_journaled
@@ -299,7 +371,7 @@ pub async fn run(
                 servers.push(
                     tracker.spawn(
                         async move {
-                            serve(listener, settings, handler, stats, token)
+                            serve_tls(listener, settings, tls, handler, stats, token)
                                 .await
                                 .map_err(|source| EngineError::Serve {
                                     channel: channel_name,
@@ -358,9 +430,17 @@ pub async fn run(
             Destination::Mllp(settings) => {
                 let stats = Arc::new(DeliveryStats::default());
                 observed.destinations.push((name.clone(), stats.clone()));
+                let tls = tls.outbound.remove(name);
                 tracker.spawn(
-                    run_destination(store.clone(), settings.clone(), notify, stats, token)
-                        .instrument(span),
+                    run_destination_with_tls(
+                        store.clone(),
+                        settings.clone(),
+                        tls,
+                        notify,
+                        stats,
+                        token,
+                    )
+                    .instrument(span),
                 );
             }
             Destination::File(settings) => {
@@ -453,17 +533,14 @@ pub async fn run(
         }
         let router = web::harden(router, guard);
         let token = shutdown.child_token();
+        let serve_settings = config
+            .http
+            .as_ref()
+            .map(|http| http.serve.clone())
+            .unwrap_or_default();
         tracker.spawn(
-            async move {
-                let service = router.into_make_service_with_connect_info::<SocketAddr>();
-                if let Err(e) = axum::serve(listener, service)
-                    .with_graceful_shutdown(token.cancelled_owned())
-                    .await
-                {
-                    error!(error = %e, "the HTTP server stopped");
-                }
-            }
-            .instrument(info_span!("http")),
+            crate::http::serve::serve(listener, router, serve_settings, tls.http.take(), token)
+                .instrument(info_span!("http")),
         );
         handles.push(ChannelHandle {
             name: "http".to_string(),

@@ -51,6 +51,7 @@ use crate::store::{
     DeliverOutcome, EntryStatus, InboundRecord, JournalOutcome, OutboundItem, PatientKey,
     PatientView, RecordStatus, ReleaseReason, Store,
 };
+use crate::tls::PeerCertificate;
 
 /// The journal channel of pushed bundles.
 pub const PUSH_CHANNEL: &str = "posos-push";
@@ -272,6 +273,8 @@ pub(super) struct PushState {
 
 struct Inner {
     auth: Auth,
+    /// Refuse callers whose TLS connection carries no verified client certificate.
+    require_client_cert: bool,
     /// `[push] max_body`: the most bytes of a body read.
     max_body: usize,
     /// Zero: never hold, map at once with what the bundle says.
@@ -299,6 +302,7 @@ impl PushState {
                         .as_ref()
                         .map(|b| format!("{}:{}", b.user, b.password)),
                 },
+                require_client_cert: config.require_client_cert,
                 max_body: config.max_body,
                 hold_for: config.hold_unknown_for,
                 deliverer,
@@ -432,6 +436,15 @@ async fn push(
     request: axum::extract::Request,
 ) -> Response {
     let inner = &state.inner;
+    if inner.require_client_cert && request.extensions().get::<PeerCertificate>().is_none() {
+        warn!(peer = %peer, "push refused: no verified TLS client certificate");
+        return outcome(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a TLS client certificate is required: connect over HTTPS presenting a certificate signed by the CA this endpoint trusts",
+            None,
+        );
+    }
     let (parts, body) = request.into_parts();
     // Credentials first: a caller without them gets 401 before one byte of its body is read.
     if !inner.auth.allows(&parts.headers) {

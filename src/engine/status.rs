@@ -35,6 +35,8 @@ pub(super) struct Observed {
     pub store: Option<Store>,
     /// Released held bundles by reason; `None` without `[push]`.
     pub holds: Option<Arc<HoldStats>>,
+    /// The TLS configurations in force: their certificates' expiry.
+    pub tls: crate::tls::Reloader,
     /// What the background pruner deleted.
     pub prune: Option<Arc<PruneStats>>,
     /// Rejected frames answered but not journaled (over `rejected_max_per_hour`), by channel.
@@ -147,7 +149,9 @@ async fn status(State(observed): State<Arc<Observed>>) -> Response {
             name.clone(),
             json!({"kind": "mllp", "connections_open": s.connections_open, "frames": s.frames,
                    "oversized": s.oversized, "interrupted": s.interrupted, "timeouts": s.timeouts,
-                   "io_errors": s.io_errors, "refused_peers": s.refused_peers}),
+                   "io_errors": s.io_errors, "refused_peers": s.refused_peers,
+                   "tls_plain_refused": s.tls_plain_refused,
+                   "tls_handshake_failures": s.tls_handshake_failures}),
         );
     }
     let mut failing = false;
@@ -212,6 +216,19 @@ async fn status(State(observed): State<Arc<Observed>>) -> Response {
         None => json!({}),
     };
     let failing = failing || !attention.is_empty();
+    let now = crate::tls::files::now_unix();
+    let certificates: serde_json::Map<_, _> = observed
+        .tls
+        .certificates()
+        .into_iter()
+        .map(|c| {
+            (
+                c.usage,
+                json!({"subject": c.info.subject, "not_after": c.info.not_after_text(),
+                       "days_left": c.info.days_left(now)}),
+            )
+        })
+        .collect();
     let mut body = json!({
         // "attention": an inbox reported an error (see its last_error), or a destination keeps
         // failing or is late (see `attention`); the daemon runs on.
@@ -221,6 +238,9 @@ async fn status(State(observed): State<Arc<Observed>>) -> Response {
         "destinations": destinations,
         "queues": queues,
     });
+    if !certificates.is_empty() {
+        body["tls_certificates"] = certificates.into();
+    }
     if let (Some(holds), Some(store)) = (&observed.holds, &observed.store) {
         let released: serde_json::Map<_, _> = holds
             .snapshot()
@@ -463,6 +483,34 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
                 .snapshot()
                 .iter()
                 .map(|(reason, n)| (label("reason", reason.as_str()), *n))
+                .collect::<Vec<_>>(),
+        );
+    }
+    let certificates = observed.tls.certificates();
+    if !certificates.is_empty() {
+        family(
+            &mut out,
+            "ordobridge_tls_certificate_expiry_seconds",
+            "gauge",
+            "end of validity of each certificate in force (Unix time)",
+            &certificates
+                .iter()
+                .map(|c| {
+                    (
+                        label("use", &c.usage),
+                        u64::try_from(c.info.not_after).unwrap_or(0),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+        family(
+            &mut out,
+            "ordobridge_mllp_tls_refused_total",
+            "counter",
+            "TLS listeners: plain MLLP connections and failed handshakes",
+            &listeners
+                .iter()
+                .map(|(l, s)| (l.clone(), s.tls_plain_refused + s.tls_handshake_failures))
                 .collect::<Vec<_>>(),
         );
     }

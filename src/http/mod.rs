@@ -13,8 +13,11 @@
 //! - [`error`]: the one API error type, [`LaunchError`], rendered as an HTML page a clinician
 //!   understands (French, then English) with a correlation id that the logs carry too.
 //!
-//! Serve the router with `into_make_service_with_connect_info::<SocketAddr>()`: the allow-list
-//! needs the peer address, and a request without one is refused.
+//! - [`serve`]: the accept loop (TLS, header read timeout, connection limit, graceful
+//!   shutdown) that hands each request its peer address and verified client certificate.
+//!
+//! Serve the router with [`serve::serve`] (or `into_make_service_with_connect_info::<SocketAddr>()`):
+//! the allow-list needs the peer address, and a request without one is refused.
 
 pub mod access;
 pub mod error;
@@ -22,6 +25,7 @@ pub mod guard;
 pub mod launch;
 pub mod mapping;
 mod query;
+pub mod serve;
 
 use axum::Json;
 use axum::Router;
@@ -40,6 +44,7 @@ pub use launch::{
     ParameterNames, PatientContext, PatientKey, PososApi, PractitionerContext, UnknownPatient,
 };
 pub use mapping::{LaunchValues, MappingError, ScanTokenMapping, Source};
+pub use serve::ServeSettings;
 
 /// The HTTP routes: `/launch/scan` and `/launch/guide/{guide}` behind the access guard, and
 /// `/health` open to all (it says nothing about patients).

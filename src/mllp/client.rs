@@ -19,6 +19,8 @@ use super::codec::{DEFAULT_MAX_FRAME_BYTES, Inbound, MllpCodec};
 /// Limits of one client connection.
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
+    /// TLS towards the receiver; `None` speaks plain TCP.
+    pub tls: Option<crate::tls::ClientTls>,
     /// How long opening the TCP connection may take.
     pub connect_timeout: Duration,
     /// Answers longer than this are refused with [`MllpError::OversizedResponse`].
@@ -28,6 +30,7 @@ pub struct ClientSettings {
 impl Default for ClientSettings {
     fn default() -> Self {
         Self {
+            tls: None,
             connect_timeout: Duration::from_secs(10),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
         }
@@ -46,22 +49,45 @@ enum State {
 /// One MLLP connection to a receiver.
 #[derive(Debug)]
 pub struct MllpClient {
-    framed: Framed<TcpStream, MllpCodec>,
+    framed: Framed<crate::tls::BoxedStream, MllpCodec>,
     peer: SocketAddr,
     state: State,
 }
 
 impl MllpClient {
-    /// Opens a connection to `addr` within the connect timeout.
+    /// Opens a connection to `addr` (and runs the TLS handshake when the settings ask for
+    /// TLS), all within the connect timeout.
     pub async fn connect(addr: SocketAddr, settings: ClientSettings) -> Result<Self, MllpError> {
         let timeout = settings.connect_timeout;
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Err(_elapsed) => return Err(MllpError::ConnectTimeout { addr, timeout }),
-            Ok(Err(source)) => return Err(MllpError::Connect { addr, source }),
-            Ok(Ok(stream)) => stream,
+        let open = async {
+            let stream = TcpStream::connect(addr)
+                .await
+                .map_err(|source| MllpError::Connect { addr, source })?;
+            // Request/answer traffic: do not let Nagle hold a frame back.
+            stream.set_nodelay(true)?;
+            let stream: crate::tls::BoxedStream = match &settings.tls {
+                None => Box::new(stream),
+                Some(tls) => match tls.connect(stream).await {
+                    Ok(stream) => Box::new(stream),
+                    Err(error) => {
+                        let detail = format!(
+                            "server name `{}`: {}",
+                            tls.server_name.to_str(),
+                            crate::tls::handshake_reason(&error)
+                        );
+                        return Err(MllpError::Tls {
+                            addr,
+                            detail: detail.into(),
+                        });
+                    }
+                },
+            };
+            Ok(stream)
         };
-        // Request/answer traffic: do not let Nagle hold a frame back.
-        stream.set_nodelay(true)?;
+        let stream = match tokio::time::timeout(timeout, open).await {
+            Err(_elapsed) => return Err(MllpError::ConnectTimeout { addr, timeout }),
+            Ok(result) => result?,
+        };
         Ok(Self {
             framed: Framed::new(stream, MllpCodec::new(settings.max_frame_bytes)),
             peer: addr,
@@ -94,7 +120,25 @@ impl MllpClient {
             Ok(_) | Err(MllpError::ReservedByte { .. }) => {}
             Err(_) => self.state = State::Broken,
         }
-        result
+        result.map_err(|error| self.tls_error(error))
+    }
+
+    /// With TLS 1.3 the server checks the client certificate after the client's handshake
+    /// is over: its refusal arrives as an alert on the first exchange. Says so in words.
+    fn tls_error(&self, error: MllpError) -> MllpError {
+        let MllpError::Io(io) = &error else {
+            return error;
+        };
+        let Some(tls) = io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        else {
+            return error;
+        };
+        MllpError::Tls {
+            addr: self.peer,
+            detail: crate::tls::rustls_reason(tls).into(),
+        }
     }
 
     async fn exchange(&mut self, payload: &[u8]) -> Result<Bytes, MllpError> {

@@ -51,6 +51,15 @@ pub enum MllpError {
         #[source]
         source: io::Error,
     },
+    /// The TLS handshake with the receiver failed.
+    #[error("TLS handshake with {addr} failed: {detail}")]
+    Tls {
+        /// The address we connected to.
+        addr: SocketAddr,
+        /// The server name checked and what went wrong, in words (unknown CA, expired, name
+        /// mismatch, …); one string to keep the error small.
+        detail: Box<str>,
+    },
     /// The client could not open a connection within its connect timeout.
     #[error("cannot connect to {addr} within {timeout:?}")]
     ConnectTimeout {

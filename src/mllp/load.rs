@@ -106,6 +106,26 @@ pub async fn run_load(
     total_messages: usize,
     ack_timeout: Duration,
 ) -> Result<LoadReport, MllpError> {
+    run_load_with(
+        target,
+        ClientSettings::default(),
+        source,
+        connections,
+        total_messages,
+        ack_timeout,
+    )
+    .await
+}
+
+/// [`run_load`] with client settings (TLS, limits) for every connection.
+pub async fn run_load_with(
+    target: SocketAddr,
+    settings: ClientSettings,
+    source: MessageSource,
+    connections: usize,
+    total_messages: usize,
+    ack_timeout: Duration,
+) -> Result<LoadReport, MllpError> {
     if connections == 0 {
         return Err(MllpError::InvalidLoad {
             reason: "connections must be at least 1",
@@ -113,7 +133,7 @@ pub async fn run_load(
     }
     let mut clients = Vec::with_capacity(connections);
     for _ in 0..connections {
-        clients.push(MllpClient::connect(target, ClientSettings::default()).await?);
+        clients.push(MllpClient::connect(target, settings.clone()).await?);
     }
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -121,6 +141,7 @@ pub async fn run_load(
     for client in clients {
         let job = Job {
             target,
+            settings: settings.clone(),
             source: Arc::clone(&source),
             next: Arc::clone(&next),
             total: total_messages,
@@ -186,6 +207,8 @@ fn is_positive_ack(answer: &[u8]) -> bool {
 /// connections do more.
 struct Job {
     target: SocketAddr,
+    /// How each reconnection is made (TLS included).
+    settings: ClientSettings,
     source: MessageSource,
     next: Arc<AtomicUsize>,
     total: usize,
@@ -216,7 +239,7 @@ impl Job {
                 Err(error) => {
                     tally.errors += 1;
                     debug!(%error, index, "load message failed, reconnecting");
-                    match MllpClient::connect(self.target, ClientSettings::default()).await {
+                    match MllpClient::connect(self.target, self.settings.clone()).await {
                         Ok(fresh) => client = fresh,
                         Err(error) => {
                             warn!(%error, "load connection lost and cannot reconnect");

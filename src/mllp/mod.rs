@@ -19,5 +19,7 @@ pub mod server;
 pub use client::{ClientSettings, MllpClient};
 pub use codec::{Inbound, MllpCodec};
 pub use error::MllpError;
-pub use load::{LoadReport, MessageSource, cycle, run_load};
-pub use server::{FrameHandler, ServerSettings, ServerStats, ServerStatsSnapshot, serve};
+pub use load::{LoadReport, MessageSource, cycle, run_load, run_load_with};
+pub use server::{
+    FrameHandler, ServerSettings, ServerStats, ServerStatsSnapshot, serve, serve_tls,
+};

@@ -26,11 +26,12 @@ use tokio::time::Instant;
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::MllpError;
 use super::codec::{DEFAULT_MAX_FRAME_BYTES, Inbound, MllpCodec};
 use crate::http::AllowList;
+use crate::tls::{BoxedStream, PeerCertificate, ServerTls};
 
 /// Connections one peer address may hold at once unless configured otherwise.
 pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 32;
@@ -131,6 +132,11 @@ pub struct ServerStats {
     pub accept_errors: AtomicU64,
     /// Connections ended by a read or write error.
     pub io_errors: AtomicU64,
+    /// TLS listener: connections whose first byte was an MLLP start block (plain MLLP spoken
+    /// to a TLS port), closed before any handshake.
+    pub tls_plain_refused: AtomicU64,
+    /// TLS listener: failed or timed-out handshakes (unknown CA, no client certificate, …).
+    pub tls_handshake_failures: AtomicU64,
     /// Connections closed right after `accept`, unread: the peer is outside the allowed
     /// networks or already holds `max_connections_per_peer` connections.
     pub refused_peers: AtomicU64,
@@ -152,6 +158,8 @@ pub struct ServerStatsSnapshot {
     pub limit_waits: u64,
     pub accept_errors: u64,
     pub io_errors: u64,
+    pub tls_plain_refused: u64,
+    pub tls_handshake_failures: u64,
     pub refused_peers: u64,
 }
 
@@ -172,6 +180,8 @@ impl ServerStats {
             limit_waits: get(&self.limit_waits),
             accept_errors: get(&self.accept_errors),
             io_errors: get(&self.io_errors),
+            tls_plain_refused: get(&self.tls_plain_refused),
+            tls_handshake_failures: get(&self.tls_handshake_failures),
             refused_peers: get(&self.refused_peers),
         }
     }
@@ -192,10 +202,24 @@ pub async fn serve<H: FrameHandler>(
     stats: Arc<ServerStats>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
+    serve_tls(listener, settings, None, handler, stats, shutdown).await
+}
+
+/// [`serve`], with TLS when `tls` is given: each connection runs its handshake (within the
+/// read timeout) before its first frame, with the configuration current at accept.
+pub async fn serve_tls<H: FrameHandler>(
+    listener: TcpListener,
+    settings: ServerSettings,
+    tls: Option<ServerTls>,
+    handler: Arc<H>,
+    stats: Arc<ServerStats>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
     settings.validate()?;
     let local = listener.local_addr().ok();
-    info!(addr = ?local, max_connections = settings.max_connections, "mllp listener started");
+    info!(addr = ?local, max_connections = settings.max_connections, tls = tls.is_some(), "mllp listener started");
     let server = Listener {
+        tls,
         limit: Arc::new(Semaphore::new(settings.max_connections)),
         listener,
         settings,
@@ -218,6 +242,8 @@ pub async fn serve<H: FrameHandler>(
 /// The accept loop.
 struct Listener<H> {
     listener: TcpListener,
+    /// TLS configuration of the listener, reloadable; `None` for plain MLLP.
+    tls: Option<ServerTls>,
     settings: ServerSettings,
     handler: Arc<H>,
     stats: Arc<ServerStats>,
@@ -272,20 +298,59 @@ impl<H: FrameHandler> Listener<H> {
             bump(&self.stats.connections_open);
             bump(&self.stats.connections_total);
             debug!(%peer, "mllp connection accepted");
-            let handler = Handler {
-                peer,
-                conn: Connection::new(socket, &self.settings),
-                handler: Arc::clone(&self.handler),
-                stats: Arc::clone(&self.stats),
-                shutdown: self.shutdown.clone(),
-                _slot: Slot {
-                    _permit: permit,
-                    stats: Arc::clone(&self.stats),
-                    _peer: peer_slot,
-                },
-            };
-            self.tracker.spawn(handler.run());
+            self.spawn_connection(socket, peer, permit, peer_slot);
         }
+    }
+
+    /// Serves one accepted connection in its own task: the TLS handshake first when the
+    /// listener has TLS, then the frames.
+    fn spawn_connection(
+        &self,
+        socket: TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+        peer_slot: PeerSlot,
+    ) {
+        let slot = Slot {
+            _permit: permit,
+            stats: Arc::clone(&self.stats),
+            _peer: peer_slot,
+        };
+        let handler = Arc::clone(&self.handler);
+        let stats = Arc::clone(&self.stats);
+        let shutdown = self.shutdown.clone();
+        let settings = self.settings.clone();
+        let tls = self.tls.clone();
+        self.tracker.spawn(
+            async move {
+                let stream: BoxedStream = match tls {
+                    None => Box::new(socket),
+                    Some(tls) => {
+                        let handshake =
+                            handshake(socket, peer, &tls, settings.read_timeout, &stats);
+                        let stream = tokio::select! {
+                            biased;
+                            () = shutdown.cancelled() => return,
+                            stream = handshake => stream,
+                        };
+                        match stream {
+                            Some(stream) => stream,
+                            None => return,
+                        }
+                    }
+                };
+                let handler = Handler {
+                    peer,
+                    conn: Connection::new(stream, &settings),
+                    handler,
+                    stats,
+                    shutdown,
+                    _slot: slot,
+                };
+                handler.run().await;
+            }
+            .in_current_span(),
+        );
     }
 
     /// Whether `ip` may open one more connection: in the allowed networks and under its
@@ -348,6 +413,51 @@ impl<H: FrameHandler> Listener<H> {
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+        }
+    }
+}
+
+/// Runs the TLS handshake of one connection within `timeout`; `None` (logged with the peer
+/// and the reason, counted) when it fails. A peer whose first byte is an MLLP start block
+/// speaks plain MLLP to this TLS port: it is refused before any handshake.
+async fn handshake(
+    socket: TcpStream,
+    peer: SocketAddr,
+    tls: &ServerTls,
+    timeout: Duration,
+    stats: &ServerStats,
+) -> Option<BoxedStream> {
+    let config = tls.current();
+    let attempt = async {
+        let mut first = [0u8; 1];
+        if socket.peek(&mut first).await? == 1 && first[0] == 0x0B {
+            return Ok(Err(()));
+        }
+        tokio_rustls::TlsAcceptor::from(config)
+            .accept(socket)
+            .await
+            .map(Ok)
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(Ok(stream))) => {
+            let names = PeerCertificate::from_connection(stream.get_ref().1).map(|c| c.names);
+            debug!(%peer, client_names = ?names, "TLS handshake done");
+            Some(Box::new(stream))
+        }
+        Ok(Ok(Err(()))) => {
+            bump(&stats.tls_plain_refused);
+            warn!(%peer, reason = "plain MLLP spoken to a TLS port: the peer sent an MLLP start block (0x0B) instead of a TLS handshake; configure TLS on the sender or send to the plain port", "TLS connection refused");
+            None
+        }
+        Ok(Err(error)) => {
+            bump(&stats.tls_handshake_failures);
+            warn!(%peer, reason = %crate::tls::handshake_reason(&error), "TLS handshake failed");
+            None
+        }
+        Err(_elapsed) => {
+            bump(&stats.tls_handshake_failures);
+            warn!(%peer, timeout = ?timeout, reason = "no TLS handshake within the read timeout", "TLS handshake failed");
+            None
         }
     }
 }
@@ -501,7 +611,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// The socket, its read buffer and codec, with the timeouts applied read by read.
 struct Connection {
-    stream: TcpStream,
+    stream: BoxedStream,
     codec: MllpCodec,
     read_buf: BytesMut,
     write_buf: BytesMut,
@@ -517,7 +627,7 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(stream: TcpStream, settings: &ServerSettings) -> Self {
+    fn new(stream: BoxedStream, settings: &ServerSettings) -> Self {
         Self {
             stream,
             codec: MllpCodec::new(settings.max_frame_bytes),
@@ -562,6 +672,9 @@ impl Connection {
             match read.await {
                 Err(_elapsed) => return Err(timeout_error),
                 Ok(Ok(0)) => self.eof = true,
+                // A TLS peer that closes without `close_notify` (most MLLP senders): an end
+                // of stream like any other; mid-frame it is still reported as truncated.
+                Ok(Err(error)) if error.kind() == io::ErrorKind::UnexpectedEof => self.eof = true,
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => return Err(error.into()),
             }
