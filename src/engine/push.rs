@@ -383,6 +383,25 @@ async fn read_limited(body: axum::body::Body, limit: usize) -> Result<Bytes, Bod
     Ok(collected.freeze())
 }
 
+/// The journal record of a pushed body received now from `peer`.
+fn push_record(
+    peer: SocketAddr,
+    control_id: String,
+    raw: Bytes,
+    status: RecordStatus,
+) -> InboundRecord {
+    InboundRecord {
+        channel: PUSH_CHANNEL.to_string(),
+        received_at: jiff::Timestamp::now(),
+        peer: peer.to_string(),
+        sender: "posos".to_string(),
+        message_type: "FHIR Bundle".to_string(),
+        control_id,
+        raw,
+        status,
+    }
+}
+
 /// 413 for a body over `[push] max_body`, after journaling the refusal with its first 4 KiB.
 async fn refuse_oversize(state: &PushState, peer: SocketAddr, head: Bytes) -> Response {
     let limit = state.inner.max_body;
@@ -390,16 +409,7 @@ async fn refuse_oversize(state: &PushState, peer: SocketAddr, head: Bytes) -> Re
         "channel `{PUSH_CHANNEL}`: the body is larger than the {limit} bytes allowed (`max_body`); only its first {} bytes are kept",
         head.len()
     );
-    let record = InboundRecord {
-        channel: PUSH_CHANNEL.to_string(),
-        received_at: jiff::Timestamp::now(),
-        peer: peer.to_string(),
-        sender: "posos".to_string(),
-        message_type: "FHIR Bundle".to_string(),
-        control_id: String::new(),
-        raw: head,
-        status: RecordStatus::Rejected { reason },
-    };
+    let record = push_record(peer, String::new(), head, RecordStatus::Rejected { reason });
     match state.inner.store.journal(record).await {
         Ok(journaled) => warn!(
             peer = %peer,
@@ -491,16 +501,7 @@ async fn push(
             String::new(),
         ),
     };
-    let record = InboundRecord {
-        channel: PUSH_CHANNEL.to_string(),
-        received_at: jiff::Timestamp::now(),
-        peer: peer.to_string(),
-        sender: "posos".to_string(),
-        message_type: "FHIR Bundle".to_string(),
-        control_id,
-        raw: body.clone(),
-        status,
-    };
+    let record = push_record(peer, control_id, body.clone(), status);
     let journaled = match inner.store.journal(record).await {
         // The same bundle pushed again after it was mapped and queued (Posos did not see our
         // answer): answer as the first time, do not queue it twice.
