@@ -368,15 +368,19 @@ pub async fn run_with_reloader(
                 observed.listeners.push((name.clone(), stats.clone()));
                 let token = shutdown.child_token();
                 let channel_name = name.clone();
+                // Whether the listener still serves: `/ready` fails when one stopped.
+                let serving = Arc::new(std::sync::atomic::AtomicBool::new(true));
+                observed.serving.push((name.clone(), serving.clone()));
                 servers.push(
                     tracker.spawn(
                         async move {
-                            serve_tls(listener, settings, tls, handler, stats, token)
-                                .await
-                                .map_err(|source| EngineError::Serve {
-                                    channel: channel_name,
-                                    source,
-                                })
+                            let result =
+                                serve_tls(listener, settings, tls, handler, stats, token).await;
+                            serving.store(false, std::sync::atomic::Ordering::Relaxed);
+                            result.map_err(|source| EngineError::Serve {
+                                channel: channel_name,
+                                source,
+                            })
                         }
                         .instrument(span),
                     ),

@@ -41,6 +41,8 @@ pub(super) struct Observed {
     pub prune: Option<Arc<PruneStats>>,
     /// Rejected frames answered but not journaled (over `rejected_max_per_hour`), by channel.
     pub rejected_not_journaled: Vec<(String, Arc<std::sync::atomic::AtomicU64>)>,
+    /// Whether each MLLP listener still serves (false once its accept loop ended).
+    pub serving: Vec<(String, Arc<std::sync::atomic::AtomicBool>)>,
     /// `[outbound.NAME] alert_after` by destination.
     pub alert_after: std::collections::BTreeMap<String, std::time::Duration>,
 }
@@ -77,7 +79,8 @@ fn late_destinations(
         .collect()
 }
 
-/// `GET /ready`: 200 when the store commits and no destination is late (see
+/// `GET /ready`: 200 when every MLLP listener still serves, the store commits and no
+/// destination is late (see
 /// [`late_destinations`]); 503 with the problems otherwise. For load balancers and
 /// monitoring: it names channels and destinations only, never a peer or an error text.
 pub(super) fn ready_router(observed: Arc<Observed>) -> Router {
@@ -87,7 +90,12 @@ pub(super) fn ready_router(observed: Arc<Observed>) -> Router {
 }
 
 async fn ready(State(observed): State<Arc<Observed>>) -> Response {
-    let mut problems = Vec::new();
+    let mut problems: Vec<String> = observed
+        .serving
+        .iter()
+        .filter(|(_, serving)| !serving.load(std::sync::atomic::Ordering::Relaxed))
+        .map(|(name, _)| format!("channel `{name}`: its listener stopped"))
+        .collect();
     if let Some(store) = &observed.store {
         match tokio::time::timeout(READY_STORE_TIMEOUT, store.prune_step(None, 0, 0)).await {
             Ok(Ok(_)) => {}
@@ -627,4 +635,51 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn ready_answer(observed: Observed) -> (StatusCode, Value) {
+        let response = ready(State(Arc::new(observed))).await;
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        (status, serde_json::from_slice(&body).expect("json"))
+    }
+
+    #[tokio::test]
+    async fn ok_ready_while_every_listener_serves() {
+        let observed = Observed {
+            serving: vec![(
+                "adt-in".to_string(),
+                Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            )],
+            ..Observed::default()
+        };
+        assert_eq!(
+            ready_answer(observed).await,
+            (StatusCode::OK, json!({"status": "ready"}))
+        );
+    }
+
+    #[tokio::test]
+    async fn err_not_ready_when_a_listener_stopped() {
+        let observed = Observed {
+            serving: vec![(
+                "adt-in".to_string(),
+                Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            )],
+            ..Observed::default()
+        };
+        assert_eq!(
+            ready_answer(observed).await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "not ready", "problems": ["channel `adt-in`: its listener stopped"]})
+            )
+        );
+    }
 }
