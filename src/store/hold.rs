@@ -143,12 +143,13 @@ pub struct UnsettledPush {
     pub raw: Vec<u8>,
 }
 
-/// `accepted` rows of `channel` after `id`, not held, oldest first (rowid order from `?1`:
-/// the scan starts where the previous sweep stopped).
-const UNSETTLED_SQL: &str = "SELECT j.id, j.received_at, j.raw FROM journal j
-    WHERE j.id > ?1 AND j.status = 'accepted' AND j.channel = ?2
-      AND NOT EXISTS (SELECT 1 FROM push_holds h WHERE h.journal_id = j.id AND h.released_at IS NULL)
-    ORDER BY j.id LIMIT ?3";
+/// Unsettled pushes of channel `?1` after journal id `?2`, oldest first (rowid order from
+/// `?2`: the scan starts where the previous sweep stopped).
+const UNSETTLED_SQL: &str = concat!(
+    "SELECT id, received_at, raw FROM journal WHERE id > ?2 AND ",
+    super::read::unsettled_push!(),
+    " ORDER BY id LIMIT ?3"
+);
 
 /// A still-accepted row becomes rejected with its reason (`kept` follows the status, so a
 /// later push of the same bundle is journaled anew rather than taken for a duplicate).
@@ -169,15 +170,11 @@ impl Store {
         let channel = channel.to_string();
         tokio::task::spawn_blocking(move || {
             store.shared.readers.with(|connection| {
-                let last: i64 = connection.query_row(
-                    "SELECT coalesce(max(id), 0) FROM journal",
-                    [],
-                    |row| row.get(0),
-                )?;
+                let last = super::read::last_journal_id(connection)?;
                 let mut statement = connection.prepare_cached(UNSETTLED_SQL)?;
                 let limit = i64::try_from(limit).unwrap_or(i64::MAX);
                 let rows =
-                    statement.query_map(rusqlite::params![after, channel, limit], |row| {
+                    statement.query_map(rusqlite::params![channel, after, limit], |row| {
                         Ok(UnsettledPush {
                             journal_id: row.get(0)?,
                             received_at: micros_to_timestamp(row.get(1)?, 1)?,

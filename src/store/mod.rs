@@ -725,15 +725,9 @@ impl Store {
     /// The highest journal id committed (0 for an empty journal), on the blocking pool.
     pub async fn last_journal_id_async(&self) -> Result<i64, StoreError> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            store.shared.readers.with(|connection| {
-                connection.query_row("SELECT coalesce(max(id), 0) FROM journal", [], |row| {
-                    row.get(0)
-                })
-            })
-        })
-        .await
-        .map_err(|source| self.read_task(source))?
+        tokio::task::spawn_blocking(move || store.shared.readers.with(read::last_journal_id))
+            .await
+            .map_err(|source| self.read_task(source))?
     }
 
     /// What [`Store::prune`] would delete, without deleting (blocking).

@@ -19,6 +19,24 @@ const MAX_IDLE: usize = 4;
 
 /// The listing columns, in the order [`summary`] reads them; a macro so the statements below
 /// stay `&'static str` (no formatting per call).
+/// A row of the push channel (`?1`) still `accepted` that no hold covers: its push ended with
+/// an error answer, or its client went away, before it was mapped. The one definition behind
+/// `ordobridge queue` (by age) and the engine's sweeper (by journal id).
+macro_rules! unsettled_push {
+    () => {
+        "channel = ?1 AND status = 'accepted' AND NOT EXISTS (SELECT 1 FROM push_holds h \
+         WHERE h.journal_id = journal.id AND h.released_at IS NULL)"
+    };
+}
+pub(super) use unsettled_push;
+
+/// The highest journal id committed (0 for an empty journal).
+pub(super) fn last_journal_id(connection: &Connection) -> rusqlite::Result<i64> {
+    connection.query_row("SELECT coalesce(max(id), 0) FROM journal", [], |row| {
+        row.get(0)
+    })
+}
+
 macro_rules! summary_columns {
     () => {
         "id, received_at, channel, message_type, control_id, status, reason, peer, sender, note"
@@ -257,13 +275,11 @@ pub(super) fn unsettled(
 const UNSETTLED: &str = concat!(
     "SELECT ",
     summary_columns!(),
-    " FROM journal WHERE channel = ?1 AND kept AND status = 'accepted' AND received_at < ?2",
-    " AND NOT EXISTS (SELECT 1 FROM push_holds h",
-    " WHERE h.journal_id = journal.id AND h.released_at IS NULL)",
+    " FROM journal WHERE kept AND received_at < ?2 AND ",
+    unsettled_push!(),
     " ORDER BY received_at, id LIMIT ?3"
 );
 
-/// One journal row with its bytes, if the id exists.
 /// Accepted (not yet processed) rows after `after_id`, oldest first, with their raw bytes: the
 /// work list of the processor that feeds the census.
 pub(super) fn accepted_after(
