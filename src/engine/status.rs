@@ -97,7 +97,7 @@ async fn ready(State(observed): State<Arc<Observed>>) -> Response {
         .map(|(name, _)| format!("channel `{name}`: its listener stopped"))
         .collect();
     if let Some(store) = &observed.store {
-        match tokio::time::timeout(READY_STORE_TIMEOUT, store.prune_step(None, 0, 0)).await {
+        match tokio::time::timeout(READY_STORE_TIMEOUT, store.probe_commit()).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => problems.push("store: a transaction could not commit".to_string()),
             Err(_) => problems.push(format!(

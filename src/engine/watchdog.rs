@@ -19,7 +19,7 @@ pub(super) async fn run_watchdog(store: Store, period: Duration, shutdown: Cance
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        match tokio::time::timeout(every, store.prune_step(None, 0, 0)).await {
+        match tokio::time::timeout(every, store.probe_commit()).await {
             Ok(Ok(_)) => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }

@@ -661,6 +661,12 @@ impl Store {
         answer.await.map_err(|_| self.closed())?
     }
 
+    /// Commits an empty transaction through the writer: proof that the writer thread answers
+    /// and the database takes a write lock (`/ready`, the systemd watchdog).
+    pub async fn probe_commit(&self) -> Result<(), StoreError> {
+        self.prune_step(None, 0, 0).await.map(|_| ())
+    }
+
     /// Prunes everything `plan` lets go, `batch` rows of each kind per transaction (the writer
     /// serves journal inserts between them), then shrinks the file; returns the rows deleted
     /// and the pages freed. [`Store::prune_gently`] leaves the writer to intake most of the
