@@ -477,7 +477,7 @@ pub async fn run_with_reloader(
     let mut push_state = None;
     if let Some(push) = &config.push {
         let deliverer = Arc::new(
-            push::Deliverer::new(push, store.clone(), wakers.clone())
+            push::Deliverer::new(push, store.clone(), wakers.clone(), census_changed.clone())
                 .map_err(|e| EngineError::Web(format!("the push endpoint: {e}")))?,
         );
         let stats = Arc::new(hold::HoldStats::default());
@@ -493,20 +493,10 @@ pub async fn run_with_reloader(
             .instrument(info_span!("releaser")),
         );
         tracker.spawn(
-            unsettled::run_sweeper(
-                store.clone(),
-                deliverer.clone(),
-                push.hold_unknown_for,
-                shutdown.child_token(),
-            )
-            .instrument(info_span!("unsettled pushes")),
+            unsettled::run_sweeper(store.clone(), deliverer.clone(), shutdown.child_token())
+                .instrument(info_span!("unsettled pushes")),
         );
-        push_state = Some(push::PushState::new(
-            push,
-            store.clone(),
-            deliverer,
-            census_changed.clone(),
-        ));
+        push_state = Some(push::PushState::new(push, store.clone(), deliverer));
     }
     for name in listeners.mllp.keys() {
         warn!(channel = %name, "a listener was given for a channel that is not configured; ignored");

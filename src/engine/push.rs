@@ -69,6 +69,28 @@ pub(super) struct Deliverer {
     store: Store,
     /// The destinations' workers, poked after an enqueue.
     wakers: BTreeMap<String, Arc<Notify>>,
+    /// `[push] hold_unknown_for`; zero: never hold, map at once with what the bundle says.
+    hold_for: Duration,
+    /// Poked after a hold is committed, so the releaser looks again (the ADT may have been
+    /// applied between the census look-up and the hold).
+    hold_wake: Arc<Notify>,
+}
+
+/// What became of a bundle [`Deliverer::settle`] took.
+#[derive(Debug)]
+pub(super) enum Settled {
+    /// Mapped and queued: this many messages; `known`: the census knew the patient.
+    Queued { messages: usize, known: bool },
+    /// An earlier push of the same bundle queued it already.
+    AlreadyDone,
+    /// Held until its patient is known or `release_at`; `newly`: not held before.
+    Held {
+        release_at: jiff::Timestamp,
+        newly: bool,
+    },
+    /// No route could map it: final. The journal row is rejected with `reason`, unless
+    /// storing the rejection failed (`recorded` false: the row is still `accepted`).
+    Refused { reason: String, recorded: bool },
 }
 
 /// Why a bundle could not be mapped and queued.
@@ -94,6 +116,7 @@ impl Deliverer {
         config: &PushConfig,
         store: Store,
         wakers: BTreeMap<String, Arc<Notify>>,
+        hold_wake: Arc<Notify>,
     ) -> Result<Deliverer, String> {
         let mut routes = Vec::new();
         for route in &config.routes {
@@ -107,7 +130,80 @@ impl Deliverer {
             routes,
             store,
             wakers,
+            hold_for: config.hold_unknown_for,
+            hold_wake,
         })
+    }
+
+    /// Settles journal row `journal_id` as the push endpoint does, for it and for the sweeper
+    /// of unsettled pushes: held when the census does not know the patient (holds on, and the
+    /// bundle names its `id://partner`), else mapped and queued. A mapping refusal is final:
+    /// the row becomes `rejected` with the reason, so none stays `accepted` behind an error.
+    /// `Err` only for store trouble (transient: the row stays `accepted`).
+    pub(super) async fn settle(
+        &self,
+        journal_id: i64,
+        prescription: &Prescription,
+    ) -> Result<Settled, Failure> {
+        let census = self.census(prescription).await?;
+        let held_for = census
+            .is_none()
+            .then(|| prescription.patient.partner_id.clone())
+            .flatten()
+            .filter(|_| !self.hold_for.is_zero());
+        let result = match held_for {
+            Some(partner_id) => self.hold(journal_id, prescription, partner_id).await,
+            None => match self
+                .deliver(journal_id, prescription, census.as_ref(), None)
+                .await
+            {
+                Ok(DeliverOutcome::Queued { ids }) => Ok(Settled::Queued {
+                    messages: ids.len(),
+                    known: census.is_some(),
+                }),
+                Ok(DeliverOutcome::AlreadyDone) => Ok(Settled::AlreadyDone),
+                Err(failure) => Err(failure),
+            },
+        };
+        match result {
+            Err(Failure::Mapping(text)) => Ok(self.refuse(journal_id, &text).await),
+            other => other,
+        }
+    }
+
+    /// Holds a bundle whose patient the census does not know (see the module docs).
+    async fn hold(
+        &self,
+        journal_id: i64,
+        prescription: &Prescription,
+        partner_id: String,
+    ) -> Result<Settled, Failure> {
+        // Refuse now what could never be mapped, rather than later behind a 200.
+        self.messages(journal_id, prescription, None)?;
+        let release_at = release_time(jiff::Timestamp::now(), self.hold_for);
+        let newly = self
+            .store
+            .hold(journal_id, partner_id, release_at)
+            .await
+            .map_err(|e| Failure::Store(e.to_string()))?;
+        self.hold_wake.notify_one();
+        Ok(Settled::Held { release_at, newly })
+    }
+
+    /// Rejects the journal row of a bundle no route could map.
+    async fn refuse(&self, journal_id: i64, text: &str) -> Settled {
+        let reason = format!("channel `{PUSH_CHANNEL}`: no route could map the bundle: {text}");
+        let recorded = match self.store.reject_accepted(journal_id, reason).await {
+            Ok(_) => true,
+            Err(e) => {
+                warn!(journal_id, error = %e, "bundle refused by its mapping; the rejection was not stored");
+                false
+            }
+        };
+        Settled::Refused {
+            reason: text.to_string(),
+            recorded,
+        }
     }
 
     /// The census view of the bundle's patient (by its `id://partner` identifier), if any.
@@ -277,22 +373,12 @@ struct Inner {
     require_client_cert: bool,
     /// `[push] max_body`: the most bytes of a body read.
     max_body: usize,
-    /// Zero: never hold, map at once with what the bundle says.
-    hold_for: Duration,
     deliverer: Arc<Deliverer>,
     store: Store,
-    /// Poked after a hold is committed, so the releaser looks again (the ADT may have been
-    /// applied between the census look-up and the hold).
-    hold_wake: Arc<Notify>,
 }
 
 impl PushState {
-    pub(super) fn new(
-        config: &PushConfig,
-        store: Store,
-        deliverer: Arc<Deliverer>,
-        hold_wake: Arc<Notify>,
-    ) -> PushState {
+    pub(super) fn new(config: &PushConfig, store: Store, deliverer: Arc<Deliverer>) -> PushState {
         PushState {
             inner: Arc::new(Inner {
                 auth: Auth {
@@ -304,10 +390,8 @@ impl PushState {
                 },
                 require_client_cert: config.require_client_cert,
                 max_body: config.max_body,
-                hold_for: config.hold_unknown_for,
                 deliverer,
                 store,
-                hold_wake,
             }),
         }
     }
@@ -549,93 +633,48 @@ async fn push(
             Err(e) => return store_failure(&e.to_string()),
         }
     }
-    let census = match inner.deliverer.census(&prescription).await {
-        Ok(census) => census,
-        Err(failure) => return failure_response(&failure),
-    };
-    if census.is_none()
-        && !inner.hold_for.is_zero()
-        && let Some(partner_id) = prescription.patient.partner_id.clone()
-    {
-        return hold(inner, journal_id, &prescription, partner_id).await;
-    }
-    match inner
-        .deliverer
-        .deliver(journal_id, &prescription, census.as_ref(), None)
-        .await
-    {
-        Ok(DeliverOutcome::Queued { ids }) => {
+    match inner.deliverer.settle(journal_id, &prescription).await {
+        Ok(Settled::Queued { messages, known }) => {
             info!(
                 journal_id,
-                messages = ids.len(),
-                known = census.is_some(),
-                "prescription mapped and queued"
+                messages, known, "prescription mapped and queued"
             );
             transaction_response(journal_id)
         }
-        Ok(DeliverOutcome::AlreadyDone) => {
+        Ok(Settled::AlreadyDone) => {
             info!(
                 journal_id,
                 "bundle pushed again; queued by the first push, not queued twice"
             );
             transaction_response(journal_id)
         }
-        Err(failure) => settle_refusal(inner, journal_id, &failure).await,
-    }
-}
-
-/// The answer for a bundle that could not be mapped and queued. A mapping refusal is final:
-/// the journal row becomes `rejected` with the reason, so that no row stays `accepted` behind
-/// an error answer. A store failure leaves the row `accepted`: Posos pushes again (answered
-/// as a duplicate and mapped then), and otherwise the sweeper of unsettled pushes maps it.
-async fn settle_refusal(inner: &Inner, journal_id: i64, failure: &Failure) -> Response {
-    if let Failure::Mapping(text) = failure {
-        let reason = format!("channel `{PUSH_CHANNEL}`: no route could map the bundle: {text}");
-        match inner.store.reject_accepted(journal_id, reason).await {
-            Ok(_) => info!(
-                journal_id,
-                "bundle refused by its mapping; journal row rejected"
-            ),
-            Err(e) => {
-                warn!(journal_id, error = %e, "bundle refused by its mapping; the rejection was not stored")
-            }
-        }
-    }
-    failure_response(failure)
-}
-
-/// Holds a bundle whose patient the census does not know (see the module docs).
-async fn hold(
-    inner: &Inner,
-    journal_id: i64,
-    prescription: &Prescription,
-    partner_id: String,
-) -> Response {
-    // Refuse now what could never be mapped, rather than later behind a 200.
-    if let Err(failure) = inner.deliverer.messages(journal_id, prescription, None) {
-        return settle_refusal(inner, journal_id, &failure).await;
-    }
-    let release_at = release_time(jiff::Timestamp::now(), inner.hold_for);
-    match inner.store.hold(journal_id, partner_id, release_at).await {
-        Ok(held) => {
-            inner.hold_wake.notify_one();
+        Ok(Settled::Held { release_at, newly }) => {
             info!(
                 journal_id,
-                newly = held,
+                newly,
                 release_at = %release_at,
                 "patient not in the census yet; bundle held until its ADT arrives"
             );
             held_response(journal_id, release_at)
         }
-        Err(e) => {
-            warn!(journal_id, error = %e, "hold not stored");
-            store_failure(&e.to_string())
+        Ok(Settled::Refused { reason, recorded }) => {
+            if recorded {
+                info!(
+                    journal_id,
+                    "bundle refused by its mapping; journal row rejected"
+                );
+            }
+            failure_response(&Failure::Mapping(reason))
+        }
+        Err(failure) => {
+            warn!(journal_id, error = %failure, "push not settled");
+            failure_response(&failure)
         }
     }
 }
 
 /// `now + hold`, saturating at the latest time jiff knows (a hold of centuries is "never").
-pub(super) fn release_time(now: jiff::Timestamp, hold: Duration) -> jiff::Timestamp {
+fn release_time(now: jiff::Timestamp, hold: Duration) -> jiff::Timestamp {
     jiff::SignedDuration::try_from(hold)
         .ok()
         .and_then(|hold| now.checked_add(hold).ok())

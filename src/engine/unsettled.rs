@@ -15,9 +15,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::push::{Deliverer, Failure, PUSH_CHANNEL};
+use super::push::{Deliverer, PUSH_CHANNEL, Settled};
 use crate::posos::bundle::read_bundle;
-use crate::store::{DeliverOutcome, Store, UnsettledPush};
+use crate::store::{Store, UnsettledPush};
 
 /// A pushed row left `accepted` this long is no longer its request's.
 pub(super) const SETTLE_AFTER: Duration = Duration::from_secs(60);
@@ -30,12 +30,11 @@ const BATCH: usize = 64;
 pub(super) async fn run_sweeper(
     store: Store,
     deliverer: Arc<Deliverer>,
-    hold_for: Duration,
     shutdown: CancellationToken,
 ) {
     let mut after = 0i64;
     loop {
-        after = sweep(&store, &deliverer, hold_for, after, SETTLE_AFTER).await;
+        after = sweep(&store, &deliverer, after, SETTLE_AFTER).await;
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(ROUND) => {}
@@ -47,7 +46,6 @@ pub(super) async fn run_sweeper(
 pub(super) async fn sweep(
     store: &Store,
     deliverer: &Deliverer,
-    hold_for: Duration,
     mut after: i64,
     settle_after: Duration,
 ) -> i64 {
@@ -69,7 +67,7 @@ pub(super) async fn sweep(
             // Its request may still be running: the next round looks again from here.
             return after;
         }
-        if !settle(store, deliverer, hold_for, &row).await {
+        if !settle(store, deliverer, &row).await {
             return after;
         }
         after = row.journal_id;
@@ -77,13 +75,9 @@ pub(super) async fn sweep(
     after
 }
 
-/// Settles one row; `false` when it must be tried again later (store trouble).
-async fn settle(
-    store: &Store,
-    deliverer: &Deliverer,
-    hold_for: Duration,
-    row: &UnsettledPush,
-) -> bool {
+/// Settles one row as the push endpoint would have; `false` when it must be tried again
+/// later (store trouble).
+async fn settle(store: &Store, deliverer: &Deliverer, row: &UnsettledPush) -> bool {
     let journal_id = row.journal_id;
     let prescription = match read_bundle(&row.raw) {
         Ok(prescription) => prescription,
@@ -92,45 +86,25 @@ async fn settle(
             return store.reject_accepted(journal_id, reason).await.is_ok();
         }
     };
-    let census = match deliverer.census(&prescription).await {
-        Ok(census) => census,
-        Err(_) => return false,
-    };
-    if census.is_none()
-        && !hold_for.is_zero()
-        && let Some(partner_id) = prescription.patient.partner_id.clone()
-        && deliverer.messages(journal_id, &prescription, None).is_ok()
-    {
-        let release_at = super::push::release_time(jiff::Timestamp::now(), hold_for);
-        return match store.hold(journal_id, partner_id, release_at).await {
-            Ok(_) => {
-                info!(journal_id, "unsettled push held until its patient is known");
-                true
-            }
-            Err(_) => false,
-        };
-    }
-    match deliverer
-        .deliver(journal_id, &prescription, census.as_ref(), None)
-        .await
-    {
-        Ok(DeliverOutcome::Queued { ids }) => {
-            info!(
-                journal_id,
-                messages = ids.len(),
-                "unsettled push mapped and queued"
-            );
+    match deliverer.settle(journal_id, &prescription).await {
+        Ok(Settled::Queued { messages, .. }) => {
+            info!(journal_id, messages, "unsettled push mapped and queued");
             true
         }
-        Ok(DeliverOutcome::AlreadyDone) => true,
-        Err(Failure::Mapping(text)) => {
-            let reason = format!("channel `{PUSH_CHANNEL}`: no route could map the bundle: {text}");
-            info!(
-                journal_id,
-                "unsettled push refused by its mapping; journal row rejected"
-            );
-            store.reject_accepted(journal_id, reason).await.is_ok()
+        Ok(Settled::AlreadyDone) => true,
+        Ok(Settled::Held { .. }) => {
+            info!(journal_id, "unsettled push held until its patient is known");
+            true
         }
-        Err(Failure::Store(_)) => false,
+        Ok(Settled::Refused { recorded, .. }) => {
+            if recorded {
+                info!(
+                    journal_id,
+                    "unsettled push refused by its mapping; journal row rejected"
+                );
+            }
+            recorded
+        }
+        Err(_) => false,
     }
 }
