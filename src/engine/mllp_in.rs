@@ -34,6 +34,8 @@ pub struct InboundMllp {
     ack_sequence: AtomicU64,
     /// How many rejected frames are journaled per hour (`rejected_max_per_hour`).
     rejected_budget: RejectedBudget,
+    /// `ordobridge_ack_latency_seconds` of this channel.
+    ack_latency: prometheus_client::metrics::histogram::Histogram,
 }
 
 /// How much of the first rejected frame past the hourly budget is journaled.
@@ -105,6 +107,7 @@ impl InboundMllp {
             store,
             processed,
             ack_sequence: AtomicU64::new(u64::try_from(start).unwrap_or(0)),
+            ack_latency: crate::metrics::ack_histogram(&channel.name),
             rejected_budget: RejectedBudget::new(match &channel.kind {
                 crate::config::InboundKind::Mllp(mllp) => mllp.rejected_max_per_hour,
                 crate::config::InboundKind::File(_) => usize::MAX,
@@ -273,7 +276,7 @@ impl FrameHandler for InboundMllp {
                 self.acknowledge(p, not_stored, &timestamp)
             })
             .collect();
-        crate::metrics::observe_ack(&self.channel, started.elapsed());
+        self.ack_latency.observe(started.elapsed().as_secs_f64());
         acks
     }
 }
