@@ -117,7 +117,7 @@ pub struct PushRoute {
 }
 
 /// Where outbound messages go.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Destination {
     /// An MLLP receiver (the EHR), ACK checked against MSH-10.
     Mllp(crate::delivery::DestinationSettings),
@@ -237,7 +237,7 @@ pub struct LogConfig {
 }
 
 /// One inbound channel: where messages come from and how they are read.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InboundChannel {
     pub name: String,
     /// Character set forced on every message of this channel; `None` follows MSH-18.
@@ -247,7 +247,7 @@ pub struct InboundChannel {
     pub kind: InboundKind,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum InboundKind {
     Mllp(MllpListenerConfig),
     File(FileInboxConfig),
@@ -262,7 +262,7 @@ pub enum FileFormat {
     Auto,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FileInboxConfig {
     pub format: FileFormat,
     /// Create the folder at start when missing (local folders; leave false on network mounts,
@@ -271,7 +271,7 @@ pub struct FileInboxConfig {
     pub inbox: crate::filedrop::InboxSettings,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MllpListenerConfig {
     pub bind: SocketAddr,
     pub max_connections: usize,

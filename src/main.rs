@@ -430,9 +430,9 @@ fn run(config_path: &Path) -> Result<ExitCode, String> {
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        let reloader = ordobridge::tls::Reloader::default();
-        tokio::spawn(reload_tls_on_sighup(reloader.clone()));
-        let result = engine::run_with_reloader(config, Default::default(), shutdown, reloader, |channels| {
+        let (reload, requests) = engine::reload_channel(ordobridge::tls::Reloader::default());
+        tokio::spawn(reload_on_sighup(reload, config_path.to_path_buf()));
+        let result = engine::run_reloadable(config, Default::default(), shutdown, requests, |channels| {
             for channel in channels {
                 match channel.local_addr {
                     Some(addr) => info!(channel = %channel.name, kind = channel.kind, addr = %addr, "listening"),
@@ -481,29 +481,29 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-/// Re-reads every TLS certificate and key on SIGHUP (established connections keep theirs; a
-/// bad file keeps the old ones and is logged). Only certificates: other settings need a
-/// restart.
-async fn reload_tls_on_sighup(reloader: ordobridge::tls::Reloader) {
+/// On SIGHUP (`systemctl reload`): re-reads the configuration file and every mapping, applies
+/// them if all are valid (otherwise the previous configuration stays, and the log says why),
+/// then re-reads every TLS certificate and key (established connections keep theirs).
+async fn reload_on_sighup(reload: engine::ReloadHandle, config_path: PathBuf) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hup = match signal(SignalKind::hangup()) {
             Ok(hup) => hup,
             Err(e) => {
-                error!(error = %e, "cannot listen for SIGHUP: certificates will not be reloaded");
+                error!(error = %e, "cannot listen for SIGHUP: the configuration will not be reloaded");
                 return;
             }
         };
         while hup.recv().await.is_some() {
-            info!("SIGHUP: reloading TLS certificates");
-            let failed = reloader.reload_all();
-            info!(failed, "TLS reload done");
+            info!(file = %config_path.display(), "SIGHUP: reloading the configuration, the mappings and the TLS certificates");
+            // The outcome is logged (and counted) by the handle.
+            let _ = reload.reload_all(&config_path).await;
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = reloader;
+        let _ = (reload, config_path);
     }
 }
 

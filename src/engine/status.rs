@@ -618,6 +618,7 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(out));
     crate::metrics::register(&mut registry);
+    super::reload::register(&mut registry);
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
         return (

@@ -54,7 +54,7 @@ use tracing::{debug, error, info, warn};
 use super::fsops;
 
 /// Where and how one channel takes files from a shared folder.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboxSettings {
     /// The folder polled; other machines write into it.
     pub folder: PathBuf,

@@ -232,7 +232,10 @@ pub async fn serve_tls<H: FrameHandler>(
     server.run().await;
     // Close the listening socket before draining, so new peers are refused rather than left
     // in the backlog while the open connections finish.
-    let Listener { tracker, .. } = server;
+    let Listener {
+        tracker, listener, ..
+    } = server;
+    drop(listener);
     tracker.close();
     tracker.wait().await;
     info!(addr = ?local, "mllp listener stopped");

@@ -353,6 +353,8 @@ pub struct InProcess {
     task: tokio::task::JoinHandle<Result<(), ordobridge::engine::EngineError>>,
     /// What the engine announced when ready (names, kinds, addresses).
     pub handles: Vec<ordobridge::engine::ChannelHandle>,
+    /// Applies a new configuration, as SIGHUP does.
+    pub reload: ordobridge::engine::ReloadHandle,
 }
 
 impl InProcess {
@@ -363,10 +365,13 @@ impl InProcess {
     ) -> InProcess {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(ordobridge::engine::run(
+        let (reload, requests) =
+            ordobridge::engine::reload_channel(ordobridge::tls::Reloader::default());
+        let task = tokio::spawn(ordobridge::engine::run_reloadable(
             config,
             listeners,
             shutdown.clone(),
+            requests,
             move |handles| {
                 let _ = ready_tx.send(handles.to_vec());
             },
@@ -379,6 +384,7 @@ impl InProcess {
             shutdown,
             task,
             handles,
+            reload,
         }
     }
 
