@@ -272,8 +272,12 @@ pub async fn run_reloadable(
                 .instrument(info_span!("watchdog")),
         );
     }
-    let mut running =
-        running::Running::new(store.clone(), tracker.clone(), shutdown.clone(), reloader);
+    let mut running = running::Running::new(
+        store.clone(),
+        tracker.clone(),
+        shutdown.child_token(),
+        reloader,
+    );
     let http_listener = match (&config.http, listeners.http.take()) {
         (_, Some(listener)) => Some(listener),
         (Some(http), None) => {

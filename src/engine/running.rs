@@ -324,6 +324,11 @@ impl Running {
         if let Some(old) = &self.config {
             summary.needs_restart = restart_only_changes(old, &config);
         }
+        if self.http_addr.is_some() && config.http.is_none() {
+            return Err(EngineError::Web(
+                "`[http]` was removed, but the HTTP listener is opened at start: restart the daemon to close it".to_string(),
+            ));
+        }
         // Certificates first: a bad file fails before any socket is bound.
         let mut inbound_tls = BTreeMap::new();
         for (name, channel) in &config.inbound {
