@@ -226,7 +226,7 @@ pub async fn run_with_reloader(
 }
 
 /// [`run`], applying each configuration sent through the other end of `requests` (the
-/// binary's SIGHUP handler, tests): see [`running`] for what a reload changes.
+/// binary's SIGHUP handler, tests): see the module `running` for what a reload changes.
 pub async fn run_reloadable(
     config: Config,
     mut listeners: BoundListeners,
