@@ -1,28 +1,47 @@
 //! Retention: deleting what is old enough and finished, in small transactions on the writer, so
 //! intake never waits behind a long delete.
 //!
-//! What may go (all times in microseconds since 1970, as stored):
+//! What may go (journal times in microseconds since 1970, as stored):
 //!
-//! - a journal row received before its cutoff (`rejected_before` for rejected rows,
-//!   `journal_before` for the others), **unless** it is still `accepted` (the census or the push
-//!   has not finished with it), a pushed bundle of it is still held, or one of its outbound
-//!   messages is still pending (neither delivered nor dead-lettered);
+//! - a journal row received before its cutoff, **unless** it is still `accepted` (the census or
+//!   the push has not finished with it), a pushed bundle of it is still held, or one of its
+//!   outbound messages is still pending (neither delivered nor dead-lettered). The cutoff is
+//!   the row's channel's ([`ChannelCutoff`]) when the channel has a retention of its own, else
+//!   `journal_before` (processed rows) and `rejected_before` (rejected rows); a channel that
+//!   is no longer configured has none of its own;
 //! - an outbound message delivered or dead-lettered before `outbound_before`;
-//! - a released hold released before `holds_before`.
+//! - a released hold released before `holds_before`;
+//! - with a [`CensusCutoff`]: an encounter discharged before `discharged_before`, with its
+//!   movements; then a patient with no encounter left whom no message named since
+//!   `updated_before` (`census_patients.updated_at`), with the patients merged into it, their
+//!   identifiers and their anomalies, unless a bundle for one of their IPPs is still held.
 //!
-//! Never: the census (its own retention), an `accepted` row, a pending message, a held bundle.
+//! Never: an `accepted` row, a pending message, a held bundle, an encounter not discharged (a
+//! current admission), a patient who still has an encounter.
 //!
 //! Each call deletes at most `limit` rows of each kind, oldest first; the pruner calls again
-//! until nothing is left, and the writer serves journal inserts between calls. After a prune,
-//! `PRAGMA incremental_vacuum` gives the freed pages back to the file system (the store runs
-//! with `auto_vacuum = INCREMENTAL`).
+//! until nothing is left, and the writer serves journal inserts between calls. A
+//! [`PruneCursor`] carries where the previous call stopped, so rows looked at and kept (a
+//! channel kept longer, a patient with a current encounter) are not read again at every call
+//! of the same prune. Patients are taken once the encounters are done, so a patient whose
+//! last encounter goes in this prune goes in it too (as `prune --dry-run` counts). After a
+//! prune, `PRAGMA incremental_vacuum` gives the freed pages back to the file system (the store
+//! runs with `auto_vacuum = INCREMENTAL`).
 
-use rusqlite::{Connection, params};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, params, params_from_iter};
+
+/// The cutoff of a retention of "forever": no row is older.
+const NEVER: i64 = i64::MIN;
 
 /// The cutoffs of one prune, computed from the retention settings and the current time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetentionPlan {
-    /// Accepted-then-processed journal rows received before this go.
+    /// Processed journal rows received before this go (channels without a retention of
+    /// their own).
     pub journal_before: i64,
     /// Rejected journal rows (junk frames, unreadable files) received before this go.
     pub rejected_before: i64,
@@ -30,27 +49,120 @@ pub struct RetentionPlan {
     pub outbound_before: i64,
     /// Released holds released before this go.
     pub holds_before: i64,
+    /// Channels with a retention of their own (`[inbound.NAME] retention`, `[push]
+    /// retention`), by journal channel name.
+    pub channels: Vec<ChannelCutoff>,
+    /// The census's cutoffs; `None` keeps the census.
+    pub census: Option<CensusCutoff>,
+    /// When the plan was made: what the channel and census cutoffs count back from.
+    now: jiff::Timestamp,
+}
+
+/// The cutoffs of one channel with a retention of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelCutoff {
+    /// The journal's `channel`.
+    pub channel: String,
+    /// Its processed rows received before this go.
+    pub processed_before: i64,
+    /// Its rejected rows received before this go: the later of its own cutoff and the
+    /// store's rejected cutoff (junk never stays longer than `rejected_retention`, nor
+    /// longer than the channel's retention).
+    pub rejected_before: i64,
+}
+
+/// The census's cutoffs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CensusCutoff {
+    /// Encounters discharged before this civil date-time go. Written `YYYY-MM-DDTHH:MM:SS`,
+    /// in the time zone the messages speak (the machine's), the form `discharge_at` is
+    /// stored in (jiff's civil date-time, year on 4 digits), so text order is time order.
+    pub discharged_before: String,
+    /// Patients without encounters not named by a message since this (µs since 1970) go.
+    pub updated_before: i64,
+}
+
+/// `now - age` in microseconds; [`NEVER`] for `None` ("forever").
+fn cutoff(now: jiff::Timestamp, age: Option<Duration>) -> i64 {
+    match age {
+        None => NEVER,
+        Some(age) => now
+            .as_microsecond()
+            .saturating_sub(i64::try_from(age.as_micros()).unwrap_or(i64::MAX)),
+    }
 }
 
 impl RetentionPlan {
     /// The cutoffs `now - retention` (journal, outbound and holds alike) and
-    /// `now - rejected_retention`.
+    /// `now - rejected_retention`; no channel of its own, the census kept.
     pub fn at(
         now: jiff::Timestamp,
-        retention: std::time::Duration,
-        rejected_retention: std::time::Duration,
+        retention: Duration,
+        rejected_retention: Duration,
     ) -> RetentionPlan {
-        let before = |age: std::time::Duration| {
-            now.as_microsecond()
-                .saturating_sub(i64::try_from(age.as_micros()).unwrap_or(i64::MAX))
-        };
-        let journal_before = before(retention);
+        RetentionPlan::keeping(now, Some(retention), Some(rejected_retention))
+    }
+
+    /// [`RetentionPlan::at`] where `None` keeps rows forever.
+    pub fn keeping(
+        now: jiff::Timestamp,
+        retention: Option<Duration>,
+        rejected_retention: Option<Duration>,
+    ) -> RetentionPlan {
+        let journal_before = cutoff(now, retention);
         RetentionPlan {
             journal_before,
-            rejected_before: before(rejected_retention),
+            rejected_before: cutoff(now, rejected_retention),
             outbound_before: journal_before,
             holds_before: journal_before,
+            channels: Vec::new(),
+            census: None,
+            now,
         }
+    }
+
+    /// Gives the journal rows of `channel` a retention of their own (`None`: forever), in
+    /// place of the store's.
+    #[must_use]
+    pub fn with_channel(mut self, channel: &str, retention: Option<Duration>) -> RetentionPlan {
+        let processed_before = cutoff(self.now, retention);
+        let own = ChannelCutoff {
+            channel: channel.to_owned(),
+            processed_before,
+            rejected_before: processed_before.max(self.rejected_before),
+        };
+        match self.channels.iter_mut().find(|c| c.channel == channel) {
+            Some(existing) => *existing = own,
+            None => self.channels.push(own),
+        }
+        self
+    }
+
+    /// Prunes the census too: encounters discharged more than `retention` ago (a civil
+    /// date-time in `zone`), then patients left without encounters and not named since.
+    /// `None` (forever) keeps the census.
+    #[must_use]
+    pub fn with_census(
+        mut self,
+        retention: Option<Duration>,
+        zone: &jiff::tz::TimeZone,
+    ) -> RetentionPlan {
+        self.census = retention.map(|age| {
+            let updated_before = cutoff(self.now, Some(age));
+            // A cutoff before year 0 (an absurd retention) keeps every encounter: no text is
+            // below the empty one.
+            let discharged_before = jiff::Timestamp::from_microsecond(updated_before)
+                .ok()
+                .map(|at| at.to_zoned(zone.clone()).datetime())
+                .filter(|at| at.year() >= 0)
+                .map(|at| at.strftime("%Y-%m-%dT%H:%M:%S").to_string())
+                .unwrap_or_default();
+            CensusCutoff {
+                discharged_before,
+                updated_before,
+            }
+        });
+        self
     }
 }
 
@@ -60,40 +172,135 @@ pub struct Pruned {
     pub journal: usize,
     pub outbound: usize,
     pub holds: usize,
+    /// Encounters (their movements went with them, not counted).
+    pub census_encounters: usize,
+    /// Patients, merged ones included (their identifiers and anomalies went with them).
+    pub census_patients: usize,
 }
 
 impl Pruned {
     /// Rows of every kind.
     pub fn total(&self) -> usize {
-        self.journal + self.outbound + self.holds
+        self.journal + self.outbound + self.holds + self.census_encounters + self.census_patients
     }
 
     pub(super) fn add(&mut self, other: Pruned) {
         self.journal += other.journal;
         self.outbound += other.outbound;
         self.holds += other.holds;
+        self.census_encounters += other.census_encounters;
+        self.census_patients += other.census_patients;
     }
 }
 
-/// The journal rows that may go, oldest first. The two `NOT IN` lists are small (pending
+/// Where the next call of one prune resumes: what lies before was looked at and kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct PruneCursor {
+    /// The highest journal id deleted so far.
+    journal_after: i64,
+    /// `(updated_at, id)` of the last patient deleted so far.
+    patient_after: Option<(i64, i64)>,
+}
+
+/// The journal rows `plan` lets go, as `FROM … WHERE …` to which a caller may add `AND …`,
+/// with its values: `?1` and `?2` the store's processed and rejected cutoffs, then per channel
+/// of its own its name and its two cutoffs. The two `NOT IN` lists are small (pending
 /// messages and waiting holds, both read through partial indexes) and evaluated once.
-const PRUNABLE_JOURNAL: &str = "FROM journal
-    WHERE ((status = 'processed' AND received_at < ?1) OR (status = 'rejected' AND received_at < ?2))
+fn prunable_journal(plan: &RetentionPlan) -> (String, Vec<Value>) {
+    let mut values = vec![
+        Value::Integer(plan.journal_before),
+        Value::Integer(plan.rejected_before),
+    ];
+    let (processed, rejected) = if plan.channels.is_empty() {
+        ("?1".to_owned(), "?2".to_owned())
+    } else {
+        let mut processed = "CASE channel".to_owned();
+        let mut rejected = "CASE channel".to_owned();
+        for own in &plan.channels {
+            let n = values.len();
+            values.extend([
+                Value::Text(own.channel.clone()),
+                Value::Integer(own.processed_before),
+                Value::Integer(own.rejected_before),
+            ]);
+            let _ = write!(processed, " WHEN ?{} THEN ?{}", n + 1, n + 2);
+            let _ = write!(rejected, " WHEN ?{} THEN ?{}", n + 1, n + 3);
+        }
+        processed.push_str(" ELSE ?1 END");
+        rejected.push_str(" ELSE ?2 END");
+        (processed, rejected)
+    };
+    let sql = format!(
+        "FROM journal
+    WHERE ((status = 'processed' AND received_at < {processed})
+        OR (status = 'rejected' AND received_at < {rejected}))
       AND ('journal:' || id) NOT IN (SELECT source FROM outbound WHERE status = 'pending')
-      AND id NOT IN (SELECT journal_id FROM push_holds WHERE released_at IS NULL)";
+      AND id NOT IN (SELECT journal_id FROM push_holds WHERE released_at IS NULL)"
+    );
+    (sql, values)
+}
 
 const PRUNABLE_OUTBOUND: &str = "FROM outbound
     WHERE (status = 'delivered' AND delivered_at < ?1) OR (status = 'dead' AND dead_at < ?1)";
 
 const PRUNABLE_HOLDS: &str = "FROM push_holds WHERE released_at IS NOT NULL AND released_at < ?1";
 
-/// Deletes at most `limit` rows of each kind (in the caller's transaction).
+/// Encounters discharged before `?1` (see [`CensusCutoff::discharged_before`]), through the
+/// partial index `census_encounters_discharged`. An encounter in any other state (admitted,
+/// on leave, pre-admitted, unknown, cancelled) stays.
+const PRUNABLE_ENCOUNTERS: &str =
+    "FROM census_encounters WHERE status = 'discharged' AND discharge_at < ?1";
+
+/// The patients that may go with the patients merged into them (`?1` the `updated_before`
+/// cutoff), read through `census_patients_updated`. `{has_encounter}` is a condition on `e`
+/// (an encounter of the patient `x`) that keeps the patient: any encounter when deleting
+/// (the encounters that go are gone by then), one that stays when counting. A patient goes
+/// only with the whole group merged into it, and only when none of the group:
+///
+/// - was named by a message since the cutoff (`updated_at`, NULL counts as recent);
+/// - has an encounter (an encounter's `patient_id` must not dangle);
+/// - has a patient merged into it in turn (none should, merges are flattened: checked so a
+///   `merged_into` can never dangle);
+/// - has a bundle still held under its IPP (the schema links them by IPP only; a patient is
+///   never pruned while a push waits for them).
+///
+/// A patient merged into another (`merged_into` set, not to itself) never goes alone: it
+/// resolves its old IPP to the survivor, and goes with the survivor.
+fn prunable_patients(has_encounter: &str) -> String {
+    format!(
+        "FROM census_patients p
+    WHERE p.updated_at < ?1
+      AND (p.merged_into IS NULL OR p.merged_into = p.id)
+      AND NOT EXISTS (SELECT 1 FROM census_encounters e WHERE e.patient_id = p.id{has_encounter})
+      AND NOT EXISTS (SELECT 1 FROM census_patients s
+          WHERE s.merged_into = p.id AND s.id <> p.id
+            AND (ifnull(s.updated_at >= ?1, 1)
+              OR EXISTS (SELECT 1 FROM census_encounters e WHERE e.patient_id = s.id{has_encounter})
+              OR EXISTS (SELECT 1 FROM census_patients t WHERE t.merged_into = s.id AND t.id <> s.id)))
+      AND NOT EXISTS (SELECT 1 FROM push_holds h WHERE h.released_at IS NULL
+          AND (h.partner_id = p.ipp
+            OR h.partner_id IN (SELECT s.ipp FROM census_patients s WHERE s.merged_into = p.id)))"
+    )
+}
+
+/// When counting: an encounter that the same prune deletes does not keep its patient (`?2`
+/// the `discharged_before` cutoff).
+const ENCOUNTER_STAYS: &str =
+    " AND NOT ifnull(e.status = 'discharged' AND e.discharge_at < ?2, 0)";
+
+/// A patient's group: the patient and the patients merged into it.
+const GROUP: &str = "SELECT id FROM census_patients WHERE id = ?1 OR merged_into = ?1";
+
+/// Deletes at most `limit` rows of each kind (in the caller's transaction), from `cursor` on;
+/// returns what went and where the next call resumes.
 pub(super) fn prune(
     connection: &Connection,
     plan: &RetentionPlan,
+    cursor: PruneCursor,
     limit: usize,
-) -> rusqlite::Result<Pruned> {
+) -> rusqlite::Result<(Pruned, PruneCursor)> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut next = cursor;
     // Outbound first: a journal row whose messages are all finished and old goes in the same
     // call as they do.
     let outbound = connection
@@ -101,36 +308,121 @@ pub(super) fn prune(
             "DELETE FROM outbound WHERE id IN (SELECT id {PRUNABLE_OUTBOUND} ORDER BY id LIMIT ?2)"
         ))?
         .execute(params![plan.outbound_before, limit])?;
-    let journal = connection
-        .prepare_cached(&format!(
-            "DELETE FROM journal WHERE id IN (SELECT id {PRUNABLE_JOURNAL} ORDER BY id LIMIT ?3)"
-        ))?
-        .execute(params![plan.journal_before, plan.rejected_before, limit])?;
+    let (from, mut values) = prunable_journal(plan);
+    let n = values.len();
+    values.extend([Value::Integer(cursor.journal_after), Value::Integer(limit)]);
+    let mut journal = 0;
+    {
+        let mut statement = connection.prepare_cached(&format!(
+            "DELETE FROM journal WHERE id IN
+                (SELECT id {from} AND id > ?{} ORDER BY id LIMIT ?{}) RETURNING id",
+            n + 1,
+            n + 2
+        ))?;
+        let mut rows = statement.query(params_from_iter(values))?;
+        while let Some(row) = rows.next()? {
+            journal += 1;
+            next.journal_after = next.journal_after.max(row.get(0)?);
+        }
+    }
     let holds = connection
         .prepare_cached(&format!(
             "DELETE FROM push_holds WHERE journal_id IN (SELECT journal_id {PRUNABLE_HOLDS} ORDER BY journal_id LIMIT ?2)"
         ))?
         .execute(params![plan.holds_before, limit])?;
-    Ok(Pruned {
+    let mut pruned = Pruned {
         journal,
         outbound,
         holds,
-    })
+        ..Pruned::default()
+    };
+    if let Some(census) = &plan.census {
+        // The movements of the chosen encounters, then the encounters: the same choice twice
+        // (nothing changes the encounters in between).
+        let chosen = format!("SELECT id {PRUNABLE_ENCOUNTERS} ORDER BY discharge_at, id LIMIT ?2");
+        connection
+            .prepare_cached(&format!(
+                "DELETE FROM census_movements WHERE encounter_id IN ({chosen})"
+            ))?
+            .execute(params![census.discharged_before, limit])?;
+        pruned.census_encounters = connection
+            .prepare_cached(&format!("DELETE FROM census_encounters WHERE id IN ({chosen})"))?
+            .execute(params![census.discharged_before, limit])?;
+        if i64::try_from(pruned.census_encounters).unwrap_or(i64::MAX) < limit {
+            let (deleted, after) = prune_patients(connection, census, cursor.patient_after, limit)?;
+            pruned.census_patients = deleted;
+            next.patient_after = after;
+        }
+    }
+    Ok((pruned, next))
 }
 
-/// What [`prune`] would delete in all, without deleting (`ordobridge prune --dry-run`). The
-/// journal count leaves out rows kept only by messages that the same prune would delete.
-pub(super) fn count(connection: &Connection, plan: &RetentionPlan) -> rusqlite::Result<Pruned> {
+/// Deletes at most `limit` patient groups (see [`prunable_patients`]) after `after`; returns
+/// the patients deleted and the new position.
+fn prune_patients(
+    connection: &Connection,
+    census: &CensusCutoff,
+    after: Option<(i64, i64)>,
+    limit: i64,
+) -> rusqlite::Result<(usize, Option<(i64, i64)>)> {
+    let (after_at, after_id) = after.unwrap_or((i64::MIN, i64::MIN));
+    let chosen: Vec<(i64, i64)> = connection
+        .prepare_cached(&format!(
+            "SELECT p.updated_at, p.id {} AND (p.updated_at, p.id) > (?2, ?3)
+             ORDER BY p.updated_at, p.id LIMIT ?4",
+            prunable_patients("")
+        ))?
+        .query_map(
+            params![census.updated_before, after_at, after_id, limit],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut deleted = 0;
+    for (_, id) in &chosen {
+        // Identifiers and anomalies first (the identifiers' foreign key), then the group in
+        // one statement, so no `merged_into` points at a deleted row at any statement's end.
+        connection
+            .prepare_cached(&format!(
+                "DELETE FROM census_identifiers WHERE patient_id IN ({GROUP})"
+            ))?
+            .execute([id])?;
+        connection
+            .prepare_cached(&format!(
+                "DELETE FROM census_anomalies WHERE patient_id IN ({GROUP})"
+            ))?
+            .execute([id])?;
+        deleted += connection
+            .prepare_cached("DELETE FROM census_patients WHERE id = ?1 OR merged_into = ?1")?
+            .execute([id])?;
+    }
+    Ok((deleted, chosen.last().copied().or(after)))
+}
+
+/// What [`prune`] would delete in all, without deleting (`ordobridge prune --dry-run`), and
+/// the journal rows of it by channel.
+pub(super) fn count(
+    connection: &Connection,
+    plan: &RetentionPlan,
+) -> rusqlite::Result<(Pruned, Vec<(String, usize)>)> {
     let count = |sql: String, values: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<usize> {
         connection
             .query_row(&sql, values, |row| row.get::<_, i64>(0))
             .map(|n| usize::try_from(n).unwrap_or(0))
     };
-    Ok(Pruned {
-        journal: count(
-            format!("SELECT count(*) {PRUNABLE_JOURNAL}"),
-            &[&plan.journal_before, &plan.rejected_before],
-        )?,
+    let (from, values) = prunable_journal(plan);
+    let by_channel: Vec<(String, usize)> = connection
+        .prepare(&format!(
+            "SELECT channel, count(*) {from} GROUP BY channel ORDER BY channel"
+        ))?
+        .query_map(params_from_iter(values), |row| {
+            Ok((
+                row.get(0)?,
+                usize::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut pruned = Pruned {
+        journal: by_channel.iter().map(|(_, n)| n).sum(),
         outbound: count(
             format!("SELECT count(*) {PRUNABLE_OUTBOUND}"),
             &[&plan.outbound_before],
@@ -139,7 +431,22 @@ pub(super) fn count(connection: &Connection, plan: &RetentionPlan) -> rusqlite::
             format!("SELECT count(*) {PRUNABLE_HOLDS}"),
             &[&plan.holds_before],
         )?,
-    })
+        ..Pruned::default()
+    };
+    if let Some(census) = &plan.census {
+        pruned.census_encounters = count(
+            format!("SELECT count(*) {PRUNABLE_ENCOUNTERS}"),
+            &[&census.discharged_before],
+        )?;
+        let roots = format!("SELECT p.id {}", prunable_patients(ENCOUNTER_STAYS));
+        pruned.census_patients = count(
+            format!(
+                "SELECT count(*) FROM census_patients WHERE id IN ({roots}) OR merged_into IN ({roots})"
+            ),
+            &[&census.updated_before, &census.discharged_before],
+        )?;
+    }
+    Ok((pruned, by_channel))
 }
 
 /// A passive checkpoint from a connection of its own (the writer's transactions cannot run

@@ -212,6 +212,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 6: a note on a journal row the census could not use (no IPP of the configured authority,
     // a bad date, …): the row is `processed` and says why, with no patient value in it.
     "ALTER TABLE journal ADD COLUMN note TEXT;",
+    // 7: census retention (see `prune`). `updated_at` (µs since 1970): when a message last
+    // named the patient, kept to the day. A patient of an older store takes the time of its
+    // journal row while that row is still there, else the migration's: it is kept a whole
+    // retention from now. The pruner finds patients by it, and discharged encounters by
+    // discharge time (a partial index: current admissions, the bulk of the work, cost nothing).
+    "ALTER TABLE census_patients ADD COLUMN updated_at INTEGER;
+    UPDATE census_patients SET updated_at = ifnull(
+        (SELECT received_at FROM journal WHERE journal.id = census_patients.journal_id),
+        CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER));
+    CREATE INDEX census_patients_updated ON census_patients (updated_at);
+    CREATE INDEX census_encounters_discharged ON census_encounters (discharge_at)
+        WHERE status = 'discharged';",
 ];
 
 /// Prepared statements kept per connection: the census alone uses about 30.

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::census::{self, CensusOutcome};
 use super::hold::{self, DeliverOutcome, Delivery, NewHold};
-use super::prune::{self, Pruned, RetentionPlan};
+use super::prune::{self, PruneCursor, Pruned, RetentionPlan};
 use super::queue::{self, Change, PreparedItem};
 use super::{EntryStatus, InboundRecord, JournalOutcome, RecordStatus, StoreError};
 use crate::census::CensusUpdate;
@@ -127,16 +127,18 @@ pub(super) enum Request {
         changed: bool,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
-    /// `Store::prune_step`: at most `limit` rows of each kind deleted by `plan`, then up to
-    /// `vacuum_pages` free pages given back; `pruned` and `freed` are filled in the
-    /// transaction, sent after it.
+    /// `Store::prune_step`: at most `limit` rows of each kind deleted by `plan` from `cursor`
+    /// on, then up to `vacuum_pages` free pages given back; `pruned`, `next` (where the next
+    /// step resumes) and `freed` are filled in the transaction, sent after it.
     Prune {
         plan: Option<RetentionPlan>,
+        cursor: PruneCursor,
         limit: usize,
         vacuum_pages: u32,
         pruned: Pruned,
+        next: PruneCursor,
         freed: u32,
-        reply: oneshot::Sender<Result<(Pruned, u32), StoreError>>,
+        reply: oneshot::Sender<Result<(Pruned, u32, PruneCursor), StoreError>>,
     },
     /// An outbound status change (`mark_delivered`, `mark_retry`, `mark_dead`, `replay`);
     /// `changed` (rows updated) is filled in the transaction, sent after it.
@@ -405,12 +407,13 @@ pub(super) fn commit_batch(
             }
             Request::Prune {
                 pruned,
+                next,
                 freed,
                 reply,
                 ..
             } => {
                 let _ = reply.send(match &failure {
-                    None => Ok((pruned, freed)),
+                    None => Ok((pruned, freed, next)),
                     Some(source) => Err(error(source)),
                 });
             }
@@ -461,8 +464,15 @@ fn reset(batch: &mut [Request]) {
             Request::Hold { inserted, .. } => *inserted = false,
             Request::Deliver { outcome, .. } => *outcome = None,
             Request::Outbound { changed, .. } => *changed = 0,
-            Request::Prune { pruned, freed, .. } => {
+            Request::Prune {
+                pruned,
+                cursor,
+                next,
+                freed,
+                ..
+            } => {
                 *pruned = Pruned::default();
+                *next = *cursor;
                 *freed = 0;
             }
             Request::Reject { changed, .. } => *changed = false,
@@ -565,14 +575,16 @@ fn execute(
                 }
                 Request::Prune {
                     plan,
+                    cursor,
                     limit,
                     vacuum_pages,
                     pruned,
+                    next,
                     freed,
                     ..
                 } => {
                     if let Some(plan) = plan {
-                        *pruned = prune::prune(&transaction, plan, *limit)?;
+                        (*pruned, *next) = prune::prune(&transaction, plan, *cursor, *limit)?;
                     }
                     if *vacuum_pages > 0 {
                         *freed = prune::incremental_vacuum(&transaction, *vacuum_pages)?;
