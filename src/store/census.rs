@@ -1051,13 +1051,10 @@ impl Apply<'_> {
                     m.merged_ipp
                 ),
             );
-            self.conn
-                .prepare_cached(PATIENT_STUB)?
-                .query_row(
-                    params![m.merged_ipp, survivor, self.journal_id, self.now],
-                    |row| {
-                    row.get::<_, i64>(0)
-                })?;
+            self.conn.prepare_cached(PATIENT_STUB)?.query_row(
+                params![m.merged_ipp, survivor, self.journal_id, self.now],
+                |row| row.get::<_, i64>(0),
+            )?;
             return Ok(());
         };
         if merged == survivor {
@@ -1084,9 +1081,12 @@ impl Apply<'_> {
                 ),
             );
         }
-        self.conn
-            .prepare_cached(PATIENT_MERGE)?
-            .execute([merged, survivor, self.journal_id, self.now])?;
+        self.conn.prepare_cached(PATIENT_MERGE)?.execute([
+            merged,
+            survivor,
+            self.journal_id,
+            self.now,
+        ])?;
         self.conn
             .prepare_cached(PATIENT_FLATTEN)?
             .execute([merged, survivor])?;

@@ -60,8 +60,8 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::hold::{DeliverOutcome, HeldBundle, HoldOverview, ReleaseReason, UnsettledPush};
-pub use self::prune::{CensusCutoff, ChannelCutoff, Pruned, RetentionPlan};
 use self::prune::PruneCursor;
+pub use self::prune::{CensusCutoff, ChannelCutoff, Pruned, RetentionPlan};
 pub use self::queue::{
     DeadLetter, DestinationDepth, OutboundItem, OutboundMessage, OutboundStatus, QueueHead,
 };

@@ -285,8 +285,7 @@ fn prunable_patients(has_encounter: &str) -> String {
 
 /// When counting: an encounter that the same prune deletes does not keep its patient (`?2`
 /// the `discharged_before` cutoff).
-const ENCOUNTER_STAYS: &str =
-    " AND NOT ifnull(e.status = 'discharged' AND e.discharge_at < ?2, 0)";
+const ENCOUNTER_STAYS: &str = " AND NOT ifnull(e.status = 'discharged' AND e.discharge_at < ?2, 0)";
 
 /// A patient's group: the patient and the patients merged into it.
 const GROUP: &str = "SELECT id FROM census_patients WHERE id = ?1 OR merged_into = ?1";
@@ -346,7 +345,9 @@ pub(super) fn prune(
             ))?
             .execute(params![census.discharged_before, limit])?;
         pruned.census_encounters = connection
-            .prepare_cached(&format!("DELETE FROM census_encounters WHERE id IN ({chosen})"))?
+            .prepare_cached(&format!(
+                "DELETE FROM census_encounters WHERE id IN ({chosen})"
+            ))?
             .execute(params![census.discharged_before, limit])?;
         if i64::try_from(pruned.census_encounters).unwrap_or(i64::MAX) < limit {
             let (deleted, after) = prune_patients(connection, census, cursor.patient_after, limit)?;
