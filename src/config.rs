@@ -2344,6 +2344,91 @@ mod tests {
         );
     }
 
+    #[test]
+    fn ok_channel_push_and_census_retention() {
+        let config = load(
+            "[store]\npath = \"ob.db\"\n\
+             [inbound.lab]\nprotocol = \"mllp\"\nbind = \"127.0.0.1:0\"\nretention = \"7d\"\n\
+             [inbound.adt]\nprotocol = \"mllp\"\nbind = \"127.0.0.1:0\"\nretention = \"forever\"\n\
+             [inbound.other]\nprotocol = \"mllp\"\nbind = \"127.0.0.1:0\"\n\
+             [push]\nallow_unauthenticated = true\nretention = \"52w\"\n\
+             [census]\nretention = \"10y\"\n",
+            &[],
+        )
+        .unwrap();
+        let retention = &config.store.retention;
+        let days: Vec<(&str, Option<u64>)> = retention
+            .channels
+            .iter()
+            .map(|(name, age)| (name.as_str(), age.map(|d| d.as_secs() / 86_400)))
+            .collect();
+        assert_eq!(
+            days,
+            [("adt", None), ("lab", Some(7)), (PUSH_CHANNEL, Some(364))]
+        );
+        assert_eq!(retention.census, Some(Duration::from_secs(3650 * 86_400)));
+        let plan = retention.plan(jiff::Timestamp::now()).unwrap();
+        assert_eq!(plan.channels.len(), 3);
+        assert!(plan.census.is_some());
+    }
+
+    #[test]
+    fn ok_census_retention_default_and_forever() {
+        let config = load("[store]\npath = \"ob.db\"\n", &[]).unwrap();
+        assert_eq!(
+            config.store.retention.census,
+            Some(Duration::from_secs(730 * 86_400)),
+            "two years"
+        );
+        let config = load(
+            "[store]\npath = \"ob.db\"\nretention = \"forever\"\nrejected_retention = \"forever\"\n\
+             [census]\nretention = \"forever\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.store.retention.census, None);
+        assert_eq!(config.store.retention.plan(jiff::Timestamp::now()), None);
+    }
+
+    #[rstest]
+    #[case::err_channel_never(
+        "[inbound.lab]\nprotocol = \"mllp\"\nbind = \"127.0.0.1:0\"\nretention = \"never\"",
+        "/etc/ordobridge/ob.toml:6:13: `inbound.lab.retention`: `never` is ambiguous: write `forever` to keep rows without end, or a retention such as `90d`"
+    )]
+    #[case::err_channel_syntax(
+        "[inbound.lab]\nprotocol = \"mllp\"\nbind = \"127.0.0.1:0\"\nretention = \"7 days\"",
+        "/etc/ordobridge/ob.toml:6:13: `inbound.lab.retention`: invalid retention `7 days`: expected a number with a unit, such as `30d`, `12w` or `2y` (365 days), or `forever`"
+    )]
+    #[case::err_census_zero(
+        "[census]\nretention = \"0\"",
+        "/etc/ordobridge/ob.toml:4:13: `census.retention`: `0` is ambiguous: write `forever` to keep rows without end, or a retention such as `90d`"
+    )]
+    #[case::err_census_under_a_day(
+        "[census]\nretention = \"6h\"",
+        "/etc/ordobridge/ob.toml:4:13: `census.retention`: `6h` would delete encounters discharged today: keep at least `1d` (or `forever`)"
+    )]
+    #[case::err_push_channel_name(
+        "[inbound.posos-push]\nprotocol = \"mllp\"\nbind = \"127.0.0.1:0\"",
+        "/etc/ordobridge/ob.toml:4:12: `inbound.posos-push`: `posos-push` is the journal channel of pushed bundles: give this channel another name"
+    )]
+    fn err_channel_and_census_retention(#[case] lines: &str, #[case] expected: &str) {
+        assert_eq!(
+            errors(&format!("[store]\npath = \"ob.db\"\n{lines}\n")),
+            vec![expected]
+        );
+    }
+
+    #[test]
+    fn err_push_retention_names_the_key() {
+        let all = errors(
+            "[store]\npath = \"ob.db\"\n[push]\nallow_unauthenticated = true\nretention = \"1h\"\n",
+        );
+        assert!(
+            all.contains(&"/etc/ordobridge/ob.toml:5:13: `push.retention`: `1h` would delete the journal of the current day: keep at least `1d` (or `forever`)".to_owned()),
+            "{all:?}"
+        );
+    }
+
     const MINIMAL: &str = r#"
 [store]
 path = "${DATA:-var}/ob.db"
@@ -2731,6 +2816,8 @@ environment = "prod"
     #[case("30s", Duration::from_secs(30))]
     #[case("15m", Duration::from_secs(900))]
     #[case("1h 30m", Duration::from_secs(5400))]
+    #[case("2w", Duration::from_secs(14 * 86_400))]
+    #[case("2y", Duration::from_secs(730 * 86_400))]
     fn ok_durations(#[case] text: &str, #[case] expected: Duration) {
         assert_eq!(parse_duration(text), Some(expected));
     }

@@ -476,3 +476,290 @@ pub(super) fn incremental_vacuum(connection: &Connection, pages: u32) -> rusqlit
     let after: u32 = connection.query_row("PRAGMA freelist_count", [], |row| row.get(0))?;
     Ok(before.saturating_sub(after))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    /// 2026-12-01T10:00:00Z.
+    fn now() -> jiff::Timestamp {
+        "2026-12-01T10:00:00Z".parse().unwrap()
+    }
+
+    fn ago(days: u32) -> i64 {
+        now().as_microsecond() - i64::try_from((DAY * days).as_micros()).unwrap()
+    }
+
+    fn store() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let connection = super::super::schema::open_writer(&dir.path().join("ob.db")).unwrap();
+        (dir, connection)
+    }
+
+    fn journal(connection: &Connection, channel: &str, control_id: &str, days: u32, status: &str) {
+        connection
+            .execute(
+                "INSERT INTO journal (channel, received_at, peer, sender, message_type,
+                     control_id, content_hash, raw, status, last_seen_at, kept)
+                 VALUES (?1, ?2, 'p', 's', 'ADT^A01', ?3, zeroblob(32), x'00', ?4, ?2, ?4 <> 'rejected')",
+                params![channel, ago(days), control_id, status],
+            )
+            .unwrap();
+    }
+
+    fn strings(connection: &Connection, sql: &str) -> Vec<String> {
+        connection
+            .prepare(sql)
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Prunes to the end in steps of `limit`, as `Store::prune` does.
+    fn prune_all(connection: &Connection, plan: &RetentionPlan, limit: usize) -> Pruned {
+        let mut total = Pruned::default();
+        let mut cursor = PruneCursor::default();
+        loop {
+            let (pruned, next) = prune(connection, plan, cursor, limit).unwrap();
+            cursor = next;
+            total.add(pruned);
+            if pruned.total() == 0 {
+                return total;
+            }
+        }
+    }
+
+    #[test]
+    fn ok_channel_cutoffs() {
+        let (_dir, connection) = store();
+        for (channel, days, status) in [
+            ("lab", 10, "processed"),
+            ("lab", 3, "processed"),
+            ("lab", 10, "rejected"),
+            ("adt", 10, "processed"),
+            ("adt", 100, "processed"),
+            ("adt", 40, "rejected"),
+            ("archive", 400, "processed"),
+            ("archive", 40, "rejected"),
+            ("gone", 100, "processed"),
+            ("gone", 10, "processed"),
+            ("lab", 10, "accepted"),
+        ] {
+            journal(
+                &connection,
+                channel,
+                &format!("{channel}-{days}-{status}"),
+                days,
+                status,
+            );
+        }
+        // `lab` 7 days, `archive` forever, `adt` and `gone` (no longer configured) the store's.
+        let plan = RetentionPlan::at(now(), 90 * DAY, 30 * DAY)
+            .with_channel("lab", Some(7 * DAY))
+            .with_channel("archive", None);
+        let (counted, by_channel) = count(&connection, &plan).unwrap();
+        assert_eq!(
+            by_channel,
+            [
+                ("adt".to_owned(), 2),
+                ("archive".to_owned(), 1),
+                ("gone".to_owned(), 1),
+                ("lab".to_owned(), 2)
+            ]
+        );
+        let pruned = prune_all(&connection, &plan, 1);
+        assert_eq!(pruned, counted);
+        assert_eq!(pruned.journal, 6);
+        assert_eq!(
+            strings(&connection, "SELECT control_id FROM journal ORDER BY id"),
+            [
+                "lab-3-processed",
+                "adt-10-processed",
+                "archive-400-processed",
+                "gone-10-processed",
+                "lab-10-accepted"
+            ]
+        );
+    }
+
+    #[rstest]
+    #[case::ok_shorter_than_rejected(Some(7), 10, true)]
+    #[case::ok_longer_still_drops_junk_at_rejected_retention(Some(365), 40, true)]
+    #[case::ok_longer(Some(365), 20, false)]
+    #[case::ok_forever_still_drops_junk(None, 40, true)]
+    fn ok_channel_rejected_cutoff(
+        #[case] channel_days: Option<u32>,
+        #[case] row_days: u32,
+        #[case] goes: bool,
+    ) {
+        let (_dir, connection) = store();
+        journal(&connection, "lab", "R", row_days, "rejected");
+        let plan = RetentionPlan::at(now(), 90 * DAY, 30 * DAY)
+            .with_channel("lab", channel_days.map(|d| DAY * d));
+        assert_eq!(prune_all(&connection, &plan, 10).journal, usize::from(goes));
+    }
+
+    /// The text `discharge_at` is written in (jiff's civil date-time) and the cutoff compare
+    /// as times do: this pins the form the census pruner relies on.
+    #[test]
+    fn ok_census_cutoff_in_the_stored_form() {
+        let plan = RetentionPlan::at(now(), 90 * DAY, 30 * DAY)
+            .with_census(Some(730 * DAY), &jiff::tz::TimeZone::UTC);
+        let census = plan.census.unwrap();
+        assert_eq!(census.discharged_before, "2024-12-01T10:00:00");
+        assert_eq!(census.updated_before, ago(730));
+        let stored = |text: &str| text.parse::<jiff::civil::DateTime>().unwrap().to_string();
+        assert_eq!(stored("2024-12-01T09:59:59"), "2024-12-01T09:59:59");
+        assert!(stored("2024-12-01T09:59:59") < census.discharged_before);
+        assert!(stored("2024-12-01T10:00:00.5") > census.discharged_before);
+        assert!(stored("0987-01-01T00:00:00") < census.discharged_before);
+        let paris = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
+        let plan =
+            RetentionPlan::at(now(), 90 * DAY, 30 * DAY).with_census(Some(730 * DAY), &paris);
+        assert_eq!(
+            plan.census.unwrap().discharged_before,
+            "2024-12-01T11:00:00"
+        );
+        let forever = RetentionPlan::at(now(), 90 * DAY, 30 * DAY).with_census(None, &paris);
+        assert_eq!(forever.census, None);
+    }
+
+    /// A census as the census writer leaves it, with every kind of link.
+    fn census(connection: &Connection) {
+        let old = ago(800);
+        let recent = ago(10);
+        connection
+            .execute_batch(&format!(
+                "INSERT INTO census_patients (id, ipp, merged_into, journal_id, updated_at) VALUES
+                    (1, 'GONE', NULL, 1, {old}),
+                    (2, 'CURRENT', NULL, 1, {old}),
+                    (3, 'RECENT', NULL, 1, {recent}),
+                    (4, 'LONE', NULL, 1, {old}),
+                    (5, 'SURVIVOR', NULL, 1, {old}),
+                    (6, 'MERGED', 5, 1, {old}),
+                    (7, 'KEPT-SURVIVOR', NULL, 1, {old}),
+                    (8, 'RECENT-MERGE', 7, 1, {recent}),
+                    (9, 'HELD', NULL, 1, {old}),
+                    (10, 'ALIVE', NULL, 1, {recent}),
+                    (11, 'OLD-STUB', 10, 1, {old}),
+                    (12, 'SELF', 12, 1, {old}),
+                    (13, 'NO-TIME', NULL, 1, NULL),
+                    (14, 'LAST-YEAR', NULL, 1, {old});
+                 INSERT INTO census_identifiers VALUES
+                    (1, 'PI', 'CH', 'GONE'), (4, 'PI', 'CH', 'LONE'), (6, 'PI', 'CH', 'MERGED'),
+                    (5, 'PI', 'CH', 'SURVIVOR'), (3, 'PI', 'CH', 'RECENT');
+                 INSERT INTO census_anomalies (journal_id, patient_id, kind, text) VALUES
+                    (1, 4, 'unknown_encounter', 'A02 for NDA N-LONE'),
+                    (1, 6, 'merged_patient', 'IPP MERGED'),
+                    (1, 3, 'out_of_order', 'kept');
+                 INSERT INTO census_encounters (id, nda, patient_id, status, discharge_at, journal_id) VALUES
+                    (1, 'N-GONE', 1, 'discharged', '2023-05-01T08:00:00', 1),
+                    (2, 'N-CURRENT-OLD', 2, 'discharged', '2022-01-01T08:00:00', 1),
+                    (3, 'N-CURRENT', 2, 'admitted', NULL, 1),
+                    (4, 'N-LAST-YEAR', 14, 'discharged', '2025-12-01T08:00:00', 1),
+                    (5, 'N-CANCEL', 2, 'cancelled', NULL, 1),
+                    (6, 'N-NO-DATE', 2, 'discharged', NULL, 1);
+                 INSERT INTO census_movements (movement_id, encounter_id, event, status, movement_at, journal_id) VALUES
+                    ('M1', 1, 'A01', 'active', '2023-04-01T08:00:00', 1),
+                    ('M2', 1, 'A03', 'active', '2023-05-01T08:00:00', 1),
+                    ('M3', 2, 'A03', 'active', '2022-01-01T08:00:00', 1),
+                    ('M4', 3, 'A01', 'active', '2026-11-30T08:00:00', 1),
+                    ('M5', 4, 'A03', 'active', '2025-12-01T08:00:00', 1);
+                 INSERT INTO push_holds (journal_id, partner_id, held_at, release_at) VALUES
+                    (99, 'HELD', {recent}, {recent});"
+            ))
+            .unwrap();
+    }
+
+    #[test]
+    fn ok_census_prune_keeps_links_whole() {
+        let (_dir, connection) = store();
+        census(&connection);
+        let plan = RetentionPlan::at(now(), 90 * DAY, 30 * DAY)
+            .with_census(Some(730 * DAY), &jiff::tz::TimeZone::UTC);
+        let (counted, _) = count(&connection, &plan).unwrap();
+        let pruned = prune_all(&connection, &plan, 1);
+        assert_eq!(pruned, counted, "the dry run counts what the prune deletes");
+        assert_eq!((pruned.census_encounters, pruned.census_patients), (2, 5));
+        assert_eq!(
+            strings(&connection, "SELECT nda FROM census_encounters ORDER BY id"),
+            ["N-CURRENT", "N-LAST-YEAR", "N-CANCEL", "N-NO-DATE"]
+        );
+        assert_eq!(
+            strings(
+                &connection,
+                "SELECT movement_id FROM census_movements ORDER BY seq"
+            ),
+            ["M4", "M5"]
+        );
+        // GONE (its encounter went first), LONE, SURVIVOR with MERGED, SELF.
+        assert_eq!(
+            strings(&connection, "SELECT ipp FROM census_patients ORDER BY id"),
+            [
+                "CURRENT",
+                "RECENT",
+                "KEPT-SURVIVOR",
+                "RECENT-MERGE",
+                "HELD",
+                "ALIVE",
+                "OLD-STUB",
+                "NO-TIME",
+                "LAST-YEAR"
+            ]
+        );
+        assert_eq!(
+            strings(
+                &connection,
+                "SELECT value FROM census_identifiers ORDER BY value"
+            ),
+            ["RECENT"],
+            "identifiers went with their patients"
+        );
+        assert_eq!(
+            strings(&connection, "SELECT text FROM census_anomalies"),
+            ["kept"]
+        );
+        let dangling: i64 = connection
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(dangling, 0);
+        // Nothing is left to go.
+        assert_eq!(prune_all(&connection, &plan, 10).total(), 0);
+    }
+
+    #[test]
+    fn ok_census_forever_is_not_touched() {
+        let (_dir, connection) = store();
+        census(&connection);
+        let plan = RetentionPlan::at(now(), 90 * DAY, 30 * DAY);
+        assert_eq!(prune_all(&connection, &plan, 10), Pruned::default());
+        assert_eq!(count(&connection, &plan).unwrap().0, Pruned::default());
+    }
+
+    /// A patient merged into one that was itself merged (not produced by the census writer,
+    /// which flattens merges) keeps its whole chain: no `merged_into` may dangle.
+    #[test]
+    fn ok_census_never_leaves_a_dangling_merge() {
+        let (_dir, connection) = store();
+        let old = ago(800);
+        connection
+            .execute_batch(&format!(
+                "INSERT INTO census_patients (id, ipp, merged_into, journal_id, updated_at) VALUES
+                    (1, 'ROOT', NULL, 1, {old}), (2, 'MID', 1, 1, {old}), (3, 'LEAF', 2, 1, {old}),
+                    (4, 'A', 5, 1, {old}), (5, 'B', 4, 1, {old});"
+            ))
+            .unwrap();
+        let plan = RetentionPlan::at(now(), 90 * DAY, 30 * DAY)
+            .with_census(Some(730 * DAY), &jiff::tz::TimeZone::UTC);
+        assert_eq!(prune_all(&connection, &plan, 10).census_patients, 0);
+        assert_eq!(count(&connection, &plan).unwrap().0.census_patients, 0);
+    }
+}
