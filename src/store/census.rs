@@ -1402,6 +1402,85 @@ mod tests {
     use super::*;
     use rstest::rstest;
 
+    fn updated_at(conn: &Connection, ipp: &str) -> Option<i64> {
+        conn.query_row(
+            "SELECT updated_at FROM census_patients WHERE ipp = ?1",
+            [ipp],
+            |row| row.get(0),
+        )
+        .unwrap()
+    }
+
+    fn identity(ipp: &str, family: &str) -> CensusUpdate {
+        CensusUpdate::Identity(Patient {
+            ipp: ipp.to_owned(),
+            legal_name: Some(PersonName {
+                family: family.to_owned(),
+                given: "TEST".to_owned(),
+            }),
+            ..Patient::default()
+        })
+    }
+
+    /// `updated_at`, what census retention counts from: set by every write of a patient, and
+    /// by a message that names them unchanged once the record is a day old (not at every
+    /// message); a merge touches the survivor and dates the merged IPP.
+    #[test]
+    fn ok_updated_at_follows_the_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::schema::open_writer(&dir.path().join("ob.db")).unwrap();
+        let before = jiff::Timestamp::now().as_microsecond();
+        apply(&conn, 1, &identity("IPP1", "A")).unwrap();
+        let first = updated_at(&conn, "IPP1").unwrap();
+        assert!(first >= before);
+        // Unchanged identity, record fresh: not rewritten.
+        conn.execute(
+            "UPDATE census_patients SET updated_at = updated_at - 1000",
+            [],
+        )
+        .unwrap();
+        apply(&conn, 2, &identity("IPP1", "A")).unwrap();
+        assert_eq!(updated_at(&conn, "IPP1"), Some(first - 1000));
+        // Unchanged identity, record two days old: touched.
+        let old = first - 2 * UPDATED_AT_GRAIN;
+        conn.execute("UPDATE census_patients SET updated_at = ?1", [old])
+            .unwrap();
+        apply(&conn, 3, &identity("IPP1", "A")).unwrap();
+        assert!(updated_at(&conn, "IPP1").unwrap() >= first);
+        // A changed identity is written, `updated_at` with it.
+        conn.execute("UPDATE census_patients SET updated_at = ?1", [old])
+            .unwrap();
+        apply(&conn, 4, &identity("IPP1", "B")).unwrap();
+        assert!(updated_at(&conn, "IPP1").unwrap() >= first);
+        // A merge: the merged IPP (a stub here) is dated, the survivor touched.
+        conn.execute("UPDATE census_patients SET updated_at = ?1", [old])
+            .unwrap();
+        let merge = CensusUpdate::Merge(Merge {
+            survivor: Patient {
+                ipp: "IPP1".to_owned(),
+                legal_name: Some(PersonName {
+                    family: "B".to_owned(),
+                    given: "TEST".to_owned(),
+                }),
+                ..Patient::default()
+            },
+            merged_ipp: "IPP0".to_owned(),
+        });
+        apply(&conn, 5, &merge).unwrap();
+        assert!(updated_at(&conn, "IPP1").unwrap() >= first);
+        assert!(updated_at(&conn, "IPP0").unwrap() >= first);
+        // A message for the merged IPP touches the survivor.
+        conn.execute("UPDATE census_patients SET updated_at = ?1", [old])
+            .unwrap();
+        apply(&conn, 6, &identity("IPP0", "Z")).unwrap();
+        assert!(updated_at(&conn, "IPP1").unwrap() >= first);
+        assert_eq!(
+            updated_at(&conn, "IPP0"),
+            Some(old),
+            "the stub is not rewritten"
+        );
+    }
+
     fn facts(event: Event, at: &str) -> Facts {
         Facts {
             event,

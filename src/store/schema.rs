@@ -540,6 +540,42 @@ mod tests {
         assert!(err.contains("CHECK constraint failed"), "{err}");
     }
 
+    /// A version-6 store: migration 7 dates each patient from its journal row while the row
+    /// is there, else from the migration (kept a whole retention from now).
+    #[test]
+    fn ok_migration_7_dates_existing_patients() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite");
+        let mut old = Connection::open(&path).unwrap();
+        for (script, version) in MIGRATIONS.iter().zip(1_i64..).take(6) {
+            apply(&mut old, script, version).unwrap();
+        }
+        old.execute_batch(
+            "INSERT INTO journal (id, channel, received_at, peer, sender, message_type, control_id,
+                 content_hash, raw, status, last_seen_at, kept)
+             VALUES (5, 'c', 1234, 'p', 's', 'ADT^A28', '5', zeroblob(32), x'05', 'processed', 1234, 1);
+             INSERT INTO census_patients (ipp, journal_id) VALUES ('JOURNALED', 5), ('PRUNED', 4);",
+        )
+        .unwrap();
+        drop(old);
+        let before = jiff::Timestamp::now().as_microsecond();
+        let connection = open_writer(&path).unwrap();
+        let dated: Vec<(String, i64)> = connection
+            .prepare("SELECT ipp, updated_at FROM census_patients ORDER BY id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(dated[0], ("JOURNALED".to_owned(), 1234));
+        assert_eq!(dated[1].0, "PRUNED");
+        // julianday() keeps about a millisecond.
+        assert!(
+            (dated[1].1 - before).abs() < 60_000_000,
+            "{dated:?} vs {before}"
+        );
+    }
+
     #[test]
     fn ok_reopen_does_not_reapply() {
         let dir = tempfile::tempdir().unwrap();
