@@ -433,6 +433,10 @@ fn step(state: &mut State, f: &Facts) {
     }
 }
 
+/// A patient row as `PATIENT_LOOKUP` reads it: id, `merged_into`, identity hash,
+/// `updated_at`.
+type LookedUp = (i64, Option<i64>, Option<i64>, Option<i64>);
+
 /// An encounter row as `ENCOUNTER_BY_NDA` reads it.
 struct EncounterRow {
     id: i64,
@@ -576,7 +580,7 @@ impl Apply<'_> {
     /// Creates or updates the patient; returns the surviving patient's id.
     fn patient(&mut self, p: &Patient) -> rusqlite::Result<i64> {
         let hash = identity_hash(p);
-        let found: Option<(i64, Option<i64>, Option<i64>, Option<i64>)> = self
+        let found: Option<LookedUp> = self
             .conn
             .prepare_cached(PATIENT_LOOKUP)?
             .query_row([&p.ipp], |row| {
