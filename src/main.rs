@@ -627,9 +627,12 @@ fn prune(config_path: &Path, dry_run: bool) -> Result<ExitCode, String> {
         )
     };
     if dry_run {
-        let (would, by_channel) = store
-            .prunable_by_channel(&plan)
-            .map_err(|e| format!("cannot count what would be pruned: {e}"))?;
+        let (would, by_channel) = store.prunable_by_channel(&plan).map_err(|e| {
+            format!(
+                "cannot count what would be pruned: {}",
+                ordobridge::delivery::error_chain(&e)
+            )
+        })?;
         println_out(&format!(
             "would delete: {} journal row(s), {} outbound message(s), {} released hold(s), {}",
             would.journal,
@@ -644,7 +647,7 @@ fn prune(config_path: &Path, dry_run: bool) -> Result<ExitCode, String> {
     }
     let (pruned, freed) = runtime()?
         .block_on(store.prune(plan, retention.batch))
-        .map_err(|e| format!("cannot prune: {e}"))?;
+        .map_err(|e| format!("cannot prune: {}", ordobridge::delivery::error_chain(&e)))?;
     println_out(&format!(
         "deleted: {} journal row(s), {} outbound message(s), {} released hold(s), {}; {freed} page(s) given back to the file system",
         pruned.journal,

@@ -91,7 +91,10 @@ pub(super) async fn run_pruner(
             }
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
-                warn!(error = %e, "prune failed; it runs again at the next interval");
+                warn!(
+                    error = %crate::delivery::error_chain(&e),
+                    "prune failed; it runs again at the next interval"
+                );
             }
         }
     }

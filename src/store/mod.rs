@@ -671,6 +671,7 @@ impl Store {
             pruned: Pruned::default(),
             next: cursor,
             freed: 0,
+            failed: None,
             reply,
         })
         .await?;
