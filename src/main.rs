@@ -600,7 +600,7 @@ fn prune(config_path: &Path, dry_run: bool) -> Result<ExitCode, String> {
     let retention = &config.store.retention;
     let Some(plan) = retention.plan(jiff::Timestamp::now()) else {
         println_out(
-            "nothing to prune: `[store] retention` and `rejected_retention` are `forever`",
+            "nothing to prune: every retention (`[store] retention` and `rejected_retention`, the channels', `[census] retention`) is `forever`",
         )?;
         return Ok(ExitCode::SUCCESS);
     };
@@ -610,27 +610,50 @@ fn prune(config_path: &Path, dry_run: bool) -> Result<ExitCode, String> {
             format!("{}d", d.as_secs() / 86_400)
         })
     };
-    println_out(&format!(
-        "retention: journal {}, rejected {}",
+    let mut settings = format!(
+        "retention: journal {}, rejected {}, census {}",
         shown(retention.retention),
-        shown(retention.rejected_retention)
-    ))?;
+        shown(retention.rejected_retention),
+        shown(retention.census)
+    );
+    for (channel, age) in &retention.channels {
+        settings.push_str(&format!("; channel {channel} {}", shown(*age)));
+    }
+    println_out(&settings)?;
+    let census = |pruned: &ordobridge::store::Pruned| {
+        format!(
+            "{} census encounter(s), {} census patient(s)",
+            pruned.census_encounters, pruned.census_patients
+        )
+    };
     if dry_run {
-        let would = store
-            .prunable(&plan)
-            .map_err(|e| format!("cannot count what would be pruned: {e}"))?;
+        let (would, by_channel) = store.prunable_by_channel(&plan).map_err(|e| {
+            format!(
+                "cannot count what would be pruned: {}",
+                ordobridge::delivery::error_chain(&e)
+            )
+        })?;
         println_out(&format!(
-            "would delete: {} journal row(s), {} outbound message(s), {} released hold(s)",
-            would.journal, would.outbound, would.holds
+            "would delete: {} journal row(s), {} outbound message(s), {} released hold(s), {}",
+            would.journal,
+            would.outbound,
+            would.holds,
+            census(&would)
         ))?;
+        for (channel, rows) in by_channel {
+            println_out(&format!("  channel {channel}: {rows} journal row(s)"))?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let (pruned, freed) = runtime()?
         .block_on(store.prune(plan, retention.batch))
-        .map_err(|e| format!("cannot prune: {e}"))?;
+        .map_err(|e| format!("cannot prune: {}", ordobridge::delivery::error_chain(&e)))?;
     println_out(&format!(
-        "deleted: {} journal row(s), {} outbound message(s), {} released hold(s); {freed} page(s) given back to the file system",
-        pruned.journal, pruned.outbound, pruned.holds
+        "deleted: {} journal row(s), {} outbound message(s), {} released hold(s), {}; {freed} page(s) given back to the file system",
+        pruned.journal,
+        pruned.outbound,
+        pruned.holds,
+        census(&pruned)
     ))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -60,7 +60,8 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::hold::{DeliverOutcome, HeldBundle, HoldOverview, ReleaseReason, UnsettledPush};
-pub use self::prune::{Pruned, RetentionPlan};
+use self::prune::PruneCursor;
+pub use self::prune::{CensusCutoff, ChannelCutoff, Pruned, RetentionPlan};
 pub use self::queue::{
     DeadLetter, DestinationDepth, OutboundItem, OutboundMessage, OutboundStatus, QueueHead,
 };
@@ -648,13 +649,29 @@ impl Store {
         limit: usize,
         vacuum_pages: u32,
     ) -> Result<(Pruned, u32), StoreError> {
+        self.prune_from(plan, PruneCursor::default(), limit, vacuum_pages)
+            .await
+            .map(|(pruned, freed, _)| (pruned, freed))
+    }
+
+    /// [`Store::prune_step`] from `cursor` on; also returns where the next step resumes.
+    async fn prune_from(
+        &self,
+        plan: Option<RetentionPlan>,
+        cursor: PruneCursor,
+        limit: usize,
+        vacuum_pages: u32,
+    ) -> Result<(Pruned, u32, PruneCursor), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Request::Prune {
             plan,
+            cursor,
             limit,
             vacuum_pages,
             pruned: Pruned::default(),
+            next: cursor,
             freed: 0,
+            failed: None,
             reply,
         })
         .await?;
@@ -691,9 +708,13 @@ impl Store {
         /// Pages given back per transaction (4 MiB with 4 KiB pages).
         const VACUUM_PAGES: u32 = 1024;
         let mut total = Pruned::default();
+        let mut cursor = PruneCursor::default();
         loop {
             let started = std::time::Instant::now();
-            let (pruned, _) = self.prune_step(Some(plan), batch.max(1), 0).await?;
+            let (pruned, _, next) = self
+                .prune_from(Some(plan.clone()), cursor, batch.max(1), 0)
+                .await?;
+            cursor = next;
             total.add(pruned);
             if pruned.total() == 0 {
                 break;
@@ -738,6 +759,15 @@ impl Store {
 
     /// What [`Store::prune`] would delete, without deleting (blocking).
     pub fn prunable(&self, plan: &RetentionPlan) -> Result<Pruned, StoreError> {
+        self.prunable_by_channel(plan).map(|(pruned, _)| pruned)
+    }
+
+    /// [`Store::prunable`], and the journal rows of it by channel, by channel name
+    /// (`ordobridge prune --dry-run`; blocking).
+    pub fn prunable_by_channel(
+        &self,
+        plan: &RetentionPlan,
+    ) -> Result<(Pruned, Vec<(String, usize)>), StoreError> {
         self.shared
             .readers
             .with(|connection| prune::count(connection, plan))

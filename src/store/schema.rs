@@ -212,6 +212,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 6: a note on a journal row the census could not use (no IPP of the configured authority,
     // a bad date, …): the row is `processed` and says why, with no patient value in it.
     "ALTER TABLE journal ADD COLUMN note TEXT;",
+    // 7: census retention (see `prune`). `updated_at` (µs since 1970): when a message last
+    // named the patient, kept to the day. A patient of an older store takes the time of its
+    // journal row while that row is still there, else the migration's: it is kept a whole
+    // retention from now. The pruner finds patients by it, and discharged encounters by
+    // discharge time (a partial index: current admissions, the bulk of the work, cost nothing).
+    "ALTER TABLE census_patients ADD COLUMN updated_at INTEGER;
+    UPDATE census_patients SET updated_at = ifnull(
+        (SELECT received_at FROM journal WHERE journal.id = census_patients.journal_id),
+        CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER));
+    CREATE INDEX census_patients_updated ON census_patients (updated_at);
+    CREATE INDEX census_encounters_discharged ON census_encounters (discharge_at)
+        WHERE status = 'discharged';",
 ];
 
 /// Prepared statements kept per connection: the census alone uses about 30.
@@ -526,6 +538,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("CHECK constraint failed"), "{err}");
+    }
+
+    /// A version-6 store: migration 7 dates each patient from its journal row while the row
+    /// is there, else from the migration (kept a whole retention from now).
+    #[test]
+    fn ok_migration_7_dates_existing_patients() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite");
+        let mut old = Connection::open(&path).unwrap();
+        for (script, version) in MIGRATIONS.iter().zip(1_i64..).take(6) {
+            apply(&mut old, script, version).unwrap();
+        }
+        old.execute_batch(
+            "INSERT INTO journal (id, channel, received_at, peer, sender, message_type, control_id,
+                 content_hash, raw, status, last_seen_at, kept)
+             VALUES (5, 'c', 1234, 'p', 's', 'ADT^A28', '5', zeroblob(32), x'05', 'processed', 1234, 1);
+             INSERT INTO census_patients (ipp, journal_id) VALUES ('JOURNALED', 5), ('PRUNED', 4);",
+        )
+        .unwrap();
+        drop(old);
+        let before = jiff::Timestamp::now().as_microsecond();
+        let connection = open_writer(&path).unwrap();
+        let dated: Vec<(String, i64)> = connection
+            .prepare("SELECT ipp, updated_at FROM census_patients ORDER BY id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(dated[0], ("JOURNALED".to_owned(), 1234));
+        assert_eq!(dated[1].0, "PRUNED");
+        // julianday() keeps about a millisecond.
+        assert!(
+            (dated[1].1 - before).abs() < 60_000_000,
+            "{dated:?} vs {before}"
+        );
     }
 
     #[test]
