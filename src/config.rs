@@ -122,7 +122,7 @@ pub enum Destination {
     /// An MLLP receiver (the EHR), ACK checked against MSH-10.
     Mllp(crate::delivery::DestinationSettings),
     /// A drop folder: `NAME.tmp`, fsync, rename, fsync the folder, then the witness.
-    File(crate::filedrop::OutboxSettings),
+    File(crate::delivery::FileDestinationSettings),
 }
 
 #[derive(Debug, Clone)]
@@ -1416,15 +1416,13 @@ fn validate_outbound(
                 "connect_timeout",
                 &mut settings.connect_timeout,
             );
-            duration(
+            settings.retry = retry_policy(
                 raw.retry_initial,
-                "retry_initial",
-                &mut settings.retry.initial,
+                raw.retry_max,
+                raw.max_attempts,
+                &prefix,
+                report,
             );
-            duration(raw.retry_max, "retry_max", &mut settings.retry.max);
-            if let Some(max_attempts) = raw.max_attempts {
-                settings.retry.max_attempts = max_attempts;
-            }
             if let Some(tls) = raw.tls {
                 settings.tls = Some(client_tls(
                     tls,
@@ -1445,17 +1443,25 @@ fn validate_outbound(
                 );
                 return None;
             };
-            let settings = crate::filedrop::OutboxSettings {
+            let outbox = crate::filedrop::OutboxSettings {
                 folder: resolve_path(base, &folder),
                 name_template: raw
                     .name_template
                     .unwrap_or_else(|| "{control_id}.hl7".to_string()),
                 witness_suffix: raw.witness_suffix.filter(|w| !w.is_empty()),
             };
-            if let Err(e) = crate::filedrop::Outbox::new(settings.clone()) {
+            if let Err(e) = crate::filedrop::Outbox::new(outbox.clone()) {
                 report.push(None, &format!("{prefix}.name_template"), e.to_string());
                 return None;
             }
+            let mut settings = crate::delivery::FileDestinationSettings::new(name, outbox);
+            settings.retry = retry_policy(
+                raw.retry_initial,
+                raw.retry_max,
+                raw.max_attempts,
+                &prefix,
+                report,
+            );
             Some(Destination::File(settings))
         }
         other => {
@@ -1467,6 +1473,29 @@ fn validate_outbound(
             None
         }
     }
+}
+
+/// `retry_initial`, `retry_max` and `max_attempts` of `[outbound.NAME]` (either protocol)
+/// over the defaults.
+fn retry_policy(
+    initial: Option<Spanned<String>>,
+    max: Option<Spanned<String>>,
+    max_attempts: Option<u32>,
+    prefix: &str,
+    report: &mut Report<'_>,
+) -> crate::delivery::RetryPolicy {
+    let mut policy = crate::delivery::RetryPolicy::default();
+    let mut duration = |value: Option<Spanned<String>>, key: &str, target: &mut Duration| {
+        if let Some(d) = value.and_then(|v| duration_value(v, &format!("{prefix}.{key}"), report)) {
+            *target = d;
+        }
+    };
+    duration(initial, "retry_initial", &mut policy.initial);
+    duration(max, "retry_max", &mut policy.max);
+    if let Some(max_attempts) = max_attempts {
+        policy.max_attempts = max_attempts;
+    }
+    policy
 }
 
 fn validate_launch(raw: RawLaunch, base: &Path, report: &mut Report<'_>) -> Option<LaunchConfig> {

@@ -15,6 +15,9 @@
 //!   time is spent.
 //! - [`tls`]: certificates and keys (PEM), rustls server and client configurations for every
 //!   listener and client, reloaded on SIGHUP; one crypto provider (aws-lc-rs).
+//! - [`text`]: untrusted bytes made readable in messages, HTML escaping, error chains.
+//! - [`retry`]: the exponential backoff with jitter shared by the delivery workers and the
+//!   Posos client.
 //! - [`tools`]: the CLI tools: send files over MLLP, load test, synthetic corpus.
 //! - [`engine`]: the wiring, read top to bottom: load config, open the store, bind, spawn,
 //!   wait; and the inbound channel that commits a message before it answers its ACK.
@@ -35,6 +38,8 @@ pub mod mapping;
 pub mod metrics;
 pub mod mllp;
 pub mod posos;
+pub mod retry;
 pub mod store;
+pub mod text;
 pub mod tls;
 pub mod tools;

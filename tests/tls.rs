@@ -187,11 +187,11 @@ fn a01() -> Vec<u8> {
 async fn try_send(addr: SocketAddr, settings: ClientSettings) -> Result<String, String> {
     let mut client = MllpClient::connect(addr, settings)
         .await
-        .map_err(|e| ordobridge::delivery::error_chain(&e))?;
+        .map_err(|e| ordobridge::text::error_chain(&e))?;
     let answer = client
         .send(&a01(), PATIENCE)
         .await
-        .map_err(|e| ordobridge::delivery::error_chain(&e))?;
+        .map_err(|e| ordobridge::text::error_chain(&e))?;
     Ok(String::from_utf8_lossy(&answer).into_owned())
 }
 

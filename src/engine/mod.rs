@@ -13,7 +13,6 @@
 //! - `processor`: applies accepted ADT/HPRIM to the census, behind the ACK;
 //! - `push`: the FHIR push endpoint (journal, map, enqueue; or hold for an unknown patient);
 //! - `hold`: releases held bundles when the census learns their patient, or at the deadline;
-//! - `outbox`: the worker of a file destination;
 //! - `web`: the HTTP router: launch endpoints over the census and the Posos client, and the
 //!   built-in simulator.
 
@@ -21,7 +20,6 @@ mod file_in;
 mod hold;
 mod intake;
 mod mllp_in;
-mod outbox;
 mod processor;
 mod prune;
 mod push;
@@ -448,16 +446,17 @@ pub async fn run_with_reloader(
                 );
             }
             Destination::File(settings) => {
-                let outbox = crate::filedrop::Outbox::new(settings.clone()).map_err(|e| {
-                    EngineError::Destination {
-                        name: name.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
+                let outbox =
+                    crate::filedrop::Outbox::new(settings.outbox.clone()).map_err(|e| {
+                        EngineError::Destination {
+                            name: name.clone(),
+                            reason: e.to_string(),
+                        }
+                    })?;
                 tracker.spawn(
-                    outbox::run_file_destination(
+                    crate::delivery::run_file_destination(
                         store.clone(),
-                        name.clone(),
+                        settings.clone(),
                         Arc::new(outbox),
                         notify,
                         token,
