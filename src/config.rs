@@ -2333,6 +2333,28 @@ bind = "127.0.0.1:${PORT:-2575}"
     }
 
     #[test]
+    fn ok_file_destination_takes_the_retry_keys() {
+        let text = format!(
+            "{MINIMAL}[outbound.drop]\nprotocol = \"file\"\nfolder = \"out\"\n\
+             retry_initial = \"2s\"\nretry_max = \"1m\"\nmax_attempts = 0\n\
+             [outbound.plain]\nprotocol = \"file\"\nfolder = \"out2\"\n"
+        );
+        let config = load(&text, &[]).unwrap();
+        let Destination::File(drop) = &config.outbound["drop"] else {
+            panic!("expected a file destination");
+        };
+        assert_eq!(drop.outbox.folder, PathBuf::from("/etc/ordobridge/out"));
+        assert_eq!(
+            (drop.retry.initial, drop.retry.max, drop.retry.max_attempts),
+            (Duration::from_secs(2), Duration::from_secs(60), 0)
+        );
+        let Destination::File(plain) = &config.outbound["plain"] else {
+            panic!("expected a file destination");
+        };
+        assert_eq!(plain.retry, crate::delivery::RetryPolicy::default());
+    }
+
+    #[test]
     fn ok_tls_keys_resolve_paths_and_default_the_server_name() {
         let text = format!(
             "{MINIMAL}[inbound.adt-in.tls]\ncert = \"tls/ob.crt\"\nkey = \"/k/ob.key\"\nclient_ca = \"ca.pem\"\nclient_names = [\"dpi.example\"]\n\
