@@ -537,6 +537,17 @@ fn open_store(config: &Config) -> Result<Store, String> {
     })
 }
 
+/// The store for a listing (`journal`, `census`, `queue`): read-only, never migrated or
+/// created, usable beside the running daemon.
+fn open_store_read_only(config: &Config) -> Result<Store, String> {
+    Store::open_read_only(&config.store.path).map_err(|e| {
+        format!(
+            "cannot read the store: {}",
+            ordobridge::text::error_chain(&e)
+        )
+    })
+}
+
 fn queue(
     config_path: &Path,
     destination: Option<String>,
@@ -545,7 +556,7 @@ fn queue(
     json: bool,
 ) -> Result<ExitCode, String> {
     let config = load_config(config_path)?;
-    let store = open_store(&config)?;
+    let store = open_store_read_only(&config)?;
     let depths = store
         .queue_overview()
         .map_err(|e| format!("cannot read the queues: {e}"))?;
@@ -662,7 +673,7 @@ fn census(
         (_, _, Some(ins)) => PatientKey::Ins(ins),
         _ => return Err("say which patient: --ipp X, --nda Y or --ins Z".to_string()),
     };
-    let store = open_store(&load_config(config_path)?)?;
+    let store = open_store_read_only(&load_config(config_path)?)?;
     match store
         .census_patient(&key)
         .map_err(|e| format!("cannot read the census: {e}"))?
@@ -714,7 +725,7 @@ fn status(url: &str, token: Option<String>, token_file: Option<&Path>, json: boo
 
 fn journal(config_path: &Path, args: JournalArgs) -> Result<ExitCode, String> {
     let search = journal_search(&args)?;
-    let store = open_store(&load_config(config_path)?)?;
+    let store = open_store_read_only(&load_config(config_path)?)?;
     if let Some(id) = args.show {
         let entry = store
             .journal_entry(id)
