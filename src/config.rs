@@ -1377,6 +1377,13 @@ fn validate_outbound(
     report: &mut Report<'_>,
 ) -> Option<Destination> {
     let prefix = format!("outbound.{name}");
+    let retry = retry_policy(
+        raw.retry_initial,
+        raw.retry_max,
+        raw.max_attempts,
+        &prefix,
+        report,
+    );
     match raw.protocol.get_ref().as_str() {
         "mllp" => {
             let Some(address) = raw.address else {
@@ -1416,13 +1423,7 @@ fn validate_outbound(
                 "connect_timeout",
                 &mut settings.connect_timeout,
             );
-            settings.retry = retry_policy(
-                raw.retry_initial,
-                raw.retry_max,
-                raw.max_attempts,
-                &prefix,
-                report,
-            );
+            settings.retry = retry;
             if let Some(tls) = raw.tls {
                 settings.tls = Some(client_tls(
                     tls,
@@ -1455,13 +1456,7 @@ fn validate_outbound(
                 return None;
             }
             let mut settings = crate::delivery::FileDestinationSettings::new(name, outbox);
-            settings.retry = retry_policy(
-                raw.retry_initial,
-                raw.retry_max,
-                raw.max_attempts,
-                &prefix,
-                report,
-            );
+            settings.retry = retry;
             Some(Destination::File(settings))
         }
         other => {

@@ -21,7 +21,12 @@ struct Run {
 
 /// Runs `ordobridge ARGS` in the UTC time zone (dates in `--since` are local midnights).
 fn run(args: &[&str]) -> Run {
-    let output = Command::new(common::ordobridge_bin())
+    run_as(Command::new(common::ordobridge_bin()), args)
+}
+
+/// Runs `COMMAND ARGS` (the binary, or a wrapper and the binary) as [`run`] does.
+fn run_as(mut command: Command, args: &[&str]) -> Run {
+    let output = command
         .args(args)
         .env("TZ", "UTC")
         .env_remove("RUST_BACKTRACE")
@@ -650,19 +655,11 @@ fn run_unprivileged(args: &[&str]) -> Run {
     if !root {
         return run(args);
     }
-    let output = Command::new("setpriv")
+    let mut setpriv = Command::new("setpriv");
+    setpriv
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(common::ordobridge_bin())
-        .args(args)
-        .env("TZ", "UTC")
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("run ordobridge through setpriv");
-    Run {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+        .arg(common::ordobridge_bin());
+    run_as(setpriv, args)
 }
 
 /// The schema version this build writes (a fresh store's `user_version`).

@@ -275,9 +275,7 @@ pub(super) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     connection
         .busy_timeout(BUSY_TIMEOUT)
         .map_err(|source| setting("busy_timeout", source))?;
-    connection
-        .pragma_update(None, "query_only", true)
-        .map_err(|source| setting("query_only=ON", source))?;
+    query_only(&connection, path)?;
     connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(connection)
 }
@@ -369,15 +367,20 @@ pub(super) fn open_immutable(path: &Path) -> Result<Connection, StoreError> {
             path: path.to_path_buf(),
             source,
         })?;
+    query_only(&connection, path)?;
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(connection)
+}
+
+/// `PRAGMA query_only`: a reader's connection refuses any write, whatever the file allows.
+fn query_only(connection: &Connection, path: &Path) -> Result<(), StoreError> {
     connection
         .pragma_update(None, "query_only", true)
         .map_err(|source| StoreError::Configure {
             path: path.to_path_buf(),
             setting: "query_only=ON",
             source,
-        })?;
-    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    Ok(connection)
+        })
 }
 
 /// A read-only connection on an empty in-memory database of the current schema: what a
@@ -391,13 +394,7 @@ pub(super) fn open_empty(path: &Path) -> Result<Connection, StoreError> {
     for script in MIGRATIONS {
         connection.execute_batch(script).map_err(open)?;
     }
-    connection
-        .pragma_update(None, "query_only", true)
-        .map_err(|source| StoreError::Configure {
-            path: path.to_path_buf(),
-            setting: "query_only=ON",
-            source,
-        })?;
+    query_only(&connection, path)?;
     Ok(connection)
 }
 
