@@ -3,8 +3,9 @@
 //!
 //! - [`mllp`]: a kept-alive MLLP connection; a message is delivered when the receiver ACKs it
 //!   (AA/CA), retried on AE/CE, a timeout or a lost connection, dead-lettered on AR/CR.
-//! - [`file`](mod@file): a drop folder (`tmp` → fsync → rename → witness, see [`crate::filedrop`]); a
-//!   message is delivered once its file is durably in place, retried when the write fails.
+//! - [`file`](mod@file): a drop folder (`tmp` → fsync → rename → witness, see
+//!   [`crate::filedrop`]); a message is delivered once its file is durably in place, retried
+//!   when the write fails.
 //!
 //! What both share, and what users trust:
 //!
