@@ -122,7 +122,7 @@ pub enum Destination {
     /// An MLLP receiver (the EHR), ACK checked against MSH-10.
     Mllp(crate::delivery::DestinationSettings),
     /// A drop folder: `NAME.tmp`, fsync, rename, fsync the folder, then the witness.
-    File(crate::filedrop::OutboxSettings),
+    File(crate::delivery::FileDestinationSettings),
 }
 
 #[derive(Debug, Clone)]
@@ -1461,6 +1461,13 @@ fn validate_outbound(
     report: &mut Report<'_>,
 ) -> Option<Destination> {
     let prefix = format!("outbound.{name}");
+    let retry = retry_policy(
+        raw.retry_initial,
+        raw.retry_max,
+        raw.max_attempts,
+        &prefix,
+        report,
+    );
     match raw.protocol.get_ref().as_str() {
         "mllp" => {
             let Some(address) = raw.address else {
@@ -1500,15 +1507,7 @@ fn validate_outbound(
                 "connect_timeout",
                 &mut settings.connect_timeout,
             );
-            duration(
-                raw.retry_initial,
-                "retry_initial",
-                &mut settings.retry.initial,
-            );
-            duration(raw.retry_max, "retry_max", &mut settings.retry.max);
-            if let Some(max_attempts) = raw.max_attempts {
-                settings.retry.max_attempts = max_attempts;
-            }
+            settings.retry = retry;
             if let Some(tls) = raw.tls {
                 settings.tls = Some(client_tls(
                     tls,
@@ -1529,17 +1528,19 @@ fn validate_outbound(
                 );
                 return None;
             };
-            let settings = crate::filedrop::OutboxSettings {
+            let outbox = crate::filedrop::OutboxSettings {
                 folder: resolve_path(base, &folder),
                 name_template: raw
                     .name_template
                     .unwrap_or_else(|| "{control_id}.hl7".to_string()),
                 witness_suffix: raw.witness_suffix.filter(|w| !w.is_empty()),
             };
-            if let Err(e) = crate::filedrop::Outbox::new(settings.clone()) {
+            if let Err(e) = crate::filedrop::Outbox::new(outbox.clone()) {
                 report.push(None, &format!("{prefix}.name_template"), e.to_string());
                 return None;
             }
+            let mut settings = crate::delivery::FileDestinationSettings::new(name, outbox);
+            settings.retry = retry;
             Some(Destination::File(settings))
         }
         other => {
@@ -1551,6 +1552,29 @@ fn validate_outbound(
             None
         }
     }
+}
+
+/// `retry_initial`, `retry_max` and `max_attempts` of `[outbound.NAME]` (either protocol)
+/// over the defaults.
+fn retry_policy(
+    initial: Option<Spanned<String>>,
+    max: Option<Spanned<String>>,
+    max_attempts: Option<u32>,
+    prefix: &str,
+    report: &mut Report<'_>,
+) -> crate::delivery::RetryPolicy {
+    let mut policy = crate::delivery::RetryPolicy::default();
+    let mut duration = |value: Option<Spanned<String>>, key: &str, target: &mut Duration| {
+        if let Some(d) = value.and_then(|v| duration_value(v, &format!("{prefix}.{key}"), report)) {
+            *target = d;
+        }
+    };
+    duration(initial, "retry_initial", &mut policy.initial);
+    duration(max, "retry_max", &mut policy.max);
+    if let Some(max_attempts) = max_attempts {
+        policy.max_attempts = max_attempts;
+    }
+    policy
 }
 
 fn validate_launch(raw: RawLaunch, base: &Path, report: &mut Report<'_>) -> Option<LaunchConfig> {
@@ -2473,6 +2497,28 @@ bind = "127.0.0.1:${PORT:-2575}"
             (config.store.queue_capacity, config.store.max_batch),
             (store.queue_capacity, store.max_batch)
         );
+    }
+
+    #[test]
+    fn ok_file_destination_takes_the_retry_keys() {
+        let text = format!(
+            "{MINIMAL}[outbound.drop]\nprotocol = \"file\"\nfolder = \"out\"\n\
+             retry_initial = \"2s\"\nretry_max = \"1m\"\nmax_attempts = 0\n\
+             [outbound.plain]\nprotocol = \"file\"\nfolder = \"out2\"\n"
+        );
+        let config = load(&text, &[]).unwrap();
+        let Destination::File(drop) = &config.outbound["drop"] else {
+            panic!("expected a file destination");
+        };
+        assert_eq!(drop.outbox.folder, PathBuf::from("/etc/ordobridge/out"));
+        assert_eq!(
+            (drop.retry.initial, drop.retry.max, drop.retry.max_attempts),
+            (Duration::from_secs(2), Duration::from_secs(60), 0)
+        );
+        let Destination::File(plain) = &config.outbound["plain"] else {
+            panic!("expected a file destination");
+        };
+        assert_eq!(plain.retry, crate::delivery::RetryPolicy::default());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`mapping`]: mapping files compiled into a [`mapping::Mapping`]; expressions, functions,
 //!   the HL7 and HPRIM writers.
 //! - [`posos::bundle`]: the tolerant reader of Posos FHIR bundles.
+//! - [`text`]: untrusted bytes made readable in messages, HTML escaping, error chains.
 //!
 //! Modules that do I/O, each knowing nothing of mappings:
 //!
@@ -21,7 +22,9 @@
 //!   (`.tmp` → fsync → rename → witness). Never follows a symlink.
 //! - [`store`]: SQLite (WAL, `synchronous=FULL`), one writer thread with group commit: the
 //!   journal, the census, the outbound queues, the holds; retention, backup.
-//! - [`delivery`]: the worker of an MLLP destination (order, retry with backoff, dead letters).
+//! - [`delivery`]: one worker per destination over two transports, MLLP and drop folder
+//!   (order, retry with backoff, dead letters); [`retry`]: the backoff with jitter it shares
+//!   with the Posos client.
 //! - [`http`]: the launch endpoints, access rules (networks, signed links), the HTTP
 //!   hardening and the accept loop.
 //! - [`posos`]: the service-account authentication, the client, the built-in simulator.
@@ -58,7 +61,7 @@
 //!   and only then does `engine::mllp_in` build the ACK, `engine::file_in` move the file, or
 //!   `engine::push` answer 2xx. `tests/crash.rs` and `tests/crash_files.rs` kill the process
 //!   under load and count.
-//! - **Per-destination order**: one worker per destination (`delivery`, `engine::outbox`)
+//! - **Per-destination order**: one worker per destination (`delivery::mllp`, `delivery::file`)
 //!   takes the head of its queue; a reload stops the old worker before the new one starts.
 //! - **Bad input gets a precise answer**: the parsers return errors that name the segment and
 //!   field; the handlers turn them into AE/AR with ERR, an `error/` file with a `.reason`, or
@@ -94,6 +97,8 @@ pub mod mapping;
 pub mod metrics;
 pub mod mllp;
 pub mod posos;
+pub mod retry;
 pub mod store;
+pub mod text;
 pub mod tls;
 pub mod tools;

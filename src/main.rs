@@ -537,6 +537,17 @@ fn open_store(config: &Config) -> Result<Store, String> {
     })
 }
 
+/// The store for a listing (`journal`, `census`, `queue`): read-only, never migrated or
+/// created, usable beside the running daemon.
+fn open_store_read_only(config: &Config) -> Result<Store, String> {
+    Store::open_read_only(&config.store.path).map_err(|e| {
+        format!(
+            "cannot read the store: {}",
+            ordobridge::text::error_chain(&e)
+        )
+    })
+}
+
 fn queue(
     config_path: &Path,
     destination: Option<String>,
@@ -545,7 +556,7 @@ fn queue(
     json: bool,
 ) -> Result<ExitCode, String> {
     let config = load_config(config_path)?;
-    let store = open_store(&config)?;
+    let store = open_store_read_only(&config)?;
     let depths = store
         .queue_overview()
         .map_err(|e| format!("cannot read the queues: {e}"))?;
@@ -630,7 +641,7 @@ fn prune(config_path: &Path, dry_run: bool) -> Result<ExitCode, String> {
         let (would, by_channel) = store.prunable_by_channel(&plan).map_err(|e| {
             format!(
                 "cannot count what would be pruned: {}",
-                ordobridge::delivery::error_chain(&e)
+                ordobridge::text::error_chain(&e)
             )
         })?;
         println_out(&format!(
@@ -647,7 +658,7 @@ fn prune(config_path: &Path, dry_run: bool) -> Result<ExitCode, String> {
     }
     let (pruned, freed) = runtime()?
         .block_on(store.prune(plan, retention.batch))
-        .map_err(|e| format!("cannot prune: {}", ordobridge::delivery::error_chain(&e)))?;
+        .map_err(|e| format!("cannot prune: {}", ordobridge::text::error_chain(&e)))?;
     println_out(&format!(
         "deleted: {} journal row(s), {} outbound message(s), {} released hold(s), {}; {freed} page(s) given back to the file system",
         pruned.journal,
@@ -685,7 +696,7 @@ fn census(
         (_, _, Some(ins)) => PatientKey::Ins(ins),
         _ => return Err("say which patient: --ipp X, --nda Y or --ins Z".to_string()),
     };
-    let store = open_store(&load_config(config_path)?)?;
+    let store = open_store_read_only(&load_config(config_path)?)?;
     match store
         .census_patient(&key)
         .map_err(|e| format!("cannot read the census: {e}"))?
@@ -737,7 +748,7 @@ fn status(url: &str, token: Option<String>, token_file: Option<&Path>, json: boo
 
 fn journal(config_path: &Path, args: JournalArgs) -> Result<ExitCode, String> {
     let search = journal_search(&args)?;
-    let store = open_store(&load_config(config_path)?)?;
+    let store = open_store_read_only(&load_config(config_path)?)?;
     if let Some(id) = args.show {
         let entry = store
             .journal_entry(id)

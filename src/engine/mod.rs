@@ -17,7 +17,6 @@
 //! - `processor`: applies accepted ADT/HPRIM to the census, behind the ACK;
 //! - `push`: the FHIR push endpoint (journal, map, enqueue; or hold for an unknown patient);
 //! - `hold`: releases held bundles when the census learns their patient, or at the deadline;
-//! - `outbox`: the worker of a file destination;
 //! - `web`: the HTTP router: launch endpoints over the census and the Posos client, and the
 //!   built-in simulator.
 
@@ -25,7 +24,6 @@ mod file_in;
 mod hold;
 mod intake;
 mod mllp_in;
-mod outbox;
 mod processor;
 mod prune;
 mod push;

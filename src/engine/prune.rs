@@ -92,7 +92,7 @@ pub(super) async fn run_pruner(
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 warn!(
-                    error = %crate::delivery::error_chain(&e),
+                    error = %crate::text::error_chain(&e),
                     "prune failed; it runs again at the next interval"
                 );
             }

@@ -37,8 +37,8 @@ use crate::store::Store;
 use crate::tls::Reloader;
 
 use super::{
-    ChannelHandle, EngineError, FileInbound, InboundMllp, hold, outbox, processor, prune, push,
-    status, unsettled, web,
+    ChannelHandle, EngineError, FileInbound, InboundMllp, hold, processor, prune, push, status,
+    unsettled, web,
 };
 
 /// A spawned task and the token that stops it.
@@ -370,7 +370,7 @@ impl Running {
                     None => PreparedOutbound::Mllp(None),
                 },
                 Destination::File(settings) => PreparedOutbound::File(Arc::new(
-                    crate::filedrop::Outbox::new(settings.clone()).map_err(|e| {
+                    crate::filedrop::Outbox::new(settings.outbox.clone()).map_err(|e| {
                         EngineError::Destination {
                             name: name.clone(),
                             reason: e.to_string(),
@@ -760,12 +760,14 @@ impl Running {
                     stats: Some(stats),
                 }
             }
-            (Destination::File(_), PreparedOutbound::File(outbox)) => {
-                let name = name.to_string();
+            (Destination::File(settings), PreparedOutbound::File(outbox)) => {
+                let settings = settings.clone();
                 OutboundTask {
                     settings: destination.clone(),
                     task: Task::spawn(&shared.tracker, &shared.shutdown, span, move |token| {
-                        outbox::run_file_destination(store, name, outbox, notify, token)
+                        crate::delivery::run_file_destination(
+                            store, settings, outbox, notify, token,
+                        )
                     }),
                     stats: None,
                 }

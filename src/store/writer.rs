@@ -940,7 +940,7 @@ mod tests {
         );
         let err = prune_answer.try_recv().unwrap().unwrap_err();
         assert_eq!(
-            crate::delivery::error_chain(&err),
+            crate::text::error_chain(&err),
             format!(
                 "store `{}`: batch of 1 request(s) not committed: refused by test: Error code 1811: constraint failed",
                 path.display()
