@@ -681,6 +681,7 @@ struct RawClientTls {
 #[serde(deny_unknown_fields)]
 struct RawLaunch {
     mapping: Spanned<String>,
+    guide_mapping: Option<Spanned<String>>,
     parameters: Option<crate::http::ParameterNames>,
     allow: Option<Spanned<Vec<String>>>,
     signing_secret: Option<Spanned<String>>,
@@ -1273,7 +1274,7 @@ fn validate_push(
         let key = format!("push.route[{i}]");
         let mapping = resolve_path(base, route.mapping.get_ref());
         // Loading checks everything (paths, functions, segments) with the file's own lines.
-        if let Err(e) = crate::mapping::Mapping::load(&mapping) {
+        if let Err(e) = read_mapping(&mapping) {
             report.push(
                 Some(route.mapping.span()),
                 &format!("{key}.mapping"),
@@ -1577,14 +1578,74 @@ fn retry_policy(
     policy
 }
 
-fn validate_launch(raw: RawLaunch, base: &Path, report: &mut Report<'_>) -> Option<LaunchConfig> {
-    let mapping_file = resolve_path(base, raw.mapping.get_ref());
-    let mapping = match crate::http::ScanTokenMapping::load(&mapping_file) {
-        Ok(mapping) => Some(mapping),
+/// Reads and compiles the mapping file at `path` (the mapping module does no I/O).
+pub fn read_mapping(path: &Path) -> Result<crate::mapping::Mapping, crate::mapping::MappingErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        crate::mapping::MappingErrors(vec![crate::mapping::MappingError {
+            file: path.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read the mapping file: {e}"),
+        }])
+    })?;
+    crate::mapping::Mapping::load(&text, path)
+}
+
+/// A launch mapping (`[launch] mapping`, `guide_mapping`): loaded, and checked fit for the
+/// request it builds.
+fn launch_mapping(
+    file: &Path,
+    value: &Spanned<String>,
+    key: &str,
+    request: &str,
+    fields: &[&str],
+    report: &mut Report<'_>,
+) -> Option<crate::mapping::Mapping> {
+    match read_mapping(file) {
+        Ok(mapping) => {
+            let problems = crate::http::launch_mapping_problems(&mapping, request, fields);
+            for problem in &problems {
+                report.push(
+                    Some(value.span()),
+                    key,
+                    format!("{}: {problem}", file.display()),
+                );
+            }
+            problems.is_empty().then_some(mapping)
+        }
         Err(e) => {
-            report.push(Some(raw.mapping.span()), "launch.mapping", e.to_string());
+            report.push(Some(value.span()), key, e.to_string());
             None
         }
+    }
+}
+
+fn validate_launch(raw: RawLaunch, base: &Path, report: &mut Report<'_>) -> Option<LaunchConfig> {
+    let mapping_file = resolve_path(base, raw.mapping.get_ref());
+    let mapping = launch_mapping(
+        &mapping_file,
+        &raw.mapping,
+        "launch.mapping",
+        "scan-token",
+        &crate::http::SCAN_TOKEN_FIELDS,
+        report,
+    );
+    let guide_mapping = match &raw.guide_mapping {
+        Some(file) => launch_mapping(
+            &resolve_path(base, file.get_ref()),
+            file,
+            "launch.guide_mapping",
+            "guide",
+            &crate::http::GUIDE_FIELDS,
+            report,
+        ),
+        None => match crate::http::shipped_guide() {
+            Ok(mapping) => Some(mapping),
+            Err(e) => {
+                report.push(None, "launch.guide_mapping", e.to_string());
+                None
+            }
+        },
     };
     let allow_list = match &raw.allow {
         Some(allow) => match crate::http::AllowList::parse(allow.get_ref()) {
@@ -1638,7 +1699,7 @@ fn validate_launch(raw: RawLaunch, base: &Path, report: &mut Report<'_>) -> Opti
             "signed links are required but `signing_secret` is empty: set `signing_secret = \"${ORDOBRIDGE_LAUNCH_SECRET}\"`".to_string(),
         );
     }
-    let mut settings = crate::http::LaunchSettings::new(mapping?);
+    let mut settings = crate::http::LaunchSettings::new(mapping?, guide_mapping?);
     if let Some(parameters) = raw.parameters {
         settings.parameters = parameters;
     }

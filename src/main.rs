@@ -26,6 +26,13 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum MappingAction {
+    /// Print FILE, a scan-token mapping in the old `[fields]` format (`from`, `value`,
+    /// `default`), rewritten in the mapping language; replace the file with the output.
+    Upgrade { file: PathBuf },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the daemon.
     Run {
@@ -147,12 +154,17 @@ enum Command {
         config: PathBuf,
         dest: PathBuf,
     },
-    /// Try a mapping: read a Posos bundle, apply the mapping, print the message.
+    /// Try a mapping: read a Posos bundle (or, for a launch mapping, a launch context), apply
+    /// the mapping, print the message (or the request body).
     Transform {
         #[arg(long)]
         mapping: PathBuf,
+        #[arg(long, required_unless_present = "launch", conflicts_with = "launch")]
+        bundle: Option<PathBuf>,
+        /// For a launch mapping (scan-token, guide): a JSON object with `user`, `patient` and
+        /// `launch`, as in samples/launch/.
         #[arg(long)]
-        bundle: PathBuf,
+        launch: Option<PathBuf>,
         /// A JSON object standing for the census (`{"ipp": …, "family": …, "nda": …}`);
         /// default: the patient as the bundle describes it.
         #[arg(long)]
@@ -162,6 +174,12 @@ enum Command {
         /// The time written as "now" (RFC 3339); default: now.
         #[arg(long)]
         now: Option<String>,
+    },
+    /// Mapping files: `ordobridge mapping upgrade FILE` prints an old-format scan-token
+    /// mapping rewritten in the mapping language.
+    Mapping {
+        #[command(subcommand)]
+        action: MappingAction,
     },
     /// Send HL7 files over MLLP, one message after the other, and print each answer.
     Send {
@@ -322,14 +340,28 @@ fn main() -> ExitCode {
         Command::Backup { config, dest } => backup(&config, &dest),
         Command::Transform {
             mapping,
+            bundle: None,
+            launch: Some(launch),
+            ..
+        } => tools::transform_launch(&mapping, &launch).and_then(|out| {
+            print_out(&tools::printable_message(&out))?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Transform {
+            mapping,
             bundle,
             census,
             control_id,
             now,
+            launch: _,
         } => {
             let now = now.unwrap_or_else(|| jiff::Timestamp::now().to_string());
-            tools::transform(&mapping, &bundle, census.as_deref(), &control_id, &now).and_then(
-                |out| {
+            bundle
+                .ok_or_else(|| "give `--bundle FILE` or `--launch FILE`".to_string())
+                .and_then(|bundle| {
+                    tools::transform(&mapping, &bundle, census.as_deref(), &control_id, &now)
+                })
+                .and_then(|out| {
                     match out {
                         Some(out) => print_out(&tools::printable_message(&out))?,
                         None => eprintln!(
@@ -338,9 +370,19 @@ fn main() -> ExitCode {
                         ),
                     }
                     Ok(ExitCode::SUCCESS)
-                },
-            )
+                })
         }
+        Command::Mapping {
+            action: MappingAction::Upgrade { file },
+        } => std::fs::read_to_string(&file)
+            .map_err(|e| format!("cannot read `{}`: {e}", file.display()))
+            .and_then(|text| {
+                ordobridge::mapping::upgrade_scan_token(&text, &file).map_err(|e| e.to_string())
+            })
+            .and_then(|upgraded| {
+                print_out(&upgraded)?;
+                Ok(ExitCode::SUCCESS)
+            }),
         Command::Send {
             to,
             ack_timeout,

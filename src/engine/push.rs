@@ -121,7 +121,7 @@ impl Deliverer {
     ) -> Result<Deliverer, String> {
         let mut routes = Vec::new();
         for route in &config.routes {
-            let mapping = Mapping::load(&route.mapping).map_err(|e| e.to_string())?;
+            let mapping = crate::config::read_mapping(&route.mapping).map_err(|e| e.to_string())?;
             routes.push(Route {
                 mapping,
                 destination: route.destination.clone(),

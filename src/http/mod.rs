@@ -6,8 +6,8 @@
 //!   [`PososApi`] traits they depend on, and their settings.
 //! - [`access`]: who may launch: the source-network allow-list and HMAC-signed links
 //!   ([`sign_launch_url`] builds them for EHR integrators).
-//! - [`mapping`]: `mappings/scan-token.toml`, loaded and validated into a [`ScanTokenMapping`]
-//!   that builds the scan-token request as a pure function.
+//! - The scan-token and guide requests are built by mappings of the one mapping language
+//!   ([`crate::mapping`], `format = "json"`, `input = "launch"`), held in [`LaunchSettings`].
 //! - [`guard`]: what every route shares: served `Host` names, the admin routes' access,
 //!   the request timeout and the security headers.
 //! - [`error`]: the one API error type, [`LaunchError`], rendered as an HTML page a clinician
@@ -23,7 +23,6 @@ pub mod access;
 pub mod error;
 pub mod guard;
 pub mod launch;
-pub mod mapping;
 mod query;
 pub mod serve;
 
@@ -40,10 +39,11 @@ pub use access::{
 pub use error::{CORRELATION_HEADER, ErrorPage, LaunchError};
 pub use guard::HttpGuardSettings;
 pub use launch::{
-    CorrelationId, DEFAULT_MAX_LINK_AGE, LaunchContext, LaunchFailure, LaunchSettings, LaunchState,
-    ParameterNames, PatientContext, PatientKey, PososApi, PractitionerContext, UnknownPatient,
+    CorrelationId, DEFAULT_MAX_LINK_AGE, GUIDE_FIELDS, LaunchContext, LaunchFailure,
+    LaunchSettings, LaunchState, ParameterNames, PatientContext, PatientKey, PososApi,
+    PractitionerContext, SCAN_TOKEN_FIELDS, UnknownPatient, launch_mapping_problems, shipped_guide,
+    shipped_scan_token,
 };
-pub use mapping::{LaunchValues, MappingError, ScanTokenMapping, Source};
 pub use serve::ServeSettings;
 
 /// The HTTP routes: `/launch/scan` and `/launch/guide/{guide}` behind the access guard, and

@@ -92,7 +92,9 @@
 mod context;
 mod eval;
 mod expr;
+mod json;
 mod load;
+mod upgrade;
 mod writer;
 
 use std::fmt;
@@ -105,9 +107,15 @@ use crate::hl7::BuildError;
 use crate::hprim::HprimError;
 use eval::{Env, Fail, Scope, Val as Eval, ValueMap};
 use expr::{Expr, PathExpr};
+use json::JsonWriter;
 use writer::{Header, Hl7Writer, HprimWriter};
 
-pub use context::{PushContext, census_from_bundle};
+pub use context::{
+    Inputs, LAUNCH_KEYS, LAUNCH_PATIENT_KEYS, LAUNCH_USER_KEYS, LaunchInput, LaunchPatient,
+    LaunchUser, PushContext, census_from_bundle,
+};
+pub use json::{JsonPath, JsonPathError, JsonWriteError};
+pub use upgrade::upgrade_scan_token;
 pub use writer::{OutputWriter, Target};
 
 /// A compiled mapping file, immutable and shareable between threads; apply it to every
@@ -116,6 +124,8 @@ pub use writer::{OutputWriter, Target};
 pub struct Mapping {
     message_type: String,
     format: OutputFormat,
+    /// `[message] input`: the context the expressions read.
+    inputs: Inputs,
     header: Header,
     /// `[message] when`: no message at all for a context where it is false.
     when: Option<Condition>,
@@ -132,6 +142,9 @@ pub enum OutputFormat {
     Hl7,
     /// HPRIM Santé (`format = "hprim"`): records, `P.6.1` paths, for `*.HPR` drop folders.
     Hprim,
+    /// JSON (`format = "json"`): a request body, `patient.id` or `/patient/id` paths, typed
+    /// values.
+    Json,
 }
 
 /// A segment or a group, in file order.
@@ -161,6 +174,32 @@ struct FieldRule {
     /// The expression as written, for errors.
     source: Box<str>,
     required: bool,
+    /// What the value is written as (JSON only; text elsewhere).
+    kind: FieldKind,
+}
+
+/// `type` of a JSON field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum FieldKind {
+    /// `"string"` (the default): the text.
+    #[default]
+    Text,
+    /// `"number"`: a JSON number, or text that reads as one.
+    Number,
+    /// `"bool"`: `true`/`false`, from a JSON boolean, a comparison or the text
+    /// `true`/`false`.
+    Bool,
+    /// `"array"`: a list; its empty items are left out, and it is written even when empty.
+    List,
+}
+
+impl FieldKind {
+    const NAMES: [(&'static str, FieldKind); 4] = [
+        ("string", FieldKind::Text),
+        ("number", FieldKind::Number),
+        ("bool", FieldKind::Bool),
+        ("array", FieldKind::List),
+    ];
 }
 
 #[derive(Debug, Clone)]
@@ -299,6 +338,23 @@ pub enum ApplyError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A JSON field of `type = "number"` whose value is not a number (the value is not shown:
+    /// it may be PHI).
+    #[error("{at}: `{expr}` is not a number")]
+    NotANumber {
+        /// Where.
+        at: Location,
+        /// The expression.
+        expr: String,
+    },
+    /// A JSON field of `type = "bool"` whose value is not `true` or `false`.
+    #[error("{at}: `{expr}` is not `true` or `false`")]
+    NotABool {
+        /// Where.
+        at: Location,
+        /// The expression.
+        expr: String,
+    },
     /// The finished message could not be encoded.
     #[error("cannot encode the message: {0}")]
     Encode(#[source] BuildError),
@@ -308,22 +364,57 @@ pub enum ApplyError {
 }
 
 impl Mapping {
-    /// Reads and checks the mapping file at `path`.
-    pub fn load(path: &Path) -> Result<Mapping, MappingErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            MappingErrors(vec![MappingError {
-                file: path.to_path_buf(),
-                line: None,
-                key: String::new(),
-                message: format!("cannot read the mapping file: {e}"),
-            }])
-        })?;
-        Mapping::parse(&text, path)
+    /// Checks and compiles mapping text; `file` names it in messages (`file:line:col`). The
+    /// caller reads the file: this module does no I/O.
+    pub fn load(text: &str, file: &Path) -> Result<Mapping, MappingErrors> {
+        load::parse(text, file)
     }
 
-    /// Checks mapping text; `file` names it in messages.
-    pub fn parse(text: &str, file: &Path) -> Result<Mapping, MappingErrors> {
-        load::parse(text, file)
+    /// Whether the mapping has a `[message] when`.
+    pub fn has_condition(&self) -> bool {
+        self.when.is_some()
+    }
+
+    /// The context this mapping's expressions read (`[message] input`).
+    pub fn inputs(&self) -> Inputs {
+        self.inputs
+    }
+
+    /// The keys of the body that a JSON mapping may write (a field of the body, or the first
+    /// key of a segment's object), in file order; empty for HL7 and HPRIM. A launch checks
+    /// with it, at start, that the request it sends will have its required fields.
+    pub fn json_keys(&self) -> Vec<String> {
+        fn walk(items: &[Item], out: &mut Vec<String>) {
+            for item in items {
+                match item {
+                    Item::Segment(segment) => {
+                        let Ok(path) = JsonPath::parse(&segment.id) else {
+                            continue;
+                        };
+                        let first: Vec<String> = match path.keys().next() {
+                            Some(key) => vec![key.to_owned()],
+                            None => segment
+                                .fields
+                                .iter()
+                                .filter_map(|f| f.target.json_path())
+                                .filter_map(|p| p.keys().next().map(str::to_owned))
+                                .collect(),
+                        };
+                        for key in first {
+                            if !out.contains(&key) {
+                                out.push(key);
+                            }
+                        }
+                    }
+                    Item::Group(group) => walk(&group.items, out),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        if self.format == OutputFormat::Json {
+            walk(&self.items, &mut out);
+        }
+        out
     }
 
     /// The message type as written in `[message]`, e.g. `ORM^O01^ORM_O01`.
@@ -367,7 +458,19 @@ impl Mapping {
                 self.write_to(context, &mut writer)?;
                 writer.finish().map_err(ApplyError::EncodeHprim)
             }
+            OutputFormat::Json => {
+                let body = self.apply_json(context)?;
+                Ok(body.to_string().into_bytes())
+            }
         }
+    }
+
+    /// Builds the JSON body of a JSON mapping for one input context. Like
+    /// [`Mapping::apply`], it does not look at `[message] when`.
+    pub fn apply_json(&self, context: &Value) -> Result<Value, ApplyError> {
+        let mut writer = JsonWriter::default();
+        self.write_to(context, &mut writer)?;
+        Ok(writer.finish())
     }
 
     /// Evaluates the mapping for one input context into any writer; its paths are in the
@@ -462,6 +565,10 @@ impl Mapping {
             })?;
         for field in &segment.fields {
             let place = || format!("`{}`", field.target);
+            if field.kind != FieldKind::Text {
+                self.typed_field(field, env, scope, writer)?;
+                continue;
+            }
             let value = eval::eval(&field.expr, env, scope)
                 .and_then(eval::non_blank)
                 .map_err(|f| self.fail(f, place(), &field.source, scope))?;
@@ -482,6 +589,52 @@ impl Mapping {
             }
         }
         Ok(())
+    }
+
+    /// A JSON field of `type` number, bool or array.
+    fn typed_field<'a, W: OutputWriter + ?Sized>(
+        &'a self,
+        field: &'a FieldRule,
+        env: &Env<'a>,
+        scope: Option<&Scope<'_, 'a>>,
+        writer: &mut W,
+    ) -> Result<(), ApplyError> {
+        let at = || location(format!("`{}`", field.target), scope);
+        let expr = || field.source.to_string();
+        let value = eval::eval(&field.expr, env, scope)
+            .and_then(|value| match field.kind {
+                FieldKind::List => eval::list(value).map(|items| {
+                    (!items.is_empty() || !field.required).then_some(Value::Array(items))
+                }),
+                FieldKind::Number => eval::number(value),
+                FieldKind::Bool => eval::boolean(value),
+                FieldKind::Text => {
+                    eval::non_blank(value).map(|t| t.map(|t| Value::String(t.into_owned())))
+                }
+            })
+            .map_err(|f| self.fail(f, format!("`{}`", field.target), &field.source, scope))?;
+        match value {
+            // `number` and `boolean` give `null` for a value of the wrong kind.
+            Some(Value::Null) if field.kind == FieldKind::Number => Err(ApplyError::NotANumber {
+                at: at(),
+                expr: expr(),
+            }),
+            Some(Value::Null) => Err(ApplyError::NotABool {
+                at: at(),
+                expr: expr(),
+            }),
+            Some(value) => writer
+                .set_value(&field.target, value)
+                .map_err(|e| ApplyError::Write {
+                    at: at(),
+                    source: Box::new(e),
+                }),
+            None if field.required => Err(ApplyError::Required {
+                at: at(),
+                expr: expr(),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn fail(
@@ -560,7 +713,7 @@ when = "line.status != 'cancelled'"
 "#;
 
     fn nested() -> Mapping {
-        Mapping::parse(NESTED, Path::new("omp.toml")).unwrap()
+        Mapping::load(NESTED, Path::new("omp.toml")).unwrap()
     }
 
     fn apply_text(mapping: &Mapping, context: &Value) -> Result<String, String> {
@@ -583,7 +736,7 @@ when = "line.status != 'cancelled'"
             "charset = \"UNICODE UTF-8\"",
             "charset = \"UNICODE UTF-8\"\nwhen = \"prescription.lines\"",
         );
-        let mapping = Mapping::parse(&text, Path::new("omp.toml")).unwrap();
+        let mapping = Mapping::load(&text, Path::new("omp.toml")).unwrap();
         assert_eq!(mapping.applies(&context).unwrap(), applies);
         assert!(nested().applies(&context).unwrap(), "no `when`: always");
     }
@@ -594,7 +747,7 @@ when = "line.status != 'cancelled'"
             "charset = \"UNICODE UTF-8\"",
             "charset = \"UNICODE UTF-8\"\nwhen = \"lines\"",
         );
-        let err = Mapping::parse(&text, Path::new("omp.toml"))
+        let err = Mapping::load(&text, Path::new("omp.toml"))
             .unwrap_err()
             .to_string();
         assert_eq!(
@@ -664,7 +817,7 @@ when = "line.status != 'cancelled'"
     #[test]
     fn err_charset_names_the_field() {
         let text = NESTED.replace("UNICODE UTF-8", "8859/1");
-        let mapping = Mapping::parse(&text, Path::new("omp.toml")).unwrap();
+        let mapping = Mapping::load(&text, Path::new("omp.toml")).unwrap();
         let context = json!({"prescription": {"lines": [
             {"code": "A", "dosages": [{"text": "ok"}, {"text": "≥ 2"}]}
         ]}});
@@ -680,7 +833,7 @@ when = "line.status != 'cancelled'"
             "\"NTE-3\" = \"step.text\"",
             "\"NTE-3\" = \"step.text | date('%Y%m%d')\"",
         );
-        let mapping = Mapping::parse(&text, Path::new("omp.toml")).unwrap();
+        let mapping = Mapping::load(&text, Path::new("omp.toml")).unwrap();
         let context = json!({"prescription": {"lines": [
             {"code": "A", "dosages": [{"text": "Dupont 12/05"}]}
         ]}});
@@ -783,7 +936,7 @@ when = "line.status != 'cancelled'"
                 });
                 let _ = nested().apply(&context);
                 let latin1 = NESTED.replace("UNICODE UTF-8", "8859/1");
-                let mapping = Mapping::parse(&latin1, Path::new("omp.toml")).unwrap();
+                let mapping = Mapping::load(&latin1, Path::new("omp.toml")).unwrap();
                 let _ = mapping.apply(&context);
             }
         }
