@@ -273,6 +273,47 @@ mod tests {
     }
 
     #[test]
+    fn ok_launch_input_trims_and_nulls_blanks() {
+        let input = LaunchInput {
+            user: LaunchUser {
+                rpps: " 10000000001 ".into(),
+                first_name: "Paul".into(),
+                last_name: "  ".into(),
+            },
+            patient: LaunchPatient {
+                ipp: Some("IPP1".into()),
+                unit: Some("".into()),
+                ..LaunchPatient::default()
+            },
+            id: "l-1".into(),
+            guide: Some("g".into()),
+            ucds: vec![" 1 ".into(), "".into(), "2".into()],
+        };
+        assert_eq!(
+            input.to_value(),
+            json!({
+                "user": {"rpps": "10000000001", "first_name": "Paul", "last_name": null},
+                "patient": {"ipp": "IPP1", "nda": null, "ins": null, "family": null,
+                            "given": null, "birth_date": null, "sex": null, "unit": null},
+                "launch": {"id": "l-1", "guide": "g", "ucds": ["1", "2"]},
+            })
+        );
+    }
+
+    /// The keys the loader accepts are the keys the context has.
+    #[test]
+    fn ok_launch_keys_match_the_context() {
+        let value = LaunchInput::default().to_value();
+        for root in Inputs::Launch.roots() {
+            let object = value[root.name].as_object().unwrap();
+            let keys: Vec<&str> = object.keys().map(String::as_str).collect();
+            let mut expected: Vec<&str> = root.keys.unwrap().to_vec();
+            expected.sort_unstable();
+            assert_eq!(keys, expected, "{}", root.name);
+        }
+    }
+
+    #[test]
     fn ok_same_as_the_json_literal() {
         let prescription = sample();
         let census = json!({"known": false, "ipp": "123"});

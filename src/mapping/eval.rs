@@ -523,6 +523,7 @@ fn parse_moment(text: &str) -> Option<Moment> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::super::context::Inputs;
     use super::super::expr::{Names, parse};
     use super::*;
     use rstest::rstest;
@@ -567,6 +568,7 @@ mod tests {
         let vars = ["line".to_string()];
         let map_names: Vec<String> = maps().into_iter().map(|m| m.name).collect();
         let names = Names {
+            inputs: Inputs::Push,
             vars: &vars,
             maps: &map_names,
         };
@@ -675,6 +677,7 @@ mod tests {
     fn ok_conditions(#[case] src: &str, #[case] expected: bool) {
         let vars = ["line".to_string()];
         let names = Names {
+            inputs: Inputs::Push,
             vars: &vars,
             maps: &[],
         };

@@ -719,6 +719,11 @@ impl<'s, 'n> Parser<'s, 'n> {
                 })
             }
             Some(b) if is_ident_start(b) => self.path(),
+            Some(b'$') if self.peek_at(1) == Some(b'{') => self.fail(
+                start,
+                "unexpected `${`",
+                "`${…}` is not expanded in mapping files: write the value, as a text in quotes",
+            ),
             None => self.fail(
                 start,
                 "expected a value",
@@ -944,6 +949,7 @@ mod tests {
         let vars = ["line".to_string(), "dosage".to_string()];
         let maps = ["sex".to_string(), "code_system".to_string()];
         let names = Names {
+            inputs: Inputs::Push,
             vars: &vars,
             maps: &maps,
         };
@@ -1208,6 +1214,7 @@ mod tests {
     fn for_each_paths(#[case] src: &str, #[case] expected: Result<&str, &str>) {
         let vars = ["line".to_string()];
         let names = Names {
+            inputs: Inputs::Push,
             vars: &vars,
             maps: &[],
         };
@@ -1227,7 +1234,7 @@ mod tests {
             fn never_panics(s in "\\PC{0,64}") {
                 let vars = ["line".to_string()];
                 let maps = ["sex".to_string()];
-                let names = Names { vars: &vars, maps: &maps };
+                let names = Names { inputs: Inputs::Push, vars: &vars, maps: &maps };
                 let _ = parse(&s, &names);
                 let _ = parse_path(&s, &names);
             }
@@ -1238,7 +1245,7 @@ mod tests {
             ) {
                 let vars = ["line".to_string()];
                 let maps = ["sex".to_string()];
-                let names = Names { vars: &vars, maps: &maps };
+                let names = Names { inputs: Inputs::Push, vars: &vars, maps: &maps };
                 let _ = parse(&s, &names);
             }
         }

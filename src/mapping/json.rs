@@ -329,3 +329,111 @@ impl JsonWriter {
         self.body
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use serde_json::json;
+
+    #[rstest]
+    #[case::ok_root("/", &[], false)]
+    #[case::ok_key("patientId", &["patientId"], false)]
+    #[case::ok_dotted("patient.id", &["patient", "id"], false)]
+    #[case::ok_pointer("/patient/id", &["patient", "id"], false)]
+    #[case::ok_pointer_escapes("/a~1b/c~0d", &["a/b", "c~d"], false)]
+    #[case::ok_pointer_dot_is_a_key("/unit.code", &["unit.code"], false)]
+    #[case::ok_append_dotted("items[]", &["items"], true)]
+    #[case::ok_append_pointer("/order/items/-", &["order", "items"], true)]
+    fn ok_parse(#[case] text: &str, #[case] keys: &[&str], #[case] append: bool) {
+        let path = JsonPath::parse(text).unwrap();
+        assert_eq!(path.keys().collect::<Vec<_>>(), keys);
+        assert_eq!(path.appends(), append);
+        assert_eq!(path.to_string(), text);
+    }
+
+    #[rstest]
+    #[case::err_empty(
+        "",
+        "empty path: write `/` for the body itself, or a key such as `patientId`"
+    )]
+    #[case::err_empty_dotted_key("a..b", "`a..b` has an empty key")]
+    #[case::err_empty_pointer_key("/a//b", "`/a//b` has an empty key")]
+    #[case::err_trailing_dot("a.", "`a.` has an empty key")]
+    #[case::err_bad_escape(
+        "/a~2",
+        "`/a~2`: in a JSON pointer `~` is written `~0` and `/` is written `~1`"
+    )]
+    #[case::err_control("a\u{b}", "`a\\x0B` has a control character in a key")]
+    #[case::err_index(
+        "items[1].code",
+        "`items[1].code`: a new list item (`[]` after a dotted path, `/-` after a pointer) may only end a segment `id`; list indexes are not accepted"
+    )]
+    #[case::err_inner_append(
+        "items[].code",
+        "`items[].code`: a new list item (`[]` after a dotted path, `/-` after a pointer) may only end a segment `id`; list indexes are not accepted"
+    )]
+    #[case::err_pointer_inner_append(
+        "/items/-/code",
+        "`/items/-/code`: a new list item (`[]` after a dotted path, `/-` after a pointer) may only end a segment `id`; list indexes are not accepted"
+    )]
+    #[case::err_bare_append("[]", "`[]` has an empty key")]
+    fn err_parse(#[case] text: &str, #[case] expected: &str) {
+        assert_eq!(JsonPath::parse(text).unwrap_err().to_string(), expected);
+    }
+
+    fn path(text: &str) -> JsonPath {
+        JsonPath::parse(text).unwrap()
+    }
+
+    #[test]
+    fn ok_writer_builds_nested_objects_and_lists() {
+        let mut writer = JsonWriter::default();
+        writer.start(&path("/")).unwrap();
+        writer.put(&path("rpps"), json!("1")).unwrap();
+        writer.put(&path("patient.id"), json!("IPP1")).unwrap();
+        writer.put(&path("/patient/age"), json!(42)).unwrap();
+        for code in ["A", "B"] {
+            writer.start(&path("items[]")).unwrap();
+            writer.put(&path("code"), json!(code)).unwrap();
+        }
+        writer.start(&path("/meta")).unwrap();
+        writer.put(&path("ok"), json!(true)).unwrap();
+        assert_eq!(
+            writer.finish(),
+            json!({
+                "rpps": "1",
+                "patient": {"id": "IPP1", "age": 42},
+                "items": [{"code": "A"}, {"code": "B"}],
+                "meta": {"ok": true},
+            })
+        );
+    }
+
+    #[test]
+    fn err_writer_collisions() {
+        let mut writer = JsonWriter::default();
+        writer.start(&path("/")).unwrap();
+        writer.put(&path("a"), json!("x")).unwrap();
+        assert_eq!(
+            writer.put(&path("a"), json!("y")).unwrap_err().to_string(),
+            "`/a` is written twice: set each place once"
+        );
+        assert_eq!(
+            writer
+                .put(&path("a.b"), json!("y"))
+                .unwrap_err()
+                .to_string(),
+            "`/a` already holds a value, not an object: another field writes it"
+        );
+        assert_eq!(
+            writer.start(&path("a[]")).unwrap_err().to_string(),
+            "`/a` already holds a value, not a list: another field writes it"
+        );
+        assert_eq!(
+            writer.start(&path("/a")).unwrap_err().to_string(),
+            "`/a` already holds a value, not an object: another field writes it"
+        );
+    }
+}

@@ -1650,8 +1650,8 @@ mod tests {
         "[message]\ntype = \"ORM\"\ncharset = \"latin1\"\nformat = \"xml\"\ncolour = 1\n[[segment]]\nid = \"MSH\"\nfields = { \"MSH-10\" = \"message.control_id\" }\n",
         "mappings/orm.toml:2:8: `message.type`: invalid message type `ORM`: expected code^event^structure such as `ORM^O01^ORM_O01`\n\
          mappings/orm.toml:3:11: `message.charset`: unknown charset `latin1`: expected `8859/1`, `8859/15` or `UNICODE UTF-8`\n\
-         mappings/orm.toml:4:10: `message.format`: unknown format `xml`: expected `hl7` or `hprim`\n\
-         mappings/orm.toml:5:1: `message.colour`: unknown key `colour`: `[message]` has `type`, `version`, `charset`, `timezone`, `format` and `when`\n\
+         mappings/orm.toml:4:10: `message.format`: unknown format `xml`: expected `hl7`, `hprim` or `json`\n\
+         mappings/orm.toml:5:1: `message.colour`: unknown key `colour`: `[message]` has `type`, `version`, `charset`, `timezone`, `format`, `input` and `when`\n\
          mappings/orm.toml:1:1: `message.version`: missing `version`: write `version = \"2.5\"`"
     )]
     #[case::err_no_msh10(
@@ -1713,5 +1713,76 @@ mod tests {
                 let _ = load(&mutated);
             }
         }
+    }
+
+    const JSON_HEAD: &str =
+        "[message]\nformat = \"json\"\ninput = \"launch\"\n[[segment]]\nid = \"/\"\n";
+
+    #[rstest]
+    #[case::err_type_in_hl7(
+        "HL7",
+        "mappings/orm.toml:10:46: `segment[2].fields.PID-3.type`: `type` belongs to JSON fields (`[message] format = \"json\"`): HL7 and HPRIM values are text"
+    )]
+    #[case::err_unknown_type(
+        "fields = { a = { value = \"user.rpps\", type = \"int\" } }",
+        "mappings/orm.toml:6:46: `segment[1].fields.a.type`: unknown type `int`: expected `string`, `number`, `bool` or `array`"
+    )]
+    #[case::err_field_appends(
+        "fields = { \"a[]\" = \"user.rpps\" }",
+        "mappings/orm.toml:6:12: `segment[1].fields.a[]`: `a[]` adds a list item: only a segment `id` may (`id = \"a[]\"`), its fields then fill the item"
+    )]
+    #[case::err_field_is_root(
+        "fields = { \"/\" = \"user.rpps\" }",
+        "mappings/orm.toml:6:12: `segment[1].fields./`: `/` is the segment's object itself: name a key in it, such as `patientId`"
+    )]
+    #[case::err_overlap(
+        "fields = { patient = \"user.rpps\", \"patient.id\" = \"patient.ipp\" }",
+        "mappings/orm.toml:6:35: `segment[1].fields.patient.id`: `patient.id` overlaps `patient` in the same segment: set each place once"
+    )]
+    #[case::err_unquoted_dotted_key(
+        "[segment.fields]\npatient.id = \"patient.ipp\"",
+        "mappings/orm.toml:7:1: `segment[1].fields.patient`: JSON paths that contain dots must be quoted, e.g. `\"patient.id\" = \"patient.ipp\"`"
+    )]
+    #[case::err_unknown_launch_key(
+        "fields = { a = \"patient.ipn\" }",
+        "mappings/orm.toml:6:16: `segment[1].fields.a`: unknown name `patient.ipn` at character 1: expected `patient.ipp`, `patient.nda`, `patient.ins`, `patient.family`, `patient.given`, `patient.birth_date`, `patient.sex`, `patient.unit`"
+    )]
+    #[case::err_push_root_in_launch(
+        "fields = { a = \"census.ipp\" }",
+        "mappings/orm.toml:6:16: `segment[1].fields.a`: unknown name `census` at character 1: expected `user`, `patient`, `launch` (`census` is an input of push mappings: set `[message] input = \"push\"`)"
+    )]
+    #[case::err_bad_segment_id(
+        "[[segment]]\nid = \"a..b\"",
+        "mappings/orm.toml:7:6: `segment[2].id`: `a..b` has an empty key (a JSON segment `id` is the object its fields go into: `/` for the body)"
+    )]
+    fn err_load_json(#[case] tail: &str, #[case] expected: &str) {
+        let text = if tail == "HL7" {
+            format!(
+                "{HEAD}[[segment]]\nid = \"PID\"\nfields = {{ \"PID-3\" = {{ value = \"census.ipp\", type = \"number\" }} }}\n"
+            )
+        } else {
+            format!("{JSON_HEAD}{tail}\n")
+        };
+        assert_eq!(load(&text).unwrap_err(), expected);
+    }
+
+    #[rstest]
+    #[case::err_message_keys(
+        "[message]\nformat = \"json\"\nversion = \"2.5\"\ncharset = \"8859/1\"\ninput = \"bundle\"\ntype = \"a b\"\n[[segment]]\nid = \"/\"\n",
+        "mappings/orm.toml:3:11: `message.version`: a JSON mapping has no version: remove `version`\n\
+         mappings/orm.toml:4:11: `message.charset`: JSON is written in UTF-8: remove `charset`\n\
+         mappings/orm.toml:5:9: `message.input`: unknown input `bundle`: expected `push` or `launch`\n\
+         mappings/orm.toml:6:8: `message.type`: invalid JSON message type `a b`: expected a label of up to 40 letters, digits, `-`, `_` or `.` such as `scan-token`"
+    )]
+    #[case::err_launch_root_in_push(
+        "[message]\nformat = \"json\"\n[[segment]]\nid = \"/\"\nfields = { a = \"user.rpps\" }\n",
+        "mappings/orm.toml:5:16: `segment[1].fields.a`: unknown name `user` at character 1: expected `prescription`, `census`, `message` (`user` is an input of launch mappings: set `[message] input = \"launch\"`)"
+    )]
+    #[case::err_old_scan_token(
+        "# old\n[fields]\nrpps = { from = \"user.rpps\" }\n",
+        "mappings/orm.toml:2:2: `fields`: this is a scan-token mapping in the old format (`[fields]` with `from`, `value` and `default`), which ordobridge no longer reads: run `ordobridge mapping upgrade mappings/orm.toml` and replace the file with what it prints (the same request, in the mapping language)"
+    )]
+    fn err_load_json_whole(#[case] text: &str, #[case] expected: &str) {
+        assert_eq!(load(text).unwrap_err(), expected);
     }
 }

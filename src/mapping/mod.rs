@@ -942,6 +942,130 @@ when = "line.status != 'cancelled'"
         }
     }
 
+    const JSON: &str = r#"
+[message]
+format = "json"
+input = "launch"
+type = "example"
+
+[[segment]]
+id = "/"
+[segment.fields]
+rpps = { value = "user.rpps", required = true }
+"patient.id" = "patient.nda | default(patient.ipp)"
+"/count" = { value = "launch.ucds | count", type = "number" }
+known = { value = "patient.ipp == 'IPP1'", type = "bool" }
+ucds = { value = "launch.ucds", type = "array" }
+slug = "'ch-exemple'"
+unit = "patient.unit"
+
+[[segment]]
+for_each = "launch.ucds"
+  [[segment.segment]]
+  id = "/items/-"
+  fields = { code = "ucd", position = { value = "ucd_index", type = "number" } }
+"#;
+
+    fn launch(ipp: &str, ucds: &[&str]) -> Value {
+        LaunchInput {
+            user: LaunchUser {
+                rpps: "10000000001".into(),
+                first_name: "Paul".into(),
+                last_name: "DURAND".into(),
+            },
+            patient: LaunchPatient {
+                ipp: Some(ipp.into()),
+                ..LaunchPatient::default()
+            },
+            id: "l-1".into(),
+            guide: None,
+            ucds: ucds.iter().map(|u| (*u).to_string()).collect(),
+        }
+        .to_value()
+    }
+
+    #[rstest]
+    #[case::ok_items(
+        launch("IPP1", &["A", "B"]),
+        json!({"rpps": "10000000001", "patient": {"id": "IPP1"}, "count": 2, "known": true,
+               "ucds": ["A", "B"], "slug": "ch-exemple",
+               "items": [{"code": "A", "position": 1}, {"code": "B", "position": 2}]})
+    )]
+    #[case::ok_empty_list_is_written(
+        launch("IPP2", &[]),
+        json!({"rpps": "10000000001", "patient": {"id": "IPP2"}, "count": 0, "known": false,
+               "ucds": [], "slug": "ch-exemple"})
+    )]
+    fn ok_json(#[case] context: Value, #[case] expected: Value) {
+        let mapping = Mapping::load(JSON, Path::new("example.toml")).unwrap();
+        assert_eq!(mapping.format(), OutputFormat::Json);
+        assert_eq!(mapping.inputs(), Inputs::Launch);
+        assert_eq!(mapping.message_type(), "example");
+        assert_eq!(
+            mapping.json_keys(),
+            [
+                "rpps", "patient", "count", "known", "ucds", "slug", "unit", "items"
+            ]
+        );
+        let body = mapping.apply_json(&context).unwrap();
+        assert_eq!(body, expected);
+        assert_eq!(
+            mapping.apply(&context).unwrap(),
+            body.to_string().into_bytes()
+        );
+    }
+
+    #[rstest]
+    #[case::err_required(
+        "rpps = { value = \"user.rpps\", required = true }",
+        "`rpps`: required value is missing: `user.rpps` is empty"
+    )]
+    #[case::err_not_a_number(
+        "\"/count\" = { value = \"patient.ipp\", type = \"number\" }",
+        "`/count`: `patient.ipp` is not a number"
+    )]
+    #[case::err_not_a_bool(
+        "known = { value = \"patient.ipp\", type = \"bool\" }",
+        "`known`: `patient.ipp` is not `true` or `false`"
+    )]
+    #[case::err_list_of_objects(
+        "ucds = { value = \"patient\", type = \"array\" }",
+        "`ucds`: `patient` gives an object, expected text: use a field of it, or `join`, `first` or `count`"
+    )]
+    #[case::err_required_list(
+        "ucds = { value = \"launch.ucds\", type = \"array\", required = true }",
+        "`ucds`: required value is missing: `launch.ucds` is empty"
+    )]
+    #[case::err_written_twice(
+        "slug = \"'a'\"\n[[segment]]\nid = \"/\"\nfields = { slug = \"'b'\" }",
+        "`slug`: `/slug` is written twice: set each place once"
+    )]
+    fn err_json(#[case] fields: &str, #[case] expected: &str) {
+        let text = format!(
+            "[message]\nformat = \"json\"\ninput = \"launch\"\n[[segment]]\nid = \"/\"\n[segment.fields]\n{fields}\n"
+        );
+        let mapping = Mapping::load(&text, Path::new("example.toml")).unwrap();
+        let mut context = launch("IPP1", &[]);
+        context["user"]["rpps"] = Value::Null;
+        assert_eq!(
+            mapping.apply_json(&context).unwrap_err().to_string(),
+            expected
+        );
+    }
+
+    #[test]
+    fn ok_number_and_bool_from_text() {
+        let text = "[message]\nformat = \"json\"\n[[segment]]\nid = \"/\"\n\
+            fields = { n = { value = \"census.n\", type = \"number\" }, f = { value = \"census.f\", type = \"number\" }, \
+            b = { value = \"census.b\", type = \"bool\" }, e = { value = \"census.e\", type = \"number\" } }\n";
+        let mapping = Mapping::load(text, Path::new("push.toml")).unwrap();
+        assert_eq!(mapping.inputs(), Inputs::Push);
+        let body = mapping
+            .apply_json(&json!({"census": {"n": " 42 ", "f": "1.5", "b": "false", "e": " "}}))
+            .unwrap();
+        assert_eq!(body, json!({"n": 42, "f": 1.5, "b": false}));
+    }
+
     #[test]
     fn ok_mapping_is_send_and_sync() {
         fn check<T: Send + Sync>() {}

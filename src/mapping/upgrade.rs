@@ -340,7 +340,7 @@ mod tests {
     fn ok_empty_default_is_flagged() {
         let text = upgrade("patientId = { from = \"patient.ins\", default = \"\" }").unwrap();
         assert!(
-            text.contains("patientId = \"patient.ins | default('')\"    # was `default = \"\"`: an empty value is now left out of the request"),
+            text.contains("patientId = \"patient.ins\"    # was `default = \"\"`: an empty value is now left out of the request"),
             "{text}"
         );
     }
