@@ -85,9 +85,10 @@ pub fn launch_mapping_problems(mapping: &Mapping, request: &str, fields: &[&str]
         ));
     }
     if mapping.inputs() != Inputs::Launch {
-        problems.push(format!(
+        problems.push(
             "a launch gives `user`, `patient` and `launch`: set `[message] input = \"launch\"`"
-        ));
+                .to_string(),
+        );
     }
     if mapping.has_condition() {
         problems.push(format!(
