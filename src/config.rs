@@ -2340,6 +2340,63 @@ mod tests {
     }
 
     #[test]
+    fn err_read_mapping_missing_file() {
+        let err = read_mapping(Path::new("/nonexistent/orm.toml")).expect_err("no such file");
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/orm.toml: cannot read the mapping file: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ok_launch_guide_mapping() {
+        let launch = format!("guide_mapping = \"{ROOT}/mappings/guide.toml\"");
+        let config = load(&launch_text("127.0.0.1:8717", &launch), &[]).expect("config");
+        let settings = config.launch.expect("launch").settings;
+        assert_eq!(settings.guide_mapping.message_type(), "guide");
+        assert_eq!(settings.mapping.message_type(), "scan-token");
+    }
+
+    /// A launch mapping must build the request it is for: JSON, launch inputs, no `when`,
+    /// every field Posos requires (checked at start, not at the first click).
+    #[rstest]
+    #[case::err_hl7_mapping_for_scan_token(
+        "mappings/omp-o09.toml",
+        "",
+        &[
+            "/etc/ordobridge/ob.toml:6:11: `launch.mapping`: ROOT/mappings/omp-o09.toml: the scan-token request is JSON: set `[message] format = \"json\"`",
+            "/etc/ordobridge/ob.toml:6:11: `launch.mapping`: ROOT/mappings/omp-o09.toml: a launch gives `user`, `patient` and `launch`: set `[message] input = \"launch\"`",
+            "/etc/ordobridge/ob.toml:6:11: `launch.mapping`: ROOT/mappings/omp-o09.toml: a launch always sends its scan-token request: remove `[message] when`",
+        ]
+    )]
+    #[case::err_guide_mapping_for_scan_token(
+        "mappings/guide.toml",
+        "",
+        &[
+            "/etc/ordobridge/ob.toml:6:11: `launch.mapping`: ROOT/mappings/guide.toml: `facilitySlug` is never written, and the scan-token request needs it: add it to the fields of the body (`[[segment]]` with `id = \"/\"`)",
+            "/etc/ordobridge/ob.toml:6:11: `launch.mapping`: ROOT/mappings/guide.toml: `patientId` is never written, and the scan-token request needs it: add it to the fields of the body (`[[segment]]` with `id = \"/\"`)",
+        ]
+    )]
+    #[case::err_scan_token_mapping_for_guide(
+        "mappings/scan-token.toml",
+        "guide_mapping = \"ROOT/mappings/scan-token.toml\"",
+        &[
+            "/etc/ordobridge/ob.toml:7:17: `launch.guide_mapping`: ROOT/mappings/scan-token.toml: `guide` is never written, and the guide request needs it: add it to the fields of the body (`[[segment]]` with `id = \"/\"`)",
+        ]
+    )]
+    fn err_launch_mapping_unfit(
+        #[case] mapping: &str,
+        #[case] launch: &str,
+        #[case] expected: &[&str],
+    ) {
+        let text = launch_text("127.0.0.1:8717", &launch.replace("ROOT", ROOT))
+            .replace("mappings/scan-token.toml\"\n", &format!("{mapping}\"\n"));
+        let expected: Vec<String> = expected.iter().map(|e| e.replace("ROOT", ROOT)).collect();
+        assert_eq!(errors(&text), expected);
+    }
+
+    #[test]
     fn err_remote_posos_needs_https_and_a_private_key_file() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().expect("dir");
