@@ -62,6 +62,15 @@
 //!   written by ordobridge. The [`crate::hprim::HprimBuilder`] escapes values, splits long
 //!   records into `A` records and ends records with CR LF. `L.4` (the count of `P` records)
 //!   is not computed: readers check it, so set it.
+//! - `format = "json"` writes a JSON body (the Posos launch requests, see
+//!   `mappings/scan-token.toml`): an entry's `id` is the object its fields go into (`/` the
+//!   body, `patient` or `/patient` a nested object, `items[]` or `/items/-` a new object
+//!   appended to a list), keys are dotted paths or JSON pointers ([`JsonPath`]), and a field
+//!   may say `type = "number"`, `"bool"` or `"array"` (default `"string"`). `type` is an
+//!   optional label; there is no `version` or `charset` (JSON is UTF-8).
+//! - `input` in `[message]` says which context the expressions read: `push` (the default:
+//!   `prescription`, `census`, `message`, see [`PushContext`]) or `launch` (`user`,
+//!   `patient`, `launch`, see [`LaunchInput`]; their keys are checked at load).
 //!
 //! # Expressions
 //!
@@ -85,9 +94,15 @@
 //! - `load`: TOML (spanned) to a checked [`Mapping`]; segment field-count table.
 //! - `expr`: the expression language, parsed into a tree at load.
 //! - `eval`: evaluation over the context; values borrow from it.
-//! - `context`: [`PushContext`], the context the push endpoint builds once per bundle.
+//! - `context`: the input contexts: [`PushContext`], built by the push endpoint once per
+//!   bundle, and [`LaunchInput`], built for each launch; [`Inputs`] names them.
 //! - `writer`: [`OutputWriter`], the HL7 writer over [`crate::hl7::MessageBuilder`] and the
 //!   HPRIM writer over [`crate::hprim::HprimBuilder`].
+//! - `json`: [`JsonPath`] and the JSON writer (pure: it builds a `serde_json::Value`).
+//! - `upgrade`: [`upgrade_scan_token`], the old scan-token format rewritten in this language.
+//!
+//! Nothing here reads files: the caller passes the text and the file name for messages
+//! (`crate::config::read_mapping` reads and loads).
 
 mod context;
 mod eval;

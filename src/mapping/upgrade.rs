@@ -83,8 +83,8 @@ pub fn upgrade_scan_token(text: &str, file: &Path) -> Result<String, MappingErro
 const HEADER: &str = "\
 # Scan-token request: where each field sent to Posos comes from (POST
 # /api/partners/patient/scan-token). Upgraded from the old `[fields]` format by
-# `ordobridge mapping upgrade`; see the README, \"Launch mappings\", for the inputs
-# (user.*, patient.*, launch.*) and the expressions.
+# `ordobridge mapping upgrade`; the README, \"JSON output and launch mappings\", lists
+# the inputs (user.*, patient.*, launch.*) and the expressions.
 
 [message]
 format = \"json\"
