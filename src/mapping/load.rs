@@ -930,11 +930,17 @@ impl Compiler<'_, '_> {
         vars: &[String],
     ) -> Vec<FieldRule> {
         let DeValue::Table(table) = value.get_ref() else {
+            let example = match self.format {
+                OutputFormat::Json => {
+                    "JSON paths and expressions, such as `{ patientId = \"patient.ipp\" }`"
+                }
+                _ => "HL7 paths and expressions, such as `{ \"PID-3.1\" = \"census.ipp\" }`",
+            };
             self.report.push(
                 Some(value.span()),
                 key,
                 format!(
-                    "expected a table of HL7 paths and expressions, such as `{{ \"PID-3.1\" = \"census.ipp\" }}`, found {}",
+                    "expected a table of {example}, found {}",
                     value.get_ref().type_str()
                 ),
             );
@@ -1754,6 +1760,10 @@ mod tests {
     #[case::err_bad_segment_id(
         "[[segment]]\nid = \"a..b\"",
         "mappings/orm.toml:7:6: `segment[2].id`: `a..b` has an empty key (a JSON segment `id` is the object its fields go into: `/` for the body)"
+    )]
+    #[case::err_fields_not_a_table(
+        "fields = 3",
+        "mappings/orm.toml:6:10: `segment[1].fields`: expected a table of JSON paths and expressions, such as `{ patientId = \"patient.ipp\" }`, found integer"
     )]
     fn err_load_json(#[case] tail: &str, #[case] expected: &str) {
         let text = if tail == "HL7" {
