@@ -30,6 +30,9 @@ pub struct RetentionPlan {
     pub outbound_before: i64,
     /// Released holds released before this go.
     pub holds_before: i64,
+    /// Document tracking rows accepted before this go (`[documents] tracking_retention`),
+    /// once none of their messages is pending.
+    pub documents_before: i64,
 }
 
 impl RetentionPlan {
@@ -50,6 +53,21 @@ impl RetentionPlan {
             rejected_before: before(rejected_retention),
             outbound_before: journal_before,
             holds_before: journal_before,
+            documents_before: i64::MIN,
+        }
+    }
+
+    /// The same plan, with document tracking kept `retention`.
+    pub fn with_document_tracking(
+        self,
+        now: jiff::Timestamp,
+        retention: std::time::Duration,
+    ) -> RetentionPlan {
+        RetentionPlan {
+            documents_before: now
+                .as_microsecond()
+                .saturating_sub(i64::try_from(retention.as_micros()).unwrap_or(i64::MAX)),
+            ..self
         }
     }
 }
@@ -60,18 +78,21 @@ pub struct Pruned {
     pub journal: usize,
     pub outbound: usize,
     pub holds: usize,
+    /// Document tracking rows (`[documents] tracking_retention`).
+    pub documents: usize,
 }
 
 impl Pruned {
     /// Rows of every kind.
     pub fn total(&self) -> usize {
-        self.journal + self.outbound + self.holds
+        self.journal + self.outbound + self.holds + self.documents
     }
 
     pub(super) fn add(&mut self, other: Pruned) {
         self.journal += other.journal;
         self.outbound += other.outbound;
         self.holds += other.holds;
+        self.documents += other.documents;
     }
 }
 
@@ -86,6 +107,31 @@ const PRUNABLE_OUTBOUND: &str = "FROM outbound
     WHERE (status = 'delivered' AND delivered_at < ?1) OR (status = 'dead' AND dead_at < ?1)";
 
 const PRUNABLE_HOLDS: &str = "FROM push_holds WHERE released_at IS NOT NULL AND released_at < ?1";
+
+/// Document tracking rows accepted before `?1` whose messages are all finished (or gone).
+const PRUNABLE_DOCUMENTS: &str = "FROM documents d WHERE d.accepted_at < ?1
+      AND NOT EXISTS (SELECT 1 FROM document_messages m JOIN outbound o ON o.id = m.outbound_id
+                      WHERE m.journal_id = d.journal_id AND o.status = 'pending')";
+
+/// Deletes at most `limit` document tracking rows (and their message links) that
+/// `[documents] tracking_retention` lets go.
+fn prune_documents(connection: &Connection, before: i64, limit: i64) -> rusqlite::Result<usize> {
+    if before == i64::MIN {
+        return Ok(0);
+    }
+    connection
+        .prepare_cached(&format!(
+            "DELETE FROM document_messages WHERE journal_id IN \
+             (SELECT journal_id {PRUNABLE_DOCUMENTS} ORDER BY journal_id LIMIT ?2)"
+        ))?
+        .execute(params![before, limit])?;
+    connection
+        .prepare_cached(&format!(
+            "DELETE FROM documents WHERE journal_id IN \
+             (SELECT journal_id {PRUNABLE_DOCUMENTS} ORDER BY journal_id LIMIT ?2)"
+        ))?
+        .execute(params![before, limit])
+}
 
 /// Deletes at most `limit` rows of each kind (in the caller's transaction).
 pub(super) fn prune(
@@ -111,10 +157,12 @@ pub(super) fn prune(
             "DELETE FROM push_holds WHERE journal_id IN (SELECT journal_id {PRUNABLE_HOLDS} ORDER BY journal_id LIMIT ?2)"
         ))?
         .execute(params![plan.holds_before, limit])?;
+    let documents = prune_documents(connection, plan.documents_before, limit)?;
     Ok(Pruned {
         journal,
         outbound,
         holds,
+        documents,
     })
 }
 
@@ -138,6 +186,10 @@ pub(super) fn count(connection: &Connection, plan: &RetentionPlan) -> rusqlite::
         holds: count(
             format!("SELECT count(*) {PRUNABLE_HOLDS}"),
             &[&plan.holds_before],
+        )?,
+        documents: count(
+            format!("SELECT count(*) {PRUNABLE_DOCUMENTS}"),
+            &[&plan.documents_before],
         )?,
     })
 }

@@ -161,6 +161,13 @@ pub(super) struct PreparedItem {
     enqueued_at: i64,
 }
 
+impl PreparedItem {
+    /// The destination it is queued for.
+    pub(super) fn destination(&self) -> &str {
+        &self.item.destination
+    }
+}
+
 /// A status change of outbound rows, run by the writer thread.
 #[derive(Debug)]
 pub(super) enum Change {

@@ -212,6 +212,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 6: a note on a journal row the census could not use (no IPP of the configured authority,
     // a bad date, …): the row is `processed` and says why, with no patient value in it.
     "ALTER TABLE journal ADD COLUMN note TEXT;",
+    // 7: documents sent into the EHR (`$send-to-ehr`) and the outbound messages each became,
+    // for `$tracking` (see `documents`). No foreign keys: the journal and the queue are pruned
+    // on their own schedule; a tracked message that is gone reads as `unknown`.
+    "CREATE TABLE documents (
+        journal_id INTEGER PRIMARY KEY,
+        transaction_id TEXT NOT NULL UNIQUE,
+        accepted_at INTEGER NOT NULL
+    );
+    CREATE INDEX documents_accepted_at ON documents (accepted_at);
+    CREATE TABLE document_messages (
+        journal_id INTEGER NOT NULL,
+        outbound_id INTEGER NOT NULL,
+        destination TEXT NOT NULL,
+        PRIMARY KEY (journal_id, outbound_id)
+    ) WITHOUT ROWID;",
 ];
 
 /// Prepared statements kept per connection: the census alone uses about 30.
