@@ -21,6 +21,7 @@
 
 pub mod access;
 pub mod error;
+pub mod fhir;
 pub mod credentials;
 pub mod guard;
 pub mod launch;
