@@ -1520,7 +1520,7 @@ fn validate_documents(
     let raw = raw.into_inner();
     if !has_fhir {
         report.push(
-            Some(span),
+            Some(span.clone()),
             "documents",
             "`[documents]` needs a `[fhir]` section (its credentials and networks protect `$send-to-ehr`)".to_string(),
         );
@@ -1539,6 +1539,13 @@ fn validate_documents(
     };
     let max_in_flight = positive(raw.max_in_flight, "documents.max_in_flight", report)
         .unwrap_or(DEFAULT_DOCUMENTS_IN_FLIGHT);
+    if raw.route.is_empty() {
+        report.push(
+            Some(span),
+            "documents.route",
+            "no route: add `[[documents.route]]` with `mapping = \"mappings/oru-r01-document.toml\"` and the `destination` (an `[outbound.NAME]`)".to_string(),
+        );
+    }
     let routes = validate_routes("documents", raw.route, outbound, base, report);
     DocumentsConfig {
         max_size,

@@ -426,6 +426,15 @@ fn run(config_path: &Path) -> Result<ExitCode, String> {
             generated.token
         );
     }
+    if let Some(generated) = engine::resolve_fhir_token(&mut config)? {
+        println!(
+            "ordobridge: generated the FHIR routes' token in {} (mode 0600).\n\
+             Applications send `Authorization: Bearer {}` to /fhir/Patient, /fhir/Encounter and\n\
+             /fhir/CommunicationRequest/$send-to-ehr. It is printed only this once; read the file again when you need it.",
+            generated.path.display(),
+            generated.token
+        );
+    }
     let rt = runtime()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();

@@ -13,10 +13,14 @@
 //! - `processor`: applies accepted ADT/HPRIM to the census, behind the ACK;
 //! - `push`: the FHIR push endpoint (journal, map, enqueue; or hold for an unknown patient);
 //! - `hold`: releases held bundles when the census learns their patient, or at the deadline;
+//! - `fhir`: `/fhir/Patient` and `/fhir/Encounter` from the census, behind the `[fhir]` guard;
+//! - `documents`: `$send-to-ehr` (check, journal, map, enqueue) and `$tracking`;
 //! - `outbox`: the worker of a file destination;
 //! - `web`: the HTTP router: launch endpoints over the census and the Posos client, and the
 //!   built-in simulator.
 
+mod documents;
+mod fhir;
 mod file_in;
 mod hold;
 mod intake;
@@ -48,10 +52,11 @@ use crate::mllp::server::{ServerSettings, ServerStats, serve_tls};
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::tls::Reloader;
 
+pub use documents::DOCUMENTS_CHANNEL;
 pub use file_in::FileInbound;
 pub use mllp_in::InboundMllp;
 pub use push::PUSH_CHANNEL;
-pub use push_token::{GeneratedToken, resolve_push_token};
+pub use push_token::{GeneratedToken, resolve_fhir_token, resolve_push_token};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +171,15 @@ fn warn_about_open_doors(config: &Config) {
             "the push endpoint accepts prescriptions from anybody who can reach it (`allow_unauthenticated = true`): configure a token before going live"
         );
     }
+    if let Some(fhir) = &config.fhir
+        && fhir.allow_unauthenticated
+        && fhir.token.is_none()
+        && fhir.basic.is_none()
+    {
+        warn!(
+            "the FHIR routes give patient data to and take documents from anybody in `[fhir] allow` (`allow_unauthenticated = true`): configure a token before going live"
+        );
+    }
     if let Some(launch) = &config.launch
         && launch.settings.allow_unsigned_links
         && !launch.settings.require_signature
@@ -267,6 +281,12 @@ pub async fn run_with_reloader(
         warn!(
             file = %generated.path.display(),
             "generated the push endpoint's bearer token in this file (mode 0600): give its content to Posos"
+        );
+    }
+    if let Some(generated) = resolve_fhir_token(&mut config).map_err(EngineError::Web)? {
+        warn!(
+            file = %generated.path.display(),
+            "generated the FHIR routes' bearer token in this file (mode 0600): give its content to the applications that send documents"
         );
     }
     warn_about_open_doors(&config);
@@ -524,6 +544,17 @@ pub async fn run_with_reloader(
         .merge(status::ready_router(observed));
         if let Some(state) = push_state {
             router = router.merge(push::router(state));
+        }
+        // Documents into the EHR: the census search and `$send-to-ehr`, behind `[fhir]`.
+        if let Some(fhir_config) = &config.fhir {
+            let https = config.http.as_ref().is_some_and(|h| h.tls.is_some());
+            let fhir_state = fhir::FhirState::new(fhir_config, store.clone(), https);
+            router = router.merge(fhir::router(fhir_state.clone()));
+            if let Some(documents) = &config.documents {
+                let state = documents::DocumentsState::new(documents, &fhir_state, wakers.clone())
+                    .map_err(|e| EngineError::Web(format!("the document endpoint: {e}")))?;
+                router = router.merge(documents::router(state, fhir_state));
+            }
         }
         let router = web::harden(router, guard);
         let token = shutdown.child_token();

@@ -26,7 +26,7 @@ use jiff::fmt::strtime::BrokenDownTime;
 use jiff::tz::TimeZone;
 
 /// Roots of the input context that every expression may name.
-pub(crate) const CONTEXT_ROOTS: [&str; 3] = ["prescription", "census", "message"];
+pub(crate) const CONTEXT_ROOTS: [&str; 4] = ["prescription", "census", "message", "document"];
 
 /// Words with a meaning in expressions, refused as group variable names.
 pub(crate) const KEYWORDS: [&str; 3] = ["and", "or", "not"];
@@ -1045,7 +1045,7 @@ mod tests {
     )]
     #[case::err_unknown_root(
         "lin.medication",
-        "unknown name `lin` at character 1: expected `prescription`, `census`, `message`, `line`, `line_index`, `dosage`, `dosage_index`"
+        "unknown name `lin` at character 1: expected `prescription`, `census`, `message`, `document`, `line`, `line_index`, `dosage`, `dosage_index`"
     )]
     #[case::err_unknown_function(
         "census.sex | mapp('sex')",

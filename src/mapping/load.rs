@@ -1268,11 +1268,11 @@ mod tests {
     )]
     #[case::err_for_each_unknown_root(
         "[[segment]]\nfor_each = \"bundle.lines\"\n[[segment.segment]]\nid = \"ORC\"\n",
-        "mappings/orm.toml:9:12: `segment[2].for_each`: unknown name `bundle` at character 1: expected `prescription`, `census`, `message`"
+        "mappings/orm.toml:9:12: `segment[2].for_each`: unknown name `bundle` at character 1: expected `prescription`, `census`, `message`, `document`"
     )]
     #[case::err_item_outside_group(
         "[[segment]]\nid = \"ORC\"\nfields = { \"ORC-2\" = \"line.id\" }\n",
-        "mappings/orm.toml:10:22: `segment[2].fields.ORC-2`: unknown name `line` at character 1: expected `prescription`, `census`, `message`"
+        "mappings/orm.toml:10:22: `segment[2].fields.ORC-2`: unknown name `line` at character 1: expected `prescription`, `census`, `message`, `document`"
     )]
     #[case::err_group_without_segments(
         "[[segment]]\nfor_each = \"prescription.lines\"\n",

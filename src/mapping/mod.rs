@@ -599,7 +599,7 @@ when = "line.status != 'cancelled'"
             .to_string();
         assert_eq!(
             err,
-            "omp.toml:6:8: `message.when`: unknown name `lines` at character 1: expected `prescription`, `census`, `message`"
+            "omp.toml:6:8: `message.when`: unknown name `lines` at character 1: expected `prescription`, `census`, `message`, `document`"
         );
     }
 
