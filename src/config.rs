@@ -970,9 +970,9 @@ impl RawConfig {
         let fhir = self
             .fhir
             .map(|fhir| validate_fhir(fhir, http.as_ref(), base, report));
-        let documents = self
-            .documents
-            .map(|documents| validate_documents(documents, fhir.is_some(), &outbound, base, report));
+        let documents = self.documents.map(|documents| {
+            validate_documents(documents, fhir.is_some(), &outbound, base, report)
+        });
         let mut store = store;
         store.retention.document_tracking = documents.as_ref().and_then(|d| d.tracking_retention);
         Config {

@@ -129,7 +129,12 @@ pub(super) fn router(state: DocumentsState, fhir: FhirState) -> Router {
 }
 
 /// The journal record of a `$send-to-ehr` body received now from `peer`.
-fn document_record(peer: SocketAddr, control_id: String, raw: Bytes, status: RecordStatus) -> InboundRecord {
+fn document_record(
+    peer: SocketAddr,
+    control_id: String,
+    raw: Bytes,
+    status: RecordStatus,
+) -> InboundRecord {
     InboundRecord {
         channel: DOCUMENTS_CHANNEL.to_string(),
         received_at: jiff::Timestamp::now(),
@@ -256,7 +261,8 @@ async fn send(
     let items = match messages(inner, journal_id, &transaction_id, request, record) {
         Ok(items) => items,
         Err(text) => {
-            let reason = format!("channel `{DOCUMENTS_CHANNEL}`: no route could map the document: {text}");
+            let reason =
+                format!("channel `{DOCUMENTS_CHANNEL}`: no route could map the document: {text}");
             if let Err(e) = inner.fhir.store.reject_accepted(journal_id, reason).await {
                 warn!(journal_id, error = %e, "document refused by its mapping; the rejection was not stored");
             }
@@ -429,7 +435,10 @@ pub(super) fn document_context(
     );
     document.insert("content_type".into(), json!(request.content_type.mime));
     document.insert("hl7_type".into(), json!(request.content_type.hl7_type));
-    document.insert("hl7_subtype".into(), json!(request.content_type.hl7_subtype));
+    document.insert(
+        "hl7_subtype".into(),
+        json!(request.content_type.hl7_subtype),
+    );
     document.insert("extension".into(), json!(request.content_type.extension));
     document.insert("size".into(), json!(request.size));
     document.insert(

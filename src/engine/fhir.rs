@@ -94,7 +94,11 @@ pub(super) fn router(state: FhirState) -> Router {
 }
 
 /// Middleware: network, client certificate, credentials (see the module docs).
-pub(super) async fn guard(State(state): State<FhirState>, request: Request, next: Next) -> Response {
+pub(super) async fn guard(
+    State(state): State<FhirState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let shared = &state.shared;
     let peer = request
         .extensions()
@@ -161,28 +165,30 @@ impl FhirShared {
 }
 
 /// Only these search parameters are understood; others are refused rather than ignored (an
-/// ignored filter would answer every patient).
+/// ignored filter would answer every patient): the refusal, if any.
 fn check_parameters(
     query: &BTreeMap<String, String>,
     allowed: &[&str],
     resource: &str,
-) -> Result<(), Response> {
-    match query.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(unknown) => Err(outcome(
-            StatusCode::BAD_REQUEST,
-            "not-supported",
-            &format!(
-                "unknown search parameter `{unknown}` for {resource}: use {}",
-                allowed
-                    .iter()
-                    .map(|a| format!("`{a}`"))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            ),
-            Some(unknown),
-        )),
-        None => Ok(()),
-    }
+) -> Option<Response> {
+    query
+        .keys()
+        .find(|k| !allowed.contains(&k.as_str()))
+        .map(|unknown| {
+            outcome(
+                StatusCode::BAD_REQUEST,
+                "not-supported",
+                &format!(
+                    "unknown search parameter `{unknown}` for {resource}: use {}",
+                    allowed
+                        .iter()
+                        .map(|a| format!("`{a}`"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+                Some(unknown),
+            )
+        })
 }
 
 fn fhir_json(status: StatusCode, body: &Value) -> Response {
@@ -245,7 +251,7 @@ async fn search_patients(
     headers: HeaderMap,
 ) -> Response {
     let shared = &state.shared;
-    if let Err(response) = check_parameters(&query, &["identifier"], "Patient") {
+    if let Some(response) = check_parameters(&query, &["identifier"], "Patient") {
         return response;
     }
     let Some(token) = query.get("identifier") else {
@@ -273,7 +279,10 @@ async fn search_patients(
                 shared.ipp_system,
                 shared.nda_system
             );
-            return fhir_json(StatusCode::OK, &searchset(&base, &self_url, Vec::new(), Some(warning)));
+            return fhir_json(
+                StatusCode::OK,
+                &searchset(&base, &self_url, Vec::new(), Some(warning)),
+            );
         }
         None => vec![
             PatientKey::Ipp(value.to_string()),
@@ -298,7 +307,10 @@ async fn search_patients(
     let resources = found
         .map(|record| vec![patient_resource(&record, &shared.ipp_system)])
         .unwrap_or_default();
-    fhir_json(StatusCode::OK, &searchset(&base, &self_url, resources, None))
+    fhir_json(
+        StatusCode::OK,
+        &searchset(&base, &self_url, resources, None),
+    )
 }
 
 async fn read_patient(State(state): State<FhirState>, Path(id): Path<String>) -> Response {
@@ -322,7 +334,7 @@ async fn search_encounters(
     headers: HeaderMap,
 ) -> Response {
     let shared = &state.shared;
-    if let Err(response) = check_parameters(&query, &["patient", "identifier"], "Encounter") {
+    if let Some(response) = check_parameters(&query, &["patient", "identifier"], "Encounter") {
         return response;
     }
     let base = shared.base_url(&headers);
@@ -333,7 +345,10 @@ async fn search_encounters(
             match id {
                 Some(id) => (CensusLookup::Patient(id), self_url, None),
                 None => {
-                    return fhir_json(StatusCode::OK, &searchset(&base, &self_url, Vec::new(), None));
+                    return fhir_json(
+                        StatusCode::OK,
+                        &searchset(&base, &self_url, Vec::new(), None),
+                    );
                 }
             }
         }
@@ -346,7 +361,10 @@ async fn search_encounters(
                     system.unwrap_or_default().escape_debug(),
                     shared.nda_system
                 );
-                return fhir_json(StatusCode::OK, &searchset(&base, &self_url, Vec::new(), Some(warning)));
+                return fhir_json(
+                    StatusCode::OK,
+                    &searchset(&base, &self_url, Vec::new(), Some(warning)),
+                );
             }
             (
                 CensusLookup::Key(PatientKey::Nda(value.to_string())),
@@ -381,7 +399,10 @@ async fn search_encounters(
                 .collect()
         })
         .unwrap_or_default();
-    fhir_json(StatusCode::OK, &searchset(&base, &self_url, resources, None))
+    fhir_json(
+        StatusCode::OK,
+        &searchset(&base, &self_url, resources, None),
+    )
 }
 
 async fn read_encounter(State(state): State<FhirState>, Path(id): Path<String>) -> Response {
@@ -448,7 +469,12 @@ pub(super) fn patient_resource(record: &CensusRecord, ipp_system: &str) -> Value
         if let Some(name) = name {
             let mut value = json!({"use": usage, "family": name.family});
             if !name.given.is_empty() {
-                value["given"] = json!(name.given.split(' ').filter(|g| !g.is_empty()).collect::<Vec<_>>());
+                value["given"] = json!(
+                    name.given
+                        .split(' ')
+                        .filter(|g| !g.is_empty())
+                        .collect::<Vec<_>>()
+                );
             }
             names.push(value);
         }
@@ -483,11 +509,21 @@ pub(super) fn encounter_resource(
         EncounterStatus::Unknown => "unknown",
     };
     let class = match encounter.class.as_deref() {
-        Some("I") => json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP", "display": "inpatient encounter"}),
-        Some("O") => json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB", "display": "ambulatory"}),
-        Some("E") => json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER", "display": "emergency"}),
-        Some(other) if !other.is_empty() => json!({"system": "http://terminology.hl7.org/CodeSystem/v2-0004", "code": other}),
-        _ => json!({"system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor", "code": "UNK"}),
+        Some("I") => {
+            json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP", "display": "inpatient encounter"})
+        }
+        Some("O") => {
+            json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB", "display": "ambulatory"})
+        }
+        Some("E") => {
+            json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER", "display": "emergency"})
+        }
+        Some(other) if !other.is_empty() => {
+            json!({"system": "http://terminology.hl7.org/CodeSystem/v2-0004", "code": other})
+        }
+        _ => {
+            json!({"system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor", "code": "UNK"})
+        }
     };
     let mut resource = json!({
         "resourceType": "Encounter",
@@ -511,9 +547,11 @@ pub(super) fn encounter_resource(
         resource["serviceProvider"] = json!({"identifier": {"value": unit}, "display": unit});
     }
     if let Some(doctor) = &encounter.attending {
-        let mut individual = json!({"display": format!("{} {}", doctor.given, doctor.family).trim().to_string()});
+        let mut individual =
+            json!({"display": format!("{} {}", doctor.given, doctor.family).trim().to_string()});
         if let Some(rpps) = &doctor.rpps {
-            individual["identifier"] = json!({"system": "urn:oid:1.2.250.1.71.4.2.1", "value": rpps});
+            individual["identifier"] =
+                json!({"system": "urn:oid:1.2.250.1.71.4.2.1", "value": rpps});
         }
         resource["participant"] = json!([{
             "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "ATND"}]}],
@@ -536,7 +574,9 @@ fn gender(sex: Option<&str>) -> &'static str {
 /// `YYYY-MM-DD` from the census' ISO 8601 text (a date, or a date-time).
 fn fhir_date(text: &str) -> Option<String> {
     let date = text.get(..10).unwrap_or(text);
-    date.parse::<jiff::civil::Date>().ok().map(|d| d.to_string())
+    date.parse::<jiff::civil::Date>()
+        .ok()
+        .map(|d| d.to_string())
 }
 
 /// A census civil date-time (Europe/Paris, as the EHR sent it) as a FHIR `dateTime` with its
@@ -546,7 +586,8 @@ fn fhir_datetime(text: &str) -> Option<String> {
         return fhir_date(text);
     }
     let civil: jiff::civil::DateTime = text.parse().ok()?;
-    let zone = jiff::tz::TimeZone::get("Europe/Paris").unwrap_or_else(|_| jiff::tz::TimeZone::system());
+    let zone =
+        jiff::tz::TimeZone::get("Europe/Paris").unwrap_or_else(|_| jiff::tz::TimeZone::system());
     let zoned = civil.to_zoned(zone).ok()?;
     Some(zoned.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string())
 }

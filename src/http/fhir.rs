@@ -244,11 +244,22 @@ pub fn read_send_request(body: &[u8], max_size: usize) -> Result<SendRequest, Pa
             ));
         };
         if slots[index].is_some() {
-            return Err(structure(NAMES[index], "given more than once: send it once"));
+            return Err(structure(
+                NAMES[index],
+                "given more than once: send it once",
+            ));
         }
         slots[index] = Some(parameter);
     }
-    let [subject, context, content_type, document_type, title, sender, payload] = slots;
+    let [
+        subject,
+        context,
+        content_type,
+        document_type,
+        title,
+        sender,
+        payload,
+    ] = slots;
 
     let subject = match subject {
         Some(p) => reference(p, "subject", "Patient")?,
@@ -300,7 +311,10 @@ pub fn read_send_request(body: &[u8], max_size: usize) -> Result<SendRequest, Pa
             if !is_loinc(&code) {
                 return Err(semantic(
                     "document-type",
-                    format!("`{}` is not a LOINC code (digits, `-`, a check digit, such as `11488-4`)", shown(&code)),
+                    format!(
+                        "`{}` is not a LOINC code (digits, `-`, a check digit, such as `11488-4`)",
+                        shown(&code)
+                    ),
                 ));
             }
             code
@@ -329,10 +343,7 @@ pub fn read_send_request(body: &[u8], max_size: usize) -> Result<SendRequest, Pa
             if text.chars().count() > 200 {
                 return Err(semantic(
                     "document-title",
-                    format!(
-                        "{} characters: send at most 200",
-                        text.chars().count()
-                    ),
+                    format!("{} characters: send at most 200", text.chars().count()),
                 ));
             }
             Some(text)
@@ -349,10 +360,7 @@ pub fn read_send_request(body: &[u8], max_size: usize) -> Result<SendRequest, Pa
             if value.len() != 11 || !value.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(semantic(
                     "sender-identifier",
-                    format!(
-                        "`{}` is not an RPPS number (11 digits)",
-                        shown(&value)
-                    ),
+                    format!("`{}` is not an RPPS number (11 digits)", shown(&value)),
                 ));
             }
             Some(value)
@@ -456,13 +464,9 @@ fn reference(
 
 /// The id of a `Resource/ID` reference (relative or absolute) when it names `resource`.
 pub fn reference_id(text: &str, resource: &str) -> Option<i64> {
-    let mut parts = text.trim().rsplitn(2, '/');
-    let id = parts.next()?;
-    let kind = parts.next()?;
+    let (kind, id) = text.trim().rsplit_once('/')?;
     let kind = kind.rsplit('/').next().unwrap_or(kind);
-    (kind == resource)
-        .then(|| parse_id(id))
-        .flatten()
+    (kind == resource).then(|| parse_id(id)).flatten()
 }
 
 /// A census row id as written in FHIR ids: decimal digits, positive.
@@ -507,7 +511,7 @@ pub fn check_base64(text: &str, max_size: usize) -> Result<usize, ParameterError
             kind: ErrorKind::TooLarge,
         });
     }
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(semantic(
             "payload",
             format!(
@@ -550,8 +554,7 @@ pub fn default_title(
     document_type: &str,
     transaction_id: &str,
 ) -> String {
-    let names = [family, given, birth_date]
-        .map(|part| part.trim().replace([' ', '-', '\''], "_"));
+    let names = [family, given, birth_date].map(|part| part.trim().replace([' ', '-', '\''], "_"));
     names
         .iter()
         .map(String::as_str)
@@ -703,7 +706,10 @@ mod tests {
             default_title("DE LA TOUR", "Marie-Anne", "19800102", "11488-4", "T1"),
             "DE_LA_TOUR_Marie_Anne_19800102_11488-4_T1"
         );
-        assert_eq!(default_title("DUPONT", "", "", "11488-4", "T1"), "DUPONT_11488-4_T1");
+        assert_eq!(
+            default_title("DUPONT", "", "", "11488-4", "T1"),
+            "DUPONT_11488-4_T1"
+        );
     }
 
     #[test]

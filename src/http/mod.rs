@@ -20,9 +20,9 @@
 //! the allow-list needs the peer address, and a request without one is refused.
 
 pub mod access;
+pub mod credentials;
 pub mod error;
 pub mod fhir;
-pub mod credentials;
 pub mod guard;
 pub mod launch;
 pub mod mapping;

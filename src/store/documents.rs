@@ -292,9 +292,10 @@ impl Store {
     ) -> Result<Option<DocumentTracking>, StoreError> {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
-            store.shared.readers.with(|connection| {
-                tracking(connection, DOCUMENT_BY_TRANSACTION, &transaction_id)
-            })
+            store
+                .shared
+                .readers
+                .with(|connection| tracking(connection, DOCUMENT_BY_TRANSACTION, &transaction_id))
         })
         .await
         .map_err(|source| self.read_task(source))?
