@@ -2945,4 +2945,88 @@ environment = "prod"
     fn sizes(#[case] text: &str, #[case] expected: Option<usize>) {
         assert_eq!(parse_size(text), expected);
     }
+
+    /// `[http]`, one destination and the sections under test.
+    fn documents_text(sections: &str) -> String {
+        format!(
+            "[store]\npath = \"ob.db\"\n[http]\nbind = \"127.0.0.1:8717\"\n[outbound.ehr]\nprotocol = \"mllp\"\naddress = \"127.0.0.1:2576\"\n{sections}"
+        )
+    }
+
+    fn route(mapping: &str, destination: &str) -> String {
+        format!(
+            "[[documents.route]]\nmapping = \"{ROOT}/mappings/{mapping}\"\ndestination = \"{destination}\"\n"
+        )
+    }
+
+    #[test]
+    fn ok_documents_defaults() {
+        let text = documents_text(&format!(
+            "[fhir]\ntoken = \"{TOKEN}\"\n[documents]\n{}",
+            route("oru-r01-document.toml", "ehr")
+        ));
+        let config = load(&text, &[]).unwrap();
+        let fhir = config.fhir.unwrap();
+        assert_eq!(fhir.token.as_deref(), Some(TOKEN));
+        assert_eq!(fhir.ipp_system, DEFAULT_IPP_SYSTEM);
+        assert!(fhir.allow.allows("127.0.0.1".parse().unwrap()));
+        assert!(!fhir.allow.allows("10.0.0.1".parse().unwrap()));
+        let documents = config.documents.unwrap();
+        assert_eq!(documents.max_size, DEFAULT_DOCUMENT_MAX_SIZE);
+        assert_eq!(
+            documents.tracking_retention,
+            Some(DEFAULT_TRACKING_RETENTION)
+        );
+        assert_eq!(documents.max_in_flight, DEFAULT_DOCUMENTS_IN_FLIGHT);
+        assert_eq!(documents.routes.len(), 1);
+        assert_eq!(
+            config.store.retention.document_tracking,
+            Some(DEFAULT_TRACKING_RETENTION)
+        );
+    }
+
+    #[rstest]
+    #[case::err_fhir_open(
+        "[fhir]\n",
+        "/etc/ordobridge/ob.toml: `fhir`: the FHIR endpoints give patient data to and take documents from anybody: set `token_file = \"/var/lib/ordobridge/fhir-token\"` (generated at first start), `token`, or `basic_user` and `basic_password`; or, for a closed test network only, `allow_unauthenticated = true`"
+    )]
+    #[case::err_fhir_token_weak(
+        "[fhir]\ntoken = \"short\"\n",
+        "/etc/ordobridge/ob.toml:9:9: `fhir.token`: the fhir token is too short (5 characters; at least 32): generate one with `openssl rand -base64 32`"
+    )]
+    #[case::err_fhir_allow(
+        "[fhir]\nallow_unauthenticated = true\nallow = [\"10.0.0.0/33\"]\n",
+        "/etc/ordobridge/ob.toml:10:9: `fhir.allow`: invalid network `10.0.0.0/33`: the prefix length must be at most 32: write networks such as `127.0.0.0/8`, `10.1.0.0/16` or `::1/128`"
+    )]
+    #[case::err_documents_without_fhir(
+        "[documents]\n[[documents.route]]\nmapping = \"ROOT/mappings/mdm-t02.toml\"\ndestination = \"ehr\"\n",
+        "/etc/ordobridge/ob.toml:8:1: `documents`: `[documents]` needs a `[fhir]` section (its credentials and networks protect `$send-to-ehr`)"
+    )]
+    #[case::err_documents_without_route(
+        "[fhir]\nallow_unauthenticated = true\n[documents]\nmax_size = \"1MiB\"\n",
+        "/etc/ordobridge/ob.toml:10:1: `documents.route`: no route: add `[[documents.route]]` with `mapping = \"mappings/oru-r01-document.toml\"` and the `destination` (an `[outbound.NAME]`)"
+    )]
+    #[case::err_documents_route_destination(
+        "[fhir]\nallow_unauthenticated = true\n[documents]\n[[documents.route]]\nmapping = \"ROOT/mappings/mdm-t02.toml\"\ndestination = \"nowhere\"\n",
+        "/etc/ordobridge/ob.toml:13:15: `documents.route[0].destination`: no `[outbound.nowhere]` destination (known: ehr)"
+    )]
+    #[case::err_tracking_retention(
+        "[fhir]\nallow_unauthenticated = true\n[documents]\ntracking_retention = \"long\"\n[[documents.route]]\nmapping = \"ROOT/mappings/mdm-t02.toml\"\ndestination = \"ehr\"\n",
+        "/etc/ordobridge/ob.toml:11:22: `documents.tracking_retention`: invalid duration `long`: expected a number with a unit, such as `500ms`, `30s`, `15m` or `1h`"
+    )]
+    fn err_fhir_and_documents(#[case] sections: &str, #[case] expected: &str) {
+        let text = documents_text(&sections.replace("ROOT", ROOT));
+        assert_eq!(errors(&text), vec![expected]);
+    }
+
+    #[test]
+    fn err_fhir_needs_http() {
+        let text = "[store]\npath = \"ob.db\"\n[fhir]\nallow_unauthenticated = true\n";
+        assert_eq!(
+            errors(text),
+            vec![
+                "/etc/ordobridge/ob.toml:3:1: `fhir`: `[fhir]` needs an `[http]` section (where applications connect)"
+            ]
+        );
+    }
 }

@@ -301,3 +301,113 @@ impl Store {
         .map_err(|source| self.read_task(source))?
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::tests::record;
+    use crate::store::{EntryStatus, RetentionPlan, StoreOptions};
+
+    fn item(destination: &str) -> OutboundItem {
+        OutboundItem {
+            destination: destination.to_owned(),
+            control_id: format!("DOC1-{destination}"),
+            payload: bytes::Bytes::from_static(b"MSH|^~\\&|OB"),
+            source: "journal:1".to_owned(),
+        }
+    }
+
+    /// A plan that prunes nothing but document tracking older than `now + 1 s`.
+    fn tracking_only() -> RetentionPlan {
+        let far = std::time::Duration::from_secs(100 * 365 * 86_400);
+        let now = jiff::Timestamp::now();
+        RetentionPlan::at(now, far, far).with_document_tracking(
+            now + jiff::SignedDuration::from_secs(1),
+            std::time::Duration::ZERO,
+        )
+    }
+
+    #[tokio::test]
+    async fn ok_delivered_with_tracking_once_then_pruned_when_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.sqlite"), StoreOptions::default()).unwrap();
+        let journal_id = store.journal(record("D1", b"{}")).await.unwrap().id();
+        let outcome = store
+            .deliver_document(journal_id, vec![item("ehr"), item("mdm")], "T-1".into())
+            .await
+            .unwrap();
+        let DeliverOutcome::Queued { ids } = outcome else {
+            panic!("{outcome:?}")
+        };
+        // A second delivery of the same row does nothing (the journal row is processed).
+        let again = store
+            .deliver_document(journal_id, vec![item("ehr")], "T-2".into())
+            .await
+            .unwrap();
+        assert_eq!(again, DeliverOutcome::AlreadyDone);
+        let entry = store.journal_entry(journal_id).unwrap().unwrap();
+        assert_eq!(entry.summary.status, EntryStatus::Processed.as_str());
+
+        let tracking = store
+            .document_tracking("T-1".into())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(tracking.journal_id, journal_id);
+        let states: Vec<(String, OutboundStatus, bool)> = tracking
+            .messages
+            .iter()
+            .map(|m| {
+                let state = m.state.as_ref().unwrap();
+                (m.destination.clone(), state.status, state.waiting_behind)
+            })
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                ("ehr".to_string(), OutboundStatus::Pending, false),
+                ("mdm".to_string(), OutboundStatus::Pending, false)
+            ]
+        );
+        assert_eq!(store.document_tracking("T-2".into()).await.unwrap(), None);
+        assert_eq!(
+            store
+                .document_by_journal(journal_id)
+                .await
+                .unwrap()
+                .map(|t| t.transaction_id),
+            Some("T-1".to_string())
+        );
+
+        // Old enough, but a message is still pending: kept.
+        let (pruned, _) = store.prune(tracking_only(), 10).await.unwrap();
+        assert_eq!(pruned.documents, 0);
+        store
+            .mark_delivered(ids[0], bytes::Bytes::new())
+            .await
+            .unwrap();
+        store.mark_dead(ids[1], "AR").await.unwrap();
+        let tracking = store
+            .document_tracking("T-1".into())
+            .await
+            .unwrap()
+            .unwrap();
+        let dead = tracking.messages[1].state.as_ref().unwrap();
+        assert_eq!(
+            (dead.status, dead.last_error.as_deref()),
+            (OutboundStatus::Dead, Some("AR"))
+        );
+        assert!(
+            tracking.messages[0]
+                .state
+                .as_ref()
+                .unwrap()
+                .delivered_at
+                .is_some()
+        );
+        let (pruned, _) = store.prune(tracking_only(), 10).await.unwrap();
+        assert_eq!(pruned.documents, 1);
+        assert_eq!(store.document_tracking("T-1".into()).await.unwrap(), None);
+    }
+}
