@@ -667,3 +667,105 @@ async fn ok_curl_client_walks_the_scenario() {
     assert!(stdout.contains("status: completed"), "{stdout}");
     engine.stop().await;
 }
+
+#[tokio::test]
+async fn ok_hprim_destination_writes_hpr_then_the_document_then_ok() {
+    let dir = tempfile::tempdir().expect("dir");
+    let outbox = dir.path().join("outbox");
+    std::fs::create_dir_all(&outbox).expect("outbox");
+    let text = format!(
+        r#"{base}
+[fhir]
+token = "{TOKEN}"
+[outbound.ehr-hprim]
+protocol = "file"
+folder = "{folder}"
+name_template = "{{control_id}}.HPR"
+witness_suffix = ".OK"
+[documents]
+[[documents.route]]
+mapping = "{root}/mappings/hprim-oru-document.toml"
+destination = "ehr-hprim"
+"#,
+        base = common::base_toml(),
+        folder = outbox.display(),
+        root = repo_root().display()
+    );
+    let engine = start_engine(config(dir.path(), &text)).await;
+    let ack = send_adt(engine.addr("adt-in"), &sample(A01_SAMPLE)).await;
+    assert!(ack.contains("MSA|AA"), "{ack}");
+    let client = Client::new(engine.addr("http"));
+    let patient = wait_for("the patient", || {
+        let client = client.clone();
+        async move {
+            let (_, found) = client.get("/fhir/Patient?identifier=100001").await;
+            found["entry"][0]["resource"]["id"]
+                .as_str()
+                .map(str::to_string)
+        }
+    })
+    .await;
+    // Watch the folder while the document is written: no state may show the document
+    // before the message, or the witness before both.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (outbox, watching) = (outbox.clone(), watching.clone());
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut names: Vec<String> = std::fs::read_dir(&outbox)
+                    .map(|d| {
+                        d.filter_map(|e| e.ok())
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .filter(|n| !n.ends_with(".tmp"))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                names.sort();
+                if seen.last() != Some(&names) {
+                    seen.push(names);
+                }
+            }
+            seen
+        })
+    };
+    let document = pdf(4 * 1024 * 1024);
+    let (status, answer) = client.send(&parameters(&patient, &[], &document)).await;
+    assert_eq!(status, 200, "{answer}");
+    client
+        .wait_status(&transaction_id(&answer), &["completed"])
+        .await;
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let states = watcher.join().expect("watcher");
+    for state in &states {
+        let has = |ext: &str| state.iter().any(|n| n.ends_with(ext));
+        assert!(
+            !has(".pdf") || has(".HPR"),
+            "the document before the message: {states:?}"
+        );
+        assert!(
+            !has(".OK") || (has(".HPR") && has(".pdf")),
+            "the witness too early: {states:?}"
+        );
+    }
+    let last = states.last().expect("a state");
+    assert_eq!(last.len(), 3, "{last:?}");
+    let hpr = last.iter().find(|n| n.ends_with(".HPR")).expect("hpr");
+    let stem = hpr.trim_end_matches(".HPR");
+    assert!(last.contains(&format!("{stem}.pdf")) && last.contains(&format!("{stem}.OK")));
+    assert_eq!(
+        std::fs::read(outbox.join(format!("{stem}.pdf"))).expect("pdf"),
+        document
+    );
+    let message = std::fs::read(outbox.join(hpr)).expect("hpr");
+    let text = String::from_utf8_lossy(&message);
+    assert!(
+        text.contains(&format!("OBX|1|FIC|11488-4~Consult note||{stem}.pdf|")),
+        "{text}"
+    );
+    assert!(
+        text.starts_with("H|") && text.contains("\r\nP|1|100001|"),
+        "{text}"
+    );
+    engine.stop().await;
+}

@@ -62,6 +62,9 @@ const BODY_OVERHEAD: usize = 64 * 1024;
 struct Route {
     mapping: Mapping,
     destination: String,
+    /// An HPRIM mapping toward a file destination: the document is written as a file beside
+    /// the message (`filedrop::companion`).
+    with_file: bool,
 }
 
 #[derive(Clone)]
@@ -90,13 +93,17 @@ impl DocumentsState {
         config: &DocumentsConfig,
         fhir: &FhirState,
         wakers: BTreeMap<String, Arc<Notify>>,
+        file_destinations: &[String],
     ) -> Result<DocumentsState, String> {
         let mut routes = Vec::new();
         for route in &config.routes {
             let mapping = Mapping::load(&route.mapping).map_err(|e| e.to_string())?;
+            let with_file = mapping.format() == crate::mapping::OutputFormat::Hprim
+                && file_destinations.contains(&route.destination);
             routes.push(Route {
                 mapping,
                 destination: route.destination.clone(),
+                with_file,
             });
         }
         Ok(DocumentsState {
@@ -371,6 +378,8 @@ fn messages(
         document.insert("payload_base64".into(), Value::String(payload));
     }
     let mut items = Vec::with_capacity(inner.routes.len());
+    // Decoded once, for the routes that write it as a file (checked Base64: cannot fail).
+    let mut decoded: Option<Vec<u8>> = None;
     for (index, route) in inner.routes.iter().enumerate() {
         let control_id = format!("DOC{journal_id}-{}", index + 1);
         if let Some(Value::Object(message)) = context.get_mut("message") {
@@ -386,7 +395,25 @@ fn messages(
             info!(journal_id, destination = %route.destination, "no message for this destination: the mapping's `[message] when` is false");
             continue;
         }
-        let bytes = route.mapping.apply(&context).map_err(failed)?;
+        let mut bytes = route.mapping.apply(&context).map_err(failed)?;
+        if route.with_file {
+            if decoded.is_none() {
+                use base64::Engine as _;
+                let text = context["document"]["payload_base64"]
+                    .as_str()
+                    .unwrap_or_default();
+                decoded = Some(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(text)
+                        .map_err(|e| format!("the payload could not be decoded: {e}"))?,
+                );
+            }
+            bytes = crate::filedrop::companion::encode(
+                &bytes,
+                context["document"]["extension"].as_str().unwrap_or("bin"),
+                decoded.as_deref().unwrap_or_default(),
+            );
+        }
         items.push(OutboundItem {
             destination: route.destination.clone(),
             control_id,
@@ -419,7 +446,8 @@ pub(super) fn document_context(
             &name.map(|n| n.given.to_uppercase()).unwrap_or_default(),
             birth.get(..8).unwrap_or(&birth),
             &request.document_type,
-            transaction_id,
+            // The first group of the transaction id: enough to tell two documents apart.
+            transaction_id.split('-').next().unwrap_or(transaction_id),
         )
     });
     let encounter_id = view

@@ -551,8 +551,15 @@ pub async fn run_with_reloader(
             let fhir_state = fhir::FhirState::new(fhir_config, store.clone(), https);
             router = router.merge(fhir::router(fhir_state.clone()));
             if let Some(documents) = &config.documents {
-                let state = documents::DocumentsState::new(documents, &fhir_state, wakers.clone())
-                    .map_err(|e| EngineError::Web(format!("the document endpoint: {e}")))?;
+                let files: Vec<String> = config
+                    .outbound
+                    .iter()
+                    .filter(|(_, d)| matches!(d, Destination::File(_)))
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                let state =
+                    documents::DocumentsState::new(documents, &fhir_state, wakers.clone(), &files)
+                        .map_err(|e| EngineError::Web(format!("the document endpoint: {e}")))?;
                 router = router.merge(documents::router(state, fhir_state));
             }
         }
