@@ -21,9 +21,12 @@ pub fn encode(message: &[u8], extension: &str, companion: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A payload read back: the message, and the companion with its extension when the payload
-/// is an envelope. `None` for a damaged envelope.
-pub fn decode(payload: &[u8]) -> Option<(&[u8], Option<(&str, &[u8])>)> {
+/// A companion file: its extension and its bytes.
+pub type Companion<'a> = (&'a str, &'a [u8]);
+
+/// A payload read back: the message, and the companion when the payload is an envelope.
+/// `None` for a damaged envelope.
+pub fn decode(payload: &[u8]) -> Option<(&[u8], Option<Companion<'_>>)> {
     let Some(rest) = payload.strip_prefix(MAGIC) else {
         return Some((payload, None));
     };
