@@ -8,6 +8,10 @@
 //!   ([`sign_launch_url`] builds them for EHR integrators).
 //! - [`mapping`]: `mappings/scan-token.toml`, loaded and validated into a [`ScanTokenMapping`]
 //!   that builds the scan-token request as a pure function.
+//! - [`credentials`]: bearer and basic credentials of an authenticated endpoint (the push,
+//!   the `/fhir` routes), compared in constant time.
+//! - [`fhir`]: the pure side of the document routes: `$send-to-ehr` parameters read and
+//!   checked, search tokens, OperationOutcome.
 //! - [`guard`]: what every route shares: served `Host` names, the admin routes' access,
 //!   the request timeout and the security headers.
 //! - [`error`]: the one API error type, [`LaunchError`], rendered as an HTML page a clinician
