@@ -5,6 +5,8 @@
 #
 #   benches/documents.sh [DOCUMENTS]      (default 2000 documents of 100 kB, 16 clients)
 #
+# IN_FLIGHT=n sets `[documents] max_in_flight` (default 4); DOCUMENTS=0 skips the 100 kB run.
+#
 # Prints the client's figures for each run and the daemon's idle and peak RSS (VmHWM).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +59,7 @@ token = "$TOKEN"
 protocol = "mllp"
 address = "127.0.0.1:$EHR_PORT"
 [documents]
+max_in_flight = ${IN_FLIGHT:-4}
 [[documents.route]]
 mapping = "$PWD/mappings/oru-r01-document.toml"
 destination = "ehr"
@@ -73,10 +76,12 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 IDLE_KB=$(awk '/VmRSS/ {print $2}' "/proc/$OB_PID/status")
-echo "## 100 kB PDFs, 16 clients"
-python3 benches/documents_load.py "$BASE" "$TOKEN" "$PATIENT" "$COUNT" 16 100000
+if [ "$COUNT" -gt 0 ]; then
+  echo "## 100 kB PDFs, 16 clients"
+  python3 benches/documents_load.py "$BASE" "$TOKEN" "$PATIENT" "$COUNT" 16 100000
+fi
 AFTER_SMALL_KB=$(awk '/VmHWM/ {print $2}' "/proc/$OB_PID/status")
-echo "## 10 MiB PDFs, 50 clients at once"
+echo "## 10 MiB PDFs, 50 clients at once (max_in_flight ${IN_FLIGHT:-4})"
 python3 benches/documents_load.py "$BASE" "$TOKEN" "$PATIENT" 50 50 $((10 * 1024 * 1024))
 PEAK_KB=$(awk '/VmHWM/ {print $2}' "/proc/$OB_PID/status")
 echo "daemon RSS: idle $((IDLE_KB / 1024)) MiB, peak after the 100 kB run $((AFTER_SMALL_KB / 1024)) MiB, peak after the 10 MiB run $((PEAK_KB / 1024)) MiB"

@@ -852,6 +852,9 @@ enum SizeValue {
     Text(String),
 }
 
+/// Journal channels ordobridge uses itself; no inbound channel may take their names.
+const RESERVED_CHANNELS: [&str; 2] = ["posos-push", "documents"];
+
 // The configuration's defaults are the library's: one place each.
 const DEFAULT_QUEUE_CAPACITY: usize = crate::store::StoreOptions::DEFAULT.queue_capacity;
 const DEFAULT_MAX_BATCH: usize = crate::store::StoreOptions::DEFAULT.max_batch;
@@ -912,6 +915,16 @@ impl RawConfig {
         let mut binds: Vec<(SocketAddr, String)> = Vec::new();
         for (name, raw) in self.inbound {
             let prefix = format!("inbound.{name}");
+            // The journal channels of the push and of documents (`engine::PUSH_CHANNEL`,
+            // `engine::DOCUMENTS_CHANNEL`): an inbound channel of that name would be mistaken
+            // for them (the census skips their rows).
+            if RESERVED_CHANNELS.contains(&name.as_str()) {
+                report.push(
+                    Some(raw.span()),
+                    &prefix,
+                    format!("the channel name `{name}` is ordobridge's own (its journal names pushed bundles and documents so): choose another name"),
+                );
+            }
             if let Some(channel) = raw.into_inner().validate(&name, &prefix, base, report) {
                 if let InboundKind::Mllp(mllp) = &channel.kind {
                     if let Some((_, other)) = binds
@@ -3027,6 +3040,15 @@ environment = "prod"
             vec![
                 "/etc/ordobridge/ob.toml:3:1: `fhir`: `[fhir]` needs an `[http]` section (where applications connect)"
             ]
+        );
+    }
+
+    #[test]
+    fn err_reserved_channel_names() {
+        let text = "[store]\npath = \"ob.db\"\n[inbound.documents]\nprotocol = \"mllp\"\nbind = \"127.0.0.1:0\"\n";
+        assert_eq!(
+            errors(text),
+            vec!["/etc/ordobridge/ob.toml:3:1: `inbound.documents`: the channel name `documents` is ordobridge's own (its journal names pushed bundles and documents so): choose another name"]
         );
     }
 }

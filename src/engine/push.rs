@@ -375,7 +375,14 @@ pub(super) async fn read_limited(body: axum::body::Body, limit: usize) -> Result
     use http_body_util::BodyExt as _;
     let declared = http_body::Body::size_hint(&body).exact();
     let mut body = body;
-    let mut collected = bytes::BytesMut::new();
+    // A declared length within the limit is allocated once (no doubling while reading: a
+    // 20 MiB document would otherwise hold up to twice its size).
+    let mut collected = bytes::BytesMut::with_capacity(
+        declared
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n <= limit)
+            .unwrap_or(0),
+    );
     let too_large = |collected: &bytes::BytesMut| BodyError::TooLarge {
         head: Bytes::copy_from_slice(&collected[..collected.len().min(OVERSIZE_KEPT)]),
     };
