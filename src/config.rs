@@ -3048,7 +3048,9 @@ environment = "prod"
         let text = "[store]\npath = \"ob.db\"\n[inbound.documents]\nprotocol = \"mllp\"\nbind = \"127.0.0.1:0\"\n";
         assert_eq!(
             errors(text),
-            vec!["/etc/ordobridge/ob.toml:3:1: `inbound.documents`: the channel name `documents` is ordobridge's own (its journal names pushed bundles and documents so): choose another name"]
+            vec![
+                "/etc/ordobridge/ob.toml:3:1: `inbound.documents`: the channel name `documents` is ordobridge's own (its journal names pushed bundles and documents so): choose another name"
+            ]
         );
     }
 }

@@ -629,8 +629,11 @@ fn prune(config_path: &Path, dry_run: bool) -> Result<ExitCode, String> {
             .prunable(&plan)
             .map_err(|e| format!("cannot count what would be pruned: {e}"))?;
         println_out(&format!(
-            "would delete: {} journal row(s), {} outbound message(s), {} released hold(s)",
-            would.journal, would.outbound, would.holds
+            "would delete: {} journal row(s), {} outbound message(s), {} released hold(s){}",
+            would.journal,
+            would.outbound,
+            would.holds,
+            documents_pruned(would.documents)
         ))?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -638,10 +641,22 @@ fn prune(config_path: &Path, dry_run: bool) -> Result<ExitCode, String> {
         .block_on(store.prune(plan, retention.batch))
         .map_err(|e| format!("cannot prune: {e}"))?;
     println_out(&format!(
-        "deleted: {} journal row(s), {} outbound message(s), {} released hold(s); {freed} page(s) given back to the file system",
-        pruned.journal, pruned.outbound, pruned.holds
+        "deleted: {} journal row(s), {} outbound message(s), {} released hold(s){}; {freed} page(s) given back to the file system",
+        pruned.journal,
+        pruned.outbound,
+        pruned.holds,
+        documents_pruned(pruned.documents)
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `, N document tracking(s)` when documents' tracking is pruned too (`[documents]`).
+fn documents_pruned(count: usize) -> String {
+    if count == 0 {
+        String::new()
+    } else {
+        format!(", {count} document tracking(s)")
+    }
 }
 
 fn backup(config_path: &Path, dest: &Path) -> Result<ExitCode, String> {

@@ -72,6 +72,7 @@ pub(super) async fn run_pruner(
                         journal = pruned.journal,
                         outbound = pruned.outbound,
                         holds = pruned.holds,
+                        documents = pruned.documents,
                         pages_freed = freed,
                         seconds = started.elapsed().as_secs_f64(),
                         "pruned rows past their retention"
