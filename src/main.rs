@@ -439,9 +439,9 @@ fn run(config_path: &Path) -> Result<ExitCode, String> {
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        let reloader = ordobridge::tls::Reloader::default();
-        tokio::spawn(reload_tls_on_sighup(reloader.clone()));
-        let result = engine::run_with_reloader(config, Default::default(), shutdown, reloader, |channels| {
+        let (reload, requests) = engine::reload_channel(ordobridge::tls::Reloader::default());
+        tokio::spawn(reload_on_sighup(reload, config_path.to_path_buf()));
+        let result = engine::run_reloadable(config, Default::default(), shutdown, requests, |channels| {
             for channel in channels {
                 match channel.local_addr {
                     Some(addr) => info!(channel = %channel.name, kind = channel.kind, addr = %addr, "listening"),
@@ -490,29 +490,29 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-/// Re-reads every TLS certificate and key on SIGHUP (established connections keep theirs; a
-/// bad file keeps the old ones and is logged). Only certificates: other settings need a
-/// restart.
-async fn reload_tls_on_sighup(reloader: ordobridge::tls::Reloader) {
+/// On SIGHUP (`systemctl reload`): re-reads the configuration file and every mapping, applies
+/// them if all are valid (otherwise the previous configuration stays, and the log says why),
+/// then re-reads every TLS certificate and key (established connections keep theirs).
+async fn reload_on_sighup(reload: engine::ReloadHandle, config_path: PathBuf) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hup = match signal(SignalKind::hangup()) {
             Ok(hup) => hup,
             Err(e) => {
-                error!(error = %e, "cannot listen for SIGHUP: certificates will not be reloaded");
+                error!(error = %e, "cannot listen for SIGHUP: the configuration will not be reloaded");
                 return;
             }
         };
         while hup.recv().await.is_some() {
-            info!("SIGHUP: reloading TLS certificates");
-            let failed = reloader.reload_all();
-            info!(failed, "TLS reload done");
+            info!(file = %config_path.display(), "SIGHUP: reloading the configuration, the mappings and the TLS certificates");
+            // The outcome is logged (and counted) by the handle.
+            let _ = reload.reload_all(&config_path).await;
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = reloader;
+        let _ = (reload, config_path);
     }
 }
 
@@ -546,6 +546,17 @@ fn open_store(config: &Config) -> Result<Store, String> {
     })
 }
 
+/// The store for a listing (`journal`, `census`, `queue`): read-only, never migrated or
+/// created, usable beside the running daemon.
+fn open_store_read_only(config: &Config) -> Result<Store, String> {
+    Store::open_read_only(&config.store.path).map_err(|e| {
+        format!(
+            "cannot read the store: {}",
+            ordobridge::text::error_chain(&e)
+        )
+    })
+}
+
 fn queue(
     config_path: &Path,
     destination: Option<String>,
@@ -554,7 +565,7 @@ fn queue(
     json: bool,
 ) -> Result<ExitCode, String> {
     let config = load_config(config_path)?;
-    let store = open_store(&config)?;
+    let store = open_store_read_only(&config)?;
     let depths = store
         .queue_overview()
         .map_err(|e| format!("cannot read the queues: {e}"))?;
@@ -609,7 +620,7 @@ fn prune(config_path: &Path, dry_run: bool) -> Result<ExitCode, String> {
     let retention = &config.store.retention;
     let Some(plan) = retention.plan(jiff::Timestamp::now()) else {
         println_out(
-            "nothing to prune: `[store] retention` and `rejected_retention` are `forever`",
+            "nothing to prune: every retention (`[store] retention` and `rejected_retention`, the channels', `[census] retention`) is `forever`",
         )?;
         return Ok(ExitCode::SUCCESS);
     };
@@ -619,32 +630,51 @@ fn prune(config_path: &Path, dry_run: bool) -> Result<ExitCode, String> {
             format!("{}d", d.as_secs() / 86_400)
         })
     };
-    println_out(&format!(
-        "retention: journal {}, rejected {}",
+    let mut settings = format!(
+        "retention: journal {}, rejected {}, census {}",
         shown(retention.retention),
-        shown(retention.rejected_retention)
-    ))?;
+        shown(retention.rejected_retention),
+        shown(retention.census)
+    );
+    for (channel, age) in &retention.channels {
+        settings.push_str(&format!("; channel {channel} {}", shown(*age)));
+    }
+    println_out(&settings)?;
+    let census = |pruned: &ordobridge::store::Pruned| {
+        format!(
+            "{} census encounter(s), {} census patient(s)",
+            pruned.census_encounters, pruned.census_patients
+        )
+    };
     if dry_run {
-        let would = store
-            .prunable(&plan)
-            .map_err(|e| format!("cannot count what would be pruned: {e}"))?;
+        let (would, by_channel) = store.prunable_by_channel(&plan).map_err(|e| {
+            format!(
+                "cannot count what would be pruned: {}",
+                ordobridge::text::error_chain(&e)
+            )
+        })?;
         println_out(&format!(
-            "would delete: {} journal row(s), {} outbound message(s), {} released hold(s){}",
+            "would delete: {} journal row(s), {} outbound message(s), {} released hold(s), {}{}",
             would.journal,
             would.outbound,
             would.holds,
+            census(&would),
             documents_pruned(would.documents)
         ))?;
+        for (channel, rows) in by_channel {
+            println_out(&format!("  channel {channel}: {rows} journal row(s)"))?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let (pruned, freed) = runtime()?
         .block_on(store.prune(plan, retention.batch))
-        .map_err(|e| format!("cannot prune: {e}"))?;
+        .map_err(|e| format!("cannot prune: {}", ordobridge::text::error_chain(&e)))?;
     println_out(&format!(
-        "deleted: {} journal row(s), {} outbound message(s), {} released hold(s){}; {freed} page(s) given back to the file system",
+        "deleted: {} journal row(s), {} outbound message(s), {} released hold(s), {}{}; {freed} page(s) given back to the file system",
         pruned.journal,
         pruned.outbound,
         pruned.holds,
+        census(&pruned),
         documents_pruned(pruned.documents)
     ))?;
     Ok(ExitCode::SUCCESS)
@@ -686,7 +716,7 @@ fn census(
         (_, _, Some(ins)) => PatientKey::Ins(ins),
         _ => return Err("say which patient: --ipp X, --nda Y or --ins Z".to_string()),
     };
-    let store = open_store(&load_config(config_path)?)?;
+    let store = open_store_read_only(&load_config(config_path)?)?;
     match store
         .census_patient(&key)
         .map_err(|e| format!("cannot read the census: {e}"))?
@@ -738,7 +768,7 @@ fn status(url: &str, token: Option<String>, token_file: Option<&Path>, json: boo
 
 fn journal(config_path: &Path, args: JournalArgs) -> Result<ExitCode, String> {
     let search = journal_search(&args)?;
-    let store = open_store(&load_config(config_path)?)?;
+    let store = open_store_read_only(&load_config(config_path)?)?;
     if let Some(id) = args.show {
         let entry = store
             .journal_entry(id)

@@ -53,8 +53,8 @@ use crate::store::{
 use super::fhir::{FhirShared, FhirState, guard};
 use super::push::{BodyError, OVERSIZE_KEPT, census_view_context, outcome, read_limited};
 
-/// The journal channel of documents.
-pub const DOCUMENTS_CHANNEL: &str = "documents";
+/// The journal channel of documents (reserved in the configuration).
+pub use crate::config::DOCUMENTS_CHANNEL;
 
 /// Room for the JSON around the Base64 payload in a `$send-to-ehr` body.
 const BODY_OVERHEAD: usize = 64 * 1024;
@@ -122,6 +122,33 @@ impl DocumentsState {
             }),
         })
     }
+}
+
+/// Every route of `[fhir]` (the census search) and `[documents]` (`$send-to-ehr`,
+/// `$tracking`), behind the `[fhir]` guard; `wakers` are the destinations' workers.
+pub(super) fn routes(
+    config: &crate::config::Config,
+    store: crate::store::Store,
+    wakers: BTreeMap<String, Arc<Notify>>,
+) -> Result<Option<Router>, String> {
+    let Some(fhir_config) = &config.fhir else {
+        return Ok(None);
+    };
+    let https = config.http.as_ref().is_some_and(|h| h.tls.is_some());
+    let fhir_state = FhirState::new(fhir_config, store, https);
+    let mut router = super::fhir::router(fhir_state.clone());
+    if let Some(documents) = &config.documents {
+        let files: Vec<String> = config
+            .outbound
+            .iter()
+            .filter(|(_, d)| matches!(d, crate::config::Destination::File(_)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let state = DocumentsState::new(documents, &fhir_state, wakers, &files)
+            .map_err(|e| format!("the document endpoint: {e}"))?;
+        router = router.merge(self::router(state, fhir_state));
+    }
+    Ok(Some(router))
 }
 
 /// `$send-to-ehr` and `$tracking`, behind the `[fhir]` guard.

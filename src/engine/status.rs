@@ -605,6 +605,14 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
                 (label("kind", "journal"), prune.journal.load(Relaxed)),
                 (label("kind", "outbound"), prune.outbound.load(Relaxed)),
                 (label("kind", "holds"), prune.holds.load(Relaxed)),
+                (
+                    label("kind", "census_encounters"),
+                    prune.census_encounters.load(Relaxed),
+                ),
+                (
+                    label("kind", "census_patients"),
+                    prune.census_patients.load(Relaxed),
+                ),
             ],
         );
         family(
@@ -618,6 +626,7 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(out));
     crate::metrics::register(&mut registry);
+    super::reload::register(&mut registry);
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
         return (

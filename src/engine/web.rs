@@ -24,16 +24,18 @@ use super::EngineError;
 /// Where the simulator is mounted on the daemon's HTTP server.
 const SIMULATOR_PREFIX: &str = "/simulator";
 
-/// Builds the whole HTTP router for the daemon listening on `local_addr`.
 /// How long a launch for a patient the census does not know waits for the census to apply
 /// what was journaled before the launch (an ADT acknowledged a moment ago).
 const READ_YOUR_WRITES: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Builds the HTTP routes of `config` for the daemon listening on `local_addr`: launch,
+/// simulator, health.
 pub(super) fn router(
     config: &Config,
     local_addr: SocketAddr,
     store: Store,
     census_progress: tokio::sync::watch::Receiver<i64>,
+    used_links: Arc<crate::http::UsedLinks>,
 ) -> Result<Router, EngineError> {
     let base_url = format!("http://{local_addr}");
     let mut router = Router::new();
@@ -80,7 +82,8 @@ pub(super) fn router(
                 }),
                 Arc::new(PososBridge { client }),
                 launch.settings.clone(),
-            );
+            )
+            .with_used_links(used_links);
             router = router.merge(crate::http::router(state));
         }
         _ => {

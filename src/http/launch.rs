@@ -238,6 +238,13 @@ impl<C: LaunchContext, P: PososApi> LaunchState<C, P> {
         }
     }
 
+    /// Shares `used` as the record of signed links already opened: kept across configuration
+    /// reloads, so a reload never lets a one-time link open a second launch.
+    pub fn with_used_links(mut self, used: Arc<UsedLinks>) -> Self {
+        self.used_links = used;
+        self
+    }
+
     /// The settings in force.
     pub fn settings(&self) -> &LaunchSettings {
         &self.settings

@@ -1,4 +1,4 @@
-//! Documents sent into the EHR (`$send-to-ehr`, schema version 7) and what the FHIR search
+//! Documents sent into the EHR (`$send-to-ehr`, schema version 8) and what the FHIR search
 //! reads of the census.
 //!
 //! A document's journal row is settled like a pushed bundle ([`Store::deliver_document`]): its
@@ -318,14 +318,11 @@ mod tests {
         }
     }
 
-    /// A plan that prunes nothing but document tracking older than `now + 1 s`.
+    /// A plan that prunes nothing but document tracking accepted before `now + 1 s`.
     fn tracking_only() -> RetentionPlan {
-        let far = std::time::Duration::from_secs(100 * 365 * 86_400);
-        let now = jiff::Timestamp::now();
-        RetentionPlan::at(now, far, far).with_document_tracking(
-            now + jiff::SignedDuration::from_secs(1),
-            std::time::Duration::ZERO,
-        )
+        let later = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1);
+        RetentionPlan::keeping(later, None, None)
+            .with_document_tracking(Some(std::time::Duration::ZERO))
     }
 
     #[tokio::test]

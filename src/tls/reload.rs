@@ -113,6 +113,15 @@ impl Reloader {
             .push(holder);
     }
 
+    /// Forgets the holders of `usage` (a channel or destination stopped or restarted by a
+    /// configuration reload).
+    pub fn remove(&self, usage: &str) {
+        self.holders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|holder| holder.usage() != usage);
+    }
+
     fn all(&self) -> Vec<Arc<dyn Reload>> {
         self.holders
             .lock()
