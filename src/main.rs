@@ -468,6 +468,15 @@ fn run(config_path: &Path) -> Result<ExitCode, String> {
             generated.token
         );
     }
+    if let Some(generated) = engine::resolve_fhir_token(&mut config)? {
+        println!(
+            "ordobridge: generated the FHIR routes' token in {} (mode 0600).\n\
+             Applications send `Authorization: Bearer {}` to /fhir/Patient, /fhir/Encounter and\n\
+             /fhir/CommunicationRequest/$send-to-ehr. It is printed only this once; read the file again when you need it.",
+            generated.path.display(),
+            generated.token
+        );
+    }
     let rt = runtime()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
@@ -687,11 +696,12 @@ fn prune(config_path: &Path, dry_run: bool) -> Result<ExitCode, String> {
             )
         })?;
         println_out(&format!(
-            "would delete: {} journal row(s), {} outbound message(s), {} released hold(s), {}",
+            "would delete: {} journal row(s), {} outbound message(s), {} released hold(s), {}{}",
             would.journal,
             would.outbound,
             would.holds,
-            census(&would)
+            census(&would),
+            documents_pruned(would.documents)
         ))?;
         for (channel, rows) in by_channel {
             println_out(&format!("  channel {channel}: {rows} journal row(s)"))?;
@@ -702,13 +712,23 @@ fn prune(config_path: &Path, dry_run: bool) -> Result<ExitCode, String> {
         .block_on(store.prune(plan, retention.batch))
         .map_err(|e| format!("cannot prune: {}", ordobridge::text::error_chain(&e)))?;
     println_out(&format!(
-        "deleted: {} journal row(s), {} outbound message(s), {} released hold(s), {}; {freed} page(s) given back to the file system",
+        "deleted: {} journal row(s), {} outbound message(s), {} released hold(s), {}{}; {freed} page(s) given back to the file system",
         pruned.journal,
         pruned.outbound,
         pruned.holds,
-        census(&pruned)
+        census(&pruned),
+        documents_pruned(pruned.documents)
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `, N document tracking(s)` when documents' tracking is pruned too (`[documents]`).
+fn documents_pruned(count: usize) -> String {
+    if count == 0 {
+        String::new()
+    } else {
+        format!(", {count} document tracking(s)")
+    }
 }
 
 fn backup(config_path: &Path, dest: &Path) -> Result<ExitCode, String> {

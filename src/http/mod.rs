@@ -8,6 +8,10 @@
 //!   ([`sign_launch_url`] builds them for EHR integrators).
 //! - The scan-token and guide requests are built by mappings of the one mapping language
 //!   ([`crate::mapping`], `format = "json"`, `input = "launch"`), held in [`LaunchSettings`].
+//! - [`credentials`]: bearer and basic credentials of an authenticated endpoint (the push,
+//!   the `/fhir` routes), compared in constant time.
+//! - [`fhir`]: the pure side of the document routes: `$send-to-ehr` parameters read and
+//!   checked, search tokens, OperationOutcome.
 //! - [`guard`]: what every route shares: served `Host` names, the admin routes' access,
 //!   the request timeout and the security headers.
 //! - [`error`]: the one API error type, [`LaunchError`], rendered as an HTML page a clinician
@@ -20,7 +24,9 @@
 //! the allow-list needs the peer address, and a request without one is refused.
 
 pub mod access;
+pub mod credentials;
 pub mod error;
+pub mod fhir;
 pub mod guard;
 pub mod launch;
 mod query;

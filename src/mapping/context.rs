@@ -86,7 +86,7 @@ pub(crate) struct InputRoot {
     pub(crate) keys: Option<&'static [&'static str]>,
 }
 
-const PUSH_ROOTS: [InputRoot; 3] = [
+const PUSH_ROOTS: [InputRoot; 4] = [
     InputRoot {
         name: "prescription",
         keys: None,
@@ -97,6 +97,10 @@ const PUSH_ROOTS: [InputRoot; 3] = [
     },
     InputRoot {
         name: "message",
+        keys: None,
+    },
+    InputRoot {
+        name: "document",
         keys: None,
     },
 ];

@@ -1079,7 +1079,7 @@ mod tests {
     )]
     #[case::err_unknown_root(
         "lin.medication",
-        "unknown name `lin` at character 1: expected `prescription`, `census`, `message`, `line`, `line_index`, `dosage`, `dosage_index`"
+        "unknown name `lin` at character 1: expected `prescription`, `census`, `message`, `document`, `line`, `line_index`, `dosage`, `dosage_index`"
     )]
     #[case::err_unknown_function(
         "census.sex | mapp('sex')",

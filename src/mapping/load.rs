@@ -1481,11 +1481,11 @@ mod tests {
     )]
     #[case::err_for_each_unknown_root(
         "[[segment]]\nfor_each = \"bundle.lines\"\n[[segment.segment]]\nid = \"ORC\"\n",
-        "mappings/orm.toml:9:12: `segment[2].for_each`: unknown name `bundle` at character 1: expected `prescription`, `census`, `message`"
+        "mappings/orm.toml:9:12: `segment[2].for_each`: unknown name `bundle` at character 1: expected `prescription`, `census`, `message`, `document`"
     )]
     #[case::err_item_outside_group(
         "[[segment]]\nid = \"ORC\"\nfields = { \"ORC-2\" = \"line.id\" }\n",
-        "mappings/orm.toml:10:22: `segment[2].fields.ORC-2`: unknown name `line` at character 1: expected `prescription`, `census`, `message`"
+        "mappings/orm.toml:10:22: `segment[2].fields.ORC-2`: unknown name `line` at character 1: expected `prescription`, `census`, `message`, `document`"
     )]
     #[case::err_group_without_segments(
         "[[segment]]\nfor_each = \"prescription.lines\"\n",
@@ -1786,7 +1786,7 @@ mod tests {
     )]
     #[case::err_launch_root_in_push(
         "[message]\nformat = \"json\"\n[[segment]]\nid = \"/\"\nfields = { a = \"user.rpps\" }\n",
-        "mappings/orm.toml:5:16: `segment[1].fields.a`: unknown name `user` at character 1: expected `prescription`, `census`, `message` (`user` is an input of launch mappings: set `[message] input = \"launch\"`)"
+        "mappings/orm.toml:5:16: `segment[1].fields.a`: unknown name `user` at character 1: expected `prescription`, `census`, `message`, `document` (`user` is an input of launch mappings: set `[message] input = \"launch\"`)"
     )]
     #[case::err_old_scan_token(
         "# old\n[fields]\nrpps = { from = \"user.rpps\" }\n",

@@ -74,7 +74,8 @@
 //!
 //! # Expressions
 //!
-//! Paths into the context (`prescription.lines`, `census.ipp`, `message.now`, group items such
+//! Paths into the context (`prescription.lines`, `census.ipp`, `message.now`, `document.title`
+//! for the documents of `$send-to-ehr` (see `engine::documents`), group items such
 //! as `line.medication.code`, `line.dosages[1].text` with 1-based indexes, `…lines[].id` for
 //! every item), texts in quotes, numbers, `~` to concatenate, `==`/`!=`, `and`/`or`/`not`,
 //! and pipes to functions: `default(x)`, `map('name')`, `upper`, `lower`, `trim`,
@@ -767,7 +768,7 @@ when = "line.status != 'cancelled'"
             .to_string();
         assert_eq!(
             err,
-            "omp.toml:6:8: `message.when`: unknown name `lines` at character 1: expected `prescription`, `census`, `message`"
+            "omp.toml:6:8: `message.when`: unknown name `lines` at character 1: expected `prescription`, `census`, `message`, `document`"
         );
     }
 

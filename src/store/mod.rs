@@ -40,6 +40,7 @@
 
 pub mod backup;
 mod census;
+mod documents;
 mod hold;
 mod prune;
 mod queue;
@@ -59,6 +60,9 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use self::documents::{
+    CensusLookup, CensusRecord, DocumentTracking, MessageState, TrackedMessage,
+};
 pub use self::hold::{DeliverOutcome, HeldBundle, HoldOverview, ReleaseReason, UnsettledPush};
 use self::prune::PruneCursor;
 pub use self::prune::{CensusCutoff, ChannelCutoff, Pruned, RetentionPlan};

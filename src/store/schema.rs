@@ -224,6 +224,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX census_patients_updated ON census_patients (updated_at);
     CREATE INDEX census_encounters_discharged ON census_encounters (discharge_at)
         WHERE status = 'discharged';",
+    // 8: documents sent into the EHR (`$send-to-ehr`) and the outbound messages each became,
+    // for `$tracking` (see `documents`). No foreign keys: the journal and the queue are pruned
+    // on their own schedule; a tracked message that is gone reads as `unknown`.
+    "CREATE TABLE documents (
+        journal_id INTEGER PRIMARY KEY,
+        transaction_id TEXT NOT NULL UNIQUE,
+        accepted_at INTEGER NOT NULL
+    );
+    CREATE INDEX documents_accepted_at ON documents (accepted_at);
+    CREATE TABLE document_messages (
+        journal_id INTEGER NOT NULL,
+        outbound_id INTEGER NOT NULL,
+        destination TEXT NOT NULL,
+        PRIMARY KEY (journal_id, outbound_id)
+    ) WITHOUT ROWID;",
 ];
 
 /// Prepared statements kept per connection: the census alone uses about 30.
