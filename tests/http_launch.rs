@@ -429,6 +429,18 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 
 #[tokio::test]
 async fn ok_logs_carry_the_correlation_id_and_no_phi_above_trace() {
+    // A process-wide subscriber interested in debug: without one, a callsite first hit by a
+    // test running in parallel (no subscriber there) can be cached as "never", and this
+    // test's own subscriber then misses its lines (tracing's per-callsite interest cache).
+    static BASELINE: std::sync::Once = std::sync::Once::new();
+    BASELINE.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_writer(std::io::sink)
+                .finish(),
+        );
+    });
     let logs = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .json()
