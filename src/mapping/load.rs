@@ -7,7 +7,7 @@
 //! the fields `[message]` owns), functions, map names, date formats, group paths and names,
 //! the time zone.
 
-use crate::config::line_column;
+use crate::diagnostics::line_column;
 use std::borrow::Cow;
 use std::ops::Range;
 use std::path::Path as FsPath;
