@@ -282,7 +282,7 @@ async fn send(
             id,
             status: EntryStatus::Processed,
         }) => {
-            return answer_done(inner, id, &base).await;
+            return answer_done(inner, id, &base, Earlier::Processed).await;
         }
         Ok(journaled) => journaled.id(),
         Err(e) => {
@@ -327,7 +327,9 @@ async fn send(
             accepted(&base, &transaction_id)
         }
         // Sent twice at once: the other request delivered it.
-        Ok(DeliverOutcome::AlreadyDone) => answer_done(inner, journal_id, &base).await,
+        Ok(DeliverOutcome::AlreadyDone) => {
+            answer_done(inner, journal_id, &base, Earlier::Concurrent).await
+        }
         Err(e) => {
             warn!(journal_id, error = %e, "document not queued");
             unavailable("the queue could not commit the document")
@@ -448,6 +450,17 @@ fn messages(
             source: format!("journal:{journal_id}"),
         });
     }
+    if items.is_empty() {
+        let destinations: Vec<&str> = inner
+            .routes
+            .iter()
+            .map(|r| r.destination.as_str())
+            .collect();
+        return Err(format!(
+            "no route takes this document: the `[message] when` of every `[[documents.route]]` mapping is false for it (destinations: {}); send a document type a route accepts, or add a route",
+            destinations.join(", ")
+        ));
+    }
     Ok(items)
 }
 
@@ -517,12 +530,30 @@ pub(super) fn document_context(
 }
 
 /// 200 for a document already delivered (the same body sent again): its first answer.
-async fn answer_done(inner: &Inner, journal_id: i64, base: &str) -> Response {
+/// How the earlier copy of a document sent again was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Earlier {
+    /// Its journal row is processed: it was queued, maybe long ago.
+    Processed,
+    /// Another request queued it a moment ago.
+    Concurrent,
+}
+
+async fn answer_done(inner: &Inner, journal_id: i64, base: &str, earlier: Earlier) -> Response {
     match inner.fhir.store.document_by_journal(journal_id).await {
         Ok(Some(tracking)) => {
             info!(journal_id, transaction_id = %tracking.transaction_id, "document sent again; already queued, not queued twice");
             accepted(base, &tracking.transaction_id)
         }
+        // Processed long ago: its tracking went with `tracking_retention`.
+        Ok(None) if earlier == Earlier::Processed => outcome(
+            StatusCode::CONFLICT,
+            "duplicate",
+            &format!(
+                "this document was already delivered (journal row {journal_id}); its tracking is older than `[documents] tracking_retention` and no longer kept: nothing was sent again"
+            ),
+            None,
+        ),
         Ok(None) => unavailable("the document is being accepted by an earlier request"),
         Err(e) => {
             warn!(journal_id, error = %e, "document tracking not readable");

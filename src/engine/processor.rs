@@ -70,7 +70,19 @@ pub(super) async fn run_processor(
             return;
         }
         if ready.is_empty() && in_flight.len() < WINDOW {
-            match store.accepted_after(after, BATCH).await {
+            // Pushed bundles and documents are their endpoints' to process (map, queue, then
+            // mark): the census neither marks them nor reads their bodies (up to 20 MiB each).
+            match store
+                .accepted_after(
+                    after,
+                    BATCH,
+                    [
+                        super::push::PUSH_CHANNEL,
+                        super::documents::DOCUMENTS_CHANNEL,
+                    ],
+                )
+                .await
+            {
                 Ok(rows) => {
                     if let Some(last) = rows.last() {
                         after = last.id;
@@ -84,18 +96,7 @@ pub(super) async fn run_processor(
         }
         if !ready.is_empty() && in_flight.len() < WINDOW {
             let take = ready.len().min(CHUNK);
-            // Pushed bundles and documents are their endpoints' to process (map, queue, then
-            // mark); the census must not mark them processed before they are queued.
-            let rows: Vec<Unprocessed> = ready
-                .drain(..take)
-                .filter(|row| {
-                    row.channel != super::push::PUSH_CHANNEL
-                        && row.channel != super::documents::DOCUMENTS_CHANNEL
-                })
-                .collect();
-            if rows.is_empty() {
-                continue;
-            }
+            let rows: Vec<Unprocessed> = ready.drain(..take).collect();
             let work = rows
                 .iter()
                 .map(|row| (row.id, update_for(row, &settings, &phi_channels)))

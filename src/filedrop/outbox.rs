@@ -412,7 +412,14 @@ impl Outbox {
         if let Some((extension, content)) = companion {
             let companion_path = path.with_extension(extension);
             let companion_tmp = tmp_of(&companion_path);
+            // On a failure the message file written above is taken back, so no message
+            // naming a missing document stays visible and the retry writes the same names.
+            let undo = || {
+                let _ = fs::remove_file(&path);
+                fsops::sync_dir(folder);
+            };
             if let Err(source) = write_tmp(&companion_tmp, content) {
+                undo();
                 return Err(OutboxError::Io {
                     op: "write",
                     path: companion_tmp,
@@ -421,6 +428,7 @@ impl Outbox {
             }
             if let Err(source) = fs::rename(&companion_tmp, &companion_path) {
                 let _ = fs::remove_file(&companion_tmp);
+                undo();
                 return Err(OutboxError::Io {
                     op: "rename",
                     path: companion_tmp,

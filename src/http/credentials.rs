@@ -44,6 +44,10 @@ impl Credentials {
         };
         let (scheme, credentials) = given.trim().split_once(' ').unwrap_or((given, ""));
         let credentials = credentials.trim();
+        // Empty credentials never match, even an empty configured secret.
+        if credentials.is_empty() {
+            return false;
+        }
         if scheme.eq_ignore_ascii_case("bearer") {
             self.token
                 .as_deref()
@@ -144,6 +148,8 @@ mod tests {
     #[case::err_not_base64(None, Some("posos:pa:ss"), "Basic ***")]
     #[case::err_no_scheme(Some("t"), None, "t")]
     #[case::err_other_scheme(Some("t"), None, "Digest t")]
+    #[case::err_empty_bearer_against_empty_token(Some(""), None, "Bearer")]
+    #[case::err_empty_basic_against_empty_password(None, Some(""), "Basic ")]
     fn err_refused(#[case] token: Option<&str>, #[case] basic: Option<&str>, #[case] given: &str) {
         assert!(!auth(token, basic).allows(&headers(given)));
     }

@@ -523,6 +523,21 @@ pub fn check_base64(text: &str, max_size: usize) -> Result<usize, ParameterError
     /// Characters decoded at once: a multiple of 4.
     const CHUNK: usize = 16 * 1024;
     let mut buffer = vec![0u8; CHUNK / 4 * 3];
+    // Padding ends the text: each chunk is decoded alone, so `=` before the last chunk would
+    // pass unnoticed.
+    if let Some(position) = bytes
+        .iter()
+        .position(|b| *b == b'=')
+        .filter(|p| *p + 2 < bytes.len() || bytes[*p..].iter().any(|b| *b != b'='))
+    {
+        return Err(semantic(
+            "payload",
+            format!(
+                "not Base64 at character {}: `=` padding may only end the text: send standard Base64, on one line",
+                position + 1
+            ),
+        ));
+    }
     let mut size = 0;
     for (index, chunk) in bytes.chunks(CHUNK).enumerate() {
         let n = base64::engine::general_purpose::STANDARD
@@ -718,5 +733,22 @@ mod tests {
         let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let text = base64::engine::general_purpose::STANDARD.encode(&bytes);
         assert_eq!(check_base64(&text, 1 << 20).unwrap(), 100_000);
+    }
+
+    #[test]
+    fn err_padding_inside_the_payload() {
+        // A whole first chunk ending in padding, then more: each chunk alone would decode.
+        let mut text = "A".repeat(16 * 1024 - 4);
+        text.push_str("AA==");
+        text.push_str("QUJD");
+        let error = check_base64(&text, 1 << 20).unwrap_err();
+        assert_eq!(error.parameter, "payload");
+        assert_eq!(
+            error.message,
+            format!(
+                "not Base64 at character {}: `=` padding may only end the text: send standard Base64, on one line",
+                16 * 1024 - 1
+            )
+        );
     }
 }

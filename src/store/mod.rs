@@ -667,18 +667,20 @@ impl Store {
     }
 
     /// Accepted, not yet processed journal rows after `after_id`, oldest first (blocking
-    /// pool): what the census processor has left to do, also after a restart.
+    /// pool), leaving out the rows of the channels in `skip` (their bodies are never read):
+    /// what the census processor has left to do, also after a restart.
     pub async fn accepted_after(
         &self,
         after_id: i64,
         limit: usize,
+        skip: [&'static str; 2],
     ) -> Result<Vec<Unprocessed>, StoreError> {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
             store
                 .shared
                 .readers
-                .with(|connection| read::accepted_after(connection, after_id, limit))
+                .with(|connection| read::accepted_after(connection, after_id, limit, skip))
         })
         .await
         .map_err(|source| self.read_task(source))?

@@ -324,24 +324,29 @@ const UNSETTLED: &str = concat!(
     " ORDER BY received_at, id LIMIT ?3"
 );
 
-/// Accepted (not yet processed) rows after `after_id`, oldest first, with their raw bytes: the
-/// work list of the processor that feeds the census.
+/// Accepted (not yet processed) rows after `after_id` of every channel but the two in `skip`,
+/// oldest first, with their raw bytes: the work list of the processor that feeds the census.
 pub(super) fn accepted_after(
     connection: &Connection,
     after_id: i64,
     limit: usize,
+    skip: [&str; 2],
 ) -> rusqlite::Result<Vec<Unprocessed>> {
     let mut statement = connection.prepare_cached(
-        "SELECT id, channel, raw FROM journal WHERE status = 'accepted' AND id > ?1 ORDER BY id LIMIT ?2",
+        "SELECT id, channel, raw FROM journal WHERE status = 'accepted' AND id > ?1
+         AND channel NOT IN (?3, ?4) ORDER BY id LIMIT ?2",
     )?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = statement.query_map(rusqlite::params![after_id, limit], |row| {
-        Ok(Unprocessed {
-            id: row.get(0)?,
-            channel: row.get(1)?,
-            raw: row.get(2)?,
-        })
-    })?;
+    let rows = statement.query_map(
+        rusqlite::params![after_id, limit, skip[0], skip[1]],
+        |row| {
+            Ok(Unprocessed {
+                id: row.get(0)?,
+                channel: row.get(1)?,
+                raw: row.get(2)?,
+            })
+        },
+    )?;
     rows.collect()
 }
 
