@@ -50,6 +50,8 @@ pub struct Config {
     pub alert_after: BTreeMap<String, Duration>,
     /// The FHIR push endpoint (`POST /fhir`); needs `[http]`.
     pub push: Option<PushConfig>,
+    /// The web console under `/console/`; needs `[http]`.
+    pub console: Option<crate::console::ConsoleSettings>,
 }
 
 /// Where pushed prescriptions go.
@@ -572,6 +574,27 @@ struct RawConfig {
     #[serde(default)]
     outbound: BTreeMap<String, RawOutbound>,
     push: Option<RawPush>,
+    console: Option<Spanned<RawConsole>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    #[serde(default)]
+    users: BTreeMap<String, RawConsoleUser>,
+    session_ttl: Option<Spanned<String>>,
+    login_attempts: Option<Spanned<i64>>,
+    login_window: Option<Spanned<String>>,
+    language: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_plain_http: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsoleUser {
+    role: Spanned<String>,
+    password_hash: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -875,6 +898,9 @@ impl RawConfig {
         let push = self
             .push
             .map(|push| validate_push(push, &outbound, http.as_ref(), base, report));
+        let console = self
+            .console
+            .map(|console| validate_console(console, http.as_ref(), report));
         Config {
             source: file.to_path_buf(),
             store,
@@ -884,6 +910,7 @@ impl RawConfig {
             launch,
             posos,
             push,
+            console,
             outbound,
             alert_after,
             census: crate::census::CensusSettings {
@@ -1544,6 +1571,116 @@ fn validate_launch(raw: RawLaunch, base: &Path, report: &mut Report<'_>) -> Opti
         settings,
         mapping_file,
     })
+}
+
+/// `[console]`: users with Argon2id hashes and a known role; fail closed (no users, or a
+/// console beyond this machine in plain HTTP, is refused).
+fn validate_console(
+    raw: Spanned<RawConsole>,
+    http: Option<&HttpConfig>,
+    report: &mut Report<'_>,
+) -> crate::console::ConsoleSettings {
+    use crate::console::{ConsoleSettings, Lang, Role, User};
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let mut settings = ConsoleSettings::default();
+    match http {
+        None => report.push(
+            Some(span.clone()),
+            "console",
+            "`[console]` is served on the HTTP listener: add an `[http]` section with `bind = \"127.0.0.1:8717\"`".to_string(),
+        ),
+        Some(http) => {
+            settings.secure_cookies = http.tls.is_some();
+            if !http.bind.ip().is_loopback() && http.tls.is_none() && !raw.allow_plain_http {
+                report.push(
+                    Some(span.clone()),
+                    "console",
+                    format!(
+                        "the console would be served on {} in plain HTTP: passwords and session cookies would cross the network in clear. Add `[http.tls]` (or put a TLS reverse proxy on this machine and bind `[http] bind` to `127.0.0.1`), or set `allow_plain_http = true` in `[console]` for a closed test network",
+                        http.bind
+                    ),
+                );
+            }
+        }
+    }
+    if raw.users.is_empty() {
+        report.push(
+            Some(span),
+            "console.users",
+            "the console has no users, so nobody could log in: add one with `ordobridge user add NAME --role operator` and paste the line it prints under `[console.users]`".to_string(),
+        );
+    }
+    for (name, user) in raw.users {
+        let key = format!("console.users.{name}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+        {
+            report.push(
+                None,
+                &key,
+                format!("`{name}` is not a user name: use letters, digits, `.`, `_`, `-` or `@`"),
+            );
+            continue;
+        }
+        let Some(role) = Role::parse(user.role.get_ref()) else {
+            report.push(
+                Some(user.role.span()),
+                &format!("{key}.role"),
+                format!(
+                    "unknown role `{}`: expected `viewer` (dashboard and message list, no patient data) or `operator` (patient data and actions)",
+                    user.role.get_ref()
+                ),
+            );
+            continue;
+        };
+        if let Err(e) = crate::console::check_hash(user.password_hash.get_ref()) {
+            report.push(
+                Some(user.password_hash.span()),
+                &format!("{key}.password_hash"),
+                e.to_string(),
+            );
+            continue;
+        }
+        settings.users.insert(
+            name,
+            User {
+                role,
+                password_hash: user.password_hash.into_inner(),
+            },
+        );
+    }
+    if let Some(ttl) = raw
+        .session_ttl
+        .and_then(|v| duration_value(v, "console.session_ttl", report))
+    {
+        settings.session_ttl = ttl.max(Duration::from_secs(60));
+    }
+    if let Some(attempts) = positive(raw.login_attempts, "console.login_attempts", report) {
+        settings.login_attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
+    }
+    if let Some(window) = raw
+        .login_window
+        .and_then(|v| duration_value(v, "console.login_window", report))
+    {
+        settings.login_window = window.max(Duration::from_secs(1));
+    }
+    if let Some(language) = raw.language {
+        match Lang::parse(language.get_ref()) {
+            Some(lang) => settings.language = lang,
+            None => report.push(
+                Some(language.span()),
+                "console.language",
+                format!(
+                    "unknown language `{}`: expected `fr` or `en`",
+                    language.get_ref()
+                ),
+            ),
+        }
+    }
+    settings
 }
 
 fn validate_posos(

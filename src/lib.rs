@@ -25,6 +25,7 @@
 pub mod census;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod engine;
 pub mod filedrop;

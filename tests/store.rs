@@ -69,7 +69,7 @@ async fn ok_open_migrates_reopen_keeps_newer_refused() {
     let id = fixture.store.journal(record("1", ADT)).await.unwrap().id();
     fixture.store.close().await;
     drop(fixture.store);
-    assert_eq!(count(&fixture.path, "PRAGMA user_version"), 6);
+    assert_eq!(count(&fixture.path, "PRAGMA user_version"), 7);
 
     let store = Store::open(&fixture.path, StoreOptions::default()).unwrap();
     assert!(

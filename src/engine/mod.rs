@@ -21,6 +21,7 @@
 //! - `web`: the HTTP router: launch endpoints over the census and the Posos client, and the
 //!   built-in simulator.
 
+mod console;
 mod file_in;
 mod hold;
 mod intake;

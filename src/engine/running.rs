@@ -37,8 +37,8 @@ use crate::store::Store;
 use crate::tls::Reloader;
 
 use super::{
-    ChannelHandle, EngineError, FileInbound, InboundMllp, hold, outbox, processor, prune, push,
-    status, unsettled, web,
+    ChannelHandle, EngineError, FileInbound, InboundMllp, console, hold, outbox, processor, prune,
+    push, status, unsettled, web,
 };
 
 /// A spawned task and the token that stops it.
@@ -165,6 +165,9 @@ struct Shared {
     used_links: Arc<UsedLinks>,
     prune_stats: Arc<prune::PruneStats>,
     hold_stats: Arc<hold::HoldStats>,
+    /// The console's session key, logged-out sessions and failed logins: a reload must not
+    /// log users out nor forget failures. `None` if the random generator failed at start.
+    console: Option<Arc<console::ConsoleShared>>,
 }
 
 /// Everything the configuration decides, running.
@@ -236,6 +239,7 @@ impl Running {
                 used_links: Arc::new(UsedLinks::default()),
                 prune_stats: Arc::default(),
                 hold_stats: Arc::default(),
+                console: console::ConsoleShared::new().map(Arc::new),
             },
             config: None,
             inbound: BTreeMap::new(),
@@ -930,7 +934,24 @@ impl Running {
         let observed = Arc::new(self.observed(config));
         let mut router = web
             .merge(status::router(observed.clone(), guard.clone()))
-            .merge(status::ready_router(observed));
+            .merge(status::ready_router(observed.clone()));
+        if let Some(settings) = &config.console {
+            match &self.shared.console {
+                Some(shared) => {
+                    router = router.merge(console::router(console::ConsoleState::new(
+                        settings.clone(),
+                        shared.clone(),
+                        self.shared.store.clone(),
+                        observed,
+                        self.wakers.clone(),
+                        self.shared.shutdown.clone(),
+                    )));
+                }
+                None => tracing::error!(
+                    "the web console is off: the system's random generator failed at start (restart the daemon)"
+                ),
+            }
+        }
         if let (Some(push), Some(deliverer)) = (&config.push, deliverer) {
             router = router.merge(push::router(push::PushState::new(
                 push,

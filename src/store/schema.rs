@@ -212,6 +212,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 6: a note on a journal row the census could not use (no IPP of the configured authority,
     // a bad date, …): the row is `processed` and says why, with no patient value in it.
     "ALTER TABLE journal ADD COLUMN note TEXT;",
+    // 7: the console's audit trail (who viewed a raw message or acted, when, on what, why),
+    // and the outbound rows of a journal row (the console's lineage) found by index.
+    "CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        user TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX audit_at ON audit (at);
+    CREATE INDEX outbound_source ON outbound (source);",
 ];
 
 /// Prepared statements kept per connection: the census alone uses about 30.

@@ -138,6 +138,13 @@ pub(super) enum Request {
         freed: u32,
         reply: oneshot::Sender<Result<(Pruned, u32), StoreError>>,
     },
+    /// `Store::audit`: one row of the console's audit trail.
+    Audit {
+        entry: super::audit::AuditEntry,
+        /// Unix microseconds.
+        at: i64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// An outbound status change (`mark_delivered`, `mark_retry`, `mark_dead`, `replay`);
     /// `changed` (rows updated) is filled in the transaction, sent after it.
     Outbound {
@@ -368,6 +375,12 @@ pub(super) fn commit_batch(
                 let _ = reply.send(answer);
             }
             Request::Close { .. } => {}
+            Request::Audit { reply, .. } => {
+                let _ = reply.send(match &failure {
+                    None => Ok(()),
+                    Some(source) => Err(error(source)),
+                });
+            }
             Request::Enqueue { ids, reply, .. } => {
                 let _ = reply.send(match &failure {
                     None => Ok(ids),
@@ -466,7 +479,7 @@ fn reset(batch: &mut [Request]) {
                 *freed = 0;
             }
             Request::Reject { changed, .. } => *changed = false,
-            Request::MarkProcessed { .. } | Request::Close { .. } => {}
+            Request::MarkProcessed { .. } | Request::Close { .. } | Request::Audit { .. } => {}
         }
     }
 }
@@ -536,6 +549,9 @@ fn execute(
                     }
                 }
                 Request::Close { .. } => {}
+                Request::Audit { entry, at, .. } => {
+                    super::audit::insert(&transaction, *at, entry)?;
+                }
                 Request::Enqueue { items, ids, .. } => {
                     queue::insert(&transaction, items, ids)?;
                 }
