@@ -2263,6 +2263,74 @@ mod tests {
         assert_eq!(errors(&text), vec![expected]);
     }
 
+    /// An Argon2id hash of `correct horse battery` (made by `ordobridge user add`).
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$dDCpZk0QtYaz5o0K1vDzEA$QUS8gFzxyt/MeJApM6aM8c0l/r0mrZt24S9iM7IV5u8";
+
+    fn console_text(bind: &str, tls: bool, console: &str) -> String {
+        let tls = if tls {
+            format!(
+                "[http.tls]\ncert = \"/etc/ordobridge/tls/server.pem\"\nkey = \"/etc/ordobridge/tls/server.key\"\n"
+            )
+        } else {
+            String::new()
+        };
+        format!("[store]\npath = \"ob.db\"\n[http]\nbind = \"{bind}\"\n{tls}[console]\n{console}\n")
+    }
+
+    #[rstest]
+    #[case::err_no_users(
+        "127.0.0.1:8717",
+        "",
+        "/etc/ordobridge/ob.toml:5:1: `console.users`: the console has no users, so nobody could log in: add one with `ordobridge user add NAME --role operator` and paste the line it prints under `[console.users]`"
+    )]
+    #[case::err_plain_http_beyond_loopback(
+        "0.0.0.0:8717",
+        &format!("[console.users]\nalice = {{ role = \"operator\", password_hash = \"{HASH}\" }}"),
+        "/etc/ordobridge/ob.toml:5:1: `console`: the console would be served on 0.0.0.0:8717 in plain HTTP: passwords and session cookies would cross the network in clear. Add `[http.tls]` (or put a TLS reverse proxy on this machine and bind `[http] bind` to `127.0.0.1`), or set `allow_plain_http = true` in `[console]` for a closed test network"
+    )]
+    #[case::err_role(
+        "127.0.0.1:8717",
+        &format!("[console.users]\nalice = {{ role = \"admin\", password_hash = \"{HASH}\" }}"),
+        "/etc/ordobridge/ob.toml:7:18: `console.users.alice.role`: unknown role `admin`: expected `viewer` (dashboard and message list, no patient data) or `operator` (patient data and actions)"
+    )]
+    #[case::err_hash(
+        "127.0.0.1:8717",
+        "[console.users]\nalice = { role = \"viewer\", password_hash = \"secret-in-clear\" }",
+        "/etc/ordobridge/ob.toml:7:44: `console.users.alice.password_hash`: `secret-in-cl` is not an Argon2id hash (expected `$argon2id$v=19$m=…`): make one with `ordobridge user add NAME --role viewer`"
+    )]
+    fn err_console_fail_closed(#[case] bind: &str, #[case] console: &str, #[case] expected: &str) {
+        assert_eq!(errors(&console_text(bind, false, console)), vec![expected]);
+    }
+
+    #[test]
+    fn err_console_without_http() {
+        let text = format!(
+            "[store]\npath = \"ob.db\"\n[console]\n[console.users]\nalice = {{ role = \"viewer\", password_hash = \"{HASH}\" }}\n"
+        );
+        assert_eq!(
+            errors(&text),
+            vec![
+                "/etc/ordobridge/ob.toml:3:1: `console`: `[console]` is served on the HTTP listener: add an `[http]` section with `bind = \"127.0.0.1:8717\"`"
+            ]
+        );
+    }
+
+    #[rstest]
+    #[case::ok_loopback("127.0.0.1:8717", false, "")]
+    #[case::ok_lan_by_choice("0.0.0.0:8717", false, "allow_plain_http = true")]
+    #[case::ok_lan_tls("0.0.0.0:8717", true, "language = \"en\"\nsession_ttl = \"1h\"")]
+    fn ok_console(#[case] bind: &str, #[case] tls: bool, #[case] extra: &str) {
+        let console = format!(
+            "{extra}\n[console.users]\nalice = {{ role = \"operator\", password_hash = \"{HASH}\" }}"
+        );
+        let text = console_text(bind, tls, &console);
+        assert_eq!(errors(&text), Vec::<String>::new());
+        let config = load(&text, &[]).expect("valid");
+        let console = config.console.expect("console");
+        assert_eq!(console.secure_cookies, tls);
+        assert_eq!(console.users["alice"].role, crate::console::Role::Operator);
+    }
+
     #[rstest]
     #[case::ok_token_file("token_file = \"/var/lib/ordobridge/push-token\"")]
     #[case::ok_token(&format!("token = \"{TOKEN}\""))]
