@@ -443,7 +443,10 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(indexes, ["outbound_dead", "outbound_pending", "outbound_source"]);
+        assert_eq!(
+            indexes,
+            ["outbound_dead", "outbound_pending", "outbound_source"]
+        );
         let err = connection
             .execute_batch(
                 "INSERT INTO outbound (destination, enqueued_at, control_id, payload, source,
