@@ -2268,9 +2268,7 @@ mod tests {
 
     fn console_text(bind: &str, tls: bool, console: &str) -> String {
         let tls = if tls {
-            format!(
-                "[http.tls]\ncert = \"/etc/ordobridge/tls/server.pem\"\nkey = \"/etc/ordobridge/tls/server.key\"\n"
-            )
+            "[http.tls]\ncert = \"/etc/ordobridge/tls/server.pem\"\nkey = \"/etc/ordobridge/tls/server.key\"\n".to_string()
         } else {
             String::new()
         };

@@ -301,7 +301,7 @@ async fn console_auth_csrf_roles_resend_and_logout() {
     let (status, _, page) = viewer.get("/console/messages/1").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
-        !page.contains(r#"id="raw""#) && !page.contains("Leblanc"),
+        !page.contains(r#"id="raw""#) && !page.contains("DURAND"),
         "{page}"
     );
     assert!(!page.contains(r#"id="resend""#), "{page}");

@@ -253,14 +253,14 @@ impl ConsoleState {
         chosen: Option<&str>,
         nav: Nav,
         here: &str,
-    ) -> Result<(Session, Frame), Response> {
+    ) -> Result<(Session, Frame), Box<Response>> {
         let lang = self.lang(headers, chosen);
         match self.session(headers) {
             Ok(session) => {
                 let frame = self.frame(&session, lang, nav, here);
                 Ok((session, frame))
             }
-            Err(Refusal::NotLoggedIn) => Err(see_other("/console/login")),
+            Err(Refusal::NotLoggedIn) => Err(Box::new(see_other("/console/login"))),
         }
     }
 
@@ -271,19 +271,21 @@ impl ConsoleState {
         csrf: &str,
         operator_only: bool,
         path: &str,
-    ) -> Result<(Session, Frame), Response> {
+    ) -> Result<(Session, Frame), Box<Response>> {
         let lang = self.lang(headers, None);
         let Ok(session) = self.session(headers) else {
-            return Err((
-                StatusCode::UNAUTHORIZED,
-                "not logged in, or the session expired: log in at /console/login\n",
-            )
-                .into_response());
+            return Err(Box::new(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    "not logged in, or the session expired: log in at /console/login\n",
+                )
+                    .into_response(),
+            ));
         };
         let frame = self.frame(&session, lang, Nav::Messages, path);
         if !self.csrf_ok(&session, csrf) {
             tracing::warn!(user = %session.user, path, "console form refused: wrong or missing CSRF token");
-            return Err(html(
+            return Err(Box::new(html(
                 StatusCode::FORBIDDEN,
                 pages::problem(
                     &frame,
@@ -293,11 +295,11 @@ impl ConsoleState {
                         "The form's security token is missing or wrong: reload the page and try again.",
                     ),
                 ),
-            ));
+            )));
         }
         if operator_only && !session.role.is_operator() {
             tracing::warn!(user = %session.user, path, "console action refused: the user is not an operator");
-            return Err(forbidden(&frame));
+            return Err(Box::new(forbidden(&frame)));
         }
         Ok((session, frame))
     }
@@ -572,7 +574,7 @@ async fn logout(
 ) -> Response {
     let (session, _) = match state.action(&headers, &form.csrf, false, "/console/logout") {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     state.0.shared.revoked.revoke(&session, now_unix());
     tracing::info!(user = %session.user, "console logout");
@@ -591,7 +593,7 @@ fn number(value: &Value) -> u64 {
 }
 
 /// The dashboard's view of what `/status` computes.
-async fn dashboard_view(state: &ConsoleState) -> pages::Dashboard {
+async fn dashboard_view(state: &ConsoleState, lang: Lang) -> pages::Dashboard {
     let snapshot = status::snapshot(&state.0.observed).await;
     let journaled = state.0.store.last_journal_id_async().await.unwrap_or(0);
     let empty = serde_json::Map::new();
@@ -603,15 +605,22 @@ async fn dashboard_view(state: &ConsoleState) -> pages::Dashboard {
             let (state_text, received, problem) = if kind == "file" {
                 let error = c["last_error"].as_str().map(str::to_string);
                 (
-                    error
-                        .clone()
-                        .unwrap_or_else(|| format!("polling, {} scans", number(&c["scans"]))),
+                    error.clone().unwrap_or_else(|| match lang {
+                        Lang::Fr => format!("surveillé, {} passages", number(&c["scans"])),
+                        Lang::En => format!("polling, {} scans", number(&c["scans"])),
+                    }),
                     number(&c["files_archived"]),
                     error.is_some(),
                 )
             } else {
                 (
-                    format!("listening, {} open", number(&c["connections_open"])),
+                    match lang {
+                        Lang::Fr => format!(
+                            "à l'écoute, {} connexion(s)",
+                            number(&c["connections_open"])
+                        ),
+                        Lang::En => format!("listening, {} open", number(&c["connections_open"])),
+                    },
                     number(&c["frames"]),
                     false,
                 )
@@ -682,9 +691,9 @@ async fn dashboard(
     let (_, frame) = match state.page(&headers, query.lang.as_deref(), Nav::Dashboard, "/console/")
     {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
-    let view = dashboard_view(&state).await;
+    let view = dashboard_view(&state, frame.lang).await;
     let dead = match state.0.store.dead_letters_async(None, PAGE).await {
         Ok(dead) => dead,
         Err(error) => return store_failure(&frame, error),
@@ -723,7 +732,7 @@ async fn events(State(state): State<ConsoleState>, headers: HeaderMap) -> Respon
             if now_unix() >= session.expires || state.0.shared.revoked.contains(&session.id) {
                 return None;
             }
-            let view = dashboard_view(&state).await;
+            let view = dashboard_view(&state, lang).await;
             let fragment = pages::to_string(pages::dashboard_fragment(lang, &view));
             let event = Event::default().event("dashboard").data(fragment);
             Some((
@@ -814,7 +823,7 @@ async fn messages(
         "/console/messages",
     ) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let lang = frame.lang;
     let operator = session.role.is_operator();
@@ -1028,7 +1037,7 @@ async fn message(
     let here = format!("/console/messages/{id}");
     let (session, frame) = match state.page(&headers, query.lang.as_deref(), Nav::Messages, &here) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let lang = frame.lang;
     let entry = match state.0.store.journal_entry_async(id).await {
@@ -1179,7 +1188,7 @@ async fn resend_journal(
     let path = format!("/console/messages/{id}/resend");
     let (session, frame) = match state.action(&headers, &form.csrf, true, &path) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let lang = frame.lang;
     if form.reason.trim().is_empty() {
@@ -1245,7 +1254,7 @@ async fn resend_outbound(
     let path = format!("/console/outbound/{id}/resend");
     let (session, frame) = match state.action(&headers, &form.csrf, true, &path) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let lang = frame.lang;
     if form.reason.trim().is_empty() {
@@ -1304,7 +1313,7 @@ async fn replay(
 ) -> Response {
     let (session, frame) = match state.action(&headers, &form.csrf, true, "/console/dead/replay") {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if form.reason.trim().is_empty() {
         return reason_missing(&frame);
@@ -1348,7 +1357,7 @@ async fn audit(
         "/console/audit",
     ) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if session.role != Role::Operator {
         return forbidden(&frame);
