@@ -409,3 +409,95 @@ fn user_add_prints_a_line_check_accepts() {
         .expect("run check");
     assert!(output.status.success(), "{output:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_releases_a_held_bundle_now_and_a_viewer_cannot() {
+    let (peer, received) = common::ehr_peer().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let operator = ordobridge::console::hash_password(OPERATOR_PASSWORD).expect("hash");
+    let viewer = ordobridge::console::hash_password(VIEWER_PASSWORD).expect("hash");
+    let text = format!(
+        r#"{base}{push}
+[console]
+language = "en"
+[console.users]
+olga = {{ role = "operator", password_hash = "{operator}" }}
+victor = {{ role = "viewer", password_hash = "{viewer}" }}
+"#,
+        base = common::base_toml(),
+        push = common::push_to_ehr_toml(
+            peer,
+            "allow_unauthenticated = true\nhold_unknown_for = \"1h\""
+        ),
+    );
+    let engine = common::start_engine(common::config(dir.path(), &text)).await;
+    let http = engine.addr("http");
+
+    // A bundle for a patient the census does not know: held for an hour.
+    let response = reqwest::Client::new()
+        .post(format!("http://{http}/fhir"))
+        .body(common::sample(
+            "samples/posos/two-drugs-prednisone-taper.json",
+        ))
+        .send()
+        .await
+        .expect("push");
+    assert!(
+        response.status().is_success(),
+        "{:?}",
+        response.text().await
+    );
+
+    let mut viewer = Browser::new(http);
+    viewer.login("victor", VIEWER_PASSWORD).await;
+    let (_, _, page) = viewer.get("/console/").await;
+    assert!(page.contains(r#"id="held-bundles""#), "{page}");
+    assert!(
+        !page.contains(r#"id="release-1""#),
+        "no button for a viewer: {page}"
+    );
+    let csrf = csrf_of(&page);
+    let (status, _, _) = viewer
+        .post(
+            "/console/holds/1/release",
+            &[("csrf", &csrf), ("reason", "x")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let mut operator = Browser::new(http);
+    operator.login("olga", OPERATOR_PASSWORD).await;
+    let (_, _, page) = operator.get("/console/").await;
+    assert!(page.contains(r#"id="release-1""#), "{page}");
+    let csrf = csrf_of(&page);
+    let (status, _, page) = operator
+        .post(
+            "/console/holds/1/release",
+            &[("csrf", &csrf), ("reason", "")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        page.contains("Give a reason: it is recorded in the audit trail."),
+        "{page}"
+    );
+    assert!(received.lock().expect("lock").is_empty(), "still held");
+    let (status, _, page) = operator
+        .post(
+            "/console/holds/1/release",
+            &[("csrf", &csrf), ("reason", "patient admitted by phone")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    let delivered = common::first_received(&received).await;
+    assert!(
+        delivered.starts_with(b"MSH|"),
+        "the mapped order reached the EHR"
+    );
+    let (_, _, page) = operator.get("/console/audit").await;
+    assert!(
+        page.contains("hold of journal:1") && page.contains("patient admitted by phone"),
+        "{page}"
+    );
+    engine.stop().await;
+}

@@ -261,7 +261,12 @@ pub fn dashboard_fragment(lang: Lang, view: &Dashboard) -> Markup {
 }
 
 /// The dashboard page: the live fragment inside an element the script refreshes.
-pub fn dashboard(frame: &Frame, view: &Dashboard, dead_letters: &[DeadRow]) -> Markup {
+pub fn dashboard(
+    frame: &Frame,
+    view: &Dashboard,
+    dead_letters: &[DeadRow],
+    held: &[HeldRow],
+) -> Markup {
     let lang = frame.lang;
     layout(
         frame,
@@ -278,8 +283,38 @@ pub fn dashboard(frame: &Frame, view: &Dashboard, dead_letters: &[DeadRow]) -> M
                     (action_form(frame, "/console/dead/replay", "replay", lang.pick("Renvoyer toutes les lettres mortes", "Replay every dead letter"), &[], None))
                 }
             }
+            @if !held.is_empty() {
+                h2 { (lang.pick("Lots en attente de leur patient", "Bundles held for their patient")) }
+                table #held-bundles {
+                    thead { tr {
+                        th scope="col" { (lang.pick("Message", "Message")) }
+                        th scope="col" { (lang.pick("En attente depuis", "Held since")) }
+                        th scope="col" { (lang.pick("Libéré au plus tard", "Released at the latest")) }
+                        @if frame.role.is_operator() { th scope="col" { (lang.pick("Action", "Action")) } }
+                    } }
+                    tbody {
+                        @for row in held {
+                            tr {
+                                td { a href=(format!("/console/messages/{}", row.journal_id)) { (row.journal_id) } }
+                                td { (row.held_at) } td { (row.release_at) }
+                                @if frame.role.is_operator() {
+                                    td { (action_form(frame, &format!("/console/holds/{}/release", row.journal_id), &format!("release-{}", row.journal_id), lang.pick("Libérer maintenant", "Release now"), &[], None)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         },
     )
+}
+
+/// One bundle held for an unknown patient (no patient value shown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldRow {
+    pub journal_id: i64,
+    pub held_at: String,
+    pub release_at: String,
 }
 
 /// One dead letter on the dashboard.

@@ -74,6 +74,8 @@ struct Inner {
     observed: Arc<Observed>,
     /// The configured destinations and their workers' wake-ups, for resends and replays.
     wakers: BTreeMap<String, Arc<Notify>>,
+    /// Wakes the releaser of held bundles (a bundle released now).
+    releaser: Arc<Notify>,
     /// The daemon's shutdown: ends the event streams so the HTTP listener drains.
     shutdown: CancellationToken,
 }
@@ -85,6 +87,7 @@ impl ConsoleState {
         store: Store,
         observed: Arc<Observed>,
         wakers: BTreeMap<String, Arc<Notify>>,
+        releaser: Arc<Notify>,
         shutdown: CancellationToken,
     ) -> ConsoleState {
         ConsoleState(Arc::new(Inner {
@@ -93,6 +96,7 @@ impl ConsoleState {
             store,
             observed,
             wakers,
+            releaser,
             shutdown,
         }))
     }
@@ -111,6 +115,7 @@ pub(super) fn router(state: ConsoleState) -> Router {
         .route("/console/messages/{id}/resend", post(resend_journal))
         .route("/console/outbound/{id}/resend", post(resend_outbound))
         .route("/console/dead/replay", post(replay))
+        .route("/console/holds/{id}/release", post(release_hold))
         .route("/console/audit", get(audit))
         .route(pages::SCRIPT_PATH, get(script))
         .route(pages::STYLE_PATH, get(style))
@@ -707,7 +712,23 @@ async fn dashboard(
             reason: d.reason,
         })
         .collect();
-    let mut response = html(StatusCode::OK, pages::dashboard(&frame, &view, &dead));
+    let held = match state.0.store.held_bundles_async(PAGE).await {
+        Ok(held) => held,
+        Err(error) => return store_failure(&frame, error),
+    };
+    // The partner id (an IPP) stays out: the journal row says whose it is, to operators.
+    let held: Vec<pages::HeldRow> = held
+        .into_iter()
+        .map(|h| pages::HeldRow {
+            journal_id: h.journal_id,
+            held_at: time_text(h.held_at),
+            release_at: time_text(h.release_at),
+        })
+        .collect();
+    let mut response = html(
+        StatusCode::OK,
+        pages::dashboard(&frame, &view, &dead, &held),
+    );
     state.keep_lang(&mut response, query.lang.as_deref());
     response
 }
@@ -1343,6 +1364,45 @@ async fn replay(
         state.wake(destination);
     }
     see_other("/console/")
+}
+
+/// `POST /console/holds/{id}/release`: a bundle held for an unknown patient is mapped now
+/// with what is known (the releaser's next round), its release audited in the same commit.
+async fn release_hold(
+    State(state): State<ConsoleState>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    let path = format!("/console/holds/{id}/release");
+    let (session, frame) = match state.action(&headers, &form.csrf, true, &path) {
+        Ok(found) => found,
+        Err(response) => return *response,
+    };
+    if form.reason.trim().is_empty() {
+        return reason_missing(&frame);
+    }
+    let entry = AuditEntry {
+        user: session.user.clone(),
+        action: "release".to_string(),
+        target: format!("hold of journal:{id}"),
+        reason: form.reason.trim().to_string(),
+    };
+    match state.0.store.release_hold_now(id, entry).await {
+        Ok(true) => {
+            state.0.releaser.notify_one();
+            tracing::info!(user = %session.user, journal_id = id, "console: held bundle released now");
+            see_other("/console/")
+        }
+        Ok(false) => bad_action(
+            &frame,
+            frame.lang.pick(
+                "Ce lot n'est plus en attente (déjà libéré).",
+                "This bundle is no longer held (already released).",
+            ),
+        ),
+        Err(error) => store_failure(&frame, error),
+    }
 }
 
 async fn audit(

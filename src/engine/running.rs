@@ -944,6 +944,7 @@ impl Running {
                         self.shared.store.clone(),
                         observed,
                         self.wakers.clone(),
+                        self.shared.census_changed.clone(),
                         self.shared.shutdown.clone(),
                     )));
                 }

@@ -51,6 +51,9 @@ pub struct LineageRow {
     pub ack: Option<Bytes>,
 }
 
+/// A held bundle due now: the releaser maps it with what is known at its next round.
+pub(super) const RELEASE_NOW_SQL: &str = "UPDATE push_holds SET release_at = min(release_at, ?2) WHERE journal_id = ?1 AND released_at IS NULL";
+
 pub(super) const AUDIT_SQL: &str =
     "INSERT INTO audit (at, user, action, target, reason) VALUES (?1, ?2, ?3, ?4, ?5)";
 
@@ -133,10 +136,31 @@ fn lineage(connection: &Connection, journal_id: i64) -> rusqlite::Result<Vec<Lin
 impl Store {
     /// Records `entry`; resolves once it is committed.
     pub async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        self.audited(entry, None).await.map(drop)
+    }
+
+    /// Makes the held bundle of journal row `journal_id` due now (the releaser maps it at
+    /// its next round, with what is known), recording `entry` in the same transaction;
+    /// `false` if it was not held.
+    pub async fn release_hold_now(
+        &self,
+        journal_id: i64,
+        entry: AuditEntry,
+    ) -> Result<bool, StoreError> {
+        self.audited(entry, Some(journal_id)).await
+    }
+
+    async fn audited(
+        &self,
+        entry: AuditEntry,
+        release_hold: Option<i64>,
+    ) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Request::Audit {
             entry,
             at: jiff::Timestamp::now().as_microsecond(),
+            release_hold,
+            changed: false,
             reply,
         })
         .await?;
@@ -209,5 +233,36 @@ mod tests {
         assert_eq!(lineage[0].status, OutboundStatus::Delivered);
         assert_eq!(lineage[0].ack.as_deref(), Some(&b"MSA|AA|C1"[..]));
         assert!(store.lineage(2).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn ok_release_now_then_err_not_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.sqlite"), StoreOptions::default()).unwrap();
+        let id = store
+            .journal(super::super::tests::record("B1", b"{}"))
+            .await
+            .unwrap()
+            .id();
+        let later = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+        assert!(store.hold(id, "100001".into(), later).await.unwrap());
+        let entry = AuditEntry {
+            user: "olga".into(),
+            action: "release".into(),
+            target: format!("hold:{id}"),
+            reason: "patient admitted by phone".into(),
+        };
+        assert!(store.release_hold_now(id, entry.clone()).await.unwrap());
+        let (due, _) = store.due_holds(jiff::Timestamp::now()).await.unwrap();
+        assert_eq!(due.iter().map(|h| h.journal_id).collect::<Vec<_>>(), [id]);
+        assert!(
+            !store.release_hold_now(id + 1, entry).await.unwrap(),
+            "not held"
+        );
+        assert_eq!(
+            store.recent_audit(10).await.unwrap().len(),
+            2,
+            "both recorded"
+        );
     }
 }

@@ -143,7 +143,11 @@ pub(super) enum Request {
         entry: super::audit::AuditEntry,
         /// Unix microseconds.
         at: i64,
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        /// A held bundle (its journal id) to release now, in the audit row's transaction;
+        /// `changed` says whether it was still held.
+        release_hold: Option<i64>,
+        changed: bool,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
     },
     /// An outbound status change (`mark_delivered`, `mark_retry`, `mark_dead`, `replay`);
     /// `changed` (rows updated) is filled in the transaction, sent after it.
@@ -375,9 +379,9 @@ pub(super) fn commit_batch(
                 let _ = reply.send(answer);
             }
             Request::Close { .. } => {}
-            Request::Audit { reply, .. } => {
+            Request::Audit { changed, reply, .. } => {
                 let _ = reply.send(match &failure {
-                    None => Ok(()),
+                    None => Ok(changed),
                     Some(source) => Err(error(source)),
                 });
             }
@@ -479,7 +483,8 @@ fn reset(batch: &mut [Request]) {
                 *freed = 0;
             }
             Request::Reject { changed, .. } => *changed = false,
-            Request::MarkProcessed { .. } | Request::Close { .. } | Request::Audit { .. } => {}
+            Request::Audit { changed, .. } => *changed = false,
+            Request::MarkProcessed { .. } | Request::Close { .. } => {}
         }
     }
 }
@@ -549,8 +554,20 @@ fn execute(
                     }
                 }
                 Request::Close { .. } => {}
-                Request::Audit { entry, at, .. } => {
+                Request::Audit {
+                    entry,
+                    at,
+                    release_hold,
+                    changed,
+                    ..
+                } => {
                     super::audit::insert(&transaction, *at, entry)?;
+                    if let Some(journal_id) = release_hold {
+                        *changed = transaction
+                            .prepare_cached(super::audit::RELEASE_NOW_SQL)?
+                            .execute(rusqlite::params![*journal_id, *at])?
+                            > 0;
+                    }
                 }
                 Request::Enqueue { items, ids, .. } => {
                     queue::insert(&transaction, items, ids)?;
