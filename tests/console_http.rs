@@ -285,6 +285,26 @@ async fn console_auth_csrf_roles_resend_and_logout() {
     .await;
     assert!(page.contains("MSA|AA|SYN0002"), "the EHR's ACK: {page}");
 
+    // The outbound message itself, sent again from its lineage row (same bytes).
+    assert!(page.contains(r#"id="resend-out-1""#), "{page}");
+    let (status, headers, _) = operator
+        .post(
+            "/console/outbound/1/resend",
+            &[("csrf", &csrf), ("reason", "EHR asked again")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&headers), "/console/messages/1?done=resend");
+    common::wait_for("the second delivery", || {
+        let count = received.lock().expect("lock").len();
+        async move { (count == 2).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        received.lock().expect("lock")[1],
+        common::sample(common::A01_SAMPLE)
+    );
+
     // The views and the resend are in the audit trail.
     let (status, _, page) = operator.get("/console/audit").await;
     assert_eq!(status, StatusCode::OK);
@@ -324,7 +344,7 @@ async fn console_auth_csrf_roles_resend_and_logout() {
     );
     let (status, _, _) = viewer.get("/console/audit").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(received.lock().expect("lock").len(), 1, "nothing more sent");
+    assert_eq!(received.lock().expect("lock").len(), 2, "nothing more sent");
 
     // The Host check guards the console too.
     let response = reqwest::Client::new()

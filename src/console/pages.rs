@@ -560,6 +560,7 @@ pub fn message(frame: &Frame, view: &MessageView) -> Markup {
                         th scope="col" { (lang.pick("En file depuis", "Queued at")) } th scope="col" { (lang.pick("Statut", "Status")) }
                         th scope="col" { (lang.pick("Tentatives", "Attempts")) } th scope="col" { (lang.pick("Dernière erreur", "Last error")) }
                         th scope="col" { (lang.pick("ACK du DPI", "EHR's ACK")) }
+                        @if frame.role.is_operator() { th scope="col" { (lang.pick("Action", "Action")) } }
                     } }
                     tbody {
                         @for out in &view.lineage {
@@ -568,6 +569,9 @@ pub fn message(frame: &Frame, view: &MessageView) -> Markup {
                                 td.status { (out.status) @if let Some(at) = &out.delivered_at { " " span.muted { (at) } } }
                                 td { (out.attempts) } td { (out.last_error.as_deref().unwrap_or("")) }
                                 td { @if let Some(ack) = &out.ack { code.ack { (ack) } } }
+                                @if frame.role.is_operator() {
+                                    td { (action_form(frame, &format!("/console/outbound/{}/resend", out.id), &format!("resend-out-{}", out.id), lang.pick("Renvoyer ce message", "Send this again"), &[], None)) }
+                                }
                             }
                         }
                     }
