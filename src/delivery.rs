@@ -475,7 +475,49 @@ pub async fn run_destination(
             }
         },
     };
-    run_destination_with_tls(store, settings, tls, notify, stats, shutdown).await;
+    // Never paused: the sender goes at once, the flag stays `false`.
+    let (_, pause) = tokio::sync::watch::channel(false);
+    run_destination_with_tls(store, settings, tls, notify, stats, pause, shutdown).await;
+}
+
+/// The pause switch of every destination, by name: an operator pauses a destination (its
+/// worker starts no new message; the one in flight finishes) and resumes it. Kept across
+/// restarts of a destination's task (a reload); memory only: a daemon restart resumes all.
+#[derive(Debug, Default)]
+pub struct PauseSwitches {
+    /// Locked only to find or add a switch.
+    switches:
+        std::sync::Mutex<std::collections::BTreeMap<String, tokio::sync::watch::Sender<bool>>>,
+}
+
+impl PauseSwitches {
+    fn switch(&self, destination: &str) -> tokio::sync::watch::Sender<bool> {
+        self.switches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(destination.to_string())
+            .or_insert_with(|| tokio::sync::watch::channel(false).0)
+            .clone()
+    }
+
+    /// What the worker of `destination` watches.
+    pub fn receiver(&self, destination: &str) -> tokio::sync::watch::Receiver<bool> {
+        self.switch(destination).subscribe()
+    }
+
+    /// Pauses (`true`) or resumes `destination`; whether that changed anything.
+    pub fn set(&self, destination: &str, paused: bool) -> bool {
+        self.switch(destination).send_replace(paused) != paused
+    }
+
+    /// Whether `destination` is paused.
+    pub fn is_paused(&self, destination: &str) -> bool {
+        self.switches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(destination)
+            .is_some_and(|switch| *switch.borrow())
+    }
 }
 
 /// [`run_destination`] with a TLS client built (and registered for reload) by the caller.
@@ -485,6 +527,7 @@ pub async fn run_destination_with_tls(
     tls: Option<crate::tls::ClientTls>,
     notify: Arc<Notify>,
     stats: Arc<DeliveryStats>,
+    pause: tokio::sync::watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) {
     let mut worker = Worker {
@@ -493,6 +536,7 @@ pub async fn run_destination_with_tls(
         settings,
         notify,
         stats,
+        pause,
         shutdown,
         unreachable_streak: 0,
         ahead: VecDeque::new(),
@@ -564,6 +608,9 @@ struct Worker {
     tls: Option<crate::tls::ClientTls>,
     notify: Arc<Notify>,
     stats: Arc<DeliveryStats>,
+    /// `true` while an operator paused the destination: no new message is started (the one
+    /// in flight finishes).
+    pause: tokio::sync::watch::Receiver<bool>,
     shutdown: CancellationToken,
     /// Consecutive failures to connect: drives the backoff while the receiver is down.
     unreachable_streak: u32,
@@ -609,6 +656,25 @@ impl Worker {
     async fn idle(&mut self, client: Option<MllpClient>) -> Link {
         if self.shutdown.is_cancelled() {
             return Link::Stopped;
+        }
+        if *self.pause.borrow() {
+            // Record what was delivered, then wait for the resume (or the shutdown).
+            if let Err(error) = self.settle().await {
+                return self.store_failed(&error, client);
+            }
+            self.ahead.clear();
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return Link::Stopped,
+                changed = self.pause.changed() => {
+                    if changed.is_err() {
+                        // The switch is gone: nobody can resume; stop waiting on it.
+                        let (_, never) = tokio::sync::watch::channel(false);
+                        self.pause = never;
+                    }
+                }
+            }
+            return Link::Idle { client };
         }
         if !std::mem::take(&mut self.ahead_valid) {
             self.ahead.clear();

@@ -165,6 +165,8 @@ pub struct ChannelRow {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DestinationRow {
     pub name: String,
+    /// Paused by an operator.
+    pub paused: bool,
     pub pending: u64,
     pub dead: u64,
     /// Seconds the oldest pending message has waited.
@@ -245,8 +247,8 @@ pub fn dashboard_fragment(lang: Lang, view: &Dashboard) -> Markup {
             } }
             tbody {
                 @for row in &view.destinations {
-                    tr data-destination=(row.name) {
-                        th scope="row" { (row.name) }
+                    tr data-destination=(row.name) data-paused=(row.paused) {
+                        th scope="row" { (row.name) @if row.paused { " " span.bad.paused { (lang.pick("(en pause)", "(paused)")) } } }
                         td.pending { (row.pending) }
                         td { @if let Some(s) = row.oldest_seconds { (s) " s" } @else { "—" } }
                         td.delivered { @if let Some(n) = row.delivered { (n) } @else { "—" } }
@@ -273,6 +275,18 @@ pub fn dashboard(
         lang.pick("Tableau de bord", "Dashboard"),
         html! {
             div #live data-events="/console/events" aria-live="polite" { (dashboard_fragment(lang, view)) }
+            @if frame.role.is_operator() && !view.destinations.is_empty() {
+                h2 { (lang.pick("Suspendre ou reprendre une destination", "Pause or resume a destination")) }
+                div.actions {
+                    @for row in &view.destinations {
+                        @if row.paused {
+                            (action_form(frame, &format!("/console/destinations/{}/resume", row.name), &format!("resume-{}", row.name), &match lang { Lang::Fr => format!("Reprendre {}", row.name), Lang::En => format!("Resume {}", row.name) }, &[], None))
+                        } @else {
+                            (action_form(frame, &format!("/console/destinations/{}/pause", row.name), &format!("pause-{}", row.name), &match lang { Lang::Fr => format!("Suspendre {}", row.name), Lang::En => format!("Pause {}", row.name) }, &[], None))
+                        }
+                    }
+                }
+            }
             @if !dead_letters.is_empty() {
                 h2 { (lang.pick("Lettres mortes", "Dead letters")) }
                 table #dead-letters {

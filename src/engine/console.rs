@@ -74,6 +74,8 @@ struct Inner {
     observed: Arc<Observed>,
     /// The configured destinations and their workers' wake-ups, for resends and replays.
     wakers: BTreeMap<String, Arc<Notify>>,
+    /// The destinations' pause switches.
+    pauses: Arc<crate::delivery::PauseSwitches>,
     /// Wakes the releaser of held bundles (a bundle released now).
     releaser: Arc<Notify>,
     /// The daemon's shutdown: ends the event streams so the HTTP listener drains.
@@ -87,6 +89,7 @@ impl ConsoleState {
         store: Store,
         observed: Arc<Observed>,
         wakers: BTreeMap<String, Arc<Notify>>,
+        pauses: Arc<crate::delivery::PauseSwitches>,
         releaser: Arc<Notify>,
         shutdown: CancellationToken,
     ) -> ConsoleState {
@@ -96,6 +99,7 @@ impl ConsoleState {
             store,
             observed,
             wakers,
+            pauses,
             releaser,
             shutdown,
         }))
@@ -116,6 +120,14 @@ pub(super) fn router(state: ConsoleState) -> Router {
         .route("/console/outbound/{id}/resend", post(resend_outbound))
         .route("/console/dead/replay", post(replay))
         .route("/console/holds/{id}/release", post(release_hold))
+        .route(
+            "/console/destinations/{name}/pause",
+            post(pause_destination),
+        )
+        .route(
+            "/console/destinations/{name}/resume",
+            post(resume_destination),
+        )
         .route("/console/audit", get(audit))
         .route(pages::SCRIPT_PATH, get(script))
         .route(pages::STYLE_PATH, get(style))
@@ -653,6 +665,7 @@ async fn dashboard_view(state: &ConsoleState, lang: Lang) -> pages::Dashboard {
             let queue = &snapshot["queues"][&name];
             let stats = &snapshot["destinations"][&name];
             pages::DestinationRow {
+                paused: state.0.pauses.is_paused(&name),
                 pending: number(&queue["pending"]),
                 dead: number(&queue["dead"]),
                 oldest_seconds: queue["oldest_pending_seconds"].as_u64(),
@@ -1363,6 +1376,63 @@ async fn replay(
     for destination in &destinations {
         state.wake(destination);
     }
+    see_other("/console/")
+}
+
+async fn pause_destination(
+    State(state): State<ConsoleState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    switch_destination(state, name, headers, form, true).await
+}
+
+async fn resume_destination(
+    State(state): State<ConsoleState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    switch_destination(state, name, headers, form, false).await
+}
+
+/// Pauses or resumes a destination: its worker starts no new message while paused (the one
+/// in flight finishes); memory only, a restart resumes every destination.
+async fn switch_destination(
+    state: ConsoleState,
+    name: String,
+    headers: HeaderMap,
+    form: ActionForm,
+    paused: bool,
+) -> Response {
+    let verb = if paused { "pause" } else { "resume" };
+    let path = format!("/console/destinations/{name}/{verb}");
+    let (session, frame) = match state.action(&headers, &form.csrf, true, &path) {
+        Ok(found) => found,
+        Err(response) => return *response,
+    };
+    if form.reason.trim().is_empty() {
+        return reason_missing(&frame);
+    }
+    if !state.0.wakers.contains_key(&name) {
+        return bad_action(
+            &frame,
+            &match frame.lang {
+                Lang::Fr => format!("Destination « {name} » inconnue."),
+                Lang::En => format!("Unknown destination `{name}`."),
+            },
+        );
+    }
+    if !state
+        .audit(&session, verb, format!("destination:{name}"), &form.reason)
+        .await
+    {
+        return store_failure(&frame, "audit");
+    }
+    state.0.pauses.set(&name, paused);
+    state.wake(&name);
+    tracing::info!(user = %session.user, destination = %name, paused, "console: destination switched");
     see_other("/console/")
 }
 

@@ -23,10 +23,24 @@ pub(super) async fn run_file_destination(
     name: String,
     outbox: Arc<Outbox>,
     notify: Arc<Notify>,
+    mut pause: tokio::sync::watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) {
     let retry = RetryPolicy::default();
     loop {
+        // Paused by an operator: no new file until resumed.
+        if *pause.borrow() {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = pause.changed() => {
+                    if changed.is_err() {
+                        let (_, never) = tokio::sync::watch::channel(false);
+                        pause = never;
+                    }
+                }
+            }
+            continue;
+        }
         let next = match store.next_pending_async(&name).await {
             Ok(next) => next,
             Err(e) => {

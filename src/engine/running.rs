@@ -168,6 +168,8 @@ struct Shared {
     /// The console's session key, logged-out sessions and failed logins: a reload must not
     /// log users out nor forget failures. `None` if the random generator failed at start.
     console: Option<Arc<console::ConsoleShared>>,
+    /// Destinations paused from the console, kept across restarts of their tasks.
+    pauses: Arc<crate::delivery::PauseSwitches>,
 }
 
 /// Everything the configuration decides, running.
@@ -240,6 +242,7 @@ impl Running {
                 prune_stats: Arc::default(),
                 hold_stats: Arc::default(),
                 console: console::ConsoleShared::new().map(Arc::new),
+                pauses: Arc::default(),
             },
             config: None,
             inbound: BTreeMap::new(),
@@ -764,10 +767,11 @@ impl Running {
                 }
                 let stats = stats.unwrap_or_default();
                 let settings = settings.clone();
+                let pause = shared.pauses.receiver(name);
                 let task = {
                     let stats = stats.clone();
                     Task::spawn(&shared.tracker, &shared.shutdown, span, move |token| {
-                        run_destination_with_tls(store, settings, tls, notify, stats, token)
+                        run_destination_with_tls(store, settings, tls, notify, stats, pause, token)
                     })
                 };
                 OutboundTask {
@@ -777,11 +781,12 @@ impl Running {
                 }
             }
             (Destination::File(_), PreparedOutbound::File(outbox)) => {
+                let pause = shared.pauses.receiver(name);
                 let name = name.to_string();
                 OutboundTask {
                     settings: destination.clone(),
                     task: Task::spawn(&shared.tracker, &shared.shutdown, span, move |token| {
-                        outbox::run_file_destination(store, name, outbox, notify, token)
+                        outbox::run_file_destination(store, name, outbox, notify, pause, token)
                     }),
                     stats: None,
                 }
@@ -944,6 +949,7 @@ impl Running {
                         self.shared.store.clone(),
                         observed,
                         self.wakers.clone(),
+                        self.shared.pauses.clone(),
                         self.shared.census_changed.clone(),
                         self.shared.shutdown.clone(),
                     )));
