@@ -65,44 +65,28 @@ impl ConsoleShared {
 
 /// What the console's handlers share (rebuilt at every configuration apply).
 #[derive(Clone)]
-pub(super) struct ConsoleState(Arc<Inner>);
+pub(super) struct ConsoleState(Arc<ConsoleParts>);
 
-struct Inner {
-    settings: ConsoleSettings,
-    shared: Arc<ConsoleShared>,
-    store: Store,
-    observed: Arc<Observed>,
+/// What the console is built from.
+pub(super) struct ConsoleParts {
+    pub(super) settings: ConsoleSettings,
+    pub(super) shared: Arc<ConsoleShared>,
+    pub(super) store: Store,
+    /// What `/status` reads (the dashboard shows the same).
+    pub(super) observed: Arc<Observed>,
     /// The configured destinations and their workers' wake-ups, for resends and replays.
-    wakers: BTreeMap<String, Arc<Notify>>,
+    pub(super) wakers: BTreeMap<String, Arc<Notify>>,
     /// The destinations' pause switches.
-    pauses: Arc<crate::delivery::PauseSwitches>,
+    pub(super) pauses: Arc<crate::delivery::PauseSwitches>,
     /// Wakes the releaser of held bundles (a bundle released now).
-    releaser: Arc<Notify>,
+    pub(super) releaser: Arc<Notify>,
     /// The daemon's shutdown: ends the event streams so the HTTP listener drains.
-    shutdown: CancellationToken,
+    pub(super) shutdown: CancellationToken,
 }
 
 impl ConsoleState {
-    pub(super) fn new(
-        settings: ConsoleSettings,
-        shared: Arc<ConsoleShared>,
-        store: Store,
-        observed: Arc<Observed>,
-        wakers: BTreeMap<String, Arc<Notify>>,
-        pauses: Arc<crate::delivery::PauseSwitches>,
-        releaser: Arc<Notify>,
-        shutdown: CancellationToken,
-    ) -> ConsoleState {
-        ConsoleState(Arc::new(Inner {
-            settings,
-            shared,
-            store,
-            observed,
-            wakers,
-            pauses,
-            releaser,
-            shutdown,
-        }))
+    pub(super) fn new(parts: ConsoleParts) -> ConsoleState {
+        ConsoleState(Arc::new(parts))
     }
 }
 

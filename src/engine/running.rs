@@ -944,14 +944,16 @@ impl Running {
             match &self.shared.console {
                 Some(shared) => {
                     router = router.merge(console::router(console::ConsoleState::new(
-                        settings.clone(),
-                        shared.clone(),
-                        self.shared.store.clone(),
-                        observed,
-                        self.wakers.clone(),
-                        self.shared.pauses.clone(),
-                        self.shared.census_changed.clone(),
-                        self.shared.shutdown.clone(),
+                        console::ConsoleParts {
+                            settings: settings.clone(),
+                            shared: shared.clone(),
+                            store: self.shared.store.clone(),
+                            observed,
+                            wakers: self.wakers.clone(),
+                            pauses: self.shared.pauses.clone(),
+                            releaser: self.shared.census_changed.clone(),
+                            shutdown: self.shared.shutdown.clone(),
+                        },
                     )));
                 }
                 None => tracing::error!(
