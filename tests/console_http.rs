@@ -519,6 +519,42 @@ victor = {{ role = "viewer", password_hash = "{viewer}" }}
         page.contains("hold of journal:1") && page.contains("patient admitted by phone"),
         "{page}"
     );
+
+    // The mapping try-out on that bundle: the same message as sent, but for its time.
+    let (status, _, page) = operator.get("/console/try").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("orm-o01.toml → ehr-orders"), "{page}");
+    common::wait_for("the delivery to be recorded", || {
+        let mut operator = Browser {
+            client: operator.client.clone(),
+            base: operator.base.clone(),
+            cookies: operator.cookies.clone(),
+        };
+        async move {
+            let (_, _, page) = operator.get("/console/messages/1").await;
+            page.contains(r#"data-status="delivered""#).then_some(())
+        }
+    })
+    .await;
+    let (status, _, page) = operator
+        .post(
+            "/console/try",
+            &[("csrf", &csrf), ("route", "0"), ("journal", "1")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains(r#"id="produced""#) && page.contains("ORC|"),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"id="diff""#),
+        "compared with what was sent: {page}"
+    );
+    let differing = page.matches(r#"data-same="false""#).count();
+    assert!(differing <= 1, "only MSH (its time) may differ: {page}");
+    let (status, _, _) = viewer.get("/console/try").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     engine.stop().await;
 }
 

@@ -26,6 +26,7 @@ pub const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self
 pub enum Nav {
     Dashboard,
     Messages,
+    TryOut,
     Audit,
 }
 
@@ -83,6 +84,7 @@ pub fn layout(frame: &Frame, title: &str, body: Markup) -> Markup {
                         a href="/console/" aria-current=[current(Nav::Dashboard)] { (lang.pick("Tableau de bord", "Dashboard")) }
                         a href="/console/messages" aria-current=[current(Nav::Messages)] { (lang.pick("Messages", "Messages")) }
                         @if frame.role.is_operator() {
+                            a href="/console/try" aria-current=[current(Nav::TryOut)] { (lang.pick("Essai de mapping", "Mapping try-out")) }
                             a href="/console/audit" aria-current=[current(Nav::Audit)] { (lang.pick("Journal d'audit", "Audit trail")) }
                         }
                     }
@@ -595,6 +597,88 @@ pub fn message(frame: &Frame, view: &MessageView) -> Markup {
                 h2 { (lang.pick("Actions", "Actions")) }
                 div.actions {
                     (action_form(frame, &format!("/console/messages/{}/resend", row.id), "resend", lang.pick("Renvoyer", "Resend"), &view.destinations, None))
+                }
+            }
+        },
+    )
+}
+
+/// What the mapping try-out was given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TryForm {
+    /// Index in the push routes.
+    pub route: usize,
+    pub journal: String,
+    pub bundle: String,
+}
+
+/// What the mapping try-out produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TryResult {
+    /// The message, one segment a line; `None` when the mapping's `when` is false.
+    pub produced: Option<Vec<String>>,
+    pub error: Option<String>,
+    /// Line by line against the message sent for this bundle on the route's destination
+    /// (produced, sent, equal); empty when nothing was sent.
+    pub diff: Vec<(String, String, bool)>,
+    /// The outbound row compared with.
+    pub sent_id: Option<i64>,
+}
+
+/// The mapping try-out: a push route's mapping on a journaled or pasted bundle, the message
+/// it produces (the code of `ordobridge transform`) and its difference from what was sent.
+pub fn try_out(
+    frame: &Frame,
+    routes: &[String],
+    form: &TryForm,
+    result: Option<&TryResult>,
+) -> Markup {
+    let lang = frame.lang;
+    layout(
+        frame,
+        lang.pick("Essai de mapping", "Mapping try-out"),
+        html! {
+            @if routes.is_empty() {
+                p #no-routes { (lang.pick("Aucune route `[[push.route]]` n'est configurée.", "No `[[push.route]]` is configured.")) }
+            } @else {
+                form method="post" action="/console/try" {
+                    input type="hidden" name="csrf" value=(frame.csrf);
+                    div {
+                        label for="route" { (lang.pick("Mapping (route)", "Mapping (route)")) }
+                        select #route name="route" {
+                            @for (i, label) in routes.iter().enumerate() { option value=(i) selected[form.route == i] { (label) } }
+                        }
+                    }
+                    div {
+                        label for="journal" { (lang.pick("N° du lot dans le journal", "Journal id of a bundle")) }
+                        input #journal type="text" name="journal" inputmode="numeric" value=(form.journal);
+                    }
+                    div {
+                        label for="bundle" { (lang.pick("ou collez un lot (JSON)", "or paste a bundle (JSON)")) }
+                        textarea #bundle name="bundle" rows="6" { (form.bundle) }
+                    }
+                    button type="submit" #try { (lang.pick("Essayer", "Try")) }
+                }
+            }
+            @if let Some(result) = result {
+                @if let Some(error) = &result.error { p.error role="alert" #error { (error) } }
+                @match &result.produced {
+                    Some(lines) => {
+                        h2 { (lang.pick("Message produit", "Message produced")) }
+                        pre.raw #produced { @for line in lines { (line) "\n" } }
+                    }
+                    None => @if result.error.is_none() { p #no-message { (lang.pick("Aucun message : la condition `[message] when` du mapping est fausse pour ce lot.", "No message: the mapping's `[message] when` is false for this bundle.")) } }
+                }
+                @if let Some(id) = result.sent_id {
+                    h2 { (lang.pick("Différence avec le message envoyé", "Difference from the message sent")) " (#" (id) ")" }
+                    table #diff {
+                        thead { tr { th scope="col" { (lang.pick("Produit", "Produced")) } th scope="col" { (lang.pick("Envoyé", "Sent")) } } }
+                        tbody {
+                            @for (produced, sent, same) in &result.diff {
+                                tr .muted[*same] .bad[!*same] data-same=(same) { td { code { (produced) } } td { code { (sent) } } }
+                            }
+                        }
+                    }
                 }
             }
         },

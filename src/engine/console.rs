@@ -80,6 +80,8 @@ pub(super) struct ConsoleParts {
     pub(super) pauses: Arc<crate::delivery::PauseSwitches>,
     /// Wakes the releaser of held bundles (a bundle released now).
     pub(super) releaser: Arc<Notify>,
+    /// The push routes (mapping file, destination), for the mapping try-out.
+    pub(super) routes: Vec<crate::config::PushRoute>,
     /// The daemon's shutdown: ends the event streams so the HTTP listener drains.
     pub(super) shutdown: CancellationToken,
 }
@@ -113,6 +115,7 @@ pub(super) fn router(state: ConsoleState) -> Router {
             post(resume_destination),
         )
         .route("/console/audit", get(audit))
+        .route("/console/try", get(try_page).post(try_mapping))
         .route(pages::SCRIPT_PATH, get(script))
         .route(pages::STYLE_PATH, get(style))
         .with_state(state)
@@ -1493,4 +1496,208 @@ async fn audit(
     let mut response = html(StatusCode::OK, pages::audit(&frame, &rows));
     state.keep_lang(&mut response, query.lang.as_deref());
     response
+}
+
+// ---- mapping try-out ----
+
+fn route_labels(state: &ConsoleState) -> Vec<String> {
+    state
+        .0
+        .routes
+        .iter()
+        .map(|r| {
+            let file = r.mapping.file_name().map_or_else(
+                || r.mapping.display().to_string(),
+                |f| f.to_string_lossy().into_owned(),
+            );
+            format!("{file} → {}", r.destination)
+        })
+        .collect()
+}
+
+async fn try_page(
+    State(state): State<ConsoleState>,
+    Query(query): Query<LangQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let (session, frame) =
+        match state.page(&headers, query.lang.as_deref(), Nav::TryOut, "/console/try") {
+            Ok(found) => found,
+            Err(response) => return *response,
+        };
+    if !session.role.is_operator() {
+        return forbidden(&frame);
+    }
+    let mut response = html(
+        StatusCode::OK,
+        pages::try_out(
+            &frame,
+            &route_labels(&state),
+            &pages::TryForm::default(),
+            None,
+        ),
+    );
+    state.keep_lang(&mut response, query.lang.as_deref());
+    response
+}
+
+#[derive(Debug, Deserialize)]
+struct TryFormInput {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    route: usize,
+    #[serde(default)]
+    journal: String,
+    #[serde(default)]
+    bundle: String,
+}
+
+/// Lines of a message for display: segments apart, control bytes escaped.
+fn message_lines(bytes: &[u8]) -> Vec<String> {
+    crate::tools::printable_message(bytes)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `POST /console/try`: a push route's mapping on a journaled or pasted bundle (the code of
+/// `ordobridge transform`), compared line by line with what was sent for that bundle.
+async fn try_mapping(
+    State(state): State<ConsoleState>,
+    headers: HeaderMap,
+    Form(input): Form<TryFormInput>,
+) -> Response {
+    let (session, mut frame) = match state.action(&headers, &input.csrf, true, "/console/try") {
+        Ok(found) => found,
+        Err(response) => return *response,
+    };
+    frame.nav = Nav::TryOut;
+    let lang = frame.lang;
+    let labels = route_labels(&state);
+    let form = pages::TryForm {
+        route: input.route,
+        journal: input.journal.trim().to_string(),
+        bundle: input.bundle.clone(),
+    };
+    let answer = |result: pages::TryResult| {
+        html(
+            StatusCode::OK,
+            pages::try_out(&frame, &labels, &form, Some(&result)),
+        )
+    };
+    let failed = |text: String| {
+        answer(pages::TryResult {
+            error: Some(text),
+            ..pages::TryResult::default()
+        })
+    };
+    let Some(route) = state.0.routes.get(input.route).cloned() else {
+        return failed(
+            lang.pick("Choisissez une route.", "Pick a route.")
+                .to_string(),
+        );
+    };
+    let journal_id = match some(&input.journal).map(|j| j.parse::<i64>()) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => {
+            return failed(match lang {
+                Lang::Fr => format!(
+                    "« {} » n'est pas un numéro de journal.",
+                    input.journal.trim()
+                ),
+                Lang::En => format!("`{}` is not a journal id.", input.journal.trim()),
+            });
+        }
+    };
+    let (body, name) = match journal_id {
+        Some(id) => match state.0.store.journal_entry_async(id).await {
+            Ok(Some(entry)) => {
+                if !state
+                    .audit(
+                        &session,
+                        "try mapping",
+                        format!("journal:{id}"),
+                        "mapping try-out",
+                    )
+                    .await
+                {
+                    return store_failure(&frame, "audit");
+                }
+                (entry.raw, format!("journal:{id}"))
+            }
+            Ok(None) => {
+                return failed(match lang {
+                    Lang::Fr => format!("Le journal n'a pas de message {id}."),
+                    Lang::En => format!("The journal has no message {id}."),
+                });
+            }
+            Err(error) => return store_failure(&frame, error),
+        },
+        None if !input.bundle.trim().is_empty() => (
+            input.bundle.clone().into_bytes(),
+            "pasted bundle".to_string(),
+        ),
+        None => {
+            return failed(
+                lang.pick(
+                    "Donnez un numéro de journal ou collez un lot.",
+                    "Give a journal id or paste a bundle.",
+                )
+                .to_string(),
+            );
+        }
+    };
+    // What was sent for this bundle on the route's destination: compared with, and its
+    // control id reused so that MSH-10 does not differ for nothing.
+    let mut sent = None;
+    if let Some(id) = journal_id
+        && let Ok(rows) = state.0.store.lineage(id).await
+        && let Some(row) = rows
+            .into_iter()
+            .rev()
+            .find(|r| r.destination == route.destination)
+    {
+        let store = state.0.store.clone();
+        if let Ok(Ok(Some((message, _)))) =
+            tokio::task::spawn_blocking(move || store.outbound_message(row.id)).await
+        {
+            sent = Some(message);
+        }
+    }
+    let control_id = sent
+        .as_ref()
+        .map_or_else(|| "TRY-1".to_string(), |m| m.control_id.clone());
+    let now = jiff::Timestamp::now().to_string();
+    let mapping = route.mapping.clone();
+    let produced = tokio::task::spawn_blocking(move || {
+        crate::tools::transform_bytes(&mapping, &body, &name, None, &control_id, &now)
+    })
+    .await;
+    let produced = match produced {
+        Ok(Ok(produced)) => produced,
+        Ok(Err(error)) => return failed(error),
+        Err(error) => return failed(error.to_string()),
+    };
+    let produced_lines = produced.as_deref().map(message_lines);
+    let mut result = pages::TryResult {
+        produced: produced_lines.clone(),
+        ..pages::TryResult::default()
+    };
+    if let Some(message) = sent {
+        let sent_lines = message_lines(&message.payload);
+        let produced_lines = produced_lines.unwrap_or_default();
+        let count = produced_lines.len().max(sent_lines.len());
+        result.diff = (0..count)
+            .map(|i| {
+                let a = produced_lines.get(i).cloned().unwrap_or_default();
+                let b = sent_lines.get(i).cloned().unwrap_or_default();
+                let same = a == b;
+                (a, b, same)
+            })
+            .collect();
+        result.sent_id = Some(message.id);
+    }
+    answer(result)
 }

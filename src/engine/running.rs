@@ -952,6 +952,11 @@ impl Running {
                             wakers: self.wakers.clone(),
                             pauses: self.shared.pauses.clone(),
                             releaser: self.shared.census_changed.clone(),
+                            routes: config
+                                .push
+                                .as_ref()
+                                .map(|push| push.routes.clone())
+                                .unwrap_or_default(),
                             shutdown: self.shared.shutdown.clone(),
                         },
                     )));
