@@ -15,6 +15,9 @@
 //!   time is spent.
 //! - [`tls`]: certificates and keys (PEM), rustls server and client configurations for every
 //!   listener and client, reloaded on SIGHUP; one crypto provider (aws-lc-rs).
+//! - [`console`]: the web console's pure parts: users and roles, Argon2id passwords, signed
+//!   session cookies and CSRF tokens, the login rate limit, French and English, the HL7 views,
+//!   the HTML pages (maud) and their embedded script and style sheet.
 //! - [`tools`]: the CLI tools: send files over MLLP, load test, synthetic corpus.
 //! - [`engine`]: the wiring, read top to bottom: load config, open the store, bind, spawn,
 //!   wait; and the inbound channel that commits a message before it answers its ACK.

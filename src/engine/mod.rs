@@ -19,7 +19,9 @@
 //! - `hold`: releases held bundles when the census learns their patient, or at the deadline;
 //! - `outbox`: the worker of a file destination;
 //! - `web`: the HTTP router: launch endpoints over the census and the Posos client, and the
-//!   built-in simulator.
+//!   built-in simulator;
+//! - `console`: the web console's routes (`/console/`): login, dashboard and its events,
+//!   message browser, audited views and actions, mapping try-out.
 
 mod console;
 mod file_in;
