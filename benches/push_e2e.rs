@@ -15,14 +15,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
 use ordobridge::config::Config;
 use ordobridge::engine::BoundListeners;
-use ordobridge::hl7::Message;
-use ordobridge::mllp::{Inbound, MllpCodec};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_util::codec::Framed;
+
+#[path = "../tests/common/mllp_peer.rs"]
+mod mllp_peer;
 
 /// What the peer has seen: distinct control ids, frames (resends included), and a bell rung
 /// on every new one.
@@ -37,28 +36,16 @@ struct Seen {
 async fn peer(seen: Arc<Seen>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut framed = Framed::new(stream, MllpCodec::new(1 << 20));
-                while let Some(Ok(Inbound::Frame(payload))) = framed.next().await {
-                    let control_id = Message::parse(&payload)
-                        .map(|m| m.header().control_id.to_string())
-                        .unwrap_or_default();
-                    let ack = format!(
-                        "MSH|^~\\&|DPI|CH|OB|POSOS|20260105||ACK^O01^ACK|A{control_id}|P|2.5\rMSA|AA|{control_id}\r"
-                    );
-                    if framed.send(ack.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    seen.frames.fetch_add(1, Ordering::Relaxed);
-                    seen.ids.lock().unwrap().insert(control_id);
-                    seen.bell.notify_one();
-                }
-            });
-        }
-    });
+    mllp_peer::serve(
+        listener,
+        None,
+        mllp_peer::accept_all(),
+        Arc::new(move |control_id, _| {
+            seen.frames.fetch_add(1, Ordering::Relaxed);
+            seen.ids.lock().unwrap().insert(control_id.to_owned());
+            seen.bell.notify_one();
+        }),
+    );
     addr
 }
 

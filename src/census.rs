@@ -504,7 +504,7 @@ pub fn interpret(
         return Ok(CensusUpdate::Ignored {
             reason: format!(
                 "`{}` is not an ADT message",
-                crate::hl7::readable_prefix(message_type.as_bytes(), 32)
+                crate::text::readable_prefix(message_type.as_bytes(), 32)
             ),
         });
     }
@@ -516,7 +516,7 @@ pub fn interpret(
         return Ok(CensusUpdate::Ignored {
             reason: format!(
                 "ADT trigger `{}` is not a census event",
-                crate::hl7::readable_prefix(trigger.as_bytes(), 16)
+                crate::text::readable_prefix(trigger.as_bytes(), 16)
             ),
         });
     };
@@ -540,7 +540,7 @@ pub fn interpret(
             let event = Event::from_trigger(&original)
                 .filter(|e| *e != Event::VisitUpdate)
                 .ok_or_else(|| CensusError::BadOriginalTrigger {
-                    value: crate::hl7::readable_prefix(original.as_bytes(), 16),
+                    value: crate::text::readable_prefix(original.as_bytes(), 16),
                 })?;
             let nda = r.nda().ok_or_else(|| CensusError::NoNda {
                 trigger: trigger.clone(),
@@ -692,7 +692,7 @@ impl<'m> Reader<'m> {
                     Some(a) => format!("of authority `{a}`"),
                     None => "at all".to_owned(),
                 },
-                found: crate::hl7::readable_prefix(field(3), 80),
+                found: crate::text::readable_prefix(field(3), 80),
             });
         };
         let reliability: Vec<String> = self
@@ -779,7 +779,7 @@ impl<'m> Reader<'m> {
             .map(Some)
             .ok_or_else(|| CensusError::BadTime {
                 field: field.to_owned(),
-                value: crate::hl7::readable_prefix(raw, 32),
+                value: crate::text::readable_prefix(raw, 32),
             })
     }
 
@@ -852,7 +852,7 @@ fn birth_date(raw: &[u8], text: &str) -> Result<Option<String>, CensusError> {
     }
     let bad = || CensusError::BadTime {
         field: "PID-7".to_owned(),
-        value: crate::hl7::readable_prefix(raw, 32),
+        value: crate::text::readable_prefix(raw, 32),
     };
     let at = parse_time(text).ok_or_else(bad)?;
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();

@@ -124,7 +124,7 @@ pub enum Destination {
     /// An MLLP receiver (the EHR), ACK checked against MSH-10.
     Mllp(crate::delivery::DestinationSettings),
     /// A drop folder: `NAME.tmp`, fsync, rename, fsync the folder, then the witness.
-    File(crate::filedrop::OutboxSettings),
+    File(crate::delivery::FileDestinationSettings),
 }
 
 #[derive(Debug, Clone)]
@@ -187,7 +187,12 @@ pub struct StoreConfig {
     pub retention: RetentionConfig,
 }
 
-/// `[store] retention`, `rejected_retention`, `prune_interval`, `prune_batch`.
+/// The journal channel of pushed bundles (`[push] retention` applies to it). Reserved: no
+/// inbound channel may take this name.
+pub const PUSH_CHANNEL: &str = "posos-push";
+
+/// `[store] retention`, `rejected_retention`, `prune_interval`, `prune_batch`, with the
+/// channels' `retention` (`[inbound.NAME]`, `[push]`) and `[census] retention`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetentionConfig {
     /// Journal rows (and finished outbound messages, released holds) older than this go;
@@ -195,6 +200,12 @@ pub struct RetentionConfig {
     pub retention: Option<Duration>,
     /// Rejected journal rows older than this go (junk cannot fill the disk).
     pub rejected_retention: Option<Duration>,
+    /// Journal channels with a retention of their own, in place of `retention` (`None`:
+    /// forever); a channel's rejected rows go at the shorter of it and `rejected_retention`.
+    pub channels: BTreeMap<String, Option<Duration>>,
+    /// Encounters discharged longer ago than this go, then patients left without encounters
+    /// and not named since; `None`: the census is kept forever.
+    pub census: Option<Duration>,
     /// Time between two prunes.
     pub interval: Duration,
     /// Rows of each kind deleted per transaction.
@@ -202,26 +213,34 @@ pub struct RetentionConfig {
 }
 
 impl RetentionConfig {
-    /// 90 days of journal, 30 days of rejected frames, a prune every hour by 500 rows.
+    /// 90 days of journal, 30 days of rejected frames, two years of census, a prune every
+    /// hour by 500 rows.
     pub const DEFAULT: RetentionConfig = RetentionConfig {
         retention: Some(Duration::from_secs(90 * 86_400)),
         rejected_retention: Some(Duration::from_secs(30 * 86_400)),
+        channels: BTreeMap::new(),
+        census: Some(Duration::from_secs(2 * 365 * 86_400)),
         interval: Duration::from_secs(3600),
         batch: 500,
     };
 
-    /// The cutoffs at `now`; `None` when nothing is ever pruned.
+    /// The cutoffs at `now` (the census's in the machine's time zone, the one ADT times are
+    /// written in); `None` when nothing is ever pruned.
     pub fn plan(&self, now: jiff::Timestamp) -> Option<crate::store::RetentionPlan> {
-        /// "Forever": no row is that old.
-        const FOREVER: Duration = Duration::from_secs(100 * 365 * 86_400);
-        if self.retention.is_none() && self.rejected_retention.is_none() {
+        if self.retention.is_none()
+            && self.rejected_retention.is_none()
+            && self.census.is_none()
+            && self.channels.values().all(Option::is_none)
+        {
             return None;
         }
-        Some(crate::store::RetentionPlan::at(
-            now,
-            self.retention.unwrap_or(FOREVER),
-            self.rejected_retention.unwrap_or(FOREVER),
-        ))
+        let mut plan =
+            crate::store::RetentionPlan::keeping(now, self.retention, self.rejected_retention)
+                .with_census(self.census, &jiff::tz::TimeZone::system());
+        for (channel, retention) in &self.channels {
+            plan = plan.with_channel(channel, *retention);
+        }
+        Some(plan)
     }
 }
 
@@ -608,6 +627,7 @@ struct RawPush {
     basic_user: Option<Spanned<String>>,
     basic_password: Option<Spanned<String>>,
     hold_unknown_for: Option<Spanned<String>>,
+    retention: Option<Spanned<String>>,
     #[serde(default)]
     route: Vec<RawRoute>,
     require_client_cert: Option<Spanned<bool>>,
@@ -643,6 +663,7 @@ struct RawOutbound {
 #[serde(deny_unknown_fields)]
 struct RawCensus {
     ipp_authority: Option<String>,
+    retention: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -754,6 +775,7 @@ struct RawInbound {
     max_connections: Option<Spanned<i64>>,
     max_connections_per_peer: Option<Spanned<i64>>,
     rejected_max_per_hour: Option<Spanned<i64>>,
+    retention: Option<Spanned<String>>,
     allow: Option<Spanned<Vec<String>>>,
     max_frame_size: Option<Spanned<SizeValue>>,
     read_timeout: Option<Spanned<String>>,
@@ -793,7 +815,7 @@ const DEFAULT_IDLE_TIMEOUT: Duration = crate::mllp::server::ServerSettings::DEFA
 
 impl RawConfig {
     fn validate(self, file: &Path, base: &Path, report: &mut Report<'_>) -> Config {
-        let store = match self.store {
+        let mut store = match self.store {
             Some(store) => StoreConfig {
                 retention: retention(&store, report),
                 path: resolve_path(base, store.path.get_ref()),
@@ -843,7 +865,21 @@ impl RawConfig {
         let mut binds: Vec<(SocketAddr, String)> = Vec::new();
         for (name, raw) in self.inbound {
             let prefix = format!("inbound.{name}");
-            if let Some(channel) = raw.into_inner().validate(&name, &prefix, base, report) {
+            let mut raw = raw.into_inner();
+            if name == PUSH_CHANNEL {
+                report.push(
+                    Some(raw.protocol.span()),
+                    &prefix,
+                    format!("`{PUSH_CHANNEL}` is the journal channel of pushed bundles: give this channel another name"),
+                );
+            }
+            if let Some(retention) = raw.retention.take() {
+                let key = format!("{prefix}.retention");
+                if let Some(age) = retention_value(&retention, &key, Kept::Journal, report) {
+                    store.retention.channels.insert(name.clone(), age);
+                }
+            }
+            if let Some(channel) = raw.validate(&name, &prefix, base, report) {
                 if let InboundKind::Mllp(mllp) = &channel.kind {
                     if let Some((_, other)) = binds
                         .iter()
@@ -895,9 +931,27 @@ impl RawConfig {
             }
             validate_launch(launch.into_inner(), base, report)
         });
-        let push = self
-            .push
-            .map(|push| validate_push(push, &outbound, http.as_ref(), base, report));
+        let push = self.push.map(|mut push| {
+            if let Some(age) = push.retention.take().and_then(|retention| {
+                retention_value(&retention, "push.retention", Kept::Journal, report)
+            }) {
+                store
+                    .retention
+                    .channels
+                    .insert(PUSH_CHANNEL.to_owned(), age);
+            }
+            validate_push(push, &outbound, http.as_ref(), base, report)
+        });
+        if let Some(age) = self
+            .census
+            .as_ref()
+            .and_then(|census| census.retention.as_ref())
+            .and_then(|retention| {
+                retention_value(retention, "census.retention", Kept::Census, report)
+            })
+        {
+            store.retention.census = age;
+        }
         let console = self
             .console
             .map(|console| validate_console(console, http.as_ref(), report));
@@ -923,34 +977,64 @@ impl RawConfig {
     }
 }
 
+/// What a retention keeps, for its error messages.
+#[derive(Debug, Clone, Copy)]
+enum Kept {
+    Journal,
+    Census,
+}
+
+/// A retention key: a duration of at least a day (`90d`, `12w`, `2y`), or `"forever"` to keep
+/// without end (`Some(None)`). `"never"` and `"0"` are refused as ambiguous (keep nothing, or
+/// never delete?). `None` when the value is wrong (reported).
+fn retention_value(
+    value: &Spanned<String>,
+    key: &str,
+    kept: Kept,
+    report: &mut Report<'_>,
+) -> Option<Option<Duration>> {
+    let text = value.get_ref().trim();
+    if text == "forever" {
+        return Some(None);
+    }
+    let problem = match parse_duration(text) {
+        _ if text == "never" || text.trim_start_matches('0').is_empty() => format!(
+            "`{text}` is ambiguous: write `forever` to keep rows without end, or a retention such as `90d`"
+        ),
+        Some(d) if d >= Duration::from_secs(86_400) => return Some(Some(d)),
+        Some(_) => format!(
+            "`{text}` would delete {}: keep at least `1d` (or `forever`)",
+            match kept {
+                Kept::Journal => "the journal of the current day",
+                Kept::Census => "encounters discharged today",
+            }
+        ),
+        None => format!(
+            "invalid retention `{text}`: expected a number with a unit, such as `30d`, `12w` or `2y` (365 days), or `forever`"
+        ),
+    };
+    report.push(Some(value.span()), key, problem);
+    None
+}
+
 /// `[store]` retention keys: durations, or `"forever"` to keep rows without end.
 fn retention(store: &RawStore, report: &mut Report<'_>) -> RetentionConfig {
     let mut config = RetentionConfig::DEFAULT;
-    let mut age = |value: &Option<Spanned<String>>, key: &str, target: &mut Option<Duration>| {
-        if let Some(value) = value {
-            if value.get_ref().trim() == "forever" {
-                *target = None;
-            } else if let Some(d) = duration_value(value.clone(), key, report) {
-                if d < Duration::from_secs(86_400) {
-                    report.push(
-                        Some(value.span()),
-                        key,
-                        format!(
-                            "`{}` would delete the journal of the current day: keep at least `1d` (or `forever`)",
-                            value.get_ref()
-                        ),
-                    );
-                }
-                *target = Some(d);
-            }
+    for (value, key, target) in [
+        (&store.retention, "store.retention", &mut config.retention),
+        (
+            &store.rejected_retention,
+            "store.rejected_retention",
+            &mut config.rejected_retention,
+        ),
+    ] {
+        if let Some(age) = value
+            .as_ref()
+            .and_then(|value| retention_value(value, key, Kept::Journal, report))
+        {
+            *target = age;
         }
-    };
-    age(&store.retention, "store.retention", &mut config.retention);
-    age(
-        &store.rejected_retention,
-        "store.rejected_retention",
-        &mut config.rejected_retention,
-    );
+    }
     if let Some(interval) = store
         .prune_interval
         .clone()
@@ -1404,6 +1488,13 @@ fn validate_outbound(
     report: &mut Report<'_>,
 ) -> Option<Destination> {
     let prefix = format!("outbound.{name}");
+    let retry = retry_policy(
+        raw.retry_initial,
+        raw.retry_max,
+        raw.max_attempts,
+        &prefix,
+        report,
+    );
     match raw.protocol.get_ref().as_str() {
         "mllp" => {
             let Some(address) = raw.address else {
@@ -1443,15 +1534,7 @@ fn validate_outbound(
                 "connect_timeout",
                 &mut settings.connect_timeout,
             );
-            duration(
-                raw.retry_initial,
-                "retry_initial",
-                &mut settings.retry.initial,
-            );
-            duration(raw.retry_max, "retry_max", &mut settings.retry.max);
-            if let Some(max_attempts) = raw.max_attempts {
-                settings.retry.max_attempts = max_attempts;
-            }
+            settings.retry = retry;
             if let Some(tls) = raw.tls {
                 settings.tls = Some(client_tls(
                     tls,
@@ -1472,17 +1555,19 @@ fn validate_outbound(
                 );
                 return None;
             };
-            let settings = crate::filedrop::OutboxSettings {
+            let outbox = crate::filedrop::OutboxSettings {
                 folder: resolve_path(base, &folder),
                 name_template: raw
                     .name_template
                     .unwrap_or_else(|| "{control_id}.hl7".to_string()),
                 witness_suffix: raw.witness_suffix.filter(|w| !w.is_empty()),
             };
-            if let Err(e) = crate::filedrop::Outbox::new(settings.clone()) {
+            if let Err(e) = crate::filedrop::Outbox::new(outbox.clone()) {
                 report.push(None, &format!("{prefix}.name_template"), e.to_string());
                 return None;
             }
+            let mut settings = crate::delivery::FileDestinationSettings::new(name, outbox);
+            settings.retry = retry;
             Some(Destination::File(settings))
         }
         other => {
@@ -1494,6 +1579,29 @@ fn validate_outbound(
             None
         }
     }
+}
+
+/// `retry_initial`, `retry_max` and `max_attempts` of `[outbound.NAME]` (either protocol)
+/// over the defaults.
+fn retry_policy(
+    initial: Option<Spanned<String>>,
+    max: Option<Spanned<String>>,
+    max_attempts: Option<u32>,
+    prefix: &str,
+    report: &mut Report<'_>,
+) -> crate::delivery::RetryPolicy {
+    let mut policy = crate::delivery::RetryPolicy::default();
+    let mut duration = |value: Option<Spanned<String>>, key: &str, target: &mut Duration| {
+        if let Some(d) = value.and_then(|v| duration_value(v, &format!("{prefix}.{key}"), report)) {
+            *target = d;
+        }
+    };
+    duration(initial, "retry_initial", &mut policy.initial);
+    duration(max, "retry_max", &mut policy.max);
+    if let Some(max_attempts) = max_attempts {
+        policy.max_attempts = max_attempts;
+    }
+    policy
 }
 
 fn validate_launch(raw: RawLaunch, base: &Path, report: &mut Report<'_>) -> Option<LaunchConfig> {
@@ -2167,6 +2275,9 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
             "m" | "min" => Duration::from_secs(n.checked_mul(60)?),
             "h" => Duration::from_secs(n.checked_mul(3600)?),
             "d" => Duration::from_secs(n.checked_mul(86_400)?),
+            "w" => Duration::from_secs(n.checked_mul(7 * 86_400)?),
+            // A year of retention: 365 days.
+            "y" => Duration::from_secs(n.checked_mul(365 * 86_400)?),
             _ => return None,
         };
         total = total.checked_add(d)?;
@@ -2451,12 +2562,97 @@ mod tests {
     )]
     #[case::err_not_a_duration(
         "rejected_retention = \"a month\"",
-        "/etc/ordobridge/ob.toml:3:22: `store.rejected_retention`: invalid duration `a month`: expected a number with a unit, such as `500ms`, `30s`, `15m` or `1h`"
+        "/etc/ordobridge/ob.toml:3:22: `store.rejected_retention`: invalid retention `a month`: expected a number with a unit, such as `30d`, `12w` or `2y` (365 days), or `forever`"
     )]
     fn err_retention(#[case] lines: &str, #[case] expected: &str) {
         assert_eq!(
             errors(&format!("[store]\npath = \"ob.db\"\n{lines}\n")),
             vec![expected]
+        );
+    }
+
+    #[test]
+    fn ok_channel_push_and_census_retention() {
+        let config = load(
+            "[store]\npath = \"ob.db\"\n\
+             [inbound.lab]\nprotocol = \"mllp\"\nbind = \"127.0.0.1:0\"\nretention = \"7d\"\n\
+             [inbound.adt]\nprotocol = \"mllp\"\nbind = \"127.0.0.1:0\"\nretention = \"forever\"\n\
+             [inbound.other]\nprotocol = \"mllp\"\nbind = \"127.0.0.1:0\"\n\
+             [push]\nallow_unauthenticated = true\nretention = \"52w\"\n\
+             [census]\nretention = \"10y\"\n",
+            &[],
+        )
+        .unwrap();
+        let retention = &config.store.retention;
+        let days: Vec<(&str, Option<u64>)> = retention
+            .channels
+            .iter()
+            .map(|(name, age)| (name.as_str(), age.map(|d| d.as_secs() / 86_400)))
+            .collect();
+        assert_eq!(
+            days,
+            [("adt", None), ("lab", Some(7)), (PUSH_CHANNEL, Some(364))]
+        );
+        assert_eq!(retention.census, Some(Duration::from_secs(3650 * 86_400)));
+        let plan = retention.plan(jiff::Timestamp::now()).unwrap();
+        assert_eq!(plan.channels.len(), 3);
+        assert!(plan.census.is_some());
+    }
+
+    #[test]
+    fn ok_census_retention_default_and_forever() {
+        let config = load("[store]\npath = \"ob.db\"\n", &[]).unwrap();
+        assert_eq!(
+            config.store.retention.census,
+            Some(Duration::from_secs(730 * 86_400)),
+            "two years"
+        );
+        let config = load(
+            "[store]\npath = \"ob.db\"\nretention = \"forever\"\nrejected_retention = \"forever\"\n\
+             [census]\nretention = \"forever\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.store.retention.census, None);
+        assert_eq!(config.store.retention.plan(jiff::Timestamp::now()), None);
+    }
+
+    #[rstest]
+    #[case::err_channel_never(
+        "[inbound.lab]\nprotocol = \"mllp\"\nbind = \"127.0.0.1:0\"\nretention = \"never\"",
+        "/etc/ordobridge/ob.toml:6:13: `inbound.lab.retention`: `never` is ambiguous: write `forever` to keep rows without end, or a retention such as `90d`"
+    )]
+    #[case::err_channel_syntax(
+        "[inbound.lab]\nprotocol = \"mllp\"\nbind = \"127.0.0.1:0\"\nretention = \"7 days\"",
+        "/etc/ordobridge/ob.toml:6:13: `inbound.lab.retention`: invalid retention `7 days`: expected a number with a unit, such as `30d`, `12w` or `2y` (365 days), or `forever`"
+    )]
+    #[case::err_census_zero(
+        "[census]\nretention = \"0\"",
+        "/etc/ordobridge/ob.toml:4:13: `census.retention`: `0` is ambiguous: write `forever` to keep rows without end, or a retention such as `90d`"
+    )]
+    #[case::err_census_under_a_day(
+        "[census]\nretention = \"6h\"",
+        "/etc/ordobridge/ob.toml:4:13: `census.retention`: `6h` would delete encounters discharged today: keep at least `1d` (or `forever`)"
+    )]
+    #[case::err_push_channel_name(
+        "[inbound.posos-push]\nprotocol = \"mllp\"\nbind = \"127.0.0.1:0\"",
+        "/etc/ordobridge/ob.toml:4:12: `inbound.posos-push`: `posos-push` is the journal channel of pushed bundles: give this channel another name"
+    )]
+    fn err_channel_and_census_retention(#[case] lines: &str, #[case] expected: &str) {
+        assert_eq!(
+            errors(&format!("[store]\npath = \"ob.db\"\n{lines}\n")),
+            vec![expected]
+        );
+    }
+
+    #[test]
+    fn err_push_retention_names_the_key() {
+        let all = errors(
+            "[store]\npath = \"ob.db\"\n[push]\nallow_unauthenticated = true\nretention = \"1h\"\n",
+        );
+        assert!(
+            all.contains(&"/etc/ordobridge/ob.toml:5:13: `push.retention`: `1h` would delete the journal of the current day: keep at least `1d` (or `forever`)".to_owned()),
+            "{all:?}"
         );
     }
 
@@ -2504,6 +2700,28 @@ bind = "127.0.0.1:${PORT:-2575}"
             (config.store.queue_capacity, config.store.max_batch),
             (store.queue_capacity, store.max_batch)
         );
+    }
+
+    #[test]
+    fn ok_file_destination_takes_the_retry_keys() {
+        let text = format!(
+            "{MINIMAL}[outbound.drop]\nprotocol = \"file\"\nfolder = \"out\"\n\
+             retry_initial = \"2s\"\nretry_max = \"1m\"\nmax_attempts = 0\n\
+             [outbound.plain]\nprotocol = \"file\"\nfolder = \"out2\"\n"
+        );
+        let config = load(&text, &[]).unwrap();
+        let Destination::File(drop) = &config.outbound["drop"] else {
+            panic!("expected a file destination");
+        };
+        assert_eq!(drop.outbox.folder, PathBuf::from("/etc/ordobridge/out"));
+        assert_eq!(
+            (drop.retry.initial, drop.retry.max, drop.retry.max_attempts),
+            (Duration::from_secs(2), Duration::from_secs(60), 0)
+        );
+        let Destination::File(plain) = &config.outbound["plain"] else {
+            panic!("expected a file destination");
+        };
+        assert_eq!(plain.retry, crate::delivery::RetryPolicy::default());
     }
 
     #[test]
@@ -2847,6 +3065,8 @@ environment = "prod"
     #[case("30s", Duration::from_secs(30))]
     #[case("15m", Duration::from_secs(900))]
     #[case("1h 30m", Duration::from_secs(5400))]
+    #[case("2w", Duration::from_secs(14 * 86_400))]
+    #[case("2y", Duration::from_secs(730 * 86_400))]
     fn ok_durations(#[case] text: &str, #[case] expected: Duration) {
         assert_eq!(parse_duration(text), Some(expected));
     }

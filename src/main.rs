@@ -592,6 +592,17 @@ fn open_store(config: &Config) -> Result<Store, String> {
     })
 }
 
+/// The store for a listing (`journal`, `census`, `queue`): read-only, never migrated or
+/// created, usable beside the running daemon.
+fn open_store_read_only(config: &Config) -> Result<Store, String> {
+    Store::open_read_only(&config.store.path).map_err(|e| {
+        format!(
+            "cannot read the store: {}",
+            ordobridge::text::error_chain(&e)
+        )
+    })
+}
+
 fn queue(
     config_path: &Path,
     destination: Option<String>,
@@ -600,7 +611,7 @@ fn queue(
     json: bool,
 ) -> Result<ExitCode, String> {
     let config = load_config(config_path)?;
-    let store = open_store(&config)?;
+    let store = open_store_read_only(&config)?;
     let depths = store
         .queue_overview()
         .map_err(|e| format!("cannot read the queues: {e}"))?;
@@ -655,7 +666,7 @@ fn prune(config_path: &Path, dry_run: bool) -> Result<ExitCode, String> {
     let retention = &config.store.retention;
     let Some(plan) = retention.plan(jiff::Timestamp::now()) else {
         println_out(
-            "nothing to prune: `[store] retention` and `rejected_retention` are `forever`",
+            "nothing to prune: every retention (`[store] retention` and `rejected_retention`, the channels', `[census] retention`) is `forever`",
         )?;
         return Ok(ExitCode::SUCCESS);
     };
@@ -665,27 +676,50 @@ fn prune(config_path: &Path, dry_run: bool) -> Result<ExitCode, String> {
             format!("{}d", d.as_secs() / 86_400)
         })
     };
-    println_out(&format!(
-        "retention: journal {}, rejected {}",
+    let mut settings = format!(
+        "retention: journal {}, rejected {}, census {}",
         shown(retention.retention),
-        shown(retention.rejected_retention)
-    ))?;
+        shown(retention.rejected_retention),
+        shown(retention.census)
+    );
+    for (channel, age) in &retention.channels {
+        settings.push_str(&format!("; channel {channel} {}", shown(*age)));
+    }
+    println_out(&settings)?;
+    let census = |pruned: &ordobridge::store::Pruned| {
+        format!(
+            "{} census encounter(s), {} census patient(s)",
+            pruned.census_encounters, pruned.census_patients
+        )
+    };
     if dry_run {
-        let would = store
-            .prunable(&plan)
-            .map_err(|e| format!("cannot count what would be pruned: {e}"))?;
+        let (would, by_channel) = store.prunable_by_channel(&plan).map_err(|e| {
+            format!(
+                "cannot count what would be pruned: {}",
+                ordobridge::text::error_chain(&e)
+            )
+        })?;
         println_out(&format!(
-            "would delete: {} journal row(s), {} outbound message(s), {} released hold(s)",
-            would.journal, would.outbound, would.holds
+            "would delete: {} journal row(s), {} outbound message(s), {} released hold(s), {}",
+            would.journal,
+            would.outbound,
+            would.holds,
+            census(&would)
         ))?;
+        for (channel, rows) in by_channel {
+            println_out(&format!("  channel {channel}: {rows} journal row(s)"))?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let (pruned, freed) = runtime()?
         .block_on(store.prune(plan, retention.batch))
-        .map_err(|e| format!("cannot prune: {e}"))?;
+        .map_err(|e| format!("cannot prune: {}", ordobridge::text::error_chain(&e)))?;
     println_out(&format!(
-        "deleted: {} journal row(s), {} outbound message(s), {} released hold(s); {freed} page(s) given back to the file system",
-        pruned.journal, pruned.outbound, pruned.holds
+        "deleted: {} journal row(s), {} outbound message(s), {} released hold(s), {}; {freed} page(s) given back to the file system",
+        pruned.journal,
+        pruned.outbound,
+        pruned.holds,
+        census(&pruned)
     ))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -717,7 +751,7 @@ fn census(
         (_, _, Some(ins)) => PatientKey::Ins(ins),
         _ => return Err("say which patient: --ipp X, --nda Y or --ins Z".to_string()),
     };
-    let store = open_store(&load_config(config_path)?)?;
+    let store = open_store_read_only(&load_config(config_path)?)?;
     match store
         .census_patient(&key)
         .map_err(|e| format!("cannot read the census: {e}"))?
@@ -769,7 +803,7 @@ fn status(url: &str, token: Option<String>, token_file: Option<&Path>, json: boo
 
 fn journal(config_path: &Path, args: JournalArgs) -> Result<ExitCode, String> {
     let search = journal_search(&args)?;
-    let store = open_store(&load_config(config_path)?)?;
+    let store = open_store_read_only(&load_config(config_path)?)?;
     if let Some(id) = args.show {
         let entry = store
             .journal_entry(id)

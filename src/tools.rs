@@ -168,7 +168,7 @@ pub async fn send_files(
     let settings = tls.client_settings(to)?;
     let mut client = MllpClient::connect(addr, settings)
         .await
-        .map_err(|e| crate::delivery::error_chain(&e))?;
+        .map_err(|e| crate::text::error_chain(&e))?;
     let mut failures = 0usize;
     let msa_1: Path = "MSA-1".parse().map_err(|e| format!("{e}"))?;
     let msa_3: Path = "MSA-3".parse().map_err(|e| format!("{e}"))?;
@@ -177,7 +177,7 @@ pub async fn send_files(
         let answer = client
             .send(&payload, ack_timeout)
             .await
-            .map_err(|e| format!("{name}: {}", crate::delivery::error_chain(&e)))?;
+            .map_err(|e| format!("{name}: {}", crate::text::error_chain(&e)))?;
         let (code, text) = match Message::parse(&answer) {
             Ok(ack) => {
                 let code = ack.text(&msa_1).map(|c| c.into_owned()).unwrap_or_default();

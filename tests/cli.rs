@@ -21,7 +21,12 @@ struct Run {
 
 /// Runs `ordobridge ARGS` in the UTC time zone (dates in `--since` are local midnights).
 fn run(args: &[&str]) -> Run {
-    let output = Command::new(common::ordobridge_bin())
+    run_as(Command::new(common::ordobridge_bin()), args)
+}
+
+/// Runs `COMMAND ARGS` (the binary, or a wrapper and the binary) as [`run`] does.
+fn run_as(mut command: Command, args: &[&str]) -> Run {
+    let output = command
         .args(args)
         .env("TZ", "UTC")
         .env_remove("RUST_BACKTRACE")
@@ -586,4 +591,145 @@ fn check_exit_codes(#[case] text: &str, #[case] code: i32) {
     std::fs::write(&path, text).expect("write");
     let out = run(&["check", "--config", path.to_str().expect("utf-8")]);
     assert_eq!(out.code, Some(code), "{out:?}");
+}
+
+/// Issue 12: the listings (`journal`, `census`, `queue`) open the store read-only. A store
+/// file that is read-only on disk, in a folder nobody may write, is listed (by an
+/// unprivileged user when the tests run as root, whom permissions would not stop), and the
+/// folder holds the same files, byte for byte, afterwards: no `-wal`, no `-shm`, no migration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_read_a_store_that_is_read_only_on_disk() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = filled_store(dir.path()).await;
+    let data = dir.path().join("data");
+    let mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    let snapshot = || {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&data)
+            .expect("list data")
+            .map(|entry| {
+                let path = entry.expect("entry").path();
+                let name = path
+                    .file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned();
+                (name, std::fs::read(&path).expect("read"))
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    for file in std::fs::read_dir(&data).expect("list data") {
+        mode(&file.expect("entry").path(), 0o444);
+    }
+    mode(&data, 0o555);
+    mode(dir.path(), 0o755);
+    mode(&config, 0o644);
+    let before = snapshot();
+    let config = config.to_str().expect("utf-8");
+    let journal = run_unprivileged(&["journal", "--config", config, "--json"]);
+    assert_eq!(ids(&json_of(&journal)), [3, 2, 1]);
+    let queue = run_unprivileged(&["queue", "--config", config, "--json"]);
+    assert_eq!(json_of(&queue)["destinations"], json!([]));
+    let census = run_unprivileged(&["census", "--config", config, "--ipp", "4711"]);
+    assert_eq!(census.code, Some(1), "{census:?}");
+    assert!(
+        census
+            .stderr
+            .starts_with("ordobridge: the census knows no patient"),
+        "{census:?}"
+    );
+    assert_eq!(snapshot(), before, "a listing changed the store folder");
+    // Let the temp dir guard remove it.
+    mode(&data, 0o755);
+}
+
+/// [`run`] as user `nobody` when the tests run as root (through `setpriv`), else as is.
+fn run_unprivileged(args: &[&str]) -> Run {
+    use std::os::unix::fs::MetadataExt;
+    let probe = tempfile::NamedTempFile::new().expect("probe file");
+    let root = probe.as_file().metadata().expect("metadata").uid() == 0;
+    if !root {
+        return run(args);
+    }
+    let mut setpriv = Command::new("setpriv");
+    setpriv
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(common::ordobridge_bin());
+    run_as(setpriv, args)
+}
+
+/// The schema version this build writes (a fresh store's `user_version`).
+fn current_schema_version() -> i64 {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("fresh.db");
+    drop(Store::open(&path, StoreOptions::default()).expect("store"));
+    let db = rusqlite::Connection::open(&path).expect("open");
+    db.pragma_query_value(None, "user_version", |row| row.get(0))
+        .expect("user_version")
+}
+
+/// Issue 12: a listing never migrates. A store of a newer schema, or of an older one, is
+/// refused with a precise error, and its `user_version` is left as it was.
+#[rstest::rstest]
+#[case::err_newer(
+    99,
+    "has schema version 99, this build knows versions 0 to {v}; was it written by a newer ordobridge?\n"
+)]
+#[case::err_older(
+    3,
+    "has schema version 3, this build reads version {v}: start the daemon of this version once (`ordobridge run`), which migrates it; listings never change the store\n"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn err_listings_never_migrate(#[case] version: i64, #[case] said: &str) {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = filled_store(dir.path()).await;
+    let db_path = dir.path().join("data/ob.db");
+    let db = rusqlite::Connection::open(&db_path).expect("open");
+    db.pragma_update(None, "user_version", version)
+        .expect("set user_version");
+    drop(db);
+    let supported = current_schema_version();
+    let config = config.to_str().expect("utf-8");
+    for command in ["journal", "queue"] {
+        let out = run(&[command, "--config", config]);
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert_eq!(
+            out.stderr,
+            format!(
+                "ordobridge: cannot read the store: store `{}` {}",
+                db_path.display(),
+                said.replace("{v}", &supported.to_string())
+            )
+        );
+        assert_eq!(out.stdout, "");
+    }
+    let db = rusqlite::Connection::open(&db_path).expect("open");
+    let after: i64 = db
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .expect("user_version");
+    assert_eq!(after, version, "a listing migrated the store");
+}
+
+/// A store that does not exist yet (the daemon never started) lists as empty, and is not
+/// created by the listing.
+#[test]
+fn ok_listing_a_store_not_created_yet_creates_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    common::config(dir.path(), &common::base_toml());
+    let config = dir.path().join("ob.toml");
+    let out = run(&["queue", "--config", config.to_str().expect("utf-8")]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout
+            .starts_with("no outbound messages pending or dead\nno dead letters\n"),
+        "{out:?}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "the listing created the store"
+    );
 }

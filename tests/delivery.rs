@@ -7,18 +7,17 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use ordobridge::delivery::{
-    DeliveryStats, DestinationSettings, RetryPolicy, outbound_item, render_dead_letters,
-    render_overview, run_destination,
+    DeliveryStats, DestinationSettings, FileDestinationSettings, RetryPolicy, outbound_item,
+    render_dead_letters, render_overview, run_destination, run_file_destination,
 };
+use ordobridge::filedrop::{Outbox, OutboxSettings};
 use ordobridge::store::{OutboundMessage, OutboundStatus, Store, StoreOptions};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -28,9 +27,10 @@ use tokio_util::sync::CancellationToken;
 /// Longest wait for anything in these tests; they normally take well under a second each.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A python-hl7 receiver process, killed by its PID when dropped.
+/// The python-hl7 receiver ([`common::peer::PythonPeer`]) and the file it logs MSH-10s to.
 struct Receiver {
-    child: Child,
+    /// Killed by its PID when dropped.
+    _peer: common::peer::PythonPeer,
     addr: SocketAddr,
     log: PathBuf,
 }
@@ -38,54 +38,21 @@ struct Receiver {
 impl Receiver {
     /// Starts the receiver on `port` (0: any free port), logging MSH-10s to `log`.
     fn start(log: &Path, port: u16) -> Receiver {
-        // Once per test binary: tests running in parallel would otherwise each build the
-        // venv on first use.
-        static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-        let python = PYTHON.get_or_init(common::python_peers);
-        let script = common::repo_root().join("tests/peers/python_hl7_receiver.py");
-        let mut child = Command::new(python)
-            .arg(script)
-            .arg(log)
-            .arg(port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the python-hl7 receiver");
-        let stdout = child.stdout.take().expect("receiver stdout");
-        let mut receiver = Receiver {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        let log_arg = log.to_str().expect("utf-8 log path");
+        let peer = common::peer::PythonPeer::start(
+            "python_hl7_receiver.py",
+            &[log_arg, &port.to_string()],
+        );
+        Receiver {
+            addr: peer.addr,
+            _peer: peer,
             log: log.to_path_buf(),
-        };
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(port) = line.strip_prefix("PORT ")
-                    && let Ok(port) = port.trim().parse::<u16>()
-                {
-                    let _ = tx.send(port);
-                }
-            }
-        });
-        let port = rx
-            .recv_timeout(PATIENCE)
-            .expect("the receiver did not print its port");
-        receiver.addr.set_port(port);
-        receiver
+        }
     }
 
     /// Every MSH-10 received so far, in arrival order.
     fn received(&self) -> Vec<String> {
         received(&self.log)
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -138,6 +105,24 @@ impl Harness {
             settings,
             notify,
             stats,
+            self.shutdown.child_token(),
+        )));
+    }
+
+    /// Starts the worker of a file destination.
+    fn spawn_file(&mut self, settings: FileDestinationSettings) {
+        let notify = Arc::new(Notify::new());
+        self.notify
+            .insert(settings.name.clone(), Arc::clone(&notify));
+        let outbox = Outbox::new(settings.outbox.clone()).expect("valid outbox settings");
+        // Never paused: the switch's sender goes at once.
+        let (_, pause) = tokio::sync::watch::channel(false);
+        self.workers.push(tokio::spawn(run_file_destination(
+            self.store.clone(),
+            settings,
+            Arc::new(outbox),
+            notify,
+            pause,
             self.shutdown.child_token(),
         )));
     }
@@ -542,4 +527,94 @@ async fn shutdown_finishes_the_exchange_in_flight() {
     );
     assert_eq!(harness.status(ids[1]), OutboundStatus::Pending);
     assert_eq!(receiver.received(), strings(&["SILENT-1"]));
+}
+
+/// Issue 12: a file destination honours `retry_initial`, `retry_max` and `max_attempts` like
+/// an MLLP one. Its folder is missing (a share that is not mounted; these tests may run as
+/// root, whom permissions would not stop): the head message is retried with backoff while
+/// the ones behind it wait, and dead-lettered after `max_attempts`; once the folder is back,
+/// the next ones are delivered in order and the replayed dead letter follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_destination_retries_with_backoff_dead_letters_then_delivers_in_order() {
+    let mut harness = Harness::new();
+    let folder = harness.dir.path().join("share/outbox");
+    let outbox = OutboxSettings {
+        folder: folder.clone(),
+        name_template: "{control_id}.hl7".to_owned(),
+        witness_suffix: None,
+    };
+    // The first wait is short, the second long: the test has half a second, after the
+    // first message's death, to mount the share before the second one dies too.
+    harness.spawn_file(FileDestinationSettings {
+        retry: RetryPolicy {
+            initial: Duration::from_millis(20),
+            max: Duration::from_secs(1),
+            multiplier: 50.0,
+            max_attempts: 3,
+        },
+        poll_interval: Duration::from_millis(50),
+        ..FileDestinationSettings::new("drop", outbox)
+    });
+    let started = Instant::now();
+    let first = harness.enqueue("drop", &["F-1"]).await;
+    wait_for("a first failed write", || {
+        (harness.row(first[0]).0.attempts >= 1).then_some(())
+    })
+    .await;
+    // Enqueued behind a message in backoff: nothing overtakes it.
+    let rest = harness.enqueue("drop", &["F-2", "F-3"]).await;
+    for id in &rest {
+        let (row, status) = harness.row(*id);
+        assert_eq!((status, row.attempts), (OutboundStatus::Pending, 0));
+    }
+    wait_for("F-1 dead-lettered", || {
+        (harness.status(first[0]) == OutboundStatus::Dead).then_some(())
+    })
+    .await;
+    // Three attempts, the waits between them jittered in [10 ms, 20 ms] and [500 ms, 1 s].
+    assert!(
+        started.elapsed() >= Duration::from_millis(510),
+        "{:?}",
+        started.elapsed()
+    );
+    let (dead, _) = harness.row(first[0]);
+    assert_eq!(dead.attempts, 3);
+    let reason = dead.last_error.expect("a dead-letter reason");
+    let expected = format!(
+        "gave up after 3 attempts: cannot deliver `F-1` into `{}`: cannot write `{}`: ",
+        folder.display(),
+        folder.join("F-1.hl7.tmp").display()
+    );
+    assert!(reason.starts_with(&expected), "{reason}");
+    assert!(reason.contains("No such file or directory"), "{reason}");
+
+    // The share is back: F-2 (in its long backoff) and F-3 go, in order; then F-1 replayed.
+    std::fs::create_dir_all(&folder).expect("mount the share");
+    harness.settled(&rest).await;
+    for id in &rest {
+        assert_eq!(harness.status(*id), OutboundStatus::Delivered);
+    }
+    assert_eq!(
+        harness.store.replay(first.clone()).await.expect("replay"),
+        1
+    );
+    harness.notify["drop"].notify_one();
+    harness.settled(&first).await;
+    assert_eq!(harness.status(first[0]), OutboundStatus::Delivered);
+    harness.stop().await;
+    let mut names: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(&folder)
+        .expect("list the share")
+        .map(|entry| {
+            let entry = entry.expect("entry");
+            let modified = entry
+                .metadata()
+                .expect("metadata")
+                .modified()
+                .expect("mtime");
+            (modified, entry.file_name().to_string_lossy().into_owned())
+        })
+        .collect();
+    names.sort();
+    let names: Vec<String> = names.into_iter().map(|(_, name)| name).collect();
+    assert_eq!(names, strings(&["F-2.hl7", "F-3.hl7", "F-1.hl7"]));
 }

@@ -18,20 +18,13 @@ use ordobridge::mllp::client::{ClientSettings, MllpClient};
 
 const TOKEN: &str = "s3cret-5b8e1d0c4a7f2e9b3d6c1a8f0e4b7d2c";
 
-/// The configuration of these tests: `adt-in`, the HTTP server, the push routed through the
-/// mapping `mapping` to the EHR at `peer`; `extra` appended.
+/// The configuration of these tests: [`common::base_toml`] (`adt-in`, the census, the HTTP
+/// server) and the push routed through the mapping `mapping` to the EHR at `peer`; `extra`
+/// appended.
 fn config_text(peer: std::net::SocketAddr, mapping: &Path, extra: &str) -> String {
-    format!(
-        r#"
-[store]
-path = "data/ob.db"
-[inbound.adt-in]
-protocol = "mllp"
-bind = "127.0.0.1:0"
-[census]
-ipp_authority = "CH_EXEMPLE"
-[http]
-bind = "127.0.0.1:0"
+    common::base_toml()
+        + &format!(
+            r#"
 [outbound.ehr-orders]
 protocol = "mllp"
 address = "{peer}"
@@ -44,8 +37,8 @@ mapping = "{mapping}"
 destination = "ehr-orders"
 {extra}
 "#,
-        mapping = mapping.display()
-    )
+            mapping = mapping.display()
+        )
 }
 
 /// The shipped ORM^O01 mapping with MSH-3 (the sending application) set to `sender`.

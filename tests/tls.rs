@@ -187,11 +187,11 @@ fn a01() -> Vec<u8> {
 async fn try_send(addr: SocketAddr, settings: ClientSettings) -> Result<String, String> {
     let mut client = MllpClient::connect(addr, settings)
         .await
-        .map_err(|e| ordobridge::delivery::error_chain(&e))?;
+        .map_err(|e| ordobridge::text::error_chain(&e))?;
     let answer = client
         .send(&a01(), PATIENCE)
         .await
-        .map_err(|e| ordobridge::delivery::error_chain(&e))?;
+        .map_err(|e| ordobridge::text::error_chain(&e))?;
     Ok(String::from_utf8_lossy(&answer).into_owned())
 }
 
@@ -493,10 +493,6 @@ fn s_client(
 /// A TLS MLLP receiver that requires a client certificate of `client_ca`, answers AA and
 /// keeps what it received.
 async fn tls_ehr_peer(cert: &Path, key: &Path, client_ca: &Path) -> (SocketAddr, Received) {
-    use futures::{SinkExt, StreamExt};
-    use ordobridge::hl7::Message;
-    use ordobridge::mllp::{Inbound, MllpCodec};
-
     let settings = ordobridge::tls::ServerTlsSettings {
         cert: cert.to_path_buf(),
         key: key.to_path_buf(),
@@ -513,29 +509,12 @@ async fn tls_ehr_peer(cert: &Path, key: &Path, client_ca: &Path) -> (SocketAddr,
     let addr = listener.local_addr().expect("addr");
     let received: Received = Arc::default();
     let sink = received.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (acceptor, sink) = (acceptor.clone(), sink.clone());
-            tokio::spawn(async move {
-                let Ok(stream) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let mut framed = tokio_util::codec::Framed::new(stream, MllpCodec::new(1 << 20));
-                while let Some(Ok(Inbound::Frame(payload))) = framed.next().await {
-                    let control_id = Message::parse(&payload)
-                        .map(|m| m.header().control_id)
-                        .unwrap_or_default();
-                    sink.lock().expect("lock").push(payload.to_vec());
-                    let ack = format!(
-                        "MSH|^~\\&|DPI|CH|OB|POSOS|20260105||ACK^O01^ACK|A{control_id}|P|2.5\rMSA|AA|{control_id}\r"
-                    );
-                    if framed.send(ack.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    common::mllp_peer::serve(
+        listener,
+        Some(acceptor),
+        common::mllp_peer::accept_all(),
+        Arc::new(move |_, payload| sink.lock().expect("lock").push(payload.to_vec())),
+    );
     (addr, received)
 }
 

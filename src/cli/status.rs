@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::text::error_chain;
+
 /// How long the whole request may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -117,7 +119,7 @@ pub async fn fetch(url: &reqwest::Url, token: Option<&str>) -> Result<Value, Sta
         .build()
         .map_err(|e| StatusError::Unreachable {
             url: shown.clone(),
-            reason: chain(&e),
+            reason: error_chain(&e),
         })?;
     let mut request = client.get(url.clone());
     if let Some(token) = token {
@@ -125,7 +127,7 @@ pub async fn fetch(url: &reqwest::Url, token: Option<&str>) -> Result<Value, Sta
     }
     let response = request.send().await.map_err(|e| StatusError::Unreachable {
         url: shown.clone(),
-        reason: chain(&e),
+        reason: error_chain(&e),
     })?;
     let code = response.status();
     let body = response
@@ -133,9 +135,9 @@ pub async fn fetch(url: &reqwest::Url, token: Option<&str>) -> Result<Value, Sta
         .await
         .map_err(|e| StatusError::Unreachable {
             url: shown.clone(),
-            reason: chain(&e),
+            reason: error_chain(&e),
         })?;
-    let excerpt = || crate::hl7::readable_prefix(body.trim().as_bytes(), 200);
+    let excerpt = || crate::text::readable_prefix(body.trim().as_bytes(), 200);
     if code == reqwest::StatusCode::FORBIDDEN {
         return Err(StatusError::Refused {
             url: shown,
@@ -159,17 +161,6 @@ pub async fn fetch(url: &reqwest::Url, token: Option<&str>) -> Result<Value, Sta
         });
     }
     Ok(value)
-}
-
-/// An error and its causes, joined with `: ` (reqwest's own text hides the cause).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
 }
 
 /// 0 for `ok`, 1 for `attention`, 2 for anything else.

@@ -17,7 +17,6 @@
 //! - `processor`: applies accepted ADT/HPRIM to the census, behind the ACK;
 //! - `push`: the FHIR push endpoint (journal, map, enqueue; or hold for an unknown patient);
 //! - `hold`: releases held bundles when the census learns their patient, or at the deadline;
-//! - `outbox`: the worker of a file destination;
 //! - `web`: the HTTP router: launch endpoints over the census and the Posos client, and the
 //!   built-in simulator;
 //! - `console`: the web console's routes (`/console/`): login, dashboard and its events,
@@ -28,7 +27,6 @@ mod file_in;
 mod hold;
 mod intake;
 mod mllp_in;
-mod outbox;
 mod processor;
 mod prune;
 mod push;
@@ -229,7 +227,7 @@ pub async fn run_with_reloader(
 }
 
 /// [`run`], applying each configuration sent through the other end of `requests` (the
-/// binary's SIGHUP handler, tests): see [`running`] for what a reload changes.
+/// binary's SIGHUP handler, tests): see the module `running` for what a reload changes.
 pub async fn run_reloadable(
     config: Config,
     mut listeners: BoundListeners,

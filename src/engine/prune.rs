@@ -1,6 +1,7 @@
-//! The background pruner: every `[store] prune_interval`, deletes what `[store] retention`
-//! and `rejected_retention` let go ([`Store::prune`]: small transactions, intake served between
-//! them), then shrinks the file. Counted for `/status` and `/metrics`.
+//! The background pruner: every `[store] prune_interval`, deletes what `[store] retention`,
+//! `rejected_retention`, the channels' `retention` and `[census] retention` let go
+//! ([`Store::prune`]: small transactions, intake served between them), then shrinks the file.
+//! Counted for `/status` and `/metrics`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,8 @@ pub(super) struct PruneStats {
     pub(super) journal: AtomicU64,
     pub(super) outbound: AtomicU64,
     pub(super) holds: AtomicU64,
+    pub(super) census_encounters: AtomicU64,
+    pub(super) census_patients: AtomicU64,
     pub(super) pages_freed: AtomicU64,
     pub(super) failures: AtomicU64,
     /// Unix seconds of the last prune that finished; 0 before the first.
@@ -62,6 +65,12 @@ pub(super) async fn run_pruner(
                 stats
                     .holds
                     .fetch_add(pruned.holds as u64, Ordering::Relaxed);
+                stats
+                    .census_encounters
+                    .fetch_add(pruned.census_encounters as u64, Ordering::Relaxed);
+                stats
+                    .census_patients
+                    .fetch_add(pruned.census_patients as u64, Ordering::Relaxed);
                 stats.pages_freed.fetch_add(freed, Ordering::Relaxed);
                 stats.last_run.store(
                     u64::try_from(jiff::Timestamp::now().as_second()).unwrap_or(0),
@@ -72,6 +81,8 @@ pub(super) async fn run_pruner(
                         journal = pruned.journal,
                         outbound = pruned.outbound,
                         holds = pruned.holds,
+                        census_encounters = pruned.census_encounters,
+                        census_patients = pruned.census_patients,
                         pages_freed = freed,
                         seconds = started.elapsed().as_secs_f64(),
                         "pruned rows past their retention"
@@ -80,7 +91,10 @@ pub(super) async fn run_pruner(
             }
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
-                warn!(error = %e, "prune failed; it runs again at the next interval");
+                warn!(
+                    error = %crate::text::error_chain(&e),
+                    "prune failed; it runs again at the next interval"
+                );
             }
         }
     }

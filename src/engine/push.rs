@@ -53,8 +53,9 @@ use crate::store::{
 };
 use crate::tls::PeerCertificate;
 
-/// The journal channel of pushed bundles.
-pub const PUSH_CHANNEL: &str = "posos-push";
+/// The journal channel of pushed bundles (named in the configuration, where `[push]
+/// retention` applies to it).
+pub use crate::config::PUSH_CHANNEL;
 
 /// One compiled route: a mapping and the destination of its messages.
 struct Route {

@@ -37,8 +37,8 @@ use crate::store::Store;
 use crate::tls::Reloader;
 
 use super::{
-    ChannelHandle, EngineError, FileInbound, InboundMllp, console, hold, outbox, processor, prune,
-    push, status, unsettled, web,
+    ChannelHandle, EngineError, FileInbound, InboundMllp, console, hold, processor, prune, push,
+    status, unsettled, web,
 };
 
 /// A spawned task and the token that stops it.
@@ -377,7 +377,7 @@ impl Running {
                     None => PreparedOutbound::Mllp(None),
                 },
                 Destination::File(settings) => PreparedOutbound::File(Arc::new(
-                    crate::filedrop::Outbox::new(settings.clone()).map_err(|e| {
+                    crate::filedrop::Outbox::new(settings.outbox.clone()).map_err(|e| {
                         EngineError::Destination {
                             name: name.clone(),
                             reason: e.to_string(),
@@ -504,14 +504,8 @@ impl Running {
         // Removed or changed inbound channels: an MLLP server stops accepting at once and
         // drains its connections in the background; a file poller finishes its file first,
         // so two pollers never take from one folder.
-        let leaving: Vec<String> = self
-            .inbound
-            .keys()
-            .filter(|name| !config.inbound.contains_key(*name) || inbound.contains_key(*name))
-            .cloned()
-            .collect();
         let mut kept_stats = BTreeMap::new();
-        for name in leaving {
+        for name in leaving(&self.inbound, &config.inbound, &inbound) {
             let Some(running) = self.inbound.remove(&name) else {
                 continue;
             };
@@ -535,14 +529,8 @@ impl Running {
 
         // Removed or changed destinations: the worker finishes its message before the new one
         // starts, so the queue keeps one sender and its order.
-        let leaving: Vec<String> = self
-            .outbound
-            .keys()
-            .filter(|name| !config.outbound.contains_key(*name) || outbound.contains_key(*name))
-            .cloned()
-            .collect();
         let mut kept_delivery_stats = BTreeMap::new();
-        for name in leaving {
+        for name in leaving(&self.outbound, &config.outbound, &outbound) {
             let Some(running) = self.outbound.remove(&name) else {
                 continue;
             };
@@ -780,13 +768,15 @@ impl Running {
                     stats: Some(stats),
                 }
             }
-            (Destination::File(_), PreparedOutbound::File(outbox)) => {
+            (Destination::File(settings), PreparedOutbound::File(outbox)) => {
+                let settings = settings.clone();
                 let pause = shared.pauses.receiver(name);
-                let name = name.to_string();
                 OutboundTask {
                     settings: destination.clone(),
                     task: Task::spawn(&shared.tracker, &shared.shutdown, span, move |token| {
-                        outbox::run_file_destination(store, name, outbox, notify, pause, token)
+                        crate::delivery::run_file_destination(
+                            store, settings, outbox, notify, pause, token,
+                        )
                     }),
                     stats: None,
                 }
@@ -997,6 +987,20 @@ impl Running {
     }
 }
 
+/// The names running now that must stop: gone from the new configuration, or prepared to
+/// start again with new settings.
+fn leaving<R, C, P>(
+    running: &BTreeMap<String, R>,
+    configured: &BTreeMap<String, C>,
+    prepared: &BTreeMap<String, P>,
+) -> Vec<String> {
+    running
+        .keys()
+        .filter(|name| !configured.contains_key(*name) || prepared.contains_key(*name))
+        .cloned()
+        .collect()
+}
+
 /// Binds `addr` for channel `name`.
 async fn bind(name: &str, addr: SocketAddr) -> Result<std::net::TcpListener, EngineError> {
     let error = |source| EngineError::Bind {
@@ -1050,4 +1054,69 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     };
     differs("http", http(old) != http(new));
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn config(text: &str) -> Config {
+        Config::from_str_with_env(text, std::path::Path::new("/etc/ob.toml"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const BASE: &str = "[store]\npath = \"/var/lib/ob/ob.db\"\n[http]\nbind = \"127.0.0.1:8717\"\n";
+
+    #[rstest]
+    #[case::ok_nothing(BASE, &[])]
+    #[case::ok_store_path(
+        "[store]\npath = \"/var/lib/ob/other.db\"\n[http]\nbind = \"127.0.0.1:8717\"\n",
+        &["store.path"]
+    )]
+    #[case::ok_http_bind(
+        "[store]\npath = \"/var/lib/ob/ob.db\"\n[http]\nbind = \"127.0.0.1:8718\"\n",
+        &["http"]
+    )]
+    #[case::ok_log_and_batch(
+        "[store]\npath = \"/var/lib/ob/ob.db\"\nmax_batch = 7\n[log]\nlevel = \"debug\"\n[http]\nbind = \"127.0.0.1:8717\"\n",
+        &["store.max_batch", "log"]
+    )]
+    fn restart_only_changes_name_the_keys(#[case] new: &str, #[case] keys: &[&str]) {
+        assert_eq!(restart_only_changes(&config(BASE), &config(new)), keys);
+    }
+
+    #[test]
+    fn ok_summary_says_what_changed_by_name() {
+        let summary = ReloadSummary {
+            started: vec!["inbound/b".into()],
+            restarted: vec!["outbound/ehr".into()],
+            stopped: vec![],
+            unchanged: vec!["inbound/a".into(), "outbound/lab".into()],
+            needs_restart: vec!["store.path".into()],
+        };
+        assert_eq!(
+            summary.to_string(),
+            "started: inbound/b; restarted: outbound/ehr; stopped: none; unchanged: inbound/a, outbound/lab; waiting for a restart: store.path"
+        );
+    }
+
+    #[rstest]
+    #[case::gone(&["a", "b"], &["a"], &[], &["b"])]
+    #[case::changed(&["a", "b"], &["a", "b"], &["a"], &["a"])]
+    #[case::added_is_not_leaving(&["a"], &["a", "c"], &["c"], &[])]
+    fn leaving_is_gone_or_changed(
+        #[case] running: &[&str],
+        #[case] configured: &[&str],
+        #[case] prepared: &[&str],
+        #[case] expected: &[&str],
+    ) {
+        let map = |names: &[&str]| -> BTreeMap<String, ()> {
+            names.iter().map(|n| (n.to_string(), ())).collect()
+        };
+        assert_eq!(
+            leaving(&map(running), &map(configured), &map(prepared)),
+            expected
+        );
+    }
 }

@@ -616,6 +616,14 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
                 (label("kind", "journal"), prune.journal.load(Relaxed)),
                 (label("kind", "outbound"), prune.outbound.load(Relaxed)),
                 (label("kind", "holds"), prune.holds.load(Relaxed)),
+                (
+                    label("kind", "census_encounters"),
+                    prune.census_encounters.load(Relaxed),
+                ),
+                (
+                    label("kind", "census_patients"),
+                    prune.census_patients.load(Relaxed),
+                ),
             ],
         );
         family(

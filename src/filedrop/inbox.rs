@@ -52,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::fsops;
+use crate::text::error_chain;
 
 /// Where and how one channel takes files from a shared folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,18 +362,6 @@ pub enum InboxError {
 
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Formats an error with its sources, joined by `": "`.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Polls `settings.folder` until `shutdown` is cancelled, handing each ready file to `handler`

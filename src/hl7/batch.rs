@@ -6,7 +6,7 @@
 //! the first header or message, anything after FTS, a second FHS, a BTS-1/FTS-1 count that is
 //! not a number or does not match what was found. Messages themselves are not parsed here.
 
-use crate::hl7::readable_prefix;
+use crate::text::readable_prefix;
 
 /// Why a payload cannot be split into messages.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -128,7 +128,7 @@ impl MessageBuilder {
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
             })
             .ok_or_else(|| BuildError::SegmentId {
-                id: crate::hl7::readable(id.as_bytes()),
+                id: crate::text::readable(id.as_bytes()),
             })?;
         self.segments.push(SegBuf {
             id,

@@ -111,7 +111,7 @@ impl Delimiters {
                 offset: end,
                 reason: format!(
                     "unexpected `{}` after the encoding characters",
-                    crate::hl7::readable_prefix(header.get(end..).unwrap_or_default(), 8)
+                    crate::text::readable_prefix(header.get(end..).unwrap_or_default(), 8)
                 ),
             });
         }
@@ -122,7 +122,7 @@ impl Delimiters {
     /// `base` is the offset of `seg` in the message, for error messages. Returns the set and the
     /// offset in `seg` just past MSH-2.
     pub(crate) fn read(seg: &[u8], base: usize) -> Result<(Self, usize), ParseError> {
-        let id = crate::hl7::readable(seg.get(..3).unwrap_or(seg));
+        let id = crate::text::readable(seg.get(..3).unwrap_or(seg));
         let Some(&field) = seg.get(3) else {
             return Err(ParseError::TooShort {
                 segment: id,
@@ -145,7 +145,7 @@ impl Delimiters {
                     offset: base + 4,
                     reason: format!(
                         "expected 4 or 5 encoding characters, found {end} (`{}`)",
-                        crate::hl7::readable_prefix(rest.get(..end).unwrap_or_default(), 16)
+                        crate::text::readable_prefix(rest.get(..end).unwrap_or_default(), 16)
                     ),
                 });
             }
@@ -174,11 +174,11 @@ impl Delimiters {
             }
         }
         if end < 4 {
-            let found = crate::hl7::readable(rest.get(..end).unwrap_or_default());
+            let found = crate::text::readable(rest.get(..end).unwrap_or_default());
             let reason = match rest.get(end) {
                 Some(&b) => format!(
                     "expected 4 or 5 encoding characters, found {end} (`{found}`) before `{}` at byte {}",
-                    crate::hl7::readable(&[b]),
+                    crate::text::readable(&[b]),
                     base + 4 + end
                 ),
                 None => format!("expected 4 or 5 encoding characters, found {end} (`{found}`)"),
@@ -239,14 +239,14 @@ fn check_byte(seg: &[u8], offset: usize, base: usize, field: &str) -> Result<(),
     } else if b == b'\r' || b == b'\n' {
         format!(
             "`{}` is a segment terminator, not a delimiter",
-            crate::hl7::readable(&[b])
+            crate::text::readable(&[b])
         )
     } else if b.is_ascii_alphanumeric() {
         format!("`{}` is a letter or digit, not a delimiter", char::from(b))
     } else if !b.is_ascii_graphic() {
         format!(
             "`{}` is not a printable delimiter",
-            crate::hl7::readable(&[b])
+            crate::text::readable(&[b])
         )
     } else {
         return Ok(());

@@ -18,7 +18,7 @@ use crate::hl7::code::{ErrLocation, ErrorCode};
 use crate::hl7::delim::Delimiters;
 use crate::hl7::escape::unescape;
 use crate::hl7::path::{Path, PathError};
-use crate::hl7::readable_prefix;
+use crate::text::readable_prefix;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 

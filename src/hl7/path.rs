@@ -155,7 +155,7 @@ impl Cursor<'_> {
         if let Some(rest) = self.bytes.get(self.pos..).filter(|r| !r.is_empty()) {
             return Err(format!(
                 "unexpected `{}` at character {}",
-                crate::hl7::readable_prefix(rest, 8),
+                crate::text::readable_prefix(rest, 8),
                 self.pos + 1
             ));
         }
@@ -180,7 +180,7 @@ impl FromStr for Path {
 
     fn from_str(s: &str) -> Result<Path, PathError> {
         parse(s.as_bytes()).map_err(|reason| PathError {
-            path: crate::hl7::readable(s.as_bytes()),
+            path: crate::text::readable(s.as_bytes()),
             reason,
         })
     }

@@ -173,7 +173,7 @@ impl HprimBuilder {
                 record: 1,
                 reason: format!(
                     "expected a field separator and 4 encoding characters, found `{}`",
-                    crate::hl7::readable_prefix(chars.as_bytes(), 16)
+                    crate::text::readable_prefix(chars.as_bytes(), 16)
                 ),
             });
         }
@@ -254,7 +254,7 @@ impl HprimBuilder {
             if !is_record_type(rec.kind.as_bytes()) {
                 return Err(HprimError::RecordType {
                     record: i + 1,
-                    kind: crate::hl7::readable_prefix(rec.kind.as_bytes(), 8),
+                    kind: crate::text::readable_prefix(rec.kind.as_bytes(), 8),
                 });
             }
             let misuse = match &rec.error {

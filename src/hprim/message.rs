@@ -17,9 +17,9 @@ use memchr::{memchr, memchr_iter};
 use crate::hl7::charset::Charset;
 use crate::hl7::delim::Delimiters;
 use crate::hl7::escape::unescape;
-use crate::hl7::{readable, readable_prefix};
 use crate::hprim::path::HprimPath;
 use crate::hprim::{HprimError, is_record_type};
+use crate::text::{readable, readable_prefix};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 

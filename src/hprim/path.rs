@@ -14,8 +14,8 @@ use crate::hl7::path::Cursor;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::hl7::readable;
 use crate::hprim::HprimError;
+use crate::text::readable;
 
 /// A parsed location in an HPRIM message; cheap to copy, reusable across messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

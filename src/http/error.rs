@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::access::AccessError;
 use super::launch::LaunchFailure;
 use super::mapping::MappingError;
+use crate::text::escape_html;
 
 /// The header that carries the correlation id on every launch answer.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
@@ -342,23 +343,6 @@ fn render(text: &PageText, id: Uuid) -> String {
         body_en = escape_html(&text.body_en),
         status = text.status.as_u16(),
     )
-}
-
-/// Escapes text for an HTML element or a double-quoted attribute.
-fn escape_html(input: &str) -> String {
-    let mut out = String::with_capacity(input.len());
-    for c in input.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() && c != '\n' => out.push_str(&format!("\\x{:02X}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! runs its TLS handshake within the header read timeout in its own task, then is served with
 //! HTTP/1.1 or HTTP/2. Every request carries `ConnectInfo<SocketAddr>` (the launch allow-list
 //! reads it) and, when the client presented a certificate that `client_ca` verified, a
-//! [`PeerCertificate`](crate::tls::PeerCertificate).
+//! [`crate::tls::PeerCertificate`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -51,7 +51,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(64);
 
 /// Serves `router` on an already-bound listener until `shutdown`, then lets open connections
-/// finish (at most [`DRAIN_TIMEOUT`]).
+/// finish (at most `DRAIN_TIMEOUT`).
 pub async fn serve(
     listener: TcpListener,
     router: Router,

@@ -31,6 +31,7 @@ use tracing::{Instrument, debug, info, warn};
 use super::MllpError;
 use super::codec::{DEFAULT_MAX_FRAME_BYTES, Inbound, MllpCodec};
 use crate::http::AllowList;
+use crate::text::error_chain;
 use crate::tls::{BoxedStream, PeerCertificate, ServerTls};
 
 /// Connections one peer address may hold at once unless configured otherwise.
@@ -598,18 +599,6 @@ impl<H: FrameHandler> Handler<H> {
         *seen_skipped = skipped;
         *seen_missing = missing;
     }
-}
-
-/// Formats an error with its sources, joined by `": "`.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The socket, its read buffer and codec, with the timeouts applied read by read.

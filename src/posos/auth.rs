@@ -27,7 +27,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::wire::{read_capped, readable};
+use super::wire::read_capped;
+use crate::text::readable_line;
 
 /// The OAuth grant type of the JWT-bearer exchange (RFC 7523), sent as `grant_type`.
 pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -502,8 +503,12 @@ struct TokenAnswer {
 /// Reads `{"id_token": …}`; the expiry comes from the token's own `exp` claim (decoded without
 /// verification: the token is ours to send, not to trust), else from `expires_in`.
 fn parse_token_answer(body: &[u8]) -> Result<TokenAnswer, String> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| format!("the answer is not JSON ({e}): `{}`", readable(body, 120)))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "the answer is not JSON ({e}): `{}`",
+            readable_line(body, 120)
+        )
+    })?;
     let Some(id_token) = value.get("id_token").and_then(Value::as_str) else {
         return Err("the answer has no `id_token` string".to_owned());
     };
@@ -540,14 +545,14 @@ fn token_error_detail(body: &[u8]) -> String {
             .as_ref()
             .and_then(|v| v.get(key))
             .and_then(Value::as_str)
-            .map(|s| readable(s.as_bytes(), 200))
+            .map(|s| readable_line(s.as_bytes(), 200))
     };
     match (text("error"), text("error_description")) {
         (Some(error), Some(description)) => format!("{error}: {description}"),
         (Some(error), None) => error,
         (None, Some(description)) => description,
         (None, None) if body.is_empty() => "empty answer".to_owned(),
-        (None, None) => format!("`{}`", readable(body, 200)),
+        (None, None) => format!("`{}`", readable_line(body, 200)),
     }
 }
 

@@ -30,7 +30,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::auth::{AuthError, IdentityTokens, ServiceAccountKey};
-use super::wire::{read_capped, readable};
+use super::wire::read_capped;
+use crate::retry::RetryPolicy;
+use crate::text::readable_line;
 
 /// Path of the Scan & Go context call.
 pub const SCAN_TOKEN_PATH: &str = "/api/partners/patient/scan-token";
@@ -423,31 +425,39 @@ impl PososClient {
     }
 }
 
-/// The pause before attempt `attempts + 1`: `first`, doubled each time, capped.
+/// The pause before attempt `attempts + 1`: `first`, doubled each time, capped (the shared
+/// [`RetryPolicy`] without jitter: one caller waits, nobody retries in lockstep with it).
 fn backoff(first: Duration, attempts: u32) -> Duration {
-    let factor = 1u32
-        .checked_shl(attempts.saturating_sub(1))
-        .unwrap_or(u32::MAX);
-    first.saturating_mul(factor).min(MAX_BACKOFF)
+    RetryPolicy {
+        initial: first,
+        max: MAX_BACKOFF,
+        multiplier: 2.0,
+        max_attempts: 0,
+    }
+    .base_delay(attempts)
 }
 
 /// Reads `url` (or `location`) from a 2xx answer.
 fn launch_url(body: &[u8]) -> Result<LaunchUrl, String> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| format!("the answer is not JSON ({e}): `{}`", readable(body, 120)))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "the answer is not JSON ({e}): `{}`",
+            readable_line(body, 120)
+        )
+    })?;
     let Some(url) = ["url", "location"]
         .iter()
         .find_map(|k| value.get(*k).and_then(Value::as_str))
     else {
         return Err(format!(
             "the answer has no `url` string: `{}`",
-            readable(body, 120)
+            readable_line(body, 120)
         ));
     };
     LaunchUrl::parse(url).ok_or_else(|| {
         format!(
             "`url` is not an absolute http(s) URL: `{}`",
-            readable(url.as_bytes(), 120)
+            readable_line(url.as_bytes(), 120)
         )
     })
 }
@@ -502,10 +512,10 @@ fn bad_request_detail(body: &[u8]) -> (Option<String>, String) {
             .map(|f| (*f).to_owned())
     });
     let detail = match text {
-        Some(text) => readable(text.as_bytes(), 200),
+        Some(text) => readable_line(text.as_bytes(), 200),
         None => body_detail(body),
     };
-    (parameter.map(|p| readable(p.as_bytes(), 60)), detail)
+    (parameter.map(|p| readable_line(p.as_bytes(), 60)), detail)
 }
 
 /// A response body as a short readable detail.
@@ -513,7 +523,7 @@ fn body_detail(body: &[u8]) -> String {
     if body.iter().all(u8::is_ascii_whitespace) {
         "empty answer".to_owned()
     } else {
-        format!("`{}`", readable(body, 200))
+        format!("`{}`", readable_line(body, 200))
     }
 }
 

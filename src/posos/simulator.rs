@@ -42,7 +42,7 @@ use serde_json::{Value, json};
 
 use super::auth::JWT_BEARER_GRANT;
 use super::client::{PREPARE_PATH, SCAN_TOKEN_PATH};
-use super::wire::readable;
+use crate::text::{escape_html, readable_line};
 
 /// Largest request body the simulator reads.
 const MAX_BODY: usize = 64 * 1024;
@@ -249,7 +249,7 @@ impl SimulatorState {
             .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
         if !base_ok {
             return Err(SimulatorError::BaseUrl {
-                url: readable(settings.base_url.as_bytes(), 120),
+                url: readable_line(settings.base_url.as_bytes(), 120),
             });
         }
         let partner_key = DecodingKey::from_rsa_pem(settings.public_key_pem.as_bytes())
@@ -355,8 +355,8 @@ impl SimulatorState {
     }
 
     fn record(&self, path: &str, body: &[u8], bearer_valid: bool, status: StatusCode) {
-        let body =
-            serde_json::from_slice(body).unwrap_or_else(|_| Value::String(readable(body, 400)));
+        let body = serde_json::from_slice(body)
+            .unwrap_or_else(|_| Value::String(readable_line(body, 400)));
         remember(
             &self.inner.requests,
             RecordedRequest {
@@ -610,7 +610,7 @@ fn check_body(body: &[u8], spec: &BodySpec) -> Result<serde_json::Map<String, Va
             None,
             format!(
                 "`{}` is not an accepted field",
-                readable(unknown.as_bytes(), 60)
+                readable_line(unknown.as_bytes(), 60)
             ),
         ));
     }
@@ -703,22 +703,6 @@ async fn prepare(State(state): State<SimulatorState>, headers: HeaderMap, body: 
     )
 }
 
-/// Escapes text for HTML element content and attribute values.
-fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The page's script: it reads nothing from the page but its own URL, so no session data is
 /// ever interpolated into JavaScript.
 const PAGE_SCRIPT: &str = r#"
@@ -761,8 +745,8 @@ fn render_page(id: &str, session: &Session) -> String {
         let _ = write!(
             rows,
             "<tr><th>{}</th><td>{}</td></tr>",
-            html_escape(label),
-            html_escape(value)
+            escape_html(label),
+            escape_html(value)
         );
     };
     row(
@@ -794,7 +778,7 @@ fn render_page(id: &str, session: &Session) -> String {
          </head><body><h1>Scan &amp; Go (simulator)</h1>\
          <p>Session <code>{}</code></p><table>{rows}</table><p>{action}</p>\
          <p id=\"result\" role=\"status\"></p><script>{PAGE_SCRIPT}</script></body></html>\n",
-        html_escape(id)
+        escape_html(id)
     )
 }
 
@@ -809,7 +793,7 @@ async fn scan_page(State(state): State<SimulatorState>, Path(id): Path<String>) 
             StatusCode::NOT_FOUND,
             Html(format!(
                 "<!doctype html>\n<html><body><p>unknown Scan &amp; Go session <code>{}</code></p></body></html>\n",
-                html_escape(&id)
+                escape_html(&id)
             )),
         )
             .into_response(),
@@ -831,7 +815,7 @@ async fn import(State(state): State<SimulatorState>, Path(id): Path<String>) -> 
     let Some(session) = state.session(&id) else {
         return import_answer(
             StatusCode::NOT_FOUND,
-            format!("unknown session `{}`", readable(id.as_bytes(), 60)),
+            format!("unknown session `{}`", readable_line(id.as_bytes(), 60)),
             Value::Null,
         );
     };

@@ -214,22 +214,30 @@ const MARK_PROCESSED: &str =
     "UPDATE journal SET status = 'processed', note = ?2 WHERE id = ?1 AND status = 'accepted'";
 const PATIENT_INSERT: &str = "INSERT INTO census_patients (ipp, legal_family, legal_given,
         used_family, used_given, birth_date, sex, reliability, ins, ins_oid, journal_id,
-        identity_hash)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id";
+        identity_hash, updated_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING id";
 const PATIENT_UPDATE: &str = "UPDATE census_patients SET legal_family = ?2, legal_given = ?3,
         used_family = ?4, used_given = ?5, birth_date = ?6, sex = ?7, reliability = ?8,
-        ins = ?9, ins_oid = ?10, journal_id = ?11, identity_hash = ?12
+        ins = ?9, ins_oid = ?10, journal_id = ?11, identity_hash = ?12, updated_at = ?13
     WHERE id = ?1";
-/// The identity hash lets the common case (same identity again) skip every patient write.
+/// The identity hash lets the common case (same identity again) skip every patient write;
+/// `updated_at` is rewritten only when a day old (see [`UPDATED_AT_GRAIN`]).
 const PATIENT_LOOKUP: &str =
-    "SELECT id, merged_into, identity_hash FROM census_patients WHERE ipp = ?1";
+    "SELECT id, merged_into, identity_hash, updated_at FROM census_patients WHERE ipp = ?1";
+/// Records that a message named the patient (`?2` now), when the record is older than `?3`.
+const PATIENT_TOUCH: &str = "UPDATE census_patients SET updated_at = ?2
+    WHERE id = ?1 AND ifnull(updated_at < ?3, 1)";
+/// `census_patients.updated_at` (what census retention counts from) is kept to this
+/// precision, in microseconds: a patient named by every message of a stay costs one write a
+/// day, not one a message.
+const UPDATED_AT_GRAIN: i64 = 86_400_000_000;
 const PATIENT_BY_IPP: &str = "SELECT id, merged_into FROM census_patients WHERE ipp = ?1";
 const PATIENT_MERGED_INTO: &str = "SELECT merged_into FROM census_patients WHERE id = ?1";
 const PATIENT_IPP: &str = "SELECT ipp FROM census_patients WHERE id = ?1";
-const PATIENT_STUB: &str =
-    "INSERT INTO census_patients (ipp, merged_into, journal_id) VALUES (?1, ?2, ?3) RETURNING id";
+const PATIENT_STUB: &str = "INSERT INTO census_patients (ipp, merged_into, journal_id, updated_at)
+    VALUES (?1, ?2, ?3, ?4) RETURNING id";
 const PATIENT_MERGE: &str =
-    "UPDATE census_patients SET merged_into = ?2, journal_id = ?3 WHERE id = ?1";
+    "UPDATE census_patients SET merged_into = ?2, journal_id = ?3, updated_at = ?4 WHERE id = ?1";
 const PATIENT_FLATTEN: &str = "UPDATE census_patients SET merged_into = ?2 WHERE merged_into = ?1";
 const ENCOUNTERS_MOVE: &str = "UPDATE census_encounters SET patient_id = ?2 WHERE patient_id = ?1";
 const IDENTIFIER_INSERT: &str = "INSERT OR IGNORE INTO census_identifiers
@@ -425,6 +433,10 @@ fn step(state: &mut State, f: &Facts) {
     }
 }
 
+/// A patient row as `PATIENT_LOOKUP` reads it: id, `merged_into`, identity hash,
+/// `updated_at`.
+type LookedUp = (i64, Option<i64>, Option<i64>, Option<i64>);
+
 /// An encounter row as `ENCOUNTER_BY_NDA` reads it.
 struct EncounterRow {
     id: i64,
@@ -447,6 +459,8 @@ struct MovementRow {
 struct Apply<'c> {
     conn: &'c Connection,
     journal_id: i64,
+    /// When the update is applied (µs since 1970): `census_patients.updated_at`.
+    now: i64,
     /// The patient the anomalies are filed under.
     patient_id: Option<i64>,
     anomalies: Vec<Anomaly>,
@@ -477,6 +491,7 @@ pub(super) fn apply(
     let mut cx = Apply {
         conn,
         journal_id,
+        now: jiff::Timestamp::now().as_microsecond(),
         patient_id: None,
         anomalies: Vec::new(),
     };
@@ -546,6 +561,16 @@ impl Apply<'_> {
         Ok(id)
     }
 
+    /// Records that this message named patient `id` (see [`PATIENT_TOUCH`]).
+    fn touch(&self, id: i64) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(PATIENT_TOUCH)?.execute(params![
+            id,
+            self.now,
+            self.now - UPDATED_AT_GRAIN
+        ])?;
+        Ok(())
+    }
+
     fn ipp_of(&self, id: i64) -> rusqlite::Result<String> {
         self.conn
             .prepare_cached(PATIENT_IPP)?
@@ -555,15 +580,23 @@ impl Apply<'_> {
     /// Creates or updates the patient; returns the surviving patient's id.
     fn patient(&mut self, p: &Patient) -> rusqlite::Result<i64> {
         let hash = identity_hash(p);
-        let found: Option<(i64, Option<i64>, Option<i64>)> = self
+        let found: Option<LookedUp> = self
             .conn
             .prepare_cached(PATIENT_LOOKUP)?
-            .query_row([&p.ipp], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .query_row([&p.ipp], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
             .optional()?;
         let id = match found {
-            Some((id, None, stored)) if stored == Some(hash) => id,
-            Some((merged, Some(_), _)) => {
+            Some((id, None, stored, updated)) if stored == Some(hash) => {
+                if updated.is_none_or(|at| at < self.now - UPDATED_AT_GRAIN) {
+                    self.touch(id)?;
+                }
+                id
+            }
+            Some((merged, Some(_), _, _)) => {
                 let survivor = self.resolve(merged)?;
+                self.touch(survivor)?;
                 let survivor_ipp = self.ipp_of(survivor)?;
                 self.flag(
                     AnomalyKind::MergedPatient,
@@ -581,7 +614,7 @@ impl Apply<'_> {
                 let ins = p.ins.as_ref();
                 // ?1 is the row id for an update, the IPP for an insert; the rest is shared.
                 let key: &dyn rusqlite::ToSql = match &found {
-                    Some((id, _, _)) => id,
+                    Some((id, _, _, _)) => id,
                     None => &p.ipp,
                 };
                 let values = params![
@@ -597,9 +630,10 @@ impl Apply<'_> {
                     ins.map(|i| &i.oid),
                     self.journal_id,
                     hash,
+                    self.now,
                 ];
                 let id = match found {
-                    Some((id, _, _)) => {
+                    Some((id, _, _, _)) => {
                         self.conn.prepare_cached(PATIENT_UPDATE)?.execute(values)?;
                         id
                     }
@@ -1021,11 +1055,10 @@ impl Apply<'_> {
                     m.merged_ipp
                 ),
             );
-            self.conn
-                .prepare_cached(PATIENT_STUB)?
-                .query_row(params![m.merged_ipp, survivor, self.journal_id], |row| {
-                    row.get::<_, i64>(0)
-                })?;
+            self.conn.prepare_cached(PATIENT_STUB)?.query_row(
+                params![m.merged_ipp, survivor, self.journal_id, self.now],
+                |row| row.get::<_, i64>(0),
+            )?;
             return Ok(());
         };
         if merged == survivor {
@@ -1052,9 +1085,12 @@ impl Apply<'_> {
                 ),
             );
         }
-        self.conn
-            .prepare_cached(PATIENT_MERGE)?
-            .execute([merged, survivor, self.journal_id])?;
+        self.conn.prepare_cached(PATIENT_MERGE)?.execute([
+            merged,
+            survivor,
+            self.journal_id,
+            self.now,
+        ])?;
         self.conn
             .prepare_cached(PATIENT_FLATTEN)?
             .execute([merged, survivor])?;
@@ -1369,6 +1405,85 @@ pub fn render(view: &PatientView) -> String {
 mod tests {
     use super::*;
     use rstest::rstest;
+
+    fn updated_at(conn: &Connection, ipp: &str) -> Option<i64> {
+        conn.query_row(
+            "SELECT updated_at FROM census_patients WHERE ipp = ?1",
+            [ipp],
+            |row| row.get(0),
+        )
+        .unwrap()
+    }
+
+    fn identity(ipp: &str, family: &str) -> CensusUpdate {
+        CensusUpdate::Identity(Patient {
+            ipp: ipp.to_owned(),
+            legal_name: Some(PersonName {
+                family: family.to_owned(),
+                given: "TEST".to_owned(),
+            }),
+            ..Patient::default()
+        })
+    }
+
+    /// `updated_at`, what census retention counts from: set by every write of a patient, and
+    /// by a message that names them unchanged once the record is a day old (not at every
+    /// message); a merge touches the survivor and dates the merged IPP.
+    #[test]
+    fn ok_updated_at_follows_the_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::schema::open_writer(&dir.path().join("ob.db")).unwrap();
+        let before = jiff::Timestamp::now().as_microsecond();
+        apply(&conn, 1, &identity("IPP1", "A")).unwrap();
+        let first = updated_at(&conn, "IPP1").unwrap();
+        assert!(first >= before);
+        // Unchanged identity, record fresh: not rewritten.
+        conn.execute(
+            "UPDATE census_patients SET updated_at = updated_at - 1000",
+            [],
+        )
+        .unwrap();
+        apply(&conn, 2, &identity("IPP1", "A")).unwrap();
+        assert_eq!(updated_at(&conn, "IPP1"), Some(first - 1000));
+        // Unchanged identity, record two days old: touched.
+        let old = first - 2 * UPDATED_AT_GRAIN;
+        conn.execute("UPDATE census_patients SET updated_at = ?1", [old])
+            .unwrap();
+        apply(&conn, 3, &identity("IPP1", "A")).unwrap();
+        assert!(updated_at(&conn, "IPP1").unwrap() >= first);
+        // A changed identity is written, `updated_at` with it.
+        conn.execute("UPDATE census_patients SET updated_at = ?1", [old])
+            .unwrap();
+        apply(&conn, 4, &identity("IPP1", "B")).unwrap();
+        assert!(updated_at(&conn, "IPP1").unwrap() >= first);
+        // A merge: the merged IPP (a stub here) is dated, the survivor touched.
+        conn.execute("UPDATE census_patients SET updated_at = ?1", [old])
+            .unwrap();
+        let merge = CensusUpdate::Merge(Merge {
+            survivor: Patient {
+                ipp: "IPP1".to_owned(),
+                legal_name: Some(PersonName {
+                    family: "B".to_owned(),
+                    given: "TEST".to_owned(),
+                }),
+                ..Patient::default()
+            },
+            merged_ipp: "IPP0".to_owned(),
+        });
+        apply(&conn, 5, &merge).unwrap();
+        assert!(updated_at(&conn, "IPP1").unwrap() >= first);
+        assert!(updated_at(&conn, "IPP0").unwrap() >= first);
+        // A message for the merged IPP touches the survivor.
+        conn.execute("UPDATE census_patients SET updated_at = ?1", [old])
+            .unwrap();
+        apply(&conn, 6, &identity("IPP0", "Z")).unwrap();
+        assert!(updated_at(&conn, "IPP1").unwrap() >= first);
+        assert_eq!(
+            updated_at(&conn, "IPP0"),
+            Some(old),
+            "the stub is not rewritten"
+        );
+    }
 
     fn facts(event: Event, at: &str) -> Facts {
         Facts {

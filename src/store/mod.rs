@@ -62,7 +62,8 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use self::audit::{AuditEntry, AuditRecord, LineageRow};
 pub use self::hold::{DeliverOutcome, HeldBundle, HoldOverview, ReleaseReason, UnsettledPush};
-pub use self::prune::{Pruned, RetentionPlan};
+use self::prune::PruneCursor;
+pub use self::prune::{CensusCutoff, ChannelCutoff, Pruned, RetentionPlan};
 pub use self::queue::{
     DeadLetter, DestinationDepth, OutboundItem, OutboundMessage, OutboundStatus, QueueHead,
 };
@@ -337,6 +338,28 @@ pub enum StoreError {
         /// Newest version this build can migrate to.
         supported: i64,
     },
+    /// A store opened read-only (the CLI's listings) has an older schema: listings never
+    /// migrate, the daemon does at its start.
+    #[error(
+        "store `{}` has schema version {found}, this build reads version {supported}: start \
+         the daemon of this version once (`ordobridge run`), which migrates it; listings never \
+         change the store",
+        path.display()
+    )]
+    SchemaOutdated {
+        /// The database file.
+        path: PathBuf,
+        /// `PRAGMA user_version` of the file.
+        found: i64,
+        /// The version this build reads.
+        supported: i64,
+    },
+    /// A write through a store opened read-only ([`Store::open_read_only`]).
+    #[error("store `{}` is open read-only here: nothing can be written through it", path.display())]
+    ReadOnly {
+        /// The database file.
+        path: PathBuf,
+    },
     /// A migration script failed; its transaction was rolled back.
     #[error("store `{}`: migration to schema version {version} failed", path.display())]
     Migration {
@@ -415,6 +438,8 @@ struct Shared {
     readers: Readers,
     /// Written by the writer thread, read by [`Store::stats`].
     counters: Arc<Counters>,
+    /// Opened by [`Store::open_read_only`]: no writer, writes are refused.
+    read_only: bool,
 }
 
 impl Store {
@@ -437,6 +462,41 @@ impl Store {
                 path: path.to_path_buf(),
                 readers: Readers::new(path.to_path_buf()),
                 counters,
+                read_only: false,
+            }),
+        })
+    }
+
+    /// Opens a store for reading only, as the CLI's listings (`journal`, `census`, `queue`)
+    /// do: read-only connections, no writer thread, no migration, nothing written to the
+    /// file, so it works beside the running daemon and on a file that is read-only on disk.
+    ///
+    /// A store of another schema version than this build's is refused (a newer one: by a
+    /// newer ordobridge; an older one: the daemon migrates it at its start). A file that does
+    /// not exist yet (the daemon never started) reads as an empty store and is not created.
+    /// Writes through the handle fail with [`StoreError::ReadOnly`].
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let readers = if path.exists() {
+            let (connection, immutable) = schema::open_listing(path)?;
+            let readers = if immutable {
+                Readers::immutable(path.to_path_buf())
+            } else {
+                Readers::new(path.to_path_buf())
+            };
+            readers.keep(connection);
+            readers
+        } else {
+            Readers::empty(path.to_path_buf())
+        };
+        // Nobody receives: every write request is refused (see `closed`).
+        let (requests, _) = mpsc::channel(1);
+        Ok(Store {
+            requests,
+            shared: Arc::new(Shared {
+                path: path.to_path_buf(),
+                readers,
+                counters: Arc::default(),
+                read_only: true,
             }),
         })
     }
@@ -650,13 +710,29 @@ impl Store {
         limit: usize,
         vacuum_pages: u32,
     ) -> Result<(Pruned, u32), StoreError> {
+        self.prune_from(plan, PruneCursor::default(), limit, vacuum_pages)
+            .await
+            .map(|(pruned, freed, _)| (pruned, freed))
+    }
+
+    /// [`Store::prune_step`] from `cursor` on; also returns where the next step resumes.
+    async fn prune_from(
+        &self,
+        plan: Option<RetentionPlan>,
+        cursor: PruneCursor,
+        limit: usize,
+        vacuum_pages: u32,
+    ) -> Result<(Pruned, u32, PruneCursor), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Request::Prune {
             plan,
+            cursor,
             limit,
             vacuum_pages,
             pruned: Pruned::default(),
+            next: cursor,
             freed: 0,
+            failed: None,
             reply,
         })
         .await?;
@@ -693,9 +769,13 @@ impl Store {
         /// Pages given back per transaction (4 MiB with 4 KiB pages).
         const VACUUM_PAGES: u32 = 1024;
         let mut total = Pruned::default();
+        let mut cursor = PruneCursor::default();
         loop {
             let started = std::time::Instant::now();
-            let (pruned, _) = self.prune_step(Some(plan), batch.max(1), 0).await?;
+            let (pruned, _, next) = self
+                .prune_from(Some(plan.clone()), cursor, batch.max(1), 0)
+                .await?;
+            cursor = next;
             total.add(pruned);
             if pruned.total() == 0 {
                 break;
@@ -740,6 +820,15 @@ impl Store {
 
     /// What [`Store::prune`] would delete, without deleting (blocking).
     pub fn prunable(&self, plan: &RetentionPlan) -> Result<Pruned, StoreError> {
+        self.prunable_by_channel(plan).map(|(pruned, _)| pruned)
+    }
+
+    /// [`Store::prunable`], and the journal rows of it by channel, by channel name
+    /// (`ordobridge prune --dry-run`; blocking).
+    pub fn prunable_by_channel(
+        &self,
+        plan: &RetentionPlan,
+    ) -> Result<(Pruned, Vec<(String, usize)>), StoreError> {
         self.shared
             .readers
             .with(|connection| prune::count(connection, plan))
@@ -776,8 +865,11 @@ impl Store {
     }
 
     fn closed(&self) -> StoreError {
-        StoreError::Closed {
-            path: self.shared.path.clone(),
+        let path = self.shared.path.clone();
+        if self.shared.read_only {
+            StoreError::ReadOnly { path }
+        } else {
+            StoreError::Closed { path }
         }
     }
 
@@ -859,6 +951,32 @@ mod tests {
             status: EntryStatus::Processed,
         };
         assert_eq!(duplicate.id(), 9);
+    }
+
+    #[tokio::test]
+    async fn err_read_only_store_reads_and_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let writer = Store::open(&path, StoreOptions::default()).unwrap();
+        writer.journal(record("1", b"MSH|a")).await.unwrap();
+        // Beside the running writer.
+        let reader = Store::open_read_only(&path).unwrap();
+        assert!(reader.journal_entry(1).unwrap().is_some());
+        let err = reader.journal(record("2", b"MSH|b")).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "store `{}` is open read-only here: nothing can be written through it",
+                path.display()
+            )
+        );
+        writer.close().await;
+        // A store not created yet reads as empty and stays uncreated.
+        let missing = dir.path().join("none/j.sqlite");
+        let empty = Store::open_read_only(&missing).unwrap();
+        assert!(empty.journal_entry(1).unwrap().is_none());
+        assert!(empty.queue_overview().unwrap().is_empty());
+        assert!(!missing.exists());
     }
 
     #[tokio::test]

@@ -98,16 +98,56 @@ impl From<JournalFilter> for JournalSearch {
 #[derive(Debug)]
 pub(super) struct Readers {
     path: PathBuf,
+    /// How a new connection is opened.
+    source: Source,
     /// Locked only to push or pop a connection.
     idle: Mutex<Vec<Connection>>,
+}
+
+/// What the readers read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The file, beside its writer (WAL).
+    File,
+    /// The file as immutable: read-only on disk, no writer at work (see
+    /// `schema::open_listing`).
+    Immutable,
+    /// The file does not exist (a read-only store opened before the daemon's first start):
+    /// an empty in-memory database of the current schema; nothing is created.
+    Empty,
 }
 
 impl Readers {
     pub(super) fn new(path: PathBuf) -> Self {
         Self {
             path,
+            source: Source::File,
             idle: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Readers of a store file that does not exist: every read answers as an empty store.
+    pub(super) fn empty(path: PathBuf) -> Self {
+        Self {
+            source: Source::Empty,
+            ..Self::new(path)
+        }
+    }
+
+    /// Readers of a store file that is read-only on disk with no writer at work.
+    pub(super) fn immutable(path: PathBuf) -> Self {
+        Self {
+            source: Source::Immutable,
+            ..Self::new(path)
+        }
+    }
+
+    /// Puts an open connection in the pool (the one a read-only open checked the schema on).
+    pub(super) fn keep(&self, connection: Connection) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(connection);
     }
 
     /// Runs `read` on an idle connection (or a new one) and returns the connection to the
@@ -124,7 +164,11 @@ impl Readers {
             .pop();
         let connection = match idle {
             Some(connection) => connection,
-            None => schema::open_reader(&self.path)?,
+            None => match self.source {
+                Source::File => schema::open_reader(&self.path)?,
+                Source::Immutable => schema::open_immutable(&self.path)?,
+                Source::Empty => schema::open_empty(&self.path)?,
+            },
         };
         let result = read(&connection).map_err(|source| StoreError::Read {
             path: self.path.clone(),

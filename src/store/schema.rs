@@ -212,7 +212,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 6: a note on a journal row the census could not use (no IPP of the configured authority,
     // a bad date, …): the row is `processed` and says why, with no patient value in it.
     "ALTER TABLE journal ADD COLUMN note TEXT;",
-    // 7: the console's audit trail (who viewed a raw message or acted, when, on what, why),
+    // 7: census retention (see `prune`). `updated_at` (µs since 1970): when a message last
+    // named the patient, kept to the day. A patient of an older store takes the time of its
+    // journal row while that row is still there, else the migration's: it is kept a whole
+    // retention from now. The pruner finds patients by it, and discharged encounters by
+    // discharge time (a partial index: current admissions, the bulk of the work, cost nothing).
+    "ALTER TABLE census_patients ADD COLUMN updated_at INTEGER;
+    UPDATE census_patients SET updated_at = ifnull(
+        (SELECT received_at FROM journal WHERE journal.id = census_patients.journal_id),
+        CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER));
+    CREATE INDEX census_patients_updated ON census_patients (updated_at);
+    CREATE INDEX census_encounters_discharged ON census_encounters (discharge_at)
+        WHERE status = 'discharged';",
+    // 8: the console's audit trail (who viewed a raw message or acted, when, on what, why),
     // and the outbound rows of a journal row (the console's lineage) found by index.
     "CREATE TABLE audit (
         id INTEGER PRIMARY KEY,
@@ -287,10 +299,126 @@ pub(super) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     connection
         .busy_timeout(BUSY_TIMEOUT)
         .map_err(|source| setting("busy_timeout", source))?;
+    query_only(&connection, path)?;
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(connection)
+}
+
+/// Checks, on a connection of a store opened read-only, that its schema is the one this
+/// build reads: a read-only open never migrates, so an older store is refused with what to do,
+/// like a newer one.
+pub(super) fn check_version(connection: &Connection, path: &Path) -> Result<(), StoreError> {
+    let found: i64 = connection
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|source| StoreError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let supported = supported_version();
+    if found > supported || found < 0 {
+        return Err(StoreError::SchemaVersion {
+            path: path.to_path_buf(),
+            found,
+            supported,
+        });
+    }
+    if found < supported {
+        return Err(StoreError::SchemaOutdated {
+            path: path.to_path_buf(),
+            found,
+            supported,
+        });
+    }
+    Ok(())
+}
+
+/// The first connection of a store opened read-only, its schema checked; `true` when the file
+/// is read as immutable.
+///
+/// A reader of a WAL store needs its `-shm` (created when missing): in a folder the reader
+/// may not write, with no `-wal` beside the file (so no writer at work: a writer keeps one
+/// while it runs), the file is read as immutable instead, without any lock or side file.
+pub(super) fn open_listing(path: &Path) -> Result<(Connection, bool), StoreError> {
+    let refused = |error: &StoreError| match error {
+        StoreError::Open { source, .. }
+        | StoreError::Read { source, .. }
+        | StoreError::Configure { source, .. } => matches!(
+            source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
+        ),
+        _ => false,
+    };
+    let attempt = open_reader(path).and_then(|connection| {
+        check_version(&connection, path)?;
+        Ok(connection)
+    });
+    match attempt {
+        Ok(connection) => Ok((connection, false)),
+        Err(error) if refused(&error) && !side_file(path, "-wal").exists() => {
+            let connection = open_immutable(path)?;
+            check_version(&connection, path)?;
+            Ok((connection, true))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// `PATH-wal`, `PATH-shm`.
+fn side_file(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
+}
+
+/// A read-only connection that takes the file as immutable (no locks, no `-shm`, no `-wal`):
+/// only for a file no writer is at work on.
+pub(super) fn open_immutable(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3F"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?immutable=1");
+    let connection =
+        Connection::open_with_flags(&uri, flags).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    query_only(&connection, path)?;
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(connection)
+}
+
+/// `PRAGMA query_only`: a reader's connection refuses any write, whatever the file allows.
+fn query_only(connection: &Connection, path: &Path) -> Result<(), StoreError> {
     connection
         .pragma_update(None, "query_only", true)
-        .map_err(|source| setting("query_only=ON", source))?;
-    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        .map_err(|source| StoreError::Configure {
+            path: path.to_path_buf(),
+            setting: "query_only=ON",
+            source,
+        })
+}
+
+/// A read-only connection on an empty in-memory database of the current schema: what a
+/// read-only store whose file does not exist yet reads from.
+pub(super) fn open_empty(path: &Path) -> Result<Connection, StoreError> {
+    let open = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let connection = Connection::open_in_memory().map_err(open)?;
+    for script in MIGRATIONS {
+        connection.execute_batch(script).map_err(open)?;
+    }
+    query_only(&connection, path)?;
     Ok(connection)
 }
 
@@ -541,6 +669,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("CHECK constraint failed"), "{err}");
+    }
+
+    /// A version-6 store: migration 7 dates each patient from its journal row while the row
+    /// is there, else from the migration (kept a whole retention from now).
+    #[test]
+    fn ok_migration_7_dates_existing_patients() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.sqlite");
+        let mut old = Connection::open(&path).unwrap();
+        for (script, version) in MIGRATIONS.iter().zip(1_i64..).take(6) {
+            apply(&mut old, script, version).unwrap();
+        }
+        old.execute_batch(
+            "INSERT INTO journal (id, channel, received_at, peer, sender, message_type, control_id,
+                 content_hash, raw, status, last_seen_at, kept)
+             VALUES (5, 'c', 1234, 'p', 's', 'ADT^A28', '5', zeroblob(32), x'05', 'processed', 1234, 1);
+             INSERT INTO census_patients (ipp, journal_id) VALUES ('JOURNALED', 5), ('PRUNED', 4);",
+        )
+        .unwrap();
+        drop(old);
+        let before = jiff::Timestamp::now().as_microsecond();
+        let connection = open_writer(&path).unwrap();
+        let dated: Vec<(String, i64)> = connection
+            .prepare("SELECT ipp, updated_at FROM census_patients ORDER BY id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(dated[0], ("JOURNALED".to_owned(), 1234));
+        assert_eq!(dated[1].0, "PRUNED");
+        // julianday() keeps about a millisecond.
+        assert!(
+            (dated[1].1 - before).abs() < 60_000_000,
+            "{dated:?} vs {before}"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::census::{self, CensusOutcome};
 use super::hold::{self, DeliverOutcome, Delivery, NewHold};
-use super::prune::{self, Pruned, RetentionPlan};
+use super::prune::{self, PruneCursor, Pruned, RetentionPlan};
 use super::queue::{self, Change, PreparedItem};
 use super::{EntryStatus, InboundRecord, JournalOutcome, RecordStatus, StoreError};
 use crate::census::CensusUpdate;
@@ -127,16 +127,21 @@ pub(super) enum Request {
         changed: bool,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
-    /// `Store::prune_step`: at most `limit` rows of each kind deleted by `plan`, then up to
-    /// `vacuum_pages` free pages given back; `pruned` and `freed` are filled in the
-    /// transaction, sent after it.
+    /// `Store::prune_step`: at most `limit` rows of each kind deleted by `plan` from `cursor`
+    /// on, then up to `vacuum_pages` free pages given back; `pruned`, `next` (where the next
+    /// step resumes) and `freed` are filled in the transaction, sent after it. The step runs
+    /// under a savepoint: when it fails, it alone is rolled back (`failed`), and the journal
+    /// inserts sharing its transaction still commit.
     Prune {
         plan: Option<RetentionPlan>,
+        cursor: PruneCursor,
         limit: usize,
         vacuum_pages: u32,
         pruned: Pruned,
+        next: PruneCursor,
         freed: u32,
-        reply: oneshot::Sender<Result<(Pruned, u32), StoreError>>,
+        failed: Option<Arc<rusqlite::Error>>,
+        reply: oneshot::Sender<Result<(Pruned, u32, PruneCursor), StoreError>>,
     },
     /// `Store::audit`: one row of the console's audit trail.
     Audit {
@@ -173,6 +178,11 @@ pub(super) struct Counters {
 /// The savepoint around each census update, and its release (prepared once, cached).
 const SAVEPOINT_SQL: &str = "SAVEPOINT census_update";
 const RELEASE_SQL: &str = "RELEASE census_update";
+
+/// The savepoint around each prune step, its release and its rollback.
+const PRUNE_SAVEPOINT_SQL: &str = "SAVEPOINT prune_step";
+const PRUNE_RELEASE_SQL: &str = "RELEASE prune_step";
+const PRUNE_ROLLBACK_SQL: &str = "ROLLBACK TO prune_step; RELEASE prune_step";
 
 /// Starts the writer thread on an opened, migrated connection.
 pub(super) fn spawn(
@@ -422,13 +432,20 @@ pub(super) fn commit_batch(
             }
             Request::Prune {
                 pruned,
+                next,
                 freed,
+                failed,
                 reply,
                 ..
             } => {
-                let _ = reply.send(match &failure {
-                    None => Ok((pruned, freed)),
-                    Some(source) => Err(error(source)),
+                let _ = reply.send(match (&failure, failed) {
+                    (None, None) => Ok((pruned, freed, next)),
+                    (None, Some(source)) => Err(StoreError::NotCommitted {
+                        path: path.to_path_buf(),
+                        requests: 1,
+                        source,
+                    }),
+                    (Some(source), _) => Err(error(source)),
                 });
             }
         }
@@ -478,9 +495,18 @@ fn reset(batch: &mut [Request]) {
             Request::Hold { inserted, .. } => *inserted = false,
             Request::Deliver { outcome, .. } => *outcome = None,
             Request::Outbound { changed, .. } => *changed = 0,
-            Request::Prune { pruned, freed, .. } => {
+            Request::Prune {
+                pruned,
+                cursor,
+                next,
+                freed,
+                failed,
+                ..
+            } => {
                 *pruned = Pruned::default();
+                *next = *cursor;
                 *freed = 0;
+                *failed = None;
             }
             Request::Reject { changed, .. } => *changed = false,
             Request::Audit { changed, .. } => *changed = false,
@@ -598,17 +624,39 @@ fn execute(
                 }
                 Request::Prune {
                     plan,
+                    cursor,
                     limit,
                     vacuum_pages,
                     pruned,
+                    next,
                     freed,
+                    failed,
                     ..
                 } => {
-                    if let Some(plan) = plan {
-                        *pruned = prune::prune(&transaction, plan, *limit)?;
+                    if plan.is_none() && *vacuum_pages == 0 {
+                        continue; // a probe: the commit is the answer
                     }
-                    if *vacuum_pages > 0 {
-                        *freed = prune::incremental_vacuum(&transaction, *vacuum_pages)?;
+                    transaction.execute_batch(PRUNE_SAVEPOINT_SQL)?;
+                    let step = || -> rusqlite::Result<(Pruned, PruneCursor, u32)> {
+                        let (pruned, next) = match plan.as_ref() {
+                            Some(plan) => prune::prune(&transaction, plan, *cursor, *limit)?,
+                            None => (Pruned::default(), *cursor),
+                        };
+                        let freed = match *vacuum_pages {
+                            0 => 0,
+                            pages => prune::incremental_vacuum(&transaction, pages)?,
+                        };
+                        Ok((pruned, next, freed))
+                    };
+                    match step() {
+                        Ok((done, resume, pages)) => {
+                            transaction.execute_batch(PRUNE_RELEASE_SQL)?;
+                            (*pruned, *next, *freed) = (done, resume, pages);
+                        }
+                        Err(source) => {
+                            transaction.execute_batch(PRUNE_ROLLBACK_SQL)?;
+                            *failed = Some(Arc::new(source));
+                        }
                     }
                 }
             }
@@ -874,6 +922,73 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// A prune step that fails (a trigger refuses to delete the census encounter) is rolled
+    /// back alone, answered with its error; the journal insert in the same batch commits.
+    #[test]
+    fn err_failing_prune_step_is_rolled_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let mut connection = schema::open_writer(&path).unwrap();
+        connection
+            .execute_batch(
+                "INSERT INTO census_patients (id, ipp, journal_id, updated_at) VALUES (1, 'P', 1, 0);
+                 INSERT INTO census_encounters (nda, patient_id, status, discharge_at, journal_id)
+                     VALUES ('V', 1, 'discharged', '2001-01-01T00:00:00', 1);
+                 INSERT INTO census_movements (movement_id, encounter_id, event, status, movement_at, journal_id)
+                     VALUES ('M', 1, 'A03', 'active', '2001-01-01T00:00:00', 1);
+                 CREATE TRIGGER refuse_bad BEFORE DELETE ON census_encounters
+                 BEGIN SELECT RAISE(ABORT, 'refused by test'); END;",
+            )
+            .unwrap();
+        let counters = Counters::default();
+        let (journal, mut journal_answer) = one(record("1", b"MSH|1"));
+        let (reply, mut prune_answer) = oneshot::channel();
+        let plan = RetentionPlan::at(
+            jiff::Timestamp::now(),
+            std::time::Duration::from_secs(86_400),
+            std::time::Duration::from_secs(86_400),
+        )
+        .with_census(
+            Some(std::time::Duration::from_secs(86_400)),
+            &jiff::tz::TimeZone::UTC,
+        );
+        let prune = Request::Prune {
+            plan: Some(plan),
+            cursor: PruneCursor::default(),
+            limit: 10,
+            vacuum_pages: 0,
+            pruned: Pruned::default(),
+            next: PruneCursor::default(),
+            freed: 0,
+            failed: None,
+            reply,
+        };
+        let mut batch = vec![journal, prune];
+        commit_batch(&mut connection, &mut batch, &path, &counters);
+        assert_eq!(
+            journal_answer.try_recv().unwrap().unwrap(),
+            JournalOutcome::Stored { id: 1 }
+        );
+        let err = prune_answer.try_recv().unwrap().unwrap_err();
+        assert_eq!(
+            crate::text::error_chain(&err),
+            format!(
+                "store `{}`: batch of 1 request(s) not committed: refused by test: Error code 1811: constraint failed",
+                path.display()
+            )
+        );
+        let movements: i64 = connection
+            .query_row("SELECT count(*) FROM census_movements", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(
+            movements, 1,
+            "the movements deleted before the failure are back"
+        );
+        assert_eq!(rows(&connection), 1);
     }
 
     /// ACKs do not wait behind a census catching up: beside other requests a transaction takes

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub mod browser;
+pub mod mllp_peer;
 pub mod peer;
 
 /// The `ordobridge` binary cargo built for these tests.
@@ -158,6 +159,13 @@ const PEER_PACKAGES: [&str; 3] = ["hl7==0.4.5", "hl7apy==1.3.5", "prometheus_cli
 /// The Python interpreter of a venv under the target folder holding the test peers
 /// ([`PEER_PACKAGES`]). Created on first use; a failure to create it fails the test.
 pub fn python_peers() -> PathBuf {
+    // Once per test binary: its tests run in parallel threads of one process, whose staging
+    // folders below would have the same name.
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(build_python_peers).clone()
+}
+
+fn build_python_peers() -> PathBuf {
     // The folder name changes with the package list, so an older venv is never reused.
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("peers-venv-2");
     let python = root.join("bin").join("python");
@@ -456,35 +464,14 @@ fn peer_on(
     listener: tokio::net::TcpListener,
     msa: impl Fn(&str) -> String + Send + Sync + 'static,
 ) -> Received {
-    use futures::{SinkExt, StreamExt};
-    use ordobridge::hl7::Message;
-    use ordobridge::mllp::{Inbound, MllpCodec};
-
     let received: Received = Arc::default();
     let sink = received.clone();
-    let msa = Arc::new(msa);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let sink = sink.clone();
-            let msa = msa.clone();
-            tokio::spawn(async move {
-                let mut framed = tokio_util::codec::Framed::new(stream, MllpCodec::new(1 << 20));
-                while let Some(Ok(Inbound::Frame(payload))) = framed.next().await {
-                    let control_id = Message::parse(&payload)
-                        .map(|m| m.header().control_id)
-                        .unwrap_or_default();
-                    sink.lock().expect("lock").push(payload.to_vec());
-                    let ack = format!(
-                        "MSH|^~\\&|DPI|CH|OB|POSOS|20260105||ACK^O01^ACK|A{control_id}|P|2.5\r{}\r",
-                        msa(&control_id)
-                    );
-                    if framed.send(ack.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    mllp_peer::serve(
+        listener,
+        None,
+        Arc::new(msa),
+        Arc::new(move |_, payload| sink.lock().expect("lock").push(payload.to_vec())),
+    );
     received
 }
 

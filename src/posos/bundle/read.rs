@@ -13,7 +13,7 @@ use super::{
     Identifier, Line, Medication, Name, Observation, PARTNER_SYSTEM, Patient, Period, Prescriber,
     Prescription, RPPS_SYSTEM, Timing, UCD_SYSTEM,
 };
-use crate::posos::wire::readable;
+use crate::text::readable_line;
 
 /// How deep RequestGroup actions may nest.
 const MAX_ACTION_DEPTH: usize = 16;
@@ -202,16 +202,16 @@ fn follow(
     let Some(position) = index.resolve(from, &text) else {
         return Err(BundleError::Dangling {
             path: reference.path(),
-            reference: readable(text.as_bytes(), 80),
+            reference: readable_line(text.as_bytes(), 80),
         });
     };
     match index.get(position) {
         Some(target) if !kinds.is_empty() && !kinds.contains(&target.kind) => {
             Err(BundleError::WrongTarget {
                 path: reference.path(),
-                reference: readable(text.as_bytes(), 80),
+                reference: readable_line(text.as_bytes(), 80),
                 expected,
-                found: format!("a {}", readable(target.kind.as_bytes(), 40)),
+                found: format!("a {}", readable_line(target.kind.as_bytes(), 40)),
             })
         }
         _ => Ok(Some(position)),
@@ -935,7 +935,7 @@ fn base64(node: &Node<'_, '_>) -> Result<Option<String>, BundleError> {
                 expected: "base64 data",
                 found: format!(
                     "`{}` at byte {offset}",
-                    readable(c.encode_utf8(&mut buf).as_bytes(), 4)
+                    readable_line(c.encode_utf8(&mut buf).as_bytes(), 4)
                 ),
             });
         }

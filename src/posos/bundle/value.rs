@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use serde_json::{Number, Value};
 
 use super::BundleError;
-use crate::posos::wire::readable;
+use crate::text::readable_line;
 
 /// Where a resource sits in the body; the root of every location.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -307,10 +307,10 @@ pub(super) fn describe(value: &Value) -> String {
         Value::Null => "null".to_owned(),
         Value::Bool(flag) => flag.to_string(),
         Value::Number(number) => number.to_string(),
-        Value::String(text) => format!("\"{}\"", readable(text.as_bytes(), 40)),
+        Value::String(text) => format!("\"{}\"", readable_line(text.as_bytes(), 40)),
         Value::Array(_) => "an array".to_owned(),
         Value::Object(map) => match map.get("resourceType").and_then(Value::as_str) {
-            Some(kind) => format!("a {}", readable(kind.as_bytes(), 40)),
+            Some(kind) => format!("a {}", readable_line(kind.as_bytes(), 40)),
             None => "an object".to_owned(),
         },
     }
