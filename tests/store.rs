@@ -86,7 +86,7 @@ async fn ok_open_migrates_reopen_keeps_newer_refused() {
     assert_eq!(
         err.to_string(),
         format!(
-            "store `{}` has schema version 9, this build knows versions 0 to 7; \
+            "store `{}` has schema version 9, this build knows versions 0 to 8; \
              was it written by a newer ordobridge?",
             fixture.path.display()
         )
