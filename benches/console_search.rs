@@ -194,7 +194,26 @@ fn main() {
             },
         ),
         (
-            "IPP (one patient, parsed)",
+            "IPP, newest 200,000 rows",
+            JournalSearch {
+                filter: page(JournalFilter::default()),
+                ipp: Some("100042".into()),
+                min_id: Some(last - 200_000),
+                ..Default::default()
+            },
+        ),
+        (
+            "IPP, one day",
+            JournalSearch {
+                filter: page(JournalFilter::default()),
+                ipp: Some("100042".into()),
+                since: Some(at(10, 0)),
+                until: Some(at(11, 0)),
+                ..Default::default()
+            },
+        ),
+        (
+            "IPP, whole journal",
             JournalSearch {
                 filter: page(JournalFilter::default()),
                 ipp: Some("100042".into()),

@@ -925,7 +925,10 @@ async fn messages(
         search.ipp = some(&query.ipp);
         search.nda = some(&query.nda);
         search.text = some(&query.text);
-        if search.text.is_some() && since.is_none() {
+        // The text, IPP and NDA filters read the raw bytes of every candidate row: without a
+        // start time they look at the newest rows only.
+        let scans = search.text.is_some() || search.ipp.is_some() || search.nda.is_some();
+        if scans && since.is_none() {
             let last = state.0.store.last_journal_id_async().await.unwrap_or(0);
             if last > TEXT_WINDOW {
                 search.min_id = Some(last - TEXT_WINDOW);
