@@ -23,7 +23,7 @@ fn root() -> PathBuf {
 }
 
 fn mapping(name: &str) -> Mapping {
-    Mapping::load(&root().join(format!("mappings/{name}.toml"))).unwrap()
+    ordobridge::config::read_mapping(&root().join(format!("mappings/{name}.toml"))).unwrap()
 }
 
 /// The census part of the context for a patient the census knows, with the keys

@@ -52,7 +52,61 @@ pub struct Config {
     pub push: Option<PushConfig>,
     /// The web console under `/console/`; needs `[http]`.
     pub console: Option<crate::console::ConsoleSettings>,
+    /// The FHIR Patient/Encounter search and the document operations under `/fhir`; needs
+    /// `[http]`.
+    pub fhir: Option<FhirConfig>,
+    /// `CommunicationRequest/$send-to-ehr` and its tracking; needs `[fhir]`.
+    pub documents: Option<DocumentsConfig>,
 }
+
+/// `[fhir]`: who may search patients and encounters and send documents.
+#[derive(Debug, Clone)]
+pub struct FhirConfig {
+    /// The bearer token applications send (or read from `token_file` at start).
+    pub token: Option<String>,
+    /// Where the bearer token is kept when `token` is empty (generated at the first start).
+    pub token_file: Option<PathBuf>,
+    /// Basic credentials applications may send instead.
+    pub basic: Option<BasicAuth>,
+    /// The operator accepts unauthenticated callers (a warning at every start).
+    pub allow_unauthenticated: bool,
+    /// Source networks that may call `/fhir/Patient`, `/fhir/Encounter` and the document
+    /// operations (default loopback).
+    pub allow: crate::http::AllowList,
+    /// Refuse callers whose HTTPS connection presented no verified client certificate.
+    pub require_client_cert: bool,
+    /// The identifier system of the IPP in Patient resources and searches.
+    pub ipp_system: String,
+    /// The identifier system of the NDA (visit number) in Encounter resources and searches.
+    pub nda_system: String,
+}
+
+/// The default of `[fhir] ipp_system`.
+pub const DEFAULT_IPP_SYSTEM: &str = "urn:ordobridge:ipp";
+/// The default of `[fhir] nda_system`.
+pub const DEFAULT_NDA_SYSTEM: &str = "urn:ordobridge:nda";
+
+/// `[documents]`: documents sent into the EHR.
+#[derive(Debug, Clone)]
+pub struct DocumentsConfig {
+    /// The largest document (decoded payload) accepted; the body read is bounded accordingly.
+    pub max_size: usize,
+    /// How long the tracking of a document is kept (`None`: forever).
+    pub tracking_retention: Option<Duration>,
+    /// `sender-identifier` when the request gives none.
+    pub application_name: String,
+    /// Documents read, validated and mapped at once; more requests wait (bounded memory).
+    pub max_in_flight: usize,
+    /// Each document is mapped by every route.
+    pub routes: Vec<PushRoute>,
+}
+
+/// The default of `[documents] max_size`.
+pub const DEFAULT_DOCUMENT_MAX_SIZE: usize = 20 * 1024 * 1024;
+/// The default of `[documents] tracking_retention`.
+pub const DEFAULT_TRACKING_RETENTION: Duration = Duration::from_secs(60 * 86_400);
+/// The default of `[documents] max_in_flight`.
+pub const DEFAULT_DOCUMENTS_IN_FLIGHT: usize = 4;
 
 /// Where pushed prescriptions go.
 #[derive(Debug, Clone)]
@@ -191,6 +245,9 @@ pub struct StoreConfig {
 /// inbound channel may take this name.
 pub const PUSH_CHANNEL: &str = "posos-push";
 
+/// The journal channel of documents (`$send-to-ehr`). Reserved like [`PUSH_CHANNEL`].
+pub const DOCUMENTS_CHANNEL: &str = "documents";
+
 /// `[store] retention`, `rejected_retention`, `prune_interval`, `prune_batch`, with the
 /// channels' `retention` (`[inbound.NAME]`, `[push]`) and `[census] retention`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +267,9 @@ pub struct RetentionConfig {
     pub interval: Duration,
     /// Rows of each kind deleted per transaction.
     pub batch: usize,
+    /// `[documents] tracking_retention`: document tracking rows older than this go; `None`:
+    /// kept (no `[documents]`, or `forever`).
+    pub document_tracking: Option<Duration>,
 }
 
 impl RetentionConfig {
@@ -222,6 +282,7 @@ impl RetentionConfig {
         census: Some(Duration::from_secs(2 * 365 * 86_400)),
         interval: Duration::from_secs(3600),
         batch: 500,
+        document_tracking: None,
     };
 
     /// The cutoffs at `now` (the census's in the machine's time zone, the one ADT times are
@@ -231,12 +292,14 @@ impl RetentionConfig {
             && self.rejected_retention.is_none()
             && self.census.is_none()
             && self.channels.values().all(Option::is_none)
+            && self.document_tracking.is_none()
         {
             return None;
         }
         let mut plan =
             crate::store::RetentionPlan::keeping(now, self.retention, self.rejected_retention)
-                .with_census(self.census, &jiff::tz::TimeZone::system());
+                .with_census(self.census, &jiff::tz::TimeZone::system())
+                .with_document_tracking(self.document_tracking);
         for (channel, retention) in &self.channels {
             plan = plan.with_channel(channel, *retention);
         }
@@ -594,6 +657,8 @@ struct RawConfig {
     outbound: BTreeMap<String, RawOutbound>,
     push: Option<RawPush>,
     console: Option<Spanned<RawConsole>>,
+    fhir: Option<Spanned<RawFhir>>,
+    documents: Option<Spanned<RawDocuments>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -611,9 +676,35 @@ struct RawConsole {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawFhir {
+    token: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_unauthenticated: bool,
+    basic_user: Option<Spanned<String>>,
+    basic_password: Option<Spanned<String>>,
+    allow: Option<Spanned<Vec<String>>>,
+    require_client_cert: Option<Spanned<bool>>,
+    ipp_system: Option<String>,
+    nda_system: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawConsoleUser {
     role: Spanned<String>,
     password_hash: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocuments {
+    max_size: Option<Spanned<SizeValue>>,
+    tracking_retention: Option<Spanned<String>>,
+    application_name: Option<String>,
+    max_in_flight: Option<Spanned<i64>>,
+    #[serde(default)]
+    route: Vec<RawRoute>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -704,6 +795,7 @@ struct RawClientTls {
 #[serde(deny_unknown_fields)]
 struct RawLaunch {
     mapping: Spanned<String>,
+    guide_mapping: Option<Spanned<String>>,
     parameters: Option<crate::http::ParameterNames>,
     allow: Option<Spanned<Vec<String>>>,
     signing_secret: Option<Spanned<String>>,
@@ -873,6 +965,13 @@ impl RawConfig {
                     format!("`{PUSH_CHANNEL}` is the journal channel of pushed bundles: give this channel another name"),
                 );
             }
+            if name == DOCUMENTS_CHANNEL {
+                report.push(
+                    Some(raw.protocol.span()),
+                    &prefix,
+                    format!("`{DOCUMENTS_CHANNEL}` is the journal channel of documents (`$send-to-ehr`): give this channel another name"),
+                );
+            }
             if let Some(retention) = raw.retention.take() {
                 let key = format!("{prefix}.retention");
                 if let Some(age) = retention_value(&retention, &key, Kept::Journal, report) {
@@ -955,7 +1054,16 @@ impl RawConfig {
         let console = self
             .console
             .map(|console| validate_console(console, http.as_ref(), report));
+        let fhir = self
+            .fhir
+            .map(|fhir| validate_fhir(fhir, http.as_ref(), base, report));
+        let documents = self.documents.map(|documents| {
+            validate_documents(documents, fhir.is_some(), &outbound, base, report)
+        });
+        store.retention.document_tracking = documents.as_ref().and_then(|d| d.tracking_retention);
         Config {
+            fhir,
+            documents,
             source: file.to_path_buf(),
             store,
             log,
@@ -1295,12 +1403,54 @@ fn validate_push(
             "client certificates are required but `[http.tls]` has no `client_ca`: add `[http.tls]` with `cert`, `key` and `client_ca` (the CA that signs Posos' certificate)".to_string(),
         );
     }
+    let routes = validate_routes("push", raw.route, outbound, base, report);
+    let hold_unknown_for = raw
+        .hold_unknown_for
+        .and_then(|v| duration_value(v, "push.hold_unknown_for", report))
+        .unwrap_or(DEFAULT_HOLD_UNKNOWN_FOR);
+    let (token, token_file, basic) = validate_credentials(
+        Secrets {
+            section: "push",
+            token: raw.token,
+            token_file: raw.token_file,
+            basic_user: raw.basic_user,
+            basic_password: raw.basic_password,
+            allow_unauthenticated: raw.allow_unauthenticated,
+            open_door: "the push endpoint accepts prescriptions from anybody",
+        },
+        base,
+        report,
+    );
+    let max_body = raw
+        .max_body
+        .and_then(|v| size_value(v, "push.max_body", report))
+        .unwrap_or(DEFAULT_PUSH_MAX_BODY);
+    PushConfig {
+        token,
+        token_file,
+        allow_unauthenticated: raw.allow_unauthenticated,
+        max_body,
+        basic,
+        hold_unknown_for,
+        routes,
+        require_client_cert,
+    }
+}
+
+/// `[[SECTION.route]]`: each a mapping file (loaded and checked) and an `[outbound.NAME]`.
+fn validate_routes(
+    section: &str,
+    raw: Vec<RawRoute>,
+    outbound: &BTreeMap<String, Destination>,
+    base: &Path,
+    report: &mut Report<'_>,
+) -> Vec<PushRoute> {
     let mut routes = Vec::new();
-    for (i, route) in raw.route.into_iter().enumerate() {
-        let key = format!("push.route[{i}]");
+    for (i, route) in raw.into_iter().enumerate() {
+        let key = format!("{section}.route[{i}]");
         let mapping = resolve_path(base, route.mapping.get_ref());
         // Loading checks everything (paths, functions, segments) with the file's own lines.
-        if let Err(e) = crate::mapping::Mapping::load(&mapping) {
+        if let Err(e) = read_mapping(&mapping) {
             report.push(
                 Some(route.mapping.span()),
                 &format!("{key}.mapping"),
@@ -1328,18 +1478,37 @@ fn validate_push(
             destination: route.destination.into_inner(),
         });
     }
-    let hold_unknown_for = raw
-        .hold_unknown_for
-        .and_then(|v| duration_value(v, "push.hold_unknown_for", report))
-        .unwrap_or(DEFAULT_HOLD_UNKNOWN_FOR);
+    routes
+}
+
+/// The credential keys of an authenticated HTTP section (`[push]`, `[fhir]`).
+struct Secrets {
+    section: &'static str,
+    token: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    basic_user: Option<Spanned<String>>,
+    basic_password: Option<Spanned<String>>,
+    allow_unauthenticated: bool,
+    /// What an unauthenticated section lets anybody do, for the refusal.
+    open_door: &'static str,
+}
+
+/// Fail closed: a strong token, a token file, or basic credentials; or the operator's explicit
+/// `allow_unauthenticated`. The token, the token file and the basic credentials.
+fn validate_credentials(
+    raw: Secrets,
+    base: &Path,
+    report: &mut Report<'_>,
+) -> (Option<String>, Option<PathBuf>, Option<BasicAuth>) {
+    let section = raw.section;
     let token = raw.token.filter(|t| !t.get_ref().is_empty());
     if let Some(token) = &token
         && let Err(problem) = secret_problem(token.get_ref())
     {
         report.push(
             Some(token.span()),
-            "push.token",
-            format!("the push token {problem}"),
+            &format!("{section}.token"),
+            format!("the {section} token {problem}"),
         );
     }
     let token_file = raw
@@ -1349,69 +1518,192 @@ fn validate_push(
     if token.is_none()
         && let Some((path, span)) = &token_file
     {
-        check_token_file(path, span.clone(), report);
+        check_token_file(section, path, span.clone(), report);
     }
-    let basic = basic_auth(raw.basic_user, raw.basic_password, report);
+    let basic = basic_auth(section, raw.basic_user, raw.basic_password, report);
     if let Some(basic) = &basic
         && let Err(problem) = secret_problem(&basic.password)
         && problem.starts_with("is a placeholder")
     {
         report.push(
             None,
-            "push.basic_password",
+            &format!("{section}.basic_password"),
             format!("the basic password {problem}"),
         );
     }
     if token.is_none() && token_file.is_none() && basic.is_none() && !raw.allow_unauthenticated {
         report.push(
             None,
-            "push",
-            "the push endpoint accepts prescriptions from anybody: set `token_file = \"/var/lib/ordobridge/push-token\"` (generated at first start), `token`, or `basic_user` and `basic_password`; or, for a closed test network only, `allow_unauthenticated = true`".to_string(),
+            section,
+            format!(
+                "{}: set `token_file = \"/var/lib/ordobridge/{section}-token\"` (generated at first start), `token`, or `basic_user` and `basic_password`; or, for a closed test network only, `allow_unauthenticated = true`",
+                raw.open_door
+            ),
         );
     }
-    let max_body = raw
-        .max_body
-        .and_then(|v| size_value(v, "push.max_body", report))
-        .unwrap_or(DEFAULT_PUSH_MAX_BODY);
-    PushConfig {
-        token: token.map(Spanned::into_inner),
-        token_file: token_file.map(|(path, _)| path),
-        allow_unauthenticated: raw.allow_unauthenticated,
-        max_body,
+    (
+        token.map(Spanned::into_inner),
+        token_file.map(|(path, _)| path),
         basic,
-        hold_unknown_for,
-        routes,
+    )
+}
+
+/// `[fhir]`: credentials (fail closed, as `[push]`), the networks allowed, identifier systems.
+fn validate_fhir(
+    raw: Spanned<RawFhir>,
+    http: Option<&HttpConfig>,
+    base: &Path,
+    report: &mut Report<'_>,
+) -> FhirConfig {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    if http.is_none() {
+        report.push(
+            Some(span),
+            "fhir",
+            "`[fhir]` needs an `[http]` section (where applications connect)".to_string(),
+        );
+    }
+    let require_client_cert = raw
+        .require_client_cert
+        .as_ref()
+        .is_some_and(|r| *r.get_ref());
+    let has_client_ca = http
+        .and_then(|h| h.tls.as_ref())
+        .is_some_and(|t| t.client_ca.is_some());
+    if require_client_cert && !has_client_ca {
+        report.push(
+            raw.require_client_cert.as_ref().map(Spanned::span),
+            "fhir.require_client_cert",
+            "client certificates are required but `[http.tls]` has no `client_ca`: add `[http.tls]` with `cert`, `key` and `client_ca` (the CA that signs the applications' certificates)".to_string(),
+        );
+    }
+    let allow = match &raw.allow {
+        Some(allow) => match crate::http::AllowList::parse(allow.get_ref()) {
+            Ok(list) => list,
+            Err(e) => {
+                report.push(
+                    Some(allow.span()),
+                    "fhir.allow",
+                    format!(
+                        "{e}: write networks such as `127.0.0.0/8`, `10.1.0.0/16` or `::1/128`"
+                    ),
+                );
+                crate::http::AllowList::loopback()
+            }
+        },
+        None => crate::http::AllowList::loopback(),
+    };
+    let (token, token_file, basic) = validate_credentials(
+        Secrets {
+            section: "fhir",
+            token: raw.token,
+            token_file: raw.token_file,
+            basic_user: raw.basic_user,
+            basic_password: raw.basic_password,
+            allow_unauthenticated: raw.allow_unauthenticated,
+            open_door: "the FHIR endpoints give patient data to and take documents from anybody",
+        },
+        base,
+        report,
+    );
+    FhirConfig {
+        token,
+        token_file,
+        basic,
+        allow_unauthenticated: raw.allow_unauthenticated,
+        allow,
         require_client_cert,
+        ipp_system: raw
+            .ipp_system
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| DEFAULT_IPP_SYSTEM.to_string()),
+        nda_system: raw
+            .nda_system
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| DEFAULT_NDA_SYSTEM.to_string()),
     }
 }
 
-/// An existing push token file must hold a strong token and be readable by its owner only; a
+/// `[documents]`: limits, tracking retention and routes; needs `[fhir]`.
+fn validate_documents(
+    raw: Spanned<RawDocuments>,
+    has_fhir: bool,
+    outbound: &BTreeMap<String, Destination>,
+    base: &Path,
+    report: &mut Report<'_>,
+) -> DocumentsConfig {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    if !has_fhir {
+        report.push(
+            Some(span.clone()),
+            "documents",
+            "`[documents]` needs a `[fhir]` section (its credentials and networks protect `$send-to-ehr`)".to_string(),
+        );
+    }
+    let max_size = raw
+        .max_size
+        .and_then(|v| size_value(v, "documents.max_size", report))
+        .unwrap_or(DEFAULT_DOCUMENT_MAX_SIZE);
+    let tracking_retention = match raw.tracking_retention {
+        Some(value) if value.get_ref() == "forever" => None,
+        Some(value) => Some(
+            duration_value(value, "documents.tracking_retention", report)
+                .unwrap_or(DEFAULT_TRACKING_RETENTION),
+        ),
+        None => Some(DEFAULT_TRACKING_RETENTION),
+    };
+    let max_in_flight = positive(raw.max_in_flight, "documents.max_in_flight", report)
+        .unwrap_or(DEFAULT_DOCUMENTS_IN_FLIGHT);
+    if raw.route.is_empty() {
+        report.push(
+            Some(span),
+            "documents.route",
+            "no route: add `[[documents.route]]` with `mapping = \"mappings/oru-r01-document.toml\"` and the `destination` (an `[outbound.NAME]`)".to_string(),
+        );
+    }
+    let routes = validate_routes("documents", raw.route, outbound, base, report);
+    DocumentsConfig {
+        max_size,
+        tracking_retention,
+        application_name: raw
+            .application_name
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "ordobridge".to_string()),
+        max_in_flight,
+        routes,
+    }
+}
+
+/// An existing token file must hold a strong token and be readable by its owner only; a
 /// missing one is generated at the first start.
-fn check_token_file(path: &Path, span: Range<usize>, report: &mut Report<'_>) {
+fn check_token_file(section: &str, path: &Path, span: Range<usize>, report: &mut Report<'_>) {
     let shown = path.display();
+    let key = format!("{section}.token_file");
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => report.push(
             Some(span),
-            "push.token_file",
+            &key,
             format!("cannot read `{shown}`: {e}"),
         ),
         Ok(meta) if !meta.is_file() => report.push(
             Some(span),
-            "push.token_file",
+            &key,
             format!("`{shown}` is not a regular file (a symlink or a folder): point `token_file` at the file itself"),
         ),
         Ok(_) => {
             match readable_by_others(path) {
                 Ok(Some(mode)) => report.push(
                     Some(span.clone()),
-                    "push.token_file",
+                    &key,
                     format!("`{shown}` is readable by other users (mode {mode:03o}): run `chmod 600 {shown}`"),
                 ),
                 Ok(None) => {}
                 Err(e) => report.push(
                     Some(span.clone()),
-                    "push.token_file",
+                    &key,
                     format!("cannot read `{shown}`: {e}"),
                 ),
             }
@@ -1420,14 +1712,14 @@ fn check_token_file(path: &Path, span: Range<usize>, report: &mut Report<'_>) {
                     if let Err(problem) = secret_problem(text.trim()) {
                         report.push(
                             Some(span),
-                            "push.token_file",
+                            &key,
                             format!("the token in `{shown}` {problem}"),
                         );
                     }
                 }
                 Err(e) => report.push(
                     Some(span),
-                    "push.token_file",
+                    &key,
                     format!("cannot read `{shown}`: {e}"),
                 ),
             }
@@ -1437,6 +1729,7 @@ fn check_token_file(path: &Path, span: Range<usize>, report: &mut Report<'_>) {
 
 /// `basic_user` and `basic_password`: both or neither (empty counts as unset).
 fn basic_auth(
+    section: &str,
     user: Option<Spanned<String>>,
     password: Option<Spanned<String>>,
     report: &mut Report<'_>,
@@ -1448,7 +1741,7 @@ fn basic_auth(
         (Some(user), None) => {
             report.push(
                 Some(user.span()),
-                "push.basic_password",
+                &format!("{section}.basic_password"),
                 "`basic_user` is set but `basic_password` is not: set both for basic authentication, or neither".to_string(),
             );
             None
@@ -1456,7 +1749,7 @@ fn basic_auth(
         (None, Some(password)) => {
             report.push(
                 Some(password.span()),
-                "push.basic_user",
+                &format!("{section}.basic_user"),
                 "`basic_password` is set but `basic_user` is not: set both for basic authentication, or neither".to_string(),
             );
             None
@@ -1465,7 +1758,7 @@ fn basic_auth(
             if user.get_ref().contains(':') {
                 report.push(
                     Some(user.span()),
-                    "push.basic_user",
+                    &format!("{section}.basic_user"),
                     format!(
                         "basic user `{}` contains `:`, which basic authentication cannot carry: choose a user name without it",
                         user.get_ref()
@@ -1604,14 +1897,74 @@ fn retry_policy(
     policy
 }
 
-fn validate_launch(raw: RawLaunch, base: &Path, report: &mut Report<'_>) -> Option<LaunchConfig> {
-    let mapping_file = resolve_path(base, raw.mapping.get_ref());
-    let mapping = match crate::http::ScanTokenMapping::load(&mapping_file) {
-        Ok(mapping) => Some(mapping),
+/// Reads and compiles the mapping file at `path` (the mapping module does no I/O).
+pub fn read_mapping(path: &Path) -> Result<crate::mapping::Mapping, crate::mapping::MappingErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        crate::mapping::MappingErrors(vec![crate::mapping::MappingError {
+            file: path.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read the mapping file: {e}"),
+        }])
+    })?;
+    crate::mapping::Mapping::load(&text, path)
+}
+
+/// A launch mapping (`[launch] mapping`, `guide_mapping`): loaded, and checked fit for the
+/// request it builds.
+fn launch_mapping(
+    file: &Path,
+    value: &Spanned<String>,
+    key: &str,
+    request: &str,
+    fields: &[&str],
+    report: &mut Report<'_>,
+) -> Option<crate::mapping::Mapping> {
+    match read_mapping(file) {
+        Ok(mapping) => {
+            let problems = crate::http::launch_mapping_problems(&mapping, request, fields);
+            for problem in &problems {
+                report.push(
+                    Some(value.span()),
+                    key,
+                    format!("{}: {problem}", file.display()),
+                );
+            }
+            problems.is_empty().then_some(mapping)
+        }
         Err(e) => {
-            report.push(Some(raw.mapping.span()), "launch.mapping", e.to_string());
+            report.push(Some(value.span()), key, e.to_string());
             None
         }
+    }
+}
+
+fn validate_launch(raw: RawLaunch, base: &Path, report: &mut Report<'_>) -> Option<LaunchConfig> {
+    let mapping_file = resolve_path(base, raw.mapping.get_ref());
+    let mapping = launch_mapping(
+        &mapping_file,
+        &raw.mapping,
+        "launch.mapping",
+        "scan-token",
+        &crate::http::SCAN_TOKEN_FIELDS,
+        report,
+    );
+    let guide_mapping = match &raw.guide_mapping {
+        Some(file) => launch_mapping(
+            &resolve_path(base, file.get_ref()),
+            file,
+            "launch.guide_mapping",
+            "guide",
+            &crate::http::GUIDE_FIELDS,
+            report,
+        ),
+        None => match crate::http::shipped_guide() {
+            Ok(mapping) => Some(mapping),
+            Err(e) => {
+                report.push(None, "launch.guide_mapping", e.to_string());
+                None
+            }
+        },
     };
     let allow_list = match &raw.allow {
         Some(allow) => match crate::http::AllowList::parse(allow.get_ref()) {
@@ -1665,7 +2018,7 @@ fn validate_launch(raw: RawLaunch, base: &Path, report: &mut Report<'_>) -> Opti
             "signed links are required but `signing_secret` is empty: set `signing_secret = \"${ORDOBRIDGE_LAUNCH_SECRET}\"`".to_string(),
         );
     }
-    let mut settings = crate::http::LaunchSettings::new(mapping?);
+    let mut settings = crate::http::LaunchSettings::new(mapping?, guide_mapping?);
     if let Some(parameters) = raw.parameters {
         settings.parameters = parameters;
     }
@@ -2482,6 +2835,63 @@ mod tests {
     }
 
     #[test]
+    fn err_read_mapping_missing_file() {
+        let err = read_mapping(Path::new("/nonexistent/orm.toml")).expect_err("no such file");
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/orm.toml: cannot read the mapping file: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ok_launch_guide_mapping() {
+        let launch = format!("guide_mapping = \"{ROOT}/mappings/guide.toml\"");
+        let config = load(&launch_text("127.0.0.1:8717", &launch), &[]).expect("config");
+        let settings = config.launch.expect("launch").settings;
+        assert_eq!(settings.guide_mapping.message_type(), "guide");
+        assert_eq!(settings.mapping.message_type(), "scan-token");
+    }
+
+    /// A launch mapping must build the request it is for: JSON, launch inputs, no `when`,
+    /// every field Posos requires (checked at start, not at the first click).
+    #[rstest]
+    #[case::err_hl7_mapping_for_scan_token(
+        "mappings/omp-o09.toml",
+        "",
+        &[
+            "/etc/ordobridge/ob.toml:6:11: `launch.mapping`: ROOT/mappings/omp-o09.toml: the scan-token request is JSON: set `[message] format = \"json\"`",
+            "/etc/ordobridge/ob.toml:6:11: `launch.mapping`: ROOT/mappings/omp-o09.toml: a launch gives `user`, `patient` and `launch`: set `[message] input = \"launch\"`",
+            "/etc/ordobridge/ob.toml:6:11: `launch.mapping`: ROOT/mappings/omp-o09.toml: a launch always sends its scan-token request: remove `[message] when`",
+        ]
+    )]
+    #[case::err_guide_mapping_for_scan_token(
+        "mappings/guide.toml",
+        "",
+        &[
+            "/etc/ordobridge/ob.toml:6:11: `launch.mapping`: ROOT/mappings/guide.toml: `facilitySlug` is never written, and the scan-token request needs it: add it to the fields of the body (`[[segment]]` with `id = \"/\"`)",
+            "/etc/ordobridge/ob.toml:6:11: `launch.mapping`: ROOT/mappings/guide.toml: `patientId` is never written, and the scan-token request needs it: add it to the fields of the body (`[[segment]]` with `id = \"/\"`)",
+        ]
+    )]
+    #[case::err_scan_token_mapping_for_guide(
+        "mappings/scan-token.toml",
+        "guide_mapping = \"ROOT/mappings/scan-token.toml\"",
+        &[
+            "/etc/ordobridge/ob.toml:7:17: `launch.guide_mapping`: ROOT/mappings/scan-token.toml: `guide` is never written, and the guide request needs it: add it to the fields of the body (`[[segment]]` with `id = \"/\"`)",
+        ]
+    )]
+    fn err_launch_mapping_unfit(
+        #[case] mapping: &str,
+        #[case] launch: &str,
+        #[case] expected: &[&str],
+    ) {
+        let text = launch_text("127.0.0.1:8717", &launch.replace("ROOT", ROOT))
+            .replace("mappings/scan-token.toml\"\n", &format!("{mapping}\"\n"));
+        let expected: Vec<String> = expected.iter().map(|e| e.replace("ROOT", ROOT)).collect();
+        assert_eq!(errors(&text), expected);
+    }
+
+    #[test]
     fn err_remote_posos_needs_https_and_a_private_key_file() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().expect("dir");
@@ -3080,5 +3490,100 @@ environment = "prod"
     #[case("MiB", None)]
     fn sizes(#[case] text: &str, #[case] expected: Option<usize>) {
         assert_eq!(parse_size(text), expected);
+    }
+
+    /// `[http]`, one destination and the sections under test.
+    fn documents_text(sections: &str) -> String {
+        format!(
+            "[store]\npath = \"ob.db\"\n[http]\nbind = \"127.0.0.1:8717\"\n[outbound.ehr]\nprotocol = \"mllp\"\naddress = \"127.0.0.1:2576\"\n{sections}"
+        )
+    }
+
+    fn route(mapping: &str, destination: &str) -> String {
+        format!(
+            "[[documents.route]]\nmapping = \"{ROOT}/mappings/{mapping}\"\ndestination = \"{destination}\"\n"
+        )
+    }
+
+    #[test]
+    fn ok_documents_defaults() {
+        let text = documents_text(&format!(
+            "[fhir]\ntoken = \"{TOKEN}\"\n[documents]\n{}",
+            route("oru-r01-document.toml", "ehr")
+        ));
+        let config = load(&text, &[]).unwrap();
+        let fhir = config.fhir.unwrap();
+        assert_eq!(fhir.token.as_deref(), Some(TOKEN));
+        assert_eq!(fhir.ipp_system, DEFAULT_IPP_SYSTEM);
+        assert!(fhir.allow.allows("127.0.0.1".parse().unwrap()));
+        assert!(!fhir.allow.allows("10.0.0.1".parse().unwrap()));
+        let documents = config.documents.unwrap();
+        assert_eq!(documents.max_size, DEFAULT_DOCUMENT_MAX_SIZE);
+        assert_eq!(
+            documents.tracking_retention,
+            Some(DEFAULT_TRACKING_RETENTION)
+        );
+        assert_eq!(documents.max_in_flight, DEFAULT_DOCUMENTS_IN_FLIGHT);
+        assert_eq!(documents.routes.len(), 1);
+        assert_eq!(
+            config.store.retention.document_tracking,
+            Some(DEFAULT_TRACKING_RETENTION)
+        );
+    }
+
+    #[rstest]
+    #[case::err_fhir_open(
+        "[fhir]\n",
+        "/etc/ordobridge/ob.toml: `fhir`: the FHIR endpoints give patient data to and take documents from anybody: set `token_file = \"/var/lib/ordobridge/fhir-token\"` (generated at first start), `token`, or `basic_user` and `basic_password`; or, for a closed test network only, `allow_unauthenticated = true`"
+    )]
+    #[case::err_fhir_token_weak(
+        "[fhir]\ntoken = \"short\"\n",
+        "/etc/ordobridge/ob.toml:9:9: `fhir.token`: the fhir token is too short (5 characters; at least 32): generate one with `openssl rand -base64 32`"
+    )]
+    #[case::err_fhir_allow(
+        "[fhir]\nallow_unauthenticated = true\nallow = [\"10.0.0.0/33\"]\n",
+        "/etc/ordobridge/ob.toml:10:9: `fhir.allow`: invalid network `10.0.0.0/33`: the prefix length must be at most 32: write networks such as `127.0.0.0/8`, `10.1.0.0/16` or `::1/128`"
+    )]
+    #[case::err_documents_without_fhir(
+        "[documents]\n[[documents.route]]\nmapping = \"ROOT/mappings/mdm-t02.toml\"\ndestination = \"ehr\"\n",
+        "/etc/ordobridge/ob.toml:8:1: `documents`: `[documents]` needs a `[fhir]` section (its credentials and networks protect `$send-to-ehr`)"
+    )]
+    #[case::err_documents_without_route(
+        "[fhir]\nallow_unauthenticated = true\n[documents]\nmax_size = \"1MiB\"\n",
+        "/etc/ordobridge/ob.toml:10:1: `documents.route`: no route: add `[[documents.route]]` with `mapping = \"mappings/oru-r01-document.toml\"` and the `destination` (an `[outbound.NAME]`)"
+    )]
+    #[case::err_documents_route_destination(
+        "[fhir]\nallow_unauthenticated = true\n[documents]\n[[documents.route]]\nmapping = \"ROOT/mappings/mdm-t02.toml\"\ndestination = \"nowhere\"\n",
+        "/etc/ordobridge/ob.toml:13:15: `documents.route[0].destination`: no `[outbound.nowhere]` destination (known: ehr)"
+    )]
+    #[case::err_tracking_retention(
+        "[fhir]\nallow_unauthenticated = true\n[documents]\ntracking_retention = \"long\"\n[[documents.route]]\nmapping = \"ROOT/mappings/mdm-t02.toml\"\ndestination = \"ehr\"\n",
+        "/etc/ordobridge/ob.toml:11:22: `documents.tracking_retention`: invalid duration `long`: expected a number with a unit, such as `500ms`, `30s`, `15m` or `1h`"
+    )]
+    fn err_fhir_and_documents(#[case] sections: &str, #[case] expected: &str) {
+        let text = documents_text(&sections.replace("ROOT", ROOT));
+        assert_eq!(errors(&text), vec![expected]);
+    }
+
+    #[test]
+    fn err_fhir_needs_http() {
+        let text = "[store]\npath = \"ob.db\"\n[fhir]\nallow_unauthenticated = true\n";
+        assert_eq!(
+            errors(text),
+            vec![
+                "/etc/ordobridge/ob.toml:3:1: `fhir`: `[fhir]` needs an `[http]` section (where applications connect)"
+            ]
+        );
+    }
+
+    #[test]
+    fn err_reserved_channel_names() {
+        let text = "[store]\npath = \"ob.db\"\n[inbound.documents]\nprotocol = \"mllp\"\nbind = \"127.0.0.1:0\"\n";
+        assert_eq!(
+            errors(text),
+            vec![
+                "/etc/ordobridge/ob.toml:4:12: `inbound.documents`: `documents` is the journal channel of documents (`$send-to-ehr`): give this channel another name"
+            ]
+        );
     }
 }

@@ -26,6 +26,13 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum MappingAction {
+    /// Print FILE, a scan-token mapping in the old `[fields]` format (`from`, `value`,
+    /// `default`), rewritten in the mapping language; replace the file with the output.
+    Upgrade { file: PathBuf },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the daemon.
     Run {
@@ -150,12 +157,17 @@ enum Command {
     /// Console users.
     #[command(subcommand)]
     User(UserCommand),
-    /// Try a mapping: read a Posos bundle, apply the mapping, print the message.
+    /// Try a mapping: read a Posos bundle (or, for a launch mapping, a launch context), apply
+    /// the mapping, print the message (or the request body).
     Transform {
         #[arg(long)]
         mapping: PathBuf,
+        #[arg(long, required_unless_present = "launch", conflicts_with = "launch")]
+        bundle: Option<PathBuf>,
+        /// For a launch mapping (scan-token, guide): a JSON object with `user`, `patient` and
+        /// `launch`, as in samples/launch/.
         #[arg(long)]
-        bundle: PathBuf,
+        launch: Option<PathBuf>,
         /// A JSON object standing for the census (`{"ipp": …, "family": …, "nda": …}`);
         /// default: the patient as the bundle describes it.
         #[arg(long)]
@@ -165,6 +177,12 @@ enum Command {
         /// The time written as "now" (RFC 3339); default: now.
         #[arg(long)]
         now: Option<String>,
+    },
+    /// Mapping files: `ordobridge mapping upgrade FILE` prints an old-format scan-token
+    /// mapping rewritten in the mapping language.
+    Mapping {
+        #[command(subcommand)]
+        action: MappingAction,
     },
     /// Send HL7 files over MLLP, one message after the other, and print each answer.
     Send {
@@ -377,14 +395,28 @@ fn main() -> ExitCode {
         Command::Backup { config, dest } => backup(&config, &dest),
         Command::Transform {
             mapping,
+            bundle: None,
+            launch: Some(launch),
+            ..
+        } => tools::transform_launch(&mapping, &launch).and_then(|out| {
+            print_out(&tools::printable_message(&out))?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Transform {
+            mapping,
             bundle,
             census,
             control_id,
             now,
+            launch: _,
         } => {
             let now = now.unwrap_or_else(|| jiff::Timestamp::now().to_string());
-            tools::transform(&mapping, &bundle, census.as_deref(), &control_id, &now).and_then(
-                |out| {
+            bundle
+                .ok_or_else(|| "give `--bundle FILE` or `--launch FILE`".to_string())
+                .and_then(|bundle| {
+                    tools::transform(&mapping, &bundle, census.as_deref(), &control_id, &now)
+                })
+                .and_then(|out| {
                     match out {
                         Some(out) => print_out(&tools::printable_message(&out))?,
                         None => eprintln!(
@@ -393,9 +425,19 @@ fn main() -> ExitCode {
                         ),
                     }
                     Ok(ExitCode::SUCCESS)
-                },
-            )
+                })
         }
+        Command::Mapping {
+            action: MappingAction::Upgrade { file },
+        } => std::fs::read_to_string(&file)
+            .map_err(|e| format!("cannot read `{}`: {e}", file.display()))
+            .and_then(|text| {
+                ordobridge::mapping::upgrade_scan_token(&text, &file).map_err(|e| e.to_string())
+            })
+            .and_then(|upgraded| {
+                print_out(&upgraded)?;
+                Ok(ExitCode::SUCCESS)
+            }),
         Command::Send {
             to,
             ack_timeout,
@@ -477,6 +519,15 @@ fn run(config_path: &Path) -> Result<ExitCode, String> {
             "ordobridge: generated the push endpoint's token in {} (mode 0600).\n\
              Posos must send `Authorization: Bearer {}` to POST /fhir. It is printed only this once;\n\
              read the file again when you need it.",
+            generated.path.display(),
+            generated.token
+        );
+    }
+    if let Some(generated) = engine::resolve_fhir_token(&mut config)? {
+        println!(
+            "ordobridge: generated the FHIR routes' token in {} (mode 0600).\n\
+             Applications send `Authorization: Bearer {}` to /fhir/Patient, /fhir/Encounter and\n\
+             /fhir/CommunicationRequest/$send-to-ehr. It is printed only this once; read the file again when you need it.",
             generated.path.display(),
             generated.token
         );
@@ -700,11 +751,12 @@ fn prune(config_path: &Path, dry_run: bool) -> Result<ExitCode, String> {
             )
         })?;
         println_out(&format!(
-            "would delete: {} journal row(s), {} outbound message(s), {} released hold(s), {}",
+            "would delete: {} journal row(s), {} outbound message(s), {} released hold(s), {}{}",
             would.journal,
             would.outbound,
             would.holds,
-            census(&would)
+            census(&would),
+            documents_pruned(would.documents)
         ))?;
         for (channel, rows) in by_channel {
             println_out(&format!("  channel {channel}: {rows} journal row(s)"))?;
@@ -715,13 +767,23 @@ fn prune(config_path: &Path, dry_run: bool) -> Result<ExitCode, String> {
         .block_on(store.prune(plan, retention.batch))
         .map_err(|e| format!("cannot prune: {}", ordobridge::text::error_chain(&e)))?;
     println_out(&format!(
-        "deleted: {} journal row(s), {} outbound message(s), {} released hold(s), {}; {freed} page(s) given back to the file system",
+        "deleted: {} journal row(s), {} outbound message(s), {} released hold(s), {}{}; {freed} page(s) given back to the file system",
         pruned.journal,
         pruned.outbound,
         pruned.holds,
-        census(&pruned)
+        census(&pruned),
+        documents_pruned(pruned.documents)
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `, N document tracking(s)` when documents' tracking is pruned too (`[documents]`).
+fn documents_pruned(count: usize) -> String {
+    if count == 0 {
+        String::new()
+    } else {
+        format!(", {count} document tracking(s)")
+    }
 }
 
 fn backup(config_path: &Path, dest: &Path) -> Result<ExitCode, String> {

@@ -328,7 +328,15 @@ pub fn transform_bytes(
     control_id: &str,
     now: &str,
 ) -> Result<Option<Vec<u8>>, String> {
-    let mapping = crate::mapping::Mapping::load(mapping_file).map_err(|e| e.to_string())?;
+    let mapping = crate::config::read_mapping(mapping_file).map_err(|e| e.to_string())?;
+    if mapping.inputs() != crate::mapping::Inputs::Push {
+        return Err(format!(
+            "`{}` reads a {} (`[message] input = \"{}\"`), not a bundle: give `--launch FILE`, a JSON object with `user`, `patient` and `launch` (see samples/launch/)",
+            mapping_file.display(),
+            mapping.inputs().name(),
+            mapping.inputs().name()
+        ));
+    }
     let prescription =
         crate::posos::bundle::read_bundle(body).map_err(|e| format!("`{bundle_name}`: {e}"))?;
     let census = census.unwrap_or_else(|| crate::mapping::census_from_bundle(&prescription));
@@ -342,7 +350,57 @@ pub fn transform_bytes(
     if !mapping.applies(context).map_err(failed)? {
         return Ok(None);
     }
+    if mapping.format() == crate::mapping::OutputFormat::Json {
+        let body = mapping.apply_json(context).map_err(failed)?;
+        return Ok(Some(pretty_json(&body)));
+    }
     mapping.apply(context).map(Some).map_err(failed)
+}
+
+/// `ordobridge transform --launch`: applies a launch mapping (the scan-token or guide
+/// request) to a launch context read from `launch_file`, a JSON object with `user`,
+/// `patient` and `launch` as [`crate::mapping::LaunchInput`] describes them; returns the JSON
+/// body, indented.
+pub fn transform_launch(
+    mapping_file: &std::path::Path,
+    launch_file: &std::path::Path,
+) -> Result<Vec<u8>, String> {
+    let mapping = crate::config::read_mapping(mapping_file).map_err(|e| e.to_string())?;
+    if mapping.inputs() != crate::mapping::Inputs::Launch {
+        return Err(format!(
+            "`{}` reads a {} (`[message] input = \"{}\"`), not a launch: give `--bundle FILE`",
+            mapping_file.display(),
+            mapping.inputs().name(),
+            mapping.inputs().name()
+        ));
+    }
+    let text = std::fs::read_to_string(launch_file)
+        .map_err(|e| format!("cannot read `{}`: {e}", launch_file.display()))?;
+    let context: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("`{}` is not JSON: {e}", launch_file.display()))?;
+    if !context.is_object() {
+        return Err(format!(
+            "`{}`: expected a JSON object with `user`, `patient` and `launch`",
+            launch_file.display()
+        ));
+    }
+    let failed = |e: crate::mapping::ApplyError| {
+        format!(
+            "`{}` on `{}`: {e}",
+            mapping_file.display(),
+            launch_file.display()
+        )
+    };
+    if mapping.format() == crate::mapping::OutputFormat::Json {
+        let body = mapping.apply_json(&context).map_err(failed)?;
+        return Ok(pretty_json(&body));
+    }
+    mapping.apply(&context).map_err(failed)
+}
+
+/// A JSON body for a terminal, indented.
+fn pretty_json(body: &serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec_pretty(body).unwrap_or_else(|_| body.to_string().into_bytes())
 }
 
 /// A journaled message for a terminal: segments on their own lines, decoded in its charset.

@@ -733,3 +733,122 @@ fn ok_listing_a_store_not_created_yet_creates_nothing() {
         "the listing created the store"
     );
 }
+
+/// Issue 12, one mapping language: an old-format scan-token mapping fails `check` with a
+/// message naming `ordobridge mapping upgrade FILE`; what that command prints passes `check`
+/// and, through `transform --launch`, builds the same request as the shipped mapping.
+#[test]
+fn old_scan_token_mapping_is_named_upgraded_and_checked() {
+    let dir = tempfile::tempdir().expect("dir");
+    let root = common::repo_root();
+    let mapping = dir.path().join("scan-token.toml");
+    // The shipped file as it was before the mapping language built the launch requests.
+    let old = "[fields]\n\
+        first_name   = { from = \"user.first_name\" }\n\
+        last_name    = { from = \"user.last_name\" }\n\
+        rpps         = { from = \"user.rpps\" }\n\
+        facilitySlug = { value = \"ch-exemple\" }\n\
+        patientId    = { from = \"patient.ipp\" }\n";
+    std::fs::write(&mapping, old).expect("write");
+    let config = dir.path().join("ob.toml");
+    let text = format!(
+        "[store]\npath = \"ob.db\"\n[http]\nbind = \"127.0.0.1:0\"\n{}",
+        common::simulator_toml("").replace(
+            &format!("{}/mappings/scan-token.toml", root.display()),
+            &mapping.display().to_string()
+        )
+    );
+    std::fs::write(&config, text).expect("write");
+    let config = config.to_str().expect("utf-8");
+    let mapping_arg = mapping.to_str().expect("utf-8");
+
+    let checked = run(&["check", "--config", config]);
+    assert_eq!(checked.code, Some(1), "{checked:?}");
+    assert!(
+        checked.stderr.contains(&format!(
+            "`launch.mapping`: {mapping_arg}:1:2: `fields`: this is a scan-token mapping in the old format"
+        )),
+        "{checked:?}"
+    );
+    assert!(
+        checked
+            .stderr
+            .contains(&format!("run `ordobridge mapping upgrade {mapping_arg}`")),
+        "{checked:?}"
+    );
+
+    let upgraded = run(&["mapping", "upgrade", mapping_arg]);
+    assert_eq!(upgraded.code, Some(0), "{upgraded:?}");
+    std::fs::write(&mapping, &upgraded.stdout).expect("write");
+    let checked = run(&["check", "--config", config]);
+    assert_eq!(checked.code, Some(0), "{checked:?}");
+
+    let sample = root.join("samples/launch/scan.json");
+    let sample = sample.to_str().expect("utf-8");
+    let shipped = root.join("mappings/scan-token.toml");
+    let from_upgrade = run(&["transform", "--mapping", mapping_arg, "--launch", sample]);
+    let from_shipped = run(&[
+        "transform",
+        "--mapping",
+        shipped.to_str().expect("utf-8"),
+        "--launch",
+        sample,
+    ]);
+    assert_eq!(
+        json_of(&from_upgrade),
+        json!({"first_name": "Paul", "last_name": "DURAND", "rpps": "10000000001",
+               "facilitySlug": "ch-exemple", "patientId": "800123"})
+    );
+    assert_eq!(from_upgrade.stdout, from_shipped.stdout);
+}
+
+#[rstest::rstest]
+#[case::err_launch_mapping_on_a_bundle(
+    &["--mapping", "mappings/scan-token.toml", "--bundle", "samples/posos/two-drugs-prednisone-taper.json"],
+    "reads a launch (`[message] input = \"launch\"`), not a bundle: give `--launch FILE`"
+)]
+#[case::err_push_mapping_on_a_launch(
+    &["--mapping", "mappings/orm-o01.toml", "--launch", "samples/launch/scan.json"],
+    "reads a push (`[message] input = \"push\"`), not a launch: give `--bundle FILE`"
+)]
+#[case::err_required_field_empty(
+    &["--mapping", "mappings/guide.toml", "--launch", "samples/launch/scan.json"],
+    "`guide`: required value is missing: `launch.guide` is empty"
+)]
+fn err_transform_inputs(#[case] args: &[&str], #[case] stderr: &str) {
+    let root = common::repo_root();
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a.starts_with("mappings/") || a.starts_with("samples/") {
+                root.join(a).display().to_string()
+            } else {
+                (*a).to_string()
+            }
+        })
+        .collect();
+    let mut all = vec!["transform"];
+    all.extend(args.iter().map(String::as_str));
+    let out = run(&all);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains(stderr), "{out:?}");
+}
+
+#[test]
+fn ok_transform_guide_launch() {
+    let root = common::repo_root();
+    let out = run(&[
+        "transform",
+        "--mapping",
+        root.join("mappings/guide.toml").to_str().expect("utf-8"),
+        "--launch",
+        root.join("samples/launch/guide.json")
+            .to_str()
+            .expect("utf-8"),
+    ]);
+    assert_eq!(
+        json_of(&out),
+        json!({"rpps": "10000000001", "first_name": "Paul", "last_name": "DURAND",
+               "guide": "insuffisance-renale", "ucds": ["3400893826706", "3400892088310"]})
+    );
+}

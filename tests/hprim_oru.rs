@@ -104,7 +104,7 @@ fn ok_oru_written_to_an_outbox_and_read_back() {
 
 #[test]
 fn ok_mapping_loads_as_hprim() {
-    let mapping = ordobridge::mapping::Mapping::load(&repo("mappings/hprim-oru.toml")).unwrap();
+    let mapping = ordobridge::config::read_mapping(&repo("mappings/hprim-oru.toml")).unwrap();
     assert_eq!(mapping.message_type(), "ORU");
     assert_eq!(mapping.format(), ordobridge::mapping::OutputFormat::Hprim);
 }

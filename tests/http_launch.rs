@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use ordobridge::http::{
     AllowList, CORRELATION_HEADER, LaunchContext, LaunchFailure, LaunchSettings, LaunchState,
-    PatientContext, PatientKey, PososApi, PractitionerContext, ScanTokenMapping, SigningSecret,
-    UnknownPatient, router, sign_launch_url,
+    PatientContext, PatientKey, PososApi, PractitionerContext, SigningSecret, UnknownPatient,
+    router, shipped_guide, shipped_scan_token, sign_launch_url,
 };
 use rstest::rstest;
 use serde_json::{Value, json};
@@ -105,7 +105,7 @@ async fn serve(
         scan_bodies: Mutex::new(Vec::new()),
         guide_bodies: Mutex::new(Vec::new()),
     });
-    let mut settings = LaunchSettings::new(ScanTokenMapping::shipped().unwrap());
+    let mut settings = LaunchSettings::new(shipped_scan_token().unwrap(), shipped_guide().unwrap());
     tune(&mut settings);
     let state = LaunchState::new(Arc::new(census()), Arc::clone(&posos), settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -229,14 +229,15 @@ async fn ok_names_from_practitioner_lookup() {
 
 #[tokio::test]
 async fn ok_custom_mapping_uses_launch_id_and_nda() {
-    let mapping = ScanTokenMapping::parse(
-        "[fields]\n\
-         first_name = { from = \"user.first_name\" }\n\
-         last_name = { from = \"user.last_name\" }\n\
-         rpps = { from = \"user.rpps\" }\n\
-         facilitySlug = { value = \"chu-test\" }\n\
-         patientId = { from = [\"patient.nda\", \"patient.ipp\"] }\n\
-         externalId = { from = \"launch.id\" }\n",
+    let mapping = ordobridge::mapping::Mapping::load(
+        "[message]\nformat = \"json\"\ninput = \"launch\"\n\
+         [[segment]]\nid = \"/\"\n[segment.fields]\n\
+         first_name = { value = \"user.first_name\", required = true }\n\
+         last_name = { value = \"user.last_name\", required = true }\n\
+         rpps = { value = \"user.rpps\", required = true }\n\
+         facilitySlug = \"'chu-test'\"\n\
+         patientId = { value = \"patient.nda | default(patient.ipp)\", required = true }\n\
+         externalId = { value = \"launch.id\", required = true }\n",
         std::path::Path::new("test.toml"),
     )
     .unwrap();
@@ -428,6 +429,18 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 
 #[tokio::test]
 async fn ok_logs_carry_the_correlation_id_and_no_phi_above_trace() {
+    // A process-wide subscriber interested in debug: without one, a callsite first hit by a
+    // test running in parallel (no subscriber there) can be cached as "never", and this
+    // test's own subscriber then misses its lines (tracing's per-callsite interest cache).
+    static BASELINE: std::sync::Once = std::sync::Once::new();
+    BASELINE.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_writer(std::io::sink)
+                .finish(),
+        );
+    });
     let logs = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .json()
@@ -455,26 +468,41 @@ async fn ok_logs_carry_the_correlation_id_and_no_phi_above_trace() {
 
 #[rstest]
 #[case::err_unknown_source(
-    "patientId    = { from = \"patient.ipn\" }",
-    "scan-token.toml:6:25: `fields.patientId.from`: unknown source `patient.ipn`: expected one of"
+    "patientId    = { value = \"patient.ipn\", required = true }",
+    "scan-token.toml:11:26: `segment[1].fields.patientId`: unknown name `patient.ipn` at character 1: expected `patient.ipp`, `patient.nda`"
 )]
 #[case::err_variable(
-    "patientId    = { value = \"${PATIENT}\" }",
-    "scan-token.toml:6:26: `fields.patientId.value`: `${…}` is not expanded in mapping files: write the literal value (found `${PATIENT}`)"
+    "patientId    = \"${PATIENT}\"",
+    "scan-token.toml:11:16: `segment[1].fields.patientId`: unexpected `${` at character 1: `${…}` is not expanded in mapping files: write the value, as a text in quotes"
+)]
+#[case::err_old_format(
+    "[fields]\npatientId = { from = \"patient.ipp\" }",
+    "scan-token.toml:1:2: `fields`: this is a scan-token mapping in the old format (`[fields]` with `from`, `value` and `default`), which ordobridge no longer reads: run `ordobridge mapping upgrade "
 )]
 fn err_mapping_file_names_file_line_and_key(#[case] line: &str, #[case] expected: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("scan-token.toml");
-    let text = format!(
-        "[fields]\n\
-         first_name   = {{ from = \"user.first_name\" }}\n\
-         last_name    = {{ from = \"user.last_name\" }}\n\
-         rpps         = {{ from = \"user.rpps\" }}\n\
-         facilitySlug = {{ value = \"ch-exemple\" }}\n\
-         {line}\n"
-    );
+    let text = if line.starts_with("[fields]") {
+        format!("{line}\n")
+    } else {
+        format!(
+            "[message]\n\
+             format = \"json\"\n\
+             input = \"launch\"\n\
+             [[segment]]\n\
+             id = \"/\"\n\
+             [segment.fields]\n\
+             first_name   = {{ value = \"user.first_name\", required = true }}\n\
+             last_name    = {{ value = \"user.last_name\", required = true }}\n\
+             rpps         = {{ value = \"user.rpps\", required = true }}\n\
+             facilitySlug = \"'ch-exemple'\"\n\
+             {line}\n"
+        )
+    };
     std::fs::write(&path, text).unwrap();
-    let message = ScanTokenMapping::load(&path).unwrap_err().to_string();
+    let message = ordobridge::config::read_mapping(&path)
+        .unwrap_err()
+        .to_string();
     let expected = format!("{}/{expected}", dir.path().display());
     assert!(
         message.starts_with(&expected),
@@ -484,7 +512,21 @@ fn err_mapping_file_names_file_line_and_key(#[case] line: &str, #[case] expected
 
 #[test]
 fn ok_shipped_mapping_file_loads() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/scan-token.toml");
-    let from_file = ScanTokenMapping::load(&path).unwrap();
-    assert_eq!(from_file, ScanTokenMapping::shipped().unwrap());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let context = json!({
+        "user": {"rpps": "10101010101", "first_name": "Paul", "last_name": "DURAND"},
+        "patient": {"ipp": "800123", "nda": "2400555"},
+        "launch": {"id": "l-1", "guide": "g", "ucds": ["1"]},
+    });
+    for (file, shipped) in [
+        ("mappings/scan-token.toml", shipped_scan_token().unwrap()),
+        ("mappings/guide.toml", shipped_guide().unwrap()),
+    ] {
+        let from_file = ordobridge::config::read_mapping(&root.join(file)).unwrap();
+        assert_eq!(
+            from_file.apply_json(&context).unwrap(),
+            shipped.apply_json(&context).unwrap(),
+            "{file}"
+        );
+    }
 }

@@ -122,7 +122,7 @@ fn load() -> Mapping {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("orm-o01.toml");
     std::fs::write(&path, ORM).unwrap();
-    Mapping::load(&path).unwrap()
+    ordobridge::config::read_mapping(&path).unwrap()
 }
 
 #[test]
@@ -188,7 +188,7 @@ fn err_load_reports_every_problem_with_its_line() {
         .replace("map('sex')", "map('gender')")
         .replace("\"NTE-2\"", "\"NTE-9\"")
         .replace("truncate(199)", "trunc(199)");
-    let err = Mapping::parse(&broken, Path::new("mappings/orm-o01.toml")).unwrap_err();
+    let err = Mapping::load(&broken, Path::new("mappings/orm-o01.toml")).unwrap_err();
     assert_eq!(
         err.to_string(),
         "mappings/orm-o01.toml:18:70: `segment[2].fields.PID-8`: unknown map `gender` at character 18: the file defines `sex`, `code_system`\n\

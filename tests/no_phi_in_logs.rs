@@ -2,8 +2,10 @@
 //! `[log] level = "info"`, gets ADTs whose patient values are unique markers (names, IPP,
 //! birth date, PV1-19) and that the census cannot use (a PID-3 of another authority, a bad
 //! birth date), a payload that is not HL7 but a PID segment, a file refused for its charset,
-//! and a push whose ORM the EHR refuses with a text naming the patient (retried, then
-//! dead-lettered). The log must show each of these events, and none of the markers.
+//! a push whose ORM the EHR refuses with a text naming the patient (retried, then
+//! dead-lettered), and documents (`$send-to-ehr`: one accepted, whose title names the patient
+//! and which the EHR refuses too, one refused) after a FHIR search by IPP. The log must show
+//! each of these events, and none of the markers.
 
 mod common;
 
@@ -29,8 +31,11 @@ const MARKERS: &[&str] = &[
     "NDAZQ4004",
     "NOMZQPUSH",
     "IPPZQ5005",
+    "TITREZQDOC",
     "ZQ",
 ];
+
+const FHIR_TOKEN: &str = "fhir-token-for-the-no-phi-test-0123456789";
 
 const TOKEN: &str = "push-token-for-the-no-phi-test-0123456789";
 
@@ -111,6 +116,12 @@ token = "{TOKEN}"
 hold_unknown_for = "0s"
 [[push.route]]
 mapping = "{root}/mappings/orm-o01.toml"
+destination = "ehr-orders"
+[fhir]
+token = "{FHIR_TOKEN}"
+[documents]
+[[documents.route]]
+mapping = "{root}/mappings/oru-r01-document.toml"
 destination = "ehr-orders"
 "#,
             root = root.display()
@@ -196,6 +207,43 @@ destination = "ehr-orders"
     assert!(pushed.status().is_success(), "push: {}", pushed.status());
     log_shows(&daemon, "delivery failed; will retry", 1).await;
     log_shows(&daemon, "message dead-lettered", 1).await;
+
+    // Documents: the patient found by IPP, one document accepted (the EHR refuses it as it
+    // refuses everything), one refused for its content type.
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", daemon.addr("http"));
+    let found: serde_json::Value = http
+        .get(format!("{base}/fhir/Patient?identifier=IPPZQ4004"))
+        .bearer_auth(FHIR_TOKEN)
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    let patient = found["entry"][0]["resource"]["id"]
+        .as_str()
+        .expect("the patient by IPP")
+        .to_string();
+    for (content_type, status) in [("application/pdf", 200), ("application/zip", 422)] {
+        let body = serde_json::json!({"resourceType": "Parameters", "parameter": [
+            {"name": "subject", "valueReference": {"reference": format!("Patient/{patient}")}},
+            {"name": "content-type", "valueCode": content_type},
+            {"name": "document-title", "valueString": "TITREZQDOC NOMZQDELTA"},
+            {"name": "payload", "valueBase64Binary": "JVBERi0xLjQK"},
+        ]});
+        let sent = http
+            .post(format!("{base}/fhir/CommunicationRequest/$send-to-ehr"))
+            .bearer_auth(FHIR_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(sent.status(), status, "{content_type}");
+    }
+    log_shows(&daemon, "document accepted and queued", 1).await;
+    log_shows(&daemon, "document refused", 1).await;
+    log_shows(&daemon, "message dead-lettered", 2).await;
     assert!(
         received.lock().expect("lock").len() >= 2,
         "the EHR got the order twice"

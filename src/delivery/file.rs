@@ -137,15 +137,33 @@ impl FileWorker {
     /// Writes `message` and records the outcome (delivered, retry, dead letter).
     async fn attempt(&self, message: OutboundMessage) -> Result<(), StoreError> {
         let name = &self.settings.name;
+        let payload = message.payload.clone();
+        // A document beside an HPRIM message travels as one payload (`filedrop::companion`).
+        let ipp = crate::filedrop::companion::decode(&payload)
+            .map(|(data, _)| patient_id(data))
+            .unwrap_or_default();
         let vars = NameVars::now(
             message.control_id.clone(),
-            patient_id(&message.payload),
+            ipp,
             u64::try_from(message.id).unwrap_or_default(),
         );
-        let payload = message.payload.clone();
         let writer = Arc::clone(&self.outbox);
         let name_vars = vars.clone();
-        let written = tokio::task::spawn_blocking(move || writer.write(&vars, &payload)).await;
+        let written =
+            tokio::task::spawn_blocking(move || {
+                match crate::filedrop::companion::decode(&payload) {
+                    Some((data, companion)) => writer.write_with_companion(&vars, data, companion),
+                    None => Err(crate::filedrop::OutboxError::Io {
+                        op: "read the queued payload",
+                        path: std::path::PathBuf::new(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "a damaged companion envelope",
+                        ),
+                    }),
+                }
+            })
+            .await;
         match written {
             Ok(Ok(path)) => {
                 // `{ipp}` in the file name is a patient identifier: kept out of debug.

@@ -17,12 +17,16 @@
 //! - `processor`: applies accepted ADT/HPRIM to the census, behind the ACK;
 //! - `push`: the FHIR push endpoint (journal, map, enqueue; or hold for an unknown patient);
 //! - `hold`: releases held bundles when the census learns their patient, or at the deadline;
+//! - `fhir`: `/fhir/Patient` and `/fhir/Encounter` from the census, behind the `[fhir]` guard;
+//! - `documents`: `$send-to-ehr` (check, journal, map, enqueue) and `$tracking`;
 //! - `web`: the HTTP router: launch endpoints over the census and the Posos client, and the
 //!   built-in simulator;
 //! - `console`: the web console's routes (`/console/`): login, dashboard and its events,
 //!   message browser, audited views and actions, mapping try-out.
 
 mod console;
+mod documents;
+mod fhir;
 mod file_in;
 mod hold;
 mod intake;
@@ -52,10 +56,11 @@ use crate::config::{Config, Destination, InboundKind};
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::tls::Reloader;
 
+pub use documents::DOCUMENTS_CHANNEL;
 pub use file_in::FileInbound;
 pub use mllp_in::InboundMllp;
 pub use push::PUSH_CHANNEL;
-pub use push_token::{GeneratedToken, resolve_push_token};
+pub use push_token::{GeneratedToken, resolve_fhir_token, resolve_push_token};
 pub use reload::{ReloadError, ReloadHandle, ReloadRequests, ReloadSummary, reload_channel};
 
 /// Why the daemon could not start or stopped with an error.
@@ -123,6 +128,15 @@ fn warn_about_open_doors(config: &Config) {
     {
         warn!(
             "the push endpoint accepts prescriptions from anybody who can reach it (`allow_unauthenticated = true`): configure a token before going live"
+        );
+    }
+    if let Some(fhir) = &config.fhir
+        && fhir.allow_unauthenticated
+        && fhir.token.is_none()
+        && fhir.basic.is_none()
+    {
+        warn!(
+            "the FHIR routes give patient data to and take documents from anybody in `[fhir] allow` (`allow_unauthenticated = true`): configure a token before going live"
         );
     }
     if let Some(launch) = &config.launch

@@ -84,11 +84,14 @@ pub(super) async fn run_processor(
         }
         if !ready.is_empty() && in_flight.len() < WINDOW {
             let take = ready.len().min(CHUNK);
-            // Pushed bundles are the push endpoint's to process (map, queue, then mark); the
-            // census must not mark them processed before they are queued.
+            // Pushed bundles and documents are their endpoints' to process (map, queue, then
+            // mark); the census must not mark them processed before they are queued.
             let rows: Vec<Unprocessed> = ready
                 .drain(..take)
-                .filter(|row| row.channel != super::push::PUSH_CHANNEL)
+                .filter(|row| {
+                    row.channel != super::push::PUSH_CHANNEL
+                        && row.channel != super::documents::DOCUMENTS_CHANNEL
+                })
                 .collect();
             if rows.is_empty() {
                 continue;

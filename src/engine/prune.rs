@@ -83,6 +83,7 @@ pub(super) async fn run_pruner(
                         holds = pruned.holds,
                         census_encounters = pruned.census_encounters,
                         census_patients = pruned.census_patients,
+                        documents = pruned.documents,
                         pages_freed = freed,
                         seconds = started.elapsed().as_secs_f64(),
                         "pruned rows past their retention"

@@ -26,7 +26,8 @@
 //!
 //! `[push] token` (bearer) and `basic_user`/`basic_password` (basic): a request passes when it
 //! satisfies one configured scheme (constant-time comparisons); otherwise 401 with one
-//! `WWW-Authenticate` challenge per configured scheme and an OperationOutcome.
+//! `WWW-Authenticate` challenge per configured scheme and an OperationOutcome
+//! ([`crate::http::credentials`], shared with the `/fhir` search and document routes).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,15 +37,15 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::config::PushConfig;
+use crate::http::credentials::Credentials;
 use crate::mapping::{Mapping, PushContext};
 use crate::posos::bundle::{Prescription, read_bundle};
 use crate::store::{
@@ -121,7 +122,7 @@ impl Deliverer {
     ) -> Result<Deliverer, String> {
         let mut routes = Vec::new();
         for route in &config.routes {
-            let mapping = Mapping::load(&route.mapping).map_err(|e| e.to_string())?;
+            let mapping = crate::config::read_mapping(&route.mapping).map_err(|e| e.to_string())?;
             routes.push(Route {
                 mapping,
                 destination: route.destination.clone(),
@@ -293,83 +294,13 @@ impl Deliverer {
     }
 }
 
-/// Who may push: the configured schemes; a request passes if it satisfies one.
-struct Auth {
-    token: Option<String>,
-    /// `user:password`, as a basic `Authorization` header carries it once decoded.
-    basic: Option<String>,
-}
-
-impl Auth {
-    fn allows(&self, headers: &HeaderMap) -> bool {
-        if self.token.is_none() && self.basic.is_none() {
-            return true;
-        }
-        let Some(given) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
-            return false;
-        };
-        let (scheme, credentials) = given.trim().split_once(' ').unwrap_or((given, ""));
-        let credentials = credentials.trim();
-        if scheme.eq_ignore_ascii_case("bearer") {
-            self.token
-                .as_deref()
-                .is_some_and(|token| same(credentials.as_bytes(), token.as_bytes()))
-        } else if scheme.eq_ignore_ascii_case("basic") {
-            let Some(expected) = self.basic.as_deref() else {
-                return false;
-            };
-            base64::engine::general_purpose::STANDARD
-                .decode(credentials)
-                .is_ok_and(|decoded| same(&decoded, expected.as_bytes()))
-        } else {
-            false
-        }
-    }
-
-    /// One `WWW-Authenticate` challenge per configured scheme.
-    fn challenges(&self) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        if self.token.is_some() {
-            out.push("Bearer realm=\"ordobridge\"");
-        }
-        if self.basic.is_some() {
-            out.push("Basic realm=\"ordobridge\", charset=\"UTF-8\"");
-        }
-        out
-    }
-
-    /// What to tell a caller that was refused: the accepted schemes, never a configuration key
-    /// (the caller may be anybody on the network).
-    fn diagnostics(&self) -> String {
-        let mut schemes = Vec::new();
-        if self.token.is_some() {
-            schemes.push("`Authorization: Bearer` with the push token");
-        }
-        if self.basic.is_some() {
-            schemes.push("`Authorization: Basic` with the push user and password");
-        }
-        format!(
-            "missing or wrong credentials: send {}",
-            schemes.join(" or ")
-        )
-    }
-}
-
-/// Constant-time equality (`subtle`: the time depends on the lengths only).
-fn same(given: &[u8], expected: &[u8]) -> bool {
-    bool::from(subtle::ConstantTimeEq::ct_eq(given, expected))
-}
-
 #[derive(Clone)]
 pub(super) struct PushState {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    auth: Auth,
+    auth: Credentials,
     /// Refuse callers whose TLS connection carries no verified client certificate.
     require_client_cert: bool,
     /// `[push] max_body`: the most bytes of a body read.
@@ -382,12 +313,13 @@ impl PushState {
     pub(super) fn new(config: &PushConfig, store: Store, deliverer: Arc<Deliverer>) -> PushState {
         PushState {
             inner: Arc::new(Inner {
-                auth: Auth {
+                auth: Credentials {
                     token: config.token.clone(),
                     basic: config
                         .basic
                         .as_ref()
                         .map(|b| format!("{}:{}", b.user, b.password)),
+                    name: "push",
                 },
                 require_client_cert: config.require_client_cert,
                 max_body: config.max_body,
@@ -408,7 +340,7 @@ pub(super) fn router(state: PushState) -> Router {
 }
 
 /// A FHIR OperationOutcome answer.
-fn outcome(
+pub(super) fn outcome(
     status: StatusCode,
     code: &str,
     diagnostics: &str,
@@ -427,11 +359,11 @@ fn outcome(
 }
 
 /// How much of an oversized body is kept in the journal, for whoever investigates.
-const OVERSIZE_KEPT: usize = 4096;
+pub(super) const OVERSIZE_KEPT: usize = 4096;
 
 /// Why a push body was not read whole.
 #[derive(Debug)]
-enum BodyError {
+pub(super) enum BodyError {
     /// Past the limit: reading stopped there; the first [`OVERSIZE_KEPT`] bytes.
     TooLarge { head: Bytes },
     /// The connection failed or the body was malformed on the wire.
@@ -440,11 +372,18 @@ enum BodyError {
 
 /// Reads a body of at most `limit` bytes, frame by frame: a larger one is never buffered
 /// (a `Content-Length` over the limit is refused before reading past the first frame).
-async fn read_limited(body: axum::body::Body, limit: usize) -> Result<Bytes, BodyError> {
+pub(super) async fn read_limited(body: axum::body::Body, limit: usize) -> Result<Bytes, BodyError> {
     use http_body_util::BodyExt as _;
     let declared = http_body::Body::size_hint(&body).exact();
     let mut body = body;
-    let mut collected = bytes::BytesMut::new();
+    // A declared length within the limit is allocated once (no doubling while reading: a
+    // 20 MiB document would otherwise hold up to twice its size).
+    let mut collected = bytes::BytesMut::with_capacity(
+        declared
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n <= limit)
+            .unwrap_or(0),
+    );
     let too_large = |collected: &bytes::BytesMut| BodyError::TooLarge {
         head: Bytes::copy_from_slice(&collected[..collected.len().min(OVERSIZE_KEPT)]),
     };
@@ -743,32 +682,36 @@ fn bundle_response(location: &str, entry_response: Value) -> Response {
 /// says of the patient (so a message can still be built).
 fn census_context(view: Option<&PatientView>, prescription: &Prescription) -> Value {
     match view {
-        Some(view) => {
-            let name = view
-                .used_name
-                .as_ref()
-                .or(view.legal_name.as_ref())
-                .cloned()
-                .unwrap_or_default();
-            let current = view.current.as_ref();
-            json!({
-                "known": true,
-                "ipp": view.ipp,
-                "ins": view.ins.as_ref().map(|i| i.value.clone()),
-                "family": name.family,
-                "given": name.given,
-                "birth_family": view.legal_name.as_ref().map(|n| n.family.clone()),
-                "birth_date": view.birth_date.as_ref().map(|d| d.replace('-', "")),
-                "sex": view.sex,
-                "nda": current.map(|e| e.nda.clone()),
-                "unit": current.and_then(|e| e.unit.clone()),
-                "attending": current.and_then(|e| e.attending.as_ref()).map(|p| json!({
-                    "rpps": p.rpps, "family": p.family, "given": p.given,
-                })),
-            })
-        }
+        Some(view) => census_view_context(view),
         None => crate::mapping::census_from_bundle(prescription),
     }
+}
+
+/// What the mappings see under `census` for a patient the census knows (`current`: the
+/// encounter of the message). The document endpoint uses it too.
+pub(super) fn census_view_context(view: &PatientView) -> Value {
+    let name = view
+        .used_name
+        .as_ref()
+        .or(view.legal_name.as_ref())
+        .cloned()
+        .unwrap_or_default();
+    let current = view.current.as_ref();
+    json!({
+        "known": true,
+        "ipp": view.ipp,
+        "ins": view.ins.as_ref().map(|i| i.value.clone()),
+        "family": name.family,
+        "given": name.given,
+        "birth_family": view.legal_name.as_ref().map(|n| n.family.clone()),
+        "birth_date": view.birth_date.as_ref().map(|d| d.replace('-', "")),
+        "sex": view.sex,
+        "nda": current.map(|e| e.nda.clone()),
+        "unit": current.and_then(|e| e.unit.clone()),
+        "attending": current.and_then(|e| e.attending.as_ref()).map(|p| json!({
+            "rpps": p.rpps, "family": p.family, "given": p.given,
+        })),
+    })
 }
 
 #[cfg(test)]
@@ -777,74 +720,6 @@ mod tests {
     use super::*;
     use rstest::rstest;
 
-    fn auth(token: Option<&str>, basic: Option<&str>) -> Auth {
-        Auth {
-            token: token.map(str::to_string),
-            basic: basic.map(str::to_string),
-        }
-    }
-
-    fn headers(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        if !value.is_empty() {
-            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
-        }
-        headers
-    }
-
-    /// `posos:pa:ss` and `posos:wrong`, base64.
-    const GOOD_BASIC: &str = "Basic cG9zb3M6cGE6c3M=";
-    const BAD_BASIC: &str = "Basic cG9zb3M6d3Jvbmc=";
-
-    #[rstest]
-    #[case::ok_open(None, None, "")]
-    #[case::ok_bearer(Some("t"), None, "Bearer t")]
-    #[case::ok_bearer_case_and_spaces(Some("t"), None, "  bearer   t ")]
-    #[case::ok_basic(None, Some("posos:pa:ss"), GOOD_BASIC)]
-    #[case::ok_basic_when_both(Some("t"), Some("posos:pa:ss"), GOOD_BASIC)]
-    #[case::ok_bearer_when_both(Some("t"), Some("posos:pa:ss"), "Bearer t")]
-    fn ok_allowed(#[case] token: Option<&str>, #[case] basic: Option<&str>, #[case] given: &str) {
-        assert!(auth(token, basic).allows(&headers(given)));
-    }
-
-    #[rstest]
-    #[case::err_missing(Some("t"), None, "")]
-    #[case::err_wrong_token(Some("t"), None, "Bearer u")]
-    #[case::err_token_prefix(Some("tt"), None, "Bearer t")]
-    #[case::err_basic_not_configured(Some("t"), None, GOOD_BASIC)]
-    #[case::err_bearer_not_configured(None, Some("posos:pa:ss"), "Bearer posos:pa:ss")]
-    #[case::err_wrong_password(Some("t"), Some("posos:pa:ss"), BAD_BASIC)]
-    #[case::err_not_base64(None, Some("posos:pa:ss"), "Basic ***")]
-    #[case::err_no_scheme(Some("t"), None, "t")]
-    #[case::err_other_scheme(Some("t"), None, "Digest t")]
-    fn err_refused(#[case] token: Option<&str>, #[case] basic: Option<&str>, #[case] given: &str) {
-        assert!(!auth(token, basic).allows(&headers(given)));
-    }
-
-    #[rstest]
-    #[case::err_bearer_only(
-        Some("t"),
-        None,
-        &["Bearer realm=\"ordobridge\""],
-        "missing or wrong credentials: send `Authorization: Bearer` with the push token"
-    )]
-    #[case::err_basic_only(
-        None,
-        Some("u:p"),
-        &["Basic realm=\"ordobridge\", charset=\"UTF-8\""],
-        "missing or wrong credentials: send `Authorization: Basic` with the push user and password"
-    )]
-    fn err_challenges_name_the_configured_schemes(
-        #[case] token: Option<&str>,
-        #[case] basic: Option<&str>,
-        #[case] challenges: &[&str],
-        #[case] diagnostics: &str,
-    ) {
-        let auth = auth(token, basic);
-        assert_eq!(auth.challenges(), challenges);
-        assert_eq!(auth.diagnostics(), diagnostics);
-    }
-
     #[rstest]
     #[case::ok_minutes(Duration::from_secs(900), "2026-11-22T08:15:00Z")]
     #[case::ok_zero(Duration::ZERO, "2026-11-22T08:00:00Z")]
@@ -852,13 +727,5 @@ mod tests {
     fn ok_release_time(#[case] hold: Duration, #[case] expected: &str) {
         let now: jiff::Timestamp = "2026-11-22T08:00:00Z".parse().unwrap();
         assert_eq!(release_time(now, hold).to_string(), expected);
-    }
-
-    #[test]
-    fn ok_same_is_plain_equality() {
-        assert!(same(b"abc", b"abc"));
-        assert!(!same(b"abc", b"abd"));
-        assert!(!same(b"abc", b"ab"));
-        assert!(same(b"", b""));
     }
 }

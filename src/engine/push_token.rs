@@ -28,28 +28,49 @@ pub struct GeneratedToken {
 /// reads the file, or generates it when it does not exist. `Ok(Some(_))` when this call
 /// generated the token. An explicit `token` wins and the file is not touched.
 pub fn resolve_push_token(config: &mut Config) -> Result<Option<GeneratedToken>, String> {
-    let Some(push) = config.push.as_mut() else {
-        return Ok(None);
-    };
-    if push.token.is_some() {
+    match config.push.as_mut() {
+        Some(push) => resolve(&mut push.token, push.token_file.as_deref(), "push"),
+        None => Ok(None),
+    }
+}
+
+/// [`resolve_push_token`] for `[fhir] token` and `token_file` (the applications' token for the
+/// `/fhir` search and document routes).
+pub fn resolve_fhir_token(config: &mut Config) -> Result<Option<GeneratedToken>, String> {
+    match config.fhir.as_mut() {
+        Some(fhir) => resolve(&mut fhir.token, fhir.token_file.as_deref(), "fhir"),
+        None => Ok(None),
+    }
+}
+
+/// Fills `token` from `token_file` (read, or generated when missing) unless it is set.
+fn resolve(
+    token: &mut Option<String>,
+    token_file: Option<&Path>,
+    section: &str,
+) -> Result<Option<GeneratedToken>, String> {
+    if token.is_some() {
         return Ok(None);
     }
-    let Some(path) = push.token_file.clone() else {
+    let Some(path) = token_file.map(Path::to_path_buf) else {
         return Ok(None);
     };
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            push.token = Some(text.trim().to_string());
+            *token = Some(text.trim().to_string());
             Ok(None)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let token = generate_token()?;
-            write_new_token_file(&path, &token)?;
-            push.token = Some(token.clone());
-            Ok(Some(GeneratedToken { path, token }))
+            let generated = generate_token()?;
+            write_new_token_file(&path, &generated)?;
+            *token = Some(generated.clone());
+            Ok(Some(GeneratedToken {
+                path,
+                token: generated,
+            }))
         }
         Err(e) => Err(format!(
-            "cannot read the push token file `{}`: {e} (check `[push] token_file` and the file's owner)",
+            "cannot read the {section} token file `{}`: {e} (check `[{section}] token_file` and the file's owner)",
             path.display()
         )),
     }

@@ -316,6 +316,12 @@ impl Running {
                 "generated the push endpoint's bearer token in this file (mode 0600): give its content to Posos"
             );
         }
+        if let Some(generated) = super::resolve_fhir_token(&mut config).map_err(EngineError::Web)? {
+            warn!(
+                file = %generated.path.display(),
+                "generated the FHIR routes' bearer token in this file (mode 0600): give its content to the applications that send documents"
+            );
+        }
         super::warn_about_open_doors(&config);
         let plan = self.prepare(config, bound).await?;
         Ok(self.commit(plan).await)
@@ -467,14 +473,27 @@ impl Running {
             }
             None => None,
         };
+        // Documents into the EHR: the census search and `$send-to-ehr`, behind `[fhir]`.
+        let all_wakers: BTreeMap<String, Arc<Notify>> = self
+            .wakers
+            .iter()
+            .filter(|(name, _)| config.outbound.contains_key(*name))
+            .map(|(name, waker)| (name.clone(), waker.clone()))
+            .chain(new_wakers.clone())
+            .collect();
+        let documents = super::documents::routes(&config, self.shared.store.clone(), all_wakers)
+            .map_err(EngineError::Web)?;
         let web = match self.http_addr {
-            Some(addr) => Some(web::router(
-                &config,
-                addr,
-                self.shared.store.clone(),
-                self.shared.census_progress.subscribe(),
-                self.shared.used_links.clone(),
-            )?),
+            Some(addr) => Some(
+                web::router(
+                    &config,
+                    addr,
+                    self.shared.store.clone(),
+                    self.shared.census_progress.subscribe(),
+                    self.shared.used_links.clone(),
+                )?
+                .merge(documents.unwrap_or_default()),
+            ),
             None => None,
         };
         Ok(Plan {

@@ -12,6 +12,8 @@
 //!   `error/` with a `NAME.reason` beside it. One file at a time, in mtime then name order.
 //! - [`outbox`]: write a file so that a reader polling the folder never sees it partial:
 //!   `NAME.tmp`, fsync, rename to `NAME`, fsync the folder, then the optional witness file.
+//! - [`companion`]: the queued payload of a file with a companion (a document beside an HPRIM
+//!   message), written data file first, companion second, witness last.
 //!
 //! Symbolic links: anybody who can write into a share can plant a link there, pointing at the
 //! store file or at anything the daemon may read or write. So ordobridge never follows one in
@@ -25,6 +27,7 @@
 //! commit and the move, the same file is offered again and the handler (which must be
 //! idempotent) recognizes it.
 
+pub mod companion;
 mod fsops;
 pub mod inbox;
 pub mod outbox;

@@ -369,6 +369,19 @@ impl Outbox {
     /// final path; the file is complete and durable (and its witness written) when this
     /// returns. Blocking: the engine calls it in `spawn_blocking`.
     pub fn write(&self, vars: &NameVars, bytes: &[u8]) -> Result<PathBuf, OutboxError> {
+        self.write_with_companion(vars, bytes, None)
+    }
+
+    /// [`Outbox::write`] with a companion file (a document beside an HPRIM message): written
+    /// after the data file, under the same base name with the extension `companion.0`
+    /// (`X.HPR`, then `X.pdf`), durably, before the witness. A name is free only when the
+    /// companion's is too.
+    pub fn write_with_companion(
+        &self,
+        vars: &NameVars,
+        bytes: &[u8],
+        companion: Option<(&str, &[u8])>,
+    ) -> Result<PathBuf, OutboxError> {
         let base = self.render(vars)?;
         let folder = &self.settings.folder;
         // Held for the whole write so that a name found free stays ours until the rename.
@@ -378,7 +391,8 @@ impl Outbox {
                 folder: folder.clone(),
             });
         }
-        let (path, tmp, witness) = self.free_name(&base)?;
+        let extension = companion.map(|(extension, _)| extension);
+        let (path, tmp, witness) = self.free_name(&base, extension)?;
         if let Err(source) = write_tmp(&tmp, bytes) {
             return Err(OutboxError::Io {
                 op: "write",
@@ -395,6 +409,26 @@ impl Outbox {
             });
         }
         fsops::sync_dir(folder);
+        if let Some((extension, content)) = companion {
+            let companion_path = path.with_extension(extension);
+            let companion_tmp = tmp_of(&companion_path);
+            if let Err(source) = write_tmp(&companion_tmp, content) {
+                return Err(OutboxError::Io {
+                    op: "write",
+                    path: companion_tmp,
+                    source,
+                });
+            }
+            if let Err(source) = fs::rename(&companion_tmp, &companion_path) {
+                let _ = fs::remove_file(&companion_tmp);
+                return Err(OutboxError::Io {
+                    op: "rename",
+                    path: companion_tmp,
+                    source,
+                });
+            }
+            fsops::sync_dir(folder);
+        }
         if let Some(witness) = witness {
             create_witness(&witness).map_err(|source| OutboxError::Io {
                 op: "create witness",
@@ -408,7 +442,11 @@ impl Outbox {
 
     /// The first suffixed name whose data file, temporary file and witness are all free:
     /// (data, tmp, witness) paths.
-    fn free_name(&self, base: &str) -> Result<(PathBuf, PathBuf, Option<PathBuf>), OutboxError> {
+    fn free_name(
+        &self,
+        base: &str,
+        companion: Option<&str>,
+    ) -> Result<(PathBuf, PathBuf, Option<PathBuf>), OutboxError> {
         let folder = &self.settings.folder;
         for n in 0..fsops::MAX_NAME_TRIES {
             let name = before_extension(base, n);
@@ -426,9 +464,16 @@ impl Outbox {
                     source,
                 })
             };
+            let companion = companion.map(|extension| path.with_extension(extension));
             if free(&path)?
                 && free(&tmp)?
                 && witness.as_deref().map(free).transpose()?.unwrap_or(true)
+                && companion.as_deref().map(free).transpose()?.unwrap_or(true)
+                && companion
+                    .as_deref()
+                    .map(|c| free(&tmp_of(c)))
+                    .transpose()?
+                    .unwrap_or(true)
             {
                 return Ok((path, tmp, witness));
             }
@@ -439,6 +484,13 @@ impl Outbox {
             tries: fsops::MAX_NAME_TRIES,
         })
     }
+}
+
+/// `NAME.tmp` for `NAME`.
+fn tmp_of(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    PathBuf::from(name)
 }
 
 /// Writes the new temporary file; on failure removes what this call created (only when it

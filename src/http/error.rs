@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::access::AccessError;
 use super::launch::LaunchFailure;
-use super::mapping::MappingError;
+use crate::mapping::ApplyError;
 use crate::text::escape_html;
 
 /// The header that carries the correlation id on every launch answer.
@@ -38,15 +38,31 @@ pub enum LaunchError {
     /// The census (context store) failed.
     #[error("the census lookup failed: {0}")]
     Context(String),
-    /// The scan-token mapping left a field without a value.
-    #[error(transparent)]
-    Mapping(#[from] MappingError),
+    /// The scan-token or guide mapping could not build the request (a required field without
+    /// a value, most often). The text names fields and expressions, never values.
+    #[error("{}", mapping_text(request, error))]
+    Mapping {
+        /// `scan-token` or `guide`.
+        request: &'static str,
+        error: ApplyError,
+    },
     /// Posos failed or refused.
     #[error(transparent)]
     Posos(#[from] LaunchFailure),
     /// Posos answered a redirect target that is not an http(s) URL.
     #[error("posos returned an unusable url")]
     BadRedirect { url: String },
+}
+
+/// `scan-token field `patientId` has no value: `patient.ipp` is empty`, or the mapping's
+/// own text for the rarer failures.
+fn mapping_text(request: &str, error: &ApplyError) -> String {
+    match error {
+        ApplyError::Required { at, expr } => {
+            format!("{request} field {at} has no value: `{expr}` is empty")
+        }
+        other => format!("the {request} mapping failed: {other}"),
+    }
 }
 
 /// What a page says, in both languages.
@@ -165,7 +181,7 @@ impl LaunchError {
                 body_en: format!("ordobridge could not read the patient data. {RETRY_EN}"),
                 detail: None,
             },
-            LaunchError::Mapping(error) => PageText {
+            LaunchError::Mapping { .. } => PageText {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
                 kind: "incomplete_data",
                 title_fr: "Données incomplètes",
@@ -178,7 +194,7 @@ impl LaunchError {
                     "Information that Posos needs is missing for this patient or practitioner. \
                      {SUPPORT_EN}"
                 ),
-                detail: Some(error.to_string()),
+                detail: Some(self.to_string()),
             },
             LaunchError::Posos(failure) => posos_page(failure),
             LaunchError::BadRedirect { .. } => PageText {

@@ -13,12 +13,13 @@
 //!    page, or launched with the link's raw identifiers when `unknown_patient = "fallback"`;
 //! 2. the user's names come from the link, else from [`LaunchContext::practitioner`], else from
 //!    the patient's attending doctor when the RPPS matches;
-//! 3. the scan-token body is built by the [`ScanTokenMapping`] and sent with
-//!    [`PososApi::scan_token`]; the browser is redirected to the URL Posos returns.
+//! 3. the scan-token body is built by the scan-token mapping (`mappings/scan-token.toml`, a
+//!    JSON mapping of the mapping language with the launch inputs, [`LaunchInput`]) and sent
+//!    with [`PososApi::scan_token`]; the browser is redirected to the URL Posos returns.
 //!
-//! `GET /launch/guide/{guide}?rpps=…[&first_name=…&last_name=…]&ucds=…` sends
-//! `{rpps, first_name, last_name, guide, ucds}` to [`PososApi::prepare_guide`]; `ucds` may be
-//! comma-separated, repeated, or both.
+//! `GET /launch/guide/{guide}?rpps=…[&first_name=…&last_name=…]&ucds=…` sends the body the
+//! guide mapping builds (`mappings/guide.toml`: `{rpps, first_name, last_name, guide, ucds}`)
+//! to [`PososApi::prepare_guide`]; `ucds` may be comma-separated, repeated, or both.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,14 +31,82 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::access::{AccessPolicy, AllowList, SigningSecret, UsedLinks, check_access};
 use super::error::{CORRELATION_HEADER, ErrorPage, LaunchError};
-use super::mapping::{LaunchValues, ScanTokenMapping};
 use super::query::{first, parse_query};
+use crate::mapping::{
+    Inputs, LaunchInput, LaunchPatient, LaunchUser, Mapping, MappingErrors, OutputFormat,
+};
+
+/// `mappings/scan-token.toml` as shipped, compiled into the binary (defaults and tests).
+pub const SHIPPED_SCAN_TOKEN: &str = include_str!("../../mappings/scan-token.toml");
+
+/// `mappings/guide.toml` as shipped: the guide request when `[launch] guide_mapping` is not
+/// set.
+pub const SHIPPED_GUIDE: &str = include_str!("../../mappings/guide.toml");
+
+/// The fields of the scan-token request that Posos requires.
+pub const SCAN_TOKEN_FIELDS: [&str; 5] = [
+    "first_name",
+    "last_name",
+    "rpps",
+    "facilitySlug",
+    "patientId",
+];
+
+/// The fields of the guide request that Posos requires.
+pub const GUIDE_FIELDS: [&str; 4] = ["rpps", "first_name", "last_name", "guide"];
+
+/// The shipped scan-token mapping.
+pub fn shipped_scan_token() -> Result<Mapping, MappingErrors> {
+    Mapping::load(
+        SHIPPED_SCAN_TOKEN,
+        std::path::Path::new("mappings/scan-token.toml"),
+    )
+}
+
+/// The shipped guide mapping.
+pub fn shipped_guide() -> Result<Mapping, MappingErrors> {
+    Mapping::load(SHIPPED_GUIDE, std::path::Path::new("mappings/guide.toml"))
+}
+
+/// What makes `mapping` unfit to build a launch request that needs `fields` (the
+/// scan-token request, [`SCAN_TOKEN_FIELDS`], or the guide request, [`GUIDE_FIELDS`]): a
+/// format other than JSON, inputs other than the launch's, a `[message] when`, a required
+/// field it never writes. Checked at start, so a launch never fails on it.
+pub fn launch_mapping_problems(mapping: &Mapping, request: &str, fields: &[&str]) -> Vec<String> {
+    let mut problems = Vec::new();
+    if mapping.format() != OutputFormat::Json {
+        problems.push(format!(
+            "the {request} request is JSON: set `[message] format = \"json\"`"
+        ));
+    }
+    if mapping.inputs() != Inputs::Launch {
+        problems.push(
+            "a launch gives `user`, `patient` and `launch`: set `[message] input = \"launch\"`"
+                .to_string(),
+        );
+    }
+    if mapping.has_condition() {
+        problems.push(format!(
+            "a launch always sends its {request} request: remove `[message] when`"
+        ));
+    }
+    if mapping.format() == OutputFormat::Json {
+        let written = mapping.json_keys();
+        for field in fields {
+            if !written.iter().any(|w| w == field) {
+                problems.push(format!(
+                    "`{field}` is never written, and the {request} request needs it: add it to the fields of the body (`[[segment]]` with `id = \"/\"`)"
+                ));
+            }
+        }
+    }
+    problems
+}
 
 /// The census as the launch sees it: patients and practitioners by identifier.
 pub trait LaunchContext: Send + Sync + 'static {
@@ -179,7 +248,10 @@ pub struct LaunchSettings {
     /// How far in the future a signed link's `exp` may be.
     pub max_link_age: std::time::Duration,
     pub unknown_patient: UnknownPatient,
-    pub mapping: ScanTokenMapping,
+    /// Builds the scan-token request (`[launch] mapping`).
+    pub mapping: Mapping,
+    /// Builds the guide request (`[launch] guide_mapping`, else the shipped one).
+    pub guide_mapping: Mapping,
 }
 
 /// The default of `[launch] max_link_age`: an EHR signs a link when the clinician clicks, so
@@ -187,8 +259,9 @@ pub struct LaunchSettings {
 pub const DEFAULT_MAX_LINK_AGE: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 impl LaunchSettings {
-    /// Defaults (loopback only, unsigned links allowed, unknown patients refused) around a mapping.
-    pub fn new(mapping: ScanTokenMapping) -> LaunchSettings {
+    /// Defaults (loopback only, unsigned links allowed, unknown patients refused) around the
+    /// scan-token and guide mappings.
+    pub fn new(mapping: Mapping, guide_mapping: Mapping) -> LaunchSettings {
         LaunchSettings {
             parameters: ParameterNames::default(),
             allow_list: AllowList::default(),
@@ -198,6 +271,7 @@ impl LaunchSettings {
             max_link_age: DEFAULT_MAX_LINK_AGE,
             unknown_patient: UnknownPatient::Refuse,
             mapping,
+            guide_mapping,
         }
     }
 }
@@ -403,7 +477,7 @@ pub(crate) async fn guide<C: LaunchContext, P: PososApi>(
     RawQuery(query): RawQuery,
 ) -> Response {
     let pairs = parse_query(query.as_deref().unwrap_or(""));
-    answer(id, launch_guide(&state, &guide, &clock, &pairs).await)
+    answer(id, launch_guide(&state, id, &guide, &clock, &pairs).await)
 }
 
 fn answer(id: CorrelationId, outcome: Result<String, LaunchError>) -> Response {
@@ -497,20 +571,44 @@ async fn launch_scan<C: LaunchContext, P: PososApi>(
         patient.ins = Some(ins.to_string());
     }
     let user = user_context(state, pairs, rpps, patient.attending.as_ref()).await?;
-    let values = LaunchValues {
-        user,
-        patient,
-        launch_id: id.0.to_string(),
+    let input = LaunchInput {
+        user: launch_user(user),
+        patient: LaunchPatient {
+            ipp: Some(patient.ipp),
+            nda: patient.nda,
+            ins: patient.ins,
+            family: Some(patient.family),
+            given: Some(patient.given),
+            birth_date: patient.birth_date,
+            sex: patient.sex,
+            unit: patient.unit,
+        },
+        id: id.0.to_string(),
+        guide: None,
+        ucds: Vec::new(),
     };
-    let body = settings.mapping.apply(&values)?;
+    let body = settings
+        .mapping
+        .apply_json(&input.to_value())
+        .map_err(|error| LaunchError::Mapping {
+            request: "scan-token",
+            error,
+        })?;
     tracing::debug!("scan-token request built");
-    Ok(clock
-        .time(state.posos.scan_token(Value::Object(body)))
-        .await?)
+    Ok(clock.time(state.posos.scan_token(body)).await?)
+}
+
+fn launch_user(user: PractitionerContext) -> LaunchUser {
+    LaunchUser {
+        rpps: user.rpps,
+        first_name: user.given,
+        last_name: user.family,
+    }
 }
 
 async fn launch_guide<C: LaunchContext, P: PososApi>(
     state: &LaunchState<C, P>,
+    id: CorrelationId,
     guide: &str,
     clock: &PososClock,
     pairs: &[(String, String)],
@@ -524,20 +622,28 @@ async fn launch_guide<C: LaunchContext, P: PososApi>(
             rpps: rpps.to_string(),
         });
     }
-    let ucds: Vec<&str> = pairs
+    let ucds: Vec<String> = pairs
         .iter()
         .filter(|(n, _)| *n == names.ucds)
         .flat_map(|(_, v)| v.split(','))
-        .map(str::trim)
+        .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
         .collect();
-    let body = json!({
-        "rpps": user.rpps,
-        "first_name": user.given,
-        "last_name": user.family,
-        "guide": guide,
-        "ucds": ucds,
-    });
+    let input = LaunchInput {
+        user: launch_user(user),
+        patient: LaunchPatient::default(),
+        id: id.0.to_string(),
+        guide: Some(guide.to_string()),
+        ucds,
+    };
+    let body = state
+        .settings()
+        .guide_mapping
+        .apply_json(&input.to_value())
+        .map_err(|error| LaunchError::Mapping {
+            request: "guide",
+            error,
+        })?;
     Ok(clock.time(state.posos.prepare_guide(body)).await?)
 }
 
@@ -584,6 +690,7 @@ mod tests {
     use crate::http::router;
     use axum::body::Body;
     use rstest::rstest;
+    use serde_json::{Value, json};
     use std::collections::HashMap;
     use std::sync::Mutex;
     use tower::ServiceExt as _;
@@ -669,7 +776,8 @@ mod tests {
             bodies: Mutex::new(Vec::new()),
             delay: Duration::ZERO,
         });
-        let mut settings = LaunchSettings::new(ScanTokenMapping::shipped().unwrap());
+        let mut settings =
+            LaunchSettings::new(shipped_scan_token().unwrap(), shipped_guide().unwrap());
         tune(&mut settings);
         (
             LaunchState::new(Arc::new(census), Arc::clone(&posos), settings),
@@ -724,7 +832,7 @@ mod tests {
             bodies: Mutex::new(Vec::new()),
             delay: Duration::from_millis(30),
         });
-        let settings = LaunchSettings::new(ScanTokenMapping::shipped().unwrap());
+        let settings = LaunchSettings::new(shipped_scan_token().unwrap(), shipped_guide().unwrap());
         let state = LaunchState::new(Arc::new(census()), Arc::clone(&posos), settings);
         let (status, headers, _) = get(
             state.clone(),

@@ -6,8 +6,12 @@
 //!   [`PososApi`] traits they depend on, and their settings.
 //! - [`access`]: who may launch: the source-network allow-list and HMAC-signed links
 //!   ([`sign_launch_url`] builds them for EHR integrators).
-//! - [`mapping`]: `mappings/scan-token.toml`, loaded and validated into a [`ScanTokenMapping`]
-//!   that builds the scan-token request as a pure function.
+//! - The scan-token and guide requests are built by mappings of the one mapping language
+//!   ([`crate::mapping`], `format = "json"`, `input = "launch"`), held in [`LaunchSettings`].
+//! - [`credentials`]: bearer and basic credentials of an authenticated endpoint (the push,
+//!   the `/fhir` routes), compared in constant time.
+//! - [`fhir`]: the pure side of the document routes: `$send-to-ehr` parameters read and
+//!   checked, search tokens, OperationOutcome.
 //! - [`guard`]: what every route shares: served `Host` names, the admin routes' access,
 //!   the request timeout and the security headers.
 //! - [`error`]: the one API error type, [`LaunchError`], rendered as an HTML page a clinician
@@ -20,10 +24,11 @@
 //! the allow-list needs the peer address, and a request without one is refused.
 
 pub mod access;
+pub mod credentials;
 pub mod error;
+pub mod fhir;
 pub mod guard;
 pub mod launch;
-pub mod mapping;
 mod query;
 pub mod serve;
 
@@ -40,10 +45,11 @@ pub use access::{
 pub use error::{CORRELATION_HEADER, ErrorPage, LaunchError};
 pub use guard::HttpGuardSettings;
 pub use launch::{
-    CorrelationId, DEFAULT_MAX_LINK_AGE, LaunchContext, LaunchFailure, LaunchSettings, LaunchState,
-    ParameterNames, PatientContext, PatientKey, PososApi, PractitionerContext, UnknownPatient,
+    CorrelationId, DEFAULT_MAX_LINK_AGE, GUIDE_FIELDS, LaunchContext, LaunchFailure,
+    LaunchSettings, LaunchState, ParameterNames, PatientContext, PatientKey, PososApi,
+    PractitionerContext, SCAN_TOKEN_FIELDS, UnknownPatient, launch_mapping_problems, shipped_guide,
+    shipped_scan_token,
 };
-pub use mapping::{LaunchValues, MappingError, ScanTokenMapping, Source};
 pub use serve::ServeSettings;
 
 /// The HTTP routes: `/launch/scan` and `/launch/guide/{guide}` behind the access guard, and

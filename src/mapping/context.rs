@@ -67,6 +67,199 @@ pub fn census_from_bundle(prescription: &Prescription) -> Value {
     })
 }
 
+/// Which input context a mapping reads, from `[message] input`: it decides the names its
+/// expressions may start with (checked at load).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Inputs {
+    /// `input = "push"` (the default): a Posos bundle, `prescription`, `census`, `message`.
+    #[default]
+    Push,
+    /// `input = "launch"`: an EHR launch, `user`, `patient`, `launch` (see [`LaunchInput`]).
+    Launch,
+}
+
+/// A name an expression may start with, and the names it has when its shape is fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InputRoot {
+    pub(crate) name: &'static str,
+    /// The keys under it, when known: `patient.ipn` is then refused at load.
+    pub(crate) keys: Option<&'static [&'static str]>,
+}
+
+const PUSH_ROOTS: [InputRoot; 4] = [
+    InputRoot {
+        name: "prescription",
+        keys: None,
+    },
+    InputRoot {
+        name: "census",
+        keys: None,
+    },
+    InputRoot {
+        name: "message",
+        keys: None,
+    },
+    InputRoot {
+        name: "document",
+        keys: None,
+    },
+];
+
+/// `user.*` in launch mappings: the clinician who clicked.
+pub const LAUNCH_USER_KEYS: [&str; 3] = ["rpps", "first_name", "last_name"];
+/// `patient.*` in launch mappings.
+pub const LAUNCH_PATIENT_KEYS: [&str; 8] = [
+    "ipp",
+    "nda",
+    "ins",
+    "family",
+    "given",
+    "birth_date",
+    "sex",
+    "unit",
+];
+/// `launch.*` in launch mappings.
+pub const LAUNCH_KEYS: [&str; 3] = ["id", "guide", "ucds"];
+
+const LAUNCH_ROOTS: [InputRoot; 3] = [
+    InputRoot {
+        name: "user",
+        keys: Some(&LAUNCH_USER_KEYS),
+    },
+    InputRoot {
+        name: "patient",
+        keys: Some(&LAUNCH_PATIENT_KEYS),
+    },
+    InputRoot {
+        name: "launch",
+        keys: Some(&LAUNCH_KEYS),
+    },
+];
+
+impl Inputs {
+    /// Every input kind, in the order the documentation lists them.
+    pub const ALL: [Inputs; 2] = [Inputs::Push, Inputs::Launch];
+
+    /// The value of `[message] input`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Inputs::Push => "push",
+            Inputs::Launch => "launch",
+        }
+    }
+
+    /// The input kind `[message] input` names.
+    pub fn from_name(name: &str) -> Option<Inputs> {
+        Inputs::ALL.into_iter().find(|i| i.name() == name)
+    }
+
+    /// The names expressions may start with.
+    pub(crate) fn roots(self) -> &'static [InputRoot] {
+        match self {
+            Inputs::Push => &PUSH_ROOTS,
+            Inputs::Launch => &LAUNCH_ROOTS,
+        }
+    }
+}
+
+/// What one EHR launch knows, as launch mappings (`[message] input = "launch"`) read it:
+///
+/// - `user.rpps`, `user.first_name`, `user.last_name`: the clinician who clicked (names from
+///   the link, else the census);
+/// - `patient.ipp`, `patient.nda`, `patient.ins` (qualified INS only), `patient.family`,
+///   `patient.given`, `patient.birth_date`, `patient.sex`, `patient.unit`: the patient of a
+///   scan launch (none for a guide launch);
+/// - `launch.id` (a fresh id per launch, also on error pages and in the logs),
+///   `launch.guide` (the guide of a guide launch) and `launch.ucds` (its UCD codes, a list).
+///
+/// Values are trimmed; a blank one is absent (`null`), so `default()` moves on to the next.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaunchInput {
+    pub user: LaunchUser,
+    pub patient: LaunchPatient,
+    /// `launch.id`.
+    pub id: String,
+    /// `launch.guide`.
+    pub guide: Option<String>,
+    /// `launch.ucds`.
+    pub ucds: Vec<String>,
+}
+
+/// `user.*` of a launch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaunchUser {
+    pub rpps: String,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+/// `patient.*` of a launch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaunchPatient {
+    pub ipp: Option<String>,
+    pub nda: Option<String>,
+    pub ins: Option<String>,
+    pub family: Option<String>,
+    pub given: Option<String>,
+    pub birth_date: Option<String>,
+    pub sex: Option<String>,
+    pub unit: Option<String>,
+}
+
+/// Trimmed text, `null` when blank.
+fn launch_text(value: Option<&str>) -> Value {
+    match value.map(str::trim) {
+        Some(t) if !t.is_empty() => Value::String(t.to_owned()),
+        _ => Value::Null,
+    }
+}
+
+fn launch_object(pairs: &[(&str, Option<&str>)]) -> Value {
+    let mut map = Map::new();
+    for (key, value) in pairs {
+        map.insert((*key).to_owned(), launch_text(*value));
+    }
+    Value::Object(map)
+}
+
+impl LaunchInput {
+    /// The context the mapping reads: `{"user": {…}, "patient": {…}, "launch": {…}}`.
+    pub fn to_value(&self) -> Value {
+        let (u, p) = (&self.user, &self.patient);
+        let user = [
+            ("rpps", Some(u.rpps.as_str())),
+            ("first_name", Some(u.first_name.as_str())),
+            ("last_name", Some(u.last_name.as_str())),
+        ];
+        let patient = [
+            ("ipp", p.ipp.as_deref()),
+            ("nda", p.nda.as_deref()),
+            ("ins", p.ins.as_deref()),
+            ("family", p.family.as_deref()),
+            ("given", p.given.as_deref()),
+            ("birth_date", p.birth_date.as_deref()),
+            ("sex", p.sex.as_deref()),
+            ("unit", p.unit.as_deref()),
+        ];
+        let ucds = self
+            .ucds
+            .iter()
+            .map(|u| u.trim())
+            .filter(|u| !u.is_empty())
+            .map(|u| Value::String(u.to_owned()))
+            .collect();
+        let mut launch = Map::new();
+        launch.insert("id".into(), launch_text(Some(&self.id)));
+        launch.insert("guide".into(), launch_text(self.guide.as_deref()));
+        launch.insert("ucds".into(), Value::Array(ucds));
+        let mut context = Map::new();
+        context.insert("user".into(), launch_object(&user));
+        context.insert("patient".into(), launch_object(&patient));
+        context.insert("launch".into(), Value::Object(launch));
+        Value::Object(context)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -81,6 +274,47 @@ mod tests {
             "/samples/posos/two-drugs-prednisone-taper.json"
         );
         read_bundle(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn ok_launch_input_trims_and_nulls_blanks() {
+        let input = LaunchInput {
+            user: LaunchUser {
+                rpps: " 10000000001 ".into(),
+                first_name: "Paul".into(),
+                last_name: "  ".into(),
+            },
+            patient: LaunchPatient {
+                ipp: Some("IPP1".into()),
+                unit: Some("".into()),
+                ..LaunchPatient::default()
+            },
+            id: "l-1".into(),
+            guide: Some("g".into()),
+            ucds: vec![" 1 ".into(), "".into(), "2".into()],
+        };
+        assert_eq!(
+            input.to_value(),
+            json!({
+                "user": {"rpps": "10000000001", "first_name": "Paul", "last_name": null},
+                "patient": {"ipp": "IPP1", "nda": null, "ins": null, "family": null,
+                            "given": null, "birth_date": null, "sex": null, "unit": null},
+                "launch": {"id": "l-1", "guide": "g", "ucds": ["1", "2"]},
+            })
+        );
+    }
+
+    /// The keys the loader accepts are the keys the context has.
+    #[test]
+    fn ok_launch_keys_match_the_context() {
+        let value = LaunchInput::default().to_value();
+        for root in Inputs::Launch.roots() {
+            let object = value[root.name].as_object().unwrap();
+            let keys: Vec<&str> = object.keys().map(String::as_str).collect();
+            let mut expected: Vec<&str> = root.keys.unwrap().to_vec();
+            expected.sort_unstable();
+            assert_eq!(keys, expected, "{}", root.name);
+        }
     }
 
     #[test]

@@ -250,6 +250,75 @@ pub(crate) fn non_blank(value: Val<'_>) -> Result<Option<Cow<'_, str>>, Fail> {
     Ok(text(value)?.filter(|t| !is_blank(t)))
 }
 
+/// The items of a list for a JSON `array` field: texts, numbers and booleans as they are,
+/// empty ones left out; missing gives an empty list and one value a list of one.
+pub(crate) fn list(value: Val<'_>) -> Result<Vec<Value>, Fail> {
+    fn item(leaf: &Value, out: &mut Vec<Value>) -> Result<(), Fail> {
+        match leaf {
+            Value::Null => {}
+            Value::String(s) if is_blank(s) => {}
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => out.push(leaf.clone()),
+            Value::Array(_) => return Err(Fail::NotText("a list")),
+            Value::Object(_) => return Err(Fail::NotText("an object")),
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    match value {
+        Val::Missing => {}
+        Val::Json(Value::Array(items)) => {
+            for leaf in items {
+                item(leaf, &mut out)?;
+            }
+        }
+        Val::Json(leaf) => item(leaf, &mut out)?,
+        Val::Spread(value, rest) => {
+            each_leaf(value, rest, &mut |leaf| item(leaf, &mut out).map(|()| true))?;
+        }
+        Val::Int(n) => out.push(Value::from(n)),
+        Val::Bool(b) => out.push(Value::Bool(b)),
+        Val::Str(s) if is_blank(&s) => {}
+        Val::Str(s) => out.push(Value::String(s.into_owned())),
+    }
+    Ok(out)
+}
+
+/// The value of a JSON `number` field: `None` when empty, `Some(null)` when the value is
+/// not a number.
+pub(crate) fn number(value: Val<'_>) -> Result<Option<Value>, Fail> {
+    Ok(match value {
+        Val::Json(Value::Number(n)) => Some(Value::Number(n.clone())),
+        Val::Int(n) => Some(Value::from(n)),
+        Val::Json(Value::Bool(_)) | Val::Bool(_) => Some(Value::Null),
+        other => non_blank(other)?.map(|text| {
+            let text = text.trim();
+            match text.parse::<i64>() {
+                Ok(n) => Value::from(n),
+                Err(_) => text
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map_or(Value::Null, Value::Number),
+            }
+        }),
+    })
+}
+
+/// The value of a JSON `bool` field: `None` when empty, `Some(null)` when the value is not
+/// `true` or `false`.
+pub(crate) fn boolean(value: Val<'_>) -> Result<Option<Value>, Fail> {
+    Ok(match value {
+        Val::Json(Value::Bool(b)) => Some(Value::Bool(*b)),
+        Val::Bool(b) => Some(Value::Bool(b)),
+        Val::Json(Value::Number(_)) | Val::Int(_) => Some(Value::Null),
+        other => non_blank(other)?.map(|text| match text.trim() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => Value::Null,
+        }),
+    })
+}
+
 fn map_text<'a>(
     value: Val<'a>,
     f: impl FnOnce(Cow<'a, str>) -> Result<Cow<'a, str>, Fail>,
@@ -454,6 +523,7 @@ fn parse_moment(text: &str) -> Option<Moment> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::super::context::Inputs;
     use super::super::expr::{Names, parse};
     use super::*;
     use rstest::rstest;
@@ -498,6 +568,7 @@ mod tests {
         let vars = ["line".to_string()];
         let map_names: Vec<String> = maps().into_iter().map(|m| m.name).collect();
         let names = Names {
+            inputs: Inputs::Push,
             vars: &vars,
             maps: &map_names,
         };
@@ -606,6 +677,7 @@ mod tests {
     fn ok_conditions(#[case] src: &str, #[case] expected: bool) {
         let vars = ["line".to_string()];
         let names = Names {
+            inputs: Inputs::Push,
             vars: &vars,
             maps: &[],
         };

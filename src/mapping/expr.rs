@@ -13,7 +13,8 @@
 //!
 //! Path indexes are 1-based like HL7 paths (`[1]` is the first item); `[]` walks every item
 //! and gives a list, which only `join`, `first` and `count` take. Names are resolved at load:
-//! a context root (`prescription`, `census`, `message`) or a group variable and its
+//! a root of the mapping's input context (`prescription`, `census`, `message` for a push;
+//! `user`, `patient`, `launch` for a launch, whose keys are checked too) or a group variable and its
 //! `<name>_index`. Function arguments that name things (maps, formats, separators) must be
 //! literals so they are checked at load.
 //!
@@ -25,8 +26,7 @@ use std::fmt;
 use jiff::fmt::strtime::BrokenDownTime;
 use jiff::tz::TimeZone;
 
-/// Roots of the input context that every expression may name.
-pub(crate) const CONTEXT_ROOTS: [&str; 3] = ["prescription", "census", "message"];
+use super::context::Inputs;
 
 /// Words with a meaning in expressions, refused as group variable names.
 pub(crate) const KEYWORDS: [&str; 3] = ["and", "or", "not"];
@@ -113,6 +113,8 @@ pub(crate) enum Func {
 
 /// The names an expression may use where it is written.
 pub(crate) struct Names<'n> {
+    /// The mapping's input context, whose roots every expression may name.
+    pub(crate) inputs: Inputs,
     /// Group variables, outermost first (index = depth).
     pub(crate) vars: &'n [String],
     /// Names of the `[maps.…]` tables, in their order.
@@ -717,6 +719,11 @@ impl<'s, 'n> Parser<'s, 'n> {
                 })
             }
             Some(b) if is_ident_start(b) => self.path(),
+            Some(b'$') if self.peek_at(1) == Some(b'{') => self.fail(
+                start,
+                "unexpected `${`",
+                "`${…}` is not expanded in mapping files: write the value, as a text in quotes",
+            ),
             None => self.fail(
                 start,
                 "expected a value",
@@ -868,6 +875,24 @@ impl<'s, 'n> Parser<'s, 'n> {
                 "it has no `.name` or `[n]` after it",
             );
         }
+        if let Root::Context(root_name) = &root
+            && let Some(keys) = self
+                .names
+                .inputs
+                .roots()
+                .iter()
+                .find(|r| r.name == &**root_name)
+                .and_then(|r| r.keys)
+            && let Some(Step::Key(key)) = steps.first()
+            && !keys.contains(&&**key)
+        {
+            let known: Vec<String> = keys.iter().map(|k| format!("`{name}.{k}`")).collect();
+            return self.fail(
+                start,
+                format_args!("unknown name `{name}.{key}`"),
+                &format!("expected {}", known.join(", ")),
+            );
+        }
         let list = steps.iter().any(|s| matches!(s, Step::Each));
         Ok(Node {
             start,
@@ -890,19 +915,27 @@ impl<'s, 'n> Parser<'s, 'n> {
                 return Ok(Root::Index(depth));
             }
         }
-        if CONTEXT_ROOTS.contains(&name) {
+        let roots = self.names.inputs.roots();
+        if roots.iter().any(|r| r.name == name) {
             return Ok(Root::Context(name.into()));
         }
-        let mut known: Vec<String> = CONTEXT_ROOTS.iter().map(|r| format!("`{r}`")).collect();
+        let mut known: Vec<String> = roots.iter().map(|r| format!("`{}`", r.name)).collect();
         for var in self.names.vars {
             known.push(format!("`{var}`"));
             known.push(format!("`{var}_index`"));
         }
-        self.fail(
-            pos,
-            format_args!("unknown name `{name}`"),
-            &format!("expected {}", known.join(", ")),
-        )
+        let mut hint = format!("expected {}", known.join(", "));
+        if let Some(other) = Inputs::ALL
+            .into_iter()
+            .find(|i| i.roots().iter().any(|r| r.name == name))
+        {
+            hint.push_str(&format!(
+                " (`{name}` is an input of {} mappings: set `[message] input = \"{}\"`)",
+                other.name(),
+                other.name()
+            ));
+        }
+        self.fail(pos, format_args!("unknown name `{name}`"), &hint)
     }
 }
 
@@ -916,6 +949,7 @@ mod tests {
         let vars = ["line".to_string(), "dosage".to_string()];
         let maps = ["sex".to_string(), "code_system".to_string()];
         let names = Names {
+            inputs: Inputs::Push,
             vars: &vars,
             maps: &maps,
         };
@@ -1045,7 +1079,7 @@ mod tests {
     )]
     #[case::err_unknown_root(
         "lin.medication",
-        "unknown name `lin` at character 1: expected `prescription`, `census`, `message`, `line`, `line_index`, `dosage`, `dosage_index`"
+        "unknown name `lin` at character 1: expected `prescription`, `census`, `message`, `document`, `line`, `line_index`, `dosage`, `dosage_index`"
     )]
     #[case::err_unknown_function(
         "census.sex | mapp('sex')",
@@ -1180,6 +1214,7 @@ mod tests {
     fn for_each_paths(#[case] src: &str, #[case] expected: Result<&str, &str>) {
         let vars = ["line".to_string()];
         let names = Names {
+            inputs: Inputs::Push,
             vars: &vars,
             maps: &[],
         };
@@ -1199,7 +1234,7 @@ mod tests {
             fn never_panics(s in "\\PC{0,64}") {
                 let vars = ["line".to_string()];
                 let maps = ["sex".to_string()];
-                let names = Names { vars: &vars, maps: &maps };
+                let names = Names { inputs: Inputs::Push, vars: &vars, maps: &maps };
                 let _ = parse(&s, &names);
                 let _ = parse_path(&s, &names);
             }
@@ -1210,7 +1245,7 @@ mod tests {
             ) {
                 let vars = ["line".to_string()];
                 let maps = ["sex".to_string()];
-                let names = Names { vars: &vars, maps: &maps };
+                let names = Names { inputs: Inputs::Push, vars: &vars, maps: &maps };
                 let _ = parse(&s, &names);
             }
         }

@@ -16,12 +16,14 @@ use jiff::tz::TimeZone;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::context::Inputs;
 use super::eval::ValueMap;
-use super::expr::{self, CONTEXT_ROOTS, KEYWORDS, Names, Step};
+use super::expr::{self, KEYWORDS, Names, Step};
+use super::json::JsonPath;
 use super::writer::{Header, Target};
 use super::{
-    Condition, FieldRule, GroupRule, Item, Mapping, MappingError, MappingErrors, OutputFormat,
-    SegmentRule,
+    Condition, FieldKind, FieldRule, GroupRule, Item, Mapping, MappingError, MappingErrors,
+    OutputFormat, SegmentRule,
 };
 use crate::hl7::{Charset, Path};
 use crate::hprim::HprimPath;
@@ -62,24 +64,29 @@ const MAX_GROUP_DEPTH: usize = 8;
 
 const DEFAULT_TIMEZONE: &str = "Europe/Paris";
 
-type Entry<'t, 'i> = (&'t Spanned<Cow<'i, str>>, &'t Spanned<DeValue<'i>>);
+pub(super) type Entry<'t, 'i> = (&'t Spanned<Cow<'i, str>>, &'t Spanned<DeValue<'i>>);
 
 /// The entries of a table in file order (the map itself may be sorted by key).
-fn in_order<'t, 'i>(table: &'t DeTable<'i>) -> Vec<Entry<'t, 'i>> {
+pub(super) fn in_order<'t, 'i>(table: &'t DeTable<'i>) -> Vec<Entry<'t, 'i>> {
     let mut entries: Vec<Entry<'t, 'i>> = table.iter().collect();
     entries.sort_by_key(|(key, _)| key.span().start);
     entries
 }
 
 /// Collects located problems while a mapping is checked.
-struct Report<'t> {
-    file: &'t FsPath,
-    text: &'t str,
-    errors: Vec<MappingError>,
+pub(super) struct Report<'t> {
+    pub(super) file: &'t FsPath,
+    pub(super) text: &'t str,
+    pub(super) errors: Vec<MappingError>,
 }
 
 impl Report<'_> {
-    fn push(&mut self, span: Option<Range<usize>>, key: &str, message: impl Into<String>) {
+    pub(super) fn push(
+        &mut self,
+        span: Option<Range<usize>>,
+        key: &str,
+        message: impl Into<String>,
+    ) {
         let line = span.map(|s| line_column(self.text, s.start));
         self.errors.push(MappingError {
             file: self.file.to_path_buf(),
@@ -119,6 +126,17 @@ pub(super) fn parse(text: &str, file: &FsPath) -> Result<Mapping, MappingErrors>
             return Err(MappingErrors(report.errors));
         }
     };
+    if let Some(fields) = old_scan_token(root.get_ref()) {
+        report.push(
+            Some(fields),
+            "fields",
+            format!(
+                "this is a scan-token mapping in the old format (`[fields]` with `from`, `value` and `default`), which ordobridge no longer reads: run `ordobridge mapping upgrade {}` and replace the file with what it prints (the same request, in the mapping language)",
+                file.display()
+            ),
+        );
+        return Err(MappingErrors(report.errors));
+    }
     let (mut message, mut segments, mut maps) = (None, None, None);
     for (key, value) in in_order(root.get_ref()) {
         match key.get_ref().as_ref() {
@@ -135,12 +153,14 @@ pub(super) fn parse(text: &str, file: &FsPath) -> Result<Mapping, MappingErrors>
     let maps = maps.map(|v| read_maps(v, &mut report)).unwrap_or_default();
     let section = read_message(message, &mut report);
     let format = declared_format(message);
+    let inputs = section.as_ref().map(|s| s.inputs).unwrap_or_default();
     let mut compiler = Compiler {
         report: &mut report,
         maps: maps.iter().map(|m| m.name.clone()).collect(),
         uses_time: false,
         msh10: false,
         format,
+        inputs,
     };
     let when =
         message_when(message).and_then(|value| compiler.condition(value, "message.when", &[]));
@@ -184,7 +204,7 @@ pub(super) fn parse(text: &str, file: &FsPath) -> Result<Mapping, MappingErrors>
                 "no final `L` record: end the message with an `L` record, outside any group",
             );
         }
-    } else if segments.is_some() && !msh10 {
+    } else if format == OutputFormat::Hl7 && segments.is_some() && !msh10 {
         report.push(
             segments.map(Spanned::span),
             "segment",
@@ -199,6 +219,7 @@ pub(super) fn parse(text: &str, file: &FsPath) -> Result<Mapping, MappingErrors>
         Some(section) if report.errors.is_empty() => Ok(Mapping {
             message_type: section.message_type,
             format: section.format,
+            inputs: section.inputs,
             header: section.header,
             when,
             items,
@@ -207,6 +228,19 @@ pub(super) fn parse(text: &str, file: &FsPath) -> Result<Mapping, MappingErrors>
         }),
         _ => Err(MappingErrors(report.errors)),
     }
+}
+
+/// The `[fields]` of a scan-token mapping in the format ordobridge read before the mapping
+/// language served launches too (a file with `[fields]` and neither `[message]` nor
+/// `[[segment]]`).
+fn old_scan_token(root: &DeTable<'_>) -> Option<Range<usize>> {
+    let has = |name: &str| root.iter().any(|(k, _)| k.get_ref() == name);
+    if has("message") || has("segment") {
+        return None;
+    }
+    root.iter()
+        .find(|(k, _)| k.get_ref() == "fields")
+        .map(|(k, _)| k.span())
 }
 
 /// `[message] when`, the condition for writing a message at all.
@@ -226,6 +260,7 @@ fn message_when<'v, 'i>(
 struct MessageSection {
     message_type: String,
     format: OutputFormat,
+    inputs: Inputs,
     header: Header,
     timezone: Option<(String, Range<usize>)>,
 }
@@ -251,15 +286,66 @@ fn read_message(
         return None;
     };
     let (mut message_type, mut version, mut charset, mut timezone) = (None, None, None, None);
+    let mut inputs = Inputs::default();
     let mut valid = true;
     // The format decides how `type` and `version` are read: find it first.
     let format = declared_format(Some(value));
     let hprim = format == OutputFormat::Hprim;
+    let json = format == OutputFormat::Json;
     for (key, value) in in_order(table) {
         let name = key.get_ref().as_ref();
         let full = format!("message.{name}");
         let span = Some(value.span());
         match name {
+            "type" if json => match report.string(value, &full) {
+                Some(t) => {
+                    let ok = (1..=40).contains(&t.len())
+                        && t.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+                    if ok {
+                        message_type = Some((t.to_string(), Vec::new()));
+                    } else {
+                        report.push(
+                            span,
+                            &full,
+                            format!(
+                                "invalid JSON message type `{}`: expected a label of up to 40 letters, digits, `-`, `_` or `.` such as `scan-token`",
+                                crate::hl7::readable(t.as_bytes())
+                            ),
+                        );
+                    }
+                }
+                None => valid = false,
+            },
+            "version" if json => report.push(
+                span,
+                &full,
+                "a JSON mapping has no version: remove `version`",
+            ),
+            "charset" if json => report.push(
+                span,
+                &full,
+                "JSON is written in UTF-8: remove `charset`",
+            ),
+            "input" => match report.string(value, &full) {
+                Some(name) => match Inputs::from_name(name) {
+                    Some(found) => inputs = found,
+                    None => {
+                        let known: Vec<String> =
+                            Inputs::ALL.iter().map(|i| format!("`{}`", i.name())).collect();
+                        report.push(
+                            span,
+                            &full,
+                            format!(
+                                "unknown input `{}`: expected {}",
+                                crate::hl7::readable(name.as_bytes()),
+                                known.join(" or ")
+                            ),
+                        );
+                    }
+                },
+                None => valid = false,
+            },
             "type" if hprim => match report.string(value, &full) {
                 Some(t) => {
                     let ok = (1..=10).contains(&t.len())
@@ -335,12 +421,12 @@ fn read_message(
                 None => valid = false,
             },
             "format" => match report.string(value, &full) {
-                Some("hl7" | "hprim") => {}
+                Some("hl7" | "hprim" | "json") => {}
                 Some(other) => report.push(
                     span,
                     &full,
                     format!(
-                        "unknown format `{}`: expected `hl7` or `hprim`",
+                        "unknown format `{}`: expected `hl7`, `hprim` or `json`",
                         crate::hl7::readable(other.as_bytes())
                     ),
                 ),
@@ -352,7 +438,7 @@ fn read_message(
                 Some(key.span()),
                 &full,
                 format!(
-                    "unknown key `{other}`: `[message]` has `type`, `version`, `charset`, `timezone`, `format` and `when`"
+                    "unknown key `{other}`: `[message]` has `type`, `version`, `charset`, `timezone`, `format`, `input` and `when`"
                 ),
             ),
         }
@@ -360,6 +446,12 @@ fn read_message(
     if hprim {
         // HPRIM Santé is ISO-8859-1 unless the mapping says otherwise; H.13 holds the version.
         charset = charset.or(Some(Charset::Latin1));
+        version = Some(Vec::new());
+    }
+    if json {
+        // A label only (`ordobridge transform` shows it); JSON is UTF-8 and has no version.
+        message_type = message_type.or_else(|| Some(("json".to_string(), Vec::new())));
+        charset = Some(Charset::Utf8);
         version = Some(Vec::new());
     }
     let type_example = if hprim {
@@ -385,6 +477,7 @@ fn read_message(
     valid.then_some(MessageSection {
         message_type: text,
         format,
+        inputs,
         header: Header {
             message_type: parts,
             version,
@@ -404,6 +497,7 @@ fn declared_format(message: Option<&Spanned<DeValue<'_>>>) -> OutputFormat {
     };
     match format {
         Some(DeValue::String(f)) if f == "hprim" => OutputFormat::Hprim,
+        Some(DeValue::String(f)) if f == "json" => OutputFormat::Json,
         _ => OutputFormat::Hl7,
     }
 }
@@ -497,8 +591,10 @@ struct Compiler<'r, 't> {
     uses_time: bool,
     /// The MSH segment sets MSH-10.
     msh10: bool,
-    /// HL7 segments and paths, or HPRIM records and paths.
+    /// HL7 segments and paths, HPRIM records and paths, or JSON objects and paths.
     format: OutputFormat,
+    /// The names expressions may start with.
+    inputs: Inputs,
 }
 
 impl Compiler<'_, '_> {
@@ -629,8 +725,10 @@ impl Compiler<'_, '_> {
         vars: &[String],
         first: bool,
     ) -> Option<SegmentRule> {
-        if self.format == OutputFormat::Hprim {
-            return self.record(id, when, fields, key, vars, first);
+        match self.format {
+            OutputFormat::Hprim => return self.record(id, when, fields, key, vars, first),
+            OutputFormat::Json => return self.object(id, when, fields, key, vars),
+            OutputFormat::Hl7 => {}
         }
         let id_key = format!("{key}.id");
         let id_text = self.report.string(id, &id_key)?;
@@ -725,6 +823,77 @@ impl Compiler<'_, '_> {
         })
     }
 
+    /// A JSON segment: the object (`/` for the body) that its fields go into.
+    fn object(
+        &mut self,
+        id: &Spanned<DeValue<'_>>,
+        when: Option<&Spanned<DeValue<'_>>>,
+        fields: Option<&Spanned<DeValue<'_>>>,
+        key: &str,
+        vars: &[String],
+    ) -> Option<SegmentRule> {
+        let id_key = format!("{key}.id");
+        let id_text = self.report.string(id, &id_key)?;
+        let valid = match JsonPath::parse(id_text) {
+            Ok(_) => true,
+            Err(e) => {
+                self.report.push(
+                    Some(id.span()),
+                    &id_key,
+                    format!("{e} (a JSON segment `id` is the object its fields go into: `/` for the body)"),
+                );
+                false
+            }
+        };
+        let when = when.and_then(|w| self.condition(w, &format!("{key}.when"), vars));
+        let fields = match fields {
+            None => Vec::new(),
+            Some(value) => self.fields(value, &format!("{key}.fields"), id_text, None, vars),
+        };
+        valid.then(|| SegmentRule {
+            id: id_text.to_string(),
+            when,
+            fields,
+        })
+    }
+
+    /// The JSON path of a `fields` key: a key of the segment's object, not a list item.
+    fn json_target(
+        &mut self,
+        name: &Spanned<Cow<'_, str>>,
+        key: &str,
+        earlier: &[FieldRule],
+    ) -> Option<Target> {
+        let text = name.get_ref().as_ref();
+        let span = Some(name.span());
+        let problem = match JsonPath::parse(text) {
+            Err(e) => Err(e.to_string()),
+            Ok(path) if path.is_root() => Err(format!(
+                "`{text}` is the segment's object itself: name a key in it, such as `patientId`"
+            )),
+            Ok(path) if path.appends() => Err(format!(
+                "`{text}` adds a list item: only a segment `id` may (`id = \"{text}\"`), its fields then fill the item"
+            )),
+            Ok(path) => match earlier
+                .iter()
+                .find(|rule| rule.target.json_path().is_some_and(|p| p.overlaps(&path)))
+            {
+                Some(rule) => Err(format!(
+                    "`{text}` overlaps `{}` in the same segment: set each place once",
+                    rule.target
+                )),
+                None => Ok(path),
+            },
+        };
+        match problem {
+            Ok(path) => Some(Target::json(path)),
+            Err(message) => {
+                self.report.push(span, key, message);
+                None
+            }
+        }
+    }
+
     fn condition(
         &mut self,
         value: &Spanned<DeValue<'_>>,
@@ -733,6 +902,7 @@ impl Compiler<'_, '_> {
     ) -> Option<Condition> {
         let source = self.report.string(value, key)?;
         let names = Names {
+            inputs: self.inputs,
             vars,
             maps: &self.maps,
         };
@@ -760,11 +930,17 @@ impl Compiler<'_, '_> {
         vars: &[String],
     ) -> Vec<FieldRule> {
         let DeValue::Table(table) = value.get_ref() else {
+            let example = match self.format {
+                OutputFormat::Json => {
+                    "JSON paths and expressions, such as `{ patientId = \"patient.ipp\" }`"
+                }
+                _ => "HL7 paths and expressions, such as `{ \"PID-3.1\" = \"census.ipp\" }`",
+            };
             self.report.push(
                 Some(value.span()),
                 key,
                 format!(
-                    "expected a table of HL7 paths and expressions, such as `{{ \"PID-3.1\" = \"census.ipp\" }}`, found {}",
+                    "expected a table of {example}, found {}",
                     value.get_ref().type_str()
                 ),
             );
@@ -777,11 +953,13 @@ impl Compiler<'_, '_> {
             let path = match self.format {
                 OutputFormat::Hl7 => self.target(name, &field_key, segment, max, &rules),
                 OutputFormat::Hprim => self.hprim_target(name, &field_key, segment, max, &rules),
+                OutputFormat::Json => self.json_target(name, &field_key, &rules),
             };
-            let Some((source, required, span)) = self.field_spec(spec, &field_key) else {
+            let Some((source, required, kind, span)) = self.field_spec(spec, &field_key) else {
                 continue;
             };
             let names = Names {
+                inputs: self.inputs,
                 vars,
                 maps: &self.maps,
             };
@@ -799,6 +977,7 @@ impl Compiler<'_, '_> {
                     expr: parsed.expr,
                     source: source.into(),
                     required,
+                    kind,
                 });
             }
         }
@@ -917,28 +1096,36 @@ impl Compiler<'_, '_> {
         }
     }
 
-    /// A field's value: an expression, or `{ value = "…", required = true }`.
+    /// A field's value: an expression, or `{ value = "…", required = true }` (and, in JSON,
+    /// `type = "number"`).
     fn field_spec<'v>(
         &mut self,
         spec: &'v Spanned<DeValue<'_>>,
         key: &str,
-    ) -> Option<(&'v str, bool, Range<usize>)> {
+    ) -> Option<(&'v str, bool, FieldKind, Range<usize>)> {
+        let json = self.format == OutputFormat::Json;
         match spec.get_ref() {
-            DeValue::String(source) => Some((source, false, spec.span())),
+            DeValue::String(source) => Some((source, false, FieldKind::Text, spec.span())),
             DeValue::Table(table) => {
-                let dotted = !table
-                    .iter()
-                    .any(|(k, _)| matches!(k.get_ref().as_ref(), "value" | "required"));
+                let dotted = !table.iter().any(|(k, _)| {
+                    matches!(k.get_ref().as_ref(), "value" | "required")
+                        || (json && k.get_ref() == "type")
+                });
                 if dotted {
                     self.report.push(
                         Some(spec.span()),
                         key,
-                        "HL7 paths that contain dots must be quoted, e.g. `\"PID-3.1\" = \"census.ipp\"`",
+                        if json {
+                            "JSON paths that contain dots must be quoted, e.g. `\"patient.id\" = \"patient.ipp\"`"
+                        } else {
+                            "HL7 paths that contain dots must be quoted, e.g. `\"PID-3.1\" = \"census.ipp\"`"
+                        },
                     );
                     return None;
                 }
                 let mut value = None;
                 let mut required = false;
+                let mut kind = FieldKind::Text;
                 let mut valid = true;
                 for (name, item) in in_order(table) {
                     let item_key = format!("{key}.{}", name.get_ref());
@@ -963,20 +1150,45 @@ impl Compiler<'_, '_> {
                                 valid = false;
                             }
                         },
+                        "type" if json => match self.report.string(item, &item_key) {
+                            Some(name) => match FieldKind::NAMES.iter().find(|(n, _)| *n == name) {
+                                Some((_, found)) => kind = *found,
+                                None => {
+                                    self.report.push(
+                                            Some(item.span()),
+                                            &item_key,
+                                            format!(
+                                                "unknown type `{}`: expected `string`, `number`, `bool` or `array`",
+                                                crate::hl7::readable(name.as_bytes())
+                                            ),
+                                        );
+                                    valid = false;
+                                }
+                            },
+                            None => valid = false,
+                        },
                         other => {
                             self.report.push(
                                 Some(name.span()),
                                 &item_key,
-                                format!(
-                                    "unknown key `{other}`: a field has `value` and `required`"
-                                ),
+                                if json {
+                                    format!(
+                                        "unknown key `{other}`: a field has `value`, `required` and `type`"
+                                    )
+                                } else if other == "type" {
+                                    "`type` belongs to JSON fields (`[message] format = \"json\"`): HL7 and HPRIM values are text".to_string()
+                                } else {
+                                    format!(
+                                        "unknown key `{other}`: a field has `value` and `required`"
+                                    )
+                                },
                             );
                             valid = false;
                         }
                     }
                 }
                 match value {
-                    Some((source, span)) if valid => Some((source, required, span)),
+                    Some((source, span)) if valid => Some((source, required, kind, span)),
                     Some(_) => None,
                     None => {
                         if !table.iter().any(|(k, _)| k.get_ref() == "value") {
@@ -1025,6 +1237,7 @@ impl Compiler<'_, '_> {
             return None;
         }
         let names = Names {
+            inputs: self.inputs,
             vars,
             maps: &self.maps,
         };
@@ -1104,7 +1317,7 @@ impl Compiler<'_, '_> {
                 "invalid item name `{}`: use lowercase letters, digits and `_`",
                 crate::hl7::readable(name.as_bytes())
             )
-        } else if CONTEXT_ROOTS.contains(&name) || KEYWORDS.contains(&name) {
+        } else if self.inputs.roots().iter().any(|r| r.name == name) || KEYWORDS.contains(&name) {
             format!("item name `{name}` is reserved: choose another with `as`")
         } else if vars.iter().any(|v| v == name) {
             format!(
@@ -1183,7 +1396,7 @@ mod tests {
         fields = { \"MSH-10\" = \"message.control_id\" }\n";
 
     fn load(text: &str) -> Result<Mapping, String> {
-        Mapping::parse(text, Path::new("mappings/orm.toml")).map_err(|e| e.to_string())
+        Mapping::load(text, Path::new("mappings/orm.toml")).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -1268,11 +1481,11 @@ mod tests {
     )]
     #[case::err_for_each_unknown_root(
         "[[segment]]\nfor_each = \"bundle.lines\"\n[[segment.segment]]\nid = \"ORC\"\n",
-        "mappings/orm.toml:9:12: `segment[2].for_each`: unknown name `bundle` at character 1: expected `prescription`, `census`, `message`"
+        "mappings/orm.toml:9:12: `segment[2].for_each`: unknown name `bundle` at character 1: expected `prescription`, `census`, `message`, `document`"
     )]
     #[case::err_item_outside_group(
         "[[segment]]\nid = \"ORC\"\nfields = { \"ORC-2\" = \"line.id\" }\n",
-        "mappings/orm.toml:10:22: `segment[2].fields.ORC-2`: unknown name `line` at character 1: expected `prescription`, `census`, `message`"
+        "mappings/orm.toml:10:22: `segment[2].fields.ORC-2`: unknown name `line` at character 1: expected `prescription`, `census`, `message`, `document`"
     )]
     #[case::err_group_without_segments(
         "[[segment]]\nfor_each = \"prescription.lines\"\n",
@@ -1443,8 +1656,8 @@ mod tests {
         "[message]\ntype = \"ORM\"\ncharset = \"latin1\"\nformat = \"xml\"\ncolour = 1\n[[segment]]\nid = \"MSH\"\nfields = { \"MSH-10\" = \"message.control_id\" }\n",
         "mappings/orm.toml:2:8: `message.type`: invalid message type `ORM`: expected code^event^structure such as `ORM^O01^ORM_O01`\n\
          mappings/orm.toml:3:11: `message.charset`: unknown charset `latin1`: expected `8859/1`, `8859/15` or `UNICODE UTF-8`\n\
-         mappings/orm.toml:4:10: `message.format`: unknown format `xml`: expected `hl7` or `hprim`\n\
-         mappings/orm.toml:5:1: `message.colour`: unknown key `colour`: `[message]` has `type`, `version`, `charset`, `timezone`, `format` and `when`\n\
+         mappings/orm.toml:4:10: `message.format`: unknown format `xml`: expected `hl7`, `hprim` or `json`\n\
+         mappings/orm.toml:5:1: `message.colour`: unknown key `colour`: `[message]` has `type`, `version`, `charset`, `timezone`, `format`, `input` and `when`\n\
          mappings/orm.toml:1:1: `message.version`: missing `version`: write `version = \"2.5\"`"
     )]
     #[case::err_no_msh10(
@@ -1508,13 +1721,78 @@ mod tests {
         }
     }
 
-    #[test]
-    fn err_load_missing_file() {
-        let err = Mapping::load(Path::new("/nonexistent/orm.toml")).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("/nonexistent/orm.toml: cannot read the mapping file: "),
-            "{err}"
-        );
+    const JSON_HEAD: &str =
+        "[message]\nformat = \"json\"\ninput = \"launch\"\n[[segment]]\nid = \"/\"\n";
+
+    #[rstest]
+    #[case::err_type_in_hl7(
+        "HL7",
+        "mappings/orm.toml:10:46: `segment[2].fields.PID-3.type`: `type` belongs to JSON fields (`[message] format = \"json\"`): HL7 and HPRIM values are text"
+    )]
+    #[case::err_unknown_type(
+        "fields = { a = { value = \"user.rpps\", type = \"int\" } }",
+        "mappings/orm.toml:6:46: `segment[1].fields.a.type`: unknown type `int`: expected `string`, `number`, `bool` or `array`"
+    )]
+    #[case::err_field_appends(
+        "fields = { \"a[]\" = \"user.rpps\" }",
+        "mappings/orm.toml:6:12: `segment[1].fields.a[]`: `a[]` adds a list item: only a segment `id` may (`id = \"a[]\"`), its fields then fill the item"
+    )]
+    #[case::err_field_is_root(
+        "fields = { \"/\" = \"user.rpps\" }",
+        "mappings/orm.toml:6:12: `segment[1].fields./`: `/` is the segment's object itself: name a key in it, such as `patientId`"
+    )]
+    #[case::err_overlap(
+        "fields = { patient = \"user.rpps\", \"patient.id\" = \"patient.ipp\" }",
+        "mappings/orm.toml:6:35: `segment[1].fields.patient.id`: `patient.id` overlaps `patient` in the same segment: set each place once"
+    )]
+    #[case::err_unquoted_dotted_key(
+        "[segment.fields]\npatient.id = \"patient.ipp\"",
+        "mappings/orm.toml:7:1: `segment[1].fields.patient`: JSON paths that contain dots must be quoted, e.g. `\"patient.id\" = \"patient.ipp\"`"
+    )]
+    #[case::err_unknown_launch_key(
+        "fields = { a = \"patient.ipn\" }",
+        "mappings/orm.toml:6:16: `segment[1].fields.a`: unknown name `patient.ipn` at character 1: expected `patient.ipp`, `patient.nda`, `patient.ins`, `patient.family`, `patient.given`, `patient.birth_date`, `patient.sex`, `patient.unit`"
+    )]
+    #[case::err_push_root_in_launch(
+        "fields = { a = \"census.ipp\" }",
+        "mappings/orm.toml:6:16: `segment[1].fields.a`: unknown name `census` at character 1: expected `user`, `patient`, `launch` (`census` is an input of push mappings: set `[message] input = \"push\"`)"
+    )]
+    #[case::err_bad_segment_id(
+        "[[segment]]\nid = \"a..b\"",
+        "mappings/orm.toml:7:6: `segment[2].id`: `a..b` has an empty key (a JSON segment `id` is the object its fields go into: `/` for the body)"
+    )]
+    #[case::err_fields_not_a_table(
+        "fields = 3",
+        "mappings/orm.toml:6:10: `segment[1].fields`: expected a table of JSON paths and expressions, such as `{ patientId = \"patient.ipp\" }`, found integer"
+    )]
+    fn err_load_json(#[case] tail: &str, #[case] expected: &str) {
+        let text = if tail == "HL7" {
+            format!(
+                "{HEAD}[[segment]]\nid = \"PID\"\nfields = {{ \"PID-3\" = {{ value = \"census.ipp\", type = \"number\" }} }}\n"
+            )
+        } else {
+            format!("{JSON_HEAD}{tail}\n")
+        };
+        assert_eq!(load(&text).unwrap_err(), expected);
+    }
+
+    #[rstest]
+    #[case::err_message_keys(
+        "[message]\nformat = \"json\"\nversion = \"2.5\"\ncharset = \"8859/1\"\ninput = \"bundle\"\ntype = \"a b\"\n[[segment]]\nid = \"/\"\n",
+        "mappings/orm.toml:3:11: `message.version`: a JSON mapping has no version: remove `version`\n\
+         mappings/orm.toml:4:11: `message.charset`: JSON is written in UTF-8: remove `charset`\n\
+         mappings/orm.toml:5:9: `message.input`: unknown input `bundle`: expected `push` or `launch`\n\
+         mappings/orm.toml:6:8: `message.type`: invalid JSON message type `a b`: expected a label of up to 40 letters, digits, `-`, `_` or `.` such as `scan-token`"
+    )]
+    #[case::err_launch_root_in_push(
+        "[message]\nformat = \"json\"\n[[segment]]\nid = \"/\"\nfields = { a = \"user.rpps\" }\n",
+        "mappings/orm.toml:5:16: `segment[1].fields.a`: unknown name `user` at character 1: expected `prescription`, `census`, `message`, `document` (`user` is an input of launch mappings: set `[message] input = \"launch\"`)"
+    )]
+    #[case::err_old_scan_token(
+        "# old\n[fields]\nrpps = { from = \"user.rpps\" }\n",
+        "mappings/orm.toml:2:2: `fields`: this is a scan-token mapping in the old format (`[fields]` with `from`, `value` and `default`), which ordobridge no longer reads: run `ordobridge mapping upgrade mappings/orm.toml` and replace the file with what it prints (the same request, in the mapping language)"
+    )]
+    fn err_load_json_whole(#[case] text: &str, #[case] expected: &str) {
+        assert_eq!(load(text).unwrap_err(), expected);
     }
 }

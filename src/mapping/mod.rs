@@ -62,10 +62,20 @@
 //!   written by ordobridge. The [`crate::hprim::HprimBuilder`] escapes values, splits long
 //!   records into `A` records and ends records with CR LF. `L.4` (the count of `P` records)
 //!   is not computed: readers check it, so set it.
+//! - `format = "json"` writes a JSON body (the Posos launch requests, see
+//!   `mappings/scan-token.toml`): an entry's `id` is the object its fields go into (`/` the
+//!   body, `patient` or `/patient` a nested object, `items[]` or `/items/-` a new object
+//!   appended to a list), keys are dotted paths or JSON pointers ([`JsonPath`]), and a field
+//!   may say `type = "number"`, `"bool"` or `"array"` (default `"string"`). `type` is an
+//!   optional label; there is no `version` or `charset` (JSON is UTF-8).
+//! - `input` in `[message]` says which context the expressions read: `push` (the default:
+//!   `prescription`, `census`, `message`, see [`PushContext`]) or `launch` (`user`,
+//!   `patient`, `launch`, see [`LaunchInput`]; their keys are checked at load).
 //!
 //! # Expressions
 //!
-//! Paths into the context (`prescription.lines`, `census.ipp`, `message.now`, group items such
+//! Paths into the context (`prescription.lines`, `census.ipp`, `message.now`, `document.title`
+//! for the documents of `$send-to-ehr` (see `engine::documents`), group items such
 //! as `line.medication.code`, `line.dosages[1].text` with 1-based indexes, `…lines[].id` for
 //! every item), texts in quotes, numbers, `~` to concatenate, `==`/`!=`, `and`/`or`/`not`,
 //! and pipes to functions: `default(x)`, `map('name')`, `upper`, `lower`, `trim`,
@@ -85,14 +95,22 @@
 //! - `load`: TOML (spanned) to a checked [`Mapping`]; segment field-count table.
 //! - `expr`: the expression language, parsed into a tree at load.
 //! - `eval`: evaluation over the context; values borrow from it.
-//! - `context`: [`PushContext`], the context the push endpoint builds once per bundle.
+//! - `context`: the input contexts: [`PushContext`], built by the push endpoint once per
+//!   bundle, and [`LaunchInput`], built for each launch; [`Inputs`] names them.
 //! - `writer`: [`OutputWriter`], the HL7 writer over [`crate::hl7::MessageBuilder`] and the
 //!   HPRIM writer over [`crate::hprim::HprimBuilder`].
+//! - `json`: [`JsonPath`] and the JSON writer (pure: it builds a `serde_json::Value`).
+//! - `upgrade`: [`upgrade_scan_token`], the old scan-token format rewritten in this language.
+//!
+//! Nothing here reads files: the caller passes the text and the file name for messages
+//! (`crate::config::read_mapping` reads and loads).
 
 mod context;
 mod eval;
 mod expr;
+mod json;
 mod load;
+mod upgrade;
 mod writer;
 
 use std::fmt;
@@ -105,9 +123,15 @@ use crate::hl7::BuildError;
 use crate::hprim::HprimError;
 use eval::{Env, Fail, Scope, Val as Eval, ValueMap};
 use expr::{Expr, PathExpr};
+use json::JsonWriter;
 use writer::{Header, Hl7Writer, HprimWriter};
 
-pub use context::{PushContext, census_from_bundle};
+pub use context::{
+    Inputs, LAUNCH_KEYS, LAUNCH_PATIENT_KEYS, LAUNCH_USER_KEYS, LaunchInput, LaunchPatient,
+    LaunchUser, PushContext, census_from_bundle,
+};
+pub use json::{JsonPath, JsonPathError, JsonWriteError};
+pub use upgrade::upgrade_scan_token;
 pub use writer::{OutputWriter, Target};
 
 /// A compiled mapping file, immutable and shareable between threads; apply it to every
@@ -116,6 +140,8 @@ pub use writer::{OutputWriter, Target};
 pub struct Mapping {
     message_type: String,
     format: OutputFormat,
+    /// `[message] input`: the context the expressions read.
+    inputs: Inputs,
     header: Header,
     /// `[message] when`: no message at all for a context where it is false.
     when: Option<Condition>,
@@ -132,6 +158,9 @@ pub enum OutputFormat {
     Hl7,
     /// HPRIM Santé (`format = "hprim"`): records, `P.6.1` paths, for `*.HPR` drop folders.
     Hprim,
+    /// JSON (`format = "json"`): a request body, `patient.id` or `/patient/id` paths, typed
+    /// values.
+    Json,
 }
 
 /// A segment or a group, in file order.
@@ -161,6 +190,32 @@ struct FieldRule {
     /// The expression as written, for errors.
     source: Box<str>,
     required: bool,
+    /// What the value is written as (JSON only; text elsewhere).
+    kind: FieldKind,
+}
+
+/// `type` of a JSON field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum FieldKind {
+    /// `"string"` (the default): the text.
+    #[default]
+    Text,
+    /// `"number"`: a JSON number, or text that reads as one.
+    Number,
+    /// `"bool"`: `true`/`false`, from a JSON boolean, a comparison or the text
+    /// `true`/`false`.
+    Bool,
+    /// `"array"`: a list; its empty items are left out, and it is written even when empty.
+    List,
+}
+
+impl FieldKind {
+    const NAMES: [(&'static str, FieldKind); 4] = [
+        ("string", FieldKind::Text),
+        ("number", FieldKind::Number),
+        ("bool", FieldKind::Bool),
+        ("array", FieldKind::List),
+    ];
 }
 
 #[derive(Debug, Clone)]
@@ -299,6 +354,23 @@ pub enum ApplyError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A JSON field of `type = "number"` whose value is not a number (the value is not shown:
+    /// it may be PHI).
+    #[error("{at}: `{expr}` is not a number")]
+    NotANumber {
+        /// Where.
+        at: Location,
+        /// The expression.
+        expr: String,
+    },
+    /// A JSON field of `type = "bool"` whose value is not `true` or `false`.
+    #[error("{at}: `{expr}` is not `true` or `false`")]
+    NotABool {
+        /// Where.
+        at: Location,
+        /// The expression.
+        expr: String,
+    },
     /// The finished message could not be encoded.
     #[error("cannot encode the message: {0}")]
     Encode(#[source] BuildError),
@@ -308,22 +380,57 @@ pub enum ApplyError {
 }
 
 impl Mapping {
-    /// Reads and checks the mapping file at `path`.
-    pub fn load(path: &Path) -> Result<Mapping, MappingErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            MappingErrors(vec![MappingError {
-                file: path.to_path_buf(),
-                line: None,
-                key: String::new(),
-                message: format!("cannot read the mapping file: {e}"),
-            }])
-        })?;
-        Mapping::parse(&text, path)
+    /// Checks and compiles mapping text; `file` names it in messages (`file:line:col`). The
+    /// caller reads the file: this module does no I/O.
+    pub fn load(text: &str, file: &Path) -> Result<Mapping, MappingErrors> {
+        load::parse(text, file)
     }
 
-    /// Checks mapping text; `file` names it in messages.
-    pub fn parse(text: &str, file: &Path) -> Result<Mapping, MappingErrors> {
-        load::parse(text, file)
+    /// Whether the mapping has a `[message] when`.
+    pub fn has_condition(&self) -> bool {
+        self.when.is_some()
+    }
+
+    /// The context this mapping's expressions read (`[message] input`).
+    pub fn inputs(&self) -> Inputs {
+        self.inputs
+    }
+
+    /// The keys of the body that a JSON mapping may write (a field of the body, or the first
+    /// key of a segment's object), in file order; empty for HL7 and HPRIM. A launch checks
+    /// with it, at start, that the request it sends will have its required fields.
+    pub fn json_keys(&self) -> Vec<String> {
+        fn walk(items: &[Item], out: &mut Vec<String>) {
+            for item in items {
+                match item {
+                    Item::Segment(segment) => {
+                        let Ok(path) = JsonPath::parse(&segment.id) else {
+                            continue;
+                        };
+                        let first: Vec<String> = match path.keys().next() {
+                            Some(key) => vec![key.to_owned()],
+                            None => segment
+                                .fields
+                                .iter()
+                                .filter_map(|f| f.target.json_path())
+                                .filter_map(|p| p.keys().next().map(str::to_owned))
+                                .collect(),
+                        };
+                        for key in first {
+                            if !out.contains(&key) {
+                                out.push(key);
+                            }
+                        }
+                    }
+                    Item::Group(group) => walk(&group.items, out),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        if self.format == OutputFormat::Json {
+            walk(&self.items, &mut out);
+        }
+        out
     }
 
     /// The message type as written in `[message]`, e.g. `ORM^O01^ORM_O01`.
@@ -367,7 +474,19 @@ impl Mapping {
                 self.write_to(context, &mut writer)?;
                 writer.finish().map_err(ApplyError::EncodeHprim)
             }
+            OutputFormat::Json => {
+                let body = self.apply_json(context)?;
+                Ok(body.to_string().into_bytes())
+            }
         }
+    }
+
+    /// Builds the JSON body of a JSON mapping for one input context. Like
+    /// [`Mapping::apply`], it does not look at `[message] when`.
+    pub fn apply_json(&self, context: &Value) -> Result<Value, ApplyError> {
+        let mut writer = JsonWriter::default();
+        self.write_to(context, &mut writer)?;
+        Ok(writer.finish())
     }
 
     /// Evaluates the mapping for one input context into any writer; its paths are in the
@@ -462,6 +581,10 @@ impl Mapping {
             })?;
         for field in &segment.fields {
             let place = || format!("`{}`", field.target);
+            if field.kind != FieldKind::Text {
+                self.typed_field(field, env, scope, writer)?;
+                continue;
+            }
             let value = eval::eval(&field.expr, env, scope)
                 .and_then(eval::non_blank)
                 .map_err(|f| self.fail(f, place(), &field.source, scope))?;
@@ -482,6 +605,52 @@ impl Mapping {
             }
         }
         Ok(())
+    }
+
+    /// A JSON field of `type` number, bool or array.
+    fn typed_field<'a, W: OutputWriter + ?Sized>(
+        &'a self,
+        field: &'a FieldRule,
+        env: &Env<'a>,
+        scope: Option<&Scope<'_, 'a>>,
+        writer: &mut W,
+    ) -> Result<(), ApplyError> {
+        let at = || location(format!("`{}`", field.target), scope);
+        let expr = || field.source.to_string();
+        let value = eval::eval(&field.expr, env, scope)
+            .and_then(|value| match field.kind {
+                FieldKind::List => eval::list(value).map(|items| {
+                    (!items.is_empty() || !field.required).then_some(Value::Array(items))
+                }),
+                FieldKind::Number => eval::number(value),
+                FieldKind::Bool => eval::boolean(value),
+                FieldKind::Text => {
+                    eval::non_blank(value).map(|t| t.map(|t| Value::String(t.into_owned())))
+                }
+            })
+            .map_err(|f| self.fail(f, format!("`{}`", field.target), &field.source, scope))?;
+        match value {
+            // `number` and `boolean` give `null` for a value of the wrong kind.
+            Some(Value::Null) if field.kind == FieldKind::Number => Err(ApplyError::NotANumber {
+                at: at(),
+                expr: expr(),
+            }),
+            Some(Value::Null) => Err(ApplyError::NotABool {
+                at: at(),
+                expr: expr(),
+            }),
+            Some(value) => writer
+                .set_value(&field.target, value)
+                .map_err(|e| ApplyError::Write {
+                    at: at(),
+                    source: Box::new(e),
+                }),
+            None if field.required => Err(ApplyError::Required {
+                at: at(),
+                expr: expr(),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn fail(
@@ -560,7 +729,7 @@ when = "line.status != 'cancelled'"
 "#;
 
     fn nested() -> Mapping {
-        Mapping::parse(NESTED, Path::new("omp.toml")).unwrap()
+        Mapping::load(NESTED, Path::new("omp.toml")).unwrap()
     }
 
     fn apply_text(mapping: &Mapping, context: &Value) -> Result<String, String> {
@@ -583,7 +752,7 @@ when = "line.status != 'cancelled'"
             "charset = \"UNICODE UTF-8\"",
             "charset = \"UNICODE UTF-8\"\nwhen = \"prescription.lines\"",
         );
-        let mapping = Mapping::parse(&text, Path::new("omp.toml")).unwrap();
+        let mapping = Mapping::load(&text, Path::new("omp.toml")).unwrap();
         assert_eq!(mapping.applies(&context).unwrap(), applies);
         assert!(nested().applies(&context).unwrap(), "no `when`: always");
     }
@@ -594,12 +763,12 @@ when = "line.status != 'cancelled'"
             "charset = \"UNICODE UTF-8\"",
             "charset = \"UNICODE UTF-8\"\nwhen = \"lines\"",
         );
-        let err = Mapping::parse(&text, Path::new("omp.toml"))
+        let err = Mapping::load(&text, Path::new("omp.toml"))
             .unwrap_err()
             .to_string();
         assert_eq!(
             err,
-            "omp.toml:6:8: `message.when`: unknown name `lines` at character 1: expected `prescription`, `census`, `message`"
+            "omp.toml:6:8: `message.when`: unknown name `lines` at character 1: expected `prescription`, `census`, `message`, `document`"
         );
     }
 
@@ -664,7 +833,7 @@ when = "line.status != 'cancelled'"
     #[test]
     fn err_charset_names_the_field() {
         let text = NESTED.replace("UNICODE UTF-8", "8859/1");
-        let mapping = Mapping::parse(&text, Path::new("omp.toml")).unwrap();
+        let mapping = Mapping::load(&text, Path::new("omp.toml")).unwrap();
         let context = json!({"prescription": {"lines": [
             {"code": "A", "dosages": [{"text": "ok"}, {"text": "≥ 2"}]}
         ]}});
@@ -680,7 +849,7 @@ when = "line.status != 'cancelled'"
             "\"NTE-3\" = \"step.text\"",
             "\"NTE-3\" = \"step.text | date('%Y%m%d')\"",
         );
-        let mapping = Mapping::parse(&text, Path::new("omp.toml")).unwrap();
+        let mapping = Mapping::load(&text, Path::new("omp.toml")).unwrap();
         let context = json!({"prescription": {"lines": [
             {"code": "A", "dosages": [{"text": "Dupont 12/05"}]}
         ]}});
@@ -783,10 +952,134 @@ when = "line.status != 'cancelled'"
                 });
                 let _ = nested().apply(&context);
                 let latin1 = NESTED.replace("UNICODE UTF-8", "8859/1");
-                let mapping = Mapping::parse(&latin1, Path::new("omp.toml")).unwrap();
+                let mapping = Mapping::load(&latin1, Path::new("omp.toml")).unwrap();
                 let _ = mapping.apply(&context);
             }
         }
+    }
+
+    const JSON: &str = r#"
+[message]
+format = "json"
+input = "launch"
+type = "example"
+
+[[segment]]
+id = "/"
+[segment.fields]
+rpps = { value = "user.rpps", required = true }
+"patient.id" = "patient.nda | default(patient.ipp)"
+"/count" = { value = "launch.ucds | count", type = "number" }
+known = { value = "patient.ipp == 'IPP1'", type = "bool" }
+ucds = { value = "launch.ucds", type = "array" }
+slug = "'ch-exemple'"
+unit = "patient.unit"
+
+[[segment]]
+for_each = "launch.ucds"
+  [[segment.segment]]
+  id = "/items/-"
+  fields = { code = "ucd", position = { value = "ucd_index", type = "number" } }
+"#;
+
+    fn launch(ipp: &str, ucds: &[&str]) -> Value {
+        LaunchInput {
+            user: LaunchUser {
+                rpps: "10000000001".into(),
+                first_name: "Paul".into(),
+                last_name: "DURAND".into(),
+            },
+            patient: LaunchPatient {
+                ipp: Some(ipp.into()),
+                ..LaunchPatient::default()
+            },
+            id: "l-1".into(),
+            guide: None,
+            ucds: ucds.iter().map(|u| (*u).to_string()).collect(),
+        }
+        .to_value()
+    }
+
+    #[rstest]
+    #[case::ok_items(
+        launch("IPP1", &["A", "B"]),
+        json!({"rpps": "10000000001", "patient": {"id": "IPP1"}, "count": 2, "known": true,
+               "ucds": ["A", "B"], "slug": "ch-exemple",
+               "items": [{"code": "A", "position": 1}, {"code": "B", "position": 2}]})
+    )]
+    #[case::ok_empty_list_is_written(
+        launch("IPP2", &[]),
+        json!({"rpps": "10000000001", "patient": {"id": "IPP2"}, "count": 0, "known": false,
+               "ucds": [], "slug": "ch-exemple"})
+    )]
+    fn ok_json(#[case] context: Value, #[case] expected: Value) {
+        let mapping = Mapping::load(JSON, Path::new("example.toml")).unwrap();
+        assert_eq!(mapping.format(), OutputFormat::Json);
+        assert_eq!(mapping.inputs(), Inputs::Launch);
+        assert_eq!(mapping.message_type(), "example");
+        assert_eq!(
+            mapping.json_keys(),
+            [
+                "rpps", "patient", "count", "known", "ucds", "slug", "unit", "items"
+            ]
+        );
+        let body = mapping.apply_json(&context).unwrap();
+        assert_eq!(body, expected);
+        assert_eq!(
+            mapping.apply(&context).unwrap(),
+            body.to_string().into_bytes()
+        );
+    }
+
+    #[rstest]
+    #[case::err_required(
+        "rpps = { value = \"user.rpps\", required = true }",
+        "`rpps`: required value is missing: `user.rpps` is empty"
+    )]
+    #[case::err_not_a_number(
+        "\"/count\" = { value = \"patient.ipp\", type = \"number\" }",
+        "`/count`: `patient.ipp` is not a number"
+    )]
+    #[case::err_not_a_bool(
+        "known = { value = \"patient.ipp\", type = \"bool\" }",
+        "`known`: `patient.ipp` is not `true` or `false`"
+    )]
+    #[case::err_list_of_objects(
+        "ucds = { value = \"patient\", type = \"array\" }",
+        "`ucds`: `patient` gives an object, expected text: use a field of it, or `join`, `first` or `count`"
+    )]
+    #[case::err_required_list(
+        "ucds = { value = \"launch.ucds\", type = \"array\", required = true }",
+        "`ucds`: required value is missing: `launch.ucds` is empty"
+    )]
+    #[case::err_written_twice(
+        "slug = \"'a'\"\n[[segment]]\nid = \"/\"\nfields = { slug = \"'b'\" }",
+        "`slug`: `/slug` is written twice: set each place once"
+    )]
+    fn err_json(#[case] fields: &str, #[case] expected: &str) {
+        let text = format!(
+            "[message]\nformat = \"json\"\ninput = \"launch\"\n[[segment]]\nid = \"/\"\n[segment.fields]\n{fields}\n"
+        );
+        let mapping = Mapping::load(&text, Path::new("example.toml")).unwrap();
+        let mut context = launch("IPP1", &[]);
+        context["user"]["rpps"] = Value::Null;
+        assert_eq!(
+            mapping.apply_json(&context).unwrap_err().to_string(),
+            expected
+        );
+    }
+
+    #[test]
+    fn ok_number_and_bool_from_text() {
+        let text = "[message]\nformat = \"json\"\n[[segment]]\nid = \"/\"\n\
+            fields = { n = { value = \"census.n\", type = \"number\" }, f = { value = \"census.f\", type = \"number\" }, \
+            b = { value = \"census.b\", type = \"bool\" }, e = { value = \"census.e\", type = \"number\" } }\n";
+        let mapping = Mapping::load(text, Path::new("push.toml")).unwrap();
+        assert_eq!(mapping.inputs(), Inputs::Push);
+        let body = mapping
+            .apply_json(&json!({"census": {"n": " 42 ", "f": "1.5", "b": "false", "e": " "}}))
+            .unwrap();
+        assert_eq!(body, json!({"n": 42, "f": 1.5, "b": false}));
     }
 
     #[test]

@@ -12,6 +12,9 @@
 use std::fmt;
 use std::sync::OnceLock;
 
+use serde_json::Value;
+
+use super::json::{JsonPath, JsonWriteError, JsonWriter};
 use crate::hl7::escape::escape;
 use crate::hl7::{BuildError, Charset, MessageBuilder, Path};
 use crate::hprim::{HprimBuilder, HprimError, HprimPath};
@@ -29,22 +32,34 @@ pub trait OutputWriter {
 
     /// Writes `text` (not escaped, not empty) at `target` in the current segment.
     fn set(&mut self, target: &Target, text: &str) -> Result<(), Self::Error>;
+
+    /// Writes a typed value (a JSON field with `type = "number"`, `"bool"` or `"array"`);
+    /// writers of text formats, which never get one (load refuses `type` there), write its
+    /// JSON text.
+    fn set_value(&mut self, target: &Target, value: Value) -> Result<(), Self::Error> {
+        match value {
+            Value::String(text) => self.set(target, &text),
+            other => self.set(target, &other.to_string()),
+        }
+    }
 }
 
 /// Where a value goes in the current segment or record, as written in the mapping file
-/// (`RXO-1.2` in HL7, `P.6.1` in HPRIM); displayed as written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// (`RXO-1.2` in HL7, `P.6.1` in HPRIM, `patient.id` or `/patient/id` in JSON); displayed as
+/// written.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// The parsed path, always on the first occurrence of its segment; a writer places it in
     /// the current segment.
     path: TargetPath,
 }
 
-/// The two path notations a mapping may use, one per output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The path notations a mapping may use, one per output format.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum TargetPath {
     Hl7(Path),
     Hprim(HprimPath),
+    Json(JsonPath),
 }
 
 impl Target {
@@ -60,11 +75,17 @@ impl Target {
         }
     }
 
+    pub(crate) fn json(path: JsonPath) -> Target {
+        Target {
+            path: TargetPath::Json(path),
+        }
+    }
+
     /// The HL7 path (occurrence 1), e.g. `RXO-1.2`, when the mapping writes HL7.
     pub fn hl7_path(&self) -> Option<&Path> {
         match &self.path {
             TargetPath::Hl7(path) => Some(path),
-            TargetPath::Hprim(_) => None,
+            _ => None,
         }
     }
 
@@ -72,15 +93,25 @@ impl Target {
     pub fn hprim_path(&self) -> Option<&HprimPath> {
         match &self.path {
             TargetPath::Hprim(path) => Some(path),
-            TargetPath::Hl7(_) => None,
+            _ => None,
         }
     }
 
-    /// The field number, 1-based (in HPRIM numbering the record type is field 1).
+    /// The JSON path, e.g. `patient.id`, when the mapping writes JSON.
+    pub fn json_path(&self) -> Option<&JsonPath> {
+        match &self.path {
+            TargetPath::Json(path) => Some(path),
+            _ => None,
+        }
+    }
+
+    /// The field number, 1-based (in HPRIM numbering the record type is field 1); 0 for a
+    /// JSON path.
     pub fn field(&self) -> usize {
         match &self.path {
             TargetPath::Hl7(p) => p.field(),
             TargetPath::Hprim(p) => p.field(),
+            TargetPath::Json(_) => 0,
         }
     }
 
@@ -89,6 +120,7 @@ impl Target {
         match &self.path {
             TargetPath::Hl7(p) => p.repetition(),
             TargetPath::Hprim(p) => p.repetition(),
+            TargetPath::Json(_) => None,
         }
     }
 
@@ -97,6 +129,7 @@ impl Target {
         match &self.path {
             TargetPath::Hl7(p) => p.component(),
             TargetPath::Hprim(p) => p.component(),
+            TargetPath::Json(_) => None,
         }
     }
 
@@ -105,6 +138,7 @@ impl Target {
         match &self.path {
             TargetPath::Hl7(p) => p.subcomponent(),
             TargetPath::Hprim(p) => p.subcomponent(),
+            TargetPath::Json(_) => None,
         }
     }
 }
@@ -114,6 +148,29 @@ impl fmt::Display for Target {
         match &self.path {
             TargetPath::Hl7(p) => p.fmt(f),
             TargetPath::Hprim(p) => p.fmt(f),
+            TargetPath::Json(p) => p.fmt(f),
+        }
+    }
+}
+
+/// The JSON writer: segments name objects of the body, fields set keys in them.
+impl OutputWriter for JsonWriter {
+    type Error = JsonWriteError;
+
+    fn start_segment(&mut self, id: &str) -> Result<(), JsonWriteError> {
+        self.start(&JsonPath::parse(id)?)
+    }
+
+    fn set(&mut self, target: &Target, text: &str) -> Result<(), JsonWriteError> {
+        self.set_value(target, Value::String(text.to_owned()))
+    }
+
+    fn set_value(&mut self, target: &Target, value: Value) -> Result<(), JsonWriteError> {
+        match target.json_path() {
+            Some(path) => self.put(path, value),
+            None => Err(JsonWriteError::NotJson {
+                target: target.to_string(),
+            }),
         }
     }
 }

@@ -101,6 +101,26 @@ pub(super) struct Delivery {
     items: Vec<PreparedItem>,
     /// For a held bundle: why it is released and when (unix microseconds).
     release: Option<(ReleaseReason, i64)>,
+    /// For a document (`$send-to-ehr`): its transaction id and when it was accepted (unix
+    /// microseconds), recorded with the messages for `$tracking`.
+    document: Option<(String, i64)>,
+}
+
+impl Delivery {
+    /// A document's messages, tracked under `transaction_id`.
+    pub(super) fn document(
+        journal_id: i64,
+        items: Vec<PreparedItem>,
+        transaction_id: String,
+        accepted_at: i64,
+    ) -> Delivery {
+        Delivery {
+            journal_id,
+            items,
+            release: None,
+            document: Some((transaction_id, accepted_at)),
+        }
+    }
 }
 
 const HOLD_SQL: &str = "INSERT INTO push_holds (journal_id, partner_id, held_at, release_at)
@@ -244,6 +264,7 @@ impl Store {
             journal_id,
             items: queue::prepare(items),
             release: release.map(|reason| (reason, now)),
+            document: None,
         };
         let (reply, answer) = oneshot::channel();
         self.send(Request::Deliver {
@@ -385,6 +406,20 @@ pub(super) fn deliver(
     }
     let mut ids = Vec::with_capacity(delivery.items.len());
     queue::insert(transaction, &delivery.items, &mut ids)?;
+    if let Some((transaction_id, accepted_at)) = &delivery.document {
+        let messages: Vec<(i64, &str)> = ids
+            .iter()
+            .zip(&delivery.items)
+            .map(|(id, item)| (*id, item.destination()))
+            .collect();
+        super::documents::insert_tracking(
+            transaction,
+            delivery.journal_id,
+            transaction_id,
+            *accepted_at,
+            &messages,
+        )?;
+    }
     Ok(DeliverOutcome::Queued { ids })
 }
 

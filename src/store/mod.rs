@@ -41,6 +41,7 @@
 mod audit;
 pub mod backup;
 mod census;
+mod documents;
 mod hold;
 mod prune;
 mod queue;
@@ -61,6 +62,9 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::audit::{AuditEntry, AuditRecord, LineageRow};
+pub use self::documents::{
+    CensusLookup, CensusRecord, DocumentTracking, MessageState, TrackedMessage,
+};
 pub use self::hold::{DeliverOutcome, HeldBundle, HoldOverview, ReleaseReason, UnsettledPush};
 use self::prune::PruneCursor;
 pub use self::prune::{CensusCutoff, ChannelCutoff, Pruned, RetentionPlan};

@@ -49,6 +49,9 @@ pub struct RetentionPlan {
     pub outbound_before: i64,
     /// Released holds released before this go.
     pub holds_before: i64,
+    /// Document tracking rows accepted before this go (`[documents] tracking_retention`),
+    /// once none of their messages is pending; [`NEVER`] keeps them.
+    pub documents_before: i64,
     /// Channels with a retention of their own (`[inbound.NAME] retention`, `[push]
     /// retention`), by journal channel name.
     pub channels: Vec<ChannelCutoff>,
@@ -115,9 +118,19 @@ impl RetentionPlan {
             rejected_before: cutoff(now, rejected_retention),
             outbound_before: journal_before,
             holds_before: journal_before,
+            documents_before: NEVER,
             channels: Vec::new(),
             census: None,
             now,
+        }
+    }
+
+    /// Keeps document tracking `retention` (`None`: forever).
+    #[must_use]
+    pub fn with_document_tracking(self, retention: Option<Duration>) -> RetentionPlan {
+        RetentionPlan {
+            documents_before: cutoff(self.now, retention),
+            ..self
         }
     }
 
@@ -176,12 +189,19 @@ pub struct Pruned {
     pub census_encounters: usize,
     /// Patients, merged ones included (their identifiers and anomalies went with them).
     pub census_patients: usize,
+    /// Document tracking rows (`[documents] tracking_retention`).
+    pub documents: usize,
 }
 
 impl Pruned {
     /// Rows of every kind.
     pub fn total(&self) -> usize {
-        self.journal + self.outbound + self.holds + self.census_encounters + self.census_patients
+        self.journal
+            + self.outbound
+            + self.holds
+            + self.census_encounters
+            + self.census_patients
+            + self.documents
     }
 
     pub(super) fn add(&mut self, other: Pruned) {
@@ -190,6 +210,7 @@ impl Pruned {
         self.holds += other.holds;
         self.census_encounters += other.census_encounters;
         self.census_patients += other.census_patients;
+        self.documents += other.documents;
     }
 }
 
@@ -244,6 +265,31 @@ const PRUNABLE_OUTBOUND: &str = "FROM outbound
     WHERE (status = 'delivered' AND delivered_at < ?1) OR (status = 'dead' AND dead_at < ?1)";
 
 const PRUNABLE_HOLDS: &str = "FROM push_holds WHERE released_at IS NOT NULL AND released_at < ?1";
+
+/// Document tracking rows accepted before `?1` whose messages are all finished (or gone).
+const PRUNABLE_DOCUMENTS: &str = "FROM documents d WHERE d.accepted_at < ?1
+      AND NOT EXISTS (SELECT 1 FROM document_messages m JOIN outbound o ON o.id = m.outbound_id
+                      WHERE m.journal_id = d.journal_id AND o.status = 'pending')";
+
+/// Deletes at most `limit` document tracking rows (and their message links) that
+/// `[documents] tracking_retention` lets go.
+fn prune_documents(connection: &Connection, before: i64, limit: i64) -> rusqlite::Result<usize> {
+    if before == NEVER {
+        return Ok(0);
+    }
+    connection
+        .prepare_cached(&format!(
+            "DELETE FROM document_messages WHERE journal_id IN \
+             (SELECT journal_id {PRUNABLE_DOCUMENTS} ORDER BY journal_id LIMIT ?2)"
+        ))?
+        .execute(params![before, limit])?;
+    connection
+        .prepare_cached(&format!(
+            "DELETE FROM documents WHERE journal_id IN \
+             (SELECT journal_id {PRUNABLE_DOCUMENTS} ORDER BY journal_id LIMIT ?2)"
+        ))?
+        .execute(params![before, limit])
+}
 
 /// Encounters discharged before `?1` (see [`CensusCutoff::discharged_before`]), through the
 /// partial index `census_encounters_discharged`. An encounter in any other state (admitted,
@@ -329,10 +375,12 @@ pub(super) fn prune(
             "DELETE FROM push_holds WHERE journal_id IN (SELECT journal_id {PRUNABLE_HOLDS} ORDER BY journal_id LIMIT ?2)"
         ))?
         .execute(params![plan.holds_before, limit])?;
+    let documents = prune_documents(connection, plan.documents_before, limit)?;
     let mut pruned = Pruned {
         journal,
         outbound,
         holds,
+        documents,
         ..Pruned::default()
     };
     if let Some(census) = &plan.census {
@@ -431,6 +479,10 @@ pub(super) fn count(
         holds: count(
             format!("SELECT count(*) {PRUNABLE_HOLDS}"),
             &[&plan.holds_before],
+        )?,
+        documents: count(
+            format!("SELECT count(*) {PRUNABLE_DOCUMENTS}"),
+            &[&plan.documents_before],
         )?,
         ..Pruned::default()
     };

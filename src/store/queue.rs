@@ -161,6 +161,13 @@ pub(super) struct PreparedItem {
     enqueued_at: i64,
 }
 
+impl PreparedItem {
+    /// The destination it is queued for.
+    pub(super) fn destination(&self) -> &str {
+        &self.item.destination
+    }
+}
+
 /// A status change of outbound rows, run by the writer thread.
 #[derive(Debug)]
 pub(super) enum Change {
@@ -327,8 +334,9 @@ impl Store {
     }
 
     /// Up to `limit` pending rows of `destination` with an id above `after` (0: from the
-    /// head), oldest first (blocking): a delivery worker reads ahead, and skips the rows it
-    /// has sent whose delivery is still being committed.
+    /// head), oldest first, and no more once 4 MiB of payloads are read (blocking): a delivery
+    /// worker reads ahead, and skips the rows it has sent whose delivery is still being
+    /// committed.
     pub fn pending_after(
         &self,
         destination: &str,
@@ -500,11 +508,21 @@ fn pending_after(
     let mut statement = connection.prepare_cached(PENDING_AFTER_SQL)?;
     let mut rows = statement.query(rusqlite::params![destination, after, limit])?;
     let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push(message(row)?);
+    let mut bytes = 0usize;
+    // Rows are read one at a time: stopping here leaves the payloads behind unread.
+    while bytes < READ_AHEAD_BYTES
+        && let Some(row) = rows.next()?
+    {
+        let message = message(row)?;
+        bytes = bytes.saturating_add(message.payload.len());
+        out.push(message);
     }
     Ok(out)
 }
+
+/// The payload bytes one [`Store::pending_after`] call reads at most (past the first row): a
+/// queue of 20 MiB documents must not be read 32 rows at a time.
+const READ_AHEAD_BYTES: usize = 4 * 1024 * 1024;
 
 fn outbound_message(
     connection: &Connection,

@@ -224,7 +224,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX census_patients_updated ON census_patients (updated_at);
     CREATE INDEX census_encounters_discharged ON census_encounters (discharge_at)
         WHERE status = 'discharged';",
-    // 8: the console's audit trail (who viewed a raw message or acted, when, on what, why),
+    // 8: documents sent into the EHR (`$send-to-ehr`) and the outbound messages each became,
+    // for `$tracking` (see `documents`). No foreign keys: the journal and the queue are pruned
+    // on their own schedule; a tracked message that is gone reads as `unknown`.
+    "CREATE TABLE documents (
+        journal_id INTEGER PRIMARY KEY,
+        transaction_id TEXT NOT NULL UNIQUE,
+        accepted_at INTEGER NOT NULL
+    );
+    CREATE INDEX documents_accepted_at ON documents (accepted_at);
+    CREATE TABLE document_messages (
+        journal_id INTEGER NOT NULL,
+        outbound_id INTEGER NOT NULL,
+        destination TEXT NOT NULL,
+        PRIMARY KEY (journal_id, outbound_id)
+    ) WITHOUT ROWID;",
+    // 9: the console's audit trail (who viewed a raw message or acted, when, on what, why),
     // and the outbound rows of a journal row (the console's lineage) found by index.
     "CREATE TABLE audit (
         id INTEGER PRIMARY KEY,
