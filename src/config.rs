@@ -380,45 +380,11 @@ pub struct MllpListenerConfig {
 /// what a working sender produces, far below what a flood of junk would write.
 pub const DEFAULT_REJECTED_MAX_PER_HOUR: usize = 3600;
 
-/// One problem in the configuration, located in the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    /// 1-based line and column, when the problem has a place in the file.
-    pub line: Option<(usize, usize)>,
-    /// Dotted key, e.g. `inbound.adt-in.bind`; empty for the whole file.
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some((line, column)) = self.line {
-            write!(f, ":{line}:{column}")?;
-        }
-        if !self.key.is_empty() {
-            write!(f, ": `{}`", self.key)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
+/// One problem in the configuration, located in the file (the report mappings use too).
+pub use crate::diagnostics::Diagnostic as ConfigError;
 /// Every problem found in a configuration file.
-#[derive(Debug, Clone, thiserror::Error)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, error) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{error}")?;
-        }
-        Ok(())
-    }
-}
+pub use crate::diagnostics::Diagnostics as ConfigErrors;
+pub(crate) use crate::diagnostics::line_column;
 
 impl Config {
     /// Reads, expands and validates the configuration file at `path`.
@@ -494,16 +460,6 @@ impl Report<'_> {
             message,
         });
     }
-}
-
-/// 1-based line and column (in characters) of a byte offset: how every TOML file we read
-/// (configuration, mappings) locates its problems.
-pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
-    (line, column)
 }
 
 fn join_key(prefix: &str, key: &str) -> String {

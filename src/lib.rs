@@ -12,6 +12,8 @@
 //! - [`mapping`]: mapping files compiled into a [`mapping::Mapping`]; expressions, functions,
 //!   the HL7 and HPRIM writers.
 //! - [`posos::bundle`]: the tolerant reader of Posos FHIR bundles.
+//! - [`diagnostics`]: problems in a file an analyst wrote, by file, line, column and key; one
+//!   report for the configuration and the mappings.
 //! - [`text`]: untrusted bytes made readable in messages, HTML escaping, error chains.
 //!
 //! Modules that do I/O, each knowing nothing of mappings:
@@ -92,6 +94,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod delivery;
+pub mod diagnostics;
 pub mod engine;
 pub mod filedrop;
 pub mod hl7;

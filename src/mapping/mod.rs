@@ -114,7 +114,7 @@ mod upgrade;
 mod writer;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use jiff::tz::TimeZone;
 use serde_json::Value;
@@ -227,48 +227,11 @@ struct GroupRule {
     items: Vec<Item>,
 }
 
-/// One problem in a mapping file, located in the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MappingError {
-    /// The file it was read from.
-    pub file: PathBuf,
-    /// 1-based line and column, when the problem has a place in the file.
-    pub line: Option<(usize, usize)>,
-    /// Dotted key, e.g. `segment[2].fields.PID-3.1`; empty for the whole file.
-    pub key: String,
-    /// What is wrong and, when it helps, what to write instead.
-    pub message: String,
-}
-
-impl fmt::Display for MappingError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some((line, column)) = self.line {
-            write!(f, ":{line}:{column}")?;
-        }
-        if !self.key.is_empty() {
-            write!(f, ": `{}`", self.key)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
+/// One problem in a mapping file, located in the file (the report configuration uses too).
+pub use crate::diagnostics::Diagnostic as MappingError;
 /// Every problem found in a mapping file, one per line when displayed, so an analyst fixes
 /// them in one pass.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct MappingErrors(pub Vec<MappingError>);
-
-impl fmt::Display for MappingErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, error) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{error}")?;
-        }
-        Ok(())
-    }
-}
+pub use crate::diagnostics::Diagnostics as MappingErrors;
 
 /// Where applying a mapping failed: what was being written, inside which group items.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,299 +1,108 @@
-//! The census tables (schema version 2): applying a [`CensusUpdate`] in the writer's
-//! transaction, and the patient and practitioner views on the read pool.
-//!
-//! # State
-//!
-//! Every movement is a row of `census_movements`, keyed by its movement id (ZBE-1), with
-//! `active`/`cancelled` status and the journal row that produced it. An encounter's state
-//! (status, class, unit, doctors, admit/discharge) is the fold of its active movements in time
-//! order. A movement that arrives in time order is folded onto the stored state (the common
-//! case: a few statements); a cancel, a correction or a late movement replays the encounter's
-//! active movements, so cancelling undoes exactly the cancelled movement and an A03 before its
-//! A01 still ends discharged.
-//!
-//! # Idempotence and anomalies
-//!
-//! A journal row already `processed` is not applied again. Out-of-order and unknown references
-//! (a cancel of an unknown movement, a transfer for an unknown encounter, a merge of an unknown
-//! patient, …) are applied as far as possible and recorded in `census_anomalies`, never
-//! dropped; a cancel that arrives before its movement leaves a cancelled placeholder, so the
-//! late movement stays cancelled. Anomaly texts name IPPs, NDAs and movement ids: log their
-//! kind, and the text only where PHI logging is on.
+//! Applying one census update in the writer's transaction (see the module docs of `census`).
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::census::{
-    Cancel, CensusUpdate, EncounterFacts, EncounterStatus, Event, Ins, InsKind, Merge, Patient,
-    PersonName, Practitioner, Visit,
-};
+use super::*;
 
-/// What `apply_census` did with one journal row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CensusOutcome {
-    /// Applied, ignored, or already applied before.
-    pub status: ApplyStatus,
-    /// What did not fit (kept and flagged), for the engine to log.
-    pub anomalies: Vec<Anomaly>,
-}
-
-/// Whether the update changed the census.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApplyStatus {
-    /// Applied (possibly with anomalies); the journal row is now processed.
-    Applied,
-    /// [`CensusUpdate::Ignored`] or [`CensusUpdate::Unusable`]: nothing to apply; the journal
-    /// row is now processed (with the note of an unusable one).
-    Ignored,
-    /// The journal row was already processed: nothing changed (a replay after a crash).
-    AlreadyProcessed,
-}
-
-/// Kinds of anomaly, as stored in `census_anomalies.kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AnomalyKind {
-    /// The journal id has no journal row (applied anyway).
-    JournalRowMissing,
-    /// A merge names a patient never seen.
-    UnknownPatient,
-    /// A movement for an encounter never seen (other than A05/A01/A04).
-    UnknownEncounter,
-    /// A cancel or correction of a movement never seen.
-    UnknownMovement,
-    /// A movement older than the encounter's latest: the state was replayed in time order.
-    OutOfOrder,
-    /// A new movement with the id of an existing one: it replaced it.
-    DuplicateMovement,
-    /// A movement (or correction) for a movement already cancelled: kept cancelled.
-    CancelledMovement,
-    /// A cancel of a movement already cancelled.
-    AlreadyCancelled,
-    /// A cancel whose movement is of another kind than the cancel says.
-    CancelMismatch,
-    /// A message for an IPP merged into another: applied to the survivor.
-    MergedPatient,
-    /// An encounter named with another patient than its own.
-    PatientMismatch,
-    /// A merge of a patient into itself.
-    SelfMerge,
-}
-
-impl AnomalyKind {
-    /// The stored text.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::JournalRowMissing => "journal_row_missing",
-            Self::UnknownPatient => "unknown_patient",
-            Self::UnknownEncounter => "unknown_encounter",
-            Self::UnknownMovement => "unknown_movement",
-            Self::OutOfOrder => "out_of_order",
-            Self::DuplicateMovement => "duplicate_movement",
-            Self::CancelledMovement => "cancelled_movement",
-            Self::AlreadyCancelled => "already_cancelled",
-            Self::CancelMismatch => "cancel_mismatch",
-            Self::MergedPatient => "merged_patient",
-            Self::PatientMismatch => "patient_mismatch",
-            Self::SelfMerge => "self_merge",
-        }
-    }
-}
-
-/// One anomaly of an update.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Anomaly {
-    /// What kind.
-    pub kind: AnomalyKind,
-    /// What happened and what was done, naming the identifiers.
-    pub text: String,
-}
-
-/// How to find a patient.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum PatientKey {
-    /// By IPP (a merged IPP resolves to the survivor).
-    Ipp(String),
-    /// By visit number.
-    Nda(String),
-    /// By INS (only stored for validated identities).
-    Ins(String),
-}
-
-/// A patient as the census knows them: what `ordobridge census` prints and the launch uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PatientView {
-    /// The survivor's IPP.
-    pub ipp: String,
-    /// The IPP asked for when it was merged into this patient.
-    pub resolved_from: Option<String>,
-    /// IPPs merged into this patient.
-    pub merged_ipps: Vec<String>,
-    /// Birth name.
-    pub legal_name: Option<PersonName>,
-    /// Used name.
-    pub used_name: Option<PersonName>,
-    /// ISO 8601, as precise as sent.
-    pub birth_date: Option<String>,
-    /// PID-8.
-    pub sex: Option<String>,
-    /// PID-32.
-    pub reliability: Option<String>,
-    /// Only for a validated identity.
-    pub ins: Option<Ins>,
-    /// The encounter asked for (by NDA), else the latest open one, else the latest.
-    pub current: Option<EncounterView>,
-    /// Every encounter, latest first.
-    pub encounters: Vec<EncounterView>,
-    /// Every movement of every encounter, in time order.
-    pub movements: Vec<MovementView>,
-    /// Anomalies recorded for this patient (and the IPPs merged into it).
-    pub anomalies: Vec<AnomalyView>,
-}
-
-/// One encounter's derived state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EncounterView {
-    /// Visit number.
-    pub nda: String,
-    /// Derived from the active movements.
-    pub status: EncounterStatus,
-    /// PV1-2.
-    pub class: Option<String>,
-    /// UF code, else PV1-3.1.
-    pub unit: Option<String>,
-    /// PV1-7.
-    pub attending: Option<Practitioner>,
-    /// PV1-17.
-    pub admitting: Option<Practitioner>,
-    /// PV1-8.
-    pub referring: Option<Practitioner>,
-    /// Civil date-time (ISO 8601).
-    pub admit_at: Option<String>,
-    /// Civil date-time (ISO 8601).
-    pub discharge_at: Option<String>,
-}
-
-/// One movement in the history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MovementView {
-    /// ZBE-1 (or `#<journal id>` for a sender without ZBE).
-    pub movement_id: String,
-    /// Its encounter.
-    pub nda: String,
-    /// Trigger (`A01`, …).
-    pub event: String,
-    /// `active` or `cancelled`.
-    pub cancelled: bool,
-    /// Civil date-time (ISO 8601).
-    pub at: Option<String>,
-    /// Unit at that movement.
-    pub unit: Option<String>,
-    /// Journal row that produced it.
-    pub journal_id: i64,
-    /// Journal row of the last correction.
-    pub updated_by: Option<i64>,
-    /// Journal row of the cancel.
-    pub cancelled_by: Option<i64>,
-}
-
-/// One stored anomaly.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AnomalyView {
-    /// Journal row that raised it.
-    pub journal_id: i64,
-    /// Kind as stored.
-    pub kind: String,
-    /// What happened.
-    pub text: String,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Writing
-
-const JOURNAL_STATUS: &str = "SELECT status FROM journal WHERE id = ?1";
+pub(super) const JOURNAL_STATUS: &str = "SELECT status FROM journal WHERE id = ?1";
 /// `?2` is the note of a message the census could not use (NULL otherwise).
-const MARK_PROCESSED: &str =
+pub(super) const MARK_PROCESSED: &str =
     "UPDATE journal SET status = 'processed', note = ?2 WHERE id = ?1 AND status = 'accepted'";
-const PATIENT_INSERT: &str = "INSERT INTO census_patients (ipp, legal_family, legal_given,
+pub(super) const PATIENT_INSERT: &str =
+    "INSERT INTO census_patients (ipp, legal_family, legal_given,
         used_family, used_given, birth_date, sex, reliability, ins, ins_oid, journal_id,
         identity_hash, updated_at)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING id";
-const PATIENT_UPDATE: &str = "UPDATE census_patients SET legal_family = ?2, legal_given = ?3,
+pub(super) const PATIENT_UPDATE: &str =
+    "UPDATE census_patients SET legal_family = ?2, legal_given = ?3,
         used_family = ?4, used_given = ?5, birth_date = ?6, sex = ?7, reliability = ?8,
         ins = ?9, ins_oid = ?10, journal_id = ?11, identity_hash = ?12, updated_at = ?13
     WHERE id = ?1";
 /// The identity hash lets the common case (same identity again) skip every patient write;
 /// `updated_at` is rewritten only when a day old (see [`UPDATED_AT_GRAIN`]).
-const PATIENT_LOOKUP: &str =
+pub(super) const PATIENT_LOOKUP: &str =
     "SELECT id, merged_into, identity_hash, updated_at FROM census_patients WHERE ipp = ?1";
 /// Records that a message named the patient (`?2` now), when the record is older than `?3`.
-const PATIENT_TOUCH: &str = "UPDATE census_patients SET updated_at = ?2
+pub(super) const PATIENT_TOUCH: &str = "UPDATE census_patients SET updated_at = ?2
     WHERE id = ?1 AND ifnull(updated_at < ?3, 1)";
 /// `census_patients.updated_at` (what census retention counts from) is kept to this
 /// precision, in microseconds: a patient named by every message of a stay costs one write a
 /// day, not one a message.
-const UPDATED_AT_GRAIN: i64 = 86_400_000_000;
-const PATIENT_BY_IPP: &str = "SELECT id, merged_into FROM census_patients WHERE ipp = ?1";
-const PATIENT_MERGED_INTO: &str = "SELECT merged_into FROM census_patients WHERE id = ?1";
-const PATIENT_IPP: &str = "SELECT ipp FROM census_patients WHERE id = ?1";
-const PATIENT_STUB: &str = "INSERT INTO census_patients (ipp, merged_into, journal_id, updated_at)
+pub(super) const UPDATED_AT_GRAIN: i64 = 86_400_000_000;
+pub(super) const PATIENT_BY_IPP: &str =
+    "SELECT id, merged_into FROM census_patients WHERE ipp = ?1";
+pub(super) const PATIENT_MERGED_INTO: &str =
+    "SELECT merged_into FROM census_patients WHERE id = ?1";
+pub(super) const PATIENT_IPP: &str = "SELECT ipp FROM census_patients WHERE id = ?1";
+pub(super) const PATIENT_STUB: &str =
+    "INSERT INTO census_patients (ipp, merged_into, journal_id, updated_at)
     VALUES (?1, ?2, ?3, ?4) RETURNING id";
-const PATIENT_MERGE: &str =
+pub(super) const PATIENT_MERGE: &str =
     "UPDATE census_patients SET merged_into = ?2, journal_id = ?3, updated_at = ?4 WHERE id = ?1";
-const PATIENT_FLATTEN: &str = "UPDATE census_patients SET merged_into = ?2 WHERE merged_into = ?1";
-const ENCOUNTERS_MOVE: &str = "UPDATE census_encounters SET patient_id = ?2 WHERE patient_id = ?1";
-const IDENTIFIER_INSERT: &str = "INSERT OR IGNORE INTO census_identifiers
+pub(super) const PATIENT_FLATTEN: &str =
+    "UPDATE census_patients SET merged_into = ?2 WHERE merged_into = ?1";
+pub(super) const ENCOUNTERS_MOVE: &str =
+    "UPDATE census_encounters SET patient_id = ?2 WHERE patient_id = ?1";
+pub(super) const IDENTIFIER_INSERT: &str = "INSERT OR IGNORE INTO census_identifiers
     (patient_id, id_type, authority, value) VALUES (?1, ?2, ?3, ?4)";
 /// Writes only when something changed.
-const PRACTITIONER_UPSERT: &str = "INSERT INTO census_practitioners
+pub(super) const PRACTITIONER_UPSERT: &str = "INSERT INTO census_practitioners
         (rpps, family, given, prefix, journal_id) VALUES (?1, ?2, ?3, ?4, ?5)
     ON CONFLICT (rpps) DO UPDATE SET family = excluded.family, given = excluded.given,
         prefix = excluded.prefix, journal_id = excluded.journal_id
     WHERE family IS NOT excluded.family OR given IS NOT excluded.given
         OR prefix IS NOT excluded.prefix";
-const ENCOUNTER_BY_NDA: &str = "SELECT id, patient_id, status, class, unit, attending, admitting,
+pub(super) const ENCOUNTER_BY_NDA: &str =
+    "SELECT id, patient_id, status, class, unit, attending, admitting,
     referring, admit_at, discharge_at, last_movement_at FROM census_encounters WHERE nda = ?1";
-const ENCOUNTER_INSERT: &str = "INSERT INTO census_encounters (nda, patient_id, status, class,
+pub(super) const ENCOUNTER_INSERT: &str =
+    "INSERT INTO census_encounters (nda, patient_id, status, class,
         unit, attending, admitting, referring, admit_at, discharge_at, last_movement_at,
         journal_id)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id";
-const ENCOUNTER_UPDATE: &str = "UPDATE census_encounters SET status = ?2, class = ?3, unit = ?4,
+pub(super) const ENCOUNTER_UPDATE: &str =
+    "UPDATE census_encounters SET status = ?2, class = ?3, unit = ?4,
         attending = ?5, admitting = ?6, referring = ?7, admit_at = ?8, discharge_at = ?9,
         last_movement_at = ?10, journal_id = ?11
     WHERE id = ?1";
-const MOVEMENT_BY_ID: &str = "SELECT seq, encounter_id, event, status, journal_id,
+pub(super) const MOVEMENT_BY_ID: &str = "SELECT seq, encounter_id, event, status, journal_id,
     updated_journal_id, cancel_journal_id FROM census_movements WHERE movement_id = ?1";
-const MOVEMENT_INSERT: &str = "INSERT INTO census_movements (movement_id, encounter_id, event,
+pub(super) const MOVEMENT_INSERT: &str =
+    "INSERT INTO census_movements (movement_id, encounter_id, event,
         status, movement_at, class, unit, attending, admitting, referring, admit_at,
         discharge_at, journal_id, cancel_journal_id)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
-const MOVEMENT_UPDATE: &str = "UPDATE census_movements SET encounter_id = ?2, event = ?3,
+pub(super) const MOVEMENT_UPDATE: &str =
+    "UPDATE census_movements SET encounter_id = ?2, event = ?3,
         movement_at = ?4, class = ?5, unit = ?6, attending = ?7, admitting = ?8,
         referring = ?9, admit_at = ?10, discharge_at = ?11, updated_journal_id = ?12
     WHERE seq = ?1";
-const MOVEMENT_CANCEL: &str =
+pub(super) const MOVEMENT_CANCEL: &str =
     "UPDATE census_movements SET status = 'cancelled', cancel_journal_id = ?2 WHERE seq = ?1";
-const MOVEMENTS_ACTIVE: &str = "SELECT event, movement_at, class, unit, attending, admitting,
+pub(super) const MOVEMENTS_ACTIVE: &str =
+    "SELECT event, movement_at, class, unit, attending, admitting,
         referring, admit_at, discharge_at
     FROM census_movements WHERE encounter_id = ?1 AND status = 'active'
     ORDER BY movement_at, seq";
-const MOVEMENTS_LATEST: &str = "SELECT movement_id FROM census_movements
+pub(super) const MOVEMENTS_LATEST: &str = "SELECT movement_id FROM census_movements
     WHERE encounter_id = ?1 AND status = 'active' AND event = ?2
     ORDER BY movement_at DESC, seq DESC LIMIT 1";
-const ANOMALY_INSERT: &str =
+pub(super) const ANOMALY_INSERT: &str =
     "INSERT INTO census_anomalies (journal_id, patient_id, kind, text) VALUES (?1, ?2, ?3, ?4)";
 
 /// An encounter's state: the fold of its active movements. Doctors stay JSON text here (they
 /// are only copied, never looked into, while applying).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct State {
-    status: EncounterStatus,
-    class: Option<String>,
-    unit: Option<String>,
-    attending: Option<String>,
-    admitting: Option<String>,
-    referring: Option<String>,
-    admit_at: Option<String>,
-    discharge_at: Option<String>,
-    last_at: Option<String>,
+pub(super) struct State {
+    pub(super) status: EncounterStatus,
+    pub(super) class: Option<String>,
+    pub(super) unit: Option<String>,
+    pub(super) attending: Option<String>,
+    pub(super) admitting: Option<String>,
+    pub(super) referring: Option<String>,
+    pub(super) admit_at: Option<String>,
+    pub(super) discharge_at: Option<String>,
+    pub(super) last_at: Option<String>,
 }
 
 impl Default for State {
@@ -314,16 +123,16 @@ impl Default for State {
 
 /// One movement as stored: what the fold reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Facts {
-    event: Event,
-    at: String,
-    class: Option<String>,
-    unit: Option<String>,
-    attending: Option<String>,
-    admitting: Option<String>,
-    referring: Option<String>,
-    admit_at: Option<String>,
-    discharge_at: Option<String>,
+pub(super) struct Facts {
+    pub(super) event: Event,
+    pub(super) at: String,
+    pub(super) class: Option<String>,
+    pub(super) unit: Option<String>,
+    pub(super) attending: Option<String>,
+    pub(super) admitting: Option<String>,
+    pub(super) referring: Option<String>,
+    pub(super) admit_at: Option<String>,
+    pub(super) discharge_at: Option<String>,
 }
 
 impl Facts {
@@ -342,7 +151,7 @@ impl Facts {
     }
 }
 
-fn json(practitioner: Option<&Practitioner>) -> rusqlite::Result<Option<String>> {
+pub(super) fn json(practitioner: Option<&Practitioner>) -> rusqlite::Result<Option<String>> {
     practitioner
         .map(|p| {
             serde_json::to_string(p)
@@ -354,7 +163,7 @@ fn json(practitioner: Option<&Practitioner>) -> rusqlite::Result<Option<String>>
 /// FNV-1a over every identity field the census stores (fields separated by a byte that text
 /// cannot hold), as an `i64` column. Not a security hash: a collision only skips one update
 /// of an identity that differs from the stored one in a 1-in-2^64 way.
-fn identity_hash(p: &Patient) -> i64 {
+pub(super) fn identity_hash(p: &Patient) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |text: &str| {
         for b in text.bytes().chain(std::iter::once(0xFF)) {
@@ -392,7 +201,7 @@ fn identity_hash(p: &Patient) -> i64 {
 }
 
 /// Folds one movement onto an encounter's state (see the module docs).
-fn step(state: &mut State, f: &Facts) {
+pub(super) fn step(state: &mut State, f: &Facts) {
     match f.event {
         Event::PreAdmit => state.status = EncounterStatus::PreAdmitted,
         Event::Admit | Event::Register => {
@@ -438,14 +247,14 @@ fn step(state: &mut State, f: &Facts) {
 type LookedUp = (i64, Option<i64>, Option<i64>, Option<i64>);
 
 /// An encounter row as `ENCOUNTER_BY_NDA` reads it.
-struct EncounterRow {
+pub(super) struct EncounterRow {
     id: i64,
     patient_id: i64,
     state: State,
 }
 
 /// A movement row as `MOVEMENT_BY_ID` reads it.
-struct MovementRow {
+pub(super) struct MovementRow {
     seq: i64,
     encounter_id: i64,
     event: String,
@@ -456,7 +265,7 @@ struct MovementRow {
 }
 
 /// One update being applied: the transaction's connection and what it collected.
-struct Apply<'c> {
+pub(super) struct Apply<'c> {
     conn: &'c Connection,
     journal_id: i64,
     /// When the update is applied (µs since 1970): `census_patients.updated_at`.
@@ -467,7 +276,7 @@ struct Apply<'c> {
 }
 
 /// Applies one update and marks its journal row processed, inside the caller's transaction.
-pub(super) fn apply(
+pub(in crate::store) fn apply(
     conn: &Connection,
     journal_id: i64,
     update: &CensusUpdate,
@@ -1098,537 +907,5 @@ impl Apply<'_> {
             .prepare_cached(ENCOUNTERS_MOVE)?
             .execute([merged, survivor])?;
         Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reading
-
-const VIEW_PATIENT: &str = "SELECT ipp, legal_family, legal_given, used_family, used_given,
-    birth_date, sex, reliability, ins, ins_oid FROM census_patients WHERE id = ?1";
-const VIEW_BY_IPP: &str = "SELECT id FROM census_patients WHERE ipp = ?1";
-const VIEW_BY_NDA: &str = "SELECT patient_id FROM census_encounters WHERE nda = ?1";
-const VIEW_BY_INS: &str = "SELECT id FROM census_patients WHERE ins = ?1
-    ORDER BY merged_into IS NULL DESC, id DESC LIMIT 1";
-const VIEW_MERGED_IPPS: &str = "SELECT ipp FROM census_patients WHERE merged_into = ?1 ORDER BY id";
-const VIEW_ENCOUNTERS: &str = "SELECT nda, status, class, unit, attending, admitting, referring,
-        admit_at, discharge_at
-    FROM census_encounters WHERE patient_id = ?1 ORDER BY last_movement_at DESC, id DESC";
-const VIEW_MOVEMENTS: &str = "SELECT m.movement_id, e.nda, m.event, m.status, m.movement_at,
-        m.unit, m.journal_id, m.updated_journal_id, m.cancel_journal_id
-    FROM census_movements m JOIN census_encounters e ON e.id = m.encounter_id
-    WHERE e.patient_id = ?1 ORDER BY m.movement_at, m.seq";
-const VIEW_ANOMALIES: &str = "SELECT journal_id, kind, text FROM census_anomalies
-    WHERE patient_id = ?1
-       OR patient_id IN (SELECT id FROM census_patients WHERE merged_into = ?1)
-    ORDER BY id";
-const VIEW_PRACTITIONER: &str =
-    "SELECT rpps, family, given, prefix FROM census_practitioners WHERE rpps = ?1";
-
-/// Follows `merged_into` on a read connection.
-fn resolve_read(conn: &Connection, mut id: i64) -> rusqlite::Result<i64> {
-    let mut next = conn.prepare_cached(PATIENT_MERGED_INTO)?;
-    for _ in 0..16 {
-        match next
-            .query_row([id], |row| row.get::<_, Option<i64>>(0))
-            .optional()?
-            .flatten()
-        {
-            Some(target) if target != id => id = target,
-            _ => break,
-        }
-    }
-    Ok(id)
-}
-
-fn one_id(conn: &Connection, sql: &str, key: &str) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached(sql)?
-        .query_row([key], |row| row.get(0))
-        .optional()
-}
-
-fn name(family: Option<String>, given: Option<String>) -> Option<PersonName> {
-    (family.is_some() || given.is_some()).then(|| PersonName {
-        family: family.unwrap_or_default(),
-        given: given.unwrap_or_default(),
-    })
-}
-
-/// A stored practitioner column; a value that is not our JSON reads as absent.
-fn practitioner_column(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<Practitioner>> {
-    let text: Option<String> = row.get(column)?;
-    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
-}
-
-/// The patient for `key`, with the survivor's data when the key names a merged IPP.
-pub(super) fn patient_view(
-    conn: &Connection,
-    key: &PatientKey,
-) -> rusqlite::Result<Option<PatientView>> {
-    let found = match key {
-        PatientKey::Ipp(ipp) => one_id(conn, VIEW_BY_IPP, ipp)?,
-        PatientKey::Nda(nda) => one_id(conn, VIEW_BY_NDA, nda)?,
-        PatientKey::Ins(ins) => one_id(conn, VIEW_BY_INS, ins)?,
-    };
-    let Some(found) = found else {
-        return Ok(None);
-    };
-    let id = resolve_read(conn, found)?;
-    let mut view = conn.prepare_cached(VIEW_PATIENT)?.query_row([id], |row| {
-        let reliability: Option<String> = row.get(7)?;
-        let validated = reliability
-            .as_deref()
-            .is_some_and(|r| r.split('~').any(|s| s == "VALI"));
-        let ins_value: Option<String> = row.get(8)?;
-        let ins_oid: Option<String> = row.get(9)?;
-        let ins = ins_value.filter(|_| validated).map(|value| {
-            let oid = ins_oid.unwrap_or_default();
-            Ins {
-                value,
-                kind: InsKind::from_oid(&oid),
-                oid,
-            }
-        });
-        Ok(PatientView {
-            ipp: row.get(0)?,
-            resolved_from: None,
-            merged_ipps: Vec::new(),
-            legal_name: name(row.get(1)?, row.get(2)?),
-            used_name: name(row.get(3)?, row.get(4)?),
-            birth_date: row.get(5)?,
-            sex: row.get(6)?,
-            reliability,
-            ins,
-            current: None,
-            encounters: Vec::new(),
-            movements: Vec::new(),
-            anomalies: Vec::new(),
-        })
-    })?;
-    if let PatientKey::Ipp(ipp) = key
-        && *ipp != view.ipp
-    {
-        view.resolved_from = Some(ipp.clone());
-    }
-    let mut statement = conn.prepare_cached(VIEW_MERGED_IPPS)?;
-    view.merged_ipps = statement
-        .query_map([id], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut statement = conn.prepare_cached(VIEW_ENCOUNTERS)?;
-    view.encounters = statement
-        .query_map([id], |row| {
-            Ok(EncounterView {
-                nda: row.get(0)?,
-                status: EncounterStatus::from_text(&row.get::<_, String>(1)?),
-                class: row.get(2)?,
-                unit: row.get(3)?,
-                attending: practitioner_column(row, 4)?,
-                admitting: practitioner_column(row, 5)?,
-                referring: practitioner_column(row, 6)?,
-                admit_at: row.get(7)?,
-                discharge_at: row.get(8)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let open = |e: &&EncounterView| {
-        matches!(
-            e.status,
-            EncounterStatus::Admitted | EncounterStatus::OnLeave | EncounterStatus::PreAdmitted
-        )
-    };
-    view.current = match key {
-        PatientKey::Nda(nda) => view.encounters.iter().find(|e| e.nda == *nda),
-        _ => view
-            .encounters
-            .iter()
-            .find(open)
-            .or_else(|| view.encounters.first()),
-    }
-    .cloned();
-    let mut statement = conn.prepare_cached(VIEW_MOVEMENTS)?;
-    view.movements = statement
-        .query_map([id], |row| {
-            Ok(MovementView {
-                movement_id: row.get(0)?,
-                nda: row.get(1)?,
-                event: row.get(2)?,
-                cancelled: row.get::<_, String>(3)? == "cancelled",
-                at: row.get(4)?,
-                unit: row.get(5)?,
-                journal_id: row.get(6)?,
-                updated_by: row.get(7)?,
-                cancelled_by: row.get(8)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut statement = conn.prepare_cached(VIEW_ANOMALIES)?;
-    view.anomalies = statement
-        .query_map([id], |row| {
-            Ok(AnomalyView {
-                journal_id: row.get(0)?,
-                kind: row.get(1)?,
-                text: row.get(2)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(Some(view))
-}
-
-/// A practitioner by RPPS, as last named by an ADT message.
-pub(super) fn practitioner(
-    conn: &Connection,
-    rpps: &str,
-) -> rusqlite::Result<Option<Practitioner>> {
-    conn.prepare_cached(VIEW_PRACTITIONER)?
-        .query_row([rpps], |row| {
-            let rpps: String = row.get(0)?;
-            Ok(Practitioner {
-                id: rpps.clone(),
-                rpps: Some(rpps),
-                family: row.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                given: row.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                prefix: row.get::<_, Option<String>>(3)?.unwrap_or_default(),
-            })
-        })
-        .optional()
-}
-
-/// What `ordobridge census --ipp X | --nda Y` prints: a readable block, one fact per line.
-pub fn render(view: &PatientView) -> String {
-    use std::fmt::Write as _;
-    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
-    let person = |n: &Option<PersonName>| {
-        n.as_ref().map_or_else(
-            || "-".to_owned(),
-            |n| format!("{} {}", n.family, n.given).trim().to_owned(),
-        )
-    };
-    let doctor = |p: &Option<Practitioner>| match p {
-        None => "-".to_owned(),
-        Some(p) => {
-            let name = [p.prefix.as_str(), p.family.as_str(), p.given.as_str()]
-                .iter()
-                .filter(|s| !s.is_empty())
-                .copied()
-                .collect::<Vec<_>>()
-                .join(" ");
-            match &p.rpps {
-                Some(rpps) => format!("{name} (RPPS {rpps})"),
-                None => format!("{name} (id {}, no RPPS)", p.id),
-            }
-        }
-    };
-    let mut out = String::new();
-    let _ = write!(out, "Patient IPP {}", view.ipp);
-    if let Some(from) = &view.resolved_from {
-        let _ = write!(out, " (IPP {from} was merged into it)");
-    }
-    out.push('\n');
-    let _ = writeln!(out, "  Legal name    {}", person(&view.legal_name));
-    let _ = writeln!(out, "  Used name     {}", person(&view.used_name));
-    let _ = writeln!(out, "  Birth date    {}", dash(&view.birth_date));
-    let _ = writeln!(out, "  Sex           {}", dash(&view.sex));
-    let _ = writeln!(out, "  Identity      {}", dash(&view.reliability));
-    let ins = view.ins.as_ref().map_or_else(
-        || "- (only shown for a validated identity)".to_owned(),
-        |i| format!("{} ({}, OID {})", i.value, i.kind.label(), i.oid),
-    );
-    let _ = writeln!(out, "  INS           {ins}");
-    if !view.merged_ipps.is_empty() {
-        let _ = writeln!(out, "  Merged IPPs   {}", view.merged_ipps.join(", "));
-    }
-    match &view.current {
-        None => out.push_str("No encounter\n"),
-        Some(e) => {
-            let _ = writeln!(out, "Encounter NDA {}", e.nda);
-            let _ = writeln!(
-                out,
-                "  Status        {} (class {})",
-                e.status.as_str(),
-                dash(&e.class)
-            );
-            let _ = writeln!(out, "  Unit          {}", dash(&e.unit));
-            let _ = writeln!(out, "  Attending     {}", doctor(&e.attending));
-            let _ = writeln!(out, "  Admitting     {}", doctor(&e.admitting));
-            let _ = writeln!(out, "  Referring     {}", doctor(&e.referring));
-            let _ = writeln!(out, "  Admitted      {}", dash(&e.admit_at));
-            let _ = writeln!(out, "  Discharged    {}", dash(&e.discharge_at));
-        }
-    }
-    if view.encounters.len() > 1 {
-        let others: Vec<String> = view
-            .encounters
-            .iter()
-            .filter(|e| Some(&e.nda) != view.current.as_ref().map(|c| &c.nda))
-            .map(|e| format!("{} ({})", e.nda, e.status.as_str()))
-            .collect();
-        let _ = writeln!(out, "Other encounters: {}", others.join(", "));
-    }
-    let _ = writeln!(out, "Movements ({})", view.movements.len());
-    for m in &view.movements {
-        let label = Event::from_trigger(&m.event).map_or("?", Event::label);
-        let mut line = format!(
-            "  {:<19}  {} {:<18} {:<12} NDA {} unit {} journal #{}",
-            dash(&m.at),
-            m.event,
-            label,
-            m.movement_id,
-            m.nda,
-            dash(&m.unit),
-            m.journal_id
-        );
-        if let Some(u) = m.updated_by {
-            let _ = write!(line, ", updated #{u}");
-        }
-        if m.cancelled {
-            match m.cancelled_by {
-                Some(c) => {
-                    let _ = write!(line, ", CANCELLED #{c}");
-                }
-                None => line.push_str(", CANCELLED"),
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    if !view.anomalies.is_empty() {
-        let _ = writeln!(out, "Anomalies ({})", view.anomalies.len());
-        for a in &view.anomalies {
-            let _ = writeln!(out, "  journal #{} {}: {}", a.journal_id, a.kind, a.text);
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use rstest::rstest;
-
-    fn updated_at(conn: &Connection, ipp: &str) -> Option<i64> {
-        conn.query_row(
-            "SELECT updated_at FROM census_patients WHERE ipp = ?1",
-            [ipp],
-            |row| row.get(0),
-        )
-        .unwrap()
-    }
-
-    fn identity(ipp: &str, family: &str) -> CensusUpdate {
-        CensusUpdate::Identity(Patient {
-            ipp: ipp.to_owned(),
-            legal_name: Some(PersonName {
-                family: family.to_owned(),
-                given: "TEST".to_owned(),
-            }),
-            ..Patient::default()
-        })
-    }
-
-    /// `updated_at`, what census retention counts from: set by every write of a patient, and
-    /// by a message that names them unchanged once the record is a day old (not at every
-    /// message); a merge touches the survivor and dates the merged IPP.
-    #[test]
-    fn ok_updated_at_follows_the_messages() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = super::super::schema::open_writer(&dir.path().join("ob.db")).unwrap();
-        let before = jiff::Timestamp::now().as_microsecond();
-        apply(&conn, 1, &identity("IPP1", "A")).unwrap();
-        let first = updated_at(&conn, "IPP1").unwrap();
-        assert!(first >= before);
-        // Unchanged identity, record fresh: not rewritten.
-        conn.execute(
-            "UPDATE census_patients SET updated_at = updated_at - 1000",
-            [],
-        )
-        .unwrap();
-        apply(&conn, 2, &identity("IPP1", "A")).unwrap();
-        assert_eq!(updated_at(&conn, "IPP1"), Some(first - 1000));
-        // Unchanged identity, record two days old: touched.
-        let old = first - 2 * UPDATED_AT_GRAIN;
-        conn.execute("UPDATE census_patients SET updated_at = ?1", [old])
-            .unwrap();
-        apply(&conn, 3, &identity("IPP1", "A")).unwrap();
-        assert!(updated_at(&conn, "IPP1").unwrap() >= first);
-        // A changed identity is written, `updated_at` with it.
-        conn.execute("UPDATE census_patients SET updated_at = ?1", [old])
-            .unwrap();
-        apply(&conn, 4, &identity("IPP1", "B")).unwrap();
-        assert!(updated_at(&conn, "IPP1").unwrap() >= first);
-        // A merge: the merged IPP (a stub here) is dated, the survivor touched.
-        conn.execute("UPDATE census_patients SET updated_at = ?1", [old])
-            .unwrap();
-        let merge = CensusUpdate::Merge(Merge {
-            survivor: Patient {
-                ipp: "IPP1".to_owned(),
-                legal_name: Some(PersonName {
-                    family: "B".to_owned(),
-                    given: "TEST".to_owned(),
-                }),
-                ..Patient::default()
-            },
-            merged_ipp: "IPP0".to_owned(),
-        });
-        apply(&conn, 5, &merge).unwrap();
-        assert!(updated_at(&conn, "IPP1").unwrap() >= first);
-        assert!(updated_at(&conn, "IPP0").unwrap() >= first);
-        // A message for the merged IPP touches the survivor.
-        conn.execute("UPDATE census_patients SET updated_at = ?1", [old])
-            .unwrap();
-        apply(&conn, 6, &identity("IPP0", "Z")).unwrap();
-        assert!(updated_at(&conn, "IPP1").unwrap() >= first);
-        assert_eq!(
-            updated_at(&conn, "IPP0"),
-            Some(old),
-            "the stub is not rewritten"
-        );
-    }
-
-    fn facts(event: Event, at: &str) -> Facts {
-        Facts {
-            event,
-            at: at.to_owned(),
-            class: None,
-            unit: None,
-            attending: None,
-            admitting: None,
-            referring: None,
-            admit_at: None,
-            discharge_at: None,
-        }
-    }
-
-    fn fold(moves: &[Facts]) -> State {
-        let mut state = State::default();
-        for m in moves {
-            step(&mut state, m);
-        }
-        state
-    }
-
-    #[rstest]
-    #[case::ok_preadmit(&[Event::PreAdmit], EncounterStatus::PreAdmitted)]
-    #[case::ok_admit(&[Event::PreAdmit, Event::Admit], EncounterStatus::Admitted)]
-    #[case::ok_leave(&[Event::Admit, Event::LeaveOut], EncounterStatus::OnLeave)]
-    #[case::ok_return(&[Event::Admit, Event::LeaveOut, Event::LeaveReturn], EncounterStatus::Admitted)]
-    #[case::ok_discharge(&[Event::Admit, Event::Transfer, Event::Discharge], EncounterStatus::Discharged)]
-    #[case::ok_transfer_only(&[Event::Transfer], EncounterStatus::Unknown)]
-    fn ok_fold_status(#[case] events: &[Event], #[case] status: EncounterStatus) {
-        let moves: Vec<Facts> = events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| facts(*e, &format!("2026-01-0{}T00:00:00", i + 1)))
-            .collect();
-        let state = fold(&moves);
-        assert_eq!(state.status, status);
-        assert_eq!(state.last_at, moves.last().map(|m| m.at.clone()));
-    }
-
-    #[test]
-    fn ok_fold_fields() {
-        let mut admit = facts(Event::Admit, "2026-01-01T08:00:00");
-        admit.unit = Some("4010".into());
-        admit.class = Some("O".into());
-        let mut transfer = facts(Event::Transfer, "2026-01-02T08:00:00");
-        transfer.unit = Some("4020".into());
-        let to_in = facts(Event::ToInpatient, "2026-01-03T08:00:00");
-        let mut discharge = facts(Event::Discharge, "2026-01-04T08:00:00");
-        discharge.discharge_at = Some("2026-01-04T07:00:00".into());
-        let state = fold(&[admit, transfer, to_in, discharge]);
-        assert_eq!(state.unit.as_deref(), Some("4020"));
-        assert_eq!(state.class.as_deref(), Some("I"));
-        assert_eq!(state.admit_at.as_deref(), Some("2026-01-01T08:00:00"));
-        assert_eq!(state.discharge_at.as_deref(), Some("2026-01-04T07:00:00"));
-    }
-
-    #[rstest]
-    #[case::ok_journal(AnomalyKind::JournalRowMissing, "journal_row_missing")]
-    #[case::ok_out_of_order(AnomalyKind::OutOfOrder, "out_of_order")]
-    #[case::ok_unknown_movement(AnomalyKind::UnknownMovement, "unknown_movement")]
-    fn ok_anomaly_kind_text(#[case] kind: AnomalyKind, #[case] text: &str) {
-        assert_eq!(kind.as_str(), text);
-    }
-
-    #[test]
-    fn ok_render_block() {
-        let doctor = Practitioner {
-            id: "10003456789".into(),
-            family: "LEBLANC".into(),
-            given: "PIERRE".into(),
-            prefix: "DR".into(),
-            rpps: Some("10003456789".into()),
-        };
-        let encounter = EncounterView {
-            nda: "900001".into(),
-            status: EncounterStatus::Admitted,
-            class: Some("I".into()),
-            unit: Some("4020".into()),
-            attending: Some(doctor),
-            admitting: None,
-            referring: None,
-            admit_at: Some("2026-11-22T08:15:00".into()),
-            discharge_at: None,
-        };
-        let view = PatientView {
-            ipp: "100001".into(),
-            resolved_from: Some("100009".into()),
-            merged_ipps: vec!["100009".into()],
-            legal_name: Some(PersonName {
-                family: "DURAND".into(),
-                given: "JEANNE".into(),
-            }),
-            used_name: None,
-            birth_date: Some("1975-04-12".into()),
-            sex: Some("F".into()),
-            reliability: Some("VALI".into()),
-            ins: Some(Ins {
-                value: "275046912345678".into(),
-                oid: crate::census::INS_TEST_OID.into(),
-                kind: InsKind::Test,
-            }),
-            current: Some(encounter.clone()),
-            encounters: vec![encounter],
-            movements: vec![MovementView {
-                movement_id: "MVT0001".into(),
-                nda: "900001".into(),
-                event: "A01".into(),
-                cancelled: true,
-                at: Some("2026-11-22T08:15:00".into()),
-                unit: Some("4010".into()),
-                journal_id: 2,
-                updated_by: None,
-                cancelled_by: Some(3),
-            }],
-            anomalies: vec![AnomalyView {
-                journal_id: 3,
-                kind: "out_of_order".into(),
-                text: "late".into(),
-            }],
-        };
-        assert_eq!(
-            render(&view),
-            "Patient IPP 100001 (IPP 100009 was merged into it)
-  Legal name    DURAND JEANNE
-  Used name     -
-  Birth date    1975-04-12
-  Sex           F
-  Identity      VALI
-  INS           275046912345678 (INS test, OID 1.2.250.1.213.1.4.10)
-  Merged IPPs   100009
-Encounter NDA 900001
-  Status        admitted (class I)
-  Unit          4020
-  Attending     DR LEBLANC PIERRE (RPPS 10003456789)
-  Admitting     -
-  Referring     -
-  Admitted      2026-11-22T08:15:00
-  Discharged    -
-Movements (1)
-  2026-11-22T08:15:00  A01 admission          MVT0001      NDA 900001 unit 4010 journal #2, CANCELLED #3
-Anomalies (1)
-  journal #3 out_of_order: late
-"
-        );
     }
 }
