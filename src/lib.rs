@@ -33,6 +33,9 @@
 //! - [`tls`]: certificates and keys, rustls configurations for every listener and client,
 //!   reloadable; one crypto provider (aws-lc-rs).
 //! - [`metrics`]: the latency histograms of `/metrics`, observed where the time is spent.
+//! - [`console`]: the web console's parts that need no engine: users and roles, Argon2id
+//!   passwords, signed session cookies and CSRF tokens, the login rate limit, French and
+//!   English, the HL7 views, the HTML pages (maud) with their embedded script and style sheet.
 //!
 //! On top:
 //!
@@ -89,6 +92,7 @@
 pub mod census;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod diagnostics;
 pub mod engine;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -154,6 +154,9 @@ enum Command {
         config: PathBuf,
         dest: PathBuf,
     },
+    /// Console users.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Try a mapping: read a Posos bundle (or, for a launch mapping, a launch context), apply
     /// the mapping, print the message (or the request body).
     Transform {
@@ -268,6 +271,57 @@ impl From<StatusArg> for EntryStatus {
     }
 }
 
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Hash a password read from standard input (one line) with Argon2id and print the TOML
+    /// line to paste under `[console.users]`.
+    Add {
+        /// The user name (letters, digits, `.`, `_`, `-`, `@`).
+        name: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    /// Dashboard and message list, no patient data.
+    Viewer,
+    /// Patient data, raw messages and actions.
+    Operator,
+}
+
+/// `ordobridge user add`: reads the password from standard input (a terminal shows it: pipe
+/// it, e.g. from a password manager), prints the TOML line on standard output.
+fn user_add(name: &str, role: RoleArg) -> Result<ExitCode, String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+    {
+        return Err(format!(
+            "`{name}` is not a user name: use letters, digits, `.`, `_`, `-` or `@`"
+        ));
+    }
+    let role = match role {
+        RoleArg::Viewer => "viewer",
+        RoleArg::Operator => "operator",
+    };
+    eprintln!("password for `{name}` (one line on standard input, at least 12 characters):");
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    let hash = ordobridge::console::hash_password(password)
+        .map_err(|e| format!("{e}: choose a longer password"))?;
+    eprintln!("paste this line under `[console.users]` in the configuration, then reload:");
+    println_out(&format!(
+        "{name} = {{ role = \"{role}\", password_hash = \"{hash}\" }}"
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// What `ordobridge journal` was asked.
 struct JournalArgs {
     control_id: Option<String>,
@@ -336,6 +390,7 @@ fn main() -> ExitCode {
             json,
         } => queue(&config, destination, limit, show_phi, json),
         Command::Replay { config, ids } => replay(&config, ids),
+        Command::User(UserCommand::Add { name, role }) => user_add(&name, role),
         Command::Prune { config, dry_run } => prune(&config, dry_run),
         Command::Backup { config, dest } => backup(&config, &dest),
         Command::Transform {
@@ -915,5 +970,6 @@ fn journal_search(args: &JournalArgs) -> Result<JournalSearch, String> {
         message_type,
         status: args.status.map(EntryStatus::from),
         ipp,
+        ..JournalSearch::default()
     })
 }

@@ -294,6 +294,40 @@ pub fn transform(
     control_id: &str,
     now: &str,
 ) -> Result<Option<Vec<u8>>, String> {
+    let body = std::fs::read(bundle_file)
+        .map_err(|e| format!("cannot read `{}`: {e}", bundle_file.display()))?;
+    let census = match census {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+            Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| format!("`{}` is not JSON: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    transform_bytes(
+        mapping_file,
+        &body,
+        &bundle_file.display().to_string(),
+        census,
+        control_id,
+        now,
+    )
+}
+
+/// [`transform`] on a bundle already in memory (`bundle_name` names it in errors): what
+/// `ordobridge transform` and the console's mapping try-out both run. `census` stands for
+/// the census (default: the patient as the bundle describes it).
+pub fn transform_bytes(
+    mapping_file: &std::path::Path,
+    body: &[u8],
+    bundle_name: &str,
+    census: Option<serde_json::Value>,
+    control_id: &str,
+    now: &str,
+) -> Result<Option<Vec<u8>>, String> {
     let mapping = crate::config::read_mapping(mapping_file).map_err(|e| e.to_string())?;
     if mapping.inputs() != crate::mapping::Inputs::Push {
         return Err(format!(
@@ -303,29 +337,15 @@ pub fn transform(
             mapping.inputs().name()
         ));
     }
-    let body = std::fs::read(bundle_file)
-        .map_err(|e| format!("cannot read `{}`: {e}", bundle_file.display()))?;
-    let prescription = crate::posos::bundle::read_bundle(&body)
-        .map_err(|e| format!("`{}`: {e}", bundle_file.display()))?;
-    let census = match census {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-            serde_json::from_str(&text)
-                .map_err(|e| format!("`{}` is not JSON: {e}", path.display()))?
-        }
-        None => crate::mapping::census_from_bundle(&prescription),
-    };
+    let prescription =
+        crate::posos::bundle::read_bundle(body).map_err(|e| format!("`{bundle_name}`: {e}"))?;
+    let census = census.unwrap_or_else(|| crate::mapping::census_from_bundle(&prescription));
     // Built as the push endpoint builds it.
     let mut context =
         crate::mapping::PushContext::new(&prescription, census, now).map_err(|e| e.to_string())?;
     let context = context.for_message(control_id);
     let failed = |e: crate::mapping::ApplyError| {
-        format!(
-            "`{}` on `{}`: {e}",
-            mapping_file.display(),
-            bundle_file.display()
-        )
+        format!("`{}` on `{bundle_name}`: {e}", mapping_file.display())
     };
     if !mapping.applies(context).map_err(failed)? {
         return Ok(None);

@@ -111,6 +111,17 @@ impl Harness {
 
     /// Starts the worker of a file destination.
     fn spawn_file(&mut self, settings: FileDestinationSettings) {
+        // Never paused: the switch's sender goes at once.
+        let (_, pause) = tokio::sync::watch::channel(false);
+        self.spawn_file_with_pause(settings, pause);
+    }
+
+    /// Starts the worker of a file destination watching `pause` (an operator's switch).
+    fn spawn_file_with_pause(
+        &mut self,
+        settings: FileDestinationSettings,
+        pause: tokio::sync::watch::Receiver<bool>,
+    ) {
         let notify = Arc::new(Notify::new());
         self.notify
             .insert(settings.name.clone(), Arc::clone(&notify));
@@ -120,6 +131,7 @@ impl Harness {
             settings,
             Arc::new(outbox),
             notify,
+            pause,
             self.shutdown.child_token(),
         )));
     }
@@ -614,4 +626,40 @@ async fn file_destination_retries_with_backoff_dead_letters_then_delivers_in_ord
     names.sort();
     let names: Vec<String> = names.into_iter().map(|(_, name)| name).collect();
     assert_eq!(names, strings(&["F-2.hl7", "F-3.hl7", "F-1.hl7"]));
+}
+
+#[tokio::test]
+async fn a_paused_file_destination_writes_nothing_until_resumed() {
+    let mut harness = Harness::new();
+    let folder = harness.dir.path().join("share/outbox");
+    std::fs::create_dir_all(&folder).expect("share");
+    let outbox = OutboxSettings {
+        folder: folder.clone(),
+        name_template: "{control_id}.hl7".to_owned(),
+        witness_suffix: None,
+    };
+    let pauses = ordobridge::delivery::PauseSwitches::default();
+    assert!(pauses.set("drop", true), "paused");
+    harness.spawn_file_with_pause(
+        FileDestinationSettings {
+            poll_interval: Duration::from_millis(20),
+            ..FileDestinationSettings::new("drop", outbox)
+        },
+        pauses.receiver("drop"),
+    );
+    let ids = harness.enqueue("drop", &["P-1"]).await;
+    // A negative check needs a window: an unpaused worker writes within milliseconds.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(harness.status(ids[0]), OutboundStatus::Pending);
+    assert!(!folder.join("P-1.hl7").exists());
+    assert!(pauses.is_paused("drop"));
+
+    assert!(pauses.set("drop", false), "resumed");
+    harness.settled(&ids).await;
+    assert_eq!(harness.status(ids[0]), OutboundStatus::Delivered);
+    assert!(folder.join("P-1.hl7").exists());
+    assert!(
+        !pauses.set("drop", false),
+        "already running: nothing changed"
+    );
 }

@@ -63,6 +63,7 @@ pub async fn run_file_destination(
     settings: FileDestinationSettings,
     outbox: Arc<Outbox>,
     notify: Arc<Notify>,
+    mut pause: tokio::sync::watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) {
     let worker = FileWorker {
@@ -71,6 +72,19 @@ pub async fn run_file_destination(
         outbox,
     };
     loop {
+        // Paused by an operator (see [`super::PauseSwitches`]): no new file until resumed.
+        if *pause.borrow() {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = pause.changed() => {
+                    if changed.is_err() {
+                        let (_, never) = tokio::sync::watch::channel(false);
+                        pause = never;
+                    }
+                }
+            }
+            continue;
+        }
         let next = match worker.store.next_pending_async(&worker.settings.name).await {
             Ok(next) => next,
             Err(e) => {

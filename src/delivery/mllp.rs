@@ -238,7 +238,9 @@ pub async fn run_destination(
             }
         },
     };
-    run_destination_with_tls(store, settings, tls, notify, stats, shutdown).await;
+    // Never paused: the sender goes at once, the flag stays `false`.
+    let (_, pause) = tokio::sync::watch::channel(false);
+    run_destination_with_tls(store, settings, tls, notify, stats, pause, shutdown).await;
 }
 
 /// [`run_destination`] with a TLS client built (and registered for reload) by the caller.
@@ -248,6 +250,7 @@ pub async fn run_destination_with_tls(
     tls: Option<crate::tls::ClientTls>,
     notify: Arc<Notify>,
     stats: Arc<DeliveryStats>,
+    pause: tokio::sync::watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) {
     let mut worker = Worker {
@@ -256,6 +259,7 @@ pub async fn run_destination_with_tls(
         settings,
         notify,
         stats,
+        pause,
         shutdown,
         unreachable_streak: 0,
         ahead: VecDeque::new(),
@@ -327,6 +331,9 @@ struct Worker {
     tls: Option<crate::tls::ClientTls>,
     notify: Arc<Notify>,
     stats: Arc<DeliveryStats>,
+    /// `true` while an operator paused the destination: no new message is started (the one
+    /// in flight finishes).
+    pause: tokio::sync::watch::Receiver<bool>,
     shutdown: CancellationToken,
     /// Consecutive failures to connect: drives the backoff while the receiver is down.
     unreachable_streak: u32,
@@ -372,6 +379,25 @@ impl Worker {
     async fn idle(&mut self, client: Option<MllpClient>) -> Link {
         if self.shutdown.is_cancelled() {
             return Link::Stopped;
+        }
+        if *self.pause.borrow() {
+            // Record what was delivered, then wait for the resume (or the shutdown).
+            if let Err(error) = self.settle().await {
+                return self.store_failed(&error, client);
+            }
+            self.ahead.clear();
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return Link::Stopped,
+                changed = self.pause.changed() => {
+                    if changed.is_err() {
+                        // The switch is gone: nobody can resume; stop waiting on it.
+                        let (_, never) = tokio::sync::watch::channel(false);
+                        self.pause = never;
+                    }
+                }
+            }
+            return Link::Idle { client };
         }
         if !std::mem::take(&mut self.ahead_valid) {
             self.ahead.clear();

@@ -315,6 +315,46 @@ pub(crate) fn waited(enqueued_at: jiff::Timestamp) -> std::time::Duration {
         .unwrap_or_default()
 }
 
+/// The pause switch of every destination, by name: an operator pauses a destination (its
+/// worker starts no new message; the one in flight finishes) and resumes it. Kept across
+/// restarts of a destination's task (a reload); memory only: a daemon restart resumes all.
+#[derive(Debug, Default)]
+pub struct PauseSwitches {
+    /// Locked only to find or add a switch.
+    switches:
+        std::sync::Mutex<std::collections::BTreeMap<String, tokio::sync::watch::Sender<bool>>>,
+}
+
+impl PauseSwitches {
+    fn switch(&self, destination: &str) -> tokio::sync::watch::Sender<bool> {
+        self.switches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(destination.to_string())
+            .or_insert_with(|| tokio::sync::watch::channel(false).0)
+            .clone()
+    }
+
+    /// What the worker of `destination` watches.
+    pub fn receiver(&self, destination: &str) -> tokio::sync::watch::Receiver<bool> {
+        self.switch(destination).subscribe()
+    }
+
+    /// Pauses (`true`) or resumes `destination`; whether that changed anything.
+    pub fn set(&self, destination: &str, paused: bool) -> bool {
+        self.switch(destination).send_replace(paused) != paused
+    }
+
+    /// Whether `destination` is paused.
+    pub fn is_paused(&self, destination: &str) -> bool {
+        self.switches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(destination)
+            .is_some_and(|switch| *switch.borrow())
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -20,8 +20,11 @@
 //! - `fhir`: `/fhir/Patient` and `/fhir/Encounter` from the census, behind the `[fhir]` guard;
 //! - `documents`: `$send-to-ehr` (check, journal, map, enqueue) and `$tracking`;
 //! - `web`: the HTTP router: launch endpoints over the census and the Posos client, and the
-//!   built-in simulator.
+//!   built-in simulator;
+//! - `console`: the web console's routes (`/console/`): login, dashboard and its events,
+//!   message browser, audited views and actions, mapping try-out.
 
+mod console;
 mod documents;
 mod fhir;
 mod file_in;

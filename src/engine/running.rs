@@ -37,8 +37,8 @@ use crate::store::Store;
 use crate::tls::Reloader;
 
 use super::{
-    ChannelHandle, EngineError, FileInbound, InboundMllp, hold, processor, prune, push, status,
-    unsettled, web,
+    ChannelHandle, EngineError, FileInbound, InboundMllp, console, hold, processor, prune, push,
+    status, unsettled, web,
 };
 
 /// A spawned task and the token that stops it.
@@ -165,6 +165,11 @@ struct Shared {
     used_links: Arc<UsedLinks>,
     prune_stats: Arc<prune::PruneStats>,
     hold_stats: Arc<hold::HoldStats>,
+    /// The console's session key, logged-out sessions and failed logins: a reload must not
+    /// log users out nor forget failures. `None` if the random generator failed at start.
+    console: Option<Arc<console::ConsoleShared>>,
+    /// Destinations paused from the console, kept across restarts of their tasks.
+    pauses: Arc<crate::delivery::PauseSwitches>,
 }
 
 /// Everything the configuration decides, running.
@@ -236,6 +241,8 @@ impl Running {
                 used_links: Arc::new(UsedLinks::default()),
                 prune_stats: Arc::default(),
                 hold_stats: Arc::default(),
+                console: console::ConsoleShared::new().map(Arc::new),
+                pauses: Arc::default(),
             },
             config: None,
             inbound: BTreeMap::new(),
@@ -767,10 +774,11 @@ impl Running {
                 }
                 let stats = stats.unwrap_or_default();
                 let settings = settings.clone();
+                let pause = shared.pauses.receiver(name);
                 let task = {
                     let stats = stats.clone();
                     Task::spawn(&shared.tracker, &shared.shutdown, span, move |token| {
-                        run_destination_with_tls(store, settings, tls, notify, stats, token)
+                        run_destination_with_tls(store, settings, tls, notify, stats, pause, token)
                     })
                 };
                 OutboundTask {
@@ -781,11 +789,12 @@ impl Running {
             }
             (Destination::File(settings), PreparedOutbound::File(outbox)) => {
                 let settings = settings.clone();
+                let pause = shared.pauses.receiver(name);
                 OutboundTask {
                     settings: destination.clone(),
                     task: Task::spawn(&shared.tracker, &shared.shutdown, span, move |token| {
                         crate::delivery::run_file_destination(
-                            store, settings, outbox, notify, token,
+                            store, settings, outbox, notify, pause, token,
                         )
                     }),
                     stats: None,
@@ -939,7 +948,33 @@ impl Running {
         let observed = Arc::new(self.observed(config));
         let mut router = web
             .merge(status::router(observed.clone(), guard.clone()))
-            .merge(status::ready_router(observed));
+            .merge(status::ready_router(observed.clone()));
+        if let Some(settings) = &config.console {
+            match &self.shared.console {
+                Some(shared) => {
+                    router = router.merge(console::router(console::ConsoleState::new(
+                        console::ConsoleParts {
+                            settings: settings.clone(),
+                            shared: shared.clone(),
+                            store: self.shared.store.clone(),
+                            observed,
+                            wakers: self.wakers.clone(),
+                            pauses: self.shared.pauses.clone(),
+                            releaser: self.shared.census_changed.clone(),
+                            routes: config
+                                .push
+                                .as_ref()
+                                .map(|push| push.routes.clone())
+                                .unwrap_or_default(),
+                            shutdown: self.shared.shutdown.clone(),
+                        },
+                    )));
+                }
+                None => tracing::error!(
+                    "the web console is off: the system's random generator failed at start (restart the daemon)"
+                ),
+            }
+        }
         if let (Some(push), Some(deliverer)) = (&config.push, deliverer) {
             router = router.merge(push::router(push::PushState::new(
                 push,

@@ -150,6 +150,12 @@ pub(super) fn router(
 }
 
 async fn status(State(observed): State<Arc<Observed>>) -> Response {
+    (StatusCode::OK, axum::Json(snapshot(&observed).await)).into_response()
+}
+
+/// What `/status` answers (and the console's dashboard shows): per channel and destination,
+/// the queues, the held bundles, the store's size, what needs attention.
+pub(super) async fn snapshot(observed: &Observed) -> Value {
     let mut channels = serde_json::Map::new();
     for (name, stats) in &observed.listeners {
         let s = stats.snapshot();
@@ -214,7 +220,8 @@ async fn status(State(observed): State<Arc<Observed>>) -> Response {
                 .map(|d| {
                     (
                         d.destination.clone(),
-                        json!({"pending": d.pending, "dead": d.dead}),
+                        json!({"pending": d.pending, "dead": d.dead,
+                               "oldest_pending_seconds": d.oldest_pending_at.map(age_seconds)}),
                     )
                 })
                 .collect::<serde_json::Map<_, _>>()
@@ -264,7 +271,11 @@ async fn status(State(observed): State<Arc<Observed>>) -> Response {
             Err(e) => json!({"error": e.to_string(), "released": released}),
         };
     }
-    (StatusCode::OK, axum::Json(body)).into_response()
+    if let Some(store) = &observed.store {
+        let (bytes, wal_bytes) = store_sizes(store);
+        body["store"] = json!({"bytes": bytes, "wal_bytes": wal_bytes});
+    }
+    body
 }
 
 /// Whole seconds since `at` (0 for a time in the future: a clock step back).

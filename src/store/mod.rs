@@ -38,6 +38,7 @@
 //! Dropping every [`Store`] handle, or [`Store::close`], lets the writer finish the queued
 //! requests, commit them and exit; `close` waits for that.
 
+mod audit;
 pub mod backup;
 mod census;
 mod documents;
@@ -60,6 +61,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use self::audit::{AuditEntry, AuditRecord, LineageRow};
 pub use self::documents::{
     CensusLookup, CensusRecord, DocumentTracking, MessageState, TrackedMessage,
 };

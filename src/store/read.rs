@@ -73,6 +73,16 @@ pub struct JournalSearch {
     /// Only HL7 rows whose PID-3 holds this identifier (patient data: the CLI asks for
     /// `--show-phi`).
     pub ipp: Option<String>,
+    /// Only HL7 rows whose visit number (PV1-19, else PID-18) is this (patient data).
+    pub nda: Option<String>,
+    /// Only rows whose raw bytes contain this text (a scan: bound it with `min_id` or a time
+    /// range).
+    pub text: Option<String>,
+    /// Only rows with an id above this: bounds a full-text scan to the newest rows.
+    pub min_id: Option<i64>,
+    /// Paging: only rows listed after this one (its reception time and id) in the
+    /// newest-first order.
+    pub after: Option<(jiff::Timestamp, i64)>,
 }
 
 impl From<JournalFilter> for JournalSearch {
@@ -223,13 +233,28 @@ pub(super) fn search(
         let n = bind(&mut values, Value::Text(status.as_str().to_owned()));
         conditions.push(format!("status = ?{n}"));
     }
-    if let Some(ipp) = &search.ipp {
-        // A cheap first cut on the bytes; the parse below decides.
-        let n = bind(&mut values, Value::Blob(ipp.as_bytes().to_vec()));
+    // IPP and NDA: a cheap first cut on the bytes; the parse below decides.
+    for needle in [&search.ipp, &search.nda, &search.text]
+        .into_iter()
+        .flatten()
+    {
+        let n = bind(&mut values, Value::Blob(needle.as_bytes().to_vec()));
         conditions.push(format!("instr(raw, ?{n}) > 0"));
     }
+    if let Some(min_id) = search.min_id {
+        let n = bind(&mut values, Value::Integer(min_id));
+        conditions.push(format!("id > ?{n}"));
+    }
+    if let Some((at, id)) = search.after {
+        let at = bind(&mut values, Value::Integer(at.as_microsecond()));
+        let id = bind(&mut values, Value::Integer(id));
+        conditions.push(format!(
+            "(received_at < ?{at} OR (received_at = ?{at} AND id < ?{id}))"
+        ));
+    }
+    let parsed = search.ipp.is_some() || search.nda.is_some();
     let mut sql = concat!("SELECT ", summary_columns!()).to_owned();
-    if search.ipp.is_some() {
+    if parsed {
         sql.push_str(", raw");
     }
     sql.push_str(" FROM journal");
@@ -239,8 +264,8 @@ pub(super) fn search(
     }
     sql.push_str(" ORDER BY received_at DESC, id DESC");
     let limit = search.filter.limit;
-    // Without an IPP every row SQL returns is kept: SQL applies the limit.
-    if search.ipp.is_none() && limit > 0 {
+    // Without an IPP or NDA every row SQL returns is kept: SQL applies the limit.
+    if !parsed && limit > 0 {
         let n = bind(
             &mut values,
             Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)),
@@ -254,9 +279,17 @@ pub(super) fn search(
         if limit > 0 && summaries.len() >= limit {
             break;
         }
-        if let Some(ipp) = &search.ipp {
+        if parsed {
             let raw: Vec<u8> = row.get(SUMMARY_COLUMNS)?;
-            if !pid_3_holds(&raw, ipp) {
+            if search
+                .ipp
+                .as_ref()
+                .is_some_and(|ipp| !pid_3_holds(&raw, ipp))
+                || search
+                    .nda
+                    .as_ref()
+                    .is_some_and(|nda| !visit_number_is(&raw, nda))
+            {
                 continue;
             }
         }
@@ -289,6 +322,20 @@ pub(crate) fn pid_3_holds(raw: &[u8], ipp: &str) -> bool {
         }
     }
     false
+}
+
+/// Whether an HL7 message's visit number (PV1-19, else PID-18; first component) is `nda`.
+pub(crate) fn visit_number_is(raw: &[u8], nda: &str) -> bool {
+    let Ok(message) = crate::hl7::Message::parse(raw) else {
+        return false;
+    };
+    ["PV1-19.1", "PID-18.1"].iter().any(|path| {
+        message
+            .query(path)
+            .ok()
+            .flatten()
+            .is_some_and(|value| value.trim() == nda)
+    })
 }
 
 /// Rows of `channel` (the push endpoint's) still `accepted`, received before `before` and not
@@ -569,6 +616,22 @@ mod tests {
             ..Default::default()
         },
         &[5, 4, 2]
+    )]
+    #[case::ok_nda_in_pv1_19(
+        JournalSearch { nda: Some("4711".to_owned()), ..Default::default() },
+        &[2]
+    )]
+    #[case::ok_text_in_raw(
+        JournalSearch { text: Some("ORU^R01".to_owned()), ..Default::default() },
+        &[4]
+    )]
+    #[case::ok_min_id_bounds_the_scan(
+        JournalSearch { text: Some("4711".to_owned()), min_id: Some(3), ..Default::default() },
+        &[5, 4]
+    )]
+    #[case::ok_page_after(
+        JournalSearch { after: at("2023-11-14T22:15:20Z").map(|t| (t, 3)), ..Default::default() },
+        &[2, 1]
     )]
     #[tokio::test]
     async fn ok_search_filters(#[case] mut search: JournalSearch, #[case] ids: &[i64]) {

@@ -239,6 +239,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
         destination TEXT NOT NULL,
         PRIMARY KEY (journal_id, outbound_id)
     ) WITHOUT ROWID;",
+    // 9: the console's audit trail (who viewed a raw message or acted, when, on what, why),
+    // and the outbound rows of a journal row (the console's lineage) found by index.
+    "CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        user TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX audit_at ON audit (at);
+    CREATE INDEX outbound_source ON outbound (source);",
 ];
 
 /// Prepared statements kept per connection: the census alone uses about 30.
@@ -574,7 +586,10 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(indexes, ["outbound_dead", "outbound_pending"]);
+        assert_eq!(
+            indexes,
+            ["outbound_dead", "outbound_pending", "outbound_source"]
+        );
         let err = connection
             .execute_batch(
                 "INSERT INTO outbound (destination, enqueued_at, control_id, payload, source,

@@ -143,6 +143,17 @@ pub(super) enum Request {
         failed: Option<Arc<rusqlite::Error>>,
         reply: oneshot::Sender<Result<(Pruned, u32, PruneCursor), StoreError>>,
     },
+    /// `Store::audit`: one row of the console's audit trail.
+    Audit {
+        entry: super::audit::AuditEntry,
+        /// Unix microseconds.
+        at: i64,
+        /// A held bundle (its journal id) to release now, in the audit row's transaction;
+        /// `changed` says whether it was still held.
+        release_hold: Option<i64>,
+        changed: bool,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
     /// An outbound status change (`mark_delivered`, `mark_retry`, `mark_dead`, `replay`);
     /// `changed` (rows updated) is filled in the transaction, sent after it.
     Outbound {
@@ -378,6 +389,12 @@ pub(super) fn commit_batch(
                 let _ = reply.send(answer);
             }
             Request::Close { .. } => {}
+            Request::Audit { changed, reply, .. } => {
+                let _ = reply.send(match &failure {
+                    None => Ok(changed),
+                    Some(source) => Err(error(source)),
+                });
+            }
             Request::Enqueue { ids, reply, .. } => {
                 let _ = reply.send(match &failure {
                     None => Ok(ids),
@@ -492,6 +509,7 @@ fn reset(batch: &mut [Request]) {
                 *failed = None;
             }
             Request::Reject { changed, .. } => *changed = false,
+            Request::Audit { changed, .. } => *changed = false,
             Request::MarkProcessed { .. } | Request::Close { .. } => {}
         }
     }
@@ -562,6 +580,21 @@ fn execute(
                     }
                 }
                 Request::Close { .. } => {}
+                Request::Audit {
+                    entry,
+                    at,
+                    release_hold,
+                    changed,
+                    ..
+                } => {
+                    super::audit::insert(&transaction, *at, entry)?;
+                    if let Some(journal_id) = release_hold {
+                        *changed = transaction
+                            .prepare_cached(super::audit::RELEASE_NOW_SQL)?
+                            .execute(rusqlite::params![*journal_id, *at])?
+                            > 0;
+                    }
+                }
                 Request::Enqueue { items, ids, .. } => {
                     queue::insert(&transaction, items, ids)?;
                 }

@@ -1,0 +1,628 @@
+//! Issue 13, the web console over real HTTP against the real engine (in process, port 0):
+//!
+//! - pages need a session: `/console/` sends a visitor to the login page; the login form sets
+//!   a nonce cookie and a CSRF token, a login without them is refused (403);
+//! - a wrong password is answered 401, and after `login_attempts` failures every attempt (even
+//!   the right password) gets 429 with `Retry-After`;
+//! - the session cookie is `HttpOnly; SameSite=Strict`, pages carry a policy that allows only
+//!   the console's own script;
+//! - an operator searches the journal, opens a message (raw, tree, ACK; the view is audited)
+//!   and resends it to a destination: the EHR peer receives it and the lineage shows the ACK;
+//! - a viewer sees no raw message, no resend button, and its POST is refused (403), as is an
+//!   operator's POST without the CSRF token;
+//! - after logout the cookie opens nothing; `ordobridge check` refuses a console with no
+//!   users; the Host check still guards the console.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use reqwest::StatusCode;
+
+const OPERATOR_PASSWORD: &str = "operator password 42";
+const VIEWER_PASSWORD: &str = "viewer password 42";
+
+/// The configuration: `adt-in`, HTTP, an MLLP destination `ehr` to `peer`, the console with
+/// an operator `olga` and a viewer `victor`, three failed logins tolerated.
+fn config(dir: &std::path::Path, peer: SocketAddr) -> ordobridge::config::Config {
+    let operator = ordobridge::console::hash_password(OPERATOR_PASSWORD).expect("hash");
+    let viewer = ordobridge::console::hash_password(VIEWER_PASSWORD).expect("hash");
+    let text = format!(
+        r#"{base}
+[outbound.ehr]
+protocol = "mllp"
+address = "{peer}"
+retry_initial = "20ms"
+[console]
+language = "en"
+login_attempts = 3
+[console.users]
+olga = {{ role = "operator", password_hash = "{operator}" }}
+victor = {{ role = "viewer", password_hash = "{viewer}" }}
+"#,
+        base = common::base_toml()
+    );
+    common::config(dir, &text)
+}
+
+/// A browser-like client: keeps cookies by hand (no redirects followed).
+struct Browser {
+    client: reqwest::Client,
+    base: String,
+    cookies: BTreeMap<String, String>,
+}
+
+impl Browser {
+    fn new(http: SocketAddr) -> Browser {
+        Browser {
+            client: common::no_redirect_client(),
+            base: format!("http://{http}"),
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn keep(&mut self, response: &reqwest::Response) {
+        for value in response.headers().get_all("set-cookie") {
+            let text = value.to_str().expect("ascii cookie");
+            let pair = text.split(';').next().expect("pair");
+            let (name, value) = pair.split_once('=').expect("name=value");
+            if value.is_empty() || text.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_string(), value.to_string());
+            }
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .expect("GET");
+        self.keep(&response);
+        let (status, headers) = (response.status(), response.headers().clone());
+        (status, headers, response.text().await.expect("body"))
+    }
+
+    async fn post(
+        &mut self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .expect("POST");
+        self.keep(&response);
+        let (status, headers) = (response.status(), response.headers().clone());
+        (status, headers, response.text().await.expect("body"))
+    }
+
+    /// Opens the login page and posts `user`/`password` with its token.
+    async fn login(
+        &mut self,
+        user: &str,
+        password: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let (status, _, page) = self.get("/console/login").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let csrf = csrf_of(&page);
+        self.post(
+            "/console/login",
+            &[("csrf", &csrf), ("username", user), ("password", password)],
+        )
+        .await
+    }
+}
+
+/// The value of the first `name="csrf"` hidden input of a page.
+fn csrf_of(page: &str) -> String {
+    let at = page.find(r#"name="csrf" value=""#).expect("a CSRF field") + 19;
+    page[at..].split('"').next().expect("value").to_string()
+}
+
+fn location(headers: &reqwest::header::HeaderMap) -> &str {
+    headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_auth_csrf_roles_resend_and_logout() {
+    let (peer, received) = common::ehr_peer().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = common::start_engine(config(dir.path(), peer)).await;
+    let http = engine.addr("http");
+
+    // A visitor is sent to the login page; the login page sets the nonce cookie.
+    let mut visitor = Browser::new(http);
+    let (status, headers, _) = visitor.get("/console/").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&headers), "/console/login");
+    let (status, headers, page) = visitor.get("/console/login").await;
+    assert_eq!(status, StatusCode::OK);
+    let policy = headers["content-security-policy"].to_str().expect("policy");
+    assert!(
+        policy.contains("script-src 'self'") && policy.contains("frame-ancestors 'none'"),
+        "{policy}"
+    );
+    assert!(
+        page.contains(r#"<label for="password">Password</label>"#),
+        "{page}"
+    );
+    let login_cookie = headers["set-cookie"].to_str().expect("cookie");
+    assert!(
+        login_cookie.contains("HttpOnly") && login_cookie.contains("SameSite=Strict"),
+        "{login_cookie}"
+    );
+
+    // Without the form's token (a cross-site post), the login is refused.
+    let (status, _, page) = visitor
+        .post(
+            "/console/login",
+            &[("username", "olga"), ("password", OPERATOR_PASSWORD)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+    assert!(
+        page.contains("The form expired or does not come from this console"),
+        "{page}"
+    );
+
+    // Wrong passwords, then the limit: even the right password waits.
+    let mut attacker = Browser::new(http);
+    for _ in 0..3 {
+        let (status, _, page) = attacker.login("olga", "wrong password!").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(page.contains("Wrong user name or password."), "{page}");
+    }
+    let (status, headers, page) = attacker.login("olga", OPERATOR_PASSWORD).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{page}");
+    assert!(headers.contains_key("retry-after"));
+    assert!(
+        page.contains("Too many failed logins: try again in"),
+        "{page}"
+    );
+
+    // Every client here is on loopback, so the per-address count now locks them all out:
+    // the rest runs on a fresh daemon (its limiter starts empty).
+    engine.stop().await;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = common::start_engine(config(dir.path(), peer)).await;
+    let http = engine.addr("http");
+
+    let mut operator = Browser::new(http);
+    let (status, headers, _) = operator.login("olga", OPERATOR_PASSWORD).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&headers), "/console/");
+    let session_cookie = headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("ob_session="))
+        .expect("session cookie")
+        .to_string();
+    assert!(
+        session_cookie.contains("HttpOnly")
+            && session_cookie.contains("SameSite=Strict")
+            && !session_cookie.contains("Secure"),
+        "{session_cookie}"
+    );
+    let (status, _, page) = operator.get("/console/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains(r#"data-channel="adt-in""#), "{page}");
+    assert!(page.contains(r#"data-destination="ehr""#), "{page}");
+
+    // A message arrives; the operator finds it by MSH-9 and opens it.
+    let ack = common::send_adt(engine.addr("adt-in"), &common::sample(common::A01_SAMPLE)).await;
+    assert!(ack.contains("MSA|AA|SYN0002"), "{ack}");
+    let (status, _, page) = operator.get("/console/messages?type=ADT%5EA01").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("SYN0002"), "{page}");
+    let (status, _, page) = operator.get("/console/messages/1").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains(r#"<pre class="raw" id="raw">"#), "{page}");
+    assert!(
+        page.contains("Patient Identification"),
+        "the tree names PID: {page}"
+    );
+    assert!(page.contains("MSA|AA|SYN0002"), "the ACK we sent: {page}");
+    assert!(page.contains(r#"id="resend""#), "{page}");
+    let csrf = csrf_of(&page);
+
+    // Without the token, the resend is refused; with it, the message goes to the EHR.
+    let (status, _, _) = operator
+        .post(
+            "/console/messages/1/resend",
+            &[("destination", "ehr"), ("reason", "test")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(received.lock().expect("lock").is_empty());
+    let (status, headers, page) = operator
+        .post(
+            "/console/messages/1/resend",
+            &[
+                ("csrf", &csrf),
+                ("destination", "ehr"),
+                ("reason", "EHR lost it"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    assert_eq!(location(&headers), "/console/messages/1?done=resend");
+    let delivered = common::first_received(&received).await;
+    assert_eq!(delivered, common::sample(common::A01_SAMPLE));
+    let page = common::wait_for("the lineage to show the delivery", || {
+        let mut operator = Browser {
+            client: operator.client.clone(),
+            base: operator.base.clone(),
+            cookies: operator.cookies.clone(),
+        };
+        async move {
+            let (_, _, page) = operator.get("/console/messages/1").await;
+            page.contains(r#"data-status="delivered""#).then_some(page)
+        }
+    })
+    .await;
+    assert!(page.contains("MSA|AA|SYN0002"), "the EHR's ACK: {page}");
+
+    // The outbound message itself, sent again from its lineage row (same bytes).
+    assert!(page.contains(r#"id="resend-out-1""#), "{page}");
+    let (status, headers, _) = operator
+        .post(
+            "/console/outbound/1/resend",
+            &[("csrf", &csrf), ("reason", "EHR asked again")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&headers), "/console/messages/1?done=resend");
+    common::wait_for("the second delivery", || {
+        let count = received.lock().expect("lock").len();
+        async move { (count == 2).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        received.lock().expect("lock")[1],
+        common::sample(common::A01_SAMPLE)
+    );
+
+    // The views and the resend are in the audit trail.
+    let (status, _, page) = operator.get("/console/audit").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("journal:1 to ehr") && page.contains("EHR lost it"),
+        "{page}"
+    );
+    assert!(page.contains("<td>view</td>"), "{page}");
+
+    // A viewer: no raw message, no resend button, and its POST is refused.
+    let mut viewer = Browser::new(http);
+    let (status, _, _) = viewer.login("victor", VIEWER_PASSWORD).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _, page) = viewer.get("/console/messages/1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !page.contains(r#"id="raw""#) && !page.contains("DURAND"),
+        "{page}"
+    );
+    assert!(!page.contains(r#"id="resend""#), "{page}");
+    assert!(page.contains("for operators only"), "{page}");
+    let viewer_csrf = csrf_of(&page);
+    let (status, _, page) = viewer
+        .post(
+            "/console/messages/1/resend",
+            &[
+                ("csrf", &viewer_csrf),
+                ("destination", "ehr"),
+                ("reason", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+    assert!(
+        page.contains("This action is for operators only."),
+        "{page}"
+    );
+    let (status, _, _) = viewer.get("/console/audit").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(received.lock().expect("lock").len(), 2, "nothing more sent");
+
+    // The Host check guards the console too.
+    let response = reqwest::Client::new()
+        .get(format!("http://{http}/console/login"))
+        .header("host", "attacker.example")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST);
+
+    // Logout: the old cookie opens nothing any more.
+    let stolen = operator.cookies.clone();
+    let (status, headers, _) = operator.post("/console/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&headers), "/console/login?out=1");
+    let mut replayed = Browser::new(http);
+    replayed.cookies = stolen;
+    let (status, headers, _) = replayed.get("/console/").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&headers), "/console/login");
+
+    engine.stop().await;
+}
+
+#[test]
+fn check_refuses_a_console_without_users() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("ob.toml");
+    std::fs::write(
+        &path,
+        "[store]\npath = \"ob.db\"\n[http]\nbind = \"127.0.0.1:8717\"\n[console]\n",
+    )
+    .expect("write");
+    let output = std::process::Command::new(common::ordobridge_bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run check");
+    let text = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("`console.users`: the console has no users, so nobody could log in"),
+        "{text}"
+    );
+}
+
+#[test]
+fn user_add_prints_a_line_check_accepts() {
+    let mut child = std::process::Command::new(common::ordobridge_bin())
+        .args(["user", "add", "olga", "--role", "operator"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run user add");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"correct horse battery\n").expect("write");
+    }
+    let output = child.wait_with_output().expect("wait");
+    assert!(output.status.success(), "{output:?}");
+    let line = String::from_utf8(output.stdout).expect("utf-8");
+    assert!(
+        line.starts_with("olga = { role = \"operator\", password_hash = \"$argon2id$v=19$"),
+        "{line}"
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("ob.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[store]\npath = \"ob.db\"\n[http]\nbind = \"127.0.0.1:8717\"\n[console.users]\n{line}"
+        ),
+    )
+    .expect("write");
+    let output = std::process::Command::new(common::ordobridge_bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run check");
+    assert!(output.status.success(), "{output:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_releases_a_held_bundle_now_and_a_viewer_cannot() {
+    let (peer, received) = common::ehr_peer().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let operator = ordobridge::console::hash_password(OPERATOR_PASSWORD).expect("hash");
+    let viewer = ordobridge::console::hash_password(VIEWER_PASSWORD).expect("hash");
+    let text = format!(
+        r#"{base}{push}
+[console]
+language = "en"
+[console.users]
+olga = {{ role = "operator", password_hash = "{operator}" }}
+victor = {{ role = "viewer", password_hash = "{viewer}" }}
+"#,
+        base = common::base_toml(),
+        push = common::push_to_ehr_toml(
+            peer,
+            "allow_unauthenticated = true\nhold_unknown_for = \"1h\""
+        ),
+    );
+    let engine = common::start_engine(common::config(dir.path(), &text)).await;
+    let http = engine.addr("http");
+
+    // A bundle for a patient the census does not know: held for an hour.
+    let response = reqwest::Client::new()
+        .post(format!("http://{http}/fhir"))
+        .body(common::sample(
+            "samples/posos/two-drugs-prednisone-taper.json",
+        ))
+        .send()
+        .await
+        .expect("push");
+    assert!(
+        response.status().is_success(),
+        "{:?}",
+        response.text().await
+    );
+
+    let mut viewer = Browser::new(http);
+    viewer.login("victor", VIEWER_PASSWORD).await;
+    let (_, _, page) = viewer.get("/console/").await;
+    assert!(page.contains(r#"id="held-bundles""#), "{page}");
+    assert!(
+        !page.contains(r#"id="release-1""#),
+        "no button for a viewer: {page}"
+    );
+    let csrf = csrf_of(&page);
+    let (status, _, _) = viewer
+        .post(
+            "/console/holds/1/release",
+            &[("csrf", &csrf), ("reason", "x")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let mut operator = Browser::new(http);
+    operator.login("olga", OPERATOR_PASSWORD).await;
+    let (_, _, page) = operator.get("/console/").await;
+    assert!(page.contains(r#"id="release-1""#), "{page}");
+    let csrf = csrf_of(&page);
+    let (status, _, page) = operator
+        .post(
+            "/console/holds/1/release",
+            &[("csrf", &csrf), ("reason", "")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        page.contains("Give a reason: it is recorded in the audit trail."),
+        "{page}"
+    );
+    assert!(received.lock().expect("lock").is_empty(), "still held");
+    let (status, _, page) = operator
+        .post(
+            "/console/holds/1/release",
+            &[("csrf", &csrf), ("reason", "patient admitted by phone")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    let delivered = common::first_received(&received).await;
+    assert!(
+        delivered.starts_with(b"MSH|"),
+        "the mapped order reached the EHR"
+    );
+    let (_, _, page) = operator.get("/console/audit").await;
+    assert!(
+        page.contains("hold of journal:1") && page.contains("patient admitted by phone"),
+        "{page}"
+    );
+
+    // The mapping try-out on that bundle: the same message as sent, but for its time.
+    let (status, _, page) = operator.get("/console/try").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("orm-o01.toml → ehr-orders"), "{page}");
+    common::wait_for("the delivery to be recorded", || {
+        let mut operator = Browser {
+            client: operator.client.clone(),
+            base: operator.base.clone(),
+            cookies: operator.cookies.clone(),
+        };
+        async move {
+            let (_, _, page) = operator.get("/console/messages/1").await;
+            page.contains(r#"data-status="delivered""#).then_some(())
+        }
+    })
+    .await;
+    let (status, _, page) = operator
+        .post(
+            "/console/try",
+            &[("csrf", &csrf), ("route", "0"), ("journal", "1")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains(r#"id="produced""#) && page.contains("ORC|"),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"id="diff""#),
+        "compared with what was sent: {page}"
+    );
+    let differing = page.matches(r#"data-same="false""#).count();
+    assert!(differing <= 1, "only MSH (its time) may differ: {page}");
+    let (status, _, _) = viewer.get("/console/try").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    engine.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_pauses_and_resumes_a_destination() {
+    let (peer, received) = common::ehr_peer().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = common::start_engine(config(dir.path(), peer)).await;
+    let http = engine.addr("http");
+    let ack = common::send_adt(engine.addr("adt-in"), &common::sample(common::A01_SAMPLE)).await;
+    assert!(ack.contains("MSA|AA"), "{ack}");
+
+    let mut operator = Browser::new(http);
+    operator.login("olga", OPERATOR_PASSWORD).await;
+    let (_, _, page) = operator.get("/console/").await;
+    assert!(page.contains(r#"id="pause-ehr""#), "{page}");
+    let csrf = csrf_of(&page);
+    let (status, _, _) = operator
+        .post(
+            "/console/destinations/ehr/pause",
+            &[("csrf", &csrf), ("reason", "EHR maintenance")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, _, page) = operator.get("/console/").await;
+    assert!(
+        page.contains(r#"data-paused="true""#) && page.contains(r#"id="resume-ehr""#),
+        "{page}"
+    );
+
+    // Queued while paused: the queue holds it.
+    let (status, _, _) = operator
+        .post(
+            "/console/messages/1/resend",
+            &[
+                ("csrf", &csrf),
+                ("destination", "ehr"),
+                ("reason", "after maintenance"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    // A negative check needs a window: the worker is woken at once by the enqueue, so a
+    // delivery would happen within milliseconds; a second is generous.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(
+        received.lock().expect("lock").is_empty(),
+        "nothing sent while paused"
+    );
+    let (_, _, page) = operator.get("/console/").await;
+    assert!(page.contains(r#"<td class="pending">1</td>"#), "{page}");
+
+    // Resumed: it goes.
+    let (status, _, _) = operator
+        .post(
+            "/console/destinations/ehr/resume",
+            &[("csrf", &csrf), ("reason", "EHR back")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let delivered = common::first_received(&received).await;
+    assert_eq!(delivered, common::sample(common::A01_SAMPLE));
+    let (_, _, page) = operator.get("/console/audit").await;
+    assert!(
+        page.contains("<td>pause</td>")
+            && page.contains("<td>resume</td>")
+            && page.contains("destination:ehr"),
+        "{page}"
+    );
+    engine.stop().await;
+}
