@@ -94,6 +94,7 @@ impl DocumentsState {
         fhir: &FhirState,
         wakers: BTreeMap<String, Arc<Notify>>,
         file_destinations: &[String],
+        permits: Arc<Semaphore>,
     ) -> Result<DocumentsState, String> {
         let mut routes = Vec::new();
         for route in &config.routes {
@@ -118,7 +119,7 @@ impl DocumentsState {
                     .saturating_mul(4)
                     .saturating_add(BODY_OVERHEAD),
                 application_name: config.application_name.clone(),
-                permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+                permits,
             }),
         })
     }
@@ -130,6 +131,7 @@ pub(super) fn routes(
     config: &crate::config::Config,
     store: crate::store::Store,
     wakers: BTreeMap<String, Arc<Notify>>,
+    permits: &std::sync::OnceLock<Arc<Semaphore>>,
 ) -> Result<Option<Router>, String> {
     let Some(fhir_config) = &config.fhir else {
         return Ok(None);
@@ -144,7 +146,12 @@ pub(super) fn routes(
             .filter(|(_, d)| matches!(d, crate::config::Destination::File(_)))
             .map(|(name, _)| name.clone())
             .collect();
-        let state = DocumentsState::new(documents, &fhir_state, wakers, &files)
+        // One semaphore for the daemon's life: a reload must not let a second set of bodies in
+        // beside the requests still holding permits of the first.
+        let permits = permits
+            .get_or_init(|| Arc::new(Semaphore::new(documents.max_in_flight.max(1))))
+            .clone();
+        let state = DocumentsState::new(documents, &fhir_state, wakers, &files, permits)
             .map_err(|e| format!("the document endpoint: {e}"))?;
         router = router.merge(self::router(state, fhir_state));
     }

@@ -163,6 +163,8 @@ struct Shared {
     census_progress: Arc<watch::Sender<i64>>,
     /// Signed launch links already opened: a reload must not let one be opened again.
     used_links: Arc<UsedLinks>,
+    /// `[documents] max_in_flight`, set at the first use and kept across reloads.
+    document_permits: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
     prune_stats: Arc<prune::PruneStats>,
     hold_stats: Arc<hold::HoldStats>,
     /// The console's session key, logged-out sessions and failed logins: a reload must not
@@ -239,6 +241,7 @@ impl Running {
                 census_changed: Arc::new(Notify::new()),
                 census_progress: Arc::new(watch::Sender::new(0)),
                 used_links: Arc::new(UsedLinks::default()),
+                document_permits: std::sync::OnceLock::new(),
                 prune_stats: Arc::default(),
                 hold_stats: Arc::default(),
                 console: console::ConsoleShared::new().map(Arc::new),
@@ -481,8 +484,13 @@ impl Running {
             .map(|(name, waker)| (name.clone(), waker.clone()))
             .chain(new_wakers.clone())
             .collect();
-        let documents = super::documents::routes(&config, self.shared.store.clone(), all_wakers)
-            .map_err(EngineError::Web)?;
+        let documents = super::documents::routes(
+            &config,
+            self.shared.store.clone(),
+            all_wakers,
+            &self.shared.document_permits,
+        )
+        .map_err(EngineError::Web)?;
         let web = match self.http_addr {
             Some(addr) => Some(
                 web::router(
@@ -1072,6 +1080,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
             .map(|http| (http.bind, http.tls.clone(), http.serve.clone()))
     };
     differs("http", http(old) != http(new));
+    let in_flight = |config: &Config| config.documents.as_ref().map(|d| d.max_in_flight);
+    differs(
+        "documents.max_in_flight",
+        in_flight(old).is_some() && in_flight(old) != in_flight(new),
+    );
     keys
 }
 
