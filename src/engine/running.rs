@@ -9,7 +9,8 @@
 //! touched, so an error leaves the daemon exactly as it was. Then the swap: a channel or
 //! destination whose settings did not change keeps its task, its connections and its queue; a
 //! changed one is stopped (the message in flight finished) and started again; an added one
-//! starts; a removed one drains and stops. Mappings are read again at every apply. The first
+//! starts; a removed one finishes what it was doing and stops (a destination's pending
+//! messages stay queued). Mappings are read again at every apply. The first
 //! start is the same apply, from nothing.
 //!
 //! Some settings are read once at start (the store, logging, the HTTP listener itself): a
