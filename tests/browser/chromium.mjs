@@ -1,6 +1,6 @@
-// Starts headless Chromium under playwright-core as tests/browser/launch.mjs does (same
-// flags, same environment), for the other browser scripts: PLAYWRIGHT_CORE_DIR, CHROMIUM,
-// SPARTICUZ_CHROMIUM_DIR (optional), USER_DATA_DIR.
+// Starts headless Chromium under playwright-core for every browser script (launch.mjs,
+// console.mjs), from the environment tests/common/browser.rs sets: PLAYWRIGHT_CORE_DIR,
+// CHROMIUM, SPARTICUZ_CHROMIUM_DIR (optional), USER_DATA_DIR.
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -14,6 +14,7 @@ export const env = (name) => {
   return value;
 };
 
+// Without these Chromium keeps dialing Google's hosts, which a closed network refuses.
 const QUIET_FLAGS = [
   '--disable-quic',
   '--no-first-run',
@@ -21,9 +22,14 @@ const QUIET_FLAGS = [
   '--disable-component-update',
   '--disable-sync',
 ];
+// A system Chromium (Debian's `chromium`): headless, no sandbox (tests may run as root), no GPU.
 const SYSTEM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu'];
+// Of @sparticuz/chromium's `args`, those that would let pages do what a user's browser forbids:
+// the test must see the same-origin rules the EHR's browser applies.
 const PERMISSIVE_FLAGS = ['--disable-web-security', '--allow-running-insecure-content'];
 
+// @sparticuz/chromium's headless shell starts with the package's own `args` (headless shell,
+// single process, no zygote, SwiftShader), less the permissive ones, plus the quiet ones.
 const flags = async () => {
   const dir = process.env.SPARTICUZ_CHROMIUM_DIR;
   if (!dir) {

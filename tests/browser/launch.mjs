@@ -8,52 +8,10 @@
 // SPARTICUZ_CHROMIUM_DIR (npm folder holding @sparticuz/chromium, when CHROMIUM is its unpacked
 // binary: the browser then starts with that package's `args`), USER_DATA_DIR (a fresh empty
 // folder), OPENER_URL, STEP_TIMEOUT_MS, TOTAL_TIMEOUT_MS.
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import { pathToFileURL } from 'node:url';
-
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`launch.mjs: environment variable ${name} is not set`);
-    process.exit(2);
-  }
-  return value;
-};
-
-const require = createRequire(path.join(env('PLAYWRIGHT_CORE_DIR'), 'package.json'));
-const { chromium } = require('playwright-core');
+import { env, launch } from './chromium.mjs';
 
 const stepTimeout = Number(process.env.STEP_TIMEOUT_MS ?? 10000);
 const totalTimeout = Number(process.env.TOTAL_TIMEOUT_MS ?? 30000);
-
-// Without these Chromium keeps dialing Google's hosts, which a closed network refuses.
-const QUIET_FLAGS = [
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-// A system Chromium (Debian's `chromium`): headless, no sandbox (tests may run as root), no GPU.
-const SYSTEM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu'];
-
-// Of @sparticuz/chromium's `args`, those that would let pages do what a user's browser forbids:
-// the test must see the same-origin rules the EHR's browser applies.
-const PERMISSIVE_FLAGS = ['--disable-web-security', '--allow-running-insecure-content'];
-
-// @sparticuz/chromium's headless shell starts with the package's own `args` (headless shell,
-// single process, no zygote, SwiftShader), less the permissive ones, plus the quiet ones.
-const flags = async () => {
-  const dir = process.env.SPARTICUZ_CHROMIUM_DIR;
-  if (!dir) {
-    return [...SYSTEM_FLAGS, ...QUIET_FLAGS];
-  }
-  const entry = createRequire(path.join(dir, 'package.json')).resolve('@sparticuz/chromium');
-  const { default: sparticuz } = await import(pathToFileURL(entry).href);
-  const args = sparticuz.args.filter((flag) => !PERMISSIVE_FLAGS.includes(flag));
-  return [...args, ...QUIET_FLAGS.filter((flag) => !args.includes(flag))];
-};
 
 let context;
 // Last resort: never outlive the Rust side's patience, even if a close hangs.
@@ -65,14 +23,7 @@ const watchdog = setTimeout(() => {
 const responses = [];
 let exitCode = 0;
 try {
-  context = await chromium.launchPersistentContext(env('USER_DATA_DIR'), {
-    executablePath: env('CHROMIUM'),
-    headless: true,
-    args: await flags(),
-    timeout: stepTimeout,
-  });
-  context.setDefaultTimeout(stepTimeout);
-  context.setDefaultNavigationTimeout(stepTimeout);
+  context = await launch(stepTimeout);
   context.on('response', (response) => {
     responses.push({ url: response.url(), status: response.status() });
   });

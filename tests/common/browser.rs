@@ -35,7 +35,7 @@ const SYSTEM_CHROMIUM: &str = "/usr/bin/chromium";
 /// Names looked for on the `PATH` after [`SYSTEM_CHROMIUM`].
 const CHROMIUM_NAMES: [&str; 2] = ["chromium", "chromium-browser"];
 
-/// What `tests/browser/launch.mjs` needs to start the browser.
+/// What the browser scripts (`tests/browser/chromium.mjs`) need to start the browser.
 #[derive(Debug, Clone)]
 pub struct Browser {
     /// The npm folder holding `node_modules/playwright-core`.
