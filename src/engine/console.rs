@@ -308,6 +308,21 @@ impl ConsoleState {
         Ok((session, frame))
     }
 
+    /// [`ConsoleState::action`] for an operator's action, which must also give its reason (it
+    /// goes into the audit trail).
+    fn operator_action(
+        &self,
+        headers: &HeaderMap,
+        form: &ActionForm,
+        path: &str,
+    ) -> Result<(Session, Frame), Box<Response>> {
+        let (session, frame) = self.action(headers, &form.csrf, true, path)?;
+        if form.reason.trim().is_empty() {
+            return Err(Box::new(reason_missing(&frame)));
+        }
+        Ok((session, frame))
+    }
+
     async fn audit(&self, session: &Session, action: &str, target: String, reason: &str) -> bool {
         let entry = AuditEntry {
             user: session.user.clone(),
@@ -1210,14 +1225,11 @@ async fn resend_journal(
     Form(form): Form<ActionForm>,
 ) -> Response {
     let path = format!("/console/messages/{id}/resend");
-    let (session, frame) = match state.action(&headers, &form.csrf, true, &path) {
+    let (session, frame) = match state.operator_action(&headers, &form, &path) {
         Ok(found) => found,
         Err(response) => return *response,
     };
     let lang = frame.lang;
-    if form.reason.trim().is_empty() {
-        return reason_missing(&frame);
-    }
     let destination = form.destination.trim().to_string();
     if !state.0.wakers.contains_key(&destination) {
         return bad_action(
@@ -1276,14 +1288,11 @@ async fn resend_outbound(
     Form(form): Form<ActionForm>,
 ) -> Response {
     let path = format!("/console/outbound/{id}/resend");
-    let (session, frame) = match state.action(&headers, &form.csrf, true, &path) {
+    let (session, frame) = match state.operator_action(&headers, &form, &path) {
         Ok(found) => found,
         Err(response) => return *response,
     };
     let lang = frame.lang;
-    if form.reason.trim().is_empty() {
-        return reason_missing(&frame);
-    }
     let store = state.0.store.clone();
     let found = tokio::task::spawn_blocking(move || store.outbound_message(id)).await;
     let message = match found {
@@ -1335,13 +1344,10 @@ async fn replay(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    let (session, frame) = match state.action(&headers, &form.csrf, true, "/console/dead/replay") {
+    let (session, frame) = match state.operator_action(&headers, &form, "/console/dead/replay") {
         Ok(found) => found,
         Err(response) => return *response,
     };
-    if form.reason.trim().is_empty() {
-        return reason_missing(&frame);
-    }
     let dead = match state.0.store.dead_letters_async(None, 0).await {
         Ok(dead) => dead,
         Err(error) => return store_failure(&frame, error),
@@ -1398,13 +1404,10 @@ async fn switch_destination(
 ) -> Response {
     let verb = if paused { "pause" } else { "resume" };
     let path = format!("/console/destinations/{name}/{verb}");
-    let (session, frame) = match state.action(&headers, &form.csrf, true, &path) {
+    let (session, frame) = match state.operator_action(&headers, &form, &path) {
         Ok(found) => found,
         Err(response) => return *response,
     };
-    if form.reason.trim().is_empty() {
-        return reason_missing(&frame);
-    }
     if !state.0.wakers.contains_key(&name) {
         return bad_action(
             &frame,
@@ -1435,13 +1438,10 @@ async fn release_hold(
     Form(form): Form<ActionForm>,
 ) -> Response {
     let path = format!("/console/holds/{id}/release");
-    let (session, frame) = match state.action(&headers, &form.csrf, true, &path) {
+    let (session, frame) = match state.operator_action(&headers, &form, &path) {
         Ok(found) => found,
         Err(response) => return *response,
     };
-    if form.reason.trim().is_empty() {
-        return reason_missing(&frame);
-    }
     let entry = AuditEntry {
         user: session.user.clone(),
         action: "release".to_string(),
