@@ -169,28 +169,14 @@ impl Store {
 
     /// The newest `limit` audit rows, newest first (blocking pool).
     pub async fn recent_audit(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            store
-                .shared
-                .readers
-                .with(|connection| recent(connection, limit))
-        })
-        .await
-        .map_err(|source| self.read_task(source))?
+        self.read_blocking(move |connection| recent(connection, limit))
+            .await
     }
 
     /// The outbound rows produced from journal row `journal_id`, oldest first (blocking pool).
     pub async fn lineage(&self, journal_id: i64) -> Result<Vec<LineageRow>, StoreError> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            store
-                .shared
-                .readers
-                .with(|connection| lineage(connection, journal_id))
-        })
-        .await
-        .map_err(|source| self.read_task(source))?
+        self.read_blocking(move |connection| lineage(connection, journal_id))
+            .await
     }
 }
 

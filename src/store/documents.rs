@@ -233,15 +233,8 @@ impl Store {
         &self,
         lookup: CensusLookup,
     ) -> Result<Option<CensusRecord>, StoreError> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            store
-                .shared
-                .readers
-                .with(|connection| census_record(connection, &lookup))
-        })
-        .await
-        .map_err(|source| self.read_task(source))?
+        self.read_blocking(move |connection| census_record(connection, &lookup))
+            .await
     }
 
     /// Enqueues the messages of a document, marks its journal row processed and records its
@@ -274,15 +267,8 @@ impl Store {
         &self,
         journal_id: i64,
     ) -> Result<Option<DocumentTracking>, StoreError> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            store
-                .shared
-                .readers
-                .with(|connection| tracking(connection, DOCUMENT_BY_JOURNAL, &journal_id))
-        })
-        .await
-        .map_err(|source| self.read_task(source))?
+        self.read_blocking(move |connection| tracking(connection, DOCUMENT_BY_JOURNAL, &journal_id))
+            .await
     }
 
     /// The tracking of a document by its transaction id, with its messages' queue state.
@@ -290,15 +276,10 @@ impl Store {
         &self,
         transaction_id: String,
     ) -> Result<Option<DocumentTracking>, StoreError> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            store
-                .shared
-                .readers
-                .with(|connection| tracking(connection, DOCUMENT_BY_TRANSACTION, &transaction_id))
+        self.read_blocking(move |connection| {
+            tracking(connection, DOCUMENT_BY_TRANSACTION, &transaction_id)
         })
         .await
-        .map_err(|source| self.read_task(source))?
     }
 }
 

@@ -186,26 +186,21 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<(Vec<UnsettledPush>, i64), StoreError> {
-        let store = self.clone();
         let channel = channel.to_string();
-        tokio::task::spawn_blocking(move || {
-            store.shared.readers.with(|connection| {
-                let last = super::read::last_journal_id(connection)?;
-                let mut statement = connection.prepare_cached(UNSETTLED_SQL)?;
-                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-                let rows =
-                    statement.query_map(rusqlite::params![channel, after, limit], |row| {
-                        Ok(UnsettledPush {
-                            journal_id: row.get(0)?,
-                            received_at: micros_to_timestamp(row.get(1)?, 1)?,
-                            raw: row.get(2)?,
-                        })
-                    })?;
-                Ok((rows.collect::<rusqlite::Result<Vec<_>>>()?, last))
-            })
+        self.read_blocking(move |connection| {
+            let last = super::read::last_journal_id(connection)?;
+            let mut statement = connection.prepare_cached(UNSETTLED_SQL)?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = statement.query_map(rusqlite::params![channel, after, limit], |row| {
+                Ok(UnsettledPush {
+                    journal_id: row.get(0)?,
+                    received_at: micros_to_timestamp(row.get(1)?, 1)?,
+                    raw: row.get(2)?,
+                })
+            })?;
+            Ok((rows.collect::<rusqlite::Result<Vec<_>>>()?, last))
         })
         .await
-        .map_err(|source| self.read_task(source))?
     }
 
     /// Marks an `accepted` journal row rejected with `reason` (a pushed bundle that no mapping
@@ -293,15 +288,10 @@ impl Store {
 
     /// The hold of journal row `journal_id` if it is still held (blocking pool).
     pub async fn held_bundle(&self, journal_id: i64) -> Result<Option<HeldBundle>, StoreError> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            store
-                .shared
-                .readers
-                .with(|connection| held(connection, HELD_ONE_SQL, journal_id).map(|mut v| v.pop()))
+        self.read_blocking(move |connection| {
+            held(connection, HELD_ONE_SQL, journal_id).map(|mut v| v.pop())
         })
         .await
-        .map_err(|source| self.read_task(source))?
     }
 
     /// Held bundles to release at `now` (due, or the census knows their partner id), and
@@ -310,19 +300,15 @@ impl Store {
         &self,
         now: jiff::Timestamp,
     ) -> Result<(Vec<HeldBundle>, Option<jiff::Timestamp>), StoreError> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            store.shared.readers.with(|connection| {
-                let due = held(connection, DUE_SQL, now.as_microsecond())?;
-                let next: Option<i64> = connection
-                    .prepare_cached(NEXT_RELEASE_SQL)?
-                    .query_row([], |row| row.get(0))?;
-                let next = next.map(|m| micros_to_timestamp(m, 0)).transpose()?;
-                Ok((due, next))
-            })
+        self.read_blocking(move |connection| {
+            let due = held(connection, DUE_SQL, now.as_microsecond())?;
+            let next: Option<i64> = connection
+                .prepare_cached(NEXT_RELEASE_SQL)?
+                .query_row([], |row| row.get(0))?;
+            let next = next.map(|m| micros_to_timestamp(m, 0)).transpose()?;
+            Ok((due, next))
         })
         .await
-        .map_err(|source| self.read_task(source))?
     }
 
     /// How many bundles are held and the oldest hold time (blocking).

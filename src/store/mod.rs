@@ -677,15 +677,10 @@ impl Store {
         limit: usize,
         skip: [&'static str; 2],
     ) -> Result<Vec<Unprocessed>, StoreError> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            store
-                .shared
-                .readers
-                .with(|connection| read::accepted_after(connection, after_id, limit, skip))
+        self.read_blocking(move |connection| {
+            read::accepted_after(connection, after_id, limit, skip)
         })
         .await
-        .map_err(|source| self.read_task(source))?
     }
 
     /// [`Store::list_journal`] on the blocking pool, for async callers (HTTP, engine).
@@ -818,10 +813,7 @@ impl Store {
 
     /// The highest journal id committed (0 for an empty journal), on the blocking pool.
     pub async fn last_journal_id_async(&self) -> Result<i64, StoreError> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.shared.readers.with(read::last_journal_id))
-            .await
-            .map_err(|source| self.read_task(source))?
+        self.read_blocking(read::last_journal_id).await
     }
 
     /// What [`Store::prune`] would delete, without deleting (blocking).
@@ -877,6 +869,18 @@ impl Store {
         } else {
             StoreError::Closed { path }
         }
+    }
+
+    /// Runs `read` on a reader connection, on the blocking pool: how every async read of the
+    /// store reaches SQLite.
+    pub(super) async fn read_blocking<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.shared.readers.with(read))
+            .await
+            .map_err(|source| self.read_task(source))?
     }
 
     fn read_task(&self, source: tokio::task::JoinError) -> StoreError {

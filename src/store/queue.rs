@@ -380,10 +380,7 @@ impl Store {
 
     /// The head of every destination that has pending messages (blocking pool).
     pub async fn queue_heads_async(&self) -> Result<Vec<QueueHead>, StoreError> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.shared.readers.with(queue_heads))
-            .await
-            .map_err(|source| self.read_task(source))?
+        self.read_blocking(queue_heads).await
     }
 
     /// [`Store::queue_overview`] on the blocking pool, for async callers (HTTP, metrics).
