@@ -521,6 +521,13 @@ impl Worker {
         message: OutboundMessage,
         deadline: Instant,
     ) -> Link {
+        if crate::filedrop::companion::is_envelope(&message.payload) {
+            let error = DeliveryError::NeedsFolder {
+                control_id: message.control_id.clone(),
+                destination: self.settings.name.clone(),
+            };
+            return self.dead(Some(client), &message, &error).await;
+        }
         let timeout = deadline.saturating_duration_since(Instant::now());
         DeliveryStats::bump(&self.stats.sent);
         let answer = client.send(&message.payload, timeout).await;
@@ -791,8 +798,12 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn err_unframeable_payload_is_dead_lettered_at_once() {
+    /// Queues `payload` as `A1` for a receiver that accepts and never answers, and returns
+    /// its dead letter (status and attempts checked), the receiver's address and the
+    /// worker's counters.
+    async fn dead_letter_of(
+        payload: Bytes,
+    ) -> (OutboundMessage, SocketAddr, DeliveryStatsSnapshot) {
         use crate::store::{OutboundStatus, StoreOptions};
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("q.sqlite"), StoreOptions::default()).unwrap();
@@ -803,7 +814,7 @@ mod tests {
             .enqueue(vec![OutboundItem {
                 destination: "ehr".to_owned(),
                 control_id: "A1".to_owned(),
-                payload: Bytes::from_static(b"MSH|^~\\&|A|B|||||ORM^O01|A1|P|2.5\r\x0B"),
+                payload,
                 source: "test".to_owned(),
             }])
             .await
@@ -827,6 +838,20 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         assert_eq!((status, message.attempts), (OutboundStatus::Dead, 1));
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), worker)
+            .await
+            .unwrap()
+            .unwrap();
+        (message, addr, stats.snapshot())
+    }
+
+    #[tokio::test]
+    async fn err_unframeable_payload_is_dead_lettered_at_once() {
+        let (message, addr, stats) = dead_letter_of(Bytes::from_static(
+            b"MSH|^~\\&|A|B|||||ORM^O01|A1|P|2.5\r\x0B",
+        ))
+        .await;
         assert_eq!(
             message.last_error.unwrap(),
             format!(
@@ -834,13 +859,23 @@ mod tests {
                  at byte offset 34"
             )
         );
-        shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), worker)
-            .await
-            .unwrap()
-            .unwrap();
-        let stats = stats.snapshot();
         assert_eq!((stats.sent, stats.dead, stats.store_errors), (1, 1, 0));
+    }
+
+    /// A destination changed from a folder to MLLP while documents (HPRIM + PDF) waited for
+    /// it: they are dead-lettered with the way out, never sent as frames.
+    #[tokio::test]
+    async fn err_document_envelope_is_dead_lettered_not_sent_over_mllp() {
+        let envelope =
+            crate::filedrop::companion::encode(b"H|~^\\&|A1\r\nL|1\r\n", "pdf", b"%PDF-1.4");
+        let (message, _, stats) = dead_letter_of(Bytes::from(envelope)).await;
+        assert_eq!(
+            message.last_error.unwrap(),
+            "`A1` was queued with a document file for a file destination; destination `ehr` now \
+             delivers over MLLP, which cannot carry the file: point the destination back to a \
+             folder and replay the dead letter, or send the document again"
+        );
+        assert_eq!((stats.sent, stats.dead, stats.store_errors), (0, 1, 0));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

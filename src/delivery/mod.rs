@@ -100,6 +100,18 @@ pub enum DeliveryError {
         #[source]
         source: OutboxError,
     },
+    /// A message queued with a companion file (an HPRIM document with its PDF) met an MLLP
+    /// destination, which cannot carry the file: the destination was a folder when the
+    /// message was queued and was changed since.
+    #[error(
+        "`{control_id}` was queued with a document file for a file destination; destination `{destination}` now delivers over MLLP, which cannot carry the file: point the destination back to a folder and replay the dead letter, or send the document again"
+    )]
+    NeedsFolder {
+        /// MSH-10 (or the HPRIM message's id) of the message.
+        control_id: String,
+        /// The destination it was queued for.
+        destination: String,
+    },
     /// The receiver could not be reached; the message was not sent.
     #[error("receiver {addr} unreachable")]
     Unreachable {

@@ -21,6 +21,12 @@ pub fn encode(message: &[u8], extension: &str, companion: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Whether `payload` is an envelope (a message with its companion file), which only a file
+/// destination can deliver.
+pub fn is_envelope(payload: &[u8]) -> bool {
+    payload.starts_with(MAGIC)
+}
+
 /// A companion file: its extension and its bytes.
 pub type Companion<'a> = (&'a str, &'a [u8]);
 
@@ -63,6 +69,13 @@ mod tests {
             ))
         );
         assert_eq!(decode(b"MSH|^~\\&|"), Some((&b"MSH|^~\\&|"[..], None)));
+    }
+
+    #[test]
+    fn ok_is_envelope() {
+        assert!(is_envelope(&encode(b"H|", "pdf", b"x")));
+        assert!(!is_envelope(b"MSH|^~\\&|A"));
+        assert!(!is_envelope(b""));
     }
 
     #[test]
