@@ -190,11 +190,144 @@ pub(super) fn list(
     search(connection, &JournalSearch::from(filter.clone()))
 }
 
+/// Below this many matching rows, a filter is read through its own index and sorted, rather
+/// than by scanning the journal newest first (see [`sparse_index`]).
+const SPARSE: i64 = 5_000;
+
+/// A filter that has an index holding exactly (or a superset of) the rows it keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum IndexedFilter {
+    /// MSH-9 `X` or `X^…`: both lie in [X, X_) (`^` is the character before `_`); the exact
+    /// condition of the search drops the rest of that range (`XA`, `X ^`…).
+    MessageType(String),
+    /// The rejected rows (a partial index).
+    Rejected,
+}
+
+impl IndexedFilter {
+    /// The filters of `search` that have an index, whatever their selectivity.
+    fn of(search: &JournalSearch) -> Vec<IndexedFilter> {
+        let mut filters = Vec::new();
+        if let Some(prefix) = &search.message_type {
+            filters.push(IndexedFilter::MessageType(prefix.clone()));
+        }
+        if search.status == Some(EntryStatus::Rejected) {
+            filters.push(IndexedFilter::Rejected);
+        }
+        filters
+    }
+
+    fn index(&self) -> &'static str {
+        match self {
+            IndexedFilter::MessageType(_) => "journal_type_time",
+            IndexedFilter::Rejected => "journal_rejected",
+        }
+    }
+
+    /// The condition in terms the index serves, its values appended to `values` (each
+    /// parameter is numbered by its place there).
+    fn condition(&self, values: &mut Vec<rusqlite::types::Value>) -> String {
+        use rusqlite::types::Value;
+        let mut bind = |value: String| {
+            values.push(Value::Text(value));
+            values.len()
+        };
+        match self {
+            IndexedFilter::MessageType(prefix) => {
+                let low = bind(prefix.clone());
+                let high = bind(format!("{prefix}_"));
+                format!("message_type >= ?{low} AND message_type < ?{high}")
+            }
+            // A partial index: its condition must appear literally for SQLite to use it.
+            IndexedFilter::Rejected => "status = 'rejected'".to_owned(),
+        }
+    }
+}
+
+/// The filter of `search` to read the journal by, through its index, when it keeps fewer
+/// than [`SPARSE`] rows (the fewest of them); `None` when the newest-first scan is the fast
+/// way (no such filter, or an MSH-10, which has its own index).
+///
+/// Why: the journal is read newest first through `journal_received_at` and stops after a
+/// page. A filter that matches many rows fills the page after a few reads, but one that
+/// matches a handful (a message type never received, the rejected rows of a clean week)
+/// would read the whole journal. Counting a filter's rows up to [`SPARSE`] in its index reads
+/// index entries only (a few milliseconds), and reading and sorting fewer than that is cheap.
+fn sparse_filter(
+    connection: &Connection,
+    search: &JournalSearch,
+    sparse_below: i64,
+) -> rusqlite::Result<Option<IndexedFilter>> {
+    if search.filter.control_id.is_some() {
+        return Ok(None);
+    }
+    let mut fewest: Option<(i64, IndexedFilter)> = None;
+    for filter in IndexedFilter::of(search) {
+        let mut values = Vec::new();
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT 1 FROM journal INDEXED BY {} WHERE {} LIMIT {sparse_below})",
+            filter.index(),
+            filter.condition(&mut values)
+        );
+        let count: i64 = connection
+            .prepare_cached(&sql)?
+            .query_row(rusqlite::params_from_iter(values), |row| row.get(0))?;
+        if count < sparse_below && fewest.as_ref().is_none_or(|(least, _)| count < *least) {
+            fewest = Some((count, filter));
+        }
+    }
+    Ok(fewest.map(|(_, filter)| filter))
+}
+
 /// Journal rows matching `search`, newest first (by reception time, then id).
 pub(super) fn search(
     connection: &Connection,
     search: &JournalSearch,
 ) -> rusqlite::Result<Vec<JournalSummary>> {
+    search_sparse_below(connection, search, SPARSE)
+}
+
+/// [`search`], a filter keeping fewer than `sparse_below` rows read through its index.
+fn search_sparse_below(
+    connection: &Connection,
+    search: &JournalSearch,
+    sparse_below: i64,
+) -> rusqlite::Result<Vec<JournalSummary>> {
+    let (sql, values) = statement(connection, search, sparse_below)?;
+    let parsed = search.ipp.is_some() || search.nda.is_some();
+    let limit = search.filter.limit;
+    let mut statement = connection.prepare_cached(&sql)?;
+    let mut rows = statement.query(rusqlite::params_from_iter(values))?;
+    let mut summaries = Vec::new();
+    while let Some(row) = rows.next()? {
+        if limit > 0 && summaries.len() >= limit {
+            break;
+        }
+        if parsed {
+            let raw: Vec<u8> = row.get(SUMMARY_COLUMNS)?;
+            if search
+                .ipp
+                .as_ref()
+                .is_some_and(|ipp| !pid_3_holds(&raw, ipp))
+                || search
+                    .nda
+                    .as_ref()
+                    .is_some_and(|nda| !visit_number_is(&raw, nda))
+            {
+                continue;
+            }
+        }
+        summaries.push(summary(row)?);
+    }
+    Ok(summaries)
+}
+
+/// The SQL of [`search_sparse_below`] and its values.
+fn statement(
+    connection: &Connection,
+    search: &JournalSearch,
+    sparse_below: i64,
+) -> rusqlite::Result<(String, Vec<rusqlite::types::Value>)> {
     use rusqlite::types::Value;
     let mut conditions: Vec<String> = Vec::new();
     let mut values: Vec<Value> = Vec::new();
@@ -203,13 +336,21 @@ pub(super) fn search(
         values.push(value);
         values.len()
     };
+    // A sparse filter is read through its index (`INDEXED BY`); otherwise every filter's
+    // column is written `+column`, which keeps SQLite from choosing its index and sorting
+    // every match, and the newest-first scan serves the page.
+    let sparse = sparse_filter(connection, search, sparse_below)?;
+    let unindexed = if sparse.is_some() { "" } else { "+" };
+    if let Some(sparse) = &sparse {
+        conditions.push(sparse.condition(&mut values));
+    }
     if let Some(control_id) = &search.filter.control_id {
         let n = bind(&mut values, Value::Text(control_id.clone()));
         conditions.push(format!("control_id = ?{n}"));
     }
     if let Some(channel) = &search.filter.channel {
         let n = bind(&mut values, Value::Text(channel.clone()));
-        conditions.push(format!("channel = ?{n}"));
+        conditions.push(format!("{unindexed}channel = ?{n}"));
     }
     if let Some(since) = search.since {
         let n = bind(&mut values, Value::Integer(since.as_microsecond()));
@@ -226,12 +367,12 @@ pub(super) fn search(
         let start = bind(&mut values, Value::Text(with_caret));
         let chars = bind(&mut values, Value::Integer(length));
         conditions.push(format!(
-            "(message_type = ?{whole} OR substr(message_type, 1, ?{chars}) = ?{start})"
+            "({unindexed}message_type = ?{whole} OR substr(message_type, 1, ?{chars}) = ?{start})"
         ));
     }
     if let Some(status) = search.status {
         let n = bind(&mut values, Value::Text(status.as_str().to_owned()));
-        conditions.push(format!("status = ?{n}"));
+        conditions.push(format!("{unindexed}status = ?{n}"));
     }
     // IPP and NDA: a cheap first cut on the bytes; the parse below decides.
     for needle in [&search.ipp, &search.nda, &search.text]
@@ -258,6 +399,10 @@ pub(super) fn search(
         sql.push_str(", raw");
     }
     sql.push_str(" FROM journal");
+    if let Some(sparse) = &sparse {
+        sql.push_str(" INDEXED BY ");
+        sql.push_str(sparse.index());
+    }
     if !conditions.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&conditions.join(" AND "));
@@ -272,30 +417,7 @@ pub(super) fn search(
         );
         sql.push_str(&format!(" LIMIT ?{n}"));
     }
-    let mut statement = connection.prepare_cached(&sql)?;
-    let mut rows = statement.query(rusqlite::params_from_iter(values))?;
-    let mut summaries = Vec::new();
-    while let Some(row) = rows.next()? {
-        if limit > 0 && summaries.len() >= limit {
-            break;
-        }
-        if parsed {
-            let raw: Vec<u8> = row.get(SUMMARY_COLUMNS)?;
-            if search
-                .ipp
-                .as_ref()
-                .is_some_and(|ipp| !pid_3_holds(&raw, ipp))
-                || search
-                    .nda
-                    .as_ref()
-                    .is_some_and(|nda| !visit_number_is(&raw, nda))
-            {
-                continue;
-            }
-        }
-        summaries.push(summary(row)?);
-    }
-    Ok(summaries)
+    Ok((sql, values))
 }
 
 /// Whether an HL7 message has a PID segment with a PID-3 repetition whose first component
@@ -638,7 +760,7 @@ mod tests {
         if search.filter == JournalFilter::default() {
             search.filter.limit = 0;
         }
-        let (_dir, store) = searchable().await;
+        let (dir, store) = searchable().await;
         let listed: Vec<i64> = store
             .search_journal(&search)
             .unwrap()
@@ -646,6 +768,84 @@ mod tests {
             .map(|s| s.id)
             .collect();
         assert_eq!(listed, ids);
+        // The same rows whether the filters are read through their own index (each keeps
+        // fewer than 6 rows here) or by the newest-first scan.
+        let reader = schema::open_reader(&dir.path().join("j.sqlite")).unwrap();
+        for sparse_below in [0, 6] {
+            let listed: Vec<i64> = search_sparse_below(&reader, &search, sparse_below)
+                .unwrap()
+                .iter()
+                .map(|s| s.id)
+                .collect();
+            assert_eq!(listed, ids, "sparse below {sparse_below}");
+        }
+    }
+
+    /// The plan of a search: a filter that keeps few rows is read through its index, one
+    /// that keeps many by the newest-first scan (which stops after a page).
+    #[rstest]
+    #[case::ok_rare_type_by_its_index(
+        JournalSearch { message_type: Some("ORM".to_owned()), ..Default::default() },
+        "journal_type_time"
+    )]
+    #[case::ok_common_type_newest_first(
+        JournalSearch { message_type: Some("ADT".to_owned()), ..Default::default() },
+        "journal_received_at"
+    )]
+    #[case::ok_rejected_by_its_index(
+        JournalSearch { status: Some(EntryStatus::Rejected), ..Default::default() },
+        "journal_rejected"
+    )]
+    #[case::ok_fewest_of_two_filters(
+        JournalSearch {
+            message_type: Some("ORU".to_owned()),
+            status: Some(EntryStatus::Rejected),
+            ..Default::default()
+        },
+        "journal_type_time"
+    )]
+    #[tokio::test]
+    async fn ok_search_plan_by_selectivity(#[case] search: JournalSearch, #[case] index: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let store = Store::open(&path, StoreOptions::default()).unwrap();
+        // 20 ADT rows (two rejected), 1 ORU; "few" is below 5 here.
+        let mut records = Vec::new();
+        for n in 0..21 {
+            let (channel, message_type) = if n == 20 {
+                ("rare", "ORU^R01")
+            } else {
+                ("adt", "ADT^A01")
+            };
+            let mut record = record(&format!("c{n}"), b"");
+            record.channel = channel.to_owned();
+            record.message_type = message_type.to_owned();
+            if n == 3 || n == 4 {
+                record.status = RecordStatus::Rejected {
+                    reason: "bad".to_owned(),
+                };
+            }
+            records.push(record);
+        }
+        for record in records {
+            store.journal(record).await.unwrap();
+        }
+        let reader = schema::open_reader(&path).unwrap();
+        let (sql, values) = statement(&reader, &search, 5).unwrap();
+        let plan: Vec<String> = reader
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(rusqlite::params_from_iter(values), |row| {
+                row.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.first()
+                .is_some_and(|step| step.contains(&format!("INDEX {index}"))),
+            "{plan:?}"
+        );
     }
 
     #[test]
