@@ -40,7 +40,8 @@
 //! On top:
 //!
 //! - [`config`]: one TOML file, `${VAR}` expansion, validated with errors that name the file,
-//!   line, column and key; the fail-closed security rules.
+//!   line, column and key; the fail-closed security rules. One file per section (its
+//!   validation and tests), assembled in `config/mod.rs`.
 //! - [`engine`]: the wiring, read top to bottom: open the store, bind, spawn what the
 //!   configuration decides (`engine::running`), apply reloads, drain at shutdown; the intake
 //!   that commits a message before it answers.

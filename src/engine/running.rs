@@ -331,7 +331,9 @@ impl Running {
         Ok(self.commit(plan).await)
     }
 
-    /// Phase one: everything that can fail, nothing changed.
+    /// Phase one: everything that can fail, nothing changed. Certificates first, so a bad file
+    /// fails before any socket is bound; then the destinations, the listeners, the push and
+    /// the HTTP routes.
     async fn prepare(
         &self,
         config: Config,
@@ -346,7 +348,35 @@ impl Running {
                 "`[http]` was removed, but the HTTP listener is opened at start: restart the daemon to close it".to_string(),
             ));
         }
-        // Certificates first: a bad file fails before any socket is bound.
+        let mut inbound_tls = self.prepare_inbound_tls(&config)?;
+        let outbound = self.prepare_outbound(&config)?;
+        let inbound = self
+            .prepare_inbound(&config, bound, &mut inbound_tls)
+            .await?;
+        let new_wakers: BTreeMap<String, Arc<Notify>> = config
+            .outbound
+            .keys()
+            .filter(|name| !self.wakers.contains_key(*name))
+            .map(|name| (name.clone(), Arc::new(Notify::new())))
+            .collect();
+        let deliverer = self.prepare_push(&config, &new_wakers)?;
+        let web = self.prepare_routes(&config, &new_wakers)?;
+        Ok(Plan {
+            config,
+            inbound,
+            outbound,
+            new_wakers,
+            deliverer,
+            web,
+            summary,
+        })
+    }
+
+    /// The TLS of each new or changed MLLP listener, its certificate and key read.
+    fn prepare_inbound_tls(
+        &self,
+        config: &Config,
+    ) -> Result<BTreeMap<String, crate::tls::ServerTls>, EngineError> {
         let mut inbound_tls = BTreeMap::new();
         for (name, channel) in &config.inbound {
             if self
@@ -366,6 +396,14 @@ impl Running {
                 inbound_tls.insert(name.clone(), holder);
             }
         }
+        Ok(inbound_tls)
+    }
+
+    /// Each new or changed destination: its TLS files read, or its drop folder checked.
+    fn prepare_outbound(
+        &self,
+        config: &Config,
+    ) -> Result<BTreeMap<String, PreparedOutbound>, EngineError> {
         let mut outbound = BTreeMap::new();
         for (name, destination) in &config.outbound {
             if self
@@ -397,6 +435,18 @@ impl Running {
             };
             outbound.insert(name.clone(), prepared);
         }
+        Ok(outbound)
+    }
+
+    /// Each new or changed inbound channel: an MLLP listener bound (or given by the caller,
+    /// or the running one's socket copied when the address is the same) with the TLS of
+    /// [`Running::prepare_inbound_tls`]; a file channel's folder created when asked.
+    async fn prepare_inbound(
+        &self,
+        config: &Config,
+        bound: &mut BTreeMap<String, tokio::net::TcpListener>,
+        inbound_tls: &mut BTreeMap<String, crate::tls::ServerTls>,
+    ) -> Result<BTreeMap<String, PreparedInbound>, EngineError> {
         let mut inbound = BTreeMap::new();
         for (name, channel) in &config.inbound {
             let running = self.inbound.get(name);
@@ -450,52 +500,64 @@ impl Running {
             };
             inbound.insert(name.clone(), prepared);
         }
-        let new_wakers: BTreeMap<String, Arc<Notify>> = config
-            .outbound
-            .keys()
-            .filter(|name| !self.wakers.contains_key(*name))
-            .map(|name| (name.clone(), Arc::new(Notify::new())))
-            .collect();
-        let deliverer = match &config.push {
-            Some(push) => {
-                let mut wakers: BTreeMap<String, Arc<Notify>> = self
-                    .wakers
-                    .iter()
-                    .filter(|(name, _)| config.outbound.contains_key(*name))
-                    .map(|(name, waker)| (name.clone(), waker.clone()))
-                    .collect();
-                wakers.extend(new_wakers.clone());
-                Some(Arc::new(
-                    push::Deliverer::new(
-                        push,
-                        self.shared.store.clone(),
-                        wakers,
-                        self.shared.census_changed.clone(),
-                    )
-                    .map_err(|e| EngineError::Web(format!("the push endpoint: {e}")))?,
-                ))
-            }
-            None => None,
-        };
-        // Documents into the EHR: the census search and `$send-to-ehr`, behind `[fhir]`.
-        let all_wakers: BTreeMap<String, Arc<Notify>> = self
-            .wakers
+        Ok(inbound)
+    }
+
+    /// The wake-up of every destination of `config`: the running ones' kept, the new ones'
+    /// from `new_wakers`.
+    fn wakers_of(
+        &self,
+        config: &Config,
+        new_wakers: &BTreeMap<String, Arc<Notify>>,
+    ) -> BTreeMap<String, Arc<Notify>> {
+        self.wakers
             .iter()
             .filter(|(name, _)| config.outbound.contains_key(*name))
             .map(|(name, waker)| (name.clone(), waker.clone()))
             .chain(new_wakers.clone())
-            .collect();
+            .collect()
+    }
+
+    /// `[push]`: the deliverer that maps pushed bundles (its mappings read) and enqueues them.
+    fn prepare_push(
+        &self,
+        config: &Config,
+        new_wakers: &BTreeMap<String, Arc<Notify>>,
+    ) -> Result<Option<Arc<push::Deliverer>>, EngineError> {
+        let Some(push) = &config.push else {
+            return Ok(None);
+        };
+        Ok(Some(Arc::new(
+            push::Deliverer::new(
+                push,
+                self.shared.store.clone(),
+                self.wakers_of(config, new_wakers),
+                self.shared.census_changed.clone(),
+            )
+            .map_err(|e| EngineError::Web(format!("the push endpoint: {e}")))?,
+        )))
+    }
+
+    /// The HTTP routes of `config` (launch, simulator, health, and the census search and
+    /// `$send-to-ehr` behind `[fhir]`), before the status and push routes are added; `None`
+    /// without an HTTP listener.
+    fn prepare_routes(
+        &self,
+        config: &Config,
+        new_wakers: &BTreeMap<String, Arc<Notify>>,
+    ) -> Result<Option<Router>, EngineError> {
+        // Documents into the EHR: the census search and `$send-to-ehr`, behind `[fhir]`.
         let documents = super::documents::routes(
-            &config,
+            config,
             self.shared.store.clone(),
-            all_wakers,
+            self.wakers_of(config, new_wakers),
             &self.shared.document_permits,
         )
         .map_err(EngineError::Web)?;
         let web = match self.http_addr {
             Some(addr) => Some(
                 web::router(
-                    &config,
+                    config,
                     addr,
                     self.shared.store.clone(),
                     self.shared.census_progress.subscribe(),
@@ -505,15 +567,7 @@ impl Running {
             ),
             None => None,
         };
-        Ok(Plan {
-            config,
-            inbound,
-            outbound,
-            new_wakers,
-            deliverer,
-            web,
-            summary,
-        })
+        Ok(web)
     }
 
     /// Phase two: stop what changed or went, start what changed or came, swap the routes.
