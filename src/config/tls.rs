@@ -104,8 +104,8 @@ pub(super) fn client_tls(
 
 #[cfg(test)]
 mod tests {
+    use crate::config::Destination;
     use crate::config::test_support::*;
-    use crate::config::{Destination, InboundKind};
     use rstest::rstest;
     use std::path::PathBuf;
     use std::time::Duration;
@@ -119,9 +119,7 @@ mod tests {
              [push]\nrequire_client_cert = true\nallow_unauthenticated = true\n"
         );
         let config = load(&text, &[]).unwrap();
-        let InboundKind::Mllp(mllp) = &config.inbound["adt-in"].kind else {
-            panic!("expected an MLLP channel");
-        };
+        let mllp = mllp_channel(&config, "adt-in");
         let tls = mllp.tls.as_ref().unwrap();
         assert_eq!(tls.cert, PathBuf::from("/etc/ordobridge/tls/ob.crt"));
         assert_eq!(tls.key, PathBuf::from("/k/ob.key"));
