@@ -105,6 +105,16 @@ impl Browser {
         self.send(request).await
     }
 
+    /// Posts an operator action (`path`) with the form's CSRF token and the reason given.
+    async fn act(
+        &mut self,
+        path: &str,
+        csrf: &str,
+        reason: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        self.post(path, &[("csrf", csrf), ("reason", reason)]).await
+    }
+
     /// Sends `request` with the cookies kept, keeps those it sets, and returns the answer.
     async fn send(
         &mut self,
@@ -290,10 +300,7 @@ async fn console_auth_csrf_roles_resend_and_logout() {
     // The outbound message itself, sent again from its lineage row (same bytes).
     assert!(page.contains(r#"id="resend-out-1""#), "{page}");
     let (status, headers, _) = operator
-        .post(
-            "/console/outbound/1/resend",
-            &[("csrf", &csrf), ("reason", "EHR asked again")],
-        )
+        .act("/console/outbound/1/resend", &csrf, "EHR asked again")
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location(&headers), "/console/messages/1?done=resend");
@@ -456,12 +463,7 @@ async fn operator_releases_a_held_bundle_now_and_a_viewer_cannot() {
         "no button for a viewer: {page}"
     );
     let csrf = csrf_of(&page);
-    let (status, _, _) = viewer
-        .post(
-            "/console/holds/1/release",
-            &[("csrf", &csrf), ("reason", "x")],
-        )
-        .await;
+    let (status, _, _) = viewer.act("/console/holds/1/release", &csrf, "x").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     let mut operator = Browser::new(http);
@@ -469,12 +471,7 @@ async fn operator_releases_a_held_bundle_now_and_a_viewer_cannot() {
     let (_, _, page) = operator.get("/console/").await;
     assert!(page.contains(r#"id="release-1""#), "{page}");
     let csrf = csrf_of(&page);
-    let (status, _, page) = operator
-        .post(
-            "/console/holds/1/release",
-            &[("csrf", &csrf), ("reason", "")],
-        )
-        .await;
+    let (status, _, page) = operator.act("/console/holds/1/release", &csrf, "").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         page.contains("Give a reason: it is recorded in the audit trail."),
@@ -482,9 +479,10 @@ async fn operator_releases_a_held_bundle_now_and_a_viewer_cannot() {
     );
     assert!(received.lock().expect("lock").is_empty(), "still held");
     let (status, _, page) = operator
-        .post(
+        .act(
             "/console/holds/1/release",
-            &[("csrf", &csrf), ("reason", "patient admitted by phone")],
+            &csrf,
+            "patient admitted by phone",
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
@@ -548,10 +546,7 @@ async fn operator_pauses_and_resumes_a_destination() {
     assert!(page.contains(r#"id="pause-ehr""#), "{page}");
     let csrf = csrf_of(&page);
     let (status, _, _) = operator
-        .post(
-            "/console/destinations/ehr/pause",
-            &[("csrf", &csrf), ("reason", "EHR maintenance")],
-        )
+        .act("/console/destinations/ehr/pause", &csrf, "EHR maintenance")
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let (_, _, page) = operator.get("/console/").await;
@@ -584,10 +579,7 @@ async fn operator_pauses_and_resumes_a_destination() {
 
     // Resumed: it goes.
     let (status, _, _) = operator
-        .post(
-            "/console/destinations/ehr/resume",
-            &[("csrf", &csrf), ("reason", "EHR back")],
-        )
+        .act("/console/destinations/ehr/resume", &csrf, "EHR back")
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let delivered = common::first_received(&received).await;
