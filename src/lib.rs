@@ -16,7 +16,8 @@
 //!   report for the configuration and the mappings.
 //! - [`text`]: untrusted bytes made readable in messages, HTML escaping, error chains.
 //!
-//! Modules that do I/O, each knowing nothing of mappings:
+//! Modules that do I/O; they may use the pure ones, and only [`http`] knows mappings (see
+//! the rules below):
 //!
 //! - [`mllp`]: MLLP framing (a tokio-util codec), the listener that serves a frame handler, the
 //!   client, the load tool. Knows nothing of HL7 semantics or storage.
@@ -46,6 +47,19 @@
 //!   configuration decides (`engine::running`), apply reloads, drain at shutdown; the intake
 //!   that commits a message before it answers.
 //! - [`cli`] and [`tools`]: the operator commands and the CLI tools (send, load, corpus).
+//!
+//! Dependencies point down, and `tests/architecture.rs` checks the first three rules:
+//!
+//! - the pure modules use no tokio, no `std::fs`, no tracing and no [`config`];
+//! - no subsystem imports [`config`]: each owns its settings type (as
+//!   [`filedrop::InboxSettings`], [`http::LaunchSettings`]) and `config` builds them; the
+//!   settings no subsystem owns (`[push]`, `[fhir]`, `[documents]`, retention) are `config`'s
+//!   and read by `engine`;
+//! - nothing below the top ([`engine`], [`cli`], [`tools`]) imports [`engine`];
+//! - an I/O module may use a pure one: `http::launch` applies a [`mapping::Mapping`] (the
+//!   scan-token and guide mappings, held in [`http::LaunchSettings`]) to build its Posos
+//!   requests. That is a downward edge, to code with no I/O; building the requests in
+//!   `engine` instead would need `http` to call back up into it.
 //!
 //! # Data flow
 //!

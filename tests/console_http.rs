@@ -26,27 +26,35 @@ const VIEWER_PASSWORD: &str = "viewer password 42";
 /// The configuration: `adt-in`, HTTP, an MLLP destination `ehr` to `peer`, the console with
 /// an operator `olga` and a viewer `victor`, three failed logins tolerated.
 fn config(dir: &std::path::Path, peer: SocketAddr) -> ordobridge::config::Config {
-    let operator = ordobridge::console::hash_password(OPERATOR_PASSWORD).expect("hash");
-    let viewer = ordobridge::console::hash_password(VIEWER_PASSWORD).expect("hash");
     let text = format!(
         r#"{base}
 [outbound.ehr]
 protocol = "mllp"
 address = "{peer}"
 retry_initial = "20ms"
-[console]
-language = "en"
-login_attempts = 3
-[console.users]
-olga = {{ role = "operator", password_hash = "{operator}" }}
-victor = {{ role = "viewer", password_hash = "{viewer}" }}
-"#,
-        base = common::base_toml()
+{console}"#,
+        base = common::base_toml(),
+        console = console_toml("login_attempts = 3\n"),
     );
     common::config(dir, &text)
 }
 
+/// `[console]` in English with `extra` lines, an operator `olga` and a viewer `victor`.
+fn console_toml(extra: &str) -> String {
+    let operator = ordobridge::console::hash_password(OPERATOR_PASSWORD).expect("hash");
+    let viewer = ordobridge::console::hash_password(VIEWER_PASSWORD).expect("hash");
+    format!(
+        r#"[console]
+language = "en"
+{extra}[console.users]
+olga = {{ role = "operator", password_hash = "{operator}" }}
+victor = {{ role = "viewer", password_hash = "{viewer}" }}
+"#
+    )
+}
+
 /// A browser-like client: keeps cookies by hand (no redirects followed).
+#[derive(Clone)]
 struct Browser {
     client: reqwest::Client,
     base: String,
@@ -84,16 +92,8 @@ impl Browser {
     }
 
     async fn get(&mut self, path: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .header("cookie", self.cookie_header())
-            .send()
-            .await
-            .expect("GET");
-        self.keep(&response);
-        let (status, headers) = (response.status(), response.headers().clone());
-        (status, headers, response.text().await.expect("body"))
+        let request = self.client.get(format!("{}{path}", self.base));
+        self.send(request).await
     }
 
     async fn post(
@@ -101,14 +101,30 @@ impl Browser {
         path: &str,
         form: &[(&str, &str)],
     ) -> (StatusCode, reqwest::header::HeaderMap, String) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
+        let request = self.client.post(format!("{}{path}", self.base)).form(form);
+        self.send(request).await
+    }
+
+    /// Posts an operator action (`path`) with the form's CSRF token and the reason given.
+    async fn act(
+        &mut self,
+        path: &str,
+        csrf: &str,
+        reason: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        self.post(path, &[("csrf", csrf), ("reason", reason)]).await
+    }
+
+    /// Sends `request` with the cookies kept, keeps those it sets, and returns the answer.
+    async fn send(
+        &mut self,
+        request: reqwest::RequestBuilder,
+    ) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let response = request
             .header("cookie", self.cookie_header())
-            .form(form)
             .send()
             .await
-            .expect("POST");
+            .expect("request");
         self.keep(&response);
         let (status, headers) = (response.status(), response.headers().clone());
         (status, headers, response.text().await.expect("body"))
@@ -272,11 +288,7 @@ async fn console_auth_csrf_roles_resend_and_logout() {
     let delivered = common::first_received(&received).await;
     assert_eq!(delivered, common::sample(common::A01_SAMPLE));
     let page = common::wait_for("the lineage to show the delivery", || {
-        let mut operator = Browser {
-            client: operator.client.clone(),
-            base: operator.base.clone(),
-            cookies: operator.cookies.clone(),
-        };
+        let mut operator = operator.clone();
         async move {
             let (_, _, page) = operator.get("/console/messages/1").await;
             page.contains(r#"data-status="delivered""#).then_some(page)
@@ -288,10 +300,7 @@ async fn console_auth_csrf_roles_resend_and_logout() {
     // The outbound message itself, sent again from its lineage row (same bytes).
     assert!(page.contains(r#"id="resend-out-1""#), "{page}");
     let (status, headers, _) = operator
-        .post(
-            "/console/outbound/1/resend",
-            &[("csrf", &csrf), ("reason", "EHR asked again")],
-        )
+        .act("/console/outbound/1/resend", &csrf, "EHR asked again")
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location(&headers), "/console/messages/1?done=resend");
@@ -372,20 +381,11 @@ async fn console_auth_csrf_roles_resend_and_logout() {
 #[test]
 fn check_refuses_a_console_without_users() {
     let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("ob.toml");
-    std::fs::write(
-        &path,
+    let (code, text) = common::check_config(
+        dir.path(),
         "[store]\npath = \"ob.db\"\n[http]\nbind = \"127.0.0.1:8717\"\n[console]\n",
-    )
-    .expect("write");
-    let output = std::process::Command::new(common::ordobridge_bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run check");
-    let text = String::from_utf8_lossy(&output.stderr).into_owned()
-        + &String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{text}");
+    );
+    assert_eq!(code, 1, "{text}");
     assert!(
         text.contains("`console.users`: the console has no users, so nobody could log in"),
         "{text}"
@@ -414,41 +414,27 @@ fn user_add_prints_a_line_check_accepts() {
         "{line}"
     );
     let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("ob.toml");
-    std::fs::write(
-        &path,
-        format!(
+    let (code, text) = common::check_config(
+        dir.path(),
+        &format!(
             "[store]\npath = \"ob.db\"\n[http]\nbind = \"127.0.0.1:8717\"\n[console.users]\n{line}"
         ),
-    )
-    .expect("write");
-    let output = std::process::Command::new(common::ordobridge_bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run check");
-    assert!(output.status.success(), "{output:?}");
+    );
+    assert_eq!(code, 0, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_releases_a_held_bundle_now_and_a_viewer_cannot() {
     let (peer, received) = common::ehr_peer().await;
     let dir = tempfile::tempdir().expect("dir");
-    let operator = ordobridge::console::hash_password(OPERATOR_PASSWORD).expect("hash");
-    let viewer = ordobridge::console::hash_password(VIEWER_PASSWORD).expect("hash");
     let text = format!(
-        r#"{base}{push}
-[console]
-language = "en"
-[console.users]
-olga = {{ role = "operator", password_hash = "{operator}" }}
-victor = {{ role = "viewer", password_hash = "{viewer}" }}
-"#,
+        "{base}{push}\n{console}",
         base = common::base_toml(),
         push = common::push_to_ehr_toml(
             peer,
             "allow_unauthenticated = true\nhold_unknown_for = \"1h\""
         ),
+        console = console_toml(""),
     );
     let engine = common::start_engine(common::config(dir.path(), &text)).await;
     let http = engine.addr("http");
@@ -477,12 +463,7 @@ victor = {{ role = "viewer", password_hash = "{viewer}" }}
         "no button for a viewer: {page}"
     );
     let csrf = csrf_of(&page);
-    let (status, _, _) = viewer
-        .post(
-            "/console/holds/1/release",
-            &[("csrf", &csrf), ("reason", "x")],
-        )
-        .await;
+    let (status, _, _) = viewer.act("/console/holds/1/release", &csrf, "x").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     let mut operator = Browser::new(http);
@@ -490,12 +471,7 @@ victor = {{ role = "viewer", password_hash = "{viewer}" }}
     let (_, _, page) = operator.get("/console/").await;
     assert!(page.contains(r#"id="release-1""#), "{page}");
     let csrf = csrf_of(&page);
-    let (status, _, page) = operator
-        .post(
-            "/console/holds/1/release",
-            &[("csrf", &csrf), ("reason", "")],
-        )
-        .await;
+    let (status, _, page) = operator.act("/console/holds/1/release", &csrf, "").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         page.contains("Give a reason: it is recorded in the audit trail."),
@@ -503,9 +479,10 @@ victor = {{ role = "viewer", password_hash = "{viewer}" }}
     );
     assert!(received.lock().expect("lock").is_empty(), "still held");
     let (status, _, page) = operator
-        .post(
+        .act(
             "/console/holds/1/release",
-            &[("csrf", &csrf), ("reason", "patient admitted by phone")],
+            &csrf,
+            "patient admitted by phone",
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
@@ -525,11 +502,7 @@ victor = {{ role = "viewer", password_hash = "{viewer}" }}
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("orm-o01.toml → ehr-orders"), "{page}");
     common::wait_for("the delivery to be recorded", || {
-        let mut operator = Browser {
-            client: operator.client.clone(),
-            base: operator.base.clone(),
-            cookies: operator.cookies.clone(),
-        };
+        let mut operator = operator.clone();
         async move {
             let (_, _, page) = operator.get("/console/messages/1").await;
             page.contains(r#"data-status="delivered""#).then_some(())
@@ -573,10 +546,7 @@ async fn operator_pauses_and_resumes_a_destination() {
     assert!(page.contains(r#"id="pause-ehr""#), "{page}");
     let csrf = csrf_of(&page);
     let (status, _, _) = operator
-        .post(
-            "/console/destinations/ehr/pause",
-            &[("csrf", &csrf), ("reason", "EHR maintenance")],
-        )
+        .act("/console/destinations/ehr/pause", &csrf, "EHR maintenance")
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let (_, _, page) = operator.get("/console/").await;
@@ -609,10 +579,7 @@ async fn operator_pauses_and_resumes_a_destination() {
 
     // Resumed: it goes.
     let (status, _, _) = operator
-        .post(
-            "/console/destinations/ehr/resume",
-            &[("csrf", &csrf), ("reason", "EHR back")],
-        )
+        .act("/console/destinations/ehr/resume", &csrf, "EHR back")
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let delivered = common::first_received(&received).await;

@@ -21,22 +21,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const TOKEN: &str = "Zb3kQ9vN2xT7pL5mR8cW1yH4jF6dS0gA";
+use common::check_config as check;
 
-fn check(dir: &Path, text: &str) -> (i32, String) {
-    let path = dir.join("check.toml");
-    std::fs::write(&path, text).expect("write config");
-    let output = Command::new(common::ordobridge_bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run check");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stderr).into_owned()
-            + &String::from_utf8_lossy(&output.stdout),
-    )
-}
+const TOKEN: &str = "Zb3kQ9vN2xT7pL5mR8cW1yH4jF6dS0gA";
 
 #[test]
 fn check_refuses_every_open_door_naming_its_key() {

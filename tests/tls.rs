@@ -136,12 +136,22 @@ client_names = ["dpi.example"]
 
 /// Client settings toward the site's listener, with `client` as certificate (or none).
 fn client_settings(site: &Site, client: Option<&(PathBuf, PathBuf)>) -> ClientSettings {
+    tls_client("test", &site.ca.ca, "localhost", client)
+}
+
+/// Client settings trusting `ca`, expecting `server_name`, presenting `client` (or none).
+fn tls_client(
+    usage: &str,
+    ca: &Path,
+    server_name: &str,
+    client: Option<&CertAndKey>,
+) -> ClientSettings {
     let tls = ClientTlsSettings {
-        ca: Some(site.ca.ca.clone()),
-        server_name: "localhost".to_string(),
+        ca: Some(ca.to_path_buf()),
+        server_name: server_name.to_string(),
         cert_and_key: client.cloned(),
     }
-    .client("test")
+    .client(usage)
     .expect("client tls");
     ClientSettings {
         tls: Some(tls),
@@ -364,46 +374,15 @@ async fn ok_python_ssl_and_openssl_s_client_and_ordobridge_send_over_mutual_tls(
     }
 
     // ordobridge send with --tls-* flags.
-    let sample = common::repo_root().join(common::A01_SAMPLE);
-    let output = Command::new(common::ordobridge_bin())
-        .args([
-            "send",
-            "--to",
-            &addr.to_string(),
-            "--tls-server-name",
-            "localhost",
-        ])
-        .arg("--tls-ca")
-        .arg(&site.ca.ca)
-        .arg("--tls-cert")
-        .arg(&site.client.0)
-        .arg("--tls-key")
-        .arg(&site.client.1)
-        .arg(&sample)
-        .output()
-        .expect("run ordobridge send");
+    let output = ordobridge_send(addr, Some("localhost"), &site.ca.ca, Some(&site.client));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "send: {stdout} {output:?}");
     assert!(stdout.contains("#1: AA"), "{stdout}");
     // Without --tls-server-name the host of --to is checked: 127.0.0.1 is in the certificate.
-    let output = Command::new(common::ordobridge_bin())
-        .args(["send", "--to", &addr.to_string(), "--tls-ca"])
-        .arg(&site.ca.ca)
-        .arg("--tls-cert")
-        .arg(&site.client.0)
-        .arg("--tls-key")
-        .arg(&site.client.1)
-        .arg(&sample)
-        .output()
-        .expect("run ordobridge send");
+    let output = ordobridge_send(addr, None, &site.ca.ca, Some(&site.client));
     assert!(output.status.success(), "send by IP: {output:?}");
     // No client certificate: refused, and the sender is told why.
-    let output = Command::new(common::ordobridge_bin())
-        .args(["send", "--to", &addr.to_string(), "--tls-ca"])
-        .arg(&site.ca.ca)
-        .arg(&sample)
-        .output()
-        .expect("run ordobridge send");
+    let output = ordobridge_send(addr, None, &site.ca.ca, None);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
@@ -413,19 +392,7 @@ async fn ok_python_ssl_and_openssl_s_client_and_ordobridge_send_over_mutual_tls(
         "{stderr}"
     );
     // A wrong server name: the error names the peer, the name and the reason.
-    let output = Command::new(common::ordobridge_bin())
-        .args([
-            "send",
-            "--to",
-            &addr.to_string(),
-            "--tls-server-name",
-            "ehr.example",
-        ])
-        .arg("--tls-ca")
-        .arg(&site.ca.ca)
-        .arg(&sample)
-        .output()
-        .expect("run ordobridge send");
+    let output = ordobridge_send(addr, Some("ehr.example"), &site.ca.ca, None);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
@@ -434,6 +401,33 @@ async fn ok_python_ssl_and_openssl_s_client_and_ordobridge_send_over_mutual_tls(
         )),
         "{stderr}"
     );
+}
+
+/// Runs `ordobridge send` with the A01 sample to `addr` over TLS: `--tls-server-name` when
+/// given, the CA, and `client` as `--tls-cert` and `--tls-key` when given.
+fn ordobridge_send(
+    addr: SocketAddr,
+    server_name: Option<&str>,
+    ca: &Path,
+    client: Option<&CertAndKey>,
+) -> std::process::Output {
+    let mut command = Command::new(common::ordobridge_bin());
+    command.args(["send", "--to", &addr.to_string()]);
+    if let Some(name) = server_name {
+        command.args(["--tls-server-name", name]);
+    }
+    command.arg("--tls-ca").arg(ca);
+    if let Some((cert, key)) = client {
+        command
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key);
+    }
+    command
+        .arg(common::repo_root().join(common::A01_SAMPLE))
+        .output()
+        .expect("run ordobridge send")
 }
 
 /// Runs `openssl s_client` with the frame on its stdin and returns what it printed once the
@@ -527,38 +521,23 @@ async fn ok_https_push_with_client_certificate_delivered_over_mllp_tls() {
     let (ehr, received) = tls_ehr_peer(&ehr_server.0, &ehr_server.1, &site.ca.ca).await;
     let posos = site.ca.valid("posos", &["posos.example"]);
     let text = format!(
-        r#"
-[store]
-path = "data/ob.db"
-[inbound.adt-in]
-protocol = "mllp"
-bind = "127.0.0.1:0"
-[census]
-ipp_authority = "CH_EXEMPLE"
-[http]
-bind = "127.0.0.1:0"
-[http.tls]
+        r#"{base}[http.tls]
 cert = "server.crt"
 key = "server.key"
 client_ca = "site-ca.pem"
-[outbound.ehr-orders]
-protocol = "mllp"
-address = "{ehr}"
-retry_initial = "20ms"
-[outbound.ehr-orders.tls]
+{push}[outbound.ehr-orders.tls]
 ca = "site-ca.pem"
 server_name = "ehr.example"
 cert = "dpi.crt"
 key = "dpi.key"
-[push]
-token = "{PUSH_TOKEN}"
-require_client_cert = true
-hold_unknown_for = "0s"
-[[push.route]]
-mapping = "{root}/mappings/orm-o01.toml"
-destination = "ehr-orders"
 "#,
-        root = common::repo_root().display()
+        base = common::base_toml(),
+        push = common::push_to_ehr_toml(
+            ehr,
+            &format!(
+                "token = \"{PUSH_TOKEN}\"\nrequire_client_cert = true\nhold_unknown_for = \"0s\""
+            ),
+        ),
     );
     let engine = common::start_engine(common::config(&site.path, &text)).await;
     let http = engine.addr("http");
@@ -644,18 +623,12 @@ async fn err_mllp_out_to_a_receiver_whose_certificate_does_not_match() {
     let ehr_server = site.ca.valid("ehr", &["ehr.example"]);
     let (ehr, _received) = tls_ehr_peer(&ehr_server.0, &ehr_server.1, &site.ca.ca).await;
     // The client trusts the site CA but expects another name.
-    let settings = ClientSettings {
-        tls: Some(
-            ClientTlsSettings {
-                ca: Some(site.ca.ca.clone()),
-                server_name: "other.example".to_string(),
-                cert_and_key: Some(site.client.clone()),
-            }
-            .client("outbound/test")
-            .expect("tls"),
-        ),
-        ..ClientSettings::default()
-    };
+    let settings = tls_client(
+        "outbound/test",
+        &site.ca.ca,
+        "other.example",
+        Some(&site.client),
+    );
     let err = try_send(ehr, settings).await.unwrap_err();
     assert_eq!(
         err,
@@ -664,18 +637,7 @@ async fn err_mllp_out_to_a_receiver_whose_certificate_does_not_match() {
         )
     );
     // A client trusting another CA: unknown CA.
-    let settings = ClientSettings {
-        tls: Some(
-            ClientTlsSettings {
-                ca: Some(site.foreign.ca.clone()),
-                server_name: "ehr.example".to_string(),
-                cert_and_key: None,
-            }
-            .client("outbound/test")
-            .expect("tls"),
-        ),
-        ..ClientSettings::default()
-    };
+    let settings = tls_client("outbound/test", &site.foreign.ca, "ehr.example", None);
     let err = try_send(ehr, settings).await.unwrap_err();
     assert_eq!(
         err,
@@ -789,23 +751,10 @@ async fn ok_sighup_reloads_the_daemon_certificates() {
     assert_eq!(new, der_of(&site.server.0));
 }
 
-/// Runs `ordobridge check` on `text` written in `dir`; returns (success, stdout + stderr).
+/// Runs `ordobridge check` on `text` written in `dir`; returns (success, what it printed).
 fn check(dir: &Path, text: &str) -> (bool, String) {
-    let path = dir.join("check.toml");
-    std::fs::write(&path, text).expect("write");
-    let output = Command::new(common::ordobridge_bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run check");
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
+    let (code, out) = common::check_config(dir, text);
+    (code == 0, out)
 }
 
 #[test]

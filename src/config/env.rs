@@ -144,7 +144,6 @@ fn read_credential(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::InboundKind;
     use crate::config::test_support::*;
     use rstest::rstest;
     use std::path::PathBuf;
@@ -153,9 +152,7 @@ mod tests {
     fn ok_environment_wins_over_default() {
         let config = load(MINIMAL, &[("DATA", "/srv/ob"), ("PORT", "0")]).unwrap();
         assert_eq!(config.store.path, PathBuf::from("/srv/ob/ob.db"));
-        let InboundKind::Mllp(mllp) = &config.inbound["adt-in"].kind else {
-            panic!("expected an MLLP channel");
-        };
+        let mllp = mllp_channel(&config, "adt-in");
         assert_eq!(mllp.bind.port(), 0);
     }
 

@@ -6,6 +6,7 @@ use toml::Spanned;
 
 use super::raw::RawFhir;
 use super::secrets::{BasicAuth, Secrets, validate_credentials};
+use super::tls::require_client_cert;
 use super::{HttpConfig, Report};
 
 /// `[fhir]`: who may search patients and encounters and send documents.
@@ -51,20 +52,13 @@ pub(super) fn validate_fhir(
             "`[fhir]` needs an `[http]` section (where applications connect)".to_string(),
         );
     }
-    let require_client_cert = raw
-        .require_client_cert
-        .as_ref()
-        .is_some_and(|r| *r.get_ref());
-    let has_client_ca = http
-        .and_then(|h| h.tls.as_ref())
-        .is_some_and(|t| t.client_ca.is_some());
-    if require_client_cert && !has_client_ca {
-        report.push(
-            raw.require_client_cert.as_ref().map(Spanned::span),
-            "fhir.require_client_cert",
-            "client certificates are required but `[http.tls]` has no `client_ca`: add `[http.tls]` with `cert`, `key` and `client_ca` (the CA that signs the applications' certificates)".to_string(),
-        );
-    }
+    let require_client_cert = require_client_cert(
+        raw.require_client_cert.as_ref(),
+        "fhir",
+        http,
+        "the applications' certificates",
+        report,
+    );
     let allow = match &raw.allow {
         Some(allow) => match crate::http::AllowList::parse(allow.get_ref()) {
             Ok(list) => list,

@@ -344,24 +344,19 @@ impl RawInbound {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::config::test_support::*;
     use rstest::rstest;
 
     #[test]
     fn ok_mllp_access_defaults_and_values() {
         let config = load(MINIMAL, &[]).unwrap();
-        let InboundKind::Mllp(mllp) = &config.inbound["adt-in"].kind else {
-            panic!("expected an MLLP channel");
-        };
+        let mllp = mllp_channel(&config, "adt-in");
         assert_eq!(mllp.allow, None, "any address by default");
         assert_eq!(mllp.max_connections_per_peer, 32);
         let text =
             format!("{MINIMAL}allow = [\"10.1.0.0/16\", \"::1\"]\nmax_connections_per_peer = 4\n");
         let config = load(&text, &[]).unwrap();
-        let InboundKind::Mllp(mllp) = &config.inbound["adt-in"].kind else {
-            panic!("expected an MLLP channel");
-        };
+        let mllp = mllp_channel(&config, "adt-in");
         let allow = mllp.allow.as_ref().unwrap();
         assert!(allow.allows("10.1.2.3".parse().unwrap()));
         assert!(!allow.allows("127.0.0.1".parse().unwrap()));

@@ -426,9 +426,7 @@ mod tests {
             PathBuf::from("/etc/ordobridge/var/ob.db")
         );
         let channel = &config.inbound["adt-in"];
-        let InboundKind::Mllp(mllp) = &channel.kind else {
-            panic!("expected an MLLP channel");
-        };
+        let mllp = mllp_channel(&config, "adt-in");
         assert_eq!(mllp.bind, "127.0.0.1:2575".parse().unwrap());
         assert_eq!(mllp.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
         assert_eq!(channel.charset, None);

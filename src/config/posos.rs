@@ -184,11 +184,8 @@ mod tests {
 
     #[test]
     fn err_remote_posos_needs_https_and_a_private_key_file() {
-        use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().expect("dir");
-        let key = dir.path().join("posos.json");
-        std::fs::write(&key, "{}").expect("write");
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let key = file_with_mode(dir.path(), "posos.json", "{}", 0o644);
         let text = format!(
             "[store]\npath = \"ob.db\"\n[posos]\nmode = \"remote\"\noauth_client_id = \"c\"\nenvironment = \"preprod\"\n[posos.environments.preprod]\nbase_url = \"http://posos.example.test\"\nkey_file = \"{}\"\n",
             key.display()
@@ -203,7 +200,7 @@ mod tests {
                 ),
             ]
         );
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        file_with_mode(dir.path(), "posos.json", "{}", 0o600);
         let fixed = text.replace("http://", "https://");
         assert_eq!(errors(&fixed), Vec::<String>::new());
     }

@@ -4,10 +4,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use toml::Spanned;
-
 use super::raw::{RawPush, RawRoute};
 use super::secrets::{BasicAuth, Secrets, validate_credentials};
+use super::tls::require_client_cert;
 use super::units::{duration_value, size_value};
 use super::{Destination, HttpConfig, Report, read_mapping, resolve_path};
 
@@ -59,20 +58,13 @@ pub(super) fn validate_push(
     base: &Path,
     report: &mut Report<'_>,
 ) -> PushConfig {
-    let require_client_cert = raw
-        .require_client_cert
-        .as_ref()
-        .is_some_and(|r| *r.get_ref());
-    let has_client_ca = http
-        .and_then(|h| h.tls.as_ref())
-        .is_some_and(|t| t.client_ca.is_some());
-    if require_client_cert && !has_client_ca {
-        report.push(
-            raw.require_client_cert.as_ref().map(Spanned::span),
-            "push.require_client_cert",
-            "client certificates are required but `[http.tls]` has no `client_ca`: add `[http.tls]` with `cert`, `key` and `client_ca` (the CA that signs Posos' certificate)".to_string(),
-        );
-    }
+    let require_client_cert = require_client_cert(
+        raw.require_client_cert.as_ref(),
+        "push",
+        http,
+        "Posos' certificate",
+        report,
+    );
     let routes = validate_routes("push", raw.route, outbound, base, report);
     let hold_unknown_for = raw
         .hold_unknown_for

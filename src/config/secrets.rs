@@ -280,11 +280,8 @@ mod tests {
 
     #[test]
     fn err_token_file_readable_by_others_or_weak() {
-        use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().expect("dir");
-        let file = dir.path().join("push-token");
-        std::fs::write(&file, "short\n").expect("write");
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        let file = file_with_mode(dir.path(), "push-token", "short\n", 0o640);
         let text = format!(
             "[push]\ntoken_file = \"{}\"\n[store]\npath = \"ob.db\"\n",
             file.display()

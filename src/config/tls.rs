@@ -6,7 +6,7 @@ use std::path::Path;
 use toml::Spanned;
 
 use super::raw::{RawClientTls, RawServerTls};
-use super::{Report, resolve_path};
+use super::{HttpConfig, Report, resolve_path};
 
 /// `[inbound.NAME.tls]` (`mllp`: client certificate required with `client_ca`) or
 /// `[http.tls]` (optional there, and no `client_names`).
@@ -102,10 +102,33 @@ pub(super) fn client_tls(
     Some(settings)
 }
 
+/// `[SECTION] require_client_cert`: refusing callers without a verified certificate needs
+/// `[http.tls] client_ca`; `signed` says whose certificates that CA signs, for the message.
+pub(super) fn require_client_cert(
+    value: Option<&Spanned<bool>>,
+    section: &str,
+    http: Option<&HttpConfig>,
+    signed: &str,
+    report: &mut Report<'_>,
+) -> bool {
+    let required = value.is_some_and(|r| *r.get_ref());
+    let has_client_ca = http
+        .and_then(|h| h.tls.as_ref())
+        .is_some_and(|t| t.client_ca.is_some());
+    if required && !has_client_ca {
+        report.push(
+            value.map(Spanned::span),
+            &format!("{section}.require_client_cert"),
+            format!("client certificates are required but `[http.tls]` has no `client_ca`: add `[http.tls]` with `cert`, `key` and `client_ca` (the CA that signs {signed})"),
+        );
+    }
+    required
+}
+
 #[cfg(test)]
 mod tests {
+    use crate::config::Destination;
     use crate::config::test_support::*;
-    use crate::config::{Destination, InboundKind};
     use rstest::rstest;
     use std::path::PathBuf;
     use std::time::Duration;
@@ -119,9 +142,7 @@ mod tests {
              [push]\nrequire_client_cert = true\nallow_unauthenticated = true\n"
         );
         let config = load(&text, &[]).unwrap();
-        let InboundKind::Mllp(mllp) = &config.inbound["adt-in"].kind else {
-            panic!("expected an MLLP channel");
-        };
+        let mllp = mllp_channel(&config, "adt-in");
         let tls = mllp.tls.as_ref().unwrap();
         assert_eq!(tls.cert, PathBuf::from("/etc/ordobridge/tls/ob.crt"));
         assert_eq!(tls.key, PathBuf::from("/k/ob.key"));

@@ -567,6 +567,23 @@ pub fn config(dir: &Path, text: &str) -> ordobridge::config::Config {
         .unwrap_or_else(|e| panic!("invalid test config: {e}\n{text}"))
 }
 
+/// Runs `ordobridge check` on `text` written as `DIR/check.toml`; returns the exit code (-1
+/// when killed) and what it printed, stderr then stdout.
+pub fn check_config(dir: &Path, text: &str) -> (i32, String) {
+    let path = dir.join("check.toml");
+    std::fs::write(&path, text).expect("write config");
+    let output = Command::new(ordobridge_bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run check");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned()
+            + &String::from_utf8_lossy(&output.stdout),
+    )
+}
+
 /// Binds `adt-in` and the HTTP server on loopback port 0, for a test whose configuration
 /// needs the HTTP address (the simulator pushing back to the daemon); returns the listeners
 /// and the MLLP and HTTP addresses.
