@@ -230,7 +230,7 @@ fn main() {
             },
         ),
         (
-            "MSH-9 absent (full scan)",
+            "MSH-9 absent (by its index)",
             JournalSearch {
                 filter: page(JournalFilter::default()),
                 message_type: Some("SIU".into()),
