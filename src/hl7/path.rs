@@ -220,22 +220,41 @@ fn parse(bytes: &[u8]) -> Result<Path, String> {
 
 impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.segment_id())?;
-        if self.occurrence != 1 {
-            write!(f, "[{}]", self.occurrence)?;
-        }
-        write!(f, "-{}", self.field)?;
-        if let Some(r) = self.repetition {
-            write!(f, "[{r}]")?;
-        }
-        if let Some(c) = self.component {
-            write!(f, ".{c}")?;
-        }
-        if let Some(s) = self.subcomponent {
-            write!(f, ".{s}")?;
-        }
-        Ok(())
+        write_address(
+            f,
+            (self.segment_id(), self.occurrence),
+            '-',
+            self.field,
+            (self.repetition, self.component, self.subcomponent),
+        )
     }
+}
+
+/// Writes a path in the grammar both parsers read: `ID[occurrence]` (the occurrence only
+/// when not 1), `separator` and the field, then `[repetition]`, `.component`,
+/// `.subcomponent` when given. Shared by the HL7 (`PID-3.1`) and HPRIM (`P.3.1`) paths.
+pub(crate) fn write_address(
+    f: &mut fmt::Formatter<'_>,
+    (id, occurrence): (&str, usize),
+    separator: char,
+    field: usize,
+    (repetition, component, subcomponent): FieldTail,
+) -> fmt::Result {
+    f.write_str(id)?;
+    if occurrence != 1 {
+        write!(f, "[{occurrence}]")?;
+    }
+    write!(f, "{separator}{field}")?;
+    if let Some(r) = repetition {
+        write!(f, "[{r}]")?;
+    }
+    if let Some(c) = component {
+        write!(f, ".{c}")?;
+    }
+    if let Some(s) = subcomponent {
+        write!(f, ".{s}")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -108,21 +108,13 @@ fn parse(bytes: &[u8]) -> Result<HprimPath, String> {
 
 impl fmt::Display for HprimPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.kind())?;
-        if self.occurrence != 1 {
-            write!(f, "[{}]", self.occurrence)?;
-        }
-        write!(f, ".{}", self.field)?;
-        if let Some(r) = self.repetition {
-            write!(f, "[{r}]")?;
-        }
-        if let Some(c) = self.component {
-            write!(f, ".{c}")?;
-        }
-        if let Some(s) = self.subcomponent {
-            write!(f, ".{s}")?;
-        }
-        Ok(())
+        crate::hl7::path::write_address(
+            f,
+            (self.kind(), self.occurrence),
+            '.',
+            self.field,
+            (self.repetition, self.component, self.subcomponent),
+        )
     }
 }
 
