@@ -356,6 +356,12 @@ impl RawConfig {
             validate_documents(documents, fhir.is_some(), &outbound, base, report)
         });
         store.retention.document_tracking = documents.as_ref().and_then(|d| d.tracking_retention);
+        store.retention.configured_channels = inbound
+            .keys()
+            .cloned()
+            .chain(push.is_some().then(|| PUSH_CHANNEL.to_owned()))
+            .chain(documents.is_some().then(|| DOCUMENTS_CHANNEL.to_owned()))
+            .collect();
         Config {
             fhir,
             documents,

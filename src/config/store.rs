@@ -45,6 +45,10 @@ pub struct RetentionConfig {
     /// `[documents] tracking_retention`: document tracking rows older than this go; `None`:
     /// kept (no `[documents]`, or `forever`).
     pub document_tracking: Option<Duration>,
+    /// Every journal channel configured (inbound channels, the push's, the documents'):
+    /// a channel with a retention of its own that leaves the configuration keeps it (the
+    /// store records it at each prune).
+    pub configured_channels: Vec<String>,
 }
 
 impl RetentionConfig {
@@ -58,6 +62,7 @@ impl RetentionConfig {
         interval: Duration::from_secs(3600),
         batch: 500,
         document_tracking: None,
+        configured_channels: Vec::new(),
     };
 
     /// The cutoffs at `now` (the census's in the machine's time zone, the one ADT times are
@@ -74,7 +79,8 @@ impl RetentionConfig {
         let mut plan =
             crate::store::RetentionPlan::keeping(now, self.retention, self.rejected_retention)
                 .with_census(self.census, &jiff::tz::TimeZone::system())
-                .with_document_tracking(self.document_tracking);
+                .with_document_tracking(self.document_tracking)
+                .with_configured_channels(self.configured_channels.clone());
         for (channel, retention) in &self.channels {
             plan = plan.with_channel(channel, *retention);
         }
@@ -257,6 +263,12 @@ mod tests {
             [("adt", None), ("lab", Some(7)), (PUSH_CHANNEL, Some(364))]
         );
         assert_eq!(retention.census, Some(Duration::from_secs(3650 * 86_400)));
+        // Every journal channel, with or without a retention of its own: one that leaves
+        // the configuration keeps the retention the store recorded for it.
+        assert_eq!(
+            retention.configured_channels,
+            ["adt", "lab", "other", PUSH_CHANNEL]
+        );
         let plan = retention.plan(jiff::Timestamp::now()).unwrap();
         assert_eq!(plan.channels.len(), 3);
         assert!(plan.census.is_some());

@@ -7,8 +7,10 @@
 //!   the push has not finished with it), a pushed bundle of it is still held, or one of its
 //!   outbound messages is still pending (neither delivered nor dead-lettered). The cutoff is
 //!   the row's channel's ([`ChannelCutoff`]) when the channel has a retention of its own, else
-//!   `journal_before` (processed rows) and `rejected_before` (rejected rows); a channel that
-//!   is no longer configured has none of its own;
+//!   `journal_before` (processed rows) and `rejected_before` (rejected rows). A channel's own
+//!   retention is recorded in the store (`channel_retention`) at every prune, and a channel
+//!   removed from the configuration keeps the last one recorded, so removing a channel kept
+//!   `forever` does not let the store's shorter retention take its rows;
 //! - an outbound message delivered or dead-lettered before `outbound_before`;
 //! - a released hold released before `holds_before`;
 //! - with a [`CensusCutoff`]: an encounter discharged before `discharged_before`, with its
@@ -55,6 +57,13 @@ pub struct RetentionPlan {
     /// Channels with a retention of their own (`[inbound.NAME] retention`, `[push]
     /// retention`), by journal channel name.
     pub channels: Vec<ChannelCutoff>,
+    /// The retentions behind [`RetentionPlan::channels`] (`None`: forever), as recorded in
+    /// the store.
+    own: Vec<(String, Option<Duration>)>,
+    /// Every journal channel of the configuration, with or without a retention of its own;
+    /// `None` when not known (a plan made without a configuration), which neither records
+    /// nor applies recorded retentions.
+    configured: Option<Vec<String>>,
     /// The census's cutoffs; `None` keeps the census.
     pub census: Option<CensusCutoff>,
     /// When the plan was made: what the channel and census cutoffs count back from.
@@ -120,9 +129,20 @@ impl RetentionPlan {
             holds_before: journal_before,
             documents_before: NEVER,
             channels: Vec::new(),
+            own: Vec::new(),
+            configured: None,
             census: None,
             now,
         }
+    }
+
+    /// Names every journal channel of the configuration: the retention of those with one of
+    /// their own is recorded in the store at each prune, and a channel recorded but no longer
+    /// configured keeps its last recorded retention (see [`remember`]).
+    #[must_use]
+    pub fn with_configured_channels(mut self, channels: Vec<String>) -> RetentionPlan {
+        self.configured = Some(channels);
+        self
     }
 
     /// Keeps document tracking `retention` (`None`: forever).
@@ -148,6 +168,8 @@ impl RetentionPlan {
             Some(existing) => *existing = own,
             None => self.channels.push(own),
         }
+        self.own.retain(|(name, _)| name != channel);
+        self.own.push((channel.to_owned(), retention));
         self
     }
 
@@ -221,6 +243,68 @@ pub(super) struct PruneCursor {
     journal_after: i64,
     /// `(updated_at, id)` of the last patient deleted so far.
     patient_after: Option<(i64, i64)>,
+}
+
+/// `plan` with the retentions recorded for channels it does not configure; records its own
+/// channels' retentions first, and forgets those of channels configured without one (they
+/// follow the store's retention again). Runs in the prune's transaction.
+pub(super) fn remember(
+    connection: &Connection,
+    plan: &RetentionPlan,
+) -> rusqlite::Result<RetentionPlan> {
+    let Some(configured) = &plan.configured else {
+        return Ok(plan.clone());
+    };
+    for (channel, retention) in &plan.own {
+        connection
+            .prepare_cached(
+                "INSERT INTO channel_retention (channel, retention_seconds, recorded_at)
+                 VALUES (?1, ?2, ?3)
+                 ON CONFLICT (channel) DO UPDATE
+                 SET retention_seconds = excluded.retention_seconds,
+                     recorded_at = excluded.recorded_at
+                 WHERE retention_seconds IS NOT excluded.retention_seconds",
+            )?
+            .execute(params![
+                channel,
+                retention.map(|age| i64::try_from(age.as_secs()).unwrap_or(i64::MAX)),
+                plan.now.as_microsecond()
+            ])?;
+    }
+    for channel in configured {
+        if !plan.own.iter().any(|(name, _)| name == channel) {
+            connection
+                .prepare_cached("DELETE FROM channel_retention WHERE channel = ?1")?
+                .execute([channel])?;
+        }
+    }
+    remembered(connection, plan)
+}
+
+/// `plan` with the retentions recorded for channels it does not configure (reads only: the
+/// dry run's view of [`remember`]).
+pub(super) fn remembered(
+    connection: &Connection,
+    plan: &RetentionPlan,
+) -> rusqlite::Result<RetentionPlan> {
+    let Some(configured) = &plan.configured else {
+        return Ok(plan.clone());
+    };
+    let recorded: Vec<(String, Option<i64>)> = connection
+        .prepare_cached(
+            "SELECT channel, retention_seconds FROM channel_retention ORDER BY channel",
+        )?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut plan = plan.clone();
+    for (channel, seconds) in recorded {
+        if configured.contains(&channel) {
+            continue;
+        }
+        let age = seconds.map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
+        plan = plan.with_channel(&channel, age);
+    }
+    Ok(plan)
 }
 
 /// The journal rows `plan` lets go, as `FROM … WHERE …` to which a caller may add `AND …`,
@@ -344,6 +428,7 @@ pub(super) fn prune(
     cursor: PruneCursor,
     limit: usize,
 ) -> rusqlite::Result<(Pruned, PruneCursor)> {
+    let plan = &remember(connection, plan)?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut next = cursor;
     // Outbound first: a journal row whose messages are all finished and old goes in the same
@@ -458,6 +543,7 @@ pub(super) fn count(
             .query_row(&sql, values, |row| row.get::<_, i64>(0))
             .map(|n| usize::try_from(n).unwrap_or(0))
     };
+    let plan = &remembered(connection, plan)?;
     let (from, values) = prunable_journal(plan);
     let by_channel: Vec<(String, usize)> = connection
         .prepare(&format!(
@@ -638,6 +724,80 @@ mod tests {
                 "lab-10-accepted"
             ]
         );
+    }
+
+    /// A channel kept `forever` that leaves the configuration keeps `forever` (recorded at
+    /// the prune before), as the dry run says; a channel configured again without a
+    /// retention of its own follows the store's again.
+    #[test]
+    fn ok_removed_channel_keeps_its_last_retention() {
+        let (_dir, connection) = store();
+        journal(&connection, "archive", "A-400", 400, "processed");
+        journal(&connection, "adt", "D-100", 100, "processed");
+        let store_default = || RetentionPlan::at(now(), 90 * DAY, 30 * DAY);
+        let with_archive = store_default()
+            .with_configured_channels(vec!["adt".to_owned(), "archive".to_owned()])
+            .with_channel("archive", None);
+        assert_eq!(
+            prune_all(&connection, &with_archive, 10).journal,
+            1,
+            "D-100 goes"
+        );
+        assert_eq!(
+            strings(
+                &connection,
+                "SELECT channel || ':' || ifnull(retention_seconds, 'forever') FROM channel_retention"
+            ),
+            ["archive:forever"]
+        );
+
+        // `archive` removed from the configuration.
+        let without_archive = store_default().with_configured_channels(vec!["adt".to_owned()]);
+        let (counted, by_channel) = count(&connection, &without_archive).unwrap();
+        assert_eq!((counted.journal, by_channel), (0, vec![]));
+        assert_eq!(prune_all(&connection, &without_archive, 10).journal, 0);
+        assert_eq!(
+            strings(&connection, "SELECT control_id FROM journal"),
+            ["A-400"]
+        );
+
+        // A plan that does not know the configuration neither records nor applies.
+        assert_eq!(count(&connection, &store_default()).unwrap().0.journal, 1);
+
+        // `archive` back, without a retention of its own: the store's 90 days.
+        let archive_plain =
+            store_default().with_configured_channels(vec!["adt".to_owned(), "archive".to_owned()]);
+        assert_eq!(prune_all(&connection, &archive_plain, 10).journal, 1);
+        assert_eq!(
+            strings(&connection, "SELECT channel FROM channel_retention"),
+            Vec::<String>::new()
+        );
+    }
+
+    /// A recorded retention follows the configuration's changes: 7 days, then 365.
+    #[test]
+    fn ok_recorded_retention_is_the_last_configured() {
+        let (_dir, connection) = store();
+        journal(&connection, "lab", "L-20", 20, "processed");
+        let configured = || vec!["lab".to_owned()];
+        let plan = |days: u32| {
+            RetentionPlan::at(now(), 90 * DAY, 30 * DAY)
+                .with_configured_channels(configured())
+                .with_channel("lab", Some(DAY * days))
+        };
+        assert_eq!(prune_all(&connection, &plan(365), 10).journal, 0);
+        assert_eq!(prune_all(&connection, &plan(30), 10).journal, 0);
+        assert_eq!(
+            strings(
+                &connection,
+                "SELECT CAST(retention_seconds AS TEXT) FROM channel_retention"
+            ),
+            [(30 * 86_400).to_string()]
+        );
+        // Removed: 30 days recorded, the row is 20 days old and stays.
+        let removed = RetentionPlan::at(now(), Duration::from_secs(1), 30 * DAY)
+            .with_configured_channels(vec![]);
+        assert_eq!(prune_all(&connection, &removed, 10).journal, 0);
     }
 
     #[rstest]

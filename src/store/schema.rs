@@ -255,6 +255,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // a message type by its MSH-9, the rejected rows.
     "CREATE INDEX journal_type_time ON journal (message_type, received_at);
     CREATE INDEX journal_rejected ON journal (received_at) WHERE status = 'rejected';",
+    // 11: the retention each channel with one of its own had at the last prune, so a channel
+    // removed from the configuration keeps it (see `prune::remember`); NULL: forever.
+    "CREATE TABLE channel_retention (
+        channel TEXT PRIMARY KEY,
+        retention_seconds INTEGER,
+        recorded_at INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// Prepared statements kept per connection: the census alone uses about 30.
