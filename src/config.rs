@@ -761,6 +761,10 @@ struct RawLaunch {
     allow_unsigned_links: bool,
     max_link_age: Option<Spanned<String>>,
     unknown_patient: Option<crate::http::UnknownPatient>,
+    /// The launch page (`mode=page`): `iframe` (default) or `popup`.
+    page_mode: Option<crate::http::PageMode>,
+    /// The origin of the Scan & Go pages (default: that of the Posos `base_url`).
+    posos_origin: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1984,6 +1988,19 @@ fn validate_launch(raw: RawLaunch, base: &Path, report: &mut Report<'_>) -> Opti
     settings.allow_unsigned_links = raw.allow_unsigned_links;
     settings.max_link_age = max_link_age;
     settings.unknown_patient = raw.unknown_patient.unwrap_or_default();
+    settings.page.mode = raw.page_mode.unwrap_or_default();
+    if let Some(origin) = &raw.posos_origin {
+        match crate::http::launch_page::origin_of(origin.get_ref()) {
+            Some(parsed) if parsed == origin.get_ref().trim().trim_end_matches('/') => {
+                settings.page.posos_origin = Some(parsed);
+            }
+            _ => report.push(
+                Some(origin.span()),
+                "launch.posos_origin",
+                "an origin is a scheme, a host and an optional port, nothing after: write `https://app.posos.co`".to_string(),
+            ),
+        }
+    }
     Some(LaunchConfig {
         settings,
         mapping_file,

@@ -106,7 +106,10 @@ fn recent(connection: &Connection, limit: usize) -> rusqlite::Result<Vec<AuditRe
     rows.collect()
 }
 
-fn lineage(connection: &Connection, journal_id: i64) -> rusqlite::Result<Vec<LineageRow>> {
+pub(super) fn lineage(
+    connection: &Connection,
+    journal_id: i64,
+) -> rusqlite::Result<Vec<LineageRow>> {
     let mut statement = connection.prepare_cached(LINEAGE_SQL)?;
     let rows = statement.query_map([format!("journal:{journal_id}")], |row| {
         let status: String = row.get(4)?;
