@@ -2792,6 +2792,11 @@ mod tests {
         "",
         "/etc/ordobridge/ob.toml:9:8: `posos.mode`: the built-in Posos simulator would be served on 0.0.0.0:8717, beyond this machine: it hands out tokens and accepts imports without real credentials. Bind `[http] bind` to `127.0.0.1`, or use `mode = \"remote\"` in production"
     )]
+    #[case::err_posos_origin_with_path(
+        "127.0.0.1:8717",
+        "posos_origin = \"https://app.posos.co/scan\"",
+        "/etc/ordobridge/ob.toml:7:16: `launch.posos_origin`: an origin is a scheme, a host and an optional port, nothing after: write `https://app.posos.co`"
+    )]
     fn err_launch_fail_closed(#[case] bind: &str, #[case] launch: &str, #[case] expected: &str) {
         assert_eq!(errors(&launch_text(bind, launch)), vec![expected]);
     }
