@@ -579,7 +579,9 @@ async fn operator_pauses_and_resumes_a_destination() {
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    let (_, _, page) = operator.get("/console/").await;
+    // The worker parks on the pause: from then on it leaves the wait only on a resume, so
+    // what is queued after cannot be sent (no window to wait out).
+    let page = wait_parked(&mut operator).await;
     assert!(
         page.contains(r#"data-paused="true""#) && page.contains(r#"id="resume-ehr""#),
         "{page}"
@@ -597,17 +599,30 @@ async fn operator_pauses_and_resumes_a_destination() {
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    // A negative check needs a window: the worker is woken at once by the enqueue, so a
-    // delivery would happen within milliseconds; a second is generous.
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let page = wait_parked(&mut operator).await;
+    assert!(page.contains(r#"<td class="pending">1</td>"#), "{page}");
     assert!(
         received.lock().expect("lock").is_empty(),
         "nothing sent while paused"
     );
-    let (_, _, page) = operator.get("/console/").await;
-    assert!(page.contains(r#"<td class="pending">1</td>"#), "{page}");
+
+    // A restart keeps the pause (it is in the store) and the message queued.
+    engine.stop().await;
+    let engine = common::start_engine(config(dir.path(), peer)).await;
+    let mut operator = Browser::new(engine.addr("http"));
+    operator.login("olga", OPERATOR_PASSWORD).await;
+    let page = wait_parked(&mut operator).await;
+    assert!(
+        page.contains(r#"data-paused="true""#) && page.contains(r#"<td class="pending">1</td>"#),
+        "{page}"
+    );
+    assert!(
+        received.lock().expect("lock").is_empty(),
+        "nothing sent after the restart"
+    );
 
     // Resumed: it goes.
+    let csrf = csrf_of(&page);
     let (status, _, _) = operator
         .post(
             "/console/destinations/ehr/resume",
@@ -625,6 +640,30 @@ async fn operator_pauses_and_resumes_a_destination() {
         "{page}"
     );
     engine.stop().await;
+
+    // Resumed for good: a restart does not pause it again.
+    let engine = common::start_engine(config(dir.path(), peer)).await;
+    let mut operator = Browser::new(engine.addr("http"));
+    operator.login("olga", OPERATOR_PASSWORD).await;
+    let (_, _, page) = operator.get("/console/").await;
+    assert!(page.contains(r#"data-paused="false""#), "{page}");
+    engine.stop().await;
+}
+
+/// The dashboard once the worker of `ehr` is parked on its pause.
+async fn wait_parked(browser: &mut Browser) -> String {
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    loop {
+        let (_, _, page) = browser.get("/console/").await;
+        if page.contains(r#"data-destination="ehr" data-paused="true" data-parked="true""#) {
+            return page;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker of `ehr` never parked on its pause: {page}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// The configuration of [`config`] with single sign-on: the proxy's header `X-Remote-User`,

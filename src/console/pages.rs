@@ -169,6 +169,8 @@ pub struct DestinationRow {
     pub name: String,
     /// Paused by an operator.
     pub paused: bool,
+    /// Its worker waits on the pause: nothing new leaves until it is resumed.
+    pub parked: bool,
     pub pending: u64,
     pub dead: u64,
     /// Seconds the oldest pending message has waited.
@@ -249,7 +251,7 @@ pub fn dashboard_fragment(lang: Lang, view: &Dashboard) -> Markup {
             } }
             tbody {
                 @for row in &view.destinations {
-                    tr data-destination=(row.name) data-paused=(row.paused) {
+                    tr data-destination=(row.name) data-paused=(row.paused) data-parked=(row.parked) {
                         th scope="row" { (row.name) @if row.paused { " " span.bad.paused { (lang.pick("(en pause)", "(paused)")) } } }
                         td.pending { (row.pending) }
                         td { @if let Some(s) = row.oldest_seconds { (s) " s" } @else { "—" } }

@@ -722,6 +722,7 @@ async fn dashboard_view(state: &ConsoleState, lang: Lang) -> pages::Dashboard {
             let stats = &snapshot["destinations"][&name];
             pages::DestinationRow {
                 paused: state.0.pauses.is_paused(&name),
+                parked: state.0.pauses.is_parked(&name),
                 pending: number(&queue["pending"]),
                 dead: number(&queue["dead"]),
                 oldest_seconds: queue["oldest_pending_seconds"].as_u64(),
@@ -1448,7 +1449,7 @@ async fn resume_destination(
 }
 
 /// Pauses or resumes a destination: its worker starts no new message while paused (the one
-/// in flight finishes); memory only, a restart resumes every destination.
+/// in flight finishes). The pause is committed with its audit row: a restart keeps it.
 async fn switch_destination(
     state: ConsoleState,
     name: String,
@@ -1471,11 +1472,19 @@ async fn switch_destination(
             },
         );
     }
-    if !state
-        .audit(&session, verb, format!("destination:{name}"), &form.reason)
+    let entry = AuditEntry {
+        user: session.user.clone(),
+        action: verb.to_string(),
+        target: format!("destination:{name}"),
+        reason: form.reason.trim().to_string(),
+    };
+    if let Err(error) = state
+        .0
+        .store
+        .switch_destination(name.clone(), paused, entry)
         .await
     {
-        return store_failure(&frame, "audit");
+        return store_failure(&frame, error);
     }
     state.0.pauses.set(&name, paused);
     state.wake(&name);

@@ -235,6 +235,18 @@ impl Running {
         shutdown: CancellationToken,
         tls: Reloader,
     ) -> Running {
+        let pauses = Arc::new(crate::delivery::PauseSwitches::default());
+        match store.paused_destinations() {
+            Ok(names) => {
+                for name in names {
+                    tracing::warn!(destination = %name, "destination paused from the console before this start: it stays paused until an operator resumes it");
+                    pauses.set(&name, true);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "the destinations paused from the console could not be read: every destination starts unpaused");
+            }
+        }
         Running {
             shared: Shared {
                 store,
@@ -250,7 +262,7 @@ impl Running {
                 prune_stats: Arc::default(),
                 hold_stats: Arc::default(),
                 console: console::ConsoleShared::new().map(Arc::new),
-                pauses: Arc::default(),
+                pauses,
             },
             config: None,
             inbound: BTreeMap::new(),

@@ -251,6 +251,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_at ON audit (at);
     CREATE INDEX outbound_source ON outbound (source);",
+    // 10: destinations an operator paused from the console, so a pause survives a restart
+    // (the row goes when the destination is resumed).
+    "CREATE TABLE paused_destinations (
+        destination TEXT PRIMARY KEY,
+        paused_at INTEGER NOT NULL,
+        user TEXT NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// Prepared statements kept per connection: the census alone uses about 30.
