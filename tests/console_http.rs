@@ -586,6 +586,16 @@ async fn operator_pauses_and_resumes_a_destination() {
         page.contains(r#"data-paused="true""#) && page.contains(r#"id="resume-ehr""#),
         "{page}"
     );
+    // The ADT's channel shows when its last message came.
+    let row = page
+        .split(r#"<tr data-channel="adt-in">"#)
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .expect("the adt-in row");
+    assert!(
+        row.contains(r#"<td class="last">"#) && !row.contains(r#"<td class="last">-</td>"#),
+        "{row}"
+    );
 
     // Queued while paused: the queue holds it.
     let (status, _, _) = operator

@@ -671,6 +671,12 @@ async fn dashboard_view(state: &ConsoleState, lang: Lang) -> pages::Dashboard {
     let journaled = state.0.store.last_journal_id_async().await.unwrap_or(0);
     let empty = serde_json::Map::new();
     let channels = snapshot["channels"].as_object().unwrap_or(&empty);
+    let last = state
+        .0
+        .store
+        .last_received(channels.keys().cloned().collect())
+        .await
+        .unwrap_or_default();
     let channels = channels
         .iter()
         .map(|(name, c)| {
@@ -703,6 +709,9 @@ async fn dashboard_view(state: &ConsoleState, lang: Lang) -> pages::Dashboard {
                 kind,
                 state: state_text,
                 received,
+                last_message: last
+                    .get(name)
+                    .map_or_else(|| "-".to_string(), |at| time_text(*at)),
                 problem,
             }
         })

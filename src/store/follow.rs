@@ -67,7 +67,29 @@ fn fate(connection: &Connection, journal_id: i64) -> rusqlite::Result<Option<Pus
     }))
 }
 
+const LAST_RECEIVED_SQL: &str = "SELECT max(received_at) FROM journal WHERE channel = ?1";
+
 impl Store {
+    /// When each of `channels` last journaled a message (absent: never, or pruned), by the
+    /// `(channel, received_at)` index: one index probe per channel (blocking pool).
+    pub async fn last_received(
+        &self,
+        channels: Vec<String>,
+    ) -> Result<std::collections::BTreeMap<String, Timestamp>, StoreError> {
+        self.read_blocking(move |connection| {
+            let mut statement = connection.prepare_cached(LAST_RECEIVED_SQL)?;
+            let mut found = std::collections::BTreeMap::new();
+            for channel in channels {
+                let last: Option<i64> = statement.query_row([&channel], |row| row.get(0))?;
+                if let Some(micros) = last {
+                    found.insert(channel, micros_to_timestamp(micros, 0)?);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     /// Up to `limit` rows of `channel` received at or after `since` whose bytes contain
     /// `needle` (and `also`, when given), oldest first, with their bytes (blocking pool). The
     /// caller confirms each by reading it.
@@ -177,5 +199,11 @@ mod tests {
         assert_eq!(fate.status, EntryStatus::Processed);
         assert_eq!(fate.messages.len(), 1);
         assert!(store.push_fate(9999).await.unwrap().is_none());
+        let last = store
+            .last_received(vec!["posos-push".into(), "adt-in".into()])
+            .await
+            .unwrap();
+        assert_eq!(last.get("posos-push"), Some(&after));
+        assert_eq!(last.get("adt-in"), None);
     }
 }
