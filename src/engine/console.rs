@@ -1193,7 +1193,7 @@ async fn message(
         note: summary.note.clone(),
         raw: (operator && json.is_none()).then(|| hl7view::raw_lines(&raw)),
         tree: if operator && !is_json {
-            hl7view::tree(&raw)
+            hl7view::tree(&raw).or_else(|| hl7view::hprim_tree(&raw))
         } else {
             None
         },
