@@ -271,3 +271,141 @@ async fn browser_launch_imports_to_dpi_and_pushes_the_bundle() {
     engine.stop().await;
     receiver_task.abort();
 }
+
+/// The launch page (`mode=page`, issue 13): the EHR opens it, it frames the simulator's Scan &
+/// Go; "Import to DPI" pushes the bundle to this daemon, which maps it and delivers the ORM to
+/// a python-hl7 receiver answering AA; the page shows "ACK AA", live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_launch_page_follows_the_import_to_ack_aa() {
+    let browser = tokio::task::spawn_blocking(common::browser::browser)
+        .await
+        .expect("provision the browser");
+    let received_log = tempfile::NamedTempFile::new().expect("receiver log");
+    let log_arg = received_log.path().to_string_lossy().into_owned();
+    let receiver = tokio::task::spawn_blocking(move || {
+        common::peer::PythonPeer::start("python_hl7_receiver.py", &[&log_arg, "0"])
+    })
+    .await
+    .expect("start the python-hl7 receiver");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (listeners, mllp_addr, http_addr) = common::bind_listeners().await;
+    let simulator =
+        format!("push_url = \"http://{http_addr}/fhir\"\npush_token = \"{PUSH_TOKEN}\"");
+    let push = format!("token = \"{PUSH_TOKEN}\"");
+    let text = common::base_toml()
+        + &common::simulator_toml(&simulator)
+        + &common::push_to_ehr_toml(receiver.addr, &push);
+    let engine = common::InProcess::start(common::config(dir.path(), &text), listeners).await;
+
+    let ack = common::send_adt(mllp_addr, &common::sample(A01_SAMPLE)).await;
+    assert!(ack.contains("MSA|AA|SYN0002"));
+    let query = format!("ipp={IPP}&rpps=10003456789&first_name=Pierre&last_name=Leblanc");
+    common::launch_until_redirect(http_addr, &query).await;
+
+    let page_url = format!("http://{http_addr}/launch/scan?{query}&mode=page&lang=en");
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/launch-screenshots");
+    std::fs::create_dir_all(&shots).expect("screenshot folder");
+    let profile = tempfile::Builder::new()
+        .prefix("ob-chromium-profile-")
+        .tempdir()
+        .expect("profile dir");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/launch_page.mjs");
+    let profile_path = profile.path().to_path_buf();
+    let shots_env = shots.clone();
+    let total = Duration::from_secs(45);
+    let output = tokio::task::spawn_blocking(move || {
+        let mut node = Command::new("node");
+        node.arg(&script);
+        browser.set_env(&mut node);
+        node.env("USER_DATA_DIR", &profile_path)
+            .env("PAGE_URL", &page_url)
+            .env("SCREENSHOT_DIR", &shots_env)
+            .env("STEP_TIMEOUT_MS", STEP_TIMEOUT.as_millis().to_string())
+            .env("ACK_TIMEOUT_MS", common::PATIENCE.as_millis().to_string())
+            .env("TOTAL_TIMEOUT_MS", total.as_millis().to_string());
+        let marker = profile_path.to_string_lossy().into_owned();
+        common::Script::spawn(&mut node, Some(marker)).wait(total + Duration::from_secs(5))
+    })
+    .await
+    .expect("browser script");
+    common::kill_processes_naming(&profile.path().to_string_lossy());
+    assert!(
+        output.status.is_some_and(|s| s.success()),
+        "launch_page.mjs failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        output.stdout,
+        output.stderr
+    );
+    let summary: Value = serde_json::from_str(output.stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "launch_page.mjs printed no JSON summary ({e}):\n{}\nstderr:\n{}",
+            output.stdout, output.stderr
+        )
+    });
+    let context = format!("summary: {summary:#}\nstderr:\n{}", output.stderr);
+
+    // The page frames only the Posos origin (the simulator: this daemon) and runs only its
+    // own script; nothing was blocked by it.
+    let policy = summary["policy"].as_str().expect("policy");
+    assert!(
+        policy.contains(&format!("frame-src http://{http_addr};")),
+        "{context}"
+    );
+    assert!(policy.contains("script-src 'self';"), "{context}");
+    assert_eq!(summary["violations"], serde_json::json!([]), "{context}");
+    assert_eq!(
+        summary["waiting"], "Waiting for the import from Scan & Go",
+        "{context}"
+    );
+    assert_eq!(
+        summary["after_forged"], "",
+        "a message from another window is ignored: {context}"
+    );
+
+    // Live to the EHR's ACK, in words.
+    assert_eq!(summary["state"], "acked", "{context}");
+    assert_eq!(
+        summary["headline"], "Received by the EHR (ACK AA)",
+        "{context}"
+    );
+    assert_eq!(
+        summary["scan_status"], "Scan & Go: import done",
+        "{context}"
+    );
+    let steps: Vec<String> = summary["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s.as_str().unwrap_or_default().to_string())
+        .collect();
+    let labels = [
+        "Prescription received from Posos",
+        "Mapped to an HL7 message",
+        "Queued for the EHR",
+        "Sent to the EHR",
+        "ACK AA from the EHR",
+    ];
+    assert_eq!(steps.len(), labels.len(), "{context}");
+    for (step, label) in steps.iter().zip(labels) {
+        assert!(step.starts_with(label), "{step} / {label}: {context}");
+    }
+    assert!(
+        summary["messages"][0]
+            .as_str()
+            .is_some_and(|m| m.starts_with("ehr-orders : Received by the EHR (ACK AA)")),
+        "{context}"
+    );
+    // The receiver got the ORM of that import.
+    let got = std::fs::read_to_string(received_log.path()).unwrap_or_default();
+    assert_eq!(got.lines().count(), 1, "{got}");
+    assert!(
+        shots.join("launch-page-ack.png").exists(),
+        "screenshot saved"
+    );
+    eprintln!("screenshots in {}", shots.display());
+
+    drop(profile);
+    engine.stop().await;
+    drop(receiver);
+}

@@ -549,10 +549,22 @@ async fn operator_pauses_and_resumes_a_destination() {
         .act("/console/destinations/ehr/pause", &csrf, "EHR maintenance")
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    let (_, _, page) = operator.get("/console/").await;
+    // The worker parks on the pause: from then on it leaves the wait only on a resume, so
+    // what is queued after cannot be sent (no window to wait out).
+    let page = wait_parked(&mut operator).await;
     assert!(
         page.contains(r#"data-paused="true""#) && page.contains(r#"id="resume-ehr""#),
         "{page}"
+    );
+    // The ADT's channel shows when its last message came.
+    let row = page
+        .split(r#"<tr data-channel="adt-in">"#)
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .expect("the adt-in row");
+    assert!(
+        row.contains(r#"<td class="last">"#) && !row.contains(r#"<td class="last">-</td>"#),
+        "{row}"
     );
 
     // Queued while paused: the queue holds it.
@@ -567,17 +579,30 @@ async fn operator_pauses_and_resumes_a_destination() {
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    // A negative check needs a window: the worker is woken at once by the enqueue, so a
-    // delivery would happen within milliseconds; a second is generous.
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let page = wait_parked(&mut operator).await;
+    assert!(page.contains(r#"<td class="pending">1</td>"#), "{page}");
     assert!(
         received.lock().expect("lock").is_empty(),
         "nothing sent while paused"
     );
-    let (_, _, page) = operator.get("/console/").await;
-    assert!(page.contains(r#"<td class="pending">1</td>"#), "{page}");
+
+    // A restart keeps the pause (it is in the store) and the message queued.
+    engine.stop().await;
+    let engine = common::start_engine(config(dir.path(), peer)).await;
+    let mut operator = Browser::new(engine.addr("http"));
+    operator.login("olga", OPERATOR_PASSWORD).await;
+    let page = wait_parked(&mut operator).await;
+    assert!(
+        page.contains(r#"data-paused="true""#) && page.contains(r#"<td class="pending">1</td>"#),
+        "{page}"
+    );
+    assert!(
+        received.lock().expect("lock").is_empty(),
+        "nothing sent after the restart"
+    );
 
     // Resumed: it goes.
+    let csrf = csrf_of(&page);
     let (status, _, _) = operator
         .act("/console/destinations/ehr/resume", &csrf, "EHR back")
         .await;
@@ -591,5 +616,145 @@ async fn operator_pauses_and_resumes_a_destination() {
             && page.contains("destination:ehr"),
         "{page}"
     );
+    engine.stop().await;
+
+    // Resumed for good: a restart does not pause it again.
+    let engine = common::start_engine(config(dir.path(), peer)).await;
+    let mut operator = Browser::new(engine.addr("http"));
+    operator.login("olga", OPERATOR_PASSWORD).await;
+    let (_, _, page) = operator.get("/console/").await;
+    assert!(page.contains(r#"data-paused="false""#), "{page}");
+    engine.stop().await;
+}
+
+/// The dashboard once the worker of `ehr` is parked on its pause.
+async fn wait_parked(browser: &mut Browser) -> String {
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    loop {
+        let (_, _, page) = browser.get("/console/").await;
+        if page.contains(r#"data-destination="ehr" data-paused="true" data-parked="true""#) {
+            return page;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker of `ehr` never parked on its pause: {page}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The configuration of [`config`] with single sign-on: the proxy's header `X-Remote-User`,
+/// believed from `trusted` only; `sam` is an SSO operator, `olga` keeps her local role.
+fn sso_config(
+    dir: &std::path::Path,
+    peer: SocketAddr,
+    trusted: &str,
+) -> ordobridge::config::Config {
+    let operator = ordobridge::console::hash_password(OPERATOR_PASSWORD).expect("hash");
+    let text = format!(
+        r#"{base}
+[outbound.ehr]
+protocol = "mllp"
+address = "{peer}"
+retry_initial = "20ms"
+[console]
+language = "en"
+sso_header = "X-Remote-User"
+trusted_proxies = ["{trusted}"]
+[console.sso_users]
+sam = "operator"
+vera = "viewer"
+[console.users]
+olga = {{ role = "operator", password_hash = "{operator}" }}
+"#,
+        base = common::base_toml()
+    );
+    common::config(dir, &text)
+}
+
+/// GET or POST `path` as the reverse proxy would, naming `user` in `X-Remote-User`.
+async fn as_proxy(
+    http: SocketAddr,
+    user: &str,
+    path: &str,
+    form: Option<&[(&str, &str)]>,
+) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    let client = common::no_redirect_client();
+    let url = format!("http://{http}{path}");
+    let request = match form {
+        Some(form) => client.post(url).form(form),
+        None => client.get(url),
+    };
+    let response = request
+        .header("X-Remote-User", user)
+        .send()
+        .await
+        .expect("request");
+    let (status, headers) = (response.status(), response.headers().clone());
+    (status, headers, response.text().await.expect("body"))
+}
+
+/// Single sign-on over real HTTP: from a trusted proxy (loopback here) the header signs the
+/// user in with the role `sso_users` (or `users`) gives, forms carry a CSRF token and the
+/// audit names the user; an unknown name, and the header from an untrusted address, open
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sso_header_from_a_trusted_proxy_only() {
+    let (peer, _received) = common::ehr_peer().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = common::start_engine(sso_config(dir.path(), peer, "127.0.0.1/32")).await;
+    let http = engine.addr("http");
+
+    let (status, _, page) = as_proxy(http, "sam", "/console/", None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("sam"), "{page}");
+    assert!(page.contains(r#"id="pause-ehr""#), "an operator: {page}");
+    let csrf = csrf_of(&page);
+    // An action needs the CSRF token, as with a local login.
+    let (status, _, _) = as_proxy(
+        http,
+        "sam",
+        "/console/destinations/ehr/pause",
+        Some(&[("csrf", "forged"), ("reason", "maintenance")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = as_proxy(
+        http,
+        "sam",
+        "/console/destinations/ehr/pause",
+        Some(&[("csrf", &csrf), ("reason", "maintenance")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, _, audit) = as_proxy(http, "sam", "/console/audit", None).await;
+    assert!(
+        audit.contains("<td>sam</td>") && audit.contains("<td>pause</td>"),
+        "{audit}"
+    );
+
+    // A viewer by the proxy's word: no action.
+    let (status, _, page) = as_proxy(http, "vera", "/console/", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!page.contains(r#"id="pause-ehr""#), "{page}");
+    // A local user named by the proxy keeps her role; an unknown name opens nothing.
+    let (status, _, _) = as_proxy(http, "olga", "/console/audit", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, headers, _) = as_proxy(http, "mallory", "/console/", None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&headers), "/console/login");
+    engine.stop().await;
+
+    // The proxy is elsewhere: the same header from loopback is ignored.
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = common::start_engine(sso_config(dir.path(), peer, "10.9.9.9/32")).await;
+    let (status, headers, _) = as_proxy(engine.addr("http"), "sam", "/console/", None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&headers), "/console/login");
+    // Local logins still work beside SSO.
+    let mut local = Browser::new(engine.addr("http"));
+    local.login("olga", OPERATOR_PASSWORD).await;
+    let (status, _, _) = local.get("/console/").await;
+    assert_eq!(status, StatusCode::OK);
     engine.stop().await;
 }

@@ -112,15 +112,14 @@ impl Harness {
     /// Starts the worker of a file destination.
     fn spawn_file(&mut self, settings: FileDestinationSettings) {
         // Never paused: the switch's sender goes at once.
-        let (_, pause) = tokio::sync::watch::channel(false);
-        self.spawn_file_with_pause(settings, pause);
+        self.spawn_file_with_pause(settings, ordobridge::delivery::PauseReceiver::never());
     }
 
     /// Starts the worker of a file destination watching `pause` (an operator's switch).
     fn spawn_file_with_pause(
         &mut self,
         settings: FileDestinationSettings,
-        pause: tokio::sync::watch::Receiver<bool>,
+        pause: ordobridge::delivery::PauseReceiver,
     ) {
         let notify = Arc::new(Notify::new());
         self.notify
@@ -647,9 +646,14 @@ async fn a_paused_file_destination_writes_nothing_until_resumed() {
         },
         pauses.receiver("drop"),
     );
+    // The worker parks on the pause before anything is queued: from then on it leaves the
+    // wait only when the switch changes, so what is queued now cannot be written.
+    common::wait_for("the worker to park on its pause", || async {
+        pauses.is_parked("drop").then_some(())
+    })
+    .await;
     let ids = harness.enqueue("drop", &["P-1"]).await;
-    // A negative check needs a window: an unpaused worker writes within milliseconds.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(pauses.is_parked("drop"), "still parked after the enqueue");
     assert_eq!(harness.status(ids[0]), OutboundStatus::Pending);
     assert!(!folder.join("P-1.hl7").exists());
     assert!(pauses.is_paused("drop"));

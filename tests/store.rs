@@ -69,7 +69,7 @@ async fn ok_open_migrates_reopen_keeps_newer_refused() {
     let id = fixture.store.journal(record("1", ADT)).await.unwrap().id();
     fixture.store.close().await;
     drop(fixture.store);
-    assert_eq!(count(&fixture.path, "PRAGMA user_version"), 11);
+    assert_eq!(count(&fixture.path, "PRAGMA user_version"), 12);
 
     let store = Store::open(&fixture.path, StoreOptions::default()).unwrap();
     assert!(
@@ -80,13 +80,13 @@ async fn ok_open_migrates_reopen_keeps_newer_refused() {
     drop(store);
 
     fresh(&fixture.path)
-        .pragma_update(None, "user_version", 12)
+        .pragma_update(None, "user_version", 13)
         .unwrap();
     let err = Store::open(&fixture.path, StoreOptions::default()).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
-            "store `{}` has schema version 12, this build knows versions 0 to 11; \
+            "store `{}` has schema version 13, this build knows versions 0 to 12; \
              was it written by a newer ordobridge?",
             fixture.path.display()
         )

@@ -1,5 +1,6 @@
 //! `[console]`: users, sessions and language of the web console.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -39,7 +40,17 @@ pub(super) fn validate_console(
             }
         }
     }
-    if raw.users.is_empty() {
+    // Users named for single sign-on count as users even when its setup is refused below:
+    // that refusal says what to fix.
+    let sso_named = !raw.sso_users.is_empty();
+    let sso = validate_sso(
+        raw.sso_header,
+        raw.trusted_proxies,
+        raw.sso_users,
+        &span,
+        report,
+    );
+    if raw.users.is_empty() && !sso_named {
         report.push(
             Some(span),
             "console.users",
@@ -102,6 +113,7 @@ pub(super) fn validate_console(
     {
         settings.login_window = window.max(Duration::from_secs(1));
     }
+    settings.sso = sso;
     if let Some(language) = raw.language {
         match Lang::parse(language.get_ref()) {
             Some(lang) => settings.language = lang,
@@ -116,6 +128,92 @@ pub(super) fn validate_console(
         }
     }
     settings
+}
+
+/// `[console] sso_header`, `trusted_proxies`, `sso_users`: fail closed: a header without
+/// trusted proxies (anybody could name any user) or proxies without a header is refused.
+fn validate_sso(
+    header: Option<Spanned<String>>,
+    proxies: Option<Spanned<Vec<String>>>,
+    users: BTreeMap<String, Spanned<String>>,
+    span: &std::ops::Range<usize>,
+    report: &mut Report<'_>,
+) -> Option<crate::console::SsoSettings> {
+    use crate::console::{Role, SsoSettings};
+    let proxies = proxies.filter(|p| !p.get_ref().is_empty());
+    let (header, proxies) = match (header, proxies) {
+        (None, None) => {
+            if !users.is_empty() {
+                report.push(
+                    Some(span.clone()),
+                    "console.sso_users",
+                    "`sso_users` are named by a reverse proxy's header: set `sso_header = \"X-Remote-User\"` and `trusted_proxies = [\"127.0.0.1/32\"]` (the proxy's address), or remove `sso_users`".to_string(),
+                );
+            }
+            return None;
+        }
+        (Some(header), None) => {
+            report.push(
+                Some(header.span()),
+                "console.sso_header",
+                "a single-sign-on header is believed only from trusted reverse proxies, and none is listed: anybody could name any user. Set `trusted_proxies = [\"127.0.0.1/32\"]` (the address the proxy connects from)".to_string(),
+            );
+            return None;
+        }
+        (None, Some(proxies)) => {
+            report.push(
+                Some(proxies.span()),
+                "console.trusted_proxies",
+                "trusted proxies without `sso_header` sign nobody in: set `sso_header = \"X-Remote-User\"` (the header your proxy sets), or remove `trusted_proxies`".to_string(),
+            );
+            return None;
+        }
+        (Some(header), Some(proxies)) => (header, proxies),
+    };
+    let name = header.get_ref().trim().to_ascii_lowercase();
+    if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        report.push(
+            Some(header.span()),
+            "console.sso_header",
+            format!(
+                "`{}` is not an HTTP header name: write one such as `X-Remote-User`",
+                header.get_ref()
+            ),
+        );
+        return None;
+    }
+    let trusted_proxies = match crate::http::AllowList::parse(proxies.get_ref()) {
+        Ok(list) => list,
+        Err(e) => {
+            report.push(
+                Some(proxies.span()),
+                "console.trusted_proxies",
+                format!("{e}: write the proxy's network, such as `127.0.0.1/32` or `10.1.2.3/32`"),
+            );
+            return None;
+        }
+    };
+    let mut roles = BTreeMap::new();
+    for (user, role) in users {
+        match Role::parse(role.get_ref()) {
+            Some(parsed) => {
+                roles.insert(user, parsed);
+            }
+            None => report.push(
+                Some(role.span()),
+                &format!("console.sso_users.{user}"),
+                format!(
+                    "unknown role `{}`: expected `viewer` or `operator`",
+                    role.get_ref()
+                ),
+            ),
+        }
+    }
+    Some(SsoSettings {
+        header: name,
+        trusted_proxies,
+        users: roles,
+    })
 }
 
 #[cfg(test)]
@@ -156,6 +254,21 @@ mod tests {
         "[console.users]\nalice = { role = \"viewer\", password_hash = \"secret-in-clear\" }",
         "/etc/ordobridge/ob.toml:7:44: `console.users.alice.password_hash`: `secret-in-cl` is not an Argon2id hash (expected `$argon2id$v=19$m=…`): make one with `ordobridge user add NAME --role viewer`"
     )]
+    #[case::err_sso_header_without_proxies(
+        "127.0.0.1:8717",
+        "sso_header = \"X-Remote-User\"\n[console.sso_users]\nsam = \"operator\"",
+        "/etc/ordobridge/ob.toml:6:14: `console.sso_header`: a single-sign-on header is believed only from trusted reverse proxies, and none is listed: anybody could name any user. Set `trusted_proxies = [\"127.0.0.1/32\"]` (the address the proxy connects from)"
+    )]
+    #[case::err_sso_proxies_without_header(
+        "127.0.0.1:8717",
+        "trusted_proxies = [\"127.0.0.1/32\"]\n[console.sso_users]\nsam = \"operator\"",
+        "/etc/ordobridge/ob.toml:6:19: `console.trusted_proxies`: trusted proxies without `sso_header` sign nobody in: set `sso_header = \"X-Remote-User\"` (the header your proxy sets), or remove `trusted_proxies`"
+    )]
+    #[case::err_sso_role(
+        "127.0.0.1:8717",
+        "sso_header = \"X-Remote-User\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n[console.sso_users]\nsam = \"admin\"\nvera = \"viewer\"",
+        "/etc/ordobridge/ob.toml:9:7: `console.sso_users.sam`: unknown role `admin`: expected `viewer` or `operator`"
+    )]
     fn err_console_fail_closed(#[case] bind: &str, #[case] console: &str, #[case] expected: &str) {
         assert_eq!(errors(&console_text(bind, false, console)), vec![expected]);
     }
@@ -170,6 +283,23 @@ mod tests {
             vec![
                 "/etc/ordobridge/ob.toml:3:1: `console`: `[console]` is served on the HTTP listener: add an `[http]` section with `bind = \"127.0.0.1:8717\"`"
             ]
+        );
+    }
+
+    #[test]
+    fn ok_console_sso_only() {
+        let text = console_text(
+            "127.0.0.1:8717",
+            false,
+            "sso_header = \"X-Remote-User\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n[console.sso_users]\nsam = \"operator\"",
+        );
+        assert_eq!(errors(&text), Vec::<String>::new());
+        let console = load(&text, &[]).expect("valid").console.expect("console");
+        let sso = console.sso.as_ref().expect("sso");
+        assert_eq!(sso.header, "x-remote-user");
+        assert_eq!(
+            console.sso_role("sam"),
+            Some(crate::console::Role::Operator)
         );
     }
 

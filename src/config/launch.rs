@@ -140,6 +140,19 @@ pub(super) fn validate_launch(
     settings.allow_unsigned_links = raw.allow_unsigned_links;
     settings.max_link_age = max_link_age;
     settings.unknown_patient = raw.unknown_patient.unwrap_or_default();
+    settings.page.mode = raw.page_mode.unwrap_or_default();
+    if let Some(origin) = &raw.posos_origin {
+        match crate::http::launch_page::origin_of(origin.get_ref()) {
+            Some(parsed) if parsed == origin.get_ref().trim().trim_end_matches('/') => {
+                settings.page.posos_origin = Some(parsed);
+            }
+            _ => report.push(
+                Some(origin.span()),
+                "launch.posos_origin",
+                "an origin is a scheme, a host and an optional port, nothing after: write `https://app.posos.co`".to_string(),
+            ),
+        }
+    }
     Some(LaunchConfig {
         settings,
         mapping_file,
@@ -173,6 +186,11 @@ mod tests {
         "0.0.0.0:8717",
         "",
         "/etc/ordobridge/ob.toml:9:8: `posos.mode`: the built-in Posos simulator would be served on 0.0.0.0:8717, beyond this machine: it hands out tokens and accepts imports without real credentials. Bind `[http] bind` to `127.0.0.1`, or use `mode = \"remote\"` in production"
+    )]
+    #[case::err_posos_origin_with_path(
+        "127.0.0.1:8717",
+        "posos_origin = \"https://app.posos.co/scan\"",
+        "/etc/ordobridge/ob.toml:7:16: `launch.posos_origin`: an origin is a scheme, a host and an optional port, nothing after: write `https://app.posos.co`"
     )]
     fn err_launch_fail_closed(#[case] bind: &str, #[case] launch: &str, #[case] expected: &str) {
         assert_eq!(errors(&launch_text(bind, launch)), vec![expected]);

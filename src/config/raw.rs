@@ -35,6 +35,13 @@ pub(super) struct RawConsole {
     pub(super) language: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) allow_plain_http: bool,
+    /// Single sign-on: the header a trusted reverse proxy names the user in.
+    pub(super) sso_header: Option<Spanned<String>>,
+    /// The reverse proxies' networks: the only peers whose `sso_header` is believed.
+    pub(super) trusted_proxies: Option<Spanned<Vec<String>>>,
+    /// Roles of the names the proxy sends (`NAME = "viewer" | "operator"`).
+    #[serde(default)]
+    pub(super) sso_users: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,6 +175,10 @@ pub(super) struct RawLaunch {
     pub(super) allow_unsigned_links: bool,
     pub(super) max_link_age: Option<Spanned<String>>,
     pub(super) unknown_patient: Option<crate::http::UnknownPatient>,
+    /// The launch page (`mode=page`): `iframe` (default) or `popup`.
+    pub(super) page_mode: Option<crate::http::PageMode>,
+    /// The origin of the Scan & Go pages (default: that of the Posos `base_url`).
+    pub(super) posos_origin: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

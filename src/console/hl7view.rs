@@ -114,6 +114,70 @@ pub fn tree(raw: &[u8]) -> Option<Vec<SegmentNode>> {
     Some(nodes)
 }
 
+/// The tree of an HPRIM Santé message: its records (`H`, `P`, `OBR`, `OBX`, `C`, `L`, with
+/// their `A` continuations joined) and their non-empty fields in HPRIM numbering (`P.6`, the
+/// record type being field 1); `None` when it does not parse as one.
+pub fn hprim_tree(raw: &[u8]) -> Option<Vec<SegmentNode>> {
+    let message = crate::hprim::Message::parse(raw, None).ok()?;
+    message.header()?;
+    let charset = message.charset();
+    let nodes = message
+        .records()
+        .map(|record| {
+            let id = record.kind().to_string();
+            let (name, names) = describe_hprim(&id);
+            let fields = (2..=record.field_count())
+                .filter_map(|n| {
+                    let value = record.field(n)?;
+                    if value.is_empty() {
+                        return None;
+                    }
+                    Some(FieldNode {
+                        label: format!("{id}.{n}"),
+                        name: n
+                            .checked_sub(2)
+                            .and_then(|i| names.get(i))
+                            .copied()
+                            .unwrap_or(""),
+                        value: charset.decode(value).into_owned(),
+                    })
+                })
+                .collect();
+            SegmentNode { id, name, fields }
+        })
+        .collect();
+    Some(nodes)
+}
+
+/// The name of HPRIM record `kind` and of its fields (index 0 is field 2: field 1 is the
+/// record type). Only the fields ordobridge reads are named.
+fn describe_hprim(kind: &str) -> (&'static str, &'static [&'static str]) {
+    match kind {
+        "H" => (
+            "Header",
+            &["Delimiters", "Message Id", "Password", "Sender"],
+        ),
+        "P" => (
+            "Patient",
+            &[
+                "Sequence",
+                "Patient Id (requester, IPP)",
+                "Patient Id (laboratory)",
+                "Third Id (stay, NDA)",
+                "Name (family^given)",
+                "Birth Name",
+                "Birth Date",
+                "Sex",
+            ],
+        ),
+        "OBR" => ("Request", &[]),
+        "OBX" => ("Result", &[]),
+        "C" => ("Comment", &[]),
+        "L" => ("End", &[]),
+        _ => ("", &[]),
+    }
+}
+
 /// The name of segment `id` and of its fields (index 0 is field 1).
 pub fn describe(id: &str) -> (&'static str, &'static [&'static str]) {
     DICTIONARY
@@ -574,6 +638,29 @@ mod tests {
                 ],
                 vec![Piece::Text("X\\x01".into())],
             ]
+        );
+    }
+
+    #[test]
+    fn ok_hprim_tree_records_and_fields() {
+        let raw = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/samples/hprim/RES0001.HPR"
+        ))
+        .unwrap();
+        let tree = hprim_tree(&raw).unwrap();
+        let ids: Vec<&str> = tree.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids.first(), Some(&"H"));
+        assert_eq!(ids.last(), Some(&"L"));
+        let patient = tree.iter().find(|s| s.id == "P").unwrap();
+        assert_eq!(patient.name, "Patient");
+        let ipp = patient.fields.iter().find(|f| f.label == "P.3").unwrap();
+        assert_eq!(ipp.name, "Patient Id (requester, IPP)");
+        assert!(!ipp.value.is_empty());
+        assert!(hprim_tree(b"MSH|^~\\&|A|B\r").is_none(), "HL7 is not HPRIM");
+        assert!(
+            tree.iter()
+                .all(|s| s.fields.iter().all(|f| !f.value.is_empty()))
         );
     }
 }

@@ -22,4 +22,4 @@ pub mod settings;
 
 pub use i18n::Lang;
 pub use password::{check_hash, hash_password, verify_password};
-pub use settings::{ConsoleSettings, Role, User};
+pub use settings::{ConsoleSettings, Role, SsoSettings, User};

@@ -160,6 +160,8 @@ pub struct ChannelRow {
     pub state: String,
     /// Frames or files taken in.
     pub received: u64,
+    /// When its last message was journaled (`-` when none is in the journal).
+    pub last_message: String,
     pub problem: bool,
 }
 
@@ -169,6 +171,8 @@ pub struct DestinationRow {
     pub name: String,
     /// Paused by an operator.
     pub paused: bool,
+    /// Its worker waits on the pause: nothing new leaves until it is resumed.
+    pub parked: bool,
     pub pending: u64,
     pub dead: u64,
     /// Seconds the oldest pending message has waited.
@@ -228,11 +232,11 @@ pub fn dashboard_fragment(lang: Lang, view: &Dashboard) -> Markup {
         }
         h2 { (lang.pick("Canaux entrants", "Inbound channels")) }
         table #channels {
-            thead { tr { th scope="col" { (lang.pick("Canal", "Channel")) } th scope="col" { (lang.pick("Type", "Kind")) } th scope="col" { (lang.pick("État", "State")) } th scope="col" { (lang.pick("Reçus", "Received")) } } }
+            thead { tr { th scope="col" { (lang.pick("Canal", "Channel")) } th scope="col" { (lang.pick("Type", "Kind")) } th scope="col" { (lang.pick("État", "State")) } th scope="col" { (lang.pick("Reçus", "Received")) } th scope="col" { (lang.pick("Dernier message", "Last message")) } } }
             tbody {
                 @for row in &view.channels {
                     tr data-channel=(row.name) {
-                        th scope="row" { (row.name) } td { (row.kind) } td .bad[row.problem] { (row.state) } td.received { (row.received) }
+                        th scope="row" { (row.name) } td { (row.kind) } td .bad[row.problem] { (row.state) } td.received { (row.received) } td.last { (row.last_message) }
                     }
                 }
             }
@@ -249,7 +253,7 @@ pub fn dashboard_fragment(lang: Lang, view: &Dashboard) -> Markup {
             } }
             tbody {
                 @for row in &view.destinations {
-                    tr data-destination=(row.name) data-paused=(row.paused) {
+                    tr data-destination=(row.name) data-paused=(row.paused) data-parked=(row.parked) {
                         th scope="row" { (row.name) @if row.paused { " " span.bad.paused { (lang.pick("(en pause)", "(paused)")) } } }
                         td.pending { (row.pending) }
                         td { @if let Some(s) = row.oldest_seconds { (s) " s" } @else { "—" } }

@@ -81,6 +81,33 @@ pub struct ConsoleSettings {
     pub language: Lang,
     /// Cookies get `Secure` (the listener serves TLS).
     pub secure_cookies: bool,
+    /// Single sign-on by a trusted reverse proxy's header; `None`: local logins only.
+    pub sso: Option<SsoSettings>,
+}
+
+/// Single sign-on by a reverse proxy (`[console] sso_header`, `trusted_proxies`,
+/// `sso_users`): the proxy authenticates the user and names them in a header; the console
+/// believes the header only from a peer address in `trusted_proxies`, and gives the user the
+/// role `sso_users` (else `users`) gives that name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsoSettings {
+    /// The header naming the user (lowercase, e.g. `x-remote-user`).
+    pub header: String,
+    /// The proxies' addresses: the header from anywhere else is removed and logged.
+    pub trusted_proxies: crate::http::AllowList,
+    /// Roles of the names the proxy may send, besides the local users.
+    pub users: BTreeMap<String, Role>,
+}
+
+impl ConsoleSettings {
+    /// The role of a user the proxy names: `sso_users` first, then the local users.
+    pub fn sso_role(&self, name: &str) -> Option<Role> {
+        let sso = self.sso.as_ref()?;
+        sso.users
+            .get(name)
+            .copied()
+            .or_else(|| self.users.get(name).map(|u| u.role))
+    }
 }
 
 impl Default for ConsoleSettings {
@@ -92,6 +119,7 @@ impl Default for ConsoleSettings {
             login_window: DEFAULT_LOGIN_WINDOW,
             language: Lang::Fr,
             secure_cookies: false,
+            sso: None,
         }
     }
 }
@@ -111,6 +139,27 @@ mod tests {
         if let Some(role) = role {
             assert_eq!(role.as_str(), text);
         }
+    }
+
+    #[test]
+    fn ok_sso_role_from_sso_users_then_users() {
+        let mut settings = ConsoleSettings::default();
+        settings.users.insert(
+            "olga".into(),
+            User {
+                role: Role::Operator,
+                password_hash: String::new(),
+            },
+        );
+        assert_eq!(settings.sso_role("olga"), None, "no SSO configured");
+        settings.sso = Some(SsoSettings {
+            header: "x-remote-user".into(),
+            trusted_proxies: crate::http::AllowList::loopback(),
+            users: BTreeMap::from([("vera".to_string(), Role::Viewer)]),
+        });
+        assert_eq!(settings.sso_role("vera"), Some(Role::Viewer));
+        assert_eq!(settings.sso_role("olga"), Some(Role::Operator));
+        assert_eq!(settings.sso_role("mallory"), None);
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub async fn run_file_destination(
     settings: FileDestinationSettings,
     outbox: Arc<Outbox>,
     notify: Arc<Notify>,
-    mut pause: tokio::sync::watch::Receiver<bool>,
+    mut pause: super::PauseReceiver,
     shutdown: CancellationToken,
 ) {
     let worker = FileWorker {
@@ -73,15 +73,9 @@ pub async fn run_file_destination(
     };
     loop {
         // Paused by an operator (see [`super::PauseSwitches`]): no new file until resumed.
-        if *pause.borrow() {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                changed = pause.changed() => {
-                    if changed.is_err() {
-                        let (_, never) = tokio::sync::watch::channel(false);
-                        pause = never;
-                    }
-                }
+        if pause.is_paused() {
+            if !pause.wait_resumed(&shutdown).await {
+                return;
             }
             continue;
         }

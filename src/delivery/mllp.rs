@@ -239,7 +239,7 @@ pub async fn run_destination(
         },
     };
     // Never paused: the sender goes at once, the flag stays `false`.
-    let (_, pause) = tokio::sync::watch::channel(false);
+    let pause = super::PauseReceiver::never();
     run_destination_with_tls(store, settings, tls, notify, stats, pause, shutdown).await;
 }
 
@@ -250,7 +250,7 @@ pub async fn run_destination_with_tls(
     tls: Option<crate::tls::ClientTls>,
     notify: Arc<Notify>,
     stats: Arc<DeliveryStats>,
-    pause: tokio::sync::watch::Receiver<bool>,
+    pause: super::PauseReceiver,
     shutdown: CancellationToken,
 ) {
     let mut worker = Worker {
@@ -333,7 +333,7 @@ struct Worker {
     stats: Arc<DeliveryStats>,
     /// `true` while an operator paused the destination: no new message is started (the one
     /// in flight finishes).
-    pause: tokio::sync::watch::Receiver<bool>,
+    pause: super::PauseReceiver,
     shutdown: CancellationToken,
     /// Consecutive failures to connect: drives the backoff while the receiver is down.
     unreachable_streak: u32,
@@ -380,22 +380,14 @@ impl Worker {
         if self.shutdown.is_cancelled() {
             return Link::Stopped;
         }
-        if *self.pause.borrow() {
+        if self.pause.is_paused() {
             // Record what was delivered, then wait for the resume (or the shutdown).
             if let Err(error) = self.settle().await {
                 return self.store_failed(&error, client);
             }
             self.ahead.clear();
-            tokio::select! {
-                biased;
-                () = self.shutdown.cancelled() => return Link::Stopped,
-                changed = self.pause.changed() => {
-                    if changed.is_err() {
-                        // The switch is gone: nobody can resume; stop waiting on it.
-                        let (_, never) = tokio::sync::watch::channel(false);
-                        self.pause = never;
-                    }
-                }
+            if !self.pause.wait_resumed(&self.shutdown).await {
+                return Link::Stopped;
             }
             return Link::Idle { client };
         }

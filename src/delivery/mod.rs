@@ -28,9 +28,11 @@ pub mod mllp;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
 
 pub use self::file::{FileDestinationSettings, run_file_destination};
 pub use self::mllp::{
@@ -329,32 +331,105 @@ pub(crate) fn waited(enqueued_at: jiff::Timestamp) -> std::time::Duration {
 
 /// The pause switch of every destination, by name: an operator pauses a destination (its
 /// worker starts no new message; the one in flight finishes) and resumes it. Kept across
-/// restarts of a destination's task (a reload); memory only: a daemon restart resumes all.
+/// restarts of a destination's task (a reload); the console also commits each pause to the
+/// store, and the engine sets the switches from it at start.
 #[derive(Debug, Default)]
 pub struct PauseSwitches {
     /// Locked only to find or add a switch.
-    switches:
-        std::sync::Mutex<std::collections::BTreeMap<String, tokio::sync::watch::Sender<bool>>>,
+    switches: std::sync::Mutex<std::collections::BTreeMap<String, Switch>>,
+}
+
+/// One destination's switch, and whether its worker waits on it now.
+#[derive(Debug, Clone)]
+struct Switch {
+    paused: tokio::sync::watch::Sender<bool>,
+    parked: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What a destination's worker watches: the operator's switch. [`PauseReceiver::wait_resumed`]
+/// marks the worker parked while it waits, so tests and the dashboard see a pause take hold.
+#[derive(Debug)]
+pub struct PauseReceiver {
+    paused: tokio::sync::watch::Receiver<bool>,
+    parked: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PauseReceiver {
+    /// A switch nobody turns: never paused.
+    pub fn never() -> PauseReceiver {
+        PauseReceiver::from(tokio::sync::watch::channel(false).1)
+    }
+
+    /// Whether the destination is paused now.
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    /// Parks the worker until the switch changes (or is dropped: then it never pauses again),
+    /// or `shutdown` is cancelled (`false`).
+    pub async fn wait_resumed(&mut self, shutdown: &CancellationToken) -> bool {
+        use std::sync::atomic::Ordering;
+        self.parked.store(true, Ordering::Release);
+        let going_on = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => false,
+            changed = self.paused.changed() => {
+                if changed.is_err() {
+                    // The switch is gone: nobody can resume; stop waiting on it.
+                    self.paused = tokio::sync::watch::channel(false).1;
+                }
+                true
+            }
+        };
+        self.parked.store(false, Ordering::Release);
+        going_on
+    }
+}
+
+impl From<tokio::sync::watch::Receiver<bool>> for PauseReceiver {
+    fn from(paused: tokio::sync::watch::Receiver<bool>) -> PauseReceiver {
+        PauseReceiver {
+            paused,
+            parked: Arc::default(),
+        }
+    }
 }
 
 impl PauseSwitches {
-    fn switch(&self, destination: &str) -> tokio::sync::watch::Sender<bool> {
+    fn switch(&self, destination: &str) -> Switch {
         self.switches
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(destination.to_string())
-            .or_insert_with(|| tokio::sync::watch::channel(false).0)
+            .or_insert_with(|| Switch {
+                paused: tokio::sync::watch::channel(false).0,
+                parked: Arc::default(),
+            })
             .clone()
     }
 
     /// What the worker of `destination` watches.
-    pub fn receiver(&self, destination: &str) -> tokio::sync::watch::Receiver<bool> {
-        self.switch(destination).subscribe()
+    pub fn receiver(&self, destination: &str) -> PauseReceiver {
+        let switch = self.switch(destination);
+        PauseReceiver {
+            paused: switch.paused.subscribe(),
+            parked: switch.parked,
+        }
     }
 
     /// Pauses (`true`) or resumes `destination`; whether that changed anything.
     pub fn set(&self, destination: &str, paused: bool) -> bool {
-        self.switch(destination).send_replace(paused) != paused
+        self.switch(destination).paused.send_replace(paused) != paused
+    }
+
+    /// Whether the worker of `destination` is parked on its pause now: nothing new leaves
+    /// until it is resumed.
+    pub fn is_parked(&self, destination: &str) -> bool {
+        self.switches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(destination)
+            .is_some_and(|s| s.parked.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// Whether `destination` is paused.
@@ -363,7 +438,7 @@ impl PauseSwitches {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(destination)
-            .is_some_and(|switch| *switch.borrow())
+            .is_some_and(|switch| *switch.paused.borrow())
     }
 }
 

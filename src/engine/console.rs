@@ -118,7 +118,39 @@ pub(super) fn router(state: ConsoleState) -> Router {
         .route("/console/try", get(try_page).post(try_mapping))
         .route(pages::SCRIPT_PATH, get(script))
         .route(pages::STYLE_PATH, get(style))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            sso_guard,
+        ))
         .with_state(state)
+}
+
+/// Middleware of every console route: the single-sign-on header counts only from a trusted
+/// proxy. From any other peer it is removed before the handlers see it, and logged at warn
+/// (the peer and the header's name, never its value).
+async fn sso_guard(
+    State(state): State<ConsoleState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(sso) = &state.0.settings.sso
+        && request.headers().contains_key(sso.header.as_str())
+    {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        if !peer.is_some_and(|ip| sso.trusted_proxies.allows(ip)) {
+            tracing::warn!(
+                peer = ?peer,
+                header = %sso.header,
+                path = request.uri().path(),
+                "console: single-sign-on header from an address not in `[console] trusted_proxies`; ignored"
+            );
+            request.headers_mut().remove(sso.header.as_str());
+        }
+    }
+    next.run(request).await
 }
 
 fn now_unix() -> u64 {
@@ -212,8 +244,30 @@ impl ConsoleState {
         }
     }
 
-    /// The session of the request, with the role the configuration gives its user now.
+    /// The session of the request, with the role the configuration gives its user now: the
+    /// single-sign-on header when present (only a trusted proxy's reaches here, see
+    /// [`sso_guard`]), else the session cookie.
     fn session(&self, headers: &HeaderMap) -> Result<Session, Refusal> {
+        if let Some(sso) = &self.0.settings.sso
+            && let Some(value) = headers.get(sso.header.as_str())
+        {
+            let name = value.to_str().map(str::trim).unwrap_or_default();
+            let Some(role) = self.0.settings.sso_role(name).filter(|_| !name.is_empty()) else {
+                tracing::warn!(
+                    header = %sso.header,
+                    "console: the proxy named a user that is in neither `[console.sso_users]` nor `[console.users]`; refused"
+                );
+                return Err(Refusal::NotLoggedIn);
+            };
+            // The id names the CSRF tokens of this user's forms: stable for the daemon's life
+            // (the key is random at each start), like the proxy's own session.
+            return Ok(Session {
+                id: format!("sso:{name}"),
+                user: name.to_string(),
+                role,
+                expires: u64::MAX,
+            });
+        }
         let value = cookie(headers, SESSION_COOKIE).ok_or(Refusal::NotLoggedIn)?;
         let mut session = self
             .0
@@ -617,6 +671,12 @@ async fn dashboard_view(state: &ConsoleState, lang: Lang) -> pages::Dashboard {
     let journaled = state.0.store.last_journal_id_async().await.unwrap_or(0);
     let empty = serde_json::Map::new();
     let channels = snapshot["channels"].as_object().unwrap_or(&empty);
+    let last = state
+        .0
+        .store
+        .last_received(channels.keys().cloned().collect())
+        .await
+        .unwrap_or_default();
     let channels = channels
         .iter()
         .map(|(name, c)| {
@@ -649,6 +709,9 @@ async fn dashboard_view(state: &ConsoleState, lang: Lang) -> pages::Dashboard {
                 kind,
                 state: state_text,
                 received,
+                last_message: last
+                    .get(name)
+                    .map_or_else(|| "-".to_string(), |at| time_text(*at)),
                 problem,
             }
         })
@@ -668,6 +731,7 @@ async fn dashboard_view(state: &ConsoleState, lang: Lang) -> pages::Dashboard {
             let stats = &snapshot["destinations"][&name];
             pages::DestinationRow {
                 paused: state.0.pauses.is_paused(&name),
+                parked: state.0.pauses.is_parked(&name),
                 pending: number(&queue["pending"]),
                 dead: number(&queue["dead"]),
                 oldest_seconds: queue["oldest_pending_seconds"].as_u64(),
@@ -1129,7 +1193,7 @@ async fn message(
         note: summary.note.clone(),
         raw: (operator && json.is_none()).then(|| hl7view::raw_lines(&raw)),
         tree: if operator && !is_json {
-            hl7view::tree(&raw)
+            hl7view::tree(&raw).or_else(|| hl7view::hprim_tree(&raw))
         } else {
             None
         },
@@ -1394,7 +1458,7 @@ async fn resume_destination(
 }
 
 /// Pauses or resumes a destination: its worker starts no new message while paused (the one
-/// in flight finishes); memory only, a restart resumes every destination.
+/// in flight finishes). The pause is committed with its audit row: a restart keeps it.
 async fn switch_destination(
     state: ConsoleState,
     name: String,
@@ -1417,11 +1481,19 @@ async fn switch_destination(
             },
         );
     }
-    if !state
-        .audit(&session, verb, format!("destination:{name}"), &form.reason)
+    let entry = AuditEntry {
+        user: session.user.clone(),
+        action: verb.to_string(),
+        target: format!("destination:{name}"),
+        reason: form.reason.trim().to_string(),
+    };
+    if let Err(error) = state
+        .0
+        .store
+        .switch_destination(name.clone(), paused, entry)
         .await
     {
-        return store_failure(&frame, "audit");
+        return store_failure(&frame, error);
     }
     state.0.pauses.set(&name, paused);
     state.wake(&name);

@@ -164,6 +164,9 @@ struct Shared {
     census_progress: Arc<watch::Sender<i64>>,
     /// Signed launch links already opened: a reload must not let one be opened again.
     used_links: Arc<UsedLinks>,
+    /// Launches that answered a page: a reload must not stop an open page following its
+    /// prescription.
+    launches: Arc<crate::http::OpenLaunches>,
     /// `[documents] max_in_flight`, set at the first use and kept across reloads.
     document_permits: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
     prune_stats: Arc<prune::PruneStats>,
@@ -232,6 +235,18 @@ impl Running {
         shutdown: CancellationToken,
         tls: Reloader,
     ) -> Running {
+        let pauses = Arc::new(crate::delivery::PauseSwitches::default());
+        match store.paused_destinations() {
+            Ok(names) => {
+                for name in names {
+                    tracing::warn!(destination = %name, "destination paused from the console before this start: it stays paused until an operator resumes it");
+                    pauses.set(&name, true);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "the destinations paused from the console could not be read: every destination starts unpaused");
+            }
+        }
         Running {
             shared: Shared {
                 store,
@@ -242,11 +257,12 @@ impl Running {
                 census_changed: Arc::new(Notify::new()),
                 census_progress: Arc::new(watch::Sender::new(0)),
                 used_links: Arc::new(UsedLinks::default()),
+                launches: Arc::default(),
                 document_permits: std::sync::OnceLock::new(),
                 prune_stats: Arc::default(),
                 hold_stats: Arc::default(),
                 console: console::ConsoleShared::new().map(Arc::new),
-                pauses: Arc::default(),
+                pauses,
             },
             config: None,
             inbound: BTreeMap::new(),
@@ -562,6 +578,7 @@ impl Running {
                     self.shared.store.clone(),
                     self.shared.census_progress.subscribe(),
                     self.shared.used_links.clone(),
+                    self.shared.launches.clone(),
                 )?
                 .merge(documents.unwrap_or_default()),
             ),

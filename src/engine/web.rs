@@ -36,6 +36,7 @@ pub(super) fn router(
     store: Store,
     census_progress: tokio::sync::watch::Receiver<i64>,
     used_links: Arc<crate::http::UsedLinks>,
+    launches: Arc<crate::http::OpenLaunches>,
 ) -> Result<Router, EngineError> {
     let base_url = format!("http://{local_addr}");
     let mut router = Router::new();
@@ -75,15 +76,23 @@ pub(super) fn router(
     match (&config.launch, &config.posos) {
         (Some(launch), Some(posos)) => {
             let client = posos_client(posos, &base_url, simulator_key)?;
+            let mut settings = launch.settings.clone();
+            if settings.page.posos_origin.is_none() {
+                settings.page.posos_origin = posos_origin(posos, &base_url);
+            }
+            let tracker = Arc::new(StoreTracker {
+                store: store.clone(),
+            });
             let state = LaunchState::new(
                 Arc::new(CensusContext {
                     store,
                     census_progress,
                 }),
                 Arc::new(PososBridge { client }),
-                launch.settings.clone(),
+                settings,
             )
-            .with_used_links(used_links);
+            .with_used_links(used_links)
+            .with_page(launches, tracker);
             router = router.merge(crate::http::router(state));
         }
         _ => {
@@ -94,6 +103,132 @@ pub(super) fn router(
         }
     }
     Ok(router)
+}
+
+/// The origin of the Scan & Go pages when `[launch] posos_origin` is not set: the simulator's
+/// (this daemon's own), or that of the environment's `base_url`.
+fn posos_origin(posos: &PososConfig, local_base: &str) -> Option<String> {
+    match &posos.mode {
+        PososMode::Simulator { .. } => crate::http::launch_page::origin_of(local_base),
+        PososMode::Remote { base_url, .. } => crate::http::launch_page::origin_of(base_url),
+    }
+}
+
+/// How many push rows since a launch that name its patient are read to find its bundle.
+const FOLLOW_CANDIDATES: usize = 20;
+
+/// The launch page's view of the store: a launch's pushed bundle and its fate.
+struct StoreTracker {
+    store: Store,
+}
+
+impl crate::http::ImportTracker for StoreTracker {
+    fn find<'a>(
+        &'a self,
+        patient_id: &'a str,
+        since: jiff::Timestamp,
+        bundle: Option<&'a str>,
+    ) -> crate::http::launch_page::TrackerFuture<'a, Option<i64>> {
+        Box::pin(async move {
+            if patient_id.is_empty() {
+                return Ok(None);
+            }
+            let candidates = self
+                .store
+                .journal_naming(
+                    crate::config::PUSH_CHANNEL,
+                    since,
+                    patient_id.as_bytes().to_vec(),
+                    bundle.map(|b| b.as_bytes().to_vec()),
+                    FOLLOW_CANDIDATES,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            // The bytes contain the id somewhere: confirm it is the bundle's patient.
+            Ok(candidates.into_iter().find_map(|(id, raw)| {
+                crate::posos::bundle::read_bundle(&raw)
+                    .ok()
+                    .filter(|p| p.patient.partner_id.as_deref() == Some(patient_id))
+                    .map(|_| id)
+            }))
+        })
+    }
+
+    fn facts(
+        &self,
+        journal_id: i64,
+    ) -> crate::http::launch_page::TrackerFuture<'_, Option<crate::http::launch_page::ImportFacts>>
+    {
+        Box::pin(async move {
+            let fate = self
+                .store
+                .push_fate(journal_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(fate.map(|fate| import_facts(journal_id, fate)))
+        })
+    }
+}
+
+/// The store's words turned into the launch page's.
+fn import_facts(
+    journal_id: i64,
+    fate: crate::store::PushFate,
+) -> crate::http::launch_page::ImportFacts {
+    use crate::http::launch_page::{HoldFact, ImportFacts, MessageFact, MessageState, RowState};
+    use crate::store::{EntryStatus, OutboundStatus};
+    ImportFacts {
+        journal_id,
+        received_at: fate.received_at,
+        row: match fate.status {
+            EntryStatus::Accepted => RowState::Accepted,
+            EntryStatus::Rejected => RowState::Rejected,
+            EntryStatus::Processed => RowState::Processed,
+        },
+        hold: fate
+            .hold
+            .map(|(held_at, release_at, released_at)| HoldFact {
+                held_at,
+                release_at,
+                released_at,
+            }),
+        messages: fate
+            .messages
+            .into_iter()
+            .map(|m| MessageFact {
+                state: match m.status {
+                    OutboundStatus::Pending => MessageState::Queued,
+                    OutboundStatus::Delivered => MessageState::Delivered,
+                    OutboundStatus::Dead => MessageState::Dead,
+                },
+                ack_code: m
+                    .ack
+                    .as_deref()
+                    .and_then(msa_code)
+                    .or_else(|| m.last_error.as_deref().and_then(refusal_code)),
+                destination: m.destination,
+                enqueued_at: m.enqueued_at,
+                attempts: m.attempts,
+                delivered_at: m.delivered_at,
+            })
+            .collect(),
+    }
+}
+
+/// MSA-1 of an acknowledgement.
+fn msa_code(ack: &[u8]) -> Option<String> {
+    let message = crate::hl7::Message::parse(ack).ok()?;
+    let path: crate::hl7::Path = "MSA-1".parse().ok()?;
+    let code = message.text(&path)?.trim().to_string();
+    (!code.is_empty()).then_some(code)
+}
+
+/// The code a delivery error names (`receiver answered AR to …`), as the delivery worker
+/// writes it.
+fn refusal_code(error: &str) -> Option<String> {
+    let rest = error.split("answered ").nth(1)?;
+    let code: String = rest.chars().take_while(char::is_ascii_uppercase).collect();
+    matches!(code.as_str(), "AA" | "AE" | "AR" | "CA" | "CE" | "CR").then_some(code)
 }
 
 /// Wraps the whole router in what every route shares (see [`crate::http::guard`]): the Host

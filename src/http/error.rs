@@ -52,6 +52,10 @@ pub enum LaunchError {
     /// Posos answered a redirect target that is not an http(s) URL.
     #[error("posos returned an unusable url")]
     BadRedirect { url: String },
+    /// The launch page (`mode=page`) cannot be shown: the text says why and what to set
+    /// (no patient value).
+    #[error("the launch page cannot be shown: {0}")]
+    PageUnavailable(String),
 }
 
 /// `scan-token field `patientId` has no value: `patient.ipp` is empty`, or the mapping's
@@ -205,6 +209,19 @@ impl LaunchError {
                 title_en: "Unusable answer from Posos",
                 body_en: format!("Posos answered an address that cannot be opened. {RETRY_EN}"),
                 detail: None,
+            },
+            LaunchError::PageUnavailable(reason) => PageText {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                kind: "page_unavailable",
+                title_fr: "Page de suivi indisponible",
+                body_fr: format!(
+                    "Posos ne peut pas être ouvert avec le suivi de la prescription sur ce poste. {SUPPORT_FR}"
+                ),
+                title_en: "Follow-up page unavailable",
+                body_en: format!(
+                    "Posos cannot be opened with the prescription follow-up here. {SUPPORT_EN}"
+                ),
+                detail: Some(reason.clone()),
             },
         }
     }

@@ -15,7 +15,9 @@
 //!   answer (launch URLs carry identifiers in their query: no page may leak them as a referrer);
 //!   HTML answers get a `Content-Security-Policy` that forbids scripts and sets
 //!   `frame-ancestors` (`[http] frame_ancestors`, default `'none'`: an EHR that embeds the launch
-//!   page lists its origin there). A handler that sets its own policy keeps it.
+//!   page lists its origin there). A handler that sets its own policy keeps it, with the
+//!   configured `frame-ancestors` added when it names none (the launch page frames Scan & Go
+//!   from the Posos origin only, and is embedded only by `[http] frame_ancestors`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -150,6 +152,27 @@ pub fn content_security_policy(frame_ancestors: &[String]) -> String {
     )
 }
 
+/// A handler's own policy with the configured `frame-ancestors` added when it sets none
+/// (the launch page: its frames and scripts are its own business, who may embed it is the
+/// operator's); `None` when it sets one (kept as is).
+pub fn with_frame_ancestors(own: &str, frame_ancestors: &[String]) -> Option<String> {
+    if own
+        .split(';')
+        .any(|d| d.trim().starts_with("frame-ancestors"))
+    {
+        return None;
+    }
+    let ancestors = if frame_ancestors.is_empty() {
+        "'none'".to_string()
+    } else {
+        frame_ancestors.join(" ")
+    };
+    Some(format!(
+        "{}; frame-ancestors {ancestors}",
+        own.trim().trim_end_matches(';')
+    ))
+}
+
 /// Middleware: refuses a request whose `Host` is not served (421), except `/health`.
 pub async fn check_host(
     State(settings): State<std::sync::Arc<HttpGuardSettings>>,
@@ -233,9 +256,15 @@ pub async fn security_headers(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/html"));
-    if html && !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
-        let policy = content_security_policy(&settings.frame_ancestors);
-        if let Ok(value) = HeaderValue::from_str(&policy) {
+    if html {
+        let own = headers
+            .get(header::CONTENT_SECURITY_POLICY)
+            .and_then(|v| v.to_str().ok());
+        let policy = match own {
+            None => Some(content_security_policy(&settings.frame_ancestors)),
+            Some(own) => with_frame_ancestors(own, &settings.frame_ancestors),
+        };
+        if let Some(value) = policy.and_then(|p| HeaderValue::from_str(&p).ok()) {
             headers.insert(header::CONTENT_SECURITY_POLICY, value);
         }
     }
@@ -321,6 +350,21 @@ mod tests {
         assert_eq!(
             admin_access(&allow, None, None, &HeaderMap::new()),
             Err(AdminRefusal::NotAllowed)
+        );
+    }
+
+    #[rstest]
+    #[case::ok_added(
+        "default-src 'none'; frame-src https://app.posos.co",
+        Some(
+            "default-src 'none'; frame-src https://app.posos.co; frame-ancestors https://dpi.chu.local"
+        )
+    )]
+    #[case::ok_kept("default-src 'none'; frame-ancestors 'none'", None)]
+    fn ok_with_frame_ancestors(#[case] own: &str, #[case] expected: Option<&str>) {
+        assert_eq!(
+            with_frame_ancestors(own, &["https://dpi.chu.local".to_string()]).as_deref(),
+            expected
         );
     }
 

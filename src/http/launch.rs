@@ -36,6 +36,9 @@ use uuid::Uuid;
 
 use super::access::{AccessPolicy, AllowList, SigningSecret, UsedLinks, check_access};
 use super::error::{CORRELATION_HEADER, ErrorPage, LaunchError};
+use super::launch_page::{
+    ImportTracker, OpenLaunches, PageSettings, StatusState, origin_of, page_policy, render_page,
+};
 use super::query::{first, parse_query};
 use crate::mapping::{
     Inputs, LaunchInput, LaunchPatient, LaunchUser, Mapping, MappingErrors, OutputFormat,
@@ -252,6 +255,8 @@ pub struct LaunchSettings {
     pub mapping: Mapping,
     /// Builds the guide request (`[launch] guide_mapping`, else the shipped one).
     pub guide_mapping: Mapping,
+    /// The launch page (`mode=page`): iframe or popup, and the Posos origin.
+    pub page: PageSettings,
 }
 
 /// The default of `[launch] max_link_age`: an EHR signs a link when the clinician clicks, so
@@ -272,6 +277,7 @@ impl LaunchSettings {
             unknown_patient: UnknownPatient::Refuse,
             mapping,
             guide_mapping,
+            page: PageSettings::default(),
         }
     }
 }
@@ -283,6 +289,10 @@ pub struct LaunchState<C, P> {
     settings: Arc<LaunchSettings>,
     /// Signed links already opened (each opens one launch).
     used_links: Arc<UsedLinks>,
+    /// Launches that answered a page (`mode=page`), by the token their page polls with.
+    launches: Arc<OpenLaunches>,
+    /// Where the launch page's status comes from; `None`: `mode=page` is refused.
+    tracker: Option<Arc<dyn ImportTracker>>,
 }
 
 impl<C, P> Clone for LaunchState<C, P> {
@@ -292,6 +302,8 @@ impl<C, P> Clone for LaunchState<C, P> {
             posos: Arc::clone(&self.posos),
             settings: Arc::clone(&self.settings),
             used_links: Arc::clone(&self.used_links),
+            launches: Arc::clone(&self.launches),
+            tracker: self.tracker.clone(),
         }
     }
 }
@@ -309,6 +321,8 @@ impl<C: LaunchContext, P: PososApi> LaunchState<C, P> {
             posos,
             settings: Arc::new(settings),
             used_links: Arc::new(UsedLinks::default()),
+            launches: Arc::new(OpenLaunches::default()),
+            tracker: None,
         }
     }
 
@@ -317,6 +331,27 @@ impl<C: LaunchContext, P: PososApi> LaunchState<C, P> {
     pub fn with_used_links(mut self, used: Arc<UsedLinks>) -> Self {
         self.used_links = used;
         self
+    }
+
+    /// Shares `launches` as the launches that answered a page (kept across reloads, so an
+    /// open page keeps following its prescription), and follows their imports with `tracker`.
+    pub fn with_page(
+        mut self,
+        launches: Arc<OpenLaunches>,
+        tracker: Arc<dyn ImportTracker>,
+    ) -> Self {
+        self.launches = launches;
+        self.tracker = Some(tracker);
+        self
+    }
+
+    /// What the status route of the launch page needs.
+    pub(crate) fn status_state(&self) -> StatusState {
+        StatusState {
+            launches: Arc::clone(&self.launches),
+            tracker: self.tracker.clone(),
+            allow_list: self.settings.allow_list.clone(),
+        }
     }
 
     /// The settings in force.
@@ -457,15 +492,88 @@ pub(crate) async fn guard<C: LaunchContext, P: PososApi>(
     .await
 }
 
-/// `GET /launch/scan`.
+/// `GET /launch/scan`: a redirect to Scan & Go, or with `mode=page` the launch page.
 pub(crate) async fn scan<C: LaunchContext, P: PososApi>(
     State(state): State<LaunchState<C, P>>,
     id: CorrelationId,
     LaunchClock(clock): LaunchClock,
+    headers: axum::http::HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
+    let started = jiff::Timestamp::now();
     let pairs = parse_query(query.as_deref().unwrap_or(""));
-    answer(id, launch_scan(&state, id, &clock, &pairs).await)
+    let launched = launch_scan(&state, id, &clock, &pairs).await;
+    if first(&pairs, PAGE_PARAMETER) != Some("page") {
+        return answer(id, launched.map(|(url, _)| url));
+    }
+    let lang = crate::console::Lang::negotiate(
+        first(&pairs, "lang"),
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+        crate::console::Lang::Fr,
+    );
+    match launched.and_then(|(url, patient_id)| page(&state, id, started, url, patient_id, lang)) {
+        Ok(response) => response,
+        Err(error) => ErrorPage {
+            correlation_id: id.0,
+            error,
+        }
+        .into_response(),
+    }
+}
+
+/// The query parameter that asks for the launch page (`mode=page`) instead of a redirect.
+pub const PAGE_PARAMETER: &str = "mode";
+
+/// The launch page around the Scan & Go URL `url` (see [`super::launch_page`]).
+fn page<C: LaunchContext, P: PososApi>(
+    state: &LaunchState<C, P>,
+    id: CorrelationId,
+    started: jiff::Timestamp,
+    url: String,
+    patient_id: Option<String>,
+    lang: crate::console::Lang,
+) -> Result<Response, LaunchError> {
+    let settings = &state.settings.page;
+    let (Some(origin), Some(_)) = (settings.posos_origin.as_deref(), state.tracker.as_ref()) else {
+        return Err(LaunchError::PageUnavailable(
+            "the launch page is not set up here (no Posos origin or no store): use the link without `mode=page`".into(),
+        ));
+    };
+    redirect_target(url.clone())?;
+    if origin_of(&url).as_deref() != Some(origin) {
+        return Err(LaunchError::PageUnavailable(format!(
+            "Posos returned a page outside its configured origin `{origin}`: set `[launch] posos_origin` to the origin of the Scan & Go pages"
+        )));
+    }
+    let patient_id = patient_id.unwrap_or_default();
+    let token = state.launches.open(patient_id, started).ok_or_else(|| {
+        LaunchError::PageUnavailable("the system's random generator failed".into())
+    })?;
+    let status_url = format!("/launch/status/{token}");
+    let markup = render_page(
+        lang,
+        settings.mode,
+        &url,
+        origin,
+        &status_url,
+        &id.0.to_string(),
+    );
+    let mut response = (StatusCode::OK, markup.into_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    if let Ok(policy) = HeaderValue::from_str(&page_policy(settings.mode, origin)) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(value) = HeaderValue::from_str(&id.0.to_string()) {
+        headers.insert(CORRELATION_HEADER, value);
+    }
+    Ok(response)
 }
 
 /// `GET /launch/guide/{guide}`.
@@ -520,7 +628,7 @@ async fn launch_scan<C: LaunchContext, P: PososApi>(
     id: CorrelationId,
     clock: &PososClock,
     pairs: &[(String, String)],
-) -> Result<String, LaunchError> {
+) -> Result<(String, Option<String>), LaunchError> {
     let settings = state.settings();
     let names = &settings.parameters;
     let rpps = first(pairs, &names.rpps)
@@ -595,7 +703,12 @@ async fn launch_scan<C: LaunchContext, P: PososApi>(
             error,
         })?;
     tracing::debug!("scan-token request built");
-    Ok(clock.time(state.posos.scan_token(body)).await?)
+    let patient_id = body
+        .get("patientId")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string);
+    let url = clock.time(state.posos.scan_token(body)).await?;
+    Ok((url, patient_id))
 }
 
 fn launch_user(user: PractitionerContext) -> LaunchUser {
@@ -1084,5 +1197,180 @@ mod tests {
             serde_json::from_str::<Value>(&body).unwrap(),
             json!({"status": "ok"})
         );
+    }
+
+    // ---- the launch page (`mode=page`) ----
+
+    use crate::http::launch_page::{
+        ImportFacts, ImportTracker, MessageFact, MessageState, RowState, TrackerFuture,
+    };
+
+    /// A tracker that knows one bundle, for patient `IPP1`, delivered with AA.
+    struct Tracker;
+
+    impl ImportTracker for Tracker {
+        fn find<'a>(
+            &'a self,
+            patient_id: &'a str,
+            _since: jiff::Timestamp,
+            _bundle: Option<&'a str>,
+        ) -> TrackerFuture<'a, Option<i64>> {
+            Box::pin(async move { Ok((patient_id == "IPP1").then_some(5)) })
+        }
+        fn facts(&self, journal_id: i64) -> TrackerFuture<'_, Option<ImportFacts>> {
+            let at: jiff::Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+            Box::pin(async move {
+                Ok(Some(ImportFacts {
+                    journal_id,
+                    received_at: at,
+                    row: RowState::Processed,
+                    hold: None,
+                    messages: vec![MessageFact {
+                        destination: "ehr-orders".into(),
+                        enqueued_at: at,
+                        state: MessageState::Delivered,
+                        attempts: 1,
+                        delivered_at: Some(at),
+                        ack_code: Some("AA".into()),
+                    }],
+                }))
+            })
+        }
+    }
+
+    fn page_state(origin: &str) -> LaunchState<Census, Posos> {
+        let (state, _) = state(census(), Ok(OK_URL.into()), |s| {
+            s.page.posos_origin = Some(origin.into());
+        });
+        state.with_page(Arc::new(OpenLaunches::default()), Arc::new(Tracker))
+    }
+
+    /// The status URL the page polls (from its `data-status`).
+    fn status_url(page: &str) -> String {
+        let start = page.find("data-status=\"").unwrap() + "data-status=\"".len();
+        let end = start + page[start..].find('"').unwrap();
+        page[start..end].to_string()
+    }
+
+    #[tokio::test]
+    async fn ok_page_frames_posos_and_follows_to_ack() {
+        let state = page_state("https://app.posos.test");
+        let (status, headers, page) = get(
+            state.clone(),
+            "/launch/scan?ipp=IPP1&rpps=10000000001&mode=page&lang=en",
+            "127.0.0.1:1",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let policy = headers
+            .get(header::CONTENT_SECURITY_POLICY)
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert!(
+            policy.contains("frame-src https://app.posos.test;"),
+            "{policy}"
+        );
+        assert!(policy.contains("script-src 'self';"), "{policy}");
+        assert!(
+            page.contains(&format!("<iframe id=\"scan\" src=\"{OK_URL}\"")),
+            "{page}"
+        );
+        assert!(page.contains("data-origin=\"https://app.posos.test\""));
+        // The page carries no patient value: the census's names are not on it.
+        assert!(
+            !page.contains("MARTIN") && !page.contains("Claire"),
+            "{page}"
+        );
+
+        let url = status_url(&page);
+        assert!(url.starts_with("/launch/status/"), "{url}");
+        let (status, headers, body) = get(state, &format!("{url}?lang=en"), "127.0.0.1:1").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(headers.get(header::CACHE_CONTROL).unwrap(), "no-store");
+        let view: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(view["state"], "acked");
+        assert_eq!(view["headline"], "Received by the EHR (ACK AA)");
+        for phi in ["IPP1", "MARTIN", "Claire", "DURAND", "10000000001"] {
+            assert!(!body.contains(phi), "the status names `{phi}`: {body}");
+        }
+    }
+
+    /// Only the configured Posos origin: a Scan & Go URL elsewhere is refused, not framed.
+    #[tokio::test]
+    async fn err_page_url_outside_posos_origin() {
+        let state = page_state("https://other.posos.test");
+        let (status, headers, page) = get(
+            state,
+            "/launch/scan?ipp=IPP1&rpps=10000000001&mode=page",
+            "127.0.0.1:1",
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!page.contains("<iframe"), "{page}");
+        assert!(page.contains("Page de suivi indisponible"), "{page}");
+        assert!(
+            page.contains("Posos returned a page outside its configured origin `https://other.posos.test`: set `[launch] posos_origin`"),
+            "{page}"
+        );
+        assert!(headers.get(header::LOCATION).is_none());
+    }
+
+    #[tokio::test]
+    async fn err_page_without_tracker() {
+        let (state, _) = state(census(), Ok(OK_URL.into()), |s| {
+            s.page.posos_origin = Some("https://app.posos.test".into());
+        });
+        let (status, _, page) = get(
+            state,
+            "/launch/scan?ipp=IPP1&rpps=10000000001&mode=page",
+            "127.0.0.1:1",
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            page.contains("the launch page is not set up here"),
+            "{page}"
+        );
+    }
+
+    #[rstest]
+    #[case::err_unknown_token("/launch/status/not-a-token", "127.0.0.1:1", 404, "unknown launch")]
+    #[case::err_outside_allow_list(
+        "/launch/status/not-a-token",
+        "10.1.2.3:1",
+        403,
+        "`[launch] allow`"
+    )]
+    #[tokio::test]
+    async fn err_status(
+        #[case] uri: &str,
+        #[case] peer: &str,
+        #[case] status: u16,
+        #[case] snippet: &str,
+    ) {
+        let (got, _, body) = get(page_state("https://app.posos.test"), uri, peer).await;
+        assert_eq!(got.as_u16(), status, "{body}");
+        assert!(body.contains(snippet), "{body}");
+    }
+
+    #[tokio::test]
+    async fn ok_page_popup_mode() {
+        let (state, _) = state(census(), Ok(OK_URL.into()), |s| {
+            s.page.posos_origin = Some("https://app.posos.test".into());
+            s.page.mode = crate::http::PageMode::Popup;
+        });
+        let state = state.with_page(Arc::new(OpenLaunches::default()), Arc::new(Tracker));
+        let (status, headers, page) = get(
+            state,
+            "/launch/scan?ipp=IPP1&rpps=10000000001&mode=page",
+            "127.0.0.1:1",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!page.contains("<iframe"), "{page}");
+        assert!(page.contains("Ouvrir Scan &amp; Go"), "{page}");
+        let policy = headers.get(header::CONTENT_SECURITY_POLICY).unwrap();
+        assert!(policy.to_str().unwrap().contains("frame-src 'none';"));
     }
 }

@@ -29,6 +29,7 @@ pub mod error;
 pub mod fhir;
 pub mod guard;
 pub mod launch;
+pub mod launch_page;
 mod query;
 pub mod serve;
 
@@ -50,17 +51,25 @@ pub use launch::{
     PractitionerContext, SCAN_TOKEN_FIELDS, UnknownPatient, launch_mapping_problems, shipped_guide,
     shipped_scan_token,
 };
+pub use launch_page::{ImportTracker, OpenLaunches, PageMode, PageSettings};
 pub use serve::ServeSettings;
 
-/// The HTTP routes: `/launch/scan` and `/launch/guide/{guide}` behind the access guard, and
-/// `/health` open to all (it says nothing about patients).
+/// The HTTP routes: `/launch/scan` and `/launch/guide/{guide}` behind the access guard; the
+/// launch page's status (`/launch/status/{token}`: the allow-list and its unguessable token)
+/// and assets; `/health` open to all (it says nothing about patients).
 pub fn router<C: LaunchContext, P: PososApi>(state: LaunchState<C, P>) -> Router {
+    let page = Router::new()
+        .route("/launch/status/{token}", get(launch_page::status))
+        .route(launch_page::SCRIPT_PATH, get(launch_page::script))
+        .route(launch_page::STYLE_PATH, get(launch_page::style))
+        .with_state(state.status_state());
     Router::new()
         .route("/launch/scan", get(launch::scan::<C, P>))
         .route("/launch/guide/{guide}", get(launch::guide::<C, P>))
         .route_layer(from_fn_with_state(state.clone(), launch::guard::<C, P>))
         .route("/health", get(health))
         .with_state(state)
+        .merge(page)
 }
 
 /// `GET /health`: `200 {"status":"ok"}` while the process serves HTTP.

@@ -17,7 +17,9 @@
 //!   so CORS does not matter) pushes a FHIR transaction Bundle for the session's patient to the
 //!   configured push endpoint with the configured bearer, and answers
 //!   `{"status": "success"|"error", "prescription": …}`. The page then posts that to
-//!   `window.opener` and sets its hash to `#success` or `#error`.
+//!   `window.opener` (a popup), else to `window.parent` (an iframe), and sets its hash to
+//!   `#success` or `#error`. (Assumed of the real Scan & Go, whose message format is not
+//!   published: `{status, prescription: {bundleId, patientId}}`, any target origin.)
 //!
 //! The caller binds the listener (127.0.0.1) and nests [`router`] where it wants; `base_url`
 //! must be the URL the router is reached at, prefix included.
@@ -721,7 +723,9 @@ button?.addEventListener('click', async () => {
   } catch (e) {
     result.textContent = 'import failed: ' + e;
   }
-  window.opener?.postMessage({ status, prescription }, '*');
+  // As Scan & Go: to the window that opened it (popup), else to the page that frames it.
+  const host = window.opener ?? (window.parent !== window ? window.parent : null);
+  host?.postMessage({ status, prescription }, '*');
   location.hash = status === 'success' ? '#success' : '#error';
   button.disabled = false;
 });

@@ -64,6 +64,31 @@ const LINEAGE_SQL: &str = "SELECT id, destination, enqueued_at, control_id, stat
         last_error, delivered_at, ack
     FROM outbound WHERE source = ?1 ORDER BY id";
 
+const PAUSE_SQL: &str = "INSERT INTO paused_destinations (destination, paused_at, user)
+    VALUES (?1, ?2, ?3) ON CONFLICT (destination) DO NOTHING";
+const RESUME_SQL: &str = "DELETE FROM paused_destinations WHERE destination = ?1";
+const PAUSED_SQL: &str = "SELECT destination FROM paused_destinations ORDER BY destination";
+
+/// Records `destination` as paused or resumed (in the writer's transaction).
+pub(super) fn pause(
+    transaction: &rusqlite::Transaction<'_>,
+    destination: &str,
+    paused: bool,
+    at: i64,
+    user: &str,
+) -> rusqlite::Result<()> {
+    if paused {
+        transaction
+            .prepare_cached(PAUSE_SQL)?
+            .execute(rusqlite::params![destination, at, user])?;
+    } else {
+        transaction
+            .prepare_cached(RESUME_SQL)?
+            .execute([destination])?;
+    }
+    Ok(())
+}
+
 /// Inserts one audit row (in the writer's transaction).
 pub(super) fn insert(
     transaction: &rusqlite::Transaction<'_>,
@@ -106,7 +131,10 @@ fn recent(connection: &Connection, limit: usize) -> rusqlite::Result<Vec<AuditRe
     rows.collect()
 }
 
-fn lineage(connection: &Connection, journal_id: i64) -> rusqlite::Result<Vec<LineageRow>> {
+pub(super) fn lineage(
+    connection: &Connection,
+    journal_id: i64,
+) -> rusqlite::Result<Vec<LineageRow>> {
     let mut statement = connection.prepare_cached(LINEAGE_SQL)?;
     let rows = statement.query_map([format!("journal:{journal_id}")], |row| {
         let status: String = row.get(4)?;
@@ -136,7 +164,29 @@ fn lineage(connection: &Connection, journal_id: i64) -> rusqlite::Result<Vec<Lin
 impl Store {
     /// Records `entry`; resolves once it is committed.
     pub async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
-        self.audited(entry, None).await.map(drop)
+        self.audited(entry, None, None).await.map(drop)
+    }
+
+    /// Pauses (`paused`) or resumes `destination` for good (a restart keeps it), recording
+    /// `entry` in the same transaction.
+    pub async fn switch_destination(
+        &self,
+        destination: String,
+        paused: bool,
+        entry: AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.audited(entry, None, Some((destination, paused)))
+            .await
+            .map(drop)
+    }
+
+    /// The destinations paused from the console, by name (a reader connection).
+    pub fn paused_destinations(&self) -> Result<Vec<String>, StoreError> {
+        self.shared.readers.with(|connection| {
+            let mut statement = connection.prepare_cached(PAUSED_SQL)?;
+            let rows = statement.query_map([], |row| row.get(0))?;
+            rows.collect()
+        })
     }
 
     /// Makes the held bundle of journal row `journal_id` due now (the releaser maps it at
@@ -147,19 +197,21 @@ impl Store {
         journal_id: i64,
         entry: AuditEntry,
     ) -> Result<bool, StoreError> {
-        self.audited(entry, Some(journal_id)).await
+        self.audited(entry, Some(journal_id), None).await
     }
 
     async fn audited(
         &self,
         entry: AuditEntry,
         release_hold: Option<i64>,
+        pause: Option<(String, bool)>,
     ) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Request::Audit {
             entry,
             at: jiff::Timestamp::now().as_microsecond(),
             release_hold,
+            pause,
             changed: false,
             reply,
         })
@@ -185,6 +237,40 @@ impl Store {
 mod tests {
     use super::super::{OutboundItem, StoreOptions};
     use super::*;
+
+    #[tokio::test]
+    async fn ok_pause_is_kept_with_its_audit_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.sqlite");
+        let store = Store::open(&path, StoreOptions::default()).unwrap();
+        let entry = |action: &str| AuditEntry {
+            user: "olga".into(),
+            action: action.into(),
+            target: "destination:ehr".into(),
+            reason: "maintenance".into(),
+        };
+        store
+            .switch_destination("ehr".into(), true, entry("pause"))
+            .await
+            .unwrap();
+        store
+            .switch_destination("ehr".into(), true, entry("pause"))
+            .await
+            .unwrap();
+        store
+            .switch_destination("lab".into(), true, entry("pause"))
+            .await
+            .unwrap();
+        store
+            .switch_destination("lab".into(), false, entry("resume"))
+            .await
+            .unwrap();
+        store.close().await;
+        drop(store);
+        let store = Store::open(&path, StoreOptions::default()).unwrap();
+        assert_eq!(store.paused_destinations().unwrap(), ["ehr"]);
+        assert_eq!(store.recent_audit(10).await.unwrap().len(), 4);
+    }
 
     #[tokio::test]
     async fn ok_audit_then_read_and_lineage() {

@@ -42,6 +42,7 @@ mod audit;
 pub mod backup;
 mod census;
 mod documents;
+mod follow;
 mod hold;
 mod prune;
 mod queue;
@@ -65,6 +66,7 @@ pub use self::audit::{AuditEntry, AuditRecord, LineageRow};
 pub use self::documents::{
     CensusLookup, CensusRecord, DocumentTracking, MessageState, TrackedMessage,
 };
+pub use self::follow::PushFate;
 pub use self::hold::{DeliverOutcome, HeldBundle, HoldOverview, ReleaseReason, UnsettledPush};
 use self::prune::PruneCursor;
 pub use self::prune::{CensusCutoff, ChannelCutoff, Pruned, RetentionPlan};

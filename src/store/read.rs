@@ -202,6 +202,8 @@ enum IndexedFilter {
     MessageType(String),
     /// The rejected rows (a partial index).
     Rejected,
+    /// One channel (`journal_channel_received`, in reception order).
+    Channel(String),
 }
 
 impl IndexedFilter {
@@ -214,6 +216,9 @@ impl IndexedFilter {
         if search.status == Some(EntryStatus::Rejected) {
             filters.push(IndexedFilter::Rejected);
         }
+        if let Some(channel) = &search.filter.channel {
+            filters.push(IndexedFilter::Channel(channel.clone()));
+        }
         filters
     }
 
@@ -221,6 +226,7 @@ impl IndexedFilter {
         match self {
             IndexedFilter::MessageType(_) => "journal_type_time",
             IndexedFilter::Rejected => "journal_rejected",
+            IndexedFilter::Channel(_) => "journal_channel_received",
         }
     }
 
@@ -240,6 +246,7 @@ impl IndexedFilter {
             }
             // A partial index: its condition must appear literally for SQLite to use it.
             IndexedFilter::Rejected => "status = 'rejected'".to_owned(),
+            IndexedFilter::Channel(channel) => format!("channel = ?{}", bind(channel.clone())),
         }
     }
 }
@@ -796,6 +803,13 @@ mod tests {
         JournalSearch { status: Some(EntryStatus::Rejected), ..Default::default() },
         "journal_rejected"
     )]
+    #[case::ok_rare_channel_by_its_index(
+        JournalSearch {
+            filter: JournalFilter { channel: Some("rare".to_owned()), ..Default::default() },
+            ..Default::default()
+        },
+        "journal_channel_received"
+    )]
     #[case::ok_fewest_of_two_filters(
         JournalSearch {
             message_type: Some("ORU".to_owned()),
@@ -887,9 +901,12 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
+        // By channel, through either index that starts with it (the duplicate index, or the
+        // `(channel, received_at)` one of migration 12, which SQLite prefers): never a scan.
         assert!(
             plan.iter()
-                .any(|step| step.contains("USING INDEX journal_duplicate")),
+                .any(|step| step.contains("USING INDEX journal_duplicate")
+                    || step.contains("USING INDEX journal_channel_received (channel=?")),
             "{plan:?}"
         );
     }

@@ -262,6 +262,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
         retention_seconds INTEGER,
         recorded_at INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 12: destinations an operator paused from the console, so a pause survives a restart
+    // (the row goes when the destination is resumed); each channel's last message time for
+    // the dashboard, found by index (`max(received_at)` of one channel).
+    "CREATE TABLE paused_destinations (
+        destination TEXT PRIMARY KEY,
+        paused_at INTEGER NOT NULL,
+        user TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX journal_channel_received ON journal (channel, received_at);",
 ];
 
 /// Prepared statements kept per connection: the census alone uses about 30.
@@ -576,6 +585,7 @@ mod tests {
         assert_eq!(
             indexes,
             [
+                "journal_channel_received",
                 "journal_control_id",
                 "journal_duplicate",
                 "journal_received_at",

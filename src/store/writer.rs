@@ -151,6 +151,8 @@ pub(super) enum Request {
         /// A held bundle (its journal id) to release now, in the audit row's transaction;
         /// `changed` says whether it was still held.
         release_hold: Option<i64>,
+        /// A destination paused (`true`) or resumed, recorded in the audit row's transaction.
+        pause: Option<(String, bool)>,
         changed: bool,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
@@ -584,10 +586,14 @@ fn execute(
                     entry,
                     at,
                     release_hold,
+                    pause,
                     changed,
                     ..
                 } => {
                     super::audit::insert(&transaction, *at, entry)?;
+                    if let Some((destination, paused)) = pause {
+                        super::audit::pause(&transaction, destination, *paused, *at, &entry.user)?;
+                    }
                     if let Some(journal_id) = release_hold {
                         *changed = transaction
                             .prepare_cached(super::audit::RELEASE_NOW_SQL)?

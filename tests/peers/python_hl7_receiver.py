@@ -11,6 +11,8 @@ Answers, by MSH-10 prefix:
   SILENT-  nothing (the sender times out)
   other    MSA|AA
 
+Messages are read as ISO-8859-1 (any byte is a character), as ordobridge's mappings write.
+
 Prints `PORT <n>` once listening on 127.0.0.1 (second argument; 0 or absent = any free port)
 and serves until killed.
 """
@@ -73,7 +75,13 @@ def make_handler(log_path):
 
 async def main(log_path, port):
     async with await start_hl7_server(
-        make_handler(log_path), host="127.0.0.1", port=port, limit=1 << 20
+        make_handler(log_path),
+        host="127.0.0.1",
+        port=port,
+        limit=1 << 20,
+        # ordobridge writes what MSH-18 says (8859/1 by default): accented text must not
+        # kill the connection (python-hl7 reads ASCII unless told).
+        encoding="iso-8859-1",
     ) as server:
         bound = server.sockets[0].getsockname()[1]
         print(f"PORT {bound}", flush=True)
