@@ -552,7 +552,11 @@ async fn simulator_page_renders_and_import_pushes_the_bundle() {
     assert!(html.contains("Jeanne Martin (RPPS 10001234567)"), "{html}");
     assert!(html.contains("IPP000042"));
     assert!(html.contains("Import to DPI"));
-    assert!(html.contains("window.opener?.postMessage({ status, prescription }, '*')"));
+    // To the window that opened it (popup), else the page that frames it (launch page).
+    assert!(html.contains(
+        "const host = window.opener ?? (window.parent !== window ? window.parent : null);"
+    ));
+    assert!(html.contains("host?.postMessage({ status, prescription }, '*')"));
     assert!(html.contains("#success"));
 
     let answer = http.post(format!("{url}/import")).send().await.unwrap();

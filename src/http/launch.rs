@@ -17,6 +17,10 @@
 //!    JSON mapping of the mapping language with the launch inputs, [`LaunchInput`]) and sent
 //!    with [`PososApi::scan_token`]; the browser is redirected to the URL Posos returns.
 //!
+//! With `mode=page`, `/launch/scan` answers the launch page instead of the redirect: Scan &
+//! Go in an iframe or a popup, and the live follow-up of the prescription to the EHR's ACK
+//! (see [`super::launch_page`]).
+//!
 //! `GET /launch/guide/{guide}?rpps=…[&first_name=…&last_name=…]&ucds=…` sends the body the
 //! guide mapping builds (`mappings/guide.toml`: `{rpps, first_name, last_name, guide, ucds}`)
 //! to [`PososApi::prepare_guide`]; `ucds` may be comma-separated, repeated, or both.

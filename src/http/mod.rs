@@ -4,6 +4,8 @@
 //!
 //! - [`launch`]: `GET /launch/scan` and `GET /launch/guide/{guide}`, the [`LaunchContext`] and
 //!   [`PososApi`] traits they depend on, and their settings.
+//! - [`launch_page`]: the launch page (`mode=page`): Scan & Go framed, and the status of the
+//!   imported prescription (`/launch/status/{token}`) through the [`ImportTracker`] trait.
 //! - [`access`]: who may launch: the source-network allow-list and HMAC-signed links
 //!   ([`sign_launch_url`] builds them for EHR integrators).
 //! - The scan-token and guide requests are built by mappings of the one mapping language
