@@ -187,7 +187,7 @@ fn chromium_version(chromium: &Path) -> Result<String, String> {
 }
 
 /// The first executable file `name` in a folder of the `PATH`.
-fn find_on_path(name: &str) -> Option<PathBuf> {
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt as _;
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -209,7 +209,7 @@ impl Drop for Staging {
 
 /// The npm folder `TARGET_TMP/NAME` holding `package` (`name@version`), installed on first
 /// use; `finish` runs in the staging folder after `npm install` (to unpack a binary, say).
-fn npm_install(name: &str, package: &str, finish: impl FnOnce(&Path)) -> PathBuf {
+pub fn npm_install(name: &str, package: &str, finish: impl FnOnce(&Path)) -> PathBuf {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let root = tmp.join(name);
     let ready = root.join(".ready");
@@ -300,7 +300,7 @@ fn unpack_sparticuz(staging: &Path) {
 
 /// Runs `command` for `what` and returns its stdout; fails the test with the command, its exit
 /// status and its output otherwise.
-fn run(what: &str, command: &mut Command) -> String {
+pub fn run(what: &str, command: &mut Command) -> String {
     let program = command.get_program().to_owned();
     let shown = std::iter::once(program.as_os_str())
         .chain(command.get_args())
