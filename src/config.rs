@@ -57,6 +57,8 @@ pub struct Config {
     pub fhir: Option<FhirConfig>,
     /// `CommunicationRequest/$send-to-ehr` and its tracking; needs `[fhir]`.
     pub documents: Option<DocumentsConfig>,
+    /// `[cluster]`: this node's name, how fast another node takes over (PostgreSQL store).
+    pub cluster: crate::store::settings::ClusterSettings,
 }
 
 /// `[fhir]`: who may search patients and encounters and send documents.
@@ -231,7 +233,9 @@ pub enum PososMode {
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// The SQLite database file (absolute).
+    /// `[store] backend`: SQLite (the default, at `path`) or PostgreSQL.
+    pub backend: crate::store::settings::Backend,
+    /// The SQLite database file (absolute); empty on PostgreSQL.
     pub path: PathBuf,
     /// How many messages may wait for the writer before intake waits (backpressure).
     pub queue_capacity: usize,
@@ -615,6 +619,7 @@ struct RawConfig {
     console: Option<Spanned<RawConsole>>,
     fhir: Option<Spanned<RawFhir>>,
     documents: Option<Spanned<RawDocuments>>,
+    cluster: Option<crate::store::settings::RawCluster>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -796,7 +801,17 @@ struct RawEnvironment {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStore {
-    path: Spanned<String>,
+    path: Option<Spanned<String>>,
+    // The backend keys, read by `store::settings` (issue 14).
+    backend: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    pool_size: Option<Spanned<i64>>,
+    statement_timeout: Option<Spanned<String>>,
+    sslmode: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    allow_plain: Option<Spanned<bool>>,
     retention: Option<Spanned<String>>,
     rejected_retention: Option<Spanned<String>>,
     prune_interval: Option<Spanned<String>>,
@@ -864,9 +879,14 @@ const DEFAULT_IDLE_TIMEOUT: Duration = crate::mllp::server::ServerSettings::DEFA
 impl RawConfig {
     fn validate(self, file: &Path, base: &Path, report: &mut Report<'_>) -> Config {
         let mut store = match self.store {
-            Some(store) => StoreConfig {
+            Some(mut store) => StoreConfig {
                 retention: retention(&store, report),
-                path: resolve_path(base, store.path.get_ref()),
+                backend: store_backend(&mut store, base, report),
+                path: store
+                    .path
+                    .as_ref()
+                    .map(|path| resolve_path(base, path.get_ref()))
+                    .unwrap_or_default(),
                 queue_capacity: positive(store.queue_capacity, "store.queue_capacity", report)
                     .unwrap_or(DEFAULT_QUEUE_CAPACITY),
                 max_batch: positive(store.max_batch, "store.max_batch", report)
@@ -880,6 +900,7 @@ impl RawConfig {
                         .to_string(),
                 );
                 StoreConfig {
+                    backend: crate::store::settings::Backend::Sqlite,
                     path: PathBuf::new(),
                     queue_capacity: DEFAULT_QUEUE_CAPACITY,
                     max_batch: DEFAULT_MAX_BATCH,
@@ -1017,7 +1038,17 @@ impl RawConfig {
             validate_documents(documents, fhir.is_some(), &outbound, base, report)
         });
         store.retention.document_tracking = documents.as_ref().and_then(|d| d.tracking_retention);
+        let cluster = match crate::store::settings::cluster(self.cluster, parse_duration) {
+            Ok(cluster) => cluster,
+            Err(problems) => {
+                for problem in problems {
+                    report.push(problem.span, problem.key, problem.message);
+                }
+                crate::store::settings::ClusterSettings::default()
+            }
+        };
         Config {
+            cluster,
             fhir,
             documents,
             source: file.to_path_buf(),
@@ -1079,6 +1110,81 @@ fn retention_value(
     };
     report.push(Some(value.span()), key, problem);
     None
+}
+
+/// `[store] backend` and its PostgreSQL keys, checked by `store::settings` (issue 14: kept in
+/// one block, the parsing lives beside the store).
+fn store_backend(
+    store: &mut RawStore,
+    base: &Path,
+    report: &mut Report<'_>,
+) -> crate::store::settings::Backend {
+    let raw = crate::store::settings::RawPostgres {
+        backend: store.backend.take(),
+        url: store.url.take(),
+        password: store.password.take(),
+        password_file: store.password_file.take(),
+        pool_size: store.pool_size.take(),
+        statement_timeout: store.statement_timeout.take(),
+        sslmode: store.sslmode.take(),
+        ca_file: store.ca_file.take(),
+        allow_plain: store.allow_plain.take(),
+    };
+    let path_given = store.path.is_some();
+    match crate::store::settings::backend(raw, base, path_given, parse_duration) {
+        Ok(backend) => {
+            if let (crate::store::settings::Backend::Postgres(_), Some(path)) =
+                (&backend, &store.path)
+            {
+                report.push(
+                    Some(path.span()),
+                    "store.path",
+                    "is the SQLite file: the PostgreSQL store has none, remove it".to_string(),
+                );
+            }
+            backend
+        }
+        Err(problems) => {
+            for problem in problems {
+                report.push(problem.span, problem.key, problem.message);
+            }
+            crate::store::settings::Backend::Sqlite
+        }
+    }
+}
+
+/// What `config` needs from the store that the PostgreSQL backend does not do yet (issue 14):
+/// `check` and `run` refuse it on PostgreSQL, one line per need.
+pub fn unported_on_postgres(config: &Config) -> Vec<crate::store::settings::Unported> {
+    use crate::store::settings::Unported;
+    let mut needs = Vec::new();
+    if !matches!(
+        config.store.backend,
+        crate::store::settings::Backend::Postgres(_)
+    ) {
+        return needs;
+    }
+    if !config.inbound.is_empty() {
+        needs.push(Unported::Census);
+    }
+    if config.push.is_some() {
+        needs.push(Unported::Holds);
+    }
+    if config.fhir.is_some() || config.documents.is_some() {
+        needs.push(Unported::Documents);
+    }
+    if config.console.is_some() {
+        needs.push(Unported::Audit);
+    }
+    if config
+        .store
+        .retention
+        .plan(jiff::Timestamp::now())
+        .is_some()
+    {
+        needs.push(Unported::Prune);
+    }
+    needs
 }
 
 /// `[store]` retention keys: durations, or `"forever"` to keep rows without end.

@@ -136,6 +136,7 @@ fn lineage(connection: &Connection, journal_id: i64) -> rusqlite::Result<Vec<Lin
 impl Store {
     /// Records `entry`; resolves once it is committed.
     pub async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        self.sqlite_only("audit")?;
         self.audited(entry, None).await.map(drop)
     }
 
@@ -147,6 +148,7 @@ impl Store {
         journal_id: i64,
         entry: AuditEntry,
     ) -> Result<bool, StoreError> {
+        self.sqlite_only("release_hold_now")?;
         self.audited(entry, Some(journal_id)).await
     }
 
@@ -169,12 +171,14 @@ impl Store {
 
     /// The newest `limit` audit rows, newest first (blocking pool).
     pub async fn recent_audit(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.sqlite_only("recent_audit")?;
         self.read_blocking(move |connection| recent(connection, limit))
             .await
     }
 
     /// The outbound rows produced from journal row `journal_id`, oldest first (blocking pool).
     pub async fn lineage(&self, journal_id: i64) -> Result<Vec<LineageRow>, StoreError> {
+        self.sqlite_only("lineage")?;
         self.read_blocking(move |connection| lineage(connection, journal_id))
             .await
     }
