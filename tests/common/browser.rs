@@ -216,7 +216,10 @@ pub fn npm_install(name: &str, package: &str, finish: impl FnOnce(&Path)) -> Pat
     if ready.exists() {
         return root;
     }
-    let staging = Staging(tmp.join(format!("{name}-staging-{}", std::process::id())));
+    // Per process and per call: tests of one binary run on parallel threads.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staging = Staging(tmp.join(format!("{name}-staging-{}-{call}", std::process::id())));
     let _ = std::fs::remove_dir_all(&staging.0);
     std::fs::create_dir_all(&staging.0).unwrap_or_else(|e| {
         panic!(
