@@ -686,6 +686,44 @@ async fn ok_postgres_concurrent_intake_commits_every_message() {
     );
 }
 
+/// Commit before ACK on PostgreSQL: what `journal` and `enqueue` answered survives a crash of
+/// the server (SIGKILL: no shutdown checkpoint, the rows come back from the WAL), and the
+/// store's pool reconnects by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_postgres_answered_rows_survive_a_server_crash() {
+    let mut fixture = open(Backend::Postgres);
+    let journaled: Vec<i64> = join_all((0..20).map(|n| {
+        let store = fixture.store.clone();
+        async move {
+            store
+                .journal(record(&format!("K{n}"), format!("MSH|K{n}").as_bytes()))
+                .await
+        }
+    }))
+    .await
+    .into_iter()
+    .map(|outcome| stored(outcome.unwrap()))
+    .collect();
+    let enqueued = fixture
+        .store
+        .enqueue(vec![item("ehr", "Q1"), item("ehr", "Q2")])
+        .await
+        .unwrap();
+    fixture.server.as_mut().unwrap().crash_and_restart();
+    let store = &fixture.store;
+    for id in &journaled {
+        assert!(store.journal_entry(*id).unwrap().is_some(), "row {id} lost");
+    }
+    let pending: Vec<i64> = store
+        .pending_after("ehr", 0, 10)
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(pending, enqueued);
+    stored(store.journal(record("after", b"MSH|after")).await.unwrap());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn err_postgres_refuses_what_is_not_ported_yet() {
     let fixture = open(Backend::Postgres);

@@ -17,6 +17,9 @@
 //! - PostgreSQL cannot take port 0: a free port is picked, and the start is retried on
 //!   another one when the port was taken meanwhile.
 //!
+//! - [`TestPostgres::crash_and_restart`] kills the server (SIGKILL) and starts it again on
+//!   the same data: what was committed must come back from the WAL.
+//!
 //! The superuser is `ordobridge`, trusted without a password on 127.0.0.1 and on the socket.
 
 use std::io::Read as _;
@@ -51,6 +54,8 @@ pub struct TestPostgres {
     dir: Option<tempfile::TempDir>,
     /// The TCP port on 127.0.0.1.
     pub port: u16,
+    /// The folder of `postgres`, for a restart.
+    bin: PathBuf,
 }
 
 impl TestPostgres {
@@ -71,43 +76,14 @@ impl TestPostgres {
             );
             hand_over(dir.path());
             let port = free_port();
-            let log_path = dir.path().join("server.log");
-            let log = std::fs::File::create(&log_path).expect("create the server log");
-            hand_over(&log_path);
-            let mut command = as_server_user(&bin.join("postgres"));
-            command
-                .arg("-D")
-                .arg(&data)
-                .arg("-p")
-                .arg(port.to_string())
-                .arg("-k")
-                .arg(dir.path())
-                .args([
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    "fsync=on",
-                    "-c",
-                    "synchronous_commit=on",
-                    "-c",
-                    "shared_buffers=16MB",
-                    "-c",
-                    "max_connections=60",
-                    "-c",
-                    "log_min_messages=warning",
-                ])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("clone the log handle"))
-                .stderr(log);
-            let child = command
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.join("postgres").display()));
+            let child = spawn_server(&bin, dir.path(), port);
             let mut server = TestPostgres {
                 child,
                 dir: Some(dir),
                 port,
+                bin: bin.clone(),
             };
-            match server.wait_ready(&log_path) {
+            match server.wait_ready() {
                 Ok(()) => return server,
                 Err(log) => {
                     last_log = log;
@@ -119,6 +95,31 @@ impl TestPostgres {
             }
         }
         panic!("the test PostgreSQL did not start; its log:\n{last_log}");
+    }
+
+    /// Kills the server with SIGKILL (a crash: no shutdown checkpoint), then starts it again
+    /// on the same data and port; returns once it accepts connections (after its recovery).
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let started = Instant::now();
+        loop {
+            // Its backends notice the postmaster's death and leave; until then the new server
+            // refuses the shared memory they hold: retry.
+            self.child = spawn_server(&self.bin, self.socket_dir(), self.port);
+            match self.wait_ready() {
+                Ok(()) => return,
+                Err(log) if started.elapsed() < START_TIMEOUT => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    if !log.contains("in use") && !log.contains("lock file") {
+                        panic!("the test PostgreSQL did not restart; its log:\n{log}");
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(log) => panic!("the test PostgreSQL did not restart; its log:\n{log}"),
+            }
+        }
     }
 
     /// A connection URL on database `postgres` as the superuser, over TCP.
@@ -138,11 +139,15 @@ impl TestPostgres {
         self.child.id()
     }
 
-    /// Waits for `ready to accept connections`; the log when the server ends or times out.
-    fn wait_ready(&mut self, log_path: &Path) -> Result<(), String> {
+    /// Waits for `ready to accept connections` in the log of this start; the log when the
+    /// server ends or times out.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let log_path = self
+            .socket_dir()
+            .join(format!("server-{}.log", self.child.id()));
         let started = Instant::now();
         loop {
-            let log = read_log(log_path);
+            let log = read_log(&log_path);
             if log.contains("ready to accept connections") && self.accepts_tcp() {
                 return Ok(());
             }
@@ -178,6 +183,44 @@ impl Drop for TestPostgres {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `postgres` on `DIR/data`, its socket in `DIR`, its output in
+/// `DIR/server-PID.log` (one log per start).
+fn spawn_server(bin: &Path, dir: &Path, port: u16) -> Child {
+    let staging_log = dir.join("server-starting.log");
+    let log = std::fs::File::create(&staging_log).expect("create the server log");
+    hand_over(&staging_log);
+    let mut command = as_server_user(&bin.join("postgres"));
+    command
+        .arg("-D")
+        .arg(dir.join("data"))
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-k")
+        .arg(dir)
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=on",
+            "-c",
+            "synchronous_commit=on",
+            "-c",
+            "shared_buffers=16MB",
+            "-c",
+            "max_connections=60",
+            "-c",
+            "log_min_messages=warning",
+        ])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone the log handle"))
+        .stderr(log);
+    let child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.join("postgres").display()));
+    let _ = std::fs::rename(&staging_log, dir.join(format!("server-{}.log", child.id())));
+    child
 }
 
 fn read_log(path: &Path) -> String {
