@@ -789,6 +789,42 @@ async fn err_postgres_down_is_a_store_error_naming_the_operation() {
     );
 }
 
+/// `journal()` throughput with 64 concurrent callers, both backends on this machine (the
+/// PostgreSQL one: the test server, `fsync=on`, 16 pooled connections):
+/// `cargo test --test store_backends -- --ignored --nocapture journal_throughput`.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run on demand"]
+async fn journal_throughput(#[values(Backend::Sqlite, Backend::Postgres)] backend: Backend) {
+    let fixture = open(backend);
+    let producers = 64;
+    let per_producer = 200;
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..producers)
+        .map(|p| {
+            let store = fixture.store.clone();
+            tokio::spawn(async move {
+                for n in 0..per_producer {
+                    let raw = format!("MSH|^~\\&|DPI|CHU|||||ADT^A01|{p}-{n}|P|2.5\rNTE|{p}|{n}\r");
+                    store
+                        .journal(record(&format!("{p}-{n}"), raw.as_bytes()))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let messages = producers * per_producer;
+    println!(
+        "{backend:?}: journal() x {messages} from {producers} tasks in {elapsed:.2?} = {:.0}/s",
+        f64::from(messages) / elapsed.as_secs_f64()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Configuration
 
