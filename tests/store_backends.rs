@@ -544,7 +544,7 @@ async fn err_postgres_schema_newer_refused_and_listing_never_migrates() {
     assert_eq!(
         err.to_string(),
         format!(
-            "store `{target}` has schema version 0, this build reads version 1: start the \
+            "store `{target}` has schema version 0, this build reads version 2: start the \
              daemon of this version once (`ordobridge run`), which migrates it; listings never \
              change the store"
         )
@@ -566,7 +566,7 @@ async fn err_postgres_schema_newer_refused_and_listing_never_migrates() {
     client(&server)
         .await
         .execute(
-            "INSERT INTO ordobridge_schema (version, applied_at) VALUES (2, 0)",
+            "INSERT INTO ordobridge_schema (version, applied_at) VALUES (3, 0)",
             &[],
         )
         .await
@@ -575,7 +575,7 @@ async fn err_postgres_schema_newer_refused_and_listing_never_migrates() {
     assert_eq!(
         err.to_string(),
         format!(
-            "store `{target}` has schema version 2, this build knows versions 0 to 1; was it \
+            "store `{target}` has schema version 3, this build knows versions 0 to 2; was it \
              written by a newer ordobridge?"
         )
     );
@@ -722,6 +722,95 @@ async fn ok_postgres_answered_rows_survive_a_server_crash() {
         .collect();
     assert_eq!(pending, enqueued);
     stored(store.journal(record("after", b"MSH|after")).await.unwrap());
+}
+
+/// Two nodes on one database: one owner per destination; the other takes over once the
+/// owner stops renewing (within the lease), at once after a release; a late renewal of a
+/// lease taken over fails; the owner's own deadline ends before the database's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_postgres_one_owner_per_destination_and_failover() {
+    let fixture = open(Backend::Postgres);
+    let server = fixture.server.as_ref().unwrap();
+    let settings = PostgresSettings::from_url(&server.url()).unwrap();
+    let node_a = &fixture.store;
+    let node_b = Store::open_postgres(&settings, true).unwrap();
+    let lease = Duration::from_secs(1);
+
+    let mut held = node_a
+        .claim_destination("ehr", "ob-a", lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(held.is_valid());
+    assert_eq!(held.epoch, 1);
+    assert_eq!(
+        node_b
+            .claim_destination("ehr", "ob-b", lease)
+            .await
+            .unwrap(),
+        None
+    );
+    // Another destination is free for the other node.
+    let lab = node_b
+        .claim_destination("lab", "ob-b", lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(node_a.renew_destination(&mut held).await.unwrap());
+    let owners = node_b.destination_owners().await.unwrap();
+    let shown: Vec<(&str, &str, bool)> = owners
+        .iter()
+        .map(|o| (o.destination.as_str(), o.node.as_str(), o.live))
+        .collect();
+    assert_eq!(shown, [("ehr", "ob-a", true), ("lab", "ob-b", true)]);
+
+    // Node A stops renewing (it died): B takes the destination once the lease ran out.
+    let stopped = std::time::Instant::now();
+    let taken = loop {
+        if let Some(taken) = node_b
+            .claim_destination("ehr", "ob-b", lease)
+            .await
+            .unwrap()
+        {
+            break taken;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(10), "no failover");
+        // A claim is a cheap statement: poll it, as a waiting node does.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        !held.is_valid(),
+        "A's own deadline passed before B could take over"
+    );
+    assert!(stopped.elapsed() <= lease + Duration::from_millis(900));
+    assert_eq!(taken.epoch, 2);
+    // A comes back late: its renewal fails, it must not send.
+    assert!(!node_a.renew_destination(&mut held).await.unwrap());
+    assert!(!held.is_valid());
+    // B stops cleanly: A takes over at once.
+    node_b.release_destination(taken).await.unwrap();
+    node_b.release_destination(lab).await.unwrap();
+    let again = node_a
+        .claim_destination("ehr", "ob-a", lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.epoch, 3);
+}
+
+#[tokio::test]
+async fn ok_sqlite_single_node_always_owns() {
+    let fixture = open(Backend::Sqlite);
+    let store = &fixture.store;
+    let mut lease = store
+        .claim_destination("ehr", "ob-a", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(lease.is_valid());
+    assert!(store.renew_destination(&mut lease).await.unwrap());
+    assert!(store.destination_owners().await.unwrap().is_empty());
+    store.release_destination(lease).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

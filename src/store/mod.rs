@@ -43,6 +43,7 @@ pub mod backup;
 mod census;
 mod documents;
 mod hold;
+pub mod ownership;
 mod postgres;
 mod prune;
 mod queue;

@@ -33,6 +33,7 @@
 //! answers [`StoreError::Unported`] naming the operation (see `settings::Unported`).
 
 mod journal;
+mod ownership;
 mod queue;
 mod schema;
 

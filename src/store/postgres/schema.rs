@@ -61,6 +61,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX outbound_pending ON outbound (destination, id) WHERE status = 'pending';
     CREATE INDEX outbound_dead ON outbound (destination, id) WHERE status = 'dead';
     CREATE INDEX outbound_source ON outbound (source);",
+    // 2: who delivers each destination (see `ownership`): a lease on the server's clock,
+    // renewed by its node; `epoch` counts the owners, so a late renewal of a lease taken over
+    // fails.
+    "CREATE TABLE destination_owners (
+        destination text PRIMARY KEY,
+        node text NOT NULL,
+        epoch bigint NOT NULL,
+        expires_at bigint NOT NULL,
+        renewed_at bigint NOT NULL
+    );",
 ];
 
 /// Newest schema version this build knows.
