@@ -1174,7 +1174,7 @@ pub fn unported_on_postgres(config: &Config) -> Vec<crate::store::settings::Unpo
         needs.push(Unported::Documents);
     }
     if config.console.is_some() {
-        needs.push(Unported::Audit);
+        needs.push(Unported::Console);
     }
     if config
         .store

@@ -503,6 +503,83 @@ async fn ok_dead_letter_unblocks_and_replay_restores(
 }
 
 // ---------------------------------------------------------------------------------------------
+// The console's audit trail and lineage
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_audit_newest_first_and_lineage_of_a_journal_row(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let fixture = open(backend);
+    let store = &fixture.store;
+    for (action, target) in [("view", "journal:1"), ("replay", "outbound:2")] {
+        store
+            .audit(ordobridge::store::AuditEntry {
+                user: "olga".to_owned(),
+                action: action.to_owned(),
+                target: target.to_owned(),
+                reason: "ticket 42".to_owned(),
+            })
+            .await
+            .unwrap();
+    }
+    let recent = store.recent_audit(10).await.unwrap();
+    let shown: Vec<(&str, &str, &str, &str)> = recent
+        .iter()
+        .map(|r| {
+            (
+                r.entry.user.as_str(),
+                r.entry.action.as_str(),
+                r.entry.target.as_str(),
+                r.entry.reason.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("olga", "replay", "outbound:2", "ticket 42"),
+            ("olga", "view", "journal:1", "ticket 42")
+        ]
+    );
+    assert!(recent[0].id > recent[1].id);
+    assert_eq!(store.recent_audit(1).await.unwrap().len(), 1);
+
+    let mut from_journal = item("ehr", "A1");
+    from_journal.source = "journal:7".to_owned();
+    let mut other = item("lab", "B1");
+    other.source = "journal:8".to_owned();
+    let ids = store
+        .enqueue(vec![from_journal.clone(), other, {
+            let mut second = item("lab", "A2");
+            second.source = "journal:7".to_owned();
+            second
+        }])
+        .await
+        .unwrap();
+    let ack = Bytes::from_static(b"MSH|^~\\&\rMSA|AA|A1");
+    store.mark_delivered(ids[0], ack.clone()).await.unwrap();
+    let lineage = store.lineage(7).await.unwrap();
+    assert_eq!(lineage.len(), 2);
+    assert_eq!(
+        (
+            lineage[0].id,
+            lineage[0].destination.as_str(),
+            lineage[0].status
+        ),
+        (ids[0], "ehr", OutboundStatus::Delivered)
+    );
+    assert_eq!(lineage[0].ack.as_ref(), Some(&ack));
+    assert!(lineage[0].delivered_at.is_some());
+    assert_eq!(lineage[0].attempts, 1);
+    assert_eq!(
+        (lineage[1].id, lineage[1].status, lineage[1].ack.clone()),
+        (ids[2], OutboundStatus::Pending, None)
+    );
+    assert!(store.lineage(99).await.unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
 // PostgreSQL only
 
 /// A plain client on the test server, its connection driven by a task.
@@ -544,7 +621,7 @@ async fn err_postgres_schema_newer_refused_and_listing_never_migrates() {
     assert_eq!(
         err.to_string(),
         format!(
-            "store `{target}` has schema version 0, this build reads version 2: start the \
+            "store `{target}` has schema version 0, this build reads version 3: start the \
              daemon of this version once (`ordobridge run`), which migrates it; listings never \
              change the store"
         )
@@ -566,7 +643,7 @@ async fn err_postgres_schema_newer_refused_and_listing_never_migrates() {
     client(&server)
         .await
         .execute(
-            "INSERT INTO ordobridge_schema (version, applied_at) VALUES (3, 0)",
+            "INSERT INTO ordobridge_schema (version, applied_at) VALUES (4, 0)",
             &[],
         )
         .await
@@ -575,7 +652,7 @@ async fn err_postgres_schema_newer_refused_and_listing_never_migrates() {
     assert_eq!(
         err.to_string(),
         format!(
-            "store `{target}` has schema version 3, this build knows versions 0 to 2; was it \
+            "store `{target}` has schema version 4, this build knows versions 0 to 3; was it \
              written by a newer ordobridge?"
         )
     );

@@ -136,7 +136,11 @@ fn lineage(connection: &Connection, journal_id: i64) -> rusqlite::Result<Vec<Lin
 impl Store {
     /// Records `entry`; resolves once it is committed.
     pub async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
-        self.sqlite_only("audit")?;
+        if let Some(postgres) = self.postgres_writer()? {
+            return postgres
+                .audit(entry, jiff::Timestamp::now().as_microsecond())
+                .await;
+        }
         self.audited(entry, None).await.map(drop)
     }
 
@@ -171,14 +175,18 @@ impl Store {
 
     /// The newest `limit` audit rows, newest first (blocking pool).
     pub async fn recent_audit(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        self.sqlite_only("recent_audit")?;
+        if let Some(postgres) = self.postgres() {
+            return postgres.recent_audit(limit).await;
+        }
         self.read_blocking(move |connection| recent(connection, limit))
             .await
     }
 
     /// The outbound rows produced from journal row `journal_id`, oldest first (blocking pool).
     pub async fn lineage(&self, journal_id: i64) -> Result<Vec<LineageRow>, StoreError> {
-        self.sqlite_only("lineage")?;
+        if let Some(postgres) = self.postgres() {
+            return postgres.lineage(journal_id).await;
+        }
         self.read_blocking(move |connection| lineage(connection, journal_id))
             .await
     }

@@ -446,8 +446,8 @@ pub enum Unported {
     Holds,
     /// `[documents]` and `[fhir]` track documents and read the census.
     Documents,
-    /// `[console]` writes the audit trail.
-    Audit,
+    /// `[console]` searches the journal and acts on held bundles.
+    Console,
     /// Retention other than `forever` prunes.
     Prune,
 }
@@ -459,7 +459,7 @@ impl Unported {
             Self::Census => "the census (every inbound channel feeds it)",
             Self::Holds => "held bundles (`[push]`)",
             Self::Documents => "documents and their tracking (`[documents]`, `[fhir]`)",
-            Self::Audit => "the console's audit trail (`[console]`)",
+            Self::Console => "the console's journal search and hold actions (`[console]`)",
             Self::Prune => {
                 "pruning (set `retention`, `rejected_retention` and `[census] retention` to `\"forever\"`)"
             }

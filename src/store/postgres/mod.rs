@@ -32,6 +32,7 @@
 //! / retry / dead, replay, overview, dead letters) and the probe commit. Everything else
 //! answers [`StoreError::Unported`] naming the operation (see `settings::Unported`).
 
+mod audit;
 mod journal;
 mod ownership;
 mod queue;

@@ -71,6 +71,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         expires_at bigint NOT NULL,
         renewed_at bigint NOT NULL
     );",
+    // 3: the console's audit trail (SQLite version 9); `user` is a keyword here.
+    "CREATE TABLE audit (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at bigint NOT NULL,
+        \"user\" text NOT NULL,
+        action text NOT NULL,
+        target text NOT NULL,
+        reason text NOT NULL
+    );
+    CREATE INDEX audit_at ON audit (at);",
 ];
 
 /// Newest schema version this build knows.
