@@ -890,6 +890,61 @@ async fn ok_sqlite_single_node_always_owns() {
     store.release_destination(lease).await.unwrap();
 }
 
+/// TLS to PostgreSQL through rustls: the server takes TLS only, its certificate is checked
+/// against `ca_file` and the host name; a foreign CA is refused before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_postgres_over_tls_and_err_unknown_ca() {
+    use ordobridge::store::settings::PostgresTls;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let path = dir.path().join(format!("{name}.pem"));
+        std::fs::write(&path, cert.pem()).unwrap();
+        (Issuer::new(params, key), path)
+    };
+    let (site, site_pem) = ca("site-ca");
+    let (_, foreign_pem) = ca("foreign-ca");
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = leaf.signed_by(&leaf_key, &site).unwrap();
+    let server = TestPostgres::start_tls(&leaf.pem(), &leaf_key.serialize_pem());
+
+    let url = format!("postgres://ordobridge@localhost:{}/postgres", server.port);
+    let mut settings = PostgresSettings::from_url(&url).unwrap();
+    settings.tls = PostgresTls::VerifyFull {
+        ca_file: Some(site_pem),
+    };
+    let store = Store::open_postgres(&settings, true).unwrap();
+    let id = stored(store.journal(record("T", b"MSH|T")).await.unwrap());
+    assert!(store.journal_entry(id).unwrap().is_some());
+    drop(store);
+
+    // Plain is refused by this server, so the store did speak TLS.
+    let mut plain = PostgresSettings::from_url(&url).unwrap();
+    plain.tls = PostgresTls::Disable;
+    let err = Store::open_postgres(&plain, true).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("store `{url}`: no connection to PostgreSQL for `migrate`")
+    );
+    settings.tls = PostgresTls::VerifyFull {
+        ca_file: Some(foreign_pem),
+    };
+    let err = Store::open_postgres(&settings, true).unwrap_err();
+    let chain = ordobridge::text::error_chain(&err);
+    assert!(
+        chain.starts_with(&format!(
+            "store `{url}`: no connection to PostgreSQL for `migrate`"
+        )) && chain.contains("UnknownIssuer"),
+        "{chain}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn err_postgres_refuses_what_is_not_ported_yet() {
     let fixture = open(Backend::Postgres);

@@ -56,11 +56,41 @@ pub struct TestPostgres {
     pub port: u16,
     /// The folder of `postgres`, for a restart.
     bin: PathBuf,
+    /// Settings on the command line (`name=value`), for a restart.
+    settings: Vec<String>,
 }
 
 impl TestPostgres {
     /// Starts a server on a fresh copy of the template (see the module docs).
     pub fn start() -> TestPostgres {
+        Self::start_with(|_| {}, Vec::new())
+    }
+
+    /// Starts a server that takes TLS only over TCP (`hostnossl` rejected), with this
+    /// certificate chain and key (PEM).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> TestPostgres {
+        let (cert_pem, key_pem) = (cert_pem.to_owned(), key_pem.to_owned());
+        Self::start_with(
+            move |data| {
+                write_private(&data.join("server.crt"), &cert_pem);
+                write_private(&data.join("server.key"), &key_pem);
+                let hba = data.join("pg_hba.conf");
+                let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+                write_private(&hba, &format!("hostnossl all all all reject\n{rules}"));
+            },
+            [
+                "ssl=on",
+                "ssl_cert_file=server.crt",
+                "ssl_key_file=server.key",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        )
+    }
+
+    /// Starts a server on a fresh copy of the template, `setup` run on its data folder first,
+    /// with `settings` (`name=value`) on its command line.
+    fn start_with(setup: impl Fn(&Path), settings: Vec<String>) -> TestPostgres {
         let bin = binaries();
         let template = template(&bin);
         let mut last_log = String::new();
@@ -74,14 +104,16 @@ impl TestPostgres {
                 "copying the PostgreSQL template",
                 Command::new("cp").arg("-a").arg(&template).arg(&data),
             );
+            setup(&data);
             hand_over(dir.path());
             let port = free_port();
-            let child = spawn_server(&bin, dir.path(), port);
+            let child = spawn_server(&bin, dir.path(), port, &settings);
             let mut server = TestPostgres {
                 child,
                 dir: Some(dir),
                 port,
                 bin: bin.clone(),
+                settings: settings.clone(),
             };
             match server.wait_ready() {
                 Ok(()) => return server,
@@ -106,7 +138,7 @@ impl TestPostgres {
         loop {
             // Its backends notice the postmaster's death and leave; until then the new server
             // refuses the shared memory they hold: retry.
-            self.child = spawn_server(&self.bin, self.socket_dir(), self.port);
+            self.child = spawn_server(&self.bin, self.socket_dir(), self.port, &self.settings);
             match self.wait_ready() {
                 Ok(()) => return,
                 Err(log) if started.elapsed() < START_TIMEOUT => {
@@ -187,7 +219,7 @@ impl Drop for TestPostgres {
 
 /// Starts `postgres` on `DIR/data`, its socket in `DIR`, its output in
 /// `DIR/server-PID.log` (one log per start).
-fn spawn_server(bin: &Path, dir: &Path, port: u16) -> Child {
+fn spawn_server(bin: &Path, dir: &Path, port: u16, settings: &[String]) -> Child {
     let staging_log = dir.join("server-starting.log");
     let log = std::fs::File::create(&staging_log).expect("create the server log");
     hand_over(&staging_log);
@@ -213,6 +245,7 @@ fn spawn_server(bin: &Path, dir: &Path, port: u16) -> Child {
             "-c",
             "log_min_messages=warning",
         ])
+        .args(settings.iter().flat_map(|setting| ["-c", setting.as_str()]))
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("clone the log handle"))
         .stderr(log);
@@ -221,6 +254,15 @@ fn spawn_server(bin: &Path, dir: &Path, port: u16) -> Child {
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.join("postgres").display()));
     let _ = std::fs::rename(&staging_log, dir.join(format!("server-{}.log", child.id())));
     child
+}
+
+/// Writes `text` to `path`, readable by its owner only (PostgreSQL refuses a key others can
+/// read).
+fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("cannot restrict {}: {e}", path.display()));
 }
 
 fn read_log(path: &Path) -> String {
