@@ -619,7 +619,10 @@ fn check(config_path: &Path) -> Result<ExitCode, String> {
         "{}: ok ({} inbound channel(s), store {})",
         config_path.display(),
         config.inbound.len(),
-        config.store.path.display()
+        match &config.store.backend {
+            ordobridge::store::settings::Backend::Postgres(settings) => settings.target.clone(),
+            ordobridge::store::settings::Backend::Sqlite => config.store.path.display().to_string(),
+        }
     ))?;
     if let Some(refusal) =
         ordobridge::store::settings::refusal(&ordobridge::config::unported_on_postgres(&config))

@@ -1049,6 +1049,79 @@ async fn journal_throughput(#[values(Backend::Sqlite, Backend::Postgres)] backen
 // ---------------------------------------------------------------------------------------------
 // Configuration
 
+/// `ordobridge check` on `[store]` sections: its first error line (stderr).
+fn check_store(dir: &std::path::Path, store: &str) -> (bool, String) {
+    let config = dir.join("ob.toml");
+    std::fs::write(&config, format!("[store]\n{store}\n")).unwrap();
+    let output = std::process::Command::new(common::ordobridge_bin())
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let first = stderr
+        .lines()
+        .find(|line| line.contains("store."))
+        .unwrap_or("")
+        .to_owned();
+    (output.status.success(), first)
+}
+
+#[rstest]
+#[case::err_password_in_url(
+    "backend = \"postgres\"\nurl = \"postgres://ob:hunter2@db1.example.org/ob\"",
+    "`store.url`: holds a password: write it in `password = \"${VAR}\"` or `password_file`, never in the URL"
+)]
+#[case::err_plain_to_a_remote_server(
+    "backend = \"postgres\"\nurl = \"postgres://ob@db1.example.org/ob\"\nsslmode = \"disable\"",
+    "`store.sslmode`: `disable` would send patient data in clear to `postgres://ob@db1.example.org:5432/ob`, which is not on this machine: keep TLS (`verify-full`), or set `allow_plain = true` if the network is protected otherwise"
+)]
+#[case::err_path_with_postgres(
+    "backend = \"postgres\"\nurl = \"postgres://ob@127.0.0.1/ob\"\npath = \"ob.db\"",
+    "`store.path`: is the SQLite file: the PostgreSQL store has none, remove it"
+)]
+#[case::err_postgres_key_on_sqlite(
+    "path = \"ob.db\"\nurl = \"postgres://ob@127.0.0.1/ob\"",
+    "`store.url`: is a PostgreSQL setting: add `backend = \"postgres\"`, or remove it"
+)]
+#[case::err_sqlite_without_path(
+    "retention = \"30d\"",
+    "`store.path`: missing: the SQLite store needs `path = \"var/ordobridge.db\"` (or set `backend = \"postgres\"` with a `url`)"
+)]
+fn err_check_store_settings(#[case] store: &str, #[case] expected: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, line) = check_store(dir.path(), store);
+    assert!(!ok);
+    assert!(line.ends_with(expected), "{line}");
+    assert!(
+        !line.contains("hunter2"),
+        "the password is never shown: {line}"
+    );
+}
+
+#[test]
+fn ok_check_accepts_a_postgres_store_that_needs_only_what_is_ported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, line) = check_store(
+        dir.path(),
+        "backend = \"postgres\"\nurl = \"postgres://ob@127.0.0.1:5432/ob\"\n\
+         password = \"${ORDO_TEST_PG_PASSWORD:-x}\"\nretention = \"forever\"\n\
+         rejected_retention = \"forever\"\n[census]\nretention = \"forever\"\n\
+         [cluster]\nnode_name = \"ob-1\"\nfailover_after = \"5s\"",
+    );
+    assert!(ok, "{line}");
+    let shown = std::process::Command::new(common::ordobridge_bin())
+        .args(["check", "--config"])
+        .arg(dir.path().join("ob.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        stdout.contains("ok (0 inbound channel(s), store postgres://ob@127.0.0.1:5432/ob)"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn err_check_refuses_what_postgres_cannot_run_yet() {
     let dir = tempfile::tempdir().unwrap();
