@@ -859,7 +859,12 @@ async fn ok_postgres_one_owner_per_destination_and_failover() {
         !held.is_valid(),
         "A's own deadline passed before B could take over"
     );
-    assert!(stopped.elapsed() <= lease + Duration::from_millis(900));
+    // Within the lease, plus the polling and a loaded machine's latency.
+    assert!(
+        stopped.elapsed() <= lease * 3,
+        "failover took {:?}",
+        stopped.elapsed()
+    );
     assert_eq!(taken.epoch, 2);
     // A comes back late: its renewal fails, it must not send.
     assert!(!node_a.renew_destination(&mut held).await.unwrap());
