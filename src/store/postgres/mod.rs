@@ -29,8 +29,19 @@
 //!
 //! The journal (insert with duplicate detection, `journal_many`, processed marks, the listings,
 //! the census processor's work list), the outbound queue (enqueue, heads, read-ahead, delivered
-//! / retry / dead, replay, overview, dead letters) and the probe commit. Everything else
-//! answers [`StoreError::Unported`] naming the operation (see `settings::Unported`).
+//! / retry / dead, replay, overview, dead letters), the probe commit, destination leases
+//! (`ownership`), the console's audit trail and a journal row's lineage (`audit`). Everything
+//! else answers [`StoreError::Unported`] naming the operation (see `settings::Unported`): the
+//! census, holds, documents and tracking, the journal search, unfinished pushes, pruning.
+//!
+//! # Porting the rest (issue 14)
+//!
+//! Each operation still SQLite-only starts with `self.sqlite_only("name")?` in the facade;
+//! porting one means a migration here, a method on [`Postgres`], the dispatch line, its cases
+//! in `tests/store_backends.rs` (both backends), and its need dropped from
+//! `config::unported_on_postgres`. Several nodes run the census processor and the hold
+//! releaser: give each a lease (`ownership`, e.g. destination `@census`) or claim rows with
+//! `FOR UPDATE SKIP LOCKED` in the applying transaction, so a row is applied once.
 
 mod audit;
 mod journal;
