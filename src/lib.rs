@@ -24,7 +24,10 @@
 //! - [`filedrop`]: shared folders: the inbox (poll, readiness, archive or `error/`), the outbox
 //!   (`.tmp` → fsync → rename → witness). Never follows a symlink.
 //! - [`store`]: SQLite (WAL, `synchronous=FULL`), one writer thread with group commit: the
-//!   journal, the census, the outbound queues, the holds; retention, backup.
+//!   journal, the census, the outbound queues, the holds; retention, backup. One facade,
+//!   two backends: `store::postgres` runs what is ported of it on PostgreSQL (several
+//!   nodes, issue 14), `store::settings` reads `[store] backend` and `[cluster]`,
+//!   `store::ownership` leases each destination to one node.
 //! - [`delivery`]: one worker per destination over two transports, MLLP and drop folder
 //!   (order, retry with backoff, dead letters); [`retry`]: the backoff with jitter it shares
 //!   with the Posos client.

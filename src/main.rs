@@ -619,8 +619,17 @@ fn check(config_path: &Path) -> Result<ExitCode, String> {
         "{}: ok ({} inbound channel(s), store {})",
         config_path.display(),
         config.inbound.len(),
-        config.store.path.display()
+        match &config.store.backend {
+            ordobridge::store::settings::Backend::Postgres(settings) => settings.target.clone(),
+            ordobridge::store::settings::Backend::Sqlite => config.store.path.display().to_string(),
+        }
     ))?;
+    if let Some(refusal) =
+        ordobridge::store::settings::refusal(&ordobridge::config::unported_on_postgres(&config))
+    {
+        eprintln!("ordobridge: {}: {refusal}", config_path.display());
+        return Ok(ExitCode::FAILURE);
+    }
     let checks = tools::check_tls(&config);
     let mut failed = 0;
     for check in &checks {
@@ -635,7 +644,12 @@ fn check(config_path: &Path) -> Result<ExitCode, String> {
 }
 
 fn open_store(config: &Config) -> Result<Store, String> {
-    Store::open(&config.store.path, StoreOptions::default()).map_err(|e| {
+    Store::open_backend(
+        &config.store.backend,
+        &config.store.path,
+        StoreOptions::default(),
+    )
+    .map_err(|e| {
         format!(
             "cannot open the store `{}`: {e}",
             config.store.path.display()
@@ -646,7 +660,7 @@ fn open_store(config: &Config) -> Result<Store, String> {
 /// The store for a listing (`journal`, `census`, `queue`): read-only, never migrated or
 /// created, usable beside the running daemon.
 fn open_store_read_only(config: &Config) -> Result<Store, String> {
-    Store::open_read_only(&config.store.path).map_err(|e| {
+    Store::open_backend_read_only(&config.store.backend, &config.store.path).map_err(|e| {
         format!(
             "cannot read the store: {}",
             ordobridge::text::error_chain(&e)

@@ -92,5 +92,12 @@ async fn ready_fails_while_a_destination_is_late_and_recovers() {
     .await;
     let (_, body) = get(http, "/status").await;
     assert_eq!(body["status"], "ok", "{body}");
+    // Which node answers (`[cluster] node_name`, by default the host name), on which store.
+    assert_eq!(
+        body["node"],
+        ordobridge::store::settings::hostname(),
+        "{body}"
+    );
+    assert_eq!(body["store"]["backend"], "sqlite", "{body}");
     engine.stop().await;
 }

@@ -72,7 +72,7 @@ pub use outbound::{DEFAULT_ALERT_AFTER, Destination};
 pub use posos::{PososConfig, PososMode};
 pub use push::{DEFAULT_HOLD_UNKNOWN_FOR, DEFAULT_PUSH_MAX_BODY, PushConfig, PushRoute};
 pub use secrets::{BasicAuth, MIN_SECRET_LEN};
-pub use store::{RetentionConfig, StoreConfig};
+pub use store::{RetentionConfig, StoreConfig, unported_on_postgres};
 pub use units::{parse_duration, parse_size};
 
 use console::validate_console;
@@ -119,6 +119,8 @@ pub struct Config {
     pub fhir: Option<FhirConfig>,
     /// `CommunicationRequest/$send-to-ehr` and its tracking; needs `[fhir]`.
     pub documents: Option<DocumentsConfig>,
+    /// `[cluster]`: this node's name, how fast another node takes over (PostgreSQL store).
+    pub cluster: crate::store::settings::ClusterSettings,
 }
 
 /// The journal channel of pushed bundles (`[push] retention` applies to it). Reserved: no
@@ -362,7 +364,17 @@ impl RawConfig {
             .chain(push.is_some().then(|| PUSH_CHANNEL.to_owned()))
             .chain(documents.is_some().then(|| DOCUMENTS_CHANNEL.to_owned()))
             .collect();
+        let cluster = match crate::store::settings::cluster(self.cluster, parse_duration) {
+            Ok(cluster) => cluster,
+            Err(problems) => {
+                for problem in problems {
+                    report.push(problem.span, problem.key, problem.message);
+                }
+                crate::store::settings::ClusterSettings::default()
+            }
+        };
         Config {
+            cluster,
             fhir,
             documents,
             source: file.to_path_buf(),

@@ -22,6 +22,7 @@ pub(super) struct RawConfig {
     pub(super) console: Option<Spanned<RawConsole>>,
     pub(super) fhir: Option<Spanned<RawFhir>>,
     pub(super) documents: Option<Spanned<RawDocuments>>,
+    pub(super) cluster: Option<crate::store::settings::RawCluster>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,7 +215,17 @@ pub(super) struct RawEnvironment {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStore {
-    pub(super) path: Spanned<String>,
+    pub(super) path: Option<Spanned<String>>,
+    // The backend keys, read by `store::settings` (issue 14).
+    pub(super) backend: Option<Spanned<String>>,
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) password: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<String>>,
+    pub(super) pool_size: Option<Spanned<i64>>,
+    pub(super) statement_timeout: Option<Spanned<String>>,
+    pub(super) sslmode: Option<Spanned<String>>,
+    pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) allow_plain: Option<Spanned<bool>>,
     pub(super) retention: Option<Spanned<String>>,
     pub(super) rejected_retention: Option<Spanned<String>>,
     pub(super) prune_interval: Option<Spanned<String>>,

@@ -13,7 +13,9 @@ use super::{Report, resolve_path};
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// The SQLite database file (absolute).
+    /// `[store] backend`: SQLite (the default, at `path`) or PostgreSQL.
+    pub backend: crate::store::settings::Backend,
+    /// The SQLite database file (absolute); empty on PostgreSQL.
     pub path: PathBuf,
     /// How many messages may wait for the writer before intake waits (backpressure).
     pub queue_capacity: usize,
@@ -100,9 +102,14 @@ pub(super) fn validate_store(
     report: &mut Report<'_>,
 ) -> StoreConfig {
     match raw {
-        Some(store) => StoreConfig {
+        Some(mut store) => StoreConfig {
             retention: retention(&store, report),
-            path: resolve_path(base, store.path.get_ref()),
+            backend: store_backend(&mut store, base, report),
+            path: store
+                .path
+                .as_ref()
+                .map(|path| resolve_path(base, path.get_ref()))
+                .unwrap_or_default(),
             queue_capacity: positive(store.queue_capacity, "store.queue_capacity", report)
                 .unwrap_or(DEFAULT_QUEUE_CAPACITY),
             max_batch: positive(store.max_batch, "store.max_batch", report)
@@ -115,6 +122,7 @@ pub(super) fn validate_store(
                 "missing section: add `[store]` with `path = \"var/ordobridge.db\"`".to_string(),
             );
             StoreConfig {
+                backend: crate::store::settings::Backend::Sqlite,
                 path: PathBuf::new(),
                 queue_capacity: DEFAULT_QUEUE_CAPACITY,
                 max_batch: DEFAULT_MAX_BATCH,
@@ -122,6 +130,81 @@ pub(super) fn validate_store(
             }
         }
     }
+}
+
+/// `[store] backend` and its PostgreSQL keys, checked by `store::settings` (issue 14: kept in
+/// one block, the parsing lives beside the store).
+fn store_backend(
+    store: &mut RawStore,
+    base: &Path,
+    report: &mut Report<'_>,
+) -> crate::store::settings::Backend {
+    let raw = crate::store::settings::RawPostgres {
+        backend: store.backend.take(),
+        url: store.url.take(),
+        password: store.password.take(),
+        password_file: store.password_file.take(),
+        pool_size: store.pool_size.take(),
+        statement_timeout: store.statement_timeout.take(),
+        sslmode: store.sslmode.take(),
+        ca_file: store.ca_file.take(),
+        allow_plain: store.allow_plain.take(),
+    };
+    let path_given = store.path.is_some();
+    match crate::store::settings::backend(raw, base, path_given, parse_duration) {
+        Ok(backend) => {
+            if let (crate::store::settings::Backend::Postgres(_), Some(path)) =
+                (&backend, &store.path)
+            {
+                report.push(
+                    Some(path.span()),
+                    "store.path",
+                    "is the SQLite file: the PostgreSQL store has none, remove it".to_string(),
+                );
+            }
+            backend
+        }
+        Err(problems) => {
+            for problem in problems {
+                report.push(problem.span, problem.key, problem.message);
+            }
+            crate::store::settings::Backend::Sqlite
+        }
+    }
+}
+
+/// What `config` needs from the store that the PostgreSQL backend does not do yet (issue 14):
+/// `check` and `run` refuse it on PostgreSQL, one line per need.
+pub fn unported_on_postgres(config: &super::Config) -> Vec<crate::store::settings::Unported> {
+    use crate::store::settings::Unported;
+    let mut needs = Vec::new();
+    if !matches!(
+        config.store.backend,
+        crate::store::settings::Backend::Postgres(_)
+    ) {
+        return needs;
+    }
+    if !config.inbound.is_empty() {
+        needs.push(Unported::Census);
+    }
+    if config.push.is_some() {
+        needs.push(Unported::Holds);
+    }
+    if config.fhir.is_some() || config.documents.is_some() {
+        needs.push(Unported::Documents);
+    }
+    if config.console.is_some() {
+        needs.push(Unported::Console);
+    }
+    if config
+        .store
+        .retention
+        .plan(jiff::Timestamp::now())
+        .is_some()
+    {
+        needs.push(Unported::Prune);
+    }
+    needs
 }
 
 /// What a retention keeps, for its error messages.

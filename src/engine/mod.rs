@@ -98,6 +98,9 @@ pub enum EngineError {
     Web(String),
     #[error("destination `{name}`: {reason}")]
     Destination { name: String, reason: String },
+    /// The configuration needs store operations the PostgreSQL backend does not do yet.
+    #[error("{0}")]
+    Unported(String),
 }
 
 /// Listeners bound before [`run`]: tests bind `127.0.0.1:0` and read the ports.
@@ -267,7 +270,13 @@ pub async fn run_reloadable(
         None => None,
     };
     check_tls_files(&config)?;
-    let store = Store::open(
+    if let Some(refusal) =
+        crate::store::settings::refusal(&crate::config::unported_on_postgres(&config))
+    {
+        return Err(EngineError::Unported(refusal));
+    }
+    let store = Store::open_backend(
+        &config.store.backend,
         &config.store.path,
         StoreOptions {
             queue_capacity: config.store.queue_capacity,
@@ -278,7 +287,7 @@ pub async fn run_reloadable(
         path: config.store.path.display().to_string(),
         source: Box::new(source),
     })?;
-    info!(path = %config.store.path.display(), "store open");
+    info!(path = %store.path().display(), backend = store.backend_name(), "store open");
 
     let tracker = TaskTracker::new();
     if let Some(period) = sd_notify::watchdog_enabled() {

@@ -983,6 +983,7 @@ impl Running {
             prune: Some(self.shared.prune_stats.clone()),
             holds: config.push.as_ref().map(|_| self.shared.hold_stats.clone()),
             alert_after: config.alert_after.clone(),
+            node: config.cluster.node_name.clone(),
             ..status::Observed::default()
         };
         for (name, running) in &self.inbound {

@@ -45,6 +45,8 @@ pub(super) struct Observed {
     pub serving: Vec<(String, Arc<std::sync::atomic::AtomicBool>)>,
     /// `[outbound.NAME] alert_after` by destination.
     pub alert_after: std::collections::BTreeMap<String, std::time::Duration>,
+    /// This node's name (`[cluster] node_name`): which node of a cluster answers.
+    pub node: String,
 }
 
 /// Failed attempts of a destination's head message from which `/status` says `attention`.
@@ -271,9 +273,25 @@ pub(super) async fn snapshot(observed: &Observed) -> Value {
             Err(e) => json!({"error": e.to_string(), "released": released}),
         };
     }
+    body["node"] = json!(observed.node);
     if let Some(store) = &observed.store {
-        let (bytes, wal_bytes) = store_sizes(store);
-        body["store"] = json!({"bytes": bytes, "wal_bytes": wal_bytes});
+        body["store"] = if store.backend_name() == "sqlite" {
+            let (bytes, wal_bytes) = store_sizes(store);
+            json!({"backend": "sqlite", "bytes": bytes, "wal_bytes": wal_bytes})
+        } else {
+            // Which node delivers each destination (a lease each; see `store::ownership`).
+            let owners = match store.destination_owners().await {
+                Ok(owners) => owners
+                    .iter()
+                    .map(|o| {
+                        json!({"destination": o.destination, "node": o.node, "live": o.live,
+                               "expires_at": o.expires_at.to_string()})
+                    })
+                    .collect(),
+                Err(e) => vec![json!({"error": e.to_string()})],
+            };
+            json!({"backend": store.backend_name(), "owners": owners})
+        };
     }
     body
 }

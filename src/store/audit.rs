@@ -164,6 +164,11 @@ pub(super) fn lineage(
 impl Store {
     /// Records `entry`; resolves once it is committed.
     pub async fn audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        if let Some(postgres) = self.postgres_writer()? {
+            return postgres
+                .audit(entry, jiff::Timestamp::now().as_microsecond())
+                .await;
+        }
         self.audited(entry, None, None).await.map(drop)
     }
 
@@ -175,6 +180,7 @@ impl Store {
         paused: bool,
         entry: AuditEntry,
     ) -> Result<(), StoreError> {
+        self.sqlite_only("switch_destination")?;
         self.audited(entry, None, Some((destination, paused)))
             .await
             .map(drop)
@@ -182,6 +188,7 @@ impl Store {
 
     /// The destinations paused from the console, by name (a reader connection).
     pub fn paused_destinations(&self) -> Result<Vec<String>, StoreError> {
+        self.sqlite_only("paused_destinations")?;
         self.shared.readers.with(|connection| {
             let mut statement = connection.prepare_cached(PAUSED_SQL)?;
             let rows = statement.query_map([], |row| row.get(0))?;
@@ -197,6 +204,7 @@ impl Store {
         journal_id: i64,
         entry: AuditEntry,
     ) -> Result<bool, StoreError> {
+        self.sqlite_only("release_hold_now")?;
         self.audited(entry, Some(journal_id), None).await
     }
 
@@ -221,12 +229,18 @@ impl Store {
 
     /// The newest `limit` audit rows, newest first (blocking pool).
     pub async fn recent_audit(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        if let Some(postgres) = self.postgres() {
+            return postgres.recent_audit(limit).await;
+        }
         self.read_blocking(move |connection| recent(connection, limit))
             .await
     }
 
     /// The outbound rows produced from journal row `journal_id`, oldest first (blocking pool).
     pub async fn lineage(&self, journal_id: i64) -> Result<Vec<LineageRow>, StoreError> {
+        if let Some(postgres) = self.postgres() {
+            return postgres.lineage(journal_id).await;
+        }
         self.read_blocking(move |connection| lineage(connection, journal_id))
             .await
     }

@@ -233,6 +233,7 @@ impl Store {
         &self,
         lookup: CensusLookup,
     ) -> Result<Option<CensusRecord>, StoreError> {
+        self.sqlite_only("census_record")?;
         self.read_blocking(move |connection| census_record(connection, &lookup))
             .await
     }
@@ -246,6 +247,7 @@ impl Store {
         items: Vec<OutboundItem>,
         transaction_id: String,
     ) -> Result<DeliverOutcome, StoreError> {
+        self.sqlite_only("deliver_document")?;
         let delivery = Delivery::document(
             journal_id,
             queue::prepare(items),
@@ -267,6 +269,7 @@ impl Store {
         &self,
         journal_id: i64,
     ) -> Result<Option<DocumentTracking>, StoreError> {
+        self.sqlite_only("document_by_journal")?;
         self.read_blocking(move |connection| tracking(connection, DOCUMENT_BY_JOURNAL, &journal_id))
             .await
     }
@@ -276,6 +279,7 @@ impl Store {
         &self,
         transaction_id: String,
     ) -> Result<Option<DocumentTracking>, StoreError> {
+        self.sqlite_only("document_tracking")?;
         self.read_blocking(move |connection| {
             tracking(connection, DOCUMENT_BY_TRANSACTION, &transaction_id)
         })

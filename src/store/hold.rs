@@ -186,6 +186,7 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<(Vec<UnsettledPush>, i64), StoreError> {
+        self.sqlite_only("unsettled_pushes")?;
         let channel = channel.to_string();
         self.read_blocking(move |connection| {
             let last = super::read::last_journal_id(connection)?;
@@ -210,6 +211,7 @@ impl Store {
         journal_id: i64,
         reason: String,
     ) -> Result<bool, StoreError> {
+        self.sqlite_only("reject_accepted")?;
         let (reply, answer) = oneshot::channel();
         self.send(Request::Reject {
             journal_id,
@@ -230,6 +232,7 @@ impl Store {
         partner_id: String,
         release_at: jiff::Timestamp,
     ) -> Result<bool, StoreError> {
+        self.sqlite_only("hold")?;
         let hold = NewHold {
             journal_id,
             partner_id,
@@ -254,6 +257,7 @@ impl Store {
         items: Vec<OutboundItem>,
         release: Option<ReleaseReason>,
     ) -> Result<DeliverOutcome, StoreError> {
+        self.sqlite_only("deliver_bundle")?;
         let now = queue::now_micros();
         let delivery = Delivery {
             journal_id,
@@ -273,6 +277,7 @@ impl Store {
 
     /// Bundles still held, oldest first; `limit` 0 means no limit (blocking).
     pub fn held_bundles(&self, limit: usize) -> Result<Vec<HeldBundle>, StoreError> {
+        self.sqlite_only("held_bundles")?;
         self.shared
             .readers
             .with(|connection| held(connection, HELD_SQL, limit_param(limit)))
@@ -280,6 +285,7 @@ impl Store {
 
     /// [`Store::held_bundles`] on the blocking pool, for async callers.
     pub async fn held_bundles_async(&self, limit: usize) -> Result<Vec<HeldBundle>, StoreError> {
+        self.sqlite_only("held_bundles_async")?;
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.held_bundles(limit))
             .await
@@ -288,6 +294,7 @@ impl Store {
 
     /// The hold of journal row `journal_id` if it is still held (blocking pool).
     pub async fn held_bundle(&self, journal_id: i64) -> Result<Option<HeldBundle>, StoreError> {
+        self.sqlite_only("held_bundle")?;
         self.read_blocking(move |connection| {
             held(connection, HELD_ONE_SQL, journal_id).map(|mut v| v.pop())
         })
@@ -300,6 +307,7 @@ impl Store {
         &self,
         now: jiff::Timestamp,
     ) -> Result<(Vec<HeldBundle>, Option<jiff::Timestamp>), StoreError> {
+        self.sqlite_only("due_holds")?;
         self.read_blocking(move |connection| {
             let due = held(connection, DUE_SQL, now.as_microsecond())?;
             let next: Option<i64> = connection
@@ -313,6 +321,7 @@ impl Store {
 
     /// How many bundles are held and the oldest hold time (blocking).
     pub fn hold_overview(&self) -> Result<HoldOverview, StoreError> {
+        self.sqlite_only("hold_overview")?;
         self.shared.readers.with(|connection| {
             connection
                 .prepare_cached(OVERVIEW_SQL)?
@@ -328,6 +337,7 @@ impl Store {
 
     /// [`Store::hold_overview`] on the blocking pool, for `/status` and `/metrics`.
     pub async fn hold_overview_async(&self) -> Result<HoldOverview, StoreError> {
+        self.sqlite_only("hold_overview_async")?;
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.hold_overview())
             .await

@@ -44,10 +44,13 @@ mod census;
 mod documents;
 mod follow;
 mod hold;
+pub mod ownership;
+mod postgres;
 mod prune;
 mod queue;
 mod read;
 mod schema;
+pub mod settings;
 mod writer;
 
 pub use self::census::{
@@ -421,6 +424,72 @@ pub enum StoreError {
         /// The database file.
         path: PathBuf,
     },
+    /// PostgreSQL: the pool, its runtime or its TLS could not be set up.
+    #[error("store `{}`: cannot set up the connection to PostgreSQL: {reason}", path.display())]
+    PostgresSetup {
+        /// `postgres://user@host:port/db`.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// PostgreSQL: no connection could be had (server down or refusing, TLS, password,
+    /// every pooled connection busy): nothing of the operation is stored.
+    #[error("store `{}`: no connection to PostgreSQL for `{operation}`", path.display())]
+    PostgresConnect {
+        /// `postgres://user@host:port/db`.
+        path: PathBuf,
+        /// The store operation, e.g. `journal`.
+        operation: &'static str,
+        /// What the pool said.
+        #[source]
+        source: Box<deadpool_postgres::PoolError>,
+    },
+    /// PostgreSQL: a statement or the commit failed; the transaction is rolled back, nothing
+    /// of the operation is stored.
+    #[error("store `{}`: `{operation}` failed on PostgreSQL", path.display())]
+    Postgres {
+        /// `postgres://user@host:port/db`.
+        path: PathBuf,
+        /// The store operation, e.g. `journal`.
+        operation: &'static str,
+        /// What PostgreSQL said.
+        #[source]
+        source: Box<tokio_postgres::Error>,
+    },
+    /// PostgreSQL: a migration script failed; its transaction was rolled back.
+    #[error("store `{}`: migration to schema version {version} failed", path.display())]
+    PostgresMigration {
+        /// `postgres://user@host:port/db`.
+        path: PathBuf,
+        /// Version the failed script would have reached.
+        version: i64,
+        /// What PostgreSQL said.
+        #[source]
+        source: Box<tokio_postgres::Error>,
+    },
+    /// PostgreSQL: a value read back is not one this build takes (edited by hand?).
+    #[error("store `{}`: `{operation}` read a bad value: {reason}", path.display())]
+    PostgresValue {
+        /// `postgres://user@host:port/db`.
+        path: PathBuf,
+        /// The store operation.
+        operation: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An operation the PostgreSQL backend does not do yet (`ordobridge check` refuses a
+    /// configuration that needs one).
+    #[error(
+        "store `{}`: `{operation}` is not ported to the PostgreSQL backend yet: use \
+         `backend = \"sqlite\"` for a configuration that needs it",
+        path.display()
+    )]
+    Unported {
+        /// `postgres://user@host:port/db`.
+        path: PathBuf,
+        /// The store operation, e.g. `apply_census`.
+        operation: &'static str,
+    },
 }
 
 /// A cheap, cloneable handle on one SQLite database: the journal and its writer thread.
@@ -446,6 +515,14 @@ struct Shared {
     counters: Arc<Counters>,
     /// Opened by [`Store::open_read_only`]: no writer, writes are refused.
     read_only: bool,
+    /// The PostgreSQL backend, when the store is one ([`Store::open_postgres`]): every method
+    /// runs there instead of on SQLite.
+    ///
+    /// Why a field rather than an enum of backends or a trait: the SQLite paths (writer
+    /// thread, readers) stay exactly as they are, in files other work edits, and each method
+    /// of the facade starts with one dispatch line; a trait object would need async methods
+    /// boxed on the hot path of every journal insert for no gain while there are two backends.
+    postgres: Option<postgres::Postgres>,
 }
 
 impl Store {
@@ -469,8 +546,88 @@ impl Store {
                 readers: Readers::new(path.to_path_buf()),
                 counters,
                 read_only: false,
+                postgres: None,
             }),
         })
+    }
+
+    /// Opens a store on PostgreSQL (see `store::postgres`): connects, migrates (or, with
+    /// `migrate` false, as the CLI's listings do, only checks the schema version). Blocking:
+    /// call it at start, like [`Store::open`].
+    pub fn open_postgres(
+        settings: &settings::PostgresSettings,
+        migrate: bool,
+    ) -> Result<Store, StoreError> {
+        let backend = postgres::Postgres::open(settings, migrate)?;
+        let path = backend.path().to_path_buf();
+        // Nobody receives: the SQLite writer is never used (every method dispatches first).
+        let (requests, _) = mpsc::channel(1);
+        Ok(Store {
+            requests,
+            shared: Arc::new(Shared {
+                readers: Readers::elsewhere(path.clone()),
+                path,
+                counters: Arc::default(),
+                read_only: !migrate,
+                postgres: Some(backend),
+            }),
+        })
+    }
+
+    /// Opens the store `backend` names: the SQLite file at `path`, or PostgreSQL.
+    pub fn open_backend(
+        backend: &settings::Backend,
+        path: &Path,
+        options: StoreOptions,
+    ) -> Result<Store, StoreError> {
+        match backend {
+            settings::Backend::Sqlite => Store::open(path, options),
+            settings::Backend::Postgres(settings) => Store::open_postgres(settings, true),
+        }
+    }
+
+    /// [`Store::open_read_only`] for the store `backend` names.
+    pub fn open_backend_read_only(
+        backend: &settings::Backend,
+        path: &Path,
+    ) -> Result<Store, StoreError> {
+        match backend {
+            settings::Backend::Sqlite => Store::open_read_only(path),
+            settings::Backend::Postgres(settings) => Store::open_postgres(settings, false),
+        }
+    }
+
+    /// `sqlite` or `postgres`: which backend this handle runs on.
+    pub fn backend_name(&self) -> &'static str {
+        if self.shared.postgres.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    }
+
+    /// On PostgreSQL, the error of an operation not ported there yet; `Ok` on SQLite. The
+    /// first line of each method that only SQLite does.
+    fn sqlite_only(&self, operation: &'static str) -> Result<(), StoreError> {
+        match &self.shared.postgres {
+            Some(postgres) => Err(postgres.unported(operation)),
+            None => Ok(()),
+        }
+    }
+
+    /// The PostgreSQL backend, when this store is one.
+    fn postgres(&self) -> Option<&postgres::Postgres> {
+        self.shared.postgres.as_ref()
+    }
+
+    /// The PostgreSQL backend for a write: `Err` when the store was opened read-only.
+    fn postgres_writer(&self) -> Result<Option<&postgres::Postgres>, StoreError> {
+        match &self.shared.postgres {
+            Some(_) if self.shared.read_only => Err(StoreError::ReadOnly {
+                path: self.shared.path.clone(),
+            }),
+            postgres => Ok(postgres.as_ref()),
+        }
     }
 
     /// Opens a store for reading only, as the CLI's listings (`journal`, `census`, `queue`)
@@ -503,6 +660,7 @@ impl Store {
                 readers,
                 counters: Arc::default(),
                 read_only: true,
+                postgres: None,
             }),
         })
     }
@@ -517,6 +675,9 @@ impl Store {
     /// Waits while the writer queue is full. If the future is dropped after the request was
     /// queued, the record is still committed, but nobody learns it: ACK only on `Ok`.
     pub async fn journal(&self, record: InboundRecord) -> Result<JournalOutcome, StoreError> {
+        if let Some(postgres) = self.postgres_writer()? {
+            return postgres.journal(record).await;
+        }
         let record = Prepared::new(record);
         let (reply, answer) = oneshot::channel();
         self.send(Request::One {
@@ -536,6 +697,9 @@ impl Store {
     ) -> Result<Vec<JournalOutcome>, StoreError> {
         if records.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(postgres) = self.postgres_writer()? {
+            return postgres.journal_many(records).await;
         }
         // Hashing and the outcome vector are done here, on the caller's task, so the writer
         // thread neither hashes nor allocates.
@@ -557,6 +721,9 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
+        if let Some(postgres) = self.postgres_writer()? {
+            return postgres.mark_processed(ids).await;
+        }
         let (reply, answer) = oneshot::channel();
         self.send(Request::MarkProcessed { ids, reply }).await?;
         answer.await.map_err(|_| self.closed())?
@@ -570,6 +737,7 @@ impl Store {
         journal_id: i64,
         update: CensusUpdate,
     ) -> Result<CensusOutcome, StoreError> {
+        self.sqlite_only("apply_census")?;
         let (reply, answer) = oneshot::channel();
         self.send(Request::Census {
             journal_id,
@@ -587,6 +755,18 @@ impl Store {
     /// update still succeeds or fails alone ([`PendingCensus::outcomes`], same order).
     pub async fn submit_census(&self, updates: Vec<(i64, CensusUpdate)>) -> PendingCensus {
         let mut answers = Vec::with_capacity(updates.len());
+        if let Some(postgres) = self.postgres() {
+            // Each update answers the same refusal; nothing is queued.
+            answers.extend(
+                updates
+                    .iter()
+                    .map(|_| Err(postgres.unported("submit_census"))),
+            );
+            return PendingCensus {
+                answers,
+                store: self.clone(),
+            };
+        }
         for (journal_id, update) in updates {
             let (reply, answer) = oneshot::channel();
             let sent = self
@@ -608,6 +788,7 @@ impl Store {
     /// The census view of a patient by IPP, NDA or INS; a merged IPP gives the survivor
     /// (blocking: for the CLI or `spawn_blocking`).
     pub fn census_patient(&self, key: &PatientKey) -> Result<Option<PatientView>, StoreError> {
+        self.sqlite_only("census_patient")?;
         self.shared
             .readers
             .with(|connection| census::patient_view(connection, key))
@@ -627,6 +808,7 @@ impl Store {
     /// A practitioner by RPPS as the ADT feed last named them (the launch takes user names
     /// from it) (blocking).
     pub fn census_practitioner(&self, rpps: &str) -> Result<Option<Practitioner>, StoreError> {
+        self.sqlite_only("census_practitioner")?;
         self.shared
             .readers
             .with(|connection| census::practitioner(connection, rpps))
@@ -634,6 +816,9 @@ impl Store {
 
     /// Lists journal rows, newest first (blocking: for the CLI or `spawn_blocking`).
     pub fn list_journal(&self, filter: &JournalFilter) -> Result<Vec<JournalSummary>, StoreError> {
+        if let Some(postgres) = self.postgres() {
+            return postgres.list_journal(filter);
+        }
         self.shared
             .readers
             .with(|connection| read::list(connection, filter))
@@ -645,6 +830,7 @@ impl Store {
         &self,
         search: &JournalSearch,
     ) -> Result<Vec<JournalSummary>, StoreError> {
+        self.sqlite_only("search_journal")?;
         self.shared
             .readers
             .with(|connection| read::search(connection, search))
@@ -658,6 +844,7 @@ impl Store {
         before: jiff::Timestamp,
         limit: usize,
     ) -> Result<Vec<JournalSummary>, StoreError> {
+        self.sqlite_only("unfinished_pushes")?;
         self.shared
             .readers
             .with(|connection| read::unsettled(connection, channel, before, limit))
@@ -665,6 +852,9 @@ impl Store {
 
     /// One journal row with its raw bytes, or `None` if there is no such id (blocking).
     pub fn journal_entry(&self, id: i64) -> Result<Option<JournalEntry>, StoreError> {
+        if let Some(postgres) = self.postgres() {
+            return postgres.journal_entry(id);
+        }
         self.shared
             .readers
             .with(|connection| read::entry(connection, id))
@@ -679,6 +869,9 @@ impl Store {
         limit: usize,
         skip: [&'static str; 2],
     ) -> Result<Vec<Unprocessed>, StoreError> {
+        if let Some(postgres) = self.postgres() {
+            return postgres.accepted_after(after_id, limit, skip).await;
+        }
         self.read_blocking(move |connection| {
             read::accepted_after(connection, after_id, limit, skip)
         })
@@ -726,6 +919,7 @@ impl Store {
         limit: usize,
         vacuum_pages: u32,
     ) -> Result<(Pruned, u32, PruneCursor), StoreError> {
+        self.sqlite_only("prune")?;
         let (reply, answer) = oneshot::channel();
         self.send(Request::Prune {
             plan,
@@ -745,6 +939,9 @@ impl Store {
     /// Commits an empty transaction through the writer: proof that the writer thread answers
     /// and the database takes a write lock (`/ready`, the systemd watchdog).
     pub async fn probe_commit(&self) -> Result<(), StoreError> {
+        if let Some(postgres) = self.postgres() {
+            return postgres.probe_commit().await;
+        }
         self.prune_step(None, 0, 0).await.map(|_| ())
     }
 
@@ -769,6 +966,7 @@ impl Store {
         batch: usize,
         pause_ratio: u32,
     ) -> Result<(Pruned, u64), StoreError> {
+        self.sqlite_only("prune")?;
         /// Pages given back per transaction (4 MiB with 4 KiB pages).
         const VACUUM_PAGES: u32 = 1024;
         let mut total = Pruned::default();
@@ -815,6 +1013,9 @@ impl Store {
 
     /// The highest journal id committed (0 for an empty journal), on the blocking pool.
     pub async fn last_journal_id_async(&self) -> Result<i64, StoreError> {
+        if let Some(postgres) = self.postgres() {
+            return postgres.last_journal_id().await;
+        }
         self.read_blocking(read::last_journal_id).await
     }
 
@@ -829,6 +1030,7 @@ impl Store {
         &self,
         plan: &RetentionPlan,
     ) -> Result<(Pruned, Vec<(String, usize)>), StoreError> {
+        self.sqlite_only("prunable")?;
         self.shared
             .readers
             .with(|connection| prune::count(connection, plan))
@@ -852,6 +1054,10 @@ impl Store {
     /// answered, later ones get [`StoreError::Closed`]; returns once the write connection is
     /// closed. Closing twice is harmless.
     pub async fn close(&self) {
+        if let Some(postgres) = self.postgres() {
+            postgres.close();
+            return;
+        }
         let (reply, answer) = oneshot::channel();
         if self.requests.send(Request::Close { reply }).await.is_ok() {
             // An error here means the writer is already gone, which is what we wait for.
@@ -866,6 +1072,13 @@ impl Store {
 
     fn closed(&self) -> StoreError {
         let path = self.shared.path.clone();
+        if self.shared.postgres.is_some() {
+            // Not reached: every write dispatches first. Never "closed" for a silent gap.
+            return StoreError::Unported {
+                path,
+                operation: "a write of the SQLite writer",
+            };
+        }
         if self.shared.read_only {
             StoreError::ReadOnly { path }
         } else {

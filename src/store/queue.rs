@@ -256,6 +256,9 @@ impl Store {
         if items.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(postgres) = self.postgres_writer()? {
+            return postgres.enqueue(items).await;
+        }
         let ids = Vec::with_capacity(items.len());
         let items = prepare(items);
         let (reply, answer) = oneshot::channel();
@@ -266,6 +269,9 @@ impl Store {
     /// Records the receiver's positive ACK; `false` if the row was not pending (unknown id,
     /// already delivered or dead).
     pub async fn mark_delivered(&self, id: i64, ack: Bytes) -> Result<bool, StoreError> {
+        if let Some(postgres) = self.postgres_writer()? {
+            return postgres.mark_delivered(id, ack).await;
+        }
         let at = now_micros();
         self.change(Change::Delivered { id, ack, at })
             .await
@@ -280,6 +286,9 @@ impl Store {
         error: &str,
         next_attempt_at: jiff::Timestamp,
     ) -> Result<bool, StoreError> {
+        if let Some(postgres) = self.postgres_writer()? {
+            return postgres.mark_retry(id, error, next_attempt_at).await;
+        }
         let change = Change::Retry {
             id,
             error: error.to_owned(),
@@ -291,6 +300,9 @@ impl Store {
     /// Turns a pending row into a dead letter (counting the attempt that killed it), so the
     /// next message of its destination can go. `false` if the row was not pending.
     pub async fn mark_dead(&self, id: i64, reason: &str) -> Result<bool, StoreError> {
+        if let Some(postgres) = self.postgres_writer()? {
+            return postgres.mark_dead(id, reason).await;
+        }
         let change = Change::Dead {
             id,
             reason: reason.to_owned(),
@@ -306,6 +318,9 @@ impl Store {
         if ids.is_empty() {
             return Ok(0);
         }
+        if let Some(postgres) = self.postgres_writer()? {
+            return postgres.replay(ids).await;
+        }
         self.change(Change::Replay {
             ids,
             at: now_micros(),
@@ -316,6 +331,9 @@ impl Store {
     /// The oldest pending message of `destination`, due or not (blocking: CLI or
     /// `spawn_blocking`).
     pub fn next_pending(&self, destination: &str) -> Result<Option<OutboundMessage>, StoreError> {
+        if let Some(postgres) = self.postgres() {
+            return futures::executor::block_on(postgres.next_pending(destination));
+        }
         self.shared
             .readers
             .with(|connection| next_pending(connection, destination))
@@ -327,6 +345,9 @@ impl Store {
         destination: &str,
     ) -> Result<Option<OutboundMessage>, StoreError> {
         let store = self.clone();
+        if let Some(postgres) = self.postgres() {
+            return postgres.next_pending(destination).await;
+        }
         let destination = destination.to_owned();
         tokio::task::spawn_blocking(move || store.next_pending(&destination))
             .await
@@ -343,6 +364,9 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<Vec<OutboundMessage>, StoreError> {
+        if let Some(postgres) = self.postgres() {
+            return futures::executor::block_on(postgres.pending_after(destination, after, limit));
+        }
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.shared
             .readers
@@ -357,6 +381,9 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<OutboundMessage>, StoreError> {
         let store = self.clone();
+        if let Some(postgres) = self.postgres() {
+            return postgres.pending_after(destination, after, limit).await;
+        }
         let destination = destination.to_owned();
         tokio::task::spawn_blocking(move || store.pending_after(&destination, after, limit))
             .await
@@ -368,6 +395,9 @@ impl Store {
         &self,
         id: i64,
     ) -> Result<Option<(OutboundMessage, OutboundStatus)>, StoreError> {
+        if let Some(postgres) = self.postgres() {
+            return futures::executor::block_on(postgres.outbound_message(id));
+        }
         self.shared
             .readers
             .with(|connection| outbound_message(connection, id))
@@ -375,16 +405,25 @@ impl Store {
 
     /// Pending and dead counts per destination that has any (blocking).
     pub fn queue_overview(&self) -> Result<Vec<DestinationDepth>, StoreError> {
+        if let Some(postgres) = self.postgres() {
+            return futures::executor::block_on(postgres.queue_overview());
+        }
         self.shared.readers.with(overview)
     }
 
     /// The head of every destination that has pending messages (blocking pool).
     pub async fn queue_heads_async(&self) -> Result<Vec<QueueHead>, StoreError> {
+        if let Some(postgres) = self.postgres() {
+            return postgres.queue_heads().await;
+        }
         self.read_blocking(queue_heads).await
     }
 
     /// [`Store::queue_overview`] on the blocking pool, for async callers (HTTP, metrics).
     pub async fn queue_overview_async(&self) -> Result<Vec<DestinationDepth>, StoreError> {
+        if let Some(postgres) = self.postgres() {
+            return postgres.queue_overview().await;
+        }
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.queue_overview())
             .await
@@ -398,6 +437,10 @@ impl Store {
         destination: Option<&str>,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, StoreError> {
+        if let Some(postgres) = self.postgres() {
+            let destination = destination.map(str::to_owned);
+            return futures::executor::block_on(postgres.dead_letters(destination, limit));
+        }
         self.shared
             .readers
             .with(|connection| dead_letters(connection, destination, limit))
@@ -409,6 +452,9 @@ impl Store {
         destination: Option<String>,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, StoreError> {
+        if let Some(postgres) = self.postgres() {
+            return postgres.dead_letters(destination, limit).await;
+        }
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.dead_letters(destination.as_deref(), limit))
             .await
@@ -519,7 +565,7 @@ fn pending_after(
 
 /// The payload bytes one [`Store::pending_after`] call reads at most (past the first row): a
 /// queue of 20 MiB documents must not be read 32 rows at a time.
-const READ_AHEAD_BYTES: usize = 4 * 1024 * 1024;
+pub(super) const READ_AHEAD_BYTES: usize = 4 * 1024 * 1024;
 
 fn outbound_message(
     connection: &Connection,

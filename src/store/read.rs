@@ -115,6 +115,9 @@ enum Source {
     /// The file does not exist (a read-only store opened before the daemon's first start):
     /// an empty in-memory database of the current schema; nothing is created.
     Empty,
+    /// No SQLite file: the store is on PostgreSQL, whose backend answers the reads it does; a
+    /// SQLite read reaching here is one not ported there, and says so.
+    Elsewhere,
 }
 
 impl Readers {
@@ -130,6 +133,14 @@ impl Readers {
     pub(super) fn empty(path: PathBuf) -> Self {
         Self {
             source: Source::Empty,
+            ..Self::new(path)
+        }
+    }
+
+    /// Readers of a store on PostgreSQL: every SQLite read is refused as not ported.
+    pub(super) fn elsewhere(path: PathBuf) -> Self {
+        Self {
+            source: Source::Elsewhere,
             ..Self::new(path)
         }
     }
@@ -168,6 +179,12 @@ impl Readers {
                 Source::File => schema::open_reader(&self.path)?,
                 Source::Immutable => schema::open_immutable(&self.path)?,
                 Source::Empty => schema::open_empty(&self.path)?,
+                Source::Elsewhere => {
+                    return Err(StoreError::Unported {
+                        path: self.path.clone(),
+                        operation: "a read of the SQLite readers",
+                    });
+                }
             },
         };
         let result = read(&connection).map_err(|source| StoreError::Read {

@@ -187,7 +187,7 @@ fn chromium_version(chromium: &Path) -> Result<String, String> {
 }
 
 /// The first executable file `name` in a folder of the `PATH`.
-fn find_on_path(name: &str) -> Option<PathBuf> {
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt as _;
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -209,14 +209,17 @@ impl Drop for Staging {
 
 /// The npm folder `TARGET_TMP/NAME` holding `package` (`name@version`), installed on first
 /// use; `finish` runs in the staging folder after `npm install` (to unpack a binary, say).
-fn npm_install(name: &str, package: &str, finish: impl FnOnce(&Path)) -> PathBuf {
+pub fn npm_install(name: &str, package: &str, finish: impl FnOnce(&Path)) -> PathBuf {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let root = tmp.join(name);
     let ready = root.join(".ready");
     if ready.exists() {
         return root;
     }
-    let staging = Staging(tmp.join(format!("{name}-staging-{}", std::process::id())));
+    // Per process and per call: tests of one binary run on parallel threads.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staging = Staging(tmp.join(format!("{name}-staging-{}-{call}", std::process::id())));
     let _ = std::fs::remove_dir_all(&staging.0);
     std::fs::create_dir_all(&staging.0).unwrap_or_else(|e| {
         panic!(
@@ -300,7 +303,7 @@ fn unpack_sparticuz(staging: &Path) {
 
 /// Runs `command` for `what` and returns its stdout; fails the test with the command, its exit
 /// status and its output otherwise.
-fn run(what: &str, command: &mut Command) -> String {
+pub fn run(what: &str, command: &mut Command) -> String {
     let program = command.get_program().to_owned();
     let shown = std::iter::once(program.as_os_str())
         .chain(command.get_args())

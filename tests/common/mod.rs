@@ -16,6 +16,7 @@ use std::time::Duration;
 pub mod browser;
 pub mod mllp_peer;
 pub mod peer;
+pub mod postgres;
 
 /// The `ordobridge` binary cargo built for these tests.
 pub fn ordobridge_bin() -> PathBuf {
