@@ -1,0 +1,278 @@
+//! The body as a JSON tree that borrows its strings from the input: what the reader walks.
+//!
+//! `serde_json::Value` allocates a `String` for every key and every text and a `BTreeMap`
+//! node for every object; parsing a bundle into it and dropping it was three quarters of the
+//! read. This tree is parsed by the same `serde_json` parser (same syntax, same error
+//! messages, same nesting limit) but keeps keys and texts as slices of the body (owned only
+//! when they hold escapes) and objects as lists of members, searched from the end so that a
+//! duplicated key reads its last value, as `Value` would.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Number, Value};
+
+/// A JSON value borrowing from the body it was parsed from.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Json<'a> {
+    Null,
+    Bool(bool),
+    Number(Number),
+    String(Cow<'a, str>),
+    Array(Vec<Json<'a>>),
+    /// Members in body order; a duplicated key's last value wins (see [`Json::get`]).
+    Object(Vec<(Cow<'a, str>, Json<'a>)>),
+}
+
+impl<'a> Json<'a> {
+    /// Parses a body, as `serde_json::from_str::<Value>` would (errors included).
+    pub(super) fn parse(text: &'a str) -> Result<Json<'a>, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// The same tree over an already parsed `Value`, borrowing its strings.
+    pub(super) fn from_value(value: &'a Value) -> Json<'a> {
+        match value {
+            Value::Null => Json::Null,
+            Value::Bool(flag) => Json::Bool(*flag),
+            Value::Number(number) => Json::Number(number.clone()),
+            Value::String(text) => Json::String(Cow::Borrowed(text)),
+            Value::Array(items) => Json::Array(items.iter().map(Json::from_value).collect()),
+            Value::Object(map) => Json::Object(
+                map.iter()
+                    .map(|(key, value)| (Cow::Borrowed(key.as_str()), Json::from_value(value)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The member `key` of an object (the last one when the key is repeated); `None` for
+    /// another value.
+    pub(super) fn get(&self, key: &str) -> Option<&Json<'a>> {
+        match self {
+            Json::Object(members) => members
+                .iter()
+                .rev()
+                .find(|(name, _)| name == key)
+                .map(|(_, value)| value),
+            _ => None,
+        }
+    }
+
+    /// The text of a string.
+    pub(super) fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::String(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The items of an array.
+    pub(super) fn as_array(&self) -> Option<&[Json<'a>]> {
+        match self {
+            Json::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    pub(super) fn is_null(&self) -> bool {
+        matches!(self, Json::Null)
+    }
+
+    pub(super) fn is_string(&self) -> bool {
+        matches!(self, Json::String(_))
+    }
+
+    pub(super) fn is_number(&self) -> bool {
+        matches!(self, Json::Number(_))
+    }
+
+    pub(super) fn is_array(&self) -> bool {
+        matches!(self, Json::Array(_))
+    }
+
+    pub(super) fn is_object(&self) -> bool {
+        matches!(self, Json::Object(_))
+    }
+}
+
+/// A text or key, borrowed from the body when it has no escape.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Json<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, flag: bool) -> Result<Json<'de>, E> {
+        Ok(Json::Bool(flag))
+    }
+
+    fn visit_i64<E: de::Error>(self, number: i64) -> Result<Json<'de>, E> {
+        Ok(Json::Number(number.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, number: u64) -> Result<Json<'de>, E> {
+        Ok(Json::Number(number.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, number: f64) -> Result<Json<'de>, E> {
+        // As `Value` does: a float JSON cannot write is null.
+        Ok(Number::from_f64(number).map_or(Json::Null, Json::Number))
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Owned(text)))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Json<'de>, D::Error> {
+        Deserialize::deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Json::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+            let value: Json<'de> = map.next_value()?;
+            members.push((key, value));
+        }
+        Ok(Json::Object(members))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    /// The same tree as `Value` gives, for bodies of every shape.
+    #[rstest]
+    #[case::ok_scalars(r#"[null, true, false, 0, -3, 18446744073709551615, 0.5, 1e3, "a"]"#)]
+    #[case::ok_escapes(r#"{"k\u00e9y": "a\"b\\c\nd", "plain": "x"}"#)]
+    #[case::ok_nested(r#"{"a": {"b": [{"c": []}, {}]}, "d": null}"#)]
+    #[case::ok_duplicate_keys(r#"{"a": 1, "b": 2, "a": 3}"#)]
+    fn ok_same_as_value(#[case] body: &str) {
+        let value: Value = serde_json::from_str(body).unwrap();
+        let parsed = Json::parse(body).unwrap();
+        assert_eq!(to_value(&parsed), value);
+        assert_eq!(Json::from_value(&value), {
+            let mut tree = parsed.clone();
+            dedupe(&mut tree);
+            tree
+        });
+    }
+
+    #[test]
+    fn ok_borrows_plain_strings() {
+        let parsed = Json::parse(r#"{"key": "plain", "esc": "a\tb"}"#).unwrap();
+        let Json::Object(members) = &parsed else {
+            panic!("not an object")
+        };
+        assert!(matches!(members[0].0, Cow::Borrowed("key")));
+        assert!(matches!(members[0].1, Json::String(Cow::Borrowed("plain"))));
+        assert!(matches!(members[1].1, Json::String(Cow::Owned(_))));
+        assert_eq!(parsed.get("esc").and_then(Json::as_str), Some("a\tb"));
+    }
+
+    /// The same errors as `Value`.
+    #[rstest]
+    #[case::err_eof("{")]
+    #[case::err_trailing("{} x")]
+    #[case::err_bad_escape(r#""\q""#)]
+    #[case::err_deep(&"[".repeat(200))]
+    fn err_same_as_value(#[case] body: &str) {
+        let expected = serde_json::from_str::<Value>(body).unwrap_err().to_string();
+        assert_eq!(Json::parse(body).unwrap_err().to_string(), expected);
+    }
+
+    fn to_value(json: &Json<'_>) -> Value {
+        match json {
+            Json::Null => Value::Null,
+            Json::Bool(flag) => Value::Bool(*flag),
+            Json::Number(number) => Value::Number(number.clone()),
+            Json::String(text) => Value::String(text.to_string()),
+            Json::Array(items) => Value::Array(items.iter().map(to_value).collect()),
+            Json::Object(members) => Value::Object(
+                members
+                    .iter()
+                    .map(|(key, value)| (key.to_string(), to_value(value)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// What `Value` keeps of an object: the last value of each key, keys sorted.
+    fn dedupe(json: &mut Json<'_>) {
+        match json {
+            Json::Array(items) => items.iter_mut().for_each(dedupe),
+            Json::Object(members) => {
+                let mut kept: Vec<(Cow<'_, str>, Json<'_>)> = Vec::new();
+                for (key, mut value) in members.drain(..) {
+                    dedupe(&mut value);
+                    kept.retain(|(k, _)| *k != key);
+                    kept.push((key, value));
+                }
+                kept.sort_by(|a, b| a.0.cmp(&b.0));
+                *members = kept;
+            }
+            _ => {}
+        }
+    }
+}
