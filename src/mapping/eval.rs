@@ -180,7 +180,7 @@ fn each_leaf<'a>(
     rest: &'a [Step],
     f: &mut dyn FnMut(Node<'a>) -> Result<bool, Fail>,
 ) -> Result<bool, Fail> {
-    let count = value.len().unwrap_or(1);
+    let count = value.list_len().unwrap_or(1);
     for i in 0..count {
         let item = if value.is_list() {
             match value.index(i) {
@@ -440,7 +440,7 @@ fn call<'a>(
         Func::Count => {
             let n = match value {
                 Val::Missing | Val::Json(Node::Null) => 0,
-                Val::Json(list) if list.is_list() => list.len().unwrap_or(0),
+                Val::Json(list) if list.is_list() => list.list_len().unwrap_or(0),
                 Val::Spread(list, rest) => {
                     let mut n = 0usize;
                     each_leaf(list, rest, &mut |_| {

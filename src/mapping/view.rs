@@ -103,7 +103,7 @@ impl<'a> Node<'a> {
     }
 
     /// The number of items of a list; `None` for another value.
-    pub fn len(self) -> Option<usize> {
+    pub fn list_len(self) -> Option<usize> {
         match self {
             Node::Array(items) => Some(items.len()),
             Node::List(list) => Some(list.len()),
@@ -113,7 +113,7 @@ impl<'a> Node<'a> {
 
     /// The items of a list; `None` for another value.
     pub fn items(self) -> Option<impl Iterator<Item = Node<'a>>> {
-        let len = self.len()?;
+        let len = self.list_len()?;
         Some((0..len).filter_map(move |i| self.index(i)))
     }
 
