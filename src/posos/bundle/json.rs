@@ -27,8 +27,15 @@ pub(super) enum Json<'a> {
 
 impl<'a> Json<'a> {
     /// Parses a body, as `serde_json::from_str::<Value>` would (errors included).
+    ///
+    /// A fast reader takes the common body (no escape in a string, nesting under 100) in one
+    /// pass with exact allocations; anything else it gives up on, and the body is read by
+    /// `serde_json`, which then decides (the same tree, or its error message).
     pub(super) fn parse(text: &'a str) -> Result<Json<'a>, serde_json::Error> {
-        serde_json::from_str(text)
+        match Fast::new(text).document() {
+            Some(tree) => Ok(tree),
+            None => serde_json::from_str(text),
+        }
     }
 
     /// The same tree over an already parsed `Value`, borrowing its strings.
@@ -94,6 +101,158 @@ impl<'a> Json<'a> {
 
     pub(super) fn is_object(&self) -> bool {
         matches!(self, Json::Object(_))
+    }
+}
+
+/// Deeper than this, the fast reader gives up (`serde_json` refuses more than 128).
+const FAST_MAX_DEPTH: usize = 100;
+
+/// The fast reader: accepts a subset of JSON and answers `None` for anything else (an escape,
+/// a control character in a string, deep nesting, any syntax error), so that it never
+/// accepts what `serde_json` refuses nor reads anything differently. Numbers are read by
+/// `serde_json` itself. Items and members are gathered on two shared stacks and moved into
+/// containers of the exact size.
+struct Fast<'a> {
+    text: &'a str,
+    pos: usize,
+    items: Vec<Json<'a>>,
+    members: Vec<(Cow<'a, str>, Json<'a>)>,
+}
+
+impl<'a> Fast<'a> {
+    fn new(text: &'a str) -> Self {
+        Fast {
+            text,
+            pos: 0,
+            items: Vec::with_capacity(32),
+            members: Vec::with_capacity(32),
+        }
+    }
+
+    fn document(mut self) -> Option<Json<'a>> {
+        let value = self.value(0)?;
+        self.skip_space();
+        (self.pos == self.text.len()).then_some(value)
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.pos).copied()
+    }
+
+    fn skip_space(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Consumes `byte` after optional spaces.
+    fn eat(&mut self, byte: u8) -> bool {
+        self.skip_space();
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Option<Json<'a>> {
+        self.skip_space();
+        match self.peek()? {
+            b'{' => self.object(depth + 1),
+            b'[' => self.array(depth + 1),
+            b'"' => self.string().map(|text| Json::String(Cow::Borrowed(text))),
+            b't' => self.literal("true", Json::Bool(true)),
+            b'f' => self.literal("false", Json::Bool(false)),
+            b'n' => self.literal("null", Json::Null),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, word: &str, value: Json<'a>) -> Option<Json<'a>> {
+        let rest = self.text.get(self.pos..)?;
+        if !rest.starts_with(word) {
+            return None;
+        }
+        self.pos += word.len();
+        Some(value)
+    }
+
+    fn number(&mut self) -> Option<Json<'a>> {
+        let start = self.pos;
+        while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.peek() {
+            self.pos += 1;
+        }
+        let token = self.text.get(start..self.pos)?;
+        serde_json::from_str::<Number>(token).ok().map(Json::Number)
+    }
+
+    /// A string without escapes or control characters, borrowed.
+    fn string(&mut self) -> Option<&'a str> {
+        self.pos += 1;
+        let start = self.pos;
+        let rest = self.text.as_bytes().get(start..)?;
+        let end = rest
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if rest.get(end) != Some(&b'"') {
+            return None;
+        }
+        self.pos = start + end + 1;
+        self.text.get(start..start + end)
+    }
+
+    fn array(&mut self, depth: usize) -> Option<Json<'a>> {
+        if depth > FAST_MAX_DEPTH {
+            return None;
+        }
+        self.pos += 1;
+        let start = self.items.len();
+        if !self.eat(b']') {
+            loop {
+                let item = self.value(depth)?;
+                self.items.push(item);
+                if self.eat(b',') {
+                    continue;
+                }
+                if self.eat(b']') {
+                    break;
+                }
+                return None;
+            }
+        }
+        Some(Json::Array(self.items.drain(start..).collect()))
+    }
+
+    fn object(&mut self, depth: usize) -> Option<Json<'a>> {
+        if depth > FAST_MAX_DEPTH {
+            return None;
+        }
+        self.pos += 1;
+        let start = self.members.len();
+        if !self.eat(b'}') {
+            loop {
+                self.skip_space();
+                if self.peek() != Some(b'"') {
+                    return None;
+                }
+                let key = self.string()?;
+                if !self.eat(b':') {
+                    return None;
+                }
+                let value = self.value(depth)?;
+                self.members.push((Cow::Borrowed(key), value));
+                if self.eat(b',') {
+                    continue;
+                }
+                if self.eat(b'}') {
+                    break;
+                }
+                return None;
+            }
+        }
+        Some(Json::Object(self.members.drain(start..).collect()))
     }
 }
 
@@ -217,6 +376,44 @@ mod tests {
             dedupe(&mut tree);
             tree
         });
+    }
+
+    /// The fast reader gives the tree `serde_json` gives, or gives up.
+    #[rstest]
+    #[case::ok_object(
+        r#" {"a": [1, -2, 0.5, 1e3, -0, 18446744073709551616], "b": {"c": null}} "#,
+        true
+    )]
+    #[case::ok_literals("[true, false, null, []]", true)]
+    #[case::ok_utf8(r#"{"é": "comprimé ≥ 1"}"#, true)]
+    #[case::ok_duplicate_keys(r#"{"a": 1, "a": 2}"#, true)]
+    #[case::ok_escape_given_up(r#"{"a": "x\/y"}"#, false)]
+    #[case::ok_control_given_up("[\"a\tb\"]", false)]
+    #[case::err_trailing_comma("[1,]", false)]
+    #[case::err_leading_zero("[01]", false)]
+    #[case::err_bad_number("[1-2]", false)]
+    #[case::err_trailing_text("{} x", false)]
+    #[case::err_truncated(r#"{"a": tru"#, false)]
+    #[case::err_missing_colon(r#"{"a" 1}"#, false)]
+    #[case::err_key_not_string("{1: 2}", false)]
+    #[case::err_empty("", false)]
+    #[case::err_literal_glued("[truex]", false)]
+    fn fast_reader(#[case] body: &str, #[case] fast: bool) {
+        let read = Fast::new(body).document();
+        assert_eq!(read.is_some(), fast, "{body}");
+        if let Some(tree) = read {
+            let slow: Json<'_> = serde_json::from_str(body).unwrap();
+            assert_eq!(tree, slow);
+        }
+    }
+
+    #[test]
+    fn ok_fast_reader_nesting_limit() {
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert!(Fast::new(&deep).document().is_some());
+        let deeper = format!("{}{}", "[".repeat(101), "]".repeat(101));
+        assert!(Fast::new(&deeper).document().is_none());
+        assert!(Json::parse(&deeper).is_ok());
     }
 
     #[test]
