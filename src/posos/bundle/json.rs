@@ -140,20 +140,9 @@ impl<'a> Fast<'a> {
     }
 
     fn skip_space(&mut self) {
-        let rest = self.text.as_bytes().get(self.pos..).unwrap_or_default();
-        // Indentation comes in runs of spaces: eight at a time first.
-        let mut skipped = rest
-            .chunks_exact(8)
-            .take_while(|chunk| *chunk == b"        ")
-            .count()
-            * 8;
-        skipped += rest
-            .get(skipped..)
-            .unwrap_or_default()
-            .iter()
-            .take_while(|b| matches!(b, b' ' | b'\n' | b'\t' | b'\r'))
-            .count();
-        self.pos += skipped;
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
     }
 
     /// Consumes `byte` after optional spaces.
@@ -204,10 +193,10 @@ impl<'a> Fast<'a> {
         self.pos += 1;
         let start = self.pos;
         let rest = self.text.as_bytes().get(start..)?;
-        let end = memchr::memchr2(b'"', b'\\', rest)?;
-        let text = rest.get(..end)?;
-        // Branch-free, so it is vectorized: a control character anywhere gives up.
-        if rest.get(end) != Some(&b'"') || text.iter().fold(false, |any, &b| any | (b < 0x20)) {
+        let end = rest
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if rest.get(end) != Some(&b'"') {
             return None;
         }
         self.pos = start + end + 1;
