@@ -4,6 +4,8 @@
 # witnesses. Prints files/s for each.
 #
 #   benches/inbox.sh [N]
+#   OB_BIN=path/to/ordobridge benches/inbox.sh [N]   # that binary, not built (to compare builds:
+#                                                  # run the old and the new one after the other)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2000}
@@ -11,7 +13,11 @@ WORK=$(mktemp -d)
 PID=
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
-cargo build --release --quiet
+BIN=${OB_BIN:-}
+if [ -z "$BIN" ]; then
+  cargo build --release --quiet
+  BIN=./target/release/ordobridge
+fi
 cat > "$WORK/ob.toml" <<TOML
 [store]
 path = "$WORK/data/ob.db"
@@ -50,7 +56,7 @@ for i in range(n):
         "OBR|1|||NFS~Numeration|||20261122080000\r\n"
         "OBX|1|NM|HB~Hemoglobine||12.9|g/dL|12.0-16.0|N|||F\r\nL|1\r\n").encode("latin-1"))
 PY
-"./target/release/ordobridge" run --config "$WORK/ob.toml" > "$WORK/log" 2>&1 &
+"$BIN" run --config "$WORK/ob.toml" > "$WORK/log" 2>&1 &
 PID=$!
 sleep 1
 count() { find "$1" -name "$2" 2>/dev/null | wc -l; }

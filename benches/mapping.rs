@@ -1,7 +1,8 @@
 //! Mapping throughput: what the FHIR push endpoint does per bundle, by stage and in total, on
-//! the four-step prednisone taper sample: read the bundle, build the JSON context with
-//! `mapping::PushContext` as `src/engine/push.rs` does (the prescription as JSON, the census of
-//! a known patient, the message's control id and time), and apply the shipped mappings.
+//! the four-step prednisone taper sample: read the bundle, build the context with
+//! `mapping::PushContext` as `src/engine/push.rs` does (the prescription read in place, the
+//! census of a known patient as JSON, the message's control id and time), and apply the
+//! shipped mappings.
 //!
 //! `cargo bench --bench mapping`; the `total/orm-o01` figure (one element = one bundle) is the
 //! one the README reports.
@@ -45,11 +46,11 @@ fn census(prescription: &Prescription) -> Value {
 }
 
 /// The context push builds for one route: `PushContext`, the function push uses.
-fn context<'a>(
-    prescription: &Prescription,
+fn context<'a, 'p>(
+    prescription: &'p Prescription,
     control_id: &str,
-    slot: &'a mut Option<PushContext>,
-) -> &'a Value {
+    slot: &'a mut Option<PushContext<'p>>,
+) -> &'a PushContext<'p> {
     slot.insert(PushContext::new(prescription, census(prescription), NOW).unwrap())
         .for_message(control_id)
 }

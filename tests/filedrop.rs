@@ -421,6 +421,95 @@ async fn ok_panicking_handler_refuses_the_file_and_the_loop_goes_on() {
     run.stop().await;
 }
 
+/// Takes files in batches of at most 8, as the daemon's file channels take theirs (in one
+/// transaction); each file is answered by the `Recorder`, so a name with `bad` is refused and
+/// one with `panic` makes the whole batch fail.
+#[derive(Default)]
+struct Batcher {
+    files: Recorder,
+    batches: Mutex<Vec<usize>>,
+}
+
+impl FileHandler for Batcher {
+    async fn handle(&self, file: InboxFile) -> Result<(), FileRejection> {
+        self.files.handle(file).await
+    }
+
+    fn batch_limit(&self) -> usize {
+        8
+    }
+
+    async fn handle_batch(&self, files: Vec<InboxFile>) -> Vec<Result<(), FileRejection>> {
+        self.batches.lock().unwrap().push(files.len());
+        let mut answers = Vec::with_capacity(files.len());
+        for file in files {
+            answers.push(self.files.handle(file).await);
+        }
+        answers
+    }
+}
+
+#[tokio::test]
+async fn ok_batches_keep_the_order_and_settle_each_file() {
+    let dirs = Dirs::new();
+    let base = SystemTime::now() - Duration::from_secs(3600);
+    let mut names = Vec::new();
+    for i in 0..40u64 {
+        let name = match i {
+            10 => "F0010-bad.hl7".to_owned(),
+            25 => "F0025-panic.hl7".to_owned(),
+            _ => format!("F{i:04}.hl7"),
+        };
+        let path = dirs.inbox().join(&name);
+        fs::write(&path, name.as_bytes()).unwrap();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(base + Duration::from_secs(i))
+            .unwrap();
+        names.push(name);
+    }
+    let handler = Arc::new(Batcher::default());
+    let run = start(
+        dirs.settings(Readiness::StableFor(Duration::from_millis(10))),
+        Arc::clone(&handler),
+    );
+    wait_until("38 archived and 2 refused", || {
+        let stats = run.stats.snapshot();
+        stats.files_archived == 38 && stats.files_rejected == 2
+    })
+    .await;
+    // The batch with the panicking file is offered again one file at a time: its first files
+    // are seen twice (the real handler is idempotent), in the same order.
+    let mut first_seen = Vec::new();
+    for name in handler.files.names() {
+        if !first_seen.contains(&name) {
+            first_seen.push(name);
+        }
+    }
+    assert_eq!(first_seen, names);
+    let batches = handler.batches.lock().unwrap().clone();
+    assert!(batches.iter().all(|&n| (1..=8).contains(&n)), "{batches:?}");
+    assert!(batches.iter().any(|&n| n > 1), "{batches:?}");
+    for name in &names {
+        if name.contains("bad") || name.contains("panic") {
+            assert!(dirs.errors().join(name).exists(), "{name} not in error/");
+        } else {
+            assert!(dirs.archived(name), "{name} not archived");
+        }
+    }
+    assert_eq!(
+        fs::read_to_string(dirs.errors().join("F0025-panic.hl7.reason")).unwrap(),
+        "internal error: the file handler failed on `F0025-panic.hl7`\n"
+    );
+    assert_eq!(
+        fs::read_to_string(dirs.errors().join("F0010-bad.hl7.reason")).unwrap(),
+        "F0010-bad.hl7: MSH-9: expected a message type\n"
+    );
+    run.stop().await;
+}
+
 /// Whether `chmod 000` denies us (not when running as root).
 fn chmod_denies(dir: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;

@@ -17,7 +17,7 @@ use tracing::{debug, info};
 use crate::config::{FileFormat, InboundChannel};
 use crate::filedrop::{FileHandler, FileRejection, InboxFile};
 use crate::hl7::Charset;
-use crate::store::{JournalOutcome, Store};
+use crate::store::{JournalOutcome, Store, StoreError};
 
 use super::intake::{Intake, Parsed, read_hl7};
 
@@ -87,8 +87,20 @@ fn detect(bytes: &[u8]) -> Option<FileFormat> {
     }
 }
 
-impl FileHandler for FileInbound {
-    async fn handle(&self, file: InboxFile) -> Result<(), FileRejection> {
+/// How many ready files one transaction journals (see [`FileHandler::handle_batch`]).
+const BATCH_FILES: usize = 64;
+
+/// A file read and split into the records to journal: all of them, or (when any message is
+/// refused) only the refused ones, for the record.
+struct Prepared {
+    records: Vec<crate::store::InboundRecord>,
+    /// One line per refused message; empty when the file is accepted.
+    refusals: Vec<String>,
+}
+
+impl FileInbound {
+    /// Reads a file's messages and decides what of it is journaled (all or nothing).
+    fn prepare(&self, file: &InboxFile) -> Result<Prepared, FileRejection> {
         let peer = format!("file:{}", file.name);
         let mut parsed = self.read(&peer, &file.bytes)?;
         let refusals: Vec<String> = parsed
@@ -111,13 +123,16 @@ impl FileHandler for FileInbound {
             .filter(|p| refusals.is_empty() || p.refusal.is_some())
             .map(Parsed::take_record)
             .collect();
-        let outcomes = self.store.journal_many(records).await.map_err(|e| {
-            FileRejection::retry_later(format!(
-                "channel `{}`: the journal could not commit `{}`: {e}",
-                self.channel, file.name
-            ))
-        })?;
-        self.processed.notify_one();
+        Ok(Prepared { records, refusals })
+    }
+
+    /// The answer for a file once its records are committed.
+    fn settled(
+        &self,
+        file: &InboxFile,
+        refusals: &[String],
+        outcomes: &[JournalOutcome],
+    ) -> Result<(), FileRejection> {
         if !refusals.is_empty() {
             return Err(FileRejection::new(format!(
                 "channel `{}`: file `{}` refused; nothing from it was accepted. Fix these messages and drop the file again:\n{}",
@@ -135,6 +150,65 @@ impl FileHandler for FileInbound {
         }
         debug!(file = %file.name, messages = outcomes.len(), "file journaled");
         Ok(())
+    }
+
+    /// The answer for a file whose records the journal could not commit.
+    fn not_committed(&self, file: &InboxFile, error: &StoreError) -> FileRejection {
+        FileRejection::retry_later(format!(
+            "channel `{}`: the journal could not commit `{}`: {error}",
+            self.channel, file.name
+        ))
+    }
+}
+
+impl FileHandler for FileInbound {
+    async fn handle(&self, file: InboxFile) -> Result<(), FileRejection> {
+        let prepared = self.prepare(&file)?;
+        let outcomes = self
+            .store
+            .journal_many(prepared.records)
+            .await
+            .map_err(|e| self.not_committed(&file, &e))?;
+        self.processed.notify_one();
+        self.settled(&file, &prepared.refusals, &outcomes)
+    }
+
+    fn batch_limit(&self) -> usize {
+        BATCH_FILES
+    }
+
+    /// The records of every file in ONE journal transaction (in file order), so a burst of
+    /// small files costs one commit, not one per file; each file is still all or nothing.
+    async fn handle_batch(&self, files: Vec<InboxFile>) -> Vec<Result<(), FileRejection>> {
+        let mut prepared = Vec::with_capacity(files.len());
+        let mut records = Vec::new();
+        for file in &files {
+            prepared.push(self.prepare(file).map(|p| {
+                let count = p.records.len();
+                records.extend(p.records);
+                (count, p.refusals)
+            }));
+        }
+        let committed = self.store.journal_many(records).await;
+        if committed.is_ok() {
+            self.processed.notify_one();
+        }
+        let mut outcomes = committed.as_deref().unwrap_or_default();
+        files
+            .iter()
+            .zip(prepared)
+            .map(|(file, prepared)| {
+                let (count, refusals) = prepared?;
+                match &committed {
+                    Ok(_) => {
+                        let (own, rest) = outcomes.split_at(count.min(outcomes.len()));
+                        outcomes = rest;
+                        self.settled(file, &refusals, own)
+                    }
+                    Err(e) => Err(self.not_committed(file, e)),
+                }
+            })
+            .collect()
     }
 }
 

@@ -77,11 +77,7 @@ pub(crate) fn free_appended(dir: &Path, name: &OsStr) -> io::Result<PathBuf> {
 /// hidden `.NAME.part` beside `dst`, fsync, rename to `dst`, then removal of `src`. A crash in
 /// the middle leaves `src` in place, so the file is offered again rather than lost.
 pub(crate) fn move_file(src: &Path, dst: &Path) -> io::Result<()> {
-    match fs::rename(src, dst) {
-        Ok(()) => {}
-        Err(error) if error.kind() == io::ErrorKind::CrossesDevices => copy_then_remove(src, dst)?,
-        Err(error) => return Err(error),
-    }
+    move_unsynced(src, dst)?;
     if let Some(parent) = dst.parent() {
         sync_dir(parent);
     }
@@ -89,6 +85,16 @@ pub(crate) fn move_file(src: &Path, dst: &Path) -> io::Result<()> {
         sync_dir(parent);
     }
     Ok(())
+}
+
+/// [`move_file`] without its final folder fsyncs, for a batch of moves whose caller fsyncs
+/// each folder once after the last one. A move across file systems still fsyncs its copy.
+pub(crate) fn move_unsynced(src: &Path, dst: &Path) -> io::Result<()> {
+    match fs::rename(src, dst) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::CrossesDevices => copy_then_remove(src, dst),
+        Err(error) => Err(error),
+    }
 }
 
 fn copy_then_remove(src: &Path, dst: &Path) -> io::Result<()> {

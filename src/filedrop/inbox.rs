@@ -20,12 +20,16 @@
 //!   - [`Readiness::StableFor`]: the size and mtime observed at successive polls have not
 //!     changed for the configured age, and the mtime is at least that old. A file present at
 //!     start-up is therefore taken no sooner than one age after the first poll.
-//! - In order of mtime, then name; one file at a time, so a file's messages keep their order.
+//! - In order of mtime, then name, so a file's messages keep their order. A handler that
+//!   can commit several files in one transaction ([`FileHandler::batch_limit`] above 1, as
+//!   the daemon's file channels do) gets up to that many ready files at once (at most 4 MiB
+//!   of them), still in that order.
 //!
 //! # What happens to a file
 //!
-//! The handler commits the content. `Ok` → the file (and its witness) moves to
-//! `archive/YYYY-MM-DD/` (local date, never overwriting: `NAME.1`, `NAME.2`, …) or is deleted;
+//! The handler commits the content (a batch's files in one transaction). `Ok` → the file (and
+//! its witness) moves to `archive/YYYY-MM-DD/` (local date, never overwriting: `NAME.1`,
+//! `NAME.2`, …) or is deleted, the folders fsynced once per batch after the last move;
 //! `Err` → `NAME.reason` is written and fsynced in the error folder, then the file (and its
 //! witness) moves beside it. The archive folder, its day folders and the error folder must be
 //! real folders: a symbolic link there is refused (the file stays and the error is reported),
@@ -190,7 +194,35 @@ pub trait FileHandler: Send + Sync + 'static {
     /// Err(reason) → moved to error/ with NAME.reason. Must be idempotent: after a crash between
     /// commit and move, the same file is offered again (the engine dedupes by content hash).
     fn handle(&self, file: InboxFile) -> impl Future<Output = Result<(), FileRejection>> + Send;
+
+    /// How many ready files the inbox may hand over at once to [`FileHandler::handle_batch`];
+    /// 1 (the default): one file at a time through [`FileHandler::handle`].
+    fn batch_limit(&self) -> usize {
+        1
+    }
+
+    /// Commits several ready files, in order, and answers for each, in the same order (what
+    /// [`FileHandler::handle`] answers for one). A handler that commits them together (one
+    /// transaction) lets the inbox archive them together too (one folder fsync per batch).
+    /// Called only when [`FileHandler::batch_limit`] is more than 1; the default handles the
+    /// files one by one.
+    fn handle_batch(
+        &self,
+        files: Vec<InboxFile>,
+    ) -> impl Future<Output = Vec<Result<(), FileRejection>>> + Send {
+        async move {
+            let mut answers = Vec::with_capacity(files.len());
+            for file in files {
+                answers.push(self.handle(file).await);
+            }
+            answers
+        }
+    }
 }
+
+/// At most this many bytes of files are read for one batch (a single bigger file is still
+/// taken alone), so batching never holds more than this in memory beyond one file.
+const BATCH_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Counters of one inbox, shared with whoever reports metrics; relaxed atomics.
 #[derive(Debug, Default)]
@@ -737,10 +769,8 @@ impl<H: FileHandler> Inbox<H> {
                 *witness_users.entry(w.clone()).or_default() += 1;
             }
         }
+        let mut files = Vec::with_capacity(ready.len());
         for file in ready {
-            if shutdown.is_cancelled() {
-                break;
-            }
             let mut witness = None;
             if let Some(w) = &file.witness {
                 let users = witness_users.entry(w.clone()).or_default();
@@ -749,10 +779,235 @@ impl<H: FileHandler> Inbox<H> {
                     witness = Some(w.clone());
                 }
             }
-            if !self.take(file.entry, witness).await {
+            files.push((file.entry, witness));
+        }
+        let limit = self.handler.batch_limit().max(1);
+        let mut files = files.into_iter().peekable();
+        while files.peek().is_some() {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let go_on = if limit == 1 {
+                match files.next() {
+                    Some((entry, witness)) => self.take(entry, witness).await,
+                    None => break,
+                }
+            } else {
+                let mut batch = Vec::new();
+                let mut bytes = 0u64;
+                while batch.len() < limit
+                    && let Some((entry, _)) = files.peek()
+                {
+                    if !batch.is_empty() && bytes.saturating_add(entry.size) > BATCH_BYTES {
+                        break;
+                    }
+                    bytes = bytes.saturating_add(entry.size);
+                    batch.extend(files.next());
+                }
+                self.take_batch(batch).await
+            };
+            if !go_on {
                 // The file stays; later files wait for it so the order is kept.
                 break;
             }
+        }
+    }
+
+    /// Reads several files, hands them to the handler together, then archives (or deletes)
+    /// the committed ones with one fsync per folder; refused ones go to the error folder one
+    /// by one. Returns false when the handler asked to retry a file later: that file and the
+    /// ones after it stay in the inbox.
+    async fn take_batch(&self, files: Vec<(Entry, Option<OsString>)>) -> bool {
+        let max = self.settings.max_file_bytes;
+        let paths: Vec<(PathBuf, bool)> = files
+            .iter()
+            .map(|(entry, _)| (self.settings.folder.join(&entry.name), entry.size > max))
+            .collect();
+        let read = {
+            let paths = paths.clone();
+            tokio::task::spawn_blocking(move || {
+                paths
+                    .into_iter()
+                    .map(|(path, too_big)| (!too_big).then(|| read_limited(&path, max)))
+                    .collect::<Vec<_>>()
+            })
+            .await
+        };
+        let read = match read {
+            Ok(read) => read,
+            Err(source) => {
+                let path = self.settings.folder.clone();
+                let name = lossy(path.as_os_str());
+                self.file_failed(&name, &InboxError::Task { path, source });
+                return true;
+            }
+        };
+        // Per file: the outcome when known without the handler, else its place in `offered`.
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(files.len());
+        let mut offered = Vec::new();
+        let mut kept = Vec::with_capacity(files.len());
+        for (((entry, witness), (path, _)), read) in files.into_iter().zip(paths).zip(read) {
+            let name = lossy(&entry.name);
+            let outcome = match read {
+                None => Some(Outcome::Refused(format!(
+                    "file `{name}` is {} bytes, more than the limit of {max} bytes; not read",
+                    entry.size
+                ))),
+                Some(Ok(Some(bytes))) => {
+                    bump(&self.stats.files_taken);
+                    debug!(channel = %self.channel, file = %name, len = bytes.len(), "file taken");
+                    offered.push(InboxFile {
+                        path,
+                        name: name.clone(),
+                        bytes,
+                        modified: entry.modified,
+                    });
+                    None
+                }
+                Some(Ok(None)) => Some(Outcome::Refused(format!(
+                    "file `{name}` grew past the limit of {max} bytes while being read"
+                ))),
+                Some(Err(source)) if source.kind() == io::ErrorKind::NotFound => {
+                    debug!(channel = %self.channel, file = %name, "file vanished before it was read");
+                    continue;
+                }
+                Some(Err(source)) => {
+                    self.file_failed(&name, &InboxError::Read { file: path, source });
+                    continue;
+                }
+            };
+            outcomes.push(outcome);
+            kept.push((entry, witness));
+        }
+        let mut answers = self.offer_batch(offered).await.into_iter();
+        let outcomes: Vec<Outcome> = outcomes
+            .into_iter()
+            .map(|known| {
+                known.unwrap_or_else(|| {
+                    answers.next().unwrap_or_else(|| {
+                        Outcome::RetryLater("the file handler gave no answer".to_owned())
+                    })
+                })
+            })
+            .collect();
+
+        let mut committed = Vec::new();
+        let mut go_on = true;
+        for ((entry, witness), outcome) in kept.into_iter().zip(outcomes) {
+            let name = lossy(&entry.name);
+            match outcome {
+                Outcome::Committed => committed.push((entry.name, witness)),
+                Outcome::RetryLater(reason) => {
+                    bump(&self.stats.file_errors);
+                    warn!(channel = %self.channel, file = %name, error = %reason, "file left in the inbox, retrying at next poll");
+                    go_on = false;
+                    break;
+                }
+                Outcome::Refused(reason) => {
+                    // Refusals are rare: each goes to the error folder on its own, after the
+                    // committed files before it are settled.
+                    self.settle_committed(std::mem::take(&mut committed)).await;
+                    self.refuse(&entry.name, witness, reason).await;
+                }
+            }
+        }
+        self.settle_committed(committed).await;
+        go_on
+    }
+
+    /// Hands files to the handler's `handle_batch` in its own task; if that task fails
+    /// (panics), the files are offered again one by one, so only the file that makes the
+    /// handler fail is refused.
+    async fn offer_batch(&self, files: Vec<InboxFile>) -> Vec<Outcome> {
+        if files.is_empty() {
+            return Vec::new();
+        }
+        let handler = Arc::clone(&self.handler);
+        let retry = files.clone();
+        match tokio::spawn(async move { handler.handle_batch(files).await }).await {
+            Ok(answers) => answers
+                .into_iter()
+                .map(|answer| match answer {
+                    Ok(()) => Outcome::Committed,
+                    Err(rejection) if rejection.retry => Outcome::RetryLater(rejection.reason),
+                    Err(rejection) => Outcome::Refused(rejection.reason),
+                })
+                .collect(),
+            Err(join) => {
+                warn!(channel = %self.channel, files = retry.len(), error = %join, "file handler failed on a batch; offering its files one by one");
+                let mut outcomes = Vec::with_capacity(retry.len());
+                for file in retry {
+                    let outcome = self.handle_one(file).await;
+                    let stop = matches!(outcome, Outcome::RetryLater(_));
+                    outcomes.push(outcome);
+                    if stop {
+                        break;
+                    }
+                }
+                outcomes
+            }
+        }
+    }
+
+    /// Archives (or deletes) committed files together: each moved, then one fsync of each
+    /// folder touched.
+    async fn settle_committed(&self, files: Vec<(OsString, Option<OsString>)>) {
+        if files.is_empty() {
+            return;
+        }
+        let settings = Arc::clone(&self.settings);
+        let names: Vec<String> = files.iter().map(|(name, _)| lossy(name)).collect();
+        let settle = move || match &settings.after_success {
+            AfterSuccess::Archive { folder } => {
+                (true, archive_many(&settings.folder, folder, &files))
+            }
+            AfterSuccess::Delete => (false, delete_many(&settings.folder, &files)),
+        };
+        match tokio::task::spawn_blocking(settle).await {
+            Ok((archived, results)) => {
+                for (name, result) in names.iter().zip(results) {
+                    match result {
+                        Ok(()) if archived => {
+                            bump(&self.stats.files_archived);
+                            debug!(channel = %self.channel, file = %name, "file archived");
+                        }
+                        Ok(()) => {
+                            bump(&self.stats.files_deleted);
+                            debug!(channel = %self.channel, file = %name, "file deleted");
+                        }
+                        Err(error) => self.file_failed(name, &error),
+                    }
+                }
+            }
+            Err(source) => {
+                let path = self.settings.folder.clone();
+                self.file_failed(&names.join(", "), &InboxError::Task { path, source });
+            }
+        }
+    }
+
+    /// Moves a refused file (and its witness) to the error folder with its reason.
+    async fn refuse(&self, file_name: &OsStr, witness: Option<OsString>, reason: String) {
+        let name = lossy(file_name);
+        let settings = Arc::clone(&self.settings);
+        let path = settings.folder.join(file_name);
+        let file_name = file_name.to_os_string();
+        let reject = move || {
+            reject(
+                &settings.folder,
+                &settings.error_folder,
+                &file_name,
+                witness.as_deref(),
+                &reason,
+            )
+        };
+        match tokio::task::spawn_blocking(reject).await {
+            Ok(Ok(())) => {
+                bump(&self.stats.files_rejected);
+                warn!(channel = %self.channel, file = %name, "file refused, moved to the error folder with its reason");
+            }
+            Ok(Err(error)) => self.file_failed(&name, &error),
+            Err(source) => self.file_failed(&name, &InboxError::Task { path, source }),
         }
     }
 
@@ -891,6 +1146,12 @@ impl<H: FileHandler> Inbox<H> {
             bytes,
             modified,
         };
+        self.handle_one(file).await
+    }
+
+    /// Hands one file to the handler in its own task (see [`Inbox::offer`]).
+    async fn handle_one(&self, file: InboxFile) -> Outcome {
+        let name = file.name.clone();
         let handler = Arc::clone(&self.handler);
         match tokio::spawn(async move { handler.handle(file).await }).await {
             Ok(Ok(())) => Outcome::Committed,
@@ -972,6 +1233,80 @@ fn archive(
         }
     }
     Ok(())
+}
+
+/// Moves committed files, each followed by its witness, into `archive_root/YYYY-MM-DD/`,
+/// then fsyncs the day folder and the inbox once for all of them: the moves of a batch are
+/// durable together. A crash before the fsyncs can only bring files back into the inbox,
+/// where they are offered again (the handler is idempotent), never lose one. One answer per
+/// file, in order.
+fn archive_many(
+    inbox: &Path,
+    archive_root: &Path,
+    files: &[(OsString, Option<OsString>)],
+) -> Vec<Result<(), InboxError>> {
+    let day = archive_root.join(today());
+    let fail = |file: &Path, source| InboxError::Archive {
+        file: file.to_path_buf(),
+        to: day.clone(),
+        source,
+    };
+    let folders = fsops::real_dir(archive_root).and_then(|()| fsops::real_dir(&day));
+    let mut moved_any = false;
+    let answers = files
+        .iter()
+        .map(|(name, witness)| {
+            let src = inbox.join(name);
+            if let Err(e) = &folders {
+                return Err(fail(&src, io::Error::new(e.kind(), e.to_string())));
+            }
+            let dst = fsops::free_appended(&day, name).map_err(|e| fail(&src, e))?;
+            fsops::move_unsynced(&src, &dst).map_err(|e| fail(&src, e))?;
+            moved_any = true;
+            if let Some(witness) = witness {
+                let src = inbox.join(witness);
+                let dst = fsops::free_appended(&day, witness).map_err(|e| fail(&src, e))?;
+                match fsops::move_unsynced(&src, &dst) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(fail(&src, e)),
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+        .collect();
+    if moved_any {
+        fsops::sync_dir(&day);
+        fsops::sync_dir(inbox);
+    }
+    answers
+}
+
+/// Deletes committed files and their witnesses, then fsyncs the inbox once; one answer per
+/// file, in order.
+fn delete_many(
+    inbox: &Path,
+    files: &[(OsString, Option<OsString>)],
+) -> Vec<Result<(), InboxError>> {
+    let answers = files
+        .iter()
+        .map(|(name, witness)| {
+            for file in std::iter::once(name).chain(witness) {
+                let path = inbox.join(file);
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(InboxError::Delete {
+                            file: path,
+                            source: e,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+        .collect();
+    fsops::sync_dir(inbox);
+    answers
 }
 
 /// Deletes a committed file, then its witness.

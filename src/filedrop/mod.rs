@@ -9,7 +9,8 @@
 //!
 //! - [`inbox`]: poll a folder, take a file once it is ready (witness file or stable size and
 //!   mtime), hand it to the handler, then archive it (or delete it) on success or move it to
-//!   `error/` with a `NAME.reason` beside it. One file at a time, in mtime then name order.
+//!   `error/` with a `NAME.reason` beside it. In mtime then name order, one file at a time or,
+//!   for a handler that commits several in one transaction, a batch at a time.
 //! - [`outbox`]: write a file so that a reader polling the folder never sees it partial:
 //!   `NAME.tmp`, fsync, rename to `NAME`, fsync the folder, then the optional witness file.
 //! - [`companion`]: the queued payload of a file with a companion (a document beside an HPRIM

@@ -5,41 +5,41 @@
 
 use serde_json::{Map, Value};
 
+use super::view::{AsNode, Context, Node, Record};
 use crate::posos::bundle::Prescription;
 
 /// The context of one bundle, reused for each of its routes: only `message.control_id`
-/// changes between routes, so the prescription is serialized once and never copied.
+/// changes between routes. The prescription is read in place through its typed view
+/// ([`super::view`]): nothing of it is copied or serialized.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PushContext {
-    value: Value,
+pub struct PushContext<'p> {
+    prescription: &'p Prescription,
+    census: Value,
+    message: Value,
 }
 
-impl PushContext {
+impl<'p> PushContext<'p> {
     /// `{"prescription": …, "census": census, "message": {"control_id": "", "now": now}}`;
-    /// `census` is moved in as given. Fails only if the prescription cannot be written as
-    /// JSON (it always can: every field is a string, number, bool, list or record).
+    /// `census` is moved in as given. Never fails (the `Result` is kept for callers written
+    /// when the prescription was serialized here).
     pub fn new(
-        prescription: &Prescription,
+        prescription: &'p Prescription,
         census: Value,
         now: &str,
-    ) -> Result<PushContext, serde_json::Error> {
+    ) -> Result<PushContext<'p>, serde_json::Error> {
         let mut message = Map::new();
         message.insert("control_id".into(), Value::String(String::new()));
         message.insert("now".into(), Value::String(now.to_owned()));
-        let mut context = Map::new();
-        context.insert("prescription".into(), serde_json::to_value(prescription)?);
-        context.insert("census".into(), census);
-        context.insert("message".into(), Value::Object(message));
         Ok(PushContext {
-            value: Value::Object(context),
+            prescription,
+            census,
+            message: Value::Object(message),
         })
     }
 
     /// The context for one outbound message: `message.control_id` set to `control_id`.
-    pub fn for_message(&mut self, control_id: &str) -> &Value {
-        if let Some(Value::Object(message)) = self.value.get_mut("message")
-            && let Some(slot) = message.get_mut("control_id")
-        {
+    pub fn for_message(&mut self, control_id: &str) -> &PushContext<'p> {
+        if let Some(slot) = self.message.get_mut("control_id") {
             match slot {
                 Value::String(current) => {
                     current.clear();
@@ -48,7 +48,33 @@ impl PushContext {
                 other => *other = Value::String(control_id.to_owned()),
             }
         }
-        &self.value
+        self
+    }
+
+    /// The context as one JSON value (what the mappings read, written out).
+    pub fn to_value(&self) -> Value {
+        self.root().to_value()
+    }
+}
+
+impl Record for PushContext<'_> {
+    fn field(&self, key: &str) -> Option<Node<'_>> {
+        match key {
+            "prescription" => Some(self.prescription.node()),
+            "census" => Some(Node::from(&self.census)),
+            "message" => Some(Node::from(&self.message)),
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> &'static [&'static str] {
+        &["prescription", "census", "message"]
+    }
+}
+
+impl Context for PushContext<'_> {
+    fn root(&self) -> Node<'_> {
+        Node::Record(self)
     }
 }
 
@@ -329,7 +355,7 @@ mod tests {
                 "census": census,
                 "message": {"control_id": control_id, "now": "2026-01-05T10:05:00+01:00"},
             });
-            assert_eq!(*context.for_message(control_id), expected);
+            assert_eq!(context.for_message(control_id).to_value(), expected);
         }
     }
 }

@@ -14,6 +14,7 @@ use jiff::tz::TimeZone;
 use serde_json::Value;
 
 use super::expr::{Expr, Func, PathExpr, Root, Step};
+use super::view::Node;
 
 /// A `[maps.name]` table: code in, code out, with an optional `default`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,14 +38,15 @@ impl ValueMap {
 
 /// What every evaluation of one message shares.
 pub(crate) struct Env<'a> {
-    pub(crate) context: &'a Value,
+    /// The context's root object.
+    pub(crate) context: Node<'a>,
     pub(crate) maps: &'a [ValueMap],
     pub(crate) tz: &'a TimeZone,
 }
 
 /// The item a group is on, linked to the enclosing groups' items (kept on the stack).
 pub(crate) struct Scope<'s, 'a> {
-    pub(crate) item: &'a Value,
+    pub(crate) item: Node<'a>,
     /// 1-based position in the list.
     pub(crate) index: usize,
     /// Nesting depth of the group, 0 for the outermost.
@@ -71,12 +73,12 @@ impl<'a> Scope<'_, 'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Val<'a> {
     Missing,
-    Json(&'a Value),
+    Json(Node<'a>),
     Str(Cow<'a, str>),
     Int(i64),
     Bool(bool),
     /// Every item of a list walked by `[]`, then the remaining steps for each.
-    Spread(&'a Value, &'a [Step]),
+    Spread(Node<'a>, &'a [Step]),
 }
 
 /// Why evaluation failed; the caller adds where.
@@ -136,7 +138,7 @@ pub(crate) fn resolve<'a>(
     scope: Option<&Scope<'_, 'a>>,
 ) -> Val<'a> {
     let start = match &path.root {
-        Root::Context(key) => env.context.get(&**key),
+        Root::Context(key) => env.context.get(key),
         Root::Item(depth) => scope.and_then(|s| s.at(*depth)).map(|s| s.item),
         Root::Index(depth) => {
             return match scope.and_then(|s| s.at(*depth)) {
@@ -151,14 +153,14 @@ pub(crate) fn resolve<'a>(
     }
 }
 
-fn walk<'a>(mut value: &'a Value, steps: &'a [Step]) -> Val<'a> {
+fn walk<'a>(mut value: Node<'a>, steps: &'a [Step]) -> Val<'a> {
     for (i, step) in steps.iter().enumerate() {
         let next = match step {
-            Step::Key(key) => value.get(&**key),
-            Step::Index(n) => value.as_array().and_then(|items| items.get(*n)),
+            Step::Key(key) => value.get(key),
+            Step::Index(n) => value.index(*n),
             Step::Each => {
                 return match value {
-                    Value::Null => Val::Missing,
+                    Node::Null => Val::Missing,
                     _ => Val::Spread(value, steps.get(i + 1..).unwrap_or_default()),
                 };
             }
@@ -174,17 +176,22 @@ fn walk<'a>(mut value: &'a Value, steps: &'a [Step]) -> Val<'a> {
 /// Calls `f` on every value a spread reaches (a non-list counts as a list of one); stops
 /// when `f` returns false.
 fn each_leaf<'a>(
-    value: &'a Value,
+    value: Node<'a>,
     rest: &'a [Step],
-    f: &mut dyn FnMut(&'a Value) -> Result<bool, Fail>,
+    f: &mut dyn FnMut(Node<'a>) -> Result<bool, Fail>,
 ) -> Result<bool, Fail> {
-    let items = match value {
-        Value::Array(items) => items.as_slice(),
-        other => std::slice::from_ref(other),
-    };
-    for item in items {
+    let count = value.list_len().unwrap_or(1);
+    for i in 0..count {
+        let item = if value.is_list() {
+            match value.index(i) {
+                Some(item) => item,
+                None => continue,
+            }
+        } else {
+            value
+        };
         let go_on = match walk(item, rest) {
-            Val::Json(Value::Null) => true,
+            Val::Json(Node::Null) => true,
             Val::Json(leaf) => f(leaf)?,
             Val::Spread(inner, rest) => each_leaf(inner, rest, f)?,
             _ => true,
@@ -204,20 +211,24 @@ fn is_blank(s: &str) -> bool {
 pub(crate) fn truthy(value: &Val<'_>) -> bool {
     match value {
         Val::Missing => false,
-        Val::Json(json) => match json {
-            Value::Null => false,
-            Value::Bool(b) => *b,
-            Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-            Value::String(s) => !is_blank(s),
-            Value::Array(items) => !items.is_empty(),
-            Value::Object(fields) => !fields.is_empty(),
+        Val::Json(json) => match *json {
+            Node::Null => false,
+            Node::Bool(b) => b,
+            Node::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+            Node::Int(n) => n != 0,
+            Node::Str(s) => !is_blank(s),
+            Node::Array(items) => !items.is_empty(),
+            Node::List(items) => !items.is_empty(),
+            Node::Object(fields) => !fields.is_empty(),
+            // A typed record always has its keys.
+            Node::Record(_) => true,
         },
         Val::Str(s) => !is_blank(s),
         Val::Int(n) => *n != 0,
         Val::Bool(b) => *b,
         Val::Spread(value, rest) => {
             let mut any = false;
-            let _ = each_leaf(value, rest, &mut |leaf| {
+            let _ = each_leaf(*value, rest, &mut |leaf| {
                 any = truthy(&Val::Json(leaf));
                 Ok(!any)
             });
@@ -231,12 +242,13 @@ pub(crate) fn text(value: Val<'_>) -> Result<Option<Cow<'_, str>>, Fail> {
     Ok(match value {
         Val::Missing => None,
         Val::Json(json) => match json {
-            Value::Null => None,
-            Value::String(s) => Some(Cow::Borrowed(s.as_str())),
-            Value::Number(n) => Some(Cow::Owned(n.to_string())),
-            Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
-            Value::Array(_) => return Err(Fail::NotText("a list")),
-            Value::Object(_) => return Err(Fail::NotText("an object")),
+            Node::Null => None,
+            Node::Str(s) => Some(Cow::Borrowed(s)),
+            Node::Number(n) => Some(Cow::Owned(n.to_string())),
+            Node::Int(n) => Some(Cow::Owned(n.to_string())),
+            Node::Bool(b) => Some(Cow::Borrowed(if b { "true" } else { "false" })),
+            Node::Array(_) | Node::List(_) => return Err(Fail::NotText("a list")),
+            Node::Object(_) | Node::Record(_) => return Err(Fail::NotText("an object")),
         },
         Val::Str(s) => Some(s),
         Val::Int(n) => Some(Cow::Owned(n.to_string())),
@@ -253,21 +265,23 @@ pub(crate) fn non_blank(value: Val<'_>) -> Result<Option<Cow<'_, str>>, Fail> {
 /// The items of a list for a JSON `array` field: texts, numbers and booleans as they are,
 /// empty ones left out; missing gives an empty list and one value a list of one.
 pub(crate) fn list(value: Val<'_>) -> Result<Vec<Value>, Fail> {
-    fn item(leaf: &Value, out: &mut Vec<Value>) -> Result<(), Fail> {
+    fn item(leaf: Node<'_>, out: &mut Vec<Value>) -> Result<(), Fail> {
         match leaf {
-            Value::Null => {}
-            Value::String(s) if is_blank(s) => {}
-            Value::String(_) | Value::Number(_) | Value::Bool(_) => out.push(leaf.clone()),
-            Value::Array(_) => return Err(Fail::NotText("a list")),
-            Value::Object(_) => return Err(Fail::NotText("an object")),
+            Node::Null => {}
+            Node::Str(s) if is_blank(s) => {}
+            Node::Str(_) | Node::Number(_) | Node::Int(_) | Node::Bool(_) => {
+                out.push(leaf.to_value());
+            }
+            Node::Array(_) | Node::List(_) => return Err(Fail::NotText("a list")),
+            Node::Object(_) | Node::Record(_) => return Err(Fail::NotText("an object")),
         }
         Ok(())
     }
     let mut out = Vec::new();
     match value {
         Val::Missing => {}
-        Val::Json(Value::Array(items)) => {
-            for leaf in items {
+        Val::Json(list) if list.is_list() => {
+            for leaf in list.items().into_iter().flatten() {
                 item(leaf, &mut out)?;
             }
         }
@@ -287,9 +301,9 @@ pub(crate) fn list(value: Val<'_>) -> Result<Vec<Value>, Fail> {
 /// not a number.
 pub(crate) fn number(value: Val<'_>) -> Result<Option<Value>, Fail> {
     Ok(match value {
-        Val::Json(Value::Number(n)) => Some(Value::Number(n.clone())),
-        Val::Int(n) => Some(Value::from(n)),
-        Val::Json(Value::Bool(_)) | Val::Bool(_) => Some(Value::Null),
+        Val::Json(Node::Number(n)) => Some(Value::Number(n.clone())),
+        Val::Json(Node::Int(n)) | Val::Int(n) => Some(Value::from(n)),
+        Val::Json(Node::Bool(_)) | Val::Bool(_) => Some(Value::Null),
         other => non_blank(other)?.map(|text| {
             let text = text.trim();
             match text.parse::<i64>() {
@@ -308,9 +322,8 @@ pub(crate) fn number(value: Val<'_>) -> Result<Option<Value>, Fail> {
 /// `true` or `false`.
 pub(crate) fn boolean(value: Val<'_>) -> Result<Option<Value>, Fail> {
     Ok(match value {
-        Val::Json(Value::Bool(b)) => Some(Value::Bool(*b)),
-        Val::Bool(b) => Some(Value::Bool(b)),
-        Val::Json(Value::Number(_)) | Val::Int(_) => Some(Value::Null),
+        Val::Json(Node::Bool(b)) | Val::Bool(b) => Some(Value::Bool(b)),
+        Val::Json(Node::Number(_) | Node::Int(_)) | Val::Int(_) => Some(Value::Null),
         other => non_blank(other)?.map(|text| match text.trim() {
             "true" => Value::Bool(true),
             "false" => Value::Bool(false),
@@ -392,7 +405,7 @@ fn call<'a>(
         }),
         Func::Join(sep) => {
             let mut out = String::new();
-            let mut push = |leaf: &'a Value| -> Result<bool, Fail> {
+            let mut push = |leaf: Node<'a>| -> Result<bool, Fail> {
                 if let Some(t) = non_blank(Val::Json(leaf))? {
                     if !out.is_empty() {
                         out.push_str(sep);
@@ -402,7 +415,7 @@ fn call<'a>(
                 Ok(true)
             };
             match value {
-                Val::Json(list @ Value::Array(_)) => {
+                Val::Json(list) if list.is_list() => {
                     each_leaf(list, &[], &mut push)?;
                 }
                 Val::Spread(list, rest) => {
@@ -413,7 +426,7 @@ fn call<'a>(
             Ok(Val::Str(Cow::Owned(out)))
         }
         Func::First => match value {
-            Val::Json(Value::Array(items)) => Ok(items.first().map_or(Val::Missing, Val::Json)),
+            Val::Json(list) if list.is_list() => Ok(list.index(0).map_or(Val::Missing, Val::Json)),
             Val::Spread(list, rest) => {
                 let mut first = Val::Missing;
                 each_leaf(list, rest, &mut |leaf| {
@@ -426,8 +439,8 @@ fn call<'a>(
         },
         Func::Count => {
             let n = match value {
-                Val::Missing | Val::Json(Value::Null) => 0,
-                Val::Json(Value::Array(items)) => items.len(),
+                Val::Missing | Val::Json(Node::Null) => 0,
+                Val::Json(list) if list.is_list() => list.list_len().unwrap_or(0),
                 Val::Spread(list, rest) => {
                     let mut n = 0usize;
                     each_leaf(list, rest, &mut |_| {
@@ -477,7 +490,9 @@ fn call<'a>(
 /// not empty.)
 fn present(value: &Val<'_>) -> bool {
     match value {
-        Val::Json(Value::Bool(_) | Value::Number(_)) | Val::Int(_) | Val::Bool(_) => true,
+        Val::Json(Node::Bool(_) | Node::Number(_) | Node::Int(_)) | Val::Int(_) | Val::Bool(_) => {
+            true
+        }
         other => truthy(other),
     }
 }
@@ -577,11 +592,11 @@ mod tests {
         let maps = maps();
         let tz = TimeZone::get("Europe/Paris").unwrap();
         let env = Env {
-            context: &ctx,
+            context: Node::from(&ctx),
             maps: &maps,
             tz: &tz,
         };
-        let line = ctx.pointer("/prescription/lines/0").unwrap();
+        let line = Node::from(ctx.pointer("/prescription/lines/0").unwrap());
         let scope = Scope {
             item: line,
             index: 1,
@@ -685,12 +700,12 @@ mod tests {
         let ctx = context();
         let tz = TimeZone::UTC;
         let env = Env {
-            context: &ctx,
+            context: Node::from(&ctx),
             maps: &[],
             tz: &tz,
         };
         let scope = Scope {
-            item: ctx.pointer("/prescription/lines/0").unwrap(),
+            item: Node::from(ctx.pointer("/prescription/lines/0").unwrap()),
             index: 1,
             depth: 0,
             over: "prescription.lines",

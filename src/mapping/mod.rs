@@ -111,6 +111,7 @@ mod expr;
 mod json;
 mod load;
 mod upgrade;
+mod view;
 mod writer;
 
 use std::fmt;
@@ -132,6 +133,7 @@ pub use context::{
 };
 pub use json::{JsonPath, JsonPathError, JsonWriteError};
 pub use upgrade::upgrade_scan_token;
+pub use view::{AsNode, Context, List, Node, Record};
 pub use writer::{OutputWriter, Target};
 
 /// A compiled mapping file, immutable and shareable between threads; apply it to every
@@ -409,12 +411,12 @@ impl Mapping {
     /// Whether this mapping writes a message for `context` (`[message] when`; always when the
     /// mapping has no such condition). A prescription without lines, for instance, makes no
     /// order message: an `OMP^O09` without an order is not a valid message.
-    pub fn applies(&self, context: &Value) -> Result<bool, ApplyError> {
+    pub fn applies<C: Context + ?Sized>(&self, context: &C) -> Result<bool, ApplyError> {
         let Some(when) = &self.when else {
             return Ok(true);
         };
         let env = Env {
-            context,
+            context: context.root(),
             maps: &self.maps,
             tz: &self.tz,
         };
@@ -425,7 +427,7 @@ impl Mapping {
 
     /// Builds the message (HL7v2 or HPRIM Santé) for one input context, encoded in the
     /// mapping's charset. It does not look at `[message] when`: ask [`Mapping::applies`] first.
-    pub fn apply(&self, context: &Value) -> Result<Vec<u8>, ApplyError> {
+    pub fn apply<C: Context + ?Sized>(&self, context: &C) -> Result<Vec<u8>, ApplyError> {
         match self.format {
             OutputFormat::Hl7 => {
                 let mut writer = Hl7Writer::new(&self.header).map_err(ApplyError::Encode)?;
@@ -446,7 +448,7 @@ impl Mapping {
 
     /// Builds the JSON body of a JSON mapping for one input context. Like
     /// [`Mapping::apply`], it does not look at `[message] when`.
-    pub fn apply_json(&self, context: &Value) -> Result<Value, ApplyError> {
+    pub fn apply_json<C: Context + ?Sized>(&self, context: &C) -> Result<Value, ApplyError> {
         let mut writer = JsonWriter::default();
         self.write_to(context, &mut writer)?;
         Ok(writer.finish())
@@ -454,13 +456,13 @@ impl Mapping {
 
     /// Evaluates the mapping for one input context into any writer; its paths are in the
     /// mapping's notation (HL7 or HPRIM).
-    pub fn write_to<W: OutputWriter + ?Sized>(
+    pub fn write_to<C: Context + ?Sized, W: OutputWriter + ?Sized>(
         &self,
-        context: &Value,
+        context: &C,
         writer: &mut W,
     ) -> Result<(), ApplyError> {
         let env = Env {
-            context,
+            context: context.root(),
             maps: &self.maps,
             tz: &self.tz,
         };
@@ -480,11 +482,11 @@ impl Mapping {
                 Item::Group(group) => {
                     let list = eval::resolve(&group.for_each, env, scope);
                     let items = match list {
-                        Eval::Missing | Eval::Json(Value::Null) => continue,
-                        Eval::Json(Value::Array(items)) => items,
+                        Eval::Missing | Eval::Json(Node::Null) => continue,
+                        Eval::Json(items) if items.is_list() => items,
                         other => {
                             let found = match other {
-                                Eval::Json(Value::Object(_)) => "an object",
+                                Eval::Json(object) if object.is_object() => "an object",
                                 _ => "text",
                             };
                             return Err(ApplyError::NotAList {
@@ -497,7 +499,7 @@ impl Mapping {
                             });
                         }
                     };
-                    for (i, item) in items.iter().enumerate() {
+                    for (i, item) in items.items().into_iter().flatten().enumerate() {
                         let inner = Scope {
                             item,
                             index: i + 1,

@@ -3,16 +3,15 @@
 
 use std::collections::HashMap;
 
-use serde_json::Value;
-
 use super::BundleError;
+use super::json::Json;
 use super::value::{Node, Origin};
 
 /// One resource of the bundle.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Resource<'v> {
     /// The resource object.
-    pub(super) value: &'v Value,
+    pub(super) value: &'v Json<'v>,
     /// Its `resourceType`.
     pub(super) kind: &'v str,
     /// The entry's `fullUrl` (entries only).
@@ -73,7 +72,7 @@ impl<'v> Index<'v> {
             let full_url = entry
                 .value
                 .get("fullUrl")
-                .and_then(Value::as_str)
+                .and_then(Json::as_str)
                 .map(str::trim);
             let Some(resource) = entry.get("resource") else {
                 continue;
@@ -100,7 +99,7 @@ impl<'v> Index<'v> {
     /// Adds one resource under all its names; answers its position.
     fn add(
         &mut self,
-        value: &'v Value,
+        value: &'v Json<'v>,
         full_url: Option<&'v str>,
         origin: Origin,
         container: Option<usize>,
@@ -121,7 +120,7 @@ impl<'v> Index<'v> {
         };
         let id = value
             .get("id")
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .map(str::trim)
             .filter(|id| !id.is_empty());
         let position = self.resources.len();
@@ -208,7 +207,7 @@ impl<'v> Index<'v> {
 mod tests {
     use super::*;
     use rstest::rstest;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn bundle() -> Value {
         json!({ "resourceType": "Bundle", "entry": [
@@ -240,6 +239,7 @@ mod tests {
     #[case::err_slash(2, "/", None)]
     fn resolve(#[case] from: usize, #[case] reference: &str, #[case] expected: Option<usize>) {
         let value = bundle();
+        let value = Json::from_value(&value);
         let root = Node::root(&value, Origin::default());
         let index = Index::build(&root, false).unwrap();
         assert_eq!(index.resources.len(), 6);
@@ -254,6 +254,7 @@ mod tests {
     #[case::err_contained(json!({ "entry": [{ "resource": { "resourceType": "X", "contained": ["y"] } }] }), "entry[0].resource.contained[0]: expected an object, found \"y\"")]
     #[case::err_after_nulls(json!({ "entry": [null, { "resource": null }, { "resource": { "resourceType": "X", "contained": [null, 2] } }] }), "entry[2].resource.contained[1]: expected an object, found 2")]
     fn build_errors(#[case] value: Value, #[case] expected: &str) {
+        let value = Json::from_value(&value);
         let root = Node::root(&value, Origin::default());
         let error = Index::build(&root, false).unwrap_err();
         assert_eq!(error.to_string(), expected);

@@ -147,6 +147,7 @@
 //! stays `1`, `0.5` stays `0.5`). `document` is `null` when there is none.
 
 mod index;
+mod json;
 mod read;
 mod v1;
 mod value;
@@ -154,6 +155,7 @@ mod value;
 use serde::Serialize;
 use serde_json::{Number, Value};
 
+use json::Json;
 use value::{Node, Origin};
 
 /// The identifier system of the partner's patient id (the `patientId` of the launch).
@@ -558,24 +560,42 @@ pub fn read_bundle(json: &[u8]) -> Result<Prescription, BundleError> {
     let json = json.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(json);
     // Valid UTF-8 checked once for the whole body (not string by string); the byte parser
     // keeps its own messages for a body that is not.
-    let parsed = match std::str::from_utf8(json) {
-        Ok(text) => serde_json::from_str::<Value>(text),
-        Err(_) => serde_json::from_slice::<Value>(json),
+    let text = match std::str::from_utf8(json) {
+        Ok(text) => text,
+        Err(_) => return Err(not_json(serde_json::from_slice::<Value>(json).err())),
     };
-    let body = parsed.map_err(|e| {
-        let full = e.to_string();
-        let suffix = format!(" at line {} column {}", e.line(), e.column());
-        BundleError::NotJson {
-            reason: full.strip_suffix(&suffix).unwrap_or(&full).to_owned(),
-            line: e.line(),
-            column: e.column(),
+    let body = Json::parse(text).map_err(|e| not_json(Some(e)))?;
+    read_json(&body)
+}
+
+/// The error for a body that is not JSON, from the parser's error (`None`: a body that
+/// `serde_json` reads as JSON but is not UTF-8, which cannot happen).
+fn not_json(error: Option<serde_json::Error>) -> BundleError {
+    match error {
+        Some(e) => {
+            let full = e.to_string();
+            let suffix = format!(" at line {} column {}", e.line(), e.column());
+            BundleError::NotJson {
+                reason: full.strip_suffix(&suffix).unwrap_or(&full).to_owned(),
+                line: e.line(),
+                column: e.column(),
+            }
         }
-    })?;
-    read_value(&body)
+        None => BundleError::NotJson {
+            reason: "invalid UTF-8".to_owned(),
+            line: 1,
+            column: 0,
+        },
+    }
 }
 
 /// Reads an already parsed body (see [`read_bundle`]); for callers that hold a `Value`.
 pub fn read_value(body: &Value) -> Result<Prescription, BundleError> {
+    read_json(&Json::from_value(body))
+}
+
+/// Reads the body as the borrowed tree.
+fn read_json(body: &Json<'_>) -> Result<Prescription, BundleError> {
     let root = Node::root(body, Origin::default());
     if !body.is_object() {
         return Err(not_a_bundle(&root));
@@ -607,10 +627,10 @@ pub fn read_value(body: &Value) -> Result<Prescription, BundleError> {
 }
 
 /// A Bundle, or an object with `entry` and no `resourceType`.
-fn is_bundle(value: &Value) -> bool {
+fn is_bundle(value: &Json<'_>) -> bool {
     match value.get("resourceType") {
         Some(kind) => kind.as_str().map(str::trim) == Some("Bundle"),
-        None => value.get("entry").is_some_and(Value::is_array),
+        None => value.get("entry").is_some_and(Json::is_array),
     }
 }
 

@@ -3,9 +3,8 @@
 
 use std::borrow::Cow;
 
-use serde_json::Value;
-
 use super::index::Index;
+use super::json::Json;
 use super::v1;
 use super::value::{Node, string, strings};
 use super::{
@@ -243,12 +242,11 @@ fn find_patient(
                 .get("identifier")
                 .or_else(|| r.value.get("identify"));
             let mut all = ids
-                .and_then(Value::as_array)
-                .map(|a| a.as_slice())
+                .and_then(Json::as_array)
                 .unwrap_or_default()
                 .iter()
                 .chain(ids.filter(|v| v.is_object()));
-            all.any(|id| id.get("system").and_then(Value::as_str) == Some(PARTNER_SYSTEM))
+            all.any(|id| id.get("system").and_then(Json::as_str) == Some(PARTNER_SYSTEM))
         })
     });
     Ok(with_partner.or_else(|| index.of_kind("Patient").next()))

@@ -4,7 +4,9 @@
 
 use std::borrow::Cow;
 
-use serde_json::{Number, Value};
+use serde_json::Number;
+
+use super::json::Json;
 
 use super::BundleError;
 use crate::text::readable_line;
@@ -91,14 +93,14 @@ impl Loc<'_> {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Node<'v, 'l> {
     /// The value.
-    pub(super) value: &'v Value,
+    pub(super) value: &'v Json<'v>,
     /// Its location.
     loc: Loc<'l>,
 }
 
 impl<'v> Node<'v, 'static> {
     /// A value at the start of a location.
-    pub(super) fn root(value: &'v Value, origin: Origin) -> Self {
+    pub(super) fn root(value: &'v Json<'v>, origin: Origin) -> Self {
         Node {
             value,
             loc: Loc {
@@ -118,7 +120,7 @@ impl<'v, 'l> Node<'v, 'l> {
     /// The member `key`; `None` when absent or `null` (missing optional data).
     pub(super) fn get<'s>(&'s self, key: &'static str) -> Option<Node<'v, 's>> {
         match self.value.get(key) {
-            None | Some(Value::Null) => None,
+            None | Some(Json::Null) => None,
             Some(value) => Some(Node {
                 value,
                 loc: Loc {
@@ -138,8 +140,8 @@ impl<'v, 'l> Node<'v, 'l> {
     /// The elements of an array; a single non-array value counts as a one-element array.
     pub(super) fn items<'s>(&'s self) -> impl Iterator<Item = Node<'v, 's>> + 's {
         let (slice, single) = match self.value {
-            Value::Array(items) => (items.as_slice(), false),
-            Value::Null => (&[][..], false),
+            Json::Array(items) => (items.as_slice(), false),
+            Json::Null => (&[][..], false),
             other => (std::slice::from_ref(other), true),
         };
         slice
@@ -180,11 +182,11 @@ impl<'v, 'l> Node<'v, 'l> {
     /// The value as text: strings (trimmed) and numbers; `None` for an empty string.
     pub(super) fn text(&self) -> Result<Option<Cow<'v, str>>, BundleError> {
         match self.value {
-            Value::String(text) => {
+            Json::String(text) => {
                 let trimmed = text.trim();
                 Ok((!trimmed.is_empty()).then_some(Cow::Borrowed(trimmed)))
             }
-            Value::Number(number) => Ok(Some(Cow::Owned(number.to_string()))),
+            Json::Number(number) => Ok(Some(Cow::Owned(number.to_string()))),
             _ => Err(self.invalid("a string")),
         }
     }
@@ -192,8 +194,8 @@ impl<'v, 'l> Node<'v, 'l> {
     /// The value as a number: a JSON number or a numeric string (`"2"`, `"0,5"`).
     pub(super) fn number(&self) -> Result<Number, BundleError> {
         match self.value {
-            Value::Number(number) => Ok(number.clone()),
-            Value::String(text) => parse_number(text).ok_or_else(|| self.invalid("a number")),
+            Json::Number(number) => Ok(number.clone()),
+            Json::String(text) => parse_number(text).ok_or_else(|| self.invalid("a number")),
             _ => Err(self.invalid("a number")),
         }
     }
@@ -233,9 +235,9 @@ impl<'v, 'l> Node<'v, 'l> {
     /// The value as a boolean: `true`/`false`, or those words in a string.
     pub(super) fn boolean(&self) -> Result<bool, BundleError> {
         match self.value {
-            Value::Bool(flag) => Ok(*flag),
-            Value::String(text) if text.trim().eq_ignore_ascii_case("true") => Ok(true),
-            Value::String(text) if text.trim().eq_ignore_ascii_case("false") => Ok(false),
+            Json::Bool(flag) => Ok(*flag),
+            Json::String(text) if text.trim().eq_ignore_ascii_case("true") => Ok(true),
+            Json::String(text) if text.trim().eq_ignore_ascii_case("false") => Ok(false),
             _ => Err(self.invalid("true or false")),
         }
     }
@@ -302,14 +304,14 @@ pub(super) fn parse_number(text: &str) -> Option<Number> {
 
 /// A found value as a message shows it: strings quoted and made readable, objects and arrays
 /// named, a resource by its type.
-pub(super) fn describe(value: &Value) -> String {
+pub(super) fn describe(value: &Json<'_>) -> String {
     match value {
-        Value::Null => "null".to_owned(),
-        Value::Bool(flag) => flag.to_string(),
-        Value::Number(number) => number.to_string(),
-        Value::String(text) => format!("\"{}\"", readable_line(text.as_bytes(), 40)),
-        Value::Array(_) => "an array".to_owned(),
-        Value::Object(map) => match map.get("resourceType").and_then(Value::as_str) {
+        Json::Null => "null".to_owned(),
+        Json::Bool(flag) => flag.to_string(),
+        Json::Number(number) => number.to_string(),
+        Json::String(text) => format!("\"{}\"", readable_line(text.as_bytes(), 40)),
+        Json::Array(_) => "an array".to_owned(),
+        Json::Object(_) => match value.get("resourceType").and_then(Json::as_str) {
             Some(kind) => format!("a {}", readable_line(kind.as_bytes(), 40)),
             None => "an object".to_owned(),
         },
@@ -320,7 +322,7 @@ pub(super) fn describe(value: &Value) -> String {
 mod tests {
     use super::*;
     use rstest::rstest;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     #[rstest]
     #[case::ok_integer("3", Some("3"))]
@@ -346,13 +348,14 @@ mod tests {
     #[case::ok_entry(Origin { wrapped: false, entry: Some(3), contained: None }, "entry[3].resource")]
     #[case::ok_contained(Origin { wrapped: true, entry: Some(1), contained: Some(0) }, "fhirBundle.entry[1].resource.contained[0]")]
     fn origins(#[case] origin: Origin, #[case] expected: &str) {
-        let value = json!(null);
+        let value = Json::Null;
         assert_eq!(Node::root(&value, origin).path(), expected);
     }
 
     #[test]
     fn ok_nested_path_and_single_item() {
         let value = json!({ "a": [{ "b": 1 }], "c": { "d": 2 } });
+        let value = Json::from_value(&value);
         let root = Node::root(&value, Origin::default());
         let a = root.get("a").into_iter().flat_map(|a| {
             a.items()
@@ -382,6 +385,7 @@ mod tests {
     #[case::ok_text(json!(" 3 "), "3")]
     fn whole_cases(#[case] value: Value, #[case] expected: &str) {
         let body = json!({ "x": value });
+        let body = Json::from_value(&body);
         let root = Node::root(&body, Origin::default());
         let message = match root.get("x").map(|x| x.whole()) {
             Some(Ok(n)) => n.to_string(),
