@@ -407,6 +407,71 @@ mod tests {
         }
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the body, the fast reader never accepts what `serde_json` refuses, and
+        /// what it accepts is the tree `serde_json` reads (sloppy input included: the
+        /// alphabet is JSON's punctuation, literals' letters, digits, escapes and spaces).
+        #[test]
+        fn fast_reader_agrees_with_serde_json(
+            body in proptest::collection::vec(
+                prop_oneof![
+                    Just("{"), Just("}"),
+                    Just("["), Just("]"),
+                    Just(","), Just(":"),
+                    Just("\""), Just("\\"),
+                    Just(" "), Just("\n"),
+                    Just("true"), Just("nul"),
+                    Just("l"), Just("-"),
+                    Just("0"), Just("12"),
+                    Just("."), Just("e"),
+                    Just("a"), Just("é"),
+                    Just("\u{1}"),
+                ],
+                0..40,
+            ).prop_map(|parts: Vec<&'static str>| parts.concat())
+        ) {
+            if let Some(tree) = Fast::new(&body).document() {
+                let slow: Json<'_> = serde_json::from_str(&body)
+                    .unwrap_or_else(|e| panic!("fast reader accepted {body:?}, serde_json: {e}"));
+                prop_assert_eq!(tree, slow);
+            }
+        }
+
+        /// Well-formed bodies of every shape: the fast reader reads most of them, always
+        /// as `serde_json` does.
+        #[test]
+        fn fast_reader_reads_valid_json_as_serde_json(value in json_value()) {
+            let body = serde_json::to_string(&value).unwrap();
+            // Compared with what `serde_json` reads back (without its `float_roundtrip`
+            // feature a float may come back one ulp off what was written, both ways alike).
+            let expected: Value = serde_json::from_str(&body).unwrap();
+            if let Some(tree) = Fast::new(&body).document() {
+                prop_assert_eq!(to_value(&tree), expected);
+            }
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "[a-zé\\\"\n ]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z]{0,4}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
     #[test]
     fn ok_fast_reader_nesting_limit() {
         let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
