@@ -66,7 +66,7 @@ protocol = "mllp"
 bind = "127.0.0.1:0"
 max_connections_per_peer = 256
 TOML
-    "$bin" run --config "$dir/ob.toml" > "$dir/ob.log" 2>&1 & pid=$!; PIDS+=($pid)
+    RUST_LOG=warn,ordobridge=info "$bin" run --config "$dir/ob.toml" > "$dir/ob.log" 2>&1 & pid=$!; PIDS+=($pid)
     port=$(wait_port "$dir/ob.log")
     read -r rate p50 p99 <<< "$(load "$port")"
     ratio=$(awk -v a="$rate" -v b="$null_rate" 'BEGIN { if (b > 0) printf "%.1f %%", 100 * a / b }')

@@ -22,11 +22,11 @@ use crate::store::{PendingCensus, Store, Unprocessed};
 const BATCH: usize = 512;
 /// How many census updates go to the writer together (one settle, one log pass).
 const CHUNK: usize = 32;
-/// Chunks sent and not yet answered: [`BATCH`] rows, so the writer always has census
-/// updates waiting while this task parses the next ones. The writer decides how many go
-/// into a transaction (README, performance): 32 beside journal inserts, up to 512 while
-/// nothing else is queued, so ACKs still come first.
-const WINDOW: usize = BATCH / CHUNK;
+/// Chunks sent and not yet answered: 1,024 rows, twice what the writer puts in one
+/// transaction, so it has the next ones waiting while this task parses more. The writer
+/// decides how many go into a transaction (README, performance): 8 beside journal inserts,
+/// up to 512 while nothing else is queued, so ACKs still come first.
+const WINDOW: usize = 2 * BATCH / CHUNK;
 /// A safety net if a wake-up is missed.
 const IDLE_POLL: Duration = Duration::from_secs(2);
 
