@@ -245,7 +245,7 @@ fn run(
         let census_only = share_with_census(&mut batch, &mut deferred);
         if !batch.is_empty() {
             // Nothing else waited: the census may grow this transaction while nobody queues.
-            let mut feed = census_only.then(|| Feed {
+            let mut feed = census_only.then_some(Feed {
                 queue: &mut queue,
                 deferred: &mut deferred,
                 closers: &mut closers,
