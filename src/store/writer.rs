@@ -5,6 +5,11 @@
 //! answers each request. One fsync thus covers a whole batch: under load, batches grow and the
 //! cost per message falls; when idle, a lone message is committed at once.
 //!
+//! Census updates (the processor keeps many queued) are shared out: a few beside other
+//! requests in every transaction; when nothing else waits, a transaction of census updates
+//! grows while the queue stays empty, beyond `max_batch` (up to [`CENSUS_ALONE`]), and stops
+//! the moment another request is queued, which joins it (see [`Feed`]).
+//!
 //! If anything in the transaction fails, it is rolled back and every request of the batch gets
 //! the error (nothing of it is stored, so nobody ACKs it); the thread goes on with the next
 //! batch. The thread stops when every sender is gone or a `Close` request arrived, after
