@@ -88,7 +88,9 @@ pub struct StoreOptions {
     /// (backpressure instead of an unbounded heap). Values below 1 are taken as 1.
     pub queue_capacity: usize,
     /// Most requests committed in one transaction: bounds the latency a batch adds.
-    /// A `journal_many` call counts as one request. Values below 1 are taken as 1.
+    /// A `journal_many` call counts as one request. Values below 1 are taken as 1. A
+    /// transaction of census updates alone, which no caller waits behind, may grow past it
+    /// (up to 512 updates) while nothing else is queued (see `writer`).
     pub max_batch: usize,
 }
 

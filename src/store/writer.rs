@@ -5,6 +5,11 @@
 //! answers each request. One fsync thus covers a whole batch: under load, batches grow and the
 //! cost per message falls; when idle, a lone message is committed at once.
 //!
+//! Census updates (the processor keeps many queued) are shared out: a few beside other
+//! requests in every transaction; when nothing else waits, a transaction of census updates
+//! grows while the queue stays empty, beyond `max_batch` (up to [`CENSUS_ALONE`]), and stops
+//! the moment another request is queued, which joins it (see [`Feed`]).
+//!
 //! If anything in the transaction fails, it is rolled back and every request of the batch gets
 //! the error (nothing of it is stored, so nobody ACKs it); the thread goes on with the next
 //! batch. The thread stops when every sender is gone or a `Close` request arrived, after
@@ -244,9 +249,18 @@ fn run(
                 queue.close();
             }
         }
-        share_with_census(&mut batch, &mut deferred, max_batch);
+        let census_only = share_with_census(&mut batch, &mut deferred);
         if !batch.is_empty() {
-            commit_batch(&mut connection, &mut batch, &path, counters);
+            // Nothing else waited: the census may grow this transaction while nobody queues.
+            let mut feed = census_only.then_some(Feed {
+                queue: &mut queue,
+                deferred: &mut deferred,
+                closers: &mut closers,
+                max_batch,
+                taken: CENSUS_BESIDE_OTHERS,
+                done: false,
+            });
+            commit_batch(&mut connection, &mut batch, &path, counters, feed.as_mut());
         }
     }
     drop(connection);
@@ -256,47 +270,100 @@ fn run(
     }
 }
 
-/// Census updates one transaction takes while other requests (journal inserts that ACKs wait
-/// for, queue changes) share it: the census catching up after a burst must not make every
-/// ACK wait for hundreds of updates.
-const CENSUS_BESIDE_OTHERS: usize = 32;
-/// Census updates one transaction takes when nothing else waits: enough to share an fsync
-/// among many, few enough (a few ms) that a journal insert arriving meanwhile waits little.
-const CENSUS_ALONE: usize = 128;
+/// Census updates every transaction takes when some wait, whatever else shares it: the census
+/// catching up after a burst must not make every ACK wait for hundreds of updates, nor stop
+/// while journal inserts flood in. A census update costs about four journal inserts: beside
+/// a flood's 64 inserts, 8 updates take a third of the writer (32 took two thirds, and the
+/// 64-connection intake fell by a fifth: README, performance).
+const CENSUS_BESIDE_OTHERS: usize = 8;
+/// Census updates one transaction takes at most when nothing else waits: one fsync for
+/// hundreds of updates. The transaction stops growing the moment another request is queued
+/// (see [`Feed`]), so a journal insert arriving meanwhile waits one census update, not this many.
+const CENSUS_ALONE: usize = 512;
 
-/// Decides how many census updates go into this transaction: [`CENSUS_ALONE`] when nothing
-/// else waits, so a census catching up pays one fsync per hundred updates or so;
-/// [`CENSUS_BESIDE_OTHERS`] when the batch holds other requests. The rest wait in `deferred`,
-/// in order, for the next transaction.
-fn share_with_census(batch: &mut Vec<Request>, deferred: &mut VecDeque<Request>, max_batch: usize) {
+/// Puts the oldest [`CENSUS_BESIDE_OTHERS`] census updates into this transaction beside the
+/// other requests; the rest wait in `deferred`, in order. True when the batch holds nothing
+/// but census updates: [`Feed`] may then grow it.
+fn share_with_census(batch: &mut Vec<Request>, deferred: &mut VecDeque<Request>) -> bool {
     deferred.extend(batch.extract_if(.., |request| matches!(request, Request::Census { .. })));
-    let room = if batch.is_empty() {
-        CENSUS_ALONE.min(max_batch)
-    } else {
-        CENSUS_BESIDE_OTHERS
-    };
-    let take = room.min(deferred.len());
+    let census_only = batch.is_empty();
+    let take = CENSUS_BESIDE_OTHERS.min(deferred.len());
     batch.extend(deferred.drain(..take));
+    census_only
+}
+
+/// Grows a census-only transaction while it runs: one more deferred census update at a time
+/// (up to [`CENSUS_ALONE`]) as long as the writer's queue is empty. As soon as a request is
+/// queued, it joins this transaction (with whatever else is queued, up to `max_batch`) and
+/// no census update is added after it: the commit comes next, so an ACK waiting behind a
+/// census catching up pays one census update and the fsync it would have paid anyway.
+pub(super) struct Feed<'a> {
+    queue: &'a mut mpsc::Receiver<Request>,
+    deferred: &'a mut VecDeque<Request>,
+    /// `Close` requests found in the queue: answered once the writer stops.
+    closers: &'a mut Vec<oneshot::Sender<()>>,
+    max_batch: usize,
+    /// Census updates in the transaction so far.
+    taken: usize,
+    /// A request other than a census update joined: nothing more is added.
+    done: bool,
+}
+
+impl Feed<'_> {
+    /// Appends the next requests of this transaction to `batch`; false when there are none.
+    fn refill(&mut self, batch: &mut Vec<Request>) -> bool {
+        if self.done {
+            return false;
+        }
+        if !self.queue.is_empty() {
+            let before = batch.len();
+            for _ in 0..self.max_batch {
+                match self.queue.try_recv() {
+                    Ok(Request::Close { reply }) => {
+                        self.closers.push(reply);
+                        self.queue.close();
+                    }
+                    // Later than every deferred one: in order behind them.
+                    Ok(request @ Request::Census { .. }) => self.deferred.push_back(request),
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            if batch.len() > before {
+                self.done = true;
+                return true;
+            }
+        }
+        if self.taken >= CENSUS_ALONE {
+            return false;
+        }
+        let Some(request) = self.deferred.pop_front() else {
+            return false;
+        };
+        batch.push(request);
+        self.taken += 1;
+        true
+    }
 }
 
 /// Runs one batch in one transaction, then answers (and empties) it.
+/// `feed`, for a census-only batch, grows it while it runs (see [`Feed`]).
 pub(super) fn commit_batch(
     connection: &mut Connection,
     batch: &mut Vec<Request>,
     path: &std::path::Path,
     counters: &Counters,
+    feed: Option<&mut Feed<'_>>,
 ) {
     let started = std::time::Instant::now();
-    let size = u64::try_from(batch.len()).unwrap_or(u64::MAX);
     counters.batches.fetch_add(1, Ordering::Relaxed);
-    counters.last_batch_size.store(size, Ordering::Relaxed);
-    counters.max_batch_size.fetch_max(size, Ordering::Relaxed);
 
     let mut tally = Tally::default();
     // Census updates first run without a savepoint each (they cost an eighth of an update);
-    // if one fails, the whole transaction is rolled back and the batch runs again with a
-    // savepoint around every census update, so only the failing one is left out.
-    let result = match execute(connection, batch, &mut tally, Isolation::Optimistic) {
+    // if one fails, the whole transaction is rolled back and the batch (as the feed grew
+    // it) runs again with a savepoint around every census update, so only the failing one
+    // is left out.
+    let result = match execute(connection, batch, &mut tally, Isolation::Optimistic, feed) {
         Err(Failed::CensusUpdate) => {
             reset(batch);
             tally = Tally::default();
@@ -305,6 +372,7 @@ pub(super) fn commit_batch(
                 batch,
                 &mut tally,
                 Isolation::SavepointPerCensusUpdate,
+                None,
             )
         }
         other => other,
@@ -315,6 +383,9 @@ pub(super) fn commit_batch(
         Failed::CensusUpdate => rusqlite::Error::QueryReturnedNoRows,
     });
     crate::metrics::observe_commit(started.elapsed());
+    let size = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+    counters.last_batch_size.store(size, Ordering::Relaxed);
+    counters.max_batch_size.fetch_max(size, Ordering::Relaxed);
     let failure = match result {
         Ok(()) => {
             counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -517,158 +588,175 @@ fn reset(batch: &mut [Request]) {
     }
 }
 
-/// The transaction of one batch; outcomes go into the requests.
+/// The transaction of one batch, grown by `feed` if given; outcomes go into the requests.
 fn execute(
     connection: &mut Connection,
-    batch: &mut [Request],
+    batch: &mut Vec<Request>,
     tally: &mut Tally,
     isolation: Isolation,
+    mut feed: Option<&mut Feed<'_>>,
 ) -> Result<(), Failed> {
     // IMMEDIATE: take the write lock at BEGIN, so a busy database fails (or waits) here,
     // not half-way through the batch.
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    {
-        for request in batch.iter_mut() {
-            match request {
-                Request::One {
-                    record, outcome, ..
-                } => {
-                    *outcome = Some(journal_one(&transaction, record, tally)?);
-                }
-                Request::Many {
-                    records, outcomes, ..
-                } => {
-                    for record in records.iter() {
-                        outcomes.push(journal_one(&transaction, record, tally)?);
+    let mut next = 0;
+    loop {
+        while let Some(request) = batch.get_mut(next) {
+            run_one(&transaction, request, tally, isolation)?;
+            next += 1;
+        }
+        let refilled = feed.as_deref_mut().is_some_and(|feed| feed.refill(batch));
+        if !refilled {
+            break;
+        }
+    }
+    Ok(transaction.commit()?)
+}
+
+/// One request inside the batch's transaction.
+fn run_one(
+    transaction: &rusqlite::Transaction<'_>,
+    request: &mut Request,
+    tally: &mut Tally,
+    isolation: Isolation,
+) -> Result<(), Failed> {
+    match request {
+        Request::One {
+            record, outcome, ..
+        } => {
+            *outcome = Some(journal_one(transaction, record, tally)?);
+        }
+        Request::Many {
+            records, outcomes, ..
+        } => {
+            for record in records.iter() {
+                outcomes.push(journal_one(transaction, record, tally)?);
+            }
+        }
+        Request::MarkProcessed { ids, .. } => {
+            let mut mark = transaction.prepare_cached(MARK_PROCESSED_SQL)?;
+            for id in ids.iter() {
+                mark.execute([id])?;
+            }
+        }
+        Request::Census {
+            journal_id,
+            update,
+            outcome,
+            ..
+        } => {
+            if isolation == Isolation::Optimistic {
+                match census::apply(transaction, *journal_id, update) {
+                    Ok(applied) => *outcome = Some(Ok(applied)),
+                    Err(e) => {
+                        tracing::debug!(journal_id = *journal_id, error = %e, "census update failed: batch runs again with savepoints");
+                        return Err(Failed::CensusUpdate);
                     }
                 }
-                Request::MarkProcessed { ids, .. } => {
-                    let mut mark = transaction.prepare_cached(MARK_PROCESSED_SQL)?;
-                    for id in ids.iter() {
-                        mark.execute([id])?;
-                    }
+                return Ok(());
+            }
+            // A savepoint per census update: a bad update must not roll back the
+            // journal inserts of other callers that share this transaction.
+            transaction.prepare_cached(SAVEPOINT_SQL)?.execute([])?;
+            match census::apply(transaction, *journal_id, update) {
+                Ok(applied) => {
+                    transaction.prepare_cached(RELEASE_SQL)?.execute([])?;
+                    *outcome = Some(Ok(applied));
                 }
-                Request::Census {
-                    journal_id,
-                    update,
-                    outcome,
-                    ..
-                } => {
-                    if isolation == Isolation::Optimistic {
-                        match census::apply(&transaction, *journal_id, update) {
-                            Ok(applied) => *outcome = Some(Ok(applied)),
-                            Err(e) => {
-                                tracing::debug!(journal_id = *journal_id, error = %e, "census update failed: batch runs again with savepoints");
-                                return Err(Failed::CensusUpdate);
-                            }
-                        }
-                        continue;
-                    }
-                    // A savepoint per census update: a bad update must not roll back the
-                    // journal inserts of other callers that share this transaction.
-                    transaction.prepare_cached(SAVEPOINT_SQL)?.execute([])?;
-                    match census::apply(&transaction, *journal_id, update) {
-                        Ok(applied) => {
-                            transaction.prepare_cached(RELEASE_SQL)?.execute([])?;
-                            *outcome = Some(Ok(applied));
-                        }
-                        Err(e) => {
-                            tracing::warn!(journal_id = *journal_id, error = %e, "census update rolled back alone");
-                            transaction.execute_batch(
-                                "ROLLBACK TO census_update; RELEASE census_update",
-                            )?;
-                            *outcome = Some(Err(Arc::new(e)));
-                        }
-                    }
+                Err(e) => {
+                    tracing::warn!(journal_id = *journal_id, error = %e, "census update rolled back alone");
+                    transaction
+                        .execute_batch("ROLLBACK TO census_update; RELEASE census_update")?;
+                    *outcome = Some(Err(Arc::new(e)));
                 }
-                Request::Close { .. } => {}
-                Request::Audit {
-                    entry,
-                    at,
-                    release_hold,
-                    pause,
-                    changed,
-                    ..
-                } => {
-                    super::audit::insert(&transaction, *at, entry)?;
-                    if let Some((destination, paused)) = pause {
-                        super::audit::pause(&transaction, destination, *paused, *at, &entry.user)?;
-                    }
-                    if let Some(journal_id) = release_hold {
-                        *changed = transaction
-                            .prepare_cached(super::audit::RELEASE_NOW_SQL)?
-                            .execute(rusqlite::params![*journal_id, *at])?
-                            > 0;
-                    }
+            }
+        }
+        Request::Close { .. } => {}
+        Request::Audit {
+            entry,
+            at,
+            release_hold,
+            pause,
+            changed,
+            ..
+        } => {
+            super::audit::insert(transaction, *at, entry)?;
+            if let Some((destination, paused)) = pause {
+                super::audit::pause(transaction, destination, *paused, *at, &entry.user)?;
+            }
+            if let Some(journal_id) = release_hold {
+                *changed = transaction
+                    .prepare_cached(super::audit::RELEASE_NOW_SQL)?
+                    .execute(rusqlite::params![*journal_id, *at])?
+                    > 0;
+            }
+        }
+        Request::Enqueue { items, ids, .. } => {
+            queue::insert(transaction, items, ids)?;
+        }
+        Request::Outbound {
+            change, changed, ..
+        } => {
+            *changed = queue::apply(transaction, change)?;
+        }
+        Request::Hold { hold, inserted, .. } => {
+            *inserted = hold::insert(transaction, hold)?;
+        }
+        Request::Deliver {
+            delivery, outcome, ..
+        } => {
+            *outcome = Some(hold::deliver(transaction, delivery)?);
+        }
+        Request::Reject {
+            journal_id,
+            reason,
+            changed,
+            ..
+        } => {
+            *changed = transaction
+                .prepare_cached(hold::REJECT_SQL)?
+                .execute(rusqlite::params![*journal_id, reason.as_str()])?
+                > 0;
+        }
+        Request::Prune {
+            plan,
+            cursor,
+            limit,
+            vacuum_pages,
+            pruned,
+            next,
+            freed,
+            failed,
+            ..
+        } => {
+            if plan.is_none() && *vacuum_pages == 0 {
+                return Ok(()); // a probe: the commit is the answer
+            }
+            transaction.execute_batch(PRUNE_SAVEPOINT_SQL)?;
+            let step = || -> rusqlite::Result<(Pruned, PruneCursor, u32)> {
+                let (pruned, next) = match plan.as_ref() {
+                    Some(plan) => prune::prune(transaction, plan, *cursor, *limit)?,
+                    None => (Pruned::default(), *cursor),
+                };
+                let freed = match *vacuum_pages {
+                    0 => 0,
+                    pages => prune::incremental_vacuum(transaction, pages)?,
+                };
+                Ok((pruned, next, freed))
+            };
+            match step() {
+                Ok((done, resume, pages)) => {
+                    transaction.execute_batch(PRUNE_RELEASE_SQL)?;
+                    (*pruned, *next, *freed) = (done, resume, pages);
                 }
-                Request::Enqueue { items, ids, .. } => {
-                    queue::insert(&transaction, items, ids)?;
-                }
-                Request::Outbound {
-                    change, changed, ..
-                } => {
-                    *changed = queue::apply(&transaction, change)?;
-                }
-                Request::Hold { hold, inserted, .. } => {
-                    *inserted = hold::insert(&transaction, hold)?;
-                }
-                Request::Deliver {
-                    delivery, outcome, ..
-                } => {
-                    *outcome = Some(hold::deliver(&transaction, delivery)?);
-                }
-                Request::Reject {
-                    journal_id,
-                    reason,
-                    changed,
-                    ..
-                } => {
-                    *changed = transaction
-                        .prepare_cached(hold::REJECT_SQL)?
-                        .execute(rusqlite::params![*journal_id, reason.as_str()])?
-                        > 0;
-                }
-                Request::Prune {
-                    plan,
-                    cursor,
-                    limit,
-                    vacuum_pages,
-                    pruned,
-                    next,
-                    freed,
-                    failed,
-                    ..
-                } => {
-                    if plan.is_none() && *vacuum_pages == 0 {
-                        continue; // a probe: the commit is the answer
-                    }
-                    transaction.execute_batch(PRUNE_SAVEPOINT_SQL)?;
-                    let step = || -> rusqlite::Result<(Pruned, PruneCursor, u32)> {
-                        let (pruned, next) = match plan.as_ref() {
-                            Some(plan) => prune::prune(&transaction, plan, *cursor, *limit)?,
-                            None => (Pruned::default(), *cursor),
-                        };
-                        let freed = match *vacuum_pages {
-                            0 => 0,
-                            pages => prune::incremental_vacuum(&transaction, pages)?,
-                        };
-                        Ok((pruned, next, freed))
-                    };
-                    match step() {
-                        Ok((done, resume, pages)) => {
-                            transaction.execute_batch(PRUNE_RELEASE_SQL)?;
-                            (*pruned, *next, *freed) = (done, resume, pages);
-                        }
-                        Err(source) => {
-                            transaction.execute_batch(PRUNE_ROLLBACK_SQL)?;
-                            *failed = Some(Arc::new(source));
-                        }
-                    }
+                Err(source) => {
+                    transaction.execute_batch(PRUNE_ROLLBACK_SQL)?;
+                    *failed = Some(Arc::new(source));
                 }
             }
         }
     }
-    Ok(transaction.commit()?)
+    Ok(())
 }
 
 fn journal_one(
@@ -766,7 +854,7 @@ mod tests {
         let (second, mut second_answer) = one(record("2", b"MSH|2"));
         let (again, mut again_answer) = one(record("1", b"MSH|1"));
         let mut batch = vec![first, second, again];
-        commit_batch(&mut connection, &mut batch, &path, &counters);
+        commit_batch(&mut connection, &mut batch, &path, &counters, None);
         assert!(batch.is_empty());
         assert_eq!(
             first_answer.try_recv().unwrap().unwrap(),
@@ -827,7 +915,7 @@ mod tests {
             reply: mark_reply,
         };
         let mut batch = vec![good, many, bad, mark];
-        commit_batch(&mut connection, &mut batch, &path, &counters);
+        commit_batch(&mut connection, &mut batch, &path, &counters, None);
 
         let expected = format!(
             "store `{}`: batch of 4 request(s) not committed",
@@ -856,7 +944,7 @@ mod tests {
 
         let (good, mut good_answer) = one(record("1", b"MSH|1"));
         let mut batch = vec![good];
-        commit_batch(&mut connection, &mut batch, &path, &counters);
+        commit_batch(&mut connection, &mut batch, &path, &counters, None);
         assert_eq!(
             good_answer.try_recv().unwrap().unwrap(),
             JournalOutcome::Stored { id: 1 }
@@ -893,7 +981,7 @@ mod tests {
         let (second, mut second_answer) = one(record("2", b"MSH|2"));
         let (bad, mut bad_answer) = identity(2, "BAD");
         let mut batch = vec![first, good, second, bad];
-        commit_batch(&mut connection, &mut batch, &path, &counters);
+        commit_batch(&mut connection, &mut batch, &path, &counters, None);
 
         assert_eq!(
             first_answer.try_recv().unwrap().unwrap(),
@@ -972,7 +1060,7 @@ mod tests {
             reply,
         };
         let mut batch = vec![journal, prune];
-        commit_batch(&mut connection, &mut batch, &path, &counters);
+        commit_batch(&mut connection, &mut batch, &path, &counters, None);
         assert_eq!(
             journal_answer.try_recv().unwrap().unwrap(),
             JournalOutcome::Stored { id: 1 }
@@ -997,8 +1085,8 @@ mod tests {
         assert_eq!(rows(&connection), 1);
     }
 
-    /// ACKs do not wait behind a census catching up: beside other requests a transaction takes
-    /// only a few census updates, in order; alone, as many as fit.
+    /// ACKs do not wait behind a census catching up: a transaction starts with only a few
+    /// census updates, in order, beside other requests or alone.
     #[test]
     fn ok_census_shares_transactions_with_acks() {
         let mut deferred = VecDeque::new();
@@ -1010,21 +1098,103 @@ mod tests {
             batch.push(request);
             answers.push(answer);
         }
-        share_with_census(&mut batch, &mut deferred, 512);
+        assert!(!share_with_census(&mut batch, &mut deferred));
         assert_eq!(batch.len(), 1 + CENSUS_BESIDE_OTHERS);
         assert_eq!(
             journal_ids(&batch),
-            (1..=32).collect::<Vec<i64>>(),
+            (1..=8).collect::<Vec<i64>>(),
             "oldest first"
         );
         assert_eq!(deferred.len(), 100 - CENSUS_BESIDE_OTHERS);
 
-        // Nothing else waits: a bigger share, still in order.
+        // Nothing else waits: the same start, and the feed may grow it.
         let mut batch = Vec::new();
-        share_with_census(&mut batch, &mut deferred, 512);
-        assert_eq!(journal_ids(&batch), (33..=100).collect::<Vec<i64>>());
+        assert!(share_with_census(&mut batch, &mut deferred));
+        assert_eq!(journal_ids(&batch), (9..=16).collect::<Vec<i64>>());
+        assert_eq!(deferred.len(), 84);
+        const { assert!(CENSUS_ALONE > CENSUS_BESIDE_OTHERS) };
+    }
+
+    /// A census-only transaction, and its feed: the writer's queue and the deferred updates.
+    fn census_alone(
+        deferred: &mut VecDeque<Request>,
+        queue: &mut mpsc::Receiver<Request>,
+        connection: &mut Connection,
+        path: &std::path::Path,
+        counters: &Counters,
+    ) {
+        let mut batch = Vec::new();
+        assert!(share_with_census(&mut batch, deferred));
+        let mut closers = Vec::new();
+        let mut feed = Feed {
+            queue,
+            deferred,
+            closers: &mut closers,
+            max_batch: 512,
+            taken: CENSUS_BESIDE_OTHERS,
+            done: false,
+        };
+        commit_batch(connection, &mut batch, path, counters, Some(&mut feed));
+        assert!(batch.is_empty());
+    }
+
+    /// Alone, a census catching up grows its transaction while nothing is queued: one commit
+    /// for all of them, in order.
+    #[test]
+    fn ok_census_alone_takes_every_deferred_update_in_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let mut connection = schema::open_writer(&path).unwrap();
+        let counters = Counters::default();
+        let (_sender, mut queue) = mpsc::channel(8);
+        let mut deferred = VecDeque::new();
+        let mut answers = Vec::new();
+        for id in 1..=100 {
+            let (request, answer) = identity(id, &format!("IPP{id}"));
+            deferred.push_back(request);
+            answers.push(answer);
+        }
+        census_alone(&mut deferred, &mut queue, &mut connection, &path, &counters);
         assert!(deferred.is_empty());
-        const { assert!(CENSUS_ALONE >= 68 && CENSUS_ALONE > CENSUS_BESIDE_OTHERS) };
+        assert_eq!(counters.commits.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.last_batch_size.load(Ordering::Relaxed), 100);
+        for mut answer in answers {
+            assert_eq!(
+                answer.try_recv().unwrap().unwrap().status,
+                census::ApplyStatus::Applied
+            );
+        }
+    }
+
+    /// A request queued while a census-only transaction runs joins it, and the census stops
+    /// growing it: the request is committed after the first share of census updates, the
+    /// later census updates wait in order (one queued meanwhile behind them).
+    #[test]
+    fn ok_census_alone_stops_growing_when_a_request_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let mut connection = schema::open_writer(&path).unwrap();
+        let counters = Counters::default();
+        let (sender, mut queue) = mpsc::channel(8);
+        let mut deferred = VecDeque::new();
+        for id in 1..=100 {
+            deferred.push_back(identity(id, &format!("IPP{id}")).0);
+        }
+        let (journal, mut journal_answer) = one(record("1", b"MSH|1"));
+        sender.try_send(journal).unwrap();
+        sender.try_send(identity(101, "IPP101").0).unwrap();
+        census_alone(&mut deferred, &mut queue, &mut connection, &path, &counters);
+        assert_eq!(
+            journal_answer.try_recv().unwrap().unwrap(),
+            JournalOutcome::Stored { id: 1 }
+        );
+        assert_eq!(counters.commits.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            counters.last_batch_size.load(Ordering::Relaxed),
+            1 + CENSUS_BESIDE_OTHERS as u64
+        );
+        let left: Vec<Request> = deferred.into_iter().collect();
+        assert_eq!(journal_ids(&left), (9..=101).collect::<Vec<i64>>());
     }
 
     #[test]

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# MLLP intake, two ordobridge builds against the null responder, alternating in one run: every
+# round starts a fresh daemon (fresh store) per build, loads it over 64 connections (every ACK
+# after an fsync'd commit, the census applied behind while the load runs), then loads the null
+# responder (benches/mllp_null.rs: reads frames, answers AA, parses and stores nothing). Prints
+# msgs/s, p50/p99 and the ratio to the null responder of the same round.
+#
+#   benches/mllp_ab.sh OLD_BIN NEW_BIN [MESSAGES] [ROUNDS] [CONNECTIONS]
+#       (defaults 100000 messages, 3 rounds, 64 connections)
+#
+# Build first: `cargo build --release && cargo bench --bench mllp_null --no-run`; OLD_BIN is a
+# copy of target/release/ordobridge from the main being compared.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OLD=$1
+NEW=$2
+MESSAGES=${3:-100000}
+ROUNDS=${4:-3}
+CONNS=${5:-64}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+NULL_BIN=$(find target/release/deps -maxdepth 1 -type f -executable -name 'mllp_null-*' -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2)
+[ -x "$NULL_BIN" ] || { echo "no mllp_null bench binary: cargo bench --bench mllp_null --no-run" >&2; exit 1; }
+
+# Waits for a `PORT n` line or the daemon's listening log line, prints the port.
+wait_port() {
+  local file=$1
+  for _ in $(seq 1 300); do
+    local port
+    port=$(grep -o -m1 -E '(PORT |127\.0\.0\.1:)[0-9]+' "$file" 2>/dev/null | grep -o -E '[0-9]+$' || true)
+    if [ -n "$port" ]; then echo "$port"; return; fi
+    sleep 0.1
+  done
+  echo "no port in $file" >&2; cat "$file" >&2; exit 1
+}
+
+# load PORT: prints "rate p50 p99"
+load() {
+  local out
+  out=$("$NEW" load --to "127.0.0.1:$1" --connections "$CONNS" --messages "$MESSAGES" || true)
+  echo "$(echo "$out" | awk '/throughput/ {print $2}') $(echo "$out" | awk '/latency/ {print $3, $6}' | tr -d ',')"
+}
+
+"$NULL_BIN" 0 > "$WORK/null.log" 2>&1 & PIDS+=($!)
+NULL_PORT=$(wait_port "$WORK/null.log")
+
+echo "| round | receiver | msg/s | p50 ms | p99 ms | / null |"
+echo "|---|---|---|---|---|---|"
+for round in $(seq 1 "$ROUNDS"); do
+  read -r null_rate null_p50 null_p99 <<< "$(load "$NULL_PORT")"
+  echo "| $round | null responder | $null_rate | $null_p50 | $null_p99 | |"
+  for name in old new; do
+    bin=$OLD; [ "$name" = new ] && bin=$NEW
+    dir="$WORK/$name-$round"
+    mkdir -p "$dir"
+    cat > "$dir/ob.toml" <<TOML
+[store]
+path = "$dir/ordobridge.db"
+[log]
+level = "warn,ordobridge::engine=info"
+[inbound.adt-in]
+protocol = "mllp"
+bind = "127.0.0.1:0"
+max_connections_per_peer = 256
+TOML
+    RUST_LOG=warn,ordobridge=info "$bin" run --config "$dir/ob.toml" > "$dir/ob.log" 2>&1 & pid=$!; PIDS+=($pid)
+    port=$(wait_port "$dir/ob.log")
+    read -r rate p50 p99 <<< "$(load "$port")"
+    ratio=$(awk -v a="$rate" -v b="$null_rate" 'BEGIN { if (b > 0) printf "%.1f %%", 100 * a / b }')
+    echo "| $round | ordobridge $name | $rate | $p50 | $p99 | $ratio |"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    rm -rf "$dir"
+  done
+done
