@@ -91,27 +91,40 @@ pub fn tree(raw: &[u8]) -> Option<Vec<SegmentNode>> {
         .map(|segment| {
             let id = segment.id().to_string();
             let (name, names) = describe(&id);
-            let fields = (1..=segment.field_count())
-                .filter_map(|n| {
-                    let value = segment.field(n)?;
-                    if value.is_empty() {
-                        return None;
-                    }
-                    Some(FieldNode {
-                        label: format!("{id}-{n}"),
-                        name: n
-                            .checked_sub(1)
-                            .and_then(|i| names.get(i))
-                            .copied()
-                            .unwrap_or(""),
-                        value: charset.decode(value).into_owned(),
-                    })
-                })
-                .collect();
+            let fields = field_nodes(&id, '-', 1..=segment.field_count(), names, charset, |n| {
+                segment.field(n)
+            });
             SegmentNode { id, name, fields }
         })
         .collect();
     Some(nodes)
+}
+
+/// The non-empty fields `numbers` of one segment or record, labelled `ID{separator}N` and
+/// named from `names` (the name of the first field of `numbers` first), decoded in `charset`.
+fn field_nodes<'m>(
+    id: &str,
+    separator: char,
+    numbers: std::ops::RangeInclusive<usize>,
+    names: &[&'static str],
+    charset: crate::hl7::Charset,
+    field: impl Fn(usize) -> Option<&'m [u8]>,
+) -> Vec<FieldNode> {
+    let first = *numbers.start();
+    numbers
+        .filter_map(|n| {
+            let value = field(n).filter(|value| !value.is_empty())?;
+            Some(FieldNode {
+                label: format!("{id}{separator}{n}"),
+                name: n
+                    .checked_sub(first)
+                    .and_then(|i| names.get(i))
+                    .copied()
+                    .unwrap_or(""),
+                value: charset.decode(value).into_owned(),
+            })
+        })
+        .collect()
 }
 
 /// The tree of an HPRIM Santé message: its records (`H`, `P`, `OBR`, `OBX`, `C`, `L`, with
@@ -126,23 +139,9 @@ pub fn hprim_tree(raw: &[u8]) -> Option<Vec<SegmentNode>> {
         .map(|record| {
             let id = record.kind().to_string();
             let (name, names) = describe_hprim(&id);
-            let fields = (2..=record.field_count())
-                .filter_map(|n| {
-                    let value = record.field(n)?;
-                    if value.is_empty() {
-                        return None;
-                    }
-                    Some(FieldNode {
-                        label: format!("{id}.{n}"),
-                        name: n
-                            .checked_sub(2)
-                            .and_then(|i| names.get(i))
-                            .copied()
-                            .unwrap_or(""),
-                        value: charset.decode(value).into_owned(),
-                    })
-                })
-                .collect();
+            let fields = field_nodes(&id, '.', 2..=record.field_count(), names, charset, |n| {
+                record.field(n)
+            });
             SegmentNode { id, name, fields }
         })
         .collect();
