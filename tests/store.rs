@@ -5,37 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::future::join_all;
 use ordobridge::store::{
-    EntryStatus, InboundRecord, JournalFilter, JournalOutcome, RecordStatus, Store, StoreError,
-    StoreOptions,
+    EntryStatus, JournalFilter, JournalOutcome, Store, StoreError, StoreOptions,
 };
 use rusqlite::Connection;
 
+mod common;
+use common::records::{record, rejected};
+
 const ADT: &[u8] = b"MSH|^~\\&|DPI|CHU|ORDOBRIDGE|CHU|20250101120000||ADT^A01^ADT_A01|MSG1|P|2.5|||||FRA|8859/15\rEVN||20250101120000\rPID|1||123456^^^CHU&1.2.250.1.71.1.2.2&ISO^PI||DUPONT^JEAN^^^^^L||19700101|M\rPV1|1|I|CARDIO^101^1\r";
-
-fn record(control_id: &str, raw: &[u8]) -> InboundRecord {
-    InboundRecord {
-        channel: "adt-in".to_owned(),
-        received_at: jiff::Timestamp::from_second(1_750_000_000).unwrap(),
-        peer: "10.1.2.3:40000".to_owned(),
-        sender: "DPI^CHU".to_owned(),
-        message_type: "ADT^A01".to_owned(),
-        control_id: control_id.to_owned(),
-        raw: Bytes::copy_from_slice(raw),
-        status: RecordStatus::Accepted,
-    }
-}
-
-fn rejected(control_id: &str, raw: &[u8], reason: &str) -> InboundRecord {
-    InboundRecord {
-        status: RecordStatus::Rejected {
-            reason: reason.to_owned(),
-        },
-        ..record(control_id, raw)
-    }
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,

@@ -15,12 +15,13 @@ use bytes::Bytes;
 use futures::future::join_all;
 use ordobridge::store::settings::PostgresSettings;
 use ordobridge::store::{
-    EntryStatus, InboundRecord, JournalFilter, JournalOutcome, OutboundItem, OutboundStatus,
-    RecordStatus, Store, StoreError, StoreOptions,
+    EntryStatus, InboundRecord, JournalFilter, JournalOutcome, OutboundItem, OutboundStatus, Store,
+    StoreError, StoreOptions,
 };
 use rstest::rstest;
 
 use common::postgres::TestPostgres;
+use common::records::{record, rejected};
 
 #[derive(Debug, Clone, Copy)]
 enum Backend {
@@ -52,28 +53,6 @@ fn open(backend: Backend) -> Fixture {
                 server: Some(server),
             }
         }
-    }
-}
-
-fn record(control_id: &str, raw: &[u8]) -> InboundRecord {
-    InboundRecord {
-        channel: "adt-in".to_owned(),
-        received_at: jiff::Timestamp::from_second(1_750_000_000).unwrap(),
-        peer: "10.1.2.3:40000".to_owned(),
-        sender: "DPI^CHU".to_owned(),
-        message_type: "ADT^A01".to_owned(),
-        control_id: control_id.to_owned(),
-        raw: Bytes::copy_from_slice(raw),
-        status: RecordStatus::Accepted,
-    }
-}
-
-fn rejected(control_id: &str, raw: &[u8], reason: &str) -> InboundRecord {
-    InboundRecord {
-        status: RecordStatus::Rejected {
-            reason: reason.to_owned(),
-        },
-        ..record(control_id, raw)
     }
 }
 

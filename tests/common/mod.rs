@@ -17,6 +17,7 @@ pub mod browser;
 pub mod mllp_peer;
 pub mod peer;
 pub mod postgres;
+pub mod records;
 
 /// The `ordobridge` binary cargo built for these tests.
 pub fn ordobridge_bin() -> PathBuf {
