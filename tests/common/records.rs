@@ -7,7 +7,9 @@ use ordobridge::store::{InboundRecord, RecordStatus};
 pub fn record(control_id: &str, raw: &[u8]) -> InboundRecord {
     InboundRecord {
         channel: "adt-in".to_owned(),
-        received_at: jiff::Timestamp::from_second(1_750_000_000).unwrap(),
+        // 2025-06-15T15:06:40Z.
+        received_at: jiff::Timestamp::from_second(1_750_000_000)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
         peer: "10.1.2.3:40000".to_owned(),
         sender: "DPI^CHU".to_owned(),
         message_type: "ADT^A01".to_owned(),
