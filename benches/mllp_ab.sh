@@ -8,6 +8,10 @@
 #   benches/mllp_ab.sh OLD_BIN NEW_BIN [MESSAGES] [ROUNDS] [CONNECTIONS]
 #       (defaults 100000 messages, 3 rounds, 64 connections)
 #
+# With 1 connection every ACK needs its own commit, so each round also prints the serial
+# bound (issue 15): 1 / (median `fdatasync` of a small append in the stores' folder + the null
+# responder's median round trip), and each build's ratio to it.
+#
 # Build first: `cargo build --release && cargo bench --bench mllp_null --no-run`; OLD_BIN is a
 # copy of target/release/ordobridge from the main being compared.
 set -euo pipefail
@@ -47,11 +51,34 @@ load() {
 "$NULL_BIN" 0 > "$WORK/null.log" 2>&1 & PIDS+=($!)
 NULL_PORT=$(wait_port "$WORK/null.log")
 
-echo "| round | receiver | msg/s | p50 ms | p99 ms | / null |"
-echo "|---|---|---|---|---|---|"
+# fsync_ms: the median fdatasync of a 200-byte append in the stores' folder, in ms.
+fsync_ms() {
+  python3 - "$WORK/fsync-probe" <<'PY'
+import os, statistics, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+took = []
+for _ in range(500):
+    os.write(fd, b"x" * 200)
+    start = time.perf_counter()
+    os.fdatasync(fd)
+    took.append(time.perf_counter() - start)
+os.close(fd)
+os.unlink(sys.argv[1])
+print(f"{statistics.median(took) * 1000:.3f}")
+PY
+}
+
+echo "| round | receiver | msg/s | p50 ms | p99 ms | / null | / serial bound |"
+echo "|---|---|---|---|---|---|---|"
 for round in $(seq 1 "$ROUNDS"); do
   read -r null_rate null_p50 null_p99 <<< "$(load "$NULL_PORT")"
-  echo "| $round | null responder | $null_rate | $null_p50 | $null_p99 | |"
+  echo "| $round | null responder | $null_rate | $null_p50 | $null_p99 | | |"
+  bound=""
+  if [ "$CONNS" = 1 ]; then
+    fsync=$(fsync_ms)
+    bound=$(awk -v f="$fsync" -v n="$null_p50" 'BEGIN { printf "%.0f", 1000 / (f + n) }')
+    echo "| $round | serial bound: 1 / (fdatasync $fsync ms + null round trip $null_p50 ms) | $bound | | | | |"
+  fi
   for name in old new; do
     bin=$OLD; [ "$name" = new ] && bin=$NEW
     dir="$WORK/$name-$round"
@@ -70,7 +97,8 @@ TOML
     port=$(wait_port "$dir/ob.log")
     read -r rate p50 p99 <<< "$(load "$port")"
     ratio=$(awk -v a="$rate" -v b="$null_rate" 'BEGIN { if (b > 0) printf "%.1f %%", 100 * a / b }')
-    echo "| $round | ordobridge $name | $rate | $p50 | $p99 | $ratio |"
+    to_bound=$(awk -v a="$rate" -v b="$bound" 'BEGIN { if (b > 0) printf "%.0f %%", 100 * a / b }')
+    echo "| $round | ordobridge $name | $rate | $p50 | $p99 | $ratio | $to_bound |"
     kill "$pid"; wait "$pid" 2>/dev/null || true
     rm -rf "$dir"
   done
