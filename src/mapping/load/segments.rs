@@ -186,17 +186,9 @@ impl Compiler<'_, '_> {
             );
             valid = false;
         }
-        let when = when.and_then(|w| self.condition(w, &format!("{key}.when"), vars));
         let max = known.map(|(_, n)| *n);
-        let fields = match fields {
-            None => Vec::new(),
-            Some(value) => self.fields(value, &format!("{key}.fields"), id_text, max, vars),
-        };
-        valid.then(|| SegmentRule {
-            id: id_text.to_string(),
-            when,
-            fields,
-        })
+        let rule = self.rule(id_text, when, fields, key, vars, max);
+        valid.then_some(rule)
     }
 
     /// An HPRIM record: a known type, `H` first, `L` outside groups.
@@ -229,17 +221,9 @@ impl Compiler<'_, '_> {
         if let Some(problem) = &problem {
             self.report.push(Some(id.span()), &id_key, problem.as_str());
         }
-        let when = when.and_then(|w| self.condition(w, &format!("{key}.when"), vars));
         let max = known.map(|(_, n)| *n);
-        let fields = match fields {
-            None => Vec::new(),
-            Some(value) => self.fields(value, &format!("{key}.fields"), id_text, max, vars),
-        };
-        problem.is_none().then(|| SegmentRule {
-            id: id_text.to_string(),
-            when,
-            fields,
-        })
+        let rule = self.rule(id_text, when, fields, key, vars, max);
+        problem.is_none().then_some(rule)
     }
 
     /// A JSON segment: the object (`/` for the body) that its fields go into.
@@ -264,16 +248,32 @@ impl Compiler<'_, '_> {
                 false
             }
         };
+        let rule = self.rule(id_text, when, fields, key, vars, None);
+        valid.then_some(rule)
+    }
+
+    /// The rule of a segment, record or JSON object `id_text`: its `when` and its `fields`
+    /// (at most `max` when the id is known). Callers compile it even when the id is refused,
+    /// so every problem of the entry is reported at once.
+    fn rule(
+        &mut self,
+        id_text: &str,
+        when: Option<&Spanned<DeValue<'_>>>,
+        fields: Option<&Spanned<DeValue<'_>>>,
+        key: &str,
+        vars: &[String],
+        max: Option<usize>,
+    ) -> SegmentRule {
         let when = when.and_then(|w| self.condition(w, &format!("{key}.when"), vars));
         let fields = match fields {
             None => Vec::new(),
-            Some(value) => self.fields(value, &format!("{key}.fields"), id_text, None, vars),
+            Some(value) => self.fields(value, &format!("{key}.fields"), id_text, max, vars),
         };
-        valid.then(|| SegmentRule {
+        SegmentRule {
             id: id_text.to_string(),
             when,
             fields,
-        })
+        }
     }
 
     pub(super) fn condition(
