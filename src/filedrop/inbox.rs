@@ -1053,58 +1053,10 @@ impl<H: FileHandler> Inbox<H> {
             warn!(channel = %self.channel, file = %name, error = %reason, "file left in the inbox, retrying at next poll");
             return false;
         }
-        let settings = Arc::clone(&self.settings);
-        let file_name = entry.name.clone();
-        let moved = match outcome {
-            Outcome::Committed => {
-                let settle = move || match &settings.after_success {
-                    AfterSuccess::Archive { folder } => {
-                        archive(&settings.folder, folder, &file_name, witness.as_deref())
-                            .map(|()| true)
-                    }
-                    AfterSuccess::Delete => {
-                        delete(&settings.folder, &file_name, witness.as_deref()).map(|()| false)
-                    }
-                };
-                match tokio::task::spawn_blocking(settle).await {
-                    Ok(Ok(true)) => {
-                        bump(&self.stats.files_archived);
-                        debug!(channel = %self.channel, file = %name, "file archived");
-                        Ok(())
-                    }
-                    Ok(Ok(false)) => {
-                        bump(&self.stats.files_deleted);
-                        debug!(channel = %self.channel, file = %name, "file deleted");
-                        Ok(())
-                    }
-                    Ok(Err(error)) => Err(error),
-                    Err(source) => Err(InboxError::Task { path, source }),
-                }
-            }
+        match outcome {
+            Outcome::Committed => self.settle_committed(vec![(entry.name, witness)]).await,
             Outcome::RetryLater(_) => return false,
-            Outcome::Refused(reason) => {
-                let reject = move || {
-                    reject(
-                        &settings.folder,
-                        &settings.error_folder,
-                        &file_name,
-                        witness.as_deref(),
-                        &reason,
-                    )
-                };
-                match tokio::task::spawn_blocking(reject).await {
-                    Ok(Ok(())) => {
-                        bump(&self.stats.files_rejected);
-                        warn!(channel = %self.channel, file = %name, "file refused, moved to the error folder with its reason");
-                        Ok(())
-                    }
-                    Ok(Err(error)) => Err(error),
-                    Err(source) => Err(InboxError::Task { path, source }),
-                }
-            }
-        };
-        if let Err(error) = moved {
-            self.file_failed(&name, &error);
+            Outcome::Refused(reason) => self.refuse(&entry.name, witness, reason).await,
         }
         true
     }
@@ -1206,35 +1158,6 @@ fn today() -> String {
     jiff::Zoned::now().date().strftime("%Y-%m-%d").to_string()
 }
 
-/// Moves a committed file, then its witness, into `archive_root/YYYY-MM-DD/`.
-fn archive(
-    inbox: &Path,
-    archive_root: &Path,
-    name: &OsStr,
-    witness: Option<&OsStr>,
-) -> Result<(), InboxError> {
-    let day = archive_root.join(today());
-    let src = inbox.join(name);
-    let fail = |file: &Path, source| InboxError::Archive {
-        file: file.to_path_buf(),
-        to: day.clone(),
-        source,
-    };
-    fsops::real_dir(archive_root).map_err(|e| fail(&src, e))?;
-    fsops::real_dir(&day).map_err(|e| fail(&src, e))?;
-    let dst = fsops::free_appended(&day, name).map_err(|e| fail(&src, e))?;
-    fsops::move_file(&src, &dst).map_err(|e| fail(&src, e))?;
-    if let Some(witness) = witness {
-        let src = inbox.join(witness);
-        let dst = fsops::free_appended(&day, witness).map_err(|e| fail(&src, e))?;
-        match fsops::move_file(&src, &dst) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(fail(&src, e)),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 /// Moves committed files, each followed by its witness, into `archive_root/YYYY-MM-DD/`,
 /// then fsyncs the day folder and the inbox once for all of them: the moves of a batch are
 /// durable together. A crash before the fsyncs can only bring files back into the inbox,
@@ -1307,24 +1230,6 @@ fn delete_many(
         .collect();
     fsops::sync_dir(inbox);
     answers
-}
-
-/// Deletes a committed file, then its witness.
-fn delete(inbox: &Path, name: &OsStr, witness: Option<&OsStr>) -> Result<(), InboxError> {
-    for file in std::iter::once(name).chain(witness) {
-        let path = inbox.join(file);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(InboxError::Delete {
-                    file: path,
-                    source: e,
-                });
-            }
-            _ => {}
-        }
-    }
-    fsops::sync_dir(inbox);
-    Ok(())
 }
 
 /// Writes `NAME.reason` in the error folder (fsynced), then moves the file and its witness
@@ -1765,7 +1670,8 @@ mod tests {
             fs::create_dir(&root).unwrap();
             let day = root.join(today());
             std::os::unix::fs::symlink(&elsewhere, &day).unwrap();
-            (archive(&inbox, &root, OsStr::new("a.hl7"), None), day)
+            let mut results = archive_many(&inbox, &root, &[("a.hl7".into(), None)]);
+            (results.remove(0), day)
         };
         let text = error_chain(&result.unwrap_err());
         assert!(
@@ -1784,7 +1690,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("a.hl7"), b"x").unwrap();
         fs::write(dir.path().join("a.ok"), b"").unwrap();
-        delete(dir.path(), OsStr::new("a.hl7"), Some(OsStr::new("a.ok"))).unwrap();
+        let mut results = delete_many(dir.path(), &[("a.hl7".into(), Some("a.ok".into()))]);
+        results.remove(0).unwrap();
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
