@@ -30,6 +30,7 @@ mod fhir;
 mod file_in;
 mod hold;
 mod intake;
+pub mod lease;
 mod mllp_in;
 mod processor;
 mod prune;

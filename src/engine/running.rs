@@ -21,6 +21,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use tokio::sync::{Notify, watch};
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span, info_span, warn};
 
+use super::lease::{LeaseSettings, Role, run_leased};
 use crate::config::{Config, Destination, InboundChannel, InboundKind};
 use crate::delivery::{DeliveryStats, run_destination_with_tls};
 use crate::filedrop::{InboxStats, run_inbox};
@@ -176,6 +178,9 @@ struct Shared {
     console: Option<Arc<console::ConsoleShared>>,
     /// Destinations paused from the console, kept across restarts of their tasks.
     pauses: Arc<crate::delivery::PauseSwitches>,
+    /// This node's name and lease duration (`[cluster]`, read at the first apply): on
+    /// PostgreSQL, what one node does at a time runs under a lease (see `lease`).
+    lease: LeaseSettings,
 }
 
 /// Everything the configuration decides, running.
@@ -263,6 +268,10 @@ impl Running {
                 hold_stats: Arc::default(),
                 console: console::ConsoleShared::new().map(Arc::new),
                 pauses,
+                lease: LeaseSettings {
+                    node: String::new(),
+                    duration: Duration::from_secs(10),
+                },
             },
             config: None,
             inbound: BTreeMap::new(),
@@ -599,6 +608,12 @@ impl Running {
             mut summary,
         } = plan;
         let first = self.config.is_none();
+        if first {
+            self.shared.lease = LeaseSettings {
+                node: config.cluster.node_name.clone(),
+                duration: config.cluster.failover_after,
+            };
+        }
 
         // Removed or changed inbound channels: an MLLP server stops accepting at once and
         // drains its connections in the background; a file poller finishes its file first,
@@ -811,12 +826,21 @@ impl Running {
                 let task = {
                     let stats = stats.clone();
                     let channel_name = name.clone();
+                    let (store, lease) = (shared.store.clone(), shared.lease.clone());
                     Task::spawn(
                         &shared.tracker,
                         &shared.shutdown,
                         span,
                         move |token| async move {
-                            run_inbox(&channel_name, settings, handler, stats, token).await;
+                            let role = Role::Inbox(channel_name.clone());
+                            run_leased(store, role, lease, token, |stop| {
+                                let (settings, handler) = (settings.clone(), handler.clone());
+                                let (stats, channel_name) = (stats.clone(), channel_name.clone());
+                                async move {
+                                    run_inbox(&channel_name, settings, handler, stats, stop).await;
+                                }
+                            })
+                            .await;
                             Ok(())
                         },
                     )
@@ -854,11 +878,23 @@ impl Running {
                 }
                 let stats = stats.unwrap_or_default();
                 let settings = settings.clone();
-                let pause = shared.pauses.receiver(name);
+                let (pauses, lease) = (shared.pauses.clone(), shared.lease.clone());
+                let role = Role::Destination(name.to_owned());
                 let task = {
                     let stats = stats.clone();
                     Task::spawn(&shared.tracker, &shared.shutdown, span, move |token| {
-                        run_destination_with_tls(store, settings, tls, notify, stats, pause, token)
+                        run_leased(store.clone(), role, lease, token, move |stop| {
+                            let pause = pauses.receiver(&settings.name);
+                            run_destination_with_tls(
+                                store.clone(),
+                                settings.clone(),
+                                tls.clone(),
+                                notify.clone(),
+                                stats.clone(),
+                                pause,
+                                stop,
+                            )
+                        })
                     })
                 };
                 OutboundTask {
@@ -869,13 +905,22 @@ impl Running {
             }
             (Destination::File(settings), PreparedOutbound::File(outbox)) => {
                 let settings = settings.clone();
-                let pause = shared.pauses.receiver(name);
+                let (pauses, lease) = (shared.pauses.clone(), shared.lease.clone());
+                let role = Role::Destination(name.to_owned());
+                let name = name.to_owned();
                 OutboundTask {
                     settings: destination.clone(),
                     task: Task::spawn(&shared.tracker, &shared.shutdown, span, move |token| {
-                        crate::delivery::run_file_destination(
-                            store, settings, outbox, notify, pause, token,
-                        )
+                        run_leased(store.clone(), role, lease, token, move |stop| {
+                            crate::delivery::run_file_destination(
+                                store.clone(),
+                                settings.clone(),
+                                outbox.clone(),
+                                notify.clone(),
+                                pauses.receiver(&name),
+                                stop,
+                            )
+                        })
                     }),
                     stats: None,
                 }
@@ -900,6 +945,7 @@ impl Running {
         }
         let shared = &self.shared;
         let (store, settings) = (shared.store.clone(), config.census.clone());
+        let lease = shared.lease.clone();
         let (processed, changed, progress) = (
             shared.processed.clone(),
             shared.census_changed.clone(),
@@ -910,15 +956,18 @@ impl Running {
             &shared.shutdown,
             info_span!("processor"),
             move |token| {
-                processor::run_processor(
-                    store,
-                    settings,
-                    Arc::new(phi),
-                    processed,
-                    changed,
-                    progress,
-                    token,
-                )
+                let phi = Arc::new(phi);
+                run_leased(store.clone(), Role::Census, lease, token, move |stop| {
+                    processor::run_processor(
+                        store.clone(),
+                        settings.clone(),
+                        phi.clone(),
+                        processed.clone(),
+                        changed.clone(),
+                        progress.clone(),
+                        stop,
+                    )
+                })
             },
         ));
     }
@@ -941,11 +990,16 @@ impl Running {
             config.store.retention.clone(),
             shared.prune_stats.clone(),
         );
+        let lease = shared.lease.clone();
         self.pruner = Some(Task::spawn(
             &shared.tracker,
             &shared.shutdown,
             info_span!("pruner"),
-            move |token| prune::run_pruner(store, retention, stats, token),
+            move |token| {
+                run_leased(store.clone(), Role::Prune, lease, token, move |stop| {
+                    prune::run_pruner(store.clone(), retention.clone(), stats.clone(), stop)
+                })
+            },
         ));
     }
 
@@ -956,20 +1010,40 @@ impl Running {
         let releaser = {
             let (store, deliverer) = (shared.store.clone(), deliverer.clone());
             let (stats, wake) = (shared.hold_stats.clone(), shared.census_changed.clone());
+            let lease = shared.lease.clone();
             Task::spawn(
                 &shared.tracker,
                 &shared.shutdown,
                 info_span!("releaser"),
-                move |token| hold::run_releaser(store, deliverer, stats, wake, token),
+                move |token| {
+                    run_leased(store.clone(), Role::Holds, lease, token, move |stop| {
+                        hold::run_releaser(
+                            store.clone(),
+                            deliverer.clone(),
+                            stats.clone(),
+                            wake.clone(),
+                            stop,
+                        )
+                    })
+                },
             )
         };
         let sweeper = {
             let (store, deliverer) = (shared.store.clone(), deliverer.clone());
+            let lease = shared.lease.clone();
             Task::spawn(
                 &shared.tracker,
                 &shared.shutdown,
                 info_span!("unsettled pushes"),
-                move |token| unsettled::run_sweeper(store, deliverer, token),
+                move |token| {
+                    run_leased(
+                        store.clone(),
+                        Role::UnsettledPushes,
+                        lease,
+                        token,
+                        move |stop| unsettled::run_sweeper(store.clone(), deliverer.clone(), stop),
+                    )
+                },
             )
         };
         PushTasks { releaser, sweeper }
@@ -1134,6 +1208,12 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         }
     };
     differs("store.path", old.store.path != new.store.path);
+    let database = |config: &Config| match &config.store.backend {
+        crate::store::settings::Backend::Sqlite => None,
+        crate::store::settings::Backend::Postgres(pg) => Some(pg.target.clone()),
+    };
+    differs("store.backend", database(old) != database(new));
+    differs("cluster", old.cluster != new.cluster);
     differs(
         "store.queue_capacity",
         old.store.queue_capacity != new.store.queue_capacity,

@@ -15,6 +15,10 @@ Messages are read as ISO-8859-1 (any byte is a character), as ordobridge's mappi
 
 Prints `PORT <n>` once listening on 127.0.0.1 (second argument; 0 or absent = any free port)
 and serves until killed.
+
+A third argument names a file where each connection, as it opens, appends one line: how many
+connections are open with it (`1` when it is alone), so a test can check that never two
+senders were connected at once.
 """
 import asyncio
 import sys
@@ -24,6 +28,7 @@ import hl7
 from hl7.mllp import start_hl7_server
 
 SEEN = Counter()
+OPEN = 0
 
 
 def control_id(message):
@@ -52,8 +57,13 @@ def answer(control):
     )
 
 
-def make_handler(log_path):
+def make_handler(log_path, connections_path):
     async def handle(reader, writer):
+        global OPEN
+        OPEN += 1
+        if connections_path:
+            with open(connections_path, "a", encoding="utf-8") as log:
+                log.write(f"{OPEN}\n")
         try:
             while not writer.is_closing():
                 message = await reader.readmessage()
@@ -67,15 +77,16 @@ def make_handler(log_path):
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            OPEN -= 1
             if not writer.is_closing():
                 writer.close()
 
     return handle
 
 
-async def main(log_path, port):
+async def main(log_path, port, connections_path):
     async with await start_hl7_server(
-        make_handler(log_path),
+        make_handler(log_path, connections_path),
         host="127.0.0.1",
         port=port,
         limit=1 << 20,
@@ -89,4 +100,10 @@ async def main(log_path, port):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0))
+    asyncio.run(
+        main(
+            sys.argv[1],
+            int(sys.argv[2]) if len(sys.argv) > 2 else 0,
+            sys.argv[3] if len(sys.argv) > 3 else None,
+        )
+    )
