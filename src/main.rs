@@ -154,6 +154,24 @@ enum Command {
         config: PathBuf,
         dest: PathBuf,
     },
+    /// Copy a site's store from its SQLite file into PostgreSQL, to run several nodes:
+    /// journal, census, queues, holds, documents, audit. Stop the daemon first. Idempotent
+    /// and resumable (run it again to finish); the row counts are verified at the end.
+    Migrate {
+        /// `sqlite:PATH`, the store file (`[store] path`).
+        #[arg(long)]
+        from: String,
+        /// `postgres:URL` (`postgres://user@host:port/db`, no password in it).
+        #[arg(long)]
+        to: String,
+        /// A file holding the PostgreSQL password (its first line).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// CA certificates (PEM) for the server's certificate; TLS is required unless the
+        /// server is on this machine.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
     /// Console users.
     #[command(subcommand)]
     User(UserCommand),
@@ -393,6 +411,12 @@ fn main() -> ExitCode {
         Command::User(UserCommand::Add { name, role }) => user_add(&name, role),
         Command::Prune { config, dry_run } => prune(&config, dry_run),
         Command::Backup { config, dest } => backup(&config, &dest),
+        Command::Migrate {
+            from,
+            to,
+            password_file,
+            ca_file,
+        } => migrate(&from, &to, password_file.as_deref(), ca_file.as_deref()),
         Command::Transform {
             mapping,
             bundle: None,
@@ -809,6 +833,60 @@ fn backup(config_path: &Path, dest: &Path) -> Result<ExitCode, String> {
         dest.display(),
         report.pages,
         report.journal_rows
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn migrate(
+    from: &str,
+    to: &str,
+    password_file: Option<&Path>,
+    ca_file: Option<&Path>,
+) -> Result<ExitCode, String> {
+    use ordobridge::store::settings::{Password, PostgresSettings, PostgresTls};
+    let Some(sqlite) = from.strip_prefix("sqlite:") else {
+        return Err(format!(
+            "`--from {from}`: expected `sqlite:PATH`, the store file of the site (`[store] path`)"
+        ));
+    };
+    let Some(url) = to.strip_prefix("postgres:") else {
+        return Err(
+            "`--to`: expected `postgres:URL`, such as `postgres:postgres://ordobridge@db.example:5432/ordobridge`"
+                .to_string(),
+        );
+    };
+    let mut target = PostgresSettings::from_url(url).map_err(|e| format!("`--to`: {e}"))?;
+    if let Some(file) = password_file {
+        target.password =
+            Some(Password::from_file(file).map_err(|e| format!("`--password-file`: {e}"))?);
+    }
+    if let Some(ca) = ca_file {
+        target.tls = PostgresTls::VerifyFull {
+            ca_file: Some(ca.to_path_buf()),
+        };
+    }
+    let sqlite = Path::new(sqlite);
+    if !sqlite.is_file() {
+        return Err(format!(
+            "`--from`: `{}` is not a file: give the store file of the site (`[store] path`)",
+            sqlite.display()
+        ));
+    }
+    let report = ordobridge::store::migrate::copy_sqlite_to_postgres(sqlite, &target, |copy| {
+        let _ = println_out(&format!(
+            "{}: {} row(s), {} copied now",
+            copy.table, copy.rows, copy.copied
+        ));
+    })
+    .map_err(|e| {
+        format!("migrate: {e}; once fixed, run the command again: it resumes where it stopped")
+    })?;
+    let rows: i64 = report.iter().map(|t| t.rows).sum();
+    println_out(&format!(
+        "{}: {} table(s), {rows} row(s), counts verified equal to `{}`",
+        target.target,
+        report.len(),
+        sqlite.display()
     ))?;
     Ok(ExitCode::SUCCESS)
 }

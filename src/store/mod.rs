@@ -44,6 +44,7 @@ mod census;
 mod documents;
 mod follow;
 mod hold;
+pub mod migrate;
 pub mod ownership;
 mod postgres;
 mod prune;

@@ -72,6 +72,21 @@ impl Password {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// The first line of `path` (`password_file`, `ordobridge migrate --password-file`); the
+    /// error says which file and what to do.
+    pub fn from_file(path: &Path) -> Result<Password, String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) if !text.trim_end_matches(['\r', '\n']).is_empty() => {
+                Ok(Password(text.trim_end_matches(['\r', '\n']).to_owned()))
+            }
+            Ok(_) => Err(format!(
+                "`{}` is empty: write the password in it",
+                path.display()
+            )),
+            Err(e) => Err(format!("cannot read `{}`: {e}", path.display())),
+        }
+    }
 }
 
 impl fmt::Debug for Password {
@@ -323,25 +338,10 @@ pub fn postgres(
             "is empty: set it from the environment (`password = \"${ORDOBRIDGE_PG_PASSWORD}\"`) or use `password_file`".to_string(),
         )),
         (Some(password), None) => settings.password = Some(Password(password.get_ref().clone())),
-        (None, Some(file)) => {
-            let path = resolve(base, file.get_ref());
-            match std::fs::read_to_string(&path) {
-                Ok(text) if !text.trim_end_matches(['\r', '\n']).is_empty() => {
-                    settings.password =
-                        Some(Password(text.trim_end_matches(['\r', '\n']).to_owned()));
-                }
-                Ok(_) => problems.push(Problem::at(
-                    file,
-                    "store.password_file",
-                    format!("`{}` is empty: write the password in it", path.display()),
-                )),
-                Err(e) => problems.push(Problem::at(
-                    file,
-                    "store.password_file",
-                    format!("cannot read `{}`: {e}", path.display()),
-                )),
-            }
-        }
+        (None, Some(file)) => match Password::from_file(&resolve(base, file.get_ref())) {
+            Ok(password) => settings.password = Some(password),
+            Err(reason) => problems.push(Problem::at(file, "store.password_file", reason)),
+        },
         (None, None) => {}
     }
     let allow_plain = raw.allow_plain.as_ref().is_some_and(|a| *a.get_ref());

@@ -44,6 +44,7 @@
 //! `FOR UPDATE SKIP LOCKED` in the applying transaction, so a row is applied once.
 
 mod audit;
+mod copy;
 mod journal;
 mod ownership;
 mod queue;
