@@ -79,6 +79,7 @@ async fn metrics_parse_as_openmetrics_and_carry_the_latency_histograms() {
         "ordobridge_mllp_frames counter",
         "ordobridge_queue_pending gauge",
         "ordobridge_store_file_bytes gauge",
+        "ordobridge_node_info gauge",
     ] {
         assert!(
             families.lines().any(|l| l.starts_with(expected)),
@@ -88,6 +89,10 @@ async fn metrics_parse_as_openmetrics_and_carry_the_latency_histograms() {
     assert!(
         exposition.contains("ordobridge_ack_latency_seconds_count{channel=\"adt-in\"}"),
         "{exposition}"
+    );
+    assert!(
+        exposition.contains("ordobridge_node_info{node=\""),
+        "the node's name is on /metrics: {exposition}"
     );
     assert!(
         exposition.ends_with("# EOF\n"),

@@ -607,6 +607,41 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
             .collect::<Vec<_>>(),
     );
     if let Some(store) = &observed.store {
+        family(
+            &mut out,
+            "ordobridge_node_info",
+            "gauge",
+            "this node: its name (`[cluster] node_name`) and its store's backend",
+            &[(
+                vec![
+                    ("node".to_string(), observed.node.clone()),
+                    ("backend".to_string(), store.backend_name().to_string()),
+                ],
+                1,
+            )],
+        );
+        // Which node does what, on PostgreSQL (one lease per destination and per role; see
+        // `engine::lease`); nothing on SQLite, where this node does everything.
+        if let Ok(owners) = store.destination_owners().await {
+            family(
+                &mut out,
+                "ordobridge_lease_live",
+                "gauge",
+                "1 while `node` holds the lease of `role` (a destination, or @census, @holds, @inbox:NAME …)",
+                &owners
+                    .iter()
+                    .map(|o| {
+                        (
+                            vec![
+                                ("role".to_string(), o.destination.clone()),
+                                ("node".to_string(), o.node.clone()),
+                            ],
+                            u64::from(o.live),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            );
+        }
         let (file, wal) = store_sizes(store);
         family(
             &mut out,
