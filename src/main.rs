@@ -879,7 +879,10 @@ fn migrate(
         ));
     })
     .map_err(|e| {
-        format!("migrate: {e}; once fixed, run the command again: it resumes where it stopped")
+        format!(
+            "migrate: {}; once fixed, run the command again: it resumes where it stopped",
+            ordobridge::text::error_chain(&e)
+        )
     })?;
     let rows: i64 = report.iter().map(|t| t.rows).sum();
     println_out(&format!(

@@ -144,6 +144,10 @@ pub(super) struct TargetTable {
     pub(super) integer_key: Option<String>,
     /// Whether a column is `GENERATED ALWAYS AS IDENTITY` (needs `OVERRIDING SYSTEM VALUE`).
     pub(super) identity: Vec<String>,
+    /// The other tables its foreign keys name: copied before it.
+    pub(super) parents: Vec<String>,
+    /// Its columns with a foreign key to its own table.
+    pub(super) self_references: Vec<String>,
 }
 
 /// A value for PostgreSQL, converted from SQLite's.
@@ -243,6 +247,25 @@ pub(super) fn quoted(name: &str) -> Result<String, StoreError> {
     Ok(format!("\"{name}\""))
 }
 
+/// The tables in an order where each comes after the tables its foreign keys name (the
+/// census's patients before their encounters, encounters before movements); otherwise by name.
+fn parents_first(
+    mut plans: Vec<(String, TargetTable, Vec<Column>)>,
+) -> Vec<(String, TargetTable, Vec<Column>)> {
+    let mut ordered = Vec::with_capacity(plans.len());
+    while !plans.is_empty() {
+        let waiting: Vec<String> = plans.iter().map(|(table, ..)| table.clone()).collect();
+        // A table whose parents are all copied (a cycle, which the store has none of, would
+        // go by name rather than loop).
+        let next = plans
+            .iter()
+            .position(|(_, target, _)| !target.parents.iter().any(|p| waiting.contains(p)))
+            .unwrap_or(0);
+        ordered.push(plans.remove(next));
+    }
+    ordered
+}
+
 /// Copies the store at `sqlite` into the PostgreSQL database of `target` (migrated to this
 /// build's schema first), table by table; `progress` hears of each table once it is copied.
 pub fn copy_sqlite_to_postgres(
@@ -327,6 +350,7 @@ pub fn copy_sqlite_to_postgres(
         plans.push((table.clone(), target_table, columns));
     }
 
+    let plans = parents_first(plans);
     let mut report = Vec::with_capacity(plans.len());
     for (table, target_table, columns) in plans {
         let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
@@ -340,20 +364,39 @@ pub fn copy_sqlite_to_postgres(
             .integer_key
             .as_ref()
             .filter(|key| names.contains(&key.as_str()));
+        // A column referring to its own table (a merged patient to the patient it was merged
+        // into) may name a row further on: it is copied empty, then set once every row is in.
+        let deferred: Vec<usize> = columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| target_table.self_references.contains(&c.name))
+            .map(|(index, _)| index)
+            .collect();
+        if !deferred.is_empty() && key.is_none() {
+            return Err(MigrateError::Value {
+                path: sqlite.to_path_buf(),
+                table: table.clone(),
+                row: 0,
+                column: columns[deferred[0]].name.clone(),
+                reason: "refers to its own table, which has no integer key to set it by"
+                    .to_string(),
+            });
+        }
         let after = match key {
             Some(key) => postgres.max_key(&table, key)?,
             None => None,
         };
-        let order = match key {
-            Some(key) => quoted(key)?,
-            None => "rowid".to_owned(),
-        };
-        let select = match after {
-            Some(_) => {
-                format!("SELECT rowid, {selected} FROM {from} WHERE {order} > ?1 ORDER BY {order}")
+        // Without an integer key (a table keyed by several columns, `WITHOUT ROWID` on
+        // SQLite), every row is offered again; the ones there already are skipped.
+        let select = match (key, after) {
+            (Some(key), Some(_)) => {
+                let key = quoted(key)?;
+                format!("SELECT {selected} FROM {from} WHERE {key} > ?1 ORDER BY {key}")
             }
-            None => format!("SELECT rowid, {selected} FROM {from} ORDER BY {order}"),
+            (Some(key), None) => format!("SELECT {selected} FROM {from} ORDER BY {}", quoted(key)?),
+            (None, _) => format!("SELECT {selected} FROM {from}"),
         };
+        let key_index = key.and_then(|key| names.iter().position(|name| name == key));
         let mut statement = snapshot.prepare(&select).map_err(read(&table))?;
         let mut rows = match after {
             Some(after) => statement.query([after]),
@@ -365,21 +408,31 @@ pub fn copy_sqlite_to_postgres(
         let mut copied = 0u64;
         let mut batch: Vec<Vec<PgValue>> = Vec::with_capacity(per_batch);
         let mut batch_bytes = 0usize;
+        let mut ordinal = 0i64;
         while let Some(row) = rows.next().map_err(read(&table))? {
-            let rowid: i64 = row.get(0).map_err(read(&table))?;
+            ordinal += 1;
             let mut values = Vec::with_capacity(columns.len());
             for (index, column) in columns.iter().enumerate() {
-                let value: Value = row.get(index + 1).map_err(read(&table))?;
-                let value =
-                    PgValue::convert(value, column.kind).map_err(|reason| MigrateError::Value {
+                let value: Value = row.get(index).map_err(read(&table))?;
+                let value = PgValue::convert(value, column.kind).map_err(|reason| {
+                    // The row by its key when it has one, else by its rank in the copy.
+                    let row = key_index
+                        .and_then(|k| row.get::<_, i64>(k).ok())
+                        .unwrap_or(ordinal);
+                    MigrateError::Value {
                         path: sqlite.to_path_buf(),
                         table: table.clone(),
-                        row: rowid,
+                        row,
                         column: column.name.clone(),
                         reason,
-                    })?;
+                    }
+                })?;
                 batch_bytes += value.size();
-                values.push(value);
+                values.push(if deferred.contains(&index) {
+                    PgValue::Null
+                } else {
+                    value
+                });
             }
             batch.push(values);
             if batch.len() >= per_batch || batch_bytes >= BATCH_BYTES {
@@ -393,6 +446,28 @@ pub fn copy_sqlite_to_postgres(
         }
         drop(rows);
         drop(statement);
+        if let Some(key) = key {
+            for &index in &deferred {
+                let column = &columns[index].name;
+                let pairs: Vec<(i64, i64)> = {
+                    let mut statement = snapshot
+                        .prepare(&format!(
+                            "SELECT {}, {} FROM {from} WHERE {} IS NOT NULL",
+                            quoted(key)?,
+                            quoted(column)?,
+                            quoted(column)?
+                        ))
+                        .map_err(read(&table))?;
+                    statement
+                        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                        .and_then(Iterator::collect)
+                        .map_err(read(&table))?
+                };
+                for chunk in pairs.chunks(BATCH_ROWS * 10) {
+                    postgres.set_references(&table, key, column, chunk)?;
+                }
+            }
+        }
         for column in &target_table.identity {
             postgres.advance_identity(&table, column)?;
         }

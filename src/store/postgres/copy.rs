@@ -53,6 +53,8 @@ impl Postgres {
                 defaulted: Vec::new(),
                 integer_key: None,
                 identity: Vec::new(),
+                parents: Vec::new(),
+                self_references: Vec::new(),
             };
             for row in &rows {
                 let name: String = row.get(0);
@@ -85,7 +87,55 @@ impl Postgres {
                     target.integer_key = Some(only.get(0));
                 }
             }
+            let references = connection
+                .query(
+                    "SELECT c.confrelid::regclass::text, a.attname::text
+                     FROM pg_constraint c
+                     JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)
+                     WHERE c.contype = 'f' AND c.conrelid = to_regclass(quote_ident($1))",
+                    &[&table],
+                )
+                .await
+                .map_err(inner.failed(OPERATION))?;
+            for reference in &references {
+                let (parent, column): (String, String) = (reference.get(0), reference.get(1));
+                if parent == table {
+                    target.self_references.push(column);
+                } else if !target.parents.contains(&parent) {
+                    target.parents.push(parent);
+                }
+            }
             Ok(Some(target))
+        })
+    }
+
+    /// Sets `table.column` of the rows keyed by the first of each pair to the second, in one
+    /// transaction (references to rows of the same table, set once every row is copied).
+    pub(in crate::store) fn set_references(
+        &self,
+        table: &str,
+        key: &str,
+        column: &str,
+        pairs: &[(i64, i64)],
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "UPDATE {table} AS t SET {column} = v.target
+             FROM (SELECT unnest($1::bigint[]) AS key, unnest($2::bigint[]) AS target) AS v
+             WHERE t.{key} = v.key AND t.{column} IS DISTINCT FROM v.target",
+            table = quoted(table)?,
+            column = quoted(column)?,
+            key = quoted(key)?
+        );
+        let keys: Vec<i64> = pairs.iter().map(|(k, _)| *k).collect();
+        let targets: Vec<i64> = pairs.iter().map(|(_, t)| *t).collect();
+        self.block(move |inner| async move {
+            const OPERATION: &str = "migrate: references within a table";
+            let connection = inner.connection(OPERATION).await?;
+            connection
+                .execute(&sql, &[&keys, &targets])
+                .await
+                .map_err(inner.failed(OPERATION))?;
+            Ok(())
         })
     }
 
