@@ -233,7 +233,9 @@ impl Store {
         &self,
         lookup: CensusLookup,
     ) -> Result<Option<CensusRecord>, StoreError> {
-        self.sqlite_only("census_record")?;
+        if let Some(postgres) = self.postgres() {
+            return postgres.census_record(lookup).await;
+        }
         self.read_blocking(move |connection| census_record(connection, &lookup))
             .await
     }
