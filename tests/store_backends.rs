@@ -1506,6 +1506,63 @@ async fn journal_throughput(#[values(Backend::Sqlite, Backend::Postgres)] backen
     );
 }
 
+/// Census updates applied per second as the processor submits them (chunks of 32, all in
+/// flight), both backends on this machine:
+/// `cargo test --test store_backends -- --ignored --nocapture census_throughput`.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run on demand"]
+async fn census_throughput(#[values(Backend::Sqlite, Backend::Postgres)] backend: Backend) {
+    let fixture = open(backend);
+    let store = &fixture.store;
+    let patients = 200;
+    let mut work = Vec::new();
+    for p in 0..patients {
+        for (step, trigger) in [
+            "A01", "A02", "A02", "A02", "A02", "A02", "A02", "A02", "A02", "A03",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let raw = adt(
+                trigger,
+                &format!("7{p:05}"),
+                "DURAND",
+                &format!("9{p:05}"),
+                &format!("T{p}-{step}"),
+                &format!("202611{:02}080000", 10 + step),
+                &format!("U{step}"),
+            );
+            work.push(raw);
+        }
+    }
+    let mut rows = Vec::new();
+    for raw in &work {
+        rows.push((journal_adt(store, raw).await, census_update(raw)));
+    }
+    let started = std::time::Instant::now();
+    let mut pending = Vec::new();
+    let total = rows.len();
+    let mut rows = rows.into_iter();
+    loop {
+        let chunk: Vec<_> = rows.by_ref().take(32).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        pending.push(store.submit_census(chunk).await);
+    }
+    for chunk in pending {
+        for outcome in chunk.outcomes().await {
+            assert_eq!(outcome.unwrap().status, ApplyStatus::Applied);
+        }
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "{backend:?}: {total} census updates in {elapsed:.2?} = {:.0}/s",
+        f64::from(u32::try_from(total).unwrap()) / elapsed.as_secs_f64()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Configuration
 

@@ -11,10 +11,13 @@
 //! time; this is the safety net) may collide on a unique key or deadlock: the loser's
 //! transaction is rolled back and applied again, seeing the winner's rows.
 //!
-//! # Order
+//! # Order and commits
 //!
 //! [`Postgres::submit_census`] applies a submission's updates one after the other, after
 //! those of the submissions before it: per patient, the processor's journal-id order holds.
+//! A submission (the processor's chunk, 32 updates) is one transaction with a savepoint around
+//! each update, as SQLite's writer does: one commit for the chunk, and a failing update is
+//! left out alone.
 //!
 //! # Why blocking
 //!
@@ -704,6 +707,78 @@ fn apply_once(
     Ok(outcome)
 }
 
+/// A submitted update and where its answer goes.
+type Work = (
+    i64,
+    CensusUpdate,
+    oneshot::Sender<Result<CensusOutcome, StoreError>>,
+);
+
+/// Applies a submission (blocking thread of the runtime) and answers each update after the
+/// commit. If the transaction itself fails (connection lost, commit refused), each update is
+/// applied again alone: a row already applied answers `AlreadyProcessed`.
+fn apply_submission(inner: &Inner, handle: &Handle, work: Vec<Work>) {
+    match apply_together(inner, handle, &work) {
+        Ok(outcomes) => {
+            for ((_, _, reply), outcome) in work.into_iter().zip(outcomes) {
+                // A caller that stopped waiting: its update is committed all the same.
+                let _ = reply.send(outcome);
+            }
+        }
+        Err(error) => {
+            tracing::debug!(%error, "census submission not committed: each update alone");
+            for (journal_id, update, reply) in work {
+                let _ = reply.send(apply(inner, handle, journal_id, &update));
+            }
+        }
+    }
+}
+
+/// One transaction, a savepoint around each update; the outcome of each, once committed.
+fn apply_together(
+    inner: &Inner,
+    handle: &Handle,
+    work: &[Work],
+) -> Result<Vec<Result<CensusOutcome, StoreError>>, StoreError> {
+    const OPERATION: &str = "apply_census";
+    let failed = inner.failed(OPERATION);
+    let mut connection = handle.block_on(inner.connection(OPERATION))?;
+    let mut transaction = handle.block_on(connection.transaction()).map_err(&failed)?;
+    let mut outcomes = Vec::with_capacity(work.len());
+    for (journal_id, update, _) in work {
+        let mut tries = 0;
+        let outcome = loop {
+            tries += 1;
+            let savepoint = handle
+                .block_on(transaction.savepoint("census_update"))
+                .map_err(&failed)?;
+            let executor = Pg {
+                transaction: &savepoint,
+                handle,
+                inner,
+                operation: OPERATION,
+            };
+            match census::apply_with(&executor, *journal_id, update) {
+                Ok(outcome) => {
+                    handle.block_on(savepoint.commit()).map_err(&failed)?;
+                    break Ok(outcome);
+                }
+                Err(error) => {
+                    handle.block_on(savepoint.rollback()).map_err(&failed)?;
+                    if tries < TRIES && lost_a_race(&error) {
+                        tracing::debug!(journal_id, %error, "census update lost a race: applied again");
+                        continue;
+                    }
+                    break Err(error);
+                }
+            }
+        };
+        outcomes.push(outcome);
+    }
+    handle.block_on(transaction.commit()).map_err(&failed)?;
+    Ok(outcomes)
+}
+
 /// Runs a view in one read-only snapshot (the statements agree with each other).
 fn read<T>(
     inner: &Inner,
@@ -749,8 +824,8 @@ impl Postgres {
     }
 
     /// [`Store::submit_census`](crate::store::Store::submit_census): the updates are applied
-    /// in order, after those of every earlier submission, each in its own transaction; each
-    /// answer comes after its commit.
+    /// in order, after those of every earlier submission, in one transaction (a savepoint
+    /// each); the answers come after its commit.
     pub(in crate::store) fn submit_census(
         &self,
         updates: Vec<(i64, CensusUpdate)>,
@@ -776,12 +851,7 @@ impl Postgres {
                 let _ = before.await;
             }
             let blocking = handle.clone();
-            let applied = blocking.spawn_blocking(move || {
-                for (journal_id, update, reply) in work {
-                    // A caller that stopped waiting still gets its update applied.
-                    let _ = reply.send(apply(&inner, &handle, journal_id, &update));
-                }
-            });
+            let applied = blocking.spawn_blocking(move || apply_submission(&inner, &handle, work));
             let _ = applied.await;
         }));
         answers
