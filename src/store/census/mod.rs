@@ -32,7 +32,7 @@ pub(in crate::store) use apply::{
 pub use query::render;
 pub(in crate::store) use query::{
     Read, StoredEncounter, StoredPatient, StoredPractitioner, ViewBy, patient_view, practitioner,
-    practitioner_with, record, view,
+    practitioner_with, record, sqlite_record, view,
 };
 
 #[cfg(test)]

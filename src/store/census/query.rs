@@ -120,6 +120,14 @@ pub(in crate::store) fn practitioner(
     practitioner_with(&super::sqlite::Sqlite(conn), rpps)
 }
 
+/// The census record for `lookup` on SQLite (a read connection).
+pub(in crate::store) fn sqlite_record(
+    conn: &rusqlite::Connection,
+    lookup: &CensusLookup,
+) -> rusqlite::Result<Option<CensusRecord>> {
+    record(&super::sqlite::Sqlite(conn), lookup)
+}
+
 /// The patient for `key`, with the survivor's data when the key names a merged IPP.
 pub(in crate::store) fn view<R: Read>(
     db: &R,
