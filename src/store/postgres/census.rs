@@ -19,19 +19,23 @@
 //! each update, as SQLite's writer does: one commit for the chunk, and a failing update is
 //! left out alone.
 //!
-//! # Why blocking
+//! # Why blocking, and the pipeline
 //!
 //! The rules (`census::apply`) are synchronous, written once for both backends; here they run
-//! on a blocking thread of the backend's runtime, each statement waiting for its answer from
-//! the connection, which the runtime's workers drive.
+//! on a blocking thread of the backend's runtime, each read waiting for its answer from the
+//! connection, which the runtime's workers drive. A write whose answer the rules do not use
+//! (every `UPDATE`, most `INSERT`s) is not waited for: it is kept and sent with the next read
+//! (or before the commit) in one pipeline, in order, so the server runs every statement in
+//! the rules' order and an update costs one round trip per read, not per statement.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{IsNull, ToSql, Type};
 
 use super::{Inner, Postgres};
 use crate::census::{CensusUpdate, EncounterStatus, Event, Patient, Practitioner};
@@ -144,44 +148,169 @@ struct Pg<'t, 'c> {
     handle: &'t Handle,
     inner: &'t Inner,
     operation: &'static str,
+    /// Writes not sent yet (see the module docs), in order.
+    deferred: RefCell<Vec<(&'static str, Vec<Value>)>>,
+}
+
+impl<'t, 'c> Pg<'t, 'c> {
+    fn new(
+        transaction: &'t deadpool_postgres::Transaction<'c>,
+        handle: &'t Handle,
+        inner: &'t Inner,
+        operation: &'static str,
+    ) -> Pg<'t, 'c> {
+        Pg {
+            transaction,
+            handle,
+            inner,
+            operation,
+            deferred: RefCell::new(Vec::new()),
+        }
+    }
+}
+
+/// A parameter of a deferred write, owned (the caller's values are gone when it is sent).
+#[derive(Debug)]
+enum Value {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Int(value) => value.to_sql(ty, out),
+            Value::Text(value) => value.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <i64 as ToSql>::accepts(ty) || <String as ToSql>::accepts(ty)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+impl From<&i64> for Value {
+    fn from(value: &i64) -> Value {
+        Value::Int(Some(*value))
+    }
+}
+
+impl From<&Option<i64>> for Value {
+    fn from(value: &Option<i64>) -> Value {
+        Value::Int(*value)
+    }
+}
+
+impl From<&&str> for Value {
+    fn from(value: &&str) -> Value {
+        Value::Text(Some((*value).to_owned()))
+    }
+}
+
+impl From<&String> for Value {
+    fn from(value: &String) -> Value {
+        Value::Text(Some(value.clone()))
+    }
+}
+
+impl From<&Option<String>> for Value {
+    fn from(value: &Option<String>) -> Value {
+        Value::Text(value.clone())
+    }
+}
+
+impl From<&Option<&str>> for Value {
+    fn from(value: &Option<&str>) -> Value {
+        Value::Text(value.map(str::to_owned))
+    }
+}
+
+/// The parameters of a deferred write.
+macro_rules! values {
+    ($($value:expr),* $(,)?) => {
+        vec![$(Value::from($value)),*]
+    };
 }
 
 impl Pg<'_, '_> {
-    fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, StoreError> {
+    /// Sends the deferred writes, then `read` if any, in one pipeline; the read's rows.
+    fn pipeline(&self, read: Option<(&str, &Params<'_>)>) -> Result<Option<Vec<Row>>, StoreError> {
+        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
         self.handle
             .block_on(async {
-                let statement = self.transaction.prepare_cached(sql).await?;
-                self.transaction.query(&statement, params).await
+                // Prepared first (cached per connection after its first use): the requests
+                // below are then each sent when first polled, in this order.
+                let mut writes = Vec::with_capacity(deferred.len());
+                for (sql, values) in &deferred {
+                    writes.push((self.transaction.prepare_cached(sql).await?, values));
+                }
+                let read = match read {
+                    Some((sql, params)) => {
+                        Some((self.transaction.prepare_cached(sql).await?, params))
+                    }
+                    None => None,
+                };
+                let sent = writes.iter().map(|(statement, values)| async move {
+                    let params: Vec<&(dyn ToSql + Sync)> = values
+                        .iter()
+                        .map(|value| value as &(dyn ToSql + Sync))
+                        .collect();
+                    self.transaction.execute(statement, &params).await
+                });
+                let rows = async {
+                    match &read {
+                        Some((statement, params)) => {
+                            self.transaction.query(statement, params).await.map(Some)
+                        }
+                        None => Ok(None),
+                    }
+                };
+                let (written, rows) = futures::join!(futures::future::join_all(sent), rows);
+                for result in written {
+                    result?;
+                }
+                rows
             })
             .map_err(self.inner.failed(self.operation))
+    }
+
+    fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, StoreError> {
+        Ok(self.pipeline(Some((sql, params)))?.unwrap_or_default())
     }
 
     fn optional(&self, sql: &str, params: &Params<'_>) -> Result<Option<Row>, StoreError> {
-        self.handle
-            .block_on(async {
-                let statement = self.transaction.prepare_cached(sql).await?;
-                self.transaction.query_opt(&statement, params).await
-            })
-            .map_err(self.inner.failed(self.operation))
+        let mut rows = self.query(sql, params)?;
+        if rows.len() > 1 {
+            return Err(self.inner.corrupt(
+                self.operation,
+                format!("{} rows where one at most was expected", rows.len()),
+            ));
+        }
+        Ok(rows.pop())
     }
 
     fn one(&self, sql: &str, params: &Params<'_>) -> Result<Row, StoreError> {
-        self.handle
-            .block_on(async {
-                let statement = self.transaction.prepare_cached(sql).await?;
-                self.transaction.query_one(&statement, params).await
-            })
-            .map_err(self.inner.failed(self.operation))
+        self.optional(sql, params)?.ok_or_else(|| {
+            self.inner
+                .corrupt(self.operation, "no row where one was expected".to_owned())
+        })
     }
 
-    fn execute(&self, sql: &str, params: &Params<'_>) -> Result<(), StoreError> {
-        self.handle
-            .block_on(async {
-                let statement = self.transaction.prepare_cached(sql).await?;
-                self.transaction.execute(&statement, params).await
-            })
-            .map_err(self.inner.failed(self.operation))?;
+    /// A write whose answer is not needed: sent with the next read, or by [`Pg::flush`].
+    fn execute(&self, sql: &'static str, values: Vec<Value>) -> Result<(), StoreError> {
+        self.deferred.borrow_mut().push((sql, values));
         Ok(())
+    }
+
+    /// Sends the deferred writes (before a commit).
+    fn flush(&self) -> Result<(), StoreError> {
+        self.pipeline(None).map(drop)
     }
 }
 
@@ -211,7 +340,7 @@ impl Census for Pg<'_, '_> {
     fn claim(&self, journal_id: i64, note: Option<&str>) -> Result<Option<String>, StoreError> {
         let status: Option<String> = self.optional(CLAIM, &[&journal_id])?.map(|row| row.get(0));
         if status.as_deref() == Some("accepted") {
-            self.execute(MARK_PROCESSED, &[&journal_id, &note])?;
+            self.execute(MARK_PROCESSED, values![&journal_id, &note])?;
         }
         Ok(status)
     }
@@ -227,7 +356,7 @@ impl Census for Pg<'_, '_> {
     }
 
     fn touch(&self, id: i64, now: i64, older_than: i64) -> Result<(), StoreError> {
-        self.execute(PATIENT_TOUCH, &[&id, &now, &older_than])
+        self.execute(PATIENT_TOUCH, values![&id, &now, &older_than])
     }
 
     fn ipp_of(&self, id: i64) -> Result<String, StoreError> {
@@ -261,7 +390,7 @@ impl Census for Pg<'_, '_> {
         let identity = Identity::of(p);
         self.execute(
             PATIENT_UPDATE,
-            &[
+            values![
                 &id,
                 &identity.legal_family,
                 &identity.legal_given,
@@ -288,7 +417,7 @@ impl Census for Pg<'_, '_> {
     ) -> Result<(), StoreError> {
         self.execute(
             IDENTIFIER_INSERT,
-            &[&patient_id, &id_type, &authority, &value],
+            values![&patient_id, &id_type, &authority, &value],
         )
     }
 
@@ -300,7 +429,7 @@ impl Census for Pg<'_, '_> {
     ) -> Result<(), StoreError> {
         self.execute(
             PRACTITIONER_UPSERT,
-            &[
+            values![
                 &rpps,
                 &doctor.family,
                 &doctor.given,
@@ -350,7 +479,7 @@ impl Census for Pg<'_, '_> {
     fn save_encounter(&self, id: i64, s: &State, journal_id: i64) -> Result<(), StoreError> {
         self.execute(
             ENCOUNTER_UPDATE,
-            &[
+            values![
                 &id,
                 &s.status.as_str(),
                 &s.class,
@@ -412,7 +541,7 @@ impl Census for Pg<'_, '_> {
         let cancel_journal_id = cancelled.then_some(journal_id);
         self.execute(
             MOVEMENT_INSERT,
-            &[
+            values![
                 &movement_id,
                 &encounter_id,
                 &f.event.trigger(),
@@ -440,7 +569,7 @@ impl Census for Pg<'_, '_> {
     ) -> Result<(), StoreError> {
         self.execute(
             MOVEMENT_UPDATE,
-            &[
+            values![
                 &seq,
                 &encounter_id,
                 &f.event.trigger(),
@@ -458,7 +587,7 @@ impl Census for Pg<'_, '_> {
     }
 
     fn cancel_movement(&self, seq: i64, journal_id: i64) -> Result<(), StoreError> {
-        self.execute(MOVEMENT_CANCEL, &[&seq, &journal_id])
+        self.execute(MOVEMENT_CANCEL, values![&seq, &journal_id])
     }
 
     fn latest_movement(
@@ -484,7 +613,7 @@ impl Census for Pg<'_, '_> {
         journal_id: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.execute(PATIENT_STUB, &[&ipp, &survivor, &journal_id, &now])
+        self.execute(PATIENT_STUB, values![&ipp, &survivor, &journal_id, &now])
     }
 
     fn merge_patient(
@@ -494,9 +623,12 @@ impl Census for Pg<'_, '_> {
         journal_id: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.execute(PATIENT_MERGE, &[&merged, &survivor, &journal_id, &now])?;
-        self.execute(PATIENT_FLATTEN, &[&merged, &survivor])?;
-        self.execute(ENCOUNTERS_MOVE, &[&merged, &survivor])
+        self.execute(
+            PATIENT_MERGE,
+            values![&merged, &survivor, &journal_id, &now],
+        )?;
+        self.execute(PATIENT_FLATTEN, values![&merged, &survivor])?;
+        self.execute(ENCOUNTERS_MOVE, values![&merged, &survivor])
     }
 
     fn insert_anomaly(
@@ -507,7 +639,7 @@ impl Census for Pg<'_, '_> {
     ) -> Result<(), StoreError> {
         self.execute(
             ANOMALY_INSERT,
-            &[
+            values![
                 &journal_id,
                 &patient_id,
                 &anomaly.kind.as_str(),
@@ -696,13 +828,9 @@ fn apply_once(
     let failed = inner.failed(OPERATION);
     let mut connection = handle.block_on(inner.connection(OPERATION))?;
     let transaction = handle.block_on(connection.transaction()).map_err(&failed)?;
-    let executor = Pg {
-        transaction: &transaction,
-        handle,
-        inner,
-        operation: OPERATION,
-    };
+    let executor = Pg::new(&transaction, handle, inner, OPERATION);
     let outcome = census::apply_with(&executor, journal_id, update)?;
+    executor.flush()?;
     handle.block_on(transaction.commit()).map_err(&failed)?;
     Ok(outcome)
 }
@@ -752,13 +880,10 @@ fn apply_together(
             let savepoint = handle
                 .block_on(transaction.savepoint("census_update"))
                 .map_err(&failed)?;
-            let executor = Pg {
-                transaction: &savepoint,
-                handle,
-                inner,
-                operation: OPERATION,
-            };
-            match census::apply_with(&executor, *journal_id, update) {
+            let executor = Pg::new(&savepoint, handle, inner, OPERATION);
+            match census::apply_with(&executor, *journal_id, update)
+                .and_then(|outcome| executor.flush().map(|()| outcome))
+            {
                 Ok(outcome) => {
                     handle.block_on(savepoint.commit()).map_err(&failed)?;
                     break Ok(outcome);
@@ -797,12 +922,7 @@ fn read<T>(
                 .start(),
         )
         .map_err(&failed)?;
-    let executor = Pg {
-        transaction: &transaction,
-        handle,
-        inner,
-        operation,
-    };
+    let executor = Pg::new(&transaction, handle, inner, operation);
     let found = view(&executor)?;
     handle.block_on(transaction.commit()).map_err(&failed)?;
     Ok(found)
