@@ -1366,6 +1366,94 @@ async fn ok_postgres_over_tls_and_err_unknown_ca() {
     );
 }
 
+/// An update that fails in SQL (here a movement id the database refuses, set up for the test)
+/// is left out alone: the other updates of its submission commit, its row stays `accepted`
+/// for the processor to try again, and it applies once the cause is gone.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_census_failing_update_is_left_out_alone(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let fixture = open(backend);
+    let store = &fixture.store;
+    let refuse = "CREATE TRIGGER refuse_bad BEFORE INSERT ON census_movements \
+                  WHEN NEW.movement_id = 'BAD' BEGIN SELECT RAISE(ABORT, 'refused (test)'); END;";
+    let sqlite = || rusqlite::Connection::open(store.path()).unwrap();
+    match &fixture.server {
+        None => sqlite().execute_batch(refuse).unwrap(),
+        Some(server) => client(server)
+            .await
+            .batch_execute(
+                "ALTER TABLE census_movements ADD CONSTRAINT refuse_bad \
+                 CHECK (movement_id <> 'BAD')",
+            )
+            .await
+            .unwrap(),
+    }
+    let messages = [
+        adt(
+            "A01",
+            "450001",
+            "DURAND",
+            "830001",
+            "F1",
+            "20261110080000",
+            "U1",
+        ),
+        adt(
+            "A01",
+            "450002",
+            "DURAND",
+            "830002",
+            "BAD",
+            "20261110080000",
+            "U1",
+        ),
+        adt(
+            "A01",
+            "450003",
+            "DURAND",
+            "830003",
+            "F3",
+            "20261110080000",
+            "U1",
+        ),
+    ];
+    let mut work = Vec::new();
+    for raw in &messages {
+        work.push((journal_adt(store, raw).await, census_update(raw)));
+    }
+    let bad = work[1].0;
+    let outcomes = store.submit_census(work).await.outcomes().await;
+    assert_eq!(outcomes[0].as_ref().unwrap().status, ApplyStatus::Applied);
+    assert!(outcomes[1].is_err(), "{outcomes:?}");
+    assert_eq!(outcomes[2].as_ref().unwrap().status, ApplyStatus::Applied);
+    assert_eq!(
+        store.journal_entry(bad).unwrap().unwrap().summary.status,
+        "accepted"
+    );
+    assert_eq!(
+        store.census_patient(&ipp("450002")).unwrap(),
+        None,
+        "rolled back whole"
+    );
+    assert_eq!(patient(store, ipp("450003")).movements.len(), 1);
+    match &fixture.server {
+        None => sqlite().execute_batch("DROP TRIGGER refuse_bad").unwrap(),
+        Some(server) => client(server)
+            .await
+            .batch_execute("ALTER TABLE census_movements DROP CONSTRAINT refuse_bad")
+            .await
+            .unwrap(),
+    }
+    let outcome = store
+        .apply_census(bad, census_update(&messages[1]))
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, ApplyStatus::Applied);
+    assert_eq!(patient(store, ipp("450002")).movements.len(), 1);
+}
+
 /// Two nodes applying the same journal rows at once (two stores on one database): each row is
 /// applied once, the other attempt answers `AlreadyProcessed`; two rows naming one new patient
 /// at once both apply (the loser of the insert race runs again) and make one patient.

@@ -137,6 +137,11 @@ const VIEW_PRACTITIONER: &str =
 const ENCOUNTER_NDA: &str = "SELECT nda FROM census_encounters WHERE id = $1";
 const ENCOUNTER_IDS: &str = "SELECT nda, id FROM census_encounters WHERE patient_id = $1";
 
+/// Around each update of a submission (see the module docs).
+const SAVEPOINT: &str = "SAVEPOINT census_update";
+const RELEASE: &str = "RELEASE SAVEPOINT census_update";
+const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT census_update; RELEASE SAVEPOINT census_update";
+
 /// Tries of an update whose transaction lost to a concurrent one (see the module docs).
 const TRIES: usize = 3;
 
@@ -871,32 +876,36 @@ fn apply_together(
     const OPERATION: &str = "apply_census";
     let failed = inner.failed(OPERATION);
     let mut connection = handle.block_on(inner.connection(OPERATION))?;
-    let mut transaction = handle.block_on(connection.transaction()).map_err(&failed)?;
+    let transaction = handle.block_on(connection.transaction()).map_err(&failed)?;
+    let executor = Pg::new(&transaction, handle, inner, OPERATION);
     let mut outcomes = Vec::with_capacity(work.len());
     for (journal_id, update, _) in work {
         let mut tries = 0;
         let outcome = loop {
             tries += 1;
-            let savepoint = handle
-                .block_on(transaction.savepoint("census_update"))
-                .map_err(&failed)?;
-            let executor = Pg::new(&savepoint, handle, inner, OPERATION);
-            match census::apply_with(&executor, *journal_id, update)
-                .and_then(|outcome| executor.flush().map(|()| outcome))
-            {
-                Ok(outcome) => {
-                    handle.block_on(savepoint.commit()).map_err(&failed)?;
-                    break Ok(outcome);
-                }
-                Err(error) => {
-                    handle.block_on(savepoint.rollback()).map_err(&failed)?;
-                    if tries < TRIES && lost_a_race(&error) {
-                        tracing::debug!(journal_id, %error, "census update lost a race: applied again");
-                        continue;
-                    }
-                    break Err(error);
-                }
+            // Sent with the update's first read; released with its last writes (one
+            // round trip), so the update is settled before the next one starts.
+            executor.execute(SAVEPOINT, Vec::new())?;
+            let applied = census::apply_with(&executor, *journal_id, update).and_then(|outcome| {
+                executor.execute(RELEASE, Vec::new())?;
+                executor.flush()?;
+                Ok(outcome)
+            });
+            let Err(error) = applied else {
+                break applied;
+            };
+            let unsent = std::mem::take(&mut *executor.deferred.borrow_mut());
+            if unsent.first().is_none_or(|(sql, _)| *sql != SAVEPOINT) {
+                // The savepoint was sent: undo what followed it.
+                handle
+                    .block_on(transaction.batch_execute(ROLLBACK_TO))
+                    .map_err(&failed)?;
             }
+            if tries < TRIES && lost_a_race(&error) {
+                tracing::debug!(journal_id, %error, "census update lost a race: applied again");
+                continue;
+            }
+            break Err(error);
         };
         outcomes.push(outcome);
     }
