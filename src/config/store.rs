@@ -184,9 +184,6 @@ pub fn unported_on_postgres(config: &super::Config) -> Vec<crate::store::setting
     ) {
         return needs;
     }
-    if !config.inbound.is_empty() {
-        needs.push(Unported::Census);
-    }
     if config.push.is_some() {
         needs.push(Unported::Holds);
     }

@@ -13,7 +13,7 @@
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::oneshot;
 
-use super::census::{PatientKey, PatientView, patient_view};
+use super::census::{PatientKey, PatientView};
 use super::hold::{DeliverOutcome, Delivery};
 use super::queue::{self, micros_to_timestamp};
 use super::writer::Request;
@@ -91,10 +91,6 @@ pub struct DocumentTracking {
     pub messages: Vec<TrackedMessage>,
 }
 
-const PATIENT_IPP: &str = "SELECT ipp FROM census_patients WHERE id = ?1";
-const PATIENT_ID_BY_IPP: &str = "SELECT id FROM census_patients WHERE ipp = ?1";
-const ENCOUNTER_NDA: &str = "SELECT nda FROM census_encounters WHERE id = ?1";
-const ENCOUNTER_IDS: &str = "SELECT nda, id FROM census_encounters WHERE patient_id = ?1";
 const DOCUMENT_INSERT: &str =
     "INSERT INTO documents (journal_id, transaction_id, accepted_at) VALUES (?1, ?2, ?3)";
 const DOCUMENT_MESSAGE_INSERT: &str =
@@ -109,53 +105,6 @@ const DOCUMENT_MESSAGES: &str = "SELECT m.destination, m.outbound_id, o.status, 
                 AND b.status = 'pending' AND b.id < o.id)
     FROM document_messages m LEFT JOIN outbound o ON o.id = m.outbound_id
     WHERE m.journal_id = ?1 ORDER BY m.outbound_id";
-
-/// The census record for `lookup` (read connection).
-fn census_record(
-    connection: &Connection,
-    lookup: &CensusLookup,
-) -> rusqlite::Result<Option<CensusRecord>> {
-    let one = |sql: &str, id: i64| -> rusqlite::Result<Option<String>> {
-        connection
-            .prepare_cached(sql)?
-            .query_row([id], |row| row.get(0))
-            .optional()
-    };
-    let key = match lookup {
-        CensusLookup::Patient(id) => match one(PATIENT_IPP, *id)? {
-            Some(ipp) => PatientKey::Ipp(ipp),
-            None => return Ok(None),
-        },
-        CensusLookup::Encounter(id) => match one(ENCOUNTER_NDA, *id)? {
-            Some(nda) => PatientKey::Nda(nda),
-            None => return Ok(None),
-        },
-        CensusLookup::Key(key) => key.clone(),
-    };
-    let Some(mut view) = patient_view(connection, &key)? else {
-        return Ok(None);
-    };
-    // The FHIR id is the survivor's; the IPP asked for is not an answer to `Patient/{id}`.
-    if matches!(lookup, CensusLookup::Patient(_)) {
-        view.resolved_from = None;
-    }
-    let Some(patient_id) = connection
-        .prepare_cached(PATIENT_ID_BY_IPP)?
-        .query_row([&view.ipp], |row| row.get::<_, i64>(0))
-        .optional()?
-    else {
-        return Ok(None);
-    };
-    let encounter_ids = connection
-        .prepare_cached(ENCOUNTER_IDS)?
-        .query_map([patient_id], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<rusqlite::Result<Vec<(String, i64)>>>()?;
-    Ok(Some(CensusRecord {
-        patient_id,
-        view,
-        encounter_ids,
-    }))
-}
 
 fn tracking(
     connection: &Connection,
@@ -233,8 +182,10 @@ impl Store {
         &self,
         lookup: CensusLookup,
     ) -> Result<Option<CensusRecord>, StoreError> {
-        self.sqlite_only("census_record")?;
-        self.read_blocking(move |connection| census_record(connection, &lookup))
+        if let Some(postgres) = self.postgres() {
+            return postgres.census_record(lookup).await;
+        }
+        self.read_blocking(move |connection| super::census::sqlite_record(connection, &lookup))
             .await
     }
 

@@ -740,7 +740,9 @@ impl Store {
         journal_id: i64,
         update: CensusUpdate,
     ) -> Result<CensusOutcome, StoreError> {
-        self.sqlite_only("apply_census")?;
+        if let Some(postgres) = self.postgres_writer()? {
+            return postgres.apply_census(journal_id, update).await;
+        }
         let (reply, answer) = oneshot::channel();
         self.send(Request::Census {
             journal_id,
@@ -758,13 +760,18 @@ impl Store {
     /// update still succeeds or fails alone ([`PendingCensus::outcomes`], same order).
     pub async fn submit_census(&self, updates: Vec<(i64, CensusUpdate)>) -> PendingCensus {
         let mut answers = Vec::with_capacity(updates.len());
-        if let Some(postgres) = self.postgres() {
-            // Each update answers the same refusal; nothing is queued.
-            answers.extend(
-                updates
-                    .iter()
-                    .map(|_| Err(postgres.unported("submit_census"))),
-            );
+        if self.postgres().is_some() {
+            match self.postgres_writer() {
+                Ok(Some(postgres)) => {
+                    answers.extend(postgres.submit_census(updates).into_iter().map(Ok))
+                }
+                // Read-only: each update answers the refusal; nothing is applied.
+                _ => answers.extend(updates.iter().map(|_| {
+                    Err(StoreError::ReadOnly {
+                        path: self.shared.path.clone(),
+                    })
+                })),
+            }
             return PendingCensus {
                 answers,
                 store: self.clone(),
@@ -791,7 +798,9 @@ impl Store {
     /// The census view of a patient by IPP, NDA or INS; a merged IPP gives the survivor
     /// (blocking: for the CLI or `spawn_blocking`).
     pub fn census_patient(&self, key: &PatientKey) -> Result<Option<PatientView>, StoreError> {
-        self.sqlite_only("census_patient")?;
+        if let Some(postgres) = self.postgres() {
+            return postgres.census_patient(key);
+        }
         self.shared
             .readers
             .with(|connection| census::patient_view(connection, key))
@@ -802,6 +811,9 @@ impl Store {
         &self,
         key: PatientKey,
     ) -> Result<Option<PatientView>, StoreError> {
+        if let Some(postgres) = self.postgres() {
+            return postgres.census_patient_async(key).await;
+        }
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.census_patient(&key))
             .await
@@ -811,7 +823,9 @@ impl Store {
     /// A practitioner by RPPS as the ADT feed last named them (the launch takes user names
     /// from it) (blocking).
     pub fn census_practitioner(&self, rpps: &str) -> Result<Option<Practitioner>, StoreError> {
-        self.sqlite_only("census_practitioner")?;
+        if let Some(postgres) = self.postgres() {
+            return postgres.census_practitioner(rpps);
+        }
         self.shared
             .readers
             .with(|connection| census::practitioner(connection, rpps))

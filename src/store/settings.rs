@@ -440,8 +440,6 @@ pub fn cluster(
 /// yet, one line per need (`check` and `run` refuse such a configuration on PostgreSQL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unported {
-    /// Every inbound message feeds the ADT census.
-    Census,
     /// `[push]` holds bundles until their patient is known.
     Holds,
     /// `[documents]` and `[fhir]` track documents and read the census.
@@ -456,7 +454,6 @@ impl Unported {
     /// What is missing, for the refusal.
     pub fn what(self) -> &'static str {
         match self {
-            Self::Census => "the census (every inbound channel feeds it)",
             Self::Holds => "held bundles (`[push]`)",
             Self::Documents => "documents and their tracking (`[documents]`, `[fhir]`)",
             Self::Console => "the console's journal search and hold actions (`[console]`)",

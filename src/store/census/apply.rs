@@ -1,108 +1,150 @@
-//! Applying one census update in the writer's transaction (see the module docs of `census`).
-
-use rusqlite::{Connection, OptionalExtension, params};
+//! Applying one census update (see the module docs of `census`), whatever the backend.
+//!
+//! The rules live here once: which patient a message names (merged IPPs resolve to the
+//! survivor), when an identity is rewritten, how a movement folds onto its encounter or
+//! replays it, what a cancel undoes, what a merge moves, and every anomaly. They read and
+//! write through [`Census`], one call per statement, inside the caller's transaction: SQLite's
+//! executor is `census::sqlite` (the writer thread's transaction), PostgreSQL's
+//! `postgres::census` (one transaction per update, the journal row locked first).
 
 use super::*;
 
-pub(super) const JOURNAL_STATUS: &str = "SELECT status FROM journal WHERE id = ?1";
-/// `?2` is the note of a message the census could not use (NULL otherwise).
-pub(super) const MARK_PROCESSED: &str =
-    "UPDATE journal SET status = 'processed', note = ?2 WHERE id = ?1 AND status = 'accepted'";
-pub(super) const PATIENT_INSERT: &str =
-    "INSERT INTO census_patients (ipp, legal_family, legal_given,
-        used_family, used_given, birth_date, sex, reliability, ins, ins_oid, journal_id,
-        identity_hash, updated_at)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING id";
-pub(super) const PATIENT_UPDATE: &str =
-    "UPDATE census_patients SET legal_family = ?2, legal_given = ?3,
-        used_family = ?4, used_given = ?5, birth_date = ?6, sex = ?7, reliability = ?8,
-        ins = ?9, ins_oid = ?10, journal_id = ?11, identity_hash = ?12, updated_at = ?13
-    WHERE id = ?1";
-/// The identity hash lets the common case (same identity again) skip every patient write;
-/// `updated_at` is rewritten only when a day old (see [`UPDATED_AT_GRAIN`]).
-pub(super) const PATIENT_LOOKUP: &str =
-    "SELECT id, merged_into, identity_hash, updated_at FROM census_patients WHERE ipp = ?1";
-/// Records that a message named the patient (`?2` now), when the record is older than `?3`.
-pub(super) const PATIENT_TOUCH: &str = "UPDATE census_patients SET updated_at = ?2
-    WHERE id = ?1 AND ifnull(updated_at < ?3, 1)";
 /// `census_patients.updated_at` (what census retention counts from) is kept to this
 /// precision, in microseconds: a patient named by every message of a stay costs one write a
 /// day, not one a message.
 pub(super) const UPDATED_AT_GRAIN: i64 = 86_400_000_000;
-pub(super) const PATIENT_BY_IPP: &str =
-    "SELECT id, merged_into FROM census_patients WHERE ipp = ?1";
-pub(super) const PATIENT_MERGED_INTO: &str =
-    "SELECT merged_into FROM census_patients WHERE id = ?1";
-pub(super) const PATIENT_IPP: &str = "SELECT ipp FROM census_patients WHERE id = ?1";
-pub(super) const PATIENT_STUB: &str =
-    "INSERT INTO census_patients (ipp, merged_into, journal_id, updated_at)
-    VALUES (?1, ?2, ?3, ?4) RETURNING id";
-pub(super) const PATIENT_MERGE: &str =
-    "UPDATE census_patients SET merged_into = ?2, journal_id = ?3, updated_at = ?4 WHERE id = ?1";
-pub(super) const PATIENT_FLATTEN: &str =
-    "UPDATE census_patients SET merged_into = ?2 WHERE merged_into = ?1";
-pub(super) const ENCOUNTERS_MOVE: &str =
-    "UPDATE census_encounters SET patient_id = ?2 WHERE patient_id = ?1";
-pub(super) const IDENTIFIER_INSERT: &str = "INSERT OR IGNORE INTO census_identifiers
-    (patient_id, id_type, authority, value) VALUES (?1, ?2, ?3, ?4)";
-/// Writes only when something changed.
-pub(super) const PRACTITIONER_UPSERT: &str = "INSERT INTO census_practitioners
-        (rpps, family, given, prefix, journal_id) VALUES (?1, ?2, ?3, ?4, ?5)
-    ON CONFLICT (rpps) DO UPDATE SET family = excluded.family, given = excluded.given,
-        prefix = excluded.prefix, journal_id = excluded.journal_id
-    WHERE family IS NOT excluded.family OR given IS NOT excluded.given
-        OR prefix IS NOT excluded.prefix";
-pub(super) const ENCOUNTER_BY_NDA: &str =
-    "SELECT id, patient_id, status, class, unit, attending, admitting,
-    referring, admit_at, discharge_at, last_movement_at FROM census_encounters WHERE nda = ?1";
-pub(super) const ENCOUNTER_INSERT: &str =
-    "INSERT INTO census_encounters (nda, patient_id, status, class,
-        unit, attending, admitting, referring, admit_at, discharge_at, last_movement_at,
-        journal_id)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id";
-pub(super) const ENCOUNTER_UPDATE: &str =
-    "UPDATE census_encounters SET status = ?2, class = ?3, unit = ?4,
-        attending = ?5, admitting = ?6, referring = ?7, admit_at = ?8, discharge_at = ?9,
-        last_movement_at = ?10, journal_id = ?11
-    WHERE id = ?1";
-pub(super) const MOVEMENT_BY_ID: &str = "SELECT seq, encounter_id, event, status, journal_id,
-    updated_journal_id, cancel_journal_id FROM census_movements WHERE movement_id = ?1";
-pub(super) const MOVEMENT_INSERT: &str =
-    "INSERT INTO census_movements (movement_id, encounter_id, event,
-        status, movement_at, class, unit, attending, admitting, referring, admit_at,
-        discharge_at, journal_id, cancel_journal_id)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
-pub(super) const MOVEMENT_UPDATE: &str =
-    "UPDATE census_movements SET encounter_id = ?2, event = ?3,
-        movement_at = ?4, class = ?5, unit = ?6, attending = ?7, admitting = ?8,
-        referring = ?9, admit_at = ?10, discharge_at = ?11, updated_journal_id = ?12
-    WHERE seq = ?1";
-pub(super) const MOVEMENT_CANCEL: &str =
-    "UPDATE census_movements SET status = 'cancelled', cancel_journal_id = ?2 WHERE seq = ?1";
-pub(super) const MOVEMENTS_ACTIVE: &str =
-    "SELECT event, movement_at, class, unit, attending, admitting,
-        referring, admit_at, discharge_at
-    FROM census_movements WHERE encounter_id = ?1 AND status = 'active'
-    ORDER BY movement_at, seq";
-pub(super) const MOVEMENTS_LATEST: &str = "SELECT movement_id FROM census_movements
-    WHERE encounter_id = ?1 AND status = 'active' AND event = ?2
-    ORDER BY movement_at DESC, seq DESC LIMIT 1";
-pub(super) const ANOMALY_INSERT: &str =
-    "INSERT INTO census_anomalies (journal_id, patient_id, kind, text) VALUES (?1, ?2, ?3, ?4)";
+
+/// The statements of one update, in the caller's transaction. Each method is one statement
+/// (three for [`Census::merge_patient`], two for PostgreSQL's [`Census::claim`]); the
+/// executor only binds parameters and reads columns.
+pub(in crate::store) trait Census {
+    /// What a failed statement gives.
+    type Error;
+
+    /// A practitioner that cannot be written as JSON (not reached with this build's types).
+    fn unencodable(&self, error: serde_json::Error) -> Self::Error;
+    /// Marks journal row `journal_id` processed (with `note`) if it is `accepted`, holding
+    /// the row until the commit; its status before: `accepted` when marked, `None` for no row.
+    fn claim(&self, journal_id: i64, note: Option<&str>) -> Result<Option<String>, Self::Error>;
+    /// The patient with this IPP: id, `merged_into`, identity hash, `updated_at`.
+    fn patient_lookup(&self, ipp: &str) -> Result<Option<LookedUp>, Self::Error>;
+    /// `merged_into` of patient `id` (the row exists).
+    fn merged_into(&self, id: i64) -> Result<Option<i64>, Self::Error>;
+    /// Sets `updated_at` of patient `id` to `now` when it is older than `older_than` (or unset).
+    fn touch(&self, id: i64, now: i64, older_than: i64) -> Result<(), Self::Error>;
+    /// The IPP of patient `id` (the row exists).
+    fn ipp_of(&self, id: i64) -> Result<String, Self::Error>;
+    /// A new patient with this identity; its id.
+    fn insert_patient(&self, p: &Patient, identity: &Written) -> Result<i64, Self::Error>;
+    /// Rewrites the identity of patient `id`.
+    fn update_patient(&self, id: i64, p: &Patient, identity: &Written) -> Result<(), Self::Error>;
+    /// Adds an identifier of patient `id` unless it is there.
+    fn insert_identifier(
+        &self,
+        patient_id: i64,
+        id_type: &str,
+        authority: &str,
+        value: &str,
+    ) -> Result<(), Self::Error>;
+    /// Creates or updates a practitioner by RPPS, writing only when a name part changed.
+    fn upsert_practitioner(
+        &self,
+        rpps: &str,
+        doctor: &Practitioner,
+        journal_id: i64,
+    ) -> Result<(), Self::Error>;
+    /// The encounter with this NDA.
+    fn encounter(&self, nda: &str) -> Result<Option<EncounterRow>, Self::Error>;
+    /// A new encounter; its id.
+    fn create_encounter(
+        &self,
+        nda: &str,
+        patient_id: i64,
+        state: &State,
+        journal_id: i64,
+    ) -> Result<i64, Self::Error>;
+    /// Writes encounter `id`'s state.
+    fn save_encounter(&self, id: i64, state: &State, journal_id: i64) -> Result<(), Self::Error>;
+    /// The active movements of an encounter in time order (then insertion order), those of a
+    /// trigger this build does not know left out.
+    fn active_movements(&self, encounter_id: i64) -> Result<Vec<Facts>, Self::Error>;
+    /// The movement with this id.
+    fn movement(&self, movement_id: &str) -> Result<Option<MovementRow>, Self::Error>;
+    /// A new movement, `cancelled` by this journal row or active.
+    fn insert_movement(
+        &self,
+        movement_id: &str,
+        encounter_id: i64,
+        facts: &Facts,
+        cancelled: bool,
+        journal_id: i64,
+    ) -> Result<(), Self::Error>;
+    /// Replaces the data of movement `seq` (a correction or a repeat).
+    fn update_movement(
+        &self,
+        seq: i64,
+        encounter_id: i64,
+        facts: &Facts,
+        journal_id: i64,
+    ) -> Result<(), Self::Error>;
+    /// Cancels movement `seq` by this journal row.
+    fn cancel_movement(&self, seq: i64, journal_id: i64) -> Result<(), Self::Error>;
+    /// The latest active movement of an encounter with this trigger.
+    fn latest_movement(
+        &self,
+        encounter_id: i64,
+        trigger: &str,
+    ) -> Result<Option<String>, Self::Error>;
+    /// The patient with this IPP: id and `merged_into`.
+    fn patient_by_ipp(&self, ipp: &str) -> Result<Option<(i64, Option<i64>)>, Self::Error>;
+    /// A patient known only as merged into `survivor`.
+    fn insert_stub(
+        &self,
+        ipp: &str,
+        survivor: i64,
+        journal_id: i64,
+        now: i64,
+    ) -> Result<(), Self::Error>;
+    /// Merges patient `merged` into `survivor`: the patients merged into it follow, and its
+    /// encounters move.
+    fn merge_patient(
+        &self,
+        merged: i64,
+        survivor: i64,
+        journal_id: i64,
+        now: i64,
+    ) -> Result<(), Self::Error>;
+    /// Records an anomaly.
+    fn insert_anomaly(
+        &self,
+        journal_id: i64,
+        patient_id: Option<i64>,
+        anomaly: &Anomaly,
+    ) -> Result<(), Self::Error>;
+}
+
+/// What a patient write stores beside the identity.
+pub(in crate::store) struct Written {
+    pub(in crate::store) journal_id: i64,
+    /// [`identity_hash`] of the identity.
+    pub(in crate::store) hash: i64,
+    /// `updated_at`.
+    pub(in crate::store) now: i64,
+}
 
 /// An encounter's state: the fold of its active movements. Doctors stay JSON text here (they
 /// are only copied, never looked into, while applying).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct State {
-    pub(super) status: EncounterStatus,
-    pub(super) class: Option<String>,
-    pub(super) unit: Option<String>,
-    pub(super) attending: Option<String>,
-    pub(super) admitting: Option<String>,
-    pub(super) referring: Option<String>,
-    pub(super) admit_at: Option<String>,
-    pub(super) discharge_at: Option<String>,
-    pub(super) last_at: Option<String>,
+pub(in crate::store) struct State {
+    pub(in crate::store) status: EncounterStatus,
+    pub(in crate::store) class: Option<String>,
+    pub(in crate::store) unit: Option<String>,
+    pub(in crate::store) attending: Option<String>,
+    pub(in crate::store) admitting: Option<String>,
+    pub(in crate::store) referring: Option<String>,
+    pub(in crate::store) admit_at: Option<String>,
+    pub(in crate::store) discharge_at: Option<String>,
+    pub(in crate::store) last_at: Option<String>,
 }
 
 impl Default for State {
@@ -123,20 +165,20 @@ impl Default for State {
 
 /// One movement as stored: what the fold reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Facts {
-    pub(super) event: Event,
-    pub(super) at: String,
-    pub(super) class: Option<String>,
-    pub(super) unit: Option<String>,
-    pub(super) attending: Option<String>,
-    pub(super) admitting: Option<String>,
-    pub(super) referring: Option<String>,
-    pub(super) admit_at: Option<String>,
-    pub(super) discharge_at: Option<String>,
+pub(in crate::store) struct Facts {
+    pub(in crate::store) event: Event,
+    pub(in crate::store) at: String,
+    pub(in crate::store) class: Option<String>,
+    pub(in crate::store) unit: Option<String>,
+    pub(in crate::store) attending: Option<String>,
+    pub(in crate::store) admitting: Option<String>,
+    pub(in crate::store) referring: Option<String>,
+    pub(in crate::store) admit_at: Option<String>,
+    pub(in crate::store) discharge_at: Option<String>,
 }
 
 impl Facts {
-    fn new(event: Event, at: String, facts: &EncounterFacts) -> rusqlite::Result<Facts> {
+    fn new(event: Event, at: String, facts: &EncounterFacts) -> serde_json::Result<Facts> {
         Ok(Facts {
             event,
             at,
@@ -151,13 +193,9 @@ impl Facts {
     }
 }
 
-pub(super) fn json(practitioner: Option<&Practitioner>) -> rusqlite::Result<Option<String>> {
-    practitioner
-        .map(|p| {
-            serde_json::to_string(p)
-                .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))
-        })
-        .transpose()
+/// A practitioner as stored (JSON text).
+pub(super) fn json(practitioner: Option<&Practitioner>) -> serde_json::Result<Option<String>> {
+    practitioner.map(serde_json::to_string).transpose()
 }
 
 /// FNV-1a over every identity field the census stores (fields separated by a byte that text
@@ -242,31 +280,31 @@ pub(super) fn step(state: &mut State, f: &Facts) {
     }
 }
 
-/// A patient row as `PATIENT_LOOKUP` reads it: id, `merged_into`, identity hash,
+/// A patient row as [`Census::patient_lookup`] reads it: id, `merged_into`, identity hash,
 /// `updated_at`.
-type LookedUp = (i64, Option<i64>, Option<i64>, Option<i64>);
+pub(in crate::store) type LookedUp = (i64, Option<i64>, Option<i64>, Option<i64>);
 
-/// An encounter row as `ENCOUNTER_BY_NDA` reads it.
-pub(super) struct EncounterRow {
-    id: i64,
-    patient_id: i64,
-    state: State,
+/// An encounter row as [`Census::encounter`] reads it.
+pub(in crate::store) struct EncounterRow {
+    pub(in crate::store) id: i64,
+    pub(in crate::store) patient_id: i64,
+    pub(in crate::store) state: State,
 }
 
-/// A movement row as `MOVEMENT_BY_ID` reads it.
-pub(super) struct MovementRow {
-    seq: i64,
-    encounter_id: i64,
-    event: String,
-    cancelled: bool,
-    journal_id: i64,
-    updated_journal_id: Option<i64>,
-    cancel_journal_id: Option<i64>,
+/// A movement row as [`Census::movement`] reads it.
+pub(in crate::store) struct MovementRow {
+    pub(in crate::store) seq: i64,
+    pub(in crate::store) encounter_id: i64,
+    pub(in crate::store) event: String,
+    pub(in crate::store) cancelled: bool,
+    pub(in crate::store) journal_id: i64,
+    pub(in crate::store) updated_journal_id: Option<i64>,
+    pub(in crate::store) cancel_journal_id: Option<i64>,
 }
 
-/// One update being applied: the transaction's connection and what it collected.
-pub(super) struct Apply<'c> {
-    conn: &'c Connection,
+/// One update being applied: the transaction's statements and what it collected.
+struct Apply<'c, D> {
+    db: &'c D,
     journal_id: i64,
     /// When the update is applied (µs since 1970): `census_patients.updated_at`.
     now: i64,
@@ -275,30 +313,31 @@ pub(super) struct Apply<'c> {
     anomalies: Vec<Anomaly>,
 }
 
-/// Applies one update and marks its journal row processed, inside the caller's transaction.
+/// Applies one update on SQLite and marks its journal row processed, inside the caller's
+/// transaction (the writer's).
 pub(in crate::store) fn apply(
-    conn: &Connection,
+    conn: &rusqlite::Connection,
     journal_id: i64,
     update: &CensusUpdate,
 ) -> rusqlite::Result<CensusOutcome> {
+    apply_with(&super::sqlite::Sqlite(conn), journal_id, update)
+}
+
+/// Applies one update and marks its journal row processed, inside the caller's transaction.
+pub(in crate::store) fn apply_with<D: Census>(
+    db: &D,
+    journal_id: i64,
+    update: &CensusUpdate,
+) -> Result<CensusOutcome, D::Error> {
     // Marked first (the transaction makes it atomic with the rest): one statement in the
     // common case; only a row that was not `accepted` needs a second look.
     let note = match update {
         CensusUpdate::Unusable { note } => Some(note.as_str()),
         _ => None,
     };
-    let marked = conn
-        .prepare_cached(MARK_PROCESSED)?
-        .execute(params![journal_id, note])?;
-    let status: Option<String> = if marked == 1 {
-        Some("accepted".to_owned())
-    } else {
-        conn.prepare_cached(JOURNAL_STATUS)?
-            .query_row([journal_id], |row| row.get(0))
-            .optional()?
-    };
+    let status = db.claim(journal_id, note)?;
     let mut cx = Apply {
-        conn,
+        db,
         journal_id,
         now: jiff::Timestamp::now().as_microsecond(),
         patient_id: None,
@@ -336,16 +375,8 @@ pub(in crate::store) fn apply(
         }
         CensusUpdate::Ignored { .. } | CensusUpdate::Unusable { .. } => ApplyStatus::Ignored,
     };
-    if !cx.anomalies.is_empty() {
-        let mut insert = conn.prepare_cached(ANOMALY_INSERT)?;
-        for anomaly in &cx.anomalies {
-            insert.execute(params![
-                journal_id,
-                cx.patient_id,
-                anomaly.kind.as_str(),
-                anomaly.text
-            ])?;
-        }
+    for anomaly in &cx.anomalies {
+        db.insert_anomaly(journal_id, cx.patient_id, anomaly)?;
     }
     Ok(CensusOutcome {
         status,
@@ -353,16 +384,15 @@ pub(in crate::store) fn apply(
     })
 }
 
-impl Apply<'_> {
+impl<D: Census> Apply<'_, D> {
     fn flag(&mut self, kind: AnomalyKind, text: String) {
         self.anomalies.push(Anomaly { kind, text });
     }
 
     /// Follows `merged_into` to the surviving patient (bounded, in case of a cycle).
-    fn resolve(&self, mut id: i64) -> rusqlite::Result<i64> {
-        let mut next = self.conn.prepare_cached(PATIENT_MERGED_INTO)?;
+    fn resolve(&self, mut id: i64) -> Result<i64, D::Error> {
         for _ in 0..16 {
-            match next.query_row([id], |row| row.get::<_, Option<i64>>(0))? {
+            match self.db.merged_into(id)? {
                 Some(target) if target != id => id = target,
                 _ => break,
             }
@@ -370,32 +400,19 @@ impl Apply<'_> {
         Ok(id)
     }
 
-    /// Records that this message named patient `id` (see [`PATIENT_TOUCH`]).
-    fn touch(&self, id: i64) -> rusqlite::Result<()> {
-        self.conn.prepare_cached(PATIENT_TOUCH)?.execute(params![
-            id,
-            self.now,
-            self.now - UPDATED_AT_GRAIN
-        ])?;
-        Ok(())
+    /// Records that this message named patient `id` (updated when a day old).
+    fn touch(&self, id: i64) -> Result<(), D::Error> {
+        self.db.touch(id, self.now, self.now - UPDATED_AT_GRAIN)
     }
 
-    fn ipp_of(&self, id: i64) -> rusqlite::Result<String> {
-        self.conn
-            .prepare_cached(PATIENT_IPP)?
-            .query_row([id], |row| row.get(0))
+    fn facts(&self, event: Event, at: String, facts: &EncounterFacts) -> Result<Facts, D::Error> {
+        Facts::new(event, at, facts).map_err(|e| self.db.unencodable(e))
     }
 
     /// Creates or updates the patient; returns the surviving patient's id.
-    fn patient(&mut self, p: &Patient) -> rusqlite::Result<i64> {
+    fn patient(&mut self, p: &Patient) -> Result<i64, D::Error> {
         let hash = identity_hash(p);
-        let found: Option<LookedUp> = self
-            .conn
-            .prepare_cached(PATIENT_LOOKUP)?
-            .query_row([&p.ipp], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-            })
-            .optional()?;
+        let found = self.db.patient_lookup(&p.ipp)?;
         let id = match found {
             Some((id, None, stored, updated)) if stored == Some(hash) => {
                 if updated.is_none_or(|at| at < self.now - UPDATED_AT_GRAIN) {
@@ -406,7 +423,7 @@ impl Apply<'_> {
             Some((merged, Some(_), _, _)) => {
                 let survivor = self.resolve(merged)?;
                 self.touch(survivor)?;
-                let survivor_ipp = self.ipp_of(survivor)?;
+                let survivor_ipp = self.db.ipp_of(survivor)?;
                 self.flag(
                     AnomalyKind::MergedPatient,
                     format!(
@@ -418,47 +435,30 @@ impl Apply<'_> {
                 survivor
             }
             found => {
-                let legal = p.legal_name.as_ref();
-                let used = p.used_name.as_ref();
-                let ins = p.ins.as_ref();
-                // ?1 is the row id for an update, the IPP for an insert; the rest is shared.
-                let key: &dyn rusqlite::ToSql = match &found {
-                    Some((id, _, _, _)) => id,
-                    None => &p.ipp,
-                };
-                let values = params![
-                    key,
-                    legal.map(|n| &n.family),
-                    legal.map(|n| &n.given),
-                    used.map(|n| &n.family),
-                    used.map(|n| &n.given),
-                    p.birth_date,
-                    p.sex,
-                    p.reliability,
-                    ins.map(|i| &i.value),
-                    ins.map(|i| &i.oid),
-                    self.journal_id,
+                let written = Written {
+                    journal_id: self.journal_id,
                     hash,
-                    self.now,
-                ];
+                    now: self.now,
+                };
                 let id = match found {
                     Some((id, _, _, _)) => {
-                        self.conn.prepare_cached(PATIENT_UPDATE)?.execute(values)?;
+                        self.db.update_patient(id, p, &written)?;
                         id
                     }
-                    None => self
-                        .conn
-                        .prepare_cached(PATIENT_INSERT)?
-                        .query_row(values, |row| row.get(0))?,
+                    None => self.db.insert_patient(p, &written)?,
                 };
-                let mut insert = self.conn.prepare_cached(IDENTIFIER_INSERT)?;
                 for identifier in &p.identifiers {
                     let authority = if identifier.oid.is_empty() {
                         &identifier.namespace
                     } else {
                         &identifier.oid
                     };
-                    insert.execute(params![id, identifier.id_type, authority, identifier.value])?;
+                    self.db.insert_identifier(
+                        id,
+                        &identifier.id_type,
+                        authority,
+                        &identifier.value,
+                    )?;
                 }
                 id
             }
@@ -467,133 +467,36 @@ impl Apply<'_> {
         Ok(id)
     }
 
-    fn practitioners(&self, facts: &EncounterFacts) -> rusqlite::Result<()> {
+    fn practitioners(&self, facts: &EncounterFacts) -> Result<(), D::Error> {
         let doctors = [&facts.attending, &facts.admitting, &facts.referring];
         for doctor in doctors.into_iter().flatten() {
             if let Some(rpps) = &doctor.rpps {
-                self.conn
-                    .prepare_cached(PRACTITIONER_UPSERT)?
-                    .execute(params![
-                        rpps,
-                        doctor.family,
-                        doctor.given,
-                        doctor.prefix,
-                        self.journal_id
-                    ])?;
+                self.db.upsert_practitioner(rpps, doctor, self.journal_id)?;
             }
         }
         Ok(())
     }
 
-    fn encounter(&self, nda: &str) -> rusqlite::Result<Option<EncounterRow>> {
-        self.conn
-            .prepare_cached(ENCOUNTER_BY_NDA)?
-            .query_row([nda], |row| {
-                Ok(EncounterRow {
-                    id: row.get(0)?,
-                    patient_id: row.get(1)?,
-                    state: State {
-                        status: EncounterStatus::from_text(&row.get::<_, String>(2)?),
-                        class: row.get(3)?,
-                        unit: row.get(4)?,
-                        attending: row.get(5)?,
-                        admitting: row.get(6)?,
-                        referring: row.get(7)?,
-                        admit_at: row.get(8)?,
-                        discharge_at: row.get(9)?,
-                        last_at: row.get(10)?,
-                    },
-                })
-            })
-            .optional()
+    fn create_encounter(&self, nda: &str, patient_id: i64, s: &State) -> Result<i64, D::Error> {
+        self.db
+            .create_encounter(nda, patient_id, s, self.journal_id)
     }
 
-    fn create_encounter(&self, nda: &str, patient_id: i64, s: &State) -> rusqlite::Result<i64> {
-        self.conn.prepare_cached(ENCOUNTER_INSERT)?.query_row(
-            params![
-                nda,
-                patient_id,
-                s.status.as_str(),
-                s.class,
-                s.unit,
-                s.attending,
-                s.admitting,
-                s.referring,
-                s.admit_at,
-                s.discharge_at,
-                s.last_at,
-                self.journal_id
-            ],
-            |row| row.get(0),
-        )
-    }
-
-    fn save_encounter(&self, id: i64, s: &State) -> rusqlite::Result<()> {
-        self.conn
-            .prepare_cached(ENCOUNTER_UPDATE)?
-            .execute(params![
-                id,
-                s.status.as_str(),
-                s.class,
-                s.unit,
-                s.attending,
-                s.admitting,
-                s.referring,
-                s.admit_at,
-                s.discharge_at,
-                s.last_at,
-                self.journal_id
-            ])?;
-        Ok(())
+    fn save_encounter(&self, id: i64, s: &State) -> Result<(), D::Error> {
+        self.db.save_encounter(id, s, self.journal_id)
     }
 
     /// Recomputes an encounter from its active movements, in time order.
-    fn replay(&self, encounter_id: i64) -> rusqlite::Result<()> {
+    fn replay(&self, encounter_id: i64) -> Result<(), D::Error> {
         let mut state = State::default();
-        let mut statement = self.conn.prepare_cached(MOVEMENTS_ACTIVE)?;
-        let mut rows = statement.query([encounter_id])?;
-        let mut any = false;
-        while let Some(row) = rows.next()? {
-            let Some(event) = Event::from_trigger(&row.get::<_, String>(0)?) else {
-                continue;
-            };
-            any = true;
-            step(
-                &mut state,
-                &Facts {
-                    event,
-                    at: row.get(1)?,
-                    class: row.get(2)?,
-                    unit: row.get(3)?,
-                    attending: row.get(4)?,
-                    admitting: row.get(5)?,
-                    referring: row.get(6)?,
-                    admit_at: row.get(7)?,
-                    discharge_at: row.get(8)?,
-                },
-            );
+        let movements = self.db.active_movements(encounter_id)?;
+        for facts in &movements {
+            step(&mut state, facts);
         }
-        if !any {
+        if movements.is_empty() {
             state.status = EncounterStatus::Cancelled;
         }
         self.save_encounter(encounter_id, &state)
-    }
-
-    fn movement(&self, movement_id: &str) -> rusqlite::Result<Option<MovementRow>> {
-        self.conn
-            .prepare_cached(MOVEMENT_BY_ID)?
-            .query_row([movement_id], |row| {
-                Ok(MovementRow {
-                    seq: row.get(0)?,
-                    encounter_id: row.get(1)?,
-                    event: row.get(2)?,
-                    cancelled: row.get::<_, String>(3)? == "cancelled",
-                    journal_id: row.get(4)?,
-                    updated_journal_id: row.get(5)?,
-                    cancel_journal_id: row.get(6)?,
-                })
-            })
-            .optional()
     }
 
     fn insert_movement(
@@ -602,36 +505,21 @@ impl Apply<'_> {
         encounter_id: i64,
         f: &Facts,
         cancelled: bool,
-    ) -> rusqlite::Result<()> {
-        self.conn.prepare_cached(MOVEMENT_INSERT)?.execute(params![
-            movement_id,
-            encounter_id,
-            f.event.trigger(),
-            if cancelled { "cancelled" } else { "active" },
-            f.at,
-            f.class,
-            f.unit,
-            f.attending,
-            f.admitting,
-            f.referring,
-            f.admit_at,
-            f.discharge_at,
-            self.journal_id,
-            cancelled.then_some(self.journal_id),
-        ])?;
-        Ok(())
+    ) -> Result<(), D::Error> {
+        self.db
+            .insert_movement(movement_id, encounter_id, f, cancelled, self.journal_id)
     }
 
-    fn visit(&mut self, v: &Visit) -> rusqlite::Result<()> {
+    fn visit(&mut self, v: &Visit) -> Result<(), D::Error> {
         let patient_id = self.patient(&v.patient)?;
         self.practitioners(&v.facts)?;
-        let facts = Facts::new(v.event, v.at.to_string(), &v.facts)?;
+        let facts = self.facts(v.event, v.at.to_string(), &v.facts)?;
         let trigger = v.event.trigger();
         let movement_id = v
             .movement_id
             .clone()
             .unwrap_or_else(|| format!("#{}", self.journal_id));
-        let encounter = self.encounter(&v.nda)?;
+        let encounter = self.db.encounter(&v.nda)?;
         match &encounter {
             None if !matches!(v.event, Event::PreAdmit | Event::Admit | Event::Register) => self
                 .flag(
@@ -642,7 +530,7 @@ impl Apply<'_> {
                     ),
                 ),
             Some(e) if e.patient_id != patient_id => {
-                let owner = self.ipp_of(e.patient_id)?;
+                let owner = self.db.ipp_of(e.patient_id)?;
                 self.flag(
                     AnomalyKind::PatientMismatch,
                     format!(
@@ -656,7 +544,7 @@ impl Apply<'_> {
             }
             _ => {}
         }
-        let Some(existing) = self.movement(&movement_id)? else {
+        let Some(existing) = self.db.movement(&movement_id)? else {
             if v.correction {
                 self.flag(
                     AnomalyKind::UnknownMovement,
@@ -724,20 +612,8 @@ impl Apply<'_> {
             Some(e) => e.id,
             None => self.create_encounter(&v.nda, patient_id, &State::default())?,
         };
-        self.conn.prepare_cached(MOVEMENT_UPDATE)?.execute(params![
-            existing.seq,
-            encounter_id,
-            facts.event.trigger(),
-            facts.at,
-            facts.class,
-            facts.unit,
-            facts.attending,
-            facts.admitting,
-            facts.referring,
-            facts.admit_at,
-            facts.discharge_at,
-            self.journal_id,
-        ])?;
+        self.db
+            .update_movement(existing.seq, encounter_id, &facts, self.journal_id)?;
         self.replay(encounter_id)?;
         if existing.encounter_id != encounter_id {
             self.replay(existing.encounter_id)?;
@@ -745,22 +621,19 @@ impl Apply<'_> {
         Ok(())
     }
 
-    fn cancel(&mut self, c: &Cancel) -> rusqlite::Result<()> {
+    fn cancel(&mut self, c: &Cancel) -> Result<(), D::Error> {
         self.patient(&c.patient)?;
         let trigger = c.trigger.as_str();
         let encounter = match &c.nda {
-            Some(nda) => self.encounter(nda)?,
+            Some(nda) => self.db.encounter(nda)?,
             None => None,
         };
         let movement_id = match (&c.movement_id, &encounter) {
             (Some(id), _) => Some(id.clone()),
             (None, Some(e)) => {
-                let mut latest = self.conn.prepare_cached(MOVEMENTS_LATEST)?;
                 let mut found = None;
                 for event in &c.cancels {
-                    found = latest
-                        .query_row(params![e.id, event.trigger()], |row| row.get(0))
-                        .optional()?;
+                    found = self.db.latest_movement(e.id, event.trigger())?;
                     if found.is_some() {
                         break;
                     }
@@ -770,7 +643,7 @@ impl Apply<'_> {
             (None, None) => None,
         };
         let existing = match &movement_id {
-            Some(id) => self.movement(id)?,
+            Some(id) => self.db.movement(id)?,
             None => None,
         };
         let expected: Vec<&str> = c.cancels.iter().map(|e| e.trigger()).collect();
@@ -803,9 +676,7 @@ impl Apply<'_> {
                         ),
                     );
                 }
-                self.conn
-                    .prepare_cached(MOVEMENT_CANCEL)?
-                    .execute([m.seq, self.journal_id])?;
+                self.db.cancel_movement(m.seq, self.journal_id)?;
                 self.replay(m.encounter_id)
             }
             None => match (movement_id, &c.nda) {
@@ -825,7 +696,7 @@ impl Apply<'_> {
                         }
                     };
                     let event = c.cancels.first().copied().unwrap_or(Event::VisitUpdate);
-                    let facts = Facts::new(event, c.at.to_string(), &EncounterFacts::default())?;
+                    let facts = self.facts(event, c.at.to_string(), &EncounterFacts::default())?;
                     self.insert_movement(&id, encounter_id, &facts, true)?;
                     self.replay(encounter_id)
                 }
@@ -847,14 +718,10 @@ impl Apply<'_> {
         }
     }
 
-    fn merge(&mut self, m: &Merge) -> rusqlite::Result<()> {
+    fn merge(&mut self, m: &Merge) -> Result<(), D::Error> {
         let survivor = self.patient(&m.survivor)?;
-        let survivor_ipp = self.ipp_of(survivor)?;
-        let merged: Option<(i64, Option<i64>)> = self
-            .conn
-            .prepare_cached(PATIENT_BY_IPP)?
-            .query_row([&m.merged_ipp], |row| Ok((row.get(0)?, row.get(1)?)))
-            .optional()?;
+        let survivor_ipp = self.db.ipp_of(survivor)?;
+        let merged = self.db.patient_by_ipp(&m.merged_ipp)?;
         let Some((merged, before)) = merged else {
             self.flag(
                 AnomalyKind::UnknownPatient,
@@ -864,10 +731,8 @@ impl Apply<'_> {
                     m.merged_ipp
                 ),
             );
-            self.conn.prepare_cached(PATIENT_STUB)?.query_row(
-                params![m.merged_ipp, survivor, self.journal_id, self.now],
-                |row| row.get::<_, i64>(0),
-            )?;
+            self.db
+                .insert_stub(&m.merged_ipp, survivor, self.journal_id, self.now)?;
             return Ok(());
         };
         if merged == survivor {
@@ -884,7 +749,7 @@ impl Apply<'_> {
             return Ok(()); // merged already
         }
         if let Some(other) = before {
-            let other_ipp = self.ipp_of(other)?;
+            let other_ipp = self.db.ipp_of(other)?;
             self.flag(
                 AnomalyKind::MergedPatient,
                 format!(
@@ -894,18 +759,8 @@ impl Apply<'_> {
                 ),
             );
         }
-        self.conn.prepare_cached(PATIENT_MERGE)?.execute([
-            merged,
-            survivor,
-            self.journal_id,
-            self.now,
-        ])?;
-        self.conn
-            .prepare_cached(PATIENT_FLATTEN)?
-            .execute([merged, survivor])?;
-        self.conn
-            .prepare_cached(ENCOUNTERS_MOVE)?
-            .execute([merged, survivor])?;
+        self.db
+            .merge_patient(merged, survivor, self.journal_id, self.now)?;
         Ok(())
     }
 }

@@ -1,5 +1,7 @@
 //! The census tables (schema version 2): applying a [`CensusUpdate`] in the writer's
 //! transaction (`apply`), and the patient and practitioner views on the read pool (`query`).
+//! The rules are written once, over the statements of a backend: `sqlite` here, and
+//! `postgres::census` for PostgreSQL (the same tables, the same statements in its dialect).
 //!
 //! # State
 //!
@@ -22,10 +24,16 @@
 
 mod apply;
 mod query;
+mod sqlite;
 
-pub(in crate::store) use apply::apply;
+pub(in crate::store) use apply::{
+    Census, EncounterRow, Facts, LookedUp, MovementRow, State, Written, apply, apply_with,
+};
 pub use query::render;
-pub(in crate::store) use query::{patient_view, practitioner};
+pub(in crate::store) use query::{
+    Read, StoredEncounter, StoredPatient, StoredPractitioner, ViewBy, patient_view, practitioner,
+    practitioner_with, record, sqlite_record, view,
+};
 
 #[cfg(test)]
 use rusqlite::Connection;

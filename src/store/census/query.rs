@@ -1,55 +1,95 @@
-//! The patient and practitioner views, read on the read pool.
+//! The patient and practitioner views, whatever the backend: what a lookup resolves to
+//! (merged IPPs give the survivor), when the INS is shown, which encounter is current. The
+//! statements are the executor's ([`Read`]): `census::sqlite` on a read connection,
+//! `postgres::census` on a pooled one.
 
-use rusqlite::{Connection, OptionalExtension, Row};
-
-use super::apply::PATIENT_MERGED_INTO;
 use super::*;
+use crate::store::documents::{CensusLookup, CensusRecord};
 
-pub(super) const VIEW_PATIENT: &str =
-    "SELECT ipp, legal_family, legal_given, used_family, used_given,
-    birth_date, sex, reliability, ins, ins_oid FROM census_patients WHERE id = ?1";
-pub(super) const VIEW_BY_IPP: &str = "SELECT id FROM census_patients WHERE ipp = ?1";
-pub(super) const VIEW_BY_NDA: &str = "SELECT patient_id FROM census_encounters WHERE nda = ?1";
-pub(super) const VIEW_BY_INS: &str = "SELECT id FROM census_patients WHERE ins = ?1
-    ORDER BY merged_into IS NULL DESC, id DESC LIMIT 1";
-pub(super) const VIEW_MERGED_IPPS: &str =
-    "SELECT ipp FROM census_patients WHERE merged_into = ?1 ORDER BY id";
-pub(super) const VIEW_ENCOUNTERS: &str =
-    "SELECT nda, status, class, unit, attending, admitting, referring,
-        admit_at, discharge_at
-    FROM census_encounters WHERE patient_id = ?1 ORDER BY last_movement_at DESC, id DESC";
-pub(super) const VIEW_MOVEMENTS: &str =
-    "SELECT m.movement_id, e.nda, m.event, m.status, m.movement_at,
-        m.unit, m.journal_id, m.updated_journal_id, m.cancel_journal_id
-    FROM census_movements m JOIN census_encounters e ON e.id = m.encounter_id
-    WHERE e.patient_id = ?1 ORDER BY m.movement_at, m.seq";
-pub(super) const VIEW_ANOMALIES: &str = "SELECT journal_id, kind, text FROM census_anomalies
-    WHERE patient_id = ?1
-       OR patient_id IN (SELECT id FROM census_patients WHERE merged_into = ?1)
-    ORDER BY id";
-pub(super) const VIEW_PRACTITIONER: &str =
-    "SELECT rpps, family, given, prefix FROM census_practitioners WHERE rpps = ?1";
+/// Which column [`Read::patient_id`] looks a patient up by.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::store) enum ViewBy {
+    /// `census_patients.ipp`.
+    Ipp,
+    /// The NDA of one of their encounters.
+    Nda,
+    /// `census_patients.ins` (a survivor first, then the latest).
+    Ins,
+}
 
-/// Follows `merged_into` on a read connection.
-pub(super) fn resolve_read(conn: &Connection, mut id: i64) -> rusqlite::Result<i64> {
-    let mut next = conn.prepare_cached(PATIENT_MERGED_INTO)?;
+/// A patient row as stored.
+pub(in crate::store) struct StoredPatient {
+    pub(in crate::store) ipp: String,
+    pub(in crate::store) legal_family: Option<String>,
+    pub(in crate::store) legal_given: Option<String>,
+    pub(in crate::store) used_family: Option<String>,
+    pub(in crate::store) used_given: Option<String>,
+    pub(in crate::store) birth_date: Option<String>,
+    pub(in crate::store) sex: Option<String>,
+    pub(in crate::store) reliability: Option<String>,
+    pub(in crate::store) ins: Option<String>,
+    pub(in crate::store) ins_oid: Option<String>,
+}
+
+/// An encounter row as stored (doctors as JSON text).
+pub(in crate::store) struct StoredEncounter {
+    pub(in crate::store) nda: String,
+    pub(in crate::store) status: String,
+    pub(in crate::store) class: Option<String>,
+    pub(in crate::store) unit: Option<String>,
+    pub(in crate::store) attending: Option<String>,
+    pub(in crate::store) admitting: Option<String>,
+    pub(in crate::store) referring: Option<String>,
+    pub(in crate::store) admit_at: Option<String>,
+    pub(in crate::store) discharge_at: Option<String>,
+}
+
+/// A practitioner row as stored.
+pub(in crate::store) struct StoredPractitioner {
+    pub(in crate::store) rpps: String,
+    pub(in crate::store) family: Option<String>,
+    pub(in crate::store) given: Option<String>,
+    pub(in crate::store) prefix: Option<String>,
+}
+
+/// The statements of the views, one call per statement.
+pub(in crate::store) trait Read {
+    /// What a failed statement gives.
+    type Error;
+
+    /// The patient row found by `key`.
+    fn patient_id(&self, by: ViewBy, key: &str) -> Result<Option<i64>, Self::Error>;
+    /// `merged_into` of patient `id` (`None` also when there is no such row).
+    fn merged_into(&self, id: i64) -> Result<Option<i64>, Self::Error>;
+    /// Patient `id` (the row exists).
+    fn patient(&self, id: i64) -> Result<StoredPatient, Self::Error>;
+    /// The IPPs merged into patient `id`, oldest row first.
+    fn merged_ipps(&self, id: i64) -> Result<Vec<String>, Self::Error>;
+    /// Patient `id`'s encounters, latest movement first.
+    fn encounters(&self, id: i64) -> Result<Vec<StoredEncounter>, Self::Error>;
+    /// Patient `id`'s movements in time order.
+    fn movements(&self, id: i64) -> Result<Vec<MovementView>, Self::Error>;
+    /// The anomalies of patient `id` and of the patients merged into it.
+    fn anomalies(&self, id: i64) -> Result<Vec<AnomalyView>, Self::Error>;
+    /// A practitioner by RPPS.
+    fn practitioner(&self, rpps: &str) -> Result<Option<StoredPractitioner>, Self::Error>;
+    /// The IPP of patient row `id`.
+    fn patient_ipp(&self, id: i64) -> Result<Option<String>, Self::Error>;
+    /// The NDA of encounter row `id`.
+    fn encounter_nda(&self, id: i64) -> Result<Option<String>, Self::Error>;
+    /// The NDA and row id of each encounter of patient row `patient_id`.
+    fn encounter_ids(&self, patient_id: i64) -> Result<Vec<(String, i64)>, Self::Error>;
+}
+
+/// Follows `merged_into` to the survivor (bounded, in case of a cycle).
+fn resolve<R: Read>(db: &R, mut id: i64) -> Result<i64, R::Error> {
     for _ in 0..16 {
-        match next
-            .query_row([id], |row| row.get::<_, Option<i64>>(0))
-            .optional()?
-            .flatten()
-        {
+        match db.merged_into(id)? {
             Some(target) if target != id => id = target,
             _ => break,
         }
     }
     Ok(id)
-}
-
-pub(super) fn one_id(conn: &Connection, sql: &str, key: &str) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached(sql)?
-        .query_row([key], |row| row.get(0))
-        .optional()
 }
 
 pub(super) fn name(family: Option<String>, given: Option<String>) -> Option<PersonName> {
@@ -60,84 +100,98 @@ pub(super) fn name(family: Option<String>, given: Option<String>) -> Option<Pers
 }
 
 /// A stored practitioner column; a value that is not our JSON reads as absent.
-pub(super) fn practitioner_column(
-    row: &Row<'_>,
-    column: usize,
+fn practitioner_column(text: Option<String>) -> Option<Practitioner> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+/// The patient for `key` on SQLite (a read connection).
+pub(in crate::store) fn patient_view(
+    conn: &rusqlite::Connection,
+    key: &PatientKey,
+) -> rusqlite::Result<Option<PatientView>> {
+    view(&super::sqlite::Sqlite(conn), key)
+}
+
+/// A practitioner by RPPS on SQLite (a read connection).
+pub(in crate::store) fn practitioner(
+    conn: &rusqlite::Connection,
+    rpps: &str,
 ) -> rusqlite::Result<Option<Practitioner>> {
-    let text: Option<String> = row.get(column)?;
-    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    practitioner_with(&super::sqlite::Sqlite(conn), rpps)
+}
+
+/// The census record for `lookup` on SQLite (a read connection).
+pub(in crate::store) fn sqlite_record(
+    conn: &rusqlite::Connection,
+    lookup: &CensusLookup,
+) -> rusqlite::Result<Option<CensusRecord>> {
+    record(&super::sqlite::Sqlite(conn), lookup)
 }
 
 /// The patient for `key`, with the survivor's data when the key names a merged IPP.
-pub(in crate::store) fn patient_view(
-    conn: &Connection,
+pub(in crate::store) fn view<R: Read>(
+    db: &R,
     key: &PatientKey,
-) -> rusqlite::Result<Option<PatientView>> {
+) -> Result<Option<PatientView>, R::Error> {
     let found = match key {
-        PatientKey::Ipp(ipp) => one_id(conn, VIEW_BY_IPP, ipp)?,
-        PatientKey::Nda(nda) => one_id(conn, VIEW_BY_NDA, nda)?,
-        PatientKey::Ins(ins) => one_id(conn, VIEW_BY_INS, ins)?,
+        PatientKey::Ipp(ipp) => db.patient_id(ViewBy::Ipp, ipp)?,
+        PatientKey::Nda(nda) => db.patient_id(ViewBy::Nda, nda)?,
+        PatientKey::Ins(ins) => db.patient_id(ViewBy::Ins, ins)?,
     };
     let Some(found) = found else {
         return Ok(None);
     };
-    let id = resolve_read(conn, found)?;
-    let mut view = conn.prepare_cached(VIEW_PATIENT)?.query_row([id], |row| {
-        let reliability: Option<String> = row.get(7)?;
-        let validated = reliability
-            .as_deref()
-            .is_some_and(|r| r.split('~').any(|s| s == "VALI"));
-        let ins_value: Option<String> = row.get(8)?;
-        let ins_oid: Option<String> = row.get(9)?;
-        let ins = ins_value.filter(|_| validated).map(|value| {
-            let oid = ins_oid.unwrap_or_default();
-            Ins {
-                value,
-                kind: InsKind::from_oid(&oid),
-                oid,
-            }
-        });
-        Ok(PatientView {
-            ipp: row.get(0)?,
-            resolved_from: None,
-            merged_ipps: Vec::new(),
-            legal_name: name(row.get(1)?, row.get(2)?),
-            used_name: name(row.get(3)?, row.get(4)?),
-            birth_date: row.get(5)?,
-            sex: row.get(6)?,
-            reliability,
-            ins,
-            current: None,
-            encounters: Vec::new(),
-            movements: Vec::new(),
-            anomalies: Vec::new(),
-        })
-    })?;
+    let id = resolve(db, found)?;
+    let row = db.patient(id)?;
+    let validated = row
+        .reliability
+        .as_deref()
+        .is_some_and(|r| r.split('~').any(|s| s == "VALI"));
+    let ins_oid = row.ins_oid;
+    let ins = row.ins.filter(|_| validated).map(|value| {
+        let oid = ins_oid.unwrap_or_default();
+        Ins {
+            value,
+            kind: InsKind::from_oid(&oid),
+            oid,
+        }
+    });
+    let mut view = PatientView {
+        ipp: row.ipp,
+        resolved_from: None,
+        merged_ipps: Vec::new(),
+        legal_name: name(row.legal_family, row.legal_given),
+        used_name: name(row.used_family, row.used_given),
+        birth_date: row.birth_date,
+        sex: row.sex,
+        reliability: row.reliability,
+        ins,
+        current: None,
+        encounters: Vec::new(),
+        movements: Vec::new(),
+        anomalies: Vec::new(),
+    };
     if let PatientKey::Ipp(ipp) = key
         && *ipp != view.ipp
     {
         view.resolved_from = Some(ipp.clone());
     }
-    let mut statement = conn.prepare_cached(VIEW_MERGED_IPPS)?;
-    view.merged_ipps = statement
-        .query_map([id], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut statement = conn.prepare_cached(VIEW_ENCOUNTERS)?;
-    view.encounters = statement
-        .query_map([id], |row| {
-            Ok(EncounterView {
-                nda: row.get(0)?,
-                status: EncounterStatus::from_text(&row.get::<_, String>(1)?),
-                class: row.get(2)?,
-                unit: row.get(3)?,
-                attending: practitioner_column(row, 4)?,
-                admitting: practitioner_column(row, 5)?,
-                referring: practitioner_column(row, 6)?,
-                admit_at: row.get(7)?,
-                discharge_at: row.get(8)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+    view.merged_ipps = db.merged_ipps(id)?;
+    view.encounters = db
+        .encounters(id)?
+        .into_iter()
+        .map(|e| EncounterView {
+            nda: e.nda,
+            status: EncounterStatus::from_text(&e.status),
+            class: e.class,
+            unit: e.unit,
+            attending: practitioner_column(e.attending),
+            admitting: practitioner_column(e.admitting),
+            referring: practitioner_column(e.referring),
+            admit_at: e.admit_at,
+            discharge_at: e.discharge_at,
+        })
+        .collect();
     let open = |e: &&EncounterView| {
         matches!(
             e.status,
@@ -153,52 +207,58 @@ pub(in crate::store) fn patient_view(
             .or_else(|| view.encounters.first()),
     }
     .cloned();
-    let mut statement = conn.prepare_cached(VIEW_MOVEMENTS)?;
-    view.movements = statement
-        .query_map([id], |row| {
-            Ok(MovementView {
-                movement_id: row.get(0)?,
-                nda: row.get(1)?,
-                event: row.get(2)?,
-                cancelled: row.get::<_, String>(3)? == "cancelled",
-                at: row.get(4)?,
-                unit: row.get(5)?,
-                journal_id: row.get(6)?,
-                updated_by: row.get(7)?,
-                cancelled_by: row.get(8)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut statement = conn.prepare_cached(VIEW_ANOMALIES)?;
-    view.anomalies = statement
-        .query_map([id], |row| {
-            Ok(AnomalyView {
-                journal_id: row.get(0)?,
-                kind: row.get(1)?,
-                text: row.get(2)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+    view.movements = db.movements(id)?;
+    view.anomalies = db.anomalies(id)?;
     Ok(Some(view))
 }
 
 /// A practitioner by RPPS, as last named by an ADT message.
-pub(in crate::store) fn practitioner(
-    conn: &Connection,
+pub(in crate::store) fn practitioner_with<R: Read>(
+    db: &R,
     rpps: &str,
-) -> rusqlite::Result<Option<Practitioner>> {
-    conn.prepare_cached(VIEW_PRACTITIONER)?
-        .query_row([rpps], |row| {
-            let rpps: String = row.get(0)?;
-            Ok(Practitioner {
-                id: rpps.clone(),
-                rpps: Some(rpps),
-                family: row.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                given: row.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                prefix: row.get::<_, Option<String>>(3)?.unwrap_or_default(),
-            })
-        })
-        .optional()
+) -> Result<Option<Practitioner>, R::Error> {
+    Ok(db.practitioner(rpps)?.map(|row| Practitioner {
+        id: row.rpps.clone(),
+        rpps: Some(row.rpps),
+        family: row.family.unwrap_or_default(),
+        given: row.given.unwrap_or_default(),
+        prefix: row.prefix.unwrap_or_default(),
+    }))
+}
+
+/// The census record for `lookup` (the FHIR routes): the view and the row ids resources are
+/// named by.
+pub(in crate::store) fn record<R: Read>(
+    db: &R,
+    lookup: &CensusLookup,
+) -> Result<Option<CensusRecord>, R::Error> {
+    let key = match lookup {
+        CensusLookup::Patient(id) => match db.patient_ipp(*id)? {
+            Some(ipp) => PatientKey::Ipp(ipp),
+            None => return Ok(None),
+        },
+        CensusLookup::Encounter(id) => match db.encounter_nda(*id)? {
+            Some(nda) => PatientKey::Nda(nda),
+            None => return Ok(None),
+        },
+        CensusLookup::Key(key) => key.clone(),
+    };
+    let Some(mut view) = view(db, &key)? else {
+        return Ok(None);
+    };
+    // The FHIR id is the survivor's; the IPP asked for is not an answer to `Patient/{id}`.
+    if matches!(lookup, CensusLookup::Patient(_)) {
+        view.resolved_from = None;
+    }
+    let Some(patient_id) = db.patient_id(ViewBy::Ipp, &view.ipp)? else {
+        return Ok(None);
+    };
+    let encounter_ids = db.encounter_ids(patient_id)?;
+    Ok(Some(CensusRecord {
+        patient_id,
+        view,
+        encounter_ids,
+    }))
 }
 
 /// What `ordobridge census --ipp X | --nda Y` prints: a readable block, one fact per line.

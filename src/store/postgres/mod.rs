@@ -30,9 +30,11 @@
 //! The journal (insert with duplicate detection, `journal_many`, processed marks, the listings,
 //! the census processor's work list), the outbound queue (enqueue, heads, read-ahead, delivered
 //! / retry / dead, replay, overview, dead letters), the probe commit, destination leases
-//! (`ownership`), the console's audit trail and a journal row's lineage (`audit`). Everything
-//! else answers [`StoreError::Unported`] naming the operation (see `settings::Unported`): the
-//! census, holds, documents and tracking, the journal search, unfinished pushes, pruning.
+//! (`ownership`), the console's audit trail and a journal row's lineage (`audit`), the census
+//! (`census`: applying updates, each once whichever node tries, and the patient, practitioner
+//! and FHIR views). Everything else answers [`StoreError::Unported`] naming the operation
+//! (see `settings::Unported`): holds, documents and tracking, the journal search, unfinished
+//! pushes, pruning.
 //!
 //! # Porting the rest (issue 14)
 //!
@@ -44,6 +46,7 @@
 //! `FOR UPDATE SKIP LOCKED` in the applying transaction, so a row is applied once.
 
 mod audit;
+mod census;
 mod copy;
 mod journal;
 mod ownership;
@@ -78,6 +81,9 @@ pub(super) struct Inner {
     /// `pg_snapshot_xmin` of the census processor's last complete read (see
     /// `journal::accepted_after`); `None` before the first.
     pub(super) processor_horizon: Mutex<Option<i64>>,
+    /// The task applying the latest census submission: the next one waits for its end
+    /// (`census::submit_census`), so updates apply in the order they were submitted.
+    pub(super) census_tail: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Postgres {
@@ -150,6 +156,7 @@ impl Postgres {
                 pool,
                 path,
                 processor_horizon: Mutex::new(None),
+                census_tail: Mutex::new(None),
             }),
         };
         backend.block(move |inner| async move { schema::prepare(&inner, migrate).await })?;
@@ -184,6 +191,25 @@ impl Postgres {
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
         futures::executor::block_on(self.run(operation))
+    }
+
+    /// Runs the synchronous `operation` on a blocking thread of the backend's runtime and
+    /// waits for it: code written once for both backends (the census rules) reaches its
+    /// connection through `handle.block_on`, one statement at a time.
+    pub(super) async fn run_blocking<T, F>(&self, operation: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner, &tokio::runtime::Handle) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        let handle = self.handle.clone();
+        let task = self
+            .handle
+            .spawn_blocking(move || operation(&inner, &handle));
+        task.await.map_err(|source| StoreError::ReadTask {
+            path: self.inner.path.clone(),
+            source,
+        })?
     }
 
     /// Closes the pool: connections in use finish their operation, new ones are refused.

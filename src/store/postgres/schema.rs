@@ -81,6 +81,93 @@ pub(super) const MIGRATIONS: &[&str] = &[
         reason text NOT NULL
     );
     CREATE INDEX audit_at ON audit (at);",
+    // 4: the ADT census (SQLite versions 2 and 7; see `store::census`). Journal ids carry no
+    // foreign key: the census outlives a pruned journal. Civil times are ISO 8601 text,
+    // compared and sorted byte by byte (`COLLATE "C"`) as SQLite and the rules do.
+    "CREATE TABLE census_patients (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        ipp text NOT NULL UNIQUE,
+        merged_into bigint REFERENCES census_patients (id),
+        legal_family text,
+        legal_given text,
+        used_family text,
+        used_given text,
+        birth_date text,
+        sex text,
+        reliability text,
+        -- Only for a validated identity (PID-32 = VALI).
+        ins text,
+        ins_oid text,
+        -- Hash of the identity fields: an unchanged identity is not rewritten.
+        identity_hash bigint,
+        journal_id bigint NOT NULL,
+        -- When a message last named the patient (unix µs, to the day): census retention.
+        updated_at bigint
+    );
+    CREATE INDEX census_patients_ins ON census_patients (ins) WHERE ins IS NOT NULL;
+    CREATE INDEX census_patients_merged ON census_patients (merged_into)
+        WHERE merged_into IS NOT NULL;
+    CREATE INDEX census_patients_updated ON census_patients (updated_at);
+    CREATE TABLE census_identifiers (
+        patient_id bigint NOT NULL REFERENCES census_patients (id),
+        id_type text NOT NULL,
+        authority text NOT NULL,
+        value text NOT NULL,
+        PRIMARY KEY (patient_id, id_type, authority, value)
+    );
+    CREATE TABLE census_practitioners (
+        rpps text PRIMARY KEY,
+        family text,
+        given text,
+        prefix text,
+        journal_id bigint NOT NULL
+    );
+    CREATE TABLE census_encounters (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        nda text NOT NULL UNIQUE,
+        patient_id bigint NOT NULL REFERENCES census_patients (id),
+        status text NOT NULL,
+        class text,
+        unit text,
+        -- Practitioners as JSON objects (id, family, given, prefix, rpps).
+        attending text,
+        admitting text,
+        referring text,
+        admit_at text COLLATE \"C\",
+        discharge_at text COLLATE \"C\",
+        last_movement_at text COLLATE \"C\",
+        journal_id bigint NOT NULL
+    );
+    CREATE INDEX census_encounters_patient ON census_encounters (patient_id);
+    CREATE INDEX census_encounters_discharged ON census_encounters (discharge_at)
+        WHERE status = 'discharged';
+    CREATE TABLE census_movements (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        movement_id text NOT NULL UNIQUE,
+        encounter_id bigint NOT NULL REFERENCES census_encounters (id),
+        event text NOT NULL,
+        status text NOT NULL CHECK (status IN ('active', 'cancelled')),
+        movement_at text COLLATE \"C\" NOT NULL,
+        class text,
+        unit text,
+        attending text,
+        admitting text,
+        referring text,
+        admit_at text COLLATE \"C\",
+        discharge_at text COLLATE \"C\",
+        journal_id bigint NOT NULL,
+        updated_journal_id bigint,
+        cancel_journal_id bigint
+    );
+    CREATE INDEX census_movements_encounter ON census_movements (encounter_id, movement_at);
+    CREATE TABLE census_anomalies (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        journal_id bigint NOT NULL,
+        patient_id bigint,
+        kind text NOT NULL,
+        text text NOT NULL
+    );
+    CREATE INDEX census_anomalies_patient ON census_anomalies (patient_id);",
 ];
 
 /// Newest schema version this build knows.
