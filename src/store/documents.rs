@@ -247,13 +247,15 @@ impl Store {
         items: Vec<OutboundItem>,
         transaction_id: String,
     ) -> Result<DeliverOutcome, StoreError> {
-        self.sqlite_only("deliver_document")?;
         let delivery = Delivery::document(
             journal_id,
             queue::prepare(items),
             transaction_id,
             queue::now_micros(),
         );
+        if let Some(postgres) = self.postgres_writer()? {
+            return postgres.deliver(delivery).await;
+        }
         let (reply, answer) = oneshot::channel();
         self.send(Request::Deliver {
             delivery,
@@ -269,7 +271,9 @@ impl Store {
         &self,
         journal_id: i64,
     ) -> Result<Option<DocumentTracking>, StoreError> {
-        self.sqlite_only("document_by_journal")?;
+        if let Some(postgres) = self.postgres() {
+            return postgres.document_by_journal(journal_id).await;
+        }
         self.read_blocking(move |connection| tracking(connection, DOCUMENT_BY_JOURNAL, &journal_id))
             .await
     }
@@ -279,7 +283,9 @@ impl Store {
         &self,
         transaction_id: String,
     ) -> Result<Option<DocumentTracking>, StoreError> {
-        self.sqlite_only("document_tracking")?;
+        if let Some(postgres) = self.postgres() {
+            return postgres.document_tracking(transaction_id).await;
+        }
         self.read_blocking(move |connection| {
             tracking(connection, DOCUMENT_BY_TRANSACTION, &transaction_id)
         })

@@ -442,10 +442,6 @@ pub fn cluster(
 pub enum Unported {
     /// Every inbound message feeds the ADT census.
     Census,
-    /// `[push]` holds bundles until their patient is known.
-    Holds,
-    /// `[documents]` and `[fhir]` track documents and read the census.
-    Documents,
     /// `[console]` searches the journal and acts on held bundles.
     Console,
     /// Retention other than `forever` prunes.
@@ -457,8 +453,6 @@ impl Unported {
     pub fn what(self) -> &'static str {
         match self {
             Self::Census => "the census (every inbound channel feeds it)",
-            Self::Holds => "held bundles (`[push]`)",
-            Self::Documents => "documents and their tracking (`[documents]`, `[fhir]`)",
             Self::Console => "the console's journal search and hold actions (`[console]`)",
             Self::Prune => {
                 "pruning (set `retention`, `rejected_retention` and `[census] retention` to `\"forever\"`)"

@@ -30,9 +30,11 @@
 //! The journal (insert with duplicate detection, `journal_many`, processed marks, the listings,
 //! the census processor's work list), the outbound queue (enqueue, heads, read-ahead, delivered
 //! / retry / dead, replay, overview, dead letters), the probe commit, destination leases
-//! (`ownership`), the console's audit trail and a journal row's lineage (`audit`). Everything
+//! (`ownership`), the console's audit trail and a journal row's lineage (`audit`), held
+//! bundles, their release and the settling of pushes (`hold`: one transaction per delivery,
+//! guarded by row locks, see there), documents and their tracking (`documents`). Everything
 //! else answers [`StoreError::Unported`] naming the operation (see `settings::Unported`): the
-//! census, holds, documents and tracking, the journal search, unfinished pushes, pruning.
+//! census, the journal search, pruning.
 //!
 //! # Porting the rest (issue 14)
 //!
@@ -44,6 +46,8 @@
 //! `FOR UPDATE SKIP LOCKED` in the applying transaction, so a row is applied once.
 
 mod audit;
+mod documents;
+mod hold;
 mod journal;
 mod ownership;
 mod queue;
