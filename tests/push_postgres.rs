@@ -155,6 +155,14 @@ async fn ok_pushed_bundle_reaches_the_ehr_once_through_postgres() {
         .expect("json");
     assert_eq!(status["push"]["held"], 0, "{status}");
     assert_eq!(status["store"]["backend"], "postgres", "{status}");
+    // The releaser and the sweeper of unsettled pushes read PostgreSQL without a complaint.
+    let log = daemon.log_text();
+    for complaint in [
+        "cannot read the held bundles",
+        "cannot look for unsettled pushes",
+    ] {
+        assert!(!log.contains(complaint), "{log}");
+    }
     drop(daemon);
     drop(store);
 }
