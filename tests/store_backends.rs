@@ -1555,7 +1555,7 @@ async fn journal_throughput(#[values(Backend::Sqlite, Backend::Postgres)] backen
 // Configuration
 
 /// `ordobridge check` on `[store]` sections: its first error line (stderr).
-fn check_store(dir: &std::path::Path, store: &str) -> (bool, String) {
+fn check_store(dir: &std::path::Path, store: impl std::fmt::Display) -> (bool, String) {
     let config = dir.join("ob.toml");
     std::fs::write(&config, format!("[store]\n{store}\n")).unwrap();
     let output = std::process::Command::new(common::ordobridge_bin())
@@ -1612,7 +1612,12 @@ fn ok_check_accepts_a_postgres_store_that_needs_only_what_is_ported() {
         "backend = \"postgres\"\nurl = \"postgres://ob@127.0.0.1:5432/ob\"\n\
          password = \"${ORDO_TEST_PG_PASSWORD:-x}\"\nretention = \"forever\"\n\
          rejected_retention = \"forever\"\n[census]\nretention = \"forever\"\n\
-         [cluster]\nnode_name = \"ob-1\"\nfailover_after = \"5s\"",
+         [cluster]\nnode_name = \"ob-1\"\nfailover_after = \"5s\"\n\
+         [outbound.ehr-orders]\nprotocol = \"mllp\"\naddress = \"127.0.0.1:2575\"\n\
+         [push]\ntoken = \"s3cret-5b8e1d0c4a7f2e9b3d6c1a8f0e4b7d2c\"\n\
+         [[push.route]]\nmapping = \"ROOT/mappings/orm-o01.toml\"\n\
+         destination = \"ehr-orders\""
+            .replace("ROOT", &common::repo_root().display().to_string()),
     );
     assert!(ok, "{line}");
     let shown = std::process::Command::new(common::ordobridge_bin())
