@@ -3,7 +3,8 @@
 //! transaction).
 
 use super::{Inner, Postgres};
-use crate::store::{DocumentTracking, MessageState, OutboundStatus, StoreError, TrackedMessage};
+use crate::store::documents::message_state;
+use crate::store::{DocumentTracking, MessageState, StoreError, TrackedMessage};
 
 const BY_JOURNAL_SQL: &str =
     "SELECT journal_id, transaction_id, accepted_at FROM documents WHERE journal_id = $1";
@@ -95,27 +96,23 @@ fn message(
     row: &tokio_postgres::Row,
 ) -> Result<TrackedMessage, StoreError> {
     let status: Option<&str> = row.get(2);
-    let state = match status.and_then(|text| OutboundStatus::from_bytes(text.as_bytes())) {
-        Some(status) => {
-            let attempts: i32 = row.get(3);
-            let time = |micros: Option<i64>| {
-                micros
-                    .map(|micros| inner.timestamp(operation, micros))
-                    .transpose()
-            };
-            Some(MessageState {
-                status,
-                attempts: u32::try_from(attempts).map_err(|_| {
-                    inner.corrupt(operation, format!("count {attempts} out of range"))
-                })?,
-                waiting_behind: row.get(7),
-                delivered_at: time(row.get(4))?,
-                dead_at: time(row.get(5))?,
-                last_error: row.get(6),
-            })
-        }
-        None => None,
-    };
+    let state = message_state(status, |status| -> Result<_, StoreError> {
+        let attempts: i32 = row.get(3);
+        let time = |micros: Option<i64>| {
+            micros
+                .map(|micros| inner.timestamp(operation, micros))
+                .transpose()
+        };
+        Ok(MessageState {
+            status,
+            attempts: u32::try_from(attempts)
+                .map_err(|_| inner.corrupt(operation, format!("count {attempts} out of range")))?,
+            waiting_behind: row.get(7),
+            delivered_at: time(row.get(4))?,
+            dead_at: time(row.get(5))?,
+            last_error: row.get(6),
+        })
+    })?;
     Ok(TrackedMessage {
         destination: row.get(0),
         outbound_id: row.get(1),
