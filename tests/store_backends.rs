@@ -1208,6 +1208,86 @@ async fn ok_postgres_work_list_waits_for_rows_committed_late() {
     );
 }
 
+/// The guards of a delivery and of a hold wait for a transaction of another node on the same
+/// row, then read the row again: a bundle released meanwhile is not queued a second time, a
+/// bundle processed meanwhile is not held afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_postgres_delivery_and_hold_wait_for_the_row_then_act_once() {
+    let fixture = open(Backend::Postgres);
+    let store = &fixture.store;
+    let server = fixture.server.as_ref().unwrap();
+    let held = stored(
+        store
+            .journal(on("posos-push", record("H", b"{h}")))
+            .await
+            .unwrap(),
+    );
+    assert!(store.hold(held, "7".into(), later(600)).await.unwrap());
+    let fresh = stored(
+        store
+            .journal(on("posos-push", record("F", b"{f}")))
+            .await
+            .unwrap(),
+    );
+
+    let mut other = client(server).await;
+    let node = other.transaction().await.unwrap();
+    // Another node is releasing `held` and settling `fresh`, not committed yet.
+    node.execute(
+        "UPDATE push_holds SET released_at = 1, released_reason = 'hold expired'
+         WHERE journal_id = $1 AND released_at IS NULL",
+        &[&held],
+    )
+    .await
+    .unwrap();
+    node.execute(
+        "UPDATE journal SET status = 'processed' WHERE id = ANY($1) AND status = 'accepted'",
+        &[&vec![held, fresh]],
+    )
+    .await
+    .unwrap();
+    let deliver = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .deliver_bundle(
+                    held,
+                    vec![item("ehr", "OBH")],
+                    Some(ReleaseReason::PatientKnown),
+                )
+                .await
+        })
+    };
+    let hold = {
+        let store = store.clone();
+        tokio::spawn(async move { store.hold(fresh, "8".into(), later(600)).await })
+    };
+    // Both wait on the rows the other node locked.
+    common::wait_for("the delivery and the hold waiting on row locks", || async {
+        let waiting = client(server)
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND application_name = 'ordobridge'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        (waiting == 2).then_some(())
+    })
+    .await;
+    assert!(!deliver.is_finished() && !hold.is_finished());
+    node.commit().await.unwrap();
+    assert_eq!(deliver.await.unwrap().unwrap(), DeliverOutcome::AlreadyDone);
+    assert!(
+        !hold.await.unwrap().unwrap(),
+        "processed meanwhile: not held"
+    );
+    assert!(store.next_pending_async("ehr").await.unwrap().is_none());
+    assert!(store.held_bundles(0).unwrap().is_empty());
+}
+
 /// Many intake tasks at once, each its own transaction on its own pooled connection: every
 /// call answers once committed, with its own row; duplicates sent concurrently are one row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
