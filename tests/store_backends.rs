@@ -1631,6 +1631,63 @@ async fn journal_throughput(#[values(Backend::Sqlite, Backend::Postgres)] backen
     );
 }
 
+/// Held bundles released with `deliver_bundle` (hold released, journal row processed, two
+/// messages queued, one transaction each) by 64 concurrent callers, both backends:
+/// `cargo test --test store_backends -- --ignored --nocapture deliver_throughput`.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run on demand"]
+async fn deliver_throughput(#[values(Backend::Sqlite, Backend::Postgres)] backend: Backend) {
+    let fixture = open(backend);
+    let (producers, per_producer) = (64, 50);
+    let mut ids = Vec::new();
+    for n in 0..producers * per_producer {
+        let raw = format!("{{\"n\":{n}}}");
+        let id = stored(
+            fixture
+                .store
+                .journal(on("posos-push", record(&format!("T{n}"), raw.as_bytes())))
+                .await
+                .unwrap(),
+        );
+        fixture
+            .store
+            .hold(id, format!("P{n}"), later(600))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = ids
+        .chunks(per_producer)
+        .map(|chunk| {
+            let (store, chunk) = (fixture.store.clone(), chunk.to_vec());
+            tokio::spawn(async move {
+                for id in chunk {
+                    let items = vec![
+                        item("ehr", &format!("OB{id}-1")),
+                        item("lab", &format!("OB{id}-2")),
+                    ];
+                    let outcome = store
+                        .deliver_bundle(id, items, Some(ReleaseReason::PatientKnown))
+                        .await
+                        .unwrap();
+                    assert!(matches!(outcome, DeliverOutcome::Queued { .. }));
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let bundles = ids.len();
+    println!(
+        "{backend:?}: deliver_bundle() x {bundles} from {producers} tasks in {elapsed:.2?} = {:.0}/s",
+        bundles as f64 / elapsed.as_secs_f64()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Configuration
 
