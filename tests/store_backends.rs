@@ -16,9 +16,9 @@ use futures::future::join_all;
 use ordobridge::census::EncounterStatus;
 use ordobridge::store::settings::PostgresSettings;
 use ordobridge::store::{
-    AnomalyKind, ApplyStatus, CensusLookup, CensusOutcome, EntryStatus, InboundRecord,
-    JournalFilter, JournalOutcome, OutboundItem, OutboundStatus, PatientKey, PatientView, Store,
-    StoreOptions,
+    AnomalyKind, ApplyStatus, CensusLookup, CensusOutcome, DeliverOutcome, EntryStatus,
+    HoldOverview, InboundRecord, JournalFilter, JournalOutcome, OutboundItem, OutboundStatus,
+    PatientKey, PatientView, ReleaseReason, Store, StoreError, StoreOptions,
 };
 use rstest::rstest;
 
@@ -996,6 +996,529 @@ async fn ok_census_replay_is_already_processed_and_submissions_keep_order(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Held bundles, pushes and documents
+
+/// Another store on the fixture's database: a second node (PostgreSQL), a second writer on
+/// the same file (SQLite).
+fn second_store(fixture: &Fixture) -> Store {
+    match &fixture.server {
+        None => Store::open(
+            &fixture._dir.path().join("store.sqlite"),
+            StoreOptions::default(),
+        )
+        .unwrap(),
+        Some(server) => {
+            let settings = PostgresSettings::from_url(&server.url()).unwrap();
+            Store::open_postgres(&settings, true).unwrap()
+        }
+    }
+}
+
+/// Runs `sql` on the fixture's database beside the store (same SQL on both backends); the
+/// first column of the first row, as text, if any.
+async fn sql(fixture: &Fixture, sql: &str) -> Option<String> {
+    match &fixture.server {
+        None => {
+            let connection =
+                rusqlite::Connection::open(fixture._dir.path().join("store.sqlite")).unwrap();
+            let mut statement = connection.prepare(sql).unwrap();
+            let mut rows = statement.query([]).unwrap();
+            rows.next()
+                .unwrap()
+                .map(|row| match row.get_ref(0).unwrap() {
+                    rusqlite::types::ValueRef::Integer(n) => n.to_string(),
+                    rusqlite::types::ValueRef::Text(text) => {
+                        String::from_utf8(text.to_vec()).unwrap()
+                    }
+                    other => panic!("{other:?}"),
+                })
+        }
+        Some(server) => {
+            let client = client(server).await;
+            let rows = client.simple_query(sql).await.unwrap();
+            rows.into_iter().find_map(|message| match message {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            })
+        }
+    }
+}
+
+fn later(seconds: i64) -> jiff::Timestamp {
+    jiff::Timestamp::now() + jiff::SignedDuration::from_secs(seconds)
+}
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_hold_once_then_release_by_census_enqueues_once(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let fixture = open(backend);
+    let store = &fixture.store;
+    let id = stored(
+        store
+            .journal(on("posos-push", record("B1", b"{}")))
+            .await
+            .unwrap(),
+    );
+    assert!(store.hold(id, "100001".into(), later(600)).await.unwrap());
+    // Pushed again while held: not held twice.
+    assert!(!store.hold(id, "100001".into(), later(600)).await.unwrap());
+    let held = store.held_bundles(0).unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        (held[0].journal_id, held[0].partner_id.as_str()),
+        (id, "100001")
+    );
+    assert_eq!(store.held_bundles_async(1).await.unwrap(), held);
+    assert_eq!(store.held_bundle(id).await.unwrap(), Some(held[0].clone()));
+    assert_eq!(store.held_bundle(id + 1000).await.unwrap(), None);
+    let overview = store.hold_overview().unwrap();
+    assert_eq!(
+        (overview.held, overview.oldest_held_at),
+        (1, Some(held[0].held_at))
+    );
+    assert_eq!(store.hold_overview_async().await.unwrap(), overview);
+    // Neither due nor known yet.
+    let (due, next) = store.due_holds(jiff::Timestamp::now()).await.unwrap();
+    assert!(due.is_empty());
+    assert_eq!(next, Some(held[0].release_at));
+
+    let outcome = store
+        .deliver_bundle(
+            id,
+            vec![item("ehr", "OB1-1"), item("lab", "OB1-2")],
+            Some(ReleaseReason::PatientKnown),
+        )
+        .await
+        .unwrap();
+    let DeliverOutcome::Queued { ids } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(ids.len(), 2);
+    // A second release (a racing releaser, a replay after a crash) enqueues nothing.
+    let again = store
+        .deliver_bundle(
+            id,
+            vec![item("ehr", "OB1-1")],
+            Some(ReleaseReason::HoldExpired),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, DeliverOutcome::AlreadyDone);
+    assert_eq!(
+        sql(&fixture, "SELECT count(*) FROM outbound")
+            .await
+            .unwrap(),
+        "2"
+    );
+    let head = store.next_pending_async("ehr").await.unwrap().unwrap();
+    assert_eq!((head.id, head.control_id.as_str()), (ids[0], "OB1-1"));
+    assert_eq!(
+        store.journal_entry(id).unwrap().unwrap().summary.status,
+        EntryStatus::Processed.as_str()
+    );
+    assert!(store.held_bundles(0).unwrap().is_empty());
+    assert_eq!(store.hold_overview().unwrap(), HoldOverview::default());
+    assert_eq!(
+        sql(
+            &fixture,
+            &format!("SELECT released_reason FROM push_holds WHERE journal_id = {id}")
+        )
+        .await
+        .as_deref(),
+        Some("patient known")
+    );
+    // Without a hold the journal status guards alone; a processed row is never held.
+    let other = stored(
+        store
+            .journal(on("posos-push", record("B2", b"{2}")))
+            .await
+            .unwrap(),
+    );
+    let first = store
+        .deliver_bundle(other, vec![item("ehr", "OB2-1")], None)
+        .await
+        .unwrap();
+    assert!(matches!(first, DeliverOutcome::Queued { ref ids } if ids.len() == 1));
+    let second = store
+        .deliver_bundle(other, vec![item("ehr", "OB2-1")], None)
+        .await
+        .unwrap();
+    assert_eq!(second, DeliverOutcome::AlreadyDone);
+    assert!(!store.hold(other, "100002".into(), later(60)).await.unwrap());
+    assert_eq!(
+        sql(&fixture, "SELECT count(*) FROM outbound")
+            .await
+            .unwrap(),
+        "3"
+    );
+}
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_due_holds_by_time_or_census_and_release_now(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let fixture = open(backend);
+    let store = &fixture.store;
+    let mut ids = Vec::new();
+    for control_id in ["A", "B", "C"] {
+        let raw = format!("{{{control_id}}}");
+        let outcome = store
+            .journal(on("posos-push", record(control_id, raw.as_bytes())))
+            .await
+            .unwrap();
+        ids.push(stored(outcome));
+    }
+    let [a, b, c] = ids[..] else { panic!() };
+    assert!(store.hold(a, "1".into(), later(-1)).await.unwrap());
+    assert!(store.hold(b, "2".into(), later(600)).await.unwrap());
+    assert!(store.hold(c, "3".into(), later(900)).await.unwrap());
+    // Patient 2 becomes known to the census (a row as the census writes it, without the rest).
+    if let Backend::Postgres = backend {
+        // Until the census is ported on this branch, a stand-in of its patients table.
+        sql(
+            &fixture,
+            "CREATE TABLE IF NOT EXISTS census_patients (
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                ipp text NOT NULL UNIQUE, journal_id bigint NOT NULL)",
+        )
+        .await;
+    }
+    sql(
+        &fixture,
+        "INSERT INTO census_patients (ipp, journal_id) VALUES ('2', 9)",
+    )
+    .await;
+    let due_ids = |due: &[ordobridge::store::HeldBundle]| -> Vec<i64> {
+        due.iter().map(|hold| hold.journal_id).collect()
+    };
+    let (due, next) = store.due_holds(jiff::Timestamp::now()).await.unwrap();
+    assert_eq!(due_ids(&due), [a, b]);
+    assert!(next.is_some_and(|n| n <= jiff::Timestamp::now()));
+
+    // "Release now" from the console: due at once, recorded with its audit row.
+    let entry = ordobridge::store::AuditEntry {
+        user: "olga".into(),
+        action: "release".into(),
+        target: format!("hold:{c}"),
+        reason: "patient admitted by phone".into(),
+    };
+    assert!(store.release_hold_now(c, entry.clone()).await.unwrap());
+    let (due, _) = store.due_holds(jiff::Timestamp::now()).await.unwrap();
+    assert_eq!(due_ids(&due), [a, b, c]);
+    assert!(
+        !store.release_hold_now(c + 1000, entry).await.unwrap(),
+        "not held"
+    );
+    assert_eq!(
+        store.recent_audit(10).await.unwrap().len(),
+        2,
+        "both recorded"
+    );
+    // Released ones leave the list.
+    let released = store
+        .deliver_bundle(
+            a,
+            vec![item("ehr", "OBA")],
+            Some(ReleaseReason::HoldExpired),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(released, DeliverOutcome::Queued { .. }));
+    let (due, _) = store.due_holds(jiff::Timestamp::now()).await.unwrap();
+    assert_eq!(due_ids(&due), [b, c]);
+}
+
+/// Two releasers (two nodes, or two writers on one file) settle the same held bundles at
+/// once: each bundle is queued once, by one of them; the other learns `AlreadyDone`.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_deliver_once_when_two_stores_race(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let fixture = open(backend);
+    let other = second_store(&fixture);
+    let bundles = 20;
+    let mut ids = Vec::new();
+    for n in 0..bundles {
+        let raw = format!("{{\"n\":{n}}}");
+        let id = stored(
+            fixture
+                .store
+                .journal(on("posos-push", record(&format!("R{n}"), raw.as_bytes())))
+                .await
+                .unwrap(),
+        );
+        assert!(
+            fixture
+                .store
+                .hold(id, format!("P{n}"), later(600))
+                .await
+                .unwrap()
+        );
+        ids.push(id);
+    }
+    let race = |store: Store, reason: ReleaseReason| {
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            let mut queued = Vec::new();
+            for id in ids {
+                let outcome = store
+                    .deliver_bundle(
+                        id,
+                        vec![
+                            item("ehr", &format!("OB{id}-1")),
+                            item("lab", &format!("OB{id}-2")),
+                        ],
+                        Some(reason),
+                    )
+                    .await
+                    .unwrap();
+                if let DeliverOutcome::Queued { ids } = outcome {
+                    queued.push((id, ids));
+                }
+            }
+            queued
+        })
+    };
+    let one = race(fixture.store.clone(), ReleaseReason::PatientKnown);
+    let two = race(other.clone(), ReleaseReason::HoldExpired);
+    let (one, two) = (one.await.unwrap(), two.await.unwrap());
+    let mut settled: Vec<i64> = one.iter().chain(&two).map(|(id, _)| *id).collect();
+    settled.sort_unstable();
+    assert_eq!(settled, ids, "each bundle queued once: {one:?} {two:?}");
+    assert_eq!(
+        sql(&fixture, "SELECT count(*) FROM outbound")
+            .await
+            .unwrap(),
+        (bundles * 2).to_string()
+    );
+    assert!(other.held_bundles(0).unwrap().is_empty());
+    // Per destination, each bundle's message once.
+    for (destination, suffix) in [("ehr", "-1"), ("lab", "-2")] {
+        let pending = fixture
+            .store
+            .pending_after_async(destination, 0, 1000)
+            .await
+            .unwrap();
+        let mut control_ids: Vec<String> = pending.into_iter().map(|m| m.control_id).collect();
+        control_ids.sort_unstable();
+        let mut expected: Vec<String> = ids.iter().map(|id| format!("OB{id}{suffix}")).collect();
+        expected.sort_unstable();
+        assert_eq!(control_ids, expected);
+    }
+    other.close().await;
+}
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_unsettled_pushes_then_rejected(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let fixture = open(backend);
+    let store = &fixture.store;
+    let push = |control_id: &str, raw: &'static [u8]| on("posos-push", record(control_id, raw));
+    let unsettled = stored(store.journal(push("U", b"{u}")).await.unwrap());
+    let held = stored(store.journal(push("H", b"{h}")).await.unwrap());
+    store.hold(held, "9".into(), later(600)).await.unwrap();
+    let done = stored(store.journal(push("D", b"{d}")).await.unwrap());
+    store.mark_processed(vec![done]).await.unwrap();
+    stored(
+        store
+            .journal(rejected("X", b"{x}", "not JSON"))
+            .await
+            .unwrap(),
+    );
+    stored(store.journal(record("ADT", b"MSH|adt")).await.unwrap());
+
+    let (rows, last) = store.unsettled_pushes("posos-push", 0, 10).await.unwrap();
+    let found: Vec<(i64, &[u8])> = rows.iter().map(|r| (r.journal_id, &r.raw[..])).collect();
+    assert_eq!(found, [(unsettled, &b"{u}"[..])]);
+    assert_eq!(
+        rows[0].received_at,
+        jiff::Timestamp::from_second(1_750_000_000).unwrap()
+    );
+    match backend {
+        // SQLite's cursor may skip to the newest row: ids commit in order there.
+        Backend::Sqlite => assert_eq!(last, store.last_journal_id_async().await.unwrap()),
+        // PostgreSQL's never passes a row still committing: it stays.
+        Backend::Postgres => assert_eq!(last, 0),
+    }
+    assert!(
+        store
+            .unsettled_pushes("posos-push", unsettled, 10)
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
+    let unfinished = store
+        .unfinished_pushes("posos-push", jiff::Timestamp::now(), 0)
+        .unwrap();
+    assert_eq!(
+        unfinished.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [unsettled]
+    );
+    assert!(
+        store
+            .unfinished_pushes("posos-push", jiff::Timestamp::from_second(1).unwrap(), 0)
+            .unwrap()
+            .is_empty()
+    );
+
+    let reason = "channel `posos-push`: no route could map the bundle".to_owned();
+    assert!(
+        store
+            .reject_accepted(unsettled, reason.clone())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .reject_accepted(unsettled, reason.clone())
+            .await
+            .unwrap()
+    );
+    assert!(!store.reject_accepted(done, reason.clone()).await.unwrap());
+    let entry = store.journal_entry(unsettled).unwrap().unwrap();
+    assert_eq!(
+        (
+            entry.summary.status.as_str(),
+            entry.summary.reason.as_deref()
+        ),
+        ("rejected", Some(reason.as_str()))
+    );
+    assert!(
+        store
+            .unsettled_pushes("posos-push", 0, 10)
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
+    // A rejected row no longer catches duplicates: the same push again is a new row.
+    let again = stored(store.journal(push("U", b"{u}")).await.unwrap());
+    assert!(again > unsettled);
+}
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_document_tracked_through_delivery(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let fixture = open(backend);
+    let store = &fixture.store;
+    // An older message waits at the head of `ehr`.
+    let older = store.enqueue(vec![item("ehr", "OLD")]).await.unwrap()[0];
+    let journal_id = stored(
+        store
+            .journal(on("documents", record("D1", b"{doc}")))
+            .await
+            .unwrap(),
+    );
+    let outcome = store
+        .deliver_document(
+            journal_id,
+            vec![item("ehr", "DOC1-ehr"), item("mdm", "DOC1-mdm")],
+            "T-1".into(),
+        )
+        .await
+        .unwrap();
+    let DeliverOutcome::Queued { ids } = outcome else {
+        panic!("{outcome:?}")
+    };
+    // A second delivery of the same row does nothing (the journal row is processed).
+    let again = store
+        .deliver_document(journal_id, vec![item("ehr", "DOC1-ehr")], "T-2".into())
+        .await
+        .unwrap();
+    assert_eq!(again, DeliverOutcome::AlreadyDone);
+    assert_eq!(
+        store
+            .journal_entry(journal_id)
+            .unwrap()
+            .unwrap()
+            .summary
+            .status,
+        EntryStatus::Processed.as_str()
+    );
+    let states = |tracking: &ordobridge::store::DocumentTracking| -> Vec<(String, i64, OutboundStatus, bool)> {
+        tracking
+            .messages
+            .iter()
+            .map(|m| {
+                let state = m.state.as_ref().unwrap();
+                (m.destination.clone(), m.outbound_id, state.status, state.waiting_behind)
+            })
+            .collect()
+    };
+    let tracking = store
+        .document_tracking("T-1".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (tracking.journal_id, tracking.transaction_id.as_str()),
+        (journal_id, "T-1")
+    );
+    assert!(tracking.accepted_at <= jiff::Timestamp::now());
+    assert_eq!(
+        states(&tracking),
+        [
+            ("ehr".to_owned(), ids[0], OutboundStatus::Pending, true),
+            ("mdm".to_owned(), ids[1], OutboundStatus::Pending, false)
+        ]
+    );
+    assert_eq!(store.document_tracking("T-2".into()).await.unwrap(), None);
+    assert_eq!(
+        store.document_by_journal(journal_id).await.unwrap(),
+        Some(tracking)
+    );
+    assert_eq!(
+        store.document_by_journal(journal_id + 1000).await.unwrap(),
+        None
+    );
+
+    store.mark_delivered(older, Bytes::new()).await.unwrap();
+    store.mark_delivered(ids[0], Bytes::new()).await.unwrap();
+    store.mark_dead(ids[1], "AR").await.unwrap();
+    let tracking = store
+        .document_tracking("T-1".into())
+        .await
+        .unwrap()
+        .unwrap();
+    let [ehr, mdm] = &tracking.messages[..] else {
+        panic!("{tracking:?}")
+    };
+    let (ehr, mdm) = (ehr.state.as_ref().unwrap(), mdm.state.as_ref().unwrap());
+    assert_eq!(
+        (ehr.status, ehr.attempts, ehr.waiting_behind, ehr.dead_at),
+        (OutboundStatus::Delivered, 1, false, None)
+    );
+    assert!(ehr.delivered_at.is_some());
+    assert_eq!(
+        (mdm.status, mdm.last_error.as_deref(), mdm.delivered_at),
+        (OutboundStatus::Dead, Some("AR"), None)
+    );
+    assert!(mdm.dead_at.is_some());
+    // A tracked message whose queue row is gone (pruned) reads as unknown.
+    sql(
+        &fixture,
+        &format!("DELETE FROM outbound WHERE id = {}", ids[1]),
+    )
+    .await;
+    let tracking = store
+        .document_tracking("T-1".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tracking.messages[1].outbound_id, ids[1]);
+    assert_eq!(tracking.messages[1].state, None);
+}
+
+// ---------------------------------------------------------------------------------------------
 // PostgreSQL only
 
 /// A plain client on the test server, its connection driven by a task.
@@ -1037,7 +1560,7 @@ async fn err_postgres_schema_newer_refused_and_listing_never_migrates() {
     assert_eq!(
         err.to_string(),
         format!(
-            "store `{target}` has schema version 0, this build reads version 4: start the \
+            "store `{target}` has schema version 0, this build reads version 5: start the \
              daemon of this version once (`ordobridge run`), which migrates it; listings never \
              change the store"
         )
@@ -1059,7 +1582,7 @@ async fn err_postgres_schema_newer_refused_and_listing_never_migrates() {
     client(&server)
         .await
         .execute(
-            "INSERT INTO ordobridge_schema (version, applied_at) VALUES (5, 0)",
+            "INSERT INTO ordobridge_schema (version, applied_at) VALUES (6, 0)",
             &[],
         )
         .await
@@ -1068,7 +1591,7 @@ async fn err_postgres_schema_newer_refused_and_listing_never_migrates() {
     assert_eq!(
         err.to_string(),
         format!(
-            "store `{target}` has schema version 5, this build knows versions 0 to 4; was it \
+            "store `{target}` has schema version 6, this build knows versions 0 to 5; was it \
              written by a newer ordobridge?"
         )
     );
@@ -1120,6 +1643,86 @@ async fn ok_postgres_work_list_waits_for_rows_committed_late() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// The guards of a delivery and of a hold wait for a transaction of another node on the same
+/// row, then read the row again: a bundle released meanwhile is not queued a second time, a
+/// bundle processed meanwhile is not held afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_postgres_delivery_and_hold_wait_for_the_row_then_act_once() {
+    let fixture = open(Backend::Postgres);
+    let store = &fixture.store;
+    let server = fixture.server.as_ref().unwrap();
+    let held = stored(
+        store
+            .journal(on("posos-push", record("H", b"{h}")))
+            .await
+            .unwrap(),
+    );
+    assert!(store.hold(held, "7".into(), later(600)).await.unwrap());
+    let fresh = stored(
+        store
+            .journal(on("posos-push", record("F", b"{f}")))
+            .await
+            .unwrap(),
+    );
+
+    let mut other = client(server).await;
+    let node = other.transaction().await.unwrap();
+    // Another node is releasing `held` and settling `fresh`, not committed yet.
+    node.execute(
+        "UPDATE push_holds SET released_at = 1, released_reason = 'hold expired'
+         WHERE journal_id = $1 AND released_at IS NULL",
+        &[&held],
+    )
+    .await
+    .unwrap();
+    node.execute(
+        "UPDATE journal SET status = 'processed' WHERE id = ANY($1) AND status = 'accepted'",
+        &[&vec![held, fresh]],
+    )
+    .await
+    .unwrap();
+    let deliver = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .deliver_bundle(
+                    held,
+                    vec![item("ehr", "OBH")],
+                    Some(ReleaseReason::PatientKnown),
+                )
+                .await
+        })
+    };
+    let hold = {
+        let store = store.clone();
+        tokio::spawn(async move { store.hold(fresh, "8".into(), later(600)).await })
+    };
+    // Both wait on the rows the other node locked.
+    common::wait_for("the delivery and the hold waiting on row locks", || async {
+        let waiting = client(server)
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND application_name = 'ordobridge'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        (waiting == 2).then_some(())
+    })
+    .await;
+    assert!(!deliver.is_finished() && !hold.is_finished());
+    node.commit().await.unwrap();
+    assert_eq!(deliver.await.unwrap().unwrap(), DeliverOutcome::AlreadyDone);
+    assert!(
+        !hold.await.unwrap().unwrap(),
+        "processed meanwhile: not held"
+    );
+    assert!(store.next_pending_async("ehr").await.unwrap().is_none());
+    assert!(store.held_bundles(0).unwrap().is_empty());
 }
 
 /// Many intake tasks at once, each its own transaction on its own pooled connection: every
@@ -1529,8 +2132,6 @@ async fn err_postgres_refuses_what_is_not_ported_yet() {
              `backend = \"sqlite\"` for a configuration that needs it"
         )
     };
-    let err = store.held_bundles(10).unwrap_err();
-    assert_eq!(err.to_string(), refusal("held_bundles"));
     let err = store
         .search_journal(&ordobridge::store::JournalSearch::default())
         .unwrap_err();
@@ -1651,11 +2252,68 @@ async fn census_throughput(#[values(Backend::Sqlite, Backend::Postgres)] backend
     );
 }
 
+/// Held bundles released with `deliver_bundle` (hold released, journal row processed, two
+/// messages queued, one transaction each) by 64 concurrent callers, both backends:
+/// `cargo test --test store_backends -- --ignored --nocapture deliver_throughput`.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run on demand"]
+async fn deliver_throughput(#[values(Backend::Sqlite, Backend::Postgres)] backend: Backend) {
+    let fixture = open(backend);
+    let (producers, per_producer) = (64, 50);
+    let mut ids = Vec::new();
+    for n in 0..producers * per_producer {
+        let raw = format!("{{\"n\":{n}}}");
+        let id = stored(
+            fixture
+                .store
+                .journal(on("posos-push", record(&format!("T{n}"), raw.as_bytes())))
+                .await
+                .unwrap(),
+        );
+        fixture
+            .store
+            .hold(id, format!("P{n}"), later(600))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = ids
+        .chunks(per_producer)
+        .map(|chunk| {
+            let (store, chunk) = (fixture.store.clone(), chunk.to_vec());
+            tokio::spawn(async move {
+                for id in chunk {
+                    let items = vec![
+                        item("ehr", &format!("OB{id}-1")),
+                        item("lab", &format!("OB{id}-2")),
+                    ];
+                    let outcome = store
+                        .deliver_bundle(id, items, Some(ReleaseReason::PatientKnown))
+                        .await
+                        .unwrap();
+                    assert!(matches!(outcome, DeliverOutcome::Queued { .. }));
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let bundles = ids.len();
+    println!(
+        "{backend:?}: deliver_bundle() x {bundles} from {producers} tasks in {elapsed:.2?} = {:.0}/s",
+        bundles as f64 / elapsed.as_secs_f64()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Configuration
 
 /// `ordobridge check` on `[store]` sections: its first error line (stderr).
-fn check_store(dir: &std::path::Path, store: &str) -> (bool, String) {
+fn check_store(dir: &std::path::Path, store: impl std::fmt::Display) -> (bool, String) {
     let config = dir.join("ob.toml");
     std::fs::write(&config, format!("[store]\n{store}\n")).unwrap();
     let output = std::process::Command::new(common::ordobridge_bin())
@@ -1712,7 +2370,12 @@ fn ok_check_accepts_a_postgres_store_that_needs_only_what_is_ported() {
         "backend = \"postgres\"\nurl = \"postgres://ob@127.0.0.1:5432/ob\"\n\
          password = \"${ORDO_TEST_PG_PASSWORD:-x}\"\nretention = \"forever\"\n\
          rejected_retention = \"forever\"\n[census]\nretention = \"forever\"\n\
-         [cluster]\nnode_name = \"ob-1\"\nfailover_after = \"5s\"",
+         [cluster]\nnode_name = \"ob-1\"\nfailover_after = \"5s\"\n\
+         [outbound.ehr-orders]\nprotocol = \"mllp\"\naddress = \"127.0.0.1:2575\"\n\
+         [push]\ntoken = \"s3cret-5b8e1d0c4a7f2e9b3d6c1a8f0e4b7d2c\"\n\
+         [[push.route]]\nmapping = \"ROOT/mappings/orm-o01.toml\"\n\
+         destination = \"ehr-orders\""
+            .replace("ROOT", &common::repo_root().display().to_string()),
     );
     assert!(ok, "{line}");
     let shown = std::process::Command::new(common::ordobridge_bin())

@@ -184,12 +184,6 @@ pub fn unported_on_postgres(config: &super::Config) -> Vec<crate::store::setting
     ) {
         return needs;
     }
-    if config.push.is_some() {
-        needs.push(Unported::Holds);
-    }
-    if config.fhir.is_some() || config.documents.is_some() {
-        needs.push(Unported::Documents);
-    }
     if config.console.is_some() {
         needs.push(Unported::Console);
     }

@@ -204,7 +204,11 @@ impl Store {
         journal_id: i64,
         entry: AuditEntry,
     ) -> Result<bool, StoreError> {
-        self.sqlite_only("release_hold_now")?;
+        if let Some(postgres) = self.postgres_writer()? {
+            return postgres
+                .release_hold_now(journal_id, entry, jiff::Timestamp::now().as_microsecond())
+                .await;
+        }
         self.audited(entry, Some(journal_id), None).await
     }
 

@@ -129,20 +129,16 @@ fn tracking(
         .prepare_cached(DOCUMENT_MESSAGES)?
         .query_map([journal_id], |row| {
             let status: Option<String> = row.get(2)?;
-            let state = match status.as_deref().map(str::as_bytes) {
-                Some(text) => match OutboundStatus::from_bytes(text) {
-                    Some(status) => Some(MessageState {
-                        status,
-                        attempts: row.get(3)?,
-                        delivered_at: time(row.get(4)?, 4).transpose()?,
-                        dead_at: time(row.get(5)?, 5).transpose()?,
-                        last_error: row.get(6)?,
-                        waiting_behind: row.get(7)?,
-                    }),
-                    None => None,
-                },
-                None => None,
-            };
+            let state = message_state(status.as_deref(), |status| -> rusqlite::Result<_> {
+                Ok(MessageState {
+                    status,
+                    attempts: row.get(3)?,
+                    delivered_at: time(row.get(4)?, 4).transpose()?,
+                    dead_at: time(row.get(5)?, 5).transpose()?,
+                    last_error: row.get(6)?,
+                    waiting_behind: row.get(7)?,
+                })
+            })?;
             Ok(TrackedMessage {
                 destination: row.get(0)?,
                 outbound_id: row.get(1)?,
@@ -156,6 +152,19 @@ fn tracking(
         accepted_at: micros_to_timestamp(accepted_at, 2)?,
         messages,
     }))
+}
+
+/// The state of a tracked message from the `status` of its queue row (both backends; the
+/// rest of the row is read by `state`): none when the row is gone (pruned) or has a status
+/// this build does not know.
+pub(super) fn message_state<E>(
+    status: Option<&str>,
+    state: impl FnOnce(OutboundStatus) -> Result<MessageState, E>,
+) -> Result<Option<MessageState>, E> {
+    match status.and_then(|text| OutboundStatus::from_bytes(text.as_bytes())) {
+        Some(status) => state(status).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Records the tracking of a document whose messages were just enqueued (writer transaction).
@@ -198,13 +207,15 @@ impl Store {
         items: Vec<OutboundItem>,
         transaction_id: String,
     ) -> Result<DeliverOutcome, StoreError> {
-        self.sqlite_only("deliver_document")?;
         let delivery = Delivery::document(
             journal_id,
             queue::prepare(items),
             transaction_id,
             queue::now_micros(),
         );
+        if let Some(postgres) = self.postgres_writer()? {
+            return postgres.deliver(delivery).await;
+        }
         let (reply, answer) = oneshot::channel();
         self.send(Request::Deliver {
             delivery,
@@ -220,7 +231,9 @@ impl Store {
         &self,
         journal_id: i64,
     ) -> Result<Option<DocumentTracking>, StoreError> {
-        self.sqlite_only("document_by_journal")?;
+        if let Some(postgres) = self.postgres() {
+            return postgres.document_by_journal(journal_id).await;
+        }
         self.read_blocking(move |connection| tracking(connection, DOCUMENT_BY_JOURNAL, &journal_id))
             .await
     }
@@ -230,7 +243,9 @@ impl Store {
         &self,
         transaction_id: String,
     ) -> Result<Option<DocumentTracking>, StoreError> {
-        self.sqlite_only("document_tracking")?;
+        if let Some(postgres) = self.postgres() {
+            return postgres.document_tracking(transaction_id).await;
+        }
         self.read_blocking(move |connection| {
             tracking(connection, DOCUMENT_BY_TRANSACTION, &transaction_id)
         })

@@ -85,28 +85,53 @@ pub enum DeliverOutcome {
     AlreadyDone,
 }
 
-/// A hold to record, prepared on the caller's task.
+/// A hold to record, prepared on the caller's task (either backend records it).
 #[derive(Debug)]
 pub(super) struct NewHold {
-    journal_id: i64,
-    partner_id: String,
-    held_at: i64,
-    release_at: i64,
+    pub(super) journal_id: i64,
+    pub(super) partner_id: String,
+    pub(super) held_at: i64,
+    pub(super) release_at: i64,
 }
 
-/// A bundle's messages with the journal row (and hold) they settle.
+/// A bundle's messages with the journal row (and hold) they settle, prepared on the caller's
+/// task; either backend settles it in one transaction, with the same guards in the same order
+/// (see the module docs).
 #[derive(Debug)]
 pub(super) struct Delivery {
-    journal_id: i64,
-    items: Vec<PreparedItem>,
+    pub(super) journal_id: i64,
+    pub(super) items: Vec<PreparedItem>,
     /// For a held bundle: why it is released and when (unix microseconds).
-    release: Option<(ReleaseReason, i64)>,
+    pub(super) release: Option<(ReleaseReason, i64)>,
     /// For a document (`$send-to-ehr`): its transaction id and when it was accepted (unix
     /// microseconds), recorded with the messages for `$tracking`.
-    document: Option<(String, i64)>,
+    pub(super) document: Option<(String, i64)>,
 }
 
 impl Delivery {
+    /// A pushed bundle's messages; with `release`, its hold is released now.
+    pub(super) fn bundle(
+        journal_id: i64,
+        items: Vec<OutboundItem>,
+        release: Option<ReleaseReason>,
+    ) -> Delivery {
+        Delivery {
+            journal_id,
+            items: queue::prepare(items),
+            release: release.map(|reason| (reason, queue::now_micros())),
+            document: None,
+        }
+    }
+
+    /// The `document_messages` rows of a document whose messages got `ids` (item order):
+    /// `(outbound id, destination)`.
+    pub(super) fn tracked<'a>(&'a self, ids: &[i64]) -> Vec<(i64, &'a str)> {
+        ids.iter()
+            .zip(&self.items)
+            .map(|(id, item)| (*id, item.destination()))
+            .collect()
+    }
+
     /// A document's messages, tracked under `transaction_id`.
     pub(super) fn document(
         journal_id: i64,
@@ -186,8 +211,10 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<(Vec<UnsettledPush>, i64), StoreError> {
-        self.sqlite_only("unsettled_pushes")?;
         let channel = channel.to_string();
+        if let Some(postgres) = self.postgres() {
+            return postgres.unsettled_pushes(channel, after, limit).await;
+        }
         self.read_blocking(move |connection| {
             let last = super::read::last_journal_id(connection)?;
             let mut statement = connection.prepare_cached(UNSETTLED_SQL)?;
@@ -211,7 +238,9 @@ impl Store {
         journal_id: i64,
         reason: String,
     ) -> Result<bool, StoreError> {
-        self.sqlite_only("reject_accepted")?;
+        if let Some(postgres) = self.postgres_writer()? {
+            return postgres.reject_accepted(journal_id, reason).await;
+        }
         let (reply, answer) = oneshot::channel();
         self.send(Request::Reject {
             journal_id,
@@ -232,13 +261,15 @@ impl Store {
         partner_id: String,
         release_at: jiff::Timestamp,
     ) -> Result<bool, StoreError> {
-        self.sqlite_only("hold")?;
         let hold = NewHold {
             journal_id,
             partner_id,
             held_at: queue::now_micros(),
             release_at: release_at.as_microsecond(),
         };
+        if let Some(postgres) = self.postgres_writer()? {
+            return postgres.hold(hold).await;
+        }
         let (reply, answer) = oneshot::channel();
         self.send(Request::Hold {
             hold,
@@ -257,14 +288,10 @@ impl Store {
         items: Vec<OutboundItem>,
         release: Option<ReleaseReason>,
     ) -> Result<DeliverOutcome, StoreError> {
-        self.sqlite_only("deliver_bundle")?;
-        let now = queue::now_micros();
-        let delivery = Delivery {
-            journal_id,
-            items: queue::prepare(items),
-            release: release.map(|reason| (reason, now)),
-            document: None,
-        };
+        let delivery = Delivery::bundle(journal_id, items, release);
+        if let Some(postgres) = self.postgres_writer()? {
+            return postgres.deliver(delivery).await;
+        }
         let (reply, answer) = oneshot::channel();
         self.send(Request::Deliver {
             delivery,
@@ -277,7 +304,9 @@ impl Store {
 
     /// Bundles still held, oldest first; `limit` 0 means no limit (blocking).
     pub fn held_bundles(&self, limit: usize) -> Result<Vec<HeldBundle>, StoreError> {
-        self.sqlite_only("held_bundles")?;
+        if let Some(postgres) = self.postgres() {
+            return postgres.block_held_bundles(limit);
+        }
         self.shared
             .readers
             .with(|connection| held(connection, HELD_SQL, limit_param(limit)))
@@ -285,7 +314,9 @@ impl Store {
 
     /// [`Store::held_bundles`] on the blocking pool, for async callers.
     pub async fn held_bundles_async(&self, limit: usize) -> Result<Vec<HeldBundle>, StoreError> {
-        self.sqlite_only("held_bundles_async")?;
+        if let Some(postgres) = self.postgres() {
+            return postgres.held_bundles(limit).await;
+        }
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.held_bundles(limit))
             .await
@@ -294,7 +325,9 @@ impl Store {
 
     /// The hold of journal row `journal_id` if it is still held (blocking pool).
     pub async fn held_bundle(&self, journal_id: i64) -> Result<Option<HeldBundle>, StoreError> {
-        self.sqlite_only("held_bundle")?;
+        if let Some(postgres) = self.postgres() {
+            return postgres.held_bundle(journal_id).await;
+        }
         self.read_blocking(move |connection| {
             held(connection, HELD_ONE_SQL, journal_id).map(|mut v| v.pop())
         })
@@ -307,7 +340,9 @@ impl Store {
         &self,
         now: jiff::Timestamp,
     ) -> Result<(Vec<HeldBundle>, Option<jiff::Timestamp>), StoreError> {
-        self.sqlite_only("due_holds")?;
+        if let Some(postgres) = self.postgres() {
+            return postgres.due_holds(now).await;
+        }
         self.read_blocking(move |connection| {
             let due = held(connection, DUE_SQL, now.as_microsecond())?;
             let next: Option<i64> = connection
@@ -321,7 +356,9 @@ impl Store {
 
     /// How many bundles are held and the oldest hold time (blocking).
     pub fn hold_overview(&self) -> Result<HoldOverview, StoreError> {
-        self.sqlite_only("hold_overview")?;
+        if let Some(postgres) = self.postgres() {
+            return postgres.block_hold_overview();
+        }
         self.shared.readers.with(|connection| {
             connection
                 .prepare_cached(OVERVIEW_SQL)?
@@ -337,7 +374,9 @@ impl Store {
 
     /// [`Store::hold_overview`] on the blocking pool, for `/status` and `/metrics`.
     pub async fn hold_overview_async(&self) -> Result<HoldOverview, StoreError> {
-        self.sqlite_only("hold_overview_async")?;
+        if let Some(postgres) = self.postgres() {
+            return postgres.hold_overview().await;
+        }
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.hold_overview())
             .await
@@ -403,17 +442,12 @@ pub(super) fn deliver(
     let mut ids = Vec::with_capacity(delivery.items.len());
     queue::insert(transaction, &delivery.items, &mut ids)?;
     if let Some((transaction_id, accepted_at)) = &delivery.document {
-        let messages: Vec<(i64, &str)> = ids
-            .iter()
-            .zip(&delivery.items)
-            .map(|(id, item)| (*id, item.destination()))
-            .collect();
         super::documents::insert_tracking(
             transaction,
             delivery.journal_id,
             transaction_id,
             *accepted_at,
-            &messages,
+            &delivery.tracked(&ids),
         )?;
     }
     Ok(DeliverOutcome::Queued { ids })

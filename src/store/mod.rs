@@ -861,7 +861,9 @@ impl Store {
         before: jiff::Timestamp,
         limit: usize,
     ) -> Result<Vec<JournalSummary>, StoreError> {
-        self.sqlite_only("unfinished_pushes")?;
+        if let Some(postgres) = self.postgres() {
+            return postgres.unfinished_pushes(channel, before, limit);
+        }
         self.shared
             .readers
             .with(|connection| read::unsettled(connection, channel, before, limit))

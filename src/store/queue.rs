@@ -166,6 +166,11 @@ impl PreparedItem {
     pub(super) fn destination(&self) -> &str {
         &self.item.destination
     }
+
+    /// The item and its enqueue time (unix µs), as the PostgreSQL backend inserts them.
+    pub(super) fn row(&self) -> (&OutboundItem, i64) {
+        (&self.item, self.enqueued_at)
+    }
 }
 
 /// A status change of outbound rows, run by the writer thread.

@@ -440,10 +440,6 @@ pub fn cluster(
 /// yet, one line per need (`check` and `run` refuse such a configuration on PostgreSQL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unported {
-    /// `[push]` holds bundles until their patient is known.
-    Holds,
-    /// `[documents]` and `[fhir]` track documents and read the census.
-    Documents,
     /// `[console]` searches the journal and acts on held bundles.
     Console,
     /// Retention other than `forever` prunes.
@@ -454,8 +450,6 @@ impl Unported {
     /// What is missing, for the refusal.
     pub fn what(self) -> &'static str {
         match self {
-            Self::Holds => "held bundles (`[push]`)",
-            Self::Documents => "documents and their tracking (`[documents]`, `[fhir]`)",
             Self::Console => "the console's journal search and hold actions (`[console]`)",
             Self::Prune => {
                 "pruning (set `retention`, `rejected_retention` and `[census] retention` to `\"forever\"`)"

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use super::Postgres;
 use crate::store::{AuditEntry, AuditRecord, LineageRow, OutboundStatus, StoreError};
 
-const AUDIT_SQL: &str =
+pub(super) const AUDIT_SQL: &str =
     "INSERT INTO audit (at, \"user\", action, target, reason) VALUES ($1, $2, $3, $4, $5)";
 
 const RECENT_SQL: &str =

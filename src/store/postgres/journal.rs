@@ -364,7 +364,7 @@ async fn insert(
     Ok(outcomes)
 }
 
-fn summary(
+pub(super) fn summary(
     inner: &Inner,
     operation: &'static str,
     row: &Row,

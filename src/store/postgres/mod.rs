@@ -32,9 +32,10 @@
 //! / retry / dead, replay, overview, dead letters), the probe commit, destination leases
 //! (`ownership`), the console's audit trail and a journal row's lineage (`audit`), the census
 //! (`census`: applying updates, each once whichever node tries, and the patient, practitioner
-//! and FHIR views). Everything else answers [`StoreError::Unported`] naming the operation
-//! (see `settings::Unported`): holds, documents and tracking, the journal search, unfinished
-//! pushes, pruning.
+//! and FHIR views), held bundles, their release and the settling of pushes (`hold`: one
+//! transaction per delivery, guarded by row locks, see there), documents and their tracking
+//! (`documents`). Everything else answers [`StoreError::Unported`] naming the operation (see
+//! `settings::Unported`): the journal search, pruning.
 //!
 //! # Porting the rest (issue 14)
 //!
@@ -48,6 +49,8 @@
 mod audit;
 mod census;
 mod copy;
+mod documents;
+mod hold;
 mod journal;
 mod ownership;
 mod queue;

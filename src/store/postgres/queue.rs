@@ -100,38 +100,9 @@ impl Postgres {
             let failed = inner.failed(OPERATION);
             let mut connection = inner.connection(OPERATION).await?;
             let transaction = connection.transaction().await.map_err(&failed)?;
-            let mut destinations: Vec<&str> =
-                items.iter().map(|item| item.destination.as_str()).collect();
-            destinations.sort_unstable();
-            destinations.dedup();
-            for destination in destinations {
-                transaction
-                    .execute(DESTINATION_LOCK_SQL, &[&destination])
-                    .await
-                    .map_err(&failed)?;
-            }
-            let insert = transaction
-                .prepare_cached(ENQUEUE_SQL)
-                .await
-                .map_err(&failed)?;
-            let mut ids = Vec::with_capacity(items.len());
-            for item in &items {
-                let payload = &item.payload[..];
-                let row = transaction
-                    .query_one(
-                        &insert,
-                        &[
-                            &item.destination,
-                            &enqueued_at,
-                            &item.control_id,
-                            &payload,
-                            &item.source,
-                        ],
-                    )
-                    .await
-                    .map_err(&failed)?;
-                ids.push(row.get(0));
-            }
+            let rows: Vec<(&OutboundItem, i64)> =
+                items.iter().map(|item| (item, enqueued_at)).collect();
+            let ids = insert(&transaction, &rows).await.map_err(&failed)?;
             transaction.commit().await.map_err(&failed)?;
             Ok(ids)
         })
@@ -383,6 +354,46 @@ impl Postgres {
         })
         .await
     }
+}
+
+/// Enqueues `items` (each with its enqueue time, unix µs) in `transaction`: first the lock of
+/// each destination (in name order), then the inserts; the new ids in item order. The caller
+/// commits: every enqueue, alone ([`Postgres::enqueue`]) or with the journal row and hold it
+/// settles (`hold::deliver`), goes through here, so a destination's ids commit in order.
+pub(super) async fn insert(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    items: &[(&OutboundItem, i64)],
+) -> Result<Vec<i64>, tokio_postgres::Error> {
+    let mut destinations: Vec<&str> = items
+        .iter()
+        .map(|(item, _)| item.destination.as_str())
+        .collect();
+    destinations.sort_unstable();
+    destinations.dedup();
+    for destination in destinations {
+        transaction
+            .execute(DESTINATION_LOCK_SQL, &[&destination])
+            .await?;
+    }
+    let insert = transaction.prepare_cached(ENQUEUE_SQL).await?;
+    let mut ids = Vec::with_capacity(items.len());
+    for (item, enqueued_at) in items {
+        let payload = &item.payload[..];
+        let row = transaction
+            .query_one(
+                &insert,
+                &[
+                    &item.destination,
+                    enqueued_at,
+                    &item.control_id,
+                    &payload,
+                    &item.source,
+                ],
+            )
+            .await?;
+        ids.push(row.get(0));
+    }
+    Ok(ids)
 }
 
 fn message(

@@ -168,6 +168,33 @@ pub(super) const MIGRATIONS: &[&str] = &[
         text text NOT NULL
     );
     CREATE INDEX census_anomalies_patient ON census_anomalies (patient_id);",
+    // 5 (issue 14, holds and documents): pushed bundles held until their patient is known
+    // (SQLite version 4) and documents sent into the EHR with the outbound row of each
+    // destination (SQLite version 8). No foreign keys, as on SQLite: the journal and the queue
+    // are pruned on their own schedule.
+    "CREATE TABLE push_holds (
+        journal_id bigint PRIMARY KEY,
+        partner_id text NOT NULL,
+        held_at bigint NOT NULL,
+        release_at bigint NOT NULL,
+        released_at bigint,
+        released_reason text CHECK (released_reason IN ('patient known', 'hold expired')),
+        CHECK ((released_at IS NULL) = (released_reason IS NULL))
+    );
+    -- What is still held, by deadline; partial, so released rows (the bulk) cost nothing.
+    CREATE INDEX push_holds_waiting ON push_holds (release_at) WHERE released_at IS NULL;
+    CREATE TABLE documents (
+        journal_id bigint PRIMARY KEY,
+        transaction_id text NOT NULL UNIQUE,
+        accepted_at bigint NOT NULL
+    );
+    CREATE INDEX documents_accepted_at ON documents (accepted_at);
+    CREATE TABLE document_messages (
+        journal_id bigint NOT NULL,
+        outbound_id bigint NOT NULL,
+        destination text NOT NULL,
+        PRIMARY KEY (journal_id, outbound_id)
+    );",
 ];
 
 /// Newest schema version this build knows.
