@@ -32,7 +32,7 @@ enum Backend {
 /// A store on a fresh database; fields drop in order (the store before its server).
 struct Fixture {
     store: Store,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     server: Option<TestPostgres>,
 }
 
@@ -41,7 +41,7 @@ fn open(backend: Backend) -> Fixture {
     match backend {
         Backend::Sqlite => Fixture {
             store: Store::open(&dir.path().join("store.sqlite"), StoreOptions::default()).unwrap(),
-            _dir: dir,
+            dir,
             server: None,
         },
         Backend::Postgres => {
@@ -49,9 +49,32 @@ fn open(backend: Backend) -> Fixture {
             let settings = PostgresSettings::from_url(&server.url()).unwrap();
             Fixture {
                 store: Store::open_postgres(&settings, true).unwrap(),
-                _dir: dir,
+                dir,
                 server: Some(server),
             }
+        }
+    }
+}
+
+impl Fixture {
+    /// Closes the store and opens it again on the same database (a restart).
+    async fn reopen(&mut self) {
+        self.store.close().await;
+        self.store = self.another(true);
+    }
+
+    /// Another handle on the same database: on PostgreSQL, a second node (`writable`) or a
+    /// listing; on SQLite, a writer (after the first closed) or a reader beside it.
+    fn another(&self, writable: bool) -> Store {
+        let path = self.dir.path().join("store.sqlite");
+        match &self.server {
+            None if writable => Store::open(&path, StoreOptions::default()).unwrap(),
+            None => Store::open_read_only(&path).unwrap(),
+            Some(server) => Store::open_postgres(
+                &PostgresSettings::from_url(&server.url()).unwrap(),
+                writable,
+            )
+            .unwrap(),
         }
     }
 }
@@ -559,6 +582,548 @@ async fn ok_audit_newest_first_and_lineage_of_a_journal_row(
 }
 
 // ---------------------------------------------------------------------------------------------
+// The console's search (the same rows, in the same order, as `store::read`'s own cases)
+
+/// Five rows one minute apart from 2023-11-14T22:13:20Z; returns their ids in order.
+async fn searchable(store: &Store) -> Vec<i64> {
+    let rows: [(&str, &str, &str, &str, Option<&str>); 5] = [
+        // PID-3 holds 4711 (second repetition).
+        (
+            "adt-in",
+            "ADT^A01^ADT_A01",
+            "MSH|^~\\&|A|B|||20260101||ADT^A01^ADT_A01|1|P|2.5\rPID|1||999^^^X^NH~4711^^^CH^PI\r",
+            "one",
+            None,
+        ),
+        // 4711 only as a visit number: not a match for the IPP.
+        (
+            "adt-in",
+            "ADT^A08",
+            "MSH|^~\\&|A|B|||20260101||ADT^A08|2|P|2.5\rPID|1||1234^^^CH^PI\rPV1|1|I|||||||||||||||||4711\r",
+            "two",
+            None,
+        ),
+        (
+            "adt-in",
+            "ADTX^A01",
+            "MSH|^~\\&|A|B|||20260101||ADTX^A01|3|P|2.5\rPID|1||4711^^^CH^PI\r",
+            "three",
+            Some("bad"),
+        ),
+        (
+            "lab-in",
+            "ORU^R01",
+            "MSH|^~\\&|A|B|||20260101||ORU^R01|4|P|2.5\rPID|1||4711^^^CH^PI\r",
+            "four",
+            None,
+        ),
+        // Not HL7 v2 at all, but holds the bytes.
+        ("adt-in", "ADT", "H|4711", "five", None),
+    ];
+    let mut ids = Vec::new();
+    for (n, (channel, message_type, raw, control_id, reason)) in rows.into_iter().enumerate() {
+        let mut row = match reason {
+            None => record(control_id, raw.as_bytes()),
+            Some(reason) => rejected(control_id, raw.as_bytes(), reason),
+        };
+        row.channel = channel.to_owned();
+        row.message_type = message_type.to_owned();
+        row.received_at =
+            jiff::Timestamp::from_second(1_700_000_000 + 60 * i64::try_from(n).unwrap()).unwrap();
+        ids.push(stored(store.journal(row).await.unwrap()));
+    }
+    ids
+}
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_search_filters_the_same_rows(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    use ordobridge::store::JournalSearch;
+    let fixture = open(backend);
+    let store = &fixture.store;
+    let ids = searchable(store).await;
+    let at = |text: &str| Some(text.parse::<jiff::Timestamp>().unwrap());
+    let all = |limit: usize| JournalFilter {
+        limit,
+        ..JournalFilter::default()
+    };
+    let search = || JournalSearch {
+        filter: all(0),
+        ..JournalSearch::default()
+    };
+    let cases: Vec<(&str, JournalSearch, &[usize])> = vec![
+        ("everything", search(), &[5, 4, 3, 2, 1]),
+        (
+            "since, inclusive",
+            JournalSearch {
+                since: at("2023-11-14T22:15:20Z"),
+                ..search()
+            },
+            &[5, 4, 3],
+        ),
+        (
+            "until, exclusive",
+            JournalSearch {
+                until: at("2023-11-14T22:15:20Z"),
+                ..search()
+            },
+            &[2, 1],
+        ),
+        (
+            "time range",
+            JournalSearch {
+                since: at("2023-11-14T22:14:20Z"),
+                until: at("2023-11-14T22:16:20Z"),
+                ..search()
+            },
+            &[3, 2],
+        ),
+        (
+            "type family",
+            JournalSearch {
+                message_type: Some("ADT".into()),
+                ..search()
+            },
+            &[5, 2, 1],
+        ),
+        (
+            "type event",
+            JournalSearch {
+                message_type: Some("ADT^A01".into()),
+                ..search()
+            },
+            &[1],
+        ),
+        (
+            "underscore and percent are no wildcards",
+            JournalSearch {
+                message_type: Some("ADT^A01^ADT%".into()),
+                ..search()
+            },
+            &[],
+        ),
+        (
+            "type with a wildcard-like underscore",
+            JournalSearch {
+                message_type: Some("ADT^A01^ADT_A01".into()),
+                ..search()
+            },
+            &[1],
+        ),
+        (
+            "rejected",
+            JournalSearch {
+                status: Some(EntryStatus::Rejected),
+                ..search()
+            },
+            &[3],
+        ),
+        (
+            "accepted, limited",
+            JournalSearch {
+                status: Some(EntryStatus::Accepted),
+                filter: all(3),
+                ..search()
+            },
+            &[5, 4, 2],
+        ),
+        (
+            "channel",
+            JournalSearch {
+                filter: JournalFilter {
+                    channel: Some("lab-in".into()),
+                    ..all(0)
+                },
+                ..search()
+            },
+            &[4],
+        ),
+        (
+            "control id",
+            JournalSearch {
+                filter: JournalFilter {
+                    control_id: Some("two".into()),
+                    ..all(0)
+                },
+                ..search()
+            },
+            &[2],
+        ),
+        (
+            "IPP in PID-3 only",
+            JournalSearch {
+                ipp: Some("4711".into()),
+                ..search()
+            },
+            &[4, 3, 1],
+        ),
+        (
+            "IPP, the limit counts rows kept",
+            JournalSearch {
+                ipp: Some("4711".into()),
+                filter: all(2),
+                ..search()
+            },
+            &[4, 3],
+        ),
+        (
+            "IPP and type",
+            JournalSearch {
+                ipp: Some("4711".into()),
+                message_type: Some("ADT".into()),
+                ..search()
+            },
+            &[1],
+        ),
+        (
+            "IPP in another repetition",
+            JournalSearch {
+                ipp: Some("999".into()),
+                ..search()
+            },
+            &[1],
+        ),
+        (
+            "part of an IPP is no match",
+            JournalSearch {
+                ipp: Some("471".into()),
+                ..search()
+            },
+            &[],
+        ),
+        (
+            "NDA in PV1-19",
+            JournalSearch {
+                nda: Some("4711".into()),
+                ..search()
+            },
+            &[2],
+        ),
+        (
+            "text in the raw bytes",
+            JournalSearch {
+                text: Some("ORU^R01".into()),
+                ..search()
+            },
+            &[4],
+        ),
+        (
+            "min id bounds the text scan",
+            JournalSearch {
+                text: Some("4711".into()),
+                min_id: Some(ids[2]),
+                ..search()
+            },
+            &[5, 4],
+        ),
+        (
+            "page after a row",
+            JournalSearch {
+                after: at("2023-11-14T22:15:20Z").map(|t| (t, ids[2])),
+                ..search()
+            },
+            &[2, 1],
+        ),
+        (
+            "first page of two",
+            JournalSearch {
+                filter: all(2),
+                ..search()
+            },
+            &[5, 4],
+        ),
+        (
+            "second page of two",
+            JournalSearch {
+                filter: all(2),
+                after: at("2023-11-14T22:16:20Z").map(|t| (t, ids[3])),
+                ..search()
+            },
+            &[3, 2],
+        ),
+        (
+            "IPP, next page",
+            JournalSearch {
+                ipp: Some("4711".into()),
+                after: at("2023-11-14T22:16:20Z").map(|t| (t, ids[3])),
+                ..search()
+            },
+            &[3, 1],
+        ),
+    ];
+    for (name, search, rows) in cases {
+        let listed: Vec<i64> = store
+            .search_journal(&search)
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        let expected: Vec<i64> = rows.iter().map(|n| ids[n - 1]).collect();
+        assert_eq!(listed, expected, "{backend:?}: {name}");
+    }
+    let found = store.search_journal(&search()).unwrap();
+    assert_eq!(found[1].channel, "lab-in");
+    assert_eq!(found[1].control_id, "four");
+    assert_eq!(found[2].status, "rejected");
+    assert_eq!(found[2].reason.as_deref(), Some("bad"));
+    // The dashboard's last message of each channel (absent: never).
+    let last = store
+        .last_received(vec!["adt-in".into(), "lab-in".into(), "none".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        last.into_iter().collect::<Vec<_>>(),
+        [
+            ("adt-in".to_owned(), "2023-11-14T22:17:20Z".parse().unwrap()),
+            ("lab-in".to_owned(), "2023-11-14T22:16:20Z".parse().unwrap()),
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The console's pause
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_pause_survives_a_restart_with_its_audit_rows(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    use ordobridge::store::AuditEntry;
+    let mut fixture = open(backend);
+    let entry = |action: &str, target: &str| AuditEntry {
+        user: "olga".into(),
+        action: action.into(),
+        target: format!("destination:{target}"),
+        reason: "maintenance".into(),
+    };
+    for (destination, paused) in [
+        ("ehr", true),
+        ("ehr", true),
+        ("lab", true),
+        ("lab", false),
+        ("alpha", true),
+        ("Zeta", true),
+        ("never-paused", false),
+    ] {
+        let action = if paused { "pause" } else { "resume" };
+        fixture
+            .store
+            .switch_destination(destination.into(), paused, entry(action, destination))
+            .await
+            .unwrap();
+    }
+    fixture.reopen().await;
+    // By name in byte order, on both backends.
+    assert_eq!(
+        fixture.store.paused_destinations().unwrap(),
+        ["Zeta", "alpha", "ehr"]
+    );
+    let audit = fixture.store.recent_audit(10).await.unwrap();
+    assert_eq!(audit.len(), 7, "each switch is on record");
+    assert_eq!(audit[0].entry, entry("resume", "never-paused"));
+    fixture
+        .store
+        .switch_destination("ehr".into(), false, entry("resume", "ehr"))
+        .await
+        .unwrap();
+    fixture.reopen().await;
+    assert_eq!(
+        fixture.store.paused_destinations().unwrap(),
+        ["Zeta", "alpha"]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retention
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A journal row of `channel` received `days` before `now`, left `accepted`, made
+/// `processed`, or `rejected`; returns its id.
+async fn aged(
+    store: &Store,
+    now: jiff::Timestamp,
+    (channel, days, status): (&str, u32, &str),
+) -> i64 {
+    let control_id = format!("{channel}-{days}-{status}");
+    let raw = format!("MSH|{control_id}");
+    let mut row = if status == "rejected" {
+        rejected(&control_id, raw.as_bytes(), "bad")
+    } else {
+        record(&control_id, raw.as_bytes())
+    };
+    row.channel = channel.to_owned();
+    row.received_at = now - jiff::SignedDuration::from_hours(24 * i64::from(days));
+    let id = stored(store.journal(row).await.unwrap());
+    if status == "processed" {
+        store.mark_processed(vec![id]).await.unwrap();
+    }
+    id
+}
+
+/// The control ids left in the journal, sorted.
+fn left(store: &Store) -> Vec<String> {
+    let mut ids: Vec<String> = store
+        .list_journal(&JournalFilter {
+            limit: 0,
+            ..JournalFilter::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|s| s.control_id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Retention by the store's cutoffs and by channel, in steps of one row: the dry run counts
+/// what the prune deletes; a row with a pending message stays; finished messages go.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_prune_by_retention_and_channel(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    use ordobridge::store::RetentionPlan;
+    let fixture = open(backend);
+    let store = &fixture.store;
+    let now = jiff::Timestamp::now();
+    let mut ids = std::collections::BTreeMap::new();
+    for row in [
+        ("lab", 10, "processed"),
+        ("lab", 3, "processed"),
+        ("lab", 10, "rejected"),
+        ("adt", 10, "processed"),
+        ("adt", 100, "processed"),
+        ("adt", 120, "processed"),
+        ("adt", 40, "rejected"),
+        ("archive", 400, "processed"),
+        ("archive", 40, "rejected"),
+        ("gone", 100, "processed"),
+        ("gone", 10, "processed"),
+        ("lab", 11, "accepted"),
+    ] {
+        ids.insert(row, aged(store, now, row).await);
+    }
+    // A message of `adt-120` still pending keeps it; the others are finished (or not yet).
+    let mut pending = item("ehr", "P1");
+    pending.source = format!("journal:{}", ids[&("adt", 120, "processed")]);
+    let queued = store
+        .enqueue(vec![
+            pending,
+            item("ehr", "D1"),
+            item("ehr", "X1"),
+            item("ehr", "P2"),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .mark_delivered(queued[1], Bytes::from_static(b"MSA|AA"))
+            .await
+            .unwrap()
+    );
+    assert!(store.mark_dead(queued[2], "refused").await.unwrap());
+    // `lab` 7 days, `archive` forever, `adt` and `gone` the store's 90 days (30 for rejected
+    // rows); finished messages up to an hour from now.
+    let mut plan = RetentionPlan::at(now, 90 * DAY, 30 * DAY)
+        .with_channel("lab", Some(7 * DAY))
+        .with_channel("archive", None);
+    plan.outbound_before = (now + jiff::SignedDuration::from_hours(1)).as_microsecond();
+    let (counted, by_channel) = store.prunable_by_channel(&plan).unwrap();
+    assert_eq!(
+        by_channel,
+        [
+            ("adt".to_owned(), 2),
+            ("archive".to_owned(), 1),
+            ("gone".to_owned(), 1),
+            ("lab".to_owned(), 2)
+        ]
+    );
+    assert_eq!((counted.journal, counted.outbound), (6, 2));
+    assert_eq!(store.prunable(&plan).unwrap(), counted);
+    let (pruned, _) = store.prune(plan.clone(), 1).await.unwrap();
+    assert_eq!(pruned, counted, "the dry run counts what the prune deletes");
+    assert_eq!(
+        left(store),
+        [
+            "adt-10-processed",
+            "adt-120-processed",
+            "archive-400-processed",
+            "gone-10-processed",
+            "lab-11-accepted",
+            "lab-3-processed"
+        ]
+    );
+    let overview = store.queue_overview_async().await.unwrap();
+    assert_eq!((overview[0].pending, overview[0].dead), (2, 0));
+    // Nothing left to go; once its message is delivered, `adt-120` goes.
+    assert_eq!(store.prunable(&plan).unwrap().total(), 0);
+    assert_eq!(
+        store
+            .prune_step(Some(plan.clone()), 10, 0)
+            .await
+            .unwrap()
+            .0
+            .total(),
+        0
+    );
+    store
+        .mark_delivered(queued[0], Bytes::from_static(b"MSA|AA"))
+        .await
+        .unwrap();
+    let (pruned, _) = store.prune(plan, 10).await.unwrap();
+    assert_eq!((pruned.journal, pruned.outbound), (1, 1));
+}
+
+/// A channel kept `forever` that leaves the configuration keeps `forever` (recorded at the
+/// prune before), as the dry run says; configured again without a retention of its own, it
+/// follows the store's again.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_removed_channel_keeps_its_last_retention(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    use ordobridge::store::RetentionPlan;
+    let fixture = open(backend);
+    let store = &fixture.store;
+    let now = jiff::Timestamp::now();
+    aged(store, now, ("archive", 400, "processed")).await;
+    aged(store, now, ("adt", 100, "processed")).await;
+    let store_default = || RetentionPlan::at(now, 90 * DAY, 30 * DAY);
+    let configured = |channels: &[&str]| channels.iter().map(|c| (*c).to_owned()).collect();
+    let with_archive = store_default()
+        .with_configured_channels(configured(&["adt", "archive"]))
+        .with_channel("archive", None);
+    assert_eq!(store.prune(with_archive, 10).await.unwrap().0.journal, 1);
+
+    // `archive` removed from the configuration: its `forever` holds, in the dry run too.
+    let without_archive = store_default().with_configured_channels(configured(&["adt"]));
+    let (counted, by_channel) = store.prunable_by_channel(&without_archive).unwrap();
+    assert_eq!((counted.journal, by_channel), (0, vec![]));
+    assert_eq!(store.prune(without_archive, 10).await.unwrap().0.journal, 0);
+    assert_eq!(left(store), ["archive-400-processed"]);
+    // A plan that does not know the configuration neither records nor applies.
+    assert_eq!(store.prunable(&store_default()).unwrap().journal, 1);
+
+    // A restart (another node) reads the same record.
+    let other = fixture.another(false);
+    let without_archive = store_default().with_configured_channels(configured(&["adt"]));
+    assert_eq!(other.prunable(&without_archive).unwrap().journal, 0);
+
+    // `archive` back, without a retention of its own: the store's 90 days.
+    let archive_plain = store_default().with_configured_channels(configured(&["adt", "archive"]));
+    assert_eq!(store.prunable(&archive_plain).unwrap().journal, 1);
+    assert_eq!(store.prune(archive_plain, 10).await.unwrap().0.journal, 1);
+    // Forgotten: removed again, it follows the store's retention (nothing left to show it
+    // but a new row).
+    aged(store, now, ("archive", 200, "processed")).await;
+    let removed = store_default().with_configured_channels(configured(&["adt"]));
+    assert_eq!(store.prunable(&removed).unwrap().journal, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
 // PostgreSQL only
 
 /// A plain client on the test server, its connection driven by a task.
@@ -596,16 +1161,26 @@ async fn err_postgres_schema_newer_refused_and_listing_never_migrates() {
     let settings = PostgresSettings::from_url(&server.url()).unwrap();
     let target = format!("postgres://ordobridge@127.0.0.1:{}/postgres", server.port);
     // A listing on a database the daemon never migrated is refused, and migrates nothing.
-    let err = Store::open_postgres(&settings, false).unwrap_err();
+    let refused = Store::open_postgres(&settings, false)
+        .unwrap_err()
+        .to_string();
+    let store = Store::open_postgres(&settings, true).unwrap();
+    // This build's version, as the migration recorded it (scripts are added by several
+    // branches: the number is read, not written here).
+    let version: i32 = client(&server)
+        .await
+        .query_one("SELECT max(version) FROM ordobridge_schema", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(
-        err.to_string(),
+        refused,
         format!(
-            "store `{target}` has schema version 0, this build reads version 3: start the \
-             daemon of this version once (`ordobridge run`), which migrates it; listings never \
-             change the store"
+            "store `{target}` has schema version 0, this build reads version {version}: start \
+             the daemon of this version once (`ordobridge run`), which migrates it; listings \
+             never change the store"
         )
     );
-    let store = Store::open_postgres(&settings, true).unwrap();
     let id = stored(store.journal(record("1", b"MSH|1")).await.unwrap());
     drop(store);
     // Reopened (a second node, a restart): nothing migrated twice, the row is there.
@@ -622,8 +1197,8 @@ async fn err_postgres_schema_newer_refused_and_listing_never_migrates() {
     client(&server)
         .await
         .execute(
-            "INSERT INTO ordobridge_schema (version, applied_at) VALUES (4, 0)",
-            &[],
+            "INSERT INTO ordobridge_schema (version, applied_at) VALUES ($1, 0)",
+            &[&(version + 1)],
         )
         .await
         .unwrap();
@@ -631,8 +1206,9 @@ async fn err_postgres_schema_newer_refused_and_listing_never_migrates() {
     assert_eq!(
         err.to_string(),
         format!(
-            "store `{target}` has schema version 4, this build knows versions 0 to 3; was it \
-             written by a newer ordobridge?"
+            "store `{target}` has schema version {}, this build knows versions 0 to {version}; \
+             was it written by a newer ordobridge?",
+            version + 1
         )
     );
 }
@@ -929,6 +1505,40 @@ async fn ok_postgres_over_tls_and_err_unknown_ca() {
     );
 }
 
+/// Two nodes prune the same journal at once: their steps take turns (an advisory lock), each
+/// row goes once, and the counts add up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_postgres_two_nodes_prune_at_once() {
+    use ordobridge::store::RetentionPlan;
+    let fixture = open(Backend::Postgres);
+    let store = &fixture.store;
+    let now = jiff::Timestamp::now();
+    let old = now - jiff::SignedDuration::from_hours(24 * 100);
+    let records = (0..300)
+        .map(|n| {
+            let mut row = record(&format!("old-{n}"), format!("MSH|{n}").as_bytes());
+            row.received_at = old + jiff::SignedDuration::from_secs(n);
+            row
+        })
+        .collect();
+    let ids = store.journal_many(records).await.unwrap();
+    store
+        .mark_processed(ids.into_iter().map(stored).collect())
+        .await
+        .unwrap();
+    aged(store, now, ("adt-in", 10, "processed")).await;
+    let plan = RetentionPlan::at(now, 90 * DAY, 30 * DAY)
+        .with_configured_channels(vec!["adt-in".to_owned(), "lab-in".to_owned()])
+        .with_channel("adt-in", Some(60 * DAY));
+    assert_eq!(store.prunable(&plan).unwrap().journal, 300);
+    let other = fixture.another(true);
+    let (one, two) = tokio::join!(store.prune(plan.clone(), 7), other.prune(plan.clone(), 7));
+    let (one, two) = (one.unwrap().0, two.unwrap().0);
+    assert_eq!(one.journal + two.journal, 300, "{one:?} {two:?}");
+    assert_eq!(left(store), ["adt-in-10-processed"]);
+    assert_eq!(other.prunable(&plan).unwrap().total(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn err_postgres_refuses_what_is_not_ported_yet() {
     let fixture = open(Backend::Postgres);
@@ -942,12 +1552,25 @@ async fn err_postgres_refuses_what_is_not_ported_yet() {
     };
     let err = store.held_bundles(10).unwrap_err();
     assert_eq!(err.to_string(), refusal("held_bundles"));
+    // Document tracking is not here to prune; the census is not either, and has nothing to
+    // prune (nothing feeds it on PostgreSQL).
+    let plan = ordobridge::store::RetentionPlan::at(jiff::Timestamp::now(), 90 * DAY, 30 * DAY);
     let err = store
-        .search_journal(&ordobridge::store::JournalSearch::default())
+        .prune_step(Some(plan.clone().with_document_tracking(Some(DAY))), 10, 0)
+        .await
         .unwrap_err();
-    assert_eq!(err.to_string(), refusal("search_journal"));
-    let err = store.prune_step(None, 10, 0).await.unwrap_err();
-    assert_eq!(err.to_string(), refusal("prune"));
+    assert_eq!(err.to_string(), refusal("prune of document tracking"));
+    let census = plan.with_census(Some(730 * DAY), &jiff::tz::TimeZone::UTC);
+    assert_eq!(
+        store
+            .prune_step(Some(census.clone()), 10, 0)
+            .await
+            .unwrap()
+            .0
+            .total(),
+        0
+    );
+    assert_eq!(store.prunable(&census).unwrap().total(), 0);
     let err = store
         .census_patient(&ordobridge::store::PatientKey::Ipp("123".to_owned()))
         .unwrap_err();
@@ -1128,9 +1751,8 @@ fn err_check_refuses_what_postgres_cannot_run_yet() {
         format!(
             "ordobridge: {}: `store.backend`: `postgres` cannot run this configuration yet, it \
              needs what is not ported to PostgreSQL: the census (every inbound channel feeds \
-             it); pruning (set `retention`, `rejected_retention` and `[census] retention` to \
-             `\"forever\"`); keep `backend = \"sqlite\"` for it (README, High availability, \
-             says what runs on PostgreSQL today)",
+             it); keep `backend = \"sqlite\"` for it (README, High availability, says what runs \
+             on PostgreSQL today)",
             config.display()
         )
     );

@@ -193,17 +193,6 @@ pub fn unported_on_postgres(config: &super::Config) -> Vec<crate::store::setting
     if config.fhir.is_some() || config.documents.is_some() {
         needs.push(Unported::Documents);
     }
-    if config.console.is_some() {
-        needs.push(Unported::Console);
-    }
-    if config
-        .store
-        .retention
-        .plan(jiff::Timestamp::now())
-        .is_some()
-    {
-        needs.push(Unported::Prune);
-    }
     needs
 }
 

@@ -446,10 +446,6 @@ pub enum Unported {
     Holds,
     /// `[documents]` and `[fhir]` track documents and read the census.
     Documents,
-    /// `[console]` searches the journal and acts on held bundles.
-    Console,
-    /// Retention other than `forever` prunes.
-    Prune,
 }
 
 impl Unported {
@@ -459,10 +455,6 @@ impl Unported {
             Self::Census => "the census (every inbound channel feeds it)",
             Self::Holds => "held bundles (`[push]`)",
             Self::Documents => "documents and their tracking (`[documents]`, `[fhir]`)",
-            Self::Console => "the console's journal search and hold actions (`[console]`)",
-            Self::Prune => {
-                "pruning (set `retention`, `rejected_retention` and `[census] retention` to `\"forever\"`)"
-            }
         }
     }
 }

@@ -46,8 +46,10 @@
 mod audit;
 mod journal;
 mod ownership;
+mod prune;
 mod queue;
 mod schema;
+mod search;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -245,6 +247,35 @@ impl Inner {
     ) -> Result<jiff::Timestamp, StoreError> {
         jiff::Timestamp::from_microsecond(micros)
             .map_err(|e| self.corrupt(operation, format!("timestamp {micros} µs: {e}")))
+    }
+}
+
+/// The values of a statement built at run time, each numbered by its place (`$1`, `$2`…).
+#[derive(Default)]
+pub(super) struct Params(Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>);
+
+impl Params {
+    /// Appends `value`; returns its parameter number.
+    pub(super) fn bind(
+        &mut self,
+        value: impl tokio_postgres::types::ToSql + Sync + Send + 'static,
+    ) -> usize {
+        self.0.push(Box::new(value));
+        self.0.len()
+    }
+
+    /// The values as a statement takes them.
+    pub(super) fn refs(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+        self.0
+            .iter()
+            .map(|value| value.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect()
+    }
+
+    /// How many values.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
     }
 }
 
