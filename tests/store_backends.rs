@@ -1757,3 +1757,191 @@ fn err_check_refuses_what_postgres_cannot_run_yet() {
         )
     );
 }
+
+/// The console's searches and a prune on a journal of 100,000 rows (half older than the
+/// retention), both backends on this machine: each search's median of 5 runs, then the prune
+/// in steps of 500 rows, and a journal insert's latency while it runs:
+/// `cargo test --test store_backends -- --ignored --nocapture search_and_prune_timings`.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run on demand"]
+async fn search_and_prune_timings(#[values(Backend::Sqlite, Backend::Postgres)] backend: Backend) {
+    use ordobridge::store::{JournalSearch, RetentionPlan};
+    const ROWS: i64 = 100_000;
+    let fixture = open(backend);
+    let store = &fixture.store;
+    let now = jiff::Timestamp::now();
+    let started = std::time::Instant::now();
+    for chunk in 0..ROWS / 1000 {
+        let records = (chunk * 1000..(chunk + 1) * 1000)
+            .map(|n| {
+                // One row in 5,000 an ORM of `rare`; one in 100 rejected; the IPP is n % 9973.
+                let (channel, message_type) = if n % 5000 == 0 {
+                    ("rare", "ORM^O01")
+                } else if n % 3 == 0 {
+                    ("lab-in", "ORU^R01")
+                } else {
+                    ("adt-in", "ADT^A01")
+                };
+                let raw = format!(
+                    "MSH|^~\\&|A|B|||20260101||{message_type}|C{n}|P|2.5\rPID|1||{}^^^CH^PI\rNTE|1||note {n}\r",
+                    n % 9973
+                );
+                let mut row = if n % 100 == 7 {
+                    rejected(&format!("C{n}"), raw.as_bytes(), "bad")
+                } else {
+                    record(&format!("C{n}"), raw.as_bytes())
+                };
+                row.channel = channel.to_owned();
+                row.message_type = message_type.to_owned();
+                // 200 days back to now, oldest first.
+                row.received_at = now - jiff::SignedDuration::from_secs((ROWS - n) * 172);
+                row
+            })
+            .collect();
+        let outcomes = store.journal_many(records).await.unwrap();
+        let accepted = outcomes.into_iter().map(stored).collect();
+        store.mark_processed(accepted).await.unwrap();
+    }
+    println!(
+        "{backend:?}: {ROWS} rows journaled in {:.1?}",
+        started.elapsed()
+    );
+    let last = store.last_journal_id_async().await.unwrap();
+    let page = |search: JournalSearch| JournalSearch {
+        filter: JournalFilter {
+            limit: 51,
+            ..search.filter
+        },
+        ..search
+    };
+    let cases: Vec<(&str, JournalSearch)> = vec![
+        ("newest page", page(JournalSearch::default())),
+        (
+            "rare type (20 rows)",
+            page(JournalSearch {
+                message_type: Some("ORM".into()),
+                ..JournalSearch::default()
+            }),
+        ),
+        (
+            "common type",
+            page(JournalSearch {
+                message_type: Some("ORU".into()),
+                ..JournalSearch::default()
+            }),
+        ),
+        (
+            "rejected (1 %)",
+            page(JournalSearch {
+                status: Some(EntryStatus::Rejected),
+                ..JournalSearch::default()
+            }),
+        ),
+        (
+            "rare channel",
+            page(JournalSearch {
+                filter: JournalFilter {
+                    channel: Some("rare".into()),
+                    ..JournalFilter::default()
+                },
+                ..JournalSearch::default()
+            }),
+        ),
+        (
+            "one day, 10 days ago",
+            page(JournalSearch {
+                since: Some(now - jiff::SignedDuration::from_hours(24 * 10)),
+                until: Some(now - jiff::SignedDuration::from_hours(24 * 9)),
+                ..JournalSearch::default()
+            }),
+        ),
+        (
+            "IPP (10 rows), newest 200,000",
+            page(JournalSearch {
+                ipp: Some("4711".into()),
+                min_id: Some(last - 200_000),
+                ..JournalSearch::default()
+            }),
+        ),
+        (
+            "text (1 row), newest 200,000",
+            page(JournalSearch {
+                text: Some("note 31337\r".into()),
+                min_id: Some(last - 200_000),
+                ..JournalSearch::default()
+            }),
+        ),
+    ];
+    // On PostgreSQL, fresh statistics (autovacuum's analyze comes once a tenth of the table
+    // changed), then those of an ANALYZE.
+    let rounds = if fixture.server.is_some() { 2 } else { 1 };
+    for round in 0..rounds {
+        if round == 1
+            && let Some(server) = &fixture.server
+        {
+            client(server)
+                .await
+                .batch_execute("ANALYZE journal")
+                .await
+                .unwrap();
+        }
+        let when = if round == 1 { ", after ANALYZE" } else { "" };
+        for (name, search) in &cases {
+            let mut times = Vec::new();
+            let mut found = 0;
+            for _ in 0..5 {
+                let started = std::time::Instant::now();
+                found = store.search_journal(search).unwrap().len();
+                times.push(started.elapsed());
+            }
+            times.sort();
+            println!(
+                "{backend:?}: search {name}{when}: {found} row(s), median {:.1?}",
+                times[2]
+            );
+        }
+    }
+    let plan = RetentionPlan::at(now, 90 * DAY, 30 * DAY);
+    let started = std::time::Instant::now();
+    let (counted, _) = store.prunable_by_channel(&plan).unwrap();
+    println!(
+        "{backend:?}: dry run {} journal row(s) in {:.1?}",
+        counted.journal,
+        started.elapsed()
+    );
+    let pruner = {
+        let (store, plan) = (store.clone(), plan.clone());
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let (pruned, _) = store.prune(plan, 500).await.unwrap();
+            (pruned, started.elapsed())
+        })
+    };
+    let mut latencies = Vec::new();
+    let mut n = 0;
+    while !pruner.is_finished() {
+        let started = std::time::Instant::now();
+        store
+            .journal(record(
+                &format!("live-{n}"),
+                format!("MSH|live {n}").as_bytes(),
+            ))
+            .await
+            .unwrap();
+        latencies.push(started.elapsed());
+        n += 1;
+    }
+    let (pruned, elapsed) = pruner.await.unwrap();
+    assert_eq!(pruned.journal, counted.journal);
+    latencies.sort();
+    let at = |q: usize| latencies[(latencies.len() * q / 100).min(latencies.len() - 1)];
+    println!(
+        "{backend:?}: pruned {} journal row(s) in {elapsed:.1?} ({:.0}/s); {} inserts meanwhile, latency median {:.1?}, p99 {:.1?}",
+        pruned.journal,
+        pruned.journal as f64 / elapsed.as_secs_f64(),
+        latencies.len(),
+        at(50),
+        at(99)
+    );
+}

@@ -30,9 +30,11 @@
 //! The journal (insert with duplicate detection, `journal_many`, processed marks, the listings,
 //! the census processor's work list), the outbound queue (enqueue, heads, read-ahead, delivered
 //! / retry / dead, replay, overview, dead letters), the probe commit, destination leases
-//! (`ownership`), the console's audit trail and a journal row's lineage (`audit`). Everything
+//! (`ownership`), the console's audit trail, a journal row's lineage and the destinations
+//! paused from the console (`audit`), the console's journal search and each channel's last
+//! message (`search`), retention with the channels' recorded retentions (`prune`). Everything
 //! else answers [`StoreError::Unported`] naming the operation (see `settings::Unported`): the
-//! census, holds, documents and tracking, the journal search, unfinished pushes, pruning.
+//! census, holds, documents and tracking, unfinished pushes, the launch page's follow-up.
 //!
 //! # Porting the rest (issue 14)
 //!

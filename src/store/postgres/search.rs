@@ -5,8 +5,8 @@
 //!
 //! SQLite needs `read::sparse_filter` to choose between the newest-first scan and a filter's
 //! own index; PostgreSQL's planner makes that choice from its statistics, given the same
-//! indexes (schema script 6): `journal_type_time` (MSH-9 in byte order, so the prefix range
-//! `[X, X_)` is SQLite's), `journal_rejected` (partial: the status is written as a literal so
+//! indexes (schema script 6): `journal_type_time` (MSH-9 in byte order, so `X^…` is the
+//! range `[X^, X_)`, as SQLite's prefix), `journal_rejected` (partial: the status is written as a literal so
 //! the planner can prove it), `journal_channel_received`, and `journal_received_at` for the
 //! newest-first scan and time ranges.
 //!
@@ -69,15 +69,16 @@ fn statement(search: &JournalSearch) -> (String, Statement, bool) {
         s.conditions.push(format!("received_at < ${n}::bigint"));
     }
     if let Some(prefix) = &search.message_type {
-        // `X` or `X^…`, both in [X, X_) in byte order (`^` is the byte before `_`): the range
-        // is what the index serves, the exact test drops the rest (`XA`, `X ^`…).
+        // `X`, or `X^…`: exactly the range [X^, X_) in byte order (`^` is the byte before
+        // `_`). Two index ranges the planner estimates from its statistics (a function such
+        // as `starts_with` it could not, and it then chose to sort a common type's rows).
         let whole = s.bind(prefix.clone());
-        let high = s.bind(format!("{prefix}_"));
         let start = s.bind(format!("{prefix}^"));
+        let high = s.bind(format!("{prefix}_"));
         s.conditions.push(format!(
-            "message_type COLLATE \"C\" >= ${whole}::text \
-             AND message_type COLLATE \"C\" < ${high}::text \
-             AND (message_type = ${whole}::text OR starts_with(message_type, ${start}::text))"
+            "(message_type COLLATE \"C\" = ${whole}::text \
+             OR (message_type COLLATE \"C\" >= ${start}::text \
+                 AND message_type COLLATE \"C\" < ${high}::text))"
         ));
     }
     if let Some(status) = search.status {
@@ -242,10 +243,12 @@ mod tests {
         assert!(!parsed);
         assert_eq!(statement.values.len(), 12);
         assert!(
-            sql.contains("message_type COLLATE \"C\" >= $5::text"),
+            sql.contains(
+                "(message_type COLLATE \"C\" = $5::text OR (message_type COLLATE \"C\" >= \
+                 $6::text AND message_type COLLATE \"C\" < $7::text))"
+            ),
             "{sql}"
         );
-        assert!(sql.contains("starts_with(message_type, $7::text)"), "{sql}");
         assert!(sql.contains("status = 'rejected'"), "{sql}");
         assert!(sql.contains("position($8::bytea IN raw) > 0"), "{sql}");
         assert!(
