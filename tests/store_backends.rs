@@ -1571,6 +1571,20 @@ async fn err_postgres_refuses_what_is_not_ported_yet() {
         0
     );
     assert_eq!(store.prunable(&census).unwrap().total(), 0);
+    // Once the census tables are there (a build with the census ported but not its prune
+    // here), its retention is refused rather than silently not applied.
+    client(fixture.server.as_ref().unwrap())
+        .await
+        .batch_execute("CREATE TABLE census_patients (id bigint)")
+        .await
+        .unwrap();
+    let err = store
+        .prune_step(Some(census.clone()), 10, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), refusal("prune of the census"));
+    let err = store.prunable(&census).unwrap_err();
+    assert_eq!(err.to_string(), refusal("prune of the census"));
     let err = store
         .census_patient(&ordobridge::store::PatientKey::Ipp("123".to_owned()))
         .unwrap_err();
