@@ -1539,6 +1539,78 @@ async fn ok_postgres_two_nodes_prune_at_once() {
     assert_eq!(other.prunable(&plan).unwrap().total(), 0);
 }
 
+/// The plans of the console's searches and of a prune step on 200,000 rows with statistics
+/// (the forms `store::postgres::search` and `prune` write): a filter few rows match is read
+/// through its own index, a prune step through `journal_received_at` from its cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_postgres_plans_use_the_console_indexes() {
+    let fixture = open(Backend::Postgres);
+    let client = client(fixture.server.as_ref().unwrap()).await;
+    client
+        .batch_execute(
+            "INSERT INTO journal (channel, received_at, peer, sender, message_type, control_id,
+                content_hash, raw, status, last_seen_at, kept)
+             SELECT CASE WHEN n % 5000 = 0 THEN 'rare' ELSE 'adt-in' END,
+                1700000000000000 + n * 1000000, 'p', 's',
+                CASE WHEN n % 5000 = 0 THEN 'ORM^O01' WHEN n % 3 = 0 THEN 'ORU^R01'
+                    ELSE 'ADT^A01' END,
+                'C' || n, sha256(n::text::bytea), ('MSH|' || n)::bytea,
+                CASE WHEN n % 100 = 7 THEN 'rejected' ELSE 'processed' END, 0, n % 100 <> 7
+             FROM generate_series(1::bigint, 200000::bigint) n;
+             ANALYZE journal;",
+        )
+        .await
+        .unwrap();
+    let newest = " ORDER BY received_at DESC, id DESC LIMIT 51";
+    for (condition, index) in [
+        (
+            "(message_type COLLATE \"C\" = 'ORM' OR (message_type COLLATE \"C\" >= 'ORM^' \
+             AND message_type COLLATE \"C\" < 'ORM_'))",
+            "journal_type_time",
+        ),
+        ("status = 'rejected'", "journal_rejected"),
+        ("channel = 'rare'", "journal_channel_received"),
+        ("received_at >= 1700000100000000", "journal_received_at"),
+    ] {
+        let plan: Vec<String> = client
+            .query(
+                &format!("EXPLAIN SELECT id FROM journal WHERE {condition}{newest}"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert!(
+            plan.iter().any(|line| line.contains(&format!(" {index} "))),
+            "{condition}: {plan:#?}"
+        );
+    }
+    let plan: Vec<String> = client
+        .query(
+            "EXPLAIN SELECT id FROM journal WHERE received_at < 1700000100000000
+                AND ((status = 'processed' AND received_at < 1700000100000000)
+                    OR (status = 'rejected' AND received_at < 1700000050000000))
+                AND NOT EXISTS (SELECT 1 FROM outbound o
+                    WHERE o.source = 'journal:' || journal.id AND o.status = 'pending')
+                AND received_at >= 1700000050000000
+                AND (received_at, id) > (1700000050000000, 50)
+             ORDER BY received_at, id LIMIT 500 FOR UPDATE SKIP LOCKED",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        plan.iter()
+            .any(|line| line.contains("Index Scan using journal_received_at")),
+        "{plan:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn err_postgres_refuses_what_is_not_ported_yet() {
     let fixture = open(Backend::Postgres);
