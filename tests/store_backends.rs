@@ -1815,6 +1815,61 @@ fn ok_check_accepts_a_postgres_store_that_needs_only_what_is_ported() {
     );
 }
 
+/// `ordobridge check` accepts the console and the default retentions on PostgreSQL, and
+/// `ordobridge prune` (and its dry run) runs there: the same counts, then nothing left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_cli_prune_and_console_on_postgres() {
+    let fixture = open(Backend::Postgres);
+    let store = &fixture.store;
+    let now = jiff::Timestamp::now();
+    for row in [
+        ("adt-in", 100, "processed"),
+        ("adt-in", 10, "processed"),
+        ("adt-in", 40, "rejected"),
+    ] {
+        aged(store, now, row).await;
+    }
+    let hash = ordobridge::console::hash_password("operator password 42").unwrap();
+    let config = fixture.dir.path().join("ob.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nbackend = \"postgres\"\nurl = \"{}\"\n\n[http]\nbind = \"127.0.0.1:0\"\n\
+             [console]\n[console.users]\n\
+             olga = {{ role = \"operator\", password_hash = \"{hash}\" }}\n",
+            fixture.server.as_ref().unwrap().url()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(common::ordobridge_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{args:?}: {text}");
+        text
+    };
+    run(&["check"]);
+    let dry = run(&["prune", "--dry-run"]);
+    assert!(
+        dry.contains("would delete: 2 journal row(s), 0 outbound message(s)")
+            && dry.contains("  channel adt-in: 2 journal row(s)"),
+        "{dry}"
+    );
+    let done = run(&["prune"]);
+    assert!(
+        done.contains("deleted: 2 journal row(s), 0 outbound message(s)"),
+        "{done}"
+    );
+    assert_eq!(left(store), ["adt-in-10-processed"]);
+    let again = run(&["prune", "--dry-run"]);
+    assert!(again.contains("would delete: 0 journal row(s)"), "{again}");
+}
+
 #[test]
 fn err_check_refuses_what_postgres_cannot_run_yet() {
     let dir = tempfile::tempdir().unwrap();
