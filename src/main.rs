@@ -648,12 +648,6 @@ fn check(config_path: &Path) -> Result<ExitCode, String> {
             ordobridge::store::settings::Backend::Sqlite => config.store.path.display().to_string(),
         }
     ))?;
-    if let Some(refusal) =
-        ordobridge::store::settings::refusal(&ordobridge::config::unported_on_postgres(&config))
-    {
-        eprintln!("ordobridge: {}: {refusal}", config_path.display());
-        return Ok(ExitCode::FAILURE);
-    }
     let checks = tools::check_tls(&config);
     let mut failed = 0;
     for check in &checks {

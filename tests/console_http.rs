@@ -758,3 +758,167 @@ async fn sso_header_from_a_trusted_proxy_only() {
     assert_eq!(status, StatusCode::OK);
     engine.stop().await;
 }
+
+/// The console on PostgreSQL (issue 14): the daemon on the test server with `[console]`, an
+/// MLLP destination and no inbound channel (the census is not on PostgreSQL yet); journal
+/// rows written beforehand as another node would. An operator logs in, sees the dashboard,
+/// searches (type, channel, rejected, IPP, text, paging), opens a row (its view audited), and
+/// pauses the destination: a restart keeps the pause, a resume lets the queued message go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_on_postgres_searches_and_pauses() {
+    use ordobridge::store::Store;
+    use ordobridge::store::settings::PostgresSettings;
+
+    let server = common::postgres::TestPostgres::start();
+    let settings = PostgresSettings::from_url(&server.url()).expect("url");
+    let rows = [
+        ("adt-in", "ADT^A01", "PG0001", "PID|1||4711^^^CH^PI", false),
+        ("adt-in", "ADT^A08", "PG0002", "PID|1||1234^^^CH^PI", false),
+        (
+            "lab-in",
+            "ORU^R01",
+            "PG0003",
+            "PID|1||4711^^^CH^PI\rOBX|1|TX|||Potassium",
+            false,
+        ),
+        ("lab-in", "ORU^R01", "PG0004", "PID|1||99^^^CH^PI", true),
+    ];
+    let mut ids = Vec::new();
+    {
+        let store = Store::open_postgres(&settings, true).expect("open");
+        for (n, (channel, message_type, control_id, body, refused)) in rows.iter().enumerate() {
+            let raw = format!(
+                "MSH|^~\\&|LAB|CHU|||20260101||{message_type}|{control_id}|P|2.5\r{body}\r"
+            );
+            let mut record = common::records::record(control_id, raw.as_bytes());
+            if *refused {
+                record = common::records::rejected(control_id, raw.as_bytes(), "PID-3: unknown");
+            }
+            record.channel = (*channel).to_owned();
+            record.message_type = (*message_type).to_owned();
+            record.received_at =
+                jiff::Timestamp::from_second(1_750_000_000 + 60 * i64::try_from(n).expect("n"))
+                    .expect("time");
+            ids.push(store.journal(record).await.expect("journal").id());
+        }
+        // Processed, so the census processor leaves them alone.
+        store.mark_processed(ids.clone()).await.expect("processed");
+        store.close().await;
+    }
+
+    let (peer, received) = common::ehr_peer().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let text = format!(
+        r#"[store]
+backend = "postgres"
+url = "{url}"
+[http]
+bind = "127.0.0.1:0"
+[outbound.ehr]
+protocol = "mllp"
+address = "{peer}"
+retry_initial = "20ms"
+{console}"#,
+        url = server.url(),
+        console = console_toml(""),
+    );
+    let start = || async {
+        let config = common::config(dir.path(), &text);
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind http");
+        let listeners = ordobridge::engine::BoundListeners {
+            http: Some(http),
+            ..ordobridge::engine::BoundListeners::default()
+        };
+        common::InProcess::start(config, listeners).await
+    };
+    let engine = start().await;
+    let mut operator = Browser::new(engine.addr("http"));
+    let (status, _, _) = operator.login("olga", OPERATOR_PASSWORD).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _, page) = operator.get("/console/").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains(r#"data-destination="ehr""#), "{page}");
+
+    // Searches: each filter finds its rows, newest first.
+    let found = |page: &str| -> Vec<&str> {
+        ["PG0004", "PG0003", "PG0002", "PG0001"]
+            .into_iter()
+            .filter(|id| page.contains(id))
+            .collect()
+    };
+    for (query, expected) in [
+        ("type=ORU", vec!["PG0004", "PG0003"]),
+        ("type=ADT%5EA08", vec!["PG0002"]),
+        ("channel=adt-in", vec!["PG0002", "PG0001"]),
+        ("status=rejected", vec!["PG0004"]),
+        ("ipp=4711", vec!["PG0003", "PG0001"]),
+        ("text=Potassium", vec!["PG0003"]),
+        ("since=2025-06-15T15:08:00Z", vec!["PG0004", "PG0003"]),
+    ] {
+        let (status, _, page) = operator.get(&format!("/console/messages?{query}")).await;
+        assert_eq!(status, StatusCode::OK, "{query}: {page}");
+        assert_eq!(found(&page), expected, "{query}");
+    }
+    // An IPP search is on record.
+    let (_, _, page) = operator.get("/console/audit").await;
+    assert!(page.contains("journal by IPP"), "{page}");
+
+    // A row opened: raw message, tree, lineage (none yet).
+    let (status, _, page) = operator.get(&format!("/console/messages/{}", ids[2])).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Potassium"), "{page}");
+
+    // Pause `ehr`, queue a message for it: nothing leaves.
+    let (_, _, page) = operator.get("/console/").await;
+    let csrf = csrf_of(&page);
+    let (status, _, page) = operator
+        .act("/console/destinations/ehr/pause", &csrf, "EHR maintenance")
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    wait_parked(&mut operator).await;
+    let (status, _, _) = operator
+        .post(
+            &format!("/console/messages/{}/resend", ids[0]),
+            &[
+                ("csrf", &csrf),
+                ("destination", "ehr"),
+                ("reason", "after maintenance"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let page = wait_parked(&mut operator).await;
+    assert!(page.contains(r#"<td class="pending">1</td>"#), "{page}");
+
+    // A restart keeps the pause (it is in PostgreSQL) and the message queued.
+    engine.stop().await;
+    let engine = start().await;
+    let mut operator = Browser::new(engine.addr("http"));
+    operator.login("olga", OPERATOR_PASSWORD).await;
+    let page = wait_parked(&mut operator).await;
+    assert!(page.contains(r#"<td class="pending">1</td>"#), "{page}");
+    assert!(
+        received.lock().expect("lock").is_empty(),
+        "nothing sent while paused"
+    );
+    let csrf = csrf_of(&page);
+    let (status, _, _) = operator
+        .act("/console/destinations/ehr/resume", &csrf, "EHR back")
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let delivered = common::first_received(&received).await;
+    assert!(
+        String::from_utf8_lossy(&delivered).contains("PG0001"),
+        "the resent message"
+    );
+    let (_, _, page) = operator.get("/console/audit").await;
+    assert!(
+        page.contains("<td>pause</td>") && page.contains("<td>resume</td>"),
+        "{page}"
+    );
+    engine.stop().await;
+    let store = Store::open_postgres(&settings, false).expect("reopen");
+    assert!(store.paused_destinations().expect("paused").is_empty());
+}

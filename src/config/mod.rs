@@ -72,7 +72,7 @@ pub use outbound::{DEFAULT_ALERT_AFTER, Destination};
 pub use posos::{PososConfig, PososMode};
 pub use push::{DEFAULT_HOLD_UNKNOWN_FOR, DEFAULT_PUSH_MAX_BODY, PushConfig, PushRoute};
 pub use secrets::{BasicAuth, MIN_SECRET_LEN};
-pub use store::{RetentionConfig, StoreConfig, unported_on_postgres};
+pub use store::{RetentionConfig, StoreConfig};
 pub use units::{parse_duration, parse_size};
 
 use console::validate_console;

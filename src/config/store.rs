@@ -173,31 +173,6 @@ fn store_backend(
     }
 }
 
-/// What `config` needs from the store that the PostgreSQL backend does not do yet (issue 14):
-/// `check` and `run` refuse it on PostgreSQL, one line per need.
-pub fn unported_on_postgres(config: &super::Config) -> Vec<crate::store::settings::Unported> {
-    use crate::store::settings::Unported;
-    let mut needs = Vec::new();
-    if !matches!(
-        config.store.backend,
-        crate::store::settings::Backend::Postgres(_)
-    ) {
-        return needs;
-    }
-    if config.console.is_some() {
-        needs.push(Unported::Console);
-    }
-    if config
-        .store
-        .retention
-        .plan(jiff::Timestamp::now())
-        .is_some()
-    {
-        needs.push(Unported::Prune);
-    }
-    needs
-}
-
 /// What a retention keeps, for its error messages.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Kept {

@@ -99,9 +99,6 @@ pub enum EngineError {
     Web(String),
     #[error("destination `{name}`: {reason}")]
     Destination { name: String, reason: String },
-    /// The configuration needs store operations the PostgreSQL backend does not do yet.
-    #[error("{0}")]
-    Unported(String),
 }
 
 /// Listeners bound before [`run`]: tests bind `127.0.0.1:0` and read the ports.
@@ -271,11 +268,6 @@ pub async fn run_reloadable(
         None => None,
     };
     check_tls_files(&config)?;
-    if let Some(refusal) =
-        crate::store::settings::refusal(&crate::config::unported_on_postgres(&config))
-    {
-        return Err(EngineError::Unported(refusal));
-    }
     let store = Store::open_backend(
         &config.store.backend,
         &config.store.path,

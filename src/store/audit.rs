@@ -180,7 +180,12 @@ impl Store {
         paused: bool,
         entry: AuditEntry,
     ) -> Result<(), StoreError> {
-        self.sqlite_only("switch_destination")?;
+        if let Some(postgres) = self.postgres_writer()? {
+            let at = jiff::Timestamp::now().as_microsecond();
+            return postgres
+                .switch_destination(destination, paused, entry, at)
+                .await;
+        }
         self.audited(entry, None, Some((destination, paused)))
             .await
             .map(drop)
@@ -188,7 +193,9 @@ impl Store {
 
     /// The destinations paused from the console, by name (a reader connection).
     pub fn paused_destinations(&self) -> Result<Vec<String>, StoreError> {
-        self.sqlite_only("paused_destinations")?;
+        if let Some(postgres) = self.postgres() {
+            return postgres.paused_destinations();
+        }
         self.shared.readers.with(|connection| {
             let mut statement = connection.prepare_cached(PAUSED_SQL)?;
             let rows = statement.query_map([], |row| row.get(0))?;

@@ -76,6 +76,9 @@ impl Store {
         &self,
         channels: Vec<String>,
     ) -> Result<std::collections::BTreeMap<String, Timestamp>, StoreError> {
+        if let Some(postgres) = self.postgres() {
+            return postgres.last_received(channels).await;
+        }
         self.read_blocking(move |connection| {
             let mut statement = connection.prepare_cached(LAST_RECEIVED_SQL)?;
             let mut found = std::collections::BTreeMap::new();

@@ -847,7 +847,9 @@ impl Store {
         &self,
         search: &JournalSearch,
     ) -> Result<Vec<JournalSummary>, StoreError> {
-        self.sqlite_only("search_journal")?;
+        if let Some(postgres) = self.postgres() {
+            return postgres.search_journal(search);
+        }
         self.shared
             .readers
             .with(|connection| read::search(connection, search))
@@ -925,6 +927,9 @@ impl Store {
         limit: usize,
         vacuum_pages: u32,
     ) -> Result<(Pruned, u32), StoreError> {
+        if let Some(postgres) = self.postgres_writer()? {
+            return postgres.prune_step(plan, limit).await;
+        }
         self.prune_from(plan, PruneCursor::default(), limit, vacuum_pages)
             .await
             .map(|(pruned, freed, _)| (pruned, freed))
@@ -985,7 +990,9 @@ impl Store {
         batch: usize,
         pause_ratio: u32,
     ) -> Result<(Pruned, u64), StoreError> {
-        self.sqlite_only("prune")?;
+        if let Some(postgres) = self.postgres_writer()? {
+            return postgres.prune_gently(plan, batch, pause_ratio).await;
+        }
         /// Pages given back per transaction (4 MiB with 4 KiB pages).
         const VACUUM_PAGES: u32 = 1024;
         let mut total = Pruned::default();
@@ -1049,7 +1056,9 @@ impl Store {
         &self,
         plan: &RetentionPlan,
     ) -> Result<(Pruned, Vec<(String, usize)>), StoreError> {
-        self.sqlite_only("prunable")?;
+        if let Some(postgres) = self.postgres() {
+            return postgres.prunable_by_channel(plan);
+        }
         self.shared
             .readers
             .with(|connection| prune::count(connection, plan))

@@ -37,7 +37,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, params, params_from_iter};
 
 /// The cutoff of a retention of "forever": no row is older.
-const NEVER: i64 = i64::MIN;
+pub(super) const NEVER: i64 = i64::MIN;
 
 /// The cutoffs of one prune, computed from the retention settings and the current time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +201,42 @@ impl RetentionPlan {
     }
 }
 
+/// What the PostgreSQL backend reads of a plan (its fields are this module's).
+impl RetentionPlan {
+    /// The channels with a retention of their own and that retention in seconds (`None`:
+    /// forever), as `channel_retention` records them.
+    pub(super) fn own_seconds(&self) -> Vec<(String, Option<i64>)> {
+        self.own
+            .iter()
+            .map(|(channel, age)| {
+                let seconds = age.map(|age| i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
+                (channel.clone(), seconds)
+            })
+            .collect()
+    }
+
+    /// Every journal channel of the configuration (`None`: not known, see
+    /// [`RetentionPlan::with_configured_channels`]).
+    pub(super) fn configured(&self) -> Option<&[String]> {
+        self.configured.as_deref()
+    }
+
+    /// When the plan was made.
+    pub(super) fn made_at(&self) -> jiff::Timestamp {
+        self.now
+    }
+
+    /// The latest of the journal cutoffs: no row received at or after it goes.
+    pub(super) fn latest_journal_cutoff(&self) -> i64 {
+        self.channels
+            .iter()
+            .flat_map(|own| [own.processed_before, own.rejected_before])
+            .chain([self.journal_before, self.rejected_before])
+            .max()
+            .unwrap_or(NEVER)
+    }
+}
+
 /// Rows deleted (or, for a dry run, that would be).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
@@ -296,6 +332,16 @@ pub(super) fn remembered(
         )?
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
+    Ok(with_recorded(plan, configured, recorded))
+}
+
+/// `plan` with the `recorded` retentions (`channel_retention` rows, seconds, `None`: forever)
+/// of the channels not in `configured`; both backends' [`remembered`].
+pub(super) fn with_recorded(
+    plan: &RetentionPlan,
+    configured: &[String],
+    recorded: Vec<(String, Option<i64>)>,
+) -> RetentionPlan {
     let mut plan = plan.clone();
     for (channel, seconds) in recorded {
         if configured.contains(&channel) {
@@ -304,7 +350,7 @@ pub(super) fn remembered(
         let age = seconds.map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
         plan = plan.with_channel(&channel, age);
     }
-    Ok(plan)
+    plan
 }
 
 /// The journal rows `plan` lets go, as `FROM … WHERE …` to which a caller may add `AND …`,

@@ -436,43 +436,6 @@ pub fn cluster(
     }
 }
 
-/// What a daemon configuration needs from the store that the PostgreSQL backend does not do
-/// yet, one line per need (`check` and `run` refuse such a configuration on PostgreSQL).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unported {
-    /// `[console]` searches the journal and acts on held bundles.
-    Console,
-    /// Retention other than `forever` prunes.
-    Prune,
-}
-
-impl Unported {
-    /// What is missing, for the refusal.
-    pub fn what(self) -> &'static str {
-        match self {
-            Self::Console => "the console's journal search and hold actions (`[console]`)",
-            Self::Prune => {
-                "pruning (set `retention`, `rejected_retention` and `[census] retention` to `\"forever\"`)"
-            }
-        }
-    }
-}
-
-/// The refusal of a configuration that needs `needs` on PostgreSQL; `None` when it needs
-/// nothing that is missing.
-pub fn refusal(needs: &[Unported]) -> Option<String> {
-    if needs.is_empty() {
-        return None;
-    }
-    let what: Vec<&str> = needs.iter().map(|need| need.what()).collect();
-    Some(format!(
-        "`store.backend`: `postgres` cannot run this configuration yet, it needs what is not \
-         ported to PostgreSQL: {}; keep `backend = \"sqlite\"` for it (README, High \
-         availability, says what runs on PostgreSQL today)",
-        what.join("; ")
-    ))
-}
-
 fn resolve(base: &Path, value: &str) -> PathBuf {
     let path = PathBuf::from(value);
     if path.is_absolute() {

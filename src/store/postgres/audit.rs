@@ -15,7 +15,67 @@ const LINEAGE_SQL: &str = "SELECT id, destination, enqueued_at, control_id, stat
         last_error, delivered_at, ack
     FROM outbound WHERE source = $1 ORDER BY id";
 
+const PAUSE_SQL: &str = "INSERT INTO paused_destinations (destination, paused_at, \"user\")
+    VALUES ($1, $2, $3) ON CONFLICT (destination) DO NOTHING";
+const RESUME_SQL: &str = "DELETE FROM paused_destinations WHERE destination = $1";
+/// By name in byte order, as SQLite lists them.
+const PAUSED_SQL: &str =
+    "SELECT destination FROM paused_destinations ORDER BY destination COLLATE \"C\"";
+
 impl Postgres {
+    /// [`Store::switch_destination`](crate::store::Store::switch_destination): the pause (or
+    /// its end) and its audit row in one transaction, committed before it returns.
+    pub(in crate::store) async fn switch_destination(
+        &self,
+        destination: String,
+        paused: bool,
+        entry: AuditEntry,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        self.run(move |inner| async move {
+            const OPERATION: &str = "switch_destination";
+            let failed = inner.failed(OPERATION);
+            let mut connection = inner.connection(OPERATION).await?;
+            let transaction = connection.transaction().await.map_err(&failed)?;
+            transaction
+                .execute(
+                    AUDIT_SQL,
+                    &[
+                        &at,
+                        &entry.user,
+                        &entry.action,
+                        &entry.target,
+                        &entry.reason,
+                    ],
+                )
+                .await
+                .map_err(&failed)?;
+            if paused {
+                transaction
+                    .execute(PAUSE_SQL, &[&destination, &at, &entry.user])
+                    .await
+            } else {
+                transaction.execute(RESUME_SQL, &[&destination]).await
+            }
+            .map_err(&failed)?;
+            transaction.commit().await.map_err(&failed)
+        })
+        .await
+    }
+
+    /// [`Store::paused_destinations`](crate::store::Store::paused_destinations) (blocking).
+    pub(in crate::store) fn paused_destinations(&self) -> Result<Vec<String>, StoreError> {
+        self.block(move |inner| async move {
+            const OPERATION: &str = "paused_destinations";
+            let connection = inner.connection(OPERATION).await?;
+            let rows = connection
+                .query(PAUSED_SQL, &[])
+                .await
+                .map_err(inner.failed(OPERATION))?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        })
+    }
+
     /// [`Store::audit`](crate::store::Store::audit): committed before it returns.
     pub(in crate::store) async fn audit(
         &self,

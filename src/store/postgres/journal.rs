@@ -37,8 +37,11 @@ macro_rules! summary_columns {
     };
 }
 
-/// How many columns [`summary`] reads.
-const SUMMARY_COLUMNS: usize = 10;
+/// How many columns [`summary`] reads; the columns after them are the caller's.
+pub(super) const SUMMARY_COLUMNS: usize = 10;
+
+/// The columns [`summary`] reads, for statements built elsewhere (the search).
+pub(super) const SUMMARY_COLUMNS_SQL: &str = summary_columns!();
 
 const LIST_SQL: &str = concat!(
     "SELECT ",

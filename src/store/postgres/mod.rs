@@ -30,12 +30,13 @@
 //! The journal (insert with duplicate detection, `journal_many`, processed marks, the listings,
 //! the census processor's work list), the outbound queue (enqueue, heads, read-ahead, delivered
 //! / retry / dead, replay, overview, dead letters), the probe commit, destination leases
-//! (`ownership`), the console's audit trail and a journal row's lineage (`audit`), the census
-//! (`census`: applying updates, each once whichever node tries, and the patient, practitioner
-//! and FHIR views), held bundles, their release and the settling of pushes (`hold`: one
-//! transaction per delivery, guarded by row locks, see there), documents and their tracking
-//! (`documents`). Everything else answers [`StoreError::Unported`] naming the operation (see
-//! `settings::Unported`): the journal search, pruning.
+//! (`ownership`), the console's audit trail, a journal row's lineage and the destinations
+//! paused from the console (`audit`), the census (`census`: applying updates, each once
+//! whichever node tries, and the patient, practitioner and FHIR views), held bundles, their
+//! release and the settling of pushes (`hold`: one transaction per delivery, guarded by row
+//! locks, see there), documents and their tracking (`documents`), the console's journal
+//! search and each channel's last message (`search`), retention with the channels' recorded
+//! retentions (`prune`).
 //!
 //! # Porting the rest (issue 14)
 //!
@@ -53,8 +54,10 @@ mod documents;
 mod hold;
 mod journal;
 mod ownership;
+mod prune;
 mod queue;
 mod schema;
+mod search;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -275,6 +278,35 @@ impl Inner {
     ) -> Result<jiff::Timestamp, StoreError> {
         jiff::Timestamp::from_microsecond(micros)
             .map_err(|e| self.corrupt(operation, format!("timestamp {micros} µs: {e}")))
+    }
+}
+
+/// The values of a statement built at run time, each numbered by its place (`$1`, `$2`…).
+#[derive(Default)]
+pub(super) struct Params(Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>);
+
+impl Params {
+    /// Appends `value`; returns its parameter number.
+    pub(super) fn bind(
+        &mut self,
+        value: impl tokio_postgres::types::ToSql + Sync + Send + 'static,
+    ) -> usize {
+        self.0.push(Box::new(value));
+        self.0.len()
+    }
+
+    /// The values as a statement takes them.
+    pub(super) fn refs(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+        self.0
+            .iter()
+            .map(|value| value.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect()
+    }
+
+    /// How many values.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
     }
 }
 

@@ -195,6 +195,25 @@ pub(super) const MIGRATIONS: &[&str] = &[
         destination text NOT NULL,
         PRIMARY KEY (journal_id, outbound_id)
     );",
+    // Script 6 in the merged order (issue 14's console and retention; SQLite versions 10, 11
+    // and 12): the console's searches by a filter few rows match, read through its own index
+    // (a message type by its MSH-9, in byte order as SQLite compares; the rejected rows; one
+    // channel, also each channel's last message for the dashboard); the retention each channel
+    // with one of its own had at the last prune (`prune::remember`; NULL: forever); the
+    // destinations paused from the console (a pause survives a restart).
+    "CREATE INDEX journal_type_time ON journal (message_type COLLATE \"C\", received_at);
+    CREATE INDEX journal_rejected ON journal (received_at) WHERE status = 'rejected';
+    CREATE INDEX journal_channel_received ON journal (channel, received_at);
+    CREATE TABLE channel_retention (
+        channel text PRIMARY KEY,
+        retention_seconds bigint,
+        recorded_at bigint NOT NULL
+    );
+    CREATE TABLE paused_destinations (
+        destination text PRIMARY KEY,
+        paused_at bigint NOT NULL,
+        \"user\" text NOT NULL
+    );",
 ];
 
 /// Newest schema version this build knows.
