@@ -14,6 +14,7 @@
 //!   finishes the copy; running it after a complete copy copies nothing.
 //! - **Verified**: each table's row count must be equal on both sides at the end; identity
 //!   sequences are moved past the copied ids, so new rows never reuse one.
+//! - **Analyzed**: `ANALYZE` at the end, so the planner knows the copied tables at once.
 //! - **Refused while nodes run** on the PostgreSQL database (a live lease): copying under them
 //!   would mix two histories.
 
@@ -494,5 +495,8 @@ pub fn copy_sqlite_to_postgres(
         progress(&copy);
         report.push(copy);
     }
+    // Fresh statistics: the planner picks the console's indexes from them (a table just
+    // loaded, before autovacuum's first analyze, is read by scans).
+    postgres.analyze()?;
     Ok(report)
 }

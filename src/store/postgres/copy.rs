@@ -255,4 +255,17 @@ impl Postgres {
             Ok(row.get(0))
         })
     }
+
+    /// Fresh planner statistics for every table.
+    pub(in crate::store) fn analyze(&self) -> Result<(), StoreError> {
+        self.block(move |inner| async move {
+            const OPERATION: &str = "migrate: analyze";
+            let connection = inner.connection(OPERATION).await?;
+            connection
+                .batch_execute("ANALYZE")
+                .await
+                .map_err(inner.failed(OPERATION))?;
+            Ok(())
+        })
+    }
 }
