@@ -321,3 +321,142 @@ fn three_nodes_kill_9_the_owner_under_load_nothing_lost_one_sender_in_order() {
     );
     drop(ehr);
 }
+
+/// Two nodes polling one shared inbox folder: one node at a time takes files (the inbox's
+/// lease, `@inbox:NAME`); its SIGKILL mid-stream hands the folder to the other, and every file
+/// is journaled once and archived, none left behind or taken twice.
+#[test]
+fn two_nodes_one_shared_inbox_each_file_journaled_once_across_a_kill() {
+    const FILES: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestPostgres::start();
+    let url = server.url();
+    let share = dir.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let configs: Vec<PathBuf> = (1..=2)
+        .map(|node| {
+            let path = dir.path().join(format!("files-{node}.toml"));
+            let text = format!(
+                r#"[store]
+backend = "postgres"
+url = "{url}"
+
+[cluster]
+node_name = "ob-{node}"
+failover_after = "{failover}s"
+
+[log]
+level = "info,ordobridge=debug"
+format = "json"
+
+[inbound.adt-files]
+protocol = "file"
+folder = "{share}"
+patterns = ["*.hl7"]
+ready = "stable"
+stable_for = "50ms"
+poll_interval = "20ms"
+"#,
+                failover = FAILOVER.as_secs(),
+                share = share.display()
+            );
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect();
+    let mut nodes: Vec<Daemon> = configs.iter().map(|c| Daemon::start(c)).collect();
+    let template = std::fs::read_to_string(repo_root().join("samples/adt/02-a01-admit.hl7"))
+        .unwrap()
+        .replace('\n', "\r");
+    let drop_files = |range: std::ops::Range<usize>| {
+        for n in range {
+            let text = template.replace("|SYN0002|", &format!("|F{n:04}|"));
+            // Written aside, then renamed in: a file appears whole.
+            let part = share.join(format!(".F{n:04}.part"));
+            std::fs::write(&part, text).unwrap();
+            std::fs::rename(&part, share.join(format!("F{n:04}.hl7"))).unwrap();
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    });
+    let journaled = || -> (i64, i64) {
+        let row = rt
+            .block_on(client.query_one(
+                "SELECT count(*), count(DISTINCT control_id) FROM journal WHERE channel = 'adt-files'",
+                &[],
+            ))
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    let inbox_owner = || -> Option<String> {
+        rt.block_on(client.query_opt(
+            "SELECT node FROM destination_owners WHERE destination = '@inbox:adt-files'
+             AND expires_at > (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+            &[],
+        ))
+        .unwrap()
+        .map(|row| row.get(0))
+    };
+
+    drop_files(0..FILES / 2);
+    let started = Instant::now();
+    while journaled().0 < 20 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no file taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let owner = inbox_owner().expect("the node taking files holds the inbox's lease");
+    let index: usize = owner.trim_start_matches("ob-").parse::<usize>().unwrap() - 1;
+    nodes[index].kill9();
+    drop_files(FILES / 2..FILES);
+
+    let started = Instant::now();
+    loop {
+        let (rows, distinct) = journaled();
+        let left = std::fs::read_dir(&share)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".hl7"))
+            .count();
+        if distinct == FILES as i64 && left == 0 {
+            assert_eq!(rows, FILES as i64, "a file was journaled twice");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{distinct} of {FILES} files journaled, {left} left in the share"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_ne!(
+        inbox_owner().as_deref(),
+        Some(owner.as_str()),
+        "the dead node holds nothing"
+    );
+    let archived = walk(&share.join("archive"));
+    assert_eq!(archived, FILES, "every file archived once");
+}
+
+/// Regular files under `folder`, recursively.
+fn walk(folder: &Path) -> usize {
+    std::fs::read_dir(folder)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| {
+                    let path = e.path();
+                    if path.is_dir() {
+                        walk(&path)
+                    } else {
+                        usize::from(path.extension().is_some_and(|x| x == "hl7"))
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
