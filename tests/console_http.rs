@@ -812,6 +812,8 @@ async fn console_on_postgres_searches_and_pauses() {
         r#"[store]
 backend = "postgres"
 url = "{url}"
+[cluster]
+node_name = "ob-console"
 [http]
 bind = "127.0.0.1:0"
 [outbound.ehr]
@@ -840,6 +842,23 @@ retry_initial = "20ms"
     let (status, _, page) = operator.get("/console/").await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains(r#"data-destination="ehr""#), "{page}");
+    // The node's name, and who does what: this node holds the destination's lease.
+    assert!(page.contains("ob-console"), "{page}");
+    let mut waiting = 0;
+    loop {
+        let (_, _, page) = operator.get("/console/").await;
+        if page.contains(
+            r#"<tr data-role="ehr"><th scope="row">ehr</th><td class="node">ob-console</td>"#,
+        ) {
+            break;
+        }
+        waiting += 1;
+        assert!(
+            waiting < 500,
+            "no lease row for `ehr` on the dashboard: {page}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     // Searches: each filter finds its rows, newest first.
     let found = |page: &str| -> Vec<&str> {

@@ -198,6 +198,20 @@ pub struct Dashboard {
     pub journaled: i64,
     /// The time of this snapshot, RFC 3339.
     pub at: String,
+    /// This node's name (`[cluster] node_name`) and its store's backend.
+    pub node: String,
+    pub backend: String,
+    /// On PostgreSQL, which node does what (one lease per destination and per role).
+    pub leases: Vec<LeaseRow>,
+}
+
+/// One lease: a destination or a role (`@census`, `@inbox:NAME` …), its holder, whether it
+/// still holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRow {
+    pub role: String,
+    pub node: String,
+    pub live: bool,
 }
 
 fn bytes_text(bytes: u64) -> String {
@@ -225,7 +239,12 @@ pub fn dashboard_fragment(lang: Lang, view: &Dashboard) -> Markup {
                     @if let Some(age) = view.oldest_held_seconds { div.muted { (lang.pick("le plus ancien : ", "oldest: ")) (age) " s" } }
                 }
             }
-            div.card { div { (lang.pick("Base", "Store")) } div.n #store-size { (bytes_text(view.store_bytes)) } div.muted { "WAL " (bytes_text(view.wal_bytes)) } }
+            @if view.backend == "postgres" {
+                div.card { div { (lang.pick("Base", "Store")) } div.n #store-size { "PostgreSQL" } }
+            } @else {
+                div.card { div { (lang.pick("Base", "Store")) } div.n #store-size { (bytes_text(view.store_bytes)) } div.muted { "WAL " (bytes_text(view.wal_bytes)) } }
+            }
+            div.card { div { (lang.pick("Nœud", "Node")) } div.n #node { (view.node) } }
         }
         @if !view.attention.is_empty() {
             ul.bad #attention { @for line in &view.attention { li { (line) } } }
@@ -260,6 +279,25 @@ pub fn dashboard_fragment(lang: Lang, view: &Dashboard) -> Markup {
                         td.delivered { @if let Some(n) = row.delivered { (n) } @else { "—" } }
                         td.dead .bad[row.dead > 0] { (row.dead) }
                         td { (row.head_error.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+        }
+        @if !view.leases.is_empty() {
+            h2 { (lang.pick("Qui fait quoi (baux des nœuds)", "Who does what (the nodes' leases)")) }
+            table #leases {
+                thead { tr {
+                    th scope="col" { (lang.pick("Travail", "Work")) }
+                    th scope="col" { (lang.pick("Nœud", "Node")) }
+                    th scope="col" { (lang.pick("Bail", "Lease")) }
+                } }
+                tbody {
+                    @for row in &view.leases {
+                        tr data-role=(row.role) {
+                            th scope="row" { (row.role) }
+                            td.node { (row.node) }
+                            td .bad[!row.live] { (if row.live { lang.pick("actif", "live") } else { lang.pick("expiré", "expired") }) }
+                        }
                     }
                 }
             }

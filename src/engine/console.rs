@@ -764,6 +764,26 @@ async fn dashboard_view(state: &ConsoleState, lang: Lang) -> pages::Dashboard {
         at: jiff::Timestamp::now()
             .round(jiff::Unit::Second)
             .map_or_else(|_| String::new(), |t| t.to_string()),
+        node: snapshot["node"].as_str().unwrap_or_default().to_string(),
+        backend: snapshot["store"]["backend"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        leases: snapshot["store"]["owners"]
+            .as_array()
+            .map(|owners| {
+                owners
+                    .iter()
+                    .filter_map(|o| {
+                        Some(pages::LeaseRow {
+                            role: o["destination"].as_str()?.to_string(),
+                            node: o["node"].as_str()?.to_string(),
+                            live: o["live"].as_bool().unwrap_or(false),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
