@@ -1251,6 +1251,21 @@ mod tests {
         assert!(other.journal_entry(1).unwrap().is_some());
     }
 
+    /// What a census update left without an answer on PostgreSQL says (`Store::closed`).
+    #[test]
+    fn err_census_unanswered_says_what_happens_next() {
+        let err = StoreError::CensusUnanswered {
+            path: PathBuf::from("postgres://ob@db.example:5432/ob"),
+        };
+        assert_eq!(
+            err.to_string(),
+            "store `postgres://ob@db.example:5432/ob`: the census update got no answer: the \
+             task applying it ended (the store is closing, or the task failed: see the log); it \
+             is not known to be stored, and the census processor applies its journal row again, \
+             which is harmless if it was"
+        );
+    }
+
     #[tokio::test]
     async fn ok_empty_requests_skip_the_writer() {
         let dir = tempfile::tempdir().unwrap();
