@@ -2083,6 +2083,310 @@ async fn ok_removed_channel_keeps_its_last_retention(
     assert_eq!(store.prunable(&removed).unwrap().journal, 1);
 }
 
+/// `at` as the census writes civil times (`discharge_at`): `YYYY-MM-DDTHH:MM:SS` in UTC.
+fn civil(at: jiff::Timestamp) -> String {
+    at.to_zoned(jiff::tz::TimeZone::UTC)
+        .datetime()
+        .strftime("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+}
+
+/// The census's retention (two years): an old discharged encounter goes with its movements,
+/// then its patient with the patient merged into it, their identifiers and anomalies; a
+/// recent discharge, a current admission and a patient with a bundle still held stay. The dry
+/// run counts what the prune deletes, in steps of one row.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_prune_census_by_retention(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    use ordobridge::store::RetentionPlan;
+    let fixture = open(backend);
+    let store = &fixture.store;
+    let now = jiff::Timestamp::now();
+    let ago = |days: i64| now - jiff::SignedDuration::from_hours(24 * days);
+    let (old, recent) = (ago(800).as_microsecond(), ago(10).as_microsecond());
+    let patient = |ipp: &str| format!("(SELECT id FROM census_patients WHERE ipp = '{ipp}')");
+    let encounter = |nda: &str| format!("(SELECT id FROM census_encounters WHERE nda = '{nda}')");
+    for (ipp, updated_at) in [
+        ("GONE", old),
+        ("CURRENT", old),
+        ("RECENT", recent),
+        ("HELD", old),
+    ] {
+        sql(
+            &fixture,
+            &format!(
+                "INSERT INTO census_patients (ipp, journal_id, updated_at)
+                 VALUES ('{ipp}', 1, {updated_at})"
+            ),
+        )
+        .await;
+    }
+    sql(
+        &fixture,
+        &format!(
+            "INSERT INTO census_patients (ipp, merged_into, journal_id, updated_at)
+             VALUES ('MERGED', {}, 1, {old})",
+            patient("GONE")
+        ),
+    )
+    .await;
+    for (ipp, value) in [("GONE", "GONE"), ("MERGED", "MERGED"), ("RECENT", "RECENT")] {
+        sql(
+            &fixture,
+            &format!(
+                "INSERT INTO census_identifiers (patient_id, id_type, authority, value)
+                 VALUES ({}, 'PI', 'CH', '{value}')",
+                patient(ipp)
+            ),
+        )
+        .await;
+    }
+    for (ipp, text) in [("GONE", "gone"), ("MERGED", "gone too"), ("RECENT", "kept")] {
+        sql(
+            &fixture,
+            &format!(
+                "INSERT INTO census_anomalies (journal_id, patient_id, kind, text)
+                 VALUES (1, {}, 'out_of_order', '{text}')",
+                patient(ipp)
+            ),
+        )
+        .await;
+    }
+    let old_discharge = civil(ago(800));
+    let recent_discharge = civil(ago(10));
+    for (nda, ipp, status, discharge_at) in [
+        ("N-GONE", "GONE", "discharged", Some(&old_discharge)),
+        ("N-RECENT", "RECENT", "discharged", Some(&recent_discharge)),
+        ("N-CURRENT", "CURRENT", "admitted", None),
+    ] {
+        let discharge_at = discharge_at.map_or("NULL".to_owned(), |at| format!("'{at}'"));
+        sql(
+            &fixture,
+            &format!(
+                "INSERT INTO census_encounters (nda, patient_id, status, discharge_at, journal_id)
+                 VALUES ('{nda}', {}, '{status}', {discharge_at}, 1)",
+                patient(ipp)
+            ),
+        )
+        .await;
+    }
+    for (movement, nda, at) in [
+        ("M-GONE-1", "N-GONE", civil(ago(805))),
+        ("M-GONE-2", "N-GONE", old_discharge.clone()),
+        ("M-RECENT", "N-RECENT", recent_discharge.clone()),
+    ] {
+        sql(
+            &fixture,
+            &format!(
+                "INSERT INTO census_movements (movement_id, encounter_id, event, status,
+                     movement_at, journal_id)
+                 VALUES ('{movement}', {}, 'A03', 'active', '{at}', 1)",
+                encounter(nda)
+            ),
+        )
+        .await;
+    }
+    // A bundle still held for HELD keeps the patient.
+    sql(
+        &fixture,
+        &format!(
+            "INSERT INTO push_holds (journal_id, partner_id, held_at, release_at)
+             VALUES (99, 'HELD', {recent}, {recent})"
+        ),
+    )
+    .await;
+
+    let plan = RetentionPlan::at(now, 90 * DAY, 30 * DAY)
+        .with_census(Some(730 * DAY), &jiff::tz::TimeZone::UTC);
+    let counted = store.prunable(&plan).unwrap();
+    assert_eq!((counted.census_encounters, counted.census_patients), (1, 2));
+    // Kept forever: nothing of the census counts.
+    let forever = RetentionPlan::at(now, 90 * DAY, 30 * DAY);
+    assert_eq!(store.prunable(&forever).unwrap().total(), 0);
+    let (pruned, _) = store.prune(plan.clone(), 1).await.unwrap();
+    assert_eq!(pruned, counted, "the dry run counts what the prune deletes");
+    let all = |table: &str, column: &str| {
+        let query = match backend {
+            Backend::Sqlite => format!(
+                "SELECT coalesce(group_concat({column}, ','), '') FROM \
+                 (SELECT {column} FROM {table} ORDER BY {column})"
+            ),
+            Backend::Postgres => format!(
+                "SELECT coalesce(string_agg({column}, ',' ORDER BY {column} COLLATE \"C\"), '') \
+                 FROM {table}"
+            ),
+        };
+        let fixture = &fixture;
+        async move { sql(fixture, &query).await.unwrap() }
+    };
+    assert_eq!(
+        all("census_patients", "ipp").await,
+        "CURRENT,HELD,RECENT",
+        "GONE went with MERGED"
+    );
+    assert_eq!(all("census_encounters", "nda").await, "N-CURRENT,N-RECENT");
+    assert_eq!(all("census_movements", "movement_id").await, "M-RECENT");
+    assert_eq!(all("census_identifiers", "value").await, "RECENT");
+    assert_eq!(all("census_anomalies", "text").await, "kept");
+    assert_eq!(store.prunable(&plan).unwrap().total(), 0);
+    assert_eq!(store.prune(plan, 10).await.unwrap().0.total(), 0);
+}
+
+/// `[documents] tracking_retention`: a tracking row older than it goes with its message links
+/// once none of its messages is pending; a recent one and one still pending stay.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_prune_document_tracking(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    use ordobridge::store::RetentionPlan;
+    let fixture = open(backend);
+    let store = &fixture.store;
+    let now = jiff::Timestamp::now();
+    let ago = |days: i64| (now - jiff::SignedDuration::from_hours(24 * days)).as_microsecond();
+    let queued = store
+        .enqueue(vec![
+            item("ehr", "DOC-1"),
+            item("ehr", "DOC-2"),
+            item("ehr", "DOC-3"),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .mark_delivered(queued[0], Bytes::from_static(b"MSA|AA"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .mark_delivered(queued[2], Bytes::from_static(b"MSA|AA"))
+            .await
+            .unwrap()
+    );
+    // 11: old, delivered (goes); 12: old, still pending (stays); 13: recent (stays).
+    for (journal_id, outbound_id, accepted_at) in [
+        (11, queued[0], ago(60)),
+        (12, queued[1], ago(60)),
+        (13, queued[2], ago(5)),
+    ] {
+        sql(
+            &fixture,
+            &format!(
+                "INSERT INTO documents (journal_id, transaction_id, accepted_at)
+                 VALUES ({journal_id}, 'T-{journal_id}', {accepted_at})"
+            ),
+        )
+        .await;
+        sql(
+            &fixture,
+            &format!(
+                "INSERT INTO document_messages (journal_id, outbound_id, destination)
+                 VALUES ({journal_id}, {outbound_id}, 'ehr')"
+            ),
+        )
+        .await;
+    }
+    let plan = RetentionPlan::at(now, 90 * DAY, 30 * DAY).with_document_tracking(Some(30 * DAY));
+    let counted = store.prunable(&plan).unwrap();
+    assert_eq!(counted.documents, 1);
+    // Without a tracking retention, tracking rows are kept.
+    let kept = RetentionPlan::at(now, 90 * DAY, 30 * DAY);
+    assert_eq!(store.prunable(&kept).unwrap().documents, 0);
+    let (pruned, _) = store.prune(plan.clone(), 1).await.unwrap();
+    assert_eq!(pruned, counted, "the dry run counts what the prune deletes");
+    let ids = |table: &'static str| {
+        let fixture = &fixture;
+        async move {
+            let mut left = Vec::new();
+            for journal_id in [11, 12, 13] {
+                let n = sql(
+                    fixture,
+                    &format!("SELECT count(*) FROM {table} WHERE journal_id = {journal_id}"),
+                )
+                .await
+                .unwrap();
+                if n != "0" {
+                    left.push(journal_id);
+                }
+            }
+            left
+        }
+    };
+    assert_eq!(ids("documents").await, [12, 13]);
+    assert_eq!(ids("document_messages").await, [12, 13]);
+    // Its message delivered, the pending one goes at the next prune.
+    assert!(
+        store
+            .mark_delivered(queued[1], Bytes::from_static(b"MSA|AA"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.prunable(&plan).unwrap().documents, 1);
+    assert_eq!(store.prune(plan, 10).await.unwrap().0.documents, 1);
+    assert_eq!(ids("documents").await, [13]);
+}
+
+/// A journal row of which a pushed bundle is still held never goes, however old; once the
+/// hold is released the row goes, and the released hold goes past its own retention.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_prune_keeps_held_bundles_until_released(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    use ordobridge::store::RetentionPlan;
+    let fixture = open(backend);
+    let store = &fixture.store;
+    let now = jiff::Timestamp::now();
+    let held = aged(store, now, ("posos-push", 100, "processed")).await;
+    aged(store, now, ("posos-push", 95, "processed")).await;
+    let at = (now - jiff::SignedDuration::from_hours(24 * 100)).as_microsecond();
+    sql(
+        &fixture,
+        &format!(
+            "INSERT INTO push_holds (journal_id, partner_id, held_at, release_at)
+             VALUES ({held}, 'P-HELD', {at}, {at})"
+        ),
+    )
+    .await;
+    let plan = RetentionPlan::at(now, 90 * DAY, 30 * DAY);
+    let counted = store.prunable(&plan).unwrap();
+    assert_eq!((counted.journal, counted.holds), (1, 0));
+    let (pruned, _) = store.prune(plan.clone(), 1).await.unwrap();
+    assert_eq!(pruned, counted, "the dry run counts what the prune deletes");
+    assert_eq!(left(store), ["posos-push-100-processed"], "held: kept");
+    assert_eq!(store.held_bundles_async(0).await.unwrap().len(), 1);
+
+    // Released now: the journal row goes, the hold (released today) stays with its own
+    // retention, then goes past it.
+    sql(
+        &fixture,
+        &format!(
+            "UPDATE push_holds SET released_at = {}, released_reason = 'patient known'
+             WHERE journal_id = {held}",
+            now.as_microsecond()
+        ),
+    )
+    .await;
+    let counted = store.prunable(&plan).unwrap();
+    assert_eq!((counted.journal, counted.holds), (1, 0));
+    assert_eq!(store.prune(plan.clone(), 1).await.unwrap().0, counted);
+    assert!(left(store).is_empty());
+    let mut later_plan = plan;
+    later_plan.holds_before = (now + jiff::SignedDuration::from_hours(1)).as_microsecond();
+    let counted = store.prunable(&later_plan).unwrap();
+    assert_eq!((counted.journal, counted.holds), (0, 1));
+    assert_eq!(store.prune(later_plan, 1).await.unwrap().0, counted);
+    assert_eq!(
+        sql(&fixture, "SELECT count(*) FROM push_holds")
+            .await
+            .unwrap(),
+        "0"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL only
 

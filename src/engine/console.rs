@@ -813,8 +813,6 @@ async fn dashboard(
         .collect();
     let held = match state.0.store.held_bundles_async(PAGE).await {
         Ok(held) => held,
-        // A store without held bundles yet (PostgreSQL before they are ported) holds none.
-        Err(crate::store::StoreError::Unported { .. }) => Vec::new(),
         Err(error) => return store_failure(&frame, error),
     };
     // The partner id (an IPP) stays out: the journal row says whose it is, to operators.

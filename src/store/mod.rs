@@ -427,6 +427,18 @@ pub enum StoreError {
         /// The database file.
         path: PathBuf,
     },
+    /// PostgreSQL: the backend's task applying census updates ended before answering one
+    /// (the store closing with the daemon, or the task failed).
+    #[error(
+        "store `{}`: the census update got no answer: the task applying it ended (the store \
+         is closing, or the task failed: see the log); it is not known to be stored, and the \
+         census processor applies its journal row again, which is harmless if it was",
+        path.display()
+    )]
+    CensusUnanswered {
+        /// `postgres://user@host:port/db`.
+        path: PathBuf,
+    },
     /// PostgreSQL: the pool, its runtime or its TLS could not be set up.
     #[error("store `{}`: cannot set up the connection to PostgreSQL: {reason}", path.display())]
     PostgresSetup {
@@ -480,8 +492,8 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
-    /// An operation the PostgreSQL backend does not do yet (`ordobridge check` refuses a
-    /// configuration that needs one).
+    /// An operation the PostgreSQL backend does not do yet: a SQLite read that reached the
+    /// readers of a store on PostgreSQL (see `read::Source::Elsewhere`).
     #[error(
         "store `{}`: `{operation}` is not ported to the PostgreSQL backend yet: use \
          `backend = \"sqlite\"` for a configuration that needs it",
@@ -606,15 +618,6 @@ impl Store {
             "postgres"
         } else {
             "sqlite"
-        }
-    }
-
-    /// On PostgreSQL, the error of an operation not ported there yet; `Ok` on SQLite. The
-    /// first line of each method that only SQLite does.
-    fn sqlite_only(&self, operation: &'static str) -> Result<(), StoreError> {
-        match &self.shared.postgres {
-            Some(postgres) => Err(postgres.unported(operation)),
-            None => Ok(()),
         }
     }
 
@@ -943,7 +946,6 @@ impl Store {
         limit: usize,
         vacuum_pages: u32,
     ) -> Result<(Pruned, u32, PruneCursor), StoreError> {
-        self.sqlite_only("prune")?;
         let (reply, answer) = oneshot::channel();
         self.send(Request::Prune {
             plan,
@@ -1101,11 +1103,9 @@ impl Store {
     fn closed(&self) -> StoreError {
         let path = self.shared.path.clone();
         if self.shared.postgres.is_some() {
-            // Not reached: every write dispatches first. Never "closed" for a silent gap.
-            return StoreError::Unported {
-                path,
-                operation: "a write of the SQLite writer",
-            };
+            // Every write dispatches to the backend before the SQLite writer: what is left
+            // without an answer on PostgreSQL is a census update (`PendingCensus`).
+            return StoreError::CensusUnanswered { path };
         }
         if self.shared.read_only {
             StoreError::ReadOnly { path }
@@ -1249,6 +1249,21 @@ mod tests {
         );
         // Reads still work after the writer stopped.
         assert!(other.journal_entry(1).unwrap().is_some());
+    }
+
+    /// What a census update left without an answer on PostgreSQL says (`Store::closed`).
+    #[test]
+    fn err_census_unanswered_says_what_happens_next() {
+        let err = StoreError::CensusUnanswered {
+            path: PathBuf::from("postgres://ob@db.example:5432/ob"),
+        };
+        assert_eq!(
+            err.to_string(),
+            "store `postgres://ob@db.example:5432/ob`: the census update got no answer: the \
+             task applying it ended (the store is closing, or the task failed: see the log); it \
+             is not known to be stored, and the census processor applies its journal row again, \
+             which is harmless if it was"
+        );
     }
 
     #[tokio::test]

@@ -790,7 +790,9 @@ impl Read for Pg<'_, '_> {
     }
 }
 
-/// Whether a failed update lost to a concurrent transaction (tried again).
+/// Whether a failed update lost to a concurrent transaction (tried again): a unique key
+/// taken meanwhile, a deadlock, or a row it refers to deleted meanwhile by a prune step (see
+/// `postgres::prune`; the next try sees the row gone).
 fn lost_a_race(error: &StoreError) -> bool {
     let StoreError::Postgres { source, .. } = error else {
         return false;
@@ -800,6 +802,7 @@ fn lost_a_race(error: &StoreError) -> bool {
         Some(code) if *code == SqlState::UNIQUE_VIOLATION
             || *code == SqlState::T_R_DEADLOCK_DETECTED
             || *code == SqlState::T_R_SERIALIZATION_FAILURE
+            || *code == SqlState::FOREIGN_KEY_VIOLATION
     )
 }
 

@@ -38,14 +38,15 @@
 //! search and each channel's last message (`search`), retention with the channels' recorded
 //! retentions (`prune`).
 //!
-//! # Porting the rest (issue 14)
+//! # Adding an operation
 //!
-//! Each operation still SQLite-only starts with `self.sqlite_only("name")?` in the facade;
-//! porting one means a migration here, a method on [`Postgres`], the dispatch line, its cases
-//! in `tests/store_backends.rs` (both backends), and its need dropped from
-//! `config::unported_on_postgres`. Several nodes run the census processor and the hold
-//! releaser: give each a lease (`ownership`, e.g. destination `@census`) or claim rows with
-//! `FOR UPDATE SKIP LOCKED` in the applying transaction, so a row is applied once.
+//! A store method runs here when its facade dispatches to [`Postgres`] before the SQLite
+//! writer and readers (a SQLite read reaching the readers of a PostgreSQL store is refused,
+//! `StoreError::Unported`): a migration here if it needs one, a method on [`Postgres`], the
+//! dispatch line, its cases in `tests/store_backends.rs` (both backends). Several nodes run
+//! the census processor and the hold releaser: give each a lease (`ownership`, e.g.
+//! destination `@census`) or claim rows with `FOR UPDATE SKIP LOCKED` in the applying
+//! transaction, so a row is applied once.
 
 mod audit;
 mod census;
@@ -221,14 +222,6 @@ impl Postgres {
     /// Closes the pool: connections in use finish their operation, new ones are refused.
     pub(super) fn close(&self) {
         self.inner.pool.close();
-    }
-
-    /// The answer of an operation this backend does not do yet.
-    pub(super) fn unported(&self, operation: &'static str) -> StoreError {
-        StoreError::Unported {
-            path: self.inner.path.clone(),
-            operation,
-        }
     }
 }
 

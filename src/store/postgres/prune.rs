@@ -2,8 +2,8 @@
 //!
 //! # Short transactions, several nodes
 //!
-//! Each step is one transaction that deletes at most `limit` outbound rows and `limit` journal
-//! rows, then commits: no long lock on the journal, intake runs beside it (it never touches a
+//! Each step is one transaction that deletes at most `limit` rows of each kind, then
+//! commits: no long lock on the journal, intake runs beside it (it never touches a
 //! row that may go: those are processed or rejected, and finished). The rows of a step are
 //! chosen with `FOR UPDATE SKIP LOCKED`, which re-checks each row's condition on its latest
 //! version (a dead letter replayed meanwhile is pending again and stays) and passes over a
@@ -15,17 +15,25 @@
 //!
 //! A step resumes where the previous one stopped (a [`Cursor`]): journal rows by reception
 //! time through `journal_received_at` (only rows older than the latest cutoff are read), the
-//! outbound queue by id. What is freed goes back to the tables' free space through
+//! outbound queue by id, patients by `(updated_at, id)` through `census_patients_updated`
+//! (those kept, e.g. with a current encounter, are not read again by the same prune). What is freed goes back to the tables' free space through
 //! PostgreSQL's autovacuum: no page count is returned (0).
 //!
-//! # Not here yet
+//! # What goes, and with what
 //!
-//! Held bundles, documents and the census are not on PostgreSQL in this branch (other work
-//! of issue 14): nothing feeds the census, so its retention has nothing to delete (a prune
-//! is refused once its tables exist without their prune here); document tracking is refused;
-//! a journal row has no held bundle to keep it. Once `push_holds` is there,
-//! [`journal_condition`] keeps the rows of bundles still held and the step deletes released
-//! holds, as SQLite does.
+//! SQLite's rules (`store::prune`), row for row: a journal row of which a bundle is still
+//! held stays ([`journal_condition`]); a released hold goes once released before
+//! `holds_before`; document tracking rows go with their message links once none of their
+//! messages is pending; discharged encounters go with their movements, then patients left
+//! without encounters and not named since, with the patients merged into them, their
+//! identifiers and their anomalies ([`patients_condition`]). Each kind is chosen with
+//! `FOR UPDATE SKIP LOCKED`, at most `limit` per step, oldest first, and deleted children
+//! first, so no foreign key is ever checked against a row about to go.
+//!
+//! A census update racing with the prune of its encounter or patient (a message naming an
+//! encounter discharged two years ago, as the prune takes it) waits on the prune's row lock,
+//! then fails on the foreign key and is applied again (`census::lost_a_race`): it sees the
+//! rows gone, as on SQLite when the prune's transaction came first.
 
 use std::fmt::Write as _;
 
@@ -53,12 +61,27 @@ const FORGET_SQL: &str = "DELETE FROM channel_retention WHERE channel = ANY($1)"
 const RECORDED_SQL: &str = "SELECT channel, retention_seconds FROM channel_retention
     ORDER BY channel COLLATE \"C\"";
 
-/// Whether the census is on this database (see `Postgres::refuse_unported`).
-const CENSUS_TABLE_SQL: &str = "SELECT to_regclass('census_patients') IS NOT NULL";
-
 /// Delivered or dead outbound rows finished before `$1`.
 const OUTBOUND_CONDITION: &str =
     "((status = 'delivered' AND delivered_at < $1) OR (status = 'dead' AND dead_at < $1))";
+
+/// Holds released before `$1`.
+const HOLDS_CONDITION: &str = "released_at IS NOT NULL AND released_at < $1";
+
+/// Document tracking rows (`d`) accepted before `$1` whose messages are all finished (or gone).
+const DOCUMENTS_CONDITION: &str = "d.accepted_at < $1
+    AND NOT EXISTS (SELECT 1 FROM document_messages m JOIN outbound o ON o.id = m.outbound_id
+                    WHERE m.journal_id = d.journal_id AND o.status = 'pending')";
+
+/// Encounters discharged before `$1` (`CensusCutoff::discharged_before`, compared byte by
+/// byte: the column is `COLLATE "C"`), through `census_encounters_discharged`. An encounter
+/// in any other state stays.
+const ENCOUNTERS_CONDITION: &str = "status = 'discharged' AND discharge_at < $1::text";
+
+/// When counting: an encounter that the same prune deletes does not keep its patient (`$2`
+/// the `discharged_before` cutoff).
+const ENCOUNTER_STAYS: &str =
+    " AND NOT coalesce(e.status = 'discharged' AND e.discharge_at < $2::text, false)";
 
 /// Where the next step of one prune resumes: what lies before was looked at.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,6 +90,8 @@ struct Cursor {
     journal_after: Option<(i64, i64)>,
     /// The highest outbound id deleted.
     outbound_after: i64,
+    /// `(updated_at, id)` of the last patient deleted.
+    patient_after: Option<(i64, i64)>,
 }
 
 impl Postgres {
@@ -79,7 +104,6 @@ impl Postgres {
         batch: usize,
         pause_ratio: u32,
     ) -> Result<(Pruned, u64), StoreError> {
-        self.refuse_unported(&plan).await?;
         let mut total = Pruned::default();
         let mut cursor = Cursor::default();
         loop {
@@ -110,7 +134,6 @@ impl Postgres {
             self.probe_commit().await?;
             return Ok((Pruned::default(), 0));
         };
-        self.refuse_unported(&plan).await?;
         let (pruned, _) = self.step(plan, Cursor::default(), limit).await?;
         Ok((pruned, 0))
     }
@@ -121,7 +144,6 @@ impl Postgres {
         &self,
         plan: &RetentionPlan,
     ) -> Result<(Pruned, Vec<(String, usize)>), StoreError> {
-        futures::executor::block_on(self.refuse_unported(plan))?;
         let plan = plan.clone();
         self.block(move |inner| async move {
             const OPERATION: &str = "prunable";
@@ -155,50 +177,14 @@ impl Postgres {
                     (row.get(0), usize::try_from(n).unwrap_or(0))
                 })
                 .collect::<Vec<(String, usize)>>();
-            let outbound: i64 = transaction
-                .query_one(
-                    &format!("SELECT count(*) FROM outbound WHERE {OUTBOUND_CONDITION}"),
-                    &[&plan.outbound_before],
-                )
-                .await
-                .map_err(&failed)?
-                .get(0);
-            transaction.commit().await.map_err(&failed)?;
-            let pruned = Pruned {
+            let mut pruned = Pruned {
                 journal: by_channel.iter().map(|(_, n)| n).sum(),
-                outbound: usize::try_from(outbound).unwrap_or(0),
                 ..Pruned::default()
             };
+            pruned.add(count_others(&transaction, &plan).await.map_err(&failed)?);
+            transaction.commit().await.map_err(&failed)?;
             Ok((pruned, by_channel))
         })
-    }
-
-    /// A plan this backend cannot carry out yet. Document tracking is not on PostgreSQL
-    /// (`[documents]` is refused there). Nor is the census: nothing feeds it, so a census
-    /// retention (two years by default) has nothing to delete, unless the census tables are
-    /// there (a build with the census ported but not its prune): then the prune is refused
-    /// rather than keep the census past its retention without a word.
-    async fn refuse_unported(&self, plan: &RetentionPlan) -> Result<(), StoreError> {
-        if plan.documents_before != NEVER {
-            return Err(self.unported("prune of document tracking"));
-        }
-        if plan.census.is_some() {
-            let census = self
-                .run(|inner| async move {
-                    const OPERATION: &str = "prune";
-                    let connection = inner.connection(OPERATION).await?;
-                    let row = connection
-                        .query_one(CENSUS_TABLE_SQL, &[])
-                        .await
-                        .map_err(inner.failed(OPERATION))?;
-                    Ok(row.get::<_, bool>(0))
-                })
-                .await?;
-            if census {
-                return Err(self.unported("prune of the census"));
-            }
-        }
-        Ok(())
     }
 
     /// One step on the backend's runtime.
@@ -277,18 +263,261 @@ async fn step(
             next.journal_after = Some(key);
         }
     }
-    transaction.commit().await.map_err(&failed)?;
-    let pruned = Pruned {
+    let mut pruned = Pruned {
         journal: journal.len(),
         outbound: outbound.len(),
         ..Pruned::default()
     };
+    pruned.holds = transaction
+        .execute(
+            &format!(
+                "WITH chosen AS MATERIALIZED (
+                    SELECT journal_id FROM push_holds WHERE {HOLDS_CONDITION}
+                    ORDER BY journal_id LIMIT $2 FOR UPDATE SKIP LOCKED)
+                 DELETE FROM push_holds h USING chosen WHERE h.journal_id = chosen.journal_id"
+            ),
+            &[&plan.holds_before, &limit],
+        )
+        .await
+        .map_err(&failed)
+        .map(count)?;
+    if plan.documents_before != NEVER {
+        let chosen = ids(
+            &transaction,
+            &format!(
+                "SELECT d.journal_id FROM documents d WHERE {DOCUMENTS_CONDITION}
+                 ORDER BY d.journal_id LIMIT $2 FOR UPDATE OF d SKIP LOCKED"
+            ),
+            &[&plan.documents_before, &limit],
+        )
+        .await
+        .map_err(&failed)?;
+        transaction
+            .execute(
+                "DELETE FROM document_messages WHERE journal_id = ANY($1)",
+                &[&chosen],
+            )
+            .await
+            .map_err(&failed)?;
+        pruned.documents = transaction
+            .execute(
+                "DELETE FROM documents WHERE journal_id = ANY($1)",
+                &[&chosen],
+            )
+            .await
+            .map_err(&failed)
+            .map(count)?;
+    }
+    if let Some(census) = &plan.census {
+        let chosen = ids(
+            &transaction,
+            &format!(
+                "SELECT id FROM census_encounters WHERE {ENCOUNTERS_CONDITION}
+                 ORDER BY discharge_at, id LIMIT $2 FOR UPDATE SKIP LOCKED"
+            ),
+            &[&census.discharged_before, &limit],
+        )
+        .await
+        .map_err(&failed)?;
+        transaction
+            .execute(
+                "DELETE FROM census_movements WHERE encounter_id = ANY($1)",
+                &[&chosen],
+            )
+            .await
+            .map_err(&failed)?;
+        pruned.census_encounters = transaction
+            .execute(
+                "DELETE FROM census_encounters WHERE id = ANY($1)",
+                &[&chosen],
+            )
+            .await
+            .map_err(&failed)
+            .map(count)?;
+        // Patients once the encounters are done: one whose last encounter goes in this prune
+        // goes in it too, as the dry run counts.
+        if i64::try_from(pruned.census_encounters).unwrap_or(i64::MAX) < limit {
+            let (deleted, after) = prune_patients(
+                &transaction,
+                census.updated_before,
+                cursor.patient_after,
+                limit,
+            )
+            .await
+            .map_err(&failed)?;
+            pruned.census_patients = deleted;
+            next.patient_after = after;
+        }
+    }
+    transaction.commit().await.map_err(&failed)?;
     Ok((pruned, next))
+}
+
+/// Deletes at most `limit` patient groups (see [`patients_condition`]) after `after`, the
+/// roots locked (`SKIP LOCKED`: one a census update holds stays for the next prune), with
+/// their identifiers and anomalies first; returns the patients deleted and the new position.
+async fn prune_patients(
+    client: &impl GenericClient,
+    updated_before: i64,
+    after: Option<(i64, i64)>,
+    limit: i64,
+) -> Result<(usize, Option<(i64, i64)>), tokio_postgres::Error> {
+    let (after_at, after_id) = after.unwrap_or((i64::MIN, i64::MIN));
+    let chosen: Vec<(i64, i64)> = client
+        .query(
+            &format!(
+                "SELECT p.updated_at, p.id FROM census_patients p WHERE {}
+                    AND (p.updated_at, p.id) > ($2::bigint, $3::bigint)
+                 ORDER BY p.updated_at, p.id LIMIT $4 FOR UPDATE OF p SKIP LOCKED",
+                patients_condition("")
+            ),
+            &[&updated_before, &after_at, &after_id, &limit],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    if chosen.is_empty() {
+        return Ok((0, after));
+    }
+    let roots: Vec<i64> = chosen.iter().map(|(_, id)| *id).collect();
+    const GROUPS: &str =
+        "SELECT id FROM census_patients WHERE id = ANY($1) OR merged_into = ANY($1)";
+    client
+        .execute(
+            &format!("DELETE FROM census_identifiers WHERE patient_id IN ({GROUPS})"),
+            &[&roots],
+        )
+        .await?;
+    client
+        .execute(
+            &format!("DELETE FROM census_anomalies WHERE patient_id IN ({GROUPS})"),
+            &[&roots],
+        )
+        .await?;
+    // The groups in one statement: no `merged_into` points at a deleted row at its end.
+    let deleted = client
+        .execute(
+            "DELETE FROM census_patients WHERE id = ANY($1) OR merged_into = ANY($1)",
+            &[&roots],
+        )
+        .await?;
+    Ok((count(deleted), chosen.last().copied().or(after)))
+}
+
+/// The first column of the rows of `sql`: the ids a step chose.
+async fn ids(
+    client: &impl GenericClient,
+    sql: &str,
+    values: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<i64>, tokio_postgres::Error> {
+    Ok(client
+        .query(sql, values)
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
+}
+
+/// The count `sql` reads.
+async fn count_of(
+    client: &impl GenericClient,
+    sql: String,
+    values: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<usize, tokio_postgres::Error> {
+    let n: i64 = client.query_one(&sql, values).await?.get(0);
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Rows a statement changed, as [`Pruned`] counts them.
+fn count(rows: u64) -> usize {
+    usize::try_from(rows).unwrap_or(usize::MAX)
+}
+
+/// What a prune of `plan` deletes besides the journal, counted (the dry run): the conditions
+/// of [`step`]; a patient whose last encounters go in the same prune counts (the prune takes
+/// patients once the encounters are gone).
+async fn count_others(
+    client: &impl GenericClient,
+    plan: &RetentionPlan,
+) -> Result<Pruned, tokio_postgres::Error> {
+    let mut pruned = Pruned {
+        outbound: count_of(
+            client,
+            format!("SELECT count(*) FROM outbound WHERE {OUTBOUND_CONDITION}"),
+            &[&plan.outbound_before],
+        )
+        .await?,
+        holds: count_of(
+            client,
+            format!("SELECT count(*) FROM push_holds WHERE {HOLDS_CONDITION}"),
+            &[&plan.holds_before],
+        )
+        .await?,
+        ..Pruned::default()
+    };
+    if plan.documents_before != NEVER {
+        pruned.documents = count_of(
+            client,
+            format!("SELECT count(*) FROM documents d WHERE {DOCUMENTS_CONDITION}"),
+            &[&plan.documents_before],
+        )
+        .await?;
+    }
+    if let Some(census) = &plan.census {
+        pruned.census_encounters = count_of(
+            client,
+            format!("SELECT count(*) FROM census_encounters WHERE {ENCOUNTERS_CONDITION}"),
+            &[&census.discharged_before],
+        )
+        .await?;
+        let roots = format!(
+            "SELECT p.id FROM census_patients p WHERE {}",
+            patients_condition(ENCOUNTER_STAYS)
+        );
+        pruned.census_patients = count_of(
+            client,
+            format!(
+                "SELECT count(*) FROM census_patients
+                 WHERE id IN ({roots}) OR merged_into IN ({roots})"
+            ),
+            &[&census.updated_before, &census.discharged_before],
+        )
+        .await?;
+    }
+    Ok(pruned)
+}
+
+/// The patients (`p`) that may go with the patients merged into them (`$1` the
+/// `updated_before` cutoff), read through `census_patients_updated`: SQLite's
+/// `prune::prunable_patients`. `has_encounter` is a condition on `e` (an encounter of the
+/// patient) that keeps the patient: any encounter when deleting (the encounters that go are
+/// gone by then), one that stays when counting ([`ENCOUNTER_STAYS`]). A patient goes only
+/// with the whole group merged into it, and only when none of the group was named by a
+/// message since the cutoff (NULL counts as recent), has an encounter, has a patient merged
+/// into it in turn (so no `merged_into` can dangle), or has a bundle still held under its IPP.
+fn patients_condition(has_encounter: &str) -> String {
+    format!(
+        "p.updated_at < $1::bigint
+      AND (p.merged_into IS NULL OR p.merged_into = p.id)
+      AND NOT EXISTS (SELECT 1 FROM census_encounters e WHERE e.patient_id = p.id{has_encounter})
+      AND NOT EXISTS (SELECT 1 FROM census_patients s
+          WHERE s.merged_into = p.id AND s.id <> p.id
+            AND (coalesce(s.updated_at >= $1::bigint, true)
+              OR EXISTS (SELECT 1 FROM census_encounters e
+                  WHERE e.patient_id = s.id{has_encounter})
+              OR EXISTS (SELECT 1 FROM census_patients t
+                  WHERE t.merged_into = s.id AND t.id <> s.id)))
+      AND NOT EXISTS (SELECT 1 FROM push_holds h WHERE h.released_at IS NULL
+          AND (h.partner_id = p.ipp
+            OR h.partner_id IN (SELECT s.ipp FROM census_patients s WHERE s.merged_into = p.id)))"
+    )
 }
 
 /// The condition on `journal` of the rows `plan` lets go, its values appended to `params`:
 /// processed and rejected rows older than their channel's cutoff (else the store's), of which
-/// no outbound message is still pending (`outbound_source`). `received_at` below the latest
+/// no outbound message is still pending (`outbound_source`) and no pushed bundle is still
+/// held (`push_holds`' key; a released hold does not keep it). `received_at` below the latest
 /// cutoff lets `journal_received_at` bound what is read.
 fn journal_condition(plan: &RetentionPlan, params: &mut Params) -> String {
     let journal_before = params.bind(plan.journal_before);
@@ -322,7 +551,9 @@ fn journal_condition(plan: &RetentionPlan, params: &mut Params) -> String {
         AND ((status = 'processed' AND received_at < {processed})
             OR (status = 'rejected' AND received_at < {rejected}))
         AND NOT EXISTS (SELECT 1 FROM outbound o
-            WHERE o.source = 'journal:' || journal.id AND o.status = 'pending')"
+            WHERE o.source = 'journal:' || journal.id AND o.status = 'pending')
+        AND NOT EXISTS (SELECT 1 FROM push_holds h
+            WHERE h.journal_id = journal.id AND h.released_at IS NULL)"
     )
 }
 
