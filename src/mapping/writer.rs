@@ -277,7 +277,7 @@ impl OutputWriter for Hl7Writer {
         if !text.is_ascii() {
             // ASCII is in every output charset; check the rest here, so the error names
             // the field.
-            self.charset.encode(text)?;
+            self.charset.check(text)?;
         }
         if let Some(path) = target.hl7_path()
             && (self.occurrence == 1 || !matches!(&self.current, b"MSH" | b"FHS" | b"BHS"))
