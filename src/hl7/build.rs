@@ -58,11 +58,15 @@ struct SegBuf {
 /// subcomponent, 1-based; 0 for "the whole" of that level.
 type Spot = [usize; 4];
 
+/// The room a segment's text is given at first, and at least whenever it grows: most segments
+/// fit, and growing one byte-string by doubling from 8 cost a reallocation per few values.
+const SEGMENT_ROOM: usize = 128;
+
 impl SegBuf {
     fn new(id: [u8; 3]) -> Self {
         SegBuf {
             id,
-            body: String::new(),
+            body: String::with_capacity(SEGMENT_ROOM),
             end: Some([0; 4]),
         }
     }
@@ -159,6 +163,11 @@ impl MessageBuilder {
     /// The delimiters used for escaping and serialization.
     pub fn delimiters(&self) -> &Delimiters {
         &self.delims
+    }
+
+    /// Makes room for `additional` more segments.
+    pub(crate) fn reserve_segments(&mut self, additional: usize) {
+        self.segments.reserve(additional);
     }
 
     /// Number of segments so far.
@@ -262,6 +271,10 @@ impl MessageBuilder {
             path.subcomponent().unwrap_or(0),
         ];
         if let Some(counts) = seg.end.and_then(|end| advance(end, spot)) {
+            let needed = counts.iter().sum::<usize>() + value.len();
+            if seg.body.capacity() - seg.body.len() < needed {
+                seg.body.reserve(needed.max(SEGMENT_ROOM));
+            }
             let delims = [d.field(), d.repetition(), d.component(), d.subcomponent()];
             for (delim, count) in delims.into_iter().zip(counts) {
                 seg.body
