@@ -43,7 +43,7 @@ pub enum BuildError {
 
 /// One segment being built: its id and everything after it, still escaped (`|a|b^c` for
 /// `PID|a|b^c`; for MSH, `|^~\\&|…`, MSH-2 first).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct SegBuf {
     id: [u8; 3],
     /// The text after the id: each field preceded by the field separator.
@@ -53,6 +53,15 @@ struct SegBuf {
     /// scanning. `None` once a value went elsewhere (the body is then edited by position).
     end: Option<Spot>,
 }
+
+/// Equal when the text is: where the last value went is how it was written, not what it is.
+impl PartialEq for SegBuf {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.body == other.body
+    }
+}
+
+impl Eq for SegBuf {}
 
 /// A place in a segment: field (MSH-2 is field 1 of a header), repetition, component,
 /// subcomponent, 1-based; 0 for "the whole" of that level.
@@ -483,6 +492,20 @@ mod tests {
         let mut b = b;
         b.set("PID-5.2", "Renée").unwrap();
         assert_eq!(b.to_string(), raw.replace("N\\S\\M^P", "N\\S\\M^Renée"));
+    }
+
+    #[test]
+    fn ok_equal_whatever_the_writing_order() {
+        let mut appended = MessageBuilder::default();
+        appended.set("PID-3", "X").unwrap();
+        appended.set("PID-5.2", "Y").unwrap();
+        let mut edited = MessageBuilder::default();
+        edited.set("PID-5.2", "Y").unwrap();
+        edited.set("PID-3", "X").unwrap();
+        assert_eq!(appended, edited);
+        let out = appended.to_bytes();
+        let parsed = MessageBuilder::from_message(&Message::parse(&out).unwrap());
+        assert_eq!(parsed, appended);
     }
 
     #[test]
