@@ -41,18 +41,76 @@ pub enum BuildError {
     Charset(#[from] CharsetError),
 }
 
-/// One segment being built: id and its fields, still escaped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One segment being built: its id and everything after it, still escaped (`|a|b^c` for
+/// `PID|a|b^c`; for MSH, `|^~\\&|…`, MSH-2 first).
+#[derive(Debug, Clone)]
 struct SegBuf {
     id: [u8; 3],
-    /// Fields after the id; for MSH the first one is MSH-2 (encoding characters).
-    fields: Vec<String>,
+    /// The text after the id: each field preceded by the field separator.
+    body: String,
+    /// Where the last value was written when every value so far was written after the one
+    /// before (the body then ends there): the next value further on is appended without
+    /// scanning. `None` once a value went elsewhere (the body is then edited by position).
+    end: Option<Spot>,
 }
 
+/// Equal when the text is: where the last value went is how it was written, not what it is.
+impl PartialEq for SegBuf {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.body == other.body
+    }
+}
+
+impl Eq for SegBuf {}
+
+/// A place in a segment: field (MSH-2 is field 1 of a header), repetition, component,
+/// subcomponent, 1-based; 0 for "the whole" of that level.
+type Spot = [usize; 4];
+
+/// The room a segment's text is given at first, and at least whenever it grows: most segments
+/// fit, and growing one byte-string by doubling from 8 cost a reallocation per few values.
+const SEGMENT_ROOM: usize = 128;
+
 impl SegBuf {
+    fn new(id: [u8; 3]) -> Self {
+        SegBuf {
+            id,
+            body: String::with_capacity(SEGMENT_ROOM),
+            end: Some([0; 4]),
+        }
+    }
+
     fn is_header(&self) -> bool {
         matches!(&self.id, b"MSH" | b"FHS" | b"BHS")
     }
+}
+
+/// How many field, repetition, component and subcomponent separators to append to go from
+/// the end of a value written at `from` to the start of `to`; `None` when `to` is not after
+/// `from` or lies inside a part written whole (the body must then be edited in place).
+fn advance(from: Spot, to: Spot) -> Option<[usize; 4]> {
+    let [f0, r0, c0, s0] = from;
+    let [f, r, c, s] = to;
+    let pad = |n: usize| n.saturating_sub(1);
+    if f > f0 {
+        return Some([f - f0, pad(r), pad(c), pad(s)]);
+    }
+    if f < f0 || r0 == 0 || r == 0 {
+        return None;
+    }
+    if r > r0 {
+        return Some([0, r - r0, pad(c), pad(s)]);
+    }
+    if r < r0 || c0 == 0 || c == 0 {
+        return None;
+    }
+    if c > c0 {
+        return Some([0, 0, c - c0, pad(s)]);
+    }
+    if c < c0 || s0 == 0 || s == 0 || s <= s0 {
+        return None;
+    }
+    Some([0, 0, 0, s - s0])
 }
 
 /// Builds or edits a message by path; the counterpart of [`Message`] for output.
@@ -75,7 +133,8 @@ impl MessageBuilder {
             delims,
             segments: vec![SegBuf {
                 id: *b"MSH",
-                fields: vec![delims.encoding_chars()],
+                body: format!("{}{}", char::from(delims.field()), delims.encoding_chars()),
+                end: Some([1, 0, 0, 0]),
             }],
         }
     }
@@ -89,16 +148,19 @@ impl MessageBuilder {
             .filter_map(|s| {
                 let raw = s.raw();
                 let id: [u8; 3] = raw.get(..3)?.try_into().ok()?;
-                let fields = raw
-                    .get(4..)
-                    .filter(|_| raw.len() > 3)
-                    .map(|rest| {
-                        rest.split(|&b| b == fs)
-                            .map(|f| msg.charset().decode(f).into_owned())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                Some(SegBuf { id, fields })
+                let mut body = String::new();
+                if let Some(rest) = raw.get(4..).filter(|_| raw.len() > 3) {
+                    // Field by field: an "ASCII" message falls back to Latin-1 per field.
+                    for field in rest.split(|&b| b == fs) {
+                        body.push(char::from(fs));
+                        body.push_str(&msg.charset().decode(field));
+                    }
+                }
+                Some(SegBuf {
+                    id,
+                    body,
+                    end: None,
+                })
             })
             .collect();
         MessageBuilder {
@@ -110,6 +172,11 @@ impl MessageBuilder {
     /// The delimiters used for escaping and serialization.
     pub fn delimiters(&self) -> &Delimiters {
         &self.delims
+    }
+
+    /// Makes room for `additional` more segments.
+    pub(crate) fn reserve_segments(&mut self, additional: usize) {
+        self.segments.reserve(additional);
     }
 
     /// Number of segments so far.
@@ -130,10 +197,7 @@ impl MessageBuilder {
             .ok_or_else(|| BuildError::SegmentId {
                 id: crate::text::readable(id.as_bytes()),
             })?;
-        self.segments.push(SegBuf {
-            id,
-            fields: Vec::new(),
-        });
+        self.segments.push(SegBuf::new(id));
         Ok(self)
     }
 
@@ -196,36 +260,53 @@ impl MessageBuilder {
     }
 
     /// Writes the encoded `value` at the field, repetition, component and subcomponent of
-    /// `path` in segment `index`, in place, padding with empty pieces as needed.
+    /// `path` in segment `index`, padding with empty pieces as needed: appended when it comes
+    /// after the last value written (a mapping writes fields in order), else in place.
     fn put_in(&mut self, index: usize, path: &Path, value: &str) {
         let d = self.delims;
         let Some(seg) = self.segments.get_mut(index) else {
             return;
         };
-        let generic = if seg.is_header() {
+        let field = if seg.is_header() {
             path.field().saturating_sub(1)
         } else {
             path.field()
         };
-        if seg.fields.len() < generic {
-            seg.fields.resize(generic, String::new());
+        let repetition = path.repetition().or(path.component().map(|_| 1));
+        let spot = [
+            field,
+            repetition.unwrap_or(0),
+            path.component().unwrap_or(0),
+            path.subcomponent().unwrap_or(0),
+        ];
+        if let Some(counts) = seg.end.and_then(|end| advance(end, spot)) {
+            let needed = counts.iter().sum::<usize>() + value.len();
+            if seg.body.capacity() - seg.body.len() < needed {
+                seg.body.reserve(needed.max(SEGMENT_ROOM));
+            }
+            let delims = [d.field(), d.repetition(), d.component(), d.subcomponent()];
+            for (delim, count) in delims.into_iter().zip(counts) {
+                seg.body
+                    .extend(std::iter::repeat_n(char::from(delim), count));
+            }
+            seg.body.push_str(value);
+            seg.end = Some(spot);
+            return;
         }
-        let Some(field) = seg.fields.get_mut(generic.saturating_sub(1)) else {
-            return;
-        };
-        let Some(rep) = path.repetition().or(path.component().map(|_| 1)) else {
-            field.clear();
-            field.push_str(value);
-            return;
-        };
-        let mut range = piece(field, 0..field.len(), d.repetition(), rep);
-        if let Some(c) = path.component() {
-            range = piece(field, range, d.component(), c);
-            if let Some(s) = path.subcomponent() {
-                range = piece(field, range, d.subcomponent(), s);
+        seg.end = None;
+        let body = &mut seg.body;
+        // The body starts with a field separator: field n is its piece n + 1.
+        let mut range = piece(body, 0..body.len(), d.field(), field + 1);
+        if let Some(rep) = repetition {
+            range = piece(body, range, d.repetition(), rep);
+            if let Some(c) = path.component() {
+                range = piece(body, range, d.component(), c);
+                if let Some(s) = path.subcomponent() {
+                    range = piece(body, range, d.subcomponent(), s);
+                }
             }
         }
-        field.replace_range(range, value);
+        body.replace_range(range, value);
     }
 
     fn segment_index_or_create(&mut self, id: [u8; 3], occurrence: usize) -> usize {
@@ -239,10 +320,7 @@ impl MessageBuilder {
             }
         }
         for _ in seen..occurrence {
-            self.segments.push(SegBuf {
-                id,
-                fields: Vec::new(),
-            });
+            self.segments.push(SegBuf::new(id));
         }
         self.segments.len() - 1
     }
@@ -264,19 +342,11 @@ impl MessageBuilder {
 
     /// The message text, segments ended by CR, built in one allocation.
     fn text(&self) -> String {
-        let len = self
-            .segments
-            .iter()
-            .map(|s| 4 + s.fields.iter().map(|f| f.len() + 1).sum::<usize>())
-            .sum();
+        let len = self.segments.iter().map(|s| 4 + s.body.len()).sum();
         let mut out = String::with_capacity(len);
-        let fs = char::from(self.delims.field());
         for seg in &self.segments {
             out.extend(seg.id.iter().copied().map(char::from));
-            for field in &seg.fields {
-                out.push(fs);
-                out.push_str(field);
-            }
+            out.push_str(&seg.body);
             out.push('\r');
         }
         out
@@ -425,6 +495,20 @@ mod tests {
     }
 
     #[test]
+    fn ok_equal_whatever_the_writing_order() {
+        let mut appended = MessageBuilder::default();
+        appended.set("PID-3", "X").unwrap();
+        appended.set("PID-5.2", "Y").unwrap();
+        let mut edited = MessageBuilder::default();
+        edited.set("PID-5.2", "Y").unwrap();
+        edited.set("PID-3", "X").unwrap();
+        assert_eq!(appended, edited);
+        let out = appended.to_bytes();
+        let parsed = MessageBuilder::from_message(&Message::parse(&out).unwrap());
+        assert_eq!(parsed, appended);
+    }
+
+    #[test]
     fn ok_encode_latin1() {
         let mut b = MessageBuilder::default();
         b.set("MSH-18", "8859/1").unwrap();
@@ -455,6 +539,116 @@ mod tests {
     fn err_set(#[case] path: &str, #[case] expected: &str) {
         let mut b = MessageBuilder::default();
         assert_eq!(b.set(path, "x").unwrap_err().to_string(), expected);
+    }
+
+    /// The builder as it was (one `String` per field, each value put in place), against
+    /// which the appending one is checked.
+    struct Reference {
+        delims: Delimiters,
+        segments: Vec<([u8; 3], Vec<String>)>,
+    }
+
+    impl Reference {
+        fn put_in(&mut self, index: usize, path: &Path, value: &str) {
+            let d = self.delims;
+            let Some((id, fields)) = self.segments.get_mut(index) else {
+                return;
+            };
+            let generic = if matches!(&*id, b"MSH" | b"FHS" | b"BHS") {
+                path.field().saturating_sub(1)
+            } else {
+                path.field()
+            };
+            if fields.len() < generic {
+                fields.resize(generic, String::new());
+            }
+            let Some(field) = fields.get_mut(generic.saturating_sub(1)) else {
+                return;
+            };
+            let Some(rep) = path.repetition().or(path.component().map(|_| 1)) else {
+                field.clear();
+                field.push_str(value);
+                return;
+            };
+            let mut range = piece(field, 0..field.len(), d.repetition(), rep);
+            if let Some(c) = path.component() {
+                range = piece(field, range, d.component(), c);
+                if let Some(s) = path.subcomponent() {
+                    range = piece(field, range, d.subcomponent(), s);
+                }
+            }
+            field.replace_range(range, value);
+        }
+
+        fn text(&self) -> String {
+            let mut out = String::new();
+            for (id, fields) in &self.segments {
+                out.extend(id.iter().copied().map(char::from));
+                for field in fields {
+                    out.push('|');
+                    out.push_str(field);
+                }
+                out.push('\r');
+            }
+            out
+        }
+    }
+
+    /// A step of a random build: a new segment, or a value at a place in the last one.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Segment(&'static str),
+        Set(usize, Option<usize>, Option<usize>, Option<usize>, String),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let place = (1..7usize, 0..4usize, 0..4usize, 0..3usize);
+        prop_oneof![
+            1 => prop_oneof![Just("PID"), Just("NTE"), Just("MSH")].prop_map(Op::Segment),
+            6 => (place, "[a-z|^~&\\\\]{0,3}").prop_map(|((f, r, c, s), text)| {
+                let some = |n: usize| (n > 0).then_some(n);
+                let component = some(c);
+                Op::Set(f, some(r), component, component.and(some(s)), text)
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Values written in any order, on any part, in any segment: the same message as
+        /// the field-by-field builder it replaced.
+        #[test]
+        fn ok_same_message_as_field_by_field(ops in proptest::collection::vec(op(), 0..40)) {
+            let mut builder = MessageBuilder::default();
+            let d = *builder.delimiters();
+            let mut reference = Reference {
+                delims: d,
+                segments: vec![(*b"MSH", vec![d.encoding_chars()])],
+            };
+            for op in ops {
+                match op {
+                    Op::Segment(id) => {
+                        builder.add_segment(id).unwrap();
+                        let id: [u8; 3] = id.as_bytes().try_into().unwrap();
+                        reference.segments.push((id, Vec::new()));
+                    }
+                    Op::Set(field, repetition, component, subcomponent, text) => {
+                        let index = builder.segment_count() - 1;
+                        let path =
+                            Path::new("ZZZ", 1, field, repetition, component, subcomponent)
+                                .unwrap();
+                        match builder.set_in(index, &path, &text) {
+                            Ok(()) => reference.put_in(index, &path, &escape(&text, &d)),
+                            Err(e) => proptest::prop_assert_eq!(
+                                e.to_string(),
+                                format!("{path} cannot be set: the delimiters are fixed when the builder is created")
+                            ),
+                        }
+                    }
+                }
+                proptest::prop_assert_eq!(builder.to_string(), reference.text());
+            }
+        }
     }
 
     #[test]

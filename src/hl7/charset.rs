@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use encoding_rs::{Encoding, ISO_8859_15, UTF_8, WINDOWS_1252};
+use encoding_rs::{EncoderResult, Encoding, ISO_8859_15, UTF_8, WINDOWS_1252};
 
 /// The character set of a message: how its bytes become text and text becomes bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -87,6 +87,28 @@ impl Charset {
                 Err(_) => WINDOWS_1252.decode_without_bom_handling(bytes).0,
             },
             other => other.encoding().decode_without_bom_handling(bytes).0,
+        }
+    }
+
+    /// Whether `text` can be encoded in this charset (the error [`Charset::encode`] gives),
+    /// without building the encoded text.
+    pub fn check(self, text: &str) -> Result<(), CharsetError> {
+        let enc = self.encoding();
+        if enc == UTF_8 || text.is_ascii() {
+            return Ok(());
+        }
+        let mut encoder = enc.new_encoder();
+        let mut buf = [0u8; 256];
+        let mut rest = text;
+        loop {
+            let (result, read, _) =
+                encoder.encode_from_utf8_without_replacement(rest, &mut buf, true);
+            match result {
+                EncoderResult::InputEmpty => return Ok(()),
+                EncoderResult::OutputFull => rest = rest.get(read..).unwrap_or_default(),
+                // The error as `encode` words it (which character, where).
+                EncoderResult::Unmappable(_) => return self.encode(text).map(|_| ()),
+            }
         }
     }
 
@@ -171,6 +193,17 @@ mod tests {
         if cs != Charset::Ascii {
             assert_eq!(cs.encode(expected).unwrap().as_ref(), bytes);
         }
+    }
+
+    #[rstest]
+    #[case::ok_ascii(Charset::Latin1, "plain")]
+    #[case::ok_latin1(Charset::Latin1, "comprimé € Œ")]
+    #[case::ok_long(Charset::Latin9, &"é€".repeat(300))]
+    #[case::ok_utf8(Charset::Utf8, "中")]
+    #[case::err_latin1(Charset::Latin1, "ok 中")]
+    #[case::err_latin9_far(Charset::Latin9, &format!("{}Œ½", "é".repeat(300)))]
+    fn check_agrees_with_encode(#[case] cs: Charset, #[case] text: &str) {
+        assert_eq!(cs.check(text), cs.encode(text).map(|_| ()));
     }
 
     #[test]

@@ -103,7 +103,7 @@ pub(crate) fn eval<'a>(
         Expr::Text(text) => Ok(Val::Str(Cow::Borrowed(text))),
         Expr::Int(n) => Ok(Val::Int(*n)),
         Expr::Concat(parts) => {
-            let mut out = String::new();
+            let mut out = String::with_capacity(32);
             for part in parts {
                 if let Some(text) = text(eval(part, env, scope)?)? {
                     out.push_str(&text);

@@ -228,13 +228,17 @@ pub(crate) struct Hl7Writer {
 impl Hl7Writer {
     /// A writer whose MSH already holds MSH-9, MSH-12 and MSH-18 from `header`.
     pub(crate) fn new(header: &Header) -> Result<Hl7Writer, BuildError> {
+        let mut builder = header.start()?.clone();
+        builder.reserve_segments(16);
+        let mut counts = Vec::with_capacity(8);
+        counts.push((*b"MSH", 1));
         Ok(Hl7Writer {
-            builder: header.start()?.clone(),
+            builder,
             charset: header.charset,
             current: *b"MSH",
             index: 0,
             occurrence: 1,
-            counts: vec![(*b"MSH", 1)],
+            counts,
         })
     }
 
@@ -277,7 +281,7 @@ impl OutputWriter for Hl7Writer {
         if !text.is_ascii() {
             // ASCII is in every output charset; check the rest here, so the error names
             // the field.
-            self.charset.encode(text)?;
+            self.charset.check(text)?;
         }
         if let Some(path) = target.hl7_path()
             && (self.occurrence == 1 || !matches!(&self.current, b"MSH" | b"FHS" | b"BHS"))

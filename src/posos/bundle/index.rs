@@ -1,8 +1,6 @@
 //! Every resource of a bundle (entries and their contained resources), indexed once by every
 //! name a reference may use, so that resolving a reference is one hash look-up.
 
-use std::collections::HashMap;
-
 use super::BundleError;
 use super::json::Json;
 use super::value::{Node, Origin};
@@ -30,7 +28,7 @@ impl<'v> Resource<'v> {
 }
 
 /// The names a reference may use for a resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Key<'v> {
     /// The entry's `fullUrl` (`urn:uuid:…`, an absolute URL).
     Url(&'v str),
@@ -49,8 +47,10 @@ enum Key<'v> {
 pub(super) struct Index<'v> {
     /// The resources.
     pub(super) resources: Vec<Resource<'v>>,
-    /// Reference names to positions in `resources`; the first resource to claim a name keeps it.
-    keys: HashMap<Key<'v>, usize>,
+    /// Reference names and positions in `resources`, sorted by name, one per name: the first
+    /// resource to claim a name keeps it. (A bundle holds a few dozen resources: a sorted list
+    /// costs less than hashing every name, and no input makes it slower.)
+    keys: Vec<(Key<'v>, usize)>,
 }
 
 impl<'v> Index<'v> {
@@ -93,6 +93,9 @@ impl<'v> Index<'v> {
                 }
             }
         }
+        // Stable: among equal names, the first claim stays first and is the one kept.
+        index.keys.sort_by_key(|(key, _)| *key);
+        index.keys.dedup_by_key(|(key, _)| *key);
         Ok(index)
     }
 
@@ -131,9 +134,7 @@ impl<'v> Index<'v> {
             origin,
             container,
         });
-        let mut claim = |key| {
-            self.keys.entry(key).or_insert(position);
-        };
+        let mut claim = |key| self.keys.push((key, position));
         match container {
             Some(container) => {
                 if let Some(id) = id {
@@ -154,6 +155,15 @@ impl<'v> Index<'v> {
         Ok(position)
     }
 
+    /// The position of the resource that claimed `key`.
+    fn find(&self, key: &Key<'_>) -> Option<usize> {
+        self.keys
+            .binary_search_by(|(claimed, _)| claimed.cmp(key))
+            .ok()
+            .and_then(|i| self.keys.get(i))
+            .map(|(_, position)| *position)
+    }
+
     /// The resource a reference written in resource `from` names, if any.
     ///
     /// Tried in order: `#id` in the container of `from` (then in any container); the exact
@@ -168,24 +178,22 @@ impl<'v> Index<'v> {
                 .and_then(|r| r.container)
                 .unwrap_or(from);
             return self
-                .keys
-                .get(&Key::Contained(container, id))
-                .or_else(|| self.keys.get(&Key::AnyContained(id)))
-                .copied();
+                .find(&Key::Contained(container, id))
+                .or_else(|| self.find(&Key::AnyContained(id)));
         }
-        if let Some(found) = self.keys.get(&Key::Url(reference)) {
-            return Some(*found);
+        if let Some(found) = self.find(&Key::Url(reference)) {
+            return Some(found);
         }
         let bare = reference.strip_prefix("urn:uuid:").unwrap_or(reference);
         if !bare.contains('/') {
-            return self.keys.get(&Key::Id(bare)).copied();
+            return self.find(&Key::Id(bare));
         }
         let mut parts = reference.trim_end_matches('/').rsplit('/');
         let (mut id, mut kind) = (parts.next()?, parts.next()?);
         if kind == "_history" {
             (id, kind) = (parts.next()?, parts.next()?);
         }
-        self.keys.get(&Key::TypeId(kind, id)).copied()
+        self.find(&Key::TypeId(kind, id))
     }
 
     /// The resource at a position.

@@ -124,8 +124,10 @@ impl<'a> Fast<'a> {
         Fast {
             text,
             pos: 0,
-            items: Vec::with_capacity(32),
-            members: Vec::with_capacity(32),
+            // Under glibc's per-thread cache limit (1 KiB): larger blocks take the slow path
+            // of malloc, and often a consolidation of the freed small blocks.
+            items: Vec::with_capacity(16),
+            members: Vec::with_capacity(16),
         }
     }
 
@@ -185,6 +187,14 @@ impl<'a> Fast<'a> {
             self.pos += 1;
         }
         let token = self.text.get(start..self.pos)?;
+        // A plain whole number (no sign, no leading zero, at most 19 digits: it fits a u64)
+        // is what `serde_json` reads as a `u64`; anything else is read by `serde_json`.
+        let plain = (1..=19).contains(&token.len())
+            && token.bytes().all(|b| b.is_ascii_digit())
+            && (token == "0" || !token.starts_with('0'));
+        if plain && let Ok(whole) = token.parse::<u64>() {
+            return Some(Json::Number(Number::from(whole)));
+        }
         serde_json::from_str::<Number>(token).ok().map(Json::Number)
     }
 
@@ -385,6 +395,11 @@ mod tests {
         true
     )]
     #[case::ok_literals("[true, false, null, []]", true)]
+    #[case::ok_whole_numbers(
+        "[0, 7, 1234567890123456789, 9999999999999999999, 10000000000000000000]",
+        true
+    )]
+    #[case::err_leading_zeros("[00]", false)]
     #[case::ok_utf8(r#"{"é": "comprimé ≥ 1"}"#, true)]
     #[case::ok_duplicate_keys(r#"{"a": 1, "a": 2}"#, true)]
     #[case::ok_escape_given_up(r#"{"a": "x\/y"}"#, false)]
