@@ -52,7 +52,7 @@ wait_port() {
   local file=$1
   for _ in $(seq 1 300); do
     local port
-    port=$(grep -o -m1 -E '127\.0\.0\.1:[0-9]+' "$file" 2>/dev/null | grep -o -E '[0-9]+$' || true)
+    port=$(grep -o -m1 -E 'addr=127\.0\.0\.1:[0-9]+' "$file" 2>/dev/null | grep -o -E '[0-9]+$' || true)
     if [ -n "$port" ]; then echo "$port"; return; fi
     sleep 0.1
   done
