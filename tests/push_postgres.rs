@@ -1,10 +1,11 @@
 //! Issue 14, pushes on PostgreSQL: the daemon binary on a real PostgreSQL server (started by
-//! the test, `common::postgres`) with `[push]` and an MLLP destination toward an in-test EHR.
-//! A pushed bundle is journaled, mapped and queued in one transaction, delivered to the EHR
-//! once (also when Posos pushes it twice), and `/status` reads the holds from PostgreSQL.
+//! the test, `common::postgres`) with an MLLP ADT channel, the census, `[push]` holding bundles
+//! for unknown patients and an MLLP destination toward an in-test EHR.
 //!
-//! The bundle names no `id://partner` identifier, so the push asks nothing of the census (not
-//! on PostgreSQL on this branch); the mapping is the shipped ORM^O01 with a fallback IPP.
+//! The sample bundle, with its real `id://partner` identifier, names a patient the census does
+//! not know: it is held (answered `202 Accepted`, visible in `/status`, nothing queued), held
+//! once when Posos pushes it again; the ADT of the patient over MLLP releases it, mapped with
+//! the census identity with the shipped ORM^O01 mapping, and it reaches the EHR once.
 
 mod common;
 
@@ -12,36 +13,28 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use common::postgres::TestPostgres;
-use common::{Daemon, wait_for};
+use common::{Daemon, adt_for_bundle_patient, wait_for};
 use ordobridge::hl7::Message;
 use ordobridge::store::settings::PostgresSettings;
-use ordobridge::store::{JournalFilter, Store};
+use ordobridge::store::{JournalFilter, OutboundStatus, Store};
+use serde_json::Value;
 
 const BUNDLE: &str = "samples/posos/two-drugs-prednisone-taper.json";
 
-/// The daemon's configuration on `server`: no inbound channel, `[push]` to one MLLP
-/// destination toward `peer`.
+/// The daemon's configuration on `server`: MLLP ADT in, the census, `[push]` holding unknown
+/// patients, one MLLP destination toward `peer`.
 fn write_config(dir: &Path, server: &TestPostgres, peer: SocketAddr) -> std::path::PathBuf {
-    let shipped = std::fs::read_to_string(common::repo_root().join("mappings/orm-o01.toml"))
-        .expect("read the shipped mapping");
-    let required = "\"census.ipp | default(prescription.patient.partner_id)\"";
-    assert!(shipped.contains(required), "the shipped mapping changed");
-    let mapping = dir.join("orm-o01.toml");
-    std::fs::write(
-        &mapping,
-        shipped.replace(
-            required,
-            "\"census.ipp | default(prescription.patient.partner_id) | default('NO-IPP')\"",
-        ),
-    )
-    .expect("write the mapping");
     let text = format!(
         r#"[store]
 backend = "postgres"
 url = "{url}"
 retention = "forever"
 rejected_retention = "forever"
+[inbound.adt-in]
+protocol = "mllp"
+bind = "127.0.0.1:0"
 [census]
+ipp_authority = "CH_EXEMPLE"
 retention = "forever"
 [cluster]
 node_name = "ob-test-1"
@@ -50,75 +43,118 @@ level = "info,ordobridge=debug"
 format = "json"
 [http]
 bind = "127.0.0.1:0"
-[outbound.ehr-orders]
-protocol = "mllp"
-address = "{peer}"
-retry_initial = "20ms"
-[push]
-allow_unauthenticated = true
-[[push.route]]
-mapping = "{mapping}"
-destination = "ehr-orders"
-"#,
+{push}"#,
         url = server.url(),
-        mapping = mapping.display(),
+        push = common::push_to_ehr_toml(
+            peer,
+            "allow_unauthenticated = true\nhold_unknown_for = \"15m\""
+        ),
     );
     let path = dir.join("ob.toml");
     std::fs::write(&path, text).expect("write the config");
     path
 }
 
-/// The sample bundle without its `id://partner` identifier.
-fn bundle_without_partner() -> Vec<u8> {
-    let text = String::from_utf8(common::sample(BUNDLE)).expect("UTF-8 sample");
-    assert!(text.contains("\"id://partner\""), "the sample changed");
-    text.replace("\"id://partner\"", "\"urn:oid:1.2.250.1.999.9\"")
-        .into_bytes()
-}
-
-async fn push(http: SocketAddr, body: Vec<u8>) -> reqwest::Response {
-    reqwest::Client::new()
+async fn push(http: SocketAddr) -> Value {
+    let answer = reqwest::Client::new()
         .post(format!("http://{http}/fhir"))
-        .body(body)
+        .body(common::sample(BUNDLE))
         .send()
         .await
-        .expect("push")
+        .expect("push");
+    assert_eq!(answer.status(), 200);
+    answer.json().await.expect("json")
+}
+
+async fn status(http: SocketAddr) -> Value {
+    reqwest::get(format!("http://{http}/status"))
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ok_pushed_bundle_reaches_the_ehr_once_through_postgres() {
+async fn ok_held_push_released_by_the_adt_reaches_the_ehr_once_through_postgres() {
     let server = TestPostgres::start();
     let (peer, received) = common::ehr_peer().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let config = write_config(dir.path(), &server, peer);
     let daemon = Daemon::start(&config);
     let http = daemon.addr("http");
+    let settings = PostgresSettings::from_url(&server.url()).expect("url");
+    let store = Store::open_postgres(&settings, false).expect("open the store");
 
-    // Pushed twice (Posos did not see the first answer): journaled once, queued once.
+    // Pushed twice (Posos did not see the first answer): held once, nothing queued.
     for _ in 0..2 {
-        let answer = push(http, bundle_without_partner()).await;
-        let status = answer.status();
+        let body = push(http).await;
+        let entry = &body["entry"][0]["response"];
         assert_eq!(
-            status,
-            200,
-            "{:?}\n{}",
-            answer.text().await,
+            entry["status"],
+            "202 Accepted",
+            "{body}\n{}",
             daemon.log_text()
         );
+        let diagnostics = entry["outcome"]["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            diagnostics.starts_with("held: the patient is not in the census yet"),
+            "{body}"
+        );
     }
+    let s = status(http).await;
+    assert_eq!(s["push"]["held"], 1, "{s}");
+    assert_eq!(s["store"]["backend"], "postgres", "{s}");
+    let held = store.held_bundles_async(0).await.expect("held");
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].partner_id, "IPP000042");
+    let journal_id = held[0].journal_id;
+    assert!(
+        store.lineage(journal_id).await.expect("lineage").is_empty(),
+        "nothing queued"
+    );
 
+    // The ADT over MLLP: the census learns the patient, the releaser maps the bundle with it.
+    let ack = common::send_adt(daemon.addr("adt-in"), &adt_for_bundle_patient()).await;
+    assert!(ack.contains("MSA|AA|HOLD0001"), "{ack}");
     let orm = common::first_received(&received).await;
     let orm = Message::parse(&orm).expect("the ORM parses");
     assert_eq!(orm.header().message_type, "ORM^O01^ORM_O01");
     assert_eq!(
         orm.query("PID-3.1").expect("path").as_deref(),
-        Some("NO-IPP")
+        Some("IPP000042")
     );
-    assert!(orm.segment("RXO", 1).is_some());
+    assert_eq!(
+        orm.query("PID-5.1").expect("path").as_deref(),
+        Some("LEGRAND"),
+        "name from the ADT"
+    );
+    assert_eq!(
+        orm.query("PV1-19").expect("path").as_deref(),
+        Some("900042"),
+        "NDA from the ADT"
+    );
 
-    // What PostgreSQL holds: the push processed, its message delivered, nothing held.
-    let settings = PostgresSettings::from_url(&server.url()).expect("url");
-    let store = Store::open_postgres(&settings, false).expect("open the store");
+    wait_for("the message delivered", || {
+        let store = store.clone();
+        async move {
+            let lineage = store.lineage(journal_id).await.expect("lineage");
+            (lineage.len() == 1 && lineage[0].status == OutboundStatus::Delivered).then_some(())
+        }
+    })
+    .await;
+    let s = status(http).await;
+    assert_eq!(s["push"]["held"], 0, "{s}");
+    assert_eq!(s["push"]["released"]["patient known"], 1, "{s}");
+    // Pushed again once released: already queued, not queued twice.
+    let again = push(http).await;
+    assert_eq!(
+        again["entry"][0]["response"]["status"], "201 Created",
+        "{again}"
+    );
+
     let pushes = store
         .list_journal_async(JournalFilter {
             control_id: None,
@@ -128,33 +164,16 @@ async fn ok_pushed_bundle_reaches_the_ehr_once_through_postgres() {
         .await
         .expect("journal");
     assert_eq!(
-        pushes.iter().map(|p| p.status.as_str()).collect::<Vec<_>>(),
-        ["processed"],
+        pushes
+            .iter()
+            .map(|p| (p.id, p.status.as_str()))
+            .collect::<Vec<_>>(),
+        [(journal_id, "processed")],
         "{pushes:?}"
     );
-    let journal_id = pushes[0].id;
-    wait_for("the message delivered", || {
-        let store = store.clone();
-        async move {
-            let lineage = store.lineage(journal_id).await.expect("lineage");
-            (lineage.len() == 1
-                && lineage[0].status == ordobridge::store::OutboundStatus::Delivered)
-                .then_some(())
-        }
-    })
-    .await;
-    assert_eq!(received.lock().expect("lock").len(), 1, "delivered once");
+    assert_eq!(store.lineage(journal_id).await.expect("lineage").len(), 1);
     assert!(store.held_bundles_async(0).await.expect("held").is_empty());
-
-    // `/status` reads the holds from PostgreSQL.
-    let status: serde_json::Value = reqwest::get(format!("http://{http}/status"))
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(status["push"]["held"], 0, "{status}");
-    assert_eq!(status["store"]["backend"], "postgres", "{status}");
+    assert_eq!(received.lock().expect("lock").len(), 1, "delivered once");
     // The releaser and the sweeper of unsettled pushes read PostgreSQL without a complaint.
     let log = daemon.log_text();
     for complaint in [

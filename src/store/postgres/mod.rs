@@ -35,7 +35,8 @@
 //! whichever node tries, and the patient, practitioner and FHIR views), held bundles, their
 //! release and the settling of pushes (`hold`: one transaction per delivery, guarded by row
 //! locks, see there), documents and their tracking (`documents`), the console's journal
-//! search and each channel's last message (`search`), retention with the channels' recorded
+//! search and each channel's last message (`search`), the launch page's follow-up of a pushed
+//! bundle (`follow`), retention with the channels' recorded
 //! retentions (`prune`).
 //!
 //! # Porting the rest (issue 14)
@@ -51,6 +52,7 @@ mod audit;
 mod census;
 mod copy;
 mod documents;
+mod follow;
 mod hold;
 mod journal;
 mod ownership;
