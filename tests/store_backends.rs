@@ -18,7 +18,7 @@ use ordobridge::store::settings::PostgresSettings;
 use ordobridge::store::{
     AnomalyKind, ApplyStatus, CensusLookup, CensusOutcome, DeliverOutcome, EntryStatus,
     HoldOverview, InboundRecord, JournalFilter, JournalOutcome, OutboundItem, OutboundStatus,
-    PatientKey, PatientView, ReleaseReason, Store, StoreOptions,
+    PatientKey, PatientView, ReleaseReason, Store, StoreOptions, Wakeup,
 };
 use rstest::rstest;
 
@@ -2586,6 +2586,99 @@ async fn ok_postgres_one_owner_per_destination_and_failover() {
         .unwrap()
         .unwrap();
     assert_eq!(again.epoch, 3);
+}
+
+/// Waits until `receiver` got every wakeup of `wanted` (others are skipped), within
+/// `within`; how long it took.
+async fn woken(
+    receiver: &mut tokio::sync::broadcast::Receiver<Wakeup>,
+    within: Duration,
+    wanted: &[Wakeup],
+) -> Duration {
+    let start = std::time::Instant::now();
+    let mut missing = wanted.to_vec();
+    tokio::time::timeout(within, async {
+        while !missing.is_empty() {
+            match receiver.recv().await {
+                Ok(wakeup) => missing.retain(|w| *w != wakeup),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(error) => panic!("wakeups ended: {error}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no wakeup {wanted:?} within {within:?}"));
+    start.elapsed()
+}
+
+/// Wakeups across nodes: what node A commits for a task node B runs wakes B's subscriber
+/// within a second (the polls are 2 to 30 s); B's listening connection killed, B listens
+/// again and says so (`All`), and wakeups flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_postgres_commit_on_one_node_wakes_the_other() {
+    let fixture = open(Backend::Postgres);
+    let node_a = &fixture.store;
+    let node_b = fixture.another(true);
+    let mut wakeups = node_b.wakeups().unwrap();
+    // Listening: the first thing it says.
+    woken(&mut wakeups, Duration::from_secs(10), &[Wakeup::All]).await;
+    let second = Duration::from_secs(1);
+
+    node_a.enqueue(vec![item("ehr", "W1")]).await.unwrap();
+    let enqueue = woken(&mut wakeups, second, &[Wakeup::Destination("ehr".into())]).await;
+    let (journal_id, _) = feed(
+        node_a,
+        &adt(
+            "A01",
+            "W7",
+            "DURAND",
+            "NDAW7",
+            "MVTW7",
+            "20261201080000",
+            "CARDIO",
+        ),
+    )
+    .await;
+    assert!(journal_id > 0);
+    // The ADT journaled (the processor's work) and applied (the releaser's).
+    let census = woken(&mut wakeups, second, &[Wakeup::Processor, Wakeup::Releaser]).await;
+    // A bundle released with its messages wakes their destination.
+    let push = stored(
+        node_a
+            .journal(on("posos-push", record("WP", b"{\"id\":\"WP\"}")))
+            .await
+            .unwrap(),
+    );
+    let released = node_a
+        .deliver_bundle(push, vec![item("pharmacy", "W2")], None)
+        .await
+        .unwrap();
+    assert!(matches!(released, DeliverOutcome::Queued { .. }));
+    let release = woken(
+        &mut wakeups,
+        second,
+        &[Wakeup::Destination("pharmacy".into())],
+    )
+    .await;
+    eprintln!("wakeup after: enqueue {enqueue:?}, census {census:?}, release {release:?}");
+
+    // The listening connection lost: B listens again and wakeups flow again.
+    let killed = sql(
+        &fixture,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE application_name = 'ordobridge-wakeups'",
+    )
+    .await;
+    assert_eq!(killed.as_deref(), Some("1"), "one listening connection");
+    woken(&mut wakeups, Duration::from_secs(10), &[Wakeup::All]).await;
+    node_a.enqueue(vec![item("ehr", "W3")]).await.unwrap();
+    woken(&mut wakeups, second, &[Wakeup::Destination("ehr".into())]).await;
+    assert!(
+        fixture.another(true).wakeups().is_some()
+            && open(Backend::Sqlite).store.wakeups().is_none(),
+        "SQLite has no wakeups to listen to"
+    );
+    node_b.close().await;
 }
 
 #[tokio::test]

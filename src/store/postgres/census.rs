@@ -837,6 +837,7 @@ fn apply_once(
     let outcome = census::apply_with(&executor, journal_id, update)?;
     executor.flush()?;
     handle.block_on(transaction.commit()).map_err(&failed)?;
+    inner.wake([super::Wakeup::Releaser]);
     Ok(outcome)
 }
 
@@ -910,6 +911,7 @@ fn apply_together(
         outcomes.push(outcome);
     }
     handle.block_on(transaction.commit()).map_err(&failed)?;
+    inner.wake([super::Wakeup::Releaser]);
     Ok(outcomes)
 }
 

@@ -259,6 +259,9 @@ impl Postgres {
                 }
             }
             transaction.commit().await.map_err(&failed)?;
+            inner.wake(super::queue::destinations(
+                delivery.items.iter().map(|item| item.destination()),
+            ));
             Ok(DeliverOutcome::Queued { ids })
         })
         .await
@@ -398,6 +401,9 @@ impl Postgres {
                 .await
                 .map_err(&failed)?;
             transaction.commit().await.map_err(&failed)?;
+            if changed > 0 {
+                inner.wake([super::Wakeup::Releaser]);
+            }
             Ok(changed > 0)
         })
         .await
