@@ -6,11 +6,16 @@
 //! not know: it is held (answered `202 Accepted`, visible in `/status`, nothing queued), held
 //! once when Posos pushes it again; the ADT of the patient over MLLP releases it, mapped with
 //! the census identity with the shipped ORM^O01 mapping, and it reaches the EHR once.
+//!
+//! Two nodes: the push and the ADT taken by the node that runs none of the work, the node that
+//! runs it (the census processor, the hold releaser, the destination) is woken across nodes
+//! (`LISTEN/NOTIFY`), well before its polls (2 s, 30 s, 5 s).
 
 mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use common::postgres::TestPostgres;
 use common::{Daemon, adt_for_bundle_patient, wait_for};
@@ -22,8 +27,13 @@ use serde_json::Value;
 const BUNDLE: &str = "samples/posos/two-drugs-prednisone-taper.json";
 
 /// The daemon's configuration on `server`: MLLP ADT in, the census, `[push]` holding unknown
-/// patients, one MLLP destination toward `peer`.
-fn write_config(dir: &Path, server: &TestPostgres, peer: SocketAddr) -> std::path::PathBuf {
+/// patients, one MLLP destination toward `peer`; this node named `node`.
+fn write_config(
+    dir: &Path,
+    server: &TestPostgres,
+    peer: SocketAddr,
+    node: &str,
+) -> std::path::PathBuf {
     let text = format!(
         r#"[store]
 backend = "postgres"
@@ -37,7 +47,7 @@ bind = "127.0.0.1:0"
 ipp_authority = "CH_EXEMPLE"
 retention = "forever"
 [cluster]
-node_name = "ob-test-1"
+node_name = "{node}"
 [log]
 level = "info,ordobridge=debug"
 format = "json"
@@ -80,7 +90,7 @@ async fn ok_held_push_released_by_the_adt_reaches_the_ehr_once_through_postgres(
     let server = TestPostgres::start();
     let (peer, received) = common::ehr_peer().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = write_config(dir.path(), &server, peer);
+    let config = write_config(dir.path(), &server, peer, "ob-test-1");
     let daemon = Daemon::start(&config);
     let http = daemon.addr("http");
     let settings = PostgresSettings::from_url(&server.url()).expect("url");
@@ -184,4 +194,86 @@ async fn ok_held_push_released_by_the_adt_reaches_the_ehr_once_through_postgres(
     }
     drop(daemon);
     drop(store);
+}
+
+/// The nodes owning each leased task, from `/status` (`[{destination, node, live}]`).
+async fn owners(http: SocketAddr) -> Vec<(String, String)> {
+    let s = status(http).await;
+    s["store"]["owners"]
+        .as_array()
+        .map(|owners| {
+            owners
+                .iter()
+                .filter(|o| o["live"] == true)
+                .map(|o| {
+                    (
+                        o["destination"].as_str().unwrap_or_default().to_owned(),
+                        o["node"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_work_taken_by_one_node_wakes_the_node_that_runs_it() {
+    let server = TestPostgres::start();
+    let (peer, received) = common::ehr_peer().await;
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("temp dir"),
+        tempfile::tempdir().expect("temp dir"),
+    );
+    // Node A starts first and takes every lease; B starts once A has them.
+    let node_a = Daemon::start(&write_config(dir_a.path(), &server, peer, "ob-a"));
+    let http_a = node_a.addr("http");
+    let work = ["@census", "@holds", "ehr-orders"];
+    wait_for(
+        "node A owning the census, the holds and the destination",
+        || async {
+            let owners = owners(http_a).await;
+            work.iter()
+                .all(|w| owners.iter().any(|(d, n)| d == w && n == "ob-a"))
+                .then_some(())
+        },
+    )
+    .await;
+    let node_b = Daemon::start(&write_config(dir_b.path(), &server, peer, "ob-b"));
+    let http_b = node_b.addr("http");
+
+    // The push to B: held there (B journals it and holds it).
+    let body = push(http_b).await;
+    assert_eq!(
+        body["entry"][0]["response"]["status"], "202 Accepted",
+        "{body}"
+    );
+    // The ADT to B: A's processor applies it, A's releaser maps the bundle, A delivers it.
+    let sent = Instant::now();
+    let ack = common::send_adt(node_b.addr("adt-in"), &adt_for_bundle_patient()).await;
+    assert!(ack.contains("MSA|AA|HOLD0001"), "{ack}");
+    let orm = common::first_received(&received).await;
+    let took = sent.elapsed();
+    let orm = Message::parse(&orm).expect("the ORM parses");
+    assert_eq!(
+        orm.query("PID-5.1").expect("path").as_deref(),
+        Some("LEGRAND"),
+        "mapped with the census identity"
+    );
+    eprintln!("ADT to node B -> ORM from node A: {took:?}");
+    // Without wakeups, the releaser's poll alone is 30 s.
+    assert!(
+        took < Duration::from_secs(10),
+        "{took:?}\nA: {}\nB: {}",
+        node_a.log_text(),
+        node_b.log_text()
+    );
+    let owners = owners(http_b).await;
+    assert!(
+        work.iter()
+            .all(|w| owners.iter().any(|(d, n)| d == w && n == "ob-a")),
+        "A still ran all of it: {owners:?}"
+    );
+    assert_eq!(received.lock().expect("lock").len(), 1, "delivered once");
+    drop(node_b);
+    drop(node_a);
 }
