@@ -66,9 +66,21 @@ bind = "127.0.0.1:0"
 }
 
 async fn push(http: SocketAddr) -> Value {
+    push_bytes(http, common::sample(BUNDLE)).await
+}
+
+/// The sample bundle as another bundle (its own id): a second prescription.
+fn another_bundle() -> Vec<u8> {
+    let text = String::from_utf8(common::sample(BUNDLE)).expect("UTF-8 sample");
+    assert!(text.contains("\"id\": \"b-0001\""), "the sample changed");
+    text.replacen("\"id\": \"b-0001\"", "\"id\": \"b-0002\"", 1)
+        .into_bytes()
+}
+
+async fn push_bytes(http: SocketAddr, body: Vec<u8>) -> Value {
     let answer = reqwest::Client::new()
         .post(format!("http://{http}/fhir"))
-        .body(common::sample(BUNDLE))
+        .body(body)
         .send()
         .await
         .expect("push");
@@ -260,10 +272,30 @@ async fn ok_work_taken_by_one_node_wakes_the_node_that_runs_it() {
         "mapped with the census identity"
     );
     eprintln!("ADT to node B -> ORM from node A: {took:?}");
-    // Without wakeups, the releaser's poll alone is 30 s.
+    // Without wakeups, A's processor finds the ADT at its poll (2 s).
     assert!(
         took < Duration::from_secs(10),
         "{took:?}\nA: {}\nB: {}",
+        node_a.log_text(),
+        node_b.log_text()
+    );
+    // A's worker delivered and waits for its next poll (5 s): a bundle for the now known
+    // patient, pushed to B, mapped and queued there, reaches the EHR well before it.
+    let pushed = Instant::now();
+    let body = push_bytes(http_b, another_bundle()).await;
+    assert_eq!(
+        body["entry"][0]["response"]["status"], "201 Created",
+        "{body}"
+    );
+    wait_for("the second ORM", || async {
+        (received.lock().expect("lock").len() == 2).then_some(())
+    })
+    .await;
+    let second = pushed.elapsed();
+    eprintln!("push to node B -> ORM from node A: {second:?}");
+    assert!(
+        second < Duration::from_millis(2500),
+        "{second:?}: not woken, A waited for its poll\nA: {}\nB: {}",
         node_a.log_text(),
         node_b.log_text()
     );
@@ -273,7 +305,11 @@ async fn ok_work_taken_by_one_node_wakes_the_node_that_runs_it() {
             .all(|w| owners.iter().any(|(d, n)| d == w && n == "ob-a")),
         "A still ran all of it: {owners:?}"
     );
-    assert_eq!(received.lock().expect("lock").len(), 1, "delivered once");
+    assert_eq!(
+        received.lock().expect("lock").len(),
+        2,
+        "each delivered once"
+    );
     drop(node_b);
     drop(node_a);
 }
