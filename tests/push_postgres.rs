@@ -10,6 +10,9 @@
 //! Two nodes: the push and the ADT taken by the node that runs none of the work, the node that
 //! runs it (the census processor, the hold releaser, the destination) is woken across nodes
 //! (`LISTEN/NOTIFY`), well before its polls (2 s, 30 s, 5 s).
+//!
+//! The launch page (`mode=page`) follows the push of its patient through PostgreSQL
+//! (`/launch/status/{token}`) until the EHR's ACK AA.
 
 mod common;
 
@@ -26,8 +29,8 @@ use serde_json::Value;
 
 const BUNDLE: &str = "samples/posos/two-drugs-prednisone-taper.json";
 
-/// The daemon's configuration on `server`: MLLP ADT in, the census, `[push]` holding unknown
-/// patients, one MLLP destination toward `peer`; this node named `node`.
+/// The daemon's configuration on `server`: MLLP ADT in, the census, the launch (Posos
+/// simulator), `[push]` holding unknown patients, one MLLP destination toward `peer`; this node named `node`.
 fn write_config(
     dir: &Path,
     server: &TestPostgres,
@@ -53,8 +56,9 @@ level = "info,ordobridge=debug"
 format = "json"
 [http]
 bind = "127.0.0.1:0"
-{push}"#,
+{launch}{push}"#,
         url = server.url(),
+        launch = common::simulator_toml(""),
         push = common::push_to_ehr_toml(
             peer,
             "allow_unauthenticated = true\nhold_unknown_for = \"15m\""
@@ -312,4 +316,64 @@ async fn ok_work_taken_by_one_node_wakes_the_node_that_runs_it() {
     );
     drop(node_b);
     drop(node_a);
+}
+
+/// The launch page of the bundle's patient, once the census knows it: its status URL.
+async fn launch_page(http: SocketAddr) -> String {
+    let client = common::no_redirect_client();
+    let url = format!(
+        "http://{http}/launch/scan?ipp=IPP000042&rpps=10003456789&first_name=Pierre&last_name=Leblanc&mode=page&lang=en"
+    );
+    let page = wait_for("the launch page", || async {
+        let answer = client.get(&url).send().await.expect("launch");
+        match answer.status().as_u16() {
+            200 => Some(answer.text().await.expect("page")),
+            404 => None,
+            other => panic!("launch answered {other}: {:?}", answer.text().await),
+        }
+    })
+    .await;
+    let start = page.find("data-status=\"").expect("data-status") + "data-status=\"".len();
+    let end = start + page[start..].find('"').expect("end of data-status");
+    format!("http://{http}{}", &page[start..end])
+}
+
+async fn launch_status(url: &str) -> Value {
+    let answer = reqwest::get(format!("{url}?lang=en"))
+        .await
+        .expect("status");
+    assert_eq!(answer.status(), 200);
+    let body = answer.text().await.expect("body");
+    for phi in ["IPP000042", "LEGRAND", "MARTIN", "Claire", "10003456789"] {
+        assert!(!body.contains(phi), "the status names `{phi}`: {body}");
+    }
+    serde_json::from_str(&body).expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_launch_page_follows_the_push_to_the_ack_through_postgres() {
+    let server = TestPostgres::start();
+    let (peer, received) = common::ehr_peer().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let daemon = Daemon::start(&write_config(dir.path(), &server, peer, "ob-test-1"));
+    let http = daemon.addr("http");
+    let ack = common::send_adt(daemon.addr("adt-in"), &adt_for_bundle_patient()).await;
+    assert!(ack.contains("MSA|AA|HOLD0001"), "{ack}");
+
+    let status = launch_page(http).await;
+    assert_eq!(launch_status(&status).await["state"], "waiting");
+    // Scan & Go imports: the bundle of the launch's patient, mapped at once (known patient).
+    let body = push(http).await;
+    assert_eq!(
+        body["entry"][0]["response"]["status"], "201 Created",
+        "{body}"
+    );
+    let view = wait_for("the launch page at the EHR's ACK", || async {
+        let view = launch_status(&status).await;
+        (view["state"] == "acked").then_some(view)
+    })
+    .await;
+    assert_eq!(view["headline"], "Received by the EHR (ACK AA)", "{view}");
+    assert_eq!(received.lock().expect("lock").len(), 1);
+    drop(daemon);
 }

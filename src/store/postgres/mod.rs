@@ -39,6 +39,11 @@
 //! bundle (`follow`), retention with the channels' recorded
 //! retentions (`prune`).
 //!
+//! # Wakeups
+//!
+//! What one node commits for work another node runs is announced with `NOTIFY` and heard by
+//! each node's listening connection ([`Store::wakeups`](super::Store::wakeups), `wakeups`).
+//!
 //! # Porting the rest (issue 14)
 //!
 //! Each operation still SQLite-only starts with `self.sqlite_only("name")?` in the facade;
