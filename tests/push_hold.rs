@@ -12,7 +12,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use common::{Received, wait_for};
+use common::{Received, adt_for_bundle_patient, wait_for};
 use ordobridge::config::Config;
 use ordobridge::hl7::Message;
 use serde_json::Value;
@@ -27,20 +27,6 @@ fn config(dir: &Path, peer: SocketAddr, push_extra: &str) -> Config {
     let text = common::base_toml() + &common::push_to_ehr_toml(peer, &push_extra);
     // Written too, for the CLI (`ordobridge queue --config`).
     common::config(dir, &text)
-}
-
-/// An A01 for the bundle's patient (IPP000042) under another name than the bundle gives.
-fn adt_for_bundle_patient() -> Vec<u8> {
-    [
-        "MSH|^~\\&|DPI_SYNTH|CH_EXEMPLE|ORDOBRIDGE|POSOS|20261122081500||ADT^A01^ADT_A01|HOLD0001|P|2.5|||||FRA|UNICODE UTF-8|||2.11^IHE_FR",
-        "EVN||20261122081500||||20261122081500",
-        "PID|1||IPP000042^^^CH_EXEMPLE&1.2.250.1.999.1&ISO^PI||LEGRAND^CLAIRE^^^^^L||19500302|F|||||||||||900042^^^CH_EXEMPLE&1.2.250.1.999.1&ISO^AN",
-        "PV1|1|I|CARDIO^101^1^CH_EXEMPLE||||10003456789^LEBLANC^PIERRE^^^DR^^^ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO^L^^^RPPS|||MED|||||||||900042^^^CH_EXEMPLE&1.2.250.1.999.1&ISO^VN|||||||||||||||||||||||||20261122081500|",
-        "ZBE|MVT0042^CH_EXEMPLE|20261122081500||INSERT|N||^^^^^^UF^^^4010",
-        "",
-    ]
-    .join("\r")
-    .into_bytes()
 }
 
 async fn push(http: SocketAddr, auth: &str) -> reqwest::Response {

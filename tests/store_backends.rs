@@ -18,7 +18,7 @@ use ordobridge::store::settings::PostgresSettings;
 use ordobridge::store::{
     AnomalyKind, ApplyStatus, CensusLookup, CensusOutcome, DeliverOutcome, EntryStatus,
     HoldOverview, InboundRecord, JournalFilter, JournalOutcome, OutboundItem, OutboundStatus,
-    PatientKey, PatientView, ReleaseReason, Store, StoreOptions,
+    PatientKey, PatientView, ReleaseReason, Store, StoreOptions, Wakeup,
 };
 use rstest::rstest;
 
@@ -1198,20 +1198,18 @@ async fn ok_due_holds_by_time_or_census_and_release_now(
     assert!(store.hold(a, "1".into(), later(-1)).await.unwrap());
     assert!(store.hold(b, "2".into(), later(600)).await.unwrap());
     assert!(store.hold(c, "3".into(), later(900)).await.unwrap());
-    // Patient 2 becomes known to the census (a row as the census writes it, without the rest).
-    if let Backend::Postgres = backend {
-        // Until the census is ported on this branch, a stand-in of its patients table.
-        sql(
-            &fixture,
-            "CREATE TABLE IF NOT EXISTS census_patients (
-                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-                ipp text NOT NULL UNIQUE, journal_id bigint NOT NULL)",
-        )
-        .await;
-    }
-    sql(
-        &fixture,
-        "INSERT INTO census_patients (ipp, journal_id) VALUES ('2', 9)",
+    // Patient 2 becomes known to the census: an A01 applied as the processor does.
+    feed(
+        store,
+        &adt(
+            "A01",
+            "2",
+            "DURAND",
+            "NDA2",
+            "MVT2",
+            "20261201080000",
+            "CARDIO",
+        ),
     )
     .await;
     let due_ids = |due: &[ordobridge::store::HeldBundle]| -> Vec<i64> {
@@ -1252,6 +1250,121 @@ async fn ok_due_holds_by_time_or_census_and_release_now(
     assert!(matches!(released, DeliverOutcome::Queued { .. }));
     let (due, _) = store.due_holds(jiff::Timestamp::now()).await.unwrap();
     assert_eq!(due_ids(&due), [b, c]);
+}
+
+/// The launch page's follow-up: the pushes naming a patient since the launch (and a bundle id
+/// when given), then what became of one: its hold, its release, its outbound message.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_launch_follow_up_finds_the_push_and_its_fate(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let fixture = open(backend);
+    let store = &fixture.store;
+    let at = |text: &str| -> jiff::Timestamp { text.parse().unwrap() };
+    let push = |raw: &str, control_id: &str, received_at: jiff::Timestamp| InboundRecord {
+        received_at,
+        ..on("posos-push", record(control_id, raw.as_bytes()))
+    };
+    let launch = at("2026-12-01T10:00:00Z");
+    let after = at("2026-12-01T10:00:05Z");
+    stored(
+        store
+            .journal(push(
+                r#"{"id":"B0","p":"IPP7"}"#,
+                "G0",
+                at("2026-12-01T09:00:00Z"),
+            ))
+            .await
+            .unwrap(),
+    );
+    let other = stored(
+        store
+            .journal(push(r#"{"id":"B1","p":"IPP8"}"#, "G1", after))
+            .await
+            .unwrap(),
+    );
+    let mine = stored(
+        store
+            .journal(push(r#"{"id":"B2","p":"IPP7"}"#, "G2", after))
+            .await
+            .unwrap(),
+    );
+    // The same bytes on another channel are not a push.
+    stored(
+        store
+            .journal(on("adt-in", push(r#"{"id":"B3","p":"IPP7"}"#, "G3", after)))
+            .await
+            .unwrap(),
+    );
+    let ids = |found: Vec<(i64, Vec<u8>)>| -> Vec<i64> { found.into_iter().map(|f| f.0).collect() };
+    let found = store
+        .journal_naming("posos-push", launch, b"IPP7".to_vec(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        found[0].1,
+        br#"{"id":"B2","p":"IPP7"}"#.to_vec(),
+        "with its bytes"
+    );
+    assert_eq!(ids(found), [mine]);
+    let by_bundle = store
+        .journal_naming(
+            "posos-push",
+            launch,
+            b"IPP".to_vec(),
+            Some(b"B1".to_vec()),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(by_bundle), [other]);
+    let oldest_first = store
+        .journal_naming("posos-push", launch, b"IPP".to_vec(), None, 1)
+        .await
+        .unwrap();
+    assert_eq!(ids(oldest_first), [other], "limited, oldest first");
+
+    let fate = store.push_fate(mine).await.unwrap().unwrap();
+    assert_eq!(fate.received_at, after);
+    assert_eq!(fate.status, EntryStatus::Accepted);
+    assert_eq!(fate.hold, None);
+    assert!(fate.messages.is_empty());
+
+    // Held, then released with its message.
+    let release_at = later(600);
+    assert!(store.hold(mine, "IPP7".into(), release_at).await.unwrap());
+    let fate = store.push_fate(mine).await.unwrap().unwrap();
+    let (held_at, until, released) = fate.hold.unwrap();
+    assert!(held_at <= jiff::Timestamp::now());
+    assert_eq!(until.as_microsecond(), release_at.as_microsecond());
+    assert_eq!(released, None);
+    let outcome = store
+        .deliver_bundle(
+            mine,
+            vec![OutboundItem {
+                source: format!("journal:{mine}"),
+                ..item("ehr", "OB1-1")
+            }],
+            Some(ReleaseReason::PatientKnown),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, DeliverOutcome::Queued { .. }),
+        "{outcome:?}"
+    );
+    let fate = store.push_fate(mine).await.unwrap().unwrap();
+    assert_eq!(fate.status, EntryStatus::Processed);
+    assert!(fate.hold.unwrap().2.is_some(), "released");
+    assert_eq!(
+        fate.messages
+            .iter()
+            .map(|m| (m.destination.as_str(), m.control_id.as_str(), m.status))
+            .collect::<Vec<_>>(),
+        [("ehr", "OB1-1", OutboundStatus::Pending)]
+    );
+    assert!(store.push_fate(mine + 1000).await.unwrap().is_none());
 }
 
 /// Two releasers (two nodes, or two writers on one file) settle the same held bundles at
@@ -2777,6 +2890,99 @@ async fn ok_postgres_one_owner_per_destination_and_failover() {
         .unwrap()
         .unwrap();
     assert_eq!(again.epoch, 3);
+}
+
+/// Waits until `receiver` got every wakeup of `wanted` (others are skipped), within
+/// `within`; how long it took.
+async fn woken(
+    receiver: &mut tokio::sync::broadcast::Receiver<Wakeup>,
+    within: Duration,
+    wanted: &[Wakeup],
+) -> Duration {
+    let start = std::time::Instant::now();
+    let mut missing = wanted.to_vec();
+    tokio::time::timeout(within, async {
+        while !missing.is_empty() {
+            match receiver.recv().await {
+                Ok(wakeup) => missing.retain(|w| *w != wakeup),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(error) => panic!("wakeups ended: {error}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no wakeup {wanted:?} within {within:?}"));
+    start.elapsed()
+}
+
+/// Wakeups across nodes: what node A commits for a task node B runs wakes B's subscriber
+/// within a second (the polls are 2 to 30 s); B's listening connection killed, B listens
+/// again and says so (`All`), and wakeups flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_postgres_commit_on_one_node_wakes_the_other() {
+    let fixture = open(Backend::Postgres);
+    let node_a = &fixture.store;
+    let node_b = fixture.another(true);
+    let mut wakeups = node_b.wakeups().unwrap();
+    // Listening: the first thing it says.
+    woken(&mut wakeups, Duration::from_secs(10), &[Wakeup::All]).await;
+    let second = Duration::from_secs(1);
+
+    node_a.enqueue(vec![item("ehr", "W1")]).await.unwrap();
+    let enqueue = woken(&mut wakeups, second, &[Wakeup::Destination("ehr".into())]).await;
+    let (journal_id, _) = feed(
+        node_a,
+        &adt(
+            "A01",
+            "W7",
+            "DURAND",
+            "NDAW7",
+            "MVTW7",
+            "20261201080000",
+            "CARDIO",
+        ),
+    )
+    .await;
+    assert!(journal_id > 0);
+    // The ADT journaled (the processor's work) and applied (the releaser's).
+    let census = woken(&mut wakeups, second, &[Wakeup::Processor, Wakeup::Releaser]).await;
+    // A bundle released with its messages wakes their destination.
+    let push = stored(
+        node_a
+            .journal(on("posos-push", record("WP", b"{\"id\":\"WP\"}")))
+            .await
+            .unwrap(),
+    );
+    let released = node_a
+        .deliver_bundle(push, vec![item("pharmacy", "W2")], None)
+        .await
+        .unwrap();
+    assert!(matches!(released, DeliverOutcome::Queued { .. }));
+    let release = woken(
+        &mut wakeups,
+        second,
+        &[Wakeup::Destination("pharmacy".into())],
+    )
+    .await;
+    eprintln!("wakeup after: enqueue {enqueue:?}, census {census:?}, release {release:?}");
+
+    // The listening connection lost: B listens again and wakeups flow again.
+    let killed = sql(
+        &fixture,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE application_name = 'ordobridge-wakeups'",
+    )
+    .await;
+    assert_eq!(killed.as_deref(), Some("1"), "one listening connection");
+    woken(&mut wakeups, Duration::from_secs(10), &[Wakeup::All]).await;
+    node_a.enqueue(vec![item("ehr", "W3")]).await.unwrap();
+    woken(&mut wakeups, second, &[Wakeup::Destination("ehr".into())]).await;
+    assert!(
+        fixture.another(true).wakeups().is_some()
+            && open(Backend::Sqlite).store.wakeups().is_none(),
+        "SQLite has no wakeups to listen to"
+    );
+    node_b.close().await;
 }
 
 #[tokio::test]

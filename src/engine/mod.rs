@@ -40,6 +40,7 @@ pub mod reload;
 mod running;
 mod status;
 mod unsettled;
+mod wakeups;
 mod watchdog;
 mod web;
 

@@ -193,6 +193,8 @@ pub(super) struct Running {
     /// The wake-up of each destination's worker, kept by name across restarts: intakes and
     /// the push enqueue, then poke it.
     wakers: BTreeMap<String, Arc<Notify>>,
+    /// [`Running::wakers`] as the forwarder of other nodes' wakeups reads them (`wakeups`).
+    published_wakers: watch::Sender<BTreeMap<String, Arc<Notify>>>,
     processor: Option<Task>,
     pruner: Option<Task>,
     push: Option<PushTasks>,
@@ -277,6 +279,7 @@ impl Running {
             inbound: BTreeMap::new(),
             outbound: BTreeMap::new(),
             wakers: BTreeMap::new(),
+            published_wakers: watch::Sender::new(BTreeMap::new()),
             processor: None,
             pruner: None,
             push: None,
@@ -613,6 +616,7 @@ impl Running {
                 node: config.cluster.node_name.clone(),
                 duration: config.cluster.failover_after,
             };
+            self.forward_wakeups();
         }
 
         // Removed or changed inbound channels: an MLLP server stops accepting at once and
@@ -659,6 +663,7 @@ impl Running {
             running.task.stop().await;
         }
         self.wakers.extend(new_wakers);
+        self.published_wakers.send_replace(self.wakers.clone());
 
         for (name, prepared) in inbound {
             let Some(channel) = config.inbound.get(&name) else {
@@ -969,6 +974,26 @@ impl Running {
                     )
                 })
             },
+        ));
+    }
+
+    /// On PostgreSQL, the forwarder of other nodes' wakeups to this node's tasks, for the
+    /// daemon's whole life (`wakeups`); nothing on SQLite.
+    fn forward_wakeups(&self) {
+        let Some(wakeups) = self.shared.store.wakeups() else {
+            return;
+        };
+        let targets = super::wakeups::Targets {
+            destinations: self.published_wakers.subscribe(),
+            processor: self.shared.processed.clone(),
+            releaser: self.shared.census_changed.clone(),
+        };
+        // Detached: it ends with the daemon's shutdown.
+        drop(Task::spawn(
+            &self.shared.tracker,
+            &self.shared.shutdown,
+            info_span!("wakeups"),
+            move |token| super::wakeups::forward(wakeups, targets, token),
         ));
     }
 

@@ -94,7 +94,8 @@ impl Store {
     }
 
     /// Up to `limit` rows of `channel` received at or after `since` whose bytes contain
-    /// `needle` (and `also`, when given), oldest first, with their bytes (blocking pool). The
+    /// `needle` (and `also`, when given), oldest first, with their bytes (blocking pool; on
+    /// PostgreSQL, `postgres::follow`). The
     /// caller confirms each by reading it.
     pub async fn journal_naming(
         &self,
@@ -105,6 +106,11 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        if let Some(postgres) = self.postgres() {
+            return postgres
+                .journal_naming(channel, since.as_microsecond(), needle, also, limit)
+                .await;
+        }
         self.read_blocking(move |connection| {
             let mut statement = connection.prepare_cached(NAMING_SQL)?;
             let rows = statement.query_map(
@@ -119,6 +125,9 @@ impl Store {
     /// What became of the pushed bundle of journal row `journal_id`; `None` once pruned
     /// (blocking pool).
     pub async fn push_fate(&self, journal_id: i64) -> Result<Option<PushFate>, StoreError> {
+        if let Some(postgres) = self.postgres() {
+            return postgres.push_fate(journal_id).await;
+        }
         self.read_blocking(move |connection| fate(connection, journal_id))
             .await
     }

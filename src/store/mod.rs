@@ -72,6 +72,7 @@ pub use self::documents::{
 };
 pub use self::follow::PushFate;
 pub use self::hold::{DeliverOutcome, HeldBundle, HoldOverview, ReleaseReason, UnsettledPush};
+pub use self::postgres::Wakeup;
 use self::prune::PruneCursor;
 pub use self::prune::{CensusCutoff, ChannelCutoff, Pruned, RetentionPlan};
 pub use self::queue::{
@@ -619,6 +620,15 @@ impl Store {
         } else {
             "sqlite"
         }
+    }
+
+    /// Wakeups from every node on the same database (PostgreSQL `LISTEN/NOTIFY`, see
+    /// `postgres::wakeups`): what was committed for a task this node runs (a destination's
+    /// delivery, the census processor, the hold releaser), so it acts at once rather than at
+    /// its next poll. The listening connection starts with the first subscriber. `None` on
+    /// SQLite: one process, its tasks are woken in memory.
+    pub fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<Wakeup>> {
+        self.postgres().map(postgres::Postgres::wakeups)
     }
 
     /// The PostgreSQL backend, when this store is one.

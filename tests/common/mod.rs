@@ -560,6 +560,21 @@ destination = "ehr-orders"
     )
 }
 
+/// An A01 (control id `HOLD0001`) for the patient of `samples/posos/two-drugs-prednisone-taper.json`
+/// (IPP000042) under another name than the bundle gives (LEGRAND), visit 900042.
+pub fn adt_for_bundle_patient() -> Vec<u8> {
+    [
+        "MSH|^~\\&|DPI_SYNTH|CH_EXEMPLE|ORDOBRIDGE|POSOS|20261122081500||ADT^A01^ADT_A01|HOLD0001|P|2.5|||||FRA|UNICODE UTF-8|||2.11^IHE_FR",
+        "EVN||20261122081500||||20261122081500",
+        "PID|1||IPP000042^^^CH_EXEMPLE&1.2.250.1.999.1&ISO^PI||LEGRAND^CLAIRE^^^^^L||19500302|F|||||||||||900042^^^CH_EXEMPLE&1.2.250.1.999.1&ISO^AN",
+        "PV1|1|I|CARDIO^101^1^CH_EXEMPLE||||10003456789^LEBLANC^PIERRE^^^DR^^^ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO^L^^^RPPS|||MED|||||||||900042^^^CH_EXEMPLE&1.2.250.1.999.1&ISO^VN|||||||||||||||||||||||||20261122081500|",
+        "ZBE|MVT0042^CH_EXEMPLE|20261122081500||INSERT|N||^^^^^^UF^^^4010",
+        "",
+    ]
+    .join("\r")
+    .into_bytes()
+}
+
 /// Writes `text` as `DIR/ob.toml` (for the CLI's `--config`) and parses it as the daemon
 /// would, with no environment; an invalid text fails the test with the error and the text.
 pub fn config(dir: &Path, text: &str) -> ordobridge::config::Config {

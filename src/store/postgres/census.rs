@@ -840,6 +840,7 @@ fn apply_once(
     let outcome = census::apply_with(&executor, journal_id, update)?;
     executor.flush()?;
     handle.block_on(transaction.commit()).map_err(&failed)?;
+    inner.wake([super::Wakeup::Releaser]);
     Ok(outcome)
 }
 
@@ -913,6 +914,7 @@ fn apply_together(
         outcomes.push(outcome);
     }
     handle.block_on(transaction.commit()).map_err(&failed)?;
+    inner.wake([super::Wakeup::Releaser]);
     Ok(outcomes)
 }
 

@@ -67,13 +67,6 @@ const DUE_SQL: &str = concat!(
     " AND (release_at <= $1 OR EXISTS (SELECT 1 FROM census_patients p \
      WHERE p.ipp = push_holds.partner_id)) ORDER BY held_at, journal_id"
 );
-/// [`DUE_SQL`] on a database without the census tables (their migration not applied by this
-/// build): no patient is known there, only deadlines release.
-const DUE_WITHOUT_CENSUS_SQL: &str = concat!(
-    held_columns!(),
-    " AND release_at <= $1 ORDER BY held_at, journal_id"
-);
-const CENSUS_EXISTS_SQL: &str = "SELECT to_regclass('census_patients') IS NOT NULL";
 const NEXT_RELEASE_SQL: &str = "SELECT min(release_at) FROM push_holds WHERE released_at IS NULL";
 const OVERVIEW_SQL: &str =
     "SELECT count(*), min(held_at) FROM push_holds WHERE released_at IS NULL";
@@ -266,6 +259,9 @@ impl Postgres {
                 }
             }
             transaction.commit().await.map_err(&failed)?;
+            inner.wake(super::queue::destinations(
+                delivery.items.iter().map(|item| item.destination()),
+            ));
             Ok(DeliverOutcome::Queued { ids })
         })
         .await
@@ -331,17 +327,7 @@ impl Postgres {
                 .start()
                 .await
                 .map_err(&failed)?;
-            let census: bool = transaction
-                .query_one(CENSUS_EXISTS_SQL, &[])
-                .await
-                .map_err(&failed)?
-                .get(0);
-            let sql = if census {
-                DUE_SQL
-            } else {
-                DUE_WITHOUT_CENSUS_SQL
-            };
-            let rows = transaction.query(sql, &[&now]).await.map_err(&failed)?;
+            let rows = transaction.query(DUE_SQL, &[&now]).await.map_err(&failed)?;
             let next: Option<i64> = transaction
                 .query_one(NEXT_RELEASE_SQL, &[])
                 .await
@@ -415,6 +401,9 @@ impl Postgres {
                 .await
                 .map_err(&failed)?;
             transaction.commit().await.map_err(&failed)?;
+            if changed > 0 {
+                inner.wake([super::Wakeup::Releaser]);
+            }
             Ok(changed > 0)
         })
         .await

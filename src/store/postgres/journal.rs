@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tokio_postgres::Row;
 
-use super::{Inner, Postgres, limit};
+use super::{Inner, Postgres, Wakeup, limit};
 use crate::store::{
     EntryStatus, InboundRecord, JournalEntry, JournalFilter, JournalOutcome, JournalSummary,
     RecordStatus, StoreError, Unprocessed,
@@ -364,6 +364,13 @@ async fn insert(
         outcomes.push(outcome);
     }
     transaction.commit().await.map_err(&failed)?;
+    let accepted = records.iter().zip(&outcomes).any(|(prepared, outcome)| {
+        matches!(prepared.record.status, RecordStatus::Accepted)
+            && matches!(outcome, JournalOutcome::Stored { .. })
+    });
+    if accepted {
+        inner.wake([Wakeup::Processor]);
+    }
     Ok(outcomes)
 }
 

@@ -35,8 +35,14 @@
 //! whichever node tries, and the patient, practitioner and FHIR views), held bundles, their
 //! release and the settling of pushes (`hold`: one transaction per delivery, guarded by row
 //! locks, see there), documents and their tracking (`documents`), the console's journal
-//! search and each channel's last message (`search`), retention with the channels' recorded
+//! search and each channel's last message (`search`), the launch page's follow-up of a pushed
+//! bundle (`follow`), retention with the channels' recorded
 //! retentions (`prune`).
+//!
+//! # Wakeups
+//!
+//! What one node commits for work another node runs is announced with `NOTIFY` and heard by
+//! each node's listening connection ([`Store::wakeups`](super::Store::wakeups), `wakeups`).
 //!
 //! # Adding an operation
 //!
@@ -52,6 +58,7 @@ mod audit;
 mod census;
 mod copy;
 mod documents;
+mod follow;
 mod hold;
 mod journal;
 mod ownership;
@@ -59,6 +66,9 @@ mod prune;
 mod queue;
 mod schema;
 mod search;
+mod wakeups;
+
+pub use self::wakeups::Wakeup;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -91,6 +101,11 @@ pub(super) struct Inner {
     /// The task applying the latest census submission: the next one waits for its end
     /// (`census::submit_census`), so updates apply in the order they were submitted.
     pub(super) census_tail: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The wakeups this node sends to the others (`wakeups`).
+    notifier: wakeups::Notifier,
+    /// How the connection listening for them connects, and its broadcast (`wakeups`).
+    listen: wakeups::ListenSettings,
+    listening: wakeups::Listening,
 }
 
 impl Drop for Postgres {
@@ -126,9 +141,21 @@ impl Postgres {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
+        let mut listen = wakeups::ListenSettings {
+            config: config.clone(),
+            tls: None,
+        };
+        // A listening connection lost without a word (the server's host gone) is noticed.
+        listen
+            .config
+            .keepalives_idle(std::time::Duration::from_secs(10))
+            .application_name("ordobridge-wakeups");
         let manager = match &settings.tls {
             PostgresTls::Disable => {
                 config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                listen
+                    .config
+                    .ssl_mode(tokio_postgres::config::SslMode::Disable);
                 Manager::from_config(config, tokio_postgres::NoTls, manager_config)
             }
             PostgresTls::VerifyFull { ca_file } => {
@@ -142,6 +169,10 @@ impl Postgres {
                     .build(crate::tls::files::now_unix())
                     .map_err(|e| setup(format!("TLS: {e}")))?;
                 let connector = tokio_postgres_rustls::MakeRustlsConnect::new(client);
+                listen
+                    .config
+                    .ssl_mode(tokio_postgres::config::SslMode::Require);
+                listen.tls = Some(connector.clone());
                 Manager::from_config(config, connector, manager_config)
             }
         };
@@ -164,6 +195,9 @@ impl Postgres {
                 path,
                 processor_horizon: Mutex::new(None),
                 census_tail: Mutex::new(None),
+                notifier: wakeups::Notifier::default(),
+                listen,
+                listening: wakeups::Listening::default(),
             }),
         };
         backend.block(move |inner| async move { schema::prepare(&inner, migrate).await })?;
@@ -219,8 +253,10 @@ impl Postgres {
         })?
     }
 
-    /// Closes the pool: connections in use finish their operation, new ones are refused.
+    /// Closes the pool (connections in use finish their operation, new ones are refused) and
+    /// the connection listening for wakeups.
     pub(super) fn close(&self) {
+        self.inner.listening.closed.cancel();
         self.inner.pool.close();
     }
 }

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use tokio_postgres::Row;
 
-use super::{Inner, Postgres, limit};
+use super::{Inner, Postgres, Wakeup, limit};
 use crate::store::queue::{READ_AHEAD_BYTES, now_micros};
 use crate::store::{
     DeadLetter, DestinationDepth, OutboundItem, OutboundMessage, OutboundStatus, QueueHead,
@@ -37,7 +37,7 @@ const DEAD_SQL: &str = "UPDATE outbound
 
 const REPLAY_SQL: &str = "UPDATE outbound
     SET status = 'pending', attempts = 0, next_attempt_at = $2, dead_at = NULL
-    WHERE id = ANY($1) AND status = 'dead'";
+    WHERE id = ANY($1) AND status = 'dead' RETURNING destination";
 
 macro_rules! message_columns {
     () => {
@@ -80,6 +80,15 @@ const DEAD_SQL_SELECT: &str = "SELECT id, destination, enqueued_at, control_id, 
         coalesce(last_error, ''), dead_at FROM outbound
     WHERE status = 'dead' AND ($2::text IS NULL OR destination = $2) ORDER BY id LIMIT $1";
 
+/// The wakeups of the destinations named, each once.
+pub(super) fn destinations<'a>(names: impl Iterator<Item = &'a str>) -> Vec<Wakeup> {
+    let names: std::collections::BTreeSet<&str> = names.collect();
+    names
+        .into_iter()
+        .map(|name| Wakeup::Destination(name.to_owned()))
+        .collect()
+}
+
 /// A status change, as SQLite's `queue::Change`.
 enum Change {
     Delivered { id: i64, ack: Bytes, at: i64 },
@@ -104,6 +113,9 @@ impl Postgres {
                 items.iter().map(|item| (item, enqueued_at)).collect();
             let ids = insert(&transaction, &rows).await.map_err(&failed)?;
             transaction.commit().await.map_err(&failed)?;
+            inner.wake(destinations(
+                items.iter().map(|item| item.destination.as_str()),
+            ));
             Ok(ids)
         })
         .await
@@ -178,7 +190,14 @@ impl Postgres {
                 Change::Dead { id, reason, at } => {
                     connection.execute(DEAD_SQL, &[id, reason, at]).await
                 }
-                Change::Replay { ids, at } => connection.execute(REPLAY_SQL, &[ids, at]).await,
+                Change::Replay { ids, at } => {
+                    let rows = connection
+                        .query(REPLAY_SQL, &[ids, at])
+                        .await
+                        .map_err(inner.failed(operation))?;
+                    inner.wake(destinations(rows.iter().map(|row| row.get::<_, &str>(0))));
+                    Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
+                }
             }
             .map_err(inner.failed(operation))?;
             Ok(usize::try_from(changed).unwrap_or(usize::MAX))
