@@ -987,6 +987,8 @@ impl Running {
             destinations: self.published_wakers.subscribe(),
             processor: self.shared.processed.clone(),
             releaser: self.shared.census_changed.clone(),
+            pauses: self.shared.pauses.clone(),
+            store: self.shared.store.clone(),
         };
         // Detached: it ends with the daemon's shutdown.
         drop(Task::spawn(

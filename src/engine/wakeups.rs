@@ -4,6 +4,9 @@
 //! wake the task now instead of at its next poll. The tasks' own polls stay: a wakeup lost (a
 //! crash, the listening connection down) only delays the work to them. On SQLite there is
 //! nothing to forward: every task is woken in memory by whoever committed.
+//!
+//! A pause or resume from any node's console reaches the node delivering the destination the
+//! same way: it reads the paused destinations from the store again and turns its switches.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +24,9 @@ pub(super) struct Targets {
     pub(super) processor: Arc<Notify>,
     /// The hold releaser's.
     pub(super) releaser: Arc<Notify>,
+    /// The destinations' pause switches, set from the store's paused destinations.
+    pub(super) pauses: Arc<crate::delivery::PauseSwitches>,
+    pub(super) store: crate::store::Store,
 }
 
 impl Targets {
@@ -34,14 +40,40 @@ impl Targets {
             }
             Wakeup::Processor => self.processor.notify_one(),
             Wakeup::Releaser => self.releaser.notify_one(),
+            Wakeup::Pause(name) => self.read_pauses(vec![name.clone()]),
             Wakeup::All => {
                 for waker in self.destinations.borrow().values() {
                     waker.notify_one();
                 }
                 self.processor.notify_one();
                 self.releaser.notify_one();
+                self.read_pauses(self.destinations.borrow().keys().cloned().collect());
             }
         }
+    }
+
+    /// Sets the switches of `names` from the destinations paused in the store (read on the
+    /// blocking pool; a failed read leaves the switches as they are, logged).
+    fn read_pauses(&self, names: Vec<String>) {
+        let (store, pauses) = (self.store.clone(), self.pauses.clone());
+        tokio::spawn(async move {
+            let paused = match tokio::task::spawn_blocking(move || store.paused_destinations())
+                .await
+            {
+                Ok(Ok(paused)) => paused,
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "a pause from another node could not be read: the destinations keep their switches");
+                    return;
+                }
+                Err(_) => return,
+            };
+            for name in names {
+                let now = paused.contains(&name);
+                if pauses.set(&name, now) {
+                    tracing::warn!(destination = %name, paused = now, "destination paused or resumed from another node's console");
+                }
+            }
+        });
     }
 }
 
@@ -77,8 +109,17 @@ mod tests {
             .is_ok()
     }
 
+    fn store(dir: &tempfile::TempDir) -> crate::store::Store {
+        crate::store::Store::open(
+            &dir.path().join("s.db"),
+            crate::store::StoreOptions::default(),
+        )
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn ok_each_wakeup_pokes_its_task() {
+        let dir = tempfile::tempdir().unwrap();
         let ehr = Arc::new(Notify::new());
         let (_keep, destinations) =
             watch::channel(BTreeMap::from([("ehr".to_owned(), ehr.clone())]));
@@ -91,6 +132,8 @@ mod tests {
                 destinations,
                 processor: processor.clone(),
                 releaser: releaser.clone(),
+                pauses: Arc::default(),
+                store: store(&dir),
             },
             stop.clone(),
         ));
@@ -109,6 +152,7 @@ mod tests {
 
     #[tokio::test]
     async fn ok_lagged_wakes_everything() {
+        let dir = tempfile::tempdir().unwrap();
         let ehr = Arc::new(Notify::new());
         let (_keep, destinations) =
             watch::channel(BTreeMap::from([("ehr".to_owned(), ehr.clone())]));
@@ -124,11 +168,69 @@ mod tests {
                 destinations,
                 processor: processor.clone(),
                 releaser: releaser.clone(),
+                pauses: Arc::default(),
+                store: store(&dir),
             },
             stop.clone(),
         ));
         assert!(woken(&ehr).await && woken(&releaser).await);
         drop(sender);
+        task.await.unwrap();
+    }
+
+    /// A pause committed by another node's console turns this node's switch, and a resume
+    /// turns it back (here the store is SQLite; on PostgreSQL the wakeup comes by `NOTIFY`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ok_pause_from_another_node_turns_the_switch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let pauses = Arc::new(crate::delivery::PauseSwitches::default());
+        let (_keep, destinations) = watch::channel(BTreeMap::from([(
+            "ehr".to_owned(),
+            Arc::new(Notify::new()),
+        )]));
+        let (sender, receiver) = broadcast::channel(4);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(forward(
+            receiver,
+            Targets {
+                destinations,
+                processor: Arc::default(),
+                releaser: Arc::default(),
+                pauses: pauses.clone(),
+                store: store.clone(),
+            },
+            stop.clone(),
+        ));
+        let entry = |action: &str| crate::store::AuditEntry {
+            user: "olga".into(),
+            action: action.into(),
+            target: "destination:ehr".into(),
+            reason: "EHR maintenance".into(),
+        };
+        let switched = |wanted: bool| {
+            let pauses = pauses.clone();
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while pauses.is_paused("ehr") != wanted {
+                    assert!(std::time::Instant::now() < deadline, "switch not turned");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        store
+            .switch_destination("ehr".into(), true, entry("pause"))
+            .await
+            .unwrap();
+        sender.send(Wakeup::Pause("ehr".into())).unwrap();
+        switched(true).await;
+        store
+            .switch_destination("ehr".into(), false, entry("resume"))
+            .await
+            .unwrap();
+        sender.send(Wakeup::All).unwrap();
+        switched(false).await;
+        stop.cancel();
         task.await.unwrap();
     }
 }

@@ -58,7 +58,10 @@ impl Postgres {
                 transaction.execute(RESUME_SQL, &[&destination]).await
             }
             .map_err(&failed)?;
-            transaction.commit().await.map_err(&failed)
+            transaction.commit().await.map_err(&failed)?;
+            // The node delivering it (maybe another) reads the pauses again.
+            inner.wake([super::wakeups::Wakeup::Pause(destination)]);
+            Ok(())
         })
         .await
     }

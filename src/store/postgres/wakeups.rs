@@ -67,6 +67,9 @@ pub enum Wakeup {
     /// The census changed or a hold was made due: the hold releaser has work
     /// (`census:changed`, `hold:due`).
     Releaser,
+    /// An operator paused or resumed this destination from a console (`pause:<destination>`):
+    /// the node delivering it reads the pauses again.
+    Pause(String),
     /// Anything may have been missed (the listening connection was (re)established, or a
     /// subscriber lagged): wake every task.
     All,
@@ -79,6 +82,7 @@ impl Wakeup {
             Wakeup::Destination(name) => format!("outbound:{name}"),
             Wakeup::Processor => "journal:accepted".to_owned(),
             Wakeup::Releaser => "census:changed".to_owned(),
+            Wakeup::Pause(name) => format!("pause:{name}"),
             Wakeup::All => "all:".to_owned(),
         }
     }
@@ -90,6 +94,7 @@ impl Wakeup {
             "outbound" if !name.is_empty() => Some(Wakeup::Destination(name.to_owned())),
             "journal" => Some(Wakeup::Processor),
             "census" | "hold" => Some(Wakeup::Releaser),
+            "pause" if !name.is_empty() => Some(Wakeup::Pause(name.to_owned())),
             "all" => Some(Wakeup::All),
             _ => None,
         }
@@ -311,6 +316,7 @@ mod tests {
     #[case::destination_with_colon(Wakeup::Destination("a:b".into()), "outbound:a:b")]
     #[case::processor(Wakeup::Processor, "journal:accepted")]
     #[case::releaser(Wakeup::Releaser, "census:changed")]
+    #[case::pause(Wakeup::Pause("ehr".into()), "pause:ehr")]
     #[case::all(Wakeup::All, "all:")]
     fn ok_payload_round_trips(#[case] wakeup: Wakeup, #[case] payload: &str) {
         assert_eq!(wakeup.payload(), payload);
