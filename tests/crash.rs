@@ -1,6 +1,7 @@
 //! Commit before ACK, under fire: many connections send while the daemon is killed with
 //! SIGKILL, several times over the same database. Every message that was answered AA must be
-//! in the journal afterwards.
+//! in the journal afterwards. On both stores: the SQLite file, and a real PostgreSQL server
+//! (`common::postgres`, issue 14).
 
 mod common;
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{Daemon, repo_root, write_config};
 use ordobridge::mllp::client::{ClientSettings, MllpClient};
+use ordobridge::store::settings::PostgresSettings;
 use ordobridge::store::{JournalFilter, Store, StoreOptions};
 
 const CONNECTIONS: usize = 24;
@@ -27,8 +29,33 @@ fn message(template: &str, control_id: &str) -> Vec<u8> {
 
 #[test]
 fn kill_9_under_load_loses_no_acknowledged_message() {
+    kill_9_under_load(None);
+}
+
+#[test]
+fn kill_9_under_load_loses_no_acknowledged_message_on_postgresql() {
+    let server = common::postgres::TestPostgres::start();
+    kill_9_under_load(Some(&server));
+}
+
+/// The daemon killed under load `ROUNDS` times over one store: the SQLite file, or the
+/// database of `postgres`.
+fn kill_9_under_load(postgres: Option<&common::postgres::TestPostgres>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = write_config(dir.path(), "");
+    if let Some(server) = postgres {
+        let text = std::fs::read_to_string(&config).expect("config");
+        let text = text.replacen(
+            "[store]\npath = \"data/ordobridge.db\"",
+            &format!(
+                "[store]\nbackend = \"postgres\"\nurl = \"{}\"",
+                server.url()
+            ),
+            1,
+        );
+        assert!(text.contains("backend = \"postgres\""), "{text}");
+        std::fs::write(&config, text).expect("config");
+    }
     let template = std::fs::read_to_string(repo_root().join("samples/adt/02-a01-admit.hl7"))
         .expect("sample")
         .replace('\n', "\r");
@@ -86,10 +113,16 @@ fn kill_9_under_load_loses_no_acknowledged_message() {
         }
     }
 
-    let store = Store::open(
-        &dir.path().join("data/ordobridge.db"),
-        StoreOptions::default(),
-    )
+    let store = match postgres {
+        None => Store::open(
+            &dir.path().join("data/ordobridge.db"),
+            StoreOptions::default(),
+        ),
+        Some(server) => Store::open_postgres(
+            &PostgresSettings::from_url(&server.url()).expect("url"),
+            true,
+        ),
+    }
     .expect("reopen the store after the crashes");
     let journaled: HashSet<String> = store
         .list_journal(&JournalFilter {
