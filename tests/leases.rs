@@ -276,3 +276,41 @@ async fn ok_database_unreachable_stops_the_work_before_the_lease_ends() {
     stop_a.cancel();
     runner_a.await.unwrap();
 }
+
+/// Work that ends on its own at once (an inbox whose folder is refused) is not restarted in a
+/// tight loop: the node asks for the lease again only a third of the lease later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_work_that_ends_at_once_is_retried_a_third_of_the_lease_later() {
+    let server = TestPostgres::start();
+    let settings = PostgresSettings::from_url(&server.url()).unwrap();
+    let store = Store::open_postgres(&settings, true).unwrap();
+    let starts: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let shutdown = CancellationToken::new();
+    let runner = {
+        let starts = starts.clone();
+        tokio::spawn(run_leased(
+            store,
+            Role::Inbox("refused".to_owned()),
+            LeaseSettings {
+                node: "ob-a".to_owned(),
+                duration: LEASE,
+            },
+            shutdown.clone(),
+            move |_stop| {
+                let starts = starts.clone();
+                async move { starts.lock().unwrap().push(Instant::now()) }
+            },
+        ))
+    };
+    wait_for("three starts", LEASE * 10, || {
+        starts.lock().unwrap().len() >= 3
+    })
+    .await;
+    shutdown.cancel();
+    runner.await.unwrap();
+    let starts = starts.lock().unwrap().clone();
+    for pair in starts.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= LEASE / 3, "restarted after {gap:?}: a tight loop");
+    }
+}

@@ -119,6 +119,12 @@ pub async fn run_leased<W, F>(
         if shutdown.is_cancelled() {
             return;
         }
+        // The work ended on its own (an inbox whose folder is refused returns at once) or the
+        // lease was lost: ask again only after a third of the lease, never in a tight loop.
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
     }
 }
 
