@@ -928,13 +928,7 @@ fn read<T>(
     let failed = inner.failed(operation);
     let mut connection = handle.block_on(inner.connection(operation))?;
     let transaction = handle
-        .block_on(
-            connection
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start(),
-        )
+        .block_on(super::snapshot(&mut connection))
         .map_err(&failed)?;
     let executor = Pg::new(&transaction, handle, inner, operation);
     let found = view(&executor)?;

@@ -52,13 +52,7 @@ impl Postgres {
         self.run(move |inner| async move {
             let failed = inner.failed(operation);
             let mut connection = inner.connection(operation).await?;
-            let transaction = connection
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await
-                .map_err(&failed)?;
+            let transaction = super::snapshot(&mut connection).await.map_err(&failed)?;
             let document = match &key {
                 Key::Journal(id) => transaction.query_opt(BY_JOURNAL_SQL, &[id]).await,
                 Key::Transaction(id) => transaction.query_opt(BY_TRANSACTION_SQL, &[id]).await,

@@ -320,13 +320,7 @@ impl Postgres {
             const OPERATION: &str = "due_holds";
             let failed = inner.failed(OPERATION);
             let mut connection = inner.connection(OPERATION).await?;
-            let transaction = connection
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await
-                .map_err(&failed)?;
+            let transaction = super::snapshot(&mut connection).await.map_err(&failed)?;
             let rows = transaction.query(DUE_SQL, &[&now]).await.map_err(&failed)?;
             let next: Option<i64> = transaction
                 .query_one(NEXT_RELEASE_SQL, &[])

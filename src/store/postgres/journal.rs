@@ -203,13 +203,7 @@ impl Postgres {
             let failed = inner.failed(OPERATION);
             let mut connection = inner.connection(OPERATION).await?;
             // REPEATABLE READ: the horizon and the rows come from one snapshot.
-            let transaction = connection
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await
-                .map_err(&failed)?;
+            let transaction = super::snapshot(&mut connection).await.map_err(&failed)?;
             let horizon: i64 = transaction
                 .query_one(HORIZON_SQL, &[])
                 .await

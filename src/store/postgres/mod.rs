@@ -339,6 +339,19 @@ impl Params {
     }
 }
 
+/// Starts a read-only transaction on one snapshot (REPEATABLE READ): for reads that must agree
+/// with each other (a horizon and its rows, two counts, a view read in several statements).
+pub(super) async fn snapshot(
+    connection: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error> {
+    connection
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+}
+
 /// A limit where 0 means none, as PostgreSQL takes it (`LIMIT NULL` is no limit).
 pub(super) fn limit(limit: usize) -> Option<i64> {
     match limit {

@@ -150,13 +150,7 @@ impl Postgres {
             let failed = inner.failed(OPERATION);
             let mut connection = inner.connection(OPERATION).await?;
             // One snapshot for both counts.
-            let transaction = connection
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await
-                .map_err(&failed)?;
+            let transaction = super::snapshot(&mut connection).await.map_err(&failed)?;
             let plan = remembered(&transaction, &plan).await.map_err(&failed)?;
             let mut params = Params::default();
             let condition = journal_condition(&plan, &mut params);
