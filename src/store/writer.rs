@@ -234,7 +234,10 @@ fn run(
         }
         // While journal inserts keep coming, census updates wait for the next one and ride in
         // its transaction rather than paying an fsync of their own (see [`Ride`]).
-        while batch.iter().all(|request| matches!(request, Request::Census { .. })) {
+        while batch
+            .iter()
+            .all(|request| matches!(request, Request::Census { .. }))
+        {
             let Some(until) = ride.wait_until(std::time::Instant::now()) else {
                 break;
             };
@@ -278,11 +281,7 @@ fn run(
 }
 
 /// Takes what is already queued, up to `max`, without waiting; how many were taken.
-fn take_queued(
-    queue: &mut mpsc::Receiver<Request>,
-    batch: &mut Vec<Request>,
-    max: usize,
-) -> usize {
+fn take_queued(queue: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>, max: usize) -> usize {
     let mut taken = 0;
     while taken < max {
         match queue.try_recv() {
@@ -1301,6 +1300,61 @@ mod tests {
         );
         let left: Vec<Request> = deferred.into_iter().collect();
         assert_eq!(journal_ids(&left), (9..=101).collect::<Vec<i64>>());
+    }
+
+    /// Census updates wait for a ride only while journal inserts keep coming: within
+    /// [`CENSUS_RIDE_WINDOW`] of the last one's commit, never past [`CENSUS_MAX_WAIT`].
+    #[test]
+    fn ok_census_waits_for_the_next_insert_while_inserts_come() {
+        let mut ride = Ride::new(std::path::Path::new("j.sqlite"));
+        ride.committed(true, true);
+        let now = std::time::Instant::now();
+        let last = ride.last_other.unwrap();
+        assert_eq!(ride.wait_until(now), Some(last + CENSUS_RIDE_WINDOW));
+        // Riding along (an insert's transaction took some): the rest still waits.
+        ride.committed(true, false);
+        assert!(ride.wait_until(std::time::Instant::now()).is_some());
+    }
+
+    #[test]
+    fn err_census_does_not_wait_when_idle_or_waiting_too_long() {
+        let mut ride = Ride::new(std::path::Path::new("j.sqlite"));
+        let now = std::time::Instant::now();
+        assert_eq!(ride.wait_until(now), None, "no insert yet: commit at once");
+        ride.last_other = Some(now);
+        assert_eq!(
+            ride.wait_until(now + CENSUS_RIDE_WINDOW),
+            None,
+            "intake idle for the window: commit at once"
+        );
+        // Inserts keep coming, but the census has waited its longest.
+        ride.census_since = Some(now);
+        ride.last_other = Some(now + CENSUS_MAX_WAIT);
+        assert_eq!(ride.wait_until(now + CENSUS_MAX_WAIT), None);
+        // A census-only commit: what waits counts from now again.
+        ride.committed(false, false);
+        assert_eq!(ride.census_since, None);
+    }
+
+    /// The wait ends with the request that came, or at the deadline with none.
+    #[test]
+    fn ok_ride_receives_a_queued_request_or_none_at_the_deadline() {
+        let ride = Ride::new(std::path::Path::new("j.sqlite"));
+        let (sender, mut queue) = mpsc::channel(8);
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(5);
+        assert!(ride.recv_until(&mut queue, until).is_none());
+        assert!(std::time::Instant::now() >= until);
+        sender.try_send(identity(1, "IPP1").0).unwrap();
+        let far = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        assert!(matches!(
+            ride.recv_until(&mut queue, far),
+            Some(Request::Census { journal_id: 1, .. })
+        ));
+        drop(sender);
+        assert!(
+            ride.recv_until(&mut queue, far).is_none(),
+            "every sender gone"
+        );
     }
 
     #[test]
