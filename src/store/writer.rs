@@ -8,7 +8,9 @@
 //! Census updates (the processor keeps many queued) are shared out: a few beside other
 //! requests in every transaction; when nothing else waits, a transaction of census updates
 //! grows while the queue stays empty, beyond `max_batch` (up to [`CENSUS_ALONE`]), and stops
-//! the moment another request is queued, which joins it (see [`Feed`]).
+//! the moment another request is queued, which joins it (see [`Feed`]). While journal inserts
+//! keep coming, census updates do not commit alone: they wait (briefly, see [`Ride`]) for the
+//! next request and ride in its transaction, so one connection pays one fsync per message.
 //!
 //! If anything in the transaction fails, it is rolled back and every request of the batch gets
 //! the error (nothing of it is stored, so nobody ACKs it); the thread goes on with the next
