@@ -80,6 +80,7 @@ async fn metrics_parse_as_openmetrics_and_carry_the_latency_histograms() {
         "ordobridge_queue_pending gauge",
         "ordobridge_store_file_bytes gauge",
         "ordobridge_node_info gauge",
+        "ordobridge_census_lag_messages gauge",
     ] {
         assert!(
             families.lines().any(|l| l.starts_with(expected)),
@@ -97,5 +98,83 @@ async fn metrics_parse_as_openmetrics_and_carry_the_latency_histograms() {
     assert!(
         exposition.ends_with("# EOF\n"),
         "OpenMetrics ends with # EOF"
+    );
+}
+
+/// Connections and ADT per connection of the flood below.
+const FLOOD_CONNECTIONS: usize = 8;
+const FLOOD_PER_CONNECTION: usize = 50;
+
+/// The gauge `ordobridge_census_lag_messages` of `/metrics`, if it is there.
+async fn census_lag(http: std::net::SocketAddr) -> Option<u64> {
+    let body = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    body.lines()
+        .find_map(|line| line.strip_prefix("ordobridge_census_lag_messages "))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// Issue 15: while ADT flood in, census updates ride in the journal inserts' transactions and
+/// the census may lag (`ordobridge_census_lag_messages`); once the flood stops it catches up:
+/// the gauge falls back to 0 and every patient of the flood is in the census.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn census_lag_gauge_falls_to_zero_after_a_flood() {
+    use ordobridge::mllp::client::{ClientSettings, MllpClient};
+
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = common::start_engine(common::config(dir.path(), &common::base_toml())).await;
+    let http = engine.addr("http");
+    assert_eq!(census_lag(http).await, Some(0), "nothing journaled yet");
+
+    let sample = String::from_utf8(common::sample(common::A01_SAMPLE)).expect("utf-8");
+    let adt = engine.addr("adt-in");
+    let mut senders = Vec::new();
+    for connection in 0..FLOOD_CONNECTIONS {
+        let sample = sample.clone();
+        senders.push(tokio::spawn(async move {
+            let mut client = MllpClient::connect(adt, ClientSettings::default())
+                .await
+                .expect("connect");
+            for n in 0..FLOOD_PER_CONNECTION {
+                // A patient, a stay and a control id of its own for every message.
+                let id = 200_000 + connection * FLOOD_PER_CONNECTION + n;
+                let message = sample
+                    .replace("SYN0002", &format!("FLOOD{id}"))
+                    .replace("100001^", &format!("{id}^"))
+                    .replace("900001^", &format!("9{id}^"))
+                    .replace("MVT0001^", &format!("MVT{id}^"));
+                let ack = client
+                    .send(message.as_bytes(), common::PATIENCE)
+                    .await
+                    .expect("ack");
+                let ack = String::from_utf8_lossy(&ack);
+                assert!(ack.contains("MSA|AA|"), "{ack}");
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await.expect("sender");
+    }
+
+    common::wait_for("the census lag back to 0", || async move {
+        (census_lag(http).await == Some(0)).then_some(())
+    })
+    .await;
+    engine.stop().await;
+    let db = rusqlite::Connection::open(dir.path().join("data/ob.db")).expect("open");
+    let patients: i64 = db
+        .query_row(
+            "SELECT count(*) FROM census_patients WHERE ipp >= '200000'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("count");
+    assert_eq!(
+        usize::try_from(patients).expect("count"),
+        FLOOD_CONNECTIONS * FLOOD_PER_CONNECTION
     );
 }

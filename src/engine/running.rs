@@ -1085,6 +1085,7 @@ impl Running {
             holds: config.push.as_ref().map(|_| self.shared.hold_stats.clone()),
             alert_after: config.alert_after.clone(),
             node: config.cluster.node_name.clone(),
+            census_progress: Some(self.shared.census_progress.subscribe()),
             ..status::Observed::default()
         };
         for (name, running) in &self.inbound {

@@ -47,6 +47,8 @@ pub(super) struct Observed {
     pub alert_after: std::collections::BTreeMap<String, std::time::Duration>,
     /// This node's name (`[cluster] node_name`): which node of a cluster answers.
     pub node: String,
+    /// Through which journal id the census processor has settled everything.
+    pub census_progress: Option<tokio::sync::watch::Receiver<i64>>,
 }
 
 /// Failed attempts of a destination's head message from which `/status` says `attention`.
@@ -657,6 +659,23 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
             "size of the store's write-ahead log",
             &[(Labels::new(), wal)],
         );
+        // Counted on SQLite, where this node runs the census (not on PostgreSQL).
+        if let Some(progress) = &observed.census_progress {
+            let through = *progress.borrow();
+            let skip = [
+                super::push::PUSH_CHANNEL,
+                super::documents::DOCUMENTS_CHANNEL,
+            ];
+            if let Ok(Some(lag)) = store.census_backlog(through, skip).await {
+                family(
+                    &mut out,
+                    "ordobridge_census_lag_messages",
+                    "gauge",
+                    "accepted journal rows the census has still to apply: it lags during a flood and catches up after",
+                    &[(Labels::new(), lag)],
+                );
+            }
+        }
     }
     if let Some(prune) = &observed.prune {
         use std::sync::atomic::Ordering::Relaxed;

@@ -912,6 +912,22 @@ impl Store {
         .await
     }
 
+    /// How many accepted journal rows after `after_id` the census has still to apply, leaving
+    /// out the channels in `skip` (`ordobridge_census_lag_messages`); `None` on PostgreSQL,
+    /// where another node may be applying them.
+    pub async fn census_backlog(
+        &self,
+        after_id: i64,
+        skip: [&'static str; 2],
+    ) -> Result<Option<u64>, StoreError> {
+        if self.postgres().is_some() {
+            return Ok(None);
+        }
+        self.read_blocking(move |connection| read::census_backlog(connection, after_id, skip))
+            .await
+            .map(Some)
+    }
+
     /// [`Store::list_journal`] on the blocking pool, for async callers (HTTP, engine).
     pub async fn list_journal_async(
         &self,

@@ -543,6 +543,24 @@ pub(super) fn accepted_after(
     rows.collect()
 }
 
+/// Accepted rows after `after_id` outside the channels in `skip`: a range of the primary key
+/// from the census's progress on, so it reads only the rows the census lags behind.
+pub(super) fn census_backlog(
+    connection: &Connection,
+    after_id: i64,
+    skip: [&str; 2],
+) -> rusqlite::Result<u64> {
+    connection
+        .prepare_cached(
+            "SELECT count(*) FROM journal WHERE id > ?1 AND status = 'accepted'
+             AND channel NOT IN (?2, ?3)",
+        )?
+        .query_row(rusqlite::params![after_id, skip[0], skip[1]], |row| {
+            row.get::<_, i64>(0)
+        })
+        .map(|count| u64::try_from(count).unwrap_or(0))
+}
+
 pub(super) fn entry(connection: &Connection, id: i64) -> rusqlite::Result<Option<JournalEntry>> {
     let mut statement = connection.prepare_cached(ENTRY)?;
     let mut rows = statement.query([id])?;

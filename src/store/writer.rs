@@ -8,7 +8,9 @@
 //! Census updates (the processor keeps many queued) are shared out: a few beside other
 //! requests in every transaction; when nothing else waits, a transaction of census updates
 //! grows while the queue stays empty, beyond `max_batch` (up to [`CENSUS_ALONE`]), and stops
-//! the moment another request is queued, which joins it (see [`Feed`]).
+//! the moment another request is queued, which joins it (see [`Feed`]). While journal inserts
+//! keep coming, census updates do not commit alone: they wait (briefly, see [`Ride`]) for the
+//! next request and ride in its transaction, so one connection pays one fsync per message.
 //!
 //! If anything in the transaction fails, it is rolled back and every request of the batch gets
 //! the error (nothing of it is stored, so nobody ACKs it); the thread goes on with the next
@@ -219,6 +221,7 @@ fn run(
     // Census updates left for a later transaction (see `share_with_census`), oldest first.
     let mut deferred: VecDeque<Request> = VecDeque::new();
     let mut closers = Vec::new();
+    let mut ride = Ride::new(&path);
     loop {
         // Blocks for the first request when nothing waits, else takes only what is already
         // queued; up to `max_batch` either way. 0 once every sender is gone (or the queue was
@@ -226,20 +229,26 @@ fn run(
         let received = if deferred.is_empty() {
             queue.blocking_recv_many(&mut batch, max_batch)
         } else {
-            let mut taken = 0;
-            while taken < max_batch {
-                match queue.try_recv() {
-                    Ok(request) => {
-                        batch.push(request);
-                        taken += 1;
-                    }
-                    Err(_) => break,
-                }
-            }
-            taken
+            take_queued(&mut queue, &mut batch, max_batch)
         };
         if received == 0 && deferred.is_empty() {
             break;
+        }
+        // While journal inserts keep coming, census updates wait for the next one and ride in
+        // its transaction rather than paying an fsync of their own (see [`Ride`]).
+        while batch
+            .iter()
+            .all(|request| matches!(request, Request::Census { .. }))
+        {
+            let Some(until) = ride.wait_until(std::time::Instant::now()) else {
+                break;
+            };
+            deferred.extend(batch.drain(..));
+            let Some(request) = ride.recv_until(&mut queue, until) else {
+                break;
+            };
+            batch.push(request);
+            take_queued(&mut queue, &mut batch, max_batch.saturating_sub(1));
         }
         // A close request only stops new sends: what is queued still gets committed, and
         // the closer is answered once the connection is closed.
@@ -260,13 +269,111 @@ fn run(
                 taken: CENSUS_BESIDE_OTHERS,
                 done: false,
             });
+            // The feed may add other requests: the census rode along after all.
             commit_batch(&mut connection, &mut batch, &path, counters, feed.as_mut());
+            let joined = feed.is_some_and(|feed| feed.done);
+            ride.committed(!census_only || joined, deferred.is_empty());
         }
     }
     drop(connection);
     tracing::debug!(store = %path.display(), "store writer stopped");
     for closer in closers {
         let _ = closer.send(());
+    }
+}
+
+/// Takes what is already queued, up to `max`, without waiting; how many were taken.
+fn take_queued(queue: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>, max: usize) -> usize {
+    let mut taken = 0;
+    while taken < max {
+        match queue.try_recv() {
+            Ok(request) => {
+                batch.push(request);
+                taken += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    taken
+}
+
+/// How long after a transaction holding other requests (journal inserts, mostly) the census
+/// waits for the next one to ride along. On one MLLP connection the next message arrives a
+/// round trip after the ACK (~0.1–0.5 ms): a census update committed alone in between cost
+/// an fsync of its own, which that message then waited behind (two fsyncs per message).
+const CENSUS_RIDE_WINDOW: std::time::Duration = std::time::Duration::from_millis(2);
+/// The longest census updates wait for a ride while inserts keep coming: past it, they are
+/// committed alone (and that transaction grows while nothing else is queued, see [`Feed`]),
+/// so the census lags a steady intake by about this much at most, besides its backlog.
+const CENSUS_MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// When census updates may wait for a ride (see [`CENSUS_RIDE_WINDOW`]) rather than be
+/// committed alone: while the intake is busy, and not past [`CENSUS_MAX_WAIT`]. Idle or
+/// catching up after a flood, nothing waits: the census commits at once, at its full rate.
+struct Ride {
+    /// The writer thread's timer; `None` if it could not be built (census updates then never
+    /// wait, as before).
+    timer: Option<tokio::runtime::Runtime>,
+    /// When the last transaction holding other requests committed.
+    last_other: Option<std::time::Instant>,
+    /// Since when census updates wait without a census-only commit.
+    census_since: Option<std::time::Instant>,
+}
+
+impl Ride {
+    fn new(path: &std::path::Path) -> Self {
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .inspect_err(|error| {
+                tracing::warn!(store = %path.display(), %error, "store writer: no timer, census updates are committed alone");
+            })
+            .ok();
+        Self {
+            timer,
+            last_other: None,
+            census_since: None,
+        }
+    }
+
+    /// Until when census updates may wait for another request, if they may.
+    fn wait_until(&mut self, now: std::time::Instant) -> Option<std::time::Instant> {
+        self.timer.as_ref()?;
+        let ride = self.last_other? + CENSUS_RIDE_WINDOW;
+        let since = *self.census_since.get_or_insert(now);
+        let until = ride.min(since + CENSUS_MAX_WAIT);
+        (until > now).then_some(until)
+    }
+
+    /// The next request, waiting at most until `until`; `None` at the deadline, or if every
+    /// sender is gone.
+    fn recv_until(
+        &self,
+        queue: &mut mpsc::Receiver<Request>,
+        until: std::time::Instant,
+    ) -> Option<Request> {
+        let timer = self.timer.as_ref()?;
+        timer.block_on(async {
+            tokio::time::timeout_at(until.into(), queue.recv())
+                .await
+                .ok()
+                .flatten()
+        })
+    }
+
+    /// A transaction committed (or failed): `other` when it held requests other than census
+    /// updates, `drained` when no census update waits any more.
+    fn committed(&mut self, other: bool, drained: bool) {
+        let now = std::time::Instant::now();
+        if other {
+            self.last_other = Some(now);
+        } else {
+            // A census-only commit: what still waits counts from now.
+            self.census_since = None;
+        }
+        if drained {
+            self.census_since = None;
+        }
     }
 }
 
@@ -1195,6 +1302,61 @@ mod tests {
         );
         let left: Vec<Request> = deferred.into_iter().collect();
         assert_eq!(journal_ids(&left), (9..=101).collect::<Vec<i64>>());
+    }
+
+    /// Census updates wait for a ride only while journal inserts keep coming: within
+    /// [`CENSUS_RIDE_WINDOW`] of the last one's commit, never past [`CENSUS_MAX_WAIT`].
+    #[test]
+    fn ok_census_waits_for_the_next_insert_while_inserts_come() {
+        let mut ride = Ride::new(std::path::Path::new("j.sqlite"));
+        ride.committed(true, true);
+        let now = std::time::Instant::now();
+        let last = ride.last_other.unwrap();
+        assert_eq!(ride.wait_until(now), Some(last + CENSUS_RIDE_WINDOW));
+        // Riding along (an insert's transaction took some): the rest still waits.
+        ride.committed(true, false);
+        assert!(ride.wait_until(std::time::Instant::now()).is_some());
+    }
+
+    #[test]
+    fn err_census_does_not_wait_when_idle_or_waiting_too_long() {
+        let mut ride = Ride::new(std::path::Path::new("j.sqlite"));
+        let now = std::time::Instant::now();
+        assert_eq!(ride.wait_until(now), None, "no insert yet: commit at once");
+        ride.last_other = Some(now);
+        assert_eq!(
+            ride.wait_until(now + CENSUS_RIDE_WINDOW),
+            None,
+            "intake idle for the window: commit at once"
+        );
+        // Inserts keep coming, but the census has waited its longest.
+        ride.census_since = Some(now);
+        ride.last_other = Some(now + CENSUS_MAX_WAIT);
+        assert_eq!(ride.wait_until(now + CENSUS_MAX_WAIT), None);
+        // A census-only commit: what waits counts from now again.
+        ride.committed(false, false);
+        assert_eq!(ride.census_since, None);
+    }
+
+    /// The wait ends with the request that came, or at the deadline with none.
+    #[test]
+    fn ok_ride_receives_a_queued_request_or_none_at_the_deadline() {
+        let ride = Ride::new(std::path::Path::new("j.sqlite"));
+        let (sender, mut queue) = mpsc::channel(8);
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(5);
+        assert!(ride.recv_until(&mut queue, until).is_none());
+        assert!(std::time::Instant::now() >= until);
+        sender.try_send(identity(1, "IPP1").0).unwrap();
+        let far = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        assert!(matches!(
+            ride.recv_until(&mut queue, far),
+            Some(Request::Census { journal_id: 1, .. })
+        ));
+        drop(sender);
+        assert!(
+            ride.recv_until(&mut queue, far).is_none(),
+            "every sender gone"
+        );
     }
 
     #[test]
