@@ -817,4 +817,23 @@ mod tests {
         let now: jiff::Timestamp = "2026-11-22T08:00:00Z".parse().unwrap();
         assert_eq!(release_time(now, hold).to_string(), expected);
     }
+
+    /// The 422 answer quotes the mapping's error without the journal reason's prefix; a
+    /// reason made elsewhere (a mapper that panicked) is quoted whole.
+    #[rstest]
+    #[case::ok_mapping_error(
+        "mapping for destination `ehr` failed: PID-3.1 is required",
+        "channel `posos-push`: no route could map the bundle: mapping for destination `ehr` failed: PID-3.1 is required"
+    )]
+    #[case::ok_empty("", "channel `posos-push`: no route could map the bundle: ")]
+    fn ok_refusal_reason_and_text(#[case] text: &str, #[case] reason: &str) {
+        assert_eq!(refusal_reason(text), reason);
+        assert_eq!(refusal_text(reason), text);
+    }
+
+    #[test]
+    fn err_refusal_text_of_another_reason_is_whole() {
+        let reason = "the mapping stopped on an internal error (a bug of ordobridge: see its log and report it)";
+        assert_eq!(refusal_text(reason), reason);
+    }
 }
