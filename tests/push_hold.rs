@@ -256,6 +256,61 @@ async fn no_hold_maps_at_once() {
     engine.stop().await;
 }
 
+/// Issue 15: without a hold, the journal row (processed) and its message (control id
+/// `OB{journal id}-1`) are committed together before the 200; the same bundle pushed again is
+/// answered the same and queued nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_hold_one_commit_before_the_answer_and_a_repush_queues_nothing() {
+    let (peer, received) = common::ehr_peer().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = common::start_engine(config(dir.path(), peer, "hold_unknown_for = \"0s\"")).await;
+    let db = dir.path().join("data/ob.db");
+    let response = push(engine.addr("http"), "").await;
+    assert_eq!(response.status(), 200);
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let id: i64 = location
+        .strip_prefix("Bundle/")
+        .and_then(|id| id.parse().ok())
+        .expect("Bundle/ID");
+    // Committed before the answer: the row processed, its message queued (or sent already).
+    assert_eq!(
+        count(
+            &db,
+            &format!("SELECT count(*) FROM journal WHERE id = {id} AND status = 'processed'")
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &db,
+            &format!(
+                "SELECT count(*) FROM outbound WHERE control_id = 'OB{id}-1' AND source = 'journal:{id}'"
+            )
+        ),
+        1
+    );
+    let orm = first_delivered(&received).await;
+    assert_eq!(query(&orm, "MSH-10"), Some(format!("OB{id}-1")));
+    let again = push(engine.addr("http"), "").await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["location"], location.as_str());
+    let body: Value = again.json().await.expect("json");
+    assert_eq!(body["entry"][0]["response"]["status"], "201 Created");
+    assert_eq!(count(&db, "SELECT count(*) FROM outbound"), 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM journal"), 1);
+    assert_eq!(
+        count(
+            &db,
+            &format!("SELECT duplicate_count FROM journal WHERE id = {id}")
+        ),
+        1
+    );
+    engine.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_or_basic_passes_anything_else_is_401_with_the_challenges() {
     let (peer, _received) = common::ehr_peer().await;

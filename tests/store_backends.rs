@@ -9,6 +9,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,7 +20,7 @@ use ordobridge::store::settings::PostgresSettings;
 use ordobridge::store::{
     AnomalyKind, ApplyStatus, CensusLookup, CensusOutcome, DeliverOutcome, EntryStatus,
     HoldOverview, InboundRecord, JournalFilter, JournalOutcome, OutboundItem, OutboundStatus,
-    PatientKey, PatientView, ReleaseReason, Store, StoreOptions, Wakeup,
+    PatientKey, PatientView, PushMapper, PushOutcome, ReleaseReason, Store, StoreOptions, Wakeup,
 };
 use rstest::rstest;
 
@@ -1446,6 +1448,166 @@ async fn ok_deliver_once_when_two_stores_race(
         assert_eq!(control_ids, expected);
     }
     other.close().await;
+}
+
+/// A mapper giving `OB{id}-1` to `ehr` and `OB{id}-2` to `lab`, counting its calls.
+fn two_routes(calls: &Arc<AtomicUsize>) -> PushMapper {
+    let calls = Arc::clone(calls);
+    PushMapper::new(move |id| {
+        calls.fetch_add(1, Ordering::Relaxed);
+        Ok(vec![
+            item("ehr", &format!("OB{id}-1")),
+            item("lab", &format!("OB{id}-2")),
+        ])
+    })
+}
+
+/// Issue 15: a push journaled, mapped and queued in one commit; the same bundle again is a
+/// duplicate (not mapped, nothing queued twice); concurrent pushes each get the control ids of
+/// their own journal row.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_journal_push_maps_and_queues_in_one_commit(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let fixture = open(backend);
+    let store = &fixture.store;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let push = |n: usize| {
+        on(
+            "posos-push",
+            record(&format!("B{n}"), format!("{{\"n\":{n}}}").as_bytes()),
+        )
+    };
+    let outcome = store
+        .journal_push(push(0), two_routes(&calls))
+        .await
+        .unwrap();
+    let PushOutcome::Queued { id, ids } = outcome.clone() else {
+        panic!("expected queued, got {outcome:?}");
+    };
+    assert_eq!(ids.len(), 2);
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+    let entry = store.journal_entry_async(id).await.unwrap().unwrap();
+    assert_eq!(entry.summary.status, "processed");
+    assert_eq!(entry.summary.reason, None);
+    for (destination, suffix, outbound) in [("ehr", "-1", ids[0]), ("lab", "-2", ids[1])] {
+        let pending = store.pending_after_async(destination, 0, 10).await.unwrap();
+        assert_eq!(pending.len(), 1, "{destination}");
+        assert_eq!(pending[0].id, outbound);
+        assert_eq!(pending[0].control_id, format!("OB{id}{suffix}"));
+    }
+    // Pushed again: the first row, counted, nothing mapped or queued.
+    let again = store
+        .journal_push(push(0), two_routes(&calls))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        PushOutcome::Duplicate {
+            id,
+            status: EntryStatus::Processed
+        }
+    );
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+    let entry = store.journal_entry_async(id).await.unwrap().unwrap();
+    assert_eq!(entry.duplicate_count, 1);
+    // Many at once: each row's messages carry its own id, once.
+    let outcomes =
+        join_all((1..=20).map(|n| store.journal_push(push(n), two_routes(&calls)))).await;
+    let mut rows = vec![id];
+    for outcome in outcomes {
+        match outcome.unwrap() {
+            PushOutcome::Queued { id, ids } => {
+                assert_eq!(ids.len(), 2);
+                rows.push(id);
+            }
+            other => panic!("expected queued, got {other:?}"),
+        }
+    }
+    rows.sort_unstable();
+    for (destination, suffix) in [("ehr", "-1"), ("lab", "-2")] {
+        let pending = store
+            .pending_after_async(destination, 0, 100)
+            .await
+            .unwrap();
+        let mut control_ids: Vec<String> = pending.into_iter().map(|m| m.control_id).collect();
+        control_ids.sort_unstable();
+        let mut expected: Vec<String> = rows.iter().map(|id| format!("OB{id}{suffix}")).collect();
+        expected.sort_unstable();
+        assert_eq!(control_ids, expected, "{destination}");
+    }
+    assert_eq!(
+        sql(
+            &fixture,
+            "SELECT count(*) FROM journal WHERE status = 'processed'"
+        )
+        .await
+        .unwrap(),
+        "21"
+    );
+}
+
+/// Issue 15: a bundle its mapper refuses (or whose mapper panics) is journaled `rejected`
+/// with the reason in the same commit, nothing queued; pushed again, it is journaled anew (a
+/// rejected row is no duplicate); the store goes on.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn err_journal_push_refused_by_its_mapper_is_rejected(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let fixture = open(backend);
+    let store = &fixture.store;
+    let refuse = || PushMapper::new(|_| Err("no route: PID-3.1 is required".to_owned()));
+    let bundle = || on("posos-push", record("R", b"{r}"));
+    let first = store.journal_push(bundle(), refuse()).await.unwrap();
+    let PushOutcome::Refused { id, reason } = first.clone() else {
+        panic!("expected refused, got {first:?}");
+    };
+    assert_eq!(reason, "no route: PID-3.1 is required");
+    let entry = store.journal_entry_async(id).await.unwrap().unwrap();
+    assert_eq!(entry.summary.status, "rejected");
+    assert_eq!(
+        entry.summary.reason.as_deref(),
+        Some("no route: PID-3.1 is required")
+    );
+    let again = store.journal_push(bundle(), refuse()).await.unwrap();
+    assert!(
+        matches!(again, PushOutcome::Refused { id: second, .. } if second != id),
+        "{again:?}"
+    );
+    let panics = PushMapper::new(|_| panic!("mapping bug"));
+    let panicked = store
+        .journal_push(on("posos-push", record("P", b"{p}")), panics)
+        .await
+        .unwrap();
+    let PushOutcome::Refused {
+        id: panicked,
+        reason,
+    } = panicked
+    else {
+        panic!("expected refused, got {panicked:?}");
+    };
+    assert!(
+        reason.starts_with("the mapping stopped on an internal error"),
+        "{reason}"
+    );
+    let entry = store.journal_entry_async(panicked).await.unwrap().unwrap();
+    assert_eq!(entry.summary.status, "rejected");
+    assert!(
+        store
+            .pending_after_async("ehr", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The store still commits.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let ok = store
+        .journal_push(on("posos-push", record("OK", b"{ok}")), two_routes(&calls))
+        .await
+        .unwrap();
+    assert!(matches!(ok, PushOutcome::Queued { .. }), "{ok:?}");
 }
 
 #[rstest]

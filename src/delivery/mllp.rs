@@ -265,6 +265,7 @@ pub async fn run_destination_with_tls(
         ahead: VecDeque::new(),
         ahead_valid: false,
         marks: Vec::new(),
+        unsent: Vec::new(),
     };
     tracing::info!(
         destination = %worker.settings.name,
@@ -347,6 +348,11 @@ struct Worker {
     /// message goes on the wire meanwhile. A crash before the commit only sends them again,
     /// with the same MSH-10 (at-least-once).
     marks: Vec<(i64, tokio::task::JoinHandle<Result<bool, StoreError>>)>,
+    /// Delivered rows not yet handed to the store (newer than every row of `marks`): handed
+    /// over [`MARK_BATCH`] at a time, or when nothing more is to be sent for [`MARK_DELAY`],
+    /// so that a destination fed one message at a time (one client pushing) does not cost a
+    /// commit per delivery in front of the next message's own commit (issue 15).
+    unsent: Vec<(i64, Bytes)>,
 }
 
 /// How many pending rows a worker reads at once.
@@ -354,6 +360,13 @@ const READ_AHEAD: usize = 32;
 
 /// How many delivered rows may wait for their commit before the worker waits for them.
 const MAX_UNRECORDED: usize = 64;
+
+/// How many delivered rows are handed to the store together (see `Worker::unsent`).
+const MARK_BATCH: usize = 16;
+
+/// How long delivered rows wait for the next message before they are recorded when there is
+/// nothing more to send: a message pushed meanwhile is sent first, its mark joins theirs.
+const MARK_DELAY: Duration = Duration::from_millis(20);
 
 impl Worker {
     async fn step(&mut self, link: Link) -> Link {
@@ -394,14 +407,19 @@ impl Worker {
         if !std::mem::take(&mut self.ahead_valid) {
             self.ahead.clear();
         }
-        if self.marks.len() >= MAX_UNRECORDED
+        if self.marks.len() + self.unsent.len() >= MAX_UNRECORDED
             && let Err(error) = self.settle().await
         {
             return self.store_failed(&error, client);
         }
         if self.ahead.is_empty() {
             // Skip the rows sent whose delivery is still committing; from the head otherwise.
-            let after = self.marks.last().map_or(0, |(id, _)| *id);
+            let after = self
+                .unsent
+                .last()
+                .map(|(id, _)| *id)
+                .or_else(|| self.marks.last().map(|(id, _)| *id))
+                .unwrap_or(0);
             match self
                 .store
                 .pending_after_async(&self.settings.name, after, READ_AHEAD)
@@ -410,9 +428,19 @@ impl Worker {
                 Ok(rows) => self.ahead.extend(rows),
                 Err(error) => return self.store_failed(&error, client),
             }
-            if self.ahead.is_empty() && !self.marks.is_empty() {
-                // Nothing more to send: record what was delivered, then look from the head
-                // again (a replayed row may sit before the ones sent).
+            if self.ahead.is_empty() && !(self.marks.is_empty() && self.unsent.is_empty()) {
+                // Nothing more to send for now: marks not handed over yet wait a moment for
+                // the next message (it is sent first, and they are recorded together).
+                if !self.unsent.is_empty() {
+                    tokio::select! {
+                        biased;
+                        () = self.shutdown.cancelled() => {}
+                        () = self.notify.notified() => return Link::Idle { client },
+                        () = tokio::time::sleep(MARK_DELAY) => {}
+                    }
+                }
+                // Record what was delivered, then look from the head again (a replayed row
+                // may sit before the ones sent).
                 if let Err(error) = self.settle().await {
                     return self.store_failed(&error, client);
                 }
@@ -584,15 +612,25 @@ impl Worker {
             "delivered"
         );
         crate::metrics::observe_delivery(&self.settings.name, waited(message.enqueued_at));
-        let store = self.store.clone();
-        let id = message.id;
-        self.marks.push((
-            id,
-            tokio::spawn(async move { store.mark_delivered(id, ack).await }),
-        ));
+        self.unsent.push((message.id, ack));
+        if self.unsent.len() >= MARK_BATCH {
+            self.hand_over();
+        }
         self.ahead_valid = true;
         Link::Idle {
             client: Some(client),
+        }
+    }
+
+    /// Hands the delivered rows of `unsent` to the store: each is recorded behind the next
+    /// exchanges (see `marks`).
+    fn hand_over(&mut self) {
+        for (id, ack) in self.unsent.drain(..) {
+            let store = self.store.clone();
+            self.marks.push((
+                id,
+                tokio::spawn(async move { store.mark_delivered(id, ack).await }),
+            ));
         }
     }
 
@@ -600,6 +638,7 @@ impl Worker {
     /// stay pending and are sent again (a duplicate the receiver can detect by MSH-10),
     /// which is what at-least-once allows.
     async fn settle(&mut self) -> Result<(), StoreError> {
+        self.hand_over();
         let mut first_error = None;
         let mut lost = false;
         for (id, mark) in self.marks.drain(..) {

@@ -2,14 +2,16 @@
 //! (`POST /fhir` with a transaction Bundle, or `POST /fhir/Bundle`), bare or wrapped as
 //! `{"fhirBundle": …}`.
 //!
-//! The body is journaled (committed) before anything else; an unusable body is journaled as
-//! rejected and answered 400 with a FHIR OperationOutcome naming the JSON path of the problem.
-//! A usable bundle is read into the normalized prescription, completed with what the census
-//! knows of the patient (its `id://partner` identifier is the `patientId` the launch passed:
-//! the IPP by default), mapped through every configured route, and the resulting messages are
-//! enqueued on their destinations' durable queues (committed) before the 200 answer. Each
-//! outbound message gets a control id (MSH-10) derived from the journal id, stable across
-//! retries.
+//! An unusable body is journaled as rejected and answered 400 with a FHIR OperationOutcome
+//! naming the JSON path of the problem. A usable bundle is read into the normalized
+//! prescription and completed with what the census knows of the patient (its `id://partner`
+//! identifier is the `patientId` the launch passed: the IPP by default). Unless it is to be
+//! held (below), it is journaled, mapped through every configured route and its messages
+//! enqueued on their destinations' durable queues in ONE commit ([`Store::journal_push`]),
+//! before the 200 answer: the destinations' workers can send at once. Each outbound message
+//! gets a control id (MSH-10) derived from the journal id (`OB{id}-{route}`), known inside
+//! that transaction, stable across retries. A bundle no route can map is journaled `rejected`
+//! with the reason in the same commit and answered 422.
 //!
 //! # Unknown patients
 //!
@@ -50,7 +52,7 @@ use crate::mapping::{Mapping, PushContext};
 use crate::posos::bundle::{Prescription, read_bundle};
 use crate::store::{
     DeliverOutcome, EntryStatus, InboundRecord, JournalOutcome, OutboundItem, PatientKey,
-    PatientView, RecordStatus, ReleaseReason, Store,
+    PatientView, PushMapper, PushOutcome, RecordStatus, ReleaseReason, Store,
 };
 use crate::tls::PeerCertificate;
 
@@ -148,12 +150,7 @@ impl Deliverer {
         prescription: &Prescription,
     ) -> Result<Settled, Failure> {
         let census = self.census(prescription).await?;
-        let held_for = census
-            .is_none()
-            .then(|| prescription.patient.partner_id.clone())
-            .flatten()
-            .filter(|_| !self.hold_for.is_zero());
-        let result = match held_for {
+        let result = match self.held_for(census.as_ref(), prescription) {
             Some(partner_id) => self.hold(journal_id, prescription, partner_id).await,
             None => match self
                 .deliver(journal_id, prescription, census.as_ref(), None)
@@ -170,6 +167,45 @@ impl Deliverer {
         match result {
             Err(Failure::Mapping(text)) => Ok(self.refuse(journal_id, &text).await),
             other => other,
+        }
+    }
+
+    /// The partner id to hold the bundle under: the census does not know the patient
+    /// (`census` `None`), holds are on and the bundle names its `id://partner`.
+    fn held_for(
+        &self,
+        census: Option<&PatientView>,
+        prescription: &Prescription,
+    ) -> Option<String> {
+        census
+            .is_none()
+            .then(|| prescription.patient.partner_id.clone())
+            .flatten()
+            .filter(|_| !self.hold_for.is_zero())
+    }
+
+    /// The mapper of [`Store::journal_push`] for a bundle not to be held: its messages (see
+    /// [`Deliverer::messages`]) once its journal id is known, or the journal reason of a
+    /// refusal ([`refusal_reason`]).
+    fn mapper(
+        self: &Arc<Self>,
+        prescription: Arc<Prescription>,
+        census: Option<PatientView>,
+    ) -> PushMapper {
+        let deliverer = Arc::clone(self);
+        PushMapper::new(move |journal_id| {
+            deliverer
+                .messages(journal_id, &prescription, census.as_ref())
+                .map_err(|failure| refusal_reason(&failure.to_string()))
+        })
+    }
+
+    /// Wakes the workers of every route's destination (after an enqueue committed).
+    fn wake_destinations(&self) {
+        for route in &self.routes {
+            if let Some(waker) = self.wakers.get(&route.destination) {
+                waker.notify_one();
+            }
         }
     }
 
@@ -194,7 +230,7 @@ impl Deliverer {
 
     /// Rejects the journal row of a bundle no route could map.
     async fn refuse(&self, journal_id: i64, text: &str) -> Settled {
-        let reason = format!("channel `{PUSH_CHANNEL}`: no route could map the bundle: {text}");
+        let reason = refusal_reason(text);
         let recorded = match self.store.reject_accepted(journal_id, reason).await {
             Ok(_) => true,
             Err(e) => {
@@ -284,14 +320,22 @@ impl Deliverer {
             .await
             .map_err(|e| Failure::Store(e.to_string()))?;
         if matches!(outcome, DeliverOutcome::Queued { .. }) {
-            for route in &self.routes {
-                if let Some(waker) = self.wakers.get(&route.destination) {
-                    waker.notify_one();
-                }
-            }
+            self.wake_destinations();
         }
         Ok(outcome)
     }
+}
+
+/// The journal reason of a bundle no route could map (`text`: the mapping's error).
+fn refusal_reason(text: &str) -> String {
+    format!("channel `{PUSH_CHANNEL}`: no route could map the bundle: {text}")
+}
+
+/// The mapping's error in a reason made by [`refusal_reason`] (for the 422 answer).
+fn refusal_text(reason: &str) -> &str {
+    reason
+        .strip_prefix(refusal_reason("").as_str())
+        .unwrap_or(reason)
 }
 
 #[derive(Clone)]
@@ -512,51 +556,96 @@ async fn push(
             );
         }
     };
-    let read = read_bundle(&body);
-    let (status, control_id) = match &read {
-        Ok(prescription) => (
-            RecordStatus::Accepted,
-            prescription.id.clone().unwrap_or_default(),
-        ),
-        Err(e) => (
-            RecordStatus::Rejected {
-                reason: format!("channel `{PUSH_CHANNEL}`: {e}"),
-            },
-            String::new(),
-        ),
+    let prescription = match read_bundle(&body) {
+        Ok(prescription) => Arc::new(prescription),
+        Err(e) => {
+            let reason = format!("channel `{PUSH_CHANNEL}`: {e}");
+            let record = push_record(peer, String::new(), body, RecordStatus::Rejected { reason });
+            return match inner.store.journal(record).await {
+                Ok(journaled) => {
+                    info!(journal_id = journaled.id(), "unusable bundle refused");
+                    outcome(StatusCode::BAD_REQUEST, "invalid", &e.to_string(), e.path())
+                }
+                Err(e) => not_stored(&e),
+            };
+        }
     };
-    let record = push_record(peer, control_id, body.clone(), status);
-    let journaled = match inner.store.journal(record).await {
+    let control_id = prescription.id.clone().unwrap_or_default();
+    let record = push_record(peer, control_id, body, RecordStatus::Accepted);
+    let deliverer = &inner.deliverer;
+    let journaled = match deliverer.census(&prescription).await {
+        // Not to be held: journaled, mapped and queued in one commit, before the answer.
+        Ok(census) if deliverer.held_for(census.as_ref(), &prescription).is_none() => {
+            let known = census.is_some();
+            let mapper = deliverer.mapper(Arc::clone(&prescription), census);
+            match inner.store.journal_push(record, mapper).await {
+                Ok(PushOutcome::Queued { id, ids }) => {
+                    deliverer.wake_destinations();
+                    info!(
+                        journal_id = id,
+                        messages = ids.len(),
+                        known,
+                        "prescription mapped and queued"
+                    );
+                    return transaction_response(id);
+                }
+                Ok(PushOutcome::Refused { id, reason }) => {
+                    info!(
+                        journal_id = id,
+                        "bundle refused by its mapping; journal row rejected"
+                    );
+                    return failure_response(&Failure::Mapping(refusal_text(&reason).to_owned()));
+                }
+                Ok(PushOutcome::Duplicate { id, status }) => {
+                    JournalOutcome::Duplicate { id, status }
+                }
+                Err(e) => return not_stored(&e),
+            }
+        }
+        // To be held, or the census could not be read: journaled first, then settled (held,
+        // or mapped and queued in a second commit; a census still unreadable answers 503 and
+        // the sweeper settles the row later).
+        _ => match inner.store.journal(record).await {
+            Ok(journaled) => journaled,
+            Err(e) => return not_stored(&e),
+        },
+    };
+    settle_journaled(&state, journaled, &prescription).await
+}
+
+/// 503 for a push the journal could not commit.
+fn not_stored(e: &crate::store::StoreError) -> Response {
+    warn!(error = %e, "push not stored");
+    outcome(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "transient",
+        "not stored: the journal could not commit the bundle; push it again",
+        None,
+    )
+}
+
+/// Settles a usable bundle once journaled (two commits: held, mapped and queued, or already
+/// done by an earlier push of the same bundle).
+async fn settle_journaled(
+    state: &PushState,
+    journaled: JournalOutcome,
+    prescription: &Prescription,
+) -> Response {
+    let inner = &state.inner;
+    let journal_id = match journaled {
         // The same bundle pushed again after it was mapped and queued (Posos did not see our
         // answer): answer as the first time, do not queue it twice.
-        Ok(JournalOutcome::Duplicate {
+        JournalOutcome::Duplicate {
             id,
             status: EntryStatus::Processed,
-        }) => {
+        } => {
             info!(
                 journal_id = id,
                 "bundle pushed again; already queued, not queued twice"
             );
             return transaction_response(id);
         }
-        Ok(journaled) => journaled,
-        Err(e) => {
-            warn!(error = %e, "push not stored");
-            return outcome(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "transient",
-                "not stored: the journal could not commit the bundle; push it again",
-                None,
-            );
-        }
-    };
-    let journal_id = journaled.id();
-    let prescription = match read {
-        Ok(prescription) => prescription,
-        Err(e) => {
-            info!(journal_id, "unusable bundle refused");
-            return outcome(StatusCode::BAD_REQUEST, "invalid", &e.to_string(), e.path());
-        }
+        journaled => journaled.id(),
     };
     // Pushed again while held (the journal deduplicates by content hash): answer as the
     // first time, do not hold it twice.
@@ -573,7 +662,7 @@ async fn push(
             Err(e) => return store_failure(&e.to_string()),
         }
     }
-    match inner.deliverer.settle(journal_id, &prescription).await {
+    match inner.deliverer.settle(journal_id, prescription).await {
         Ok(Settled::Queued { messages, known }) => {
             info!(
                 journal_id,
@@ -727,5 +816,24 @@ mod tests {
     fn ok_release_time(#[case] hold: Duration, #[case] expected: &str) {
         let now: jiff::Timestamp = "2026-11-22T08:00:00Z".parse().unwrap();
         assert_eq!(release_time(now, hold).to_string(), expected);
+    }
+
+    /// The 422 answer quotes the mapping's error without the journal reason's prefix; a
+    /// reason made elsewhere (a mapper that panicked) is quoted whole.
+    #[rstest]
+    #[case::ok_mapping_error(
+        "mapping for destination `ehr` failed: PID-3.1 is required",
+        "channel `posos-push`: no route could map the bundle: mapping for destination `ehr` failed: PID-3.1 is required"
+    )]
+    #[case::ok_empty("", "channel `posos-push`: no route could map the bundle: ")]
+    fn ok_refusal_reason_and_text(#[case] text: &str, #[case] reason: &str) {
+        assert_eq!(refusal_reason(text), reason);
+        assert_eq!(refusal_text(reason), text);
+    }
+
+    #[test]
+    fn err_refusal_text_of_another_reason_is_whole() {
+        let reason = "the mapping stopped on an internal error (a bug of ordobridge: see its log and report it)";
+        assert_eq!(refusal_text(reason), reason);
     }
 }

@@ -48,6 +48,7 @@ pub mod migrate;
 pub mod ownership;
 mod postgres;
 mod prune;
+mod push;
 mod queue;
 mod read;
 mod schema;
@@ -75,6 +76,7 @@ pub use self::hold::{DeliverOutcome, HeldBundle, HoldOverview, ReleaseReason, Un
 pub use self::postgres::Wakeup;
 use self::prune::PruneCursor;
 pub use self::prune::{CensusCutoff, ChannelCutoff, Pruned, RetentionPlan};
+pub use self::push::{PushMapper, PushOutcome};
 pub use self::queue::{
     DeadLetter, DestinationDepth, OutboundItem, OutboundMessage, OutboundStatus, QueueHead,
 };

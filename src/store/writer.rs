@@ -127,6 +127,14 @@ pub(super) enum Request {
         outcome: Option<DeliverOutcome>,
         reply: oneshot::Sender<Result<DeliverOutcome, StoreError>>,
     },
+    /// `Store::journal_push`: journaled, then mapped and queued (or rejected) in the same
+    /// transaction; `outcome` is filled there, sent after the commit.
+    Push {
+        record: Prepared,
+        mapper: super::push::PushMapper,
+        outcome: Option<super::push::PushOutcome>,
+        reply: oneshot::Sender<Result<super::push::PushOutcome, StoreError>>,
+    },
     /// `Store::reject_accepted`: `changed` is filled in the transaction, sent after it.
     Reject {
         journal_id: i64,
@@ -604,6 +612,15 @@ pub(super) fn commit_batch(
                 };
                 let _ = reply.send(answer);
             }
+            Request::Push { outcome, reply, .. } => {
+                let answer = match (&failure, outcome) {
+                    (None, Some(outcome)) => Ok(outcome),
+                    (Some(source), _) => Err(error(source)),
+                    // `execute` fills every outcome or fails: not reachable, but answer safely.
+                    (None, None) => Err(error(&Arc::new(rusqlite::Error::QueryReturnedNoRows))),
+                };
+                let _ = reply.send(answer);
+            }
             Request::Reject { changed, reply, .. } => {
                 let _ = reply.send(match &failure {
                     None => Ok(changed),
@@ -674,6 +691,7 @@ fn reset(batch: &mut [Request]) {
             Request::Enqueue { ids, .. } => ids.clear(),
             Request::Hold { inserted, .. } => *inserted = false,
             Request::Deliver { outcome, .. } => *outcome = None,
+            Request::Push { outcome, .. } => *outcome = None,
             Request::Outbound { changed, .. } => *changed = 0,
             Request::Prune {
                 pruned,
@@ -813,6 +831,15 @@ fn run_one(
             delivery, outcome, ..
         } => {
             *outcome = Some(hold::deliver(transaction, delivery)?);
+        }
+        Request::Push {
+            record,
+            mapper,
+            outcome,
+            ..
+        } => {
+            let journaled = journal_one(transaction, record, tally)?;
+            *outcome = Some(super::push::settle(transaction, journaled, mapper)?);
         }
         Request::Reject {
             journal_id,

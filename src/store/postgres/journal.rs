@@ -15,14 +15,15 @@ use crate::store::{
 /// Inserts a record unless a kept row has the same duplicate key. A concurrent insert of the
 /// same key is waited for (the unique index): once it commits, this one does nothing and
 /// [`DUPLICATE_SQL`] counts it.
-const JOURNAL_SQL: &str = "INSERT INTO journal (channel, received_at, peer, sender, message_type,
+pub(super) const JOURNAL_SQL: &str =
+    "INSERT INTO journal (channel, received_at, peer, sender, message_type,
         control_id, content_hash, raw, status, reason, duplicate_count, last_seen_at, kept)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $2, $11)
     ON CONFLICT (channel, sender, control_id, content_hash) WHERE kept DO NOTHING
     RETURNING id";
 
 /// A duplicate: the row it repeats is counted and its last sighting kept.
-const DUPLICATE_SQL: &str = "UPDATE journal
+pub(super) const DUPLICATE_SQL: &str = "UPDATE journal
     SET duplicate_count = duplicate_count + 1, last_seen_at = $5
     WHERE channel = $1 AND sender = $2 AND control_id = $3 AND content_hash = $4 AND kept
     RETURNING id, status";
@@ -73,14 +74,14 @@ const HORIZON_SQL: &str = "SELECT (pg_snapshot_xmin(pg_current_snapshot()))::tex
 const DUPLICATE_TRIES: usize = 3;
 
 /// A record with its hash and time, computed before the connection is taken.
-struct Prepared {
+pub(super) struct Prepared {
     record: InboundRecord,
     hash: [u8; 32],
     received_at: i64,
 }
 
 impl Prepared {
-    fn new(record: InboundRecord) -> Prepared {
+    pub(super) fn new(record: InboundRecord) -> Prepared {
         let hash = Sha256::digest(&record.raw).into();
         let received_at = record.received_at.as_microsecond();
         Prepared {
@@ -292,70 +293,7 @@ async fn insert(
         .map_err(&failed)?;
     let mut outcomes = Vec::with_capacity(records.len());
     for prepared in &records {
-        let record = &prepared.record;
-        let (status, reason) = match &record.status {
-            RecordStatus::Accepted => (EntryStatus::Accepted, None),
-            RecordStatus::Rejected { reason } => (EntryStatus::Rejected, Some(reason.as_str())),
-        };
-        let kept = status != EntryStatus::Rejected;
-        let hash = &prepared.hash[..];
-        let raw = &record.raw[..];
-        let mut outcome = None;
-        for _ in 0..DUPLICATE_TRIES {
-            let inserted = transaction
-                .query_opt(
-                    &insert,
-                    &[
-                        &record.channel,
-                        &prepared.received_at,
-                        &record.peer,
-                        &record.sender,
-                        &record.message_type,
-                        &record.control_id,
-                        &hash,
-                        &raw,
-                        &status.as_str(),
-                        &reason,
-                        &kept,
-                    ],
-                )
-                .await
-                .map_err(&failed)?;
-            if let Some(row) = inserted {
-                outcome = Some(JournalOutcome::Stored { id: row.get(0) });
-                break;
-            }
-            let repeated = transaction
-                .query_opt(
-                    &duplicate,
-                    &[
-                        &record.channel,
-                        &record.sender,
-                        &record.control_id,
-                        &hash,
-                        &prepared.received_at,
-                    ],
-                )
-                .await
-                .map_err(&failed)?;
-            if let Some(row) = repeated {
-                let text: &str = row.get(1);
-                let status = EntryStatus::from_bytes(text.as_bytes())
-                    .ok_or_else(|| inner.corrupt(OPERATION, format!("journal status `{text}`")))?;
-                outcome = Some(JournalOutcome::Duplicate {
-                    id: row.get(0),
-                    status,
-                });
-                break;
-            }
-        }
-        let outcome = outcome.ok_or_else(|| {
-            inner.corrupt(
-                OPERATION,
-                "the duplicate of a record kept vanishing (pruned while it arrived?)".to_owned(),
-            )
-        })?;
-        outcomes.push(outcome);
+        outcomes.push(insert_one(inner, &transaction, &insert, &duplicate, prepared).await?);
     }
     transaction.commit().await.map_err(&failed)?;
     let accepted = records.iter().zip(&outcomes).any(|(prepared, outcome)| {
@@ -366,6 +304,83 @@ async fn insert(
         inner.wake([Wakeup::Processor]);
     }
     Ok(outcomes)
+}
+
+/// One record in `transaction` ([`JOURNAL_SQL`] then, for a duplicate, [`DUPLICATE_SQL`],
+/// both prepared by the caller); shared with `push` (issue 15).
+pub(super) async fn insert_one(
+    inner: &Inner,
+    transaction: &deadpool_postgres::Transaction<'_>,
+    insert: &tokio_postgres::Statement,
+    duplicate: &tokio_postgres::Statement,
+    prepared: &Prepared,
+) -> Result<JournalOutcome, StoreError> {
+    const OPERATION: &str = "journal";
+    let failed = inner.failed(OPERATION);
+    let record = &prepared.record;
+    let (status, reason) = match &record.status {
+        RecordStatus::Accepted => (EntryStatus::Accepted, None),
+        RecordStatus::Rejected { reason } => (EntryStatus::Rejected, Some(reason.as_str())),
+    };
+    let kept = status != EntryStatus::Rejected;
+    let hash = &prepared.hash[..];
+    let raw = &record.raw[..];
+    let mut outcome = None;
+    for _ in 0..DUPLICATE_TRIES {
+        let inserted = transaction
+            .query_opt(
+                insert,
+                &[
+                    &record.channel,
+                    &prepared.received_at,
+                    &record.peer,
+                    &record.sender,
+                    &record.message_type,
+                    &record.control_id,
+                    &hash,
+                    &raw,
+                    &status.as_str(),
+                    &reason,
+                    &kept,
+                ],
+            )
+            .await
+            .map_err(&failed)?;
+        if let Some(row) = inserted {
+            outcome = Some(JournalOutcome::Stored { id: row.get(0) });
+            break;
+        }
+        let repeated = transaction
+            .query_opt(
+                duplicate,
+                &[
+                    &record.channel,
+                    &record.sender,
+                    &record.control_id,
+                    &hash,
+                    &prepared.received_at,
+                ],
+            )
+            .await
+            .map_err(&failed)?;
+        if let Some(row) = repeated {
+            let text: &str = row.get(1);
+            let status = EntryStatus::from_bytes(text.as_bytes())
+                .ok_or_else(|| inner.corrupt(OPERATION, format!("journal status `{text}`")))?;
+            outcome = Some(JournalOutcome::Duplicate {
+                id: row.get(0),
+                status,
+            });
+            break;
+        }
+    }
+    let outcome = outcome.ok_or_else(|| {
+        inner.corrupt(
+            OPERATION,
+            "the duplicate of a record kept vanishing (pruned while it arrived?)".to_owned(),
+        )
+    })?;
+    Ok(outcome)
 }
 
 pub(super) fn summary(

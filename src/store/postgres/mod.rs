@@ -63,6 +63,7 @@ mod hold;
 mod journal;
 mod ownership;
 mod prune;
+mod push;
 mod queue;
 mod schema;
 mod search;

@@ -1,0 +1,76 @@
+//! [`Store::journal_push`](crate::store::Store::journal_push) on PostgreSQL: the journal
+//! insert, the mapping, then the enqueue and the `processed` mark (or the rejection) in one
+//! transaction, as on SQLite (`store::push`).
+
+use super::Postgres;
+use super::journal::{DUPLICATE_SQL, JOURNAL_SQL, Prepared, insert_one};
+use crate::store::push::{PushMapper, PushOutcome, map};
+use crate::store::{InboundRecord, JournalOutcome, StoreError, queue};
+
+const PROCESSED_SQL: &str =
+    "UPDATE journal SET status = 'processed' WHERE id = $1 AND status = 'accepted'";
+
+/// A still-accepted row becomes rejected with its reason (`kept` follows the status).
+const REJECT_SQL: &str = "UPDATE journal SET status = 'rejected', kept = false, reason = $2
+    WHERE id = $1 AND status = 'accepted'";
+
+impl Postgres {
+    /// [`Store::journal_push`](crate::store::Store::journal_push): one transaction, answered
+    /// after its commit.
+    pub(in crate::store) async fn journal_push(
+        &self,
+        record: InboundRecord,
+        mapper: PushMapper,
+    ) -> Result<PushOutcome, StoreError> {
+        let prepared = Prepared::new(record);
+        self.run(move |inner| async move {
+            const OPERATION: &str = "journal_push";
+            let failed = inner.failed(OPERATION);
+            let mut connection = inner.connection(OPERATION).await?;
+            let transaction = connection.transaction().await.map_err(&failed)?;
+            let insert = transaction
+                .prepare_cached(JOURNAL_SQL)
+                .await
+                .map_err(&failed)?;
+            let duplicate = transaction
+                .prepare_cached(DUPLICATE_SQL)
+                .await
+                .map_err(&failed)?;
+            let id = match insert_one(&inner, &transaction, &insert, &duplicate, &prepared).await? {
+                JournalOutcome::Stored { id } => id,
+                JournalOutcome::Duplicate { id, status } => {
+                    transaction.commit().await.map_err(&failed)?;
+                    return Ok(PushOutcome::Duplicate { id, status });
+                }
+            };
+            let outcome = match map(&mapper, id) {
+                Ok(items) => {
+                    transaction
+                        .execute(PROCESSED_SQL, &[&id])
+                        .await
+                        .map_err(&failed)?;
+                    let items = queue::prepare(items);
+                    let rows: Vec<_> = items.iter().map(|item| item.row()).collect();
+                    let ids = super::queue::insert(&transaction, &rows)
+                        .await
+                        .map_err(&failed)?;
+                    transaction.commit().await.map_err(&failed)?;
+                    inner.wake(super::queue::destinations(
+                        items.iter().map(|item| item.destination()),
+                    ));
+                    PushOutcome::Queued { id, ids }
+                }
+                Err(reason) => {
+                    transaction
+                        .execute(REJECT_SQL, &[&id, &reason])
+                        .await
+                        .map_err(&failed)?;
+                    transaction.commit().await.map_err(&failed)?;
+                    PushOutcome::Refused { id, reason }
+                }
+            };
+            Ok(outcome)
+        })
+        .await
+    }
+}
