@@ -282,16 +282,61 @@ impl FrameHandler for InboundMllp {
 }
 
 /// Now as an HL7 DTM with seconds and offset (`20261122101500+0100`), in the host's zone.
+///
+/// Formatted once per second and thread: the text only changes with the second, and looking
+/// up the zone and formatting cost more than the rest of an ACK.
 pub(super) fn hl7_now() -> String {
-    jiff::Zoned::now().strftime("%Y%m%d%H%M%S%z").to_string()
+    thread_local! {
+        /// The last second formatted (unix seconds) and its text.
+        static LAST: std::cell::RefCell<(i64, String)> =
+            const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let now = jiff::Timestamp::now();
+    let second = now.as_second();
+    LAST.with_borrow_mut(|(last, text)| {
+        if *last != second {
+            *text = hl7_dtm(&now.to_zoned(jiff::tz::TimeZone::system()));
+            *last = second;
+        }
+        text.clone()
+    })
+}
+
+/// An instant as an HL7 DTM with seconds and offset, in its own zone.
+fn hl7_dtm(at: &jiff::Zoned) -> String {
+    at.strftime("%Y%m%d%H%M%S%z").to_string()
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 
     /// 10:00:00 on some day, in unix seconds.
     const TEN: i64 = 1_796_104_800;
+
+    #[test]
+    fn ok_hl7_now_is_the_zoned_now_to_the_second() {
+        let before = hl7_dtm(&jiff::Zoned::now());
+        let now = hl7_now();
+        let after = hl7_dtm(&jiff::Zoned::now());
+        assert!(
+            before <= now && now <= after,
+            "{before} <= {now} <= {after}"
+        );
+        assert_eq!(now.len(), "20261122101500+0100".len());
+        // Within the same second, the cached text.
+        assert!(hl7_now() >= now);
+    }
+
+    #[test]
+    fn ok_hl7_dtm_has_seconds_and_offset() {
+        let at = jiff::civil::date(2026, 11, 22)
+            .at(10, 15, 0, 0)
+            .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(1)))
+            .unwrap();
+        assert_eq!(hl7_dtm(&at), "20261122101500+0100");
+    }
 
     #[test]
     fn ok_rejected_frames_within_the_hourly_budget_are_journaled() {
