@@ -131,7 +131,10 @@ impl InboundMllp {
     }
 
     fn next_ack_id(&self) -> String {
-        format!("OB{}", self.ack_sequence.fetch_add(1, Ordering::Relaxed))
+        let mut id = String::with_capacity(22);
+        id.push_str("OB");
+        push_decimal(&mut id, self.ack_sequence.fetch_add(1, Ordering::Relaxed));
+        id
     }
 
     /// Builds the answer of one message once the fate of its journal write is known:
@@ -171,7 +174,7 @@ impl InboundMllp {
 impl FrameHandler for InboundMllp {
     async fn handle(&self, peer: SocketAddr, item: Inbound) -> Vec<Bytes> {
         let started = std::time::Instant::now();
-        let peer_text = peer.to_string();
+        let peer_text = peer_text(peer);
         let intake = self.intake(&peer_text);
         let mut parsed: Vec<Parsed> = match item {
             Inbound::Frame(payload) => {
@@ -281,6 +284,41 @@ impl FrameHandler for InboundMllp {
     }
 }
 
+/// `peer` as `SocketAddr`'s `Display` writes it (`127.0.0.1:5000`, `[::1]:5000`): IPv4 by
+/// hand, without the formatting machinery (it runs for every frame), IPv6 through `Display`.
+fn peer_text(peer: SocketAddr) -> String {
+    let SocketAddr::V4(v4) = peer else {
+        return peer.to_string();
+    };
+    let mut text = String::with_capacity(21);
+    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        push_decimal(&mut text, u64::from(octet));
+    }
+    text.push(':');
+    push_decimal(&mut text, u64::from(v4.port()));
+    text
+}
+
+/// Appends `n` in decimal, as `Display` writes it.
+fn push_decimal(text: &mut String, n: u64) {
+    let mut digits = [b'0'; 20];
+    let mut rest = n;
+    let mut len = 0;
+    for slot in digits.iter_mut().rev() {
+        *slot = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        len += 1;
+        if rest == 0 {
+            break;
+        }
+    }
+    let start = digits.len() - len;
+    text.extend(digits.iter().skip(start).map(|&d| char::from(d)));
+}
+
 /// Now as an HL7 DTM with seconds and offset (`20261122101500+0100`), in the host's zone.
 ///
 /// Formatted once per second and thread: the text only changes with the second, and looking
@@ -314,6 +352,31 @@ mod tests {
 
     /// 10:00:00 on some day, in unix seconds.
     const TEN: i64 = 1_796_104_800;
+
+    #[rstest::rstest]
+    #[case::v4("127.0.0.1:2575")]
+    #[case::v4_zeros("0.0.0.0:0")]
+    #[case::v4_max("255.255.255.255:65535")]
+    #[case::v4_mixed("10.20.3.100:50001")]
+    #[case::v6("[::1]:2575")]
+    #[case::v6_full("[2001:db8::8a2e:370:7334]:8080")]
+    fn ok_peer_text_is_display(#[case] addr: &str) {
+        let peer: SocketAddr = addr.parse().unwrap();
+        assert_eq!(peer_text(peer), peer.to_string());
+        assert_eq!(peer_text(peer), addr);
+    }
+
+    #[rstest::rstest]
+    #[case(0)]
+    #[case(7)]
+    #[case(10)]
+    #[case(1_796_104_800_123_456)]
+    #[case(u64::MAX)]
+    fn ok_push_decimal_is_display(#[case] n: u64) {
+        let mut text = String::from("OB");
+        push_decimal(&mut text, n);
+        assert_eq!(text, format!("OB{n}"));
+    }
 
     #[test]
     fn ok_hl7_now_is_the_zoned_now_to_the_second() {
