@@ -17,7 +17,7 @@ MESSAGES=${2:-5000}
 CONNS=${3:-64}
 WORK=$(mktemp -d)
 VG=""
-cleanup() { [ -n "$VG" ] && kill "$VG" 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() { [ -n "$VG" ] && kill "$VG" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"; }
 trap cleanup EXIT
 cat > "$WORK/ob.toml" <<TOML
 [store]
@@ -29,10 +29,10 @@ protocol = "mllp"
 bind = "127.0.0.1:0"
 max_connections_per_peer = 256
 TOML
-valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$WORK/cg.out" \
+RUST_LOG=warn,ordobridge=info valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$WORK/cg.out" \
   "$BIN" run --config "$WORK/ob.toml" > "$WORK/ob.log" 2>&1 & VG=$!
 port=""
-for _ in $(seq 1 1800); do
+for _ in $(seq 1 600); do
   port=$(grep -o -m1 -E '127\.0\.0\.1:[0-9]+' "$WORK/ob.log" 2>/dev/null | grep -o -E '[0-9]+$' || true)
   [ -n "$port" ] && break
   sleep 0.5
@@ -44,9 +44,10 @@ sleep 5
 kill -INT "$VG"; wait "$VG" || true; VG=""
 # The tokio workers are the threads whose profile names `Handler<H>::run`.
 total=0; sha=0; handler=0; readhl7=0; processor=0
-sum() { grep -F "$1" "$2" | awk '{gsub(",", "", $1); s += $1} END {print s + 0}'; }
+sum() { { grep -F "$1" "$2" || true; } | awk '{gsub(",", "", $1); s += $1} END {print s + 0}'; }
 for f in "$WORK"/cg.out-*; do
-  callgrind_annotate --inclusive=yes "$f" > "$f.txt" 2>/dev/null || continue
+  # From the work folder: callgrind_annotate shortens paths under the current folder.
+  (cd "$WORK" && callgrind_annotate --inclusive=yes "$f") > "$f.txt" 2>/dev/null || continue
   grep -qF 'ordobridge::mllp::server::Handler<H>::run::{{closure}} [' "$f.txt" || continue
   total=$((total + $(grep -m1 '^summary' "$f" | awk '{print $2}')))
   sha=$((sha + $(sum 'ordobridge::store::writer::Prepared::new [' "$f.txt")))
