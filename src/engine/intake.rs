@@ -77,7 +77,7 @@ pub(super) fn read_hl7(intake: &Intake<'_>, payload: &Bytes) -> Vec<Parsed> {
             match Message::parse_with(slice, intake.charset) {
                 // MSH-10 is required: without it the ACK has nothing to echo in MSA-2 and a
                 // resent message cannot be told from a new one.
-                Ok(message) if message.header().control_id.trim().is_empty() => {
+                Ok(message) if message.header_text(10).trim().is_empty() => {
                     let request = AckRequest::from_message(&message);
                     let text = "MSH-10 (message control id) is empty: it is required, so that the ACK can name the message and a resent copy is recognized; give every message a unique MSH-10";
                     let reason = format!("channel `{}`: {text}", intake.channel);
@@ -98,18 +98,21 @@ pub(super) fn read_hl7(intake: &Intake<'_>, payload: &Bytes) -> Vec<Parsed> {
                     }
                 }
                 Ok(message) => {
-                    let header = message.header();
+                    // Only the MSH fields the journal keeps are decoded (not the whole header).
+                    let application = message.header_text(3);
+                    let facility = message.header_text(4);
+                    let mut sender = String::with_capacity(application.len() + 1 + facility.len());
+                    sender.push_str(&application);
+                    sender.push('^');
+                    sender.push_str(&facility);
                     Parsed {
                         record: InboundRecord {
                             channel: intake.channel.to_string(),
                             received_at,
                             peer: intake.peer.to_string(),
-                            sender: format!(
-                                "{}^{}",
-                                header.sending_application, header.sending_facility
-                            ),
-                            message_type: header.message_type,
-                            control_id: header.control_id,
+                            sender,
+                            message_type: message.header_text(9).into_owned(),
+                            control_id: message.header_text(10).into_owned(),
                             raw,
                             status: RecordStatus::Accepted,
                         },

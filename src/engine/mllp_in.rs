@@ -131,7 +131,10 @@ impl InboundMllp {
     }
 
     fn next_ack_id(&self) -> String {
-        format!("OB{}", self.ack_sequence.fetch_add(1, Ordering::Relaxed))
+        let mut id = String::with_capacity(22);
+        id.push_str("OB");
+        push_decimal(&mut id, self.ack_sequence.fetch_add(1, Ordering::Relaxed));
+        id
     }
 
     /// Builds the answer of one message once the fate of its journal write is known:
@@ -171,7 +174,7 @@ impl InboundMllp {
 impl FrameHandler for InboundMllp {
     async fn handle(&self, peer: SocketAddr, item: Inbound) -> Vec<Bytes> {
         let started = std::time::Instant::now();
-        let peer_text = peer.to_string();
+        let peer_text = peer_text(peer);
         let intake = self.intake(&peer_text);
         let mut parsed: Vec<Parsed> = match item {
             Inbound::Frame(payload) => {
@@ -281,17 +284,122 @@ impl FrameHandler for InboundMllp {
     }
 }
 
+/// `peer` as `SocketAddr`'s `Display` writes it (`127.0.0.1:5000`, `[::1]:5000`): IPv4 by
+/// hand, without the formatting machinery (it runs for every frame), IPv6 through `Display`.
+fn peer_text(peer: SocketAddr) -> String {
+    let SocketAddr::V4(v4) = peer else {
+        return peer.to_string();
+    };
+    let mut text = String::with_capacity(21);
+    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        push_decimal(&mut text, u64::from(octet));
+    }
+    text.push(':');
+    push_decimal(&mut text, u64::from(v4.port()));
+    text
+}
+
+/// Appends `n` in decimal, as `Display` writes it.
+fn push_decimal(text: &mut String, n: u64) {
+    let mut digits = [b'0'; 20];
+    let mut rest = n;
+    let mut len = 0;
+    for slot in digits.iter_mut().rev() {
+        *slot = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        len += 1;
+        if rest == 0 {
+            break;
+        }
+    }
+    let start = digits.len() - len;
+    text.extend(digits.iter().skip(start).map(|&d| char::from(d)));
+}
+
 /// Now as an HL7 DTM with seconds and offset (`20261122101500+0100`), in the host's zone.
+///
+/// Formatted once per second and thread: the text only changes with the second, and looking
+/// up the zone and formatting cost more than the rest of an ACK.
 pub(super) fn hl7_now() -> String {
-    jiff::Zoned::now().strftime("%Y%m%d%H%M%S%z").to_string()
+    thread_local! {
+        /// The last second formatted (unix seconds) and its text.
+        static LAST: std::cell::RefCell<(i64, String)> =
+            const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let now = jiff::Timestamp::now();
+    let second = now.as_second();
+    LAST.with_borrow_mut(|(last, text)| {
+        if *last != second {
+            *text = hl7_dtm(&now.to_zoned(jiff::tz::TimeZone::system()));
+            *last = second;
+        }
+        text.clone()
+    })
+}
+
+/// An instant as an HL7 DTM with seconds and offset, in its own zone.
+fn hl7_dtm(at: &jiff::Zoned) -> String {
+    at.strftime("%Y%m%d%H%M%S%z").to_string()
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 
     /// 10:00:00 on some day, in unix seconds.
     const TEN: i64 = 1_796_104_800;
+
+    #[rstest::rstest]
+    #[case::v4("127.0.0.1:2575")]
+    #[case::v4_zeros("0.0.0.0:0")]
+    #[case::v4_max("255.255.255.255:65535")]
+    #[case::v4_mixed("10.20.3.100:50001")]
+    #[case::v6("[::1]:2575")]
+    #[case::v6_full("[2001:db8::8a2e:370:7334]:8080")]
+    fn ok_peer_text_is_display(#[case] addr: &str) {
+        let peer: SocketAddr = addr.parse().unwrap();
+        assert_eq!(peer_text(peer), peer.to_string());
+        assert_eq!(peer_text(peer), addr);
+    }
+
+    #[rstest::rstest]
+    #[case(0)]
+    #[case(7)]
+    #[case(10)]
+    #[case(1_796_104_800_123_456)]
+    #[case(u64::MAX)]
+    fn ok_push_decimal_is_display(#[case] n: u64) {
+        let mut text = String::from("OB");
+        push_decimal(&mut text, n);
+        assert_eq!(text, format!("OB{n}"));
+    }
+
+    #[test]
+    fn ok_hl7_now_is_the_zoned_now_to_the_second() {
+        let before = hl7_dtm(&jiff::Zoned::now());
+        let now = hl7_now();
+        let after = hl7_dtm(&jiff::Zoned::now());
+        assert!(
+            before <= now && now <= after,
+            "{before} <= {now} <= {after}"
+        );
+        assert_eq!(now.len(), "20261122101500+0100".len());
+        // Within the same second, the cached text.
+        assert!(hl7_now() >= now);
+    }
+
+    #[test]
+    fn ok_hl7_dtm_has_seconds_and_offset() {
+        let at = jiff::civil::date(2026, 11, 22)
+            .at(10, 15, 0, 0)
+            .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(1)))
+            .unwrap();
+        assert_eq!(hl7_dtm(&at), "20261122101500+0100");
+    }
 
     #[test]
     fn ok_rejected_frames_within_the_hourly_budget_are_journaled() {

@@ -122,26 +122,27 @@ impl Delimiters {
     /// `base` is the offset of `seg` in the message, for error messages. Returns the set and the
     /// offset in `seg` just past MSH-2.
     pub(crate) fn read(seg: &[u8], base: usize) -> Result<(Self, usize), ParseError> {
-        let id = crate::text::readable(seg.get(..3).unwrap_or(seg));
+        // The names in errors are only built for an error: a valid header allocates nothing.
+        let id = || crate::text::readable(seg.get(..3).unwrap_or(seg));
         let Some(&field) = seg.get(3) else {
             return Err(ParseError::TooShort {
-                segment: id,
+                segment: id(),
                 len: seg.len(),
             });
         };
-        check_byte(seg, 3, base, &format!("{id}-1"))?;
+        check_byte(seg, 3, base, || format!("{}-1", id()))?;
         let mut chars = [field, 0, 0, 0, 0, 0];
         let rest = seg.get(4..).unwrap_or_default();
         let end = rest
             .iter()
             .position(|&b| b == field || b == b'\r' || b == b'\n')
             .unwrap_or(rest.len());
-        let msh2_name = format!("{id}-2");
+        let msh2_name = || format!("{}-2", id());
         for (i, &b) in rest.iter().take(end).enumerate() {
             let offset = 4 + i;
             if i >= 5 {
                 return Err(ParseError::Delimiter {
-                    field: msh2_name,
+                    field: msh2_name(),
                     offset: base + 4,
                     reason: format!(
                         "expected 4 or 5 encoding characters, found {end} (`{}`)",
@@ -149,17 +150,17 @@ impl Delimiters {
                     ),
                 });
             }
-            check_byte(seg, offset, base, &msh2_name)?;
+            check_byte(seg, offset, base, msh2_name)?;
             if i == 4 && b == b'|' {
                 return Err(ParseError::Delimiter {
-                    field: msh2_name,
+                    field: msh2_name(),
                     offset: base + offset,
                     reason: "`|` cannot be the truncation character".into(),
                 });
             }
             if let Some(prev) = chars.iter().take(i + 1).position(|&c| c == b) {
                 return Err(ParseError::Delimiter {
-                    field: msh2_name,
+                    field: msh2_name(),
                     offset: base + offset,
                     reason: format!(
                         "`{}` is used twice ({} and {})",
@@ -184,7 +185,7 @@ impl Delimiters {
                 None => format!("expected 4 or 5 encoding characters, found {end} (`{found}`)"),
             };
             return Err(ParseError::Delimiter {
-                field: msh2_name,
+                field: msh2_name(),
                 offset: base + 4,
                 reason,
             });
@@ -219,8 +220,14 @@ impl Delimiters {
     }
 }
 
-/// Refuses a byte that cannot be a delimiter, naming it and its offset.
-fn check_byte(seg: &[u8], offset: usize, base: usize, field: &str) -> Result<(), ParseError> {
+/// Refuses a byte that cannot be a delimiter, naming it (`field` builds the field's name, only
+/// for an error) and its offset.
+fn check_byte(
+    seg: &[u8],
+    offset: usize,
+    base: usize,
+    field: impl FnOnce() -> String,
+) -> Result<(), ParseError> {
     let Some(&b) = seg.get(offset) else {
         return Ok(());
     };
@@ -252,7 +259,7 @@ fn check_byte(seg: &[u8], offset: usize, base: usize, field: &str) -> Result<(),
         return Ok(());
     };
     Err(ParseError::Delimiter {
-        field: field.into(),
+        field: field(),
         offset: base + offset,
         reason,
     })

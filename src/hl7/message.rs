@@ -527,13 +527,17 @@ impl<'a> Message<'a> {
         Ok(self.text(&path).map(Cow::into_owned))
     }
 
+    /// MSH-`n` decoded (unescaped, in the message's charset), empty when absent: one field of
+    /// [`Message::header`] without decoding the others, borrowed when nothing needed decoding.
+    pub fn header_text(&self, n: usize) -> Cow<'a, str> {
+        self.header_field(n)
+            .map(|raw| self.decode(raw))
+            .unwrap_or_default()
+    }
+
     /// The MSH fields the engine routes, journals and acknowledges on, decoded.
     pub fn header(&self) -> Header {
-        let f = |n: usize| {
-            self.header_field(n)
-                .map(|raw| self.decode(raw).into_owned())
-                .unwrap_or_default()
-        };
+        let f = |n: usize| self.header_text(n).into_owned();
         Header {
             sending_application: f(3),
             sending_facility: f(4),

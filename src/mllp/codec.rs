@@ -1,8 +1,10 @@
 //! MLLP framing as a tokio-util [`Decoder`]/[`Encoder`]: `0x0B <payload> 0x1C 0x0D`.
 //!
 //! The decoder works check-then-parse on the read buffer: it looks for the next framing byte
-//! with `memchr`, never rescans bytes it already scanned, and splits payloads out of the buffer
-//! without copying. It answers `Ok(None)` while a frame is incomplete.
+//! with `memchr`, never rescans bytes it already scanned, and splits payloads longer than
+//! [`COPY_LIMIT`] out of the buffer without copying; shorter ones (most HL7 messages) are
+//! copied out, so the connection's read buffer stays its own and the next read reuses it
+//! instead of allocating a new one. It answers `Ok(None)` while a frame is incomplete.
 //!
 //! Accepted, because real senders do it:
 //! - bytes before the start block (NULs, garbage, stray CR/LF between frames): skipped and
@@ -35,6 +37,9 @@ pub const TRAILER: u8 = 0x0D;
 /// How many leading bytes of a refused frame are kept, so the caller can salvage MSH-10 for a
 /// NACK.
 pub const HEAD_LIMIT: usize = 4 * 1024;
+/// Payloads up to this size are copied out of the read buffer (one small allocation, and the
+/// buffer is reused); longer ones are split off it (no copy, the next read allocates a buffer).
+pub const COPY_LIMIT: usize = 4 * 1024;
 /// Default maximum payload size: room for an ORU carrying a Base64 PDF, small enough that a
 /// few hundred connections cannot exhaust memory.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
@@ -170,6 +175,17 @@ fn head_of(bytes: &[u8]) -> Bytes {
     Bytes::copy_from_slice(bytes.get(..HEAD_LIMIT).unwrap_or(bytes))
 }
 
+/// Takes the first `len` bytes of `buf` as a payload: copied when short, split off when long.
+fn take_payload(buf: &mut BytesMut, len: usize) -> Bytes {
+    if len <= COPY_LIMIT {
+        let payload = Bytes::copy_from_slice(buf.get(..len).unwrap_or_default());
+        buf.advance(len.min(buf.len()));
+        payload
+    } else {
+        buf.split_to(len).freeze()
+    }
+}
+
 impl Decoder for MllpCodec {
     type Item = Inbound;
     type Error = MllpError;
@@ -205,7 +221,7 @@ impl Decoder for MllpCodec {
                         buf.advance(pos);
                         Inbound::Oversized { head, len: pos }
                     } else if is_end {
-                        Inbound::Frame(buf.split_to(pos).freeze())
+                        Inbound::Frame(take_payload(buf, pos))
                     } else {
                         let mut head = buf.split_to(pos);
                         head.truncate(HEAD_LIMIT);
@@ -445,6 +461,37 @@ mod tests {
             }
             other => panic!("unexpected items {other:?}"),
         }
+    }
+
+    #[test]
+    fn ok_short_payload_copied_and_read_buffer_reused() {
+        let mut codec = MllpCodec::default();
+        let mut buf = BytesMut::with_capacity(8 * 1024);
+        let start = buf.as_ptr();
+        buf.extend_from_slice(b"\x0BMSH|short\x1C\x0D");
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(frame(b"MSH|short")));
+        assert!(buf.is_empty());
+        // The payload is its own copy: the next read's room is the same buffer.
+        buf.reserve(8 * 1024);
+        assert_eq!(buf.as_ptr(), start);
+    }
+
+    #[test]
+    fn ok_long_payload_split_off_without_copy() {
+        let mut codec = MllpCodec::default();
+        let mut buf = BytesMut::with_capacity(2 * COPY_LIMIT);
+        buf.extend_from_slice(&[START_BLOCK]);
+        buf.extend(std::iter::repeat_n(b'x', COPY_LIMIT + 1));
+        buf.extend_from_slice(&[END_BLOCK, TRAILER]);
+        let payload_at = buf.as_ptr().wrapping_add(1);
+        match codec.decode(&mut buf).unwrap() {
+            Some(Inbound::Frame(payload)) => {
+                assert_eq!(payload.len(), COPY_LIMIT + 1);
+                assert_eq!(payload.as_ptr(), payload_at);
+            }
+            other => panic!("unexpected item {other:?}"),
+        }
+        assert!(buf.is_empty());
     }
 
     #[test]
