@@ -28,8 +28,12 @@ use ordobridge::store::{OutboundItem, Store};
 const NODES: usize = 3;
 /// Senders of ADT, spread over the nodes.
 const SENDERS: usize = 6;
-/// Messages queued for the EHR before the first kill: enough that the queue never runs dry.
-const QUEUED: usize = 1500;
+/// Messages queued for the EHR before each kill: the owner must have
+/// something to deliver when it is watched, even if the queue drained while a killed node was
+/// slow to come back (a loaded machine).
+const QUEUED_PER_KILL: usize = 500;
+/// Every message queued for the EHR by the end.
+const QUEUED: usize = QUEUED_PER_KILL * KILLS;
 const KILLS: usize = 3;
 /// `[cluster] failover_after` of the nodes.
 const FAILOVER: Duration = Duration::from_secs(2);
@@ -120,21 +124,24 @@ fn three_nodes_kill_9_the_owner_under_load_nothing_lost_one_sender_in_order() {
         Arc::new(Mutex::new(nodes.iter().map(|d| d.addr("adt-in")).collect()));
 
     // What the results mapped for the EHR, queued (as pushes would be) by a producer of the
-    // database.
+    // database, QUEUED_PER_KILL at a time.
     let producer = Store::open_postgres(&PostgresSettings::from_url(&url).unwrap(), true).unwrap();
-    rt.block_on(async {
-        let items: Vec<OutboundItem> = (0..QUEUED)
-            .map(|n| OutboundItem {
-                destination: "ehr".to_owned(),
-                control_id: format!("Q{n:05}"),
-                payload: Bytes::from(ehr_message(n)),
-                source: format!("test-{n}"),
-            })
-            .collect();
-        for chunk in items.chunks(100) {
-            producer.enqueue(chunk.to_vec()).await.unwrap();
-        }
-    });
+    let enqueue = |batch: usize| {
+        rt.block_on(async {
+            let items: Vec<OutboundItem> = (batch * QUEUED_PER_KILL..(batch + 1) * QUEUED_PER_KILL)
+                .map(|n| OutboundItem {
+                    destination: "ehr".to_owned(),
+                    control_id: format!("Q{n:05}"),
+                    payload: Bytes::from(ehr_message(n)),
+                    source: format!("test-{n}"),
+                })
+                .collect();
+            for chunk in items.chunks(100) {
+                producer.enqueue(chunk.to_vec()).await.unwrap();
+            }
+        });
+    };
+    enqueue(0);
 
     // ADT load on the three nodes; each sender moves to another node when its node dies.
     let template = std::fs::read_to_string(repo_root().join("samples/adt/02-a01-admit.hl7"))
@@ -200,6 +207,9 @@ fn three_nodes_kill_9_the_owner_under_load_nothing_lost_one_sender_in_order() {
 
     let mut failovers = Vec::new();
     for kill in 0..KILLS {
+        if kill > 0 {
+            enqueue(kill);
+        }
         let owner = wait_owner("before a kill");
         // Let the owner deliver a while.
         let before = received(&log).len();
