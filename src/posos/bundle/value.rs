@@ -185,7 +185,7 @@ impl<'v, 'l> Node<'v, 'l> {
     pub(super) fn text(&self) -> Result<Option<Cow<'v, str>>, BundleError> {
         match self.value.slot {
             Slot::String(text) => {
-                let trimmed = text.trim();
+                let trimmed = trim(text);
                 Ok((!trimmed.is_empty()).then_some(Cow::Borrowed(trimmed)))
             }
             Slot::Number(number) => Ok(Some(Cow::Owned(number.to_string()))),
@@ -251,6 +251,17 @@ impl<'v, 'l> Node<'v, 'l> {
         } else {
             Err(self.invalid("an object"))
         }
+    }
+}
+
+/// `text.trim()`, without decoding a character when both ends are visible ASCII (almost
+/// every value): no such byte starts or ends a whitespace character.
+fn trim(text: &str) -> &str {
+    let visible = |byte: Option<&u8>| byte.is_some_and(|b| (0x21..0x7f).contains(b));
+    if visible(text.as_bytes().first()) && visible(text.as_bytes().last()) {
+        text
+    } else {
+        text.trim()
     }
 }
 
@@ -343,6 +354,21 @@ mod tests {
             parse_number(text).map(|n| n.to_string()).as_deref(),
             expected
         );
+    }
+
+    /// The shortcut trims as `str::trim` does, Unicode spaces included.
+    #[rstest]
+    #[case::ok_plain("IPP42", "IPP42")]
+    #[case::ok_spaces(" IPP42\t\n", "IPP42")]
+    #[case::ok_inner_space("a b", "a b")]
+    #[case::ok_nbsp("\u{a0}comprimé\u{a0}", "comprimé")]
+    #[case::ok_ideographic_space("x\u{3000}", "x")]
+    #[case::ok_accented_ends("é à", "é à")]
+    #[case::ok_empty("", "")]
+    #[case::ok_only_space("  ", "")]
+    fn trims(#[case] text: &str, #[case] expected: &str) {
+        assert_eq!(trim(text), expected);
+        assert_eq!(trim(text), text.trim());
     }
 
     #[rstest]
