@@ -286,8 +286,11 @@ impl MessageBuilder {
             }
             let delims = [d.field(), d.repetition(), d.component(), d.subcomponent()];
             for (delim, count) in delims.into_iter().zip(counts) {
-                seg.body
-                    .extend(std::iter::repeat_n(char::from(delim), count));
+                // Pushed one by one: most counts are 0 or 1, where `extend` costs more.
+                let delim = char::from(delim);
+                for _ in 0..count {
+                    seg.body.push(delim);
+                }
             }
             seg.body.push_str(value);
             seg.end = Some(spot);

@@ -9,7 +9,7 @@ use super::value::{Node, Origin};
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Resource<'v> {
     /// The resource object.
-    pub(super) value: &'v Json<'v>,
+    pub(super) value: Json<'v>,
     /// Its `resourceType`.
     pub(super) kind: &'v str,
     /// The entry's `fullUrl` (entries only).
@@ -102,7 +102,7 @@ impl<'v> Index<'v> {
     /// Adds one resource under all its names; answers its position.
     fn add(
         &mut self,
-        value: &'v Json<'v>,
+        value: Json<'v>,
         full_url: Option<&'v str>,
         origin: Origin,
         container: Option<usize>,
@@ -213,6 +213,7 @@ impl<'v> Index<'v> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::json::Tree;
     use super::*;
     use rstest::rstest;
     use serde_json::{Value, json};
@@ -247,8 +248,8 @@ mod tests {
     #[case::err_slash(2, "/", None)]
     fn resolve(#[case] from: usize, #[case] reference: &str, #[case] expected: Option<usize>) {
         let value = bundle();
-        let value = Json::from_value(&value);
-        let root = Node::root(&value, Origin::default());
+        let value = Tree::from_value(&value);
+        let root = Node::root(value.root(), Origin::default());
         let index = Index::build(&root, false).unwrap();
         assert_eq!(index.resources.len(), 6);
         assert_eq!(index.resolve(from, reference), expected);
@@ -262,8 +263,8 @@ mod tests {
     #[case::err_contained(json!({ "entry": [{ "resource": { "resourceType": "X", "contained": ["y"] } }] }), "entry[0].resource.contained[0]: expected an object, found \"y\"")]
     #[case::err_after_nulls(json!({ "entry": [null, { "resource": null }, { "resource": { "resourceType": "X", "contained": [null, 2] } }] }), "entry[2].resource.contained[1]: expected an object, found 2")]
     fn build_errors(#[case] value: Value, #[case] expected: &str) {
-        let value = Json::from_value(&value);
-        let root = Node::root(&value, Origin::default());
+        let value = Tree::from_value(&value);
+        let root = Node::root(value.root(), Origin::default());
         let error = Index::build(&root, false).unwrap_err();
         assert_eq!(error.to_string(), expected);
     }

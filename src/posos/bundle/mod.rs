@@ -155,7 +155,7 @@ mod value;
 use serde::Serialize;
 use serde_json::{Number, Value};
 
-use json::Json;
+use json::{Json, Tree};
 use value::{Node, Origin};
 
 /// The identifier system of the partner's patient id (the `patientId` of the launch).
@@ -564,8 +564,8 @@ pub fn read_bundle(json: &[u8]) -> Result<Prescription, BundleError> {
         Ok(text) => text,
         Err(_) => return Err(not_json(serde_json::from_slice::<Value>(json).err())),
     };
-    let body = Json::parse(text).map_err(|e| not_json(Some(e)))?;
-    read_json(&body)
+    let body = Tree::parse(text).map_err(|e| not_json(Some(e)))?;
+    read_json(body.root())
 }
 
 /// The error for a body that is not JSON, from the parser's error (`None`: a body that
@@ -591,11 +591,11 @@ fn not_json(error: Option<serde_json::Error>) -> BundleError {
 
 /// Reads an already parsed body (see [`read_bundle`]); for callers that hold a `Value`.
 pub fn read_value(body: &Value) -> Result<Prescription, BundleError> {
-    read_json(&Json::from_value(body))
+    read_json(Tree::from_value(body).root())
 }
 
 /// Reads the body as the borrowed tree.
-fn read_json(body: &Json<'_>) -> Result<Prescription, BundleError> {
+fn read_json(body: Json<'_>) -> Result<Prescription, BundleError> {
     let root = Node::root(body, Origin::default());
     if !body.is_object() {
         return Err(not_a_bundle(&root));
@@ -627,7 +627,7 @@ fn read_json(body: &Json<'_>) -> Result<Prescription, BundleError> {
 }
 
 /// A Bundle, or an object with `entry` and no `resourceType`.
-fn is_bundle(value: &Json<'_>) -> bool {
+fn is_bundle(value: Json<'_>) -> bool {
     match value.get("resourceType") {
         Some(kind) => kind.as_str().map(str::trim) == Some("Bundle"),
         None => value.get("entry").is_some_and(Json::is_array),

@@ -245,6 +245,7 @@ fn find_patient(
                 .and_then(Json::as_array)
                 .unwrap_or_default()
                 .iter()
+                .map(|slot| r.value.with(slot))
                 .chain(ids.filter(|v| v.is_object()));
             all.any(|id| id.get("system").and_then(Json::as_str) == Some(PARTNER_SYSTEM))
         })

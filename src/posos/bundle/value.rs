@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use serde_json::Number;
 
-use super::json::Json;
+use super::json::{Json, Slot};
 
 use super::BundleError;
 use crate::text::readable_line;
@@ -93,14 +93,14 @@ impl Loc<'_> {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Node<'v, 'l> {
     /// The value.
-    pub(super) value: &'v Json<'v>,
+    pub(super) value: Json<'v>,
     /// Its location.
     loc: Loc<'l>,
 }
 
 impl<'v> Node<'v, 'static> {
     /// A value at the start of a location.
-    pub(super) fn root(value: &'v Json<'v>, origin: Origin) -> Self {
+    pub(super) fn root(value: Json<'v>, origin: Origin) -> Self {
         Node {
             value,
             loc: Loc {
@@ -120,7 +120,8 @@ impl<'v, 'l> Node<'v, 'l> {
     /// The member `key`; `None` when absent or `null` (missing optional data).
     pub(super) fn get<'s>(&'s self, key: &'static str) -> Option<Node<'v, 's>> {
         match self.value.get(key) {
-            None | Some(Json::Null) => None,
+            None => None,
+            Some(value) if value.is_null() => None,
             Some(value) => Some(Node {
                 value,
                 loc: Loc {
@@ -139,17 +140,18 @@ impl<'v, 'l> Node<'v, 'l> {
 
     /// The elements of an array; a single non-array value counts as a one-element array.
     pub(super) fn items<'s>(&'s self) -> impl Iterator<Item = Node<'v, 's>> + 's {
-        let (slice, single) = match self.value {
-            Json::Array(items) => (items.as_slice(), false),
-            Json::Null => (&[][..], false),
+        let value = self.value;
+        let (slice, single) = match value.slot {
+            Slot::Array(..) => (value.as_array().unwrap_or_default(), false),
+            Slot::Null => (&[][..], false),
             other => (std::slice::from_ref(other), true),
         };
         slice
             .iter()
             .enumerate()
-            .filter(|(_, value)| !value.is_null())
-            .map(move |(index, value)| Node {
-                value,
+            .filter(|(_, slot)| !matches!(slot, Slot::Null))
+            .map(move |(index, slot)| Node {
+                value: value.with(slot),
                 loc: Loc {
                     parent: Some(&self.loc),
                     step: if single {
@@ -181,21 +183,21 @@ impl<'v, 'l> Node<'v, 'l> {
 
     /// The value as text: strings (trimmed) and numbers; `None` for an empty string.
     pub(super) fn text(&self) -> Result<Option<Cow<'v, str>>, BundleError> {
-        match self.value {
-            Json::String(text) => {
-                let trimmed = text.trim();
+        match self.value.slot {
+            Slot::String(text) => {
+                let trimmed = trim(text);
                 Ok((!trimmed.is_empty()).then_some(Cow::Borrowed(trimmed)))
             }
-            Json::Number(number) => Ok(Some(Cow::Owned(number.to_string()))),
+            Slot::Number(number) => Ok(Some(Cow::Owned(number.to_string()))),
             _ => Err(self.invalid("a string")),
         }
     }
 
     /// The value as a number: a JSON number or a numeric string (`"2"`, `"0,5"`).
     pub(super) fn number(&self) -> Result<Number, BundleError> {
-        match self.value {
-            Json::Number(number) => Ok(number.clone()),
-            Json::String(text) => parse_number(text).ok_or_else(|| self.invalid("a number")),
+        match self.value.slot {
+            Slot::Number(number) => Ok(number.clone()),
+            Slot::String(text) => parse_number(text).ok_or_else(|| self.invalid("a number")),
             _ => Err(self.invalid("a number")),
         }
     }
@@ -234,10 +236,10 @@ impl<'v, 'l> Node<'v, 'l> {
 
     /// The value as a boolean: `true`/`false`, or those words in a string.
     pub(super) fn boolean(&self) -> Result<bool, BundleError> {
-        match self.value {
-            Json::Bool(flag) => Ok(*flag),
-            Json::String(text) if text.trim().eq_ignore_ascii_case("true") => Ok(true),
-            Json::String(text) if text.trim().eq_ignore_ascii_case("false") => Ok(false),
+        match self.value.slot {
+            Slot::Bool(flag) => Ok(*flag),
+            Slot::String(text) if text.trim().eq_ignore_ascii_case("true") => Ok(true),
+            Slot::String(text) if text.trim().eq_ignore_ascii_case("false") => Ok(false),
             _ => Err(self.invalid("true or false")),
         }
     }
@@ -249,6 +251,17 @@ impl<'v, 'l> Node<'v, 'l> {
         } else {
             Err(self.invalid("an object"))
         }
+    }
+}
+
+/// `text.trim()`, without decoding a character when both ends are visible ASCII (almost
+/// every value): no such byte starts or ends a whitespace character.
+fn trim(text: &str) -> &str {
+    let visible = |byte: Option<&u8>| byte.is_some_and(|b| (0x21..0x7f).contains(b));
+    if visible(text.as_bytes().first()) && visible(text.as_bytes().last()) {
+        text
+    } else {
+        text.trim()
     }
 }
 
@@ -304,14 +317,14 @@ pub(super) fn parse_number(text: &str) -> Option<Number> {
 
 /// A found value as a message shows it: strings quoted and made readable, objects and arrays
 /// named, a resource by its type.
-pub(super) fn describe(value: &Json<'_>) -> String {
-    match value {
-        Json::Null => "null".to_owned(),
-        Json::Bool(flag) => flag.to_string(),
-        Json::Number(number) => number.to_string(),
-        Json::String(text) => format!("\"{}\"", readable_line(text.as_bytes(), 40)),
-        Json::Array(_) => "an array".to_owned(),
-        Json::Object(_) => match value.get("resourceType").and_then(Json::as_str) {
+pub(super) fn describe(value: Json<'_>) -> String {
+    match value.slot {
+        Slot::Null => "null".to_owned(),
+        Slot::Bool(flag) => flag.to_string(),
+        Slot::Number(number) => number.to_string(),
+        Slot::String(text) => format!("\"{}\"", readable_line(text.as_bytes(), 40)),
+        Slot::Array(..) => "an array".to_owned(),
+        Slot::Object(..) => match value.get("resourceType").and_then(Json::as_str) {
             Some(kind) => format!("a {}", readable_line(kind.as_bytes(), 40)),
             None => "an object".to_owned(),
         },
@@ -320,6 +333,7 @@ pub(super) fn describe(value: &Json<'_>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::json::Tree;
     use super::*;
     use rstest::rstest;
     use serde_json::{Value, json};
@@ -342,21 +356,37 @@ mod tests {
         );
     }
 
+    /// The shortcut trims as `str::trim` does, Unicode spaces included.
+    #[rstest]
+    #[case::ok_plain("IPP42", "IPP42")]
+    #[case::ok_spaces(" IPP42\t\n", "IPP42")]
+    #[case::ok_inner_space("a b", "a b")]
+    #[case::ok_nbsp("\u{a0}comprimé\u{a0}", "comprimé")]
+    #[case::ok_ideographic_space("x\u{3000}", "x")]
+    #[case::ok_accented_ends("é à", "é à")]
+    #[case::ok_empty("", "")]
+    #[case::ok_only_space("  ", "")]
+    fn trims(#[case] text: &str, #[case] expected: &str) {
+        assert_eq!(trim(text), expected);
+        assert_eq!(trim(text), text.trim());
+    }
+
     #[rstest]
     #[case::ok_root(Origin::default(), "$")]
     #[case::ok_wrapped(Origin { wrapped: true, entry: None, contained: None }, "fhirBundle")]
     #[case::ok_entry(Origin { wrapped: false, entry: Some(3), contained: None }, "entry[3].resource")]
     #[case::ok_contained(Origin { wrapped: true, entry: Some(1), contained: Some(0) }, "fhirBundle.entry[1].resource.contained[0]")]
     fn origins(#[case] origin: Origin, #[case] expected: &str) {
-        let value = Json::Null;
-        assert_eq!(Node::root(&value, origin).path(), expected);
+        let value = Value::Null;
+        let tree = Tree::from_value(&value);
+        assert_eq!(Node::root(tree.root(), origin).path(), expected);
     }
 
     #[test]
     fn ok_nested_path_and_single_item() {
         let value = json!({ "a": [{ "b": 1 }], "c": { "d": 2 } });
-        let value = Json::from_value(&value);
-        let root = Node::root(&value, Origin::default());
+        let value = Tree::from_value(&value);
+        let root = Node::root(value.root(), Origin::default());
         let a = root.get("a").into_iter().flat_map(|a| {
             a.items()
                 .filter_map(|item| item.get("b").map(|b| b.path()))
@@ -385,8 +415,8 @@ mod tests {
     #[case::ok_text(json!(" 3 "), "3")]
     fn whole_cases(#[case] value: Value, #[case] expected: &str) {
         let body = json!({ "x": value });
-        let body = Json::from_value(&body);
-        let root = Node::root(&body, Origin::default());
+        let body = Tree::from_value(&body);
+        let root = Node::root(body.root(), Origin::default());
         let message = match root.get("x").map(|x| x.whole()) {
             Some(Ok(n)) => n.to_string(),
             Some(Err(e)) => e.to_string(),
