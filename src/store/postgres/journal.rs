@@ -15,15 +15,14 @@ use crate::store::{
 /// Inserts a record unless a kept row has the same duplicate key. A concurrent insert of the
 /// same key is waited for (the unique index): once it commits, this one does nothing and
 /// [`DUPLICATE_SQL`] counts it.
-pub(super) const JOURNAL_SQL: &str =
-    "INSERT INTO journal (channel, received_at, peer, sender, message_type,
+const JOURNAL_SQL: &str = "INSERT INTO journal (channel, received_at, peer, sender, message_type,
         control_id, content_hash, raw, status, reason, duplicate_count, last_seen_at, kept)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $2, $11)
     ON CONFLICT (channel, sender, control_id, content_hash) WHERE kept DO NOTHING
     RETURNING id";
 
 /// A duplicate: the row it repeats is counted and its last sighting kept.
-pub(super) const DUPLICATE_SQL: &str = "UPDATE journal
+const DUPLICATE_SQL: &str = "UPDATE journal
     SET duplicate_count = duplicate_count + 1, last_seen_at = $5
     WHERE channel = $1 AND sender = $2 AND control_id = $3 AND content_hash = $4 AND kept
     RETURNING id, status";
@@ -283,17 +282,10 @@ async fn insert(
     let failed = inner.failed(OPERATION);
     let mut connection = inner.connection(OPERATION).await?;
     let transaction = connection.transaction().await.map_err(&failed)?;
-    let insert = transaction
-        .prepare_cached(JOURNAL_SQL)
-        .await
-        .map_err(&failed)?;
-    let duplicate = transaction
-        .prepare_cached(DUPLICATE_SQL)
-        .await
-        .map_err(&failed)?;
+    let statements = JournalStatements::prepare(&transaction, &failed).await?;
     let mut outcomes = Vec::with_capacity(records.len());
     for prepared in &records {
-        outcomes.push(insert_one(inner, &transaction, &insert, &duplicate, prepared).await?);
+        outcomes.push(insert_one(inner, &transaction, &statements, prepared).await?);
     }
     transaction.commit().await.map_err(&failed)?;
     let accepted = records.iter().zip(&outcomes).any(|(prepared, outcome)| {
@@ -306,15 +298,39 @@ async fn insert(
     Ok(outcomes)
 }
 
-/// One record in `transaction` ([`JOURNAL_SQL`] then, for a duplicate, [`DUPLICATE_SQL`],
-/// both prepared by the caller); shared with `push` (issue 15).
+/// The statements of [`insert_one`], prepared once per transaction.
+pub(super) struct JournalStatements {
+    insert: tokio_postgres::Statement,
+    duplicate: tokio_postgres::Statement,
+}
+
+impl JournalStatements {
+    pub(super) async fn prepare(
+        transaction: &deadpool_postgres::Transaction<'_>,
+        failed: &impl Fn(tokio_postgres::Error) -> StoreError,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            insert: transaction
+                .prepare_cached(JOURNAL_SQL)
+                .await
+                .map_err(failed)?,
+            duplicate: transaction
+                .prepare_cached(DUPLICATE_SQL)
+                .await
+                .map_err(failed)?,
+        })
+    }
+}
+
+/// One record in `transaction` ([`JOURNAL_SQL`] then, for a duplicate, [`DUPLICATE_SQL`]);
+/// shared with `push` (issue 15).
 pub(super) async fn insert_one(
     inner: &Inner,
     transaction: &deadpool_postgres::Transaction<'_>,
-    insert: &tokio_postgres::Statement,
-    duplicate: &tokio_postgres::Statement,
+    statements: &JournalStatements,
     prepared: &Prepared,
 ) -> Result<JournalOutcome, StoreError> {
+    let JournalStatements { insert, duplicate } = statements;
     const OPERATION: &str = "journal";
     let failed = inner.failed(OPERATION);
     let record = &prepared.record;

@@ -3,7 +3,7 @@
 //! transaction, as on SQLite (`store::push`).
 
 use super::Postgres;
-use super::journal::{DUPLICATE_SQL, JOURNAL_SQL, Prepared, insert_one};
+use super::journal::{JournalStatements, Prepared, insert_one};
 use crate::store::push::{PushMapper, PushOutcome, map};
 use crate::store::{InboundRecord, JournalOutcome, StoreError, queue};
 
@@ -28,15 +28,8 @@ impl Postgres {
             let failed = inner.failed(OPERATION);
             let mut connection = inner.connection(OPERATION).await?;
             let transaction = connection.transaction().await.map_err(&failed)?;
-            let insert = transaction
-                .prepare_cached(JOURNAL_SQL)
-                .await
-                .map_err(&failed)?;
-            let duplicate = transaction
-                .prepare_cached(DUPLICATE_SQL)
-                .await
-                .map_err(&failed)?;
-            let id = match insert_one(&inner, &transaction, &insert, &duplicate, &prepared).await? {
+            let statements = JournalStatements::prepare(&transaction, &failed).await?;
+            let id = match insert_one(&inner, &transaction, &statements, &prepared).await? {
                 JournalOutcome::Stored { id } => id,
                 JournalOutcome::Duplicate { id, status } => {
                     transaction.commit().await.map_err(&failed)?;
