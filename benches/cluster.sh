@@ -13,6 +13,7 @@
 # target/ (run `cargo test --test store_backends` once). As root the server runs as `nobody`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 BIN=$(realpath "$1")
 MESSAGES=${2:-60000}
 ROUNDS=${3:-2}
@@ -48,16 +49,6 @@ for _ in $(seq 1 100); do
 done
 createdb_() { "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$1"; }
 
-wait_port() {
-  local file=$1
-  for _ in $(seq 1 300); do
-    local port
-    port=$(grep -o -m1 -E 'addr=127\.0\.0\.1:[0-9]+' "$file" 2>/dev/null | grep -o -E '[0-9]+$' || true)
-    if [ -n "$port" ]; then echo "$port"; return; fi
-    sleep 0.1
-  done
-  echo "no port in $file" >&2; cat "$file" >&2; exit 1
-}
 
 # start_node DIR STORE_TOML NAME: starts a node, prints its MLLP port.
 start_node() {
@@ -75,7 +66,8 @@ bind = "127.0.0.1:0"
 max_connections_per_peer = 256
 TOML
   RUST_LOG=warn,ordobridge=info "$BIN" run --config "$dir/ob.toml" > "$dir/ob.log" 2>&1 & PIDS+=($!)
-  echo "$! $(wait_port "$dir/ob.log")"
+  # The log also names the database's URL: the listening line's `addr=` only.
+  echo "$! $(wait_port "$dir/ob.log" 'addr=127\.0\.0\.1:')"
 }
 
 # run_nodes LABEL N STORE_TOML: N nodes, CONNS connections spread over them; prints a row.

@@ -10,6 +10,7 @@
 # Prints the client's figures for each run and the daemon's idle and peak RSS (VmHWM).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 COUNT=${1:-2000}
 WORK=$(mktemp -d)
 PIDS=()
@@ -26,16 +27,6 @@ fi
 "$PEERS/venv/bin/python" -c 'import hl7apy' 2>/dev/null \
   || "$PEERS/venv/bin/pip" install --quiet --disable-pip-version-check hl7apy==1.3.5
 
-wait_port() {
-  local file=$1 pattern=$2
-  for _ in $(seq 1 300); do
-    local port
-    port=$(grep -o -m1 -E "$pattern[0-9]+" "$file" 2>/dev/null | grep -o -E '[0-9]+$' || true)
-    if [ -n "$port" ]; then echo "$port"; return; fi
-    sleep 0.1
-  done
-  echo "no port in $file" >&2; cat "$file" >&2; exit 1
-}
 
 "$PEERS/venv/bin/python" tests/peers/document_receiver.py "$WORK/ehr.log" 0 fast > "$WORK/ehr.out" 2>&1 & PIDS+=($!)
 EHR_PORT=$(wait_port "$WORK/ehr.out" 'PORT ')

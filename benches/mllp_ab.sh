@@ -16,6 +16,7 @@
 # copy of target/release/ordobridge from the main being compared.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 OLD=$1
 NEW=$2
 MESSAGES=${3:-100000}
@@ -29,17 +30,6 @@ trap cleanup EXIT
 NULL_BIN=$(find target/release/deps -maxdepth 1 -type f -executable -name 'mllp_null-*' -printf '%T@ %p\n' | sort -n | tail -1 | cut -d' ' -f2)
 [ -x "$NULL_BIN" ] || { echo "no mllp_null bench binary: cargo bench --bench mllp_null --no-run" >&2; exit 1; }
 
-# Waits for a `PORT n` line or the daemon's listening log line, prints the port.
-wait_port() {
-  local file=$1
-  for _ in $(seq 1 300); do
-    local port
-    port=$(grep -o -m1 -E '(PORT |127\.0\.0\.1:)[0-9]+' "$file" 2>/dev/null | grep -o -E '[0-9]+$' || true)
-    if [ -n "$port" ]; then echo "$port"; return; fi
-    sleep 0.1
-  done
-  echo "no port in $file" >&2; cat "$file" >&2; exit 1
-}
 
 # load PORT: prints "rate p50 p99"
 load() {
@@ -83,16 +73,7 @@ for round in $(seq 1 "$ROUNDS"); do
     bin=$OLD; [ "$name" = new ] && bin=$NEW
     dir="$WORK/$name-$round"
     mkdir -p "$dir"
-    cat > "$dir/ob.toml" <<TOML
-[store]
-path = "$dir/ordobridge.db"
-[log]
-level = "warn,ordobridge::engine=info"
-[inbound.adt-in]
-protocol = "mllp"
-bind = "127.0.0.1:0"
-max_connections_per_peer = 256
-TOML
+    mllp_intake_toml "$dir/ordobridge.db" > "$dir/ob.toml"
     RUST_LOG=warn,ordobridge=info "$bin" run --config "$dir/ob.toml" > "$dir/ob.log" 2>&1 & pid=$!; PIDS+=($pid)
     port=$(wait_port "$dir/ob.log")
     read -r rate p50 p99 <<< "$(load "$port")"

@@ -19,25 +19,12 @@ WORK=$(mktemp -d)
 VG=""
 cleanup() { [ -n "$VG" ] && kill "$VG" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"; }
 trap cleanup EXIT
-cat > "$WORK/ob.toml" <<TOML
-[store]
-path = "$WORK/ordobridge.db"
-[log]
-level = "warn,ordobridge::engine=info"
-[inbound.adt-in]
-protocol = "mllp"
-bind = "127.0.0.1:0"
-max_connections_per_peer = 256
-TOML
+source "$(dirname "$0")/lib.sh"
+mllp_intake_toml "$WORK/ordobridge.db" > "$WORK/ob.toml"
 RUST_LOG=warn,ordobridge=info valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$WORK/cg.out" \
   "$BIN" run --config "$WORK/ob.toml" > "$WORK/ob.log" 2>&1 & VG=$!
-port=""
-for _ in $(seq 1 600); do
-  port=$(grep -o -m1 -E '127\.0\.0\.1:[0-9]+' "$WORK/ob.log" 2>/dev/null | grep -o -E '[0-9]+$' || true)
-  [ -n "$port" ] && break
-  sleep 0.5
-done
-[ -n "$port" ] || { echo "the daemon did not start under valgrind:" >&2; cat "$WORK/ob.log" >&2; exit 1; }
+# Under valgrind the daemon takes a while to start: up to 5 minutes.
+port=$(wait_port "$WORK/ob.log" '127\.0\.0\.1:' 600 0.5)
 "$BIN" load --to "127.0.0.1:$port" --connections "$CONNS" --messages "$MESSAGES" > "$WORK/load.txt"
 # Let the census processor catch up before stopping.
 sleep 5

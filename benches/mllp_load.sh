@@ -9,6 +9,7 @@
 # Prints a markdown table (msgs/s, p50, p99) and ordobridge's idle and peak RSS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 MESSAGES=${1:-200000}
 SINGLE=$((MESSAGES / 10))
 WORK=$(mktemp -d)
@@ -28,29 +29,8 @@ if [ ! -d "$PEERS/node/node_modules/@medplum/hl7" ]; then
   (cd "$PEERS/node" && npm init -y >/dev/null && npm install --silent @medplum/hl7@4 >/dev/null)
 fi
 
-# Waits for a `PORT n` line (peers) or the daemon's listening log line, prints the port.
-wait_port() {
-  local file=$1
-  for _ in $(seq 1 300); do
-    local port
-    port=$(grep -o -m1 -E '(PORT |127\.0\.0\.1:)[0-9]+' "$file" 2>/dev/null | grep -o -E '[0-9]+$' || true)
-    if [ -n "$port" ]; then echo "$port"; return; fi
-    sleep 0.1
-  done
-  echo "no port in $file" >&2; cat "$file" >&2; exit 1
-}
 
-cat > "$WORK/ob.toml" <<TOML
-[store]
-path = "$WORK/data/ordobridge.db"
-[log]
-level = "warn,ordobridge::engine=info"
-[inbound.adt-in]
-protocol = "mllp"
-bind = "127.0.0.1:0"
-# the load tool opens 64 connections from one address
-max_connections_per_peer = 256
-TOML
+mllp_intake_toml "$WORK/data/ordobridge.db" > "$WORK/ob.toml"
 RUST_LOG=warn,ordobridge=info "$BIN" run --config "$WORK/ob.toml" > "$WORK/ob.log" 2>&1 & PIDS+=($!); OB_PID=$!
 OB_PORT=$(wait_port "$WORK/ob.log")
 "$PEERS/venv/bin/python" tests/peers/python_hl7_server.py 0 > "$WORK/py.log" 2>&1 & PIDS+=($!)

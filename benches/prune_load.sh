@@ -9,6 +9,7 @@
 # `processed`, ~200 bytes each, as a year of a busy ADT feed would leave them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 ROWS=${1:-1000000}
 MESSAGES=${2:-150000}
 WORK=$(mktemp -d)
@@ -21,31 +22,11 @@ BIN=target/release/ordobridge
 DB="$WORK/data/ordobridge.db"
 
 config() { # retention prune_interval
-  cat > "$WORK/ob.toml" <<TOML
-[store]
-path = "$DB"
-retention = "$1"
-rejected_retention = "$1"
-prune_interval = "$2"
-[log]
-level = "warn,ordobridge::engine=info"
-[inbound.adt-in]
-protocol = "mllp"
-bind = "127.0.0.1:0"
-# the load tool opens 64 connections from one address
-max_connections_per_peer = 256
-TOML
+  mllp_intake_toml "$DB" "retention = \"$1\"
+rejected_retention = \"$1\"
+prune_interval = \"$2\"" > "$WORK/ob.toml"
 }
 
-wait_port() {
-  for _ in $(seq 1 300); do
-    local port
-    port=$(grep -o -m1 -E '127\.0\.0\.1:[0-9]+' "$1" 2>/dev/null | grep -o -E '[0-9]+$' || true)
-    if [ -n "$port" ]; then echo "$port"; return; fi
-    sleep 0.1
-  done
-  echo "no port in $1" >&2; cat "$1" >&2; exit 1
-}
 
 # The store, created and migrated (by a dry run), then filled with old rows.
 config 90d 24h
