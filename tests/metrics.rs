@@ -38,12 +38,7 @@ async fn metrics_parse_as_openmetrics_and_carry_the_latency_histograms() {
 
     // Delivery is recorded as the EHR answers: wait until the histogram has it.
     let exposition = common::wait_for("the delivery histogram", || async move {
-        let body = reqwest::get(format!("http://{http}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let body = common::metrics_text(http).await?;
         body.contains("ordobridge_delivery_latency_seconds_count{destination=\"ehr-orders\"} 1")
             .then_some(body)
     })
@@ -107,12 +102,7 @@ const FLOOD_PER_CONNECTION: usize = 50;
 
 /// The gauge `ordobridge_census_lag_messages` of `/metrics`, if it is there.
 async fn census_lag(http: std::net::SocketAddr) -> Option<u64> {
-    let body = reqwest::get(format!("http://{http}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let body = common::metrics_text(http).await?;
     body.lines()
         .find_map(|line| line.strip_prefix("ordobridge_census_lag_messages "))
         .and_then(|value| value.trim().parse().ok())

@@ -60,12 +60,7 @@ bind = "127.0.0.1:0"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let metrics = reqwest::get(format!("http://{http}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = common::metrics_text(http).await.expect("metrics");
     assert!(
         metrics.contains("ordobridge_mllp_refused_peers_total{channel=\"adt-in\"} 1"),
         "{metrics}"

@@ -50,12 +50,7 @@ async fn status(http: SocketAddr) -> Value {
 }
 
 async fn metrics(http: SocketAddr) -> String {
-    reqwest::get(format!("http://{http}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text")
+    common::metrics_text(http).await.expect("metrics")
 }
 
 async fn first_delivered(received: &Received) -> Message<'static> {

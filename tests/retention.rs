@@ -526,12 +526,7 @@ async fn the_background_pruner_applies_channel_and_census_retention() {
     );
     let http = engine.addr("http");
     let metrics = common::wait_for("the prune in /metrics", || async move {
-        let body = reqwest::get(format!("http://{http}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let body = common::metrics_text(http).await?;
         body.contains("ordobridge_pruned_rows_total{kind=\"census_encounters\"} 2")
             .then_some(body)
     })

@@ -477,6 +477,16 @@ fn peer_on(
     received
 }
 
+/// The daemon's `/metrics` text at `http`, or `None` while it does not answer.
+pub async fn metrics_text(http: SocketAddr) -> Option<String> {
+    reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
 /// Polls `check` until it gives a value, or fails after [`PATIENCE`] naming `what`: waits on
 /// the asserted state instead of sleeping.
 pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
