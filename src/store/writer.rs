@@ -536,17 +536,24 @@ pub(super) fn commit_batch(
         requests,
         source: Arc::clone(source),
     };
+    // The answer of a request `execute` gave one outcome.
+    fn answer<T>(
+        failure: Option<&Arc<rusqlite::Error>>,
+        outcome: Option<T>,
+        error: impl Fn(&Arc<rusqlite::Error>) -> StoreError,
+    ) -> Result<T, StoreError> {
+        match (failure, outcome) {
+            (None, Some(outcome)) => Ok(outcome),
+            (Some(source), _) => Err(error(source)),
+            // `execute` fills every outcome or fails: not reachable, but answer safely.
+            (None, None) => Err(error(&Arc::new(rusqlite::Error::QueryReturnedNoRows))),
+        }
+    }
     // A failed send means the caller stopped waiting; what was committed stays committed.
     for request in batch.drain(..) {
         match request {
             Request::One { outcome, reply, .. } => {
-                let answer = match (&failure, outcome) {
-                    (None, Some(outcome)) => Ok(outcome),
-                    (Some(source), _) => Err(error(source)),
-                    // `execute` fills every outcome or fails: not reachable, but answer safely.
-                    (None, None) => Err(error(&Arc::new(rusqlite::Error::QueryReturnedNoRows))),
-                };
-                let _ = reply.send(answer);
+                let _ = reply.send(answer(failure.as_ref(), outcome, error));
             }
             Request::Many {
                 outcomes, reply, ..
@@ -604,22 +611,10 @@ pub(super) fn commit_batch(
                 });
             }
             Request::Deliver { outcome, reply, .. } => {
-                let answer = match (&failure, outcome) {
-                    (None, Some(outcome)) => Ok(outcome),
-                    (Some(source), _) => Err(error(source)),
-                    // `execute` fills every outcome or fails: not reachable, but answer safely.
-                    (None, None) => Err(error(&Arc::new(rusqlite::Error::QueryReturnedNoRows))),
-                };
-                let _ = reply.send(answer);
+                let _ = reply.send(answer(failure.as_ref(), outcome, error));
             }
             Request::Push { outcome, reply, .. } => {
-                let answer = match (&failure, outcome) {
-                    (None, Some(outcome)) => Ok(outcome),
-                    (Some(source), _) => Err(error(source)),
-                    // `execute` fills every outcome or fails: not reachable, but answer safely.
-                    (None, None) => Err(error(&Arc::new(rusqlite::Error::QueryReturnedNoRows))),
-                };
-                let _ = reply.send(answer);
+                let _ = reply.send(answer(failure.as_ref(), outcome, error));
             }
             Request::Reject { changed, reply, .. } => {
                 let _ = reply.send(match &failure {
