@@ -38,8 +38,10 @@ const KILLS: usize = 3;
 /// `[cluster] failover_after` of the nodes.
 const FAILOVER: Duration = Duration::from_secs(2);
 
-fn node_config(dir: &Path, node: usize, url: &str, ehr: std::net::SocketAddr) -> PathBuf {
-    let path = dir.join(format!("node-{node}.toml"));
+/// Writes node `node`'s configuration as `dir/NAME-NODE.toml`: the shared PostgreSQL store,
+/// its node name, `failover_after` and logs, then `channels`.
+fn write_node_config(dir: &Path, name: &str, node: usize, url: &str, channels: &str) -> PathBuf {
+    let path = dir.join(format!("{name}-{node}.toml"));
     let text = format!(
         r#"[store]
 backend = "postgres"
@@ -52,7 +54,16 @@ failover_after = "{failover}s"
 [log]
 level = "info,ordobridge=debug"
 format = "json"
+{channels}"#,
+        failover = FAILOVER.as_secs()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
 
+fn node_config(dir: &Path, node: usize, url: &str, ehr: std::net::SocketAddr) -> PathBuf {
+    let channels = format!(
+        r#"
 [inbound.adt-in]
 protocol = "mllp"
 bind = "127.0.0.1:0"
@@ -65,11 +76,9 @@ address = "{ehr}"
 ack_timeout = "5s"
 retry_initial = "100ms"
 retry_max = "1s"
-"#,
-        failover = FAILOVER.as_secs()
+"#
     );
-    std::fs::write(&path, text).unwrap();
-    path
+    write_node_config(dir, "node", node, url, &channels)
 }
 
 /// The receiver's log: every MSH-10 received, in order.
@@ -345,20 +354,8 @@ fn two_nodes_one_shared_inbox_each_file_journaled_once_across_a_kill() {
     std::fs::create_dir_all(&share).unwrap();
     let configs: Vec<PathBuf> = (1..=2)
         .map(|node| {
-            let path = dir.path().join(format!("files-{node}.toml"));
-            let text = format!(
-                r#"[store]
-backend = "postgres"
-url = "{url}"
-
-[cluster]
-node_name = "ob-{node}"
-failover_after = "{failover}s"
-
-[log]
-level = "info,ordobridge=debug"
-format = "json"
-
+            let channels = format!(
+                r#"
 [inbound.adt-files]
 protocol = "file"
 folder = "{share}"
@@ -367,11 +364,9 @@ ready = "stable"
 stable_for = "50ms"
 poll_interval = "20ms"
 "#,
-                failover = FAILOVER.as_secs(),
                 share = share.display()
             );
-            std::fs::write(&path, text).unwrap();
-            path
+            write_node_config(dir.path(), "files", node, &url, &channels)
         })
         .collect();
     let mut nodes: Vec<Daemon> = configs.iter().map(|c| Daemon::start(c)).collect();
