@@ -7,7 +7,11 @@
 //!   the EHR (or written to its drop folder);
 //! - `ordobridge_posos_request_seconds{endpoint,outcome}`: one call to Posos (or the
 //!   simulator), by endpoint (`token`, `scan-token`, `prepare`) and outcome (`ok`, `error`);
-//! - `ordobridge_launch_seconds`: a launch request answered (Posos included).
+//! - `ordobridge_launch_seconds`: a launch request answered (Posos included);
+//! - `ordobridge_census_anomalies_total{channel,kind}`: census anomalies kept and flagged (a
+//!   movement seen twice, an encounter never admitted, …), by the message's inbound channel
+//!   and the kind `ordobridge census` shows. The log has one line per kind per chunk of
+//!   updates (a replayed day of ADT flags every message); the journal ids are at debug.
 //!
 //! They are process-wide, like the default registry of other Prometheus clients: one process
 //! is one daemon, and every subsystem observes without threading a handle through its API.
@@ -18,6 +22,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -39,6 +44,13 @@ pub struct DestinationLabel {
 pub struct PososLabel {
     pub endpoint: String,
     pub outcome: String,
+}
+
+/// A census anomaly: its message's inbound channel and its kind (`AnomalyKind::as_str`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnomalyLabel {
+    pub channel: String,
+    pub kind: String,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -65,6 +77,19 @@ static LATENCIES: LazyLock<Latencies> = LazyLock::new(|| Latencies {
     posos: Family::new_with_constructor(latency_buckets),
     launch: latency_buckets(),
 });
+
+/// Census anomalies kept and flagged, by channel and kind.
+static CENSUS_ANOMALIES: LazyLock<Family<AnomalyLabel, Counter>> = LazyLock::new(Family::default);
+
+/// Counts `count` census anomalies of `kind` on `channel`.
+pub fn count_census_anomalies(channel: &str, kind: &str, count: u64) {
+    CENSUS_ANOMALIES
+        .get_or_create(&AnomalyLabel {
+            channel: channel.to_owned(),
+            kind: kind.to_owned(),
+        })
+        .inc_by(count);
+}
 
 /// The process's histograms.
 pub fn latencies() -> &'static Latencies {
@@ -113,7 +138,8 @@ pub fn observe_launch(took: Duration) {
     LATENCIES.launch.observe(took.as_secs_f64());
 }
 
-/// Registers the histograms in `registry` (clones share the same counts).
+/// Registers the histograms and the anomaly counter in `registry` (clones share the same
+/// counts).
 pub fn register(registry: &mut Registry) {
     let l = latencies();
     registry.register(
@@ -140,5 +166,10 @@ pub fn register(registry: &mut Registry) {
         "ordobridge_launch_seconds",
         "a launch request answered, Posos included",
         l.launch.clone(),
+    );
+    registry.register(
+        "ordobridge_census_anomalies",
+        "census anomalies kept and flagged (see `ordobridge census`), by inbound channel and kind",
+        CENSUS_ANOMALIES.clone(),
     );
 }

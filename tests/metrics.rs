@@ -168,3 +168,29 @@ async fn census_lag_gauge_falls_to_zero_after_a_flood() {
         FLOOD_CONNECTIONS * FLOOD_PER_CONNECTION
     );
 }
+
+/// Census anomalies are counted on `/metrics` by inbound channel and kind (the log has one
+/// line per kind per chunk, not one per message): the same admission sent again under new
+/// control ids is a movement seen twice. The counter is process-wide; no other test of this
+/// file sends a movement twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn census_anomalies_are_counted_by_channel_and_kind() {
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = common::start_engine(common::config(dir.path(), &common::base_toml())).await;
+    let http = engine.addr("http");
+    let sample = String::from_utf8(common::sample(common::A01_SAMPLE)).expect("utf-8");
+    for control_id in ["SYN0002", "RESENT1", "RESENT2"] {
+        let message = sample.replace("SYN0002", control_id);
+        let ack = common::send_adt(engine.addr("adt-in"), message.as_bytes()).await;
+        assert!(ack.contains("MSA|AA|"), "{ack}");
+    }
+    common::wait_for("the two resent admissions counted", || async move {
+        let body = common::metrics_text(http).await?;
+        body.contains(
+            "ordobridge_census_anomalies_total{channel=\"adt-in\",kind=\"duplicate_movement\"} 2",
+        )
+        .then_some(())
+    })
+    .await;
+    engine.stop().await;
+}

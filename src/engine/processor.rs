@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
 use crate::census::{self, CensusSettings, CensusUpdate, Patient, PersonName};
-use crate::store::{PendingCensus, Store, Unprocessed};
+use crate::store::{AnomalyKind, PendingCensus, Store, Unprocessed};
 
 /// How many rows one read takes.
 const BATCH: usize = 512;
@@ -144,13 +144,19 @@ pub(super) async fn run_processor(
 }
 
 /// Waits for a chunk's answers and logs them; the first journal id that failed, if any.
+///
+/// Anomalies are logged once per channel and kind for the whole chunk, with how many and the
+/// journal ids they span (each row's at debug), and counted on `/metrics`: a replayed day of
+/// ADT flags nearly every message, and a warning per message would bury the log.
 async fn settle(chunk: InFlight, census_changed: &Notify) -> Option<i64> {
     let mut first_failed = None;
+    let mut anomalies = AnomalyRuns::default();
     for (row, outcome) in chunk.rows.iter().zip(chunk.pending.outcomes().await) {
         match outcome {
             Ok(outcome) => {
                 for anomaly in &outcome.anomalies {
-                    warn!(journal_id = row.id, channel = %row.channel, anomaly = ?anomaly.kind, "census anomaly kept and flagged: see `ordobridge census`");
+                    debug!(journal_id = row.id, channel = %row.channel, anomaly = anomaly.kind.as_str(), "census anomaly kept and flagged");
+                    anomalies.add(&row.channel, anomaly.kind, row.id);
                 }
                 debug!(journal_id = row.id, status = ?outcome.status, "census updated");
             }
@@ -160,8 +166,58 @@ async fn settle(chunk: InFlight, census_changed: &Notify) -> Option<i64> {
             }
         }
     }
+    for run in &anomalies.runs {
+        crate::metrics::count_census_anomalies(run.channel, run.kind.as_str(), run.count);
+        warn!(
+            channel = %run.channel,
+            anomaly = run.kind.as_str(),
+            count = run.count,
+            first_journal_id = run.first,
+            last_journal_id = run.last,
+            "census anomalies kept and flagged: see `ordobridge census`"
+        );
+    }
     census_changed.notify_one();
     first_failed
+}
+
+/// A chunk's census anomalies, one entry per channel and kind, in the order first seen.
+#[derive(Debug, Default)]
+struct AnomalyRuns<'a> {
+    runs: Vec<AnomalyRun<'a>>,
+}
+
+/// The anomalies of one channel and kind in a chunk: how many, and the journal ids they span.
+#[derive(Debug, PartialEq, Eq)]
+struct AnomalyRun<'a> {
+    channel: &'a str,
+    kind: AnomalyKind,
+    count: u64,
+    first: i64,
+    last: i64,
+}
+
+impl<'a> AnomalyRuns<'a> {
+    /// Counts one anomaly of journal row `id` (rows come in journal order).
+    fn add(&mut self, channel: &'a str, kind: AnomalyKind, id: i64) {
+        match self
+            .runs
+            .iter_mut()
+            .find(|run| run.channel == channel && run.kind == kind)
+        {
+            Some(run) => {
+                run.count += 1;
+                run.last = id;
+            }
+            None => self.runs.push(AnomalyRun {
+                channel,
+                kind,
+                count: 1,
+                first: id,
+                last: id,
+            }),
+        }
+    }
 }
 
 /// What one journal row means for the census.
@@ -260,6 +316,31 @@ fn iso_date(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anomaly_runs_group_a_chunk_by_channel_and_kind() {
+        let mut runs = AnomalyRuns::default();
+        runs.add("adt-in", AnomalyKind::DuplicateMovement, 10);
+        runs.add("adt-in", AnomalyKind::UnknownEncounter, 11);
+        runs.add("adt-in", AnomalyKind::DuplicateMovement, 12);
+        runs.add("adt-2", AnomalyKind::DuplicateMovement, 13);
+        runs.add("adt-in", AnomalyKind::DuplicateMovement, 14);
+        let run = |channel, kind, count, first, last| AnomalyRun {
+            channel,
+            kind,
+            count,
+            first,
+            last,
+        };
+        assert_eq!(
+            runs.runs,
+            [
+                run("adt-in", AnomalyKind::DuplicateMovement, 3, 10, 14),
+                run("adt-in", AnomalyKind::UnknownEncounter, 1, 11, 11),
+                run("adt-2", AnomalyKind::DuplicateMovement, 1, 13, 13),
+            ]
+        );
+    }
 
     #[test]
     fn hprim_p_record_feeds_the_census_identity() {
