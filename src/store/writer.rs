@@ -5,8 +5,10 @@
 //! answers each request. One fsync thus covers a whole batch: under load, batches grow and the
 //! cost per message falls; when idle, a lone message is committed at once.
 //!
-//! Census updates (the processor keeps many queued) are shared out: a few beside other
-//! requests in every transaction; when nothing else waits, a transaction of census updates
+//! Census updates (the processor keeps many queued) are shared out (see [`Share`]): a few
+//! beside a flood's requests in every transaction; beside one connection's lone messages, a
+//! batch riding together every so often (its census pages written once, not at every
+//! message); when nothing else waits, a transaction of census updates
 //! grows while the queue stays empty, beyond `max_batch` (up to [`CENSUS_ALONE`]), and stops
 //! the moment another request is queued, which joins it (see [`Feed`]). While journal inserts
 //! keep coming, census updates do not commit alone: they wait (briefly, see [`Ride`]) for the
@@ -226,10 +228,11 @@ fn run(
     counters: &Counters,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
-    // Census updates left for a later transaction (see `share_with_census`), oldest first.
+    // Census updates left for a later transaction (see `Share::share`), oldest first.
     let mut deferred: VecDeque<Request> = VecDeque::new();
     let mut closers = Vec::new();
     let mut ride = Ride::new(&path);
+    let mut share = Share::default();
     loop {
         // Blocks for the first request when nothing waits, else takes only what is already
         // queued; up to `max_batch` either way. 0 once every sender is gone (or the queue was
@@ -266,7 +269,7 @@ fn run(
                 queue.close();
             }
         }
-        let census_only = share_with_census(&mut batch, &mut deferred);
+        let census_only = share.share(&mut batch, &mut deferred, std::time::Instant::now());
         if !batch.is_empty() {
             // Nothing else waited: the census may grow this transaction while nobody queues.
             let mut feed = census_only.then_some(Feed {
@@ -385,26 +388,88 @@ impl Ride {
     }
 }
 
-/// Census updates every transaction takes when some wait, whatever else shares it: the census
-/// catching up after a burst must not make every ACK wait for hundreds of updates, nor stop
-/// while journal inserts flood in. A census update costs about four journal inserts: beside
-/// a flood's 64 inserts, 8 updates take a third of the writer (32 took two thirds, and the
-/// 64-connection intake fell by a fifth: README, performance).
+/// Census updates every transaction takes when some wait beside a flood (at least this many
+/// other requests), or alone: the census catching up after a burst must not make every ACK
+/// wait for hundreds of updates, nor stop while journal inserts flood in. A census update
+/// costs about four journal inserts: beside a flood's 64 inserts, 8 updates take a third of
+/// the writer (32 took two thirds, and the 64-connection intake fell by a fifth: README,
+/// performance).
 const CENSUS_BESIDE_OTHERS: usize = 8;
+/// Census updates that ride together beside a few other requests (fewer than
+/// [`CENSUS_BESIDE_OTHERS`]: one MLLP connection, a handful of pushes). One update beside each
+/// lone message rewrote the census pages it touches (the patient, the stay, the movement and
+/// their indexes: about ten 4 KiB pages) at every commit; riding together, they are written
+/// once for the batch (1.12–1.52× the one-connection intake, README, performance).
+const CENSUS_RIDE_BATCH: usize = 32;
+/// A batch rides in at most one transaction of this many beside a few other requests: while
+/// the census catches up behind one connection, ACKs share its cost as with
+/// [`CENSUS_BESIDE_OTHERS`] per transaction, on average.
+const CENSUS_RIDE_EVERY: usize = CENSUS_RIDE_BATCH / CENSUS_BESIDE_OTHERS;
 /// Census updates one transaction takes at most when nothing else waits: one fsync for
 /// hundreds of updates. The transaction stops growing the moment another request is queued
 /// (see [`Feed`]), so a journal insert arriving meanwhile waits one census update, not this many.
 const CENSUS_ALONE: usize = 512;
 
-/// Puts the oldest [`CENSUS_BESIDE_OTHERS`] census updates into this transaction beside the
-/// other requests; the rest wait in `deferred`, in order. True when the batch holds nothing
-/// but census updates: [`Feed`] may then grow it.
-fn share_with_census(batch: &mut Vec<Request>, deferred: &mut VecDeque<Request>) -> bool {
-    deferred.extend(batch.extract_if(.., |request| matches!(request, Request::Census { .. })));
-    let census_only = batch.is_empty();
-    let take = CENSUS_BESIDE_OTHERS.min(deferred.len());
-    batch.extend(deferred.drain(..take));
-    census_only
+/// How the census updates waiting in `deferred` are shared out between transactions (see
+/// [`Share::share`]).
+#[derive(Debug)]
+struct Share {
+    /// Transactions with a few other requests and no census update since census updates last
+    /// rode beside a few other requests.
+    since_ride: usize,
+    /// Since when the oldest deferred census update waits.
+    waiting_since: Option<std::time::Instant>,
+}
+
+impl Default for Share {
+    fn default() -> Self {
+        Self {
+            since_ride: CENSUS_RIDE_EVERY,
+            waiting_since: None,
+        }
+    }
+}
+
+impl Share {
+    /// Moves this transaction's census updates (the oldest first) from `deferred` into
+    /// `batch`; the rest wait there, in order. Alone or beside a flood: the oldest
+    /// [`CENSUS_BESIDE_OTHERS`]. Beside a few other requests: none until
+    /// [`CENSUS_RIDE_BATCH`] wait (or the oldest has waited [`CENSUS_MAX_WAIT`]), then that
+    /// many, in at most one transaction of [`CENSUS_RIDE_EVERY`]. True when the batch holds
+    /// nothing but census updates: [`Feed`] may then grow it.
+    fn share(
+        &mut self,
+        batch: &mut Vec<Request>,
+        deferred: &mut VecDeque<Request>,
+        now: std::time::Instant,
+    ) -> bool {
+        deferred.extend(batch.extract_if(.., |request| matches!(request, Request::Census { .. })));
+        let census_only = batch.is_empty();
+        let Some(waiting_since) =
+            (!deferred.is_empty()).then(|| *self.waiting_since.get_or_insert(now))
+        else {
+            self.waiting_since = None;
+            return census_only;
+        };
+        let take = if census_only || batch.len() >= CENSUS_BESIDE_OTHERS {
+            CENSUS_BESIDE_OTHERS
+        } else if self.since_ride + 1 >= CENSUS_RIDE_EVERY
+            && (deferred.len() >= CENSUS_RIDE_BATCH || now >= waiting_since + CENSUS_MAX_WAIT)
+        {
+            self.since_ride = 0;
+            CENSUS_RIDE_BATCH
+        } else {
+            self.since_ride += 1;
+            0
+        };
+        let take = take.min(deferred.len());
+        if take > 0 {
+            // What still waits counts from now.
+            self.waiting_since = (take < deferred.len()).then_some(now);
+        }
+        batch.extend(deferred.drain(..take));
+        census_only
+    }
 }
 
 /// Grows a census-only transaction while it runs: one more deferred census update at a time
@@ -1214,21 +1279,32 @@ mod tests {
         assert_eq!(rows(&connection), 1);
     }
 
-    /// ACKs do not wait behind a census catching up: a transaction starts with only a few
-    /// census updates, in order, beside other requests or alone.
+    /// `count` census updates, journal ids `first..`, and their answers.
+    fn census_updates(first: i64, count: i64) -> (Vec<Request>, Vec<CensusReply>) {
+        (first..first + count)
+            .map(|id| identity(id, "IPP1"))
+            .unzip()
+    }
+
+    /// `count` journal inserts, and their answers.
+    fn journal_inserts(count: usize) -> (Vec<Request>, Vec<OneReply>) {
+        (0..count)
+            .map(|n| one(record(&n.to_string(), b"MSH|1")))
+            .unzip()
+    }
+
+    /// ACKs do not wait behind a census catching up: beside a flood's inserts, or alone, a
+    /// transaction takes only a few census updates, in order.
     #[test]
-    fn ok_census_shares_transactions_with_acks() {
+    fn ok_census_shares_transactions_with_a_flood() {
+        let now = std::time::Instant::now();
+        let mut share = Share::default();
         let mut deferred = VecDeque::new();
-        let (journal, _answer) = one(record("1", b"MSH|1"));
-        let mut batch = vec![journal];
-        let mut answers = Vec::new();
-        for id in 1..=100 {
-            let (request, answer) = identity(id, "IPP1");
-            batch.push(request);
-            answers.push(answer);
-        }
-        assert!(!share_with_census(&mut batch, &mut deferred));
-        assert_eq!(batch.len(), 1 + CENSUS_BESIDE_OTHERS);
+        let (mut batch, _inserted) = journal_inserts(CENSUS_BESIDE_OTHERS);
+        let (census, _answers) = census_updates(1, 100);
+        batch.extend(census);
+        assert!(!share.share(&mut batch, &mut deferred, now));
+        assert_eq!(batch.len(), 2 * CENSUS_BESIDE_OTHERS);
         assert_eq!(
             journal_ids(&batch),
             (1..=8).collect::<Vec<i64>>(),
@@ -1238,10 +1314,71 @@ mod tests {
 
         // Nothing else waits: the same start, and the feed may grow it.
         let mut batch = Vec::new();
-        assert!(share_with_census(&mut batch, &mut deferred));
+        assert!(share.share(&mut batch, &mut deferred, now));
         assert_eq!(journal_ids(&batch), (9..=16).collect::<Vec<i64>>());
         assert_eq!(deferred.len(), 84);
         const { assert!(CENSUS_ALONE > CENSUS_BESIDE_OTHERS) };
+    }
+
+    /// Beside one connection's lone messages, census updates wait until a batch of them can
+    /// ride together, so the census pages are written once for the batch; behind a backlog,
+    /// a batch rides in one transaction of every few, so ACKs share the census as beside a
+    /// flood, on average.
+    #[test]
+    fn ok_census_rides_in_batches_beside_lone_messages() {
+        let now = std::time::Instant::now();
+        let mut share = Share::default();
+        let mut deferred = VecDeque::new();
+        let mut answers = Vec::new();
+        for id in 1..i64::try_from(CENSUS_RIDE_BATCH).unwrap() {
+            let (mut batch, _inserted) = journal_inserts(1);
+            let (update, answer) = identity(id, "IPP1");
+            batch.push(update);
+            answers.push(answer);
+            assert!(!share.share(&mut batch, &mut deferred, now));
+            assert_eq!(batch.len(), 1, "update {id} waits for a batch");
+        }
+        let (mut batch, _inserted) = journal_inserts(1);
+        let (census, _answers) = census_updates(32, 100);
+        batch.extend(census);
+        assert!(!share.share(&mut batch, &mut deferred, now));
+        assert_eq!(
+            journal_ids(&batch),
+            (1..=32).collect::<Vec<i64>>(),
+            "a batch rides, oldest first"
+        );
+        // A backlog: the next batch rides CENSUS_RIDE_EVERY transactions later.
+        for transaction in 1..CENSUS_RIDE_EVERY {
+            let (mut batch, _inserted) = journal_inserts(1);
+            assert!(!share.share(&mut batch, &mut deferred, now));
+            assert_eq!(batch.len(), 1, "transaction {transaction} after a ride");
+        }
+        let (mut batch, _inserted) = journal_inserts(1);
+        assert!(!share.share(&mut batch, &mut deferred, now));
+        assert_eq!(journal_ids(&batch), (33..=64).collect::<Vec<i64>>());
+    }
+
+    /// A few census updates do not wait for a whole batch for ever: past CENSUS_MAX_WAIT
+    /// they ride beside the next message.
+    #[rstest::rstest]
+    #[case::before_the_deadline(CENSUS_MAX_WAIT - std::time::Duration::from_millis(1), 0)]
+    #[case::at_the_deadline(CENSUS_MAX_WAIT, 3)]
+    fn ok_census_rides_once_it_waited_long_enough(
+        #[case] after: std::time::Duration,
+        #[case] riding: usize,
+    ) {
+        let start = std::time::Instant::now();
+        let mut share = Share::default();
+        let mut deferred = VecDeque::new();
+        let (mut batch, _inserted) = journal_inserts(1);
+        let (census, _answers) = census_updates(1, 3);
+        batch.extend(census);
+        assert!(!share.share(&mut batch, &mut deferred, start));
+        assert_eq!(batch.len(), 1);
+        let (mut batch, _inserted) = journal_inserts(1);
+        assert!(!share.share(&mut batch, &mut deferred, start + after));
+        assert_eq!(batch.len(), 1 + riding);
+        assert_eq!(deferred.len(), 3 - riding);
     }
 
     /// A census-only transaction, and its feed: the writer's queue and the deferred updates.
@@ -1253,7 +1390,7 @@ mod tests {
         counters: &Counters,
     ) {
         let mut batch = Vec::new();
-        assert!(share_with_census(&mut batch, deferred));
+        assert!(Share::default().share(&mut batch, deferred, std::time::Instant::now()));
         let mut closers = Vec::new();
         let mut feed = Feed {
             queue,
