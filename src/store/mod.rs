@@ -41,6 +41,7 @@
 mod audit;
 pub mod backup;
 mod census;
+mod checkpoint;
 mod documents;
 mod follow;
 mod hold;
@@ -547,7 +548,8 @@ impl Store {
     /// Opens (creating the file and its folder if needed) and migrates the database, then
     /// starts the writer thread.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
-        let connection = schema::open_writer(path)?;
+        let mut connection = schema::open_writer(path)?;
+        checkpoint::start(&mut connection, path)?;
         let (requests, queue) = mpsc::channel(options.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
         writer::spawn(

@@ -641,11 +641,7 @@ pub(super) fn count(
 pub(super) fn checkpoint(path: &std::path::Path) -> rusqlite::Result<bool> {
     let connection = Connection::open(path)?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
-    let (busy, log, copied): (i64, i64, i64) =
-        connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })?;
-    Ok(busy == 0 && log == copied)
+    Ok(super::checkpoint::passive(&connection)?.all())
 }
 
 /// Gives up to `pages` free pages back to the file system (needs `auto_vacuum = INCREMENTAL`);

@@ -528,9 +528,11 @@ fn configure_writer(connection: &Connection, path: &Path) -> Result<(), StoreErr
         .pragma_update(None, "temp_store", "MEMORY")
         .map_err(|source| setting("temp_store=MEMORY", source))?;
     plan_once(connection).map_err(|source| setting("SQLITE_DBCONFIG_ENABLE_QPSG", source))?;
-    // A checkpoint every 4,000 WAL pages (16 MiB) rather than 1,000: the writer runs it after
-    // a commit, and it copies each changed page once however many commits rewrote it (the
-    // journal's and its indexes' last leaves): fewer, larger checkpoints copy fewer pages.
+    // A checkpoint every 4,000 WAL pages (16 MiB) rather than 1,000: it copies each changed
+    // page once however many commits rewrote it (the journal's and its indexes' last leaves):
+    // fewer, larger checkpoints copy fewer pages. `Store::open` then hands checkpoints to a
+    // thread of their own (`store::checkpoint`); this is the setting of any other writer
+    // connection.
     connection
         .pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
         .map_err(|source| setting("wal_autocheckpoint", source))?;
