@@ -231,29 +231,27 @@ mod tests {
         largest
     }
 
-    /// The thread copies the log and the writer finishes it: the log starts again every few
-    /// hundred pages, though the writer's own threshold is out of reach and it commits without
-    /// a pause (~12,000 pages written, 60× the threshold).
-    #[test]
-    fn ok_the_checkpointer_keeps_the_log_bounded() {
+    /// The log stays bounded however much is written (~3 pages per commit). `thread`: the
+    /// thread copies the log and the writer finishes it, so the log starts again every few
+    /// hundred pages though the writer's own threshold is out of reach and it commits without
+    /// a pause (60× the thread's threshold written). `writer_alone`: a checkpointer that is
+    /// never woken leaves the writer to checkpoint the log itself past its own threshold, as
+    /// SQLite would.
+    #[rstest::rstest]
+    #[case::thread(200, i32::MAX, 4_000, 2_000)]
+    #[case::writer_alone(i32::MAX, 200, 2_000, 400)]
+    fn ok_the_log_stays_bounded(
+        #[case] wake_at: i32,
+        #[case] writer_checkpoint_at: i32,
+        #[case] commits: usize,
+        #[case] bound: u64,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.sqlite");
         let mut writer = super::super::schema::open_writer(&path).unwrap();
-        start_with(&mut writer, &path, 200, i32::MAX).unwrap();
-        let largest = fill(&writer, &path, 4_000);
-        assert!(largest < 2_000, "the log reached {largest} pages");
-    }
-
-    /// A checkpointer that never runs (its threshold out of reach) leaves the writer to
-    /// checkpoint the log itself past its own threshold, as SQLite would.
-    #[test]
-    fn ok_the_writer_checkpoints_itself_past_its_threshold() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.sqlite");
-        let mut writer = super::super::schema::open_writer(&path).unwrap();
-        start_with(&mut writer, &path, i32::MAX, 200).unwrap();
-        let largest = fill(&writer, &path, 2_000);
-        assert!(largest < 400, "the log reached {largest} pages");
+        start_with(&mut writer, &path, wake_at, writer_checkpoint_at).unwrap();
+        let largest = fill(&writer, &path, commits);
+        assert!(largest < bound, "the log reached {largest} pages");
     }
 
     #[test]
