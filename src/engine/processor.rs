@@ -24,8 +24,9 @@ const BATCH: usize = 512;
 const CHUNK: usize = 32;
 /// Chunks sent and not yet answered: 1,024 rows, twice what the writer puts in one
 /// transaction, so it has the next ones waiting while this task parses more. The writer
-/// decides how many go into a transaction (README, performance): 8 beside journal inserts,
-/// up to 512 while nothing else is queued, so ACKs still come first.
+/// decides how many go into a transaction (README, performance; `store::writer::Share`): 8
+/// beside a flood's journal inserts, 32 at a time in one transaction of four beside a lone
+/// connection's, up to 512 while nothing else is queued, so ACKs still come first.
 const WINDOW: usize = 2 * BATCH / CHUNK;
 /// A safety net if a wake-up is missed.
 const IDLE_POLL: Duration = Duration::from_secs(2);
