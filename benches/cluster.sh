@@ -54,17 +54,14 @@ createdb_() { "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$1"; }
 start_node() {
   local dir=$1 store=$2 name=$3
   mkdir -p "$dir"
-  cat > "$dir/ob.toml" <<TOML
+  {
+    cat <<TOML
 $store
 [cluster]
 node_name = "$name"
-[log]
-level = "warn,ordobridge::engine=info"
-[inbound.adt-in]
-protocol = "mllp"
-bind = "127.0.0.1:0"
-max_connections_per_peer = 256
 TOML
+    mllp_listener_toml
+  } > "$dir/ob.toml"
   RUST_LOG=warn,ordobridge=info "$BIN" run --config "$dir/ob.toml" > "$dir/ob.log" 2>&1 & PIDS+=($!)
   # The log also names the database's URL: the listening line's `addr=` only.
   echo "$! $(wait_port "$dir/ob.log" 'addr=127\.0\.0\.1:')"

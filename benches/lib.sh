@@ -24,6 +24,14 @@ mllp_intake_toml() {
 [store]
 path = "$1"
 ${2:-}
+TOML
+  mllp_listener_toml
+}
+
+# mllp_listener_toml: the `[log]` and `[inbound.adt-in]` tables of mllp_intake_toml, for a
+# script that writes its own store (and cluster) tables before them.
+mllp_listener_toml() {
+  cat <<TOML
 [log]
 level = "warn,ordobridge::engine=info"
 [inbound.adt-in]
