@@ -48,7 +48,7 @@ async fn ok_open_migrates_reopen_keeps_newer_refused() {
     let id = fixture.store.journal(record("1", ADT)).await.unwrap().id();
     fixture.store.close().await;
     drop(fixture.store);
-    assert_eq!(count(&fixture.path, "PRAGMA user_version"), 12);
+    assert_eq!(count(&fixture.path, "PRAGMA user_version"), 13);
 
     let store = Store::open(&fixture.path, StoreOptions::default()).unwrap();
     assert!(
@@ -59,13 +59,13 @@ async fn ok_open_migrates_reopen_keeps_newer_refused() {
     drop(store);
 
     fresh(&fixture.path)
-        .pragma_update(None, "user_version", 13)
+        .pragma_update(None, "user_version", 14)
         .unwrap();
     let err = Store::open(&fixture.path, StoreOptions::default()).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
-            "store `{}` has schema version 13, this build knows versions 0 to 12; \
+            "store `{}` has schema version 14, this build knows versions 0 to 13; \
              was it written by a newer ordobridge?",
             fixture.path.display()
         )
@@ -358,6 +358,7 @@ async fn ok_backpressure_with_tiny_queue() {
     let options = StoreOptions {
         queue_capacity: 1,
         max_batch: 4,
+        ..StoreOptions::DEFAULT
     };
     let store = Store::open(&path, options).unwrap();
     let calls = (0..100).map(|n| {

@@ -232,6 +232,7 @@ pub(super) struct RawStore {
     pub(super) prune_batch: Option<Spanned<i64>>,
     pub(super) queue_capacity: Option<Spanned<i64>>,
     pub(super) max_batch: Option<Spanned<i64>>,
+    pub(super) intake_log: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

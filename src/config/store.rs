@@ -21,6 +21,9 @@ pub struct StoreConfig {
     pub queue_capacity: usize,
     /// The most messages committed in one transaction.
     pub max_batch: usize,
+    /// `[store] intake_log`: MLLP messages made durable in an append-only log and copied into
+    /// the journal behind their ACK (SQLite only).
+    pub intake_log: bool,
     /// What the background pruner deletes, and how often.
     pub retention: RetentionConfig,
 }
@@ -93,6 +96,29 @@ impl RetentionConfig {
 // The configuration's defaults are the library's: one place each.
 const DEFAULT_QUEUE_CAPACITY: usize = crate::store::StoreOptions::DEFAULT.queue_capacity;
 const DEFAULT_MAX_BATCH: usize = crate::store::StoreOptions::DEFAULT.max_batch;
+const DEFAULT_INTAKE_LOG: bool = crate::store::StoreOptions::DEFAULT.intake_log;
+
+/// `[store] intake_log`; refused on PostgreSQL, where every node must see a message in the
+/// shared database before it is acknowledged (a log on one node's disk would hide it).
+fn intake_log(store: &RawStore, report: &mut Report<'_>) -> bool {
+    let Some(setting) = &store.intake_log else {
+        return DEFAULT_INTAKE_LOG;
+    };
+    let on = *setting.get_ref();
+    let postgres = store
+        .backend
+        .as_ref()
+        .is_some_and(|backend| backend.get_ref() == "postgres");
+    if on && postgres {
+        report.push(
+            Some(setting.span()),
+            "store.intake_log",
+            "the intake log is for the SQLite store: on PostgreSQL a message must be in the shared database before its ACK, so that every node sees it; remove `intake_log` or set it to false".to_string(),
+        );
+        return false;
+    }
+    on
+}
 
 /// `[store]`: the database, the writer's queue and batch, the retention keys; the section is
 /// required.
@@ -104,6 +130,8 @@ pub(super) fn validate_store(
     match raw {
         Some(mut store) => StoreConfig {
             retention: retention(&store, report),
+            // Before `store_backend` takes the backend key.
+            intake_log: intake_log(&store, report),
             backend: store_backend(&mut store, base, report),
             path: store
                 .path
@@ -126,6 +154,7 @@ pub(super) fn validate_store(
                 path: PathBuf::new(),
                 queue_capacity: DEFAULT_QUEUE_CAPACITY,
                 max_batch: DEFAULT_MAX_BATCH,
+                intake_log: DEFAULT_INTAKE_LOG,
                 retention: RetentionConfig::DEFAULT,
             }
         }

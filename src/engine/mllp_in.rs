@@ -17,7 +17,7 @@ use crate::hl7::ack::{AckError, AckOutcome, build_ack};
 use crate::hl7::{Charset, ErrorCode};
 use crate::mllp::codec::Inbound;
 use crate::mllp::server::FrameHandler;
-use crate::store::{JournalOutcome, Store};
+use crate::store::{Journaled, Store};
 
 use super::intake::{Intake, Parsed, read_hl7, refused};
 
@@ -245,18 +245,16 @@ impl FrameHandler for InboundMllp {
             records.push(p.take_record());
         }
         let stored = if records.is_empty() {
-            Ok(Vec::new())
+            Ok(Journaled::Committed(Vec::new()))
         } else {
-            self.store.journal_many(records).await
+            self.store.journal_intake(records).await
         };
         let timestamp = hl7_now();
         match &stored {
-            Ok(outcomes) => {
+            Ok(intake) => {
                 self.processed.notify_one();
-                for outcome in outcomes {
-                    if let JournalOutcome::Duplicate { id, .. } = outcome {
-                        info!(peer = %peer, journal_id = id, "duplicate message acknowledged again, not processed twice");
-                    }
+                for id in intake.duplicates() {
+                    info!(peer = %peer, journal_id = id, "duplicate message acknowledged again, not processed twice");
                 }
             }
             Err(e) => {
@@ -272,7 +270,7 @@ impl FrameHandler for InboundMllp {
                 let not_stored = match &stored {
                     // Not journaled on purpose (over the hourly budget): refused anyway.
                     _ if place.is_none() && p.refusal.is_some() => None,
-                    Ok(outcomes) if place.and_then(|at| outcomes.get(at)).is_some() => None,
+                    Ok(intake) if place.is_some_and(|at| intake.holds(at)) => None,
                     Ok(_) => Some("the journal returned no outcome for it"),
                     Err(_) => store_error.as_deref(),
                 };

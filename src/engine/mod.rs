@@ -275,6 +275,7 @@ pub async fn run_reloadable(
         StoreOptions {
             queue_capacity: config.store.queue_capacity,
             max_batch: config.store.max_batch,
+            intake_log: config.store.intake_log,
         },
     )
     .map_err(|source| EngineError::Store {

@@ -256,11 +256,12 @@ impl Running {
         }
         Running {
             shared: Shared {
+                // The intake log pokes it when messages reach the journal behind their ACK.
+                processed: store.journal_grew(),
                 store,
                 tracker,
                 shutdown,
                 tls,
-                processed: Arc::new(Notify::new()),
                 census_changed: Arc::new(Notify::new()),
                 census_progress: Arc::new(watch::Sender::new(0)),
                 used_links: Arc::new(UsedLinks::default()),

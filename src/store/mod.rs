@@ -45,6 +45,7 @@ mod checkpoint;
 mod documents;
 mod follow;
 mod hold;
+mod intake_log;
 pub mod migrate;
 pub mod ownership;
 mod postgres;
@@ -97,6 +98,9 @@ pub struct StoreOptions {
     /// transaction of census updates alone, which no caller waits behind, may grow past it
     /// (up to 512 updates) while nothing else is queued (see `writer`).
     pub max_batch: usize,
+    /// MLLP messages are made durable in the intake log (one append and `fdatasync` per
+    /// batch) and copied into the journal behind their ACK (see `intake_log`); SQLite only.
+    pub intake_log: bool,
 }
 
 impl Default for StoreOptions {
@@ -110,6 +114,7 @@ impl StoreOptions {
     pub const DEFAULT: StoreOptions = StoreOptions {
         queue_capacity: 4096,
         max_batch: 512,
+        intake_log: false,
     };
 }
 
@@ -199,6 +204,38 @@ pub enum JournalOutcome {
         /// Status of that first row (`Accepted` or `Processed`).
         status: EntryStatus,
     },
+}
+
+/// How the records of one MLLP frame were made durable ([`Store::journal_intake`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Journaled {
+    /// Committed to the journal table: one outcome per record, in order.
+    Committed(Vec<JournalOutcome>),
+    /// Made durable in the intake log: all of them, copied into the journal a moment later
+    /// (duplicates are found then).
+    Logged,
+}
+
+impl Journaled {
+    /// Whether record `at` of the call is durable.
+    pub fn holds(&self, at: usize) -> bool {
+        match self {
+            Journaled::Committed(outcomes) => at < outcomes.len(),
+            Journaled::Logged => true,
+        }
+    }
+
+    /// The ids of the journal rows the records repeat (only known when committed).
+    pub fn duplicates(&self) -> impl Iterator<Item = i64> + '_ {
+        let outcomes = match self {
+            Journaled::Committed(outcomes) => outcomes.as_slice(),
+            Journaled::Logged => &[],
+        };
+        outcomes.iter().filter_map(|outcome| match outcome {
+            JournalOutcome::Duplicate { id, .. } => Some(*id),
+            JournalOutcome::Stored { .. } => None,
+        })
+    }
 }
 
 impl JournalOutcome {
@@ -396,6 +433,49 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// The intake log (see `intake_log`) could not be set up, written or read: a message
+    /// whose append failed is not stored (its sender gets AE and resends it).
+    #[error("store `{}`: intake log `{}`: cannot {action}", path.display(), file.display())]
+    IntakeLog {
+        /// The database file.
+        path: PathBuf,
+        /// The segment or folder.
+        file: PathBuf,
+        /// What failed, e.g. `append and fdatasync`.
+        action: &'static str,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// A record of the intake log that was made durable cannot be read back (not the torn
+    /// tail of the last segment, which a crash leaves and which was never acknowledged).
+    #[error(
+        "store `{}`: intake log `{}` is damaged at byte {offset}: {reason}; the records from \
+         there on cannot be copied into the journal. Move the file out of its folder to start \
+         without them (they were acknowledged: have their senders resend them), or restore a \
+         backup",
+        path.display(),
+        file.display()
+    )]
+    IntakeLogDamaged {
+        /// The database file.
+        path: PathBuf,
+        /// The segment.
+        file: PathBuf,
+        /// Where the damaged record starts.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The intake log no longer takes messages: copying it into the journal stopped on an
+    /// error (logged), or the store is closing. Nothing of the message is stored.
+    #[error("store `{}`: the intake log takes no more messages: {reason}", path.display())]
+    IntakeLogStopped {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The batch holding this request was rolled back: nothing of it is stored.
     #[error("store `{}`: batch of {requests} request(s) not committed", path.display())]
     NotCommitted {
@@ -542,6 +622,11 @@ struct Shared {
     /// of the facade starts with one dispatch line; a trait object would need async methods
     /// boxed on the hot path of every journal insert for no gain while there are two backends.
     postgres: Option<postgres::Postgres>,
+    /// The intake log, when `StoreOptions::intake_log` is on (SQLite only).
+    intake: Option<intake_log::IntakeLog>,
+    /// Poked when journal rows arrive behind their ACK (from the intake log): the census
+    /// processor's wake-up ([`Store::journal_grew`]).
+    journal_grew: Arc<tokio::sync::Notify>,
 }
 
 impl Store {
@@ -549,6 +634,8 @@ impl Store {
     /// starts the writer thread.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         let mut connection = schema::open_writer(path)?;
+        // Whatever a stop left in the intake log is in the journal before anything runs.
+        let next_seq = intake_log::recover(&mut connection, path)?;
         checkpoint::start(&mut connection, path)?;
         let (requests, queue) = mpsc::channel(options.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
@@ -559,6 +646,19 @@ impl Store {
             options.max_batch.max(1),
             Arc::clone(&counters),
         )?;
+        let journal_grew = Arc::new(tokio::sync::Notify::new());
+        let intake = options
+            .intake_log
+            .then(|| {
+                intake_log::IntakeLog::start(
+                    path,
+                    next_seq,
+                    options.queue_capacity,
+                    requests.clone(),
+                    Arc::clone(&journal_grew),
+                )
+            })
+            .transpose()?;
         Ok(Store {
             requests,
             shared: Arc::new(Shared {
@@ -567,6 +667,8 @@ impl Store {
                 counters,
                 read_only: false,
                 postgres: None,
+                intake,
+                journal_grew,
             }),
         })
     }
@@ -590,6 +692,8 @@ impl Store {
                 counters: Arc::default(),
                 read_only: !migrate,
                 postgres: Some(backend),
+                intake: None,
+                journal_grew: Arc::default(),
             }),
         })
     }
@@ -681,6 +785,8 @@ impl Store {
                 counters: Arc::default(),
                 read_only: true,
                 postgres: None,
+                intake: None,
+                journal_grew: Arc::default(),
             }),
         })
     }
@@ -733,6 +839,36 @@ impl Store {
         })
         .await?;
         answer.await.map_err(|_| self.closed())?
+    }
+
+    /// Journals the records of one MLLP frame for its ACK: through the intake log when the
+    /// store has one (durable when this resolves, in the journal table a moment later),
+    /// else as [`Store::journal_many`].
+    pub async fn journal_intake(
+        &self,
+        records: Vec<InboundRecord>,
+    ) -> Result<Journaled, StoreError> {
+        match &self.shared.intake {
+            Some(intake) if !records.is_empty() => {
+                let records = records.into_iter().map(Prepared::new).collect();
+                intake.append(records).await.map(|()| Journaled::Logged)
+            }
+            _ => self.journal_many(records).await.map(Journaled::Committed),
+        }
+    }
+
+    /// Poked when journal rows arrive behind their senders' ACK (copied from the intake
+    /// log): whoever processes new rows (the census processor) waits on it too.
+    pub fn journal_grew(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.shared.journal_grew)
+    }
+
+    /// Messages acknowledged and not yet in the journal table (0 without an intake log).
+    pub fn intake_backlog(&self) -> u64 {
+        self.shared
+            .intake
+            .as_ref()
+            .map_or(0, intake_log::IntakeLog::backlog)
     }
 
     /// Marks accepted rows as processed, in the writer's next batch. Ids that are unknown,
@@ -1118,6 +1254,9 @@ impl Store {
             postgres.close();
             return;
         }
+        if let Some(intake) = &self.shared.intake {
+            intake.close().await;
+        }
         let (reply, answer) = oneshot::channel();
         if self.requests.send(Request::Close { reply }).await.is_ok() {
             // An error here means the writer is already gone, which is what we wait for.
@@ -1311,6 +1450,7 @@ mod tests {
         let options = StoreOptions {
             queue_capacity: 0,
             max_batch: 0,
+            ..StoreOptions::DEFAULT
         };
         let store = Store::open(&dir.path().join("j.sqlite"), options).unwrap();
         let outcome = store.journal(record("1", b"MSH|a")).await.unwrap();

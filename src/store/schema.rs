@@ -272,6 +272,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
         user TEXT NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX journal_channel_received ON journal (channel, received_at);",
+    // 13: how far the intake log (`intake_log`) was copied into the journal: its records up
+    // to `applied_seq` are rows already, so a restart copies only those after it.
+    "CREATE TABLE intake_log (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        applied_seq INTEGER NOT NULL
+    );
+    INSERT INTO intake_log (id, applied_seq) VALUES (1, 0);",
 ];
 
 /// Prepared statements kept per connection: the census alone uses about 30.

@@ -75,6 +75,27 @@ impl Prepared {
             received_at,
         }
     }
+
+    /// A record read back from the intake log, with the hash and time written there.
+    pub(super) fn from_parts(record: InboundRecord, hash: [u8; 32], received_at: i64) -> Self {
+        Self {
+            record,
+            hash,
+            received_at,
+        }
+    }
+
+    pub(super) fn record(&self) -> &InboundRecord {
+        &self.record
+    }
+
+    pub(super) fn hash(&self) -> &[u8; 32] {
+        &self.hash
+    }
+
+    pub(super) fn received_at(&self) -> i64 {
+        self.received_at
+    }
 }
 
 /// Work for the writer thread, each with the channel its answer goes back on.
@@ -90,6 +111,15 @@ pub(super) enum Request {
     /// caller with room for all of them.
     Many {
         records: Vec<Prepared>,
+        outcomes: Vec<JournalOutcome>,
+        reply: oneshot::Sender<Result<Vec<JournalOutcome>, StoreError>>,
+    },
+    /// Records the intake log made durable (and their senders had ACKed), copied into the
+    /// journal with the log's applied mark moved to `through` in the same transaction, so a
+    /// restart copies none of them twice (see `intake_log`).
+    Apply {
+        records: Vec<Prepared>,
+        through: u64,
         outcomes: Vec<JournalOutcome>,
         reply: oneshot::Sender<Result<Vec<JournalOutcome>, StoreError>>,
     },
@@ -622,6 +652,9 @@ pub(super) fn commit_batch(
             }
             Request::Many {
                 outcomes, reply, ..
+            }
+            | Request::Apply {
+                outcomes, reply, ..
             } => {
                 let _ = reply.send(match &failure {
                     None => Ok(outcomes),
@@ -711,7 +744,7 @@ pub(super) fn commit_batch(
 
 /// What a committed batch adds to the counters.
 #[derive(Debug, Default)]
-struct Tally {
+pub(super) struct Tally {
     messages: u64,
     duplicates: u64,
 }
@@ -746,7 +779,7 @@ fn reset(batch: &mut [Request]) {
     for request in batch.iter_mut() {
         match request {
             Request::One { outcome, .. } => *outcome = None,
-            Request::Many { outcomes, .. } => outcomes.clear(),
+            Request::Many { outcomes, .. } | Request::Apply { outcomes, .. } => outcomes.clear(),
             Request::Census { outcome, .. } => *outcome = None,
             Request::Enqueue { ids, .. } => ids.clear(),
             Request::Hold { inserted, .. } => *inserted = false,
@@ -817,6 +850,17 @@ fn run_one(
             for record in records.iter() {
                 outcomes.push(journal_one(transaction, record, tally)?);
             }
+        }
+        Request::Apply {
+            records,
+            through,
+            outcomes,
+            ..
+        } => {
+            for record in records.iter() {
+                outcomes.push(journal_one(transaction, record, tally)?);
+            }
+            super::intake_log::mark_applied(transaction, *through)?;
         }
         Request::MarkProcessed { ids, .. } => {
             let mut mark = transaction.prepare_cached(MARK_PROCESSED_SQL)?;
@@ -953,7 +997,8 @@ fn run_one(
     Ok(())
 }
 
-fn journal_one(
+/// Inserts one record into the journal, or counts it as a duplicate of the row it repeats.
+pub(super) fn journal_one(
     transaction: &rusqlite::Transaction<'_>,
     prepared: &Prepared,
     tally: &mut Tally,
