@@ -29,20 +29,38 @@ fn message(template: &str, control_id: &str) -> Vec<u8> {
 
 #[test]
 fn kill_9_under_load_loses_no_acknowledged_message() {
-    kill_9_under_load(None);
+    kill_9_under_load(None, false);
 }
 
 #[test]
 fn kill_9_under_load_loses_no_acknowledged_message_on_postgresql() {
     let server = common::postgres::TestPostgres::start();
-    kill_9_under_load(Some(&server));
+    kill_9_under_load(Some(&server), false);
 }
 
-/// The daemon killed under load `ROUNDS` times over one store: the SQLite file, or the
-/// database of `postgres`.
-fn kill_9_under_load(postgres: Option<&common::postgres::TestPostgres>) {
+/// With `[store] intake_log`, an ACK waits for the log's `fdatasync`, not the journal's
+/// commit: every message ACKed must still be in the journal once the next start (and the
+/// final open) copied what the log held.
+#[test]
+fn kill_9_under_load_loses_no_acknowledged_message_with_the_intake_log() {
+    kill_9_under_load(None, true);
+}
+
+/// The daemon killed under load `ROUNDS` times over one store: the SQLite file (through the
+/// intake log if `intake_log`), or the database of `postgres`.
+fn kill_9_under_load(postgres: Option<&common::postgres::TestPostgres>, intake_log: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = write_config(dir.path(), "");
+    if intake_log {
+        let text = std::fs::read_to_string(&config).expect("config");
+        let text = text.replacen(
+            "[store]\npath = \"data/ordobridge.db\"",
+            "[store]\npath = \"data/ordobridge.db\"\nintake_log = true",
+            1,
+        );
+        assert!(text.contains("intake_log = true"), "{text}");
+        std::fs::write(&config, text).expect("config");
+    }
     if let Some(server) = postgres {
         let text = std::fs::read_to_string(&config).expect("config");
         let text = text.replacen(
