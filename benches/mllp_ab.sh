@@ -12,6 +12,9 @@
 # bound (issue 15): 1 / (median `fdatasync` of a small append in the stores' folder + the null
 # responder's median round trip), and each build's ratio to it.
 #
+# OLD_STORE / NEW_STORE (environment) add lines to each build's `[store]` table, to compare
+# settings with one binary: `NEW_STORE='intake_log = true' benches/mllp_ab.sh BIN BIN`.
+#
 # Build first: `cargo build --release && cargo bench --bench mllp_null --no-run`; OLD_BIN is a
 # copy of target/release/ordobridge from the main being compared.
 set -euo pipefail
@@ -22,6 +25,8 @@ NEW=$2
 MESSAGES=${3:-100000}
 ROUNDS=${4:-3}
 CONNS=${5:-64}
+OLD_STORE=${OLD_STORE:-}
+NEW_STORE=${NEW_STORE:-}
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
@@ -73,7 +78,8 @@ for round in $(seq 1 "$ROUNDS"); do
     bin=$OLD; [ "$name" = new ] && bin=$NEW
     dir="$WORK/$name-$round"
     mkdir -p "$dir"
-    mllp_intake_toml "$dir/ordobridge.db" > "$dir/ob.toml"
+    store_lines=$OLD_STORE; [ "$name" = new ] && store_lines=$NEW_STORE
+    mllp_intake_toml "$dir/ordobridge.db" "$store_lines" > "$dir/ob.toml"
     RUST_LOG=warn,ordobridge=info "$bin" run --config "$dir/ob.toml" > "$dir/ob.log" 2>&1 & pid=$!; PIDS+=($pid)
     port=$(wait_port "$dir/ob.log")
     read -r rate p50 p99 <<< "$(load "$port")"
