@@ -12,6 +12,9 @@
 # bound (issue 15): 1 / (median `fdatasync` of a small append in the stores' folder + the null
 # responder's median round trip), and each build's ratio to it.
 #
+# "stop s" is how long the daemon took to stop after the load (SIGTERM): with the intake log,
+# the journal copying what the flood left behind.
+#
 # OLD_STORE / NEW_STORE (environment) add lines to each build's `[store]` table, to compare
 # settings with one binary: `NEW_STORE='intake_log = true' benches/mllp_ab.sh BIN BIN`.
 #
@@ -63,8 +66,8 @@ print(f"{statistics.median(took) * 1000:.3f}")
 PY
 }
 
-echo "| round | receiver | msg/s | p50 ms | p99 ms | / null | / serial bound |"
-echo "|---|---|---|---|---|---|---|"
+echo "| round | receiver | msg/s | p50 ms | p99 ms | / null | / serial bound | stop s |"
+echo "|---|---|---|---|---|---|---|---|"
 for round in $(seq 1 "$ROUNDS"); do
   read -r null_rate null_p50 null_p99 <<< "$(load "$NULL_PORT")"
   echo "| $round | null responder | $null_rate | $null_p50 | $null_p99 | | |"
@@ -85,8 +88,10 @@ for round in $(seq 1 "$ROUNDS"); do
     read -r rate p50 p99 <<< "$(load "$port")"
     ratio=$(awk -v a="$rate" -v b="$null_rate" 'BEGIN { if (b > 0) printf "%.1f %%", 100 * a / b }')
     to_bound=$(awk -v a="$rate" -v b="$bound" 'BEGIN { if (b > 0) printf "%.0f %%", 100 * a / b }')
-    echo "| $round | ordobridge $name | $rate | $p50 | $p99 | $ratio | $to_bound |"
+    stop_started=$(date +%s.%N)
     kill "$pid"; wait "$pid" 2>/dev/null || true
+    stop=$(awk -v a="$stop_started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    echo "| $round | ordobridge $name | $rate | $p50 | $p99 | $ratio | $to_bound | $stop |"
     rm -rf "$dir"
   done
 done

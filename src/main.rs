@@ -822,8 +822,15 @@ fn backup(config_path: &Path, dest: &Path) -> Result<ExitCode, String> {
     let config = load_config(config_path)?;
     let report =
         ordobridge::store::backup::backup(&config.store.path, dest).map_err(|e| e.to_string())?;
+    let intake = match report.intake_segments {
+        0 => String::new(),
+        n => format!(
+            ", {n} intake log segment(s) in `{}` (restore it beside the file)",
+            ordobridge::store::intake_log_folder(dest).display()
+        ),
+    };
     println_out(&format!(
-        "{}: {} pages, {} journal row(s), integrity check ok",
+        "{}: {} pages, {} journal row(s){intake}, integrity check ok",
         dest.display(),
         report.pages,
         report.journal_rows

@@ -60,10 +60,19 @@ async fn adt_then_launch_redirects_to_a_simulator_page_naming_the_patient() {
 /// clicks at once. The census applies the ADT a moment behind the ACK; the launch waits for it
 /// (bounded) instead of answering "unknown patient". Each of 20 patients is launched exactly
 /// once, right after its ACK, with no retry.
+#[rstest::rstest]
+#[case::journal_committed_before_the_ack("")]
+// The ACK waits for the intake log only: the journal row follows it, then the census.
+#[case::through_the_intake_log("intake_log = true\n")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_launch_right_after_the_adt_ack_finds_the_patient() {
+async fn a_launch_right_after_the_adt_ack_finds_the_patient(#[case] store_lines: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let text = common::base_toml() + &common::simulator_toml("");
+    let text = common::base_toml().replacen(
+        "path = \"data/ob.db\"\n",
+        &format!("path = \"data/ob.db\"\n{store_lines}"),
+        1,
+    ) + &common::simulator_toml("");
+    assert!(text.contains(store_lines), "{text}");
     let engine = common::start_engine(common::config(dir.path(), &text)).await;
     let http_addr = engine.addr("http");
     let client = common::no_redirect_client();

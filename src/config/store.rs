@@ -318,6 +318,26 @@ mod tests {
         );
     }
 
+    #[rstest]
+    #[case::ok_default_off("", false)]
+    #[case::ok_on("intake_log = true", true)]
+    #[case::ok_off("intake_log = false", false)]
+    fn ok_intake_log(#[case] lines: &str, #[case] expected: bool) {
+        let config = load(&format!("[store]\npath = \"ob.db\"\n{lines}\n"), &[]).unwrap();
+        assert_eq!(config.store.intake_log, expected);
+    }
+
+    #[test]
+    fn err_intake_log_on_postgresql() {
+        let text = "[store]\nbackend = \"postgres\"\nurl = \"postgres://ob@db.example/ob\"\nallow_plain = true\nintake_log = true\n";
+        assert_eq!(
+            errors(text),
+            vec![
+                "/etc/ordobridge/ob.toml:5:14: `store.intake_log`: the intake log is for the SQLite store: on PostgreSQL a message must be in the shared database before its ACK, so that every node sees it; remove `intake_log` or set it to false"
+            ]
+        );
+    }
+
     #[test]
     fn ok_channel_push_and_census_retention() {
         let config = load(

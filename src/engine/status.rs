@@ -659,6 +659,15 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
             "size of the store's write-ahead log",
             &[(Labels::new(), wal)],
         );
+        if let Some(backlog) = store.intake_backlog() {
+            family(
+                &mut out,
+                "ordobridge_intake_log_backlog_messages",
+                "gauge",
+                "MLLP messages acknowledged (durable in the intake log) and not yet copied into the journal table: it grows during a flood and is copied after",
+                &[(Labels::new(), backlog)],
+            );
+        }
         // Counted on SQLite, where this node runs the census (not on PostgreSQL).
         if let Some(progress) = &observed.census_progress {
             let through = *progress.borrow();

@@ -330,7 +330,12 @@ impl LaunchContext for CensusContext {
         }
         // Not known yet: maybe its ADT was acknowledged a moment ago and the census applies
         // it right behind the ACK. Wait (bounded) until everything journaled before this
-        // launch is settled, then look again.
+        // launch is settled, then look again. With the intake log, the journal itself is
+        // a moment behind the ACK: first wait for it.
+        let started = tokio::time::Instant::now();
+        if !self.store.intake_copied(READ_YOUR_WRITES).await {
+            tracing::debug!("the intake log was not copied in time for this launch");
+        }
         let journaled = self
             .store
             .last_journal_id_async()
@@ -340,10 +345,12 @@ impl LaunchContext for CensusContext {
         let behind = *progress.borrow() < journaled;
         if behind {
             // `wait_for` gives a read guard: keep only whether it came, not the guard.
-            let caught_up =
-                tokio::time::timeout(READ_YOUR_WRITES, progress.wait_for(|t| *t >= journaled))
-                    .await
-                    .is_ok_and(|changed| changed.is_ok());
+            let caught_up = tokio::time::timeout_at(
+                started + READ_YOUR_WRITES,
+                progress.wait_for(|t| *t >= journaled),
+            )
+            .await
+            .is_ok_and(|changed| changed.is_ok());
             if !caught_up {
                 tracing::debug!(
                     journaled,

@@ -1,6 +1,11 @@
 //! `ordobridge backup`: a consistent copy of a live store through SQLite's online backup API
 //! (pages copied in steps while the daemon keeps writing; the copy is the database as of the
 //! end of the backup), checked with `PRAGMA integrity_check` before it is kept.
+//!
+//! With the intake log, messages acknowledged a moment ago may not be journal rows yet: its
+//! segments are copied first, into `<backup>-intake/`, then the database. A restore puts both
+//! back side by side; the first start copies into the journal what the segments hold beyond
+//! the copy's applied mark (records already in the copied database are skipped).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,6 +31,13 @@ pub enum BackupError {
     },
     #[error("the backup `{}` failed its integrity check ({report}); it was removed: run the backup again", path.display())]
     Integrity { path: PathBuf, report: String },
+    #[error("cannot copy the intake log segment `{}` into `{}`: {source}; nothing was kept: run the backup again", from.display(), to.display())]
+    IntakeLog {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What a finished backup holds.
@@ -35,19 +47,56 @@ pub struct BackupReport {
     pub pages: i64,
     /// Journal rows in the copy.
     pub journal_rows: i64,
+    /// Intake log segments copied beside it (`<backup>-intake/`).
+    pub intake_segments: usize,
 }
 
 /// Copies the store at `source` into the new file `dest` (refused if it exists), then checks
 /// the copy. On any failure, nothing is left at `dest`.
 pub fn backup(source: &Path, dest: &Path) -> Result<BackupReport, BackupError> {
-    if dest.exists() || dest.symlink_metadata().is_ok() {
-        return Err(BackupError::Exists(dest.to_path_buf()));
+    let intake_dest = super::intake_log::folder_of(dest);
+    for taken in [dest, intake_dest.as_path()] {
+        if taken.exists() || taken.symlink_metadata().is_ok() {
+            return Err(BackupError::Exists(taken.to_path_buf()));
+        }
     }
-    let result = copy_and_check(source, dest);
+    let result = copy_intake_log(source, &intake_dest).and_then(|intake_segments| {
+        copy_and_check(source, dest).map(|report| BackupReport {
+            intake_segments,
+            ..report
+        })
+    });
     if result.is_err() {
         let _ = std::fs::remove_file(dest);
+        let _ = std::fs::remove_dir_all(&intake_dest);
     }
     result
+}
+
+/// Copies the segments of the intake log of `source` into `dest` (created only if there are
+/// any); how many. A segment deleted meanwhile was wholly copied into the journal, which the
+/// database copy (made after) holds.
+fn copy_intake_log(source: &Path, dest: &Path) -> Result<usize, BackupError> {
+    let from = super::intake_log::folder_of(source);
+    let error = |from: &Path, source| BackupError::IntakeLog {
+        from: from.to_path_buf(),
+        to: dest.to_path_buf(),
+        source,
+    };
+    let segments = super::intake_log::segments(&from).map_err(|source| error(&from, source))?;
+    let mut copied = 0;
+    for (_, segment) in segments {
+        if copied == 0 {
+            std::fs::create_dir_all(dest).map_err(|source| error(&segment, source))?;
+        }
+        let name = segment.file_name().unwrap_or_default();
+        match std::fs::copy(&segment, dest.join(name)) {
+            Ok(_) => copied += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(error(&segment, source)),
+        }
+    }
+    Ok(copied)
 }
 
 fn copy_and_check(source: &Path, dest: &Path) -> Result<BackupReport, BackupError> {
@@ -93,5 +142,6 @@ fn copy_and_check(source: &Path, dest: &Path) -> Result<BackupReport, BackupErro
     Ok(BackupReport {
         pages,
         journal_rows,
+        intake_segments: 0,
     })
 }

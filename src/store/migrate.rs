@@ -51,6 +51,11 @@ pub enum MigrateError {
     )]
     MissingTable { path: PathBuf, table: String },
     #[error(
+        "`{}` holds {segments} intake log segment(s) not copied into its journal yet (the daemon was stopped abruptly): start the daemon on the SQLite store and stop it once, so it copies them, then run the migration again",
+        folder.display()
+    )]
+    IntakeLogPending { folder: PathBuf, segments: usize },
+    #[error(
         "column `{table}.{column}` of `{}` has no counterpart in PostgreSQL: this build cannot copy it",
         path.display()
     )]
@@ -274,6 +279,20 @@ pub fn copy_sqlite_to_postgres(
     target: &PostgresSettings,
     mut progress: impl FnMut(&TableCopy),
 ) -> Result<Vec<TableCopy>, MigrateError> {
+    // Messages acknowledged through the intake log and not yet journal rows would be lost.
+    let intake = super::intake_log::folder_of(sqlite);
+    let pending = super::intake_log::segments(&intake).map_err(|source| StoreError::IntakeLog {
+        path: sqlite.to_path_buf(),
+        file: intake.clone(),
+        action: "list its segments",
+        source,
+    })?;
+    if !pending.is_empty() {
+        return Err(MigrateError::IntakeLogPending {
+            folder: intake,
+            segments: pending.len(),
+        });
+    }
     let (mut connection, _) = schema::open_listing(sqlite)?;
     let postgres = Postgres::open(target, true)?;
     let live = postgres.live_lease_holders()?;
@@ -307,6 +326,10 @@ pub fn copy_sqlite_to_postgres(
     // Every table and column must have somewhere to go before anything is written.
     let mut plans = Vec::with_capacity(tables.len());
     for table in &tables {
+        // Where the SQLite store's intake log was copied up to: nothing PostgreSQL needs.
+        if table == "intake_log" {
+            continue;
+        }
         let Some(target_table) = postgres.target_table(table)? else {
             return Err(MigrateError::MissingTable {
                 path: sqlite.to_path_buf(),

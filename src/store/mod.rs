@@ -79,6 +79,11 @@ pub use self::postgres::Wakeup;
 use self::prune::PruneCursor;
 pub use self::prune::{CensusCutoff, ChannelCutoff, Pruned, RetentionPlan};
 pub use self::push::{PushMapper, PushOutcome};
+
+/// The intake log's folder of the store file `path` (`<file>-intake`, beside it).
+pub fn intake_log_folder(path: &Path) -> PathBuf {
+    intake_log::folder_of(path)
+}
 pub use self::queue::{
     DeadLetter, DestinationDepth, OutboundItem, OutboundMessage, OutboundStatus, QueueHead,
 };
@@ -863,12 +868,21 @@ impl Store {
         Arc::clone(&self.shared.journal_grew)
     }
 
-    /// Messages acknowledged and not yet in the journal table (0 without an intake log).
-    pub fn intake_backlog(&self) -> u64 {
+    /// Waits (at most `timeout`) until every message acknowledged through the intake log so
+    /// far is in the journal table; whether it is (at once without an intake log).
+    pub async fn intake_copied(&self, timeout: std::time::Duration) -> bool {
+        match &self.shared.intake {
+            Some(intake) => intake.wait_copied(timeout).await,
+            None => true,
+        }
+    }
+
+    /// Messages acknowledged and not yet in the journal table; `None` without an intake log.
+    pub fn intake_backlog(&self) -> Option<u64> {
         self.shared
             .intake
             .as_ref()
-            .map_or(0, intake_log::IntakeLog::backlog)
+            .map(intake_log::IntakeLog::backlog)
     }
 
     /// Marks accepted rows as processed, in the writer's next batch. Ids that are unknown,

@@ -50,12 +50,23 @@ const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 const MAX_BACKLOG_BYTES: u64 = 512 * 1024 * 1024;
 /// Records the applier hands to the writer at once (one transaction, shared with others).
 const APPLY_RECORDS: usize = 512;
-/// How long the applier lets durable records gather before copying them, unless
-/// [`APPLY_RECORDS`] are there sooner. Copying each as it came made the writer commit (and
-/// fsync) once per message again, beside the log's own `fdatasync`: on one connection both
-/// queued on the disk and the ACK took longer than without the log. The journal table lags
-/// the ACK by this much more.
+/// How long the applier lets durable records gather before copying them. Copying each as it
+/// came made the writer commit (and fsync) once per message again, beside the log's own
+/// `fdatasync`: on one connection both queued on the disk and the ACK took longer than
+/// without the log. The journal table lags the ACK by this much more.
 const APPLY_DELAY: Duration = Duration::from_millis(20);
+/// Records made durable during one [`APPLY_DELAY`] that make a flood (5,000 messages/s; a
+/// hospital's ADT runs at tens per second, an EHR replaying its queue after an outage at
+/// thousands). During a flood the applier waits, so that the intake has the machine's CPU
+/// (on two cores, copying and the census behind it halved the ACK rate: README,
+/// performance), until [`DEFER_BYTES`] wait or the oldest has waited [`DEFER_MAX`]; then it
+/// copies everything durable and starts waiting again.
+const FLOOD_RECORDS: u64 = 100;
+/// Bytes logged and not copied past which the applier copies even during a flood.
+const DEFER_BYTES: u64 = 64 * 1024 * 1024;
+/// The longest the applier defers copying during a flood: the journal table and the census
+/// lag the ACKs by this much at most, besides the time to copy the backlog.
+const DEFER_MAX: Duration = Duration::from_secs(5);
 /// Payload bytes the applier holds at once, whatever the record count.
 const APPLY_BYTES: usize = 8 * 1024 * 1024;
 /// Frames (appends) the appender writes in one turn at most.
@@ -93,7 +104,7 @@ fn segment_path(folder: &Path, first_seq: u64) -> PathBuf {
 }
 
 /// The segments in `folder`, by first sequence number; other files are left alone.
-fn segments(folder: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+pub(crate) fn segments(folder: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
     let entries = match std::fs::read_dir(folder) {
         Ok(entries) => entries,
@@ -340,6 +351,13 @@ struct Progress {
     appender_stopped: bool,
     /// The applier stopped; with the reason when it stopped on an error.
     applier_stopped: Option<Option<String>>,
+    /// The writer refused the applier's last batch (retried every [`RETRY_AFTER`]): why.
+    /// Appends are refused meanwhile, so a store that cannot commit answers AE, as without
+    /// the log, once it has failed one copy (what was logged before is kept and copied later).
+    copy_failing: Option<String>,
+    /// Callers waiting for everything durable to be copied ([`IntakeLog::wait_copied`]): the
+    /// applier copies at once rather than letting a batch gather.
+    hurry: usize,
 }
 
 impl Shared {
@@ -450,6 +468,32 @@ impl IntakeLog {
     pub(super) fn backlog(&self) -> u64 {
         let progress = self.shared.lock();
         progress.durable_seq.saturating_sub(progress.applied_seq)
+    }
+
+    /// Waits (at most `timeout`) until every record durable now is in the journal table, the
+    /// applier hurried meanwhile; whether it came to pass. A launch calls it so that an ADT
+    /// acknowledged a moment ago is found.
+    pub(super) async fn wait_copied(&self, timeout: Duration) -> bool {
+        let shared = Arc::clone(&self.shared);
+        let waited = tokio::task::spawn_blocking(move || {
+            let mut progress = shared.lock();
+            let target = progress.durable_seq;
+            if progress.applied_seq >= target {
+                return true;
+            }
+            progress.hurry += 1;
+            shared.changed.notify_all();
+            let (mut progress, _) = shared
+                .changed
+                .wait_timeout_while(progress, timeout, |progress| {
+                    progress.applied_seq < target && progress.applier_stopped.is_none()
+                })
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            progress.hurry -= 1;
+            progress.applied_seq >= target
+        })
+        .await;
+        waited.unwrap_or(false)
     }
 
     /// Takes no more appends, then waits (at most [`CLOSE_WAIT`]) until the applier copied
@@ -572,6 +616,11 @@ impl Appender {
     fn wait_for_room(&self) -> Result<(), String> {
         let mut progress = self.shared.lock();
         loop {
+            if let Some(error) = &progress.copy_failing {
+                return Err(format!(
+                    "copying it into the journal fails (tried again every second): {error}"
+                ));
+            }
             if let Some(reason) = &progress.applier_stopped {
                 return Err(match reason {
                     Some(reason) => format!("copying it into the journal stopped: {reason}"),
@@ -756,34 +805,25 @@ struct Applier {
 impl Applier {
     fn run(mut self) {
         let reason = loop {
-            // Wait for durable records (or the end), then let a batch gather.
-            let durable = {
-                let next = self.reader.next_seq;
-                let progress = self.shared.lock();
-                let progress = self
-                    .shared
-                    .changed
-                    .wait_while(progress, |progress| {
-                        progress.durable_seq < next && !progress.appender_stopped
-                    })
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if progress.durable_seq < next {
-                    break None; // the appender stopped, and everything durable is copied
-                }
-                let (progress, _) = self
-                    .shared
-                    .changed
-                    .wait_timeout_while(progress, APPLY_DELAY, |progress| {
-                        progress.durable_seq + 1 - next < APPLY_RECORDS as u64
-                            && !progress.appender_stopped
-                    })
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                progress.durable_seq
+            let Some(durable) = self.wait_for_work() else {
+                break None; // the appender stopped, and everything durable is copied
             };
-            match self.copy_one_batch(durable) {
-                Ok(()) => {}
-                Err(Stop::Damaged(reason)) => break Some(reason),
-                Err(Stop::WriterGone) => break Some("the store's writer stopped".to_owned()),
+            // Everything durable now, batch by batch, before waiting again.
+            let mut stopped = None;
+            while self.reader.next_seq <= durable {
+                match self.copy_one_batch(durable) {
+                    Ok(()) => {}
+                    Err(Stop::Damaged(reason)) => stopped = Some(reason),
+                    Err(Stop::WriterGone) => {
+                        stopped = Some("the store's writer stopped".to_owned());
+                    }
+                }
+                if stopped.is_some() {
+                    break;
+                }
+            }
+            if stopped.is_some() {
+                break stopped;
             }
         };
         if let Some(reason) = &reason {
@@ -799,6 +839,46 @@ impl Applier {
         }
         self.shared.lock().applier_stopped = Some(reason);
         self.shared.changed.notify_all();
+    }
+
+    /// Waits until there is something to copy, and until it is time (see [`APPLY_DELAY`],
+    /// [`FLOOD_RECORDS`]); the last durable record then, or `None` once the appender stopped
+    /// and everything durable is copied.
+    fn wait_for_work(&self) -> Option<u64> {
+        let next = self.reader.next_seq;
+        let progress = self.shared.lock();
+        let mut progress = self
+            .shared
+            .changed
+            .wait_while(progress, |progress| {
+                progress.durable_seq < next && !progress.appender_stopped
+            })
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if progress.durable_seq < next {
+            return None;
+        }
+        let since = std::time::Instant::now();
+        loop {
+            let before = progress.durable_seq;
+            progress = self
+                .shared
+                .changed
+                .wait_timeout_while(progress, APPLY_DELAY, |progress| {
+                    !progress.appender_stopped && progress.hurry == 0
+                })
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+            if progress.appender_stopped
+                || progress.hurry > 0
+                || copy_now(
+                    progress.durable_seq - before,
+                    progress.durable_bytes - progress.applied_bytes,
+                    since.elapsed(),
+                )
+            {
+                return Some(progress.durable_seq);
+            }
+        }
     }
 
     /// Reads up to a batch of durable records and has the writer copy them, retrying while
@@ -843,6 +923,7 @@ impl Applier {
                     let mut progress = self.shared.lock();
                     progress.applied_seq = through;
                     progress.applied_bytes += bytes as u64;
+                    progress.copy_failing = None;
                     drop(progress);
                     self.shared.changed.notify_all();
                     self.shared.journal_grew.notify_one();
@@ -850,7 +931,8 @@ impl Applier {
                     return Ok(());
                 }
                 Ok(Err(error)) => {
-                    tracing::warn!(store = %self.shared.path.display(), %error, "intake log: copying a batch into the journal failed; trying again");
+                    tracing::warn!(store = %self.shared.path.display(), %error, "intake log: copying a batch into the journal failed; new MLLP messages are answered AE until it succeeds; trying again in a second");
+                    self.shared.lock().copy_failing = Some(error.to_string());
                     std::thread::sleep(RETRY_AFTER);
                     self.finished.clear();
                     self.reader.rewind(start).map_err(|error| {
@@ -871,6 +953,13 @@ impl Applier {
     }
 }
 
+/// Whether the applier copies now, after an [`APPLY_DELAY`] during which `grew` records were
+/// made durable, with `backlog` bytes not yet copied, the oldest of them seen `waited` ago:
+/// at once unless the intake floods, else once the backlog or its age reaches its bound.
+fn copy_now(grew: u64, backlog: u64, waited: Duration) -> bool {
+    grew < FLOOD_RECORDS || backlog >= DEFER_BYTES || waited >= DEFER_MAX
+}
+
 enum Stop {
     Damaged(String),
     WriterGone,
@@ -889,6 +978,10 @@ mod tests {
 
     const LOGGED: StoreOptions = StoreOptions {
         intake_log: true,
+        ..StoreOptions::DEFAULT
+    };
+    const UNLOGGED: StoreOptions = StoreOptions {
+        intake_log: false,
         ..StoreOptions::DEFAULT
     };
 
@@ -943,6 +1036,23 @@ mod tests {
         (format!("C{seq}"), "accepted".to_owned(), 0)
     }
 
+    const MIB: u64 = 1024 * 1024;
+
+    #[rstest]
+    #[case::ok_a_few_messages(1, MIB, Duration::ZERO, true)]
+    #[case::ok_one_connection_flat_out(FLOOD_RECORDS - 1, MIB, Duration::ZERO, true)]
+    #[case::ok_a_flood_waits(FLOOD_RECORDS, MIB, Duration::from_secs(1), false)]
+    #[case::ok_a_flood_past_its_bytes(FLOOD_RECORDS, DEFER_BYTES, Duration::ZERO, true)]
+    #[case::ok_a_flood_past_its_time(FLOOD_RECORDS, MIB, DEFER_MAX, true)]
+    fn ok_copy_now_defers_only_during_a_flood(
+        #[case] grew: u64,
+        #[case] backlog: u64,
+        #[case] waited: Duration,
+        #[case] expected: bool,
+    ) {
+        assert_eq!(copy_now(grew, backlog, waited), expected);
+    }
+
     #[tokio::test]
     async fn ok_logged_records_reach_the_journal_and_the_log_is_emptied_at_close() {
         let dir = tempfile::tempdir().unwrap();
@@ -969,7 +1079,7 @@ mod tests {
             .expect("the census processor's wake-up");
         // The repeat is found when copied: counted on the first row, as without the log.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while store.intake_backlog() > 0 {
+        while store.intake_backlog() > Some(0) {
             assert!(Instant::now() < deadline);
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -993,6 +1103,83 @@ mod tests {
                 path.display()
             )
         );
+    }
+
+    #[tokio::test]
+    async fn ok_wait_copied_returns_once_the_journal_holds_what_was_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let store = Store::open(&path, LOGGED).unwrap();
+        for n in 0..3 {
+            store
+                .journal_intake(vec![record(&format!("C{n}"), b"MSH|a")])
+                .await
+                .unwrap();
+        }
+        assert!(store.intake_copied(Duration::from_secs(5)).await);
+        // No polling: the rows are there when it returns.
+        assert_eq!(control_ids(&store).len(), 3);
+        assert_eq!(store.intake_backlog(), Some(0));
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn err_appends_are_refused_while_the_journal_cannot_commit_then_taken_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let store = Store::open(&path, LOGGED).unwrap();
+        // Every journal insert fails, as on a full disk.
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "CREATE TRIGGER fail BEFORE INSERT ON journal BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
+        )
+        .unwrap();
+        // Durable in the log, so acknowledged; the copy then fails and appends are refused.
+        store
+            .journal_intake(vec![record("C0", b"MSH|0")])
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut logged = vec!["C0".to_owned()];
+        let refused = loop {
+            assert!(Instant::now() < deadline, "never refused");
+            let control_id = format!("C{}", logged.len());
+            match store
+                .journal_intake(vec![record(&control_id, b"MSH|n")])
+                .await
+            {
+                Ok(_) => logged.push(control_id),
+                Err(error) => break error,
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let text = refused.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "store `{}`: the intake log takes no more messages: copying it into the journal fails (tried again every second): store `{}`: batch of 1 request(s) not committed",
+                path.display(),
+                path.display()
+            )),
+            "{text}"
+        );
+        db.execute_batch("DROP TRIGGER fail;").unwrap();
+        // Taken again once a copy succeeds; nothing acknowledged before was lost.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store
+            .journal_intake(vec![record("AFTER", b"MSH|z")])
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "never taken again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(store.intake_copied(Duration::from_secs(5)).await);
+        let mut stored: Vec<String> = control_ids(&store).into_iter().map(|row| row.0).collect();
+        logged.push("AFTER".to_owned());
+        stored.sort();
+        logged.sort();
+        assert_eq!(stored, logged);
+        store.close().await;
     }
 
     #[tokio::test]
@@ -1042,17 +1229,14 @@ mod tests {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.sqlite");
-        Store::open(&path, StoreOptions::default())
-            .unwrap()
-            .close()
-            .await;
+        Store::open(&path, UNLOGGED).unwrap().close().await;
         rusqlite::Connection::open(&path)
             .unwrap()
             .execute("UPDATE intake_log SET applied_seq = ?1", [applied])
             .unwrap();
         write_segment(&path, 1..=5, b"");
         // The log is copied at every open, the setting on or off.
-        let store = Store::open(&path, StoreOptions::default()).unwrap();
+        let store = Store::open(&path, UNLOGGED).unwrap();
         assert_eq!(control_ids(&store), expected);
         assert_eq!(segments(&folder_of(&path)).unwrap(), vec![]);
         // Numbering goes on after the last record: the next open copies the new ones.
@@ -1066,6 +1250,34 @@ mod tests {
         store.close().await;
     }
 
+    #[tokio::test]
+    async fn ok_a_backup_carries_the_segments_and_its_restore_copies_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let store = Store::open(&path, UNLOGGED).unwrap();
+        store.journal(record("C0", b"MSH|0")).await.unwrap();
+        store.close().await;
+        // What a running daemon's log holds between an ACK and the copy.
+        write_segment(&path, 1..=3, b"");
+        let dest = dir.path().join("backup.sqlite");
+        let report = super::super::backup::backup(&path, &dest).unwrap();
+        assert_eq!((report.journal_rows, report.intake_segments), (1, 1));
+        let restored = Store::open(&dest, UNLOGGED).unwrap();
+        let mut expected = vec![("C0".to_owned(), "accepted".to_owned(), 0)];
+        expected.extend([c(1), c(2), c(3)]);
+        assert_eq!(control_ids(&restored), expected);
+        restored.close().await;
+        // A second backup to the same name is refused before anything is written.
+        let err = super::super::backup::backup(&path, &dest).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "`{}` already exists: choose a new file name (a backup never overwrites)",
+                dest.display()
+            )
+        );
+    }
+
     #[rstest]
     #[case::half_a_header(&[7, 0, 0])]
     #[case::a_header_and_half_its_payload(&[200, 0, 0, 0, 1, 2, 3, 4, 4, 0, 0, 0, 0, 0, 0, 0, 9, 9])]
@@ -1074,7 +1286,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.sqlite");
         write_segment(&path, 1..=3, tail);
-        let store = Store::open(&path, StoreOptions::default()).unwrap();
+        let store = Store::open(&path, UNLOGGED).unwrap();
         assert_eq!(control_ids(&store), vec![c(1), c(2), c(3)]);
         store.close().await;
     }
@@ -1089,7 +1301,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0x01;
         std::fs::write(&first, bytes).unwrap();
-        let err = Store::open(&path, StoreOptions::default()).unwrap_err();
+        let err = Store::open(&path, UNLOGGED).unwrap_err();
         let offset = {
             let mut two = MAGIC.to_vec();
             for seq in 1..=2 {
