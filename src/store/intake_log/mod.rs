@@ -374,6 +374,7 @@ impl Shared {
 pub(super) struct IntakeLog {
     appends: mpsc::Sender<Turn>,
     shared: Arc<Shared>,
+    tail: Arc<Mutex<Tail>>,
 }
 
 impl IntakeLog {
@@ -425,11 +426,15 @@ impl IntakeLog {
                     source,
                 })
         };
-        let appender = Appender {
-            shared: Arc::clone(&shared),
+        let tail = Arc::new(Mutex::new(Tail {
             segment,
             next_seq,
             buffer: Vec::new(),
+            closed: false,
+        }));
+        let appender = Appender {
+            shared: Arc::clone(&shared),
+            tail: Arc::clone(&tail),
         };
         spawn("intake-append", Box::new(move || appender.run(queue)))?;
         let applier = Applier {
@@ -443,11 +448,18 @@ impl IntakeLog {
             finished: Vec::new(),
         };
         spawn("intake-apply", Box::new(move || applier.run()))?;
-        Ok(IntakeLog { appends, shared })
+        Ok(IntakeLog {
+            appends,
+            shared,
+            tail,
+        })
     }
 
     /// Appends one frame's records; resolves once they are durable (ACK then).
     pub(super) async fn append(&self, records: Vec<Prepared>) -> Result<(), StoreError> {
+        if let Some(written) = self.append_in_place(&records) {
+            return written;
+        }
         let (reply, answer) = oneshot::channel();
         let stopped = || self.stopped("the store is closing");
         self.appends
@@ -455,6 +467,31 @@ impl IntakeLog {
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    /// Writes the records on the caller's thread when the log is idle (nobody queued, the
+    /// tail free) and the runtime can lend the thread ([`tokio::task::block_in_place`]):
+    /// one connection's ACK then waits for its `fdatasync` only, not also for the appender
+    /// thread to wake up and to wake it back (README, performance). `None`: queue it.
+    fn append_in_place(&self, records: &[Prepared]) -> Option<Result<(), StoreError>> {
+        let flavor = tokio::runtime::Handle::try_current().ok()?.runtime_flavor();
+        if flavor != tokio::runtime::RuntimeFlavor::MultiThread
+            || self.appends.capacity() < self.appends.max_capacity()
+        {
+            return None;
+        }
+        let mut tail = self.tail.try_lock().ok()?;
+        if tail.closed {
+            return Some(Err(self.stopped("the store is closing")));
+        }
+        match admit(&self.shared.lock()) {
+            Ok(true) => {}
+            Ok(false) => return None, // the queue waits for room
+            Err(reason) => return Some(Err(self.stopped(&reason))),
+        }
+        Some(tokio::task::block_in_place(|| {
+            tail.write(&self.shared, std::iter::once(records))
+        }))
     }
 
     fn stopped(&self, reason: &str) -> StoreError {
@@ -521,6 +558,7 @@ impl IntakeLog {
 }
 
 /// The segment the appender writes.
+#[derive(Debug)]
 struct Segment {
     file: File,
     first_seq: u64,
@@ -547,18 +585,108 @@ impl Segment {
     }
 }
 
-/// The appender thread (see the module docs).
-struct Appender {
-    shared: Arc<Shared>,
+/// The end of the log, where appends are written: by the appender thread, or by a caller
+/// that finds the log idle ([`IntakeLog::append`]).
+#[derive(Debug)]
+struct Tail {
     segment: Segment,
     /// The sequence number of the next record.
     next_seq: u64,
     /// The turn's records, encoded (kept to reuse its allocation).
     buffer: Vec<u8>,
+    /// The appender took a `Close`: nothing more is written.
+    closed: bool,
+}
+
+impl Tail {
+    /// Writes the records of `appends` and syncs them, then publishes them as durable; on
+    /// failure the segment is cut back to what was durable before (nothing of the turn is
+    /// stored, every sender gets AE).
+    fn write<'a>(
+        &mut self,
+        shared: &Shared,
+        appends: impl Iterator<Item = &'a [Prepared]>,
+    ) -> Result<(), StoreError> {
+        self.buffer.clear();
+        let mut seq = self.next_seq;
+        for records in appends {
+            for prepared in records {
+                record::encode(seq, prepared, &mut self.buffer);
+                seq += 1;
+            }
+        }
+        let failed = |tail: &Tail, action, source: io::Error| StoreError::IntakeLog {
+            path: shared.path.clone(),
+            file: segment_path(&shared.folder, tail.segment.first_seq),
+            action,
+            source,
+        };
+        if self.segment.len > MAGIC.len() as u64
+            && self.segment.len + self.buffer.len() as u64 > SEGMENT_BYTES
+        {
+            self.segment = Segment::create(&shared.folder, self.next_seq)
+                .map_err(|source| failed(self, "start a new segment", source))?;
+        }
+        let written = self
+            .segment
+            .file
+            .write_all(&self.buffer)
+            .and_then(|()| self.segment.file.sync_data());
+        if let Err(source) = written {
+            // Cut the torn turn off, so the next one does not follow garbage. If even that
+            // fails, later appends fail too until a restart drops the tail.
+            if let Err(error) = self
+                .segment
+                .file
+                .set_len(self.segment.len)
+                .and_then(|()| self.segment.file.sync_data())
+            {
+                tracing::error!(file = %segment_path(&shared.folder, self.segment.first_seq).display(), %error, "intake log: cannot cut a failed append off its segment");
+            }
+            use std::io::Seek;
+            let _ = self
+                .segment
+                .file
+                .seek(io::SeekFrom::Start(self.segment.len));
+            return Err(failed(self, "append and fdatasync", source));
+        }
+        let bytes = self.buffer.len() as u64;
+        self.segment.len += bytes;
+        self.next_seq = seq;
+        let mut progress = shared.lock();
+        progress.durable_seq = seq - 1;
+        progress.durable_bytes += bytes;
+        drop(progress);
+        shared.changed.notify_all();
+        Ok(())
+    }
+}
+
+/// Whether an append may be written now: `Err` with the reason when appends are refused,
+/// `Ok(false)` while the backlog is full (wait for the applier).
+fn admit(progress: &Progress) -> Result<bool, String> {
+    if let Some(error) = &progress.copy_failing {
+        return Err(format!(
+            "copying it into the journal fails (tried again every second): {error}"
+        ));
+    }
+    if let Some(reason) = &progress.applier_stopped {
+        return Err(match reason {
+            Some(reason) => format!("copying it into the journal stopped: {reason}"),
+            None => "copying it into the journal stopped".to_owned(),
+        });
+    }
+    Ok(progress.durable_bytes - progress.applied_bytes < MAX_BACKLOG_BYTES)
+}
+
+/// The appender thread (see the module docs).
+struct Appender {
+    shared: Arc<Shared>,
+    tail: Arc<Mutex<Tail>>,
 }
 
 impl Appender {
-    fn run(mut self, mut queue: mpsc::Receiver<Turn>) {
+    fn run(self, mut queue: mpsc::Receiver<Turn>) {
         let mut turns = Vec::with_capacity(APPEND_BATCH);
         let mut appends = Vec::with_capacity(APPEND_BATCH);
         let mut closing = false;
@@ -579,22 +707,22 @@ impl Appender {
                 }
                 continue;
             }
-            let result = self.write(&appends);
+            let result = lock_tail(&self.tail).write(
+                &self.shared,
+                appends.iter().map(|append| append.records.as_slice()),
+            );
             for append in appends.drain(..) {
                 let answer = match &result {
                     Ok(()) => Ok(()),
-                    Err((action, source)) => Err(StoreError::IntakeLog {
-                        path: self.shared.path.clone(),
-                        file: segment_path(&self.shared.folder, self.segment.first_seq),
-                        action,
-                        source: io::Error::new(source.kind(), source.to_string()),
-                    }),
+                    Err(error) => Err(each_caller(error)),
                 };
                 let _ = append.reply.send(answer);
             }
         }
-        // Closed, or every handle is gone: refuse what is still queued; the applier copies
-        // what is durable, then stops.
+        // Closed, or every handle is gone: nothing more is written (callers writing in
+        // place see it too); refuse what is still queued; the applier copies what is durable,
+        // then stops.
+        lock_tail(&self.tail).closed = true;
         queue.close();
         while let Some(turn) = queue.blocking_recv() {
             if let Turn::Append(append) = turn {
@@ -615,79 +743,41 @@ impl Appender {
     /// Waits while the backlog is full; `Err` with the reason when appends must be refused.
     fn wait_for_room(&self) -> Result<(), String> {
         let mut progress = self.shared.lock();
-        loop {
-            if let Some(error) = &progress.copy_failing {
-                return Err(format!(
-                    "copying it into the journal fails (tried again every second): {error}"
-                ));
-            }
-            if let Some(reason) = &progress.applier_stopped {
-                return Err(match reason {
-                    Some(reason) => format!("copying it into the journal stopped: {reason}"),
-                    None => "copying it into the journal stopped".to_owned(),
-                });
-            }
-            if progress.durable_bytes - progress.applied_bytes < MAX_BACKLOG_BYTES {
-                return Ok(());
-            }
+        while !admit(&progress)? {
             progress = self
                 .shared
                 .changed
                 .wait(progress)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
-    }
-
-    /// Writes the turn's records and syncs them; on failure the segment is cut back to
-    /// what was durable before (nothing of the turn is stored, every sender gets AE).
-    fn write(&mut self, batch: &[Append]) -> Result<(), (&'static str, io::Error)> {
-        self.buffer.clear();
-        let mut seq = self.next_seq;
-        for append in batch {
-            for prepared in &append.records {
-                record::encode(seq, prepared, &mut self.buffer);
-                seq += 1;
-            }
-        }
-        if self.segment.len > MAGIC.len() as u64
-            && self.segment.len + self.buffer.len() as u64 > SEGMENT_BYTES
-        {
-            self.segment = Segment::create(&self.shared.folder, self.next_seq)
-                .map_err(|source| ("start a new segment", source))?;
-        }
-        let written = self
-            .segment
-            .file
-            .write_all(&self.buffer)
-            .and_then(|()| self.segment.file.sync_data());
-        if let Err(source) = written {
-            // Cut the torn turn off, so the next one does not follow garbage. If even that
-            // fails, later appends fail too until a restart drops the tail.
-            if let Err(error) = self
-                .segment
-                .file
-                .set_len(self.segment.len)
-                .and_then(|()| self.segment.file.sync_data())
-            {
-                tracing::error!(file = %segment_path(&self.shared.folder, self.segment.first_seq).display(), %error, "intake log: cannot cut a failed append off its segment");
-            }
-            use std::io::Seek;
-            let _ = self
-                .segment
-                .file
-                .seek(io::SeekFrom::Start(self.segment.len));
-            return Err(("append and fdatasync", source));
-        }
-        let bytes = self.buffer.len() as u64;
-        self.segment.len += bytes;
-        self.next_seq = seq;
-        let mut progress = self.shared.lock();
-        progress.durable_seq = seq - 1;
-        progress.durable_bytes += bytes;
-        drop(progress);
-        self.shared.changed.notify_all();
         Ok(())
     }
+}
+
+/// The error of a failed turn, for each of its callers (an I/O error is not `Clone`).
+fn each_caller(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::IntakeLog {
+            path,
+            file,
+            action,
+            source,
+        } => StoreError::IntakeLog {
+            path: path.clone(),
+            file: file.clone(),
+            action,
+            source: io::Error::new(source.kind(), source.to_string()),
+        },
+        other => StoreError::IntakeLogStopped {
+            path: PathBuf::new(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn lock_tail(tail: &Mutex<Tail>) -> MutexGuard<'_, Tail> {
+    tail.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Reads the durable records of the live log, in order, across segments.
