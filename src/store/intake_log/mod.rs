@@ -355,6 +355,8 @@ struct Progress {
     /// Appends are refused meanwhile, so a store that cannot commit answers AE, as without
     /// the log, once it has failed one copy (what was logged before is kept and copied later).
     copy_failing: Option<String>,
+    /// Turns written on a caller's thread ([`IntakeLog::append_in_place`]).
+    in_place_turns: u64,
     /// Callers waiting for everything durable to be copied ([`IntakeLog::wait_copied`]): the
     /// applier copies at once rather than letting a batch gather.
     hurry: usize,
@@ -489,9 +491,12 @@ impl IntakeLog {
             Ok(false) => return None, // the queue waits for room
             Err(reason) => return Some(Err(self.stopped(&reason))),
         }
-        Some(tokio::task::block_in_place(|| {
-            tail.write(&self.shared, std::iter::once(records))
-        }))
+        let written =
+            tokio::task::block_in_place(|| tail.write(&self.shared, std::iter::once(records)));
+        if written.is_ok() {
+            self.shared.lock().in_place_turns += 1;
+        }
+        Some(written)
     }
 
     fn stopped(&self, reason: &str) -> StoreError {
@@ -499,6 +504,12 @@ impl IntakeLog {
             path: self.shared.path.clone(),
             reason: reason.to_owned(),
         }
+    }
+
+    /// Turns written on a caller's thread so far.
+    #[cfg(test)]
+    fn in_place_turns(&self) -> u64 {
+        self.shared.lock().in_place_turns
     }
 
     /// Records logged and not yet in the journal.
@@ -1143,8 +1154,33 @@ mod tests {
         assert_eq!(copy_now(grew, backlog, waited), expected);
     }
 
-    #[tokio::test]
-    async fn ok_logged_records_reach_the_journal_and_the_log_is_emptied_at_close() {
+    /// The runtime a test runs on: a current-thread one, where appends always go through
+    /// the appender thread, or a multi-thread one, where a lone append is written in place.
+    fn runtime(in_place: bool) -> tokio::runtime::Runtime {
+        let mut builder = if in_place {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(2);
+            builder
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+        };
+        builder.enable_all().build().unwrap()
+    }
+
+    /// Whether appends were written where `in_place` says they may be.
+    fn assert_written_as(store: &Store, in_place: bool) {
+        let turns = store.shared.intake.as_ref().unwrap().in_place_turns();
+        assert_eq!(turns > 0, in_place, "{turns} turns written in place");
+    }
+
+    #[rstest]
+    #[case::queued(false)]
+    #[case::in_place(true)]
+    fn ok_logged_records_reach_the_journal_and_the_log_is_emptied_at_close(#[case] in_place: bool) {
+        runtime(in_place).block_on(logged_records_reach_the_journal(in_place));
+    }
+
+    async fn logged_records_reach_the_journal(in_place: bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.sqlite");
         let store = Store::open(&path, LOGGED).unwrap();
@@ -1180,6 +1216,7 @@ mod tests {
                 ("R1".to_owned(), "rejected".to_owned(), 0)
             ]
         );
+        assert_written_as(&store, in_place);
         store.close().await;
         assert_eq!(segments(&folder_of(&path)).unwrap(), vec![]);
         let err = store
@@ -1213,8 +1250,16 @@ mod tests {
         store.close().await;
     }
 
-    #[tokio::test]
-    async fn err_appends_are_refused_while_the_journal_cannot_commit_then_taken_again() {
+    #[rstest]
+    #[case::queued(false)]
+    #[case::in_place(true)]
+    fn err_appends_are_refused_while_the_journal_cannot_commit_then_taken_again(
+        #[case] in_place: bool,
+    ) {
+        runtime(in_place).block_on(refused_while_the_journal_cannot_commit());
+    }
+
+    async fn refused_while_the_journal_cannot_commit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.sqlite");
         let store = Store::open(&path, LOGGED).unwrap();
