@@ -1152,6 +1152,13 @@ mod tests {
         file
     }
 
+    /// A temporary folder and the store file's path in it (kept while the folder lives).
+    fn store_path() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        (dir, path)
+    }
+
     fn c(seq: u64) -> (String, String, i64) {
         (format!("C{seq}"), "accepted".to_owned(), 0)
     }
@@ -1200,8 +1207,7 @@ mod tests {
     }
 
     async fn logged_records_reach_the_journal(in_place: bool) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.sqlite");
+        let (_dir, path) = store_path();
         let store = Store::open(&path, LOGGED).unwrap();
         let grew = store.journal_grew();
         let woken = grew.notified();
@@ -1253,8 +1259,7 @@ mod tests {
 
     #[tokio::test]
     async fn ok_wait_copied_returns_once_the_journal_holds_what_was_acknowledged() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.sqlite");
+        let (_dir, path) = store_path();
         let store = Store::open(&path, LOGGED).unwrap();
         for n in 0..3 {
             store
@@ -1279,8 +1284,7 @@ mod tests {
     }
 
     async fn refused_while_the_journal_cannot_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.sqlite");
+        let (_dir, path) = store_path();
         let store = Store::open(&path, LOGGED).unwrap();
         // Every journal insert fails, as on a full disk.
         let db = rusqlite::Connection::open(&path).unwrap();
@@ -1338,8 +1342,7 @@ mod tests {
 
     #[tokio::test]
     async fn ok_records_cross_segments_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.sqlite");
+        let (_dir, path) = store_path();
         let store = Store::open(&path, LOGGED).unwrap();
         // 70 MB of frames: the appender starts a second segment.
         let big: &'static [u8] = Box::leak(vec![b'x'; 1024 * 1024].into_boxed_slice());
@@ -1381,8 +1384,7 @@ mod tests {
         #[case] applied: i64,
         #[case] expected: Vec<(String, String, i64)>,
     ) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.sqlite");
+        let (_dir, path) = store_path();
         Store::open(&path, UNLOGGED).unwrap().close().await;
         rusqlite::Connection::open(&path)
             .unwrap()
@@ -1406,8 +1408,7 @@ mod tests {
 
     #[tokio::test]
     async fn ok_a_backup_carries_the_segments_and_its_restore_copies_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.sqlite");
+        let (dir, path) = store_path();
         let store = Store::open(&path, UNLOGGED).unwrap();
         store.journal(record("C0", b"MSH|0")).await.unwrap();
         store.close().await;
@@ -1437,8 +1438,7 @@ mod tests {
     #[case::a_header_and_half_its_payload(&[200, 0, 0, 0, 1, 2, 3, 4, 4, 0, 0, 0, 0, 0, 0, 0, 9, 9])]
     #[tokio::test]
     async fn ok_a_torn_tail_of_the_last_segment_is_dropped(#[case] tail: &[u8]) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.sqlite");
+        let (_dir, path) = store_path();
         write_segment(&path, 1..=3, tail);
         let store = Store::open(&path, UNLOGGED).unwrap();
         assert_eq!(control_ids(&store), vec![c(1), c(2), c(3)]);
@@ -1447,8 +1447,7 @@ mod tests {
 
     #[tokio::test]
     async fn ok_segments_allocated_ahead_end_where_their_zeros_begin() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.sqlite");
+        let (_dir, path) = store_path();
         // What `fallocate` leaves past the last record of each segment.
         let zeros = vec![0u8; 4096];
         write_segment(&path, 1..=3, &zeros);
@@ -1460,8 +1459,7 @@ mod tests {
 
     #[tokio::test]
     async fn err_a_damaged_record_before_the_last_segment_refuses_to_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j.sqlite");
+        let (_dir, path) = store_path();
         let first = write_segment(&path, 1..=3, b"");
         write_segment(&path, 4..=5, b"");
         let mut bytes = std::fs::read(&first).unwrap();
