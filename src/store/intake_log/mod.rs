@@ -6,25 +6,32 @@
 //! fsync, then a checkpoint copying the same pages again (5.6 KB written per 1.3 KB message:
 //! README, "Where the MLLP time goes"). With it (`[store] intake_log = true`, SQLite only):
 //!
-//! 1. The **appender** thread takes every frame's records queued since its last turn, writes
-//!    them at the end of the current segment in one `write`, calls `fdatasync`, and only then
-//!    answers: the MLLP task ACKs. Commit before ACK holds; the durable point is the segment.
-//! 2. The **applier** thread reads the durable records back (from the page cache) and hands
-//!    them to the store's writer in batches of up to [`APPLY_RECORDS`], where they become
-//!    journal rows like any other, with `intake_log.applied_seq` moved in the same
-//!    transaction. Then it wakes the census processor and deletes the segments wholly copied.
-//! 3. At every open (the setting on or off), [`recover`] copies what a stop left behind
-//!    (records after `applied_seq`; a crash's torn tail, never acknowledged, ends the last
-//!    segment) before anything else runs, then deletes the segments.
+//! 1. **Appending.** A frame's records are written at the end of the current segment
+//!    ([`Tail`]) and `fdatasync`ed before the call returns: the MLLP task ACKs then. Commit
+//!    before ACK holds; the durable point is the segment. An append that finds the log idle
+//!    is written on the caller's thread ([`IntakeLog::append_in_place`]); otherwise it is
+//!    queued, and the **appender** thread writes everything queued since its last turn in
+//!    one `write` and one `fdatasync` (group commit).
+//! 2. **Copying.** The **applier** thread reads the durable records back (from the page
+//!    cache) and hands them to the store's writer in batches of up to [`APPLY_RECORDS`],
+//!    every [`APPLY_DELAY`], where they become journal rows like any other, with
+//!    `intake_log.applied_seq` moved in the same transaction. Then it wakes the census
+//!    processor and deletes the segments wholly copied. During a flood it waits (see
+//!    [`FLOOD_RECORDS`]), so that the intake has the CPU; a launch hurries it
+//!    ([`IntakeLog::wait_copied`]).
+//! 3. **Recovering.** At every open (the setting on or off), [`recover`] copies what a stop
+//!    left behind (records after `applied_seq`; a crash's torn tail, never acknowledged, ends
+//!    the last segment) before anything else runs, then deletes the segments.
 //!
 //! Segments are files `<store file>-intake/<first sequence number>.log` (format:
-//! [`record`]), rotated past [`SEGMENT_BYTES`]. The appender waits (and the senders behind it)
-//! when the records not yet copied reach [`MAX_BACKLOG_BYTES`], so a journal that cannot keep
-//! up slows the intake down rather than filling the disk; memory holds only the batch being
-//! written and the batch being copied.
+//! [`record`]), allocated ahead and rotated past [`SEGMENT_BYTES`]. Appends wait (and the
+//! senders behind them) when the records not yet copied reach [`MAX_BACKLOG_BYTES`], so a
+//! journal that cannot keep up slows the intake down rather than filling the disk; they are
+//! refused (AE) while the writer refuses the copies. Memory holds only the batch being written
+//! and the batch being copied.
 //!
 //! What changes for a reader: an acknowledged message reaches the journal table a moment
-//! after its ACK (one writer commit while the writer keeps up; during a flood, the backlog).
+//! after its ACK ([`APPLY_DELAY`]; during a flood, up to [`DEFER_MAX`] and the time to copy).
 //! Duplicates are found when it is copied (an MLLP ACK does not depend on it).
 
 pub(crate) mod record;
