@@ -85,8 +85,9 @@ const APPEND_BATCH: usize = 256;
 /// How long the applier waits before trying a batch the writer refused again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How long closing waits for the applier to copy what is durable (the rest is copied at the
-/// next open).
-const CLOSE_WAIT: Duration = Duration::from_secs(30);
+/// next open): under the systemd unit's `TimeoutStopSec=30`, so the daemon still closes its
+/// store itself rather than being killed.
+const CLOSE_WAIT: Duration = Duration::from_secs(20);
 
 const APPLIED_SQL: &str = "SELECT applied_seq FROM intake_log WHERE id = 1";
 const MARK_APPLIED_SQL: &str = "UPDATE intake_log SET applied_seq = ?1 WHERE id = 1";
