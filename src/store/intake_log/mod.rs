@@ -164,6 +164,8 @@ pub(super) fn recover(connection: &mut Connection, path: &Path) -> Result<u64, S
     let found =
         segments(&folder).map_err(|source| io_error(&folder, "list its segments", source))?;
     let mut last = applied;
+    // The last record read, copied or not.
+    let mut read = 0;
     let mut copied = 0usize;
     let mut pending = Vec::new();
     let count = found.len();
@@ -175,6 +177,7 @@ pub(super) fn recover(connection: &mut Connection, path: &Path) -> Result<u64, S
             let offset = reader.offset;
             match reader.next() {
                 Ok(Some((seq, prepared))) => {
+                    read = seq;
                     if seq <= applied {
                         continue;
                     }
@@ -197,6 +200,16 @@ pub(super) fn recover(connection: &mut Connection, path: &Path) -> Result<u64, S
                 Err(Scan::Io(source)) => return Err(io_error(file, "read the segment", source)),
                 Err(Scan::Bad(reason)) if is_last => {
                     tracing::warn!(file = %file.display(), offset, reason, "intake log: its last segment ends in a torn append (a crash during a write that was never acknowledged); that tail is dropped");
+                    break;
+                }
+                // The next segment starts with the record that would come here: what follows
+                // is the tail of an append that failed (never acknowledged).
+                Err(Scan::Bad(reason))
+                    if found
+                        .get(place + 1)
+                        .is_some_and(|(first, _)| *first == read + 1) =>
+                {
+                    tracing::warn!(file = %file.display(), offset, reason, "intake log: a segment ends in a failed append (never acknowledged); that tail is skipped");
                     break;
                 }
                 Err(Scan::Bad(reason)) => {
@@ -1501,6 +1514,21 @@ mod tests {
         let zeros = vec![0u8; 4096];
         write_segment(&path, 1..=3, &zeros);
         write_segment(&path, 4..=5, &zeros);
+        let store = Store::open(&path, UNLOGGED).unwrap();
+        assert_eq!(control_ids(&store), vec![c(1), c(2), c(3), c(4), c(5)]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn ok_a_failed_append_left_before_the_next_segment_is_skipped() {
+        let (_dir, path) = store_path();
+        // Record 4 torn, then the appender moved on: the next segment starts at 4.
+        write_segment(
+            &path,
+            1..=3,
+            &[9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 1],
+        );
+        write_segment(&path, 4..=5, b"");
         let store = Store::open(&path, UNLOGGED).unwrap();
         assert_eq!(control_ids(&store), vec![c(1), c(2), c(3), c(4), c(5)]);
         store.close().await;
