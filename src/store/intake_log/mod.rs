@@ -1507,28 +1507,22 @@ mod tests {
         store.close().await;
     }
 
-    #[tokio::test]
-    async fn ok_segments_allocated_ahead_end_where_their_zeros_begin() {
-        let (_dir, path) = store_path();
-        // What `fallocate` leaves past the last record of each segment.
-        let zeros = vec![0u8; 4096];
-        write_segment(&path, 1..=3, &zeros);
-        write_segment(&path, 4..=5, &zeros);
-        let store = Store::open(&path, UNLOGGED).unwrap();
-        assert_eq!(control_ids(&store), vec![c(1), c(2), c(3), c(4), c(5)]);
-        store.close().await;
-    }
+    /// What `fallocate` leaves past the last record of a segment.
+    const ZEROS: &[u8] = &[0; 4096];
+    /// An append that failed, its bytes left behind (never acknowledged).
+    const FAILED_APPEND: &[u8] = &[9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 1];
 
+    #[rstest]
+    #[case::allocated_ahead(ZEROS, ZEROS)]
+    #[case::a_failed_append_then_the_next_segment(FAILED_APPEND, b"")]
     #[tokio::test]
-    async fn ok_a_failed_append_left_before_the_next_segment_is_skipped() {
+    async fn ok_a_segment_ends_where_the_next_one_begins(
+        #[case] first_tail: &[u8],
+        #[case] last_tail: &[u8],
+    ) {
         let (_dir, path) = store_path();
-        // Record 4 torn, then the appender moved on: the next segment starts at 4.
-        write_segment(
-            &path,
-            1..=3,
-            &[9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 1],
-        );
-        write_segment(&path, 4..=5, b"");
+        write_segment(&path, 1..=3, first_tail);
+        write_segment(&path, 4..=5, last_tail);
         let store = Store::open(&path, UNLOGGED).unwrap();
         assert_eq!(control_ids(&store), vec![c(1), c(2), c(3), c(4), c(5)]);
         store.close().await;
