@@ -857,10 +857,7 @@ fn run_one(
             outcomes,
             ..
         } => {
-            for record in records.iter() {
-                outcomes.push(journal_one(transaction, record, tally)?);
-            }
-            super::intake_log::mark_applied(transaction, *through)?;
+            super::intake_log::copy_into_journal(transaction, records, *through, tally, outcomes)?;
         }
         Request::MarkProcessed { ids, .. } => {
             let mut mark = transaction.prepare_cached(MARK_PROCESSED_SQL)?;

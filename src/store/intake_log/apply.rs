@@ -4,15 +4,13 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::record::{self, HEADER, Header, MAGIC};
+use super::record::{self, MAGIC, ReadError};
 use super::{
     APPLY_BYTES, APPLY_DELAY, APPLY_RECORDS, DEFER_BYTES, DEFER_MAX, FLOOD_RECORDS, QUIET_WINDOWS,
     RETRY_AFTER, Shared, segment_path, segments,
@@ -86,45 +84,34 @@ impl LiveReader {
                         .insert((self.next_seq, file, MAGIC.len() as u64))
                 }
             };
-            let mut header = [0u8; HEADER];
-            match file.read_exact_at(&mut header, *offset) {
-                // Past what was written (allocated ahead, zeros): the record is the first of
-                // the next segment, as at the end of the file.
-                Ok(()) if header == [0; HEADER] => {
+            let here = || {
+                format!(
+                    "`{}` at byte {offset}",
+                    segment_path(&self.folder, *first).display()
+                )
+            };
+            match record::read_at(file, *offset) {
+                // Past what was written (the end of the file, or zeros allocated ahead): the
+                // record is the first of the next segment.
+                Ok(None) => {
                     finished.push(segment_path(&self.folder, *first));
                     self.segment = None;
-                    continue;
                 }
-                Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
-                    // This segment is done: the record is the first of the next one.
-                    finished.push(segment_path(&self.folder, *first));
-                    self.segment = None;
-                    continue;
+                Ok(Some((_, seq, _))) if seq != self.next_seq => {
+                    return Err(format!(
+                        "{}: record {seq} where {} was expected",
+                        here(),
+                        self.next_seq
+                    ));
                 }
-                Err(error) => return Err(format!("reading record {}: {error}", self.next_seq)),
+                Ok(Some((prepared, _, size))) => {
+                    *offset += size as u64;
+                    self.next_seq += 1;
+                    return Ok(Some((prepared, size)));
+                }
+                Err(ReadError::Bad(reason)) => return Err(format!("{}: {reason}", here())),
+                Err(ReadError::Io(error)) => return Err(format!("{}: {error}", here())),
             }
-            let here = format!(
-                "`{}` at byte {offset}",
-                segment_path(&self.folder, *first).display()
-            );
-            let header = Header::parse(&header).ok_or_else(|| {
-                format!("{here}: a record's header announces an impossible length")
-            })?;
-            if header.seq != self.next_seq {
-                return Err(format!(
-                    "{here}: record {} where {} was expected",
-                    header.seq, self.next_seq
-                ));
-            }
-            let mut payload = vec![0u8; header.payload_len];
-            file.read_exact_at(&mut payload, *offset + HEADER as u64)
-                .map_err(|error| format!("{here}: reading record {}: {error}", header.seq))?;
-            let prepared = record::decode(&header, Bytes::from(payload))
-                .map_err(|error| format!("{here}: record {}: {error}", header.seq))?;
-            *offset += (HEADER + header.payload_len) as u64;
-            self.next_seq += 1;
-            return Ok(Some((prepared, HEADER + header.payload_len)));
         }
     }
 }
@@ -141,26 +128,19 @@ pub(super) struct Applier {
 
 impl Applier {
     pub(super) fn run(mut self) {
-        let reason = loop {
+        let reason = 'copying: loop {
             let Some(durable) = self.wait_for_work() else {
                 break None; // the appender stopped, and everything durable is copied
             };
             // Everything durable now, batch by batch, before waiting again.
-            let mut stopped = None;
             while self.reader.next_seq <= durable {
                 match self.copy_one_batch(durable) {
                     Ok(()) => {}
-                    Err(Stop::Damaged(reason)) => stopped = Some(reason),
+                    Err(Stop::Damaged(reason)) => break 'copying Some(reason),
                     Err(Stop::WriterGone) => {
-                        stopped = Some("the store's writer stopped".to_owned());
+                        break 'copying Some("the store's writer stopped".to_owned());
                     }
                 }
-                if stopped.is_some() {
-                    break;
-                }
-            }
-            if stopped.is_some() {
-                break stopped;
             }
         };
         if let Some(reason) = &reason {

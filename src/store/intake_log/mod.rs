@@ -99,11 +99,19 @@ const CLOSE_WAIT: Duration = Duration::from_secs(20);
 const APPLIED_SQL: &str = "SELECT applied_seq FROM intake_log WHERE id = 1";
 const MARK_APPLIED_SQL: &str = "UPDATE intake_log SET applied_seq = ?1 WHERE id = 1";
 
-/// Moves the applied mark, in the transaction that copied the records up to `through`.
-pub(super) fn mark_applied(
+/// Copies `records` (the log's, up to record `through`) into the journal and moves the
+/// applied mark to `through`, in `transaction`: the writer's copy and recovery's. Their
+/// outcomes go into `outcomes`.
+pub(super) fn copy_into_journal(
     transaction: &rusqlite::Transaction<'_>,
+    records: &[Prepared],
     through: u64,
+    tally: &mut super::writer::Tally,
+    outcomes: &mut Vec<super::JournalOutcome>,
 ) -> rusqlite::Result<()> {
+    for record in records {
+        outcomes.push(super::writer::journal_one(transaction, record, tally)?);
+    }
     let through = i64::try_from(through).unwrap_or(i64::MAX);
     transaction
         .prepare_cached(MARK_APPLIED_SQL)?

@@ -12,6 +12,10 @@
 //! A record whose header or CRC does not check is where the segment ends: the tail a crash
 //! cut in the middle of an append (never acknowledged: the ACK waits for the `fdatasync`).
 
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
 use bytes::Bytes;
 
 use super::super::writer::Prepared;
@@ -193,6 +197,62 @@ impl Reader {
         let bytes = self.field(name)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::NotUtf8(name))
     }
+}
+
+/// Why no record could be read at an offset of a segment.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    Io(io::Error),
+    /// What is there is no record: a torn or failed append, or damage (the reader decides
+    /// which), said how.
+    Bad(String),
+}
+
+/// The record at `offset` of `file`, with its size; `None` where nothing was written: the end
+/// of the file, or zeros (allocated ahead). Recovery and the applier read through it.
+pub(crate) fn read_at(
+    file: &File,
+    offset: u64,
+) -> Result<Option<(Prepared, u64, usize)>, ReadError> {
+    let mut header = [0u8; HEADER];
+    match read_full_at(file, &mut header, offset).map_err(ReadError::Io)? {
+        0 => return Ok(None),
+        HEADER if header == [0; HEADER] => return Ok(None),
+        HEADER => {}
+        n => {
+            return Err(ReadError::Bad(format!(
+                "the file ends {n} bytes into a record's header"
+            )));
+        }
+    }
+    let header = Header::parse(&header).ok_or_else(|| {
+        ReadError::Bad("a record's header announces an impossible length".to_owned())
+    })?;
+    let mut payload = vec![0u8; header.payload_len];
+    let read = read_full_at(file, &mut payload, offset + HEADER as u64).map_err(ReadError::Io)?;
+    if read < payload.len() {
+        return Err(ReadError::Bad(format!(
+            "the file ends {read} bytes into record {}'s {} bytes",
+            header.seq, header.payload_len
+        )));
+    }
+    let prepared = decode(&header, Bytes::from(payload))
+        .map_err(|error| ReadError::Bad(format!("record {}: {error}", header.seq)))?;
+    Ok(Some((prepared, header.seq, HEADER + header.payload_len)))
+}
+
+/// Reads from `offset` until `buf` is full or the end of the file; how many bytes were read.
+pub(crate) fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
 }
 
 #[cfg(test)]

@@ -3,16 +3,14 @@
 //! module).
 
 use std::fs::File;
-use std::io::{self, Read};
 use std::path::Path;
 
-use bytes::Bytes;
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::record::{self, HEADER, Header, MAGIC};
-use super::{APPLIED_SQL, APPLY_RECORDS, folder_of, mark_applied, segments, sync_folder};
+use super::record::{self, MAGIC, ReadError};
+use super::{APPLIED_SQL, APPLY_RECORDS, copy_into_journal, folder_of, segments, sync_folder};
 use crate::store::StoreError;
-use crate::store::writer::{self, Prepared, Tally};
+use crate::store::writer::{Prepared, Tally};
 
 /// Copies into the journal what the intake log of the store at `path` holds beyond the
 /// applied mark, then deletes its segments; the sequence number the next record gets. Runs
@@ -46,12 +44,13 @@ pub(in crate::store) fn recover(
     let count = found.len();
     for (place, (_, file)) in found.iter().enumerate() {
         let is_last = place + 1 == count;
-        let mut reader =
-            ScanReader::open(file).map_err(|source| io_error(file, "read the segment", source))?;
+        let segment =
+            File::open(file).map_err(|source| io_error(file, "read the segment", source))?;
+        let mut offset = 0;
         loop {
-            let offset = reader.offset;
-            match reader.next() {
-                Ok(Some((seq, prepared))) => {
+            let here = offset;
+            match next(&segment, &mut offset) {
+                Ok(Some((prepared, seq))) => {
                     read = seq;
                     if seq <= applied {
                         continue;
@@ -60,7 +59,7 @@ pub(in crate::store) fn recover(
                         return Err(StoreError::IntakeLogDamaged {
                             path: path.to_path_buf(),
                             file: file.clone(),
-                            offset,
+                            offset: here,
                             reason: format!("record {seq} follows record {last}"),
                         });
                     }
@@ -72,26 +71,28 @@ pub(in crate::store) fn recover(
                     }
                 }
                 Ok(None) => break,
-                Err(Scan::Io(source)) => return Err(io_error(file, "read the segment", source)),
-                Err(Scan::Bad(reason)) if is_last => {
-                    tracing::warn!(file = %file.display(), offset, reason, "intake log: its last segment ends in a torn append (a crash during a write that was never acknowledged); that tail is dropped");
+                Err(ReadError::Io(source)) => {
+                    return Err(io_error(file, "read the segment", source));
+                }
+                Err(ReadError::Bad(reason)) if is_last => {
+                    tracing::warn!(file = %file.display(), offset = here, reason, "intake log: its last segment ends in a torn append (a crash during a write that was never acknowledged); that tail is dropped");
                     break;
                 }
                 // The next segment starts with the record that would come here: what follows
                 // is the tail of an append that failed (never acknowledged).
-                Err(Scan::Bad(reason))
+                Err(ReadError::Bad(reason))
                     if found
                         .get(place + 1)
                         .is_some_and(|(first, _)| *first == read + 1) =>
                 {
-                    tracing::warn!(file = %file.display(), offset, reason, "intake log: a segment ends in a failed append (never acknowledged); that tail is skipped");
+                    tracing::warn!(file = %file.display(), offset = here, reason, "intake log: a segment ends in a failed append (never acknowledged); that tail is skipped");
                     break;
                 }
-                Err(Scan::Bad(reason)) => {
+                Err(ReadError::Bad(reason)) => {
                     return Err(StoreError::IntakeLogDamaged {
                         path: path.to_path_buf(),
                         file: file.clone(),
-                        offset,
+                        offset: here,
                         reason,
                     });
                 }
@@ -123,92 +124,37 @@ fn apply_now(
     through: u64,
 ) -> rusqlite::Result<()> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut tally = Tally::default();
-    for prepared in pending.iter() {
-        writer::journal_one(&transaction, prepared, &mut tally)?;
-    }
-    mark_applied(&transaction, through)?;
+    let mut outcomes = Vec::with_capacity(pending.len());
+    copy_into_journal(
+        &transaction,
+        pending,
+        through,
+        &mut Tally::default(),
+        &mut outcomes,
+    )?;
     transaction.commit()?;
     pending.clear();
     Ok(())
 }
 
-/// Why a segment could not be read on.
-enum Scan {
-    Io(io::Error),
-    /// The record at the offset does not check: `reason` says how.
-    Bad(String),
-}
-
-/// Reads one segment from its start, record by record (at open).
-struct ScanReader {
-    reader: io::BufReader<File>,
-    offset: u64,
-}
-
-impl ScanReader {
-    fn open(file: &Path) -> io::Result<ScanReader> {
-        Ok(ScanReader {
-            reader: io::BufReader::new(File::open(file)?),
-            offset: 0,
-        })
-    }
-
-    /// The next record and its sequence number; `None` at the end of the file.
-    fn next(&mut self) -> Result<Option<(u64, Prepared)>, Scan> {
-        if self.offset == 0 {
-            let mut magic = [0u8; MAGIC.len()];
-            match read_full(&mut self.reader, &mut magic).map_err(Scan::Io)? {
-                0 => return Ok(None),
-                n if n < magic.len() || &magic != MAGIC => {
-                    return Err(Scan::Bad(
-                        "the file does not start as an intake log segment".to_owned(),
-                    ));
-                }
-                _ => {}
-            }
-            self.offset = MAGIC.len() as u64;
-        }
-        let mut header = [0u8; HEADER];
-        match read_full(&mut self.reader, &mut header).map_err(Scan::Io)? {
-            0 => return Ok(None),
-            // Allocated ahead and never written: the end of the segment's records.
-            HEADER if header == [0; HEADER] => return Ok(None),
-            HEADER => {}
-            n => {
-                return Err(Scan::Bad(format!(
-                    "the file ends {n} bytes into a record's header"
-                )));
+/// The record of `segment` at `offset` (0: its start, where the magic is checked first),
+/// and its sequence number; `offset` moves past it. `None` where nothing was written.
+fn next(segment: &File, offset: &mut u64) -> Result<Option<(Prepared, u64)>, ReadError> {
+    if *offset == 0 {
+        let mut magic = [0u8; MAGIC.len()];
+        match record::read_full_at(segment, &mut magic, 0).map_err(ReadError::Io)? {
+            0 => return Ok(None), // created, never written
+            n if n == magic.len() && &magic == MAGIC => *offset = MAGIC.len() as u64,
+            _ => {
+                return Err(ReadError::Bad(
+                    "the file does not start as an intake log segment".to_owned(),
+                ));
             }
         }
-        let header = Header::parse(&header).ok_or_else(|| {
-            Scan::Bad("a record's header announces an impossible length".to_owned())
-        })?;
-        let mut payload = vec![0u8; header.payload_len];
-        let read = read_full(&mut self.reader, &mut payload).map_err(Scan::Io)?;
-        if read < payload.len() {
-            return Err(Scan::Bad(format!(
-                "the file ends {read} bytes into record {}'s {} bytes",
-                header.seq, header.payload_len
-            )));
-        }
-        let prepared = record::decode(&header, Bytes::from(payload))
-            .map_err(|error| Scan::Bad(format!("record {}: {error}", header.seq)))?;
-        self.offset += (HEADER + header.payload_len) as u64;
-        Ok(Some((header.seq, prepared)))
     }
-}
-
-/// Reads until `buf` is full or the end of the file; how many bytes were read.
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(filled)
+    let Some((prepared, seq, size)) = record::read_at(segment, *offset)? else {
+        return Ok(None);
+    };
+    *offset += size as u64;
+    Ok(Some((prepared, seq)))
 }
