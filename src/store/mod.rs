@@ -472,6 +472,22 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The intake log is enabled, and another process owns it (holds its lock): two
+    /// processes appending to one log, or one recovering the other's live segments, would
+    /// lose acknowledged messages.
+    #[error(
+        "store `{}`: its intake log is in use by another process (it holds the lock `{}`): \
+         stop the other ordobridge running on this store first, or give this one a store of \
+         its own (`[store] path`)",
+        path.display(),
+        file.display()
+    )]
+    IntakeLogInUse {
+        /// The database file.
+        path: PathBuf,
+        /// The lock file.
+        file: PathBuf,
+    },
     /// The intake log no longer takes messages: copying it into the journal stopped on an
     /// error (logged), or the store is closing. Nothing of the message is stored.
     #[error("store `{}`: the intake log takes no more messages: {reason}", path.display())]
@@ -639,8 +655,13 @@ impl Store {
     /// starts the writer thread.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         let mut connection = schema::open_writer(path)?;
-        // Whatever a stop left in the intake log is in the journal before anything runs.
-        let next_seq = intake_log::recover(&mut connection, path)?;
+        // Whatever a stop left in the intake log is in the journal before anything runs,
+        // unless another process (the running daemon, beside this command) owns the log.
+        let owner = intake_log::own(path, options.intake_log)?;
+        let next_seq = match owner {
+            Some(_) => intake_log::recover(&mut connection, path)?,
+            None => 1,
+        };
         checkpoint::start(&mut connection, path)?;
         let (requests, queue) = mpsc::channel(options.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
@@ -657,6 +678,7 @@ impl Store {
             .then(|| {
                 intake_log::IntakeLog::start(
                     path,
+                    owner,
                     next_seq,
                     options.queue_capacity,
                     requests.clone(),

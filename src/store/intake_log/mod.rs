@@ -36,9 +36,11 @@
 
 mod append;
 mod apply;
+mod owner;
 pub(crate) mod record;
 mod recover;
 
+pub(in crate::store) use self::owner::{Owner, own};
 pub(in crate::store) use self::recover::recover;
 
 use self::append::{Append, Appender, Segment, Tail, Turn, admit};
@@ -168,6 +170,9 @@ struct Shared {
     changed: Condvar,
     /// Poked after each copy into the journal: the census processor's wake-up.
     journal_grew: Arc<Notify>,
+    /// The log's lock, released once closing finds everything copied (or with the last
+    /// handle), so that the store can be opened again.
+    owner: Mutex<Option<Owner>>,
 }
 
 #[derive(Debug, Default)]
@@ -217,6 +222,7 @@ impl IntakeLog {
     /// applier, which hands the records to the writer through `writer`.
     pub(super) fn start(
         path: &Path,
+        owner: Option<Owner>,
         next_seq: u64,
         queue_capacity: usize,
         writer: mpsc::Sender<Request>,
@@ -229,8 +235,6 @@ impl IntakeLog {
             action,
             source,
         };
-        std::fs::create_dir_all(&folder)
-            .map_err(|source| io_error(&folder, "create the folder", source))?;
         let segment = Segment::create(&folder, next_seq).map_err(|source| {
             io_error(
                 &segment_path(&folder, next_seq),
@@ -249,6 +253,7 @@ impl IntakeLog {
             }),
             changed: Condvar::new(),
             journal_grew,
+            owner: Mutex::new(owner),
         });
         let (appends, queue) = mpsc::channel(queue_capacity.max(1));
         let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
@@ -392,6 +397,14 @@ impl IntakeLog {
                 })
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let left = progress.durable_seq.saturating_sub(progress.applied_seq);
+            if progress.applier_stopped.is_some() {
+                drop(progress);
+                shared
+                    .owner
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+            }
             (timeout.timed_out(), left)
         })
         .await;
@@ -497,6 +510,54 @@ mod tests {
     fn assert_written_as(store: &Store, in_place: bool) {
         let turns = store.shared.intake.as_ref().unwrap().in_place_turns();
         assert_eq!(turns > 0, in_place, "{turns} turns written in place");
+    }
+
+    /// `ordobridge replay` or `prune` opens the store for writing beside the running daemon:
+    /// it must leave the daemon's live log alone (it used to copy it and delete its segments,
+    /// so that later acknowledged messages lived in deleted files only).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ok_a_command_beside_the_daemon_leaves_its_live_log_alone() {
+        let (_dir, path) = store_path();
+        let daemon = Store::open(&path, LOGGED).unwrap();
+        for seq in 1..=3 {
+            daemon
+                .journal_intake(vec![record(&format!("C{seq}"), b"MSH|a")])
+                .await
+                .unwrap();
+        }
+        let live = segments(&folder_of(&path)).unwrap();
+        assert_eq!(live.len(), 1);
+        let command = Store::open(&path, UNLOGGED).unwrap();
+        assert_eq!(segments(&folder_of(&path)).unwrap(), live);
+        daemon
+            .journal_intake(vec![record("C4", b"MSH|a")])
+            .await
+            .unwrap();
+        wait_for_rows(&daemon, 4).await;
+        assert_eq!(control_ids(&command), (1..=4).map(c).collect::<Vec<_>>());
+        daemon.close().await;
+        command.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn err_a_second_logged_open_is_refused_until_the_first_closes() {
+        let (_dir, path) = store_path();
+        let first = Store::open(&path, LOGGED).unwrap();
+        let err = Store::open(&path, LOGGED).unwrap_err();
+        let lock = folder_of(&path).join("lock");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "store `{}`: its intake log is in use by another process (it holds the lock \
+                 `{}`): stop the other ordobridge running on this store first, or give this \
+                 one a store of its own (`[store] path`)",
+                path.display(),
+                lock.display()
+            )
+        );
+        first.close().await;
+        let again = Store::open(&path, LOGGED).unwrap();
+        again.close().await;
     }
 
     #[rstest]
