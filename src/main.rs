@@ -990,6 +990,7 @@ fn journal(config_path: &Path, args: JournalArgs) -> Result<ExitCode, String> {
     let rows = store
         .search_journal(&search)
         .map_err(|e| format!("cannot read the journal: {e}"))?;
+    note_intake_lag(&store);
     if args.json {
         print_out(&cli_json::to_text(&cli_json::journal_list(&rows)))?;
         return Ok(ExitCode::SUCCESS);
@@ -1015,6 +1016,21 @@ fn journal(config_path: &Path, args: JournalArgs) -> Result<ExitCode, String> {
     }
     print_out(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says on stderr when the daemon acknowledged messages that its intake log has not copied
+/// into the journal yet, so that a listing missing them is not taken for a loss.
+fn note_intake_lag(store: &Store) {
+    match store.intake_unapplied() {
+        Ok(0) => {}
+        Ok(waiting) => eprintln!(
+            "note: {waiting} message(s) acknowledged in the last moments are not listed yet: the intake log copies them into the journal within 100 ms (during a flood, within seconds); list again to see them"
+        ),
+        Err(e) => eprintln!(
+            "note: cannot tell whether the intake log holds messages not listed yet: {}",
+            ordobridge::text::error_chain(&e)
+        ),
+    }
 }
 
 /// `processed`, `rejected (why)`, `processed (not used by the census: why)`.

@@ -51,16 +51,18 @@ fn kill_9_under_load_loses_no_acknowledged_message_with_the_intake_log() {
 fn kill_9_under_load(postgres: Option<&common::postgres::TestPostgres>, intake_log: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = write_config(dir.path(), "");
-    if intake_log {
-        let text = std::fs::read_to_string(&config).expect("config");
-        let text = text.replacen(
-            "[store]\npath = \"data/ordobridge.db\"",
-            "[store]\npath = \"data/ordobridge.db\"\nintake_log = true",
-            1,
-        );
-        assert!(text.contains("intake_log = true"), "{text}");
-        std::fs::write(&config, text).expect("config");
-    }
+    // Said either way: the intake log is on by default on SQLite.
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replacen(
+        "[store]\npath = \"data/ordobridge.db\"",
+        &format!("[store]\npath = \"data/ordobridge.db\"\nintake_log = {intake_log}"),
+        1,
+    );
+    assert!(
+        text.contains(&format!("intake_log = {intake_log}")),
+        "{text}"
+    );
+    std::fs::write(&config, text).expect("config");
     if let Some(server) = postgres {
         let text = std::fs::read_to_string(&config).expect("config");
         let text = text.replacen(

@@ -61,7 +61,7 @@ async fn adt_then_launch_redirects_to_a_simulator_page_naming_the_patient() {
 /// (bounded) instead of answering "unknown patient". Each of 20 patients is launched exactly
 /// once, right after its ACK, with no retry.
 #[rstest::rstest]
-#[case::journal_committed_before_the_ack("")]
+#[case::journal_committed_before_the_ack("intake_log = false\n")]
 // The ACK waits for the intake log only: the journal row follows it, then the census.
 #[case::through_the_intake_log("intake_log = true\n")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -195,19 +195,13 @@ async fn census_anomalies_are_counted_by_channel_and_kind() {
     engine.stop().await;
 }
 
-/// With `[store] intake_log`, `ordobridge_intake_log_backlog_messages` counts messages ACKed
-/// and not yet copied into the journal; it falls to 0 once they are, and the census applies
-/// them behind (the gauge is absent without the log).
+/// With `[store] intake_log` (the default), `ordobridge_intake_log_backlog_messages` counts
+/// messages ACKed and not yet copied into the journal; it falls to 0 once they are, and the
+/// census applies them behind (the gauge is absent with `intake_log = false`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intake_log_backlog_gauge_falls_to_zero_once_copied() {
     let dir = tempfile::tempdir().expect("dir");
-    let text = common::base_toml().replacen(
-        "path = \"data/ob.db\"\n",
-        "path = \"data/ob.db\"\nintake_log = true\n",
-        1,
-    );
-    assert!(text.contains("intake_log = true"), "{text}");
-    let engine = common::start_engine(common::config(dir.path(), &text)).await;
+    let engine = common::start_engine(common::config(dir.path(), &common::base_toml())).await;
     let http = engine.addr("http");
     let ack = common::send_adt(engine.addr("adt-in"), &common::sample(common::A01_SAMPLE)).await;
     assert!(ack.contains("MSA|AA|"), "{ack}");
@@ -226,7 +220,13 @@ async fn intake_log_backlog_gauge_falls_to_zero_once_copied() {
 
     // Without the log, no gauge.
     let dir = tempfile::tempdir().expect("dir");
-    let engine = common::start_engine(common::config(dir.path(), &common::base_toml())).await;
+    let text = common::base_toml().replacen(
+        "path = \"data/ob.db\"\n",
+        "path = \"data/ob.db\"\nintake_log = false\n",
+        1,
+    );
+    assert!(text.contains("intake_log = false"), "{text}");
+    let engine = common::start_engine(common::config(dir.path(), &text)).await;
     let body = common::metrics_text(engine.addr("http"))
         .await
         .expect("metrics");

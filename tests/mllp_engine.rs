@@ -26,10 +26,21 @@ struct Running {
 }
 
 impl Running {
+    /// The engine with the default store (through the intake log) and `extra` lines in the
+    /// channel's section.
     async fn start(extra: &str) -> Running {
+        Running::start_with("", extra).await
+    }
+
+    /// The engine whose ACKs wait for the journal's own commit (no intake log).
+    async fn start_committing(extra: &str) -> Running {
+        Running::start_with("intake_log = false\n", extra).await
+    }
+
+    async fn start_with(store_lines: &str, extra: &str) -> Running {
         let dir = tempfile::tempdir().expect("temp dir");
         let text = format!(
-            "[store]\npath = \"data/ob.db\"\n\n[inbound.adt-in]\nprotocol = \"mllp\"\nbind = \"127.0.0.1:0\"\n{extra}\n"
+            "[store]\npath = \"data/ob.db\"\n{store_lines}\n[inbound.adt-in]\nprotocol = \"mllp\"\nbind = \"127.0.0.1:0\"\n{extra}\n"
         );
         let config = Config::from_str_with_env(&text, &dir.path().join("ob.toml"), &|_| None)
             .expect("valid config");
@@ -52,8 +63,15 @@ impl Running {
             .expect("connect")
     }
 
-    fn journal(&self) -> Vec<ordobridge::store::JournalSummary> {
-        let store = Store::open(&self.db, StoreOptions::default()).expect("open store");
+    /// The journal, once every message acknowledged so far is in it.
+    async fn journal(&self) -> Vec<ordobridge::store::JournalSummary> {
+        common::intake_copied(&self.db).await;
+        self.journal_now()
+    }
+
+    /// The journal as it is this instant.
+    fn journal_now(&self) -> Vec<ordobridge::store::JournalSummary> {
+        let store = Store::open_read_only(&self.db).expect("open store");
         store
             .list_journal(&JournalFilter {
                 control_id: None,
@@ -61,6 +79,19 @@ impl Running {
                 limit: 0,
             })
             .expect("list")
+    }
+
+    /// The bytes of the intake log's segments, as they are this instant.
+    fn logged_bytes(&self) -> Vec<u8> {
+        let folder = ordobridge::store::intake_log_folder(&self.db);
+        let mut bytes = Vec::new();
+        for entry in std::fs::read_dir(&folder).expect("the intake log's folder") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|extension| extension == "log") {
+                bytes.extend(std::fs::read(&path).expect("segment"));
+            }
+        }
+        bytes
     }
 
     async fn stop(self) {
@@ -81,12 +112,12 @@ fn text(answer: &Bytes) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aa_only_after_the_message_is_in_the_journal() {
-    let engine = Running::start("").await;
+    let engine = Running::start_committing("").await;
     let mut client = engine.client().await;
     let answer = client.send(&adt("C1", ""), PATIENCE).await.expect("answer");
     assert!(text(&answer).contains("MSA|AA|C1"), "{}", text(&answer));
     // The ACK arrived: the row must already be visible to a fresh connection.
-    let rows = engine.journal();
+    let rows = engine.journal_now();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].control_id, "C1");
     // accepted, or already processed by the census right behind the ACK
@@ -97,6 +128,28 @@ async fn aa_only_after_the_message_is_in_the_journal() {
     );
     assert_eq!(rows[0].message_type, "ADT^A01^ADT_A01");
     assert_eq!(rows[0].sender, "DPI^CH");
+    engine.stop().await;
+}
+
+/// With the intake log (the default), the durable point an ACK waits for is the log: the
+/// message's bytes are in a segment when its AA arrives, its journal row follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aa_only_after_the_message_is_in_the_intake_log() {
+    let engine = Running::start("").await;
+    let mut client = engine.client().await;
+    let message = adt("L1", "");
+    let answer = client.send(&message, PATIENCE).await.expect("answer");
+    assert!(text(&answer).contains("MSA|AA|L1"), "{}", text(&answer));
+    let logged = engine.logged_bytes();
+    assert!(
+        logged
+            .windows(message.len())
+            .any(|window| window == message),
+        "the message is not in the intake log when its AA arrives"
+    );
+    let rows = engine.journal().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].control_id, "L1");
     engine.stop().await;
 }
 
@@ -142,7 +195,7 @@ async fn unreadable_message_gets_ar_with_err_and_the_connection_stays_open(
             .expect("answer"),
     );
     assert!(next.contains("MSA|AA|OK1"), "{next}");
-    let rows = engine.journal();
+    let rows = engine.journal().await;
     assert_eq!(rows.len(), 2);
     let rejected = rows
         .iter()
@@ -167,7 +220,7 @@ async fn duplicate_is_acknowledged_again_and_stored_once() {
         let answer = text(&client.send(&adt("D1", ""), PATIENCE).await.expect("answer"));
         assert!(answer.contains("MSA|AA|D1"), "{answer}");
     }
-    let rows = engine.journal();
+    let rows = engine.journal().await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     let store = Store::open(&engine.db, StoreOptions::default()).expect("store");
     let entry = store
@@ -219,7 +272,7 @@ async fn enhanced_mode_follows_msh_15() {
             .expect("answer"),
     );
     assert!(bad.contains("MSA|CR|E4"), "{bad}");
-    assert_eq!(engine.journal().len(), 4);
+    assert_eq!(engine.journal().await.len(), 4);
     engine.stop().await;
 }
 
@@ -250,7 +303,7 @@ async fn several_messages_in_one_frame_get_one_ack_each_in_order() {
         .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{got}");
     assert_eq!(got.matches('\u{0B}').count(), 3, "one frame per ACK");
-    assert_eq!(engine.journal().len(), 3);
+    assert_eq!(engine.journal().await.len(), 3);
     engine.stop().await;
 }
 
@@ -276,7 +329,7 @@ async fn sloppy_sender_byte_by_byte_with_lf_garbage_and_no_trailer() {
         .expect("read");
     let answer = String::from_utf8_lossy(&buf[..n]);
     assert!(answer.contains("MSA|AA|S1"), "{answer}");
-    let rows = engine.journal();
+    let rows = engine.journal().await;
     assert_eq!(rows.len(), 1);
     engine.stop().await;
 }
@@ -304,7 +357,7 @@ async fn oversized_frame_is_refused_and_the_connection_stays_usable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_cannot_commit_answers_ae_never_aa() {
-    let engine = Running::start("").await;
+    let engine = Running::start_committing("").await;
     let mut client = engine.client().await;
     let first = text(&client.send(&adt("F0", ""), PATIENCE).await.expect("answer"));
     assert!(first.contains("MSA|AA|F0"), "{first}");
@@ -321,9 +374,80 @@ async fn a_store_that_cannot_commit_answers_ae_never_aa() {
         .expect("drop trigger");
     let again = text(&client.send(&adt("F1", ""), PATIENCE).await.expect("answer"));
     assert!(again.contains("MSA|AA|F1"), "{again}");
-    let ids: Vec<String> = engine.journal().into_iter().map(|r| r.control_id).collect();
+    let ids: Vec<String> = engine
+        .journal()
+        .await
+        .into_iter()
+        .map(|r| r.control_id)
+        .collect();
     assert_eq!(ids, vec!["F1".to_string(), "F0".to_string()]);
     engine.stop().await;
+}
+
+/// With the intake log (the default), a message durable in the log is acknowledged even if
+/// the journal cannot commit at that moment (it is copied once it can); from the first copy
+/// the journal refuses, new messages are answered AE, until a copy succeeds again. Nothing
+/// acknowledged is lost, nothing answered AE is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_intake_log_a_store_that_cannot_commit_keeps_what_was_acknowledged_then_answers_ae()
+ {
+    let engine = Running::start("").await;
+    let mut client = engine.client().await;
+    let first = text(&client.send(&adt("G0", ""), PATIENCE).await.expect("answer"));
+    assert!(first.contains("MSA|AA|G0"), "{first}");
+    engine.journal().await;
+    let db = rusqlite::Connection::open(&engine.db).expect("open db");
+    db.execute_batch(
+        "CREATE TRIGGER fail BEFORE INSERT ON journal BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
+    )
+    .expect("trigger");
+    // Every message answered AA must reach the journal, none answered AE may.
+    let mut acknowledged = vec!["G0".to_string()];
+    let refused = answer_until(&mut client, "AE", &mut acknowledged).await;
+    assert!(refused.contains("not stored"), "{refused}");
+    assert!(
+        acknowledged.len() > 1,
+        "the first message after the journal broke is durable in the log: AA"
+    );
+    db.execute_batch("DROP TRIGGER fail;")
+        .expect("drop trigger");
+    answer_until(&mut client, "AA", &mut acknowledged).await;
+    let mut ids: Vec<String> = engine
+        .journal()
+        .await
+        .into_iter()
+        .map(|r| r.control_id)
+        .collect();
+    ids.sort();
+    acknowledged.sort();
+    assert_eq!(ids, acknowledged);
+    engine.stop().await;
+}
+
+/// Sends ADTs `<wanted>-0`, `<wanted>-1`… until one is answered `wanted` (AA or AE; the
+/// other answer is the only one allowed meanwhile) and returns that answer; every control id
+/// answered AA is added to `acknowledged`.
+async fn answer_until(
+    client: &mut MllpClient,
+    wanted: &str,
+    acknowledged: &mut Vec<String>,
+) -> String {
+    let other = if wanted == "AA" { "AE" } else { "AA" };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    for attempt in 0.. {
+        let id = format!("{wanted}-{attempt}");
+        let answer = text(&client.send(&adt(&id, ""), PATIENCE).await.expect("answer"));
+        if answer.contains(&format!("MSA|AA|{id}")) {
+            acknowledged.push(id.clone());
+        }
+        if answer.contains(&format!("MSA|{wanted}|{id}")) {
+            return answer;
+        }
+        assert!(answer.contains(&format!("MSA|{other}|{id}")), "{answer}");
+        assert!(std::time::Instant::now() < deadline, "no {wanted} in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    unreachable!("an attempt answers or the deadline fails the test")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,7 +461,7 @@ async fn latin1_message_is_journaled_byte_for_byte() {
     let answer = text(&client.send(&raw, PATIENCE).await.expect("answer"));
     assert!(answer.contains("MSA|AA|SYN0007"), "{answer}");
     assert!(answer.contains("|8859/1"), "MSH-18 echoed: {answer}");
-    let rows = engine.journal();
+    let rows = engine.journal().await;
     let store = Store::open(&engine.db, StoreOptions::default()).expect("store");
     let entry = store
         .journal_entry(rows[0].id)
@@ -371,7 +495,7 @@ async fn rejected_frames_past_the_hourly_budget_are_answered_not_journaled() {
             .expect("answer"),
     );
     assert!(ok.contains("MSA|AA|AFTER-JUNK"), "{ok}");
-    let rows = engine.journal();
+    let rows = engine.journal().await;
     let rejected: Vec<_> = rows.iter().filter(|r| r.status == "rejected").collect();
     assert_eq!(rejected.len(), 3, "two whole, one head: {rows:?}");
     assert!(

@@ -64,7 +64,17 @@ fn python_hl7_mllp_send_gets_aa_for_every_sample_and_journal_lists_them() {
         control_ids.push(control_id);
     }
 
-    let listing = ordobridge(&["journal", "--config", config.to_str().expect("utf-8 path")]);
+    // The journal lists a message a moment after its ACK (the intake log copies it behind):
+    // list until every one is there, or the patience runs out and the check below says which.
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let listing = loop {
+        let listing = ordobridge(&["journal", "--config", config.to_str().expect("utf-8 path")]);
+        let complete = control_ids.iter().all(|id| listing.contains(id.as_str()));
+        if complete || std::time::Instant::now() > deadline {
+            break listing;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     for control_id in &control_ids {
         let line = listing
             .lines()

@@ -359,6 +359,7 @@ async fn feed_census(dir: &Path, extra: &str) {
         assert!(ack.contains("MSA|AA|"), "{ack}");
     }
     let db = dir.join("data/ob.db");
+    common::intake_copied(&db).await;
     common::wait_for("the census to apply every ADT", || {
         let done = count(
             &db,

@@ -96,19 +96,22 @@ impl RetentionConfig {
 // The configuration's defaults are the library's: one place each.
 const DEFAULT_QUEUE_CAPACITY: usize = crate::store::StoreOptions::DEFAULT.queue_capacity;
 const DEFAULT_MAX_BATCH: usize = crate::store::StoreOptions::DEFAULT.max_batch;
-const DEFAULT_INTAKE_LOG: bool = crate::store::StoreOptions::DEFAULT.intake_log;
+/// The daemon's default, on SQLite; not the library's ([`crate::store::StoreOptions`]), which
+/// every command opening the store beside the daemon uses: only the daemon owns the log.
+const DEFAULT_INTAKE_LOG: bool = true;
 
-/// `[store] intake_log`; refused on PostgreSQL, where every node must see a message in the
-/// shared database before it is acknowledged (a log on one node's disk would hide it).
+/// `[store] intake_log`, on by default on SQLite; refused on PostgreSQL, where every node must
+/// see a message in the shared database before it is acknowledged (a log on one node's disk
+/// would hide it).
 fn intake_log(store: &RawStore, report: &mut Report<'_>) -> bool {
-    let Some(setting) = &store.intake_log else {
-        return DEFAULT_INTAKE_LOG;
-    };
-    let on = *setting.get_ref();
     let postgres = store
         .backend
         .as_ref()
         .is_some_and(|backend| backend.get_ref() == "postgres");
+    let Some(setting) = &store.intake_log else {
+        return DEFAULT_INTAKE_LOG && !postgres;
+    };
+    let on = *setting.get_ref();
     if on && postgres {
         report.push(
             Some(setting.span()),
@@ -319,11 +322,19 @@ mod tests {
     }
 
     #[rstest]
-    #[case::ok_default_off("", false)]
-    #[case::ok_on("intake_log = true", true)]
-    #[case::ok_off("intake_log = false", false)]
+    #[case::ok_default_on_sqlite("path = \"ob.db\"", true)]
+    #[case::ok_on("path = \"ob.db\"\nintake_log = true", true)]
+    #[case::ok_off("path = \"ob.db\"\nintake_log = false", false)]
+    #[case::ok_default_off_on_postgresql(
+        "backend = \"postgres\"\nurl = \"postgres://ob@db.example/ob\"\nallow_plain = true",
+        false
+    )]
+    #[case::ok_off_on_postgresql(
+        "backend = \"postgres\"\nurl = \"postgres://ob@db.example/ob\"\nallow_plain = true\nintake_log = false",
+        false
+    )]
     fn ok_intake_log(#[case] lines: &str, #[case] expected: bool) {
-        let config = load(&format!("[store]\npath = \"ob.db\"\n{lines}\n"), &[]).unwrap();
+        let config = load(&format!("[store]\n{lines}\n"), &[]).unwrap();
         assert_eq!(config.store.intake_log, expected);
     }
 

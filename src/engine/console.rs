@@ -38,6 +38,10 @@ use super::status::{self, Observed};
 const PAGE: usize = 50;
 /// A full-text search scans at most the newest rows this many (unless a time range is given).
 const TEXT_WINDOW: i64 = 200_000;
+/// How long the message list waits for the intake log to copy what was acknowledged before
+/// the request (it is hurried meanwhile; usually well under 100 ms), so that an operator finds
+/// the message just sent.
+const LIST_WAITS_FOR_INTAKE: Duration = Duration::from_secs(1);
 /// How often the dashboard's events send a new snapshot.
 const EVENT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the login form's nonce cookie lives.
@@ -1058,6 +1062,15 @@ async fn messages(
             "La recherche par IPP, NDA ou texte est réservée aux opérateurs : ces critères ont été ignorés.",
             "Searching by IPP, NDA or text is for operators only: those criteria were ignored.",
         ).to_string());
+    }
+    if !state.0.store.intake_copied(LIST_WAITS_FOR_INTAKE).await && note.is_none() {
+        note = Some(
+            lang.pick(
+                "Des messages acquittés à l'instant ne sont pas encore listés (journal d'entrée en cours de copie) : rechargez la page.",
+                "Messages acknowledged a moment ago are not listed yet (the intake log is being copied): reload the page.",
+            )
+            .to_string(),
+        );
     }
     let store = state.0.store.clone();
     let found = tokio::task::spawn_blocking(move || store.search_journal(&search)).await;

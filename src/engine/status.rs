@@ -670,6 +670,9 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
         }
         // Counted on SQLite, where this node runs the census (not on PostgreSQL).
         if let Some(progress) = &observed.census_progress {
+            // The intake log's backlog first: a copy between the two reads then counts its
+            // messages twice for a moment, never zero times.
+            let logged = store.intake_backlog().unwrap_or(0);
             let through = *progress.borrow();
             let skip = [
                 super::push::PUSH_CHANNEL,
@@ -680,8 +683,8 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
                     &mut out,
                     "ordobridge_census_lag_messages",
                     "gauge",
-                    "accepted journal rows the census has still to apply: it lags during a flood and catches up after",
-                    &[(Labels::new(), lag)],
+                    "messages acknowledged that the census has still to apply (accepted journal rows, and those still in the intake log): it lags during a flood and catches up after",
+                    &[(Labels::new(), lag + logged)],
                 );
             }
         }

@@ -899,6 +899,29 @@ impl Store {
         }
     }
 
+    /// Messages acknowledged through the intake log and not yet in the journal table, seen
+    /// from any handle: the daemon's own store, or a command's beside it (`ordobridge
+    /// journal` says that its listing lags). 0 on PostgreSQL, or when no log runs.
+    pub fn intake_unapplied(&self) -> Result<u64, StoreError> {
+        if let Some(intake) = &self.shared.intake {
+            return Ok(intake.backlog());
+        }
+        if self.shared.postgres.is_some() {
+            return Ok(0);
+        }
+        let applied: i64 = self.shared.readers.with(|connection| {
+            connection.query_row(intake_log::APPLIED_SQL, [], |row| row.get(0))
+        })?;
+        intake_log::unapplied(&self.shared.path, u64::try_from(applied).unwrap_or(0)).map_err(
+            |source| StoreError::IntakeLog {
+                path: self.shared.path.clone(),
+                file: intake_log::folder_of(&self.shared.path),
+                action: "read its segments",
+                source,
+            },
+        )
+    }
+
     /// Messages acknowledged and not yet in the journal table; `None` without an intake log.
     pub fn intake_backlog(&self) -> Option<u64> {
         self.shared

@@ -506,6 +506,17 @@ pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
+/// Waits until every message the daemon acknowledged through its intake log (`[store]
+/// intake_log`, on by default) is in the journal table of the store `db`: an ACK precedes the
+/// journal row by up to 100 ms. Read the journal after this, never right after an ACK.
+pub async fn intake_copied(db: &std::path::Path) {
+    wait_for("the intake log copied into the journal", || async {
+        let store = ordobridge::store::Store::open_read_only(db).ok()?;
+        (store.intake_unapplied().ok()? == 0).then_some(())
+    })
+    .await;
+}
+
 /// Waits until the [`ehr_peer`] received a message and returns the first one.
 pub async fn first_received(received: &Received) -> Vec<u8> {
     wait_for("a message at the EHR", || {

@@ -98,7 +98,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// store itself rather than being killed.
 const CLOSE_WAIT: Duration = Duration::from_secs(20);
 
-const APPLIED_SQL: &str = "SELECT applied_seq FROM intake_log WHERE id = 1";
+pub(super) const APPLIED_SQL: &str = "SELECT applied_seq FROM intake_log WHERE id = 1";
 const MARK_APPLIED_SQL: &str = "UPDATE intake_log SET applied_seq = ?1 WHERE id = 1";
 
 /// Copies `records` (the log's, up to record `through`) into the journal and moves the
@@ -130,6 +130,31 @@ pub(crate) fn folder_of(path: &Path) -> PathBuf {
 
 fn segment_path(folder: &Path, first_seq: u64) -> PathBuf {
     folder.join(format!("{first_seq:020}.log"))
+}
+
+/// Records of the intake log of the store at `path` past `applied` (its applied mark): what
+/// was acknowledged and is not in the journal table yet, as a process beside the daemon sees
+/// it (a listing says that it lags). A record being written as it reads is not counted.
+pub(crate) fn unapplied(path: &Path, applied: u64) -> io::Result<u64> {
+    let Some((first, last)) = segments(&folder_of(path))?.pop() else {
+        return Ok(0);
+    };
+    let segment = match File::open(&last) {
+        Ok(segment) => segment,
+        // Copied and deleted meanwhile (the next one may not exist yet).
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(error) => return Err(error),
+    };
+    let mut durable = first.saturating_sub(1);
+    let mut offset = 0;
+    loop {
+        match record::read_next(&segment, &mut offset) {
+            Ok(Some((_, seq))) => durable = seq,
+            Ok(None) | Err(record::ReadError::Bad(_)) => break,
+            Err(record::ReadError::Io(error)) => return Err(error),
+        }
+    }
+    Ok(durable.saturating_sub(applied))
 }
 
 /// The segments in `folder`, by first sequence number; other files are left alone.
@@ -537,6 +562,28 @@ mod tests {
         assert_eq!(control_ids(&command), (1..=4).map(c).collect::<Vec<_>>());
         daemon.close().await;
         command.close().await;
+    }
+
+    /// What `ordobridge journal` counts beside the daemon: records past the applied mark, in
+    /// the last segment (or before it, when it is new and empty), a torn tail not counted.
+    #[rstest]
+    #[case::none(&[], 0)]
+    #[case::three(&[(1, 3, false)], 3)]
+    #[case::a_torn_tail_not_counted(&[(1, 3, true)], 3)]
+    #[case::a_new_empty_segment_after(&[(1, 3, false), (4, 3, false)], 3)]
+    #[case::two_segments(&[(1, 3, false), (4, 5, false)], 5)]
+    fn ok_a_reader_beside_the_daemon_counts_what_is_not_copied_yet(
+        #[case] written: &[(u64, u64, bool)],
+        #[case] expected: u64,
+    ) {
+        let (_dir, path) = store_path();
+        drop(Store::open(&path, UNLOGGED).unwrap());
+        for &(first, last, torn) in written {
+            let tail: &[u8] = if torn { &[7, 0, 0, 0, 1] } else { &[] };
+            write_segment(&path, first..=last, tail);
+        }
+        let reader = Store::open_read_only(&path).unwrap();
+        assert_eq!(reader.intake_unapplied().unwrap(), expected);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -241,6 +241,31 @@ pub(crate) fn read_at(
     Ok(Some((prepared, header.seq, HEADER + header.payload_len)))
 }
 
+/// The record of `segment` at `offset` (0: its start, where the magic is checked first),
+/// and its sequence number; `offset` moves past it. `None` where nothing was written.
+pub(crate) fn read_next(
+    segment: &File,
+    offset: &mut u64,
+) -> Result<Option<(Prepared, u64)>, ReadError> {
+    if *offset == 0 {
+        let mut magic = [0u8; MAGIC.len()];
+        match read_full_at(segment, &mut magic, 0).map_err(ReadError::Io)? {
+            0 => return Ok(None), // created, never written
+            n if n == magic.len() && &magic == MAGIC => *offset = MAGIC.len() as u64,
+            _ => {
+                return Err(ReadError::Bad(
+                    "the file does not start as an intake log segment".to_owned(),
+                ));
+            }
+        }
+    }
+    let Some((prepared, seq, size)) = read_at(segment, *offset)? else {
+        return Ok(None);
+    };
+    *offset += size as u64;
+    Ok(Some((prepared, seq)))
+}
+
 /// Reads from `offset` until `buf` is full or the end of the file; how many bytes were read.
 pub(crate) fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut filled = 0;

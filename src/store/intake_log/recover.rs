@@ -7,7 +7,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::record::{self, MAGIC, ReadError};
+use super::record::{self, ReadError};
 use super::{APPLIED_SQL, APPLY_RECORDS, copy_into_journal, folder_of, segments, sync_folder};
 use crate::store::StoreError;
 use crate::store::writer::{Prepared, Tally};
@@ -49,7 +49,7 @@ pub(in crate::store) fn recover(
         let mut offset = 0;
         loop {
             let here = offset;
-            match next(&segment, &mut offset) {
+            match record::read_next(&segment, &mut offset) {
                 Ok(Some((prepared, seq))) => {
                     read = seq;
                     if seq <= applied {
@@ -135,26 +135,4 @@ fn apply_now(
     transaction.commit()?;
     pending.clear();
     Ok(())
-}
-
-/// The record of `segment` at `offset` (0: its start, where the magic is checked first),
-/// and its sequence number; `offset` moves past it. `None` where nothing was written.
-fn next(segment: &File, offset: &mut u64) -> Result<Option<(Prepared, u64)>, ReadError> {
-    if *offset == 0 {
-        let mut magic = [0u8; MAGIC.len()];
-        match record::read_full_at(segment, &mut magic, 0).map_err(ReadError::Io)? {
-            0 => return Ok(None), // created, never written
-            n if n == magic.len() && &magic == MAGIC => *offset = MAGIC.len() as u64,
-            _ => {
-                return Err(ReadError::Bad(
-                    "the file does not start as an intake log segment".to_owned(),
-                ));
-            }
-        }
-    }
-    let Some((prepared, seq, size)) = record::read_at(segment, *offset)? else {
-        return Ok(None);
-    };
-    *offset += size as u64;
-    Ok(Some((prepared, seq)))
 }
