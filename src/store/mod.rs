@@ -861,6 +861,7 @@ impl Store {
         let (reply, answer) = oneshot::channel();
         self.send(Request::Many {
             records,
+            intake_through: None,
             outcomes,
             reply,
         })

@@ -107,19 +107,14 @@ pub(super) enum Request {
         outcome: Option<JournalOutcome>,
         reply: oneshot::Sender<Result<JournalOutcome, StoreError>>,
     },
-    /// Records of one frame or file (`Store::journal_many`); `outcomes` is allocated by the
-    /// caller with room for all of them.
+    /// Records of one frame or file (`Store::journal_many`), or records the intake log made
+    /// durable (and their senders had ACKed); `outcomes` is allocated by the caller with room
+    /// for all of them.
     Many {
         records: Vec<Prepared>,
-        outcomes: Vec<JournalOutcome>,
-        reply: oneshot::Sender<Result<Vec<JournalOutcome>, StoreError>>,
-    },
-    /// Records the intake log made durable (and their senders had ACKed), copied into the
-    /// journal with the log's applied mark moved to `through` in the same transaction, so a
-    /// restart copies none of them twice (see `intake_log`).
-    Apply {
-        records: Vec<Prepared>,
-        through: u64,
+        /// From the intake log: its applied mark moves to this record in the same
+        /// transaction, so a restart copies none of them twice (see `intake_log`).
+        intake_through: Option<u64>,
         outcomes: Vec<JournalOutcome>,
         reply: oneshot::Sender<Result<Vec<JournalOutcome>, StoreError>>,
     },
@@ -652,9 +647,6 @@ pub(super) fn commit_batch(
             }
             Request::Many {
                 outcomes, reply, ..
-            }
-            | Request::Apply {
-                outcomes, reply, ..
             } => {
                 let _ = reply.send(match &failure {
                     None => Ok(outcomes),
@@ -779,7 +771,7 @@ fn reset(batch: &mut [Request]) {
     for request in batch.iter_mut() {
         match request {
             Request::One { outcome, .. } => *outcome = None,
-            Request::Many { outcomes, .. } | Request::Apply { outcomes, .. } => outcomes.clear(),
+            Request::Many { outcomes, .. } => outcomes.clear(),
             Request::Census { outcome, .. } => *outcome = None,
             Request::Enqueue { ids, .. } => ids.clear(),
             Request::Hold { inserted, .. } => *inserted = false,
@@ -845,20 +837,26 @@ fn run_one(
             *outcome = Some(journal_one(transaction, record, tally)?);
         }
         Request::Many {
-            records, outcomes, ..
-        } => {
-            for record in records.iter() {
-                outcomes.push(journal_one(transaction, record, tally)?);
-            }
-        }
-        Request::Apply {
             records,
-            through,
+            intake_through,
             outcomes,
             ..
-        } => {
-            super::intake_log::copy_into_journal(transaction, records, *through, tally, outcomes)?;
-        }
+        } => match intake_through {
+            Some(through) => {
+                super::intake_log::copy_into_journal(
+                    transaction,
+                    records,
+                    *through,
+                    tally,
+                    outcomes,
+                )?;
+            }
+            None => {
+                for record in records.iter() {
+                    outcomes.push(journal_one(transaction, record, tally)?);
+                }
+            }
+        },
         Request::MarkProcessed { ids, .. } => {
             let mut mark = transaction.prepare_cached(MARK_PROCESSED_SQL)?;
             for id in ids.iter() {
@@ -1142,6 +1140,7 @@ mod tests {
         let (many_reply, mut many_answer) = oneshot::channel();
         let many = Request::Many {
             records: vec![Prepared::new(record("3", b"MSH|3"))],
+            intake_through: None,
             outcomes: Vec::with_capacity(1),
             reply: many_reply,
         };

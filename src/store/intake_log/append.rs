@@ -88,7 +88,7 @@ impl Tail {
         &mut self,
         shared: &Shared,
         appends: impl Iterator<Item = &'a [Prepared]>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), WriteFailed> {
         self.buffer.clear();
         let mut seq = self.next_seq;
         for records in appends {
@@ -97,8 +97,7 @@ impl Tail {
                 seq += 1;
             }
         }
-        let failed = |tail: &Tail, action, source: io::Error| StoreError::IntakeLog {
-            path: shared.path.clone(),
+        let failed = |tail: &Tail, action, source: io::Error| WriteFailed {
             file: segment_path(&shared.folder, tail.segment.first_seq),
             action,
             source,
@@ -196,7 +195,7 @@ impl Appender {
             for append in appends.drain(..) {
                 let answer = match &result {
                     Ok(()) => Ok(()),
-                    Err(error) => Err(each_caller(error)),
+                    Err(failed) => Err(failed.for_caller(&self.shared.path)),
                 };
                 let _ = append.reply.send(answer);
             }
@@ -236,24 +235,24 @@ impl Appender {
     }
 }
 
-/// The error of a failed turn, for each of its callers (an I/O error is not `Clone`).
-fn each_caller(error: &StoreError) -> StoreError {
-    match error {
+/// A turn that could not be written: the segment, what failed, what the OS said.
+#[derive(Debug)]
+pub(super) struct WriteFailed {
+    file: PathBuf,
+    action: &'static str,
+    source: io::Error,
+}
+
+impl WriteFailed {
+    /// The error each caller of the turn gets (an I/O error is not `Clone`: its kind and
+    /// text are).
+    pub(super) fn for_caller(&self, path: &Path) -> StoreError {
         StoreError::IntakeLog {
-            path,
-            file,
-            action,
-            source,
-        } => StoreError::IntakeLog {
-            path: path.clone(),
-            file: file.clone(),
-            action,
-            source: io::Error::new(source.kind(), source.to_string()),
-        },
-        other => StoreError::IntakeLogStopped {
-            path: PathBuf::new(),
-            reason: other.to_string(),
-        },
+            path: path.to_path_buf(),
+            file: self.file.clone(),
+            action: self.action,
+            source: io::Error::new(self.source.kind(), self.source.to_string()),
+        }
     }
 }
 

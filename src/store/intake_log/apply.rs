@@ -219,9 +219,9 @@ impl Applier {
             let through = self.reader.next_seq - 1;
             let count = records.len();
             let (reply, answer) = oneshot::channel();
-            let request = Request::Apply {
+            let request = Request::Many {
                 records,
-                through,
+                intake_through: Some(through),
                 outcomes: Vec::with_capacity(count),
                 reply,
             };

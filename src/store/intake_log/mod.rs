@@ -359,7 +359,7 @@ impl IntakeLog {
         if written.is_ok() {
             self.shared.lock().in_place_turns += 1;
         }
-        Some(written)
+        Some(written.map_err(|failed| failed.for_caller(&self.shared.path)))
     }
 
     fn stopped(&self, reason: &str) -> StoreError {
