@@ -252,7 +252,12 @@ impl FrameHandler for InboundMllp {
         let timestamp = hl7_now();
         match &stored {
             Ok(intake) => {
-                self.processed.notify_one();
+                // Through the intake log the rows come later: the log wakes the census once
+                // it copied them (`Store::journal_grew`). Woken now, it would read the journal
+                // for nothing, once per frame.
+                if matches!(intake, Journaled::Committed(_)) {
+                    self.processed.notify_one();
+                }
                 for id in intake.duplicates() {
                     info!(peer = %peer, journal_id = id, "duplicate message acknowledged again, not processed twice");
                 }
