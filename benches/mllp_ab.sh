@@ -16,7 +16,8 @@
 # the journal copying what the flood left behind.
 #
 # OLD_STORE / NEW_STORE (environment) add lines to each build's `[store]` table, to compare
-# settings with one binary: `NEW_STORE='intake_log = true' benches/mllp_ab.sh BIN BIN`.
+# settings with one binary: `OLD_STORE='intake_log = false' benches/mllp_ab.sh BIN BIN` (the
+# intake log is on by default since session 10; builds before it need `intake_log = true`).
 #
 # Build first: `cargo build --release && cargo bench --bench mllp_null --no-run`; OLD_BIN is a
 # copy of target/release/ordobridge from the main being compared.

@@ -669,8 +669,9 @@ fn open_store(config: &Config) -> Result<Store, String> {
     )
     .map_err(|e| {
         format!(
-            "cannot open the store `{}`: {e}",
-            config.store.path.display()
+            "cannot open the store `{}`: {}",
+            config.store.path.display(),
+            ordobridge::text::error_chain(&e)
         )
     })
 }
@@ -987,10 +988,15 @@ fn journal(config_path: &Path, args: JournalArgs) -> Result<ExitCode, String> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // Counted before the listing: a copy in between then makes the note count too many,
+    // never too few.
+    let lag = intake_lag_note(&store);
     let rows = store
         .search_journal(&search)
         .map_err(|e| format!("cannot read the journal: {e}"))?;
-    note_intake_lag(&store);
+    if let Some(note) = lag {
+        eprintln!("{note}");
+    }
     if args.json {
         print_out(&cli_json::to_text(&cli_json::journal_list(&rows)))?;
         return Ok(ExitCode::SUCCESS);
@@ -1018,18 +1024,18 @@ fn journal(config_path: &Path, args: JournalArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Says on stderr when the daemon acknowledged messages that its intake log has not copied
-/// into the journal yet, so that a listing missing them is not taken for a loss.
-fn note_intake_lag(store: &Store) {
+/// What to say on stderr when the daemon acknowledged messages that its intake log has not
+/// copied into the journal yet, so that a listing missing them is not taken for a loss.
+fn intake_lag_note(store: &Store) -> Option<String> {
     match store.intake_unapplied() {
-        Ok(0) => {}
-        Ok(waiting) => eprintln!(
-            "note: {waiting} message(s) acknowledged in the last moments are not listed yet: the intake log copies them into the journal within 100 ms (during a flood, within seconds); list again to see them"
-        ),
-        Err(e) => eprintln!(
+        Ok(0) => None,
+        Ok(waiting) => Some(format!(
+            "note: {waiting} acknowledged message(s) are in the intake log, not in the journal yet, so not listed: the running daemon copies them within 100 ms (during a flood, within seconds; a stopped one at its next start); list again to see them"
+        )),
+        Err(e) => Some(format!(
             "note: cannot tell whether the intake log holds messages not listed yet: {}",
             ordobridge::text::error_chain(&e)
-        ),
+        )),
     }
 }
 

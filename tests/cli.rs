@@ -606,24 +606,35 @@ async fn listings_read_a_store_that_is_read_only_on_disk() {
     let mode = |path: &Path, mode: u32| {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
     };
+    // Every file under `data`, the intake log's folder (`ob.db-intake/`) included.
     let snapshot = || {
-        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&data)
-            .expect("list data")
-            .map(|entry| {
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut folders = vec![data.clone()];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder).expect("list") {
                 let path = entry.expect("entry").path();
-                let name = path
-                    .file_name()
-                    .expect("name")
-                    .to_string_lossy()
-                    .into_owned();
-                (name, std::fs::read(&path).expect("read"))
-            })
-            .collect();
+                if path.is_dir() {
+                    folders.push(path);
+                    continue;
+                }
+                let name = path.strip_prefix(&data).expect("under data");
+                let name = name.to_string_lossy().into_owned();
+                files.push((name, std::fs::read(&path).expect("read")));
+            }
+        }
         files.sort();
         files
     };
     for file in std::fs::read_dir(&data).expect("list data") {
-        mode(&file.expect("entry").path(), 0o444);
+        let path = file.expect("entry").path();
+        if path.is_dir() {
+            for inner in std::fs::read_dir(&path).expect("list") {
+                mode(&inner.expect("entry").path(), 0o444);
+            }
+            mode(&path, 0o555);
+        } else {
+            mode(&path, 0o444);
+        }
     }
     mode(&data, 0o555);
     mode(dir.path(), 0o755);

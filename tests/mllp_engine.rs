@@ -131,8 +131,9 @@ async fn aa_only_after_the_message_is_in_the_journal() {
     engine.stop().await;
 }
 
-/// With the intake log (the default), the durable point an ACK waits for is the log: the
-/// message's bytes are in a segment when its AA arrives, its journal row follows.
+/// With the intake log (the default), the point an ACK waits for is the log: the message's
+/// bytes are written in a segment when its AA arrives, its journal row follows. (That they
+/// were synced, i.e. survive a crash, is `tests/crash.rs`'s to show, with `kill -9`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aa_only_after_the_message_is_in_the_intake_log() {
     let engine = Running::start("").await;

@@ -93,7 +93,7 @@ impl RetentionConfig {
     }
 }
 
-// The configuration's defaults are the library's: one place each.
+// The configuration's defaults are the library's, one place each, but for `intake_log`.
 const DEFAULT_QUEUE_CAPACITY: usize = crate::store::StoreOptions::DEFAULT.queue_capacity;
 const DEFAULT_MAX_BATCH: usize = crate::store::StoreOptions::DEFAULT.max_batch;
 /// The daemon's default, on SQLite; not the library's ([`crate::store::StoreOptions`]), which

@@ -1063,14 +1063,15 @@ async fn messages(
             "Searching by IPP, NDA or text is for operators only: those criteria were ignored.",
         ).to_string());
     }
-    if !state.0.store.intake_copied(LIST_WAITS_FOR_INTAKE).await && note.is_none() {
-        note = Some(
-            lang.pick(
-                "Des messages acquittés à l'instant ne sont pas encore listés (journal d'entrée en cours de copie) : rechargez la page.",
-                "Messages acknowledged a moment ago are not listed yet (the intake log is being copied): reload the page.",
-            )
-            .to_string(),
+    if !state.0.store.intake_copied(LIST_WAITS_FOR_INTAKE).await {
+        let lag = lang.pick(
+            "Des messages acquittés à l'instant ne sont pas encore listés (journal d'entrée en cours de copie) : rechargez la page.",
+            "Messages acknowledged a moment ago are not listed yet (the intake log is being copied): reload the page.",
         );
+        note = Some(match note {
+            Some(earlier) => format!("{earlier} {lag}"),
+            None => lag.to_string(),
+        });
     }
     let store = state.0.store.clone();
     let found = tokio::task::spawn_blocking(move || store.search_journal(&search)).await;

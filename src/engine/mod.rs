@@ -68,7 +68,8 @@ pub use reload::{ReloadError, ReloadHandle, ReloadRequests, ReloadSummary, reloa
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("cannot open the store `{path}`: {source}")]
+    // The whole chain: an intake log error names its file here and the OS's reason below.
+    #[error("cannot open the store `{path}`: {}", crate::text::error_chain(source.as_ref()))]
     Store {
         path: String,
         #[source]

@@ -280,6 +280,9 @@ pub fn copy_sqlite_to_postgres(
     mut progress: impl FnMut(&TableCopy),
 ) -> Result<Vec<TableCopy>, MigrateError> {
     // Messages acknowledged through the intake log and not yet journal rows would be lost.
+    // Owning the log first: a daemon still running on the store keeps it (the error says to
+    // stop it), and none can start and append while the copy runs.
+    let _owner = super::intake_log::own(sqlite, true)?;
     let intake = super::intake_log::folder_of(sqlite);
     let pending = super::intake_log::segments(&intake).map_err(|source| StoreError::IntakeLog {
         path: sqlite.to_path_buf(),

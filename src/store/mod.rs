@@ -115,7 +115,9 @@ impl Default for StoreOptions {
 }
 
 impl StoreOptions {
-    /// The defaults, the same for the library and the configuration (`[store]`).
+    /// The library's defaults, the configuration's too (`[store]`) but for `intake_log`: on
+    /// by default in the daemon's configuration on SQLite, off here, where every command
+    /// opening the store beside the daemon starts (only the daemon owns the log).
     pub const DEFAULT: StoreOptions = StoreOptions {
         queue_capacity: 4096,
         max_batch: 512,
@@ -472,13 +474,14 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The intake log is enabled, and another process owns it (holds its lock): two
-    /// processes appending to one log, or one recovering the other's live segments, would
-    /// lose acknowledged messages.
+    /// The intake log is needed (the daemon with the log enabled, a migration), and another
+    /// process kept it (held its lock) past the wait: two processes appending to one log, or
+    /// one recovering the other's live segments, would lose acknowledged messages.
     #[error(
-        "store `{}`: its intake log is in use by another process (it holds the lock `{}`): \
-         stop the other ordobridge running on this store first, or give this one a store of \
-         its own (`[store] path`)",
+        "store `{}`: its intake log is in use by another process (it kept the lock `{}` \
+         through the wait): stop the other ordobridge daemon running on this store first (a \
+         migration needs it stopped too), or give this daemon a store of its own \
+         (`[store] path`)",
         path.display(),
         file.display()
     )]
@@ -902,7 +905,8 @@ impl Store {
 
     /// Messages acknowledged through the intake log and not yet in the journal table, seen
     /// from any handle: the daemon's own store, or a command's beside it (`ordobridge
-    /// journal` says that its listing lags). 0 on PostgreSQL, or when no log runs.
+    /// journal` says that its listing lags; what a crash left counts until the next start).
+    /// 0 on PostgreSQL, or when the log holds nothing.
     pub fn intake_unapplied(&self) -> Result<u64, StoreError> {
         if let Some(intake) = &self.shared.intake {
             return Ok(intake.backlog());

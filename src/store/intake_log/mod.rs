@@ -19,9 +19,10 @@
 //!    processor and deletes the segments wholly copied. During a flood it waits (see
 //!    [`FLOOD_RECORDS`]), so that the intake has the CPU; a launch hurries it
 //!    ([`IntakeLog::wait_copied`]).
-//! 3. **Recovering.** At every open (the setting on or off), [`recover()`] copies what a stop
-//!    left behind (records after `applied_seq`; a crash's torn tail, never acknowledged, ends
-//!    the last segment) before anything else runs, then deletes the segments.
+//! 3. **Recovering.** At every writable open by the log's owner ([`own`]: not a command beside
+//!    the running daemon; the setting on or off), [`recover()`] copies what a stop left behind
+//!    (records after `applied_seq`; a crash's torn tail, never acknowledged, ends the last
+//!    segment) before anything else runs, then deletes the segments.
 //!
 //! Segments are files `<store file>-intake/<first sequence number>.log` (format:
 //! [`record`]), allocated ahead and rotated past [`SEGMENT_BYTES`]. Appends wait (and the
@@ -195,7 +196,7 @@ struct Shared {
     changed: Condvar,
     /// Poked after each copy into the journal: the census processor's wake-up.
     journal_grew: Arc<Notify>,
-    /// The log's lock, released once closing finds everything copied (or with the last
+    /// The log's lock, released once closing finds both threads stopped (or with the last
     /// handle), so that the store can be opened again.
     owner: Mutex<Option<Owner>>,
 }
@@ -418,11 +419,13 @@ impl IntakeLog {
             let (progress, timeout) = shared
                 .changed
                 .wait_timeout_while(progress, CLOSE_WAIT, |progress| {
-                    progress.applier_stopped.is_none()
+                    progress.applier_stopped.is_none() || !progress.appender_stopped
                 })
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let left = progress.durable_seq.saturating_sub(progress.applied_seq);
-            if progress.applier_stopped.is_some() {
+            // Nothing writes any more (the appender marks the tail closed, under its lock,
+            // before it stops) and nothing copies: another process may own the log now.
+            if progress.applier_stopped.is_some() && progress.appender_stopped {
                 drop(progress);
                 shared
                     .owner
@@ -595,9 +598,10 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "store `{}`: its intake log is in use by another process (it holds the lock \
-                 `{}`): stop the other ordobridge running on this store first, or give this \
-                 one a store of its own (`[store] path`)",
+                "store `{}`: its intake log is in use by another process (it kept the lock \
+                 `{}` through the wait): stop the other ordobridge daemon running on this \
+                 store first (a migration needs it stopped too), or give this daemon a store \
+                 of its own (`[store] path`)",
                 path.display(),
                 lock.display()
             )
@@ -605,6 +609,23 @@ mod tests {
         first.close().await;
         let again = Store::open(&path, LOGGED).unwrap();
         again.close().await;
+    }
+
+    /// A command (`prune`, `replay`) holds the log only while it recovers what a crash left:
+    /// a daemon starting meanwhile waits for it rather than failing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ok_a_daemon_starting_waits_for_a_command_recovering() {
+        let (_dir, path) = store_path();
+        let command = own(&path, false).unwrap().expect("free");
+        let released = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(command);
+        });
+        let started = Instant::now();
+        let daemon = Store::open(&path, LOGGED).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        released.join().unwrap();
+        daemon.close().await;
     }
 
     #[rstest]
@@ -799,7 +820,7 @@ mod tests {
             .execute("UPDATE intake_log SET applied_seq = ?1", [applied])
             .unwrap();
         write_segment(&path, 1..=5, b"");
-        // The log is copied at every open, the setting on or off.
+        // The log is copied at every open by its owner, the setting on or off.
         let store = Store::open(&path, UNLOGGED).unwrap();
         assert_eq!(control_ids(&store), expected);
         assert_eq!(segments(&folder_of(&path)).unwrap(), vec![]);

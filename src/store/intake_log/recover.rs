@@ -14,7 +14,8 @@ use crate::store::writer::{Prepared, Tally};
 
 /// Copies into the journal what the intake log of the store at `path` holds beyond the
 /// applied mark, then deletes its segments; the sequence number the next record gets. Runs
-/// at every open, before the writer starts, whether or not the log is enabled.
+/// at every writable open by the log's owner (`owner::own`), before the writer starts,
+/// whether or not the log is enabled.
 pub(in crate::store) fn recover(
     connection: &mut Connection,
     path: &Path,
