@@ -101,3 +101,45 @@ async fn ready_fails_while_a_destination_is_late_and_recovers() {
     assert_eq!(body["store"]["backend"], "sqlite", "{body}");
     engine.stop().await;
 }
+
+/// With the intake log (the default), a journal that cannot commit makes the log refuse new
+/// MLLP messages (AE) from its first failed copy: `/ready` says so, and turns 200 again once
+/// a copy succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_fails_while_the_intake_log_refuses_and_recovers() {
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = common::start_engine(common::config(dir.path(), &common::base_toml())).await;
+    let http = engine.addr("http");
+    let adt = engine.addr("adt-in");
+    let a01 = common::sample(common::A01_SAMPLE);
+    assert!(common::send_adt(adt, &a01).await.contains("MSA|AA|"));
+    let db = rusqlite::Connection::open(dir.path().join("data/ob.db")).expect("open db");
+    db.execute_batch(
+        "CREATE TRIGGER fail BEFORE INSERT ON journal BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
+    )
+    .expect("trigger");
+    common::wait_for("an AE once a copy failed", || {
+        let a01 = a01.clone();
+        async move {
+            let answer = common::send_adt(adt, &a01).await;
+            answer.contains("MSA|AE|").then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        get(http, "/ready").await,
+        (
+            503,
+            serde_json::json!({"status": "not ready", "problems": [
+                "store: the intake log refuses MLLP messages (answered AE): copying it into the journal fails; the daemon's log says why"
+            ]})
+        )
+    );
+    db.execute_batch("DROP TRIGGER fail;")
+        .expect("drop trigger");
+    common::wait_for("/ready to turn 200 again", || async move {
+        (get(http, "/ready").await.0 == 200).then_some(())
+    })
+    .await;
+    engine.stop().await;
+}

@@ -109,6 +109,12 @@ async fn ready(State(observed): State<Arc<Observed>>) -> Response {
                 READY_STORE_TIMEOUT.as_secs()
             )),
         }
+        if store.intake_refusal().is_some() {
+            problems.push(
+                "store: the intake log refuses MLLP messages (answered AE): copying it into the journal fails; the daemon's log says why"
+                    .to_string(),
+            );
+        }
         match store.queue_heads_async().await {
             Ok(heads) => problems.extend(late_destinations(
                 &heads,

@@ -927,6 +927,16 @@ impl Store {
         )
     }
 
+    /// Why the intake log refuses new messages (answered AE), while it does: copying into
+    /// the journal fails (retried every second) or stopped. `None` when it takes them, or
+    /// without a log.
+    pub fn intake_refusal(&self) -> Option<String> {
+        self.shared
+            .intake
+            .as_ref()
+            .and_then(intake_log::IntakeLog::refusal)
+    }
+
     /// Messages acknowledged and not yet in the journal table; `None` without an intake log.
     pub fn intake_backlog(&self) -> Option<u64> {
         self.shared

@@ -376,6 +376,12 @@ impl IntakeLog {
         self.shared.lock().in_place_turns
     }
 
+    /// Why new appends are refused (AE), while they are: copying into the journal fails, or
+    /// stopped.
+    pub(super) fn refusal(&self) -> Option<String> {
+        admit(&self.shared.lock()).err()
+    }
+
     /// Records logged and not yet in the journal.
     pub(super) fn backlog(&self) -> u64 {
         let progress = self.shared.lock();
@@ -741,6 +747,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         let text = refused.to_string();
+        assert!(store.intake_refusal().is_some(), "`/ready` says so");
         assert!(
             text.starts_with(&format!(
                 "store `{}`: the intake log takes no more messages: copying it into the journal fails (tried again every second): store `{}`: batch of 1 request(s) not committed",
@@ -761,6 +768,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(store.intake_copied(Duration::from_secs(5)).await);
+        assert_eq!(store.intake_refusal(), None);
         let mut stored: Vec<String> = control_ids(&store).into_iter().map(|row| row.0).collect();
         logged.push("AFTER".to_owned());
         stored.sort();
