@@ -12,8 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::record::{self, MAGIC, ReadError};
 use super::{
-    APPLY_BYTES, APPLY_DELAY, APPLY_RECORDS, DEFER_BYTES, DEFER_MAX, FLOOD_RECORDS, QUIET_WINDOWS,
-    RETRY_AFTER, Shared, segment_path, segments,
+    APPLY_BYTES, APPLY_DELAY, APPLY_RECORDS, BUSY_RECORDS, BUSY_WINDOWS, DEFER_BYTES, DEFER_MAX,
+    FLOOD_RECORDS, QUIET_WINDOWS, RETRY_AFTER, Shared, segment_path, segments,
 };
 use crate::store::JournalOutcome;
 use crate::store::writer::{Prepared, Request};
@@ -271,23 +271,27 @@ impl Applier {
     }
 }
 
-/// Whether the intake floods, window by window ([`APPLY_DELAY`] each), since the applier
-/// started waiting.
+/// Whether the intake is busy or floods, window by window ([`APPLY_DELAY`] each), since the
+/// applier started waiting.
 #[derive(Debug, Default)]
 pub(super) struct FloodWatch {
     /// A window held [`FLOOD_RECORDS`] or more.
     flooding: bool,
     /// Windows in a row under [`FLOOD_RECORDS`].
     quiet: u32,
+    /// Windows so far.
+    windows: u32,
 }
 
 impl FloodWatch {
     /// After a window in which `grew` records were made durable, with `backlog` bytes not
-    /// yet copied, the oldest seen `waited` ago: whether to copy now. At once after a quiet
-    /// first window; during a flood, once [`QUIET_WINDOWS`] in a row are quiet (a single
-    /// slow window, a stall of the machine, does not end a flood), or the backlog or its age
+    /// yet copied, the oldest seen `waited` ago: whether to copy now. At once after a window
+    /// under [`BUSY_RECORDS`]; while busy, after [`BUSY_WINDOWS`]; during a flood, once
+    /// [`QUIET_WINDOWS`] in a row are under [`FLOOD_RECORDS`] (a single slow window, a stall
+    /// of the machine, does not end a flood); in any case once the backlog or its age
     /// reaches its bound.
     pub(super) fn copy_now(&mut self, grew: u64, backlog: u64, waited: Duration) -> bool {
+        self.windows += 1;
         if grew >= FLOOD_RECORDS {
             self.flooding = true;
             self.quiet = 0;
@@ -297,7 +301,7 @@ impl FloodWatch {
         let ended = if self.flooding {
             self.quiet >= QUIET_WINDOWS
         } else {
-            self.quiet >= 1
+            grew < BUSY_RECORDS || self.windows >= BUSY_WINDOWS
         };
         ended || backlog >= DEFER_BYTES || waited >= DEFER_MAX
     }
@@ -317,11 +321,13 @@ mod tests {
     const MIB: u64 = 1024 * 1024;
 
     const F: u64 = FLOOD_RECORDS;
+    const B: u64 = BUSY_RECORDS;
 
     #[rstest]
     // Records made durable in each window; whether the applier copies after each.
     #[case::ok_a_few_messages(&[1], &[true])]
-    #[case::ok_one_connection_flat_out(&[F - 1], &[true])]
+    #[case::ok_busy_waits_a_second(&[B; 10], &[false, false, false, false, false, false, false, false, false, true])]
+    #[case::ok_one_connection_flat_out_is_busy(&[F - 1, F - 1, B - 1], &[false, false, true])]
     #[case::ok_a_flood_waits(&[F, F, F], &[false, false, false])]
     #[case::ok_a_stall_does_not_end_a_flood(&[F, 0, F, 3, 2], &[false, false, false, false, false])]
     #[case::ok_a_flood_ends_after_quiet_windows(&[F, 0, 0, 0], &[false, false, false, true])]
