@@ -1030,7 +1030,7 @@ fn intake_lag_note(store: &Store) -> Option<String> {
     match store.intake_unapplied() {
         Ok(0) => None,
         Ok(waiting) => Some(format!(
-            "note: {waiting} acknowledged message(s) are in the intake log, not in the journal yet, so not listed: the running daemon copies them within 100 ms (during a flood, within seconds; a stopped one at its next start); list again to see them"
+            "note: {waiting} acknowledged message(s) are in the intake log, not in the journal yet, so not listed: the running daemon copies them within a second (during a flood, within seconds; a stopped one at its next start); list again to see them"
         )),
         Err(e) => Some(format!(
             "note: cannot tell whether the intake log holds messages not listed yet: {}",
