@@ -863,3 +863,43 @@ fn ok_transform_guide_launch() {
                "guide": "insuffisance-renale", "ucds": ["3400893826706", "3400892088310"]})
     );
 }
+
+/// With the intake log (the default), `journal` says on stderr how many acknowledged messages
+/// are still in the log, not listed: here the journal refuses inserts (a trigger, as a full
+/// disk would), so the ACKed ADT stays in the log until the trigger goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_says_what_the_intake_log_holds_not_listed_yet() {
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = common::start_engine(common::config(dir.path(), &common::base_toml())).await;
+    let config = dir.path().join("ob.toml").display().to_string();
+    let db = rusqlite::Connection::open(dir.path().join("data/ob.db")).expect("open db");
+    db.execute_batch(
+        "CREATE TRIGGER fail BEFORE INSERT ON journal BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
+    )
+    .expect("trigger");
+    let ack = common::send_adt(engine.addr("adt-in"), &common::sample(common::A01_SAMPLE)).await;
+    assert!(ack.contains("MSA|AA|"), "durable in the log: {ack}");
+    let args = vec!["journal".to_owned(), "--config".to_owned(), config];
+    let listed = run_async(args.clone()).await;
+    assert_eq!(listed.code, Some(0), "{listed:?}");
+    assert!(!listed.stdout.contains("SYN0002"), "{listed:?}");
+    assert_eq!(
+        listed.stderr,
+        "note: 1 acknowledged message(s) are in the intake log, not in the journal yet, so not listed: the running daemon copies them within a second (during a flood, within seconds; a stopped one at its next start); list again to see them\n"
+    );
+    db.execute_batch("DROP TRIGGER fail;")
+        .expect("drop trigger");
+    common::wait_for("the ADT listed", || {
+        let args = args.clone();
+        async move {
+            let listed = run_async(args).await;
+            listed.stdout.contains("SYN0002").then_some(())
+        }
+    })
+    .await;
+    // Copied (its row and the log's mark move in one transaction): no note any more.
+    let listed = run_async(args).await;
+    assert!(listed.stdout.contains("SYN0002"), "{listed:?}");
+    assert_eq!(listed.stderr, "", "{listed:?}");
+    engine.stop().await;
+}
