@@ -138,6 +138,17 @@ pub(crate) fn folder_of(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// The error of an I/O `action` on `file` (a segment, the folder, the lock) of the intake log
+/// of the store at `path`: what opening, recovering and starting the log report.
+fn io_error_of(path: &Path) -> impl Fn(&Path, &'static str, io::Error) -> StoreError + '_ {
+    move |file, action, source| StoreError::IntakeLog {
+        path: path.to_path_buf(),
+        file: file.to_path_buf(),
+        action,
+        source,
+    }
+}
+
 fn segment_path(folder: &Path, first_seq: u64) -> PathBuf {
     folder.join(format!("{first_seq:020}.log"))
 }
@@ -264,12 +275,7 @@ impl IntakeLog {
         journal_grew: Arc<Notify>,
     ) -> Result<IntakeLog, StoreError> {
         let folder = folder_of(path);
-        let io_error = |file: &Path, action, source| StoreError::IntakeLog {
-            path: path.to_path_buf(),
-            file: file.to_path_buf(),
-            action,
-            source,
-        };
+        let io_error = io_error_of(path);
         let segment = Segment::create(&folder, next_seq).map_err(|source| {
             io_error(
                 &segment_path(&folder, next_seq),

@@ -36,12 +36,7 @@ pub(in crate::store) struct Owner {
 pub(in crate::store) fn own(path: &Path, required: bool) -> Result<Option<Owner>, StoreError> {
     let folder = super::folder_of(path);
     let file = folder.join("lock");
-    let io_error = |file: &Path, action, source| StoreError::IntakeLog {
-        path: path.to_path_buf(),
-        file: file.to_path_buf(),
-        action,
-        source,
-    };
+    let io_error = super::io_error_of(path);
     std::fs::create_dir_all(&folder)
         .map_err(|source| io_error(&folder, "create the folder", source))?;
     // Read-only is enough for `flock`: a lock file created by another user (a command run as

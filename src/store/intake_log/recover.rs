@@ -8,7 +8,9 @@ use std::path::Path;
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::record::{self, ReadError};
-use super::{APPLIED_SQL, APPLY_RECORDS, copy_into_journal, folder_of, segments, sync_folder};
+use super::{
+    APPLIED_SQL, APPLY_RECORDS, copy_into_journal, folder_of, io_error_of, segments, sync_folder,
+};
 use crate::store::StoreError;
 use crate::store::writer::{Prepared, Tally};
 
@@ -29,12 +31,7 @@ pub(in crate::store) fn recover(
         .query_row(APPLIED_SQL, [], |row| row.get(0))
         .map_err(sql_error)?;
     let applied = u64::try_from(applied).unwrap_or(0);
-    let io_error = |file: &Path, action, source| StoreError::IntakeLog {
-        path: path.to_path_buf(),
-        file: file.to_path_buf(),
-        action,
-        source,
-    };
+    let io_error = io_error_of(path);
     let found =
         segments(&folder).map_err(|source| io_error(&folder, "list its segments", source))?;
     let mut last = applied;
