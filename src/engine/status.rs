@@ -665,7 +665,10 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
             "size of the store's write-ahead log",
             &[(Labels::new(), wal)],
         );
-        if let Some(backlog) = store.intake_backlog() {
+        // Read before the census lag below, which adds it: a copy between the two reads then
+        // counts its messages twice for a moment, never zero times.
+        let logged = store.intake_backlog();
+        if let Some(backlog) = logged {
             family(
                 &mut out,
                 "ordobridge_intake_log_backlog_messages",
@@ -676,9 +679,6 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
         }
         // Counted on SQLite, where this node runs the census (not on PostgreSQL).
         if let Some(progress) = &observed.census_progress {
-            // The intake log's backlog first: a copy between the two reads then counts its
-            // messages twice for a moment, never zero times.
-            let logged = store.intake_backlog().unwrap_or(0);
             let through = *progress.borrow();
             let skip = [
                 super::push::PUSH_CHANNEL,
@@ -690,7 +690,7 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
                     "ordobridge_census_lag_messages",
                     "gauge",
                     "messages acknowledged that the census has still to apply (accepted journal rows, and those still in the intake log): it lags during a flood and catches up after",
-                    &[(Labels::new(), lag + logged)],
+                    &[(Labels::new(), lag + logged.unwrap_or(0))],
                 );
             }
         }
