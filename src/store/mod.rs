@@ -917,14 +917,7 @@ impl Store {
         let applied: i64 = self.shared.readers.with(|connection| {
             connection.query_row(intake_log::APPLIED_SQL, [], |row| row.get(0))
         })?;
-        intake_log::unapplied(&self.shared.path, u64::try_from(applied).unwrap_or(0)).map_err(
-            |source| StoreError::IntakeLog {
-                path: self.shared.path.clone(),
-                file: intake_log::folder_of(&self.shared.path),
-                action: "read its segments",
-                source,
-            },
-        )
+        intake_log::unapplied(&self.shared.path, u64::try_from(applied).unwrap_or(0))
     }
 
     /// Why the intake log refuses new messages (answered AE), while it does: copying into

@@ -156,8 +156,14 @@ fn segment_path(folder: &Path, first_seq: u64) -> PathBuf {
 /// Records of the intake log of the store at `path` past `applied` (its applied mark): what
 /// was acknowledged and is not in the journal table yet, as a process beside the daemon sees
 /// it (a listing says that it lags). A record being written as it reads is not counted.
-pub(crate) fn unapplied(path: &Path, applied: u64) -> io::Result<u64> {
-    let Some((first, last)) = segments(&folder_of(path))?.pop() else {
+pub(crate) fn unapplied(path: &Path, applied: u64) -> Result<u64, StoreError> {
+    let folder = folder_of(path);
+    unapplied_in(&folder, applied)
+        .map_err(|source| io_error_of(path)(&folder, "read its segments", source))
+}
+
+fn unapplied_in(folder: &Path, applied: u64) -> io::Result<u64> {
+    let Some((first, last)) = segments(folder)?.pop() else {
         return Ok(0);
     };
     let segment = match File::open(&last) {
