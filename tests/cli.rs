@@ -872,11 +872,7 @@ async fn journal_says_what_the_intake_log_holds_not_listed_yet() {
     let dir = tempfile::tempdir().expect("dir");
     let engine = common::start_engine(common::config(dir.path(), &common::base_toml())).await;
     let config = dir.path().join("ob.toml").display().to_string();
-    let db = rusqlite::Connection::open(dir.path().join("data/ob.db")).expect("open db");
-    db.execute_batch(
-        "CREATE TRIGGER fail BEFORE INSERT ON journal BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
-    )
-    .expect("trigger");
+    let failing = common::JournalInsertsFail::start(&dir.path().join("data/ob.db"));
     let ack = common::send_adt(engine.addr("adt-in"), &common::sample(common::A01_SAMPLE)).await;
     assert!(ack.contains("MSA|AA|"), "durable in the log: {ack}");
     let args = vec!["journal".to_owned(), "--config".to_owned(), config];
@@ -887,8 +883,7 @@ async fn journal_says_what_the_intake_log_holds_not_listed_yet() {
         listed.stderr,
         "note: 1 acknowledged message(s) are in the intake log, not in the journal yet, so not listed: the running daemon copies them within a second (during a flood, within seconds; a stopped one at its next start); list again to see them\n"
     );
-    db.execute_batch("DROP TRIGGER fail;")
-        .expect("drop trigger");
+    failing.end();
     common::wait_for("the ADT listed", || {
         let args = args.clone();
         async move {

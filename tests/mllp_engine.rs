@@ -363,16 +363,11 @@ async fn a_store_that_cannot_commit_answers_ae_never_aa() {
     let first = text(&client.send(&adt("F0", ""), PATIENCE).await.expect("answer"));
     assert!(first.contains("MSA|AA|F0"), "{first}");
     // Make every insert fail, as a full disk would.
-    let db = rusqlite::Connection::open(&engine.db).expect("open db");
-    db.execute_batch(
-        "CREATE TRIGGER fail BEFORE INSERT ON journal BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
-    )
-    .expect("trigger");
+    let failing = common::JournalInsertsFail::start(&engine.db);
     let answer = text(&client.send(&adt("F1", ""), PATIENCE).await.expect("answer"));
     assert!(answer.contains("MSA|AE|F1"), "{answer}");
     assert!(answer.contains("not stored"), "{answer}");
-    db.execute_batch("DROP TRIGGER fail;")
-        .expect("drop trigger");
+    failing.end();
     let again = text(&client.send(&adt("F1", ""), PATIENCE).await.expect("answer"));
     assert!(again.contains("MSA|AA|F1"), "{again}");
     let ids: Vec<String> = engine
@@ -397,11 +392,7 @@ async fn with_the_intake_log_a_store_that_cannot_commit_keeps_what_was_acknowled
     let first = text(&client.send(&adt("G0", ""), PATIENCE).await.expect("answer"));
     assert!(first.contains("MSA|AA|G0"), "{first}");
     engine.journal().await;
-    let db = rusqlite::Connection::open(&engine.db).expect("open db");
-    db.execute_batch(
-        "CREATE TRIGGER fail BEFORE INSERT ON journal BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
-    )
-    .expect("trigger");
+    let failing = common::JournalInsertsFail::start(&engine.db);
     // Every message answered AA must reach the journal, none answered AE may.
     let mut acknowledged = vec!["G0".to_string()];
     let refused = answer_until(&mut client, "AE", &mut acknowledged).await;
@@ -410,8 +401,7 @@ async fn with_the_intake_log_a_store_that_cannot_commit_keeps_what_was_acknowled
         acknowledged.len() > 1,
         "the first message after the journal broke is durable in the log: AA"
     );
-    db.execute_batch("DROP TRIGGER fail;")
-        .expect("drop trigger");
+    failing.end();
     answer_until(&mut client, "AA", &mut acknowledged).await;
     let mut ids: Vec<String> = engine
         .journal()

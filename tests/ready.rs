@@ -113,11 +113,7 @@ async fn ready_fails_while_the_intake_log_refuses_and_recovers() {
     let adt = engine.addr("adt-in");
     let a01 = common::sample(common::A01_SAMPLE);
     assert!(common::send_adt(adt, &a01).await.contains("MSA|AA|"));
-    let db = rusqlite::Connection::open(dir.path().join("data/ob.db")).expect("open db");
-    db.execute_batch(
-        "CREATE TRIGGER fail BEFORE INSERT ON journal BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
-    )
-    .expect("trigger");
+    let failing = common::JournalInsertsFail::start(&dir.path().join("data/ob.db"));
     common::wait_for("an AE once a copy failed", || {
         let a01 = a01.clone();
         async move {
@@ -135,8 +131,7 @@ async fn ready_fails_while_the_intake_log_refuses_and_recovers() {
             ]})
         )
     );
-    db.execute_batch("DROP TRIGGER fail;")
-        .expect("drop trigger");
+    failing.end();
     common::wait_for("/ready to turn 200 again", || async move {
         (get(http, "/ready").await.0 == 200).then_some(())
     })

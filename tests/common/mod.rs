@@ -517,6 +517,29 @@ pub async fn intake_copied(db: &std::path::Path) {
     .await;
 }
 
+/// Every journal insert into the store `db` fails, as on a full disk, while this lives (a
+/// trigger, through a connection of its own), until [`JournalInsertsFail::end`].
+pub struct JournalInsertsFail(rusqlite::Connection);
+
+impl JournalInsertsFail {
+    pub fn start(db: &std::path::Path) -> JournalInsertsFail {
+        let connection = rusqlite::Connection::open(db).expect("open db");
+        connection
+            .execute_batch(
+                "CREATE TRIGGER fail BEFORE INSERT ON journal BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
+            )
+            .expect("trigger");
+        JournalInsertsFail(connection)
+    }
+
+    /// Journal inserts succeed again.
+    pub fn end(self) {
+        self.0
+            .execute_batch("DROP TRIGGER fail;")
+            .expect("drop trigger");
+    }
+}
+
 /// Waits until the [`ehr_peer`] received a message and returns the first one.
 pub async fn first_received(received: &Received) -> Vec<u8> {
     wait_for("a message at the EHR", || {
