@@ -19,8 +19,9 @@ use ordobridge::census::EncounterStatus;
 use ordobridge::store::settings::PostgresSettings;
 use ordobridge::store::{
     AnomalyKind, ApplyStatus, CensusLookup, CensusOutcome, DeliverOutcome, EntryStatus,
-    HoldOverview, InboundRecord, JournalFilter, JournalOutcome, OutboundItem, OutboundStatus,
-    PatientKey, PatientView, PushMapper, PushOutcome, ReleaseReason, Store, StoreOptions, Wakeup,
+    HoldOverview, InboundRecord, JournalFilter, JournalOutcome, Mapped, OutboundItem,
+    OutboundStatus, PatientKey, PatientView, PushMapper, PushOutcome, ReleaseReason, Store,
+    StoreOptions, Wakeup,
 };
 use rstest::rstest;
 
@@ -1453,9 +1454,9 @@ async fn ok_deliver_once_when_two_stores_race(
 /// A mapper giving `OB{id}-1` to `ehr` and `OB{id}-2` to `lab`, counting its calls.
 fn two_routes(calls: &Arc<AtomicUsize>) -> PushMapper {
     let calls = Arc::clone(calls);
-    PushMapper::new(move |id| {
+    PushMapper::new(None, move |id, _| {
         calls.fetch_add(1, Ordering::Relaxed);
-        Ok(vec![
+        Mapped::Queue(vec![
             item("ehr", &format!("OB{id}-1")),
             item("lab", &format!("OB{id}-2")),
         ])
@@ -1483,10 +1484,11 @@ async fn ok_journal_push_maps_and_queues_in_one_commit(
         .journal_push(push(0), two_routes(&calls))
         .await
         .unwrap();
-    let PushOutcome::Queued { id, ids } = outcome.clone() else {
+    let PushOutcome::Queued { id, ids, known } = outcome.clone() else {
         panic!("expected queued, got {outcome:?}");
     };
     assert_eq!(ids.len(), 2);
+    assert!(!known);
     assert_eq!(calls.load(Ordering::Relaxed), 1);
     let entry = store.journal_entry_async(id).await.unwrap().unwrap();
     assert_eq!(entry.summary.status, "processed");
@@ -1518,7 +1520,7 @@ async fn ok_journal_push_maps_and_queues_in_one_commit(
     let mut rows = vec![id];
     for outcome in outcomes {
         match outcome.unwrap() {
-            PushOutcome::Queued { id, ids } => {
+            PushOutcome::Queued { id, ids, .. } => {
                 assert_eq!(ids.len(), 2);
                 rows.push(id);
             }
@@ -1558,7 +1560,11 @@ async fn err_journal_push_refused_by_its_mapper_is_rejected(
 ) {
     let fixture = open(backend);
     let store = &fixture.store;
-    let refuse = || PushMapper::new(|_| Err("no route: PID-3.1 is required".to_owned()));
+    let refuse = || {
+        PushMapper::new(None, |_, _| {
+            Mapped::Refuse("no route: PID-3.1 is required".to_owned())
+        })
+    };
     let bundle = || on("posos-push", record("R", b"{r}"));
     let first = store.journal_push(bundle(), refuse()).await.unwrap();
     let PushOutcome::Refused { id, reason } = first.clone() else {
@@ -1576,7 +1582,7 @@ async fn err_journal_push_refused_by_its_mapper_is_rejected(
         matches!(again, PushOutcome::Refused { id: second, .. } if second != id),
         "{again:?}"
     );
-    let panics = PushMapper::new(|_| panic!("mapping bug"));
+    let panics = PushMapper::new(None, |_, _| panic!("mapping bug"));
     let panicked = store
         .journal_push(on("posos-push", record("P", b"{p}")), panics)
         .await
@@ -1608,6 +1614,78 @@ async fn err_journal_push_refused_by_its_mapper_is_rejected(
         .await
         .unwrap();
     assert!(matches!(ok, PushOutcome::Queued { .. }), "{ok:?}");
+}
+
+/// Issue 15: the mapper is given the census view of the bundle's patient, read in the
+/// push's transaction (a patient fed before is known by its IPP, another is `None`); a bundle
+/// it leaves unmapped (to be held) is committed `accepted`, nothing queued, and is listed among
+/// the unsettled pushes for the caller to settle.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ok_journal_push_maps_with_the_census_view_or_leaves_the_row_unmapped(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let fixture = open(backend);
+    let store = &fixture.store;
+    let raw = adt(
+        "A01",
+        "100001",
+        "DURAND",
+        "900001",
+        "M1",
+        "20261122081500",
+        "4010",
+    );
+    feed(store, &raw).await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let for_patient = |patient: &str| {
+        let seen = Arc::clone(&seen);
+        PushMapper::new(Some(ipp(patient)), move |id, census| {
+            seen.lock()
+                .unwrap()
+                .push(census.map(|view| view.ipp.clone()));
+            match census {
+                Some(_) => Mapped::Queue(vec![item("ehr", &format!("OB{id}-1"))]),
+                None => Mapped::Leave,
+            }
+        })
+    };
+    let push = |control_id: &str, raw: &'static [u8]| on("posos-push", record(control_id, raw));
+
+    let known = store
+        .journal_push(push("K", b"{k}"), for_patient("100001"))
+        .await
+        .unwrap();
+    let PushOutcome::Queued {
+        id: queued,
+        ids,
+        known: true,
+    } = known
+    else {
+        panic!("expected queued for a known patient, got {known:?}");
+    };
+    assert_eq!(ids.len(), 1);
+
+    let unknown = store
+        .journal_push(push("U", b"{u}"), for_patient("100999"))
+        .await
+        .unwrap();
+    let PushOutcome::Unsettled { id: left } = unknown else {
+        panic!("expected unsettled for an unknown patient, got {unknown:?}");
+    };
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [Some("100001".to_owned()), None],
+        "the census views the mapper was given"
+    );
+    let entry = store.journal_entry_async(left).await.unwrap().unwrap();
+    assert_eq!(entry.summary.status, "accepted");
+    let pending = store.pending_after_async("ehr", 0, 10).await.unwrap();
+    let control_ids: Vec<&str> = pending.iter().map(|m| m.control_id.as_str()).collect();
+    assert_eq!(control_ids, [format!("OB{queued}-1")]);
+    let (rows, _) = store.unsettled_pushes("posos-push", 0, 10).await.unwrap();
+    let unsettled: Vec<i64> = rows.iter().map(|row| row.journal_id).collect();
+    assert_eq!(unsettled, [left]);
 }
 
 #[rstest]

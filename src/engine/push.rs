@@ -51,7 +51,7 @@ use crate::http::credentials::Credentials;
 use crate::mapping::{Mapping, PushContext};
 use crate::posos::bundle::{Prescription, read_bundle};
 use crate::store::{
-    DeliverOutcome, EntryStatus, InboundRecord, JournalOutcome, OutboundItem, PatientKey,
+    DeliverOutcome, EntryStatus, InboundRecord, JournalOutcome, Mapped, OutboundItem, PatientKey,
     PatientView, PushMapper, PushOutcome, RecordStatus, ReleaseReason, Store,
 };
 use crate::tls::PeerCertificate;
@@ -184,19 +184,21 @@ impl Deliverer {
             .filter(|_| !self.hold_for.is_zero())
     }
 
-    /// The mapper of [`Store::journal_push`] for a bundle not to be held: its messages (see
-    /// [`Deliverer::messages`]) once its journal id is known, or the journal reason of a
-    /// refusal ([`refusal_reason`]).
-    fn mapper(
-        self: &Arc<Self>,
-        prescription: Arc<Prescription>,
-        census: Option<PatientView>,
-    ) -> PushMapper {
+    /// The mapper of [`Store::journal_push`], given the census view of the bundle's patient
+    /// (its `id://partner` identifier) read in the push's transaction: left unmapped when it is
+    /// to be held ([`Deliverer::held_for`]), else its messages (see [`Deliverer::messages`]), or
+    /// the journal reason of a refusal ([`refusal_reason`]).
+    fn mapper(self: &Arc<Self>, prescription: Arc<Prescription>) -> PushMapper {
         let deliverer = Arc::clone(self);
-        PushMapper::new(move |journal_id| {
-            deliverer
-                .messages(journal_id, &prescription, census.as_ref())
-                .map_err(|failure| refusal_reason(&failure.to_string()))
+        let patient = prescription.patient.partner_id.clone().map(PatientKey::Ipp);
+        PushMapper::new(patient, move |journal_id, census| {
+            if deliverer.held_for(census, &prescription).is_some() {
+                return Mapped::Leave;
+            }
+            match deliverer.messages(journal_id, &prescription, census) {
+                Ok(items) => Mapped::Queue(items),
+                Err(failure) => Mapped::Refuse(refusal_reason(&failure.to_string())),
+            }
         })
     }
 
@@ -573,42 +575,30 @@ async fn push(
     let control_id = prescription.id.clone().unwrap_or_default();
     let record = push_record(peer, control_id, body, RecordStatus::Accepted);
     let deliverer = &inner.deliverer;
-    let journaled = match deliverer.census(&prescription).await {
-        // Not to be held: journaled, mapped and queued in one commit, before the answer.
-        Ok(census) if deliverer.held_for(census.as_ref(), &prescription).is_none() => {
-            let known = census.is_some();
-            let mapper = deliverer.mapper(Arc::clone(&prescription), census);
-            match inner.store.journal_push(record, mapper).await {
-                Ok(PushOutcome::Queued { id, ids }) => {
-                    deliverer.wake_destinations();
-                    info!(
-                        journal_id = id,
-                        messages = ids.len(),
-                        known,
-                        "prescription mapped and queued"
-                    );
-                    return transaction_response(id);
-                }
-                Ok(PushOutcome::Refused { id, reason }) => {
-                    info!(
-                        journal_id = id,
-                        "bundle refused by its mapping; journal row rejected"
-                    );
-                    return failure_response(&Failure::Mapping(refusal_text(&reason).to_owned()));
-                }
-                Ok(PushOutcome::Duplicate { id, status }) => {
-                    JournalOutcome::Duplicate { id, status }
-                }
-                Err(e) => return not_stored(&e),
-            }
+    // Journaled, mapped and queued in one commit, before the answer; a bundle to be held is
+    // committed unmapped, then held in a second commit.
+    let mapper = deliverer.mapper(Arc::clone(&prescription));
+    let journaled = match inner.store.journal_push(record, mapper).await {
+        Ok(PushOutcome::Queued { id, ids, known }) => {
+            deliverer.wake_destinations();
+            info!(
+                journal_id = id,
+                messages = ids.len(),
+                known,
+                "prescription mapped and queued"
+            );
+            return transaction_response(id);
         }
-        // To be held, or the census could not be read: journaled first, then settled (held,
-        // or mapped and queued in a second commit; a census still unreadable answers 503 and
-        // the sweeper settles the row later).
-        _ => match inner.store.journal(record).await {
-            Ok(journaled) => journaled,
-            Err(e) => return not_stored(&e),
-        },
+        Ok(PushOutcome::Refused { id, reason }) => {
+            info!(
+                journal_id = id,
+                "bundle refused by its mapping; journal row rejected"
+            );
+            return failure_response(&Failure::Mapping(refusal_text(&reason).to_owned()));
+        }
+        Ok(PushOutcome::Unsettled { id }) => JournalOutcome::Stored { id },
+        Ok(PushOutcome::Duplicate { id, status }) => JournalOutcome::Duplicate { id, status },
+        Err(e) => return not_stored(&e),
     };
     settle_journaled(&state, journaled, &prescription).await
 }

@@ -78,7 +78,7 @@ pub use self::hold::{DeliverOutcome, HeldBundle, HoldOverview, ReleaseReason, Un
 pub use self::postgres::Wakeup;
 use self::prune::PruneCursor;
 pub use self::prune::{CensusCutoff, ChannelCutoff, Pruned, RetentionPlan};
-pub use self::push::{PushMapper, PushOutcome};
+pub use self::push::{Mapped, PushMapper, PushOutcome};
 
 /// The intake log's folder of the store file `path` (`<file>-intake`, beside it).
 pub fn intake_log_folder(path: &Path) -> PathBuf {

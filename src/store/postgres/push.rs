@@ -1,11 +1,12 @@
 //! [`Store::journal_push`](crate::store::Store::journal_push) on PostgreSQL: the journal
 //! insert, the mapping, then the enqueue and the `processed` mark (or the rejection) in one
-//! transaction, as on SQLite (`store::push`).
+//! transaction, as on SQLite (`store::push`). The census view the mapper is given was read
+//! just before the transaction (`census`).
 
 use super::Postgres;
 use super::journal::{JournalStatements, Prepared, insert_one};
-use crate::store::push::{PushMapper, PushOutcome, map};
-use crate::store::{InboundRecord, JournalOutcome, StoreError, queue};
+use crate::store::push::{Mapped, PushMapper, PushOutcome, map};
+use crate::store::{InboundRecord, JournalOutcome, PatientView, StoreError, queue};
 
 const PROCESSED_SQL: &str =
     "UPDATE journal SET status = 'processed' WHERE id = $1 AND status = 'accepted'";
@@ -21,6 +22,7 @@ impl Postgres {
         &self,
         record: InboundRecord,
         mapper: PushMapper,
+        census: Option<PatientView>,
     ) -> Result<PushOutcome, StoreError> {
         let prepared = Prepared::new(record);
         self.run(move |inner| async move {
@@ -36,8 +38,8 @@ impl Postgres {
                     return Ok(PushOutcome::Duplicate { id, status });
                 }
             };
-            let outcome = match map(&mapper, id) {
-                Ok(items) => {
+            let outcome = match map(&mapper, id, census.as_ref()) {
+                Mapped::Queue(items) => {
                     transaction
                         .execute(PROCESSED_SQL, &[&id])
                         .await
@@ -51,15 +53,23 @@ impl Postgres {
                     inner.wake(super::queue::destinations(
                         items.iter().map(|item| item.destination()),
                     ));
-                    PushOutcome::Queued { id, ids }
+                    PushOutcome::Queued {
+                        id,
+                        ids,
+                        known: census.is_some(),
+                    }
                 }
-                Err(reason) => {
+                Mapped::Refuse(reason) => {
                     transaction
                         .execute(REJECT_SQL, &[&id, &reason])
                         .await
                         .map_err(&failed)?;
                     transaction.commit().await.map_err(&failed)?;
                     PushOutcome::Refused { id, reason }
+                }
+                Mapped::Leave => {
+                    transaction.commit().await.map_err(&failed)?;
+                    PushOutcome::Unsettled { id }
                 }
             };
             Ok(outcome)
