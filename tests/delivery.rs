@@ -1,5 +1,6 @@
 //! Outbound delivery against a real, independent MLLP receiver (python-hl7's asyncio server,
-//! `tests/peers/python_hl7_receiver.py`) over loopback, with the real SQLite queue.
+//! `tests/peers/python_hl7_receiver.py`) over loopback, with the real queue: every test runs
+//! on both store backends, a SQLite file and a PostgreSQL server of its own.
 //!
 //! The receiver answers by MSH-10 prefix (AA, AR, AE, AE-then-AA, wrong MSA-2, silence) and
 //! logs every MSH-10 it receives, in order, so the tests can check order and retries.
@@ -18,7 +19,9 @@ use ordobridge::delivery::{
     render_dead_letters, render_overview, run_destination, run_file_destination,
 };
 use ordobridge::filedrop::{Outbox, OutboxSettings};
+use ordobridge::store::settings::PostgresSettings;
 use ordobridge::store::{OutboundMessage, OutboundStatus, Store, StoreOptions};
+use rstest::rstest;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -64,10 +67,20 @@ fn received(log: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Which store the queue lives in.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 /// The store, the workers and what the tests need to poke and observe them.
 struct Harness {
     dir: tempfile::TempDir,
     store: Store,
+    /// The PostgreSQL server of [`Backend::Postgres`] (stopped by PID when dropped, after the
+    /// store: fields drop in order).
+    _server: Option<common::postgres::TestPostgres>,
     shutdown: CancellationToken,
     workers: Vec<JoinHandle<()>>,
     notify: HashMap<String, Arc<Notify>>,
@@ -75,13 +88,25 @@ struct Harness {
 }
 
 impl Harness {
-    fn new() -> Harness {
+    fn new(backend: Backend) -> Harness {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("ordobridge.db"), StoreOptions::default())
-            .expect("open store");
+        let (store, server) = match backend {
+            Backend::Sqlite => (
+                Store::open(&dir.path().join("ordobridge.db"), StoreOptions::default())
+                    .expect("open store"),
+                None,
+            ),
+            Backend::Postgres => {
+                let server = common::postgres::TestPostgres::start();
+                let settings = PostgresSettings::from_url(&server.url()).expect("server URL");
+                let store = Store::open_postgres(&settings, true).expect("open store");
+                (store, Some(server))
+            }
+        };
         Harness {
             dir,
             store,
+            _server: server,
             shutdown: CancellationToken::new(),
             workers: Vec::new(),
             notify: HashMap::new(),
@@ -238,9 +263,12 @@ fn strings(ids: &[&str]) -> Vec<String> {
     ids.iter().map(|s| (*s).to_owned()).collect()
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn all_delivered_in_order_with_their_acks() {
-    let mut harness = Harness::new();
+async fn all_delivered_in_order_with_their_acks(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let mut harness = Harness::new(backend);
     let receiver = Receiver::start(&harness.log_path(), 0);
     harness.spawn(settings("ehr", receiver.addr));
     let control_ids: Vec<String> = (1..=20).map(|n| format!("MSG-{n:04}")).collect();
@@ -266,9 +294,12 @@ async fn all_delivered_in_order_with_their_acks() {
     assert_eq!(stats.connect_failures, 0);
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn receiver_down_then_up_loses_nothing_and_keeps_order() {
-    let mut harness = Harness::new();
+async fn receiver_down_then_up_loses_nothing_and_keeps_order(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let mut harness = Harness::new(backend);
     let log = harness.log_path();
     let receiver = Receiver::start(&log, 0);
     let addr = receiver.addr;
@@ -313,9 +344,12 @@ async fn receiver_down_then_up_loses_nothing_and_keeps_order() {
     harness.stop().await;
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ar_makes_a_dead_letter_and_the_next_message_proceeds() {
-    let mut harness = Harness::new();
+async fn ar_makes_a_dead_letter_and_the_next_message_proceeds(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let mut harness = Harness::new(backend);
     let receiver = Receiver::start(&harness.log_path(), 0);
     harness.spawn(settings("ehr", receiver.addr));
     let ids = harness.enqueue("ehr", &["MSG-1", "AR-2", "MSG-3"]).await;
@@ -353,9 +387,12 @@ async fn ar_makes_a_dead_letter_and_the_next_message_proceeds() {
     assert_eq!(harness.stats("ehr").dead, 1);
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_msa2_is_retried_reported_then_given_up() {
-    let mut harness = Harness::new();
+async fn wrong_msa2_is_retried_reported_then_given_up(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let mut harness = Harness::new(backend);
     let receiver = Receiver::start(&harness.log_path(), 0);
     let mut settings = settings("ehr", receiver.addr);
     // Long enough a backoff for the test to see the row pending between attempts.
@@ -397,9 +434,12 @@ async fn wrong_msa2_is_retried_reported_then_given_up() {
     assert_eq!((stats.wrong_acks, stats.retried, stats.dead), (3, 2, 1));
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_destination_does_not_block_another() {
-    let mut harness = Harness::new();
+async fn a_failing_destination_does_not_block_another(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let mut harness = Harness::new(backend);
     let receiver = Receiver::start(&harness.log_path(), 0);
     let unlimited = |mut settings: DestinationSettings| {
         settings.retry.max_attempts = 0;
@@ -462,9 +502,12 @@ async fn a_failing_destination_does_not_block_another() {
     harness.stop().await;
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_sends_a_dead_letter_again_with_the_same_control_id() {
-    let mut harness = Harness::new();
+async fn replay_sends_a_dead_letter_again_with_the_same_control_id(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let mut harness = Harness::new(backend);
     let receiver = Receiver::start(&harness.log_path(), 0);
     let mut settings = settings("ehr", receiver.addr);
     settings.retry.max_attempts = 2;
@@ -504,9 +547,12 @@ async fn replay_sends_a_dead_letter_again_with_the_same_control_id() {
     harness.stop().await;
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_finishes_the_exchange_in_flight() {
-    let mut harness = Harness::new();
+async fn shutdown_finishes_the_exchange_in_flight(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let mut harness = Harness::new(backend);
     let receiver = Receiver::start(&harness.log_path(), 0);
     let mut settings = settings("ehr", receiver.addr);
     settings.ack_timeout = Duration::from_millis(700);
@@ -542,9 +588,12 @@ async fn shutdown_finishes_the_exchange_in_flight() {
 /// root, whom permissions would not stop): the head message is retried with backoff while
 /// the ones behind it wait, and dead-lettered after `max_attempts`; once the folder is back,
 /// the next ones are delivered in order and the replayed dead letter follows.
+#[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn file_destination_retries_with_backoff_dead_letters_then_delivers_in_order() {
-    let mut harness = Harness::new();
+async fn file_destination_retries_with_backoff_dead_letters_then_delivers_in_order(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let mut harness = Harness::new(backend);
     let folder = harness.dir.path().join("share/outbox");
     let outbox = OutboxSettings {
         folder: folder.clone(),
@@ -627,9 +676,12 @@ async fn file_destination_retries_with_backoff_dead_letters_then_delivers_in_ord
     assert_eq!(names, strings(&["F-2.hl7", "F-3.hl7", "F-1.hl7"]));
 }
 
+#[rstest]
 #[tokio::test]
-async fn a_paused_file_destination_writes_nothing_until_resumed() {
-    let mut harness = Harness::new();
+async fn a_paused_file_destination_writes_nothing_until_resumed(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let mut harness = Harness::new(backend);
     let folder = harness.dir.path().join("share/outbox");
     std::fs::create_dir_all(&folder).expect("share");
     let outbox = OutboxSettings {
