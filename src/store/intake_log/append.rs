@@ -78,6 +78,10 @@ pub(super) struct Tail {
     pub(super) buffer: Vec<u8>,
     /// The appender took a `Close`: nothing more is written.
     pub(super) closed: bool,
+    /// How many appends the last turn wrote together: more than one, senders are
+    /// concurrent, and the next append is queued for the appender's group commit rather
+    /// than written in place ([`super::IntakeLog::append_in_place`]).
+    pub(super) last_turn_appends: usize,
 }
 
 impl Tail {
@@ -91,7 +95,9 @@ impl Tail {
     ) -> Result<(), WriteFailed> {
         self.buffer.clear();
         let mut seq = self.next_seq;
+        self.last_turn_appends = 0;
         for records in appends {
+            self.last_turn_appends += 1;
             for prepared in records {
                 record::encode(seq, prepared, &mut self.buffer);
                 seq += 1;
