@@ -1618,11 +1618,11 @@ async fn err_journal_push_refused_by_its_mapper_is_rejected(
 
 /// Issue 15: the mapper is given the census view of the bundle's patient, read in the
 /// push's transaction (a patient fed before is known by its IPP, another is `None`); a bundle
-/// it leaves unmapped (to be held) is committed `accepted`, nothing queued, and is listed among
-/// the unsettled pushes for the caller to settle.
+/// it holds is committed `accepted` with its hold in the same transaction, nothing queued, and
+/// is not among the unsettled pushes (nothing is left for a second step).
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ok_journal_push_maps_with_the_census_view_or_leaves_the_row_unmapped(
+async fn ok_journal_push_maps_with_the_census_view_or_holds_in_the_same_commit(
     #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
 ) {
     let fixture = open(backend);
@@ -1638,6 +1638,7 @@ async fn ok_journal_push_maps_with_the_census_view_or_leaves_the_row_unmapped(
     );
     feed(store, &raw).await;
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let release_at = later(600);
     let for_patient = |patient: &str| {
         let seen = Arc::clone(&seen);
         PushMapper::new(Some(ipp(patient)), move |id, census| {
@@ -1646,7 +1647,10 @@ async fn ok_journal_push_maps_with_the_census_view_or_leaves_the_row_unmapped(
                 .push(census.map(|view| view.ipp.clone()));
             match census {
                 Some(_) => Mapped::Queue(vec![item("ehr", &format!("OB{id}-1"))]),
-                None => Mapped::Leave,
+                None => Mapped::Hold {
+                    partner_id: "100999".to_owned(),
+                    release_at,
+                },
             }
         })
     };
@@ -1670,22 +1674,34 @@ async fn ok_journal_push_maps_with_the_census_view_or_leaves_the_row_unmapped(
         .journal_push(push("U", b"{u}"), for_patient("100999"))
         .await
         .unwrap();
-    let PushOutcome::Unsettled { id: left } = unknown else {
-        panic!("expected unsettled for an unknown patient, got {unknown:?}");
+    let PushOutcome::Held { id: held, .. } = unknown else {
+        panic!("expected held for an unknown patient, got {unknown:?}");
     };
+    assert_eq!(
+        unknown,
+        PushOutcome::Held {
+            id: held,
+            release_at
+        }
+    );
     assert_eq!(
         *seen.lock().unwrap(),
         [Some("100001".to_owned()), None],
         "the census views the mapper was given"
     );
-    let entry = store.journal_entry_async(left).await.unwrap().unwrap();
+    let entry = store.journal_entry_async(held).await.unwrap().unwrap();
     assert_eq!(entry.summary.status, "accepted");
+    let hold = store.held_bundle(held).await.unwrap().expect("the hold");
+    assert_eq!(
+        (hold.partner_id.as_str(), hold.release_at.as_microsecond()),
+        ("100999", release_at.as_microsecond()),
+        "stored to the microsecond"
+    );
     let pending = store.pending_after_async("ehr", 0, 10).await.unwrap();
     let control_ids: Vec<&str> = pending.iter().map(|m| m.control_id.as_str()).collect();
     assert_eq!(control_ids, [format!("OB{queued}-1")]);
     let (rows, _) = store.unsettled_pushes("posos-push", 0, 10).await.unwrap();
-    let unsettled: Vec<i64> = rows.iter().map(|row| row.journal_id).collect();
-    assert_eq!(unsettled, [left]);
+    assert!(rows.is_empty(), "{rows:?}");
 }
 
 #[rstest]

@@ -16,7 +16,8 @@
 //! # Unknown patients
 //!
 //! When the census does not know the patient and `[push] hold_unknown_for` is not zero, the
-//! bundle is held (committed in `push_holds`) and answered 200 at once: it is safely stored,
+//! bundle is held (its hold committed in `push_holds` with its journal row, in the same
+//! transaction) and answered 200 at once: it is safely stored,
 //! Posos must not push it again. The transaction-response entry then says
 //! `"status": "202 Accepted"` with an informational OperationOutcome naming the hold. The
 //! releaser (`engine::hold`) maps it when the ADT arrives, or at the end of the hold with what
@@ -185,15 +186,22 @@ impl Deliverer {
     }
 
     /// The mapper of [`Store::journal_push`], given the census view of the bundle's patient
-    /// (its `id://partner` identifier) read in the push's transaction: left unmapped when it is
-    /// to be held ([`Deliverer::held_for`]), else its messages (see [`Deliverer::messages`]), or
-    /// the journal reason of a refusal ([`refusal_reason`]).
+    /// (its `id://partner` identifier) read in the push's transaction: held when it is to be
+    /// ([`Deliverer::held_for`]; refused now if it could never be mapped, rather than later
+    /// behind a 200), else its messages (see [`Deliverer::messages`]), or the journal reason
+    /// of a refusal ([`refusal_reason`]).
     fn mapper(self: &Arc<Self>, prescription: Arc<Prescription>) -> PushMapper {
         let deliverer = Arc::clone(self);
         let patient = prescription.patient.partner_id.clone().map(PatientKey::Ipp);
         PushMapper::new(patient, move |journal_id, census| {
-            if deliverer.held_for(census, &prescription).is_some() {
-                return Mapped::Leave;
+            if let Some(partner_id) = deliverer.held_for(census, &prescription) {
+                return match deliverer.messages(journal_id, &prescription, None) {
+                    Ok(_) => Mapped::Hold {
+                        partner_id,
+                        release_at: release_time(jiff::Timestamp::now(), deliverer.hold_for),
+                    },
+                    Err(failure) => Mapped::Refuse(refusal_reason(&failure.to_string())),
+                };
             }
             match deliverer.messages(journal_id, &prescription, census) {
                 Ok(items) => Mapped::Queue(items),
@@ -575,8 +583,7 @@ async fn push(
     let control_id = prescription.id.clone().unwrap_or_default();
     let record = push_record(peer, control_id, body, RecordStatus::Accepted);
     let deliverer = &inner.deliverer;
-    // Journaled, mapped and queued in one commit, before the answer; a bundle to be held is
-    // committed unmapped, then held in a second commit.
+    // Journaled, then mapped and queued or held, in one commit before the answer.
     let mapper = deliverer.mapper(Arc::clone(&prescription));
     let journaled = match inner.store.journal_push(record, mapper).await {
         Ok(PushOutcome::Queued { id, ids, known }) => {
@@ -596,7 +603,16 @@ async fn push(
             );
             return failure_response(&Failure::Mapping(refusal_text(&reason).to_owned()));
         }
-        Ok(PushOutcome::Unsettled { id }) => JournalOutcome::Stored { id },
+        Ok(PushOutcome::Held { id, release_at }) => {
+            deliverer.hold_wake.notify_one();
+            info!(
+                journal_id = id,
+                newly = true,
+                release_at = %release_at,
+                "patient not in the census yet; bundle held until its ADT arrives"
+            );
+            return held_response(id, release_at);
+        }
         Ok(PushOutcome::Duplicate { id, status }) => JournalOutcome::Duplicate { id, status },
         Err(e) => return not_stored(&e),
     };

@@ -4,11 +4,11 @@
 //! caller's mapper with the row's id (control ids `OB{id}-n` are derived from it) and the
 //! census view of the bundle's patient, both inside the same transaction. The mapper decides
 //! ([`Mapped`]): the messages are enqueued and the row marked `processed`; or the mapping
-//! refuses the bundle and the row is marked `rejected` with its reason; or the bundle is not
-//! to be mapped now (its patient is not in the census and holds are on), and the row is
-//! committed `accepted` for the caller to hold. One commit, before the caller answers the
-//! push: the delivery worker can send as soon as it lands, where the two-step path
-//! ([`Store::journal`] then [`Store::deliver_bundle`]) costs two commits in sequence.
+//! refuses the bundle and the row is marked `rejected` with its reason; or the bundle is held
+//! (its patient is not in the census yet and holds are on): the row stays `accepted` and its
+//! hold is recorded. One commit, before the caller answers the push: the delivery worker can
+//! send as soon as it lands, where the two-step path ([`Store::journal`] then
+//! [`Store::deliver_bundle`] or [`Store::hold`]) costs two commits in sequence.
 //!
 //! The census is read in the transaction, on the writer's connection, rather than by the
 //! caller beforehand: one hand-off between threads less per push (the census read on the
@@ -44,9 +44,12 @@ pub enum Mapped {
     Queue(Vec<OutboundItem>),
     /// No route could map the bundle: the row becomes `rejected` with this reason.
     Refuse(String),
-    /// Not now: the row is committed `accepted`, unmapped, for the caller to settle (to hold
-    /// a bundle whose patient the census does not know yet).
-    Leave,
+    /// Not now: the patient is not in the census yet. The row stays `accepted`, held for
+    /// `partner_id` until `release_at` (see [`Store::hold`]), in the same commit.
+    Hold {
+        partner_id: String,
+        release_at: jiff::Timestamp,
+    },
 }
 
 /// What maps a pushed bundle once its journal id and its patient's census view are known.
@@ -93,9 +96,11 @@ pub enum PushOutcome {
     Queued { id: i64, ids: Vec<i64>, known: bool },
     /// A new row `id`, marked `rejected` with `reason` (the mapper's refusal).
     Refused { id: i64, reason: String },
-    /// A new row `id`, committed `accepted` and not mapped ([`Mapped::Leave`]): the caller
-    /// settles it.
-    Unsettled { id: i64 },
+    /// A new row `id`, committed `accepted` and held until `release_at` ([`Mapped::Hold`]).
+    Held {
+        id: i64,
+        release_at: jiff::Timestamp,
+    },
     /// The same bundle was journaled before (row `id` in `status`): nothing mapped.
     Duplicate { id: i64, status: EntryStatus },
 }
@@ -106,7 +111,7 @@ impl PushOutcome {
         match self {
             Self::Queued { id, .. }
             | Self::Refused { id, .. }
-            | Self::Unsettled { id }
+            | Self::Held { id, .. }
             | Self::Duplicate { id, .. } => *id,
         }
     }
@@ -162,7 +167,21 @@ pub(super) fn settle(
                 .execute(rusqlite::params![id, reason.as_str()])?;
             Ok(PushOutcome::Refused { id, reason })
         }
-        Mapped::Leave => Ok(PushOutcome::Unsettled { id }),
+        Mapped::Hold {
+            partner_id,
+            release_at,
+        } => {
+            super::hold::insert(
+                transaction,
+                &super::hold::NewHold {
+                    journal_id: id,
+                    partner_id,
+                    held_at: queue::now_micros(),
+                    release_at: release_at.as_microsecond(),
+                },
+            )?;
+            Ok(PushOutcome::Held { id, release_at })
+        }
     }
 }
 

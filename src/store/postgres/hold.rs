@@ -33,7 +33,8 @@ use crate::store::{
 };
 
 /// The hold, if the journal row is still `accepted` (locked `FOR SHARE` until the commit).
-const HOLD_SQL: &str = "INSERT INTO push_holds (journal_id, partner_id, held_at, release_at)
+pub(super) const HOLD_SQL: &str =
+    "INSERT INTO push_holds (journal_id, partner_id, held_at, release_at)
     SELECT id, $2, $3, $4 FROM journal WHERE id = $1 AND status = 'accepted' FOR SHARE
     ON CONFLICT (journal_id) DO NOTHING";
 

@@ -1,6 +1,6 @@
 //! [`Store::journal_push`](crate::store::Store::journal_push) on PostgreSQL: the journal
-//! insert, the mapping, then the enqueue and the `processed` mark (or the rejection) in one
-//! transaction, as on SQLite (`store::push`). The census view the mapper is given was read
+//! insert, the mapping, then the enqueue and the `processed` mark (or the rejection, or the
+//! hold) in one transaction, as on SQLite (`store::push`). The census view the mapper is given was read
 //! just before the transaction (`census`).
 
 use super::Postgres;
@@ -67,9 +67,20 @@ impl Postgres {
                     transaction.commit().await.map_err(&failed)?;
                     PushOutcome::Refused { id, reason }
                 }
-                Mapped::Leave => {
+                Mapped::Hold {
+                    partner_id,
+                    release_at,
+                } => {
+                    let held_at = queue::now_micros();
+                    transaction
+                        .execute(
+                            super::hold::HOLD_SQL,
+                            &[&id, &partner_id, &held_at, &release_at.as_microsecond()],
+                        )
+                        .await
+                        .map_err(&failed)?;
                     transaction.commit().await.map_err(&failed)?;
-                    PushOutcome::Unsettled { id }
+                    PushOutcome::Held { id, release_at }
                 }
             };
             Ok(outcome)
