@@ -1,7 +1,7 @@
 //! [`Store::journal_push`](crate::store::Store::journal_push) on PostgreSQL: the journal
 //! insert, the mapping, then the enqueue and the `processed` mark (or the rejection, or the
-//! hold) in one transaction, as on SQLite (`store::push`). The census view the mapper is given was read
-//! just before the transaction (`census`).
+//! hold) in one transaction, as on SQLite (`store::push`). The census view the mapper is
+//! given (`census`) was read just before the transaction.
 
 use super::Postgres;
 use super::journal::{JournalStatements, Prepared, insert_one};
