@@ -600,13 +600,14 @@ async fn file_destination_retries_with_backoff_dead_letters_then_delivers_in_ord
         name_template: "{control_id}.hl7".to_owned(),
         witness_suffix: None,
     };
-    // The first wait is short, the second long: the test has half a second, after the
-    // first message's death, to mount the share before the second one dies too.
+    // The first wait is short, the second long: the test has at least 1.5 s, after the first
+    // message's death, to see it (a PostgreSQL round trip per poll on a loaded machine) and
+    // mount the share before the second one dies too.
     harness.spawn_file(FileDestinationSettings {
         retry: RetryPolicy {
             initial: Duration::from_millis(20),
-            max: Duration::from_secs(1),
-            multiplier: 50.0,
+            max: Duration::from_secs(3),
+            multiplier: 150.0,
             max_attempts: 3,
         },
         poll_interval: Duration::from_millis(50),
@@ -628,9 +629,9 @@ async fn file_destination_retries_with_backoff_dead_letters_then_delivers_in_ord
         (harness.status(first[0]) == OutboundStatus::Dead).then_some(())
     })
     .await;
-    // Three attempts, the waits between them jittered in [10 ms, 20 ms] and [500 ms, 1 s].
+    // Three attempts, the waits between them jittered in [10 ms, 20 ms] and [1.5 s, 3 s].
     assert!(
-        started.elapsed() >= Duration::from_millis(510),
+        started.elapsed() >= Duration::from_millis(1510),
         "{:?}",
         started.elapsed()
     );

@@ -2,7 +2,7 @@
 //! `accepted` behind an error answer or a client that went away.
 //!
 //! - a bundle that no mapping can take is answered 422 and its journal row is `rejected` with
-//!   the mapping's reason;
+//!   the mapping's reason, holds on or off (a bundle to hold is refused now, not held);
 //! - a bundle journaled but never mapped (the daemon died between the commit and the mapping, or
 //!   the client went away) is settled by the sweeper: mapped, queued and delivered.
 
@@ -24,8 +24,11 @@ fn journal_rows(db: &std::path::Path) -> Vec<ordobridge::store::JournalSummary> 
         .expect("list")
 }
 
+#[rstest::rstest]
+#[case::holds_off("0s")]
+#[case::holds_on("15m")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bundle_no_mapping_can_take_is_rejected_in_the_journal() {
+async fn a_bundle_no_mapping_can_take_is_rejected_in_the_journal(#[case] hold: &str) {
     let (peer, _received) = common::ehr_peer().await;
     let dir = tempfile::tempdir().expect("dir");
     // A mapping that needs the census NDA: an unknown patient cannot give it.
@@ -38,7 +41,7 @@ async fn a_bundle_no_mapping_can_take_is_rejected_in_the_journal() {
     let text = common::base_toml()
         + &common::push_to_ehr_toml(
             peer,
-            &format!("token = \"{TOKEN}\"\nhold_unknown_for = \"0s\""),
+            &format!("token = \"{TOKEN}\"\nhold_unknown_for = \"{hold}\""),
         )
         .replace(
             &format!("{}/mappings/orm-o01.toml", common::repo_root().display()),
@@ -62,6 +65,11 @@ async fn a_bundle_no_mapping_can_take_is_rejected_in_the_journal() {
         reason.starts_with("channel `posos-push`: no route could map the bundle: "),
         "{reason}"
     );
+    let holds: i64 = rusqlite::Connection::open(dir.path().join("data/ob.db"))
+        .expect("open")
+        .query_row("SELECT count(*) FROM push_holds", [], |row| row.get(0))
+        .expect("count holds");
+    assert_eq!(holds, 0, "refused, not held");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

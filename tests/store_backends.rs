@@ -1704,6 +1704,58 @@ async fn ok_journal_push_maps_with_the_census_view_or_holds_in_the_same_commit(
     assert!(rows.is_empty(), "{rows:?}");
 }
 
+/// Issue 15: a census that cannot be read fails that push only (on SQLite it shares its
+/// transaction with other requests): the row is committed `accepted` and unmapped, listed among
+/// the unsettled pushes for the sweeper, with the reason; the store goes on.
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn err_journal_push_with_an_unreadable_census_leaves_its_row_unsettled(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let fixture = open(backend);
+    let store = &fixture.store;
+    sql(
+        &fixture,
+        "ALTER TABLE census_patients RENAME TO census_patients_away",
+    )
+    .await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mapper = {
+        let calls = Arc::clone(&calls);
+        PushMapper::new(Some(ipp("100001")), move |id, _| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            Mapped::Queue(vec![item("ehr", &format!("OB{id}-1"))])
+        })
+    };
+    let outcome = store
+        .journal_push(on("posos-push", record("C", b"{c}")), mapper)
+        .await
+        .unwrap();
+    let PushOutcome::Unsettled { id, error } = outcome else {
+        panic!("expected unsettled, got {outcome:?}");
+    };
+    assert!(error.contains("census_patients"), "{error}");
+    assert_eq!(calls.load(Ordering::Relaxed), 0, "not mapped");
+    let entry = store.journal_entry_async(id).await.unwrap().unwrap();
+    assert_eq!(entry.summary.status, "accepted");
+    let (rows, _) = store.unsettled_pushes("posos-push", 0, 10).await.unwrap();
+    let unsettled: Vec<i64> = rows.iter().map(|row| row.journal_id).collect();
+    assert_eq!(unsettled, [id]);
+    assert!(
+        store
+            .pending_after_async("ehr", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The store goes on: a bundle naming no patient is mapped and queued.
+    let ok = store
+        .journal_push(on("posos-push", record("N", b"{n}")), two_routes(&calls))
+        .await
+        .unwrap();
+    assert!(matches!(ok, PushOutcome::Queued { .. }), "{ok:?}");
+}
+
 #[rstest]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ok_unsettled_pushes_then_rejected(

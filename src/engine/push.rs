@@ -5,13 +5,16 @@
 //! An unusable body is journaled as rejected and answered 400 with a FHIR OperationOutcome
 //! naming the JSON path of the problem. A usable bundle is read into the normalized
 //! prescription and completed with what the census knows of the patient (its `id://partner`
-//! identifier is the `patientId` the launch passed: the IPP by default). Unless it is to be
-//! held (below), it is journaled, mapped through every configured route and its messages
+//! identifier is the `patientId` the launch passed: the IPP by default), read in the same
+//! transaction. It is journaled, mapped through every configured route and its messages
 //! enqueued on their destinations' durable queues in ONE commit ([`Store::journal_push`]),
-//! before the 200 answer: the destinations' workers can send at once. Each outbound message
-//! gets a control id (MSH-10) derived from the journal id (`OB{id}-{route}`), known inside
-//! that transaction, stable across retries. A bundle no route can map is journaled `rejected`
-//! with the reason in the same commit and answered 422.
+//! before the 200 answer: the destinations' workers can send at once; or, its patient unknown,
+//! journaled and held in one commit (below). Each outbound message gets a control id (MSH-10)
+//! derived from the journal id (`OB{id}-{route}`), known inside that transaction, stable
+//! across retries. A bundle no route can map is journaled `rejected` with the reason in the
+//! same commit and answered 422. When the census cannot be read, the bundle is journaled
+//! unmapped and settled as the sweeper does (503 if the census still cannot be read: Posos
+//! pushes it again, or the sweeper maps it later).
 //!
 //! # Unknown patients
 //!
@@ -186,7 +189,8 @@ impl Deliverer {
     }
 
     /// The mapper of [`Store::journal_push`], given the census view of the bundle's patient
-    /// (its `id://partner` identifier) read in the push's transaction: held when it is to be
+    /// (its `id://partner` identifier) read in the push's transaction (just before it on
+    /// PostgreSQL): held when it is to be
     /// ([`Deliverer::held_for`]; refused now if it could never be mapped, rather than later
     /// behind a 200), else its messages (see [`Deliverer::messages`]), or the journal reason
     /// of a refusal ([`refusal_reason`]).
@@ -613,6 +617,8 @@ async fn push(
             );
             return held_response(id, release_at);
         }
+        // The census could not be read (the store logged why): settled as the sweeper does.
+        Ok(PushOutcome::Unsettled { id, .. }) => JournalOutcome::Stored { id },
         Ok(PushOutcome::Duplicate { id, status }) => JournalOutcome::Duplicate { id, status },
         Err(e) => return not_stored(&e),
     };

@@ -13,7 +13,10 @@
 //! The census is read in the transaction, on the writer's connection, rather than by the
 //! caller beforehand: one hand-off between threads less per push (the census read on the
 //! blocking pool was ~90 µs of a ~850 µs push on one client), and the view the mapping uses is
-//! the one committed beside its messages.
+//! the one committed beside its messages. A census that cannot be read fails this push only,
+//! not the batch it shares a transaction with: its row is committed `accepted`, unmapped
+//! ([`PushOutcome::Unsettled`]), and the caller settles it (answers 503, the sweeper maps it
+//! later). Only an error that rolled the transaction back (I/O, disk full) fails the batch.
 //!
 //! A record that repeats a kept row (same channel, sender, control id and content) is not
 //! mapped: the caller learns [`PushOutcome::Duplicate`] and settles it as after
@@ -23,7 +26,8 @@
 //! transaction (a panic in it is caught and refuses the bundle, the batch goes on); on
 //! PostgreSQL on the backend's task, between the insert and the commit, with the census read
 //! just before the transaction. The mapper may run twice for one push when the SQLite batch is
-//! run again (see `writer`): it must be a pure function of the id and the census view.
+//! run again (see `writer`): only the last run's result is committed, so it must have no side
+//! effect beyond its answer.
 
 use std::sync::Arc;
 
@@ -101,6 +105,9 @@ pub enum PushOutcome {
         id: i64,
         release_at: jiff::Timestamp,
     },
+    /// A new row `id`, committed `accepted` and not mapped: the census could not be read
+    /// (`error`, logged). The caller settles it (see the module docs).
+    Unsettled { id: i64, error: String },
     /// The same bundle was journaled before (row `id` in `status`): nothing mapped.
     Duplicate { id: i64, status: EntryStatus },
 }
@@ -112,6 +119,7 @@ impl PushOutcome {
             Self::Queued { id, .. }
             | Self::Refused { id, .. }
             | Self::Held { id, .. }
+            | Self::Unsettled { id, .. }
             | Self::Duplicate { id, .. } => *id,
         }
     }
@@ -146,7 +154,19 @@ pub(super) fn settle(
         }
     };
     let census = match mapper.patient() {
-        Some(key) => super::census::patient_view(transaction, key)?,
+        Some(key) => match super::census::patient_view(transaction, key) {
+            Ok(view) => view,
+            // A failed read changes nothing: the batch goes on, unless SQLite rolled the
+            // transaction back (I/O error, disk full), which fails it like any statement.
+            Err(error) if !transaction.is_autocommit() => {
+                tracing::warn!(journal_id = id, %error, "push: the census could not be read; the bundle is journaled unmapped and settled later");
+                return Ok(PushOutcome::Unsettled {
+                    id,
+                    error: crate::text::error_chain(&error),
+                });
+            }
+            Err(error) => return Err(error),
+        },
         None => None,
     };
     match map(mapper, id, census.as_ref()) {
@@ -171,7 +191,7 @@ pub(super) fn settle(
             partner_id,
             release_at,
         } => {
-            super::hold::insert(
+            let inserted = super::hold::insert(
                 transaction,
                 &super::hold::NewHold {
                     journal_id: id,
@@ -180,6 +200,8 @@ pub(super) fn settle(
                     release_at: release_at.as_microsecond(),
                 },
             )?;
+            // The row was inserted `accepted` in this transaction: nothing else holds it.
+            debug_assert!(inserted, "journal row {id} held in its own transaction");
             Ok(PushOutcome::Held { id, release_at })
         }
     }
@@ -197,8 +219,11 @@ impl Store {
         record.status = RecordStatus::Accepted;
         if let Some(postgres) = self.postgres_writer()? {
             let census = match mapper.patient() {
-                Some(key) => self.census_patient_async(key.clone()).await?,
-                None => None,
+                Some(key) => self
+                    .census_patient_async(key.clone())
+                    .await
+                    .map_err(|error| crate::text::error_chain(&error)),
+                None => Ok(None),
             };
             return postgres.journal_push(record, mapper, census).await;
         }

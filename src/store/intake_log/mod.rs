@@ -366,8 +366,8 @@ impl IntakeLog {
     ///
     /// When the last turn carried several appends, senders are concurrent: an append written
     /// in place would hold the tail for its own `fdatasync` while the others queue behind it,
-    /// one more `fdatasync` in the cycle of all. Over 64 connections that cost 6–20 % of the
-    /// intake (README, performance); the appender's turns gather them instead.
+    /// one more `fdatasync` in the cycle of all. Over 64 connections that cost a median 9 % of
+    /// the intake (−6 % to +20 % round by round: README, performance); the appender's turns gather them instead.
     fn append_in_place(&self, records: &[Prepared]) -> Option<Result<(), StoreError>> {
         let flavor = tokio::runtime::Handle::try_current().ok()?.runtime_flavor();
         if flavor != tokio::runtime::RuntimeFlavor::MultiThread
@@ -727,7 +727,7 @@ mod tests {
     /// Concurrent senders are gathered by the appender, one sender at a time is written in
     /// place: after a turn that wrote several appends together, a lone append is queued (an
     /// append in place would hold the tail for its own `fdatasync` while the others wait:
-    /// 6–20 % of the intake over 64 connections); after that lone turn, the next one is
+    /// a median 9 % of the intake over 64 connections); after that lone turn, the next one is
     /// written in place again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn ok_a_lone_append_after_a_turn_of_several_is_queued_then_in_place_again() {

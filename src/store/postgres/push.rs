@@ -1,7 +1,8 @@
 //! [`Store::journal_push`](crate::store::Store::journal_push) on PostgreSQL: the journal
 //! insert, the mapping, then the enqueue and the `processed` mark (or the rejection, or the
 //! hold) in one transaction, as on SQLite (`store::push`). The census view the mapper is
-//! given (`census`) was read just before the transaction.
+//! given (`census`) was read just before the transaction; when it could not be read, the row
+//! is committed `accepted`, unmapped, as on SQLite.
 
 use super::Postgres;
 use super::journal::{JournalStatements, Prepared, insert_one};
@@ -22,7 +23,7 @@ impl Postgres {
         &self,
         record: InboundRecord,
         mapper: PushMapper,
-        census: Option<PatientView>,
+        census: Result<Option<PatientView>, String>,
     ) -> Result<PushOutcome, StoreError> {
         let prepared = Prepared::new(record);
         self.run(move |inner| async move {
@@ -36,6 +37,14 @@ impl Postgres {
                 JournalOutcome::Duplicate { id, status } => {
                     transaction.commit().await.map_err(&failed)?;
                     return Ok(PushOutcome::Duplicate { id, status });
+                }
+            };
+            let census = match census {
+                Ok(census) => census,
+                Err(error) => {
+                    transaction.commit().await.map_err(&failed)?;
+                    tracing::warn!(journal_id = id, %error, "push: the census could not be read; the bundle is journaled unmapped and settled later");
+                    return Ok(PushOutcome::Unsettled { id, error });
                 }
             };
             let outcome = match map(&mapper, id, census.as_ref()) {
@@ -72,13 +81,15 @@ impl Postgres {
                     release_at,
                 } => {
                     let held_at = queue::now_micros();
-                    transaction
+                    let inserted = transaction
                         .execute(
                             super::hold::HOLD_SQL,
                             &[&id, &partner_id, &held_at, &release_at.as_microsecond()],
                         )
                         .await
                         .map_err(&failed)?;
+                    // Inserted `accepted` in this transaction: nothing else holds it.
+                    debug_assert_eq!(inserted, 1, "journal row {id} held in its own transaction");
                     transaction.commit().await.map_err(&failed)?;
                     PushOutcome::Held { id, release_at }
                 }
