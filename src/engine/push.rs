@@ -190,10 +190,9 @@ impl Deliverer {
 
     /// The mapper of [`Store::journal_push`], given the census view of the bundle's patient
     /// (its `id://partner` identifier) read in the push's transaction (just before it on
-    /// PostgreSQL): held when it is to be
-    /// ([`Deliverer::held_for`]; refused now if it could never be mapped, rather than later
-    /// behind a 200), else its messages (see [`Deliverer::messages`]), or the journal reason
-    /// of a refusal ([`refusal_reason`]).
+    /// PostgreSQL): held when it is to be ([`Deliverer::held_for`]; refused now if it could
+    /// never be mapped, rather than later behind a 200), else its messages (see
+    /// [`Deliverer::messages`]), or the journal reason of a refusal ([`refusal_reason`]).
     fn mapper(self: &Arc<Self>, prescription: Arc<Prescription>) -> PushMapper {
         let deliverer = Arc::clone(self);
         let patient = prescription.patient.partner_id.clone().map(PatientKey::Ipp);

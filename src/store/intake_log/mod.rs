@@ -367,7 +367,8 @@ impl IntakeLog {
     /// When the last turn carried several appends, senders are concurrent: an append written
     /// in place would hold the tail for its own `fdatasync` while the others queue behind it,
     /// one more `fdatasync` in the cycle of all. Over 64 connections that cost a median 9 % of
-    /// the intake (−6 % to +20 % round by round: README, performance); the appender's turns gather them instead.
+    /// the intake (−6 % to +20 % round by round: README, performance); the appender's turns
+    /// gather them instead.
     fn append_in_place(&self, records: &[Prepared]) -> Option<Result<(), StoreError>> {
         let flavor = tokio::runtime::Handle::try_current().ok()?.runtime_flavor();
         if flavor != tokio::runtime::RuntimeFlavor::MultiThread
