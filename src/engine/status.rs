@@ -674,7 +674,7 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
                 "ordobridge_intake_log_backlog_messages",
                 "gauge",
                 "MLLP messages acknowledged (durable in the intake log) and not yet copied into the journal table: it grows during a flood and is copied after",
-                &[(Labels::new(), backlog)],
+                &[(Labels::new(), backlog.messages)],
             );
         }
         // Counted on SQLite, where this node runs the census (not on PostgreSQL).
@@ -689,8 +689,11 @@ async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
                     &mut out,
                     "ordobridge_census_lag_messages",
                     "gauge",
-                    "messages acknowledged that the census has still to apply (accepted journal rows, and those still in the intake log): it lags during a flood and catches up after",
-                    &[(Labels::new(), lag + logged.unwrap_or(0))],
+                    "messages acknowledged that the census has still to apply (accepted journal rows, and the accepted messages still in the intake log): it lags during a flood and catches up after",
+                    &[(
+                        Labels::new(),
+                        lag + logged.map_or(0, |backlog| backlog.accepted),
+                    )],
                 );
             }
         }

@@ -75,6 +75,7 @@ pub use self::documents::{
 };
 pub use self::follow::PushFate;
 pub use self::hold::{DeliverOutcome, HeldBundle, HoldOverview, ReleaseReason, UnsettledPush};
+pub use self::intake_log::IntakeBacklog;
 pub use self::postgres::Wakeup;
 use self::prune::PruneCursor;
 pub use self::prune::{CensusCutoff, ChannelCutoff, Pruned, RetentionPlan};
@@ -909,7 +910,7 @@ impl Store {
     /// 0 on PostgreSQL, or when the log holds nothing.
     pub fn intake_unapplied(&self) -> Result<u64, StoreError> {
         if let Some(intake) = &self.shared.intake {
-            return Ok(intake.backlog());
+            return Ok(intake.backlog().messages);
         }
         if self.shared.postgres.is_some() {
             return Ok(0);
@@ -931,7 +932,7 @@ impl Store {
     }
 
     /// Messages acknowledged and not yet in the journal table; `None` without an intake log.
-    pub fn intake_backlog(&self) -> Option<u64> {
+    pub fn intake_backlog(&self) -> Option<IntakeBacklog> {
         self.shared
             .intake
             .as_ref()

@@ -65,6 +65,11 @@ pub(super) struct Prepared {
 }
 
 impl Prepared {
+    /// Whether the record is journaled `accepted` (one the census will read).
+    pub(super) fn accepted(&self) -> bool {
+        matches!(self.record.status, RecordStatus::Accepted)
+    }
+
     /// Hashes the raw bytes: called on the caller's task to keep the writer lean.
     pub(super) fn new(record: InboundRecord) -> Self {
         let hash = Sha256::digest(&record.raw).into();

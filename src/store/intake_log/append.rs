@@ -95,12 +95,14 @@ impl Tail {
     ) -> Result<(), WriteFailed> {
         self.buffer.clear();
         let mut seq = self.next_seq;
+        let mut accepted = 0;
         self.last_turn_appends = 0;
         for records in appends {
             self.last_turn_appends += 1;
             for prepared in records {
                 record::encode(seq, prepared, &mut self.buffer);
                 seq += 1;
+                accepted += u64::from(prepared.accepted());
             }
         }
         let failed = |tail: &Tail, action, source: io::Error| WriteFailed {
@@ -143,6 +145,7 @@ impl Tail {
         let mut progress = shared.lock();
         progress.durable_seq = seq - 1;
         progress.durable_bytes += bytes;
+        progress.durable_accepted += accepted;
         drop(progress);
         shared.changed.notify_all();
         Ok(())

@@ -218,6 +218,7 @@ impl Applier {
             }
             let through = self.reader.next_seq - 1;
             let count = records.len();
+            let accepted = records.iter().filter(|record| record.accepted()).count() as u64;
             let (reply, answer) = oneshot::channel();
             let request = Request::Many {
                 records,
@@ -241,6 +242,7 @@ impl Applier {
                     let mut progress = self.shared.lock();
                     progress.applied_seq = through;
                     progress.applied_bytes += bytes as u64;
+                    progress.applied_accepted += accepted;
                     progress.copy_failing = None;
                     drop(progress);
                     self.shared.changed.notify_all();

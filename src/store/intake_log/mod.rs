@@ -234,10 +234,14 @@ struct Progress {
     durable_seq: u64,
     /// Record bytes made durable since the log started.
     durable_bytes: u64,
+    /// Records made durable since the log started that are journaled `accepted`.
+    durable_accepted: u64,
     /// The last record copied into the journal.
     applied_seq: u64,
     /// Record bytes copied into the journal since the log started.
     applied_bytes: u64,
+    /// Records copied into the journal since the log started that are journaled `accepted`.
+    applied_accepted: u64,
     /// The appender stopped: the applier stops once it copied everything durable.
     appender_stopped: bool,
     /// The applier stopped; with the reason when it stopped on an error.
@@ -259,6 +263,17 @@ impl Shared {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// What the intake log holds and has not copied into the journal yet
+/// ([`crate::store::Store::intake_backlog`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IntakeBacklog {
+    /// Messages acknowledged (durable in the log), accepted or rejected.
+    pub messages: u64,
+    /// Those journaled `accepted`: the census will read them (a duplicate among them is
+    /// counted until it is copied).
+    pub accepted: u64,
 }
 
 /// A store's intake log (see the module docs): the handle appends through the appender
@@ -416,9 +431,14 @@ impl IntakeLog {
     }
 
     /// Records logged and not yet in the journal.
-    pub(super) fn backlog(&self) -> u64 {
+    pub(super) fn backlog(&self) -> IntakeBacklog {
         let progress = self.shared.lock();
-        progress.durable_seq.saturating_sub(progress.applied_seq)
+        IntakeBacklog {
+            messages: progress.durable_seq.saturating_sub(progress.applied_seq),
+            accepted: progress
+                .durable_accepted
+                .saturating_sub(progress.applied_accepted),
+        }
     }
 
     /// Waits (at most `timeout`) until every record durable now is in the journal table, the
@@ -698,7 +718,10 @@ mod tests {
             .expect("the census processor's wake-up");
         // The repeat is found when copied: counted on the first row, as without the log.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while store.intake_backlog() > Some(0) {
+        while store
+            .intake_backlog()
+            .is_some_and(|backlog| backlog.messages > 0)
+        {
             assert!(Instant::now() < deadline);
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -766,6 +789,43 @@ mod tests {
         store.close().await;
     }
 
+    /// The backlog the census lag counts is the accepted records only: a rejected message
+    /// (answered AR) is journaled `rejected` and the census never reads it. Journal inserts
+    /// fail meanwhile, so that the records stay in the log while the backlog is read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ok_the_backlog_counts_the_accepted_records_apart() {
+        let (_dir, path) = store_path();
+        let store = Store::open(&path, LOGGED).unwrap();
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "CREATE TRIGGER fail BEFORE INSERT ON journal BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
+        )
+        .unwrap();
+        let mut refused = record("R", b"MSH|r");
+        refused.status = RecordStatus::Rejected {
+            reason: "MSH-10 is empty".to_owned(),
+        };
+        store
+            .journal_intake(vec![
+                refused,
+                record("A1", b"MSH|1"),
+                record("A2", b"MSH|2"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.intake_backlog(),
+            Some(IntakeBacklog {
+                messages: 3,
+                accepted: 2
+            })
+        );
+        db.execute_batch("DROP TRIGGER fail;").unwrap();
+        assert!(store.intake_copied(Duration::from_secs(10)).await);
+        assert_eq!(store.intake_backlog(), Some(IntakeBacklog::default()));
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn ok_wait_copied_returns_once_the_journal_holds_what_was_acknowledged() {
         let (_dir, path) = store_path();
@@ -779,7 +839,7 @@ mod tests {
         assert!(store.intake_copied(Duration::from_secs(5)).await);
         // No polling: the rows are there when it returns.
         assert_eq!(control_ids(&store).len(), 3);
-        assert_eq!(store.intake_backlog(), Some(0));
+        assert_eq!(store.intake_backlog(), Some(IntakeBacklog::default()));
         store.close().await;
     }
 
