@@ -569,6 +569,17 @@ mod tests {
         file
     }
 
+    /// Makes every journal insert of the store at `path` fail, as on a full disk, until the
+    /// returned connection runs `DROP TRIGGER fail`.
+    fn fail_journal_inserts(path: &Path) -> rusqlite::Connection {
+        let db = rusqlite::Connection::open(path).unwrap();
+        db.execute_batch(
+            "CREATE TRIGGER fail BEFORE INSERT ON journal BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
+        )
+        .unwrap();
+        db
+    }
+
     /// A temporary folder and the store file's path in it (kept while the folder lives).
     fn store_path() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
@@ -796,11 +807,7 @@ mod tests {
     async fn ok_the_backlog_counts_the_accepted_records_apart() {
         let (_dir, path) = store_path();
         let store = Store::open(&path, LOGGED).unwrap();
-        let db = rusqlite::Connection::open(&path).unwrap();
-        db.execute_batch(
-            "CREATE TRIGGER fail BEFORE INSERT ON journal BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
-        )
-        .unwrap();
+        let db = fail_journal_inserts(&path);
         let mut refused = record("R", b"MSH|r");
         refused.status = RecordStatus::Rejected {
             reason: "MSH-10 is empty".to_owned(),
@@ -855,12 +862,7 @@ mod tests {
     async fn refused_while_the_journal_cannot_commit() {
         let (_dir, path) = store_path();
         let store = Store::open(&path, LOGGED).unwrap();
-        // Every journal insert fails, as on a full disk.
-        let db = rusqlite::Connection::open(&path).unwrap();
-        db.execute_batch(
-            "CREATE TRIGGER fail BEFORE INSERT ON journal BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
-        )
-        .unwrap();
+        let db = fail_journal_inserts(&path);
         // Durable in the log, so acknowledged; the copy then fails and appends are refused.
         store
             .journal_intake(vec![record("C0", b"MSH|0")])
