@@ -284,11 +284,8 @@ pub fn copy_sqlite_to_postgres(
     // stop it), and none can start and append while the copy runs.
     let _owner = super::intake_log::own(sqlite, true)?;
     let intake = super::intake_log::folder_of(sqlite);
-    let pending = super::intake_log::segments(&intake).map_err(|source| StoreError::IntakeLog {
-        path: sqlite.to_path_buf(),
-        file: intake.clone(),
-        action: "list its segments",
-        source,
+    let pending = super::intake_log::segments(&intake).map_err(|source| {
+        super::intake_log::io_error_of(sqlite)(&intake, "list its segments", source)
     })?;
     if !pending.is_empty() {
         return Err(MigrateError::IntakeLogPending {

@@ -140,8 +140,10 @@ pub(crate) fn folder_of(path: &Path) -> PathBuf {
 }
 
 /// The error of an I/O `action` on `file` (a segment, the folder, the lock) of the intake log
-/// of the store at `path`: what opening, recovering and starting the log report.
-fn io_error_of(path: &Path) -> impl Fn(&Path, &'static str, io::Error) -> StoreError + '_ {
+/// of the store at `path`: what opening, recovering, starting and migrating the log report.
+pub(in crate::store) fn io_error_of(
+    path: &Path,
+) -> impl Fn(&Path, &'static str, io::Error) -> StoreError + '_ {
     move |file, action, source| StoreError::IntakeLog {
         path: path.to_path_buf(),
         file: file.to_path_buf(),
@@ -255,6 +257,16 @@ struct Progress {
     /// Callers waiting for everything durable to be copied ([`IntakeLog::wait_copied`]): the
     /// applier copies at once rather than letting a batch gather.
     hurry: usize,
+}
+
+impl Progress {
+    /// What is durable and not copied yet.
+    fn backlog(&self) -> IntakeBacklog {
+        IntakeBacklog {
+            messages: self.durable_seq.saturating_sub(self.applied_seq),
+            accepted: self.durable_accepted.saturating_sub(self.applied_accepted),
+        }
+    }
 }
 
 impl Shared {
@@ -432,13 +444,7 @@ impl IntakeLog {
 
     /// Records logged and not yet in the journal.
     pub(super) fn backlog(&self) -> IntakeBacklog {
-        let progress = self.shared.lock();
-        IntakeBacklog {
-            messages: progress.durable_seq.saturating_sub(progress.applied_seq),
-            accepted: progress
-                .durable_accepted
-                .saturating_sub(progress.applied_accepted),
-        }
+        self.shared.lock().backlog()
     }
 
     /// Waits (at most `timeout`) until every record durable now is in the journal table, the
@@ -481,7 +487,7 @@ impl IntakeLog {
                     progress.applier_stopped.is_none() || !progress.appender_stopped
                 })
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let left = progress.durable_seq.saturating_sub(progress.applied_seq);
+            let left = progress.backlog().messages;
             // Nothing writes any more (the appender marks the tail closed, under its lock,
             // before it stops) and nothing copies: another process may own the log now.
             if progress.applier_stopped.is_some() && progress.appender_stopped {
