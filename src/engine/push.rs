@@ -616,8 +616,11 @@ async fn push(
             );
             return held_response(id, release_at);
         }
-        // The census could not be read (the store logged why): settled as the sweeper does.
-        Ok(PushOutcome::Unsettled { id, .. }) => JournalOutcome::Stored { id },
+        // The census could not be read: settled as the sweeper does.
+        Ok(PushOutcome::Unsettled { id, error }) => {
+            warn!(journal_id = id, %error, "push: the census could not be read; the bundle is journaled unmapped and settled now or by the sweeper");
+            JournalOutcome::Stored { id }
+        }
         Ok(PushOutcome::Duplicate { id, status }) => JournalOutcome::Duplicate { id, status },
         Err(e) => return not_stored(&e),
     };

@@ -106,7 +106,7 @@ pub enum PushOutcome {
         release_at: jiff::Timestamp,
     },
     /// A new row `id`, committed `accepted` and not mapped: the census could not be read
-    /// (`error`, logged). The caller settles it (see the module docs).
+    /// (`error`). The caller settles it (see the module docs).
     Unsettled { id: i64, error: String },
     /// The same bundle was journaled before (row `id` in `status`): nothing mapped.
     Duplicate { id: i64, status: EntryStatus },
@@ -159,7 +159,6 @@ pub(super) fn settle(
             // A failed read changes nothing: the batch goes on, unless SQLite rolled the
             // transaction back (I/O error, disk full), which fails it like any statement.
             Err(error) if !transaction.is_autocommit() => {
-                tracing::warn!(journal_id = id, %error, "push: the census could not be read; the bundle is journaled unmapped and settled later");
                 return Ok(PushOutcome::Unsettled {
                     id,
                     error: crate::text::error_chain(&error),

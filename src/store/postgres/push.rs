@@ -43,7 +43,6 @@ impl Postgres {
                 Ok(census) => census,
                 Err(error) => {
                     transaction.commit().await.map_err(&failed)?;
-                    tracing::warn!(journal_id = id, %error, "push: the census could not be read; the bundle is journaled unmapped and settled later");
                     return Ok(PushOutcome::Unsettled { id, error });
                 }
             };
