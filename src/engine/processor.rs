@@ -24,7 +24,7 @@ const BATCH: usize = 512;
 const CHUNK: usize = 32;
 /// Chunks sent and not yet answered: 1,024 rows, twice what the writer puts in one
 /// transaction, so it has the next ones waiting while this task parses more. The writer
-/// decides how many go into a transaction (README, performance; `store::writer::Share`): 8
+/// decides how many go into a transaction (docs/performance.md; `store::writer::Share`): 8
 /// beside a flood's journal inserts, 32 at a time in one transaction of four beside a lone
 /// connection's, up to 512 while nothing else is queued, so ACKs still come first.
 const WINDOW: usize = 2 * BATCH / CHUNK;

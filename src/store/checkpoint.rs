@@ -5,7 +5,7 @@
 //! takes the log past its threshold: the writer thread then copies thousands of pages into the
 //! database file and fsyncs it, and every ACK queued meanwhile waits. That was most of the
 //! 64-connection p99 (13–21 ms where the median is 2.3 ms; 4.4–6.0 ms with no checkpoint at
-//! all; 10.8–12.6 ms with this thread: README, performance).
+//! all; 10.8–12.6 ms with this thread: docs/performance.md).
 //!
 //! Here the writer's commit hook wakes this thread once the log holds [`WAKE_AT`] pages; the
 //! thread runs a passive checkpoint, which blocks neither the writer nor the readers. The

@@ -429,7 +429,7 @@ const CENSUS_BESIDE_OTHERS: usize = 8;
 /// [`CENSUS_BESIDE_OTHERS`]: one MLLP connection, a handful of pushes). One update beside each
 /// lone message rewrote the census pages it touches (the patient, the stay, the movement and
 /// their indexes: about ten 4 KiB pages) at every commit; riding together, they are written
-/// once for the batch (1.07–1.29× the one-connection intake: README, performance).
+/// once for the batch (1.07–1.29× the one-connection intake: docs/performance.md).
 const CENSUS_RIDE_BATCH: usize = 32;
 /// A batch rides in at most one transaction of this many beside a few other requests: while
 /// the census catches up behind one connection, ACKs share its cost as with

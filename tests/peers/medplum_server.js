@@ -1,5 +1,5 @@
 // Reference peer: Medplum's Hl7Server (npm @medplum/hl7) answering AA, storing nothing.
-// Used by the load comparison (see README, performance). Prints `PORT <n>` once listening on
+// Used by the load comparison (see docs/performance.md). Prints `PORT <n>` once listening on
 // 127.0.0.1 (port 0 = any free port) and serves until killed.
 const { Hl7Server } = require('@medplum/hl7');
 

@@ -70,7 +70,7 @@ const APPLY_RECORDS: usize = 512;
 /// `fdatasync`: on one connection both queued on the disk and the ACK took longer than
 /// without the log. Every 20 ms, one message in forty still waited behind the journal's
 /// commit (p99 1.6–1.8 ms on one connection); every 100 ms, p99 0.5–0.9 ms and 1.05–1.18×
-/// the rate (README, performance). The journal table lags the ACK by this much more (a
+/// the rate (docs/performance.md). The journal table lags the ACK by this much more (a
 /// launch does not wait for it: [`IntakeLog::wait_copied`]).
 const APPLY_DELAY: Duration = Duration::from_millis(100);
 /// Records made durable during one [`APPLY_DELAY`] from which the intake is busy (500
@@ -78,7 +78,7 @@ const APPLY_DELAY: Duration = Duration::from_millis(100);
 /// per second). While busy, the applier copies every [`BUSY_WINDOWS`] windows (1 s) rather
 /// than every window: the journal's commit, and the census's behind it, then share the disk
 /// with the log's `fdatasync`s ten times less often (one connection's p99 0.6–1.2 ms against
-/// 1.5–2.6: README, performance).
+/// 1.5–2.6: docs/performance.md).
 const BUSY_RECORDS: u64 = 50;
 /// Windows the applier waits while the intake is busy (see [`BUSY_RECORDS`]).
 const BUSY_WINDOWS: u32 = 10;
@@ -394,7 +394,7 @@ impl IntakeLog {
     /// When the last turn carried several appends, senders are concurrent: an append written
     /// in place would hold the tail for its own `fdatasync` while the others queue behind it,
     /// one more `fdatasync` in the cycle of all. Over 64 connections that cost a median 9 % of
-    /// the intake (−6 % to +20 % round by round: README, performance); the appender's turns
+    /// the intake (−6 % to +20 % round by round: docs/performance.md); the appender's turns
     /// gather them instead.
     fn append_in_place(&self, records: &[Prepared]) -> Option<Result<(), StoreError>> {
         let flavor = tokio::runtime::Handle::try_current().ok()?.runtime_flavor();
