@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# MLLP load comparison: ordobridge (every ACK after a durable SQLite commit) against two peers
+# MLLP load comparison: ordobridge (every ACK after its frame is durable: `fdatasync` of the intake
+# log, or the journal's commit with `intake_log = false`) against two peers
 # that answer AA without storing anything: python-hl7's asyncio MLLP server (PyPI `hl7`) and
 # Medplum's Hl7Server (npm `@medplum/hl7`). Same load tool, same corpus, same run.
 #
@@ -55,7 +56,7 @@ echo "| receiver                      | conns |  acked   |   msg/s    | p50 ms  
 echo "|-------------------------------|-------|----------|------------|----------|----------|"
 for conns in 64 1; do
   n=$MESSAGES; [ "$conns" = 1 ] && n=$SINGLE
-  run "ordobridge (fsync commit)" "$OB_PORT" "$conns" "$n"
+  run "ordobridge (durable ACK)" "$OB_PORT" "$conns" "$n"
   run "python-hl7 asyncio (no store)" "$PY_PORT" "$conns" "$((n / 20))"
   run "medplum Hl7Server (no store)" "$NODE_PORT" "$conns" "$n"
 done
