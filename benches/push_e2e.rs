@@ -3,12 +3,13 @@
 //! that answers AA to every message, and C concurrent HTTP clients pushing N distinct bundles
 //! (the four-step prednisone sample with its bundle and RequestGroup ids varied, so the journal
 //! does not take them for duplicates). Measured from the first push to the peer's ACK of the
-//! last distinct message.
+//! last distinct message (with `--pushes-only`, to the last push's HTTP 200).
 //!
 //! `cargo bench --bench push_e2e -- [N] [C …] [--pushes-only]` (defaults: 5000, then C = 16 and
-//! C = 1). `--pushes-only` measures the pushes alone, up to the last 200: the destination is a
-//! closed port, so its worker sends nothing and only retries its connection now and then (what
-//! delivering the previous bundle costs the next push is the difference).
+//! C = 1). `--pushes-only` measures the pushes alone, up to the last push's HTTP 200: the
+//! destination is a port nothing listens on, so its worker sends nothing and only retries its
+//! connection now and then (what delivering the previous bundle costs the next push is the
+//! difference).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
@@ -52,18 +53,16 @@ async fn peer(seen: Arc<Seen>) -> SocketAddr {
     addr
 }
 
-/// A local address nothing listens on: the destination of `--pushes-only`.
-fn closed_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
+/// The destination of `--pushes-only`: TCP port 1 (`tcpmux`), which nothing listens on here and
+/// which no socket takes as its own ephemeral port, so every connection attempt is refused.
+const NOWHERE: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
 
 /// One run: a fresh engine and store, N bundles from C clients; returns bundles/s (pushed, or
 /// pushed and ACKed) and the frames the peer saw.
 async fn run(n: usize, clients: usize, pushes_only: bool) -> (f64, usize) {
     let seen = Arc::new(Seen::default());
     let peer = if pushes_only {
-        closed_port()
+        NOWHERE
     } else {
         peer(seen.clone()).await
     };
@@ -182,6 +181,13 @@ destination = "ehr-orders"
 
 fn main() {
     let pushes_only = std::env::args().any(|a| a == "--pushes-only");
+    // cargo adds `--bench`; any other flag is a typo that would silently measure the wrong thing.
+    if let Some(unknown) = std::env::args()
+        .skip(1)
+        .find(|a| a.starts_with("--") && a != "--pushes-only" && a != "--bench")
+    {
+        panic!("unknown option `{unknown}`: the options are N, C … and `--pushes-only`");
+    }
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())

@@ -422,8 +422,8 @@ impl Ride {
 /// other requests), or alone: the census catching up after a burst must not make every ACK
 /// wait for hundreds of updates, nor stop while journal inserts flood in. A census update
 /// costs about four journal inserts: beside a flood's 64 inserts, 8 updates take a third of
-/// the writer (32 took two thirds, and the 64-connection intake fell by a fifth: README,
-/// performance).
+/// the writer (32 took two thirds, and the 64-connection intake fell by a fifth:
+/// docs/performance.md).
 const CENSUS_BESIDE_OTHERS: usize = 8;
 /// Census updates that ride together beside a few other requests (fewer than
 /// [`CENSUS_BESIDE_OTHERS`]: one MLLP connection, a handful of pushes). One update beside each

@@ -4,7 +4,7 @@
 //! Without it, an ACK waits for a SQLite commit: the journal row, its five index leaves, the
 //! census pages riding along, one 4 KiB frame each in the write-ahead log, then the log's
 //! fsync, then a checkpoint copying the same pages again (5.6 KB written per 1.3 KB message:
-//! README, "Where the MLLP time goes"). With it (`[store] intake_log = true`, SQLite only):
+//! docs/performance.md, "Where the MLLP time goes"). With it (`[store] intake_log = true`, SQLite only):
 //!
 //! 1. **Appending.** A frame's records are written at the end of the current segment
 //!    ([`Tail`]) and `fdatasync`ed before the call returns: the MLLP task ACKs then. Commit
@@ -77,16 +77,16 @@ const APPLY_DELAY: Duration = Duration::from_millis(100);
 /// messages/s: one connection sending flat out, where a hospital's steady ADT runs at tens
 /// per second). While busy, the applier copies every [`BUSY_WINDOWS`] windows (1 s) rather
 /// than every window: the journal's commit, and the census's behind it, then share the disk
-/// with the log's `fdatasync`s ten times less often (one connection's p99 0.6–1.2 ms against
-/// 1.5–2.6: docs/performance.md).
+/// with the log's `fdatasync`s ten times less often (one connection's p99 0.85–1.69 ms
+/// against 1.67–3.21: docs/performance.md).
 const BUSY_RECORDS: u64 = 50;
 /// Windows the applier waits while the intake is busy (see [`BUSY_RECORDS`]).
 const BUSY_WINDOWS: u32 = 10;
 /// Records made durable during one [`APPLY_DELAY`] that make a flood (5,000 messages/s; a
 /// hospital's ADT runs at tens per second, an EHR replaying its queue after an outage at
 /// thousands). During a flood the applier waits, so that the intake has the machine's CPU
-/// (on two cores, copying and the census behind it halved the ACK rate: README,
-/// performance), until [`DEFER_BYTES`] wait or the oldest has waited [`DEFER_MAX`]; then it
+/// (on two cores, copying and the census behind it halved the ACK rate:
+/// docs/performance.md), until [`DEFER_BYTES`] wait or the oldest has waited [`DEFER_MAX`]; then it
 /// copies everything durable and starts waiting again.
 const FLOOD_RECORDS: u64 = 500;
 /// Windows in a row under [`FLOOD_RECORDS`] that end a flood (300 ms): one slow window (a
@@ -388,8 +388,8 @@ impl IntakeLog {
     /// Writes the records on the caller's thread when the log is idle (nobody queued, the
     /// tail free, the last turn a lone append) and the runtime can lend the thread
     /// ([`tokio::task::block_in_place`]): one connection's ACK then waits for its `fdatasync`
-    /// only, not also for the appender thread to wake up and to wake it back (README,
-    /// performance). `None`: queue it.
+    /// only, not also for the appender thread to wake up and to wake it back
+    /// (docs/performance.md). `None`: queue it.
     ///
     /// When the last turn carried several appends, senders are concurrent: an append written
     /// in place would hold the tail for its own `fdatasync` while the others queue behind it,
