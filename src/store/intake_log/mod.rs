@@ -4,7 +4,8 @@
 //! Without it, an ACK waits for a SQLite commit: the journal row, its five index leaves, the
 //! census pages riding along, one 4 KiB frame each in the write-ahead log, then the log's
 //! fsync, then a checkpoint copying the same pages again (5.6 KB written per 1.3 KB message:
-//! docs/performance.md, "Where the MLLP time goes"). With it (`[store] intake_log = true`, SQLite only):
+//! docs/performance.md, "Where the MLLP time goes"). With it (`[store] intake_log = true`,
+//! SQLite only):
 //!
 //! 1. **Appending.** A frame's records are written at the end of the current segment
 //!    ([`Tail`]) and `fdatasync`ed before the call returns: the MLLP task ACKs then. Commit
@@ -86,8 +87,8 @@ const BUSY_WINDOWS: u32 = 10;
 /// hospital's ADT runs at tens per second, an EHR replaying its queue after an outage at
 /// thousands). During a flood the applier waits, so that the intake has the machine's CPU
 /// (on two cores, copying and the census behind it halved the ACK rate:
-/// docs/performance.md), until [`DEFER_BYTES`] wait or the oldest has waited [`DEFER_MAX`]; then it
-/// copies everything durable and starts waiting again.
+/// docs/performance.md), until [`DEFER_BYTES`] wait or the oldest has waited [`DEFER_MAX`];
+/// then it copies everything durable and starts waiting again.
 const FLOOD_RECORDS: u64 = 500;
 /// Windows in a row under [`FLOOD_RECORDS`] that end a flood (300 ms): one slow window (a
 /// stall of this shared machine) made the applier copy in the middle of a flood, at the
