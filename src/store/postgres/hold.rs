@@ -24,6 +24,7 @@
 //! `accepted`: a delivery of the same row running meanwhile is waited for, so a bundle just
 //! delivered is never held afterwards.
 
+use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::{Inner, Postgres, limit};
@@ -33,10 +34,29 @@ use crate::store::{
 };
 
 /// The hold, if the journal row is still `accepted` (locked `FOR SHARE` until the commit).
-pub(super) const HOLD_SQL: &str =
-    "INSERT INTO push_holds (journal_id, partner_id, held_at, release_at)
+const HOLD_SQL: &str = "INSERT INTO push_holds (journal_id, partner_id, held_at, release_at)
     SELECT id, $2, $3, $4 FROM journal WHERE id = $1 AND status = 'accepted' FOR SHARE
     ON CONFLICT (journal_id) DO NOTHING";
+
+/// Inserts `hold` ([`HOLD_SQL`]) on `client`, a connection or a transaction; `true` when the
+/// row was still `accepted` and had no hold, so one was recorded.
+pub(super) async fn insert(
+    client: &impl GenericClient,
+    hold: &NewHold,
+) -> Result<bool, tokio_postgres::Error> {
+    let inserted = client
+        .execute(
+            HOLD_SQL,
+            &[
+                &hold.journal_id,
+                &hold.partner_id,
+                &hold.held_at,
+                &hold.release_at,
+            ],
+        )
+        .await?;
+    Ok(inserted > 0)
+}
 
 const RELEASE_SQL: &str = "UPDATE push_holds SET released_at = $2, released_reason = $3
     WHERE journal_id = $1 AND released_at IS NULL";
@@ -183,19 +203,9 @@ impl Postgres {
         self.run(move |inner| async move {
             const OPERATION: &str = "hold";
             let connection = inner.connection(OPERATION).await?;
-            let inserted = connection
-                .execute(
-                    HOLD_SQL,
-                    &[
-                        &hold.journal_id,
-                        &hold.partner_id,
-                        &hold.held_at,
-                        &hold.release_at,
-                    ],
-                )
+            insert(&connection, &hold)
                 .await
-                .map_err(inner.failed(OPERATION))?;
-            Ok(inserted > 0)
+                .map_err(inner.failed(OPERATION))
         })
         .await
     }

@@ -6,6 +6,7 @@
 
 use super::Postgres;
 use super::journal::{JournalStatements, Prepared, insert_one};
+use crate::store::hold::NewHold;
 use crate::store::push::{Mapped, PushMapper, PushOutcome, map};
 use crate::store::{InboundRecord, JournalOutcome, PatientView, StoreError, queue};
 
@@ -79,16 +80,17 @@ impl Postgres {
                     partner_id,
                     release_at,
                 } => {
-                    let held_at = queue::now_micros();
-                    let inserted = transaction
-                        .execute(
-                            super::hold::HOLD_SQL,
-                            &[&id, &partner_id, &held_at, &release_at.as_microsecond()],
-                        )
+                    let hold = NewHold {
+                        journal_id: id,
+                        partner_id,
+                        held_at: queue::now_micros(),
+                        release_at: release_at.as_microsecond(),
+                    };
+                    let inserted = super::hold::insert(&transaction, &hold)
                         .await
                         .map_err(&failed)?;
                     // Inserted `accepted` in this transaction: nothing else holds it.
-                    debug_assert_eq!(inserted, 1, "journal row {id} held in its own transaction");
+                    debug_assert!(inserted, "journal row {id} held in its own transaction");
                     transaction.commit().await.map_err(&failed)?;
                     PushOutcome::Held { id, release_at }
                 }
