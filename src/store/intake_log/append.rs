@@ -146,8 +146,13 @@ impl Tail {
         progress.durable_seq = seq - 1;
         progress.durable_bytes += bytes;
         progress.durable_accepted += accepted;
+        // Only the applier waiting for a first record wants to know: waking it at every turn
+        // of a flood, while it lets records gather, cost a context switch per turn.
+        let wake = progress.applier_idle;
         drop(progress);
-        shared.changed.notify_all();
+        if wake {
+            shared.changed.notify_all();
+        }
         Ok(())
     }
 }

@@ -163,7 +163,8 @@ impl Applier {
     /// and everything durable is copied.
     fn wait_for_work(&self) -> Option<u64> {
         let next = self.reader.next_seq;
-        let progress = self.shared.lock();
+        let mut progress = self.shared.lock();
+        progress.applier_idle = true;
         let mut progress = self
             .shared
             .changed
@@ -171,6 +172,7 @@ impl Applier {
                 progress.durable_seq < next && !progress.appender_stopped
             })
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        progress.applier_idle = false;
         if progress.durable_seq < next {
             return None;
         }

@@ -253,6 +253,9 @@ struct Progress {
     /// Appends are refused meanwhile, so a store that cannot commit answers AE, as without
     /// the log, once it has failed one copy (what was logged before is kept and copied later).
     copy_failing: Option<String>,
+    /// The applier waits for a first durable record: an append wakes it. Otherwise appends
+    /// do not (it wakes up on its own every [`APPLY_DELAY`]; closing and a hurry wake it).
+    applier_idle: bool,
     /// Turns written on a caller's thread ([`IntakeLog::append_in_place`]).
     in_place_turns: u64,
     /// Callers waiting for everything durable to be copied ([`IntakeLog::wait_copied`]): the
