@@ -12,6 +12,10 @@
 # bound (issue 15): 1 / (median `fdatasync` of a small append in the stores' folder + the null
 # responder's median round trip), and each build's ratio to it.
 #
+# The last two lines compare the builds: new / old round by round, their median, and in how
+# many rounds the new build was faster (the old one runs first in odd rounds, second in even
+# ones).
+#
 # "stop s" is how long the daemon took to stop after the load (SIGTERM): with the intake log,
 # the journal copying what the flood left behind.
 #
@@ -33,6 +37,7 @@ OLD_STORE=${OLD_STORE:-}
 NEW_STORE=${NEW_STORE:-}
 WORK=$(mktemp -d)
 PIDS=()
+ratios=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
@@ -78,7 +83,10 @@ for round in $(seq 1 "$ROUNDS"); do
     bound=$(awk -v f="$fsync" -v n="$null_p50" 'BEGIN { printf "%.0f", 1000 / (f + n) }')
     echo "| $round | serial bound: 1 / (fdatasync $fsync ms + null round trip $null_p50 ms) | $bound | | | | |"
   fi
-  for name in old new; do
+  # Odd rounds run the old build first, even rounds the new one, so that an order effect
+  # (the second build of a round runs on a machine the first has just loaded) cancels out.
+  order="old new"; [ $((round % 2)) = 0 ] && order="new old"
+  for name in $order; do
     bin=$OLD; [ "$name" = new ] && bin=$NEW
     dir="$WORK/$name-$round"
     mkdir -p "$dir"
@@ -93,6 +101,16 @@ for round in $(seq 1 "$ROUNDS"); do
     kill "$pid"; wait "$pid" 2>/dev/null || true
     stop=$(awk -v a="$stop_started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
     echo "| $round | ordobridge $name | $rate | $p50 | $p99 | $ratio | $to_bound | $stop |"
+    if [ "$name" = old ]; then old_rate=$rate; else new_rate=$rate; fi
     rm -rf "$dir"
   done
+  ratios+=("$(awk -v a="$new_rate" -v b="$old_rate" 'BEGIN { if (b > 0) printf "%.3f", a / b }')")
 done
+# new / old round by round, their median, and in how many rounds the new build was faster.
+printf '%s\n' "${ratios[@]}" | sort -n | awk -v rounds="$ROUNDS" '
+  { r[NR] = $1; if ($1 > 1) faster++ }
+  END {
+    median = (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
+    printf "new / old: median %.3f, new faster in %d of %d rounds\n", median, faster, rounds
+  }'
+echo "new / old round by round: ${ratios[*]}"
