@@ -255,6 +255,8 @@ impl Applier {
                 Ok(Err(error)) => {
                     tracing::warn!(store = %self.shared.path.display(), %error, "intake log: copying a batch into the journal failed; new MLLP messages are answered AE until it succeeds; trying again in a second");
                     self.shared.lock().copy_failing = Some(error.to_string());
+                    // An appender waiting for room (the backlog full) refuses its turn now.
+                    self.shared.changed.notify_all();
                     std::thread::sleep(RETRY_AFTER);
                     self.finished.clear();
                     self.reader.rewind(start).map_err(|error| {

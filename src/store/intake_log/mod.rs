@@ -222,7 +222,8 @@ struct Shared {
     path: PathBuf,
     folder: PathBuf,
     progress: Mutex<Progress>,
-    /// Signalled whenever `progress` changes.
+    /// Signalled when `progress` changes, except `durable_*` after a turn while the applier
+    /// is busy or letting records gather ([`Progress::applier_idle`]).
     changed: Condvar,
     /// Poked after each copy into the journal: the census processor's wake-up.
     journal_grew: Arc<Notify>,
