@@ -6,7 +6,7 @@
 # msgs/s, p50/p99 and the ratio to the null responder of the same round.
 #
 #   benches/mllp_ab.sh OLD_BIN NEW_BIN [MESSAGES] [ROUNDS] [CONNECTIONS]
-#       (defaults 100000 messages, 3 rounds, 64 connections)
+#       (defaults 100000 messages, 4 rounds, 64 connections)
 #
 # With 1 connection every ACK needs its own commit, so each round also prints the serial
 # bound (issue 15): 1 / (median `fdatasync` of a small append in the stores' folder + the null
@@ -31,7 +31,7 @@ source benches/lib.sh
 OLD=$1
 NEW=$2
 MESSAGES=${3:-100000}
-ROUNDS=${4:-3}
+ROUNDS=${4:-4}
 CONNS=${5:-64}
 OLD_STORE=${OLD_STORE:-}
 NEW_STORE=${NEW_STORE:-}
@@ -104,13 +104,31 @@ for round in $(seq 1 "$ROUNDS"); do
     if [ "$name" = old ]; then old_rate=$rate; else new_rate=$rate; fi
     rm -rf "$dir"
   done
-  ratios+=("$(awk -v a="$new_rate" -v b="$old_rate" 'BEGIN { if (b > 0) printf "%.3f", a / b }')")
+  # "first" is the build that ran first in this round; a round where a load failed (no rate)
+  # is left out of the summary.
+  first=old; [ $((round % 2)) = 0 ] && first=new
+  ratio=$(awk -v a="$new_rate" -v b="$old_rate" 'BEGIN { if (a > 0 && b > 0) printf "%.3f", a / b }')
+  [ -n "$ratio" ] && ratios+=("$ratio $first")
+  old_rate=""; new_rate=""
 done
-# new / old round by round, their median, and in how many rounds the new build was faster.
-printf '%s\n' "${ratios[@]}" | sort -n | awk -v rounds="$ROUNDS" '
-  { r[NR] = $1; if ($1 > 1) faster++ }
+# new / old round by round, their median (all rounds, and by which build ran first), and in
+# how many rounds the new build was faster.
+echo
+printf '%s\n' "${ratios[@]}" | awk -v rounds="$ROUNDS" '
+  function median(values, n,    i, j, t) {
+    for (i = 2; i <= n; i++) for (j = i; j > 1 && values[j - 1] > values[j]; j--) {
+      t = values[j]; values[j] = values[j - 1]; values[j - 1] = t
+    }
+    return (n % 2) ? values[(n + 1) / 2] : (values[n / 2] + values[n / 2 + 1]) / 2
+  }
+  NF == 2 {
+    all[++n] = $1; line = line " " $1
+    if ($1 > 1) faster++
+    if ($2 == "old") old_first[++o] = $1; else new_first[++f] = $1
+  }
   END {
-    median = (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
-    printf "new / old: median %.3f, new faster in %d of %d rounds\n", median, faster, rounds
+    if (n == 0) { print "new / old: no round where both builds were measured"; exit }
+    printf "new / old: median %.3f (old first %s, new first %s), new faster in %d of %d rounds measured (%d run)\n", median(all, n), o ? sprintf("%.3f", median(old_first, o)) : "-", f ? sprintf("%.3f", median(new_first, f)) : "-", faster, n, rounds
+    print "new / old round by round:" line
   }'
-echo "new / old round by round: ${ratios[*]}"
+[ $((ROUNDS % 2)) = 0 ] || echo "(an odd number of rounds: the old build ran first once more than the new one)"
