@@ -10,9 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot};
 
 use super::record::{self, MAGIC};
-use super::{
-    APPEND_BATCH, MAX_BACKLOG_BYTES, Progress, SEGMENT_BYTES, Shared, segment_path, sync_folder,
-};
+use super::{APPEND_BATCH, Progress, SEGMENT_BYTES, Shared, segment_path, sync_folder};
 use crate::store::StoreError;
 use crate::store::writer::Prepared;
 
@@ -171,7 +169,7 @@ pub(super) fn admit(progress: &Progress) -> Result<bool, String> {
             None => "copying it into the journal stopped".to_owned(),
         });
     }
-    Ok(progress.durable_bytes - progress.applied_bytes < MAX_BACKLOG_BYTES)
+    Ok(progress.durable_bytes - progress.applied_bytes < progress.max_backlog_bytes)
 }
 
 /// The appender thread (see the module docs).

@@ -259,6 +259,8 @@ struct Progress {
     applier_idle: bool,
     /// Turns written on a caller's thread ([`IntakeLog::append_in_place`]).
     in_place_turns: u64,
+    /// [`MAX_BACKLOG_BYTES`] (a test lowers it).
+    max_backlog_bytes: u64,
     /// Callers waiting for everything durable to be copied ([`IntakeLog::wait_copied`]): the
     /// applier copies at once rather than letting a batch gather.
     hurry: usize,
@@ -329,6 +331,7 @@ impl IntakeLog {
             progress: Mutex::new(Progress {
                 durable_seq: applied,
                 applied_seq: applied,
+                max_backlog_bytes: MAX_BACKLOG_BYTES,
                 ..Progress::default()
             }),
             changed: Condvar::new(),
@@ -921,6 +924,40 @@ mod tests {
         stored.sort();
         logged.sort();
         assert_eq!(stored, logged);
+        store.close().await;
+    }
+
+    /// An append waiting for room (the records not yet copied at the bound) when a copy into
+    /// the journal fails is refused then (AE), not left waiting until a copy succeeds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn err_an_append_waiting_for_room_is_refused_once_a_copy_fails() {
+        let (_dir, path) = store_path();
+        let store = Store::open(&path, LOGGED).unwrap();
+        let db = fail_journal_inserts(&path);
+        let log = store.shared.intake.as_ref().unwrap();
+        log.shared.lock().max_backlog_bytes = 1;
+        store
+            .journal_intake(vec![record("C0", b"MSH|0")])
+            .await
+            .unwrap();
+        // C0's bytes fill the backlog: C1 waits for room, until C0's copy fails.
+        let waited = tokio::time::timeout(
+            Duration::from_secs(10),
+            store.journal_intake(vec![record("C1", b"MSH|1")]),
+        )
+        .await
+        .expect("still waiting for room after the copy failed");
+        let text = waited.unwrap_err().to_string();
+        assert!(
+            text.starts_with(&format!(
+                "store `{}`: the intake log takes no more messages: copying it into the journal fails (tried again every second)",
+                path.display()
+            )),
+            "{text}"
+        );
+        db.execute_batch("DROP TRIGGER fail;").unwrap();
+        assert!(store.intake_copied(Duration::from_secs(10)).await);
+        assert_eq!(control_ids(&store), vec![c(0)]);
         store.close().await;
     }
 
