@@ -106,7 +106,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
   # "first" is the build that ran first in this round; a round where a load failed (no rate)
   # is left out of the summary.
-  first=old; [ $((round % 2)) = 0 ] && first=new
+  first=${order%% *}
   ratio=$(awk -v a="$new_rate" -v b="$old_rate" 'BEGIN { if (a > 0 && b > 0) printf "%.3f", a / b }')
   [ -n "$ratio" ] && ratios+=("$ratio $first")
   old_rate=""; new_rate=""
